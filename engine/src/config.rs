@@ -1,0 +1,490 @@
+//! The workspace: `backflow.toml` plus optional `models/*.toml` and `syncs/*.toml`.
+//!
+//! Parsing rejects unknown keys; every error names the file and the key. Cross-references
+//! (a sync's model, a model's source, mapped columns) are checked in [`Workspace::load`], so
+//! a loaded workspace is internally consistent. Whether a plugin accepts its `config` table is
+//! the plugin's call, checked later through its `check-config` export.
+
+use crate::host::{Grants, Limits};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const WORKSPACE_FILE: &str = "backflow.toml";
+
+/// A configuration error, always naming the file and, where it applies, the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key path, e.g. `syncs.crm.model`; empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All errors found while loading, reported together.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// `backflow.toml`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceFile {
+    /// Workspace-wide settings.
+    #[serde(default)]
+    workspace: WorkspaceSettings,
+    #[serde(default)]
+    sources: IndexMap<String, ConnectorFile>,
+    #[serde(default)]
+    destinations: IndexMap<String, ConnectorFile>,
+    #[serde(default)]
+    models: IndexMap<String, ModelFile>,
+    #[serde(default)]
+    syncs: IndexMap<String, SyncFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceSettings {
+    /// Where plugins named by spec name are looked up (default `plugins`).
+    plugins_dir: Option<String>,
+    /// Where state, run history and the compiled-plugin cache live (default `.backflow`).
+    state_dir: Option<String>,
+}
+
+/// A source or destination: a plugin, its config, what it may touch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectorFile {
+    /// A plugin name (looked up in `plugins_dir`) or a path to a `.wasm` file.
+    plugin: String,
+    /// The plugin's own configuration; its schema is the plugin's (`backflow plugin inspect`).
+    #[serde(default)]
+    config: Option<toml::Table>,
+    /// Capabilities granted to the plugin. Nothing is granted by default.
+    #[serde(default)]
+    grants: GrantsFile,
+    /// Resource limits for each instance of the plugin.
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GrantsFile {
+    /// Directories the plugin may read (read-only).
+    #[serde(default)]
+    files: Vec<String>,
+    /// `host:port` (or `host:*`) the plugin may connect to.
+    #[serde(default)]
+    network: Vec<String>,
+    /// Environment variables the plugin may read.
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    /// Linear memory per instance, in MiB (default 256).
+    memory_mb: Option<u64>,
+    /// CPU time the plugin may spend in one call, in milliseconds (default 30000).
+    call_timeout_ms: Option<u64>,
+}
+
+/// A model: a query with a primary key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    /// Name of a source in `[sources]`.
+    source: String,
+    /// What to read; its meaning is the source plugin's (SQL, a file path, ...).
+    query: String,
+    /// Column(s) identifying a row.
+    primary_key: OneOrMany,
+    /// Optional human description.
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A sync: a model delivered to a destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncFile {
+    model: String,
+    destination: String,
+    /// upsert (default), update, insert, mirror or append.
+    #[serde(default)]
+    mode: Option<String>,
+    /// Model column → destination field. Empty: every column under its own name.
+    #[serde(default)]
+    mapping: IndexMap<String, String>,
+    /// Rows per destination call (default: the destination's limit, at most 500).
+    #[serde(default)]
+    batch_size: Option<u32>,
+    /// Optional human description.
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// How a sync treats the diff. See the README for each mode's operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    Upsert,
+    Update,
+    Insert,
+    Mirror,
+    Append,
+}
+
+impl SyncMode {
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        Some(match s {
+            "upsert" => SyncMode::Upsert,
+            "update" => SyncMode::Update,
+            "insert" => SyncMode::Insert,
+            "mirror" => SyncMode::Mirror,
+            "append" => SyncMode::Append,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::Update => "update",
+            SyncMode::Insert => "insert",
+            SyncMode::Mirror => "mirror",
+            SyncMode::Append => "append",
+        }
+    }
+
+    /// The destination operations this mode needs.
+    pub fn operations(self) -> &'static [backflow_plugin_sdk::Operation] {
+        use backflow_plugin_sdk::Operation::*;
+        match self {
+            SyncMode::Upsert => &[Insert, Update],
+            SyncMode::Update => &[Update],
+            SyncMode::Insert => &[Insert],
+            SyncMode::Mirror => &[Insert, Update, Delete],
+            SyncMode::Append => &[Append],
+        }
+    }
+}
+
+/// Where a definition came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// Key prefix inside that file, e.g. `sources.files` (empty for one-per-file definitions).
+    pub key: String,
+}
+
+impl Origin {
+    pub fn key(&self, field: &str) -> String {
+        match (self.key.is_empty(), field.is_empty()) {
+            (true, _) => field.to_string(),
+            (false, true) => self.key.clone(),
+            (false, false) => format!("{}.{field}", self.key),
+        }
+    }
+
+    pub fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.clone(), key: self.key(field), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub name: String,
+    pub plugin: String,
+    /// The plugin's config as JSON text.
+    pub config_json: String,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub source: String,
+    pub query: String,
+    pub primary_key: Vec<String>,
+    pub description: Option<String>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sync {
+    pub name: String,
+    pub model: String,
+    pub destination: String,
+    pub mode: SyncMode,
+    /// Model column → destination field, in order.
+    pub mapping: Vec<(String, String)>,
+    pub batch_size: Option<u32>,
+    pub description: Option<String>,
+    pub origin: Origin,
+}
+
+/// A loaded, cross-checked workspace.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub root: PathBuf,
+    pub plugins_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub sources: BTreeMap<String, Connector>,
+    pub destinations: BTreeMap<String, Connector>,
+    pub models: BTreeMap<String, Model>,
+    pub syncs: BTreeMap<String, Sync>,
+}
+
+fn toml_error(file: &Path, e: toml::de::Error) -> ConfigError {
+    // toml's message carries the line, column and, for unknown keys, the expected ones.
+    ConfigError { file: file.to_path_buf(), key: String::new(), message: e.to_string().trim_end().to_string() }
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError { file: file.to_path_buf(), key: String::new(), message: format!("cannot read: {e}") })
+}
+
+/// Files in `dir` ending in `.toml`, sorted; none if the directory does not exist.
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+impl Workspace {
+    /// Loads and checks the workspace in `root`. Reports every error found.
+    pub fn load(root: &Path) -> Result<Workspace, ConfigErrors> {
+        let main_file = root.join(WORKSPACE_FILE);
+        if !main_file.exists() {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: main_file,
+                key: String::new(),
+                message: "no workspace here (create one with `backflow init DIR`, or pass --workspace DIR)".into(),
+            }]));
+        }
+        let mut errors = Vec::new();
+        let text = read(&main_file).map_err(|e| ConfigErrors(vec![e]))?;
+        let parsed: WorkspaceFile = toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(&main_file, e)]))?;
+
+        let plugins_dir = root.join(parsed.workspace.plugins_dir.as_deref().unwrap_or("plugins"));
+        let state_dir = root.join(parsed.workspace.state_dir.as_deref().unwrap_or(".backflow"));
+
+        let origin = |prefix: &str, name: &str| Origin { file: main_file.clone(), key: format!("{prefix}.{name}") };
+        let mut sources = BTreeMap::new();
+        for (name, c) in parsed.sources {
+            match connector(root, &name, c, origin("sources", &name)) {
+                Ok(c) => {
+                    sources.insert(name, c);
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        let mut destinations = BTreeMap::new();
+        for (name, c) in parsed.destinations {
+            match connector(root, &name, c, origin("destinations", &name)) {
+                Ok(c) => {
+                    destinations.insert(name, c);
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+
+        let mut model_files: Vec<(String, ModelFile, Origin)> =
+            parsed.models.into_iter().map(|(n, m)| { let o = origin("models", &n); (n, m, o) }).collect();
+        for file in toml_files(&root.join("models")) {
+            let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            match read(&file).and_then(|t| toml::from_str::<ModelFile>(&t).map_err(|e| toml_error(&file, e))) {
+                Ok(m) => model_files.push((name, m, Origin { file: file.clone(), key: String::new() })),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut models = BTreeMap::new();
+        for (name, m, origin) in model_files {
+            if let Some(prev) = models.get(&name).map(|m: &Model| m.origin.clone()) {
+                errors.push(origin.error("", format!("model {name:?} is also defined in {}", prev.file.display())));
+                continue;
+            }
+            let primary_key = m.primary_key.into_vec();
+            if primary_key.is_empty() || primary_key.iter().any(|k| k.trim().is_empty()) {
+                errors.push(origin.error("primary_key", "needs at least one column name"));
+            }
+            if !sources.contains_key(&m.source) {
+                errors.push(origin.error("source", unknown("source", &m.source, sources.keys())));
+            }
+            if m.query.trim().is_empty() {
+                errors.push(origin.error("query", "is empty"));
+            }
+            models.insert(name.clone(), Model { name, source: m.source, query: m.query, primary_key, description: m.description, origin });
+        }
+
+        let mut sync_files: Vec<(String, SyncFile, Origin)> =
+            parsed.syncs.into_iter().map(|(n, s)| { let o = origin("syncs", &n); (n, s, o) }).collect();
+        for file in toml_files(&root.join("syncs")) {
+            let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            match read(&file).and_then(|t| toml::from_str::<SyncFile>(&t).map_err(|e| toml_error(&file, e))) {
+                Ok(s) => sync_files.push((name, s, Origin { file: file.clone(), key: String::new() })),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut syncs = BTreeMap::new();
+        for (name, s, origin) in sync_files {
+            if let Some(prev) = syncs.get(&name).map(|s: &Sync| s.origin.clone()) {
+                errors.push(origin.error("", format!("sync {name:?} is also defined in {}", prev.file.display())));
+                continue;
+            }
+            if !models.contains_key(&s.model) {
+                errors.push(origin.error("model", unknown("model", &s.model, models.keys())));
+            }
+            if !destinations.contains_key(&s.destination) {
+                errors.push(origin.error("destination", unknown("destination", &s.destination, destinations.keys())));
+            }
+            let mode = match s.mode.as_deref() {
+                None => SyncMode::Upsert,
+                Some(m) => SyncMode::parse(m).unwrap_or_else(|| {
+                    errors.push(origin.error("mode", format!("unknown mode {m:?}; use upsert, update, insert, mirror or append")));
+                    SyncMode::Upsert
+                }),
+            };
+            let mut seen_fields = std::collections::HashSet::new();
+            for (column, field) in &s.mapping {
+                if field.trim().is_empty() {
+                    errors.push(origin.error(&format!("mapping.{column}"), "destination field name is empty"));
+                } else if !seen_fields.insert(field.clone()) {
+                    errors.push(origin.error(&format!("mapping.{column}"), format!("destination field {field:?} is mapped twice")));
+                }
+            }
+            if s.batch_size == Some(0) {
+                errors.push(origin.error("batch_size", "must be at least 1"));
+            }
+            syncs.insert(
+                name.clone(),
+                Sync {
+                    name,
+                    model: s.model,
+                    destination: s.destination,
+                    mode,
+                    mapping: s.mapping.into_iter().collect(),
+                    batch_size: s.batch_size,
+                    description: s.description,
+                    origin,
+                },
+            );
+        }
+
+        if errors.is_empty() {
+            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, sources, destinations, models, syncs })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    pub fn sync(&self, name: &str) -> Result<&Sync, String> {
+        self.syncs.get(name).ok_or_else(|| unknown("sync", name, self.syncs.keys()))
+    }
+}
+
+fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let known: Vec<&String> = known.collect();
+    if known.is_empty() {
+        format!("no {what} named {name:?} (none are defined)")
+    } else {
+        format!("no {what} named {name:?} (defined: {})", known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+    }
+}
+
+fn connector(root: &Path, name: &str, c: ConnectorFile, origin: Origin) -> Result<Connector, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for (i, dir) in c.grants.files.iter().enumerate() {
+        let host_path = if Path::new(dir).is_absolute() { PathBuf::from(dir) } else { root.join(dir) };
+        if !host_path.is_dir() {
+            errors.push(origin.error(&format!("grants.files[{i}]"), format!("{} is not a directory", host_path.display())));
+            continue;
+        }
+        files.push((host_path, dir.trim_end_matches('/').to_string()));
+    }
+    for (i, hp) in c.grants.network.iter().enumerate() {
+        let valid = hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && (p == "*" || p.parse::<u16>().is_ok()));
+        if !valid {
+            errors.push(origin.error(&format!("grants.network[{i}]"), format!("{hp:?} is not host:port (or host:*)")));
+        }
+    }
+    if c.plugin.trim().is_empty() {
+        errors.push(origin.error("plugin", "is empty"));
+    }
+    let config_json = serde_json::to_string(&c.config.unwrap_or_default()).expect("TOML tables serialize to JSON");
+    let defaults = Limits::default();
+    let limits = Limits {
+        memory_mb: c.limits.memory_mb.unwrap_or(defaults.memory_mb),
+        call_timeout_ms: c.limits.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
+    };
+    if limits.memory_mb == 0 {
+        errors.push(origin.error("limits.memory_mb", "must be at least 1"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Connector {
+        name: name.to_string(),
+        plugin: c.plugin,
+        config_json,
+        grants: Grants { files, network: c.grants.network, env: c.grants.env },
+        limits,
+        origin,
+    })
+}

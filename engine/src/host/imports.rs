@@ -1,0 +1,124 @@
+//! The `host` interface plugins import: logging, the clock and HTTP through the host.
+//! Every HTTP request is checked against the plugin's `network` grant first.
+
+use super::bindings::wit_host::{self, HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel};
+use super::PluginState;
+use std::time::{Duration, Instant};
+
+/// Default per-request timeout when the plugin does not set one.
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response body handed to a plugin.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+impl super::bindings::wit::Host for PluginState {}
+
+impl PluginState {
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+impl wit_host::Host for PluginState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        let message = self.redact(&message);
+        let plugin = self.plugin_name.as_str();
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    async fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    async fn http_send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let started = Instant::now();
+        let result = self.http_send_inner(request).await;
+        // Waiting on the network is not the guest's CPU time.
+        self.clock.in_host += started.elapsed();
+        result
+    }
+}
+
+impl PluginState {
+    async fn http_send_inner(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let url = url::Url::parse(&request.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(HttpError::InvalidRequest(format!("unsupported URL scheme {:?}", url.scheme())));
+        }
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        if !self.grants.allows_host(&host, port) {
+            tracing::warn!(plugin = %self.plugin_name, %host, port, "denied HTTP request to an ungranted host");
+            return Err(HttpError::Denied(format!(
+                "{host}:{port} is not granted to plugin {}; add \"{host}:{port}\" to its grants.network",
+                self.plugin_name
+            )));
+        }
+        let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| HttpError::InvalidRequest(format!("bad HTTP method {:?}", request.method)))?;
+        let mut builder = self.http.request(method, url.clone());
+        for HttpHeader { name, value } in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let timeout = request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))).unwrap_or(DEFAULT_HTTP_TIMEOUT);
+        let response = builder
+            .timeout(timeout)
+            .body(request.body)
+            .send()
+            .await
+            .map_err(|e| {
+                let message = self.redact(&error_chain(&e));
+                if e.is_timeout() {
+                    HttpError::Timeout(message)
+                } else if e.is_builder() {
+                    HttpError::InvalidRequest(message)
+                } else {
+                    HttpError::Connection(message)
+                }
+            })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| HttpHeader { name: k.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+            .collect();
+        let mut body = Vec::new();
+        let mut response = response;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(HttpError::InvalidRequest(format!("response body larger than {MAX_RESPONSE_BYTES} bytes")));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(HttpError::Connection(self.redact(&error_chain(&e)))),
+            }
+        }
+        Ok(HttpResponse { status, headers, body })
+    }
+}
+
+/// reqwest's top-level message is terse ("error sending request"); the cause says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,207 @@
+//! Typed, sandboxed plugin instances: a [`SourceInstance`] reads a model, a
+//! [`DestinationInstance`] writes batches. Each owns its own [`Store`]; the task holding the
+//! instance is the only one that ever touches that store.
+
+use super::bindings::{self, destination, source, wit};
+use super::{Grants, Limits, Plugin, PluginHost, PluginState};
+use backflow_plugin_sdk::{Batch, Column, Operation, PluginError, RowOutcome, SyncContext};
+use std::fmt;
+use wasmtime::component::ResourceAny;
+use wasmtime::Store;
+
+/// Why a call into a plugin failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// The plugin returned an error value; the instance is still usable.
+    Plugin(PluginError),
+    /// The plugin trapped, ran out of time or memory; the instance is unusable.
+    Trap(String),
+    /// The host could not set up the call (e.g. a granted directory is missing).
+    Host(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Plugin(e) => write!(f, "{e}"),
+            CallError::Trap(m) => write!(f, "{m}"),
+            CallError::Host(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl CallError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CallError::Plugin(e) if e.is_retryable())
+    }
+}
+
+/// Starts the per-call CPU clock. Pair with [`finish`]; see [`guest_call!`].
+pub(crate) fn begin(store: &mut Store<PluginState>) {
+    store.data_mut().clock.start();
+    store.set_epoch_deadline(1);
+}
+
+/// Turns a wasmtime error (trap, interrupt, failed grow) into a [`CallError::Trap`] that says
+/// what happened in words, including the tail of what the plugin wrote to stderr (a Rust
+/// plugin's panic message lands there).
+pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result<R>) -> Result<R, CallError> {
+    let error = match result {
+        Ok(r) => return Ok(r),
+        Err(e) => e,
+    };
+    let state = store.data();
+    let name = &state.plugin_name;
+    let detail = format!("{error:?}");
+    let mut message = if state.clock.timed_out || matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        format!("plugin {name} exceeded its CPU time limit of {} ms and was stopped", state.clock.budget.as_millis())
+    } else if detail.contains("forcing trap when growing memory") || detail.contains("memory allocation failed") {
+        format!("plugin {name} exceeded its memory limit and was stopped")
+    } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        format!("plugin {name} crashed ({trap})")
+    } else {
+        format!("plugin {name} failed: {}", error.root_cause())
+    };
+    let stderr = state.stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    let stderr = stderr.trim();
+    if !stderr.is_empty() {
+        let tail: String = stderr.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+        message.push_str(": ");
+        message.push_str(&tail.replace('\n', " "));
+    }
+    tracing::debug!(plugin = %name, "{detail}");
+    Err(CallError::Trap(message))
+}
+
+/// Calls into a guest with the CPU clock running: `guest_call!(store, future)`.
+macro_rules! guest_call {
+    ($store:expr, $call:expr) => {{
+        $crate::host::instance::begin($store);
+        let result = $call.await;
+        $crate::host::instance::finish($store, result)
+    }};
+}
+pub(crate) use guest_call;
+
+fn plugin_result<T>(r: Result<T, wit::PluginError>) -> Result<T, CallError> {
+    r.map_err(|e| CallError::Plugin(bindings::error_from_wit(e)))
+}
+
+fn host_err(e: impl fmt::Display) -> CallError {
+    CallError::Host(e.to_string())
+}
+
+/// A source plugin with an open reader.
+pub struct SourceInstance {
+    store: Store<PluginState>,
+    bindings: source::SourcePlugin,
+    reader: Option<ResourceAny>,
+    columns: Vec<Column>,
+}
+
+impl SourceInstance {
+    pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, query: &str) -> Result<SourceInstance, CallError> {
+        let mut store = host.new_store(&plugin.spec.name, grants, limits).map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let pre = host.linker().instantiate_pre(&plugin.component).map_err(host_err)?;
+        let pre = source::SourcePluginPre::new(pre).map_err(host_err)?;
+        let bindings = guest_call!(&mut store, pre.instantiate_async(&mut store))?;
+        let reader = guest_call!(&mut store, bindings.backflow_plugin_source().reader().call_open(&mut store, config_json, query))?;
+        let reader = plugin_result(reader)?;
+        let columns = guest_call!(&mut store, bindings.backflow_plugin_source().reader().call_columns(&mut store, reader))?;
+        let columns = columns.into_iter().map(bindings::column_from_wit).collect();
+        Ok(SourceInstance { store, bindings, reader: Some(reader), columns })
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The next batch, or `None` when the model is exhausted.
+    pub async fn next_batch(&mut self, max_rows: u32) -> Result<Option<Batch>, CallError> {
+        let reader = self.reader.ok_or_else(|| CallError::Host("reader already closed".into()))?;
+        let store = &mut self.store;
+        let batch = guest_call!(store, self.bindings.backflow_plugin_source().reader().call_next_batch(&mut *store, reader, max_rows))?;
+        Ok(plugin_result(batch)?.map(|b| Batch {
+            columns: b.columns.into_iter().map(bindings::column_from_wit).collect(),
+            row_count: b.row_count,
+            payload: b.payload,
+        }))
+    }
+
+    /// Releases the reader (closing files and connections inside the plugin).
+    pub async fn close(mut self) {
+        if let Some(reader) = self.reader.take() {
+            let store = &mut self.store;
+            let _ = guest_call!(store, reader.resource_drop_async(&mut *store));
+        }
+    }
+}
+
+/// A destination plugin with an open writer.
+pub struct DestinationInstance {
+    store: Store<PluginState>,
+    bindings: destination::DestinationPlugin,
+    writer: Option<ResourceAny>,
+}
+
+impl DestinationInstance {
+    pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, context: &SyncContext) -> Result<DestinationInstance, CallError> {
+        let mut store = host.new_store(&plugin.spec.name, grants, limits).map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let pre = host.linker().instantiate_pre(&plugin.component).map_err(host_err)?;
+        let pre = destination::DestinationPluginPre::new(pre).map_err(host_err)?;
+        let bindings = guest_call!(&mut store, pre.instantiate_async(&mut store))?;
+        let ctx = destination::exports::backflow::plugin::destination::SyncContext {
+            sync_name: context.sync_name.clone(),
+            primary_key: context.primary_key.clone(),
+            run_id: context.run_id.clone(),
+        };
+        let writer = guest_call!(&mut store, bindings.backflow_plugin_destination().writer().call_open(&mut store, config_json, &ctx))?;
+        let writer = plugin_result(writer)?;
+        Ok(DestinationInstance { store, bindings, writer: Some(writer) })
+    }
+
+    /// Writes a batch; one outcome per row in order, or an error if nothing was written.
+    pub async fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, CallError> {
+        use destination::exports::backflow::plugin::destination::RowOutcome as W;
+        let writer = self.writer.ok_or_else(|| CallError::Host("writer already closed".into()))?;
+        let rows = batch.row_count as usize;
+        let wit_batch = wit::RowBatch {
+            columns: batch.columns.iter().map(bindings::column_to_wit).collect(),
+            row_count: batch.row_count,
+            payload: batch.payload,
+        };
+        let store = &mut self.store;
+        let outcomes = guest_call!(
+            store,
+            self.bindings.backflow_plugin_destination().writer().call_write(&mut *store, writer, bindings::operation_to_wit(op), &wit_batch)
+        )?;
+        let outcomes = plugin_result(outcomes)?;
+        if outcomes.len() != rows {
+            return Err(CallError::Plugin(PluginError::fatal(format!(
+                "destination returned {} row outcomes for a batch of {rows} rows",
+                outcomes.len()
+            ))));
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                W::Accepted => RowOutcome::Accepted,
+                W::Rejected(m) => RowOutcome::Rejected(m),
+                W::Retryable(m) => RowOutcome::Retryable(m),
+            })
+            .collect())
+    }
+
+    /// Flushes and releases the writer.
+    pub async fn finish(mut self) -> Result<(), CallError> {
+        let Some(writer) = self.writer.take() else { return Ok(()) };
+        let store = &mut self.store;
+        let result = guest_call!(store, self.bindings.backflow_plugin_destination().writer().call_finish(&mut *store, writer));
+        let store = &mut self.store;
+        let _ = guest_call!(store, writer.resource_drop_async(&mut *store));
+        plugin_result(result?)
+    }
+}

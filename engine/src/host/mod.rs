@@ -1,0 +1,384 @@
+//! The Wasm host: one wasmtime [`Engine`] per process, a compiled-component cache, and a
+//! sandboxed [`Store`] per plugin instance.
+//!
+//! What a plugin may touch is decided here and nowhere else:
+//! - no files, network or environment unless the workspace grants them ([`Grants`]);
+//! - a memory limit per instance ([`Limits::memory_mb`]) enforced by a store limiter;
+//! - a CPU-time budget per call ([`Limits::call_timeout_ms`]), enforced with epoch
+//!   interruption: a background thread ticks the engine's epoch every [`EPOCH_TICK`] and
+//!   each store's deadline callback checks how long the guest itself has run (time spent
+//!   waiting on host calls such as HTTP is not charged to the guest).
+//!
+//! A trap, a timeout or an exhausted memory limit poisons only that instance and surfaces as
+//! [`CallError::Trap`]; the engine process carries on.
+
+pub mod bindings;
+mod imports;
+pub mod instance;
+
+use anyhow::{anyhow, bail, Context as _};
+use backflow_plugin_sdk::{PluginKind, PluginSpec};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+pub use instance::{CallError, DestinationInstance, SourceInstance};
+
+/// How often the epoch advances. Deadlines are checked at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The WIT package version this engine hosts.
+pub const WIT_PACKAGE: &str = "backflow:plugin@0.1.0";
+
+/// What the operator grants one plugin. Everything defaults to nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Directories the plugin may read, mounted read-only at the same path they are
+    /// written with in the workspace (relative paths resolved against the workspace).
+    pub files: Vec<(PathBuf, String)>,
+    /// `host:port` pairs (or `host:*`) the plugin may reach, through host HTTP or sockets.
+    pub network: Vec<String>,
+    /// Environment variables the plugin may read.
+    pub env: Vec<String>,
+}
+
+impl Grants {
+    /// Whether `host:port` is granted. Host names compare case-insensitively.
+    pub fn allows_host(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.network.iter().any(|g| match g.rsplit_once(':') {
+            Some((h, p)) => {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                h.eq_ignore_ascii_case(host) && (p == "*" || p.parse::<u16>() == Ok(port))
+            }
+            None => false,
+        })
+    }
+}
+
+/// Per-instance resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_mb: u64,
+    pub call_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_mb: 256, call_timeout_ms: 30_000 }
+    }
+}
+
+/// A compiled plugin: its component, content hash and spec.
+#[derive(Clone)]
+pub struct Plugin {
+    pub path: PathBuf,
+    pub hash: String,
+    pub spec: PluginSpec,
+    pub component: Component,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.path).field("hash", &self.hash).field("spec", &self.spec).finish()
+    }
+}
+
+/// Everything a plugin's store holds.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pub(crate) plugin_name: String,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) http: reqwest::Client,
+    /// Values of granted environment variables, redacted from the plugin's log lines.
+    pub(crate) secrets: Vec<String>,
+    pub(crate) clock: CallClock,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Measures the guest's own running time during one call.
+#[derive(Debug)]
+pub(crate) struct CallClock {
+    started: Instant,
+    /// Time spent inside host imports during the current call.
+    pub(crate) in_host: Duration,
+    budget: Duration,
+    pub(crate) timed_out: bool,
+}
+
+impl CallClock {
+    fn start(&mut self) {
+        self.started = Instant::now();
+        self.in_host = Duration::ZERO;
+        self.timed_out = false;
+    }
+
+    fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.in_host)
+    }
+}
+
+/// Owns the wasmtime engine, the linker and the compiled-component cache.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache_dir: Option<PathBuf>,
+    loaded: Mutex<HashMap<String, Plugin>>,
+    http: reqwest::Client,
+    _ticker: Arc<EpochTicker>,
+}
+
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    /// `cache_dir` holds compiled components; `None` disables the disk cache.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginHost> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        // Epoch interruption bounds CPU time per call at ~1% overhead, unlike fuel, which
+        // counts every instruction. The deadline callback (see `instantiate`) decides.
+        config.epoch_interruption(true);
+        // Instances are few and long-lived (one per reader/writer), so the default on-demand
+        // allocator is enough; the pooling allocator pays off only at high instantiation rates.
+        // Fail memory.grow beyond the limit with a trap, so an out-of-memory guest stops with
+        // a clear error instead of misbehaving on a failed allocation.
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new().name("backflow-epoch".into()).spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        }
+
+        let mut linker: Linker<PluginState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::wit_host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(&mut linker, |s| s)?;
+
+        // reqwest is built without a bundled crypto provider (aws-lc builds C, slowly); use
+        // ring's. Installing twice is harmless: the first provider stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
+        }
+        Ok(PluginHost { engine, linker, cache_dir, loaded: Mutex::new(HashMap::new()), http, _ticker: Arc::new(EpochTicker { stop }) })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads (compiling or reading from cache) a plugin file and reads its spec.
+    pub async fn load(&self, path: &Path) -> anyhow::Result<Plugin> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let hash = hex::encode(Sha256::digest(&bytes));
+        if let Some(p) = self.loaded.lock().unwrap().get(&hash) {
+            let mut p = p.clone();
+            p.path = path.to_path_buf();
+            return Ok(p);
+        }
+        check_component_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
+        let component = self.compile_cached(&bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
+        check_wit_version(&self.engine, &component).with_context(|| format!("{}", path.display()))?;
+        let spec = self.read_spec(&component).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
+        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, component };
+        self.loaded.lock().unwrap().insert(hash, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn compile_cached(&self, bytes: &[u8], hash: &str) -> anyhow::Result<Component> {
+        let Some(dir) = &self.cache_dir else {
+            return Ok(Component::new(&self.engine, bytes)?);
+        };
+        // The key covers the plugin's bytes and everything about this engine that affects
+        // compiled code (wasmtime version, target, settings).
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let file = dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()));
+        if file.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an engine with the same
+            // compatibility hash, into a cache directory only this tool writes. wasmtime still
+            // validates the header and refuses an incompatible artifact.
+            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        if let Err(e) = component.serialize().and_then(|b| Ok(std::fs::write(&tmp, b)?)).and_then(|_| Ok(std::fs::rename(&tmp, &file)?)) {
+            tracing::warn!(file = %file.display(), error = %e, "could not cache compiled component");
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(component)
+    }
+
+    async fn read_spec(&self, component: &Component) -> anyhow::Result<PluginSpec> {
+        let mut store = self.new_store("(spec)", &Grants::default(), Limits::default())?;
+        let pre = self.linker.instantiate_pre(component)?;
+        let pre = bindings::base::PluginBasePre::new(pre)?;
+        let base = instance::guest_call!(&mut store, pre.instantiate_async(&mut store)).map_err(|e| anyhow!("{e}"))?;
+        let spec = instance::guest_call!(&mut store, base.backflow_plugin_plugin().call_spec(&mut store)).map_err(|e| anyhow!("{e}"))?;
+        Ok(bindings::spec_from_wit(spec))
+    }
+
+    /// Runs the plugin's own config check. Returns every problem it reports.
+    pub async fn check_config(&self, plugin: &Plugin, config_json: &str, limits: Limits) -> Result<Vec<backflow_plugin_sdk::ConfigError>, CallError> {
+        let mut store = self.new_store(&plugin.spec.name, &Grants::default(), limits).map_err(|e| CallError::Host(e.to_string()))?;
+        let pre = self.linker.instantiate_pre(&plugin.component).map_err(|e| CallError::Host(e.to_string()))?;
+        let pre = bindings::base::PluginBasePre::new(pre).map_err(|e| CallError::Host(e.to_string()))?;
+        let base = instance::guest_call!(&mut store, pre.instantiate_async(&mut store))?;
+        let errors = instance::guest_call!(&mut store, base.backflow_plugin_plugin().call_check_config(&mut store, config_json))?;
+        Ok(errors.into_iter().map(|e| backflow_plugin_sdk::ConfigError { field: e.field, message: e.message }).collect())
+    }
+
+    /// A fresh store with exactly the granted capabilities.
+    pub(crate) fn new_store(&self, plugin_name: &str, grants: &Grants, limits: Limits) -> anyhow::Result<Store<PluginState>> {
+        let stderr = MemoryOutputPipe::new(64 * 1024);
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone());
+        let mut secrets = Vec::new();
+        for name in &grants.env {
+            if let Ok(value) = std::env::var(name) {
+                if value.len() >= 4 {
+                    secrets.push(value.clone());
+                }
+                wasi.env(name, value);
+            }
+        }
+        for (host_path, guest_path) in &grants.files {
+            wasi.preopened_dir(host_path, guest_path, FsPerms::ReadOnly)
+                .map_err(|e| anyhow!("granting directory {}: {e}", host_path.display()))?;
+        }
+        // Sockets: only granted host:port pairs. Names in grants are resolved once, here.
+        let allowed = resolve_network_grants(&grants.network);
+        wasi.socket_addr_check(move |addr: SocketAddr, _use| {
+            let ok = allowed.iter().any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port()));
+            Box::pin(async move { ok })
+        });
+        wasi.allow_ip_name_lookup(!grants.network.is_empty());
+        wasi.allow_udp(false);
+
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size((limits.memory_mb as usize).saturating_mul(1024 * 1024))
+                .trap_on_grow_failure(true)
+                .instances(4)
+                .build(),
+            plugin_name: plugin_name.to_string(),
+            grants: Arc::new(grants.clone()),
+            http: self.http.clone(),
+            secrets,
+            clock: CallClock { started: Instant::now(), in_host: Duration::ZERO, budget: Duration::from_millis(limits.call_timeout_ms), timed_out: false },
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let clock = &mut ctx.data_mut().clock;
+            if clock.guest_time() > clock.budget {
+                clock.timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Yield so a busy guest never monopolises a runtime thread.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        Ok(store)
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+}
+
+fn resolve_network_grants(grants: &[String]) -> Vec<(std::net::IpAddr, Option<u16>)> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for g in grants {
+        let Some((host, port)) = g.rsplit_once(':') else { continue };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = if port == "*" { None } else { port.parse().ok() };
+        if let Ok(ip) = host.parse() {
+            out.push((ip, port));
+        } else if let Ok(addrs) = (host, port.unwrap_or(0)).to_socket_addrs() {
+            out.extend(addrs.map(|a| (a.ip(), port)));
+        }
+    }
+    out
+}
+
+/// Rejects files that are not Wasm components, with a message saying what they are.
+fn check_component_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        bail!("not a WebAssembly file (it does not start with the \\0asm magic bytes)");
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => bail!(
+            "a core WebAssembly module, not a component: build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+        ),
+        _ => bail!("an unsupported WebAssembly binary version"),
+    }
+}
+
+/// Ensures the component implements this engine's contract version.
+fn check_wit_version(engine: &Engine, component: &Component) -> anyhow::Result<()> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let wanted = "backflow:plugin/plugin@0.1.0";
+    if exports.iter().any(|e| e == wanted) {
+        return Ok(());
+    }
+    if let Some(other) = exports.iter().find(|e| e.starts_with("backflow:plugin/plugin@")) {
+        bail!("the plugin implements {other}, but this engine hosts {WIT_PACKAGE}; rebuild it against this version of the contract");
+    }
+    bail!("not a backflow plugin: it does not export {wanted} (exports: {})", if exports.is_empty() { "none".to_string() } else { exports.join(", ") })
+}
+
+/// The kind a plugin must have for a role, as an error message if it does not.
+pub fn expect_kind(plugin: &Plugin, kind: PluginKind) -> Result<(), String> {
+    if plugin.spec.kind == kind {
+        Ok(())
+    } else {
+        Err(format!("plugin {} ({}) is a {} plugin, not a {kind}", plugin.spec.name, plugin.path.display(), plugin.spec.kind))
+    }
+}

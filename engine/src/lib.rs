@@ -1,0 +1,16 @@
+//! backflow: a reverse-ETL sync engine whose connectors, quality checks and approval
+//! policies are sandboxed WebAssembly components.
+//!
+//! - [`config`] loads and checks a workspace;
+//! - [`host`] runs plugins in wasmtime with explicit grants and limits;
+//! - [`plugins`] finds plugins by name;
+//! - [`pipeline`] runs a sync: read, plan, deliver, record;
+//! - [`state`] keeps run history in redb;
+//! - [`receiver`] is a local webhook receiver for demos and tests.
+
+pub mod config;
+pub mod host;
+pub mod plugins;
+pub mod pipeline;
+pub mod state;
+pub mod receiver;

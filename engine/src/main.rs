@@ -1,0 +1,346 @@
+//! The `backflow` command line.
+
+use anyhow::{bail, Context as _};
+use backflow::config::Workspace;
+use backflow::host::PluginHost;
+use backflow::pipeline::{self, RunOptions};
+use backflow::state::{RunRecord, RunStatus, StateStore};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "backflow", version, about = "Reverse-ETL sync engine with sandboxed WebAssembly plugins")]
+struct Cli {
+    /// The workspace directory (holding backflow.toml).
+    #[arg(long, global = true, env = "BACKFLOW_WORKSPACE", default_value = ".")]
+    workspace: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a working example workspace in DIR.
+    Init {
+        dir: PathBuf,
+        /// Where to copy first-party plugins from (default: the `plugins` directory next to
+        /// the backflow binary's directory, e.g. target/plugins, or $BACKFLOW_PLUGINS).
+        #[arg(long, env = "BACKFLOW_PLUGINS")]
+        plugins: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Inspect plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// List and run syncs.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// Run history.
+    Runs {
+        /// Only runs of this sync.
+        #[arg(long)]
+        sync: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
+    },
+    /// A local webhook receiver that prints or stores what it receives.
+    Receiver {
+        #[arg(long, default_value_t = 8085)]
+        port: u16,
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Append every request as a JSON line to FILE.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List the plugins in the workspace's plugins directory.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a plugin's kind, spec, config schema and contract version.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// List the workspace's syncs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a sync now.
+    Run {
+        name: String,
+        /// Print one JSON object describing the run.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Show one run, with its rejected rows.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "backflow=info,warn".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_workspace(dir: &Path) -> anyhow::Result<Workspace> {
+    Workspace::load(dir).map_err(|e| anyhow::anyhow!("invalid workspace:\n{e}"))
+}
+
+fn host_for(ws: &Workspace) -> anyhow::Result<PluginHost> {
+    PluginHost::new(Some(ws.state_dir.join("cache")))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init { dir, plugins, force } => init(&dir, plugins, force),
+        Command::Receiver { port, host, out } => {
+            let addr: std::net::SocketAddr = format!("{host}:{port}").parse().with_context(|| format!("bad address {host}:{port}"))?;
+            let receiver = backflow::receiver::start(addr, backflow::receiver::ReceiverOptions { out, print: true }).await?;
+            eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);
+            tokio::signal::ctrl_c().await?;
+            eprintln!("received {} requests, {} rows", receiver.received().len(), receiver.rows());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
+            let host = PluginHost::new(None)?;
+            let plugin = host.load(&file).await?;
+            let schema: serde_json::Value = serde_json::from_str(&plugin.spec.config_schema).unwrap_or(serde_json::Value::String(plugin.spec.config_schema.clone()));
+            let info = serde_json::json!({
+                "file": plugin.path,
+                "name": plugin.spec.name,
+                "version": plugin.spec.version,
+                "kind": plugin.spec.kind,
+                "description": plugin.spec.description,
+                "wit": backflow::host::WIT_PACKAGE,
+                "sha256": plugin.hash,
+                "operations": plugin.spec.operations,
+                "max_batch_size": plugin.spec.max_batch_size,
+                "config_schema": schema,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!("{} {} ({} plugin)", plugin.spec.name, plugin.spec.version, plugin.spec.kind);
+                println!("  {}", plugin.spec.description);
+                println!("  file:      {}", plugin.path.display());
+                println!("  contract:  {}", backflow::host::WIT_PACKAGE);
+                println!("  sha256:    {}", plugin.hash);
+                if plugin.spec.kind == backflow_plugin_sdk::PluginKind::Destination {
+                    println!("  operations: {}", plugin.spec.operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", "));
+                    let max = if plugin.spec.max_batch_size == 0 { "unlimited".to_string() } else { plugin.spec.max_batch_size.to_string() };
+                    println!("  max batch:  {max}");
+                }
+                println!("  config schema:\n{}", indent(&serde_json::to_string_pretty(&schema)?, 4));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { command: PluginCommand::List { json } } => {
+            let ws = load_workspace(&cli.workspace)?;
+            let host = host_for(&ws)?;
+            let scan = backflow::plugins::scan(&host, &ws.plugins_dir).await;
+            if json {
+                let plugins: Vec<_> = scan
+                    .plugins
+                    .iter()
+                    .map(|p| serde_json::json!({"name": p.spec.name, "version": p.spec.version, "kind": p.spec.kind, "file": p.path, "sha256": p.hash}))
+                    .collect();
+                let problems: Vec<_> = scan.problems.iter().map(|(f, m)| serde_json::json!({"file": f, "error": m})).collect();
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugins": plugins, "problems": problems}))?);
+            } else {
+                println!("{:<20} {:<16} {:<9} FILE", "NAME", "KIND", "VERSION");
+                for p in &scan.plugins {
+                    println!("{:<20} {:<16} {:<9} {}", p.spec.name, p.spec.kind.as_str(), p.spec.version, p.path.display());
+                }
+                for (file, problem) in &scan.problems {
+                    eprintln!("skipped {}: {problem}", file.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { command: SyncCommand::List { json } } => {
+            let ws = load_workspace(&cli.workspace)?;
+            let state = StateStore::open(&ws.state_dir)?;
+            let mut rows = Vec::new();
+            for sync in ws.syncs.values() {
+                let last = state.runs(Some(&sync.name), 1)?.into_iter().next();
+                rows.push((sync, last));
+            }
+            if json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|(s, last)| {
+                        serde_json::json!({
+                            "name": s.name, "model": s.model, "destination": s.destination, "mode": s.mode,
+                            "last_run": last.as_ref().map(|r| serde_json::json!({"run_id": r.run_id, "status": r.status, "started_at": r.started_at})),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<24} {:<20} {:<20} {:<8} LAST RUN", "SYNC", "MODEL", "DESTINATION", "MODE");
+                for (s, last) in rows {
+                    let last = last.map(|r| format!("{} {}", r.status.as_str(), r.started_at)).unwrap_or_else(|| "never".into());
+                    println!("{:<24} {:<20} {:<20} {:<8} {last}", s.name, s.model, s.destination, s.mode.as_str());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { command: SyncCommand::Run { name, json } } => {
+            let ws = load_workspace(&cli.workspace)?;
+            let host = host_for(&ws)?;
+            let state = StateStore::open(&ws.state_dir)?;
+            let record = pipeline::run_sync(&host, &ws, &state, &name, &RunOptions::default()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&record)?);
+            } else {
+                print_run(&record);
+            }
+            Ok(exit_code(&record))
+        }
+        Command::Runs { sync, limit, json, command } => {
+            let ws = load_workspace(&cli.workspace)?;
+            let state = StateStore::open(&ws.state_dir)?;
+            match command {
+                Some(RunsCommand::Show { id, json }) => {
+                    let Some(run) = state.run(&id)? else { bail!("no run with id {id}") };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&run)?);
+                    } else {
+                        print_run(&run);
+                        for r in &run.rejected {
+                            println!("  rejected {} ({}): {}", r.key, r.change, r.error);
+                        }
+                    }
+                }
+                None => {
+                    let runs = state.runs(sync.as_deref(), limit)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&runs)?);
+                    } else {
+                        println!("{:<28} {:<24} {:<10} {:>9} {:>9} STARTED", "RUN", "SYNC", "STATUS", "DELIVERED", "FAILED");
+                        for r in runs {
+                            println!("{:<28} {:<24} {:<10} {:>9} {:>9} {}", r.run_id, r.sync, r.status.as_str(), r.delivered.total(), r.failed.total(), r.started_at);
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit_code(record: &RunRecord) -> ExitCode {
+    match record.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Partial => ExitCode::from(2),
+        RunStatus::Failed => ExitCode::FAILURE,
+    }
+}
+
+fn print_run(r: &RunRecord) {
+    println!("run {} of {}: {} in {} ms", r.run_id, r.sync, r.status.as_str(), r.duration_ms);
+    let line = |label: &str, c: &backflow::state::OpCounts| println!("  {label:<10} added {:>8}  changed {:>8}  removed {:>8}", c.added, c.changed, c.removed);
+    line("planned", &r.planned);
+    line("delivered", &r.delivered);
+    line("failed", &r.failed);
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    if !r.rejected.is_empty() {
+        println!("  {} rejected rows (see `backflow runs show {}`)", r.failed.total(), r.run_id);
+    }
+}
+
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
+}
+
+const EXAMPLE_WORKSPACE: &str = include_str!("../../examples/quickstart/backflow.toml");
+const EXAMPLE_CUSTOMERS: &str = include_str!("../../examples/quickstart/data/customers.csv");
+/// First-party plugins `init` copies into a new workspace.
+const FIRST_PARTY_PLUGINS: &[&str] = &["file_source.wasm", "webhook.wasm", "noop_destination.wasm"];
+
+fn init(dir: &Path, plugins: Option<PathBuf>, force: bool) -> anyhow::Result<ExitCode> {
+    let plugins_from = match plugins {
+        Some(p) => p,
+        None => {
+            let exe = std::env::current_exe().context("locating the backflow binary")?;
+            exe.parent().and_then(|d| d.parent()).map(|d| d.join("plugins")).context("locating the default plugins directory")?
+        }
+    };
+    for name in FIRST_PARTY_PLUGINS {
+        if !plugins_from.join(name).is_file() {
+            bail!(
+                "plugin {name} not found in {} (build the plugins with scripts/build-plugins, or pass --plugins DIR)",
+                plugins_from.display()
+            );
+        }
+    }
+    let main_file = dir.join("backflow.toml");
+    if main_file.exists() && !force {
+        bail!("{} already exists (use --force to overwrite)", main_file.display());
+    }
+    std::fs::create_dir_all(dir.join("data"))?;
+    std::fs::create_dir_all(dir.join("plugins"))?;
+    std::fs::write(&main_file, EXAMPLE_WORKSPACE)?;
+    std::fs::write(dir.join("data/customers.csv"), EXAMPLE_CUSTOMERS)?;
+    std::fs::write(dir.join(".gitignore"), ".backflow/\n")?;
+    for name in FIRST_PARTY_PLUGINS {
+        std::fs::copy(plugins_from.join(name), dir.join("plugins").join(name)).with_context(|| format!("copying {name}"))?;
+    }
+    println!("created a workspace in {}", dir.display());
+    println!("next:");
+    println!("  backflow receiver --port 8085 &            # a local endpoint to sync into");
+    println!("  CRM_TOKEN=demo backflow --workspace {} sync run customers_to_crm", dir.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,459 @@
+//! The MessagePack wire format of row batches, shared by the engine and the plugins.
+//!
+//! A batch payload is one MessagePack array of rows; a row is an array with one value per
+//! column. Native MessagePack types carry null, booleans, integers, floats, text (str) and
+//! bytes (bin). Types MessagePack lacks travel as extension values:
+//!
+//! | type      | encoding                                                            |
+//! |-----------|---------------------------------------------------------------------|
+//! | timestamp | ext -1, the standard MessagePack timestamp (we write the 96-bit form) |
+//! | decimal   | ext 1, the decimal's ASCII text, e.g. `-12.50`                      |
+//! | date      | ext 2, ASCII `YYYY-MM-DD`                                           |
+//! | json      | ext 3, UTF-8 JSON text                                              |
+//!
+//! The format is documented for authors in other languages in `wit/README.md`.
+
+use crate::value::{format_date, parse_date, Column, Value};
+use std::fmt;
+
+pub const EXT_TIMESTAMP: i8 = -1;
+pub const EXT_DECIMAL: i8 = 1;
+pub const EXT_DATE: i8 = 2;
+pub const EXT_JSON: i8 = 3;
+
+/// A payload that does not follow the batch format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(pub String);
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, CodecError> {
+    Err(CodecError(msg.into()))
+}
+
+/// Appends one value.
+pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
+    // Writing into a Vec cannot fail; the results are infallible in practice.
+    match value {
+        Value::Null => buf.push(0xc0),
+        Value::Bool(b) => buf.push(if *b { 0xc3 } else { 0xc2 }),
+        Value::Int(i) => {
+            let _ = rmp::encode::write_sint(buf, *i);
+        }
+        Value::Float(f) => {
+            let _ = rmp::encode::write_f64(buf, *f);
+        }
+        Value::Text(t) => {
+            let _ = rmp::encode::write_str(buf, t);
+        }
+        Value::Bytes(b) => {
+            let _ = rmp::encode::write_bin(buf, b);
+        }
+        Value::Decimal(d) => write_ext(buf, EXT_DECIMAL, d.as_bytes()),
+        Value::Date(d) => write_ext(buf, EXT_DATE, format_date(*d).as_bytes()),
+        Value::Json(j) => write_ext(buf, EXT_JSON, j.as_bytes()),
+        Value::Timestamp(us) => {
+            let secs = us.div_euclid(1_000_000);
+            let nanos = (us.rem_euclid(1_000_000) * 1000) as u32;
+            let mut data = [0u8; 12];
+            data[..4].copy_from_slice(&nanos.to_be_bytes());
+            data[4..].copy_from_slice(&secs.to_be_bytes());
+            write_ext(buf, EXT_TIMESTAMP, &data);
+        }
+    }
+}
+
+fn write_ext(buf: &mut Vec<u8>, ty: i8, data: &[u8]) {
+    let _ = rmp::encode::write_ext_meta(buf, data.len() as u32, ty);
+    buf.extend_from_slice(data);
+}
+
+/// Writes an array header of exactly five bytes (array32), so it can be patched later.
+fn write_fixed_array_header(buf: &mut Vec<u8>, len: u32) {
+    buf.push(0xdd);
+    buf.extend_from_slice(&len.to_be_bytes());
+}
+
+/// Writes a row's array header; the caller then writes `len` values.
+pub fn write_row_header(buf: &mut Vec<u8>, len: u32) {
+    let _ = rmp::encode::write_array_len(buf, len);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.bytes.len() - self.pos < n {
+            return err(format!("payload ends early at byte {} (needed {n} more)", self.pos));
+        }
+        let out = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+    fn len(&mut self, width: usize) -> Result<usize, CodecError> {
+        Ok(match width {
+            1 => usize::from(self.u8()?),
+            2 => usize::from(u16::from_be_bytes(self.be()?)),
+            _ => u32::from_be_bytes(self.be()?) as usize,
+        })
+    }
+}
+
+/// What a marker byte announces.
+enum Head {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    F32(f32),
+    F64(f64),
+    Str(usize),
+    Bin(usize),
+    Array(usize),
+    Map(usize),
+    Ext(usize, i8),
+}
+
+fn read_head(r: &mut Reader<'_>) -> Result<Head, CodecError> {
+    let at = r.pos;
+    let m = r.u8()?;
+    Ok(match m {
+        0x00..=0x7f => Head::Int(i64::from(m)),
+        0x80..=0x8f => Head::Map(usize::from(m & 0x0f)),
+        0x90..=0x9f => Head::Array(usize::from(m & 0x0f)),
+        0xa0..=0xbf => Head::Str(usize::from(m & 0x1f)),
+        0xc0 => Head::Nil,
+        0xc2 => Head::Bool(false),
+        0xc3 => Head::Bool(true),
+        0xc4 => Head::Bin(r.len(1)?),
+        0xc5 => Head::Bin(r.len(2)?),
+        0xc6 => Head::Bin(r.len(4)?),
+        0xc7 => {
+            let n = r.len(1)?;
+            Head::Ext(n, r.u8()? as i8)
+        }
+        0xc8 => {
+            let n = r.len(2)?;
+            Head::Ext(n, r.u8()? as i8)
+        }
+        0xc9 => {
+            let n = r.len(4)?;
+            Head::Ext(n, r.u8()? as i8)
+        }
+        0xca => Head::F32(f32::from_be_bytes(r.be()?)),
+        0xcb => Head::F64(f64::from_be_bytes(r.be()?)),
+        0xcc => Head::UInt(u64::from(r.u8()?)),
+        0xcd => Head::UInt(u64::from(u16::from_be_bytes(r.be()?))),
+        0xce => Head::UInt(u64::from(u32::from_be_bytes(r.be()?))),
+        0xcf => Head::UInt(u64::from_be_bytes(r.be()?)),
+        0xd0 => Head::Int(i64::from(r.u8()? as i8)),
+        0xd1 => Head::Int(i64::from(i16::from_be_bytes(r.be()?))),
+        0xd2 => Head::Int(i64::from(i32::from_be_bytes(r.be()?))),
+        0xd3 => Head::Int(i64::from_be_bytes(r.be()?)),
+        0xd4 => Head::Ext(1, r.u8()? as i8),
+        0xd5 => Head::Ext(2, r.u8()? as i8),
+        0xd6 => Head::Ext(4, r.u8()? as i8),
+        0xd7 => Head::Ext(8, r.u8()? as i8),
+        0xd8 => Head::Ext(16, r.u8()? as i8),
+        0xd9 => Head::Str(r.len(1)?),
+        0xda => Head::Str(r.len(2)?),
+        0xdb => Head::Str(r.len(4)?),
+        0xdc => Head::Array(r.len(2)?),
+        0xdd => Head::Array(r.len(4)?),
+        0xde => Head::Map(r.len(2)?),
+        0xdf => Head::Map(r.len(4)?),
+        0xe0..=0xff => Head::Int(i64::from(m as i8)),
+        0xc1 => return err(format!("invalid MessagePack marker 0xc1 at byte {at}")),
+    })
+}
+
+fn utf8(bytes: &[u8], what: &str) -> Result<String, CodecError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| CodecError(format!("{what} is not valid UTF-8")))
+}
+
+fn read_value_at(r: &mut Reader<'_>) -> Result<Value, CodecError> {
+    let at = r.pos;
+    Ok(match read_head(r)? {
+        Head::Nil => Value::Null,
+        Head::Bool(b) => Value::Bool(b),
+        Head::Int(i) => Value::Int(i),
+        Head::UInt(u) => match i64::try_from(u) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Decimal(u.to_string()),
+        },
+        Head::F32(f) => Value::Float(f64::from(f)),
+        Head::F64(f) => Value::Float(f),
+        Head::Str(n) => Value::Text(utf8(r.take(n)?, "text")?),
+        Head::Bin(n) => Value::Bytes(r.take(n)?.to_vec()),
+        Head::Ext(n, ty) => {
+            let data = r.take(n)?;
+            match ty {
+                EXT_DECIMAL => Value::Decimal(utf8(data, "decimal")?),
+                EXT_JSON => Value::Json(utf8(data, "json")?),
+                EXT_DATE => {
+                    let text = std::str::from_utf8(data).unwrap_or("");
+                    Value::Date(parse_date(text).ok_or_else(|| CodecError(format!("bad date {text:?} at byte {at}")))?)
+                }
+                EXT_TIMESTAMP => Value::Timestamp(decode_timestamp(data).ok_or_else(|| CodecError(format!("bad timestamp at byte {at}")))?),
+                other => return err(format!("unknown extension type {other} at byte {at}")),
+            }
+        }
+        Head::Array(_) | Head::Map(_) => {
+            return err(format!("nested array/map at byte {at}: cell values must be scalars (use the json extension)"))
+        }
+    })
+}
+
+fn decode_timestamp(data: &[u8]) -> Option<i64> {
+    let (secs, nanos): (i64, u32) = match data.len() {
+        4 => (i64::from(u32::from_be_bytes(data.try_into().ok()?)), 0),
+        8 => {
+            let v = u64::from_be_bytes(data.try_into().ok()?);
+            ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)
+        }
+        12 => (i64::from_be_bytes(data[4..].try_into().ok()?), u32::from_be_bytes(data[..4].try_into().ok()?)),
+        _ => return None,
+    };
+    secs.checked_mul(1_000_000)?.checked_add(i64::from(nanos / 1000))
+}
+
+/// Reads one value from the front of `input`, advancing it.
+pub fn read_value(input: &mut &[u8]) -> Result<Value, CodecError> {
+    let mut r = Reader { bytes: input, pos: 0 };
+    let v = read_value_at(&mut r)?;
+    *input = &input[r.pos..];
+    Ok(v)
+}
+
+/// The encoded length of the value (of any type, nested or not) starting at `bytes[0]`.
+pub fn value_len(bytes: &[u8]) -> Result<usize, CodecError> {
+    let mut r = Reader { bytes, pos: 0 };
+    skip(&mut r, 0)?;
+    Ok(r.pos)
+}
+
+fn skip(r: &mut Reader<'_>, depth: u32) -> Result<(), CodecError> {
+    if depth > 64 {
+        return err("value nested deeper than 64 levels");
+    }
+    match read_head(r)? {
+        Head::Str(n) | Head::Bin(n) | Head::Ext(n, _) => {
+            r.take(n)?;
+        }
+        Head::Array(n) => {
+            for _ in 0..n {
+                skip(r, depth + 1)?;
+            }
+        }
+        Head::Map(n) => {
+            for _ in 0..n * 2 {
+                skip(r, depth + 1)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads an array header from the front of `input`, advancing it.
+pub fn read_array_len(input: &mut &[u8]) -> Result<usize, CodecError> {
+    let mut r = Reader { bytes: input, pos: 0 };
+    match read_head(&mut r)? {
+        Head::Array(n) => {
+            *input = &input[r.pos..];
+            Ok(n)
+        }
+        _ => err("expected an array"),
+    }
+}
+
+/// An encoded batch: the payload plus the columns it was written for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub columns: Vec<Column>,
+    pub row_count: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Batch {
+    /// Position of a column by name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// Decodes every row. Errors name the row and column.
+    pub fn rows(&self) -> Rows<'_> {
+        let mut rest: &[u8] = &self.payload;
+        let header = read_array_len(&mut rest);
+        Rows { batch: self, rest, index: 0, header_error: header.err() }
+    }
+
+    /// Decodes all rows at once.
+    pub fn decode(&self) -> Result<Vec<Vec<Value>>, CodecError> {
+        self.rows().collect()
+    }
+}
+
+/// Iterator over a batch's rows, each a `Vec<Value>` in column order.
+pub struct Rows<'a> {
+    batch: &'a Batch,
+    rest: &'a [u8],
+    index: u32,
+    header_error: Option<CodecError>,
+}
+
+impl Iterator for Rows<'_> {
+    type Item = Result<Vec<Value>, CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.header_error.take() {
+            self.index = self.batch.row_count;
+            return Some(Err(CodecError(format!("batch payload: {e}"))));
+        }
+        if self.index >= self.batch.row_count {
+            return None;
+        }
+        let row = self.index;
+        self.index += 1;
+        let result = (|| {
+            let width = read_array_len(&mut self.rest).map_err(|e| CodecError(format!("row {row}: {e}")))?;
+            if width != self.batch.columns.len() {
+                return err(format!("row {row} has {width} values but the batch has {} columns", self.batch.columns.len()));
+            }
+            let mut values = Vec::with_capacity(width);
+            for col in &self.batch.columns {
+                values.push(read_value(&mut self.rest).map_err(|e| CodecError(format!("row {row}, column {:?}: {e}", col.name)))?);
+            }
+            Ok(values)
+        })();
+        if result.is_err() {
+            self.index = self.batch.row_count;
+        }
+        Some(result)
+    }
+}
+
+/// Builds a batch row by row.
+pub struct BatchBuilder {
+    columns: Vec<Column>,
+    payload: Vec<u8>,
+    rows: u32,
+}
+
+impl BatchBuilder {
+    pub fn new(columns: Vec<Column>) -> BatchBuilder {
+        BatchBuilder::with_capacity(columns, 64 * 1024)
+    }
+
+    pub fn with_capacity(columns: Vec<Column>, bytes: usize) -> BatchBuilder {
+        let mut payload = Vec::with_capacity(bytes.max(5));
+        write_fixed_array_header(&mut payload, 0);
+        BatchBuilder { columns, payload, rows: 0 }
+    }
+
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    pub fn len(&self) -> u32 {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Bytes encoded so far.
+    pub fn byte_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Appends a row; `values` must have one value per column.
+    pub fn push_row(&mut self, values: &[Value]) {
+        assert_eq!(values.len(), self.columns.len(), "row width must match the batch's columns");
+        write_row_header(&mut self.payload, values.len() as u32);
+        for v in values {
+            write_value(&mut self.payload, v);
+        }
+        self.rows += 1;
+    }
+
+    /// Appends a row whose values are already encoded (a row header plus one value per
+    /// column, exactly as [`write_row_header`] and [`write_value`] produce them).
+    pub fn push_encoded_row(&mut self, encoded: &[u8]) {
+        self.payload.extend_from_slice(encoded);
+        self.rows += 1;
+    }
+
+    pub fn finish(mut self) -> Batch {
+        self.payload[1..5].copy_from_slice(&self.rows.to_be_bytes());
+        Batch { columns: self.columns, row_count: self.rows, payload: self.payload }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::ValueType;
+
+    #[test]
+    fn every_type_round_trips() {
+        let values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-5),
+            Value::Int(i64::MAX),
+            Value::Int(i64::MIN),
+            Value::Float(1.5),
+            Value::Decimal("123456789012345678901234567890.000001".into()),
+            Value::Text("héllo, \"world\"".into()),
+            Value::Bytes(vec![0, 1, 255]),
+            Value::Timestamp(-1),
+            Value::Timestamp(1_700_000_000_123_456),
+            Value::Date(-3000),
+            Value::Json(r#"{"a":[1,2]}"#.into()),
+        ];
+        let columns: Vec<Column> = (0..values.len()).map(|i| Column::new(format!("c{i}"), ValueType::Any)).collect();
+        let mut b = BatchBuilder::new(columns);
+        b.push_row(&values);
+        b.push_row(&values);
+        let batch = b.finish();
+        assert_eq!(batch.row_count, 2);
+        let rows = batch.decode().unwrap();
+        assert_eq!(rows, vec![values.clone(), values]);
+        assert_eq!(value_len(&batch.payload).unwrap(), batch.payload.len());
+    }
+
+    #[test]
+    fn errors_name_row_and_column() {
+        let columns = vec![Column::new("id", ValueType::Integer), Column::new("email", ValueType::Text)];
+        let mut b = BatchBuilder::new(columns);
+        b.push_row(&[Value::Int(1), Value::Text("a@x".into())]);
+        let mut batch = b.finish();
+        batch.payload.truncate(batch.payload.len() - 1);
+        let e = batch.decode().unwrap_err();
+        assert!(e.0.contains("row 0, column \"email\""), "{e}");
+    }
+
+    #[test]
+    fn standard_timestamp_forms_decode() {
+        assert_eq!(decode_timestamp(&1u32.to_be_bytes()), Some(1_000_000));
+        let v: u64 = (500_000_000u64 << 34) | 2;
+        assert_eq!(decode_timestamp(&v.to_be_bytes()), Some(2_500_000));
+    }
+}

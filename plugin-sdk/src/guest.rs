@@ -1,0 +1,336 @@
+//! The plugin side: bindings to the WIT contract, the traits a plugin implements, and the
+//! adapters that connect the two. Compiled only with one of the world features.
+
+use crate::codec::Batch;
+use crate::spec::{ConfigError, Operation, PluginError, PluginKind, PluginSpec, RowOutcome};
+use crate::value::{Column, ValueType};
+
+/// Bindings for what every world shares: the `types` and `host` interfaces.
+#[doc(hidden)]
+pub mod host_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/v0.1.0",
+        inline: "
+            package backflow:sdk;
+            world host-only {
+                import backflow:plugin/types@0.1.0;
+                import backflow:plugin/host@0.1.0;
+            }
+        ",
+        world: "backflow:sdk/host-only",
+        generate_all,
+    });
+}
+
+use host_bindings::backflow::plugin::types as wit;
+
+macro_rules! world_bindings {
+    ($feature:literal, $module:ident, $world:literal, $macro_name:literal) => {
+        #[cfg(feature = $feature)]
+        #[doc(hidden)]
+        pub mod $module {
+            wit_bindgen::generate!({
+                path: "../wit/v0.1.0",
+                world: $world,
+                with: {
+                    "backflow:plugin/types@0.1.0": crate::guest::host_bindings::backflow::plugin::types,
+                    "backflow:plugin/host@0.1.0": crate::guest::host_bindings::backflow::plugin::host,
+                },
+                pub_export_macro: true,
+                export_macro_name: $macro_name,
+            });
+        }
+    };
+}
+
+world_bindings!("source", source_bindings, "source-plugin", "__backflow_export_source_world");
+world_bindings!("destination", destination_bindings, "destination-plugin", "__backflow_export_destination_world");
+world_bindings!("quality-check", check_bindings, "quality-check-plugin", "__backflow_export_check_world");
+world_bindings!("approval-policy", policy_bindings, "approval-policy-plugin", "__backflow_export_policy_world");
+
+/// Calls into the host: logging, the clock and HTTP. Every call is checked against the
+/// operator's grants; a denied call returns an error.
+pub mod host {
+    pub use super::host_bindings::backflow::plugin::host::{
+        HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel,
+    };
+    use super::host_bindings::backflow::plugin::host as raw;
+
+    pub fn log(level: LogLevel, message: &str) {
+        raw::log(level, message)
+    }
+    pub fn debug(message: &str) {
+        raw::log(LogLevel::Debug, message)
+    }
+    pub fn info(message: &str) {
+        raw::log(LogLevel::Info, message)
+    }
+    pub fn warn(message: &str) {
+        raw::log(LogLevel::Warn, message)
+    }
+    pub fn now_ms() -> u64 {
+        raw::now_ms()
+    }
+    /// Sends a request through the host; the URL's `host:port` must be granted.
+    pub fn http_send(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        raw::http_send(request)
+    }
+
+}
+
+// ---- The traits plugin authors implement -------------------------------------------------
+
+/// A source plugin: opens a reader for a query.
+pub trait SourcePlugin: 'static {
+    type Reader: SourceReader;
+    fn spec() -> PluginSpec;
+    /// Every problem with `config` (JSON text), without side effects.
+    fn check_config(config: &str) -> Vec<ConfigError>;
+    fn open(config: &str, query: &str) -> Result<Self::Reader, PluginError>;
+}
+
+/// Reads one model in batches.
+pub trait SourceReader: 'static {
+    fn columns(&self) -> Vec<Column>;
+    /// The next batch of at most `max_rows` rows; `None` when done.
+    fn next_batch(&mut self, max_rows: u32) -> Result<Option<Batch>, PluginError>;
+}
+
+/// A destination plugin: opens a writer for a sync.
+pub trait DestinationPlugin: 'static {
+    type Writer: DestinationWriter;
+    fn spec() -> PluginSpec;
+    fn check_config(config: &str) -> Vec<ConfigError>;
+    fn open(config: &str, context: crate::spec::SyncContext) -> Result<Self::Writer, PluginError>;
+}
+
+/// Writes batches. `write` returns one outcome per row, or an error when nothing was written.
+pub trait DestinationWriter: 'static {
+    fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, PluginError>;
+    fn finish(&mut self) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+// ---- Conversions between the SDK's types and the generated ones -------------------------
+
+impl From<ValueType> for wit::ValueType {
+    fn from(t: ValueType) -> Self {
+        match t {
+            ValueType::Any => wit::ValueType::Any,
+            ValueType::Boolean => wit::ValueType::Boolean,
+            ValueType::Integer => wit::ValueType::Integer,
+            ValueType::Float => wit::ValueType::Float,
+            ValueType::Decimal => wit::ValueType::Decimal,
+            ValueType::Text => wit::ValueType::Text,
+            ValueType::Bytes => wit::ValueType::Bytes,
+            ValueType::Timestamp => wit::ValueType::Timestamp,
+            ValueType::Date => wit::ValueType::Date,
+            ValueType::Json => wit::ValueType::Json,
+        }
+    }
+}
+
+impl From<wit::ValueType> for ValueType {
+    fn from(t: wit::ValueType) -> Self {
+        match t {
+            wit::ValueType::Any => ValueType::Any,
+            wit::ValueType::Boolean => ValueType::Boolean,
+            wit::ValueType::Integer => ValueType::Integer,
+            wit::ValueType::Float => ValueType::Float,
+            wit::ValueType::Decimal => ValueType::Decimal,
+            wit::ValueType::Text => ValueType::Text,
+            wit::ValueType::Bytes => ValueType::Bytes,
+            wit::ValueType::Timestamp => ValueType::Timestamp,
+            wit::ValueType::Date => ValueType::Date,
+            wit::ValueType::Json => ValueType::Json,
+        }
+    }
+}
+
+#[doc(hidden)]
+pub fn column_to_wit(c: Column) -> wit::Column {
+    wit::Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable }
+}
+
+#[doc(hidden)]
+pub fn batch_to_wit(b: Batch) -> wit::RowBatch {
+    wit::RowBatch { columns: b.columns.into_iter().map(column_to_wit).collect(), row_count: b.row_count, payload: b.payload }
+}
+
+#[doc(hidden)]
+pub fn batch_from_wit(b: wit::RowBatch) -> Batch {
+    Batch {
+        columns: b
+            .columns
+            .into_iter()
+            .map(|c| Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable })
+            .collect(),
+        row_count: b.row_count,
+        payload: b.payload,
+    }
+}
+
+#[doc(hidden)]
+pub fn operation_to_wit(op: Operation) -> wit::Operation {
+    match op {
+        Operation::Insert => wit::Operation::Insert,
+        Operation::Update => wit::Operation::Update,
+        Operation::Delete => wit::Operation::Delete,
+        Operation::Append => wit::Operation::Append,
+    }
+}
+
+#[doc(hidden)]
+pub fn operation_from_wit(op: wit::Operation) -> Operation {
+    match op {
+        wit::Operation::Insert => Operation::Insert,
+        wit::Operation::Update => Operation::Update,
+        wit::Operation::Delete => Operation::Delete,
+        wit::Operation::Append => Operation::Append,
+    }
+}
+
+#[doc(hidden)]
+pub fn spec_to_wit(s: PluginSpec) -> wit::PluginSpec {
+    wit::PluginSpec {
+        name: s.name,
+        version: s.version,
+        kind: match s.kind {
+            PluginKind::Source => wit::PluginKind::Source,
+            PluginKind::Destination => wit::PluginKind::Destination,
+            PluginKind::QualityCheck => wit::PluginKind::QualityCheck,
+            PluginKind::ApprovalPolicy => wit::PluginKind::ApprovalPolicy,
+        },
+        description: s.description,
+        config_schema: s.config_schema,
+        operations: s.operations.into_iter().map(operation_to_wit).collect(),
+        max_batch_size: s.max_batch_size,
+    }
+}
+
+#[doc(hidden)]
+pub fn config_errors_to_wit(errors: Vec<ConfigError>) -> Vec<wit::ConfigError> {
+    errors.into_iter().map(|e| wit::ConfigError { field: e.field, message: e.message }).collect()
+}
+
+impl From<PluginError> for wit::PluginError {
+    fn from(e: PluginError) -> Self {
+        match e {
+            PluginError::Retryable { message } => wit::PluginError::Retryable(message),
+            PluginError::RateLimited { message, retry_after_ms } => {
+                wit::PluginError::RateLimited(wit::RateLimit { message, retry_after_ms })
+            }
+            PluginError::BadConfig(c) => wit::PluginError::BadConfig(wit::ConfigError { field: c.field, message: c.message }),
+            PluginError::BadRow(r) => {
+                wit::PluginError::BadRow(wit::RowError { row_index: r.row_index, key: r.key, message: r.message })
+            }
+            PluginError::Fatal { message } => wit::PluginError::Fatal(message),
+        }
+    }
+}
+
+// ---- Adapters: the generated Guest traits implemented on top of the SDK traits ----------
+
+#[cfg(feature = "source")]
+#[doc(hidden)]
+pub mod source_adapter {
+    use super::source_bindings::exports::backflow::plugin::source as gen;
+    use super::*;
+    use std::cell::RefCell;
+
+    pub struct ReaderAdapter<P: SourcePlugin>(RefCell<P::Reader>);
+
+    impl<P: SourcePlugin> gen::GuestReader for ReaderAdapter<P> {
+        fn open(config: String, query: String) -> Result<gen::Reader, wit::PluginError> {
+            let reader = P::open(&config, &query)?;
+            Ok(gen::Reader::new(ReaderAdapter::<P>(RefCell::new(reader))))
+        }
+        fn columns(&self) -> Vec<wit::Column> {
+            self.0.borrow().columns().into_iter().map(column_to_wit).collect()
+        }
+        fn next_batch(&self, max_rows: u32) -> Result<Option<wit::RowBatch>, wit::PluginError> {
+            Ok(self.0.borrow_mut().next_batch(max_rows)?.map(batch_to_wit))
+        }
+    }
+}
+
+#[cfg(feature = "destination")]
+#[doc(hidden)]
+pub mod destination_adapter {
+    use super::destination_bindings::exports::backflow::plugin::destination as gen;
+    use super::*;
+    use std::cell::RefCell;
+
+    pub struct WriterAdapter<P: DestinationPlugin>(RefCell<P::Writer>);
+
+    impl<P: DestinationPlugin> gen::GuestWriter for WriterAdapter<P> {
+        fn open(config: String, context: gen::SyncContext) -> Result<gen::Writer, wit::PluginError> {
+            let context = crate::spec::SyncContext {
+                sync_name: context.sync_name,
+                primary_key: context.primary_key,
+                run_id: context.run_id,
+            };
+            let writer = P::open(&config, context)?;
+            Ok(gen::Writer::new(WriterAdapter::<P>(RefCell::new(writer))))
+        }
+        fn write(&self, op: wit::Operation, batch: wit::RowBatch) -> Result<Vec<gen::RowOutcome>, wit::PluginError> {
+            let outcomes = self.0.borrow_mut().write(operation_from_wit(op), batch_from_wit(batch))?;
+            Ok(outcomes
+                .into_iter()
+                .map(|o| match o {
+                    RowOutcome::Accepted => gen::RowOutcome::Accepted,
+                    RowOutcome::Rejected(m) => gen::RowOutcome::Rejected(m),
+                    RowOutcome::Retryable(m) => gen::RowOutcome::Retryable(m),
+                })
+                .collect())
+        }
+        fn finish(&self) -> Result<(), wit::PluginError> {
+            Ok(self.0.borrow_mut().finish()?)
+        }
+    }
+}
+
+/// Exports a [`SourcePlugin`] as this component's implementation of the `source-plugin` world.
+#[cfg(feature = "source")]
+#[macro_export]
+macro_rules! export_source {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        struct __BackflowSourceExport;
+        impl $crate::guest::source_bindings::exports::backflow::plugin::plugin::Guest for __BackflowSourceExport {
+            fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
+                $crate::guest::spec_to_wit(<$plugin as $crate::SourcePlugin>::spec())
+            }
+            fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
+                $crate::guest::config_errors_to_wit(<$plugin as $crate::SourcePlugin>::check_config(&config))
+            }
+        }
+        impl $crate::guest::source_bindings::exports::backflow::plugin::source::Guest for __BackflowSourceExport {
+            type Reader = $crate::guest::source_adapter::ReaderAdapter<$plugin>;
+        }
+        $crate::guest::source_bindings::__backflow_export_source_world!(__BackflowSourceExport with_types_in $crate::guest::source_bindings);
+    };
+}
+
+/// Exports a [`DestinationPlugin`] as this component's `destination-plugin` world.
+#[cfg(feature = "destination")]
+#[macro_export]
+macro_rules! export_destination {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        struct __BackflowDestinationExport;
+        impl $crate::guest::destination_bindings::exports::backflow::plugin::plugin::Guest for __BackflowDestinationExport {
+            fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
+                $crate::guest::spec_to_wit(<$plugin as $crate::DestinationPlugin>::spec())
+            }
+            fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
+                $crate::guest::config_errors_to_wit(<$plugin as $crate::DestinationPlugin>::check_config(&config))
+            }
+        }
+        impl $crate::guest::destination_bindings::exports::backflow::plugin::destination::Guest for __BackflowDestinationExport {
+            type Writer = $crate::guest::destination_adapter::WriterAdapter<$plugin>;
+        }
+        $crate::guest::destination_bindings::__backflow_export_destination_world!(__BackflowDestinationExport with_types_in $crate::guest::destination_bindings);
+    };
+}

@@ -1,0 +1,36 @@
+//! # backflow plugin SDK
+//!
+//! Everything a Rust author needs to write a backflow plugin: typed [`Value`]s and
+//! [`Column`]s, the MessagePack batch [`codec`] (the same one the engine uses), and — with one
+//! of the world features enabled — a trait per plugin kind plus an export macro, so a plugin
+//! never touches generated bindings.
+//!
+//! ```ignore
+//! // Cargo.toml: backflow-plugin-sdk = { ..., features = ["destination"] }
+//! use backflow_plugin_sdk::*;
+//!
+//! struct Printer;
+//! impl DestinationPlugin for Printer { /* spec, check_config, open */ }
+//! export_destination!(Printer);
+//! ```
+//!
+//! The engine depends on this crate without any world feature, for the shared types.
+
+pub mod codec;
+pub mod spec;
+pub mod value;
+
+pub use codec::{Batch, BatchBuilder, CodecError};
+pub use spec::{
+    parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec, RowError, RowOutcome, SyncContext,
+};
+pub use value::{Column, Value, ValueType};
+
+/// The WIT package version this SDK implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+#[cfg(any(feature = "source", feature = "destination", feature = "quality-check", feature = "approval-policy"))]
+pub mod guest;
+
+#[cfg(any(feature = "source", feature = "destination", feature = "quality-check", feature = "approval-policy"))]
+pub use guest::{host, DestinationPlugin, DestinationWriter, SourcePlugin, SourceReader};

@@ -1,0 +1,180 @@
+//! Plain Rust mirrors of the contract's records: what plugins say about themselves and the
+//! errors they return. The engine uses these too, so both sides speak the same types.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Source,
+    Destination,
+    QualityCheck,
+    ApprovalPolicy,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Source => "source",
+            PluginKind::Destination => "destination",
+            PluginKind::QualityCheck => "quality-check",
+            PluginKind::ApprovalPolicy => "approval-policy",
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a destination is asked to do with a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Insert,
+    Update,
+    Delete,
+    Append,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::Append => "append",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A plugin's description of itself.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PluginSpec {
+    pub name: String,
+    pub version: String,
+    pub kind: PluginKind,
+    pub description: String,
+    /// JSON Schema of the plugin's config, as JSON text.
+    pub config_schema: String,
+    /// Destinations: supported operations.
+    pub operations: Vec<Operation>,
+    /// Destinations: largest accepted batch (0 = unlimited).
+    pub max_batch_size: u32,
+}
+
+/// A problem with one field of a plugin's config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigError {
+    /// Dotted path inside the plugin's `config` table; empty for the table as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { field: field.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// A bad row, named by its position in the batch and, where known, its key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowError {
+    pub row_index: u32,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// Every failure a plugin reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PluginError {
+    Retryable { message: String },
+    RateLimited { message: String, retry_after_ms: Option<u64> },
+    BadConfig(ConfigError),
+    BadRow(RowError),
+    Fatal { message: String },
+}
+
+impl PluginError {
+    pub fn retryable(message: impl Into<String>) -> PluginError {
+        PluginError::Retryable { message: message.into() }
+    }
+    pub fn fatal(message: impl Into<String>) -> PluginError {
+        PluginError::Fatal { message: message.into() }
+    }
+    pub fn bad_config(field: impl Into<String>, message: impl Into<String>) -> PluginError {
+        PluginError::BadConfig(ConfigError::new(field, message))
+    }
+    pub fn bad_row(row_index: u32, key: Option<String>, message: impl Into<String>) -> PluginError {
+        PluginError::BadRow(RowError { row_index, key, message: message.into() })
+    }
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PluginError::Retryable { .. } | PluginError::RateLimited { .. })
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginError::Retryable { message } => write!(f, "retryable: {message}"),
+            PluginError::RateLimited { message, retry_after_ms: Some(ms) } => {
+                write!(f, "rate limited (retry after {ms} ms): {message}")
+            }
+            PluginError::RateLimited { message, retry_after_ms: None } => write!(f, "rate limited: {message}"),
+            PluginError::BadConfig(e) => write!(f, "bad config: {e}"),
+            PluginError::BadRow(e) => match &e.key {
+                Some(k) => write!(f, "bad row {} (key {k}): {}", e.row_index, e.message),
+                None => write!(f, "bad row {}: {}", e.row_index, e.message),
+            },
+            PluginError::Fatal { message } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// A destination's verdict on one row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", content = "message", rename_all = "snake_case")]
+pub enum RowOutcome {
+    Accepted,
+    Rejected(String),
+    Retryable(String),
+}
+
+/// Facts about the sync a destination writer works for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncContext {
+    pub sync_name: String,
+    pub primary_key: Vec<String>,
+    pub run_id: String,
+}
+
+/// Parses a plugin's config (JSON text) into `T`, naming the offending field on failure.
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(config);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, e.into_inner().to_string())
+    })
+}
