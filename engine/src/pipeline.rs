@@ -195,10 +195,10 @@ struct Tally {
 /// Runs a sync end to end and records it. Returns the record even when the run failed; an
 /// `Err` means the run could not start (nothing was read or written, nothing recorded).
 pub async fn run_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, options: &RunOptions) -> Result<RunRecord, PrepareError> {
-    let prepared = prepare(host, ws, sync_name).await?;
-    let run_id = ulid::Ulid::new().to_string();
     let started_at = now_rfc3339();
     let clock = Instant::now();
+    let prepared = prepare(host, ws, sync_name).await?;
+    let run_id = ulid::Ulid::new().to_string();
     tracing::info!(sync = sync_name, run_id, "run started");
     let mut tally = Tally::default();
     let outcome = execute(host, ws, &prepared, &run_id, &mut tally).await;
@@ -485,7 +485,7 @@ async fn deliver(writer: &mut Writer, op: Operation, columns: &[Column], rows: V
                     }
                 }
                 pending = retry;
-                if !pending.is_empty() {
+                if !pending.is_empty() && attempt < MAX_ATTEMPTS {
                     backoff(attempt, None).await;
                 }
             }
@@ -501,7 +501,9 @@ async fn deliver(writer: &mut Writer, op: Operation, columns: &[Column], rows: V
                 };
                 tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
                 last_error = e.to_string();
-                backoff(attempt, retry_after).await;
+                if attempt < MAX_ATTEMPTS {
+                    backoff(attempt, retry_after).await;
+                }
             }
             Err(CallError::Plugin(PluginError::BadConfig(c))) => {
                 let key = if c.field.is_empty() { p.destination.origin.key("config") } else { p.destination.origin.key(&format!("config.{}", c.field)) };

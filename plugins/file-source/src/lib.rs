@@ -147,6 +147,7 @@ impl CsvStream {
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(true)
+            .flexible(true)
             .buffer_capacity(256 * 1024)
             .from_reader(file);
         let header = reader

@@ -1,0 +1,128 @@
+//! The `backflow` binary as a user runs it.
+
+use crate::support::*;
+use std::process::Command;
+
+fn backflow(args: &[&str], workspace: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args(args)
+        .arg("--workspace")
+        .arg(workspace)
+        .env("RUST_LOG", "warn")
+        .env_remove("BACKFLOW_WORKSPACE")
+        .output()
+        .expect("running backflow")
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_run_json_prints_one_object_with_counts() {
+    let receiver = receiver().await;
+    let ws = csv_to_webhook(&receiver, "", "");
+    let path = ws.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "run", "to_hook", "--json"], &path)).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.trim().lines().count(), 1, "exactly one JSON line: {text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(v["run_id"].as_str().is_some_and(|s| s.len() == 26));
+    assert_eq!(v["sync"], "to_hook");
+    assert_eq!(v["status"], "succeeded");
+    for key in ["planned", "delivered", "failed"] {
+        for op in ["added", "changed", "removed"] {
+            assert!(v[key][op].is_u64(), "{key}.{op} missing in {v}");
+        }
+    }
+    assert_eq!(v["planned"]["added"], 8);
+    assert_eq!(v["delivered"]["added"], 8);
+    assert_eq!(receiver.rows(), 8);
+
+    // The run shows up in history.
+    let path = ws.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || backflow(&["runs", "--json"], &path)).await.unwrap();
+    let runs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(runs[0]["run_id"], v["run_id"]);
+}
+
+#[test]
+fn config_errors_exit_non_zero_with_the_file_and_key() {
+    let ws = TestWorkspace::new("[sources.x]\nplugin = \"file-source\"\nbogus = 1\n");
+    let out = backflow(&["sync", "list"], ws.path());
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("backflow.toml") && e.contains("unknown field `bogus`"), "{e}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = backflow(&["sync", "list"], empty.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no workspace here"), "{}", stderr(&out));
+}
+
+#[test]
+fn plugin_list_skips_files_that_are_not_plugins_and_says_why() {
+    let ws = TestWorkspace::new("[workspace]\nplugins_dir = \"plugins\"\n");
+    std::fs::create_dir_all(ws.path().join("plugins")).unwrap();
+    std::fs::copy(plugin("webhook.wasm"), ws.path().join("plugins/webhook.wasm")).unwrap();
+    std::fs::write(ws.path().join("plugins/notes.txt"), "not wasm").unwrap();
+    std::fs::write(ws.path().join("plugins/fake.wasm"), "definitely not wasm").unwrap();
+    let out = backflow(&["plugin", "list"], ws.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("webhook") && stdout(&out).contains("destination"), "{}", stdout(&out));
+    let e = stderr(&out);
+    assert!(e.contains("notes.txt: not a plugin"), "{e}");
+    assert!(e.contains("fake.wasm") && e.contains("not a WebAssembly file"), "{e}");
+
+    let out = backflow(&["plugin", "list", "--json"], ws.path());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 1);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn plugin_inspect_shows_kind_spec_schema_and_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let webhook = plugin("webhook.wasm");
+    let out = backflow(&["plugin", "inspect", webhook.to_str().unwrap(), "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["name"], "webhook");
+    assert_eq!(v["kind"], "destination");
+    assert_eq!(v["wit"], "backflow:plugin@0.1.0");
+    assert_eq!(v["config_schema"]["required"][0], "url");
+
+    let text = dir.path().join("x.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    let out = backflow(&["plugin", "inspect", text.to_str().unwrap()], dir.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a WebAssembly file"), "{}", stderr(&out));
+
+    // A core module is not a component.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let out = backflow(&["plugin", "inspect", core.to_str().unwrap()], dir.path());
+    assert!(stderr(&out).contains("core WebAssembly module, not a component"), "{}", stderr(&out));
+}
+
+#[test]
+fn init_creates_a_workspace_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("ws");
+    let out = Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args(["init", target.to_str().unwrap(), "--plugins", plugins_dir().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = backflow(&["sync", "list"], &target);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("customers_to_crm"), "{}", stdout(&out));
+    // A second init refuses to overwrite.
+    let out = Command::new(env!("CARGO_BIN_EXE_backflow")).args(["init", target.to_str().unwrap(), "--plugins", plugins_dir().to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+}

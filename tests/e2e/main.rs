@@ -1,0 +1,11 @@
+//! End-to-end tests: real plugins compiled from `plugins/` (and `tests/fixtures/`), real
+//! HTTP servers on 127.0.0.1, the real CLI binary. Build the plugins first
+//! (`scripts/build-plugins`); `scripts/test` does that.
+
+mod support;
+
+mod cli;
+mod config_errors;
+mod file_source;
+mod sandbox;
+mod sync;

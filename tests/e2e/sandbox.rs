@@ -1,0 +1,117 @@
+//! The sandbox: traps, timeouts, memory exhaustion and ungranted access become errors for
+//! the run, never a crash of the engine.
+
+use crate::support::*;
+use backflow::state::RunStatus;
+
+/// A workspace whose destination is the `misbehave` fixture configured with `config`.
+fn misbehaving(config: &str, extra: &str) -> TestWorkspace {
+    let ws = TestWorkspace::new(&format!(
+        r#"
+[workspace]
+plugins_dir = "{{plugins}}"
+[sources.files]
+plugin = "file-source"
+grants.files = ["data"]
+[destinations.bad]
+plugin = "misbehave"
+config = {config}
+{extra}
+[destinations.fine]
+plugin = "noop-destination"
+[models.m]
+source = "files"
+query = "data/rows.csv"
+primary_key = "id"
+[syncs.bad]
+model = "m"
+destination = "bad"
+[syncs.fine]
+model = "m"
+destination = "fine"
+"#
+    ));
+    ws.write("data/rows.csv", "id,name\n1,a\n2,b\n");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_plugin_fails_its_run_and_the_engine_carries_on() {
+    let ws = misbehaving(r#"{ on_write = "trap" }"#, "");
+    let ws_loaded = ws.load();
+    let host = host();
+    let state = backflow::state::StateStore::open(&ws_loaded.state_dir).unwrap();
+    let options = backflow::pipeline::RunOptions::default();
+    let bad = backflow::pipeline::run_sync(&host, &ws_loaded, &state, "bad", &options).await.unwrap();
+    assert_eq!(bad.status, RunStatus::Failed);
+    let error = bad.error.unwrap();
+    assert!(error.contains("plugin misbehave crashed"), "{error}");
+    assert!(error.contains("deliberate panic in write"), "the panic message should be in the error: {error}");
+    assert_eq!(bad.delivered.added, 0);
+    // Same process, same host: another sync still runs.
+    let fine = backflow::pipeline::run_sync(&host, &ws_loaded, &state, "fine", &options).await.unwrap();
+    assert_eq!(fine.status, RunStatus::Succeeded, "{fine:?}");
+    assert_eq!(fine.delivered.added, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_spins_is_stopped_at_its_cpu_limit() {
+    let ws = misbehaving(r#"{ on_write = "spin" }"#, "limits.call_timeout_ms = 300");
+    let run = ws.run("bad").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert!(error.contains("exceeded its CPU time limit of 300 ms"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_hoards_memory_is_stopped_at_its_memory_limit() {
+    let ws = misbehaving(r#"{ on_write = "oom" }"#, "limits.memory_mb = 32");
+    let run = ws.run("bad").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert!(error.contains("exceeded its memory limit"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_to_an_ungranted_host_is_denied_with_a_clear_error() {
+    let receiver = receiver().await;
+    // Granted a different port than the one it calls.
+    let ws = misbehaving(&format!(r#"{{ on_write = "http", url = "{}" }}"#, receiver.url("/x")), r#"grants.network = ["127.0.0.1:1"]"#);
+    let run = ws.run("bad").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert!(error.contains(&format!("{} is not granted to plugin misbehave", receiver.addr)), "{error}");
+    assert!(error.contains("grants.network"), "{error}");
+    assert_eq!(receiver.received().len(), 0);
+
+    // Granted: the same call goes through.
+    let ws = misbehaving(&format!(r#"{{ on_write = "http", url = "{}" }}"#, receiver.url("/x")), &format!(r#"grants.network = ["{}"]"#, receiver.addr));
+    let run = ws.run("bad").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_and_environment_are_invisible_unless_granted() {
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    let ws = misbehaving(&format!(r#"{{ on_write = "read_file", path = "{}" }}"#, secret_file.path().display()), "");
+    let run = ws.run("bad").await;
+    let error = run.error.unwrap();
+    assert!(error.contains("read_file denied"), "{error}");
+
+    std::env::set_var("BACKFLOW_E2E_HIDDEN", "visible?");
+    let ws = misbehaving(r#"{ on_write = "env", name = "BACKFLOW_E2E_HIDDEN" }"#, "");
+    let error = ws.run("bad").await.error.unwrap();
+    assert!(error.contains("env: not visible"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_without_a_file_grant_cannot_read_the_file() {
+    let ws = misbehaving(r#"{}"#, "");
+    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap().replace("grants.files = [\"data\"]", "");
+    std::fs::write(ws.path().join("backflow.toml"), toml).unwrap();
+    let run = ws.run("fine").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert!(error.contains("cannot open data/rows.csv") && error.contains("grants.files"), "{error}");
+}

@@ -1,0 +1,119 @@
+//! Helpers shared by the end-to-end tests.
+
+use backflow::config::Workspace;
+use backflow::host::PluginHost;
+use backflow::pipeline::{self, RunOptions};
+use backflow::receiver::{Receiver, ReceiverOptions};
+use backflow::state::{RunRecord, StateStore};
+use std::path::{Path, PathBuf};
+
+/// Where `scripts/build-plugins` puts the compiled components.
+pub fn plugins_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    for name in ["file_source.wasm", "webhook.wasm", "noop_destination.wasm", "misbehave.wasm"] {
+        assert!(dir.join(name).is_file(), "{} is missing: run scripts/build-plugins (or scripts/test) first", dir.join(name).display());
+    }
+    dir.canonicalize().unwrap()
+}
+
+pub fn plugin(name: &str) -> PathBuf {
+    plugins_dir().join(name)
+}
+
+/// A host sharing one compiled-component cache across tests (writes are atomic renames).
+pub fn host() -> PluginHost {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cache");
+    PluginHost::new(Some(cache)).expect("plugin host")
+}
+
+pub struct TestWorkspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestWorkspace {
+    /// A workspace whose backflow.toml is `toml` with `{plugins}` replaced by the plugins
+    /// directory.
+    pub fn new(toml: &str) -> TestWorkspace {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = toml.replace("{plugins}", plugins_dir().to_str().unwrap());
+        std::fs::write(dir.path().join("backflow.toml"), toml).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        TestWorkspace { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn load(&self) -> Workspace {
+        Workspace::load(self.path()).unwrap_or_else(|e| panic!("workspace should load: {e}"))
+    }
+
+    /// Runs a sync in-process; panics if it cannot start.
+    pub async fn run(&self, sync: &str) -> RunRecord {
+        self.try_run(sync).await.unwrap_or_else(|e| panic!("sync {sync} could not start: {e}"))
+    }
+
+    pub async fn try_run(&self, sync: &str) -> Result<RunRecord, String> {
+        let ws = self.load();
+        let host = host();
+        let state = StateStore::open(&ws.state_dir).unwrap();
+        pipeline::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into() }).await.map_err(|e| e.to_string())
+    }
+}
+
+pub async fn receiver() -> Receiver {
+    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default()).await.unwrap()
+}
+
+pub const CUSTOMERS_CSV: &str = "\
+id,email,name,plan,mrr,signed_up
+1,ada@example.com,Ada Lovelace,enterprise,1250.00,2021-03-04
+2,grace@example.com,Grace Hopper,pro,99.00,2022-07-19
+3,alan@example.com,Alan Turing,pro,99.00,2022-11-02
+4,edsger@example.com,Edsger Dijkstra,free,0.00,2023-01-15
+5,barbara@example.com,\"Liskov, Barbara\",enterprise,1800.50,2023-05-30
+6,donald@example.com,Donald Knuth,pro,99.00,2023-09-12
+7,frances@example.com,Frances Allen,free,0.00,2024-02-01
+8,ken@example.com,Ken Thompson,pro,149.00,2024-06-21
+";
+
+/// A workspace with a CSV source and a webhook destination pointed at `receiver`.
+pub fn csv_to_webhook(receiver: &Receiver, destination_extra: &str, sync_extra: &str) -> TestWorkspace {
+    let ws = TestWorkspace::new(&format!(
+        r#"
+[workspace]
+plugins_dir = "{{plugins}}"
+
+[sources.files]
+plugin = "file-source"
+grants.files = ["data"]
+
+[destinations.hook]
+plugin = "webhook"
+config.url = "{url}"
+grants.network = ["{addr}"]
+{destination_extra}
+
+[models.customers]
+source = "files"
+query = "data/customers.csv"
+primary_key = "id"
+
+[syncs.to_hook]
+model = "customers"
+destination = "hook"
+{sync_extra}
+"#,
+        url = receiver.url("/contacts"),
+        addr = receiver.addr,
+    ));
+    ws.write("data/customers.csv", CUSTOMERS_CSV);
+    ws
+}
