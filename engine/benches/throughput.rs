@@ -1,1 +1,112 @@
-fn main(){}
+//! Throughput of file-source → engine → no-op destination, through the Wasm boundary
+//! (`noop-destination` plugin) and beside it a native no-op (`builtin:noop`), plus peak RSS as
+//! the file grows 10×. Each measurement runs in its own process so peak RSS is its own.
+//!
+//!     scripts/build-plugins && cargo bench -p backflow --bench throughput
+//!
+//! Options: `-- --rows 1000000` (largest size; the smaller one is a tenth of it).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    if let Some(dest) = arg("--one") {
+        let rows: u64 = arg("--rows").unwrap().parse().unwrap();
+        let dir = arg("--dir").unwrap();
+        one(Path::new(&dir), &dest, rows);
+        return;
+    }
+    let max_rows: u64 = arg("--rows").map(|r| r.parse().unwrap()).unwrap_or(1_000_000);
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
+    let dir = tempfile::tempdir().unwrap();
+    println!("{:>10} {:<22} {:>8} {:>10} {:>9} {:>12} {:>12}", "rows", "destination", "seconds", "rows/s", "plan ms", "deliver ms", "peak RSS MB");
+    for rows in [max_rows / 10, max_rows] {
+        let ws = dir.path().join(format!("ws{rows}"));
+        write_workspace(&ws, &plugins, rows);
+        for dest in ["wasm", "native"] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--one", dest, "--rows", &rows.to_string(), "--dir", ws.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+}
+
+fn write_workspace(ws: &Path, plugins: &Path, rows: u64) {
+    std::fs::create_dir_all(ws.join("data")).unwrap();
+    std::fs::write(
+        ws.join("backflow.toml"),
+        format!(
+            r#"
+[workspace]
+plugins_dir = "{plugins}"
+[sources.files]
+plugin = "file-source"
+grants.files = ["data"]
+[destinations.wasm]
+plugin = "noop-destination"
+[destinations.native]
+plugin = "builtin:noop"
+[models.customers]
+source = "files"
+query = "data/customers.csv"
+primary_key = "id"
+[syncs.wasm]
+model = "customers"
+destination = "wasm"
+batch_size = 5000
+[syncs.native]
+model = "customers"
+destination = "native"
+batch_size = 5000
+"#,
+            plugins = plugins.display()
+        ),
+    )
+    .unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(ws.join("data/customers.csv")).unwrap());
+    writeln!(f, "id,email,name,plan,mrr,signed_up,active").unwrap();
+    let plans = ["free", "pro", "enterprise"];
+    for i in 0..rows {
+        writeln!(f, "{i},user{i}@example.com,User Number {i},{},{}.{:02},2023-{:02}-{:02},{}", plans[(i % 3) as usize], i % 2000, i % 100, 1 + i % 12, 1 + i % 28, i % 2 == 0).unwrap();
+    }
+}
+
+fn one(ws: &Path, dest: &str, rows: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let workspace = backflow::config::Workspace::load(ws).unwrap();
+        let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
+        let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
+        // Warm the compiled-component cache so compilation is not timed.
+        backflow::pipeline::prepare(&host, &workspace, dest).await.unwrap();
+        let started = Instant::now();
+        let run = backflow::pipeline::run_sync(&host, &workspace, &state, dest, &backflow::pipeline::RunOptions::default()).await.unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(run.delivered.added, rows, "{run:?}");
+        let label = if dest == "wasm" { "noop-destination.wasm" } else { "builtin:noop (native)" };
+        println!(
+            "{rows:>10} {label:<22} {secs:>8.2} {:>10.0} {:>9} {:>12} {:>12.1}",
+            rows as f64 / secs,
+            run.timings.plan_ms,
+            run.timings.deliver_ms,
+            peak_rss_mb()
+        );
+    });
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -8,7 +8,7 @@
 
 use crate::config::{Connector, Model, Sync, SyncMode, Workspace};
 use crate::host::{expect_kind, CallError, DestinationInstance, Plugin, PluginHost, SourceInstance};
-use crate::state::{OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, StateStore, MAX_REJECTED_KEPT};
+use crate::state::{OpCounts, PluginHashes, Timings, RejectedRow, RunRecord, RunStatus, StateStore, MAX_REJECTED_KEPT};
 use backflow_plugin_sdk::codec::{read_array_len, read_value, value_len, write_row_header};
 use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, PluginKind, RowOutcome, SyncContext};
 use sha2::{Digest, Sha256};
@@ -190,6 +190,7 @@ struct Tally {
     delivered: OpCounts,
     failed: OpCounts,
     rejected: Vec<RejectedRow>,
+    timings: Timings,
 }
 
 /// Runs a sync end to end and records it. Returns the record even when the run failed; an
@@ -215,6 +216,7 @@ pub async fn run_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, syn
         started_at,
         finished_at: now_rfc3339(),
         duration_ms: clock.elapsed().as_millis() as u64,
+        timings: tally.timings,
         status,
         planned: tally.planned,
         delivered: tally.delivered,
@@ -241,6 +243,7 @@ async fn execute(host: &PluginHost, ws: &Workspace, p: &PreparedSync, run_id: &s
     let tmp_dir = ws.state_dir.join("tmp");
     std::fs::create_dir_all(&tmp_dir).map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
     let mut plan_file = tempfile::tempfile_in(&tmp_dir).map_err(|e| Abort(format!("creating a plan file in {}: {e}", tmp_dir.display())))?;
+    let plan_started = Instant::now();
     let projection = {
         let mut source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
             .await
@@ -251,6 +254,9 @@ async fn execute(host: &PluginHost, ws: &Workspace, p: &PreparedSync, run_id: &s
         result?;
         projection
     };
+    tally.timings.plan_ms = plan_started.elapsed().as_millis() as u64;
+    tracing::debug!(rows = tally.planned.added, ms = tally.timings.plan_ms, "plan complete");
+    let deliver_started = Instant::now();
     let op = match p.sync.mode {
         SyncMode::Update => None,
         SyncMode::Append => Some(Operation::Append),
@@ -294,6 +300,8 @@ async fn execute(host: &PluginHost, ws: &Workspace, p: &PreparedSync, run_id: &s
         progress.advance(n);
     }
     writer.finish().await.map_err(|e| Abort(format!("destination {} failed to finish: {e}", p.destination.name)))?;
+    tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
+    tracing::debug!(rows = tally.delivered.added, ms = tally.timings.deliver_ms, "delivery complete");
     Ok(())
 }
 

@@ -84,6 +84,9 @@ pub struct RunRecord {
     pub started_at: String,
     pub finished_at: String,
     pub duration_ms: u64,
+    /// Time spent reading the model and building the plan, and delivering it.
+    #[serde(default)]
+    pub timings: Timings,
     pub status: RunStatus,
     pub planned: OpCounts,
     pub delivered: OpCounts,
@@ -99,6 +102,12 @@ pub struct RunRecord {
 
 /// How many rejected rows a run record keeps.
 pub const MAX_REJECTED_KEPT: usize = 1000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    pub plan_ms: u64,
+    pub deliver_ms: u64,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginHashes {

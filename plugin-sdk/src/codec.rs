@@ -69,6 +69,43 @@ pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
     }
 }
 
+/// Appends NULL. The `write_*` functions below encode single values without building a
+/// [`Value`] first, for plugins on a hot path (see [`BatchBuilder::start_row`]).
+pub fn write_null(buf: &mut Vec<u8>) {
+    buf.push(0xc0);
+}
+
+pub fn write_bool(buf: &mut Vec<u8>, b: bool) {
+    buf.push(if b { 0xc3 } else { 0xc2 });
+}
+
+pub fn write_int(buf: &mut Vec<u8>, i: i64) {
+    let _ = rmp::encode::write_sint(buf, i);
+}
+
+pub fn write_float(buf: &mut Vec<u8>, f: f64) {
+    let _ = rmp::encode::write_f64(buf, f);
+}
+
+pub fn write_text(buf: &mut Vec<u8>, s: &str) {
+    let _ = rmp::encode::write_str(buf, s);
+}
+
+/// A decimal given as its exact text (the caller checks it is a decimal literal).
+pub fn write_decimal(buf: &mut Vec<u8>, text: &str) {
+    write_ext(buf, EXT_DECIMAL, text.as_bytes());
+}
+
+/// A date given as `YYYY-MM-DD` (the caller checks it is valid).
+pub fn write_date_text(buf: &mut Vec<u8>, text: &str) {
+    write_ext(buf, EXT_DATE, text.as_bytes());
+}
+
+/// JSON given as its text (the caller checks it is valid JSON).
+pub fn write_json(buf: &mut Vec<u8>, text: &str) {
+    write_ext(buf, EXT_JSON, text.as_bytes());
+}
+
 fn write_ext(buf: &mut Vec<u8>, ty: i8, data: &[u8]) {
     let _ = rmp::encode::write_ext_meta(buf, data.len() as u32, ty);
     buf.extend_from_slice(data);
@@ -391,6 +428,21 @@ impl BatchBuilder {
             write_value(&mut self.payload, v);
         }
         self.rows += 1;
+    }
+
+    /// Starts a row of `width` values to be written straight into [`BatchBuilder::buffer`]
+    /// with the `write_*` functions; the caller must write exactly `width` values.
+    pub fn start_row(&mut self, width: u32) -> &mut Vec<u8> {
+        write_row_header(&mut self.payload, width);
+        self.rows += 1;
+        &mut self.payload
+    }
+
+    /// Drops everything written after byte `len` and sets the row count back to `rows`: undoes
+    /// a partly written row (see [`BatchBuilder::byte_len`]).
+    pub fn truncate(&mut self, len: usize, rows: u32) {
+        self.payload.truncate(len.max(5));
+        self.rows = rows;
     }
 
     /// Appends a row whose values are already encoded (a row header plus one value per

@@ -6,6 +6,7 @@
 
 use backflow_plugin_sdk::value::{is_decimal_literal, parse_date, parse_timestamp};
 use backflow_plugin_sdk::*;
+use backflow_plugin_sdk::codec;
 use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -136,6 +137,8 @@ enum RowStream {
 }
 
 struct CsvStream {
+    /// A record to read the next row into, reused to avoid an allocation per row.
+    spare: Option<RawRow>,
     path: String,
     reader: csv::Reader<File>,
     header: Vec<String>,
@@ -164,7 +167,7 @@ impl CsvStream {
                 return Err(PluginError::fatal(format!("{path}: column {h:?} appears twice in the header")));
             }
         }
-        Ok(CsvStream { path: path.into(), reader, header, nulls })
+        Ok(CsvStream { spare: None, path: path.into(), reader, header, nulls })
     }
 }
 
@@ -180,7 +183,10 @@ impl RowStream {
     fn next(&mut self) -> Result<Option<(RawRow, u64)>, PluginError> {
         match self {
             RowStream::Csv(s) => {
-                let mut record = csv::StringRecord::new();
+                let mut record = match s.spare.take() {
+                    Some(RawRow::Csv(r)) => r,
+                    _ => csv::StringRecord::new(),
+                };
                 match s.reader.read_record(&mut record) {
                     Ok(false) => Ok(None),
                     Ok(true) => {
@@ -281,22 +287,29 @@ impl FileReader {
         Ok(FileReader { rows, columns, positions, sample, nulls, row_values: Vec::with_capacity(width), done: false })
     }
 
+    /// Encodes one CSV record straight into the batch, without building `Value`s.
+    fn encode_csv(&self, record: &csv::StringRecord, line: u64, batch: &mut BatchBuilder) -> Result<(), PluginError> {
+        let (len, rows) = (batch.byte_len(), batch.len());
+        let row_index = rows;
+        let buf = batch.start_row(self.columns.len() as u32);
+        for (cell, col) in record.iter().zip(&self.columns) {
+            if self.nulls.iter().any(|n| n == cell) {
+                codec::write_null(buf);
+            } else if !encode_text(cell, col.value_type, buf) {
+                let path = self.rows.path();
+                let message = format!("{path} line {line}, column {:?}: {cell:?} is not {} {}", col.name, article(col.value_type), hint(col));
+                batch.truncate(len, rows);
+                return Err(PluginError::bad_row(row_index, None, message));
+            }
+        }
+        Ok(())
+    }
+
     fn typed(&mut self, raw: &RawRow, line: u64, row_index: u32) -> Result<(), PluginError> {
         self.row_values.clear();
         let path = self.rows.path();
         match raw {
-            RawRow::Csv(record) => {
-                for (cell, col) in record.iter().zip(&self.columns) {
-                    let v = if self.nulls.iter().any(|n| n == cell) {
-                        Value::Null
-                    } else {
-                        parse_text(cell, col.value_type).ok_or_else(|| {
-                            PluginError::bad_row(row_index, None, format!("{path} line {line}, column {:?}: {cell:?} is not {} {}", col.name, article(col.value_type), hint(col)))
-                        })?
-                    };
-                    self.row_values.push(v);
-                }
-            }
+            RawRow::Csv(_) => unreachable!("CSV rows are encoded by encode_csv"),
             RawRow::Json(map) => {
                 self.row_values.resize(self.columns.len(), Value::Null);
                 for (k, v) in map {
@@ -344,6 +357,13 @@ impl SourceReader for FileReader {
                 self.done = true;
                 break;
             };
+            if let RawRow::Csv(record) = &raw {
+                self.encode_csv(record, line, &mut batch)?;
+                if let RowStream::Csv(s) = &mut self.rows {
+                    s.spare = Some(raw);
+                }
+                continue;
+            }
             let index = batch.len();
             self.typed(&raw, line, index)?;
             batch.push_row(&self.row_values);
@@ -403,6 +423,47 @@ fn infer<'a>(rows: impl Iterator<Item = &'a RawRow>, i: usize, name: &str, nulls
         return ValueType::Text;
     }
     candidates.iter_mut().zip(alive).find(|(_, a)| *a).map(|(t, _)| *t).unwrap_or(ValueType::Text)
+}
+
+/// Encodes a CSV cell as `ty` into `buf`; `false` (and nothing written) when it does not fit.
+fn encode_text(cell: &str, ty: ValueType, buf: &mut Vec<u8>) -> bool {
+    match ty {
+        ValueType::Text | ValueType::Any => codec::write_text(buf, cell),
+        ValueType::Integer => match cell.trim().parse::<i64>() {
+            Ok(i) => codec::write_int(buf, i),
+            Err(_) => return false,
+        },
+        ValueType::Decimal => {
+            let t = cell.trim();
+            if !is_decimal_literal(t) {
+                return false;
+            }
+            codec::write_decimal(buf, t);
+        }
+        ValueType::Boolean => {
+            let t = cell.trim();
+            let b = if ["true", "t", "yes"].iter().any(|w| t.eq_ignore_ascii_case(w)) {
+                true
+            } else if ["false", "f", "no"].iter().any(|w| t.eq_ignore_ascii_case(w)) {
+                false
+            } else {
+                return false;
+            };
+            codec::write_bool(buf, b);
+        }
+        ValueType::Date => {
+            let t = cell.trim();
+            if parse_date(t).is_none() {
+                return false;
+            }
+            codec::write_date_text(buf, t);
+        }
+        _ => match parse_text(cell, ty) {
+            Some(v) => codec::write_value(buf, &v),
+            None => return false,
+        },
+    }
+    true
 }
 
 /// Parses a CSV cell as `ty`; `None` when it does not fit.
