@@ -165,6 +165,9 @@ struct SyncFile {
     /// Rows per destination call (default: the destination's limit, at most 500).
     #[serde(default)]
     batch_size: Option<u32>,
+    /// `append` mode: the field carrying each event's stable id (default `event_id`).
+    #[serde(default)]
+    event_id_field: Option<String>,
     /// Optional human description.
     #[serde(default)]
     description: Option<String>,
@@ -268,6 +271,7 @@ pub struct Sync {
     /// Model column → destination field, in order.
     pub mapping: Vec<(String, String)>,
     pub batch_size: Option<u32>,
+    pub event_id_field: String,
     pub description: Option<String>,
     pub origin: Origin,
 }
@@ -420,6 +424,7 @@ impl Workspace {
                     mode,
                     mapping: s.mapping.into_iter().collect(),
                     batch_size: s.batch_size,
+                    event_id_field: s.event_id_field.unwrap_or_else(|| "event_id".into()),
                     description: s.description,
                     origin,
                 },

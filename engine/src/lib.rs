@@ -14,3 +14,5 @@ pub mod plugins;
 pub mod pipeline;
 pub mod state;
 pub mod receiver;
+pub mod diff;
+pub mod journal;

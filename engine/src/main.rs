@@ -89,10 +89,34 @@ enum SyncCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a sync now.
+    /// Run a sync now: plan, then deliver what changed since the last run.
     Run {
         name: String,
         /// Print one JSON object describing the run.
+        #[arg(long)]
+        json: bool,
+        /// Re-send every model row, not only what changed.
+        #[arg(long)]
+        full_resync: bool,
+    },
+    /// Dry run: what a run would send now, with sample rows. Sends and records nothing.
+    Plan {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        /// Sample rows per change.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        #[arg(long)]
+        full_resync: bool,
+    },
+    /// Send one model row (by primary key) to the destination as an added row and show its
+    /// answer. The snapshot and run history are left untouched.
+    Test {
+        name: String,
+        /// The primary key value (`a|b` for composite keys).
+        #[arg(long)]
+        row: String,
         #[arg(long)]
         json: bool,
     },
@@ -235,11 +259,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { command: SyncCommand::Run { name, json } } => {
+        Command::Sync { command: SyncCommand::Plan { name, json, samples, full_resync } } => {
             let ws = load_workspace(&cli.workspace)?;
             let host = host_for(&ws)?;
             let state = StateStore::open(&ws.state_dir)?;
-            let record = pipeline::run_sync(&host, &ws, &state, &name, &RunOptions::default()).await?;
+            let report = pipeline::plan_sync(&host, &ws, &state, &name, pipeline::PlanOptions { full_resync }, samples).await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("plan for {} (mode {}): {} model rows, {} in snapshot", report.sync, report.mode.as_str(), report.model_rows, report.snapshot_rows);
+                println!("  diff       added {:>8}  changed {:>8}  removed {:>8}  unchanged {:>8}", report.diff.added, report.diff.changed, report.diff.removed, report.diff.unchanged);
+                println!("  would send added {:>8}  changed {:>8}  removed {:>8}", report.planned.added, report.planned.changed, report.planned.removed);
+                for change in ["added", "changed", "removed"] {
+                    let rows = report.samples[change].as_array().cloned().unwrap_or_default();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let op = report.operations[change].as_str().unwrap_or("not sent in this mode");
+                    println!("  {change} ({op}):");
+                    for r in rows {
+                        println!("    {r}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { command: SyncCommand::Test { name, row, json } } => {
+            let ws = load_workspace(&cli.workspace)?;
+            let host = host_for(&ws)?;
+            let report = pipeline::test_row(&host, &ws, &name, &row).await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("sent {} {} to {}: {}", report.operation, report.row, report.sync, report.outcome);
+                if let Some(m) = &report.message {
+                    println!("  {m}");
+                }
+            }
+            Ok(if report.outcome == "accepted" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Sync { command: SyncCommand::Run { name, json, full_resync } } => {
+            let ws = load_workspace(&cli.workspace)?;
+            let host = host_for(&ws)?;
+            let state = StateStore::open(&ws.state_dir)?;
+            let record = pipeline::run_sync_with(&host, &ws, &state, &name, &RunOptions::default(), pipeline::PlanOptions { full_resync }).await?;
             if json {
                 println!("{}", serde_json::to_string(&record)?);
             } else {
@@ -283,12 +346,17 @@ fn exit_code(record: &RunRecord) -> ExitCode {
     match record.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Partial => ExitCode::from(2),
-        RunStatus::Failed => ExitCode::FAILURE,
+        RunStatus::Failed | RunStatus::Running | RunStatus::Interrupted => ExitCode::FAILURE,
     }
 }
 
 fn print_run(r: &RunRecord) {
     println!("run {} of {}: {} in {} ms", r.run_id, r.sync, r.status.as_str(), r.duration_ms);
+    println!(
+        "  model {} rows, snapshot {} rows; diff: added {}, changed {}, removed {}, unchanged {}{}",
+        r.model_rows, r.snapshot_rows, r.diff.added, r.diff.changed, r.diff.removed, r.diff.unchanged,
+        if r.full_resync { " (full resync)" } else { "" }
+    );
     let line = |label: &str, c: &backflow::state::OpCounts| println!("  {label:<10} added {:>8}  changed {:>8}  removed {:>8}", c.added, c.changed, c.removed);
     line("planned", &r.planned);
     line("delivered", &r.delivered);

@@ -8,7 +8,8 @@
 
 use crate::config::{Connector, Model, Sync, SyncMode, Workspace};
 use crate::host::{expect_kind, CallError, DestinationInstance, Plugin, PluginHost, SourceInstance};
-use crate::state::{OpCounts, PluginHashes, Timings, RejectedRow, RunRecord, RunStatus, StateStore, MAX_REJECTED_KEPT};
+use crate::journal::{Journal, JournalOp};
+use crate::state::{DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, StateStore, SyncMeta, Timings, MAX_REJECTED_KEPT};
 use backflow_plugin_sdk::codec::{read_array_len, read_value, value_len, write_row_header};
 use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, PluginKind, RowOutcome, SyncContext};
 use sha2::{Digest, Sha256};
@@ -21,6 +22,10 @@ const SOURCE_BATCH_ROWS: u32 = 8192;
 const DEFAULT_BATCH_SIZE: u32 = 500;
 /// Attempts per batch for retryable failures before its rows count as failed.
 const MAX_ATTEMPTS: u32 = 5;
+/// Apply the delivery journal to the snapshot when it grows past this or this much time has
+/// passed, so a crash re-reads little and memory stays small.
+const JOURNAL_APPLY_BYTES: u64 = 32 * 1024 * 1024;
+const JOURNAL_APPLY_INTERVAL: Duration = Duration::from_secs(2);
 /// The native destination used to measure the Wasm boundary's cost.
 pub const BUILTIN_NOOP: &str = "builtin:noop";
 
@@ -150,6 +155,10 @@ struct Projection {
     source_index: Vec<usize>,
     key_index: Vec<usize>,
     columns: Vec<Column>,
+    /// Destination fields of the primary key columns.
+    key_columns: Vec<Column>,
+    /// Destination field names, hashed into every fingerprint.
+    signature: Vec<u8>,
     source_width: usize,
 }
 
@@ -175,13 +184,27 @@ impl Projection {
             source_index.push(i);
             columns.push(Column { name: to.clone(), value_type: model_columns[i].value_type, nullable: model_columns[i].nullable });
         }
-        Ok(Projection { source_index, key_index, columns, source_width: model_columns.len() })
+        let key_columns = key_index
+            .iter()
+            .map(|&i| {
+                let name = mapping.iter().find(|(from, _)| *from == names[i]).map(|(_, to)| to.clone()).unwrap_or_else(|| names[i].to_string());
+                Column { name, value_type: model_columns[i].value_type, nullable: false }
+            })
+            .collect();
+        let signature = columns.iter().flat_map(|c| c.name.bytes().chain([0])).collect();
+        Ok(Projection { source_index, key_index, columns, key_columns, signature, source_width: model_columns.len() })
     }
 }
 
 /// Reasons a run stops early.
 #[derive(Debug)]
-struct Abort(String);
+pub struct Abort(pub String);
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Counters and rejected rows gathered during a run.
 #[derive(Default)]
@@ -193,43 +216,354 @@ struct Tally {
     timings: Timings,
 }
 
+/// How a run treats the snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Re-send every model row: rows in the snapshot count as changed even when unchanged.
+    pub full_resync: bool,
+}
+
+/// The change a planned row represents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Changed,
+    Removed,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Changed => "changed",
+            Change::Removed => "removed",
+        }
+    }
+}
+
+fn bump(c: &mut OpCounts, change: Change, n: u64) {
+    match change {
+        Change::Added => c.added += n,
+        Change::Changed => c.changed += n,
+        Change::Removed => c.removed += n,
+    }
+}
+
+/// The destination operation a mode uses for a change, or `None` if the mode skips it.
+pub fn operation_for(mode: SyncMode, change: Change) -> Option<Operation> {
+    use Change::*;
+    match (mode, change) {
+        (SyncMode::Upsert, Added) | (SyncMode::Insert, Added) | (SyncMode::Mirror, Added) => Some(Operation::Insert),
+        (SyncMode::Upsert, Changed) | (SyncMode::Mirror, Changed) => Some(Operation::Update),
+        // `update` never creates: rows new to backflow are sent as updates of records the
+        // destination is expected to have; it rejects those it does not.
+        (SyncMode::Update, Added | Changed) => Some(Operation::Update),
+        (SyncMode::Mirror, Removed) => Some(Operation::Delete),
+        (SyncMode::Append, Added) => Some(Operation::Append),
+        _ => None,
+    }
+}
+
+/// A computed plan: the diff of the model against the snapshot, on disk.
+pub struct Plan {
+    /// Destination fields of added and changed rows.
+    pub columns: Vec<Column>,
+    /// Destination fields of the primary key (what a delete carries).
+    pub key_columns: Vec<Column>,
+    pub model_rows: u64,
+    pub snapshot_rows: u64,
+    pub diff: DiffCounts,
+    files: [std::fs::File; 3],
+}
+
+impl Plan {
+    fn file(&self, change: Change) -> &std::fs::File {
+        &self.files[change as usize]
+    }
+
+    /// Reads the planned rows of one change, in key order.
+    fn rows(&self, change: Change) -> std::io::Result<PlanReader<'_>> {
+        let mut f = self.file(change);
+        f.rewind()?;
+        Ok(PlanReader::new(f))
+    }
+
+    /// Up to `n` planned rows of a change, as JSON objects (before/after for changes).
+    pub fn samples(&self, change: Change, n: usize) -> std::io::Result<Vec<serde_json::Value>> {
+        let mut reader = self.rows(change)?;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(row) = reader.next()? else { break };
+            out.push(match change {
+                Change::Added => row_json(&self.columns, &row.row),
+                Change::Changed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before), "after": row_json(&self.columns, &row.row)}),
+                Change::Removed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before)}),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes an encoded row into a JSON object with the given field names (best effort: a row
+/// of another shape, such as one delivered under an older mapping, shows as an array).
+fn row_json(columns: &[Column], row: &[u8]) -> serde_json::Value {
+    let mut rest = row;
+    let Ok(n) = read_array_len(&mut rest) else { return serde_json::Value::Null };
+    let values: Vec<_> = (0..n).map_while(|_| read_value(&mut rest).ok()).collect();
+    if values.len() == columns.len() {
+        serde_json::Value::Object(columns.iter().zip(values).map(|(c, v)| (c.name.clone(), v.to_json())).collect())
+    } else {
+        serde_json::Value::Array(values.iter().map(|v| v.to_json()).collect())
+    }
+}
+
+/// What a sync's snapshot must match to stay valid.
+fn sync_meta(p: &PreparedSync) -> SyncMeta {
+    SyncMeta {
+        primary_key: p.model.primary_key.clone(),
+        destination: p.destination.name.clone(),
+        destination_plugin: p.destination_plugin.as_ref().map(|d| d.spec.name.clone()).unwrap_or_else(|| BUILTIN_NOOP.into()),
+    }
+}
+
+/// Whether the stored snapshot belongs to this sync's current key and destination.
+fn snapshot_is_valid(state: &StateStore, p: &PreparedSync) -> Result<bool, Abort> {
+    let meta = state.sync_meta(&p.sync.name).map_err(|e| Abort(e.to_string()))?;
+    Ok(match meta {
+        None => state.snapshot_len(&p.sync.name).map_err(|e| Abort(e.to_string()))? == 0,
+        Some(m) => m == sync_meta(p),
+    })
+}
+
+/// Reads the model and diffs it against the snapshot. Writes nothing to state.
+pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &PreparedSync, options: PlanOptions) -> Result<Plan, Abort> {
+    let tmp_dir = ws.state_dir.join("tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
+    let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
+    let mut source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
+        .await
+        .map_err(|e| Abort(format!("source {} could not open model {}: {e}", p.source.name, p.model.name)))?;
+    let projection = match Projection::new(p, source.columns()) {
+        Ok(pr) => pr,
+        Err(e) => {
+            source.close().await;
+            return Err(Abort(e));
+        }
+    };
+    let mut spill = crate::diff::ModelSpill::new(&tmp_dir, crate::diff::DEFAULT_MEMORY_BUDGET).map_err(io)?;
+    let result = read_model(&mut source, p, &projection, &mut spill).await;
+    source.close().await;
+    result?;
+    let model_rows = spill.count;
+
+    let use_snapshot = snapshot_is_valid(state, p)?;
+    if !use_snapshot {
+        tracing::warn!(sync = %p.sync.name, "the primary key or destination changed since the last delivery: the old snapshot is ignored and every row is planned as added");
+    }
+    let snapshot_rows = if use_snapshot { state.snapshot_len(&p.sync.name).map_err(|e| Abort(e.to_string()))? } else { 0 };
+    let files = [
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+    ];
+    let mut writers: Vec<BufWriter<&std::fs::File>> = files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect();
+    let mut sorted = spill.into_sorted().map_err(io)?;
+    let mut diff = DiffCounts::default();
+    let mut snapshot = SnapshotCursor::new(state, &p.sync.name, use_snapshot);
+    // Changed and removed rows need their last delivered values; those are fetched in groups.
+    let mut waiting: Vec<(Change, crate::diff::ModelEntry, Vec<u8>)> = Vec::new();
+    let mut duplicates = 0u64;
+    let mut duplicate_samples: Vec<String> = Vec::new();
+    let mut previous: Option<Vec<u8>> = None;
+    while let Some(entry) = sorted.next_entry().map_err(io)? {
+        if previous.as_deref() == Some(entry.key.as_slice()) {
+            duplicates += 1;
+            if duplicate_samples.len() < 5 {
+                duplicate_samples.push(key_text(&entry.key));
+            }
+            continue;
+        }
+        // Snapshot keys before this one are gone from the model.
+        while let Some(s) = snapshot.peek()? {
+            if s.0.as_slice() >= entry.key.as_slice() {
+                break;
+            }
+            let (key, _) = snapshot.next()?.expect("peeked");
+            diff.removed += 1;
+            waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key), Vec::new()));
+        }
+        let in_snapshot = match snapshot.peek()? {
+            Some(s) if s.0 == entry.key => {
+                let (_, fp) = snapshot.next()?.expect("peeked");
+                Some(fp)
+            }
+            _ => None,
+        };
+        match in_snapshot {
+            None => {
+                diff.added += 1;
+                let row = sorted.row(&entry).map_err(io)?;
+                write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &row, &[]).map_err(io)?;
+            }
+            Some(fp) if fp == entry.fp && !options.full_resync => diff.unchanged += 1,
+            Some(_) => {
+                diff.changed += 1;
+                let row = sorted.row(&entry).map_err(io)?;
+                waiting.push((Change::Changed, entry.clone(), row));
+            }
+        }
+        if waiting.len() >= 1024 {
+            flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+        }
+        previous = Some(entry.key);
+    }
+    while let Some((key, _)) = snapshot.next()? {
+        diff.removed += 1;
+        waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key), Vec::new()));
+        if waiting.len() >= 1024 {
+            flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+        }
+    }
+    flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+    for w in &mut writers {
+        w.flush().map_err(io)?;
+    }
+    drop(writers);
+    if duplicates > 0 {
+        return Err(Abort(format!(
+            "model {} has {duplicates} duplicate primary key{} ({}), e.g. {}; nothing was sent",
+            p.model.name,
+            if duplicates == 1 { "" } else { "s" },
+            p.model.primary_key.join(", "),
+            duplicate_samples.join(", ")
+        )));
+    }
+    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, files })
+}
+
+fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::diff::ModelEntry, Vec<u8>)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&[u8]> = waiting.iter().map(|(_, e, _)| e.key.as_slice()).collect();
+    let befores = state.snapshot_rows(sync, &keys).map_err(|e| e.to_string())?;
+    for ((change, entry, row), before) in waiting.drain(..).zip(befores) {
+        let before = before.unwrap_or_default();
+        write_frame(&mut writers[change as usize], &entry.key, &entry.fp, &row, &before).map_err(|e| format!("writing plan files: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Walks a sync's snapshot in key order, a chunk at a time.
+struct SnapshotCursor<'a> {
+    state: &'a StateStore,
+    sync: &'a str,
+    chunk: std::collections::VecDeque<(Vec<u8>, [u8; 16])>,
+    last: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'a> SnapshotCursor<'a> {
+    fn new(state: &'a StateStore, sync: &'a str, enabled: bool) -> SnapshotCursor<'a> {
+        SnapshotCursor { state, sync, chunk: Default::default(), last: None, done: !enabled }
+    }
+
+    fn fill(&mut self) -> Result<(), Abort> {
+        if self.chunk.is_empty() && !self.done {
+            let next = self.state.snapshot_chunk(self.sync, self.last.as_deref(), 16_384).map_err(|e| Abort(e.to_string()))?;
+            if next.is_empty() {
+                self.done = true;
+            }
+            if let Some((k, _)) = next.last() {
+                self.last = Some(k.clone());
+            }
+            self.chunk.extend(next);
+        }
+        Ok(())
+    }
+
+    fn peek(&mut self) -> Result<Option<&(Vec<u8>, [u8; 16])>, Abort> {
+        self.fill()?;
+        Ok(self.chunk.front())
+    }
+
+    fn next(&mut self) -> Result<Option<(Vec<u8>, [u8; 16])>, Abort> {
+        self.fill()?;
+        Ok(self.chunk.pop_front())
+    }
+}
+
+fn write_frame(out: &mut impl Write, key: &[u8], fp: &[u8; 16], row: &[u8], before: &[u8]) -> std::io::Result<()> {
+    out.write_all(&(key.len() as u32).to_le_bytes())?;
+    out.write_all(key)?;
+    out.write_all(fp)?;
+    out.write_all(&(row.len() as u32).to_le_bytes())?;
+    out.write_all(row)?;
+    out.write_all(&(before.len() as u32).to_le_bytes())?;
+    out.write_all(before)
+}
+
 /// Runs a sync end to end and records it. Returns the record even when the run failed; an
 /// `Err` means the run could not start (nothing was read or written, nothing recorded).
 pub async fn run_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, options: &RunOptions) -> Result<RunRecord, PrepareError> {
+    run_sync_with(host, ws, state, sync_name, options, PlanOptions::default()).await
+}
+
+pub async fn run_sync_with(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, options: &RunOptions, plan_options: PlanOptions) -> Result<RunRecord, PrepareError> {
     let started_at = now_rfc3339();
     let clock = Instant::now();
     let prepared = prepare(host, ws, sync_name).await?;
     let run_id = ulid::Ulid::new().to_string();
-    tracing::info!(sync = sync_name, run_id, "run started");
-    let mut tally = Tally::default();
-    let outcome = execute(host, ws, &prepared, &run_id, &mut tally).await;
-    let status = match &outcome {
-        Err(_) => RunStatus::Failed,
-        Ok(()) if tally.failed.total() > 0 => RunStatus::Partial,
-        Ok(()) => RunStatus::Succeeded,
-    };
-    let record = RunRecord {
-        run_id,
+    let mut record = RunRecord {
+        run_id: run_id.clone(),
         sync: sync_name.to_string(),
         trigger: options.trigger.clone(),
         user: options.user.clone(),
         started_at,
-        finished_at: now_rfc3339(),
-        duration_ms: clock.elapsed().as_millis() as u64,
-        timings: tally.timings,
-        status,
-        planned: tally.planned,
-        delivered: tally.delivered,
-        failed: tally.failed,
+        finished_at: String::new(),
+        duration_ms: 0,
+        timings: Timings::default(),
+        status: RunStatus::Running,
+        full_resync: plan_options.full_resync,
+        model_rows: 0,
+        snapshot_rows: 0,
+        diff: DiffCounts::default(),
+        planned: OpCounts::default(),
+        delivered: OpCounts::default(),
+        failed: OpCounts::default(),
         plugins: PluginHashes {
             source: prepared.source_plugin.hash.clone(),
             destination: prepared.destination_plugin.as_ref().map(|p| p.hash.clone()).unwrap_or_else(|| BUILTIN_NOOP.into()),
         },
         config_hash: prepared.config_hash.clone(),
-        error: outcome.err().map(|a| a.0),
-        rejected: tally.rejected,
+        error: None,
+        rejected: Vec::new(),
     };
-    state.record_run(&record).map_err(|e| PrepareError(e.to_string()))?;
+    let state_err = |e: crate::state::StateError| PrepareError(e.to_string());
+    // Runs of this sync left `running` by a process that died.
+    for mut old in state.runs(Some(sync_name), usize::MAX).map_err(state_err)?.into_iter().filter(|r| r.status == RunStatus::Running) {
+        old.status = RunStatus::Interrupted;
+        old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
+        state.record_run(&old).map_err(state_err)?;
+    }
+    state.record_run(&record).map_err(state_err)?;
+    tracing::info!(sync = sync_name, run_id, "run started");
+    let mut tally = Tally::default();
+    let outcome = execute(host, ws, state, &prepared, &run_id, plan_options, &mut tally, &mut record).await;
+    record.status = match &outcome {
+        Err(_) => RunStatus::Failed,
+        Ok(()) if tally.failed.total() > 0 => RunStatus::Partial,
+        Ok(()) => RunStatus::Succeeded,
+    };
+    record.finished_at = now_rfc3339();
+    record.duration_ms = clock.elapsed().as_millis() as u64;
+    record.timings = tally.timings;
+    record.planned = tally.planned;
+    record.delivered = tally.delivered;
+    record.failed = tally.failed;
+    record.error = outcome.err().map(|a| a.0);
+    record.rejected = tally.rejected;
+    state.record_run(&record).map_err(state_err)?;
     tracing::info!(sync = sync_name, run_id = record.run_id, status = record.status.as_str(), delivered = record.delivered.total(), failed = record.failed.total(), "run finished");
     Ok(record)
 }
@@ -238,41 +572,53 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-async fn execute(host: &PluginHost, ws: &Workspace, p: &PreparedSync, run_id: &str, tally: &mut Tally) -> Result<(), Abort> {
-    // Plan: read the whole model into a temporary file before anything is sent.
-    let tmp_dir = ws.state_dir.join("tmp");
-    std::fs::create_dir_all(&tmp_dir).map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
-    let mut plan_file = tempfile::tempfile_in(&tmp_dir).map_err(|e| Abort(format!("creating a plan file in {}: {e}", tmp_dir.display())))?;
-    let plan_started = Instant::now();
-    let projection = {
-        let mut source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
-            .await
-            .map_err(|e| Abort(format!("source {} could not open model {}: {e}", p.source.name, p.model.name)))?;
-        let projection = Projection::new(p, source.columns()).map_err(Abort)?;
-        let result = plan(&mut source, p, &projection, &mut plan_file, tally).await;
-        source.close().await;
-        result?;
-        projection
-    };
-    tally.timings.plan_ms = plan_started.elapsed().as_millis() as u64;
-    tracing::debug!(rows = tally.planned.added, ms = tally.timings.plan_ms, "plan complete");
-    let deliver_started = Instant::now();
-    let op = match p.sync.mode {
-        SyncMode::Update => None,
-        SyncMode::Append => Some(Operation::Append),
-        SyncMode::Upsert | SyncMode::Insert | SyncMode::Mirror => Some(Operation::Insert),
-    };
-    let Some(op) = op else {
-        // Without a snapshot every row is new, and `update` sends only changes.
-        tally.planned = OpCounts::default();
+/// Applies what an interrupted run had delivered (its journal) to the snapshot.
+fn recover_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: &SyncMeta) -> Result<(), Abort> {
+    if journal.is_empty() {
         return Ok(());
-    };
-    if tally.planned.added == 0 {
+    }
+    let applied = journal.replay(50_000, |ops| state.apply(sync, meta, &ops)).map_err(|e| Abort(e.to_string()))?;
+    journal.clear().map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
+    tracing::info!(sync, rows = applied, "recorded deliveries of an interrupted run from its journal");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &PreparedSync, run_id: &str, options: PlanOptions, tally: &mut Tally, record: &mut RunRecord) -> Result<(), Abort> {
+    let meta = sync_meta(p);
+    let mut journal = Journal::open(&ws.state_dir.join("journal"), &p.sync.name).map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
+    // A journal left by a killed run belongs to the snapshot it was written against.
+    if let Some(old_meta) = state.sync_meta(&p.sync.name).map_err(|e| Abort(e.to_string()))? {
+        recover_journal(state, &mut journal, &p.sync.name, &old_meta)?;
+    } else {
+        recover_journal(state, &mut journal, &p.sync.name, &meta)?;
+    }
+    if !snapshot_is_valid(state, p)? {
+        state.reset_snapshot(&p.sync.name, &meta).map_err(|e| Abort(e.to_string()))?;
+    }
+
+    let plan_started = Instant::now();
+    let plan = build_plan(host, ws, state, p, options).await?;
+    tally.timings.plan_ms = plan_started.elapsed().as_millis() as u64;
+    record.model_rows = plan.model_rows;
+    record.snapshot_rows = plan.snapshot_rows;
+    record.diff = plan.diff;
+    for change in [Change::Added, Change::Changed, Change::Removed] {
+        if operation_for(p.sync.mode, change).is_some() {
+            let n = match change {
+                Change::Added => plan.diff.added,
+                Change::Changed => plan.diff.changed,
+                Change::Removed => plan.diff.removed,
+            };
+            bump(&mut tally.planned, change, n);
+        }
+    }
+    tracing::debug!(model_rows = plan.model_rows, added = plan.diff.added, changed = plan.diff.changed, removed = plan.diff.removed, ms = tally.timings.plan_ms, "plan complete");
+    if tally.planned.total() == 0 {
         return Ok(());
     }
 
-    // Deliver.
-    plan_file.rewind().map_err(|e| Abort(format!("reading the plan file: {e}")))?;
+    let deliver_started = Instant::now();
     let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(p), run_id: run_id.to_string() };
     let mut writer = match &p.destination_plugin {
         None => Writer::Noop,
@@ -282,27 +628,74 @@ async fn execute(host: &PluginHost, ws: &Workspace, p: &PreparedSync, run_id: &s
                 .map_err(|e| Abort(format!("destination {} could not open: {e}", p.destination.name)))?,
         ),
     };
-    let mut reader = PlanReader::new(&plan_file);
-    let mut progress = Progress::new("delivered", tally.planned.added);
-    loop {
-        let mut rows = Vec::with_capacity(p.batch_size as usize);
-        while rows.len() < p.batch_size as usize {
-            match reader.next().map_err(|e| Abort(format!("reading the plan file: {e}")))? {
-                Some(row) => rows.push(row),
-                None => break,
+    let mut delivery = Delivery { writer: &mut writer, journal: &mut journal, state, meta: &meta, p, run_id, last_apply: Instant::now() };
+    let mut progress = Progress::new("delivered", tally.planned.total());
+    let result = async {
+        // Deletes first, then updates, then inserts: a key that moved between rows never
+        // exists twice in the destination.
+        for change in [Change::Removed, Change::Changed, Change::Added] {
+            let Some(op) = operation_for(p.sync.mode, change) else { continue };
+            let (columns, event_ids) = match (change, op) {
+                (Change::Removed, _) => (plan.key_columns.clone(), false),
+                (_, Operation::Append) => {
+                    let mut c = plan.columns.clone();
+                    c.push(Column { name: p.sync.event_id_field.clone(), value_type: backflow_plugin_sdk::ValueType::Text, nullable: false });
+                    (c, true)
+                }
+                _ => (plan.columns.clone(), false),
+            };
+            let mut reader = plan.rows(change).map_err(|e| Abort(format!("reading the plan: {e}")))?;
+            loop {
+                let mut rows = Vec::with_capacity(p.batch_size as usize);
+                while rows.len() < p.batch_size as usize {
+                    match reader.next().map_err(|e| Abort(format!("reading the plan: {e}")))? {
+                        Some(mut row) => {
+                            if change == Change::Removed {
+                                row.payload = row.key.clone();
+                            } else if event_ids {
+                                row.payload = with_event_id(&row.row, &p.sync.name, &row.key);
+                            } else {
+                                row.payload = row.row.clone();
+                            }
+                            rows.push(row);
+                        }
+                        None => break,
+                    }
+                }
+                if rows.is_empty() {
+                    break;
+                }
+                let n = rows.len() as u64;
+                delivery.deliver(op, change, &columns, rows, tally).await?;
+                progress.advance(n);
             }
         }
-        if rows.is_empty() {
-            break;
-        }
-        let n = rows.len() as u64;
-        deliver(&mut writer, op, &projection.columns, rows, p, tally).await?;
-        progress.advance(n);
+        Ok::<(), Abort>(())
     }
-    writer.finish().await.map_err(|e| Abort(format!("destination {} failed to finish: {e}", p.destination.name)))?;
+    .await;
+    let finish = writer.finish().await;
+    // Whatever was acknowledged is recorded, even when the run stops early.
+    recover_journal(state, &mut journal, &p.sync.name, &meta)?;
+    result?;
+    finish.map_err(|e| Abort(format!("destination {} failed to finish: {e}", p.destination.name)))?;
     tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
-    tracing::debug!(rows = tally.delivered.added, ms = tally.timings.deliver_ms, "delivery complete");
+    tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
     Ok(())
+}
+
+/// Appends a stable event id (derived from the sync and the row's key) to an encoded row.
+fn with_event_id(row: &[u8], sync: &str, key: &[u8]) -> Vec<u8> {
+    let mut rest = row;
+    let n = read_array_len(&mut rest).unwrap_or(0);
+    let mut out = Vec::with_capacity(row.len() + 40);
+    write_row_header(&mut out, n as u32 + 1);
+    out.extend_from_slice(rest);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(sync.as_bytes());
+    h.update(&[0]);
+    h.update(key);
+    backflow_plugin_sdk::codec::write_text(&mut out, &format!("{:032x}", h.digest128()));
+    out
 }
 
 fn primary_key_fields(p: &PreparedSync) -> Vec<String> {
@@ -314,13 +707,13 @@ fn primary_key_fields(p: &PreparedSync) -> Vec<String> {
 }
 
 /// Reads every batch from the source, projects rows to destination fields, checks keys, and
-/// appends `[key][row]` frames to the plan file.
-async fn plan(source: &mut SourceInstance, p: &PreparedSync, projection: &Projection, file: &mut std::fs::File, tally: &mut Tally) -> Result<(), Abort> {
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+/// spills (key, fingerprint, row) for the diff.
+async fn read_model(source: &mut SourceInstance, p: &PreparedSync, projection: &Projection, spill: &mut crate::diff::ModelSpill) -> Result<(), Abort> {
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
     let mut row_buf = Vec::with_capacity(256);
     let mut key_buf = Vec::with_capacity(64);
     let mut null_keys: Vec<u64> = Vec::new();
+    let mut null_count = 0u64;
     let mut row_number: u64 = 0;
     let mut progress = Progress::new("read", 0);
     loop {
@@ -352,14 +745,18 @@ async fn plan(source: &mut SourceInstance, p: &PreparedSync, projection: &Projec
             }
             key_buf.clear();
             write_row_header(&mut key_buf, projection.key_index.len() as u32);
+            let mut null_key = false;
             for &k in &projection.key_index {
                 let (a, b) = spans[k];
-                if payload[a] == 0xc0 {
-                    if null_keys.len() < 10 {
-                        null_keys.push(row_number);
-                    }
-                }
+                null_key |= payload[a] == 0xc0;
                 key_buf.extend_from_slice(&payload[a..b]);
+            }
+            if null_key {
+                null_count += 1;
+                if null_keys.len() < 5 {
+                    null_keys.push(row_number);
+                }
+                continue;
             }
             row_buf.clear();
             write_row_header(&mut row_buf, projection.source_index.len() as u32);
@@ -367,21 +764,16 @@ async fn plan(source: &mut SourceInstance, p: &PreparedSync, projection: &Projec
                 let (a, b) = spans[i];
                 row_buf.extend_from_slice(&payload[a..b]);
             }
-            let io = |e: std::io::Error| Abort(format!("writing the plan file: {e}"));
-            out.write_all(&(key_buf.len() as u32).to_le_bytes()).map_err(io)?;
-            out.write_all(&key_buf).map_err(io)?;
-            out.write_all(&(row_buf.len() as u32).to_le_bytes()).map_err(io)?;
-            out.write_all(&row_buf).map_err(io)?;
-            tally.planned.added += 1;
+            let fp = crate::diff::fingerprint(&projection.signature, &row_buf);
+            spill.push(&key_buf, fp, &row_buf).map_err(|e| Abort(format!("writing the plan: {e}")))?;
         }
         progress.advance(count as u64);
     }
-    out.flush().map_err(|e| Abort(format!("writing the plan file: {e}")))?;
-    if !null_keys.is_empty() {
-        tally.planned = OpCounts::default();
+    if null_count > 0 {
         return Err(Abort(format!(
-            "model {} has rows with a NULL primary key ({}) at rows {}; nothing was sent",
+            "model {} has {null_count} row{} with a NULL primary key ({}), e.g. rows {}; nothing was sent",
             p.model.name,
+            if null_count == 1 { "" } else { "s" },
             p.model.primary_key.join(", "),
             null_keys.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
         )));
@@ -389,18 +781,26 @@ async fn plan(source: &mut SourceInstance, p: &PreparedSync, projection: &Projec
     Ok(())
 }
 
-/// One planned row: its encoded key (a MessagePack array) and its encoded mapped row.
+/// One planned row: its encoded key (a MessagePack array), fingerprint, mapped row, the last
+/// delivered row (for changes and removals), and what is sent.
 struct PlannedRow {
     key: Vec<u8>,
+    fp: [u8; 16],
     row: Vec<u8>,
+    before: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// Renders an encoded key: `42`, or `42|eu` for composite keys.
+pub fn key_text(key: &[u8]) -> String {
+    let mut rest = key;
+    let n = read_array_len(&mut rest).unwrap_or(0);
+    (0..n).map(|_| read_value(&mut rest).map(|v| v.to_string()).unwrap_or_else(|_| "?".into())).collect::<Vec<_>>().join("|")
 }
 
 impl PlannedRow {
-    /// The key as text: `42`, or `42|eu` for composite keys.
     fn key_text(&self) -> String {
-        let mut rest = self.key.as_slice();
-        let n = read_array_len(&mut rest).unwrap_or(0);
-        (0..n).map(|_| read_value(&mut rest).map(|v| v.to_string()).unwrap_or_else(|_| "?".into())).collect::<Vec<_>>().join("|")
+        key_text(&self.key)
     }
 }
 
@@ -413,7 +813,7 @@ impl<'a> PlanReader<'a> {
         PlanReader { input: BufReader::with_capacity(1 << 20, file) }
     }
 
-    fn frame(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+    fn bytes(&mut self) -> std::io::Result<Option<Vec<u8>>> {
         let mut len = [0u8; 4];
         match self.input.read_exact(&mut len) {
             Ok(()) => {}
@@ -426,9 +826,13 @@ impl<'a> PlanReader<'a> {
     }
 
     fn next(&mut self) -> std::io::Result<Option<PlannedRow>> {
-        let Some(key) = self.frame()? else { return Ok(None) };
-        let row = self.frame()?.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated"))?;
-        Ok(Some(PlannedRow { key, row }))
+        let Some(key) = self.bytes()? else { return Ok(None) };
+        let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated");
+        let mut fp = [0u8; 16];
+        self.input.read_exact(&mut fp)?;
+        let row = self.bytes()?.ok_or_else(truncated)?;
+        let before = self.bytes()?.ok_or_else(truncated)?;
+        Ok(Some(PlannedRow { key, fp, row, before, payload: Vec::new() }))
     }
 }
 
@@ -455,78 +859,106 @@ impl Writer {
 }
 
 fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
-    let bytes: usize = rows.iter().map(|r| r.row.len()).sum();
+    let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
     let mut b = BatchBuilder::with_capacity(columns.to_vec(), bytes + 8);
     for r in rows {
-        b.push_encoded_row(&r.row);
+        b.push_encoded_row(&r.payload);
     }
     b.finish()
 }
 
-/// Sends one batch, retrying retryable failures with exponential backoff, isolating rows the
-/// destination names as bad, and counting every row as delivered or failed.
-async fn deliver(writer: &mut Writer, op: Operation, columns: &[Column], rows: Vec<PlannedRow>, p: &PreparedSync, tally: &mut Tally) -> Result<(), Abort> {
-    let change = "added";
-    let mut pending = rows;
-    let mut attempt = 0u32;
-    let mut last_error = String::new();
-    while !pending.is_empty() {
-        if attempt >= MAX_ATTEMPTS {
-            for row in &pending {
-                reject(tally, row, change, format!("gave up after {MAX_ATTEMPTS} attempts: {last_error}"));
-            }
-            return Ok(());
-        }
-        attempt += 1;
-        let batch = build_batch(columns, &pending);
-        match writer.write(op, batch).await {
-            Ok(outcomes) => {
-                let mut retry = Vec::new();
-                for (row, outcome) in pending.into_iter().zip(outcomes) {
-                    match outcome {
-                        RowOutcome::Accepted => tally.delivered.added += 1,
-                        RowOutcome::Rejected(m) => reject(tally, &row, change, m),
-                        RowOutcome::Retryable(m) => {
-                            last_error = m;
-                            retry.push(row);
-                        }
-                    }
-                }
-                pending = retry;
-                if !pending.is_empty() && attempt < MAX_ATTEMPTS {
-                    backoff(attempt, None).await;
-                }
-            }
-            Err(CallError::Plugin(PluginError::BadRow(bad))) if (bad.row_index as usize) < pending.len() => {
-                let row = pending.remove(bad.row_index as usize);
-                reject(tally, &row, change, bad.message);
-                attempt -= 1;
-            }
-            Err(CallError::Plugin(e @ (PluginError::Retryable { .. } | PluginError::RateLimited { .. }))) => {
-                let retry_after = match &e {
-                    PluginError::RateLimited { retry_after_ms, .. } => retry_after_ms.map(Duration::from_millis),
-                    _ => None,
-                };
-                tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
-                last_error = e.to_string();
-                if attempt < MAX_ATTEMPTS {
-                    backoff(attempt, retry_after).await;
-                }
-            }
-            Err(CallError::Plugin(PluginError::BadConfig(c))) => {
-                let key = if c.field.is_empty() { p.destination.origin.key("config") } else { p.destination.origin.key(&format!("config.{}", c.field)) };
-                return Err(Abort(format!("destination {}: {}: {key}: {}", p.destination.name, p.destination.origin.file.display(), c.message)));
-            }
-            Err(e) => return Err(Abort(format!("destination {} failed: {e}", p.destination.name))),
-        }
-    }
-    Ok(())
+/// Sends batches and journals what the destination acknowledged.
+struct Delivery<'a> {
+    writer: &'a mut Writer,
+    journal: &'a mut Journal,
+    state: &'a StateStore,
+    meta: &'a SyncMeta,
+    p: &'a PreparedSync,
+    run_id: &'a str,
+    last_apply: Instant,
 }
 
-fn reject(tally: &mut Tally, row: &PlannedRow, change: &str, error: String) {
-    tally.failed.added += 1;
-    if tally.rejected.len() < MAX_REJECTED_KEPT {
-        tally.rejected.push(RejectedRow { key: row.key_text(), change: change.into(), error });
+impl Delivery<'_> {
+    /// Sends one batch, retrying retryable failures with exponential backoff, isolating rows
+    /// the destination names as bad, and journaling every row as delivered or failed.
+    async fn deliver(&mut self, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>, tally: &mut Tally) -> Result<(), Abort> {
+        let p = self.p;
+        let mut pending = rows;
+        let mut attempt = 0u32;
+        let mut last_error = String::new();
+        let mut acked: Vec<JournalOp> = Vec::new();
+        let mut rejected: Vec<(PlannedRow, String)> = Vec::new();
+        let result = loop {
+            if pending.is_empty() {
+                break Ok(());
+            }
+            if attempt >= MAX_ATTEMPTS {
+                for row in pending.drain(..) {
+                    rejected.push((row, format!("gave up after {MAX_ATTEMPTS} attempts: {last_error}")));
+                }
+                break Ok(());
+            }
+            attempt += 1;
+            let batch = build_batch(columns, &pending);
+            match self.writer.write(op, batch).await {
+                Ok(outcomes) => {
+                    let mut retry = Vec::new();
+                    for (row, outcome) in pending.into_iter().zip(outcomes) {
+                        match outcome {
+                            RowOutcome::Accepted => acked.push(match change {
+                                Change::Removed => JournalOp::Delete { key: row.key },
+                                _ => JournalOp::Upsert { key: row.key, fp: row.fp, row: row.row },
+                            }),
+                            RowOutcome::Rejected(m) => rejected.push((row, m)),
+                            RowOutcome::Retryable(m) => {
+                                last_error = m;
+                                retry.push(row);
+                            }
+                        }
+                    }
+                    pending = retry;
+                    if !pending.is_empty() && attempt < MAX_ATTEMPTS {
+                        backoff(attempt, None).await;
+                    }
+                }
+                Err(CallError::Plugin(PluginError::BadRow(bad))) if (bad.row_index as usize) < pending.len() => {
+                    let row = pending.remove(bad.row_index as usize);
+                    rejected.push((row, bad.message));
+                    attempt -= 1;
+                }
+                Err(CallError::Plugin(e @ (PluginError::Retryable { .. } | PluginError::RateLimited { .. }))) => {
+                    let retry_after = match &e {
+                        PluginError::RateLimited { retry_after_ms, .. } => retry_after_ms.map(Duration::from_millis),
+                        _ => None,
+                    };
+                    tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
+                    last_error = e.to_string();
+                    if attempt < MAX_ATTEMPTS {
+                        backoff(attempt, retry_after).await;
+                    }
+                }
+                Err(CallError::Plugin(PluginError::BadConfig(c))) => {
+                    let key = if c.field.is_empty() { p.destination.origin.key("config") } else { p.destination.origin.key(&format!("config.{}", c.field)) };
+                    break Err(Abort(format!("destination {}: {}: {key}: {}", p.destination.name, p.destination.origin.file.display(), c.message)));
+                }
+                Err(e) => break Err(Abort(format!("destination {} failed: {e}", p.destination.name))),
+            }
+        };
+        bump(&mut tally.delivered, change, acked.len() as u64);
+        for (row, error) in rejected {
+            bump(&mut tally.failed, change, 1);
+            if tally.rejected.len() < MAX_REJECTED_KEPT {
+                tally.rejected.push(RejectedRow { key: row.key_text(), change: change.as_str().into(), error: error.clone() });
+            }
+            acked.push(JournalOp::Reject { key: row.key, change: change.as_str().into(), error, run_id: self.run_id.to_string() });
+        }
+        // One write: acknowledged rows are durable against a crash of this process from here.
+        self.journal.append(&acked).map_err(|e| Abort(format!("writing the delivery journal: {e}")))?;
+        if self.journal.len() > JOURNAL_APPLY_BYTES || self.last_apply.elapsed() > JOURNAL_APPLY_INTERVAL {
+            recover_journal(self.state, self.journal, &p.sync.name, self.meta)?;
+            self.last_apply = Instant::now();
+        }
+        result
     }
 }
 
@@ -563,4 +995,129 @@ impl Progress {
             }
         }
     }
+}
+
+/// A dry run's result: what a run would do now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanReport {
+    pub sync: String,
+    pub mode: SyncMode,
+    pub full_resync: bool,
+    pub model_rows: u64,
+    pub snapshot_rows: u64,
+    pub diff: DiffCounts,
+    /// What the mode would send, per change.
+    pub planned: OpCounts,
+    /// The destination operation per change (`null` where the mode sends nothing).
+    pub operations: serde_json::Value,
+    /// Sample rows per change: rows for added, before/after for changed, before for removed.
+    pub samples: serde_json::Value,
+}
+
+/// Plans a sync without sending or recording anything.
+pub async fn plan_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, options: PlanOptions, samples: usize) -> Result<PlanReport, String> {
+    let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
+    let plan = build_plan(host, ws, state, &p, options).await.map_err(|e| e.0)?;
+    let mut planned = OpCounts::default();
+    let mut operations = serde_json::Map::new();
+    let mut sample_map = serde_json::Map::new();
+    for change in [Change::Added, Change::Changed, Change::Removed] {
+        let op = operation_for(p.sync.mode, change);
+        operations.insert(change.as_str().into(), op.map(|o| serde_json::Value::String(o.as_str().into())).unwrap_or(serde_json::Value::Null));
+        if op.is_some() {
+            let n = match change {
+                Change::Added => plan.diff.added,
+                Change::Changed => plan.diff.changed,
+                Change::Removed => plan.diff.removed,
+            };
+            bump(&mut planned, change, n);
+        }
+        sample_map.insert(change.as_str().into(), serde_json::Value::Array(plan.samples(change, samples).map_err(|e| format!("reading the plan: {e}"))?));
+    }
+    Ok(PlanReport {
+        sync: sync_name.into(),
+        mode: p.sync.mode,
+        full_resync: options.full_resync,
+        model_rows: plan.model_rows,
+        snapshot_rows: plan.snapshot_rows,
+        diff: plan.diff,
+        planned,
+        operations: serde_json::Value::Object(operations),
+        samples: serde_json::Value::Object(sample_map),
+    })
+}
+
+/// The destination's answer to one test row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestReport {
+    pub sync: String,
+    pub key: String,
+    pub operation: Operation,
+    pub row: serde_json::Value,
+    /// `accepted`, `rejected` or `retryable`, or `error` when the call itself failed.
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+/// Sends the model row with primary key `key` (as text, `1` or `1|eu`) to the destination as
+/// an added row, and reports the answer. Neither the snapshot nor run history change.
+pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &str) -> Result<TestReport, String> {
+    let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
+    let tmp_dir = ws.state_dir.join("tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
+    let mut source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
+        .await
+        .map_err(|e| format!("source {} could not open model {}: {e}", p.source.name, p.model.name))?;
+    let projection = Projection::new(&p, source.columns());
+    let projection = match projection {
+        Ok(pr) => pr,
+        Err(e) => {
+            source.close().await;
+            return Err(e);
+        }
+    };
+    let mut spill = crate::diff::ModelSpill::new(&tmp_dir, crate::diff::DEFAULT_MEMORY_BUDGET).map_err(|e| e.to_string())?;
+    let read = read_model(&mut source, &p, &projection, &mut spill).await;
+    source.close().await;
+    read.map_err(|e| e.0)?;
+    let mut sorted = spill.into_sorted().map_err(|e| e.to_string())?;
+    let mut found = None;
+    while let Some(entry) = sorted.next_entry().map_err(|e| e.to_string())? {
+        if key_text(&entry.key) == key {
+            found = Some((sorted.row(&entry).map_err(|e| e.to_string())?, entry.key));
+            break;
+        }
+    }
+    let (row, encoded_key) = found.ok_or_else(|| format!("model {} has no row with {} = {key}", p.model.name, p.model.primary_key.join("|")))?;
+    let op = operation_for(p.sync.mode, Change::Added).unwrap_or(Operation::Insert);
+    let mut columns = projection.columns.clone();
+    let payload = if op == Operation::Append {
+        columns.push(Column { name: p.sync.event_id_field.clone(), value_type: backflow_plugin_sdk::ValueType::Text, nullable: false });
+        with_event_id(&row, &p.sync.name, &encoded_key)
+    } else {
+        row.clone()
+    };
+    let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(&p), run_id: "test".into() };
+    let mut writer = match &p.destination_plugin {
+        None => Writer::Noop,
+        Some(plugin) => Writer::Wasm(
+            DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
+                .await
+                .map_err(|e| format!("destination {} could not open: {e}", p.destination.name))?,
+        ),
+    };
+    let mut b = BatchBuilder::new(columns.clone());
+    b.push_encoded_row(&payload);
+    let answer = writer.write(op, b.finish()).await;
+    let _ = writer.finish().await;
+    let (outcome, message) = match answer {
+        Ok(mut outcomes) => match outcomes.pop() {
+            Some(RowOutcome::Accepted) => ("accepted", None),
+            Some(RowOutcome::Rejected(m)) => ("rejected", Some(m)),
+            Some(RowOutcome::Retryable(m)) => ("retryable", Some(m)),
+            None => ("error", Some("the destination returned no outcome".to_string())),
+        },
+        Err(e) => ("error", Some(e.to_string())),
+    };
+    Ok(TestReport { sync: sync_name.into(), key: key.into(), operation: op, row: row_json(&columns, &payload), outcome: outcome.into(), message })
 }

@@ -2,16 +2,50 @@
 //! approvals). The file carries a format version; a file written by a newer or unknown
 //! layout is refused rather than read.
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Layout version of the state file. Bump on any incompatible change to tables or records.
 pub const FORMAT_VERSION: u64 = 1;
 
+/// redb page cache size.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// run id (a ULID, so keys sort by start time) → JSON-encoded [`RunRecord`].
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+/// sync name → JSON-encoded [`SyncMeta`]: what the snapshot of that sync is valid for.
+const SYNC_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_meta");
+
+// Per-sync tables (named after the sync):
+// - `snapshot/NAME`: encoded primary key → 16-byte fingerprint followed by the encoded mapped
+//   row last delivered (needed to send deletes and, later, to undo a run);
+// - `pending/NAME`: encoded primary key → JSON [`PendingRow`], rows the destination refused.
+fn snapshot_table(sync: &str) -> String {
+    format!("snapshot/{sync}")
+}
+fn pending_table(sync: &str) -> String {
+    format!("pending/{sync}")
+}
+
+/// What a sync's snapshot is valid for. If any of it changes, the snapshot is dropped: keys
+/// of another primary key, or rows delivered to another destination, say nothing about what
+/// the new target holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMeta {
+    pub primary_key: Vec<String>,
+    pub destination: String,
+    pub destination_plugin: String,
+}
+
+/// A row the destination refused, kept until a later run delivers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRow {
+    pub change: String,
+    pub error: String,
+    pub run_id: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -44,6 +78,15 @@ impl OpCounts {
     }
 }
 
+/// The diff of the model against the snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffCounts {
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+}
+
 /// A row the destination refused, with its reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRow {
@@ -62,6 +105,10 @@ pub enum RunStatus {
     Partial,
     /// The run stopped early; see `error`.
     Failed,
+    /// The run is in progress (or its process died; the next run marks it interrupted).
+    Running,
+    /// The process running it stopped before it finished. Rows it had delivered are kept.
+    Interrupted,
 }
 
 impl RunStatus {
@@ -70,6 +117,8 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
+            RunStatus::Running => "running",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -88,6 +137,18 @@ pub struct RunRecord {
     #[serde(default)]
     pub timings: Timings,
     pub status: RunStatus,
+    /// Whether the snapshot was ignored and every model row re-sent.
+    #[serde(default)]
+    pub full_resync: bool,
+    /// Rows in the model and in the snapshot before the run.
+    #[serde(default)]
+    pub model_rows: u64,
+    #[serde(default)]
+    pub snapshot_rows: u64,
+    /// The diff, before the sync's mode picks what to send.
+    #[serde(default)]
+    pub diff: DiffCounts,
+    /// What the mode sends, per change.
     pub planned: OpCounts,
     pub delivered: OpCounts,
     pub failed: OpCounts,
@@ -126,7 +187,9 @@ impl StateStore {
         let path = dir.join("state.redb");
         let storage = |message: String| OpenError::Storage { path: path.clone(), message };
         std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| match e {
+        // redb's page cache defaults to 1 GiB; the diff walks the whole snapshot once per run,
+        // so a large cache would only hold pages that are not read again. Keep memory bounded.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path: path.clone() },
             other => storage(other.to_string()),
         })?;
@@ -142,6 +205,7 @@ impl StateStore {
                 Some(found) => return Err(OpenError::UnknownFormat { path: path.clone(), found }),
             }
             txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(SYNC_META).map_err(|e| storage(e.to_string()))?;
         }
         txn.commit().map_err(|e| storage(e.to_string()))?;
         Ok(StateStore { db, path })
@@ -186,6 +250,148 @@ impl StateStore {
         value
             .map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable run record: {e}"))))
             .transpose()
+    }
+}
+
+impl StateStore {
+    pub fn sync_meta(&self, sync: &str) -> Result<Option<SyncMeta>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
+        let value = table.get(sync).map_err(|e| self.err(e))?;
+        value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable sync metadata: {e}")))).transpose()
+    }
+
+    /// Drops a sync's snapshot and pending rows and records what the new snapshot is for.
+    pub fn reset_snapshot(&self, sync: &str, meta: &SyncMeta) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let snap = snapshot_table(sync);
+        let pending = pending_table(sync);
+        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&snap)).map_err(|e| self.err(e))?;
+        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&pending)).map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
+            let json = serde_json::to_vec(meta).map_err(|e| self.err(e))?;
+            table.insert(sync, json.as_slice()).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Rows in a sync's snapshot.
+    pub fn snapshot_len(&self, sync: &str) -> Result<u64, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = snapshot_table(sync);
+        match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t.len().map_err(|e| self.err(e)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Up to `limit` snapshot entries (key, fingerprint) with keys strictly after `after`, in
+    /// key order. The diff walks the snapshot in such chunks.
+    pub fn snapshot_chunk(&self, sync: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, [u8; 16])>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = snapshot_table(sync);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let range = match after {
+            Some(k) => table.range::<&[u8]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => table.range::<&[u8]>(..),
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(limit.min(1 << 16));
+        for entry in range.take(limit) {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let v = v.value();
+            let fp: [u8; 16] = v.get(..16).and_then(|f| f.try_into().ok()).ok_or_else(|| self.err("corrupt snapshot entry"))?;
+            out.push((k.value().to_vec(), fp));
+        }
+        Ok(out)
+    }
+
+    /// The last delivered rows for several keys, in one read transaction.
+    pub fn snapshot_rows(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = snapshot_table(sync);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(e) => return Err(self.err(e)),
+        };
+        keys.iter()
+            .map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.map(|v| v.value().get(16..).unwrap_or_default().to_vec())))
+            .collect()
+    }
+
+    /// The last delivered row for a key.
+    pub fn snapshot_row(&self, sync: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = snapshot_table(sync);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let value = table.get(key).map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.value().get(16..).unwrap_or_default().to_vec()))
+    }
+
+    /// Applies journal ops to a sync's snapshot and pending rows in one durable transaction.
+    pub fn apply(&self, sync: &str, meta: &SyncMeta, ops: &[crate::journal::JournalOp]) -> Result<(), StateError> {
+        use crate::journal::JournalOp;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let snap_name = snapshot_table(sync);
+            let pending_name = pending_table(sync);
+            let mut snap = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&snap_name)).map_err(|e| self.err(e))?;
+            let mut pending = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name)).map_err(|e| self.err(e))?;
+            let mut value = Vec::new();
+            for op in ops {
+                match op {
+                    JournalOp::Upsert { key, fp, row } => {
+                        value.clear();
+                        value.extend_from_slice(fp);
+                        value.extend_from_slice(row);
+                        snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
+                        pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                    }
+                    JournalOp::Delete { key } => {
+                        snap.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                        pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                    }
+                    JournalOp::Reject { key, change, error, run_id } => {
+                        let row = PendingRow { change: change.clone(), error: error.clone(), run_id: run_id.clone() };
+                        let json = serde_json::to_vec(&row).map_err(|e| self.err(e))?;
+                        pending.insert(key.as_slice(), json.as_slice()).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            let mut metas = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
+            let json = serde_json::to_vec(meta).map_err(|e| self.err(e))?;
+            metas.insert(sync, json.as_slice()).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Rows the destination refused and no later run has delivered: (encoded key, row).
+    pub fn pending(&self, sync: &str, limit: usize) -> Result<Vec<(Vec<u8>, PendingRow)>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = pending_table(sync);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))?.take(limit) {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let row: PendingRow = serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
+            out.push((k.value().to_vec(), row));
+        }
+        Ok(out)
     }
 }
 

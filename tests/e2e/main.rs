@@ -4,6 +4,7 @@
 
 mod support;
 
+mod changes;
 mod cli;
 mod config_errors;
 mod file_source;
