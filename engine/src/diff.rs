@@ -1,9 +1,8 @@
 //! The streaming diff: model rows (key, fingerprint, mapped row) against the snapshot of
 //! what was last delivered, into added / changed / removed.
 //!
-//! Memory stays bounded whatever the model's size: rows go to a spill file as they arrive;
-//! only (key, fingerprint, offset) entries are kept, and when they exceed the budget they are
-//! sorted and written out as a run. The runs are merged by key and walked in step with the
+//! Memory stays bounded whatever the model's size: rows (with their key and fingerprint) are
+//! kept in memory up to a budget; beyond it they are sorted and written out as a run. The runs are merged by key and walked in step with the
 //! snapshot (redb iterates it in key order), so neither side is ever held whole. The same
 //! merge finds duplicate keys, which sit next to each other once sorted.
 
@@ -11,7 +10,6 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Entries (key + fingerprint + offsets) held in memory before a sorted run is spilled.
@@ -30,18 +28,28 @@ pub fn fingerprint(mapping_signature: &[u8], row: &[u8]) -> Fingerprint {
 
 #[derive(Clone, Copy)]
 struct Entry {
-    key_off: u32,
+    /// Start of the key in the arena; the row follows the key.
+    off: u32,
     key_len: u32,
-    fp: Fingerprint,
-    row_off: u64,
     row_len: u32,
+    fp: Fingerprint,
 }
 
-/// Collects model rows; see the module docs.
+impl Entry {
+    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.off as usize..(self.off + self.key_len) as usize]
+    }
+    fn row<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        let start = (self.off + self.key_len) as usize;
+        &arena[start..start + self.row_len as usize]
+    }
+}
+
+/// Collects model rows; see the module docs. Rows travel with their keys, in memory while
+/// they fit the budget and in sorted run files beyond it, so reading them back is
+/// sequential.
 pub struct ModelSpill {
     dir: PathBuf,
-    rows: BufWriter<File>,
-    rows_len: u64,
     arena: Vec<u8>,
     entries: Vec<Entry>,
     runs: Vec<File>,
@@ -51,25 +59,15 @@ pub struct ModelSpill {
 
 impl ModelSpill {
     pub fn new(dir: &Path, budget: usize) -> std::io::Result<ModelSpill> {
-        Ok(ModelSpill {
-            dir: dir.to_path_buf(),
-            rows: BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(dir)?),
-            rows_len: 0,
-            arena: Vec::new(),
-            entries: Vec::new(),
-            runs: Vec::new(),
-            budget: budget.max(1024),
-            count: 0,
-        })
+        Ok(ModelSpill { dir: dir.to_path_buf(), arena: Vec::new(), entries: Vec::new(), runs: Vec::new(), budget: budget.max(1024), count: 0 })
     }
 
     pub fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> std::io::Result<()> {
-        self.rows.write_all(row)?;
-        self.entries.push(Entry { key_off: self.arena.len() as u32, key_len: key.len() as u32, fp, row_off: self.rows_len, row_len: row.len() as u32 });
+        self.entries.push(Entry { off: self.arena.len() as u32, key_len: key.len() as u32, row_len: row.len() as u32, fp });
         self.arena.extend_from_slice(key);
-        self.rows_len += row.len() as u64;
+        self.arena.extend_from_slice(row);
         self.count += 1;
-        if self.arena.len() + self.entries.len() * std::mem::size_of::<Entry>() >= self.budget || self.arena.len() > u32::MAX as usize / 2 {
+        if self.arena.len() + self.entries.len() * std::mem::size_of::<Entry>() >= self.budget || self.arena.len() > (u32::MAX / 2) as usize {
             self.spill_run()?;
         }
         Ok(())
@@ -79,7 +77,7 @@ impl ModelSpill {
         sort_entries(&self.arena, &mut self.entries);
         let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(&self.dir)?);
         for e in &self.entries {
-            write_entry(&mut out, &self.arena[e.key_off as usize..(e.key_off + e.key_len) as usize], e)?;
+            write_entry(&mut out, e.key(&self.arena), &e.fp, e.row(&self.arena))?;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         self.runs.push(file);
@@ -90,7 +88,6 @@ impl ModelSpill {
 
     /// Finishes collecting; returns the entries in key order.
     pub fn into_sorted(mut self) -> std::io::Result<SortedModel> {
-        self.rows.flush()?;
         let source = if self.runs.is_empty() {
             sort_entries(&self.arena, &mut self.entries);
             Source::Memory { arena: std::mem::take(&mut self.arena), entries: std::mem::take(&mut self.entries).into_iter() }
@@ -110,21 +107,20 @@ impl ModelSpill {
             }
             Source::Merge { heap, readers }
         };
-        let rows = self.rows.into_inner().map_err(|e| e.into_error())?;
-        Ok(SortedModel { rows, source })
+        Ok(SortedModel { source })
     }
 }
 
 fn sort_entries(arena: &[u8], entries: &mut [Entry]) {
-    entries.sort_unstable_by(|a, b| arena[a.key_off as usize..(a.key_off + a.key_len) as usize].cmp(&arena[b.key_off as usize..(b.key_off + b.key_len) as usize]));
+    entries.sort_unstable_by(|a, b| a.key(arena).cmp(b.key(arena)));
 }
 
-fn write_entry(out: &mut impl Write, key: &[u8], e: &Entry) -> std::io::Result<()> {
+fn write_entry(out: &mut impl Write, key: &[u8], fp: &Fingerprint, row: &[u8]) -> std::io::Result<()> {
     out.write_all(&(key.len() as u32).to_le_bytes())?;
     out.write_all(key)?;
-    out.write_all(&e.fp)?;
-    out.write_all(&e.row_off.to_le_bytes())?;
-    out.write_all(&e.row_len.to_le_bytes())
+    out.write_all(fp)?;
+    out.write_all(&(row.len() as u32).to_le_bytes())?;
+    out.write_all(row)
 }
 
 /// One model row as the merge yields it.
@@ -132,14 +128,13 @@ fn write_entry(out: &mut impl Write, key: &[u8], e: &Entry) -> std::io::Result<(
 pub struct ModelEntry {
     pub key: Vec<u8>,
     pub fp: Fingerprint,
-    row_off: u64,
-    row_len: u32,
+    pub row: Vec<u8>,
 }
 
 impl ModelEntry {
     /// An entry standing for a snapshot key that has no model row.
     pub fn key_only(key: Vec<u8>) -> ModelEntry {
-        ModelEntry { key, fp: [0; 16], row_off: 0, row_len: 0 }
+        ModelEntry { key, fp: [0; 16], row: Vec::new() }
     }
 }
 
@@ -154,11 +149,10 @@ fn read_entry(r: &mut impl Read) -> std::io::Result<Option<ModelEntry>> {
     r.read_exact(&mut key)?;
     let mut fp = [0u8; 16];
     r.read_exact(&mut fp)?;
-    let mut off = [0u8; 8];
-    r.read_exact(&mut off)?;
-    let mut rl = [0u8; 4];
-    r.read_exact(&mut rl)?;
-    Ok(Some(ModelEntry { key, fp, row_off: u64::from_le_bytes(off), row_len: u32::from_le_bytes(rl) }))
+    r.read_exact(&mut len)?;
+    let mut row = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut row)?;
+    Ok(Some(ModelEntry { key, fp, row }))
 }
 
 struct HeapItem {
@@ -189,21 +183,17 @@ enum Source {
     Merge { heap: BinaryHeap<HeapItem>, readers: Vec<BufReader<File>> },
 }
 
-/// Model entries in key order, plus access to their rows.
+/// Model entries in key order.
 pub struct SortedModel {
-    rows: File,
     source: Source,
 }
 
 impl SortedModel {
     pub fn next_entry(&mut self) -> std::io::Result<Option<ModelEntry>> {
         match &mut self.source {
-            Source::Memory { arena, entries } => Ok(entries.next().map(|e| ModelEntry {
-                key: arena[e.key_off as usize..(e.key_off + e.key_len) as usize].to_vec(),
-                fp: e.fp,
-                row_off: e.row_off,
-                row_len: e.row_len,
-            })),
+            Source::Memory { arena, entries } => {
+                Ok(entries.next().map(|e| ModelEntry { key: e.key(arena).to_vec(), fp: e.fp, row: e.row(arena).to_vec() }))
+            }
             Source::Merge { heap, readers } => {
                 let Some(HeapItem { item, run }) = heap.pop() else { return Ok(None) };
                 if let Some(next) = read_entry(&mut readers[run])? {
@@ -212,13 +202,6 @@ impl SortedModel {
                 Ok(Some(item))
             }
         }
-    }
-
-    /// The mapped row of an entry.
-    pub fn row(&self, entry: &ModelEntry) -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; entry.row_len as usize];
-        self.rows.read_exact_at(&mut buf, entry.row_off)?;
-        Ok(buf)
     }
 }
 
@@ -236,8 +219,7 @@ mod tests {
         let mut sorted = spill.into_sorted().unwrap();
         let mut out = Vec::new();
         while let Some(e) = sorted.next_entry().unwrap() {
-            let row = sorted.row(&e).unwrap();
-            out.push((e.key, row));
+            out.push((e.key, e.row));
         }
         out
     }

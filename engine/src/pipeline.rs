@@ -26,6 +26,8 @@ const MAX_ATTEMPTS: u32 = 5;
 /// passed, so a crash re-reads little and memory stays small.
 const JOURNAL_APPLY_BYTES: u64 = 32 * 1024 * 1024;
 const JOURNAL_APPLY_INTERVAL: Duration = Duration::from_secs(2);
+/// Journal ops per redb transaction when applying (each commit is one fsync).
+const JOURNAL_APPLY_CHUNK: usize = 250_000;
 /// The native destination used to measure the Wasm boundary's cost.
 pub const BUILTIN_NOOP: &str = "builtin:noop";
 
@@ -340,7 +342,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let tmp_dir = ws.state_dir.join("tmp");
     std::fs::create_dir_all(&tmp_dir).map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
     let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
-    let mut source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
+    let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
         .await
         .map_err(|e| Abort(format!("source {} could not open model {}: {e}", p.source.name, p.model.name)))?;
     let projection = match Projection::new(p, source.columns()) {
@@ -351,9 +353,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         }
     };
     let mut spill = crate::diff::ModelSpill::new(&tmp_dir, crate::diff::DEFAULT_MEMORY_BUDGET).map_err(io)?;
-    let result = read_model(&mut source, p, &projection, &mut spill).await;
-    source.close().await;
-    result?;
+    read_model(spawn_reader(source), p, &projection, &mut spill).await?;
     let model_rows = spill.count;
 
     let use_snapshot = snapshot_is_valid(state, p)?;
@@ -371,7 +371,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let mut diff = DiffCounts::default();
     let mut snapshot = SnapshotCursor::new(state, &p.sync.name, use_snapshot);
     // Changed and removed rows need their last delivered values; those are fetched in groups.
-    let mut waiting: Vec<(Change, crate::diff::ModelEntry, Vec<u8>)> = Vec::new();
+    let mut waiting: Vec<(Change, crate::diff::ModelEntry)> = Vec::new();
     let mut duplicates = 0u64;
     let mut duplicate_samples: Vec<String> = Vec::new();
     let mut previous: Option<Vec<u8>> = None;
@@ -390,7 +390,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             }
             let (key, _) = snapshot.next()?.expect("peeked");
             diff.removed += 1;
-            waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key), Vec::new()));
+            waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key)));
         }
         let in_snapshot = match snapshot.peek()? {
             Some(s) if s.0 == entry.key => {
@@ -402,14 +402,12 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         match in_snapshot {
             None => {
                 diff.added += 1;
-                let row = sorted.row(&entry).map_err(io)?;
-                write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &row, &[]).map_err(io)?;
+                write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
             }
             Some(fp) if fp == entry.fp && !options.full_resync => diff.unchanged += 1,
             Some(_) => {
                 diff.changed += 1;
-                let row = sorted.row(&entry).map_err(io)?;
-                waiting.push((Change::Changed, entry.clone(), row));
+                waiting.push((Change::Changed, entry.clone()));
             }
         }
         if waiting.len() >= 1024 {
@@ -419,7 +417,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     }
     while let Some((key, _)) = snapshot.next()? {
         diff.removed += 1;
-        waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key), Vec::new()));
+        waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key)));
         if waiting.len() >= 1024 {
             flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
         }
@@ -441,15 +439,15 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, files })
 }
 
-fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::diff::ModelEntry, Vec<u8>)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
+fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::diff::ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
     if waiting.is_empty() {
         return Ok(());
     }
-    let keys: Vec<&[u8]> = waiting.iter().map(|(_, e, _)| e.key.as_slice()).collect();
+    let keys: Vec<&[u8]> = waiting.iter().map(|(_, e)| e.key.as_slice()).collect();
     let befores = state.snapshot_rows(sync, &keys).map_err(|e| e.to_string())?;
-    for ((change, entry, row), before) in waiting.drain(..).zip(befores) {
+    for ((change, entry), before) in waiting.drain(..).zip(befores) {
         let before = before.unwrap_or_default();
-        write_frame(&mut writers[change as usize], &entry.key, &entry.fp, &row, &before).map_err(|e| format!("writing plan files: {e}"))?;
+        write_frame(&mut writers[change as usize], &entry.key, &entry.fp, &entry.row, &before).map_err(|e| format!("writing plan files: {e}"))?;
     }
     Ok(())
 }
@@ -577,7 +575,7 @@ fn recover_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: 
     if journal.is_empty() {
         return Ok(());
     }
-    let applied = journal.replay(50_000, |ops| state.apply(sync, meta, &ops)).map_err(|e| Abort(e.to_string()))?;
+    let applied = journal.replay(JOURNAL_APPLY_CHUNK, |ops| state.apply(sync, meta, &ops)).map_err(|e| Abort(e.to_string()))?;
     journal.clear().map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
     tracing::info!(sync, rows = applied, "recorded deliveries of an interrupted run from its journal");
     Ok(())
@@ -706,9 +704,37 @@ fn primary_key_fields(p: &PreparedSync) -> Vec<String> {
         .collect()
 }
 
+/// Batches the source reads ahead, on their own task: the guest parses the next batch while
+/// the host projects and spills the previous one.
+type SourceBatches = tokio::sync::mpsc::Receiver<Result<Batch, CallError>>;
+
+/// Moves the source onto its own task, which reads until the model ends, an error occurs or
+/// the receiver is dropped, then closes the source.
+fn spawn_reader(mut source: SourceInstance) -> SourceBatches {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            match source.next_batch(SOURCE_BATCH_ROWS).await {
+                Ok(Some(batch)) => {
+                    if tx.send(Ok(batch)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+        source.close().await;
+    });
+    rx
+}
+
 /// Reads every batch from the source, projects rows to destination fields, checks keys, and
 /// spills (key, fingerprint, row) for the diff.
-async fn read_model(source: &mut SourceInstance, p: &PreparedSync, projection: &Projection, spill: &mut crate::diff::ModelSpill) -> Result<(), Abort> {
+async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, spill: &mut crate::diff::ModelSpill) -> Result<(), Abort> {
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
     let mut row_buf = Vec::with_capacity(256);
     let mut key_buf = Vec::with_capacity(64);
@@ -717,11 +743,10 @@ async fn read_model(source: &mut SourceInstance, p: &PreparedSync, projection: &
     let mut row_number: u64 = 0;
     let mut progress = Progress::new("read", 0);
     loop {
-        let batch = source
-            .next_batch(SOURCE_BATCH_ROWS)
-            .await
-            .map_err(|e| Abort(format!("source {} failed reading model {} after {row_number} rows: {e}", p.source.name, p.model.name)))?;
-        let Some(batch) = batch else { break };
+        let batch = match batches.recv().await {
+            None => break,
+            Some(batch) => batch.map_err(|e| Abort(format!("source {} failed reading model {} after {row_number} rows: {e}", p.source.name, p.model.name)))?,
+        };
         let payload = batch.payload.as_slice();
         let mut rest = payload;
         let count = read_array_len(&mut rest).map_err(|e| Abort(format!("source {} sent a malformed batch: {e}", p.source.name)))?;
@@ -1065,7 +1090,7 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
     let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
     let tmp_dir = ws.state_dir.join("tmp");
     std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
-    let mut source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
+    let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
         .await
         .map_err(|e| format!("source {} could not open model {}: {e}", p.source.name, p.model.name))?;
     let projection = Projection::new(&p, source.columns());
@@ -1077,14 +1102,12 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
         }
     };
     let mut spill = crate::diff::ModelSpill::new(&tmp_dir, crate::diff::DEFAULT_MEMORY_BUDGET).map_err(|e| e.to_string())?;
-    let read = read_model(&mut source, &p, &projection, &mut spill).await;
-    source.close().await;
-    read.map_err(|e| e.0)?;
+    read_model(spawn_reader(source), &p, &projection, &mut spill).await.map_err(|e| e.0)?;
     let mut sorted = spill.into_sorted().map_err(|e| e.to_string())?;
     let mut found = None;
     while let Some(entry) = sorted.next_entry().map_err(|e| e.to_string())? {
         if key_text(&entry.key) == key {
-            found = Some((sorted.row(&entry).map_err(|e| e.to_string())?, entry.key));
+            found = Some((entry.row, entry.key));
             break;
         }
     }

@@ -112,6 +112,103 @@ pub trait DestinationWriter: 'static {
     }
 }
 
+/// A quality check: judges a run's plan before anything is written.
+pub trait QualityCheckPlugin: 'static {
+    type Checker: Checker;
+    fn spec() -> PluginSpec;
+    fn check_config(config: &str) -> Vec<ConfigError>;
+    fn open(config: &str, plan: PlanSummary) -> Result<Self::Checker, PluginError>;
+}
+
+/// Sees the planned rows, then gives a verdict.
+pub trait Checker: 'static {
+    /// Planned rows of one kind of change; for `Changed`, `before` holds the last delivered values.
+    fn observe(&mut self, change: ChangeKind, after: Batch, before: Option<Batch>) -> Result<(), PluginError>;
+    fn finish(&mut self) -> Result<CheckResult, PluginError>;
+}
+
+/// What a check is told about the run before it sees rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanSummary {
+    pub sync_name: String,
+    pub columns: Vec<Column>,
+    pub snapshot_rows: u64,
+    pub model_rows: u64,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Removed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub verdict: Verdict,
+    pub message: String,
+    /// Offending rows as JSON objects, a few at most.
+    pub samples: Vec<String>,
+}
+
+/// An approval policy: decides whether a change or a run may go ahead.
+pub trait ApprovalPolicyPlugin: 'static {
+    fn spec() -> PluginSpec;
+    fn check_config(config: &str) -> Vec<ConfigError>;
+    fn evaluate(config: &str, request: ApprovalRequest) -> Result<Decision, PluginError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Approver,
+    Contributor,
+    Viewer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    ConfigChange,
+    Run,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncImpact {
+    pub sync_name: String,
+    pub destination: String,
+    pub mode: String,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub column_labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub kind: RequestKind,
+    pub author: String,
+    pub author_role: Role,
+    pub description: String,
+    pub syncs: Vec<SyncImpact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Approve(String),
+    Require { count: u32, roles: Vec<Role>, allow_self_approval: bool, reason: String },
+    Reject(String),
+}
+
 // ---- Conversions between the SDK's types and the generated ones -------------------------
 
 impl From<ValueType> for wit::ValueType {
@@ -291,6 +388,108 @@ pub mod destination_adapter {
     }
 }
 
+#[cfg(feature = "quality-check")]
+#[doc(hidden)]
+pub mod check_adapter {
+    use super::check_bindings::exports::backflow::plugin::quality_check as gen;
+    use super::*;
+    use std::cell::RefCell;
+
+    pub struct CheckerAdapter<P: QualityCheckPlugin>(RefCell<P::Checker>);
+
+    impl<P: QualityCheckPlugin> gen::GuestChecker for CheckerAdapter<P> {
+        fn open(config: String, plan: gen::PlanSummary) -> Result<gen::Checker, wit::PluginError> {
+            let summary = PlanSummary {
+                sync_name: plan.sync_name,
+                columns: plan.columns.into_iter().map(|c| Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable }).collect(),
+                snapshot_rows: plan.snapshot_rows,
+                model_rows: plan.model_rows,
+                added: plan.added,
+                changed: plan.changed,
+                removed: plan.removed,
+            };
+            Ok(gen::Checker::new(CheckerAdapter::<P>(RefCell::new(P::open(&config, summary)?))))
+        }
+        fn observe(&self, kind: gen::ChangeKind, after: wit::RowBatch, before: Option<wit::RowBatch>) -> Result<(), wit::PluginError> {
+            let kind = match kind {
+                gen::ChangeKind::Added => ChangeKind::Added,
+                gen::ChangeKind::Changed => ChangeKind::Changed,
+                gen::ChangeKind::Removed => ChangeKind::Removed,
+            };
+            Ok(self.0.borrow_mut().observe(kind, batch_from_wit(after), before.map(batch_from_wit))?)
+        }
+        fn finish(&self) -> Result<gen::CheckResult, wit::PluginError> {
+            let r = self.0.borrow_mut().finish()?;
+            Ok(gen::CheckResult {
+                verdict: match r.verdict {
+                    Verdict::Pass => gen::Verdict::Pass,
+                    Verdict::Warn => gen::Verdict::Warn,
+                    Verdict::Fail => gen::Verdict::Fail,
+                },
+                message: r.message,
+                samples: r.samples,
+            })
+        }
+    }
+}
+
+#[cfg(feature = "approval-policy")]
+#[doc(hidden)]
+pub mod policy_adapter {
+    use super::policy_bindings::exports::backflow::plugin::approval_policy as gen;
+    use super::*;
+
+    fn role_from(r: gen::Role) -> Role {
+        match r {
+            gen::Role::Admin => Role::Admin,
+            gen::Role::Approver => Role::Approver,
+            gen::Role::Contributor => Role::Contributor,
+            gen::Role::Viewer => Role::Viewer,
+        }
+    }
+
+    fn role_to(r: Role) -> gen::Role {
+        match r {
+            Role::Admin => gen::Role::Admin,
+            Role::Approver => gen::Role::Approver,
+            Role::Contributor => gen::Role::Contributor,
+            Role::Viewer => gen::Role::Viewer,
+        }
+    }
+
+    pub fn evaluate<P: ApprovalPolicyPlugin>(config: String, request: gen::ApprovalRequest) -> Result<gen::Decision, wit::PluginError> {
+        let request = ApprovalRequest {
+            kind: match request.kind {
+                gen::RequestKind::ConfigChange => RequestKind::ConfigChange,
+                gen::RequestKind::Run => RequestKind::Run,
+            },
+            author: request.author,
+            author_role: role_from(request.author_role),
+            description: request.description,
+            syncs: request
+                .syncs
+                .into_iter()
+                .map(|s| SyncImpact {
+                    sync_name: s.sync_name,
+                    destination: s.destination,
+                    mode: s.mode,
+                    added: s.added,
+                    changed: s.changed,
+                    removed: s.removed,
+                    column_labels: s.column_labels,
+                })
+                .collect(),
+        };
+        Ok(match P::evaluate(&config, request)? {
+            Decision::Approve(m) => gen::Decision::Approve(m),
+            Decision::Reject(m) => gen::Decision::Reject(m),
+            Decision::Require { count, roles, allow_self_approval, reason } => {
+                gen::Decision::Require(gen::ApprovalsNeeded { count, roles: roles.into_iter().map(role_to).collect(), allow_self_approval, reason })
+            }
+        })
+    }
+}
+
 /// Exports a [`SourcePlugin`] as this component's implementation of the `source-plugin` world.
 #[cfg(feature = "source")]
 #[macro_export]
@@ -332,5 +531,55 @@ macro_rules! export_destination {
             type Writer = $crate::guest::destination_adapter::WriterAdapter<$plugin>;
         }
         $crate::guest::destination_bindings::__backflow_export_destination_world!(__BackflowDestinationExport with_types_in $crate::guest::destination_bindings);
+    };
+}
+
+/// Exports a [`QualityCheckPlugin`] as this component's `quality-check-plugin` world.
+#[cfg(feature = "quality-check")]
+#[macro_export]
+macro_rules! export_quality_check {
+    ($plugin:ty) => {
+        struct __BackflowCheckExport;
+        impl $crate::guest::check_bindings::exports::backflow::plugin::plugin::Guest for __BackflowCheckExport {
+            fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
+                $crate::guest::spec_to_wit(<$plugin as $crate::QualityCheckPlugin>::spec())
+            }
+            fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
+                $crate::guest::config_errors_to_wit(<$plugin as $crate::QualityCheckPlugin>::check_config(&config))
+            }
+        }
+        impl $crate::guest::check_bindings::exports::backflow::plugin::quality_check::Guest for __BackflowCheckExport {
+            type Checker = $crate::guest::check_adapter::CheckerAdapter<$plugin>;
+        }
+        $crate::guest::check_bindings::__backflow_export_check_world!(__BackflowCheckExport with_types_in $crate::guest::check_bindings);
+    };
+}
+
+/// Exports an [`ApprovalPolicyPlugin`] as this component's `approval-policy-plugin` world.
+#[cfg(feature = "approval-policy")]
+#[macro_export]
+macro_rules! export_approval_policy {
+    ($plugin:ty) => {
+        struct __BackflowPolicyExport;
+        impl $crate::guest::policy_bindings::exports::backflow::plugin::plugin::Guest for __BackflowPolicyExport {
+            fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
+                $crate::guest::spec_to_wit(<$plugin as $crate::ApprovalPolicyPlugin>::spec())
+            }
+            fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
+                $crate::guest::config_errors_to_wit(<$plugin as $crate::ApprovalPolicyPlugin>::check_config(&config))
+            }
+        }
+        impl $crate::guest::policy_bindings::exports::backflow::plugin::approval_policy::Guest for __BackflowPolicyExport {
+            fn evaluate(
+                config: String,
+                request: $crate::guest::policy_bindings::exports::backflow::plugin::approval_policy::ApprovalRequest,
+            ) -> Result<
+                $crate::guest::policy_bindings::exports::backflow::plugin::approval_policy::Decision,
+                $crate::guest::host_bindings::backflow::plugin::types::PluginError,
+            > {
+                $crate::guest::policy_adapter::evaluate::<$plugin>(config, request)
+            }
+        }
+        $crate::guest::policy_bindings::__backflow_export_policy_world!(__BackflowPolicyExport with_types_in $crate::guest::policy_bindings);
     };
 }

@@ -33,4 +33,7 @@ pub const WIT_VERSION: &str = "0.1.0";
 pub mod guest;
 
 #[cfg(any(feature = "source", feature = "destination", feature = "quality-check", feature = "approval-policy"))]
-pub use guest::{host, DestinationPlugin, DestinationWriter, SourcePlugin, SourceReader};
+pub use guest::{
+    host, ApprovalPolicyPlugin, ApprovalRequest, ChangeKind, CheckResult, Checker, Decision, DestinationPlugin, DestinationWriter,
+    PlanSummary, QualityCheckPlugin, RequestKind, Role, SourcePlugin, SourceReader, SyncImpact, Verdict,
+};

@@ -126,3 +126,37 @@ fn init_creates_a_workspace_that_loads() {
     let out = Command::new(env!("CARGO_BIN_EXE_backflow")).args(["init", target.to_str().unwrap(), "--plugins", plugins_dir().to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn every_plugin_kind_builds_with_the_sdk_and_inspects() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, kind) in [("file_source.wasm", "source"), ("webhook.wasm", "destination"), ("fixture_check.wasm", "quality-check"), ("fixture_policy.wasm", "approval-policy")] {
+        let path = plugins_dir().join(file);
+        let out = backflow(&["plugin", "inspect", path.to_str().unwrap(), "--json"], dir.path());
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["kind"], kind, "{file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_plan_and_sync_test_from_the_command_line() {
+    let receiver = receiver().await;
+    let ws = csv_to_webhook(&receiver, "", "");
+    let path = ws.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "plan", "to_hook", "--json", "--samples", "2"], &path)).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["diff"]["added"], 8);
+    assert_eq!(v["planned"]["added"], 8);
+    assert_eq!(v["samples"]["added"].as_array().unwrap().len(), 2);
+    assert_eq!(receiver.received().len(), 0, "a plan sends nothing");
+
+    let path = ws.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "test", "to_hook", "--row", "3", "--json"], &path)).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["outcome"], "accepted");
+    assert_eq!(receiver.rows(), 1);
+    assert_eq!(receiver.received()[0].body[0]["email"], "alan@example.com");
+}

@@ -112,3 +112,11 @@ async fn a_plugin_of_the_wrong_kind_is_refused() {
     let e = ws.try_run("s").await.expect_err("prepare should fail");
     assert!(e.contains("destinations.hook.plugin: plugin file-source") && e.contains("is a source plugin, not a destination"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mode_the_destination_cannot_do_is_a_config_error() {
+    // The printer example supports insert and update only.
+    let ws = TestWorkspace::new(&VALID.replace("plugin = \"webhook\"", "plugin = \"printer\"").replace("config.url = \"http://127.0.0.1:9/x\"\n", "").replace("destination = \"hook\"", "destination = \"hook\"\nmode = \"mirror\""));
+    let e = ws.try_run("s").await.expect_err("prepare should fail");
+    assert!(e.contains("syncs.s.mode: mode mirror needs the destination to delete, which hook does not support (it supports: insert, update)"), "{e}");
+}
