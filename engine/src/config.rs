@@ -168,9 +168,49 @@ struct SyncFile {
     /// `append` mode: the field carrying each event's stable id (default `event_id`).
     #[serde(default)]
     event_id_field: Option<String>,
+    /// Quality checks run on the plan before anything is written.
+    #[serde(default)]
+    checks: Vec<CheckFile>,
     /// Optional human description.
     #[serde(default)]
     description: Option<String>,
+}
+
+/// One quality check of a sync.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    /// Shown in reports (default: the plugin name and its `check` config value).
+    #[serde(default)]
+    name: Option<String>,
+    /// A quality-check plugin name or path.
+    plugin: String,
+    /// `fail` (default) blocks the run; `warn` records the result and proceeds.
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    #[serde(default)]
+    grants: GrantsFile,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+/// What a failing check does to its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Fail,
+    Warn,
+}
+
+/// A sync's quality check, resolved.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub severity: Severity,
+    /// Plugin, config, grants and limits; its origin key is `syncs.NAME.checks[i]`.
+    pub connector: Connector,
 }
 
 /// How a sync treats the diff. See the README for each mode's operations.
@@ -272,6 +312,7 @@ pub struct Sync {
     pub mapping: Vec<(String, String)>,
     pub batch_size: Option<u32>,
     pub event_id_field: String,
+    pub checks: Vec<Check>,
     pub description: Option<String>,
     pub origin: Origin,
 }
@@ -415,6 +456,28 @@ impl Workspace {
             if s.batch_size == Some(0) {
                 errors.push(origin.error("batch_size", "must be at least 1"));
             }
+            let mut checks = Vec::new();
+            for (i, c) in s.checks.into_iter().enumerate() {
+                let check_origin = Origin { file: origin.file.clone(), key: origin.key(&format!("checks[{i}]")) };
+                let severity = match c.severity.as_deref() {
+                    None | Some("fail") => Severity::Fail,
+                    Some("warn") => Severity::Warn,
+                    Some(other) => {
+                        errors.push(check_origin.error("severity", format!("unknown severity {other:?}; use fail or warn")));
+                        Severity::Fail
+                    }
+                };
+                let default_name = match c.config.as_ref().and_then(|t| t.get("check")).and_then(|v| v.as_str()) {
+                    Some(kind) => format!("{}:{kind}", c.plugin),
+                    None => c.plugin.clone(),
+                };
+                let name = c.name.clone().unwrap_or(default_name);
+                let file = ConnectorFile { plugin: c.plugin, config: c.config, grants: c.grants, limits: c.limits };
+                match connector(root, &name, file, check_origin) {
+                    Ok(connector) => checks.push(Check { name, severity, connector }),
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
             syncs.insert(
                 name.clone(),
                 Sync {
@@ -425,6 +488,7 @@ impl Workspace {
                     mapping: s.mapping.into_iter().collect(),
                     batch_size: s.batch_size,
                     event_id_field: s.event_id_field.unwrap_or_else(|| "event_id".into()),
+                    checks,
                     description: s.description,
                     origin,
                 },

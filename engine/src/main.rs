@@ -270,6 +270,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("plan for {} (mode {}): {} model rows, {} in snapshot", report.sync, report.mode.as_str(), report.model_rows, report.snapshot_rows);
                 println!("  diff       added {:>8}  changed {:>8}  removed {:>8}  unchanged {:>8}", report.diff.added, report.diff.changed, report.diff.removed, report.diff.unchanged);
                 println!("  would send added {:>8}  changed {:>8}  removed {:>8}", report.planned.added, report.planned.changed, report.planned.removed);
+                print_checks(&report.checks);
+                if report.blocked {
+                    println!("  a run now would be BLOCKED by a failing check");
+                }
                 for change in ["added", "changed", "removed"] {
                     let rows = report.samples[change].as_array().cloned().unwrap_or_default();
                     if rows.is_empty() {
@@ -346,6 +350,7 @@ fn exit_code(record: &RunRecord) -> ExitCode {
     match record.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Partial => ExitCode::from(2),
+        RunStatus::Blocked => ExitCode::from(3),
         RunStatus::Failed | RunStatus::Running | RunStatus::Interrupted => ExitCode::FAILURE,
     }
 }
@@ -361,11 +366,25 @@ fn print_run(r: &RunRecord) {
     line("planned", &r.planned);
     line("delivered", &r.delivered);
     line("failed", &r.failed);
+    print_checks(&r.checks);
     if let Some(e) = &r.error {
         println!("  error: {e}");
     }
     if !r.rejected.is_empty() {
         println!("  {} rejected rows (see `backflow runs show {}`)", r.failed.total(), r.run_id);
+    }
+}
+
+fn print_checks(checks: &[backflow::state::CheckReport]) {
+    for c in checks {
+        let severity = match c.severity {
+            backflow::config::Severity::Fail => "fail",
+            backflow::config::Severity::Warn => "warn",
+        };
+        println!("  check {:<28} {:<5} (severity {severity}): {}", c.name, c.verdict, c.message);
+        for sample in c.samples.iter().take(5) {
+            println!("      {sample}");
+        }
     }
 }
 
@@ -377,7 +396,7 @@ fn indent(text: &str, n: usize) -> String {
 const EXAMPLE_WORKSPACE: &str = include_str!("../../examples/quickstart/backflow.toml");
 const EXAMPLE_CUSTOMERS: &str = include_str!("../../examples/quickstart/data/customers.csv");
 /// First-party plugins `init` copies into a new workspace.
-const FIRST_PARTY_PLUGINS: &[&str] = &["file_source.wasm", "webhook.wasm", "noop_destination.wasm"];
+const FIRST_PARTY_PLUGINS: &[&str] = &["file_source.wasm", "webhook.wasm", "noop_destination.wasm", "checks.wasm"];
 
 fn init(dir: &Path, plugins: Option<PathBuf>, force: bool) -> anyhow::Result<ExitCode> {
     let plugins_from = match plugins {

@@ -9,7 +9,8 @@
 use crate::config::{Connector, Model, Sync, SyncMode, Workspace};
 use crate::host::{expect_kind, CallError, DestinationInstance, Plugin, PluginHost, SourceInstance};
 use crate::journal::{Journal, JournalOp};
-use crate::state::{DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, StateStore, SyncMeta, Timings, MAX_REJECTED_KEPT};
+use crate::host::{CheckChange, CheckInstance, CheckSummary};
+use crate::state::{CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, StateStore, SyncMeta, Timings, MAX_REJECTED_KEPT};
 use backflow_plugin_sdk::codec::{read_array_len, read_value, value_len, write_row_header};
 use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, PluginKind, RowOutcome, SyncContext};
 use sha2::{Digest, Sha256};
@@ -60,6 +61,8 @@ pub struct PreparedSync {
     pub destination_plugin: Option<Plugin>,
     pub batch_size: u32,
     pub config_hash: String,
+    /// The sync's quality checks with their plugins.
+    pub checks: Vec<(crate::config::Check, Plugin)>,
 }
 
 /// Resolves plugins, checks their kinds and configs and the sync's mode against the
@@ -115,6 +118,15 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     }
     batch_size = batch_size.max(1);
 
+    let mut checks = Vec::new();
+    for check in &sync.checks {
+        let c = &check.connector;
+        let plugin = load(c).await?;
+        expect_kind(&plugin, PluginKind::QualityCheck).map_err(|e| PrepareError(format!("{}: {}: {e}", c.origin.file.display(), c.origin.key("plugin"))))?;
+        check_plugin_config(host, &plugin, c).await?;
+        checks.push((check.clone(), plugin));
+    }
+
     let config_hash = {
         let mut h = Sha256::new();
         for part in [
@@ -122,13 +134,14 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
             format!("{:?}|{:?}|{:?}", model.query, model.primary_key, model.source),
             source.config_json.clone(),
             destination.config_json.clone(),
+            sync.checks.iter().map(|c| format!("{}|{:?}|{}|{}", c.name, c.severity, c.connector.plugin, c.connector.config_json)).collect::<Vec<_>>().join(";"),
         ] {
             h.update(part.as_bytes());
             h.update([0]);
         }
         hex::encode(h.finalize())
     };
-    Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash })
+    Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks })
 }
 
 async fn check_plugin_config(host: &PluginHost, plugin: &Plugin, c: &Connector) -> Result<(), PrepareError> {
@@ -216,6 +229,8 @@ struct Tally {
     failed: OpCounts,
     rejected: Vec<RejectedRow>,
     timings: Timings,
+    /// A quality check stopped the run.
+    blocked: bool,
 }
 
 /// How a run treats the snapshot.
@@ -231,6 +246,8 @@ pub enum Change {
     Added,
     Changed,
     Removed,
+    /// Rows equal to the snapshot; planned only for quality checks, never sent.
+    Unchanged,
 }
 
 impl Change {
@@ -239,6 +256,7 @@ impl Change {
             Change::Added => "added",
             Change::Changed => "changed",
             Change::Removed => "removed",
+            Change::Unchanged => "unchanged",
         }
     }
 }
@@ -248,6 +266,7 @@ fn bump(c: &mut OpCounts, change: Change, n: u64) {
         Change::Added => c.added += n,
         Change::Changed => c.changed += n,
         Change::Removed => c.removed += n,
+        Change::Unchanged => {}
     }
 }
 
@@ -275,7 +294,8 @@ pub struct Plan {
     pub model_rows: u64,
     pub snapshot_rows: u64,
     pub diff: DiffCounts,
-    files: [std::fs::File; 3],
+    /// One file per [`Change`]; the unchanged file stays empty unless the sync has checks.
+    files: [std::fs::File; 4],
 }
 
 impl Plan {
@@ -290,6 +310,17 @@ impl Plan {
         Ok(PlanReader::new(f))
     }
 
+    /// What `mode` sends of this plan, per change.
+    pub fn planned(&self, mode: SyncMode) -> OpCounts {
+        let mut planned = OpCounts::default();
+        for (change, n) in [(Change::Added, self.diff.added), (Change::Changed, self.diff.changed), (Change::Removed, self.diff.removed)] {
+            if operation_for(mode, change).is_some() {
+                bump(&mut planned, change, n);
+            }
+        }
+        planned
+    }
+
     /// Up to `n` planned rows of a change, as JSON objects (before/after for changes).
     pub fn samples(&self, change: Change, n: usize) -> std::io::Result<Vec<serde_json::Value>> {
         let mut reader = self.rows(change)?;
@@ -300,6 +331,7 @@ impl Plan {
                 Change::Added => row_json(&self.columns, &row.row),
                 Change::Changed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before), "after": row_json(&self.columns, &row.row)}),
                 Change::Removed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before)}),
+                Change::Unchanged => row_json(&self.columns, &row.row),
             });
         }
         Ok(out)
@@ -365,7 +397,10 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
     ];
+    // Whole-model checks (uniqueness, freshness) need the rows that did not change too.
+    let keep_unchanged = !p.checks.is_empty();
     let mut writers: Vec<BufWriter<&std::fs::File>> = files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect();
     let mut sorted = spill.into_sorted().map_err(io)?;
     let mut diff = DiffCounts::default();
@@ -404,7 +439,12 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
                 diff.added += 1;
                 write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
             }
-            Some(fp) if fp == entry.fp && !options.full_resync => diff.unchanged += 1,
+            Some(fp) if fp == entry.fp && !options.full_resync => {
+                diff.unchanged += 1;
+                if keep_unchanged {
+                    write_frame(&mut writers[Change::Unchanged as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
+                }
+            }
             Some(_) => {
                 diff.changed += 1;
                 waiting.push((Change::Changed, entry.clone()));
@@ -535,6 +575,7 @@ pub async fn run_sync_with(host: &PluginHost, ws: &Workspace, state: &StateStore
         },
         config_hash: prepared.config_hash.clone(),
         error: None,
+        checks: Vec::new(),
         rejected: Vec::new(),
     };
     let state_err = |e: crate::state::StateError| PrepareError(e.to_string());
@@ -549,6 +590,7 @@ pub async fn run_sync_with(host: &PluginHost, ws: &Workspace, state: &StateStore
     let mut tally = Tally::default();
     let outcome = execute(host, ws, state, &prepared, &run_id, plan_options, &mut tally, &mut record).await;
     record.status = match &outcome {
+        Err(_) if tally.blocked => RunStatus::Blocked,
         Err(_) => RunStatus::Failed,
         Ok(()) if tally.failed.total() > 0 => RunStatus::Partial,
         Ok(()) => RunStatus::Succeeded,
@@ -601,17 +643,23 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
     record.model_rows = plan.model_rows;
     record.snapshot_rows = plan.snapshot_rows;
     record.diff = plan.diff;
-    for change in [Change::Added, Change::Changed, Change::Removed] {
-        if operation_for(p.sync.mode, change).is_some() {
-            let n = match change {
-                Change::Added => plan.diff.added,
-                Change::Changed => plan.diff.changed,
-                Change::Removed => plan.diff.removed,
-            };
-            bump(&mut tally.planned, change, n);
-        }
-    }
+    tally.planned = plan.planned(p.sync.mode);
     tracing::debug!(model_rows = plan.model_rows, added = plan.diff.added, changed = plan.diff.changed, removed = plan.diff.removed, ms = tally.timings.plan_ms, "plan complete");
+
+    // Quality gates: every check runs, on the whole plan, before the first write.
+    record.checks = run_checks(host, p, &plan, tally.planned).await;
+    let blocking: Vec<&CheckReport> = record.checks.iter().filter(|c| c.blocks()).collect();
+    if !blocking.is_empty() {
+        tally.blocked = true;
+        tally.planned = OpCounts::default();
+        return Err(Abort(format!(
+            "blocked by {}: nothing was sent",
+            blocking.iter().map(|c| format!("check {:?} ({}: {})", c.name, c.verdict, c.message)).collect::<Vec<_>>().join("; ")
+        )));
+    }
+    for warning in record.checks.iter().filter(|c| c.verdict != "pass") {
+        tracing::warn!(sync = %p.sync.name, check = %warning.name, verdict = %warning.verdict, "{}", warning.message);
+    }
     if tally.planned.total() == 0 {
         return Ok(());
     }
@@ -679,6 +727,130 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
     tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
     tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
     Ok(())
+}
+
+/// Rows per batch shown to quality checks.
+const CHECK_BATCH_ROWS: usize = 4096;
+
+/// Runs every check of the sync over the plan. A check that cannot run (trap, timeout, out
+/// of memory, error) reports verdict `error`, which blocks like a failure: checks fail closed.
+pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planned: OpCounts) -> Vec<CheckReport> {
+    if p.checks.is_empty() {
+        return Vec::new();
+    }
+    let summary = CheckSummary {
+        sync_name: &p.sync.name,
+        columns: &plan.columns,
+        snapshot_rows: plan.snapshot_rows,
+        model_rows: plan.model_rows,
+        added: planned.added,
+        changed: planned.changed,
+        removed: planned.removed,
+    };
+    let mut reports: Vec<CheckReport> = p
+        .checks
+        .iter()
+        .map(|(c, plugin)| CheckReport {
+            name: c.name.clone(),
+            plugin: plugin.spec.name.clone(),
+            severity: c.severity,
+            verdict: "error".into(),
+            message: String::new(),
+            samples: Vec::new(),
+        })
+        .collect();
+    let mut instances: Vec<Option<CheckInstance>> = Vec::new();
+    for (i, (c, plugin)) in p.checks.iter().enumerate() {
+        let cfg = &c.connector;
+        match CheckInstance::open(host, plugin, &cfg.grants, cfg.limits, &cfg.config_json, &summary).await {
+            Ok(inst) => instances.push(Some(inst)),
+            Err(e) => {
+                reports[i].message = format!("the check could not start: {e}");
+                instances.push(None);
+            }
+        }
+    }
+    let streams = [(Change::Added, CheckChange::Added), (Change::Changed, CheckChange::Changed), (Change::Removed, CheckChange::Removed), (Change::Unchanged, CheckChange::Unchanged)];
+    'streams: for (change, kind) in streams {
+        if change != Change::Unchanged && operation_for(p.sync.mode, change).is_none() {
+            continue;
+        }
+        let mut reader = match plan.rows(change) {
+            Ok(r) => r,
+            Err(e) => {
+                for (i, r) in reports.iter_mut().enumerate() {
+                    if instances[i].take().is_some() {
+                        r.message = format!("reading the plan: {e}");
+                    }
+                }
+                break 'streams;
+            }
+        };
+        loop {
+            let mut rows = Vec::with_capacity(CHECK_BATCH_ROWS);
+            while rows.len() < CHECK_BATCH_ROWS {
+                match reader.next() {
+                    Ok(Some(row)) => rows.push(row),
+                    Ok(None) => break,
+                    Err(e) => {
+                        for (i, r) in reports.iter_mut().enumerate() {
+                            if instances[i].take().is_some() {
+                                r.message = format!("reading the plan: {e}");
+                            }
+                        }
+                        break 'streams;
+                    }
+                }
+            }
+            if rows.is_empty() {
+                break;
+            }
+            let (after, before) = check_batches(plan, change, &rows);
+            for (i, slot) in instances.iter_mut().enumerate() {
+                let Some(inst) = slot else { continue };
+                if let Err(e) = inst.observe(kind, after.clone(), before.clone()).await {
+                    reports[i].message = format!("the check failed: {e}");
+                    *slot = None;
+                }
+            }
+        }
+    }
+    for (i, slot) in instances.into_iter().enumerate() {
+        let Some(inst) = slot else { continue };
+        match inst.finish().await {
+            Ok(outcome) => {
+                reports[i].verdict = outcome.verdict.into();
+                reports[i].message = outcome.message;
+                reports[i].samples = outcome.samples.into_iter().take(20).collect();
+            }
+            Err(e) => reports[i].message = format!("the check failed: {e}"),
+        }
+    }
+    reports
+}
+
+/// The batches a check sees for planned rows: removals carry the key fields; changes carry
+/// the last delivered values as `before` when they have the current shape.
+fn check_batches(plan: &Plan, change: Change, rows: &[PlannedRow]) -> (Batch, Option<Batch>) {
+    let build = |columns: &[Column], pick: &dyn Fn(&PlannedRow) -> &[u8]| {
+        let mut b = BatchBuilder::with_capacity(columns.to_vec(), rows.iter().map(|r| pick(r).len()).sum::<usize>() + 8);
+        for r in rows {
+            b.push_encoded_row(pick(r));
+        }
+        b.finish()
+    };
+    match change {
+        Change::Removed => (build(&plan.key_columns, &|r| &r.key), None),
+        Change::Changed => {
+            let width_ok = rows.iter().all(|r| {
+                let mut rest = r.before.as_slice();
+                read_array_len(&mut rest).ok() == Some(plan.columns.len())
+            });
+            let before = width_ok.then(|| build(&plan.columns, &|r| &r.before));
+            (build(&plan.columns, &|r| &r.row), before)
+        }
+        Change::Added | Change::Unchanged => (build(&plan.columns, &|r| &r.row), None),
+    }
 }
 
 /// Appends a stable event id (derived from the sync and the row's key) to an encoded row.
@@ -1037,26 +1209,23 @@ pub struct PlanReport {
     pub operations: serde_json::Value,
     /// Sample rows per change: rows for added, before/after for changed, before for removed.
     pub samples: serde_json::Value,
+    /// Quality check results on this plan.
+    pub checks: Vec<CheckReport>,
+    /// Whether a check would block the run.
+    pub blocked: bool,
 }
 
 /// Plans a sync without sending or recording anything.
 pub async fn plan_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, options: PlanOptions, samples: usize) -> Result<PlanReport, String> {
     let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
     let plan = build_plan(host, ws, state, &p, options).await.map_err(|e| e.0)?;
-    let mut planned = OpCounts::default();
     let mut operations = serde_json::Map::new();
     let mut sample_map = serde_json::Map::new();
+    let planned = plan.planned(p.sync.mode);
+    let checks = run_checks(host, &p, &plan, planned).await;
     for change in [Change::Added, Change::Changed, Change::Removed] {
         let op = operation_for(p.sync.mode, change);
         operations.insert(change.as_str().into(), op.map(|o| serde_json::Value::String(o.as_str().into())).unwrap_or(serde_json::Value::Null));
-        if op.is_some() {
-            let n = match change {
-                Change::Added => plan.diff.added,
-                Change::Changed => plan.diff.changed,
-                Change::Removed => plan.diff.removed,
-            };
-            bump(&mut planned, change, n);
-        }
         sample_map.insert(change.as_str().into(), serde_json::Value::Array(plan.samples(change, samples).map_err(|e| format!("reading the plan: {e}"))?));
     }
     Ok(PlanReport {
@@ -1069,6 +1238,8 @@ pub async fn plan_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, sy
         planned,
         operations: serde_json::Value::Object(operations),
         samples: serde_json::Value::Object(sample_map),
+        blocked: checks.iter().any(|c| c.blocks()),
+        checks,
     })
 }
 

@@ -87,6 +87,26 @@ pub struct DiffCounts {
     pub unchanged: u64,
 }
 
+/// One quality check's result for a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub plugin: String,
+    pub severity: crate::config::Severity,
+    /// `pass`, `warn`, `fail`, or `error` when the check itself failed (which counts as fail).
+    pub verdict: String,
+    pub message: String,
+    /// Offending rows as JSON text.
+    pub samples: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether this result stops the run.
+    pub fn blocks(&self) -> bool {
+        self.severity == crate::config::Severity::Fail && (self.verdict == "fail" || self.verdict == "error")
+    }
+}
+
 /// A row the destination refused, with its reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRow {
@@ -109,6 +129,8 @@ pub enum RunStatus {
     Running,
     /// The process running it stopped before it finished. Rows it had delivered are kept.
     Interrupted,
+    /// A quality check failed: nothing was written, the snapshot is untouched.
+    Blocked,
 }
 
 impl RunStatus {
@@ -119,6 +141,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Running => "running",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Blocked => "blocked",
         }
     }
 }
@@ -157,6 +180,9 @@ pub struct RunRecord {
     /// Hash of the sync's effective configuration.
     pub config_hash: String,
     pub error: Option<String>,
+    /// Quality check results, in the order the sync lists its checks.
+    #[serde(default)]
+    pub checks: Vec<CheckReport>,
     /// Rejected rows (at most [`MAX_REJECTED_KEPT`] are kept in the record).
     pub rejected: Vec<RejectedRow>,
 }

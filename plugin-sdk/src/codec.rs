@@ -340,6 +340,45 @@ impl Batch {
         Rows { batch: self, rest, index: 0, header_error: header.err() }
     }
 
+    /// The values of one column, decoding only that column of each row (the others are
+    /// skipped unread). Errors name the row.
+    pub fn column_values(&self, index: usize) -> impl Iterator<Item = Result<Value, CodecError>> + '_ {
+        let mut rest: &[u8] = &self.payload;
+        let header = read_array_len(&mut rest).err();
+        let mut failed = header.is_some();
+        let mut header = header;
+        let mut row = 0u32;
+        std::iter::from_fn(move || {
+            if let Some(e) = header.take() {
+                return Some(Err(CodecError(format!("batch payload: {e}"))));
+            }
+            if failed || row >= self.row_count {
+                return None;
+            }
+            let r = row;
+            row += 1;
+            let result = (|| {
+                let width = read_array_len(&mut rest)?;
+                if index >= width {
+                    return err(format!("row has {width} values, no column {index}"));
+                }
+                for _ in 0..index {
+                    let n = value_len(rest)?;
+                    rest = &rest[n..];
+                }
+                let v = read_value(&mut rest)?;
+                for _ in index + 1..width {
+                    let n = value_len(rest)?;
+                    rest = &rest[n..];
+                }
+                Ok(v)
+            })()
+            .map_err(|e: CodecError| CodecError(format!("row {r}: {e}")));
+            failed = result.is_err();
+            Some(result)
+        })
+    }
+
     /// Decodes all rows at once.
     pub fn decode(&self) -> Result<Vec<Vec<Value>>, CodecError> {
         self.rows().collect()
@@ -489,6 +528,19 @@ mod tests {
         let rows = batch.decode().unwrap();
         assert_eq!(rows, vec![values.clone(), values]);
         assert_eq!(value_len(&batch.payload).unwrap(), batch.payload.len());
+    }
+
+    #[test]
+    fn one_column_decodes_alone() {
+        let columns = vec![Column::new("id", ValueType::Integer), Column::new("email", ValueType::Text), Column::new("n", ValueType::Integer)];
+        let mut b = BatchBuilder::new(columns);
+        b.push_row(&[Value::Int(1), Value::Text("a@x".into()), Value::Int(5)]);
+        b.push_row(&[Value::Int(2), Value::Null, Value::Int(6)]);
+        let batch = b.finish();
+        let emails: Vec<Value> = batch.column_values(1).collect::<Result<_, _>>().unwrap();
+        assert_eq!(emails, vec![Value::Text("a@x".into()), Value::Null]);
+        let ns: Vec<Value> = batch.column_values(2).collect::<Result<_, _>>().unwrap();
+        assert_eq!(ns, vec![Value::Int(5), Value::Int(6)]);
     }
 
     #[test]

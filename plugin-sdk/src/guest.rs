@@ -141,9 +141,14 @@ pub struct PlanSummary {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
+    /// Rows the run would send as new.
     Added,
+    /// Rows the run would send as changed (`before` holds the last delivered values).
     Changed,
+    /// Rows the run would delete: only their primary key fields.
     Removed,
+    /// Model rows identical to what was delivered: not sent, shown for whole-model checks.
+    Unchanged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,6 +420,7 @@ pub mod check_adapter {
                 gen::ChangeKind::Added => ChangeKind::Added,
                 gen::ChangeKind::Changed => ChangeKind::Changed,
                 gen::ChangeKind::Removed => ChangeKind::Removed,
+                gen::ChangeKind::Unchanged => ChangeKind::Unchanged,
             };
             Ok(self.0.borrow_mut().observe(kind, batch_from_wit(after), before.map(batch_from_wit))?)
         }

@@ -5,6 +5,7 @@
 mod support;
 
 mod changes;
+mod checks;
 mod cli;
 mod config_errors;
 mod file_source;

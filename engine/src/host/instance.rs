@@ -2,7 +2,7 @@
 //! [`DestinationInstance`] writes batches. Each owns its own [`Store`]; the task holding the
 //! instance is the only one that ever touches that store.
 
-use super::bindings::{self, destination, source, wit};
+use super::bindings::{self, destination, quality_check, source, wit};
 use super::{Grants, Limits, Plugin, PluginHost, PluginState};
 use backflow_plugin_sdk::{Batch, Column, Operation, PluginError, RowOutcome, SyncContext};
 use std::fmt;
@@ -203,5 +203,102 @@ impl DestinationInstance {
         let store = &mut self.store;
         let _ = guest_call!(store, writer.resource_drop_async(&mut *store));
         plugin_result(result?)
+    }
+}
+
+/// A quality check's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    /// `pass`, `warn` or `fail`.
+    pub verdict: &'static str,
+    pub message: String,
+    pub samples: Vec<String>,
+}
+
+/// What a check is told about the plan before it sees rows.
+pub struct CheckSummary<'a> {
+    pub sync_name: &'a str,
+    pub columns: &'a [Column],
+    pub snapshot_rows: u64,
+    pub model_rows: u64,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+}
+
+/// Which planned rows a batch holds (mirrors `change-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckChange {
+    Added,
+    Changed,
+    Removed,
+    Unchanged,
+}
+
+/// A quality-check plugin with an open checker.
+pub struct CheckInstance {
+    store: Store<PluginState>,
+    bindings: quality_check::QualityCheckPlugin,
+    checker: Option<ResourceAny>,
+}
+
+fn batch_to_wit(batch: Batch) -> wit::RowBatch {
+    wit::RowBatch { columns: batch.columns.iter().map(bindings::column_to_wit).collect(), row_count: batch.row_count, payload: batch.payload }
+}
+
+impl CheckInstance {
+    pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, summary: &CheckSummary<'_>) -> Result<CheckInstance, CallError> {
+        use quality_check::exports::backflow::plugin::quality_check::PlanSummary;
+        let mut store = host.new_store(&plugin.spec.name, grants, limits).map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let pre = host.linker().instantiate_pre(&plugin.component).map_err(host_err)?;
+        let pre = quality_check::QualityCheckPluginPre::new(pre).map_err(host_err)?;
+        let bindings = guest_call!(&mut store, pre.instantiate_async(&mut store))?;
+        let plan = PlanSummary {
+            sync_name: summary.sync_name.to_string(),
+            columns: summary.columns.iter().map(bindings::column_to_wit).collect(),
+            snapshot_rows: summary.snapshot_rows,
+            model_rows: summary.model_rows,
+            added: summary.added,
+            changed: summary.changed,
+            removed: summary.removed,
+        };
+        let checker = guest_call!(&mut store, bindings.backflow_plugin_quality_check().checker().call_open(&mut store, config_json, &plan))?;
+        let checker = plugin_result(checker)?;
+        Ok(CheckInstance { store, bindings, checker: Some(checker) })
+    }
+
+    pub async fn observe(&mut self, change: CheckChange, after: Batch, before: Option<Batch>) -> Result<(), CallError> {
+        use quality_check::exports::backflow::plugin::quality_check::ChangeKind;
+        let checker = self.checker.ok_or_else(|| CallError::Host("checker already closed".into()))?;
+        let kind = match change {
+            CheckChange::Added => ChangeKind::Added,
+            CheckChange::Changed => ChangeKind::Changed,
+            CheckChange::Removed => ChangeKind::Removed,
+            CheckChange::Unchanged => ChangeKind::Unchanged,
+        };
+        let after = batch_to_wit(after);
+        let before = before.map(batch_to_wit);
+        let store = &mut self.store;
+        let r = guest_call!(store, self.bindings.backflow_plugin_quality_check().checker().call_observe(&mut *store, checker, kind, &after, before.as_ref()))?;
+        plugin_result(r)
+    }
+
+    pub async fn finish(mut self) -> Result<CheckOutcome, CallError> {
+        use quality_check::exports::backflow::plugin::quality_check::Verdict;
+        let checker = self.checker.take().ok_or_else(|| CallError::Host("checker already closed".into()))?;
+        let store = &mut self.store;
+        let r = guest_call!(store, self.bindings.backflow_plugin_quality_check().checker().call_finish(&mut *store, checker));
+        let store = &mut self.store;
+        let _ = guest_call!(store, checker.resource_drop_async(&mut *store));
+        let r = plugin_result(r?)?;
+        Ok(CheckOutcome {
+            verdict: match r.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Warn => "warn",
+                Verdict::Fail => "fail",
+            },
+            message: r.message,
+            samples: r.samples,
+        })
     }
 }

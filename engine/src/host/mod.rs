@@ -30,7 +30,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDea
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-pub use instance::{CallError, DestinationInstance, SourceInstance};
+pub use instance::{CallError, CheckChange, CheckInstance, CheckOutcome, CheckSummary, DestinationInstance, SourceInstance};
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
