@@ -759,17 +759,33 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
             samples: Vec::new(),
         })
         .collect();
-    let mut instances: Vec<Option<CheckInstance>> = Vec::new();
+    // Each check runs on its own task, owning its store; batches fan out to all of them.
+    type Feed = tokio::sync::mpsc::Sender<(CheckChange, Batch, Option<Batch>)>;
+    let mut feeds: Vec<Option<Feed>> = Vec::new();
+    let mut tasks = Vec::new();
     for (i, (c, plugin)) in p.checks.iter().enumerate() {
         let cfg = &c.connector;
         match CheckInstance::open(host, plugin, &cfg.grants, cfg.limits, &cfg.config_json, &summary).await {
-            Ok(inst) => instances.push(Some(inst)),
+            Ok(mut inst) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<(CheckChange, Batch, Option<Batch>)>(2);
+                feeds.push(Some(tx));
+                tasks.push((
+                    i,
+                    tokio::spawn(async move {
+                        while let Some((kind, after, before)) = rx.recv().await {
+                            inst.observe(kind, after, before).await.map_err(|e| format!("the check failed: {e}"))?;
+                        }
+                        inst.finish().await.map_err(|e| format!("the check failed: {e}"))
+                    }),
+                ));
+            }
             Err(e) => {
                 reports[i].message = format!("the check could not start: {e}");
-                instances.push(None);
+                feeds.push(None);
             }
         }
     }
+    let mut read_error = None;
     let streams = [(Change::Added, CheckChange::Added), (Change::Changed, CheckChange::Changed), (Change::Removed, CheckChange::Removed), (Change::Unchanged, CheckChange::Unchanged)];
     'streams: for (change, kind) in streams {
         if change != Change::Unchanged && operation_for(p.sync.mode, change).is_none() {
@@ -778,11 +794,7 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
         let mut reader = match plan.rows(change) {
             Ok(r) => r,
             Err(e) => {
-                for (i, r) in reports.iter_mut().enumerate() {
-                    if instances[i].take().is_some() {
-                        r.message = format!("reading the plan: {e}");
-                    }
-                }
+                read_error = Some(format!("reading the plan: {e}"));
                 break 'streams;
             }
         };
@@ -793,11 +805,7 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
                     Ok(Some(row)) => rows.push(row),
                     Ok(None) => break,
                     Err(e) => {
-                        for (i, r) in reports.iter_mut().enumerate() {
-                            if instances[i].take().is_some() {
-                                r.message = format!("reading the plan: {e}");
-                            }
-                        }
+                        read_error = Some(format!("reading the plan: {e}"));
                         break 'streams;
                     }
                 }
@@ -806,24 +814,27 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
                 break;
             }
             let (after, before) = check_batches(plan, change, &rows);
-            for (i, slot) in instances.iter_mut().enumerate() {
-                let Some(inst) = slot else { continue };
-                if let Err(e) = inst.observe(kind, after.clone(), before.clone()).await {
-                    reports[i].message = format!("the check failed: {e}");
-                    *slot = None;
+            for feed in feeds.iter_mut() {
+                // A check whose task ended early (it failed) is no longer fed.
+                if let Some(tx) = feed {
+                    if tx.send((kind, after.clone(), before.clone())).await.is_err() {
+                        *feed = None;
+                    }
                 }
             }
         }
     }
-    for (i, slot) in instances.into_iter().enumerate() {
-        let Some(inst) = slot else { continue };
-        match inst.finish().await {
-            Ok(outcome) => {
+    drop(feeds);
+    for (i, task) in tasks {
+        match task.await {
+            Ok(Ok(outcome)) if read_error.is_none() => {
                 reports[i].verdict = outcome.verdict.into();
                 reports[i].message = outcome.message;
                 reports[i].samples = outcome.samples.into_iter().take(20).collect();
             }
-            Err(e) => reports[i].message = format!("the check failed: {e}"),
+            Ok(Ok(_)) => reports[i].message = read_error.clone().unwrap_or_default(),
+            Ok(Err(e)) => reports[i].message = e,
+            Err(e) => reports[i].message = format!("the check task failed: {e}"),
         }
     }
     reports

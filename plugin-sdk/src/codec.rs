@@ -319,6 +319,23 @@ pub fn read_array_len(input: &mut &[u8]) -> Result<usize, CodecError> {
     }
 }
 
+/// Whether an encoded value (from [`Batch::raw_column`]) is NULL.
+pub fn raw_is_null(raw: &[u8]) -> bool {
+    raw == [0xc0]
+}
+
+/// The text of an encoded text value, borrowed; `None` for other types or invalid UTF-8.
+pub fn raw_str(raw: &[u8]) -> Option<&str> {
+    let (len, start) = match *raw.first()? {
+        m @ 0xa0..=0xbf => (usize::from(m & 0x1f), 1),
+        0xd9 => (usize::from(*raw.get(1)?), 2),
+        0xda => (usize::from(u16::from_be_bytes(raw.get(1..3)?.try_into().ok()?)), 3),
+        0xdb => (u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize, 5),
+        _ => return None,
+    };
+    std::str::from_utf8(raw.get(start..start + len)?).ok()
+}
+
 /// An encoded batch: the payload plus the columns it was written for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -338,6 +355,43 @@ impl Batch {
         let mut rest: &[u8] = &self.payload;
         let header = read_array_len(&mut rest);
         Rows { batch: self, rest, index: 0, header_error: header.err() }
+    }
+
+    /// The encoded bytes of one column's value in each row, without decoding anything: for
+    /// checks that only compare, hash or test for NULL. See [`raw_is_null`] and [`raw_str`].
+    pub fn raw_column(&self, index: usize) -> impl Iterator<Item = Result<&[u8], CodecError>> + '_ {
+        let mut rest: &[u8] = &self.payload;
+        let mut header = read_array_len(&mut rest).err();
+        let mut failed = header.is_some();
+        let mut row = 0u32;
+        std::iter::from_fn(move || {
+            if let Some(e) = header.take() {
+                return Some(Err(CodecError(format!("batch payload: {e}"))));
+            }
+            if failed || row >= self.row_count {
+                return None;
+            }
+            let r = row;
+            row += 1;
+            let result = (|| {
+                let width = read_array_len(&mut rest)?;
+                if index >= width {
+                    return err(format!("row has {width} values, no column {index}"));
+                }
+                let mut value: &[u8] = &[];
+                for i in 0..width {
+                    let n = value_len(rest)?;
+                    if i == index {
+                        value = &rest[..n];
+                    }
+                    rest = &rest[n..];
+                }
+                Ok(value)
+            })()
+            .map_err(|e: CodecError| CodecError(format!("row {r}: {e}")));
+            failed = result.is_err();
+            Some(result)
+        })
     }
 
     /// The values of one column, decoding only that column of each row (the others are
@@ -541,6 +595,10 @@ mod tests {
         assert_eq!(emails, vec![Value::Text("a@x".into()), Value::Null]);
         let ns: Vec<Value> = batch.column_values(2).collect::<Result<_, _>>().unwrap();
         assert_eq!(ns, vec![Value::Int(5), Value::Int(6)]);
+        let raw: Vec<&[u8]> = batch.raw_column(1).collect::<Result<_, _>>().unwrap();
+        assert_eq!(raw_str(raw[0]), Some("a@x"));
+        assert!(raw_is_null(raw[1]));
+        assert_eq!(raw_str(&[0xc0]), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! Row checks judge the rows a run would send (added and changed); `unique` and `freshness`
 //! judge the whole model. Columns are the sync's destination fields (after mapping).
 
+use backflow_plugin_sdk::codec::{raw_is_null, raw_str};
 use backflow_plugin_sdk::*;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -78,7 +79,7 @@ fn parse(config: &str) -> Result<Config, Vec<ConfigError>> {
     match &cfg {
         Config::NotNull { columns } | Config::Unique { columns } if columns.is_empty() => errors.push(ConfigError::new("columns", "name at least one column")),
         Config::Regex { pattern, .. } => {
-            if let Err(e) = regex_lite::Regex::new(pattern) {
+            if let Err(e) = regex::Regex::new(pattern) {
                 errors.push(ConfigError::new("pattern", format!("invalid regular expression: {e}")));
             }
         }
@@ -138,7 +139,7 @@ impl QualityCheckPlugin for Checks {
             _ => vec![],
         };
         let regex = match &cfg {
-            Config::Regex { pattern, .. } => Some(regex_lite::Regex::new(pattern).map_err(|e| PluginError::bad_config("pattern", e.to_string()))?),
+            Config::Regex { pattern, .. } => Some(regex::Regex::new(pattern).map_err(|e| PluginError::bad_config("pattern", e.to_string()))?),
             _ => None,
         };
         Ok(Judge { cfg, plan, columns, regex, offending: 0, samples: Vec::new(), seen: HashSet::new(), newest: None, rows: 0 })
@@ -149,11 +150,12 @@ struct Judge {
     cfg: Config,
     plan: PlanSummary,
     columns: Vec<usize>,
-    regex: Option<regex_lite::Regex>,
+    regex: Option<regex::Regex>,
     offending: u64,
     samples: Vec<String>,
-    /// `unique`: the values seen so far.
-    seen: HashSet<Vec<u8>>,
+    /// `unique`: 128-bit hashes of the value combinations seen so far (a collision among a
+    /// billion rows has a probability around 1e-21).
+    seen: HashSet<u128>,
     /// `freshness`: the newest timestamp seen (microseconds).
     newest: Option<i64>,
     rows: u64,
@@ -194,14 +196,19 @@ impl Judge {
         batch.column_values(self.columns[i]).collect::<Result<Vec<_>, _>>().map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))
     }
 
+    /// The encoded values of a column, undecoded.
+    fn raw<'b>(&self, batch: &'b Batch, i: usize) -> Result<Vec<&'b [u8]>, PluginError> {
+        batch.raw_column(self.columns[i]).collect::<Result<Vec<_>, _>>().map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))
+    }
+
     /// Checks that judge each row to be sent.
     fn judge_rows(&mut self, batch: &Batch) -> Result<(), PluginError> {
         match &self.cfg {
             Config::NotNull { .. } => {
                 let mut bad = vec![false; batch.row_count as usize];
                 for i in 0..self.columns.len() {
-                    for (r, v) in self.column(batch, i)?.iter().enumerate() {
-                        bad[r] |= v.is_null();
+                    for (r, v) in self.raw(batch, i)?.into_iter().enumerate() {
+                        bad[r] |= raw_is_null(v);
                     }
                 }
                 for (r, b) in bad.into_iter().enumerate() {
@@ -211,30 +218,47 @@ impl Judge {
                 }
             }
             Config::AcceptedValues { values, allow_null, .. } => {
-                let accepted: Vec<String> = values.iter().map(json_text).collect();
+                let accepted: HashSet<String> = values.iter().map(json_text).collect();
                 let allow_null = *allow_null;
-                for (r, v) in self.column(batch, 0)?.iter().enumerate() {
-                    let ok = if v.is_null() { allow_null } else { accepted.contains(&v.to_string()) };
+                let mut bad = Vec::new();
+                for (r, raw) in self.raw(batch, 0)?.into_iter().enumerate() {
+                    let ok = if raw_is_null(raw) {
+                        allow_null
+                    } else if let Some(text) = raw_str(raw) {
+                        accepted.contains(text)
+                    } else {
+                        let mut rest = raw;
+                        codec::read_value(&mut rest).is_ok_and(|v| accepted.contains(&v.to_string()))
+                    };
                     if !ok {
-                        self.offend(batch, r);
+                        bad.push(r);
                     }
+                }
+                for r in bad {
+                    self.offend(batch, r);
                 }
             }
             Config::Regex { allow_null, .. } => {
                 let allow_null = *allow_null;
-                let values = self.column(batch, 0)?;
                 let regex = self.regex.take().expect("compiled at open");
-                for (r, v) in values.iter().enumerate() {
-                    let ok = match v {
-                        Value::Null => allow_null,
-                        Value::Text(t) => regex.is_match(t),
-                        other => regex.is_match(&other.to_string()),
+                let mut bad = Vec::new();
+                for (r, raw) in self.raw(batch, 0)?.into_iter().enumerate() {
+                    let ok = if raw_is_null(raw) {
+                        allow_null
+                    } else if let Some(text) = raw_str(raw) {
+                        regex.is_match(text)
+                    } else {
+                        let mut rest = raw;
+                        codec::read_value(&mut rest).is_ok_and(|v| regex.is_match(&v.to_string()))
                     };
                     if !ok {
-                        self.offend(batch, r);
+                        bad.push(r);
                     }
                 }
                 self.regex = Some(regex);
+                for r in bad {
+                    self.offend(batch, r);
+                }
             }
             Config::Range { min, max, .. } => {
                 let (min, max) = (min.clone(), max.clone());
@@ -266,19 +290,22 @@ impl Judge {
     fn judge_model(&mut self, batch: &Batch) -> Result<(), PluginError> {
         match &self.cfg {
             Config::Unique { .. } => {
-                let columns: Vec<Vec<Value>> = (0..self.columns.len()).map(|i| self.column(batch, i)).collect::<Result<_, _>>()?;
+                let columns: Vec<Vec<&[u8]>> = (0..self.columns.len()).map(|i| self.raw(batch, i)).collect::<Result<_, _>>()?;
+                let mut bad = Vec::new();
                 for r in 0..batch.row_count as usize {
-                    let mut key = Vec::new();
+                    let mut h = xxhash_rust::xxh3::Xxh3::new();
                     let mut any_null = false;
                     for col in &columns {
-                        any_null |= col[r].is_null();
-                        key.extend_from_slice(col[r].to_string().as_bytes());
-                        key.push(0x1f);
+                        any_null |= raw_is_null(col[r]);
+                        h.update(col[r]);
                     }
                     // NULLs are not equal to each other (as in SQL).
-                    if !any_null && !self.seen.insert(key) {
-                        self.offend(batch, r);
+                    if !any_null && !self.seen.insert(h.digest128()) {
+                        bad.push(r);
                     }
+                }
+                for r in bad {
+                    self.offend(batch, r);
                 }
             }
             Config::Freshness { .. } => {
@@ -337,7 +364,7 @@ impl Checker for Judge {
                 let over_rows = max_rows.is_some_and(|m| n > m);
                 // A first sync (empty snapshot) is judged by max_rows only.
                 let over_percent = p.snapshot_rows > 0 && max_percent.is_some_and(|m| percent > m);
-                let message = format!("{n} rows {change} ({percent:.1}% of the {} delivered rows)", p.snapshot_rows);
+                let message = format!("{n} row{} {change} ({percent:.1}% of the {} delivered rows)", if n == 1 { "" } else { "s" }, p.snapshot_rows);
                 if over_rows || over_percent {
                     let limits = [max_rows.map(|m| format!("at most {m} rows")), max_percent.map(|m| format!("at most {m}%"))];
                     (Verdict::Fail, format!("{message}; allowed: {}", limits.into_iter().flatten().collect::<Vec<_>>().join(" and ")))
