@@ -117,6 +117,8 @@ struct LimitsFile {
     memory_mb: Option<u64>,
     /// CPU time the plugin may spend in one call, in milliseconds (default 30000).
     call_timeout_ms: Option<u64>,
+    /// Wall-clock time one call may take, waits included, in milliseconds (default 300000).
+    wall_timeout_ms: Option<u64>,
 }
 
 /// A model: a query with a primary key.
@@ -541,6 +543,7 @@ fn connector(root: &Path, name: &str, c: ConnectorFile, origin: Origin) -> Resul
     let limits = Limits {
         memory_mb: c.limits.memory_mb.unwrap_or(defaults.memory_mb),
         call_timeout_ms: c.limits.call_timeout_ms.unwrap_or(defaults.call_timeout_ms),
+        wall_timeout_ms: c.limits.wall_timeout_ms.unwrap_or(defaults.wall_timeout_ms),
     };
     if limits.memory_mb == 0 {
         errors.push(origin.error("limits.memory_mb", "must be at least 1"));

@@ -160,7 +160,7 @@ fn read_frame(r: &mut impl Read) -> std::io::Result<Option<JournalOp>> {
     }
     let mut payload = vec![0u8; len];
     if !read_full(r, &mut payload)? || xxhash_rust::xxh3::xxh3_64(&payload) != sum {
-        tracing::warn!("ignoring a torn frame at the end of the delivery journal");
+        tracing::warn!("the delivery journal ends in a torn or corrupt frame; the rows after it will be sent again");
         return Ok(None);
     }
     Ok(parse(&payload))

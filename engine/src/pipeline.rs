@@ -17,6 +17,10 @@ use sha2::{Digest, Sha256};
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::time::{Duration, Instant};
 
+/// Consecutive empty batches after which a source is deemed stuck.
+const MAX_EMPTY_BATCHES: u32 = 1000;
+/// Longest destination message kept per rejected row.
+const MAX_ERROR_CHARS: usize = 2000;
 /// Rows asked of the source per call.
 const SOURCE_BATCH_ROWS: u32 = 8192;
 /// Default rows per destination call when neither the sync nor the destination says.
@@ -376,7 +380,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
     let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
         .await
-        .map_err(|e| Abort(format!("source {} could not open model {}: {e}", p.source.name, p.model.name)))?;
+        .map_err(|e| Abort(open_error(p, &p.source, &e)))?;
     let projection = match Projection::new(p, source.columns()) {
         Ok(pr) => pr,
         Err(e) => {
@@ -633,7 +637,9 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
     } else {
         recover_journal(state, &mut journal, &p.sync.name, &meta)?;
     }
-    if !snapshot_is_valid(state, p)? {
+    // Record what the snapshot is for before the first acknowledgement is journaled, so a
+    // journal left by a killed first run is never applied to another key or destination.
+    if !snapshot_is_valid(state, p)? || state.sync_meta(&p.sync.name).map_err(|e| Abort(e.to_string()))?.is_none() {
         state.reset_snapshot(&p.sync.name, &meta).map_err(|e| Abort(e.to_string()))?;
     }
 
@@ -671,7 +677,7 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
         Some(plugin) => Writer::Wasm(
             DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
                 .await
-                .map_err(|e| Abort(format!("destination {} could not open: {e}", p.destination.name)))?,
+                .map_err(|e| Abort(open_error(p, &p.destination, &e)))?,
         ),
     };
     let mut delivery = Delivery { writer: &mut writer, journal: &mut journal, state, meta: &meta, p, run_id, last_apply: Instant::now() };
@@ -721,8 +727,13 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
     .await;
     let finish = writer.finish().await;
     // Whatever was acknowledged is recorded, even when the run stops early.
-    recover_journal(state, &mut journal, &p.sync.name, &meta)?;
-    result?;
+    let recorded = recover_journal(state, &mut journal, &p.sync.name, &meta);
+    match (result, recorded) {
+        (Err(run), Err(journal)) => return Err(Abort(format!("{run}; and recording the acknowledged rows failed: {journal}"))),
+        (Err(run), Ok(())) => return Err(run),
+        (Ok(()), Err(journal)) => return Err(journal),
+        (Ok(()), Ok(())) => {}
+    }
     finish.map_err(|e| Abort(format!("destination {} failed to finish: {e}", p.destination.name)))?;
     tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
     tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
@@ -788,9 +799,13 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
     let mut read_error = None;
     let streams = [(Change::Added, CheckChange::Added), (Change::Changed, CheckChange::Changed), (Change::Removed, CheckChange::Removed), (Change::Unchanged, CheckChange::Unchanged)];
     'streams: for (change, kind) in streams {
-        if change != Change::Unchanged && operation_for(p.sync.mode, change).is_none() {
-            continue;
-        }
+        // Changes the mode does not send are still model rows: whole-model checks see them
+        // as unchanged. Removals the mode does not send are not shown at all.
+        let kind = match (change, operation_for(p.sync.mode, change)) {
+            (Change::Removed, None) => continue,
+            (Change::Added | Change::Changed, None) => CheckChange::Unchanged,
+            _ => kind,
+        };
         let mut reader = match plan.rows(change) {
             Ok(r) => r,
             Err(e) => {
@@ -879,6 +894,22 @@ fn with_event_id(row: &[u8], sync: &str, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Why a plugin could not open, naming the file and key to fix for config errors: the
+/// model's `query` for a source's `query` field, the connector's `config.FIELD` otherwise.
+fn open_error(p: &PreparedSync, connector: &Connector, e: &CallError) -> String {
+    let what = if std::ptr::eq(connector, &p.source) { format!("source {} could not open model {}", connector.name, p.model.name) } else { format!("destination {} could not open", connector.name) };
+    match e {
+        CallError::Plugin(PluginError::BadConfig(c)) if c.field == "query" && std::ptr::eq(connector, &p.source) => {
+            format!("{what}: {}: {}: {}", p.model.origin.file.display(), p.model.origin.key("query"), c.message)
+        }
+        CallError::Plugin(PluginError::BadConfig(c)) => {
+            let key = if c.field.is_empty() { connector.origin.key("config") } else { connector.origin.key(&format!("config.{}", c.field)) };
+            format!("{what}: {}: {key}: {}", connector.origin.file.display(), c.message)
+        }
+        other => format!("{what}: {other}"),
+    }
+}
+
 fn primary_key_fields(p: &PreparedSync) -> Vec<String> {
     p.model
         .primary_key
@@ -924,12 +955,21 @@ async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &P
     let mut null_keys: Vec<u64> = Vec::new();
     let mut null_count = 0u64;
     let mut row_number: u64 = 0;
+    let mut empty_batches = 0u32;
     let mut progress = Progress::new("read", 0);
     loop {
         let batch = match batches.recv().await {
             None => break,
             Some(batch) => batch.map_err(|e| Abort(format!("source {} failed reading model {} after {row_number} rows: {e}", p.source.name, p.model.name)))?,
         };
+        if batch.row_count == 0 {
+            empty_batches += 1;
+            if empty_batches > MAX_EMPTY_BATCHES {
+                return Err(Abort(format!("source {} returned {MAX_EMPTY_BATCHES} empty batches in a row; a source signals the end with none", p.source.name)));
+            }
+            continue;
+        }
+        empty_batches = 0;
         let payload = batch.payload.as_slice();
         let mut rest = payload;
         let count = read_array_len(&mut rest).map_err(|e| Abort(format!("source {} sent a malformed batch: {e}", p.source.name)))?;
@@ -957,7 +997,13 @@ async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &P
             for &k in &projection.key_index {
                 let (a, b) = spans[k];
                 null_key |= payload[a] == 0xc0;
-                key_buf.extend_from_slice(&payload[a..b]);
+                // Keys are compared as bytes: re-encode them canonically, so the same value
+                // is the same key whichever MessagePack width a plugin chose.
+                let mut cell = &payload[a..b];
+                match backflow_plugin_sdk::codec::read_value(&mut cell) {
+                    Ok(v) => backflow_plugin_sdk::codec::write_value(&mut key_buf, &v),
+                    Err(e) => return Err(Abort(format!("model {} row {row_number}: primary key: {e}", p.model.name))),
+                }
             }
             if null_key {
                 null_count += 1;
@@ -1153,7 +1199,12 @@ impl Delivery<'_> {
             }
         };
         bump(&mut tally.delivered, change, acked.len() as u64);
-        for (row, error) in rejected {
+        for (row, mut error) in rejected {
+            if error.len() > MAX_ERROR_CHARS {
+                let cut = (0..=MAX_ERROR_CHARS).rev().find(|i| error.is_char_boundary(*i)).unwrap_or(0);
+                error.truncate(cut);
+                error.push('…');
+            }
             bump(&mut tally.failed, change, 1);
             if tally.rejected.len() < MAX_REJECTED_KEPT {
                 tally.rejected.push(RejectedRow { key: row.key_text(), change: change.as_str().into(), error: error.clone() });
@@ -1274,7 +1325,7 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
     std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
     let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
         .await
-        .map_err(|e| format!("source {} could not open model {}: {e}", p.source.name, p.model.name))?;
+        .map_err(|e| open_error(&p, &p.source, &e))?;
     let projection = Projection::new(&p, source.columns());
     let projection = match projection {
         Ok(pr) => pr,
@@ -1308,7 +1359,7 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
         Some(plugin) => Writer::Wasm(
             DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
                 .await
-                .map_err(|e| format!("destination {} could not open: {e}", p.destination.name))?,
+                .map_err(|e| open_error(&p, &p.destination, &e))?,
         ),
     };
     let mut b = BatchBuilder::new(columns.clone());

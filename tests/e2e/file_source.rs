@@ -87,3 +87,12 @@ async fn a_large_file_streams_in_batches() {
     assert_eq!(rows.len(), 5000);
     assert_eq!(rows[4999], vec![Value::Int(4999), text("name 4999")]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_padded_codes_stay_text() {
+    let csv = "id,zip,account\n1,01234,+49\n2,94107,+1\n";
+    let (columns, rows) = read(&[("t.csv", csv.as_bytes())], "{}", "data/t.csv").await.unwrap();
+    assert_eq!(columns[1], ("zip".into(), ValueType::Text));
+    assert_eq!(columns[2], ("account".into(), ValueType::Text));
+    assert_eq!(rows[0][1], text("01234"));
+}

@@ -115,3 +115,24 @@ async fn a_source_without_a_file_grant_cannot_read_the_file() {
     let error = run.error.unwrap();
     assert!(error.contains("cannot open data/rows.csv") && error.contains("grants.files"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_waits_forever_is_stopped_at_its_wall_clock_limit() {
+    let ws = misbehaving(r#"{ on_write = "sleep" }"#, "limits.wall_timeout_ms = 500");
+    let run = ws.run("bad").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert!(error.contains("did not return within 0 s") || error.contains("wall-clock limit"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_override_the_host_header() {
+    let receiver = receiver().await;
+    let ws = misbehaving(
+        &format!(r#"{{ on_write = "http", url = "{}", host_header = "admin.internal" }}"#, receiver.url("/x")),
+        &format!(r#"grants.network = ["{}"]"#, receiver.addr),
+    );
+    let error = ws.run("bad").await.error.unwrap();
+    assert!(error.contains("header \"Host\" is set by the host"), "{error}");
+    assert_eq!(receiver.received().len(), 0);
+}

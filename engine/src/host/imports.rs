@@ -7,8 +7,14 @@ use std::time::{Duration, Instant};
 
 /// Default per-request timeout when the plugin does not set one.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response body handed to a plugin.
+/// Largest per-request timeout a plugin may ask for.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest response body handed to a plugin; the rest is dropped (the request was made, so
+/// failing it would make the plugin send it again).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Headers the host sets itself. `Host` in particular: the grant is checked against the
+/// URL's host, so a plugin must not address another virtual host behind the same address.
+const RESERVED_HEADERS: &[&str] = &["host", "connection", "transfer-encoding", "content-length", "upgrade", "te", "trailer", "proxy-authorization", "keep-alive"];
 
 impl super::bindings::wit::Host for PluginState {}
 
@@ -83,9 +89,12 @@ impl PluginState {
             .map_err(|_| HttpError::InvalidRequest(format!("bad HTTP method {:?}", request.method)))?;
         let mut builder = self.http.request(method, url.clone());
         for HttpHeader { name, value } in &request.headers {
+            if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+                return Err(HttpError::InvalidRequest(format!("header {name:?} is set by the host and may not be sent by a plugin")));
+            }
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let timeout = request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))).unwrap_or(DEFAULT_HTTP_TIMEOUT);
+        let timeout = request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))).unwrap_or(DEFAULT_HTTP_TIMEOUT).min(MAX_HTTP_TIMEOUT);
         let response = builder
             .timeout(timeout)
             .body(request.body)
@@ -112,10 +121,12 @@ impl PluginState {
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(HttpError::InvalidRequest(format!("response body larger than {MAX_RESPONSE_BYTES} bytes")));
+                    let room = MAX_RESPONSE_BYTES - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if chunk.len() > room {
+                        tracing::warn!(plugin = %self.plugin_name, %url, "response body truncated to {MAX_RESPONSE_BYTES} bytes");
+                        break;
                     }
-                    body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
                 Err(e) => return Err(HttpError::Connection(self.redact(&error_chain(&e)))),

@@ -39,9 +39,18 @@ impl CallError {
 }
 
 /// Starts the per-call CPU clock. Pair with [`finish`]; see [`guest_call!`].
-pub(crate) fn begin(store: &mut Store<PluginState>) {
+pub(crate) fn begin(store: &mut Store<PluginState>) -> std::time::Duration {
     store.data_mut().clock.start();
+    store.data().stderr.clear();
     store.set_epoch_deadline(1);
+    store.data().clock.wall
+}
+
+/// The error for a call that outlived its wall-clock limit. The call's future was dropped,
+/// which leaves the instance unusable, as a trap does.
+pub(crate) fn wall_timeout(store: &mut Store<PluginState>) -> CallError {
+    let state = store.data();
+    CallError::Trap(format!("plugin {} did not return within {} s (its wall-clock limit, limits.wall_timeout_ms) and was stopped", state.plugin_name, state.clock.wall.as_secs()))
 }
 
 /// Turns a wasmtime error (trap, interrupt, failed grow) into a [`CallError::Trap`] that says
@@ -79,9 +88,11 @@ pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result
 /// Calls into a guest with the CPU clock running: `guest_call!(store, future)`.
 macro_rules! guest_call {
     ($store:expr, $call:expr) => {{
-        $crate::host::instance::begin($store);
-        let result = $call.await;
-        $crate::host::instance::finish($store, result)
+        let wall = $crate::host::instance::begin($store);
+        match tokio::time::timeout(wall, $call).await {
+            Ok(result) => $crate::host::instance::finish($store, result),
+            Err(_) => Err($crate::host::instance::wall_timeout($store)),
+        }
     }};
 }
 pub(crate) use guest_call;

@@ -15,6 +15,7 @@
 pub mod bindings;
 mod imports;
 pub mod instance;
+mod stderr;
 
 use anyhow::{anyhow, bail, Context as _};
 use backflow_plugin_sdk::{PluginKind, PluginSpec};
@@ -27,13 +28,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use instance::{CallError, CheckChange, CheckInstance, CheckOutcome, CheckSummary, DestinationInstance, SourceInstance};
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Linear memories one plugin instance may have; each is bounded by `limits.memory_mb`.
+const MAX_MEMORIES: usize = 4;
 
 /// The WIT package version this engine hosts.
 pub const WIT_PACKAGE: &str = "backflow:plugin@0.1.0";
@@ -68,12 +71,15 @@ impl Grants {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub memory_mb: u64,
+    /// CPU time the guest may run in one call.
     pub call_timeout_ms: u64,
+    /// Wall-clock time one call may take, including waits on the network or sleeps.
+    pub wall_timeout_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 256, call_timeout_ms: 30_000 }
+        Limits { memory_mb: 256, call_timeout_ms: 30_000, wall_timeout_ms: 300_000 }
     }
 }
 
@@ -103,7 +109,7 @@ pub struct PluginState {
     /// Values of granted environment variables, redacted from the plugin's log lines.
     pub(crate) secrets: Vec<String>,
     pub(crate) clock: CallClock,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: stderr::StderrTail,
 }
 
 impl WasiView for PluginState {
@@ -119,6 +125,8 @@ pub(crate) struct CallClock {
     /// Time spent inside host imports during the current call.
     pub(crate) in_host: Duration,
     budget: Duration,
+    /// Wall-clock bound on one call, whatever the guest is waiting on.
+    pub(crate) wall: Duration,
     pub(crate) timed_out: bool,
 }
 
@@ -167,6 +175,9 @@ impl PluginHost {
         // Fail memory.grow beyond the limit with a trap, so an out-of-memory guest stops with
         // a clear error instead of misbehaving on a failed allocation.
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // One memory per core module: with multi-memory a module could multiply its memory
+        // limit by declaring many memories.
+        config.wasm_multi_memory(false);
         let engine = Engine::new(&config)?;
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -270,7 +281,7 @@ impl PluginHost {
 
     /// A fresh store with exactly the granted capabilities.
     pub(crate) fn new_store(&self, plugin_name: &str, grants: &Grants, limits: Limits) -> anyhow::Result<Store<PluginState>> {
-        let stderr = MemoryOutputPipe::new(64 * 1024);
+        let stderr = stderr::StderrTail::new(16 * 1024);
         let mut wasi = WasiCtx::builder();
         wasi.stderr(stderr.clone());
         let mut secrets = Vec::new();
@@ -292,7 +303,10 @@ impl PluginHost {
             let ok = allowed.iter().any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port()));
             Box::pin(async move { ok })
         });
-        wasi.allow_ip_name_lookup(!grants.network.is_empty());
+        // No DNS from inside the sandbox: a lookup of any name could leak data, and WASI has no
+        // per-name filter. Plugins reach named hosts through host HTTP (checked by name);
+        // socket-speaking plugins connect to the addresses their grants resolve to.
+        wasi.allow_ip_name_lookup(false);
         wasi.allow_udp(false);
 
         let state = PluginState {
@@ -301,13 +315,24 @@ impl PluginHost {
             limits: StoreLimitsBuilder::new()
                 .memory_size((limits.memory_mb as usize).saturating_mul(1024 * 1024))
                 .trap_on_grow_failure(true)
-                .instances(4)
+                // The memory limit applies to each memory; bound how many there may be (a
+                // wasip2 component has one, plus at most a few from adapters), and tables.
+                .memories(MAX_MEMORIES)
+                .instances(16)
+                .tables(64)
+                .table_elements(1_000_000)
                 .build(),
             plugin_name: plugin_name.to_string(),
             grants: Arc::new(grants.clone()),
             http: self.http.clone(),
             secrets,
-            clock: CallClock { started: Instant::now(), in_host: Duration::ZERO, budget: Duration::from_millis(limits.call_timeout_ms), timed_out: false },
+            clock: CallClock {
+                started: Instant::now(),
+                in_host: Duration::ZERO,
+                budget: Duration::from_millis(limits.call_timeout_ms),
+                wall: Duration::from_millis(limits.wall_timeout_ms),
+                timed_out: false,
+            },
             stderr,
         };
         let mut store = Store::new(&self.engine, state);

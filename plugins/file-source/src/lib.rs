@@ -389,8 +389,13 @@ fn infer<'a>(rows: impl Iterator<Item = &'a RawRow>, i: usize, name: &str, nulls
                     continue;
                 }
                 seen = true;
+                // Zero-padded codes (ZIP codes, account numbers) and explicit signs are text:
+                // as numbers they would lose their zeros and collide ("01" and "1").
+                let t = cell.trim();
+                let padded = t.starts_with('+') || (t.len() > 1 && t.starts_with('0') && t.as_bytes()[1].is_ascii_digit());
                 for (k, ty) in candidates.iter().enumerate() {
-                    if alive[k] && parse_text(cell, *ty).is_none() {
+                    let numeric = matches!(ty, ValueType::Integer | ValueType::Decimal | ValueType::Float);
+                    if alive[k] && ((numeric && padded) || parse_text(cell, *ty).is_none()) {
                         alive[k] = false;
                     }
                 }

@@ -149,7 +149,7 @@ impl WebhookWriter {
         let response = match host::http_send(&request) {
             Ok(r) => r,
             Err(host::HttpError::Denied(m)) => return Verdict::Retry(PluginError::bad_config("url", m)),
-            Err(host::HttpError::InvalidRequest(m)) => return Verdict::Retry(PluginError::bad_config("url", m)),
+            Err(host::HttpError::InvalidRequest(m)) => return Verdict::Retry(PluginError::fatal(format!("{}: {m}", self.cfg.url))),
             Err(host::HttpError::Connection(m)) => return Verdict::Retry(PluginError::retryable(format!("{}: {m}", self.cfg.url))),
             Err(host::HttpError::Timeout(m)) => return Verdict::Retry(PluginError::retryable(format!("{}: timed out: {m}", self.cfg.url))),
         };
