@@ -391,15 +391,7 @@ impl Workspace {
             }
         }
 
-        let mut model_files: Vec<(String, ModelFile, Origin)> =
-            parsed.models.into_iter().map(|(n, m)| { let o = origin("models", &n); (n, m, o) }).collect();
-        for file in toml_files(&root.join("models")) {
-            let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-            match read(&file).and_then(|t| toml::from_str::<ModelFile>(&t).map_err(|e| toml_error(&file, e))) {
-                Ok(m) => model_files.push((name, m, Origin { file: file.clone(), key: String::new() })),
-                Err(e) => errors.push(e),
-            }
-        }
+        let model_files = definitions(parsed.models, "models", &main_file, &root.join("models"), &mut errors);
         let mut models = BTreeMap::new();
         for (name, m, origin) in model_files {
             if let Some(prev) = models.get(&name).map(|m: &Model| m.origin.clone()) {
@@ -419,15 +411,7 @@ impl Workspace {
             models.insert(name.clone(), Model { name, source: m.source, query: m.query, primary_key, description: m.description, origin });
         }
 
-        let mut sync_files: Vec<(String, SyncFile, Origin)> =
-            parsed.syncs.into_iter().map(|(n, s)| { let o = origin("syncs", &n); (n, s, o) }).collect();
-        for file in toml_files(&root.join("syncs")) {
-            let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-            match read(&file).and_then(|t| toml::from_str::<SyncFile>(&t).map_err(|e| toml_error(&file, e))) {
-                Ok(s) => sync_files.push((name, s, Origin { file: file.clone(), key: String::new() })),
-                Err(e) => errors.push(e),
-            }
-        }
+        let sync_files = definitions(parsed.syncs, "syncs", &main_file, &root.join("syncs"), &mut errors);
         let mut syncs = BTreeMap::new();
         for (name, s, origin) in sync_files {
             if let Some(prev) = syncs.get(&name).map(|s: &Sync| s.origin.clone()) {
@@ -507,6 +491,27 @@ impl Workspace {
     pub fn sync(&self, name: &str) -> Result<&Sync, String> {
         self.syncs.get(name).ok_or_else(|| unknown("sync", name, self.syncs.keys()))
     }
+}
+
+/// Definitions of one kind: the `[KIND.NAME]` tables of the main file, then one per file in
+/// `dir` (named after the file), each with where it came from.
+fn definitions<T: serde::de::DeserializeOwned>(
+    inline: IndexMap<String, T>,
+    kind: &str,
+    main_file: &Path,
+    dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, T, Origin)> {
+    let mut out: Vec<(String, T, Origin)> =
+        inline.into_iter().map(|(name, def)| { let origin = Origin { file: main_file.to_path_buf(), key: format!("{kind}.{name}") }; (name, def, origin) }).collect();
+    for file in toml_files(dir) {
+        let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        match read(&file).and_then(|t| toml::from_str::<T>(&t).map_err(|e| toml_error(&file, e))) {
+            Ok(def) => out.push((name, def, Origin { file: file.clone(), key: String::new() })),
+            Err(e) => errors.push(e),
+        }
+    }
+    out
 }
 
 fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {

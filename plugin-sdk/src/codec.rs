@@ -397,39 +397,12 @@ impl Batch {
     /// The values of one column, decoding only that column of each row (the others are
     /// skipped unread). Errors name the row.
     pub fn column_values(&self, index: usize) -> impl Iterator<Item = Result<Value, CodecError>> + '_ {
-        let mut rest: &[u8] = &self.payload;
-        let header = read_array_len(&mut rest).err();
-        let mut failed = header.is_some();
-        let mut header = header;
         let mut row = 0u32;
-        std::iter::from_fn(move || {
-            if let Some(e) = header.take() {
-                return Some(Err(CodecError(format!("batch payload: {e}"))));
-            }
-            if failed || row >= self.row_count {
-                return None;
-            }
+        self.raw_column(index).map(move |raw| {
             let r = row;
             row += 1;
-            let result = (|| {
-                let width = read_array_len(&mut rest)?;
-                if index >= width {
-                    return err(format!("row has {width} values, no column {index}"));
-                }
-                for _ in 0..index {
-                    let n = value_len(rest)?;
-                    rest = &rest[n..];
-                }
-                let v = read_value(&mut rest)?;
-                for _ in index + 1..width {
-                    let n = value_len(rest)?;
-                    rest = &rest[n..];
-                }
-                Ok(v)
-            })()
-            .map_err(|e: CodecError| CodecError(format!("row {r}: {e}")));
-            failed = result.is_err();
-            Some(result)
+            let mut raw = raw?;
+            read_value(&mut raw).map_err(|e| CodecError(format!("row {r}: {e}")))
         })
     }
 

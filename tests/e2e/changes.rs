@@ -14,22 +14,13 @@ const V4: &str = "id,email,age\n1,a@x.com,30\n2,b2@x.com,31\n3,c@x.com,32\n4,d@x
 const V5: &str = "id,email,age\n1,a@x.com,30\n2,b2@x.com,31\n3,c@x.com,thirty\n4,d@x.com,33\n5,e@x.com,34\n6,f@x.com,35\n";
 
 fn workspace(receiver: &backflow::receiver::Receiver, mode: &str) -> TestWorkspace {
-    let ws = TestWorkspace::new(&format!(
+    let ws = file_workspace("people", "people.csv", &format!(
         r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
 [destinations.hook]
 plugin = "webhook"
 config.url = "{url}"
 config.operation_field = "_op"
 grants.network = ["{addr}"]
-[models.people]
-source = "files"
-query = "data/people.csv"
-primary_key = "id"
 [syncs.s]
 model = "people"
 destination = "hook"
@@ -204,22 +195,13 @@ async fn picky_server(refuse: &'static str) -> (std::net::SocketAddr, Arc<Atomic
 #[tokio::test(flavor = "multi_thread")]
 async fn rejected_rows_are_retried_by_every_later_run_until_delivered() {
     let (addr, strict, bodies) = picky_server("c@x.com").await;
-    let ws = TestWorkspace::new(&format!(
+    let ws = file_workspace("people", "people.csv", &format!(
         r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
 [destinations.hook]
 plugin = "webhook"
 config.url = "http://{addr}/in"
 config.batch_mode = "row"
 grants.network = ["{addr}"]
-[models.people]
-source = "files"
-query = "data/people.csv"
-primary_key = "id"
 [syncs.s]
 model = "people"
 destination = "hook"
@@ -360,21 +342,12 @@ async fn a_run_killed_mid_delivery_resumes_without_losing_rows() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let ws = TestWorkspace::new(&format!(
+    let ws = file_workspace("people", "people.csv", &format!(
         r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
 [destinations.hook]
 plugin = "webhook"
 config.url = "http://{addr}/in"
 grants.network = ["{addr}"]
-[models.people]
-source = "files"
-query = "data/people.csv"
-primary_key = "id"
 [syncs.s]
 model = "people"
 destination = "hook"

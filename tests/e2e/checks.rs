@@ -8,21 +8,12 @@ const PEOPLE: &str = "id,email,plan,mrr,updated_at\n1,a@acme.com,pro,10.5,2026-0
 
 /// A mirror sync from data/people.csv to `receiver` with the given `[[syncs.s.checks]]` tables.
 fn with_checks(receiver: &backflow::receiver::Receiver, checks: &str) -> TestWorkspace {
-    let ws = TestWorkspace::new(&format!(
+    let ws = file_workspace("people", "people.csv", &format!(
         r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
 [destinations.hook]
 plugin = "webhook"
 config.url = "{url}"
 grants.network = ["{addr}"]
-[models.people]
-source = "files"
-query = "data/people.csv"
-primary_key = "id"
 [syncs.s]
 model = "people"
 destination = "hook"

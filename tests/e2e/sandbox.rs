@@ -6,23 +6,14 @@ use backflow::state::RunStatus;
 
 /// A workspace whose destination is the `misbehave` fixture configured with `config`.
 fn misbehaving(config: &str, extra: &str) -> TestWorkspace {
-    let ws = TestWorkspace::new(&format!(
+    let ws = file_workspace("m", "rows.csv", &format!(
         r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
 [destinations.bad]
 plugin = "misbehave"
 config = {config}
 {extra}
 [destinations.fine]
 plugin = "noop-destination"
-[models.m]
-source = "files"
-query = "data/rows.csv"
-primary_key = "id"
 [syncs.bad]
 model = "m"
 destination = "bad"

@@ -84,36 +84,25 @@ id,email,name,plan,mrr,signed_up
 8,ken@example.com,Ken Thompson,pro,149.00,2024-06-21
 ";
 
+/// A workspace whose `files` source (file-source, granted `data/`) feeds model `model` from
+/// `data/FILE` (primary key `id`); `rest` adds destinations and syncs.
+pub fn file_workspace(model: &str, file: &str, rest: &str) -> TestWorkspace {
+    TestWorkspace::new(&format!(
+        "[workspace]\nplugins_dir = \"{{plugins}}\"\n[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n[models.{model}]\nsource = \"files\"\nquery = \"data/{file}\"\nprimary_key = \"id\"\n{rest}"
+    ))
+}
+
 /// A workspace with a CSV source and a webhook destination pointed at `receiver`.
 pub fn csv_to_webhook(receiver: &Receiver, destination_extra: &str, sync_extra: &str) -> TestWorkspace {
-    let ws = TestWorkspace::new(&format!(
-        r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
-
-[destinations.hook]
-plugin = "webhook"
-config.url = "{url}"
-grants.network = ["{addr}"]
-{destination_extra}
-
-[models.customers]
-source = "files"
-query = "data/customers.csv"
-primary_key = "id"
-
-[syncs.to_hook]
-model = "customers"
-destination = "hook"
-{sync_extra}
-"#,
-        url = receiver.url("/contacts"),
-        addr = receiver.addr,
-    ));
+    let ws = file_workspace(
+        "customers",
+        "customers.csv",
+        &format!(
+            "[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"{url}\"\ngrants.network = [\"{addr}\"]\n{destination_extra}\n\n[syncs.to_hook]\nmodel = \"customers\"\ndestination = \"hook\"\n{sync_extra}\n",
+            url = receiver.url("/contacts"),
+            addr = receiver.addr,
+        ),
+    );
     ws.write("data/customers.csv", CUSTOMERS_CSV);
     ws
 }

@@ -87,22 +87,13 @@ async fn rows_the_destination_rejects_are_recorded_and_the_rest_delivered() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let ws = TestWorkspace::new(&format!(
+    let ws = file_workspace("customers", "customers.csv", &format!(
         r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
 [destinations.strict]
 plugin = "webhook"
 config.url = "http://{addr}/in"
 config.batch_mode = "row"
 grants.network = ["{addr}"]
-[models.customers]
-source = "files"
-query = "data/customers.csv"
-primary_key = "id"
 [syncs.s]
 model = "customers"
 destination = "strict"
@@ -121,21 +112,12 @@ destination = "strict"
 async fn a_destination_that_is_down_fails_the_run_with_the_reason() {
     // Bind then drop a listener to get a port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ws = TestWorkspace::new(&format!(
+    let ws = file_workspace("customers", "customers.csv", &format!(
         r#"
-[workspace]
-plugins_dir = "{{plugins}}"
-[sources.files]
-plugin = "file-source"
-grants.files = ["data"]
 [destinations.down]
 plugin = "webhook"
 config.url = "http://127.0.0.1:{port}/in"
 grants.network = ["127.0.0.1:{port}"]
-[models.customers]
-source = "files"
-query = "data/customers.csv"
-primary_key = "id"
 [syncs.s]
 model = "customers"
 destination = "down"
