@@ -1112,6 +1112,15 @@ impl Writer {
     }
 }
 
+/// Whether a destination refused every row of a batch with the same message: a verdict on
+/// the batch, not on its rows.
+fn refused_as_a_whole(outcomes: &[RowOutcome]) -> bool {
+    match outcomes.first() {
+        Some(RowOutcome::Rejected(first)) => outcomes.iter().all(|o| matches!(o, RowOutcome::Rejected(m) if m == first)),
+        _ => false,
+    }
+}
+
 fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
     let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
     let mut b = BatchBuilder::with_capacity(columns.to_vec(), bytes + 8);
@@ -1137,14 +1146,23 @@ impl Delivery<'_> {
     /// the destination names as bad, and journaling every row as delivered or failed.
     async fn deliver(&mut self, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>, tally: &mut Tally) -> Result<(), Abort> {
         let p = self.p;
-        let mut pending = rows;
+        // Groups of rows still to send; a batch refused as a whole is split into halves.
+        let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
+        let mut pending = Vec::new();
         let mut attempt = 0u32;
         let mut last_error = String::new();
         let mut acked: Vec<JournalOp> = Vec::new();
         let mut rejected: Vec<(PlannedRow, String)> = Vec::new();
         let result = loop {
             if pending.is_empty() {
-                break Ok(());
+                match groups.pop() {
+                    Some(group) => {
+                        pending = group;
+                        attempt = 0;
+                        continue;
+                    }
+                    None => break Ok(()),
+                }
             }
             if attempt >= MAX_ATTEMPTS {
                 for row in pending.drain(..) {
@@ -1155,6 +1173,14 @@ impl Delivery<'_> {
             attempt += 1;
             let batch = build_batch(columns, &pending);
             match self.writer.write(op, batch).await {
+                Ok(outcomes) if pending.len() > 1 && refused_as_a_whole(&outcomes) => {
+                    // Every row refused for one reason: the destination could not say which
+                    // rows are bad (a 4xx for a JSON array, say). Halve the batch until the
+                    // bad rows stand alone, so the good ones still go through.
+                    let right = pending.split_off(pending.len() / 2);
+                    groups.push(right);
+                    groups.push(std::mem::take(&mut pending));
+                }
                 Ok(outcomes) => {
                     let mut retry = Vec::new();
                     for (row, outcome) in pending.into_iter().zip(outcomes) {

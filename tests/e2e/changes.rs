@@ -392,3 +392,31 @@ batch_size = 20
     assert_eq!(runs[1].status, RunStatus::Interrupted, "the killed run is marked interrupted");
     assert_eq!(state.snapshot_len("s").unwrap(), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_refused_as_a_whole_is_split_to_isolate_the_bad_row() {
+    // Array mode: the endpoint refuses any request containing c@x.com, without saying which row.
+    let (addr, _strict, bodies) = picky_server("c@x.com").await;
+    let ws = file_workspace("people", "people.csv", &format!(
+        r#"
+[destinations.hook]
+plugin = "webhook"
+config.url = "http://{addr}/in"
+grants.network = ["{addr}"]
+[syncs.s]
+model = "people"
+destination = "hook"
+batch_size = 5
+"#
+    ));
+    ws.write("data/people.csv", V1);
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Partial, "{run:?}");
+    assert_eq!((run.delivered.added, run.failed.added), (4, 1));
+    assert_eq!(run.rejected[0].key, "3");
+    // Every good row arrived in an accepted request.
+    let accepted: Vec<String> = bodies.lock().unwrap().iter().filter(|b| !b.contains("c@x.com")).cloned().collect();
+    for email in ["a@x.com", "b@x.com", "d@x.com", "e@x.com"] {
+        assert!(accepted.iter().any(|b| b.contains(email)), "{email} was never accepted");
+    }
+}

@@ -50,7 +50,11 @@ pub(crate) fn begin(store: &mut Store<PluginState>) -> std::time::Duration {
 /// which leaves the instance unusable, as a trap does.
 pub(crate) fn wall_timeout(store: &mut Store<PluginState>) -> CallError {
     let state = store.data();
-    CallError::Trap(format!("plugin {} did not return within {} s (its wall-clock limit, limits.wall_timeout_ms) and was stopped", state.plugin_name, state.clock.wall.as_secs()))
+    CallError::Trap(format!(
+        "plugin {} did not return within {} ms (its wall-clock limit, limits.wall_timeout_ms) and was stopped",
+        state.plugin_name,
+        state.clock.wall.as_millis()
+    ))
 }
 
 /// Turns a wasmtime error (trap, interrupt, failed grow) into a [`CallError::Trap`] that says

@@ -167,6 +167,8 @@ impl WebhookWriter {
                 Verdict::Retry(PluginError::RateLimited { message: format!("HTTP {}: {body}", response.status), retry_after_ms })
             }
             500..=599 => Verdict::Retry(PluginError::retryable(format!("HTTP {}: {body}", response.status))),
+            // Credentials are wrong for every row alike: stop the run instead of failing rows.
+            401 | 403 => Verdict::Retry(PluginError::bad_config("headers", format!("HTTP {} from {}: check the credentials: {body}", response.status, self.cfg.url))),
             status => Verdict::Rejected(format!("HTTP {status}: {body}")),
         }
     }
