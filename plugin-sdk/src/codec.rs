@@ -279,9 +279,41 @@ pub fn read_value(input: &mut &[u8]) -> Result<Value, CodecError> {
 
 /// The encoded length of the value (of any type, nested or not) starting at `bytes[0]`.
 pub fn value_len(bytes: &[u8]) -> Result<usize, CodecError> {
-    let mut r = Reader { bytes, pos: 0 };
-    skip(&mut r, 0)?;
-    Ok(r.pos)
+    // Fast path for the scalars rows are made of: the length follows from the marker (and a
+    // length byte or two) without a general parse. This runs once per cell on hot paths.
+    let len = |n: usize| if n <= bytes.len() { Ok(n) } else { err(format!("payload ends early (value of {n} bytes, {} left)", bytes.len())) };
+    let be = |at: usize, width: usize| -> Option<usize> {
+        let b = bytes.get(at..at + width)?;
+        Some(b.iter().fold(0usize, |acc, x| (acc << 8) | usize::from(*x)))
+    };
+    match bytes.first() {
+        None => err("payload ends early (no value)"),
+        Some(&m) => match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => len(1),
+            0xa0..=0xbf => len(1 + usize::from(m & 0x1f)),
+            0xcc | 0xd0 => len(2),
+            0xcd | 0xd1 => len(3),
+            0xca | 0xce | 0xd2 => len(5),
+            0xcb | 0xcf | 0xd3 => len(9),
+            0xd4 => len(3),
+            0xd5 => len(4),
+            0xd6 => len(6),
+            0xd7 => len(10),
+            0xd8 => len(18),
+            0xc4 | 0xd9 => len(2 + be(1, 1).map_or(usize::MAX - 2, |n| n)),
+            0xc5 | 0xda => len(3 + be(1, 2).map_or(usize::MAX - 3, |n| n)),
+            0xc6 | 0xdb => len(5 + be(1, 4).map_or(usize::MAX - 5, |n| n)),
+            0xc7 => len(3 + be(1, 1).map_or(usize::MAX - 3, |n| n)),
+            0xc8 => len(4 + be(1, 2).map_or(usize::MAX - 4, |n| n)),
+            0xc9 => len(6 + be(1, 4).map_or(usize::MAX - 6, |n| n)),
+            // Arrays, maps and the invalid marker take the general path.
+            _ => {
+                let mut r = Reader { bytes, pos: 0 };
+                skip(&mut r, 0)?;
+                Ok(r.pos)
+            }
+        },
+    }
 }
 
 fn skip(r: &mut Reader<'_>, depth: u32) -> Result<(), CodecError> {
@@ -583,6 +615,29 @@ mod tests {
         batch.payload.truncate(batch.payload.len() - 1);
         let e = batch.decode().unwrap_err();
         assert!(e.0.contains("row 0, column \"email\""), "{e}");
+    }
+
+    #[test]
+    fn value_len_agrees_with_the_general_parser() {
+        let mut buf = Vec::new();
+        let values = [
+            Value::Null, Value::Bool(false), Value::Int(5), Value::Int(-3), Value::Int(200), Value::Int(-200), Value::Int(70_000), Value::Int(-70_000),
+            Value::Int(i64::MAX), Value::Int(i64::MIN), Value::Float(0.5), Value::Text("x".repeat(31)), Value::Text("y".repeat(300)),
+            Value::Text("z".repeat(70_000)), Value::Bytes(vec![1; 10]), Value::Bytes(vec![2; 300]), Value::Decimal("1.5".into()),
+            Value::Date(0), Value::Timestamp(123), Value::Json("{}".into()), Value::Json("x".repeat(300)),
+        ];
+        for v in &values {
+            buf.clear();
+            write_value(&mut buf, v);
+            let mut r = Reader { bytes: &buf, pos: 0 };
+            skip(&mut r, 0).unwrap();
+            assert_eq!(value_len(&buf).unwrap(), r.pos, "{v:?}");
+            assert_eq!(value_len(&buf).unwrap(), buf.len(), "{v:?}");
+            assert!(value_len(&buf[..buf.len() - 1]).is_err() || buf.len() == 1, "{v:?} truncated");
+        }
+        for ext in [&[0xd4u8, 1, 0][..], &[0xd5, 1, 0, 0], &[0xd6, 1, 0, 0, 0, 0], &[0xc7, 1, 5, 9]] {
+            assert_eq!(value_len(ext).unwrap(), ext.len());
+        }
     }
 
     #[test]
