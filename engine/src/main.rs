@@ -89,10 +89,16 @@ enum SyncCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a sync now: plan, then deliver what changed since the last run.
+    /// Run syncs now: plan, then deliver what changed since the last run. Several names (or
+    /// --all) run in parallel, each on its own; one failing or slow destination does not
+    /// hold up the others.
     Run {
-        name: String,
-        /// Print one JSON object describing the run.
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Run every sync of the workspace.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Print JSON: one object for one sync, an array of them for several.
         #[arg(long)]
         json: bool,
         /// Re-send every model row, not only what changed.
@@ -302,17 +308,72 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.outcome == "accepted" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Sync { command: SyncCommand::Run { name, json, full_resync } } => {
+        Command::Sync { command: SyncCommand::Run { names, all, json, full_resync } } => {
             let ws = load_workspace(&cli.workspace)?;
             let host = host_for(&ws)?;
             let state = StateStore::open(&ws.state_dir)?;
-            let record = pipeline::run_sync_with(&host, &ws, &state, &name, &RunOptions::default(), pipeline::PlanOptions { full_resync }).await?;
-            if json {
-                println!("{}", serde_json::to_string(&record)?);
-            } else {
-                print_run(&record);
+            let options = pipeline::PlanOptions { full_resync };
+            if names.len() == 1 && !all {
+                let record = pipeline::run_sync_with(&host, &ws, &state, &names[0], &RunOptions::default(), options).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&record)?);
+                } else {
+                    print_run(&record);
+                }
+                return Ok(exit_code(&record));
             }
-            Ok(exit_code(&record))
+            let names: Vec<String> = if all { ws.syncs.keys().cloned().collect() } else { names };
+            for name in &names {
+                ws.sync(name).map_err(anyhow::Error::msg)?;
+            }
+            let (host, ws, state) = (std::sync::Arc::new(host), std::sync::Arc::new(ws), std::sync::Arc::new(state));
+            let tasks: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let (host, ws, state, name) = (host.clone(), ws.clone(), state.clone(), name.clone());
+                    tokio::spawn(async move { pipeline::run_sync_with(&host, &ws, &state, &name, &RunOptions::default(), options).await })
+                })
+                .collect();
+            let mut records = Vec::new();
+            let mut not_started = Vec::new();
+            for (name, task) in names.iter().zip(tasks) {
+                match task.await {
+                    Ok(Ok(record)) => records.push(record),
+                    Ok(Err(e)) => not_started.push((name.clone(), e.to_string())),
+                    Err(e) => not_started.push((name.clone(), format!("the run's task failed: {e}"))),
+                }
+            }
+            if json {
+                let mut out: Vec<serde_json::Value> = records.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+                out.extend(not_started.iter().map(|(name, e)| serde_json::json!({"sync": name, "status": "not_started", "error": e})));
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!("{:<24} {:<12} {:>9} {:>9} {:>9}  ERROR", "SYNC", "STATUS", "PLANNED", "DELIVERED", "FAILED");
+                for r in &records {
+                    println!(
+                        "{:<24} {:<12} {:>9} {:>9} {:>9}  {}",
+                        r.sync,
+                        r.status.as_str(),
+                        r.planned.total(),
+                        r.delivered.total(),
+                        r.failed.total(),
+                        r.error.as_deref().unwrap_or("")
+                    );
+                }
+                for (name, e) in &not_started {
+                    println!("{name:<24} {:<12} {:>9} {:>9} {:>9}  {}", "not started", "-", "-", "-", e.replace('\n', "; "));
+                }
+            }
+            let worst = |s: RunStatus| records.iter().any(|r| r.status == s);
+            Ok(if !not_started.is_empty() || worst(RunStatus::Failed) {
+                ExitCode::FAILURE
+            } else if worst(RunStatus::Blocked) {
+                ExitCode::from(3)
+            } else if worst(RunStatus::Partial) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Runs { sync, limit, json, command } => {
             let ws = load_workspace(&cli.workspace)?;

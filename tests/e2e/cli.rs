@@ -160,3 +160,44 @@ async fn sync_plan_and_sync_test_from_the_command_line() {
     assert_eq!(receiver.rows(), 1);
     assert_eq!(receiver.received()[0].body[0]["email"], "alan@example.com");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_run_all_runs_syncs_in_parallel_and_a_dead_destination_does_not_stop_the_others() {
+    let receiver = receiver().await;
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ws = file_workspace(
+        "customers",
+        "customers.csv",
+        &format!(
+            r#"
+[destinations.live]
+plugin = "webhook"
+config.url = "{url}"
+grants.network = ["{addr}"]
+[destinations.dead]
+plugin = "webhook"
+config.url = "http://127.0.0.1:{dead_port}/in"
+grants.network = ["127.0.0.1:{dead_port}"]
+[syncs.to_live]
+model = "customers"
+destination = "live"
+[syncs.to_dead]
+model = "customers"
+destination = "dead"
+"#,
+            url = receiver.url("/in"),
+            addr = receiver.addr
+        ),
+    );
+    ws.write("data/customers.csv", CUSTOMERS_CSV);
+    let path = ws.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "run", "--all", "--json"], &path)).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "one sync partial: {}", stderr(&out));
+    let runs: Vec<serde_json::Value> = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let by_name = |n: &str| runs.iter().find(|r| r["sync"] == n).unwrap().clone();
+    assert_eq!(by_name("to_live")["status"], "succeeded");
+    assert_eq!(by_name("to_live")["delivered"]["added"], 8);
+    assert_eq!(by_name("to_dead")["status"], "partial");
+    assert_eq!(by_name("to_dead")["failed"]["added"], 8);
+    assert_eq!(receiver.rows(), 8);
+}
