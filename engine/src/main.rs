@@ -64,6 +64,21 @@ enum Command {
         /// Append every request as a JSON line to FILE.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Wait this many milliseconds before answering each request.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Answer this fraction of requests (0..1) with 500.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Answer 429 with Retry-After above this many requests per second.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        /// Answer 422 to requests with a row whose FIELD equals VALUE (FIELD=VALUE).
+        #[arg(long)]
+        reject: Option<String>,
+        /// Verify X-Backflow-Signature with this HMAC-SHA256 secret; 401 when wrong.
+        #[arg(long, env = "BACKFLOW_RECEIVER_HMAC_SECRET")]
+        hmac_secret: Option<String>,
     },
 }
 
@@ -173,9 +188,17 @@ fn host_for(ws: &Workspace) -> anyhow::Result<PluginHost> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init { dir, plugins, force } => init(&dir, plugins, force),
-        Command::Receiver { port, host, out } => {
+        Command::Receiver { port, host, out, latency_ms, error_rate, rate_limit, reject, hmac_secret } => {
             let addr: std::net::SocketAddr = format!("{host}:{port}").parse().with_context(|| format!("bad address {host}:{port}"))?;
-            let receiver = backflow::receiver::start(addr, backflow::receiver::ReceiverOptions { out, print: true }).await?;
+            let reject = match reject {
+                Some(r) => Some(r.split_once('=').map(|(f, v)| (f.to_string(), v.to_string())).context("--reject takes FIELD=VALUE")?),
+                None => None,
+            };
+            if !(0.0..=1.0).contains(&error_rate) {
+                bail!("--error-rate must be between 0 and 1");
+            }
+            let options = backflow::receiver::ReceiverOptions { out, print: true, latency_ms, error_rate, rate_limit, reject, hmac_secret };
+            let receiver = backflow::receiver::start(addr, options).await?;
             eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);
             tokio::signal::ctrl_c().await?;
             eprintln!("received {} requests, {} rows", receiver.received().len(), receiver.rows());

@@ -1,11 +1,14 @@
 //! `backflow receiver`: a local webhook endpoint that records what it receives, for demos
-//! and tests. Every request to any path is answered `200 {"ok":true}` and recorded; `GET
-//! /_receiver/requests` returns everything recorded so far as JSON.
+//! and tests. Every request to any path is recorded and answered `200 {"ok":true}`, unless a
+//! flag makes it behave like a real API: added latency, an error rate, 429 with
+//! `Retry-After` above a request rate, refusing rows whose field has a value, verifying
+//! HMAC signatures. `GET /_receiver/requests` returns everything recorded so far as JSON.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Json};
+
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,8 +24,10 @@ pub struct Received {
     pub headers: BTreeMap<String, String>,
     /// The body parsed as JSON, or as a string when it is not JSON.
     pub body: serde_json::Value,
-    /// Rows in the body: the array's length, or 1 for an object.
+    /// Rows in the body: the array's length (or a wrapper object's array), or 1 for an object.
     pub rows: usize,
+    /// The status the receiver answered with.
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -31,12 +36,25 @@ pub struct ReceiverOptions {
     pub out: Option<PathBuf>,
     /// Print one line per request to stdout.
     pub print: bool,
+    /// Wait this long before answering each request.
+    pub latency_ms: u64,
+    /// Answer this fraction of requests (0..1) with 500, spread evenly.
+    pub error_rate: f64,
+    /// Answer 429 with `Retry-After: 1` to requests beyond this many per second.
+    pub rate_limit: Option<u32>,
+    /// Answer 422 to a request containing a row whose field (first) equals the value (second).
+    pub reject: Option<(String, String)>,
+    /// Verify `X-Backflow-Signature` with this HMAC-SHA256 key; answer 401 when it is wrong.
+    pub hmac_secret: Option<String>,
 }
 
 struct Shared {
     received: Mutex<Vec<Received>>,
     out: Option<Mutex<std::fs::File>>,
-    print: bool,
+    options: ReceiverOptions,
+    /// Error budget for `error_rate` and the accepted-request times of the last second.
+    errors_due: Mutex<f64>,
+    window: Mutex<std::collections::VecDeque<std::time::Instant>>,
 }
 
 /// A running receiver. Dropping it stops the server.
@@ -52,9 +70,9 @@ impl Receiver {
         self.shared.received.lock().unwrap().clone()
     }
 
-    /// Total rows received so far.
+    /// Rows received in requests that were accepted (2xx).
     pub fn rows(&self) -> usize {
-        self.shared.received.lock().unwrap().iter().map(|r| r.rows).sum()
+        self.shared.received.lock().unwrap().iter().filter(|r| (200..300).contains(&r.status)).map(|r| r.rows).sum()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -70,7 +88,13 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
         )),
         None => None,
     };
-    let shared = Arc::new(Shared { received: Mutex::new(Vec::new()), out, print: options.print });
+    let shared = Arc::new(Shared {
+        received: Mutex::new(Vec::new()),
+        out,
+        options,
+        errors_due: Mutex::new(0.0),
+        window: Mutex::new(Default::default()),
+    });
     let app = axum::Router::new()
         .route("/_receiver/requests", axum::routing::get(list))
         .fallback(record)
@@ -92,22 +116,66 @@ async fn list(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(shared.received.lock().unwrap().clone())
 }
 
-async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let o = &shared.options;
+    if o.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(o.latency_ms)).await;
+    }
     let body_json = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let rows = match &body_json {
-        serde_json::Value::Array(a) => a.len(),
-        serde_json::Value::Object(_) => 1,
-        _ => 0,
+    let rows_of = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        match v {
+            serde_json::Value::Array(a) => a.clone(),
+            // A wrapper object such as {"records": [...]}.
+            serde_json::Value::Object(m) if m.len() == 1 && m.values().next().is_some_and(|x| x.is_array()) => m.values().next().and_then(|x| x.as_array()).cloned().unwrap_or_default(),
+            serde_json::Value::Object(_) => vec![v.clone()],
+            _ => vec![],
+        }
+    };
+    let rows = rows_of(&body_json);
+    let (status, answer, retry_after) = 'verdict: {
+        if let Some(secret) = &o.hmac_secret {
+            if let Err(why) = verify_signature(secret, &headers, &body) {
+                break 'verdict (StatusCode::UNAUTHORIZED, format!("bad signature: {why}"), false);
+            }
+        }
+        if let Some(limit) = o.rate_limit {
+            let mut window = shared.window.lock().unwrap();
+            let now = std::time::Instant::now();
+            while window.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
+                window.pop_front();
+            }
+            if window.len() >= limit as usize {
+                break 'verdict (StatusCode::TOO_MANY_REQUESTS, format!("more than {limit} requests per second"), true);
+            }
+            window.push_back(now);
+        }
+        if o.error_rate > 0.0 {
+            let mut due = shared.errors_due.lock().unwrap();
+            *due += o.error_rate;
+            if *due >= 1.0 {
+                *due -= 1.0;
+                break 'verdict (StatusCode::INTERNAL_SERVER_ERROR, "injected error".to_string(), false);
+            }
+        }
+        if let Some((field, value)) = &o.reject {
+            let hit = rows.iter().any(|r| r.get(field).is_some_and(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()) == *value));
+            if hit {
+                break 'verdict (StatusCode::UNPROCESSABLE_ENTITY, format!("rows with {field} = {value} are refused"), false);
+            }
+        }
+        (StatusCode::OK, r#"{"ok":true}"#.to_string(), false)
     };
     let received = Received {
         method: method.to_string(),
         path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         headers: headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
         body: body_json,
-        rows,
+        rows: rows.len(),
+        status: status.as_u16(),
     };
-    if shared.print {
-        println!("{} {}  {} rows  {} bytes", received.method, received.path, rows, body.len());
+    if o.print {
+        println!("{} {}  {} rows  {} bytes  -> {}", received.method, received.path, received.rows, body.len(), status.as_u16());
     }
     if let Some(out) = &shared.out {
         let mut line = serde_json::to_vec(&received).unwrap_or_default();
@@ -115,5 +183,31 @@ async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
         let _ = out.lock().unwrap().write_all(&line);
     }
     shared.received.lock().unwrap().push(received);
-    Json(serde_json::json!({"ok": true}))
+    let mut response = (status, answer).into_response();
+    if retry_after {
+        response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Checks `X-Backflow-Signature: t=UNIX,v1=HEX` = HMAC-SHA256(secret, "UNIX." + body).
+fn verify_signature(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    use hmac::Mac;
+    let header = headers.get("x-backflow-signature").and_then(|v| v.to_str().ok()).ok_or("no X-Backflow-Signature header")?;
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", x)) => t = Some(x),
+            Some(("v1", x)) => v1 = Some(x),
+            _ => {}
+        }
+    }
+    let (t, v1) = (t.ok_or("no t=")?, v1.ok_or("no v1=")?);
+    let expected = hex::decode(v1).map_err(|_| "v1 is not hex")?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&expected).map_err(|_| "signature mismatch".to_string())
 }

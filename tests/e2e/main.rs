@@ -8,6 +8,7 @@ mod changes;
 mod checks;
 mod cli;
 mod config_errors;
+mod delivery;
 mod file_source;
 mod sandbox;
 mod sync;

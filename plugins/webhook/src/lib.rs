@@ -3,9 +3,17 @@
 //! All traffic goes through the host's HTTP import, so the operator's `grants.network`
 //! decides where it may go. Header values may reference secrets as `${env.NAME}`; the
 //! variable must be granted with `grants.env` and its value is never logged.
+//!
+//! Each request carries an idempotency key (SHA-256 of the sync, the operation and the
+//! rows sent, so a replay of the same rows has the same key) and, with `signing_secret`, an
+//! HMAC-SHA256 signature: header `X-Backflow-Signature: t=UNIX_SECONDS,v1=HEX` where HEX is
+//! `HMAC_SHA256(secret, "UNIX_SECONDS." + body)`. A receiver recomputes it over the raw
+//! body, compares in constant time and rejects old timestamps to stop replays.
 
 use backflow_plugin_sdk::host::{self, HttpHeader, HttpRequest};
 use backflow_plugin_sdk::*;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -21,6 +29,12 @@ const SCHEMA: &str = r#"{
     "batch_mode": { "enum": ["row", "array"], "default": "array", "description": "One request per row, or one JSON array per batch." },
     "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Extra headers; values may use ${env.NAME} secrets." },
     "operation_field": { "type": "string", "description": "If set, each JSON object carries the operation (insert/update/delete/append) under this field." },
+    "endpoints": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Per-operation URLs (insert, update, delete, append), overriding url." },
+    "methods": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Per-operation HTTP methods, e.g. {delete = \"DELETE\"}." },
+    "body_template": { "type": "string", "description": "MiniJinja template rendering one row's JSON; sees row, op, sync." },
+    "wrapper": { "type": "string", "description": "Array mode: send {WRAPPER: [rows]} instead of a bare array." },
+    "signing_secret": { "type": "string", "description": "HMAC-SHA256 key (use ${env.NAME}); adds X-Backflow-Signature." },
+    "idempotency_header": { "type": "string", "default": "Idempotency-Key", "description": "Header carrying the idempotency key; empty to omit." },
     "timeout_ms": { "type": "integer", "minimum": 1, "default": 30000 }
   }
 }"#;
@@ -39,7 +53,25 @@ struct Config {
     operation_field: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u32>,
+    #[serde(default)]
+    endpoints: BTreeMap<String, String>,
+    #[serde(default)]
+    methods: BTreeMap<String, String>,
+    #[serde(default)]
+    body_template: Option<String>,
+    #[serde(default)]
+    wrapper: Option<String>,
+    #[serde(default)]
+    signing_secret: Option<String>,
+    #[serde(default = "default_idempotency_header")]
+    idempotency_header: String,
 }
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+
+const OPERATIONS: [&str; 4] = ["insert", "update", "delete", "append"];
 
 fn default_method() -> String {
     "POST".into()
@@ -86,11 +118,43 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
     if cfg.method.trim().is_empty() {
         errors.push(ConfigError::new("method", "is empty"));
     }
+    for (map, name) in [(&cfg.endpoints, "endpoints"), (&cfg.methods, "methods")] {
+        for op in map.keys() {
+            if !OPERATIONS.contains(&op.as_str()) {
+                errors.push(ConfigError::new(format!("{name}.{op}"), "not an operation (insert, update, delete, append)"));
+            }
+        }
+    }
+    for (op, url) in &cfg.endpoints {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errors.push(ConfigError::new(format!("endpoints.{op}"), format!("{url:?} is not an http:// or https:// URL")));
+        }
+    }
+    let mut env = minijinja::Environment::new();
+    let templates = [("url", Some(&cfg.url)), ("body_template", cfg.body_template.as_ref())];
+    for (field, source) in templates.into_iter().chain(cfg.endpoints.iter().map(|(_, u)| ("endpoints", Some(u)))) {
+        if let Some(source) = source {
+            if let Err(e) = env.add_template_owned(field.to_string(), source.clone()) {
+                errors.push(ConfigError::new(field, format!("invalid template: {e}")));
+            }
+        }
+    }
     if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(errors)
     }
+}
+
+/// `Retry-After` as seconds or as an HTTP date, in milliseconds from now.
+fn retry_after_ms(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs * 1000);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(at_ms.saturating_sub(host::now_ms()))
 }
 
 struct Webhook;
@@ -114,20 +178,36 @@ impl DestinationPlugin for Webhook {
         check(config).err().unwrap_or_default()
     }
 
-    fn open(config: &str, _context: SyncContext) -> Result<WebhookWriter, PluginError> {
+    fn open(config: &str, context: SyncContext) -> Result<WebhookWriter, PluginError> {
         let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
         let mut headers = vec![HttpHeader { name: "content-type".into(), value: "application/json".into() }];
         for (name, value) in &cfg.headers {
             let value = expand_secrets(value).map_err(|m| PluginError::bad_config(format!("headers.{name}"), m))?;
             headers.push(HttpHeader { name: name.clone(), value });
         }
-        Ok(WebhookWriter { cfg, headers })
+        let signing_key = match &cfg.signing_secret {
+            Some(s) => Some(expand_secrets(s).map_err(|m| PluginError::bad_config("signing_secret", m))?.into_bytes()),
+            None => None,
+        };
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.add_template_owned("url", cfg.url.clone()).map_err(|e| PluginError::bad_config("url", e.to_string()))?;
+        for (op, url) in &cfg.endpoints {
+            env.add_template_owned(format!("endpoint:{op}"), url.clone()).map_err(|e| PluginError::bad_config(format!("endpoints.{op}"), e.to_string()))?;
+        }
+        if let Some(body) = &cfg.body_template {
+            env.add_template_owned("body", body.clone()).map_err(|e| PluginError::bad_config("body_template", e.to_string()))?;
+        }
+        Ok(WebhookWriter { cfg, headers, env, signing_key, sync: context.sync_name })
     }
 }
 
 struct WebhookWriter {
     cfg: Config,
     headers: Vec<HttpHeader>,
+    env: minijinja::Environment<'static>,
+    signing_key: Option<Vec<u8>>,
+    sync: String,
 }
 
 /// What one HTTP exchange meant for the rows it carried.
@@ -137,15 +217,52 @@ enum Verdict {
     Retry(PluginError),
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl WebhookWriter {
-    fn send(&self, body: Vec<u8>) -> Verdict {
-        let request = HttpRequest {
-            method: self.cfg.method.clone(),
-            url: self.cfg.url.clone(),
-            headers: self.headers.clone(),
-            body,
-            timeout_ms: self.cfg.timeout_ms,
-        };
+    /// The URL for an operation (a per-operation endpoint, else `url`), rendered with the
+    /// row (row mode) or without one (array mode).
+    fn url(&self, op: Operation, row: Option<&serde_json::Value>) -> Result<String, PluginError> {
+        let name = if self.cfg.endpoints.contains_key(op.as_str()) { format!("endpoint:{}", op.as_str()) } else { "url".to_string() };
+        let field = if name == "url" { "url".to_string() } else { format!("endpoints.{}", op.as_str()) };
+        let template = self.env.get_template(&name).map_err(|e| PluginError::bad_config(field.clone(), e.to_string()))?;
+        template
+            .render(minijinja::context! { row => row, op => op.as_str(), sync => &self.sync })
+            .map_err(|e| PluginError::bad_config(field, format!("cannot render the URL: {e}")))
+    }
+
+    /// One row's JSON: the mapped fields, or the body template's output.
+    fn row_body(&self, op: Operation, object: serde_json::Value) -> Result<serde_json::Value, PluginError> {
+        let Some(template) = self.cfg.body_template.as_ref().and(self.env.get_template("body").ok()) else { return Ok(object) };
+        let text = template
+            .render(minijinja::context! { row => object, op => op.as_str(), sync => &self.sync })
+            .map_err(|e| PluginError::bad_config("body_template", format!("cannot render: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| PluginError::bad_config("body_template", format!("did not render valid JSON ({e}): {text}")))
+    }
+
+    fn send(&self, op: Operation, url: String, body: Vec<u8>) -> Verdict {
+        let mut headers = self.headers.clone();
+        if !self.cfg.idempotency_header.is_empty() {
+            let mut h = Sha256::new();
+            h.update(self.sync.as_bytes());
+            h.update([0]);
+            h.update(op.as_str().as_bytes());
+            h.update([0]);
+            h.update(&body);
+            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: hex(&h.finalize()) });
+        }
+        if let Some(key) = &self.signing_key {
+            let t = host::now_ms() / 1000;
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+            mac.update(t.to_string().as_bytes());
+            mac.update(b".");
+            mac.update(&body);
+            headers.push(HttpHeader { name: "X-Backflow-Signature".into(), value: format!("t={t},v1={}", hex(&mac.finalize().into_bytes())) });
+        }
+        let method = self.cfg.methods.get(op.as_str()).unwrap_or(&self.cfg.method).clone();
+        let request = HttpRequest { method, url, headers, body, timeout_ms: self.cfg.timeout_ms };
         let response = match host::http_send(&request) {
             Ok(r) => r,
             Err(host::HttpError::Denied(m)) => return Verdict::Retry(PluginError::bad_config("url", m)),
@@ -158,12 +275,7 @@ impl WebhookWriter {
         match response.status {
             200..=299 => Verdict::Accepted,
             429 | 503 => {
-                let retry_after_ms = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
-                    .and_then(|h| h.value.trim().parse::<u64>().ok())
-                    .map(|s| s * 1000);
+                let retry_after_ms = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case("retry-after")).and_then(|h| retry_after_ms(&h.value));
                 Verdict::Retry(PluginError::RateLimited { message: format!("HTTP {}: {body}", response.status), retry_after_ms })
             }
             500..=599 => Verdict::Retry(PluginError::retryable(format!("HTTP {}: {body}", response.status))),
@@ -177,6 +289,7 @@ impl WebhookWriter {
 impl DestinationWriter for WebhookWriter {
     fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, PluginError> {
         let mut objects = Vec::with_capacity(batch.row_count as usize);
+        let mut raw = Vec::with_capacity(batch.row_count as usize);
         for row in batch.rows() {
             let row = row.map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))?;
             let mut object = serde_json::Map::with_capacity(row.len() + 1);
@@ -186,12 +299,19 @@ impl DestinationWriter for WebhookWriter {
             if let Some(field) = &self.cfg.operation_field {
                 object.insert(field.clone(), serde_json::Value::String(op.as_str().into()));
             }
-            objects.push(serde_json::Value::Object(object));
+            let object = serde_json::Value::Object(object);
+            objects.push(self.row_body(op, object.clone())?);
+            raw.push(object);
         }
         match self.cfg.batch_mode {
             BatchMode::Array => {
-                let body = serde_json::to_vec(&objects).expect("JSON values serialize");
-                match self.send(body) {
+                let body = match &self.cfg.wrapper {
+                    Some(key) => serde_json::to_vec(&serde_json::json!({ key.as_str(): objects })),
+                    None => serde_json::to_vec(&objects),
+                }
+                .expect("JSON values serialize");
+                let url = self.url(op, None)?;
+                match self.send(op, url, body) {
                     Verdict::Accepted => Ok(vec![RowOutcome::Accepted; objects.len()]),
                     Verdict::Rejected(m) => Ok(vec![RowOutcome::Rejected(m); objects.len()]),
                     Verdict::Retry(e) => Err(e),
@@ -199,9 +319,10 @@ impl DestinationWriter for WebhookWriter {
             }
             BatchMode::Row => {
                 let mut outcomes = Vec::with_capacity(objects.len());
-                for object in &objects {
+                for (object, row) in objects.iter().zip(&raw) {
                     let body = serde_json::to_vec(object).expect("JSON values serialize");
-                    outcomes.push(match self.send(body) {
+                    let url = self.url(op, Some(row))?;
+                    outcomes.push(match self.send(op, url, body) {
                         Verdict::Accepted => RowOutcome::Accepted,
                         Verdict::Rejected(m) => RowOutcome::Rejected(m),
                         // Rows already sent stay accepted; the rest are retried by the engine.

@@ -1,0 +1,121 @@
+//! Delivery against a receiver that behaves like a real API: signatures, idempotency keys,
+//! templates, 429 with Retry-After, server errors, refused rows.
+
+use crate::support::*;
+use backflow::receiver::{Receiver, ReceiverOptions};
+use backflow::state::RunStatus;
+use std::collections::HashSet;
+
+async fn receiver_with(options: ReceiverOptions) -> Receiver {
+    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), options).await.unwrap()
+}
+
+const PEOPLE: &str = "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n4,d@x.com\n";
+
+fn to(receiver: &Receiver, destination: &str, sync: &str) -> TestWorkspace {
+    let ws = file_workspace(
+        "people",
+        "people.csv",
+        &format!(
+            "[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"{url}\"\ngrants.network = [\"{addr}\"]\n{destination}\n[syncs.s]\nmodel = \"people\"\ndestination = \"hook\"\n{sync}\n",
+            url = receiver.url("/in"),
+            addr = receiver.addr
+        ),
+    );
+    ws.write("data/people.csv", PEOPLE);
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_are_signed_and_a_wrong_secret_stops_the_run() {
+    std::env::set_var("BACKFLOW_E2E_SIGNING", "whsec-test-123");
+    let receiver = receiver_with(ReceiverOptions { hmac_secret: Some("whsec-test-123".into()), ..Default::default() }).await;
+    let ws = to(&receiver, "config.signing_secret = \"${env.BACKFLOW_E2E_SIGNING}\"\ngrants.env = [\"BACKFLOW_E2E_SIGNING\"]", "");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert!(receiver.received().iter().all(|r| r.status == 200 && r.headers["x-backflow-signature"].starts_with("t=")));
+
+    let strict = receiver_with(ReceiverOptions { hmac_secret: Some("another-secret".into()), ..Default::default() }).await;
+    let ws = to(&strict, "config.signing_secret = \"${env.BACKFLOW_E2E_SIGNING}\"\ngrants.env = [\"BACKFLOW_E2E_SIGNING\"]", "");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let e = run.error.unwrap();
+    assert!(e.contains("HTTP 401") && e.contains("check the credentials") && e.contains("config.headers"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_storm_is_ridden_out_and_replays_reuse_their_idempotency_key() {
+    let receiver = receiver_with(ReceiverOptions { rate_limit: Some(2), ..Default::default() }).await;
+    let ws = to(&receiver, "config.batch_mode = \"row\"", "batch_size = 1");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.delivered.added, 4);
+    let received = receiver.received();
+    let accepted: Vec<_> = received.iter().filter(|r| r.status == 200).collect();
+    let throttled: Vec<_> = received.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(accepted.len(), 4, "every row delivered once");
+    assert!(!throttled.is_empty(), "the receiver throttled some requests");
+    let keys: HashSet<&String> = accepted.iter().map(|r| &r.headers["idempotency-key"]).collect();
+    assert_eq!(keys.len(), 4);
+    for r in &throttled {
+        assert!(keys.contains(&r.headers["idempotency-key"]), "a replay carries the same key as its accepted twin");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_are_retried_until_every_row_is_delivered() {
+    let receiver = receiver_with(ReceiverOptions { error_rate: 0.5, ..Default::default() }).await;
+    let ws = to(&receiver, "", "batch_size = 1");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(receiver.rows(), 4);
+    assert!(receiver.received().iter().any(|r| r.status == 500));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_row_is_isolated_and_the_rest_delivered() {
+    let receiver = receiver_with(ReceiverOptions { reject: Some(("email".into(), "c@x.com".into())), ..Default::default() }).await;
+    let ws = to(&receiver, "", "");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Partial);
+    assert_eq!((run.delivered.added, run.failed.added), (3, 1));
+    assert_eq!(run.rejected[0].key, "3");
+    assert!(run.rejected[0].error.contains("rows with email = c@x.com are refused"));
+    assert_eq!(receiver.rows(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_wrappers_and_per_operation_endpoints_shape_the_requests() {
+    let receiver = receiver().await;
+    let base = receiver.url("");
+    let ws = to(
+        &receiver,
+        &format!(
+            r#"config.batch_mode = "row"
+config.endpoints = {{ insert = "{base}/contacts/{{{{ row.id }}}}", delete = "{base}/contacts/{{{{ row.id }}}}/delete" }}
+config.methods = {{ delete = "DELETE" }}
+config.body_template = '{{"contact": {{"email": {{{{ row.email | tojson }}}}, "source": {{{{ sync | tojson }}}}}}}}'"#
+        ),
+        "mode = \"mirror\"",
+    );
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    let first = &receiver.received()[0];
+    assert_eq!(first.path, "/contacts/1");
+    assert_eq!(first.body, serde_json::json!({"contact": {"email": "a@x.com", "source": "s"}}));
+
+    ws.write("data/people.csv", "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n");
+    let before = receiver.received().len();
+    let run = ws.run("s").await;
+    assert_eq!(run.delivered.removed, 1, "{run:?}");
+    let delete = &receiver.received()[before];
+    assert_eq!((delete.method.as_str(), delete.path.as_str()), ("DELETE", "/contacts/4/delete"));
+
+    // Array mode with a wrapper.
+    let receiver = crate::support::receiver().await;
+    let ws = to(&receiver, "config.wrapper = \"records\"", "");
+    ws.run("s").await;
+    let body = &receiver.received()[0].body;
+    assert_eq!(body["records"].as_array().unwrap().len(), 4);
+    assert_eq!(receiver.rows(), 4);
+}
