@@ -173,9 +173,23 @@ struct SyncFile {
     /// Quality checks run on the plan before anything is written.
     #[serde(default)]
     checks: Vec<CheckFile>,
+    /// Most requests and/or rows per second sent to the destination.
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
+    /// Stop delivering after this many seconds; what is left goes with the next run.
+    #[serde(default)]
+    time_budget_s: Option<u64>,
     /// Optional human description.
     #[serde(default)]
     description: Option<String>,
+}
+
+/// A sync's pace towards its destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: Option<f64>,
+    pub rows_per_second: Option<f64>,
 }
 
 /// One quality check of a sync.
@@ -315,6 +329,8 @@ pub struct Sync {
     pub batch_size: Option<u32>,
     pub event_id_field: String,
     pub checks: Vec<Check>,
+    pub rate_limit: RateLimit,
+    pub time_budget_s: Option<u64>,
     pub description: Option<String>,
     pub origin: Origin,
 }
@@ -442,6 +458,15 @@ impl Workspace {
             if s.batch_size == Some(0) {
                 errors.push(origin.error("batch_size", "must be at least 1"));
             }
+            let rate_limit = s.rate_limit.unwrap_or_default();
+            for (field, value) in [("requests_per_second", rate_limit.requests_per_second), ("rows_per_second", rate_limit.rows_per_second)] {
+                if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                    errors.push(origin.error(&format!("rate_limit.{field}"), "must be a positive number"));
+                }
+            }
+            if s.time_budget_s == Some(0) {
+                errors.push(origin.error("time_budget_s", "must be at least 1"));
+            }
             let mut checks = Vec::new();
             for (i, c) in s.checks.into_iter().enumerate() {
                 let check_origin = Origin { file: origin.file.clone(), key: origin.key(&format!("checks[{i}]")) };
@@ -475,6 +500,8 @@ impl Workspace {
                     batch_size: s.batch_size,
                     event_id_field: s.event_id_field.unwrap_or_else(|| "event_id".into()),
                     checks,
+                    rate_limit,
+                    time_budget_s: s.time_budget_s,
                     description: s.description,
                     origin,
                 },

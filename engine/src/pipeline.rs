@@ -680,7 +680,8 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
                 .map_err(|e| Abort(open_error(p, &p.destination, &e)))?,
         ),
     };
-    let mut delivery = Delivery { writer: &mut writer, journal: &mut journal, state, meta: &meta, p, run_id, last_apply: Instant::now() };
+    let mut delivery = Delivery { writer: &mut writer, journal: &mut journal, state, meta: &meta, p, run_id, last_apply: Instant::now(), pacer: Pacer::new(p.sync.rate_limit) };
+    let deadline = p.sync.time_budget_s.map(|s| deliver_started + Duration::from_secs(s));
     let mut progress = Progress::new("delivered", tally.planned.total());
     let result = async {
         // Deletes first, then updates, then inserts: a key that moved between rows never
@@ -716,6 +717,14 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
                 }
                 if rows.is_empty() {
                     break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
+                    return Err(Abort(format!(
+                        "stopped after the time budget of {} s ({}); {left} planned rows were not sent and go with the next run",
+                        p.sync.time_budget_s.unwrap_or(0),
+                        p.sync.origin.key("time_budget_s")
+                    )));
                 }
                 let n = rows.len() as u64;
                 delivery.deliver(op, change, &columns, rows, tally).await?;
@@ -1130,6 +1139,39 @@ fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
     b.finish()
 }
 
+/// Spaces requests so a sync never exceeds its rate limit: each request may start only
+/// after the previous one's share of a second (and of the row budget) has passed.
+pub struct Pacer {
+    per_request: Option<Duration>,
+    per_row: Option<Duration>,
+    next: Instant,
+}
+
+impl Pacer {
+    pub fn new(limit: crate::config::RateLimit) -> Pacer {
+        Pacer {
+            per_request: limit.requests_per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
+            per_row: limit.rows_per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
+            next: Instant::now(),
+        }
+    }
+
+    /// Waits until a request of `rows` rows may go.
+    pub async fn wait(&mut self, rows: usize) {
+        if self.per_request.is_none() && self.per_row.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if self.next > now {
+            tokio::time::sleep_until(self.next.into()).await;
+        }
+        let start = self.next.max(now);
+        let by_requests = self.per_request.unwrap_or_default();
+        let by_rows = self.per_row.map(|d| d * rows as u32).unwrap_or_default();
+        self.next = start + by_requests.max(by_rows);
+    }
+}
+
 /// Sends batches and journals what the destination acknowledged.
 struct Delivery<'a> {
     writer: &'a mut Writer,
@@ -1139,6 +1181,7 @@ struct Delivery<'a> {
     p: &'a PreparedSync,
     run_id: &'a str,
     last_apply: Instant,
+    pacer: Pacer,
 }
 
 impl Delivery<'_> {
@@ -1171,6 +1214,7 @@ impl Delivery<'_> {
                 break Ok(());
             }
             attempt += 1;
+            self.pacer.wait(pending.len()).await;
             let batch = build_batch(columns, &pending);
             match self.writer.write(op, batch).await {
                 Ok(outcomes) if pending.len() > 1 && refused_as_a_whole(&outcomes) => {

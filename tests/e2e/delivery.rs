@@ -119,3 +119,38 @@ config.body_template = '{{"contact": {{"email": {{{{ row.email | tojson }}}}, "s
     assert_eq!(body["records"].as_array().unwrap().len(), 4);
     assert_eq!(receiver.rows(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_below_the_receivers_limit_is_never_throttled() {
+    // The receiver allows 6 requests a second; the sync sends at most 5.
+    let receiver = receiver_with(ReceiverOptions { rate_limit: Some(6), ..Default::default() }).await;
+    let ws = to(&receiver, "config.batch_mode = \"row\"", "batch_size = 1\nrate_limit = { requests_per_second = 5 }");
+    let mut csv = String::from("id,email\n");
+    for i in 1..=12 {
+        csv.push_str(&format!("{i},u{i}@x.com\n"));
+    }
+    ws.write("data/people.csv", &csv);
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 12);
+    assert!(received.iter().all(|r| r.status == 200), "no 429: {:?}", received.iter().map(|r| r.status).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_time_budget_stops_delivery_and_the_next_run_sends_the_rest() {
+    let receiver = receiver_with(ReceiverOptions { latency_ms: 300, ..Default::default() }).await;
+    let ws = to(&receiver, "", "batch_size = 1\ntime_budget_s = 1");
+    let mut csv = String::from("id,email\n");
+    for i in 1..=20 {
+        csv.push_str(&format!("{i},u{i}@x.com\n"));
+    }
+    ws.write("data/people.csv", &csv);
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert!(run.error.as_deref().unwrap().contains("time budget of 1 s (syncs.s.time_budget_s)"), "{:?}", run.error);
+    let sent = run.delivered.added;
+    assert!(sent < 20, "{run:?}");
+    let next = ws.run("s").await;
+    assert_eq!(next.diff.added, 20 - sent, "the rest is planned again");
+}
