@@ -179,6 +179,9 @@ struct SyncFile {
     /// Stop delivering after this many seconds; what is left goes with the next run.
     #[serde(default)]
     time_budget_s: Option<u64>,
+    /// Requests sent at once (default 1; each in flight has its own plugin instance).
+    #[serde(default)]
+    max_in_flight: Option<u32>,
     /// Optional human description.
     #[serde(default)]
     description: Option<String>,
@@ -331,6 +334,7 @@ pub struct Sync {
     pub checks: Vec<Check>,
     pub rate_limit: RateLimit,
     pub time_budget_s: Option<u64>,
+    pub max_in_flight: u32,
     pub description: Option<String>,
     pub origin: Origin,
 }
@@ -464,6 +468,9 @@ impl Workspace {
                     errors.push(origin.error(&format!("rate_limit.{field}"), "must be a positive number"));
                 }
             }
+            if s.max_in_flight.is_some_and(|n| n == 0 || n > 64) {
+                errors.push(origin.error("max_in_flight", "must be between 1 and 64"));
+            }
             if s.time_budget_s == Some(0) {
                 errors.push(origin.error("time_budget_s", "must be at least 1"));
             }
@@ -502,6 +509,7 @@ impl Workspace {
                     checks,
                     rate_limit,
                     time_budget_s: s.time_budget_s,
+                    max_in_flight: s.max_in_flight.unwrap_or(1).clamp(1, 64),
                     description: s.description,
                     origin,
                 },

@@ -79,6 +79,9 @@ enum Command {
         /// Verify X-Backflow-Signature with this HMAC-SHA256 secret; 401 when wrong.
         #[arg(long, env = "BACKFLOW_RECEIVER_HMAC_SECRET")]
         hmac_secret: Option<String>,
+        /// Answer 503 to everything for this many milliseconds after starting.
+        #[arg(long, default_value_t = 0)]
+        down_for_ms: u64,
     },
 }
 
@@ -188,7 +191,7 @@ fn host_for(ws: &Workspace) -> anyhow::Result<PluginHost> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init { dir, plugins, force } => init(&dir, plugins, force),
-        Command::Receiver { port, host, out, latency_ms, error_rate, rate_limit, reject, hmac_secret } => {
+        Command::Receiver { port, host, out, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms } => {
             let addr: std::net::SocketAddr = format!("{host}:{port}").parse().with_context(|| format!("bad address {host}:{port}"))?;
             let reject = match reject {
                 Some(r) => Some(r.split_once('=').map(|(f, v)| (f.to_string(), v.to_string())).context("--reject takes FIELD=VALUE")?),
@@ -197,7 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !(0.0..=1.0).contains(&error_rate) {
                 bail!("--error-rate must be between 0 and 1");
             }
-            let options = backflow::receiver::ReceiverOptions { out, print: true, latency_ms, error_rate, rate_limit, reject, hmac_secret };
+            let options = backflow::receiver::ReceiverOptions { out, print: true, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms };
             let receiver = backflow::receiver::start(addr, options).await?;
             eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);
             tokio::signal::ctrl_c().await?;

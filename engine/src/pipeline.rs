@@ -14,6 +14,7 @@ use crate::state::{CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow,
 use backflow_plugin_sdk::codec::{read_array_len, read_value, value_len, write_row_header};
 use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, PluginKind, RowOutcome, SyncContext};
 use sha2::{Digest, Sha256};
+use futures::StreamExt;
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::time::{Duration, Instant};
 
@@ -672,69 +673,124 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
 
     let deliver_started = Instant::now();
     let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(p), run_id: run_id.to_string() };
-    let mut writer = match &p.destination_plugin {
-        None => Writer::Noop,
-        Some(plugin) => Writer::Wasm(
-            DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
-                .await
-                .map_err(|e| Abort(open_error(p, &p.destination, &e)))?,
-        ),
-    };
-    let mut delivery = Delivery { writer: &mut writer, journal: &mut journal, state, meta: &meta, p, run_id, last_apply: Instant::now(), pacer: Pacer::new(p.sync.rate_limit) };
+    // One writer (one plugin instance, one store) per request in flight.
+    let mut idle: Vec<Writer> = Vec::new();
+    for _ in 0..p.sync.max_in_flight {
+        idle.push(match &p.destination_plugin {
+            None => Writer::Noop,
+            Some(plugin) => Writer::Wasm(
+                DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
+                    .await
+                    .map_err(|e| Abort(open_error(p, &p.destination, &e)))?,
+            ),
+        });
+    }
+    let mut delivery = Delivery { journal: &mut journal, state, meta: &meta, p, run_id, last_apply: Instant::now() };
+    let pacer = tokio::sync::Mutex::new(Pacer::new(p.sync.rate_limit));
     let deadline = p.sync.time_budget_s.map(|s| deliver_started + Duration::from_secs(s));
     let mut progress = Progress::new("delivered", tally.planned.total());
-    let result = async {
-        // Deletes first, then updates, then inserts: a key that moved between rows never
-        // exists twice in the destination.
-        for change in [Change::Removed, Change::Changed, Change::Added] {
-            let Some(op) = operation_for(p.sync.mode, change) else { continue };
-            let (columns, event_ids) = match (change, op) {
-                (Change::Removed, _) => (plan.key_columns.clone(), false),
-                (_, Operation::Append) => {
-                    let mut c = plan.columns.clone();
-                    c.push(Column { name: p.sync.event_id_field.clone(), value_type: backflow_plugin_sdk::ValueType::Text, nullable: false });
-                    (c, true)
-                }
-                _ => (plan.columns.clone(), false),
-            };
-            let mut reader = plan.rows(change).map_err(|e| Abort(format!("reading the plan: {e}")))?;
-            loop {
-                let mut rows = Vec::with_capacity(p.batch_size as usize);
-                while rows.len() < p.batch_size as usize {
-                    match reader.next().map_err(|e| Abort(format!("reading the plan: {e}")))? {
-                        Some(mut row) => {
-                            if change == Change::Removed {
-                                row.payload = row.key.clone();
-                            } else if event_ids {
-                                row.payload = with_event_id(&row.row, &p.sync.name, &row.key);
-                            } else {
-                                row.payload = row.row.clone();
-                            }
-                            rows.push(row);
-                        }
-                        None => break,
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut stop: Option<Abort> = None;
+    // Deletes first, then updates, then inserts (each group finished before the next): a key
+    // that moved between rows never exists twice in the destination.
+    'changes: for change in [Change::Removed, Change::Changed, Change::Added] {
+        let Some(op) = operation_for(p.sync.mode, change) else { continue };
+        let (columns, event_ids) = match (change, op) {
+            (Change::Removed, _) => (plan.key_columns.clone(), false),
+            (_, Operation::Append) => {
+                let mut c = plan.columns.clone();
+                c.push(Column { name: p.sync.event_id_field.clone(), value_type: backflow_plugin_sdk::ValueType::Text, nullable: false });
+                (c, true)
+            }
+            _ => (plan.columns.clone(), false),
+        };
+        let mut reader = match plan.rows(change) {
+            Ok(r) => r,
+            Err(e) => {
+                stop = Some(Abort(format!("reading the plan: {e}")));
+                break 'changes;
+            }
+        };
+        loop {
+            let mut rows = Vec::with_capacity(p.batch_size as usize);
+            while rows.len() < p.batch_size as usize {
+                match reader.next() {
+                    Ok(Some(mut row)) => {
+                        row.payload = if change == Change::Removed {
+                            row.key.clone()
+                        } else if event_ids {
+                            with_event_id(&row.row, &p.sync.name, &row.key)
+                        } else {
+                            row.row.clone()
+                        };
+                        rows.push(row);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        stop = Some(Abort(format!("reading the plan: {e}")));
+                        break 'changes;
                     }
                 }
-                if rows.is_empty() {
-                    break;
+            }
+            if rows.is_empty() {
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
+                stop = Some(Abort(format!(
+                    "stopped after the time budget of {} s ({}); {left} planned rows were not sent and go with the next run",
+                    p.sync.time_budget_s.unwrap_or(0),
+                    p.sync.origin.key("time_budget_s")
+                )));
+                break 'changes;
+            }
+            // Wait for a free writer, recording what finished meanwhile.
+            while idle.is_empty() {
+                let (writer, sent): (Writer, Sent) = in_flight.next().await.expect("a writer is busy");
+                idle.push(writer);
+                let n = (sent.acked.len() + sent.rejected.len()) as u64;
+                if let Err(e) = delivery.record(sent, tally) {
+                    stop = Some(e);
+                    break 'changes;
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
-                    return Err(Abort(format!(
-                        "stopped after the time budget of {} s ({}); {left} planned rows were not sent and go with the next run",
-                        p.sync.time_budget_s.unwrap_or(0),
-                        p.sync.origin.key("time_budget_s")
-                    )));
-                }
-                let n = rows.len() as u64;
-                delivery.deliver(op, change, &columns, rows, tally).await?;
                 progress.advance(n);
             }
+            let mut writer = idle.pop().expect("a writer is idle");
+            let (pacer, columns) = (&pacer, columns.clone());
+            in_flight.push(async move {
+                let sent = send(&mut writer, pacer, p, op, change, &columns, rows).await;
+                (writer, sent)
+            });
         }
-        Ok::<(), Abort>(())
+        // Finish this change before starting the next.
+        while let Some((writer, sent)) = in_flight.next().await {
+            idle.push(writer);
+            let n = (sent.acked.len() + sent.rejected.len()) as u64;
+            if let Err(e) = delivery.record(sent, tally) {
+                stop = Some(e);
+                break 'changes;
+            }
+            progress.advance(n);
+        }
     }
-    .await;
-    let finish = writer.finish().await;
+    // Batches still in flight after a stop: let them end and record what they delivered.
+    while let Some((writer, sent)) = in_flight.next().await {
+        idle.push(writer);
+        if let Err(e) = delivery.record(sent, tally) {
+            tracing::warn!(sync = %p.sync.name, "{e}");
+        }
+    }
+    drop(in_flight);
+    let mut finish = Ok(());
+    for writer in idle {
+        if let Err(e) = writer.finish().await {
+            finish = Err(e);
+        }
+    }
+    let result = match stop {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
     // Whatever was acknowledged is recorded, even when the run stops early.
     let recorded = recover_journal(state, &mut journal, &p.sync.name, &meta);
     match (result, recorded) {
@@ -1172,30 +1228,26 @@ impl Pacer {
     }
 }
 
-/// Sends batches and journals what the destination acknowledged.
-struct Delivery<'a> {
-    writer: &'a mut Writer,
-    journal: &'a mut Journal,
-    state: &'a StateStore,
-    meta: &'a SyncMeta,
-    p: &'a PreparedSync,
-    run_id: &'a str,
-    last_apply: Instant,
-    pacer: Pacer,
+/// What sending one batch came to: rows acknowledged (as journal ops), rows refused with
+/// the destination's reason, and whether the run must stop.
+struct Sent {
+    change: Change,
+    acked: Vec<JournalOp>,
+    rejected: Vec<(PlannedRow, String)>,
+    result: Result<(), Abort>,
 }
 
-impl Delivery<'_> {
-    /// Sends one batch, retrying retryable failures with exponential backoff, isolating rows
-    /// the destination names as bad, and journaling every row as delivered or failed.
-    async fn deliver(&mut self, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>, tally: &mut Tally) -> Result<(), Abort> {
-        let p = self.p;
-        // Groups of rows still to send; a batch refused as a whole is split into halves.
-        let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
-        let mut pending = Vec::new();
-        let mut attempt = 0u32;
-        let mut last_error = String::new();
-        let mut acked: Vec<JournalOp> = Vec::new();
-        let mut rejected: Vec<(PlannedRow, String)> = Vec::new();
+/// Sends one batch through `writer`, retrying retryable failures with exponential backoff,
+/// halving batches refused as a whole and isolating rows the destination names as bad.
+/// Touches no shared state but the pacer, so several run at once (`max_in_flight`).
+async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>, p: &PreparedSync, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>) -> Sent {
+    // Groups of rows still to send; a batch refused as a whole is split into halves.
+    let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
+    let mut pending = Vec::new();
+    let mut attempt = 0u32;
+    let mut last_error = String::new();
+    let mut acked: Vec<JournalOp> = Vec::new();
+    let mut rejected: Vec<(PlannedRow, String)> = Vec::new();
         let result = loop {
             if pending.is_empty() {
                 match groups.pop() {
@@ -1214,9 +1266,9 @@ impl Delivery<'_> {
                 break Ok(());
             }
             attempt += 1;
-            self.pacer.wait(pending.len()).await;
+            pacer.lock().await.wait(pending.len()).await;
             let batch = build_batch(columns, &pending);
-            match self.writer.write(op, batch).await {
+            match writer.write(op, batch).await {
                 Ok(outcomes) if pending.len() > 1 && refused_as_a_whole(&outcomes) => {
                     // Every row refused for one reason: the destination could not say which
                     // rows are bad (a 4xx for a JSON array, say). Halve the batch until the
@@ -1268,6 +1320,25 @@ impl Delivery<'_> {
                 Err(e) => break Err(Abort(format!("destination {} failed: {e}", p.destination.name))),
             }
         };
+    Sent { change, acked, rejected, result }
+}
+
+/// Journals what the destination acknowledged and keeps the run's counts.
+struct Delivery<'a> {
+    journal: &'a mut Journal,
+    state: &'a StateStore,
+    meta: &'a SyncMeta,
+    p: &'a PreparedSync,
+    run_id: &'a str,
+    last_apply: Instant,
+}
+
+impl Delivery<'_> {
+    /// Records a sent batch: acknowledged rows go to the journal in one write (durable
+    /// against a crash of this process from then on), refused rows to the pending list.
+    fn record(&mut self, sent: Sent, tally: &mut Tally) -> Result<(), Abort> {
+        let p = self.p;
+        let Sent { change, mut acked, rejected, result } = sent;
         bump(&mut tally.delivered, change, acked.len() as u64);
         for (row, mut error) in rejected {
             if error.len() > MAX_ERROR_CHARS {

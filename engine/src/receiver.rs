@@ -46,6 +46,8 @@ pub struct ReceiverOptions {
     pub reject: Option<(String, String)>,
     /// Verify `X-Backflow-Signature` with this HMAC-SHA256 key; answer 401 when it is wrong.
     pub hmac_secret: Option<String>,
+    /// Answer 503 to everything for this long after starting (a destination that is down).
+    pub down_for_ms: u64,
 }
 
 struct Shared {
@@ -55,6 +57,10 @@ struct Shared {
     /// Error budget for `error_rate` and the accepted-request times of the last second.
     errors_due: Mutex<f64>,
     window: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    started: std::time::Instant,
+    /// Requests being handled now, and the most ever at once.
+    active: std::sync::atomic::AtomicUsize,
+    max_active: std::sync::atomic::AtomicUsize,
 }
 
 /// A running receiver. Dropping it stops the server.
@@ -73,6 +79,11 @@ impl Receiver {
     /// Rows received in requests that were accepted (2xx).
     pub fn rows(&self) -> usize {
         self.shared.received.lock().unwrap().iter().filter(|r| (200..300).contains(&r.status)).map(|r| r.rows).sum()
+    }
+
+    /// The most requests the receiver was handling at the same time.
+    pub fn max_concurrency(&self) -> usize {
+        self.shared.max_active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -94,6 +105,9 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
         options,
         errors_due: Mutex::new(0.0),
         window: Mutex::new(Default::default()),
+        active: Default::default(),
+        max_active: Default::default(),
+        started: std::time::Instant::now(),
     });
     let app = axum::Router::new()
         .route("/_receiver/requests", axum::routing::get(list))
@@ -117,6 +131,15 @@ async fn list(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    use std::sync::atomic::Ordering;
+    let now_active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_active.fetch_max(now_active, Ordering::SeqCst);
+    let response = answer(&shared, method, uri, headers, body).await;
+    shared.active.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
     use axum::http::StatusCode;
     let o = &shared.options;
     if o.latency_ms > 0 {
@@ -134,6 +157,9 @@ async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     };
     let rows = rows_of(&body_json);
     let (status, answer, retry_after) = 'verdict: {
+        if shared.started.elapsed() < std::time::Duration::from_millis(o.down_for_ms) {
+            break 'verdict (StatusCode::SERVICE_UNAVAILABLE, "down".to_string(), false);
+        }
         if let Some(secret) = &o.hmac_secret {
             if let Err(why) = verify_signature(secret, &headers, &body) {
                 break 'verdict (StatusCode::UNAUTHORIZED, format!("bad signature: {why}"), false);

@@ -154,3 +154,34 @@ async fn a_time_budget_stops_delivery_and_the_next_run_sends_the_rest() {
     let next = ws.run("s").await;
     assert_eq!(next.diff.added, 20 - sent, "the rest is planned again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
+    let receiver = receiver_with(ReceiverOptions { latency_ms: 150, ..Default::default() }).await;
+    let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 4");
+    let mut csv = String::from("id,email\n");
+    for i in 1..=40 {
+        csv.push_str(&format!("{i},u{i}@x.com\n"));
+    }
+    ws.write("data/people.csv", &csv);
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.delivered.added, 40);
+    assert_eq!(receiver.rows(), 40);
+    let ids: HashSet<i64> = receiver.received().iter().flat_map(|r| r.body.as_array().cloned().unwrap()).map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 40, "every row exactly once");
+    let c = receiver.max_concurrency();
+    assert!((2..=4).contains(&c), "requests in flight at once: {c}");
+    let state = backflow::state::StateStore::open(&ws.load().state_dir).unwrap();
+    assert_eq!(state.snapshot_len("s").unwrap(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_down_for_its_first_seconds_gets_every_row_once_it_is_up() {
+    let receiver = receiver_with(ReceiverOptions { down_for_ms: 1500, ..Default::default() }).await;
+    let ws = to(&receiver, "", "");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(receiver.rows(), 4);
+    assert!(receiver.received().iter().any(|r| r.status == 503), "it was down at first");
+}
