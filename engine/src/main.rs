@@ -221,6 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "sha256": plugin.hash,
                 "operations": plugin.spec.operations,
                 "max_batch_size": plugin.spec.max_batch_size,
+                "default_rate_limit": plugin.spec.default_rate_limit,
                 "config_schema": schema,
             });
             if json {

@@ -686,7 +686,7 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
         });
     }
     let mut delivery = Delivery { journal: &mut journal, state, meta: &meta, p, run_id, last_apply: Instant::now() };
-    let pacer = tokio::sync::Mutex::new(Pacer::new(p.sync.rate_limit));
+    let pacer = tokio::sync::Mutex::new(Pacer::new(effective_rate_limit(p)));
     let deadline = p.sync.time_budget_s.map(|s| deliver_started + Duration::from_secs(s));
     let mut progress = Progress::new("delivered", tally.planned.total());
     let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -1193,6 +1193,18 @@ fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
         b.push_encoded_row(&r.payload);
     }
     b.finish()
+}
+
+/// The sync's own rate limit, or else the one its destination declares.
+fn effective_rate_limit(p: &PreparedSync) -> crate::config::RateLimit {
+    let own = p.sync.rate_limit;
+    if own.requests_per_second.is_some() || own.rows_per_second.is_some() {
+        return own;
+    }
+    match p.destination_plugin.as_ref().and_then(|d| d.spec.default_rate_limit) {
+        Some(d) => crate::config::RateLimit { requests_per_second: d.requests_per_second, rows_per_second: d.rows_per_second },
+        None => own,
+    }
 }
 
 /// Spaces requests so a sync never exceeds its rate limit: each request may start only

@@ -308,6 +308,7 @@ pub fn spec_to_wit(s: PluginSpec) -> wit::PluginSpec {
         config_schema: s.config_schema,
         operations: s.operations.into_iter().map(operation_to_wit).collect(),
         max_batch_size: s.max_batch_size,
+        default_rate_limit: s.default_rate_limit.map(|r| wit::RateLimitSpec { requests_per_second: r.requests_per_second, rows_per_second: r.rows_per_second }),
     }
 }
 

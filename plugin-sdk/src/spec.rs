@@ -69,6 +69,16 @@ pub struct PluginSpec {
     pub operations: Vec<Operation>,
     /// Destinations: largest accepted batch (0 = unlimited).
     pub max_batch_size: u32,
+    /// Destinations: the pace the API allows, for syncs without their own `rate_limit`.
+    #[serde(default)]
+    pub default_rate_limit: Option<RateLimitSpec>,
+}
+
+/// Requests and/or rows per second.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimitSpec {
+    pub requests_per_second: Option<f64>,
+    pub rows_per_second: Option<f64>,
 }
 
 /// A problem with one field of a plugin's config.

@@ -201,3 +201,13 @@ destination = "dead"
     assert_eq!(by_name("to_dead")["failed"]["added"], 8);
     assert_eq!(receiver.rows(), 8);
 }
+
+#[test]
+fn a_destination_declares_its_default_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = plugins_dir().join("misbehave.wasm");
+    let out = backflow(&["plugin", "inspect", path.to_str().unwrap(), "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["default_rate_limit"]["requests_per_second"], 1000.0);
+}

@@ -141,6 +141,7 @@ pub fn spec_from_wit(s: wit::PluginSpec) -> sdk::PluginSpec {
         config_schema: s.config_schema,
         operations: s.operations.into_iter().map(operation_from_wit).collect(),
         max_batch_size: s.max_batch_size,
+        default_rate_limit: s.default_rate_limit.map(|r| sdk::RateLimitSpec { requests_per_second: r.requests_per_second, rows_per_second: r.rows_per_second }),
     }
 }
 

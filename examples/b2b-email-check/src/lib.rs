@@ -43,6 +43,7 @@ impl QualityCheckPlugin for B2bEmails {
             config_schema: r#"{"type":"object","additionalProperties":false,"properties":{"column":{"type":"string","default":"email"},"extra_domains":{"type":"array","items":{"type":"string"}}}}"#.into(),
             operations: vec![],
             max_batch_size: 0,
+            default_rate_limit: None,
         }
     }
 

@@ -10,7 +10,7 @@ impl DestinationPlugin for Printer {
         PluginSpec {
             name: "printer".into(), version: "0.1.0".into(), kind: PluginKind::Destination,
             description: "Logs every row.".into(), config_schema: r#"{"type":"object"}"#.into(),
-            operations: vec![Operation::Insert, Operation::Update], max_batch_size: 0,
+            operations: vec![Operation::Insert, Operation::Update], max_batch_size: 0, default_rate_limit: None,
         }
     }
     fn check_config(_config: &str) -> Vec<ConfigError> { vec![] }

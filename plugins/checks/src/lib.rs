@@ -118,6 +118,7 @@ impl QualityCheckPlugin for Checks {
             config_schema: SCHEMA.into(),
             operations: vec![],
             max_batch_size: 0,
+            default_rate_limit: None,
         }
     }
 

@@ -81,6 +81,7 @@ impl SourcePlugin for FileSource {
             config_schema: SCHEMA.into(),
             operations: vec![],
             max_batch_size: 0,
+            default_rate_limit: None,
         }
     }
 

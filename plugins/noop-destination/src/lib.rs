@@ -17,6 +17,7 @@ impl DestinationPlugin for Noop {
             config_schema: r#"{"type":"object","additionalProperties":false}"#.into(),
             operations: vec![Operation::Insert, Operation::Update, Operation::Delete, Operation::Append],
             max_batch_size: 0,
+            default_rate_limit: None,
         }
     }
 

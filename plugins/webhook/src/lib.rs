@@ -171,6 +171,7 @@ impl DestinationPlugin for Webhook {
             config_schema: SCHEMA.into(),
             operations: vec![Operation::Insert, Operation::Update, Operation::Delete, Operation::Append],
             max_batch_size: 500,
+            default_rate_limit: None,
         }
     }
 
