@@ -4,7 +4,8 @@
 //!
 //!     scripts/build-plugins && cargo bench -p backflow --bench checks [-- --rows 1000000 --repeat 3]
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -64,13 +65,7 @@ batch_size = 5000
         toml.push_str(&format!("[[syncs.checked.checks]]\nplugin = \"checks\"\nconfig = {config}\n"));
     }
     std::fs::write(ws.join("backflow.toml"), toml).unwrap();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(ws.join("data/m.csv")).unwrap());
-    writeln!(f, "id,email,name,plan,mrr,signed_up,active").unwrap();
-    let plans = ["free", "pro", "enterprise"];
-    for i in 0..rows {
-        writeln!(f, "{i},user{i}@example.com,User {i},{},{}.{:02},2023-{:02}-{:02},{}", plans[(i % 3) as usize], i % 2000, i % 100, 1 + i % 12, 1 + i % 28, i % 2 == 0).unwrap();
-    }
-    drop(f);
+    common::write_customers(&ws.join("data/m.csv"), rows);
     let time = |sync: &str| {
         let _ = std::fs::remove_dir_all(ws.join(".backflow"));
         let t = Instant::now();

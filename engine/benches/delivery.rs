@@ -3,7 +3,8 @@
 //!
 //!     scripts/build-plugins && cargo bench -p backflow --bench delivery [-- --rows 1000000 --seconds 20]
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,12 +41,7 @@ fn workspace(ws: &Path, plugins: &Path, port: u16, rows: u64, sync_extra: &str) 
         ),
     )
     .unwrap();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(ws.join("data/m.csv")).unwrap());
-    writeln!(f, "id,email,name,plan,mrr,signed_up,active").unwrap();
-    let plans = ["free", "pro", "enterprise"];
-    for i in 0..rows {
-        writeln!(f, "{i},user{i}@example.com,User {i},{},{}.{:02},2023-{:02}-{:02},{}", plans[(i % 3) as usize], i % 2000, i % 100, 1 + i % 12, 1 + i % 28, i % 2 == 0).unwrap();
-    }
+    common::write_customers(&ws.join("data/m.csv"), rows);
 }
 
 fn run(ws: &Path) -> backflow::state::RunRecord {

@@ -5,6 +5,9 @@
 //!
 //! The model's second version changes 1% of rows, removes 0.1% and adds 0.5%.
 
+mod common;
+
+use common::peak_rss_mb;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -118,9 +121,4 @@ fn run_once(ws: &Path, sync: &str) {
             peak_rss_mb()
         );
     });
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()).map(|kb| kb / 1024.0).unwrap_or(0.0)
 }

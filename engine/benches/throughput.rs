@@ -6,7 +6,9 @@
 //!
 //! Options: `-- --rows 1000000` (largest size; the smaller one is a tenth of it).
 
-use std::io::Write;
+mod common;
+
+use common::peak_rss_mb;
 use std::path::Path;
 use std::time::Instant;
 
@@ -69,12 +71,7 @@ batch_size = 5000
         ),
     )
     .unwrap();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(ws.join("data/customers.csv")).unwrap());
-    writeln!(f, "id,email,name,plan,mrr,signed_up,active").unwrap();
-    let plans = ["free", "pro", "enterprise"];
-    for i in 0..rows {
-        writeln!(f, "{i},user{i}@example.com,User Number {i},{},{}.{:02},2023-{:02}-{:02},{}", plans[(i % 3) as usize], i % 2000, i % 100, 1 + i % 12, 1 + i % 28, i % 2 == 0).unwrap();
-    }
+    common::write_customers(&ws.join("data/customers.csv"), rows);
 }
 
 fn one(ws: &Path, dest: &str, rows: u64) {
@@ -98,15 +95,4 @@ fn one(ws: &Path, dest: &str, rows: u64) {
             peak_rss_mb()
         );
     });
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }

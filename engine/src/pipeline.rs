@@ -746,14 +746,11 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
             }
             // Wait for a free writer, recording what finished meanwhile.
             while idle.is_empty() {
-                let (writer, sent): (Writer, Sent) = in_flight.next().await.expect("a writer is busy");
-                idle.push(writer);
-                let n = (sent.acked.len() + sent.rejected.len()) as u64;
-                if let Err(e) = delivery.record(sent, tally) {
+                let done = in_flight.next().await.expect("a writer is busy");
+                if let Err(e) = settle(done, &mut idle, &mut delivery, tally, &mut progress) {
                     stop = Some(e);
                     break 'changes;
                 }
-                progress.advance(n);
             }
             let mut writer = idle.pop().expect("a writer is idle");
             let (pacer, columns) = (&pacer, columns.clone());
@@ -763,20 +760,16 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
             });
         }
         // Finish this change before starting the next.
-        while let Some((writer, sent)) = in_flight.next().await {
-            idle.push(writer);
-            let n = (sent.acked.len() + sent.rejected.len()) as u64;
-            if let Err(e) = delivery.record(sent, tally) {
+        while let Some(done) = in_flight.next().await {
+            if let Err(e) = settle(done, &mut idle, &mut delivery, tally, &mut progress) {
                 stop = Some(e);
                 break 'changes;
             }
-            progress.advance(n);
         }
     }
     // Batches still in flight after a stop: let them end and record what they delivered.
-    while let Some((writer, sent)) = in_flight.next().await {
-        idle.push(writer);
-        if let Err(e) = delivery.record(sent, tally) {
+    while let Some(done) = in_flight.next().await {
+        if let Err(e) = settle(done, &mut idle, &mut delivery, tally, &mut progress) {
             tracing::warn!(sync = %p.sync.name, "{e}");
         }
     }
@@ -1333,6 +1326,16 @@ async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>, p: &Prepar
             }
         };
     Sent { change, acked, rejected, result }
+}
+
+/// Takes a finished send: its writer is free again and its rows are recorded.
+fn settle(done: (Writer, Sent), idle: &mut Vec<Writer>, delivery: &mut Delivery<'_>, tally: &mut Tally, progress: &mut Progress) -> Result<(), Abort> {
+    let (writer, sent) = done;
+    idle.push(writer);
+    let n = (sent.acked.len() + sent.rejected.len()) as u64;
+    delivery.record(sent, tally)?;
+    progress.advance(n);
+    Ok(())
 }
 
 /// Journals what the destination acknowledged and keeps the run's counts.
