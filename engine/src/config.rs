@@ -264,18 +264,6 @@ impl SyncMode {
             SyncMode::Append => "append",
         }
     }
-
-    /// The destination operations this mode needs.
-    pub fn operations(self) -> &'static [backflow_plugin_sdk::Operation] {
-        use backflow_plugin_sdk::Operation::*;
-        match self {
-            SyncMode::Upsert => &[Insert, Update],
-            SyncMode::Update => &[Update],
-            SyncMode::Insert => &[Insert],
-            SyncMode::Mirror => &[Insert, Update, Delete],
-            SyncMode::Append => &[Append],
-        }
-    }
 }
 
 /// Where a definition came from, for error messages.

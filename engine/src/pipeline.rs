@@ -101,7 +101,14 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
         let max = p.spec.max_batch_size;
         (Some(p), ops, max)
     };
-    let missing: Vec<&str> = sync.mode.operations().iter().filter(|op| !operations.contains(op)).map(|op| op.as_str()).collect();
+    // What the mode sends is defined once, by `operation_for`; the destination must do all of it.
+    let mut needed: Vec<Operation> = Vec::new();
+    for op in [Change::Added, Change::Changed, Change::Removed].into_iter().filter_map(|c| operation_for(sync.mode, c)) {
+        if !needed.contains(&op) {
+            needed.push(op);
+        }
+    }
+    let missing: Vec<&str> = needed.iter().filter(|op| !operations.contains(op)).map(|op| op.as_str()).collect();
     if !missing.is_empty() {
         return Err(PrepareError(format!(
             "{}: {}: mode {} needs the destination to {}, which {} does not support (it supports: {})",
