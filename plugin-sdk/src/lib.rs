@@ -22,7 +22,7 @@ pub mod value;
 
 pub use codec::{Batch, BatchBuilder, CodecError};
 pub use spec::{
-    parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec, RateLimitSpec, RowError, RowOutcome, SyncContext,
+    expand_secrets, parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec, RateLimitSpec, RowError, RowOutcome, SyncContext,
 };
 pub use value::{Column, Value, ValueType};
 

@@ -188,3 +188,23 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, C
         ConfigError::new(field, e.into_inner().to_string())
     })
 }
+
+/// Replaces `${env.NAME}` references in a config value with the granted environment
+/// variable's value; `Err` names the missing variable. `kind` ("source", "destination")
+/// words the hint about granting it.
+pub fn expand_secrets(value: &str, kind: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${env.") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 6..];
+        let end = after.find('}').ok_or_else(|| format!("unterminated ${{env.…}} in {value:?}"))?;
+        let name = &after[..end];
+        let secret = std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set or not granted to this {kind} (add it to grants.env)"))?;
+        out.push_str(&secret);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

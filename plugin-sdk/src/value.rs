@@ -238,15 +238,28 @@ pub fn format_timestamp(micros: i64) -> String {
     }
 }
 
-/// Parses `YYYY-MM-DD`.
+/// Parses `YYYY-MM-DD`, or the ISO 8601 expanded form [`format_date`] writes for years
+/// outside 0..=9999 (`-0043-03-15`, `+12345-06-07`).
 pub fn parse_date(text: &str) -> Option<i32> {
     let b = text.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+    let (year, rest): (i32, &str) = if b.len() == 10 && b[4] == b'-' {
+        (text[0..4].parse().ok()?, &text[4..])
+    } else if matches!(b.first(), Some(b'+' | b'-')) && b.len() >= 11 && b[b.len() - 6] == b'-' {
+        let digits = &text[1..text.len() - 6];
+        if digits.len() < 4 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let magnitude: i32 = digits.parse().ok()?;
+        (if b[0] == b'-' { -magnitude } else { magnitude }, &text[text.len() - 6..])
+    } else {
+        return None;
+    };
+    let rb = rest.as_bytes();
+    if rb.len() != 6 || rb[0] != b'-' || rb[3] != b'-' || !rb[1..3].iter().chain(&rb[4..6]).all(u8::is_ascii_digit) {
         return None;
     }
-    let year: i32 = text[0..4].parse().ok()?;
-    let month: u32 = text[5..7].parse().ok()?;
-    let day: u32 = text[8..10].parse().ok()?;
+    let month: u32 = rest[1..3].parse().ok()?;
+    let day: u32 = rest[4..6].parse().ok()?;
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
@@ -361,6 +374,11 @@ mod tests {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(parse_date("2000-02-30"), None);
         assert_eq!(format_date(parse_date("1955-11-05").unwrap()), "1955-11-05");
+        for expanded in ["-0043-03-15", "+12345-06-07", "-0004-02-29"] {
+            assert_eq!(format_date(parse_date(expanded).unwrap()), expanded);
+        }
+        assert_eq!(parse_date("-43-03-15"), None);
+        assert_eq!(parse_date("+2024-1-01"), None);
     }
 
     #[test]

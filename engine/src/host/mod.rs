@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use instance::{CallError, CheckChange, CheckInstance, CheckOutcome, CheckSummary, DestinationInstance, SourceInstance};
@@ -299,8 +300,16 @@ impl PluginHost {
         }
         // Sockets: only granted host:port pairs. Names in grants are resolved once, here.
         let allowed = resolve_network_grants(&grants.network);
-        wasi.socket_addr_check(move |addr: SocketAddr, _use| {
-            let ok = allowed.iter().any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port()));
+        wasi.socket_addr_check(move |addr: SocketAddr, address_use| {
+            let ok = match address_use {
+                // A connect first checks the implicit bind to an ephemeral local port
+                // (0.0.0.0:0); allowing it lets a client connect, not listen (TcpListen is
+                // checked on its own and refused below).
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                SocketAddrUse::TcpConnect => allowed.iter().any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port())),
+                // No servers and no UDP inside the sandbox.
+                _ => false,
+            };
             Box::pin(async move { ok })
         });
         // No DNS from inside the sandbox: a lookup of any name could leak data, and WASI has no
@@ -308,6 +317,9 @@ impl PluginHost {
         // socket-speaking plugins connect to the addresses their grants resolve to.
         wasi.allow_ip_name_lookup(false);
         wasi.allow_udp(false);
+        // TCP is off in WASI by default; turn it on only for a plugin with network grants,
+        // and then only the checks above decide where it may connect.
+        wasi.allow_tcp(!grants.network.is_empty());
 
         let state = PluginState {
             wasi: wasi.build(),

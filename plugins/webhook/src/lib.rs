@@ -85,25 +85,6 @@ enum BatchMode {
     Array,
 }
 
-/// Replaces `${env.NAME}` references; `Err` names the missing variable.
-fn expand_secrets(value: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${env.") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 6..];
-        let end = after.find('}').ok_or_else(|| format!("unterminated ${{env.…}} in {value:?}"))?;
-        let name = &after[..end];
-        let secret = std::env::var(name).map_err(|_| {
-            format!("environment variable {name} is not set or not granted to this destination (add it to grants.env)")
-        })?;
-        out.push_str(&secret);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
     let cfg: Config = parse_config(config).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
@@ -183,11 +164,11 @@ impl DestinationPlugin for Webhook {
         let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
         let mut headers = vec![HttpHeader { name: "content-type".into(), value: "application/json".into() }];
         for (name, value) in &cfg.headers {
-            let value = expand_secrets(value).map_err(|m| PluginError::bad_config(format!("headers.{name}"), m))?;
+            let value = expand_secrets(value, "destination").map_err(|m| PluginError::bad_config(format!("headers.{name}"), m))?;
             headers.push(HttpHeader { name: name.clone(), value });
         }
         let signing_key = match &cfg.signing_secret {
-            Some(s) => Some(expand_secrets(s).map_err(|m| PluginError::bad_config("signing_secret", m))?.into_bytes()),
+            Some(s) => Some(expand_secrets(s, "destination").map_err(|m| PluginError::bad_config("signing_secret", m))?.into_bytes()),
             None => None,
         };
         let mut env = minijinja::Environment::new();
