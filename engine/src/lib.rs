@@ -16,3 +16,4 @@ pub mod state;
 pub mod receiver;
 pub mod diff;
 pub mod journal;
+pub mod preview;

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// Look at models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Run history.
     Runs {
         /// Only runs of this sync.
@@ -95,6 +100,18 @@ enum PluginCommand {
     /// Show a plugin's kind, spec, config schema and contract version.
     Inspect {
         file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// The schema and first rows of a model, read through its source (nothing is recorded).
+    Preview {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
         #[arg(long)]
         json: bool,
     },
@@ -321,6 +338,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Model { command: ModelCommand::Preview { name, limit, json } } => {
+            let ws = load_workspace(&cli.workspace)?;
+            let host = host_for(&ws)?;
+            let preview = backflow::preview::preview_model(&host, &ws, &name, limit).await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&preview)?);
+            } else {
+                print_preview(&preview);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sync { command: SyncCommand::Test { name, row, json } } => {
             let ws = load_workspace(&cli.workspace)?;
             let host = host_for(&ws)?;
@@ -440,6 +468,21 @@ fn exit_code(record: &RunRecord) -> ExitCode {
         RunStatus::Partial => ExitCode::from(2),
         RunStatus::Blocked => ExitCode::from(3),
         RunStatus::Failed | RunStatus::Running | RunStatus::Interrupted => ExitCode::FAILURE,
+    }
+}
+
+fn print_preview(p: &backflow::preview::ModelPreview) {
+    println!("model {} (source {}, primary key {})", p.model, p.source, p.primary_key.join(", "));
+    for c in &p.columns {
+        let key = if p.primary_key.contains(&c.name) { "  (key)" } else { "" };
+        println!("  {:<24} {}{key}", c.name, c.value_type);
+    }
+    if !p.missing_key_columns.is_empty() {
+        println!("warning: the query does not return primary key column(s) {}; syncs of this model will refuse it", p.missing_key_columns.join(", "));
+    }
+    println!("{} row(s):", p.rows.len());
+    for row in &p.rows {
+        println!("  {}", serde_json::Value::Object(row.clone()));
     }
 }
 

@@ -78,25 +78,12 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     let source = ws.sources[&model.source].clone();
     let destination = ws.destinations[&sync.destination].clone();
 
-    let load = |c: &Connector| {
-        let c = c.clone();
-        async move {
-            crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &c.plugin)
-                .await
-                .map_err(|e| PrepareError(format!("{}: {}: {e:#}", c.origin.file.display(), c.origin.key("plugin"))))
-        }
-    };
-    let source_plugin = load(&source).await?;
-    expect_kind(&source_plugin, PluginKind::Source).map_err(|e| PrepareError(format!("{}: {}: {e}", source.origin.file.display(), source.origin.key("plugin"))))?;
-    check_plugin_config(host, &source_plugin, &source).await?;
+    let source_plugin = load_checked(host, ws, &source, PluginKind::Source).await?;
 
     let (destination_plugin, operations, max_batch) = if destination.plugin == BUILTIN_NOOP {
         (None, vec![Operation::Insert, Operation::Update, Operation::Delete, Operation::Append], 0)
     } else {
-        let p = load(&destination).await?;
-        expect_kind(&p, PluginKind::Destination)
-            .map_err(|e| PrepareError(format!("{}: {}: {e}", destination.origin.file.display(), destination.origin.key("plugin"))))?;
-        check_plugin_config(host, &p, &destination).await?;
+        let p = load_checked(host, ws, &destination, PluginKind::Destination).await?;
         let ops = p.spec.operations.clone();
         let max = p.spec.max_batch_size;
         (Some(p), ops, max)
@@ -133,9 +120,7 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     let mut checks = Vec::new();
     for check in &sync.checks {
         let c = &check.connector;
-        let plugin = load(c).await?;
-        expect_kind(&plugin, PluginKind::QualityCheck).map_err(|e| PrepareError(format!("{}: {}: {e}", c.origin.file.display(), c.origin.key("plugin"))))?;
-        check_plugin_config(host, &plugin, c).await?;
+        let plugin = load_checked(host, ws, c, PluginKind::QualityCheck).await?;
         checks.push((check.clone(), plugin));
     }
 
@@ -154,6 +139,21 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
         hex::encode(h.finalize())
     };
     Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks })
+}
+
+/// Resolves a connector's plugin; errors name the file and its `plugin` key.
+async fn load_plugin(host: &PluginHost, ws: &Workspace, c: &Connector) -> Result<Plugin, PrepareError> {
+    crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &c.plugin)
+        .await
+        .map_err(|e| PrepareError(format!("{}: {}: {e:#}", c.origin.file.display(), c.origin.key("plugin"))))
+}
+
+/// Resolves a connector's plugin, checks it is of `kind` and that it accepts the config.
+pub(crate) async fn load_checked(host: &PluginHost, ws: &Workspace, c: &Connector, kind: PluginKind) -> Result<Plugin, PrepareError> {
+    let plugin = load_plugin(host, ws, c).await?;
+    expect_kind(&plugin, kind).map_err(|e| PrepareError(format!("{}: {}: {e}", c.origin.file.display(), c.origin.key("plugin"))))?;
+    check_plugin_config(host, &plugin, c).await?;
+    Ok(plugin)
 }
 
 async fn check_plugin_config(host: &PluginHost, plugin: &Plugin, c: &Connector) -> Result<(), PrepareError> {
@@ -962,10 +962,15 @@ fn with_event_id(row: &[u8], sync: &str, key: &[u8]) -> Vec<u8> {
 /// Why a plugin could not open, naming the file and key to fix for config errors: the
 /// model's `query` for a source's `query` field, the connector's `config.FIELD` otherwise.
 fn open_error(p: &PreparedSync, connector: &Connector, e: &CallError) -> String {
-    let what = if std::ptr::eq(connector, &p.source) { format!("source {} could not open model {}", connector.name, p.model.name) } else { format!("destination {} could not open", connector.name) };
+    connector_error(&p.model, connector, std::ptr::eq(connector, &p.source), e)
+}
+
+/// [`open_error`] for a connector that is (`is_source`) or is not the model's source.
+pub(crate) fn connector_error(model: &Model, connector: &Connector, is_source: bool, e: &CallError) -> String {
+    let what = if is_source { format!("source {} could not open model {}", connector.name, model.name) } else { format!("destination {} could not open", connector.name) };
     match e {
-        CallError::Plugin(PluginError::BadConfig(c)) if c.field == "query" && std::ptr::eq(connector, &p.source) => {
-            format!("{what}: {}: {}: {}", p.model.origin.file.display(), p.model.origin.key("query"), c.message)
+        CallError::Plugin(PluginError::BadConfig(c)) if c.field == "query" && is_source => {
+            format!("{what}: {}: {}: {}", model.origin.file.display(), model.origin.key("query"), c.message)
         }
         CallError::Plugin(PluginError::BadConfig(c)) => {
             let key = if c.field.is_empty() { connector.origin.key("config") } else { connector.origin.key(&format!("config.{}", c.field)) };

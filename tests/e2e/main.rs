@@ -2,6 +2,7 @@
 //! HTTP servers on 127.0.0.1, the real CLI binary. Build the plugins first
 //! (`scripts/build-plugins`); `scripts/test` does that.
 
+mod pg;
 mod support;
 
 mod changes;
@@ -10,5 +11,6 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod file_source;
+mod postgres;
 mod sandbox;
 mod sync;

@@ -1,0 +1,286 @@
+//! `postgres`: a source that streams any SQL query from PostgreSQL.
+//!
+//! The plugin speaks the wire protocol itself over a WASI TCP socket; the host lets that
+//! socket reach only the `host:port` the workspace grants. The query runs in a read-only
+//! transaction as an unnamed portal fetched `fetch_rows` rows at a time, so neither the
+//! server nor the plugin holds the whole result. Values come in the text format and are
+//! typed by the columns' type OIDs (see `types`).
+
+mod types;
+mod wire;
+
+use backflow_plugin_sdk::*;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use serde::Deserialize;
+use types::Kind;
+use wire::{ConnectParams, Connection};
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "postgres",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["host", "user"],
+  "properties": {
+    "host": { "type": "string", "description": "Server address; an IP address, or a name together with hostaddr (the sandbox has no DNS)." },
+    "hostaddr": { "type": "string", "description": "IP address to connect to when host is a name." },
+    "port": { "type": "integer", "minimum": 1, "maximum": 65535, "description": "Server port (default 5432)." },
+    "user": { "type": "string" },
+    "password": { "type": "string", "description": "Password; use ${env.NAME} and grant NAME with grants.env." },
+    "database": { "type": "string", "description": "Database (default: the user name)." },
+    "sslmode": { "enum": ["disable", "require", "verify-ca", "verify-full"], "description": "disable (default). TLS modes are refused: this build has no TLS." },
+    "fetch_rows": { "type": "integer", "minimum": 1, "description": "Rows per fetch from the server-side portal (default 10000)." },
+    "application_name": { "type": "string", "description": "Shown in pg_stat_activity (default backflow)." }
+  }
+}"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    host: String,
+    hostaddr: Option<String>,
+    port: Option<u16>,
+    user: String,
+    password: Option<String>,
+    database: Option<String>,
+    sslmode: Option<String>,
+    fetch_rows: Option<u32>,
+    application_name: Option<String>,
+}
+
+fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
+    let cfg: Config = parse_config(config).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    match cfg.sslmode.as_deref() {
+        None | Some("disable") => {}
+        Some(mode @ ("require" | "verify-ca" | "verify-full")) => errors.push(ConfigError::new(
+            "sslmode",
+            format!(
+                "{mode:?} needs TLS, which this plugin does not have yet (rustls' crypto provider does not build for wasm32-wasip2 here); \
+                 refusing rather than connecting in the clear. Use sslmode = \"disable\" on a trusted network, or a TLS tunnel on the host"
+            ),
+        )),
+        Some(other) => errors.push(ConfigError::new("sslmode", format!("unknown mode {other:?}; use disable"))),
+    }
+    if let Some(addr) = &cfg.hostaddr {
+        if addr.parse::<std::net::IpAddr>().is_err() {
+            errors.push(ConfigError::new("hostaddr", format!("{addr:?} is not an IP address")));
+        }
+    }
+    if cfg.port == Some(0) {
+        errors.push(ConfigError::new("port", "must be between 1 and 65535"));
+    }
+    if cfg.fetch_rows == Some(0) {
+        errors.push(ConfigError::new("fetch_rows", "must be at least 1"));
+    }
+    if cfg.user.is_empty() {
+        errors.push(ConfigError::new("user", "is empty"));
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+struct Postgres;
+
+impl SourcePlugin for Postgres {
+    type Reader = QueryReader;
+
+    fn spec() -> PluginSpec {
+        PluginSpec {
+            name: "postgres".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kind: PluginKind::Source,
+            description: "Streams a SQL query from PostgreSQL (trust, password, md5, SCRAM-SHA-256).".into(),
+            config_schema: SCHEMA.into(),
+            operations: vec![],
+            max_batch_size: 0,
+            default_rate_limit: None,
+        }
+    }
+
+    fn check_config(config: &str) -> Vec<ConfigError> {
+        check(config).err().unwrap_or_default()
+    }
+
+    fn open(config: &str, query: &str) -> Result<QueryReader, PluginError> {
+        let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
+        let password = match &cfg.password {
+            Some(p) => Some(expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?),
+            None => None,
+        };
+        let params = ConnectParams {
+            host: &cfg.host,
+            hostaddr: cfg.hostaddr.as_deref(),
+            port: cfg.port.unwrap_or(5432),
+            user: &cfg.user,
+            password: password.as_deref(),
+            database: cfg.database.as_deref().unwrap_or(&cfg.user),
+            application_name: cfg.application_name.as_deref().unwrap_or("backflow"),
+        };
+        let conn = Connection::connect(&params)?;
+        QueryReader::start(conn, query, cfg.fetch_rows.unwrap_or(10_000))
+    }
+}
+
+pub struct QueryReader {
+    conn: Connection,
+    query: String,
+    columns: Vec<Column>,
+    kinds: Vec<Kind>,
+    fetch_rows: i32,
+    rows_read: u64,
+    done: bool,
+    scratch: String,
+}
+
+impl QueryReader {
+    /// Parses, binds and describes the query as the unnamed portal and asks for the first
+    /// rows; returns once the columns are known.
+    fn start(mut conn: Connection, query: &str, fetch_rows: u32) -> Result<QueryReader, PluginError> {
+        let encode = |e: std::io::Error| PluginError::fatal(format!("cannot encode the query: {e}"));
+        frontend::parse("", query, std::iter::empty(), &mut conn.write_buf).map_err(encode)?;
+        // No parameters; every result column in the text format (0).
+        frontend::bind("", "", std::iter::empty(), std::iter::empty::<()>(), |_, _| Ok(postgres_protocol::IsNull::Yes), [0i16], &mut conn.write_buf)
+            .map_err(|_| PluginError::fatal("cannot encode the query's bind message"))?;
+        frontend::describe(b'P', "", &mut conn.write_buf).map_err(encode)?;
+        let fetch_rows = fetch_rows.min(i32::MAX as u32) as i32;
+        frontend::execute("", fetch_rows, &mut conn.write_buf).map_err(encode)?;
+        frontend::flush(&mut conn.write_buf);
+        conn.flush()?;
+        let mut reader = QueryReader {
+            conn,
+            query: query.to_string(),
+            columns: Vec::new(),
+            kinds: Vec::new(),
+            fetch_rows,
+            rows_read: 0,
+            done: false,
+            scratch: String::new(),
+        };
+        loop {
+            match reader.conn.recv()? {
+                Message::ParseComplete | Message::BindComplete => {}
+                Message::RowDescription(body) => {
+                    use fallible_iterator::FallibleIterator;
+                    let mut fields = body.fields();
+                    while let Some(field) = fields.next().map_err(|e| PluginError::fatal(format!("malformed row description: {e}")))? {
+                        let kind = types::kind_for_oid(field.type_oid());
+                        reader.columns.push(Column::new(field.name(), kind.value_type()));
+                        reader.kinds.push(kind);
+                    }
+                    return Ok(reader);
+                }
+                Message::NoData => {
+                    return Err(PluginError::bad_config("query", "the query returns no rows (a model is a SELECT, VALUES, TABLE or ... RETURNING query)"))
+                }
+                Message::ErrorResponse(body) => return Err(reader.query_error(&wire::server_error(&body))),
+                _ => return Err(PluginError::fatal("PostgreSQL protocol error: unexpected message before the row description")),
+            }
+        }
+    }
+
+    /// An error while running the query: the query's fault (with the position shown as
+    /// line and column) or the connection's.
+    fn query_error(&self, e: &wire::ServerError) -> PluginError {
+        if e.is_connection_loss() {
+            return PluginError::retryable(format!(
+                "the connection to PostgreSQL at {} was lost after {} rows: {}",
+                self.conn.peer,
+                self.rows_read,
+                e.describe()
+            ));
+        }
+        let mut message = format!("PostgreSQL error: {}", e.describe());
+        if let Some(position) = e.position {
+            let before: String = self.query.chars().take(position.saturating_sub(1)).collect();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            message.push_str(&format!(" at line {line}, column {column} of the query"));
+        }
+        // Errors in the SQL itself (syntax, undefined objects: class 42) point at the query;
+        // the rest (data exceptions mid-stream, permissions, ...) are the run's.
+        if e.code.starts_with("42") {
+            PluginError::bad_config("query", message)
+        } else {
+            PluginError::fatal(if self.rows_read > 0 { format!("{message} (after {} rows)", self.rows_read) } else { message })
+        }
+    }
+
+    fn finish_query(&mut self) -> Result<(), PluginError> {
+        self.done = true;
+        frontend::sync(&mut self.conn.write_buf);
+        self.conn.flush()?;
+        loop {
+            match self.conn.recv()? {
+                Message::ReadyForQuery(_) => break,
+                Message::ErrorResponse(body) => return Err(self.query_error(&wire::server_error(&body))),
+                _ => {}
+            }
+        }
+        self.conn.terminate();
+        Ok(())
+    }
+}
+
+/// A batch stops growing at this many bytes even when `max_rows` allows more.
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+impl SourceReader for QueryReader {
+    fn columns(&self) -> Vec<Column> {
+        self.columns.clone()
+    }
+
+    fn next_batch(&mut self, max_rows: u32) -> Result<Option<Batch>, PluginError> {
+        if self.done {
+            return Ok(None);
+        }
+        let width = self.columns.len() as u32;
+        let mut batch = BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
+        while batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES {
+            match self.conn.recv()? {
+                Message::DataRow(row) => {
+                    use fallible_iterator::FallibleIterator;
+                    let data = row.buffer();
+                    let buf = batch.start_row(width);
+                    let mut ranges = row.ranges();
+                    let mut index = 0;
+                    while let Some(range) = ranges.next().map_err(|e| PluginError::fatal(format!("malformed data row: {e}")))? {
+                        let Some(&kind) = self.kinds.get(index) else {
+                            return Err(PluginError::fatal("PostgreSQL protocol error: a row has more values than columns"));
+                        };
+                        match range {
+                            None => codec::write_null(buf),
+                            Some(range) => types::write_cell(buf, kind, &data[range], &mut self.scratch).map_err(|e| {
+                                PluginError::fatal(format!("row {} column {:?}: {e}", self.rows_read + 1, self.columns[index].name))
+                            })?,
+                        }
+                        index += 1;
+                    }
+                    self.rows_read += 1;
+                }
+                Message::PortalSuspended => {
+                    frontend::execute("", self.fetch_rows, &mut self.conn.write_buf)
+                        .map_err(|e| PluginError::fatal(format!("cannot encode a fetch: {e}")))?;
+                    frontend::flush(&mut self.conn.write_buf);
+                    self.conn.flush()?;
+                }
+                Message::CommandComplete(_) | Message::EmptyQueryResponse => {
+                    self.finish_query()?;
+                    break;
+                }
+                Message::ErrorResponse(body) => return Err(self.query_error(&wire::server_error(&body))),
+                _ => return Err(PluginError::fatal("PostgreSQL protocol error: unexpected message while reading rows")),
+            }
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(batch.finish()))
+    }
+}
+
+export_source!(Postgres);

@@ -1,0 +1,287 @@
+//! One PostgreSQL connection over a WASI TCP socket: startup, authentication (trust,
+//! cleartext password, MD5, SCRAM-SHA-256) and message exchange. The host decides which
+//! addresses the socket may reach; a refused connect comes back as an error naming the grant.
+
+use backflow_plugin_sdk::host;
+use backflow_plugin_sdk::PluginError;
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+
+/// Where and as whom to connect.
+pub struct ConnectParams<'a> {
+    pub host: &'a str,
+    pub hostaddr: Option<&'a str>,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: Option<&'a str>,
+    pub database: &'a str,
+    pub application_name: &'a str,
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    chunk: Box<[u8]>,
+    pub write_buf: BytesMut,
+    /// `host:port`, for messages.
+    pub peer: String,
+}
+
+/// A server error, with the fields a user needs to fix the query.
+pub struct ServerError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// 1-based character offset into the query.
+    pub position: Option<usize>,
+}
+
+impl ServerError {
+    fn parse(body: &ErrorResponseBody) -> ServerError {
+        let mut e = ServerError { code: String::new(), message: String::new(), detail: None, hint: None, position: None };
+        let mut fields = body.fields();
+        while let Ok(Some(f)) = fields.next() {
+            let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
+            match f.type_() {
+                b'C' => e.code = value,
+                b'M' => e.message = value,
+                b'D' => e.detail = Some(value),
+                b'H' => e.hint = Some(value),
+                b'P' => e.position = value.parse().ok(),
+                _ => {}
+            }
+        }
+        e
+    }
+
+    /// `message (SQLSTATE code)`, then detail and hint when the server gave them.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} (SQLSTATE {})", self.message, self.code);
+        if let Some(d) = &self.detail {
+            s.push_str(&format!("; detail: {d}"));
+        }
+        if let Some(h) = &self.hint {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        s
+    }
+
+    /// Errors that mean the connection or server went away rather than the query being wrong:
+    /// class 08 (connection exception), 57P01-57P03 (shutdown, crash, cannot connect now).
+    pub fn is_connection_loss(&self) -> bool {
+        self.code.starts_with("08") || matches!(self.code.as_str(), "57P01" | "57P02" | "57P03")
+    }
+}
+
+impl Connection {
+    pub fn connect(params: &ConnectParams) -> Result<Connection, PluginError> {
+        let peer = format!("{}:{}", params.host, params.port);
+        let addrs: Vec<SocketAddr> = match params.hostaddr.unwrap_or(params.host).parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, params.port)],
+            Err(_) => (params.host, params.port).to_socket_addrs().map(|a| a.collect()).map_err(|e| {
+                PluginError::bad_config(
+                    "host",
+                    format!(
+                        "cannot resolve {}: {e}. The sandbox has no DNS: set hostaddr to the server's IP address (and grant that IP:port in grants.network)",
+                        params.host
+                    ),
+                )
+            })?,
+        };
+        let mut last_error = None;
+        let mut stream = None;
+        for addr in &addrs {
+            match TcpStream::connect(addr) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some((addr, e)),
+            }
+        }
+        let stream = match stream {
+            Some(s) => s,
+            None => {
+                let (addr, e) = last_error.expect("at least one address");
+                return Err(if e.kind() == ErrorKind::PermissionDenied {
+                    PluginError::bad_config(
+                        "host",
+                        format!("the sandbox refused a connection to {addr}: grant it to this source with grants.network = [\"{addr}\"]"),
+                    )
+                } else {
+                    PluginError::retryable(format!("cannot connect to PostgreSQL at {peer} ({addr}): {e}"))
+                });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            stream,
+            read_buf: BytesMut::with_capacity(256 * 1024),
+            chunk: vec![0u8; 256 * 1024].into_boxed_slice(),
+            write_buf: BytesMut::with_capacity(8 * 1024),
+            peer,
+        };
+        conn.startup(params)?;
+        Ok(conn)
+    }
+
+    fn startup(&mut self, p: &ConnectParams) -> Result<(), PluginError> {
+        // Session settings that make the text format unambiguous: UTF-8, ISO dates, UTC
+        // timestamps, hex bytea, shortest exact floats. Every transaction is read-only: a
+        // model only reads.
+        let params = [
+            ("user", p.user),
+            ("database", p.database),
+            ("application_name", p.application_name),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, YMD"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "iso_8601"),
+            ("bytea_output", "hex"),
+            ("extra_float_digits", "3"),
+            ("default_transaction_read_only", "on"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut self.write_buf).map_err(io_fatal)?;
+        self.flush()?;
+        let mut scram: Option<sasl::ScramSha256> = None;
+        let need_password = |what: &str| {
+            p.password.ok_or_else(|| {
+                PluginError::bad_config("password", format!("the server asks for a {what} password for user {:?} and none is configured", p.user))
+            })
+        };
+        loop {
+            match self.recv()? {
+                Message::AuthenticationOk => break,
+                Message::AuthenticationCleartextPassword => {
+                    let pw = need_password("cleartext")?;
+                    frontend::password_message(pw.as_bytes(), &mut self.write_buf).map_err(io_fatal)?;
+                    self.flush()?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let pw = need_password("MD5")?;
+                    let hash = md5_hash(p.user.as_bytes(), pw.as_bytes(), body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.write_buf).map_err(io_fatal)?;
+                    self.flush()?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = body.mechanisms();
+                    let mut offered = Vec::new();
+                    while let Ok(Some(m)) = mechanisms.next() {
+                        offered.push(m.to_string());
+                    }
+                    if !offered.iter().any(|m| m == sasl::SCRAM_SHA_256) {
+                        return Err(PluginError::fatal(format!(
+                            "the server offers SASL mechanisms {offered:?}; this plugin supports SCRAM-SHA-256 (channel binding needs TLS, which it does not have)"
+                        )));
+                    }
+                    let pw = need_password("SCRAM-SHA-256")?;
+                    let s = sasl::ScramSha256::new(pw.as_bytes(), sasl::ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut self.write_buf).map_err(io_fatal)?;
+                    self.flush()?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let s = scram.as_mut().ok_or_else(|| protocol("SASL continue before SASL start"))?;
+                    s.update(body.data()).map_err(|e| PluginError::fatal(format!("SCRAM exchange with {} failed: {e}", self.peer)))?;
+                    frontend::sasl_response(s.message(), &mut self.write_buf).map_err(io_fatal)?;
+                    self.flush()?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let s = scram.as_mut().ok_or_else(|| protocol("SASL final before SASL start"))?;
+                    s.finish(body.data()).map_err(|e| {
+                        PluginError::fatal(format!("the server at {} failed SCRAM verification (is it the server you meant?): {e}", self.peer))
+                    })?;
+                }
+                Message::ErrorResponse(body) => return Err(self.startup_error(ServerError::parse(&body), p)),
+                Message::AuthenticationGss | Message::AuthenticationSspi | Message::AuthenticationKerberosV5 => {
+                    return Err(PluginError::fatal(
+                        "the server asks for GSSAPI/SSPI/Kerberos authentication; this plugin supports trust, password, md5 and scram-sha-256",
+                    ))
+                }
+                _ => return Err(protocol("unexpected message during authentication")),
+            }
+        }
+        loop {
+            match self.recv()? {
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ErrorResponse(body) => return Err(self.startup_error(ServerError::parse(&body), p)),
+                _ => {}
+            }
+        }
+    }
+
+    fn startup_error(&self, e: ServerError, p: &ConnectParams) -> PluginError {
+        let what = format!("PostgreSQL at {} refused the connection: {}", self.peer, e.describe());
+        match e.code.as_str() {
+            // invalid_password, invalid_authorization_specification
+            "28P01" => PluginError::bad_config("password", what),
+            "28000" => PluginError::bad_config("user", format!("{what} (user {:?})", p.user)),
+            // invalid_catalog_name: no such database
+            "3D000" => PluginError::bad_config("database", what),
+            _ if e.is_connection_loss() || e.code == "53300" => PluginError::retryable(what),
+            _ => PluginError::fatal(what),
+        }
+    }
+
+    /// Writes everything queued in `write_buf`.
+    pub fn flush(&mut self) -> Result<(), PluginError> {
+        let result = self.stream.write_all(&self.write_buf);
+        self.write_buf.clear();
+        result.map_err(|e| self.lost(e))
+    }
+
+    /// The next message that matters; notices go to the log, parameter reports are dropped.
+    pub fn recv(&mut self) -> Result<Message, PluginError> {
+        loop {
+            match Message::parse(&mut self.read_buf) {
+                Ok(Some(Message::NoticeResponse(body))) => {
+                    let mut fields = body.fields();
+                    while let Ok(Some(f)) = fields.next() {
+                        if f.type_() == b'M' {
+                            host::info(&format!("server notice: {}", String::from_utf8_lossy(f.value_bytes())));
+                        }
+                    }
+                }
+                Ok(Some(Message::ParameterStatus(_))) | Ok(Some(Message::NotificationResponse(_))) => {}
+                Ok(Some(message)) => return Ok(message),
+                Ok(None) => {
+                    let n = self.stream.read(&mut self.chunk).map_err(|e| self.lost(e))?;
+                    if n == 0 {
+                        return Err(PluginError::retryable(format!("the connection to PostgreSQL at {} was closed by the server", self.peer)));
+                    }
+                    self.read_buf.extend_from_slice(&self.chunk[..n]);
+                }
+                Err(e) => return Err(protocol(&format!("malformed message from the server: {e}"))),
+            }
+        }
+    }
+
+    fn lost(&self, e: std::io::Error) -> PluginError {
+        PluginError::retryable(format!("the connection to PostgreSQL at {} was lost: {e}", self.peer))
+    }
+
+    /// Ends the session politely; errors do not matter any more.
+    pub fn terminate(&mut self) {
+        frontend::terminate(&mut self.write_buf);
+        let _ = self.stream.write_all(&self.write_buf);
+        self.write_buf.clear();
+    }
+}
+
+pub fn server_error(body: &ErrorResponseBody) -> ServerError {
+    ServerError::parse(body)
+}
+
+fn io_fatal(e: std::io::Error) -> PluginError {
+    PluginError::fatal(format!("cannot encode a message: {e}"))
+}
+
+fn protocol(what: &str) -> PluginError {
+    PluginError::fatal(format!("PostgreSQL protocol error: {what}"))
+}

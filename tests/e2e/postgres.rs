@@ -1,0 +1,301 @@
+//! The `postgres` source plugin against a real PostgreSQL on 127.0.0.1: types, streaming a
+//! large model, authentication methods, errors, and the server going away mid-run.
+
+use crate::pg::Pg;
+use crate::support::*;
+use backflow::state::RunStatus;
+use std::collections::HashSet;
+use std::io::Write;
+
+/// A workspace reading `query` from `pg` (as `reader`) into model `m`, primary key `id`;
+/// `rest` adds destinations and syncs.
+fn pg_workspace(pg: &Pg, query: &str, rest: &str) -> TestWorkspace {
+    pg_workspace_as(pg, "reader", Some("reader-secret"), query, rest)
+}
+
+fn pg_workspace_as(pg: &Pg, user: &str, password: Option<&str>, query: &str, rest: &str) -> TestWorkspace {
+    TestWorkspace::new(&format!(
+        "[workspace]\nplugins_dir = \"{{plugins}}\"\n{}\n[models.m]\nsource = \"pg\"\nquery = '''{query}'''\nprimary_key = \"id\"\n{rest}",
+        pg.source_toml(user, password)
+    ))
+}
+
+fn webhook_sync(receiver: &backflow::receiver::Receiver) -> String {
+    format!(
+        "[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"{}\"\nconfig.batch_mode = \"array\"\ngrants.network = [\"{}\"]\n[syncs.s]\nmodel = \"m\"\ndestination = \"hook\"\nbatch_size = 500\n",
+        receiver.url("/rows"),
+        receiver.addr
+    )
+}
+
+async fn preview(ws: &TestWorkspace, limit: u32) -> Result<backflow::preview::ModelPreview, String> {
+    backflow::preview::preview_model(&host(), &ws.load(), "m", limit).await
+}
+
+const TYPES_TABLE: &str = r#"
+CREATE TABLE typed (
+  id int PRIMARY KEY, s smallint, i integer, b bigint, n numeric, r real, d double precision,
+  flag boolean, t text, v varchar(20), c char(3), u uuid, dt date, ts timestamp, tstz timestamptz,
+  j json, jb jsonb, by bytea, ai int[], at text[], an numeric[], ats timestamptz[], ab boolean[],
+  money_col money, iv interval
+);
+INSERT INTO typed VALUES
+ (1, -32768, -2147483648, -9223372036854775808, -123456789012345678901234567890.123456789, 1.5, -0.1,
+  true, 'héllo 世界 🚀 "quoted"', 'varchar', 'ab', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '1969-07-20',
+  '1955-11-05 06:15:00.5', '1900-01-01 00:00:00+00', '{"a": [1, 2]}', '{"b": null}', '\x00ff10',
+  '{}', '{"a b",NULL,"c\"d",""}', '{1.10,2}', '{"1969-12-31 23:59:59+00"}', '{{t,f},{f,NULL}}', 12.34, '1 day 2 hours'),
+ (2, 32767, 2147483647, 9223372036854775807, 0.000000000000000000000000000001, 'NaN', 'Infinity',
+  false, '', '', '', '00000000-0000-0000-0000-000000000000', '0044-03-15 BC', '2262-04-11 23:47:16.854775',
+  '1960-01-01 00:00:00.000001+00', 'null', '[]', '\x', '{1,NULL,3}', '{}', '{}', '{}', '{}', 0, '0'),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_with_nulls_and_edge_values() {
+    let pg = Pg::any();
+    pg.sql(TYPES_TABLE);
+    let ws = pg_workspace(&pg, "SELECT * FROM typed ORDER BY id", "");
+    let p = preview(&ws, 10).await.unwrap();
+    let types: Vec<(String, String)> = p.columns.iter().map(|c| (c.name.clone(), c.value_type.clone())).collect();
+    let expected_types = [
+        ("id", "integer"), ("s", "integer"), ("i", "integer"), ("b", "integer"), ("n", "decimal"), ("r", "float"), ("d", "float"),
+        ("flag", "boolean"), ("t", "text"), ("v", "text"), ("c", "text"), ("u", "text"), ("dt", "date"), ("ts", "timestamp"),
+        ("tstz", "timestamp"), ("j", "json"), ("jb", "json"), ("by", "bytes"), ("ai", "json"), ("at", "json"), ("an", "json"),
+        ("ats", "json"), ("ab", "json"), ("money_col", "text"), ("iv", "text"),
+    ];
+    assert_eq!(types, expected_types.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>());
+    assert_eq!(p.rows.len(), 3);
+    let row1 = serde_json::Value::Object(p.rows[0].clone());
+    assert_eq!(
+        row1,
+        serde_json::json!({
+            "id": 1, "s": -32768, "i": -2147483648i64, "b": i64::MIN, "n": "-123456789012345678901234567890.123456789",
+            "r": 1.5, "d": -0.1, "flag": true, "t": "héllo 世界 🚀 \"quoted\"", "v": "varchar", "c": "ab ",
+            "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "dt": "1969-07-20", "ts": "1955-11-05T06:15:00.500Z",
+            "tstz": "1900-01-01T00:00:00Z", "j": {"a": [1, 2]}, "jb": {"b": null}, "by": "AP8Q",
+            "ai": [], "at": ["a b", null, "c\"d", ""], "an": ["1.10", "2"], "ats": ["1969-12-31T23:59:59Z"],
+            "ab": [[true, false], [false, null]], "money_col": "$12.34", "iv": "P1DT2H"
+        })
+    );
+    let row2 = &p.rows[1];
+    assert_eq!(row2["b"], serde_json::json!(i64::MAX));
+    assert_eq!(row2["n"], "0.000000000000000000000000000001");
+    // NaN and infinities have no JSON number: the preview shows null, the value itself is a float.
+    assert_eq!(row2["dt"], "-0043-03-15", "44 BC is astronomical year -43");
+    assert_eq!(row2["ts"], "2262-04-11T23:47:16.854775Z");
+    assert_eq!(row2["tstz"], "1960-01-01T00:00:00.000001Z");
+    assert_eq!(row2["by"], "");
+    assert_eq!(row2["ai"], serde_json::json!([1, null, 3]));
+    assert_eq!(row2["t"], "");
+    assert!(p.rows[2].iter().filter(|(k, _)| *k != "id").all(|(_, v)| v.is_null()), "row 3 is NULL in every column: {:?}", p.rows[2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_timestamps_fail_naming_row_and_column() {
+    let pg = Pg::any();
+    pg.sql("CREATE TABLE t (id int, at timestamptz); INSERT INTO t VALUES (1, now()), (2, 'infinity')");
+    let ws = pg_workspace(&pg, "SELECT * FROM t ORDER BY id", "");
+    let e = preview(&ws, 10).await.unwrap_err();
+    assert!(e.contains("row 2 column \"at\"") && e.contains("infinity") && e.contains("NULLIF"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_million_rows_stream_to_a_webhook_exactly_once() {
+    let pg = Pg::any();
+    pg.sql(
+        "CREATE TABLE big AS SELECT g AS id, 'user' || g || '@example.com' AS email FROM generate_series(1, 1000000) g;
+         ALTER TABLE big ADD PRIMARY KEY (id)",
+    );
+    let receiver = receiver().await;
+    let ws = pg_workspace(&pg, "SELECT id, email FROM big", &webhook_sync(&receiver));
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.model_rows, 1_000_000);
+    assert_eq!(run.delivered.added, 1_000_000);
+    let mut ids = HashSet::with_capacity(1_000_000);
+    for r in receiver.received() {
+        for row in r.body.as_array().unwrap() {
+            assert!(ids.insert(row["id"].as_i64().unwrap()), "row {} delivered twice", row["id"]);
+        }
+    }
+    assert_eq!(ids.len(), 1_000_000);
+    // Nothing changed: a second run reads the model again and sends nothing.
+    let again = ws.run("s").await;
+    assert_eq!((again.status, again.planned.total()), (RunStatus::Succeeded, 0), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sql_error_names_the_model_query_and_the_position() {
+    let pg = Pg::any();
+    pg.sql("CREATE TABLE people (id int, name text)");
+    let receiver = receiver().await;
+    let ws = pg_workspace(&pg, "SELECT id,\n       nmae FROM people", &webhook_sync(&receiver));
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let e = run.error.unwrap();
+    assert!(e.contains("backflow.toml: models.m.query"), "{e}");
+    assert!(e.contains("column \"nmae\" does not exist") && e.contains("42703") && e.contains("line 2, column 8"), "{e}");
+    assert_eq!(receiver.rows(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_is_a_config_error() {
+    let pg = Pg::any();
+    let ws = pg_workspace_as(&pg, "reader", Some("not-the-password"), "SELECT 1 AS id", "");
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("sources.pg.config.password") && e.contains("password authentication failed") && e.contains("28P01"), "{e}");
+    let ws = pg_workspace_as(&pg, "reader", None, "SELECT 1 AS id", "");
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("sources.pg.config.password") && e.contains("none is configured"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_authentication_method() {
+    let pg = Pg::throwaway();
+    for (user, password, method) in [
+        ("trust_user", None, "trust"),
+        ("password_user", Some("plain-secret"), "password"),
+        ("md5_user", Some("md5-secret"), "md5"),
+        ("reader", Some("reader-secret"), "scram-sha-256"),
+    ] {
+        let ws = pg_workspace_as(&pg, user, password, "SELECT 1 AS id, current_user AS who", "");
+        let p = preview(&ws, 5).await.unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!(p.rows[0]["who"], user, "{method}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_password_may_come_from_a_granted_environment_variable() {
+    let pg = Pg::any();
+    std::env::set_var("BACKFLOW_TEST_PG_READER_PASSWORD", "reader-secret");
+    let ws = pg_workspace_as(&pg, "reader", Some("${env.BACKFLOW_TEST_PG_READER_PASSWORD}"), "SELECT 7 AS id", "");
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("BACKFLOW_TEST_PG_READER_PASSWORD") && e.contains("grants.env"), "not granted yet: {e}");
+    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+    ws.write("backflow.toml", &toml.replace("grants.network", "grants.env = [\"BACKFLOW_TEST_PG_READER_PASSWORD\"]\ngrants.network"));
+    assert_eq!(preview(&ws, 1).await.unwrap().rows[0]["id"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_outside_the_grant_are_refused_by_the_sandbox() {
+    let pg = Pg::any();
+    // The config points at the server, but the grant names another port.
+    let ws = pg_workspace(&pg, "SELECT 1 AS id", "");
+    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+    ws.write("backflow.toml", &toml.replace(&format!("grants.network = [\"127.0.0.1:{}\"]", pg.port), "grants.network = [\"127.0.0.1:1\"]"));
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains(&format!("the sandbox refused a connection to 127.0.0.1:{}", pg.port)) && e.contains("grants.network"), "{e}");
+
+    // Granted, but nothing listens there: unreachable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ws = TestWorkspace::new(&format!(
+        "[workspace]\nplugins_dir = \"{{plugins}}\"\n[sources.pg]\nplugin = \"postgres\"\nconfig = {{ host = \"127.0.0.1\", port = {closed}, user = \"reader\" }}\ngrants.network = [\"127.0.0.1:{closed}\"]\n[models.m]\nsource = \"pg\"\nquery = \"SELECT 1 AS id\"\nprimary_key = \"id\"\n"
+    ));
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{closed}")), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_modes_are_refused_rather_than_downgraded() {
+    let ws = TestWorkspace::new(
+        "[workspace]\nplugins_dir = \"{plugins}\"\n[sources.pg]\nplugin = \"postgres\"\nconfig = { host = \"127.0.0.1\", user = \"reader\", sslmode = \"require\" }\n[models.m]\nsource = \"pg\"\nquery = \"SELECT 1 AS id\"\nprimary_key = \"id\"\n",
+    );
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("sources.pg.config.sslmode") && e.contains("TLS"), "{e}");
+}
+
+/// The server stops while the query streams: the run fails with nothing delivered and the
+/// snapshot untouched; once the server is back, a rerun delivers every row exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_stopping_mid_stream_loses_nothing() {
+    let pg = Pg::throwaway();
+    const ROWS: i64 = 200_000;
+    pg.sql(&format!(
+        "CREATE TABLE customers AS SELECT g AS id, 'c' || g AS name FROM generate_series(1, {ROWS}) g;
+         -- Blocks on advisory lock 42 when it reaches row 100001, after 100000 rows have streamed.
+         CREATE FUNCTION gate(id int) RETURNS boolean LANGUAGE plpgsql AS $$
+         BEGIN
+           IF id = 100001 THEN PERFORM pg_advisory_lock(42); PERFORM pg_advisory_unlock(42); END IF;
+           RETURN true;
+         END $$;"
+    ));
+    let receiver = receiver().await;
+    let sync = webhook_sync(&receiver);
+    let ws = pg_workspace(&pg, "SELECT id, name FROM customers WHERE gate(id)", &format!("{sync}\n"));
+    let ws_toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+    // Small fetches so rows stream before the gate, not in one go after it.
+    ws.write("backflow.toml", &ws_toml.replace("database = ", "fetch_rows = 1000, database = "));
+
+    let mut holder = pg.session();
+    holder.stdin.as_mut().unwrap().write_all(b"SELECT pg_advisory_lock(42);\n").unwrap();
+    holder.stdin.as_mut().unwrap().flush().unwrap();
+    wait_for(&pg, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").await;
+
+    let path = ws.path().to_path_buf();
+    let run = tokio::spawn(async move { run_in(&path, "s").await });
+    // The query is streaming and now waits on the lock: stop the server under it.
+    wait_for(&pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backflow' AND wait_event_type = 'Lock'").await;
+    pg.stop();
+    let failed = run.await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed, "{failed:?}");
+    let e = failed.error.clone().unwrap();
+    assert!(e.contains("lost") || e.contains("closed"), "{e}");
+    assert_eq!(receiver.rows(), 0, "nothing is delivered from a model that was not read whole");
+    let _ = holder.kill();
+
+    pg.restart();
+    let rerun = ws.run("s").await;
+    assert_eq!(rerun.status, RunStatus::Succeeded, "{rerun:?}");
+    assert_eq!(rerun.delivered.added, ROWS as u64);
+    let mut ids = HashSet::new();
+    for r in receiver.received() {
+        for row in r.body.as_array().unwrap() {
+            assert!(ids.insert(row["id"].as_i64().unwrap()), "row {} delivered twice", row["id"]);
+        }
+    }
+    assert_eq!(ids.len() as i64, ROWS);
+    let third = ws.run("s").await;
+    assert_eq!(third.planned.total(), 0, "{third:?}");
+}
+
+/// Runs a sync of the workspace at `path` (a fresh load, as another process would).
+async fn run_in(path: &std::path::Path, sync: &str) -> backflow::state::RunRecord {
+    let ws = backflow::config::Workspace::load(path).unwrap();
+    let state = backflow::state::StateStore::open(&ws.state_dir).unwrap();
+    backflow::pipeline::run_sync(&host(), &ws, &state, sync, &backflow::pipeline::RunOptions { trigger: "test".into(), user: "tester".into() })
+        .await
+        .unwrap()
+}
+
+/// Polls `count_sql` until it returns a positive count (the condition is about the server's
+/// state, not about time; the bound only keeps a broken test from hanging).
+async fn wait_for(pg: &Pg, count_sql: &str) {
+    for _ in 0..1200 {
+        let n: i64 = pg.sql(count_sql).parse().unwrap_or(0);
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {count_sql:?}");
+}
+
+#[test]
+fn model_preview_on_the_command_line() {
+    let pg = Pg::any();
+    pg.sql("CREATE TABLE people (id int PRIMARY KEY, name text, born date); INSERT INTO people VALUES (1, 'Ada', '1815-12-10'), (2, 'Grace', '1906-12-09'), (3, 'Alan', '1912-06-23')");
+    let ws = pg_workspace(&pg, "SELECT * FROM people ORDER BY id", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args(["model", "preview", "m", "--limit", "2", "--json", "--workspace"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["columns"], serde_json::json!([{"name": "id", "type": "integer"}, {"name": "name", "type": "text"}, {"name": "born", "type": "date"}]));
+    assert_eq!(json["rows"], serde_json::json!([{"id": 1, "name": "Ada", "born": "1815-12-10"}, {"id": 2, "name": "Grace", "born": "1906-12-09"}]));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backflow")).args(["model", "preview", "m", "--workspace"]).arg(ws.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("born") && text.contains("date") && text.contains("3 row(s)") && text.contains("(key)"), "{text}");
+}
