@@ -30,7 +30,7 @@ const SCHEMA: &str = r#"{
     "password": { "type": "string", "description": "Password; use ${env.NAME} and grant NAME with grants.env." },
     "database": { "type": "string", "description": "Database (default: the user name)." },
     "sslmode": { "enum": ["disable", "require", "verify-ca", "verify-full"], "description": "disable (default). TLS modes are refused: this build has no TLS." },
-    "fetch_rows": { "type": "integer", "minimum": 1, "description": "Rows per fetch from the server-side portal (default 10000)." },
+    "fetch_rows": { "type": "integer", "minimum": 1, "description": "Rows per fetch from the server-side portal; two fetches are in flight (default 20000)." },
     "application_name": { "type": "string", "description": "Shown in pg_stat_activity (default backflow)." }
   }
 }"#;
@@ -122,7 +122,7 @@ impl SourcePlugin for Postgres {
             application_name: cfg.application_name.as_deref().unwrap_or("backflow"),
         };
         let conn = Connection::connect(&params)?;
-        QueryReader::start(conn, query, cfg.fetch_rows.unwrap_or(10_000))
+        QueryReader::start(conn, query, cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS))
     }
 }
 
@@ -148,6 +148,10 @@ impl QueryReader {
             .map_err(|_| PluginError::fatal("cannot encode the query's bind message"))?;
         frontend::describe(b'P', "", &mut conn.write_buf).map_err(encode)?;
         let fetch_rows = fetch_rows.min(i32::MAX as u32) as i32;
+        // Two fetches in flight: the server produces the next rows while the plugin encodes
+        // these (one at a time leaves it idle for a round trip per fetch). A fetch after the
+        // portal is done just completes again; `finish_query` skips it.
+        frontend::execute("", fetch_rows, &mut conn.write_buf).map_err(encode)?;
         frontend::execute("", fetch_rows, &mut conn.write_buf).map_err(encode)?;
         frontend::flush(&mut conn.write_buf);
         conn.flush()?;
@@ -226,6 +230,10 @@ impl QueryReader {
     }
 }
 
+/// Rows per fetch: large enough that round trips do not show, small enough that the rows
+/// in flight (two fetches) stay a few megabytes.
+const DEFAULT_FETCH_ROWS: u32 = 20_000;
+
 /// A batch stops growing at this many bytes even when `max_rows` allows more.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
@@ -241,27 +249,21 @@ impl SourceReader for QueryReader {
         let width = self.columns.len() as u32;
         let mut batch = BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
         while batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES {
+            let QueryReader { conn, columns, kinds, rows_read, scratch, .. } = self;
+            let full = conn.drain_data_rows(|body| {
+                encode_row(body, width, kinds, columns, *rows_read, scratch, &mut batch)?;
+                *rows_read += 1;
+                Ok(batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES)
+            })?;
+            if full {
+                break;
+            }
+            if self.conn.has_partial_message() {
+                self.conn.fill()?;
+                continue;
+            }
             match self.conn.recv()? {
-                Message::DataRow(row) => {
-                    use fallible_iterator::FallibleIterator;
-                    let data = row.buffer();
-                    let buf = batch.start_row(width);
-                    let mut ranges = row.ranges();
-                    let mut index = 0;
-                    while let Some(range) = ranges.next().map_err(|e| PluginError::fatal(format!("malformed data row: {e}")))? {
-                        let Some(&kind) = self.kinds.get(index) else {
-                            return Err(PluginError::fatal("PostgreSQL protocol error: a row has more values than columns"));
-                        };
-                        match range {
-                            None => codec::write_null(buf),
-                            Some(range) => types::write_cell(buf, kind, &data[range], &mut self.scratch).map_err(|e| {
-                                PluginError::fatal(format!("row {} column {:?}: {e}", self.rows_read + 1, self.columns[index].name))
-                            })?,
-                        }
-                        index += 1;
-                    }
-                    self.rows_read += 1;
-                }
+                Message::DataRow(_) => unreachable!("data rows are drained above"),
                 Message::PortalSuspended => {
                     frontend::execute("", self.fetch_rows, &mut self.conn.write_buf)
                         .map_err(|e| PluginError::fatal(format!("cannot encode a fetch: {e}")))?;
@@ -281,6 +283,31 @@ impl SourceReader for QueryReader {
         }
         Ok(Some(batch.finish()))
     }
+}
+
+/// Encodes one `DataRow` body (a count, then per value a length, -1 for NULL, and the text)
+/// as a batch row.
+fn encode_row(body: &[u8], width: u32, kinds: &[Kind], columns: &[Column], rows_read: u64, scratch: &mut String, batch: &mut BatchBuilder) -> Result<(), PluginError> {
+    let malformed = || PluginError::fatal("PostgreSQL protocol error: malformed data row");
+    if body.len() < 2 || u32::from(u16::from_be_bytes([body[0], body[1]])) != width {
+        return Err(PluginError::fatal("PostgreSQL protocol error: a row's width does not match its columns"));
+    }
+    let buf = batch.start_row(width);
+    let mut pos = 2;
+    for (index, &kind) in kinds.iter().enumerate() {
+        let len_bytes = body.get(pos..pos + 4).ok_or_else(malformed)?;
+        let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        pos += 4;
+        if len < 0 {
+            codec::write_null(buf);
+            continue;
+        }
+        let text = body.get(pos..pos + len as usize).ok_or_else(malformed)?;
+        pos += len as usize;
+        types::write_cell(buf, kind, text, scratch)
+            .map_err(|e| PluginError::fatal(format!("row {} column {:?}: {e}", rows_read + 1, columns[index].name)))?;
+    }
+    Ok(())
 }
 
 export_source!(Postgres);

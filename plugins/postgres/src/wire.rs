@@ -250,16 +250,56 @@ impl Connection {
                 }
                 Ok(Some(Message::ParameterStatus(_))) | Ok(Some(Message::NotificationResponse(_))) => {}
                 Ok(Some(message)) => return Ok(message),
-                Ok(None) => {
-                    let n = self.stream.read(&mut self.chunk).map_err(|e| self.lost(e))?;
-                    if n == 0 {
-                        return Err(PluginError::retryable(format!("the connection to PostgreSQL at {} was closed by the server", self.peer)));
-                    }
-                    self.read_buf.extend_from_slice(&self.chunk[..n]);
-                }
+                Ok(None) => self.fill()?,
                 Err(e) => return Err(protocol(&format!("malformed message from the server: {e}"))),
             }
         }
+    }
+
+    /// Reads whatever the server has sent next into `read_buf` (at least one byte).
+    pub fn fill(&mut self) -> Result<(), PluginError> {
+        let n = self.stream.read(&mut self.chunk).map_err(|e| self.lost(e))?;
+        if n == 0 {
+            return Err(PluginError::retryable(format!("the connection to PostgreSQL at {} was closed by the server", self.peer)));
+        }
+        self.read_buf.extend_from_slice(&self.chunk[..n]);
+        Ok(())
+    }
+
+    /// The complete `DataRow` messages at the front of the buffer, without parsing them into
+    /// messages one by one (the hot path: one call per row otherwise allocates). `each` gets
+    /// every row's body; returns whether it stopped because `each` said so (`false`).
+    pub fn drain_data_rows(&mut self, mut each: impl FnMut(&[u8]) -> Result<bool, PluginError>) -> Result<bool, PluginError> {
+        let buf = &self.read_buf[..];
+        let mut pos = 0;
+        let mut stopped = false;
+        while buf.len() - pos >= 5 && buf[pos] == b'D' {
+            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
+            if len < 4 || buf.len() - pos < 1 + len {
+                break;
+            }
+            let more = each(&buf[pos + 5..pos + 1 + len]);
+            pos += 1 + len;
+            match more {
+                Ok(true) => {}
+                Ok(false) => {
+                    stopped = true;
+                    break;
+                }
+                Err(e) => {
+                    bytes::Buf::advance(&mut self.read_buf, pos);
+                    return Err(e);
+                }
+            }
+        }
+        bytes::Buf::advance(&mut self.read_buf, pos);
+        Ok(stopped)
+    }
+
+    /// Whether the buffer holds the start of a message that is not complete yet.
+    pub fn has_partial_message(&self) -> bool {
+        let buf = &self.read_buf[..];
+        buf.len() < 5 || buf.len() < 1 + u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
     }
 
     fn lost(&self, e: std::io::Error) -> PluginError {
