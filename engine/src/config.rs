@@ -68,6 +68,50 @@ struct WorkspaceFile {
     models: IndexMap<String, ModelFile>,
     #[serde(default)]
     syncs: IndexMap<String, SyncFile>,
+    /// People and their roles (`admin`, `approver`, `contributor`, `viewer`). Declaring any
+    /// turns approvals on: runs use the published configuration, changes need review.
+    #[serde(default)]
+    users: IndexMap<String, UserFile>,
+    /// Approval policies (plugins), asked about every change request and every run.
+    #[serde(default)]
+    policies: Vec<PolicyFile>,
+    /// Settings for change requests and run approvals.
+    #[serde(default)]
+    approvals: ApprovalsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFile {
+    role: String,
+}
+
+/// One `[[policies]]` entry: an approval-policy plugin and its config. Policies get no grants.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    /// A name for reports (default: the plugin's).
+    #[serde(default)]
+    name: Option<String>,
+    plugin: String,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsFile {
+    /// How long a run waiting for approval may be approved, in minutes (default 1440).
+    #[serde(default)]
+    run_request_ttl_minutes: Option<u64>,
+    /// A Slack-compatible incoming-webhook URL told when an approval is needed.
+    #[serde(default)]
+    notify_url: Option<String>,
+    /// Hosts the engine may reach for notifications; notify_url's host:port must be here.
+    #[serde(default)]
+    grants: GrantsFile,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -94,6 +138,9 @@ struct ConnectorFile {
     /// Resource limits for each instance of the plugin.
     #[serde(default)]
     limits: LimitsFile,
+    /// A destination for trying drafts: `sync run --draft` may deliver the working copy here.
+    #[serde(default)]
+    staging: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -134,6 +181,10 @@ struct ModelFile {
     /// Optional human description.
     #[serde(default)]
     description: Option<String>,
+    /// Labels of columns, e.g. `{ email = ["pii"] }`; approval policies see the labels of the
+    /// columns a sync sends.
+    #[serde(default)]
+    labels: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -296,6 +347,8 @@ pub struct Connector {
     pub config_json: String,
     pub grants: Grants,
     pub limits: Limits,
+    /// A staging destination: drafts may run against it.
+    pub staging: bool,
     pub origin: Origin,
 }
 
@@ -306,6 +359,8 @@ pub struct Model {
     pub query: String,
     pub primary_key: Vec<String>,
     pub description: Option<String>,
+    /// Column → labels (`pii`, ...).
+    pub labels: BTreeMap<String, Vec<String>>,
     pub origin: Origin,
 }
 
@@ -337,6 +392,24 @@ pub struct Workspace {
     pub destinations: BTreeMap<String, Connector>,
     pub models: BTreeMap<String, Model>,
     pub syncs: BTreeMap<String, Sync>,
+    pub governance: Governance,
+}
+
+/// Who may do what, and which policies decide on changes and runs.
+#[derive(Debug, Clone, Default)]
+pub struct Governance {
+    pub users: BTreeMap<String, crate::governance::Role>,
+    pub policies: Vec<Connector>,
+    pub run_request_ttl_minutes: u64,
+    pub notify_url: Option<String>,
+    pub origin: Option<Origin>,
+}
+
+impl Governance {
+    /// Approvals are on once the workspace declares users.
+    pub fn enabled(&self) -> bool {
+        !self.users.is_empty()
+    }
 }
 
 fn toml_error(file: &Path, e: toml::de::Error) -> ConfigError {
@@ -361,9 +434,15 @@ fn toml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-impl Workspace {
-    /// Loads and checks the workspace in `root`. Reports every error found.
-    pub fn load(root: &Path) -> Result<Workspace, ConfigErrors> {
+/// The configuration files of a workspace, by path relative to its root (`backflow.toml`,
+/// `models/NAME.toml`, `syncs/NAME.toml`): what a change request reviews and what is
+/// published. Data files (CSV and the like) are not configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigFiles(pub BTreeMap<String, String>);
+
+impl ConfigFiles {
+    /// Reads the working copy's configuration files.
+    pub fn read(root: &Path) -> Result<ConfigFiles, ConfigErrors> {
         let main_file = root.join(WORKSPACE_FILE);
         if !main_file.exists() {
             return Err(ConfigErrors(vec![ConfigError {
@@ -372,9 +451,46 @@ impl Workspace {
                 message: "no workspace here (create one with `backflow init DIR`, or pass --workspace DIR)".into(),
             }]));
         }
+        let mut files = BTreeMap::new();
+        files.insert(WORKSPACE_FILE.to_string(), read(&main_file).map_err(|e| ConfigErrors(vec![e]))?);
+        for kind in ["models", "syncs"] {
+            for file in toml_files(&root.join(kind)) {
+                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                files.insert(format!("{kind}/{name}"), read(&file).map_err(|e| ConfigErrors(vec![e]))?);
+            }
+        }
+        Ok(ConfigFiles(files))
+    }
+
+    /// SHA-256 over every file's path and content: what a reviewer approved.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (path, content) in &self.0 {
+            h.update((path.len() as u64).to_be_bytes());
+            h.update(path.as_bytes());
+            h.update((content.len() as u64).to_be_bytes());
+            h.update(content.as_bytes());
+        }
+        format!("{:x}", h.finalize())
+    }
+}
+
+impl Workspace {
+    /// Loads and checks the workspace in `root` from its files. Reports every error found.
+    pub fn load(root: &Path) -> Result<Workspace, ConfigErrors> {
+        Workspace::load_files(root, &ConfigFiles::read(root)?)
+    }
+
+    /// Loads and checks a workspace whose configuration is `files` (the working copy's or a
+    /// published one) and whose data and plugins are under `root`.
+    pub fn load_files(root: &Path, files: &ConfigFiles) -> Result<Workspace, ConfigErrors> {
+        let main_file = root.join(WORKSPACE_FILE);
         let mut errors = Vec::new();
-        let text = read(&main_file).map_err(|e| ConfigErrors(vec![e]))?;
-        let parsed: WorkspaceFile = toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(&main_file, e)]))?;
+        let text = files.0.get(WORKSPACE_FILE).ok_or_else(|| {
+            ConfigErrors(vec![ConfigError { file: main_file.clone(), key: String::new(), message: "missing from the configuration".into() }])
+        })?;
+        let parsed: WorkspaceFile = toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(&main_file, e)]))?;
 
         let plugins_dir = root.join(parsed.workspace.plugins_dir.as_deref().unwrap_or("plugins"));
         let state_dir = root.join(parsed.workspace.state_dir.as_deref().unwrap_or(".backflow"));
@@ -399,7 +515,7 @@ impl Workspace {
             }
         }
 
-        let model_files = definitions(parsed.models, "models", &main_file, &root.join("models"), &mut errors);
+        let model_files = definitions(parsed.models, "models", root, files, &mut errors);
         let mut models = BTreeMap::new();
         for (name, m, origin) in model_files {
             if let Some(prev) = models.get(&name).map(|m: &Model| m.origin.clone()) {
@@ -416,10 +532,10 @@ impl Workspace {
             if m.query.trim().is_empty() {
                 errors.push(origin.error("query", "is empty"));
             }
-            models.insert(name.clone(), Model { name, source: m.source, query: m.query, primary_key, description: m.description, origin });
+            models.insert(name.clone(), Model { name, source: m.source, query: m.query, primary_key, description: m.description, labels: m.labels, origin });
         }
 
-        let sync_files = definitions(parsed.syncs, "syncs", &main_file, &root.join("syncs"), &mut errors);
+        let sync_files = definitions(parsed.syncs, "syncs", root, files, &mut errors);
         let mut syncs = BTreeMap::new();
         for (name, s, origin) in sync_files {
             if let Some(prev) = syncs.get(&name).map(|s: &Sync| s.origin.clone()) {
@@ -478,7 +594,7 @@ impl Workspace {
                     None => c.plugin.clone(),
                 };
                 let name = c.name.clone().unwrap_or(default_name);
-                let file = ConnectorFile { plugin: c.plugin, config: c.config, grants: c.grants, limits: c.limits };
+                let file = ConnectorFile { plugin: c.plugin, config: c.config, grants: c.grants, limits: c.limits, staging: false };
                 match connector(root, &name, file, check_origin) {
                     Ok(connector) => checks.push(Check { name, severity, connector }),
                     Err(mut e) => errors.append(&mut e),
@@ -504,8 +620,9 @@ impl Workspace {
             );
         }
 
+        let governance = governance(root, &main_file, parsed.users, parsed.policies, parsed.approvals, &mut errors);
         if errors.is_empty() {
-            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, sources, destinations, models, syncs })
+            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, sources, destinations, models, syncs, governance })
         } else {
             Err(ConfigErrors(errors))
         }
@@ -521,19 +638,70 @@ impl Workspace {
 fn definitions<T: serde::de::DeserializeOwned>(
     inline: IndexMap<String, T>,
     kind: &str,
-    main_file: &Path,
-    dir: &Path,
+    root: &Path,
+    files: &ConfigFiles,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<(String, T, Origin)> {
+    let main_file = root.join(WORKSPACE_FILE);
     let mut out: Vec<(String, T, Origin)> =
-        inline.into_iter().map(|(name, def)| { let origin = Origin { file: main_file.to_path_buf(), key: format!("{kind}.{name}") }; (name, def, origin) }).collect();
-    for file in toml_files(dir) {
-        let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        match read(&file).and_then(|t| toml::from_str::<T>(&t).map_err(|e| toml_error(&file, e))) {
-            Ok(def) => out.push((name, def, Origin { file: file.clone(), key: String::new() })),
+        inline.into_iter().map(|(name, def)| { let origin = Origin { file: main_file.clone(), key: format!("{kind}.{name}") }; (name, def, origin) }).collect();
+    let prefix = format!("{kind}/");
+    for (rel, text) in files.0.range(prefix.clone()..).take_while(|(rel, _)| rel.starts_with(&prefix)) {
+        let file = root.join(rel);
+        let name = Path::new(rel).file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        match toml::from_str::<T>(text).map_err(|e| toml_error(&file, e)) {
+            Ok(def) => out.push((name, def, Origin { file, key: String::new() })),
             Err(e) => errors.push(e),
         }
     }
+    out
+}
+
+fn governance(
+    root: &Path,
+    main_file: &Path,
+    users: IndexMap<String, UserFile>,
+    policies: Vec<PolicyFile>,
+    approvals: ApprovalsFile,
+    errors: &mut Vec<ConfigError>,
+) -> Governance {
+    let origin = |key: String| Origin { file: main_file.to_path_buf(), key };
+    let mut out = Governance { run_request_ttl_minutes: approvals.run_request_ttl_minutes.unwrap_or(24 * 60), ..Default::default() };
+    for (name, user) in users {
+        match crate::governance::Role::parse(&user.role) {
+            Some(role) => {
+                out.users.insert(name, role);
+            }
+            None => errors.push(origin(format!("users.{name}")).error("role", format!("unknown role {:?}; use admin, approver, contributor or viewer", user.role))),
+        }
+    }
+    for (i, p) in policies.into_iter().enumerate() {
+        let name = p.name.clone().unwrap_or_else(|| p.plugin.clone());
+        let file = ConnectorFile { plugin: p.plugin, config: p.config, grants: GrantsFile::default(), limits: p.limits, staging: false };
+        match connector(root, &name, file, origin(format!("policies[{i}]"))) {
+            Ok(c) => out.policies.push(c),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    let approvals_origin = origin("approvals".into());
+    if let Some(url) = &approvals.notify_url {
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                let host = u.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+                let port = u.port_or_known_default().unwrap_or(80);
+                let grants = Grants { files: vec![], network: approvals.grants.network.clone(), env: vec![] };
+                if !grants.allows_host(&host, port) {
+                    errors.push(approvals_origin.error("notify_url", format!("{host}:{port} is not granted: add it to approvals.grants.network")));
+                }
+            }
+            _ => errors.push(approvals_origin.error("notify_url", format!("{url:?} is not an http(s) URL"))),
+        }
+    }
+    if !approvals.grants.files.is_empty() || !approvals.grants.env.is_empty() {
+        errors.push(approvals_origin.error("grants", "only network grants apply to notifications"));
+    }
+    out.notify_url = approvals.notify_url;
+    out.origin = Some(approvals_origin);
     out
 }
 
@@ -585,6 +753,7 @@ fn connector(root: &Path, name: &str, c: ConnectorFile, origin: Origin) -> Resul
         config_json,
         grants: Grants { files, network: c.grants.network, env: c.grants.env },
         limits,
+        staging: c.staging,
         origin,
     })
 }

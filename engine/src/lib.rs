@@ -5,7 +5,8 @@
 //! - [`host`] runs plugins in wasmtime with explicit grants and limits;
 //! - [`plugins`] finds plugins by name;
 //! - [`pipeline`] runs a sync: read, plan, deliver, record;
-//! - [`state`] keeps run history in redb;
+//! - [`state`] keeps run history, snapshots, change requests and the audit log in redb;
+//! - [`governance`] owns roles, change requests, approval policies and the run-time gate;
 //! - [`receiver`] is a local webhook receiver for demos and tests.
 
 pub mod config;
@@ -16,4 +17,5 @@ pub mod state;
 pub mod receiver;
 pub mod diff;
 pub mod journal;
+pub mod governance;
 pub mod preview;

@@ -9,12 +9,17 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod governance_cli;
+
 #[derive(Parser)]
 #[command(name = "backflow", version, about = "Reverse-ETL sync engine with sandboxed WebAssembly plugins")]
 struct Cli {
     /// The workspace directory (holding backflow.toml).
     #[arg(long, global = true, env = "BACKFLOW_WORKSPACE", default_value = ".")]
     workspace: PathBuf,
+    /// Act as this user (one of the workspace's `[users]`).
+    #[arg(long = "as", global = true, env = "BACKFLOW_USER")]
+    user: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +46,25 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    /// What the working copy changes against the published configuration, with dry-run
+    /// counts for every affected sync.
+    Diff {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change requests: submit the working copy, review, publish.
+    Change {
+        #[command(subcommand)]
+        command: ChangeCommand,
+    },
+    /// The audit log: every submit, decision, publish, run start and run approval.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// Check the log's hash chain.
+        #[arg(long)]
+        verify: bool,
     },
     /// Look at models.
     Model {
@@ -106,6 +130,39 @@ enum PluginCommand {
 }
 
 #[derive(Subcommand)]
+enum ChangeCommand {
+    /// Record the working copy as a change request; the approval policies decide what it needs.
+    Submit {
+        #[arg(long, short, default_value = "")]
+        message: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    Approve {
+        id: u64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    Reject {
+        id: u64,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Make an approved change the published configuration (the working copy must still be
+    /// exactly what was reviewed).
+    Publish { id: u64 },
+}
+
+#[derive(Subcommand)]
 enum ModelCommand {
     /// The schema and first rows of a model, read through its source (nothing is recorded).
     Preview {
@@ -139,6 +196,10 @@ enum SyncCommand {
         /// Re-send every model row, not only what changed.
         #[arg(long)]
         full_resync: bool,
+        /// Run the working copy instead of the published configuration (only towards
+        /// destinations marked `staging = true`).
+        #[arg(long)]
+        draft: bool,
     },
     /// Dry run: what a run would send now, with sample rows. Sends and records nothing.
     Plan {
@@ -150,6 +211,9 @@ enum SyncCommand {
         samples: usize,
         #[arg(long)]
         full_resync: bool,
+        /// Plan the working copy instead of the published configuration.
+        #[arg(long)]
+        draft: bool,
     },
     /// Send one model row (by primary key) to the destination as an added row and show its
     /// answer. The snapshot and run history are left untouched.
@@ -160,11 +224,23 @@ enum SyncCommand {
         row: String,
         #[arg(long)]
         json: bool,
+        /// Use the working copy instead of the published configuration.
+        #[arg(long)]
+        draft: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum RunsCommand {
+    /// Approve a run held by an approval policy; once approved, exactly the reviewed plan is
+    /// delivered (if the data moved meanwhile, it plans again and asks again).
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one run, with its rejected rows.
     Show {
         id: String,
@@ -199,6 +275,13 @@ fn main() -> ExitCode {
 
 fn load_workspace(dir: &Path) -> anyhow::Result<Workspace> {
     Workspace::load(dir).map_err(|e| anyhow::anyhow!("invalid workspace:\n{e}"))
+}
+
+/// Who is acting, checked against the users of the published configuration (or of the
+/// working copy until something is published).
+fn identity(root: &Path, user: Option<&str>, working: &Workspace, state: &StateStore) -> anyhow::Result<backflow::governance::Identity> {
+    let authority = backflow::governance::authority(root, working, state).map_err(anyhow::Error::msg)?;
+    backflow::governance::identify(&authority, user).map_err(anyhow::Error::msg)
 }
 
 fn host_for(ws: &Workspace) -> anyhow::Result<PluginHost> {
@@ -309,10 +392,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { command: SyncCommand::Plan { name, json, samples, full_resync } } => {
-            let ws = load_workspace(&cli.workspace)?;
-            let host = host_for(&ws)?;
-            let state = StateStore::open(&ws.state_dir)?;
+        Command::Sync { command: SyncCommand::Plan { name, json, samples, full_resync, draft } } => {
+            let working = load_workspace(&cli.workspace)?;
+            let host = host_for(&working)?;
+            let state = StateStore::open(&working.state_dir)?;
+            let ws = if draft { working } else { backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[name.clone()]).map_err(anyhow::Error::msg)? };
             let report = pipeline::plan_sync(&host, &ws, &state, &name, pipeline::PlanOptions { full_resync }, samples).await.map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -349,9 +433,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { command: SyncCommand::Test { name, row, json } } => {
-            let ws = load_workspace(&cli.workspace)?;
-            let host = host_for(&ws)?;
+        Command::Sync { command: SyncCommand::Test { name, row, json, draft } } => {
+            let working = load_workspace(&cli.workspace)?;
+            let host = host_for(&working)?;
+            let state = StateStore::open(&working.state_dir)?;
+            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
+            who.require(backflow::governance::Role::Contributor, "send test rows").map_err(anyhow::Error::msg)?;
+            let ws = if draft { working } else { backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[name.clone()]).map_err(anyhow::Error::msg)? };
+            drop(state);
             let report = pipeline::test_row(&host, &ws, &name, &row).await.map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -363,13 +452,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.outcome == "accepted" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Sync { command: SyncCommand::Run { names, all, json, full_resync } } => {
-            let ws = load_workspace(&cli.workspace)?;
-            let host = host_for(&ws)?;
-            let state = StateStore::open(&ws.state_dir)?;
+        Command::Sync { command: SyncCommand::Run { names, all, json, full_resync, draft } } => {
+            let working = load_workspace(&cli.workspace)?;
+            let host = host_for(&working)?;
+            let state = StateStore::open(&working.state_dir)?;
+            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
+            who.require(backflow::governance::Role::Contributor, "run syncs").map_err(anyhow::Error::msg)?;
+            let names: Vec<String> = if all { working.syncs.keys().cloned().collect() } else { names };
+            let ws = backflow::governance::workspace_for_run(&cli.workspace, &state, working, draft, &names).map_err(anyhow::Error::msg)?;
             let options = pipeline::PlanOptions { full_resync };
-            if names.len() == 1 && !all {
-                let record = pipeline::run_sync_with(&host, &ws, &state, &names[0], &RunOptions::default(), options).await?;
+            let run_options = RunOptions { user: who.user.clone(), ..RunOptions::default() };
+            if names.len() == 1 {
+                let record = pipeline::run_sync_with(&host, &ws, &state, &names[0], &run_options, options).await?;
                 if json {
                     println!("{}", serde_json::to_string(&record)?);
                 } else {
@@ -377,7 +471,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(exit_code(&record));
             }
-            let names: Vec<String> = if all { ws.syncs.keys().cloned().collect() } else { names };
             for name in &names {
                 ws.sync(name).map_err(anyhow::Error::msg)?;
             }
@@ -385,8 +478,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let tasks: Vec<_> = names
                 .iter()
                 .map(|name| {
-                    let (host, ws, state, name) = (host.clone(), ws.clone(), state.clone(), name.clone());
-                    tokio::spawn(async move { pipeline::run_sync_with(&host, &ws, &state, &name, &RunOptions::default(), options).await })
+                    let (host, ws, state, name, run_options) = (host.clone(), ws.clone(), state.clone(), name.clone(), run_options.clone());
+                    tokio::spawn(async move { pipeline::run_sync_with(&host, &ws, &state, &name, &run_options, options).await })
                 })
                 .collect();
             let mut records = Vec::new();
@@ -422,18 +515,70 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let worst = |s: RunStatus| records.iter().any(|r| r.status == s);
             Ok(if !not_started.is_empty() || worst(RunStatus::Failed) {
                 ExitCode::FAILURE
-            } else if worst(RunStatus::Blocked) {
+            } else if worst(RunStatus::Blocked) || worst(RunStatus::Rejected) {
                 ExitCode::from(3)
+            } else if worst(RunStatus::AwaitingApproval) {
+                ExitCode::from(4)
             } else if worst(RunStatus::Partial) {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
             })
         }
+        Command::Runs { command: Some(RunsCommand::Approve { id, comment, json }), .. } => {
+            let working = load_workspace(&cli.workspace)?;
+            let host = host_for(&working)?;
+            let state = StateStore::open(&working.state_dir)?;
+            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
+            let gate = backflow::governance::approve_run(&state, &who, &id, comment.as_deref()).map_err(anyhow::Error::msg)?;
+            if gate.status != backflow::governance::GateStatus::Approved {
+                println!("approval of run {id} recorded; it still needs more approvals");
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Deliver exactly the approved plan: the run plans again, and goes ahead only if the
+            // plan is the same; otherwise it is held again.
+            let ws = backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[gate.sync.clone()]).map_err(anyhow::Error::msg)?;
+            let run_options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {id}"), approved_run: Some(id.clone()) };
+            let record = pipeline::run_sync_with(&host, &ws, &state, &gate.sync, &run_options, pipeline::PlanOptions::default()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&record)?);
+            } else {
+                print_run(&record);
+            }
+            Ok(exit_code(&record))
+        }
+        Command::Diff { json } => {
+            let working_files = backflow::config::ConfigFiles::read(&cli.workspace).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let working = load_workspace(&cli.workspace)?;
+            let host = host_for(&working)?;
+            let state = StateStore::open(&working.state_dir)?;
+            let diff = backflow::governance::diff(&host, &state, &working_files, &working).await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&diff)?);
+            } else {
+                governance_cli::print_diff(&diff);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Change { command } => {
+            let working = load_workspace(&cli.workspace)?;
+            let host = host_for(&working)?;
+            let state = StateStore::open(&working.state_dir)?;
+            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
+            governance_cli::change(&cli.workspace, &host, &state, &who, command).await
+        }
+        Command::Audit { json, verify } => {
+            let working = load_workspace(&cli.workspace)?;
+            let state = StateStore::open(&working.state_dir)?;
+            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
+            who.require(backflow::governance::Role::Viewer, "read the audit log").map_err(anyhow::Error::msg)?;
+            governance_cli::audit(&state, json, verify)
+        }
         Command::Runs { sync, limit, json, command } => {
             let ws = load_workspace(&cli.workspace)?;
             let state = StateStore::open(&ws.state_dir)?;
             match command {
+                Some(RunsCommand::Approve { .. }) => unreachable!("handled above"),
                 Some(RunsCommand::Show { id, json }) => {
                     let Some(run) = state.run(&id)? else { bail!("no run with id {id}") };
                     if json {
@@ -466,7 +611,8 @@ fn exit_code(record: &RunRecord) -> ExitCode {
     match record.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Partial => ExitCode::from(2),
-        RunStatus::Blocked => ExitCode::from(3),
+        RunStatus::Blocked | RunStatus::Rejected => ExitCode::from(3),
+        RunStatus::AwaitingApproval => ExitCode::from(4),
         RunStatus::Failed | RunStatus::Running | RunStatus::Interrupted => ExitCode::FAILURE,
     }
 }

@@ -42,11 +42,18 @@ pub const BUILTIN_NOOP: &str = "builtin:noop";
 pub struct RunOptions {
     pub trigger: String,
     pub user: String,
+    /// A run held for approval and since approved (`runs approve`): if this run's plan is
+    /// exactly that one, it goes ahead without asking the policies again.
+    pub approved_run: Option<String>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { trigger: "manual".into(), user: std::env::var("BACKFLOW_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()) }
+        RunOptions {
+            trigger: "manual".into(),
+            user: std::env::var("BACKFLOW_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()),
+            approved_run: None,
+        }
     }
 }
 
@@ -243,6 +250,8 @@ struct Tally {
     timings: Timings,
     /// A quality check stopped the run.
     blocked: bool,
+    /// An approval policy held (`AwaitingApproval`) or rejected the run.
+    gated: Option<RunStatus>,
 }
 
 /// How a run treats the snapshot.
@@ -306,6 +315,9 @@ pub struct Plan {
     pub model_rows: u64,
     pub snapshot_rows: u64,
     pub diff: DiffCounts,
+    /// xxh3-128 over every planned change (kind, key, row fingerprint), in key order: two
+    /// plans with the same fingerprint send the same rows. What a run approval covers.
+    pub fingerprint: String,
     /// One file per [`Change`]; the unchanged file stays empty unless the sync has checks.
     files: [std::fs::File; 4],
 }
@@ -416,6 +428,13 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let mut writers: Vec<BufWriter<&std::fs::File>> = files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect();
     let mut sorted = spill.into_sorted().map_err(io)?;
     let mut diff = DiffCounts::default();
+    let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
+    let mut mark = |change: u8, key: &[u8], fp: &[u8]| {
+        fingerprint.update(&[change]);
+        fingerprint.update(&(key.len() as u32).to_be_bytes());
+        fingerprint.update(key);
+        fingerprint.update(fp);
+    };
     let mut snapshot = SnapshotCursor::new(state, &p.sync.name, use_snapshot);
     // Changed and removed rows need their last delivered values; those are fetched in groups.
     let mut waiting: Vec<(Change, crate::diff::ModelEntry)> = Vec::new();
@@ -437,6 +456,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             }
             let (key, _) = snapshot.next()?.expect("peeked");
             diff.removed += 1;
+            mark(b'r', &key, &[]);
             waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key)));
         }
         let in_snapshot = match snapshot.peek()? {
@@ -449,6 +469,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         match in_snapshot {
             None => {
                 diff.added += 1;
+                mark(b'a', &entry.key, &entry.fp);
                 write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
             }
             Some(fp) if fp == entry.fp && !options.full_resync => {
@@ -459,6 +480,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             }
             Some(_) => {
                 diff.changed += 1;
+                mark(b'c', &entry.key, &entry.fp);
                 waiting.push((Change::Changed, entry.clone()));
             }
         }
@@ -469,6 +491,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     }
     while let Some((key, _)) = snapshot.next()? {
         diff.removed += 1;
+        mark(b'r', &key, &[]);
         waiting.push((Change::Removed, crate::diff::ModelEntry::key_only(key)));
         if waiting.len() >= 1024 {
             flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
@@ -488,7 +511,8 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             duplicate_samples.join(", ")
         )));
     }
-    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, files })
+    let fingerprint = format!("{:032x}", fingerprint.digest128());
+    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files })
 }
 
 fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::diff::ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
@@ -600,8 +624,17 @@ pub async fn run_sync_with(host: &PluginHost, ws: &Workspace, state: &StateStore
     state.record_run(&record).map_err(state_err)?;
     tracing::info!(sync = sync_name, run_id, "run started");
     let mut tally = Tally::default();
-    let outcome = execute(host, ws, state, &prepared, &run_id, plan_options, &mut tally, &mut record).await;
+    let start = crate::state::AuditEvent {
+        user: options.user.clone(),
+        action: "run.start".into(),
+        target: format!("{sync_name} run {run_id}"),
+        config_hash: Some(prepared.config_hash.clone()),
+        detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run}),
+    };
+    state.write_governance(vec![], vec![start]).map_err(state_err)?;
+    let outcome = execute(host, ws, state, &prepared, &run_id, plan_options, options, &mut tally, &mut record).await;
     record.status = match &outcome {
+        Err(_) if tally.gated.is_some() => tally.gated.expect("checked"),
         Err(_) if tally.blocked => RunStatus::Blocked,
         Err(_) => RunStatus::Failed,
         Ok(()) if tally.failed.total() > 0 => RunStatus::Partial,
@@ -636,7 +669,17 @@ fn recover_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: 
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &PreparedSync, run_id: &str, options: PlanOptions, tally: &mut Tally, record: &mut RunRecord) -> Result<(), Abort> {
+async fn execute(
+    host: &PluginHost,
+    ws: &Workspace,
+    state: &StateStore,
+    p: &PreparedSync,
+    run_id: &str,
+    options: PlanOptions,
+    run_options: &RunOptions,
+    tally: &mut Tally,
+    record: &mut RunRecord,
+) -> Result<(), Abort> {
     let meta = sync_meta(p);
     let mut journal = Journal::open(&ws.state_dir.join("journal"), &p.sync.name).map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
     // A journal left by a killed run belongs to the snapshot it was written against.
@@ -676,6 +719,41 @@ async fn execute(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &Prep
     }
     if tally.planned.total() == 0 {
         return Ok(());
+    }
+
+    // The run-time gate: approval policies see the plan's size and may hold it for a person.
+    if !ws.governance.policies.is_empty() {
+        let mut samples = serde_json::Map::new();
+        for (name, change) in [("added", Change::Added), ("changed", Change::Changed), ("removed", Change::Removed)] {
+            samples.insert(name.into(), serde_json::Value::Array(plan.samples(change, 5).unwrap_or_default()));
+        }
+        let decision = crate::governance::gate_run(
+            host,
+            ws,
+            state,
+            run_id,
+            &p.sync,
+            tally.planned,
+            &plan.fingerprint,
+            serde_json::Value::Object(samples),
+            &p.config_hash,
+            &run_options.user,
+            run_options.approved_run.as_deref(),
+        )
+        .await
+        .map_err(Abort)?;
+        match decision {
+            crate::governance::GateDecision::Proceed => {}
+            crate::governance::GateDecision::Await(message) => {
+                tally.gated = Some(RunStatus::AwaitingApproval);
+                return Err(Abort(format!("{message}; nothing was sent")));
+            }
+            crate::governance::GateDecision::Reject(reason) => {
+                tally.gated = Some(RunStatus::Rejected);
+                tally.planned = OpCounts::default();
+                return Err(Abort(format!("rejected by approval policy: {reason}; nothing was sent")));
+            }
+        }
     }
 
     let deliver_started = Instant::now();

@@ -18,6 +18,15 @@ const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 /// sync name → JSON-encoded [`SyncMeta`]: what the snapshot of that sync is valid for.
 const SYNC_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_meta");
 
+/// "current" → JSON [`crate::governance::Published`]: the configuration runs use.
+const PUBLISHED: TableDefinition<&str, &[u8]> = TableDefinition::new("published");
+/// change request id → JSON [`crate::governance::ChangeRequest`].
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// run id → JSON [`crate::governance::RunGate`]: runs held for approval.
+const RUN_GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("run_gates");
+/// sequence number → JSON [`AuditEntry`]. Append-only: nothing updates or removes entries.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
 // Per-sync tables (named after the sync):
 // - `snapshot/NAME`: encoded primary key → 16-byte fingerprint followed by the encoded mapped
 //   row last delivered (needed to send deletes and, later, to undo a run);
@@ -131,6 +140,11 @@ pub enum RunStatus {
     Interrupted,
     /// A quality check failed: nothing was written, the snapshot is untouched.
     Blocked,
+    /// An approval policy wants a person to approve this plan first (`backflow runs
+    /// approve RUN`); nothing was written.
+    AwaitingApproval,
+    /// An approval policy rejected the run; nothing was written.
+    Rejected,
 }
 
 impl RunStatus {
@@ -142,6 +156,8 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Blocked => "blocked",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Rejected => "rejected",
         }
     }
 }
@@ -202,6 +218,57 @@ pub struct PluginHashes {
     pub destination: String,
 }
 
+/// Something that happened, to be appended to the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub user: String,
+    /// `change.submit`, `change.approve`, `change.reject`, `change.publish`, `run.start`,
+    /// `run.awaiting_approval`, `run.approve`.
+    pub action: String,
+    /// What it is about: a change request id, a sync and run id.
+    pub target: String,
+    /// The configuration the action concerns (SHA-256 of its files).
+    pub config_hash: Option<String>,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// An audit log entry: the event, when, and a hash chain over every entry before it (so an
+/// edit to the file outside backflow shows up in `backflow audit --verify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: String,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditEntry {
+    fn compute_hash(seq: u64, at: &str, event: &AuditEvent, prev_hash: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(prev_hash.as_bytes());
+        h.update(seq.to_be_bytes());
+        h.update(at.as_bytes());
+        h.update(serde_json::to_vec(event).unwrap_or_default());
+        format!("{:x}", h.finalize())
+    }
+
+    /// Whether this entry's hash matches its content and the previous entry's hash.
+    pub fn verifies(&self, prev_hash: &str) -> bool {
+        self.prev_hash == prev_hash && self.hash == AuditEntry::compute_hash(self.seq, &self.at, &self.event, prev_hash)
+    }
+}
+
+/// A governance record to write (see [`StateStore::write_governance`]).
+pub enum GovernanceDoc<'a> {
+    Published(serde_json::Value),
+    Change(u64, serde_json::Value),
+    RunGate(&'a str, serde_json::Value),
+}
+
 pub struct StateStore {
     db: Database,
     path: PathBuf,
@@ -231,6 +298,10 @@ impl StateStore {
                 Some(found) => return Err(OpenError::UnknownFormat { path: path.clone(), found }),
             }
             txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(PUBLISHED).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(CHANGES).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(RUN_GATES).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(AUDIT).map_err(|e| storage(e.to_string()))?;
             txn.open_table(SYNC_META).map_err(|e| storage(e.to_string()))?;
         }
         txn.commit().map_err(|e| storage(e.to_string()))?;
@@ -239,6 +310,101 @@ impl StateStore {
 
     fn err(&self, e: impl std::fmt::Display) -> StateError {
         StateError { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// Writes governance records and appends audit events in one transaction: a decision
+    /// and its audit entry are durable together or not at all.
+    pub fn write_governance(&self, docs: Vec<GovernanceDoc<'_>>, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut written = Vec::new();
+        {
+            for doc in docs {
+                match doc {
+                    GovernanceDoc::Published(v) => {
+                        let mut t = txn.open_table(PUBLISHED).map_err(|e| self.err(e))?;
+                        t.insert("current", serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                    }
+                    GovernanceDoc::Change(id, v) => {
+                        let mut t = txn.open_table(CHANGES).map_err(|e| self.err(e))?;
+                        t.insert(id, serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                    }
+                    GovernanceDoc::RunGate(id, v) => {
+                        let mut t = txn.open_table(RUN_GATES).map_err(|e| self.err(e))?;
+                        t.insert(id, serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            let mut audit = txn.open_table(AUDIT).map_err(|e| self.err(e))?;
+            let last = audit.last().map_err(|e| self.err(e))?.map(|(k, v)| (k.value(), v.value().to_vec()));
+            let (mut seq, mut prev_hash) = match last {
+                Some((k, v)) => (k, serde_json::from_slice::<AuditEntry>(&v).map(|e| e.hash).unwrap_or_default()),
+                None => (0, String::new()),
+            };
+            for event in events {
+                seq += 1;
+                let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                let hash = AuditEntry::compute_hash(seq, &at, &event, &prev_hash);
+                let entry = AuditEntry { seq, at, event, prev_hash: prev_hash.clone(), hash: hash.clone() };
+                audit.insert(seq, serde_json::to_vec(&entry).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                prev_hash = hash;
+                written.push(entry);
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(written)
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_log(&self) -> Result<Vec<AuditEntry>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(AUDIT).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| self.err(e))? {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        }
+        Ok(out)
+    }
+
+    pub fn published<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(PUBLISHED).map_err(|e| self.err(e))?;
+        let v = t.get("current").map_err(|e| self.err(e))?;
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+    }
+
+    pub fn change<T: serde::de::DeserializeOwned>(&self, id: u64) -> Result<Option<T>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(CHANGES).map_err(|e| self.err(e))?;
+        let v = t.get(id).map_err(|e| self.err(e))?;
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+    }
+
+    /// Change requests, newest first.
+    pub fn changes<T: serde::de::DeserializeOwned>(&self, limit: usize) -> Result<Vec<T>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(CHANGES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| self.err(e))?.rev().take(limit) {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        }
+        Ok(out)
+    }
+
+    /// The id the next change request gets.
+    pub fn next_change_id(&self) -> Result<u64, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(CHANGES).map_err(|e| self.err(e))?;
+        let last = t.last().map_err(|e| self.err(e))?.map(|(k, _)| k.value());
+        Ok(last.map_or(1, |k| k + 1))
+    }
+
+    pub fn run_gate<T: serde::de::DeserializeOwned>(&self, run_id: &str) -> Result<Option<T>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(RUN_GATES).map_err(|e| self.err(e))?;
+        let v = t.get(run_id).map_err(|e| self.err(e))?;
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
     }
 
     pub fn record_run(&self, run: &RunRecord) -> Result<(), StateError> {

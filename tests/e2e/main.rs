@@ -11,6 +11,7 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod file_source;
+mod governance;
 mod postgres;
 mod sandbox;
 mod sync;

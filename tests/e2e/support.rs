@@ -64,7 +64,7 @@ impl TestWorkspace {
         let ws = self.load();
         let host = host();
         let state = StateStore::open(&ws.state_dir).unwrap();
-        pipeline::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into() }).await.map_err(|e| e.to_string())
+        pipeline::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None }).await.map_err(|e| e.to_string())
     }
 }
 

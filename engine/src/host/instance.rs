@@ -2,7 +2,7 @@
 //! [`DestinationInstance`] writes batches. Each owns its own [`Store`]; the task holding the
 //! instance is the only one that ever touches that store.
 
-use super::bindings::{self, destination, quality_check, source, wit};
+use super::bindings::{self, approval_policy, destination, quality_check, source, wit};
 use super::{Grants, Limits, Plugin, PluginHost, PluginState};
 use backflow_plugin_sdk::{Batch, Column, Operation, PluginError, RowOutcome, SyncContext};
 use std::fmt;
@@ -316,4 +316,87 @@ impl CheckInstance {
             samples: r.samples,
         })
     }
+}
+
+/// What an approval policy is asked (mirrors `approval-request`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PolicyRequest {
+    /// `config-change` or `run`.
+    pub kind: String,
+    pub author: String,
+    pub author_role: crate::governance::Role,
+    pub description: String,
+    pub syncs: Vec<PolicySyncImpact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicySyncImpact {
+    pub sync_name: String,
+    pub destination: String,
+    pub mode: String,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub column_labels: Vec<String>,
+}
+
+/// A policy's answer (mirrors `decision`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum PolicyDecision {
+    Approve { reason: String },
+    Require { count: u32, roles: Vec<crate::governance::Role>, allow_self_approval: bool, reason: String },
+    Reject { reason: String },
+}
+
+/// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants.
+pub async fn evaluate_policy(host: &PluginHost, plugin: &Plugin, limits: Limits, config_json: &str, request: &PolicyRequest) -> Result<PolicyDecision, CallError> {
+    use crate::governance::Role;
+    use approval_policy::exports::backflow::plugin::approval_policy as wit_policy;
+    let role_to_wit = |r: Role| match r {
+        Role::Admin => wit_policy::Role::Admin,
+        Role::Approver => wit_policy::Role::Approver,
+        Role::Contributor => wit_policy::Role::Contributor,
+        Role::Viewer => wit_policy::Role::Viewer,
+    };
+    let role_from_wit = |r: wit_policy::Role| match r {
+        wit_policy::Role::Admin => Role::Admin,
+        wit_policy::Role::Approver => Role::Approver,
+        wit_policy::Role::Contributor => Role::Contributor,
+        wit_policy::Role::Viewer => Role::Viewer,
+    };
+    let mut store = host.new_store(&plugin.spec.name, &Grants::default(), limits).map_err(|e| CallError::Host(format!("{e:#}")))?;
+    let pre = host.linker().instantiate_pre(&plugin.component).map_err(host_err)?;
+    let pre = approval_policy::ApprovalPolicyPluginPre::new(pre).map_err(host_err)?;
+    let bindings = guest_call!(&mut store, pre.instantiate_async(&mut store))?;
+    let wit_request = wit_policy::ApprovalRequest {
+        kind: if request.kind == "run" { wit_policy::RequestKind::Run } else { wit_policy::RequestKind::ConfigChange },
+        author: request.author.clone(),
+        author_role: role_to_wit(request.author_role),
+        description: request.description.clone(),
+        syncs: request
+            .syncs
+            .iter()
+            .map(|s| wit_policy::SyncImpact {
+                sync_name: s.sync_name.clone(),
+                destination: s.destination.clone(),
+                mode: s.mode.clone(),
+                added: s.added,
+                changed: s.changed,
+                removed: s.removed,
+                column_labels: s.column_labels.clone(),
+            })
+            .collect(),
+    };
+    let decision = guest_call!(&mut store, bindings.backflow_plugin_approval_policy().call_evaluate(&mut store, config_json, &wit_request))?;
+    Ok(match plugin_result(decision)? {
+        wit_policy::Decision::Approve(reason) => PolicyDecision::Approve { reason },
+        wit_policy::Decision::Require(n) => PolicyDecision::Require {
+            count: n.count,
+            roles: n.roles.into_iter().map(role_from_wit).collect(),
+            allow_self_approval: n.allow_self_approval,
+            reason: n.reason,
+        },
+        wit_policy::Decision::Reject(reason) => PolicyDecision::Reject { reason },
+    })
 }

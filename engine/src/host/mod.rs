@@ -31,7 +31,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDea
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-pub use instance::{CallError, CheckChange, CheckInstance, CheckOutcome, CheckSummary, DestinationInstance, SourceInstance};
+pub use instance::{evaluate_policy, CallError, CheckChange, CheckInstance, CheckOutcome, CheckSummary, DestinationInstance, PolicyDecision, PolicyRequest, PolicySyncImpact, SourceInstance};
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -210,6 +210,11 @@ impl PluginHost {
             std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
         }
         Ok(PluginHost { engine, linker, cache_dir, loaded: Mutex::new(HashMap::new()), http, _ticker: Arc::new(EpochTicker { stop }) })
+    }
+
+    /// The host's HTTP client (no redirects), for the engine's own requests (notifications).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn engine(&self) -> &Engine {

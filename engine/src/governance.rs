@@ -1,0 +1,797 @@
+//! Governance: who may do what, how a working copy becomes the published configuration
+//! (change requests, approval policies, reviews), the run-time approval gate, and the audit
+//! log entries for each of those steps.
+//!
+//! The workspace files are the working copy. Once the workspace declares `[users]`, runs use
+//! the *published* configuration, kept in redb: a change request records the exact files
+//! (and their hash), the approval policies decide what it needs, reviewers approve, and
+//! publishing copies those files, only if the working copy still hashes the same.
+//!
+//! Users, roles and policies themselves come from the published configuration once there is
+//! one: a contributor cannot make themselves an admin by editing their working copy.
+
+use crate::config::{ConfigFiles, Governance, Workspace};
+use crate::host::{evaluate_policy, PluginHost, PolicyDecision, PolicyRequest, PolicySyncImpact};
+use crate::state::{AuditEvent, GovernanceDoc, StateStore};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Contributor,
+    Approver,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "contributor" => Some(Role::Contributor),
+            "approver" => Some(Role::Approver),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Contributor => "contributor",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Who is acting.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: String,
+    pub role: Role,
+}
+
+impl Identity {
+    /// Refuses unless the identity has at least `min` for `action`.
+    pub fn require(&self, min: Role, action: &str) -> Result<(), String> {
+        if self.role >= min {
+            Ok(())
+        } else {
+            Err(format!("{} is a {} and may not {action} (needs {} or above)", self.user, self.role.as_str(), min.as_str()))
+        }
+    }
+}
+
+/// The configuration runs use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Published {
+    pub config_hash: String,
+    pub files: ConfigFiles,
+    pub change_id: u64,
+    pub published_by: String,
+    pub published_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeStatus {
+    /// Waiting for approvals.
+    Pending,
+    /// Every requirement is met; `change publish` may publish it.
+    Approved,
+    /// A policy or a reviewer rejected it.
+    Rejected,
+    Published,
+}
+
+impl ChangeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeStatus::Pending => "pending",
+            ChangeStatus::Approved => "approved",
+            ChangeStatus::Rejected => "rejected",
+            ChangeStatus::Published => "published",
+        }
+    }
+}
+
+/// Approvals some policy asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    pub policy: String,
+    pub count: u32,
+    pub roles: Vec<Role>,
+    pub allow_self_approval: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Review {
+    pub user: String,
+    pub role: Role,
+    /// `approve` or `reject`.
+    pub verdict: String,
+    pub comment: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyVerdict {
+    pub policy: String,
+    #[serde(flatten)]
+    pub decision: PolicyDecision,
+}
+
+/// One entity (source, destination, model, sync, user, policy, setting) that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityChange {
+    pub kind: String,
+    pub name: String,
+    /// `added`, `removed` or `modified`.
+    pub change: String,
+}
+
+/// What a sync would do under the changed configuration (a dry run against current state).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncPlanCounts {
+    pub sync: String,
+    pub destination: String,
+    pub mode: String,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub column_labels: Vec<String>,
+    /// Why it could not be planned, if it could not.
+    pub error: Option<String>,
+}
+
+/// The working copy against the published configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigDiff {
+    pub published_hash: Option<String>,
+    pub working_hash: String,
+    pub entities: Vec<EntityChange>,
+    /// Syncs whose behaviour the change affects, with their dry-run counts.
+    pub syncs: Vec<SyncPlanCounts>,
+    /// Unified diff of the configuration files.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    pub id: u64,
+    pub author: String,
+    pub author_role: Role,
+    pub message: String,
+    pub created_at: String,
+    pub status: ChangeStatus,
+    /// Hash of `files`: what was reviewed, and what the working copy must hash to at publish.
+    pub config_hash: String,
+    /// The published configuration the change was made against.
+    pub base_hash: Option<String>,
+    pub files: ConfigFiles,
+    pub diff: ConfigDiff,
+    pub policies: Vec<PolicyVerdict>,
+    pub requirements: Vec<Requirement>,
+    pub reviews: Vec<Review>,
+    pub published_at: Option<String>,
+}
+
+impl ChangeRequest {
+    /// Requirements not yet met by the approvals so far.
+    pub fn unmet(&self) -> Vec<&Requirement> {
+        self.requirements.iter().filter(|r| !requirement_met(r, &self.author, &self.reviews)).collect()
+    }
+}
+
+fn requirement_met(r: &Requirement, author: &str, reviews: &[Review]) -> bool {
+    let n = reviews
+        .iter()
+        .filter(|rv| rv.verdict == "approve" && r.roles.contains(&rv.role) && (r.allow_self_approval || rv.user != author))
+        .count();
+    n as u32 >= r.count
+}
+
+/// Requirements when no policy is configured: one approver or admin, not the author.
+fn default_requirement() -> Requirement {
+    Requirement {
+        policy: "default".into(),
+        count: 1,
+        roles: vec![Role::Approver, Role::Admin],
+        allow_self_approval: false,
+        reason: "no approval policy is configured: one approver or admin other than the author".into(),
+    }
+}
+
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn state_err(e: crate::state::StateError) -> String {
+    e.to_string()
+}
+
+/// The published configuration and the workspace it loads as, if anything is published.
+pub fn published_workspace(root: &Path, state: &StateStore) -> Result<Option<(Published, Workspace)>, String> {
+    let Some(published) = state.published::<Published>().map_err(state_err)? else { return Ok(None) };
+    let ws = Workspace::load_files(root, &published.files).map_err(|e| format!("the published configuration (change #{}) no longer loads: {e}", published.change_id))?;
+    Ok(Some((published, ws)))
+}
+
+/// Where users, roles and policies come from: the published configuration, or the working
+/// copy until something is published.
+pub fn authority(root: &Path, working: &Workspace, state: &StateStore) -> Result<Governance, String> {
+    Ok(match published_workspace(root, state)? {
+        Some((_, ws)) => ws.governance,
+        None => working.governance.clone(),
+    })
+}
+
+/// Resolves `--as`/`BACKFLOW_USER` against the declared users. Without declared users,
+/// everyone acts as an admin of their own workspace.
+pub fn identify(governance: &Governance, user: Option<&str>) -> Result<Identity, String> {
+    if !governance.enabled() {
+        let user = user.map(str::to_string).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "local".into());
+        return Ok(Identity { user, role: Role::Admin });
+    }
+    let known = governance.users.keys().cloned().collect::<Vec<_>>().join(", ");
+    let user = user.ok_or_else(|| format!("this workspace declares users: say who you are with --as USER or BACKFLOW_USER (users: {known})"))?;
+    let role = governance.users.get(user).ok_or_else(|| format!("unknown user {user:?} (users: {known})"))?;
+    Ok(Identity { user: user.to_string(), role: *role })
+}
+
+/// Which workspace a run uses: the working copy when approvals are off; otherwise the
+/// published one, or with `draft` the working copy, but only towards staging destinations.
+pub fn workspace_for_run(root: &Path, state: &StateStore, working: Workspace, draft: bool, syncs: &[String]) -> Result<Workspace, String> {
+    let published = published_workspace(root, state)?;
+    let governed = working.governance.enabled() || published.as_ref().is_some_and(|(_, ws)| ws.governance.enabled());
+    if !governed {
+        return Ok(working);
+    }
+    if draft {
+        for name in syncs {
+            let sync = working.sync(name)?;
+            let destination = &working.destinations[&sync.destination];
+            if !destination.staging {
+                return Err(format!(
+                    "sync {name} delivers to {}, which is not a staging destination: drafts run only against destinations with staging = true (try `sync plan --draft`)",
+                    destination.name
+                ));
+            }
+        }
+        return Ok(working);
+    }
+    match published {
+        Some((_, ws)) => Ok(ws),
+        None => Err("this workspace requires approvals ([users] is set) and nothing is published yet: `backflow change submit`, have it approved, then `backflow change publish ID`".into()),
+    }
+}
+
+/// Configuration entities by (kind, name) as TOML values, from every file.
+fn entities(files: &ConfigFiles) -> BTreeMap<(String, String), toml::Value> {
+    let mut out = BTreeMap::new();
+    for (path, text) in &files.0 {
+        let Ok(table) = toml::from_str::<toml::Table>(text) else { continue };
+        if let Some(name) = path.strip_prefix("models/").or_else(|| path.strip_prefix("syncs/")) {
+            let kind = if path.starts_with("models/") { "models" } else { "syncs" };
+            out.insert((kind.to_string(), name.trim_end_matches(".toml").to_string()), toml::Value::Table(table));
+            continue;
+        }
+        for (kind, value) in table {
+            match (kind.as_str(), value) {
+                ("sources" | "destinations" | "models" | "syncs" | "users", toml::Value::Table(t)) => {
+                    for (name, v) in t {
+                        out.insert((kind.clone(), name), v);
+                    }
+                }
+                ("policies", toml::Value::Array(items)) => {
+                    for (i, v) in items.into_iter().enumerate() {
+                        let name = v.get("name").or_else(|| v.get("plugin")).and_then(|n| n.as_str()).map(str::to_string).unwrap_or_else(|| i.to_string());
+                        out.insert(("policies".into(), name), v);
+                    }
+                }
+                (_, v) => {
+                    out.insert(("settings".into(), kind), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn unified_diff(old: &ConfigFiles, new: &ConfigFiles) -> String {
+    let paths: BTreeSet<&String> = old.0.keys().chain(new.0.keys()).collect();
+    let mut out = String::new();
+    for path in paths {
+        let a = old.0.get(path).map(String::as_str).unwrap_or("");
+        let b = new.0.get(path).map(String::as_str).unwrap_or("");
+        if a == b {
+            continue;
+        }
+        let diff = similar::TextDiff::from_lines(a, b);
+        let from = if old.0.contains_key(path) { format!("published/{path}") } else { "/dev/null".into() };
+        let to = if new.0.contains_key(path) { format!("working/{path}") } else { "/dev/null".into() };
+        out.push_str(&diff.unified_diff().context_radius(3).header(&from, &to).to_string());
+    }
+    out
+}
+
+/// The labels of the columns a sync sends (its mapping's model columns, or every labelled
+/// column when it maps none).
+fn sync_labels(ws: &Workspace, sync: &str) -> Vec<String> {
+    let Ok(s) = ws.sync(sync) else { return vec![] };
+    let model = &ws.models[&s.model];
+    let mut labels = BTreeSet::new();
+    for (column, column_labels) in &model.labels {
+        if s.mapping.is_empty() || s.mapping.iter().any(|(from, _)| from == column) {
+            labels.extend(column_labels.iter().cloned());
+        }
+    }
+    labels.into_iter().collect()
+}
+
+/// The working copy against the published configuration, with a dry run of every affected
+/// sync (counts against the current snapshot; nothing is sent or recorded).
+pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigFiles, working: &Workspace) -> Result<ConfigDiff, String> {
+    let published = state.published::<Published>().map_err(state_err)?;
+    let empty = ConfigFiles::default();
+    let old_files = published.as_ref().map(|p| &p.files).unwrap_or(&empty);
+    let old = entities(old_files);
+    let new = entities(working_files);
+    let keys: BTreeSet<&(String, String)> = old.keys().chain(new.keys()).collect();
+    let mut changes = Vec::new();
+    for key in keys {
+        let change = match (old.get(key), new.get(key)) {
+            (None, Some(_)) => "added",
+            (Some(_), None) => "removed",
+            (Some(a), Some(b)) if a != b => "modified",
+            _ => continue,
+        };
+        changes.push(EntityChange { kind: key.0.clone(), name: key.1.clone(), change: change.into() });
+    }
+    let touched = |kind: &str, name: &str| changes.iter().any(|c| c.kind == kind && c.name == name);
+    let mut syncs = Vec::new();
+    for (name, s) in &working.syncs {
+        let model = &working.models[&s.model];
+        let affected = touched("syncs", name) || touched("models", &s.model) || touched("destinations", &s.destination) || touched("sources", &model.source);
+        if !affected {
+            continue;
+        }
+        let mut counts = SyncPlanCounts {
+            sync: name.clone(),
+            destination: s.destination.clone(),
+            mode: s.mode.as_str().into(),
+            added: 0,
+            changed: 0,
+            removed: 0,
+            column_labels: sync_labels(working, name),
+            error: None,
+        };
+        match crate::pipeline::plan_sync(host, working, state, name, crate::pipeline::PlanOptions::default(), 0).await {
+            Ok(report) => {
+                counts.added = report.planned.added;
+                counts.changed = report.planned.changed;
+                counts.removed = report.planned.removed;
+            }
+            Err(e) => counts.error = Some(e),
+        }
+        syncs.push(counts);
+    }
+    let text = unified_diff(old_files, working_files);
+    Ok(ConfigDiff { published_hash: published.as_ref().map(|p| p.config_hash.clone()), working_hash: working_files.hash(), entities: changes, syncs, text })
+}
+
+/// Asks every policy; a policy that fails (trap, timeout, error) rejects: fail closed.
+async fn ask_policies(host: &PluginHost, root: &Path, governance: &Governance, plugins_dir: &Path, request: &PolicyRequest) -> Vec<PolicyVerdict> {
+    let mut out = Vec::new();
+    for policy in &governance.policies {
+        let decision = async {
+            let plugin = crate::plugins::resolve(host, root, plugins_dir, &policy.plugin).await.map_err(|e| format!("{e:#}"))?;
+            crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)?;
+            evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request).await.map_err(|e| e.to_string())
+        }
+        .await
+        .unwrap_or_else(|e| PolicyDecision::Reject { reason: format!("policy {} failed, so the request is rejected (fail closed): {e}", policy.name) });
+        out.push(PolicyVerdict { policy: policy.name.clone(), decision });
+    }
+    out
+}
+
+/// Strictest wins: any rejection rejects; otherwise every requirement must be met.
+fn combine(verdicts: &[PolicyVerdict], no_policies: bool) -> (Option<String>, Vec<Requirement>) {
+    let rejections: Vec<String> = verdicts
+        .iter()
+        .filter_map(|v| match &v.decision {
+            PolicyDecision::Reject { reason } => Some(format!("{}: {reason}", v.policy)),
+            _ => None,
+        })
+        .collect();
+    let requirements: Vec<Requirement> = verdicts
+        .iter()
+        .filter_map(|v| match &v.decision {
+            PolicyDecision::Require { count, roles, allow_self_approval, reason } => Some(Requirement {
+                policy: v.policy.clone(),
+                count: *count,
+                roles: roles.clone(),
+                allow_self_approval: *allow_self_approval,
+                reason: reason.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let rejected = if rejections.is_empty() { None } else { Some(rejections.join("; ")) };
+    if no_policies {
+        return (rejected, vec![default_requirement()]);
+    }
+    (rejected, requirements)
+}
+
+/// `backflow change submit`.
+pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, message: &str) -> Result<ChangeRequest, String> {
+    who.require(Role::Contributor, "submit changes")?;
+    let files = ConfigFiles::read(root).map_err(|e| e.to_string())?;
+    let working = Workspace::load_files(root, &files).map_err(|e| format!("the working copy does not load, fix it first:\n{e}"))?;
+    let published = state.published::<Published>().map_err(state_err)?;
+    let hash = files.hash();
+    if published.as_ref().is_some_and(|p| p.config_hash == hash) {
+        return Err("the working copy is identical to the published configuration: nothing to submit".into());
+    }
+    let diff = diff(host, state, &files, &working).await?;
+    let governance = authority(root, &working, state)?;
+    let plugins_dir = match published_workspace(root, state)? {
+        Some((_, ws)) => ws.plugins_dir,
+        None => working.plugins_dir.clone(),
+    };
+    let description = {
+        let mut d = format!("{message}\n\nchanged: ");
+        d.push_str(&diff.entities.iter().map(|e| format!("{} {} {}", e.change, e.kind, e.name)).collect::<Vec<_>>().join(", "));
+        d.push_str("\n\n");
+        d.push_str(&diff.text);
+        d
+    };
+    let request = PolicyRequest {
+        kind: "config-change".into(),
+        author: who.user.clone(),
+        author_role: who.role,
+        description,
+        syncs: diff.syncs.iter().map(impact).collect(),
+    };
+    let verdicts = ask_policies(host, root, &governance, &plugins_dir, &request).await;
+    let (rejected, requirements) = combine(&verdicts, governance.policies.is_empty());
+    let mut change = ChangeRequest {
+        id: state.next_change_id().map_err(state_err)?,
+        author: who.user.clone(),
+        author_role: who.role,
+        message: message.to_string(),
+        created_at: now(),
+        status: ChangeStatus::Pending,
+        config_hash: hash.clone(),
+        base_hash: published.map(|p| p.config_hash),
+        files,
+        diff,
+        policies: verdicts,
+        requirements,
+        reviews: Vec::new(),
+        published_at: None,
+    };
+    change.status = if rejected.is_some() {
+        ChangeStatus::Rejected
+    } else if change.unmet().is_empty() {
+        ChangeStatus::Approved
+    } else {
+        ChangeStatus::Pending
+    };
+    let event = AuditEvent {
+        user: who.user.clone(),
+        action: "change.submit".into(),
+        target: format!("change #{}", change.id),
+        config_hash: Some(hash),
+        detail: serde_json::json!({"message": message, "status": change.status.as_str(), "rejected": rejected, "requirements": change.requirements}),
+    };
+    state.write_governance(vec![GovernanceDoc::Change(change.id, serde_json::to_value(&change).expect("serializes"))], vec![event]).map_err(state_err)?;
+    if change.status == ChangeStatus::Pending {
+        let needs = change.unmet().iter().map(|r| describe_requirement(r)).collect::<Vec<_>>().join("; ");
+        notify(host, &governance, &format!("backflow: change #{} by {} needs approval ({needs}): {message}", change.id, who.user)).await;
+    }
+    Ok(change)
+}
+
+fn impact(s: &SyncPlanCounts) -> PolicySyncImpact {
+    PolicySyncImpact {
+        sync_name: s.sync.clone(),
+        destination: s.destination.clone(),
+        mode: s.mode.clone(),
+        added: s.added,
+        changed: s.changed,
+        removed: s.removed,
+        column_labels: s.column_labels.clone(),
+    }
+}
+
+pub fn describe_requirement(r: &Requirement) -> String {
+    let roles = r.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ");
+    format!("{} approval(s) from {roles} ({}: {})", r.count, r.policy, r.reason)
+}
+
+fn load_change(state: &StateStore, id: u64) -> Result<ChangeRequest, String> {
+    state.change::<ChangeRequest>(id).map_err(state_err)?.ok_or_else(|| format!("no change request #{id} (see `backflow change list`)"))
+}
+
+/// `backflow change approve` / `change reject`.
+pub fn review(state: &StateStore, who: &Identity, id: u64, approve: bool, comment: Option<&str>) -> Result<ChangeRequest, String> {
+    who.require(Role::Approver, if approve { "approve changes" } else { "reject changes" })?;
+    let mut change = load_change(state, id)?;
+    if change.status != ChangeStatus::Pending && !(change.status == ChangeStatus::Approved && !approve) {
+        return Err(format!("change #{id} is {}, not pending", change.status.as_str()));
+    }
+    if approve {
+        if change.author == who.user && !change.unmet().iter().all(|r| r.allow_self_approval) {
+            return Err(format!("{} cannot approve their own change #{id}: no policy allows self-approval", who.user));
+        }
+        if change.reviews.iter().any(|r| r.user == who.user && r.verdict == "approve") {
+            return Err(format!("{} already approved change #{id}", who.user));
+        }
+    }
+    change.reviews.push(Review {
+        user: who.user.clone(),
+        role: who.role,
+        verdict: if approve { "approve" } else { "reject" }.into(),
+        comment: comment.map(str::to_string),
+        at: now(),
+    });
+    change.status = if !approve {
+        ChangeStatus::Rejected
+    } else if change.unmet().is_empty() {
+        ChangeStatus::Approved
+    } else {
+        ChangeStatus::Pending
+    };
+    let event = AuditEvent {
+        user: who.user.clone(),
+        action: if approve { "change.approve" } else { "change.reject" }.into(),
+        target: format!("change #{id}"),
+        config_hash: Some(change.config_hash.clone()),
+        detail: serde_json::json!({"comment": comment, "status": change.status.as_str()}),
+    };
+    state.write_governance(vec![GovernanceDoc::Change(id, serde_json::to_value(&change).expect("serializes"))], vec![event]).map_err(state_err)?;
+    Ok(change)
+}
+
+/// `backflow change publish`: only an approved change whose exact files are still the
+/// working copy's, made against what is published now.
+pub fn publish(root: &Path, state: &StateStore, who: &Identity, id: u64) -> Result<ChangeRequest, String> {
+    who.require(Role::Contributor, "publish changes")?;
+    let mut change = load_change(state, id)?;
+    if change.status != ChangeStatus::Approved {
+        let unmet = change.unmet().iter().map(|r| describe_requirement(r)).collect::<Vec<_>>().join("; ");
+        return Err(match change.status {
+            ChangeStatus::Pending => format!("change #{id} is not approved yet; it still needs {unmet}"),
+            other => format!("change #{id} is {}; only an approved change can be published", other.as_str()),
+        });
+    }
+    if who.role < Role::Approver && who.user != change.author {
+        return Err(format!("{} may publish only their own changes (approvers and admins may publish any)", who.user));
+    }
+    let files = ConfigFiles::read(root).map_err(|e| e.to_string())?;
+    let now_hash = files.hash();
+    if now_hash != change.config_hash {
+        return Err(format!(
+            "the working copy changed after change #{id} was reviewed (reviewed {}, working copy now {}): submit it again with `backflow change submit`",
+            short(&change.config_hash),
+            short(&now_hash)
+        ));
+    }
+    let current = state.published::<Published>().map_err(state_err)?.map(|p| p.config_hash);
+    if current != change.base_hash {
+        return Err(format!(
+            "something else was published after change #{id} was submitted (it was made against {}, published is now {}): submit it again",
+            change.base_hash.as_deref().map(short).unwrap_or("nothing"),
+            current.as_deref().map(short).unwrap_or("nothing")
+        ));
+    }
+    let at = now();
+    change.status = ChangeStatus::Published;
+    change.published_at = Some(at.clone());
+    let published = Published { config_hash: change.config_hash.clone(), files, change_id: id, published_by: who.user.clone(), published_at: at };
+    let event = AuditEvent {
+        user: who.user.clone(),
+        action: "change.publish".into(),
+        target: format!("change #{id}"),
+        config_hash: Some(change.config_hash.clone()),
+        detail: serde_json::json!({"previous": current}),
+    };
+    state
+        .write_governance(
+            vec![GovernanceDoc::Published(serde_json::to_value(&published).expect("serializes")), GovernanceDoc::Change(id, serde_json::to_value(&change).expect("serializes"))],
+            vec![event],
+        )
+        .map_err(state_err)?;
+    Ok(change)
+}
+
+pub fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+pub fn list_changes(state: &StateStore, limit: usize) -> Result<Vec<ChangeRequest>, String> {
+    state.changes(limit).map_err(state_err)
+}
+
+pub fn show_change(state: &StateStore, id: u64) -> Result<ChangeRequest, String> {
+    load_change(state, id)
+}
+
+/// Posts a Slack-compatible message (`{"text": ...}`) to the configured webhook. Failures are
+/// logged, never fatal: the request is recorded either way.
+pub async fn notify(host: &PluginHost, governance: &Governance, text: &str) {
+    let Some(url) = &governance.notify_url else { return };
+    let body = serde_json::json!({ "text": text, "blocks": [ { "type": "section", "text": { "type": "mrkdwn", "text": text } } ] });
+    match host.http().post(url).timeout(std::time::Duration::from_secs(10)).header("content-type", "application/json").body(body.to_string()).send().await {
+        Ok(r) if r.status().is_success() => tracing::info!(url, "approval notification sent"),
+        Ok(r) => tracing::warn!(url, status = r.status().as_u16(), "approval notification refused"),
+        Err(e) => tracing::warn!(url, "approval notification failed: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The run-time gate.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateStatus {
+    Waiting,
+    Approved,
+    /// The approved plan ran.
+    Used,
+}
+
+/// A run held for approval: exactly which plan was reviewed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunGate {
+    pub run_id: String,
+    pub sync: String,
+    pub requested_by: String,
+    pub requested_at: String,
+    pub expires_at: String,
+    /// Fingerprint of every planned change (key, operation, row): what approval covers.
+    pub plan_fingerprint: String,
+    pub config_hash: String,
+    pub planned: crate::state::OpCounts,
+    pub samples: serde_json::Value,
+    pub requirements: Vec<Requirement>,
+    pub approvals: Vec<Review>,
+    pub status: GateStatus,
+}
+
+/// What the gate lets a run do.
+pub enum GateDecision {
+    Proceed,
+    /// Held: the gate was stored; the message says what is needed.
+    Await(String),
+    Reject(String),
+}
+
+/// Asks the policies about a run's plan, unless it is the run of a plan already approved
+/// with `runs approve`.
+#[allow(clippy::too_many_arguments)]
+pub async fn gate_run(
+    host: &PluginHost,
+    ws: &Workspace,
+    state: &StateStore,
+    run_id: &str,
+    sync: &crate::config::Sync,
+    planned: crate::state::OpCounts,
+    plan_fingerprint: &str,
+    samples: serde_json::Value,
+    config_hash: &str,
+    user: &str,
+    approved_run: Option<&str>,
+) -> Result<GateDecision, String> {
+    if let Some(approved) = approved_run {
+        if let Some(mut gate) = state.run_gate::<RunGate>(approved).map_err(state_err)? {
+            if gate.status == GateStatus::Approved && gate.sync == sync.name && gate.plan_fingerprint == plan_fingerprint {
+                gate.status = GateStatus::Used;
+                let event = AuditEvent {
+                    user: user.into(),
+                    action: "run.release".into(),
+                    target: format!("{} run {run_id}", sync.name),
+                    config_hash: Some(config_hash.into()),
+                    detail: serde_json::json!({"approved_run": approved, "plan_fingerprint": plan_fingerprint}),
+                };
+                state.write_governance(vec![GovernanceDoc::RunGate(approved, serde_json::to_value(&gate).expect("serializes"))], vec![event]).map_err(state_err)?;
+                return Ok(GateDecision::Proceed);
+            }
+            tracing::warn!(sync = %sync.name, approved, "the data changed since the approved plan: asking the policies again");
+        }
+    }
+    let role = ws.governance.users.get(user).copied().unwrap_or(Role::Contributor);
+    let request = PolicyRequest {
+        kind: "run".into(),
+        author: user.into(),
+        author_role: role,
+        description: format!("run of sync {} ({} added, {} changed, {} removed)", sync.name, planned.added, planned.changed, planned.removed),
+        syncs: vec![PolicySyncImpact {
+            sync_name: sync.name.clone(),
+            destination: sync.destination.clone(),
+            mode: sync.mode.as_str().into(),
+            added: planned.added,
+            changed: planned.changed,
+            removed: planned.removed,
+            column_labels: sync_labels(ws, &sync.name),
+        }],
+    };
+    let verdicts = ask_policies(host, &ws.root, &ws.governance, &ws.plugins_dir, &request).await;
+    let (rejected, requirements) = combine(&verdicts, false);
+    if let Some(reason) = rejected {
+        return Ok(GateDecision::Reject(reason));
+    }
+    if requirements.is_empty() {
+        return Ok(GateDecision::Proceed);
+    }
+    let requested = time::OffsetDateTime::now_utc();
+    let expires = requested + time::Duration::minutes(ws.governance.run_request_ttl_minutes as i64);
+    let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let gate = RunGate {
+        run_id: run_id.into(),
+        sync: sync.name.clone(),
+        requested_by: user.into(),
+        requested_at: fmt(requested),
+        expires_at: fmt(expires),
+        plan_fingerprint: plan_fingerprint.into(),
+        config_hash: config_hash.into(),
+        planned,
+        samples,
+        requirements: requirements.clone(),
+        approvals: Vec::new(),
+        status: GateStatus::Waiting,
+    };
+    let needs = requirements.iter().map(describe_requirement).collect::<Vec<_>>().join("; ");
+    let event = AuditEvent {
+        user: user.into(),
+        action: "run.awaiting_approval".into(),
+        target: format!("{} run {run_id}", sync.name),
+        config_hash: Some(config_hash.into()),
+        detail: serde_json::json!({"planned": planned, "plan_fingerprint": plan_fingerprint, "requirements": requirements}),
+    };
+    state.write_governance(vec![GovernanceDoc::RunGate(run_id, serde_json::to_value(&gate).expect("serializes"))], vec![event]).map_err(state_err)?;
+    let message = format!("run {run_id} of {} waits for approval: {needs}; approve with `backflow runs approve {run_id}`", sync.name);
+    notify(host, &ws.governance, &format!("backflow: {message}")).await;
+    Ok(GateDecision::Await(message))
+}
+
+/// `backflow runs approve RUN`: records an approval of a held run's plan. Returns the gate;
+/// when it is approved the caller runs the sync again with this run as the approved plan.
+pub fn approve_run(state: &StateStore, who: &Identity, run_id: &str, comment: Option<&str>) -> Result<RunGate, String> {
+    who.require(Role::Approver, "approve runs")?;
+    let mut gate = state.run_gate::<RunGate>(run_id).map_err(state_err)?.ok_or_else(|| format!("run {run_id} is not waiting for approval"))?;
+    if gate.status != GateStatus::Waiting {
+        return Err(format!("run {run_id} was already approved"));
+    }
+    let expires = time::OffsetDateTime::parse(&gate.expires_at, &time::format_description::well_known::Rfc3339).map_err(|e| e.to_string())?;
+    if time::OffsetDateTime::now_utc() > expires {
+        return Err(format!("the approval request for run {run_id} expired at {}: run the sync again to ask again", gate.expires_at));
+    }
+    let unmet: Vec<&Requirement> = gate.requirements.iter().filter(|r| !requirement_met(r, &gate.requested_by, &gate.approvals)).collect();
+    if gate.requested_by == who.user && !unmet.iter().all(|r| r.allow_self_approval) {
+        return Err(format!("{} started run {run_id} and cannot approve it: no policy allows self-approval", who.user));
+    }
+    if gate.approvals.iter().any(|a| a.user == who.user) {
+        return Err(format!("{} already approved run {run_id}", who.user));
+    }
+    gate.approvals.push(Review { user: who.user.clone(), role: who.role, verdict: "approve".into(), comment: comment.map(str::to_string), at: now() });
+    if gate.requirements.iter().all(|r| requirement_met(r, &gate.requested_by, &gate.approvals)) {
+        gate.status = GateStatus::Approved;
+    }
+    let event = AuditEvent {
+        user: who.user.clone(),
+        action: "run.approve".into(),
+        target: format!("{} run {run_id}", gate.sync),
+        config_hash: Some(gate.config_hash.clone()),
+        detail: serde_json::json!({"comment": comment, "plan_fingerprint": gate.plan_fingerprint, "approved": gate.status == GateStatus::Approved}),
+    };
+    state.write_governance(vec![GovernanceDoc::RunGate(run_id, serde_json::to_value(&gate).expect("serializes"))], vec![event]).map_err(state_err)?;
+    Ok(gate)
+}

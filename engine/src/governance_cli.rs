@@ -1,0 +1,149 @@
+//! `backflow change …`, `backflow diff` and `backflow audit`: printing governance records.
+
+use crate::ChangeCommand;
+use backflow::governance::{self as gov, ChangeRequest, ConfigDiff, Identity, Role};
+use backflow::host::PluginHost;
+use backflow::state::StateStore;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub async fn change(root: &Path, host: &PluginHost, state: &StateStore, who: &Identity, command: ChangeCommand) -> anyhow::Result<ExitCode> {
+    let msg = anyhow::Error::msg;
+    match command {
+        ChangeCommand::Submit { message, json } => {
+            let change = gov::submit(host, root, state, who, &message).await.map_err(msg)?;
+            if json {
+                println!("{}", serde_json::to_string(&change)?);
+            } else {
+                print_change(&change, false);
+            }
+        }
+        ChangeCommand::List { json } => {
+            who.require(Role::Viewer, "list changes").map_err(msg)?;
+            let changes = gov::list_changes(state, 100).map_err(msg)?;
+            if json {
+                let summary: Vec<serde_json::Value> = changes
+                    .iter()
+                    .map(|c| serde_json::json!({"id": c.id, "author": c.author, "status": c.status, "message": c.message, "created_at": c.created_at, "config_hash": c.config_hash}))
+                    .collect();
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{:<5} {:<10} {:<14} {:<26} MESSAGE", "ID", "STATUS", "AUTHOR", "CREATED");
+                for c in changes {
+                    println!("{:<5} {:<10} {:<14} {:<26} {}", c.id, c.status.as_str(), c.author, c.created_at, c.message);
+                }
+            }
+        }
+        ChangeCommand::Show { id, json } => {
+            who.require(Role::Viewer, "read changes").map_err(msg)?;
+            let change = gov::show_change(state, id).map_err(msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&change)?);
+            } else {
+                print_change(&change, true);
+            }
+        }
+        ChangeCommand::Approve { id, comment } => {
+            let change = gov::review(state, who, id, true, comment.as_deref()).map_err(msg)?;
+            println!("{} approved change #{id}: now {}", who.user, change.status.as_str());
+            print_unmet(&change);
+        }
+        ChangeCommand::Reject { id, comment } => {
+            let change = gov::review(state, who, id, false, Some(&comment)).map_err(msg)?;
+            println!("{} rejected change #{id}: now {}", who.user, change.status.as_str());
+        }
+        ChangeCommand::Publish { id } => {
+            let change = gov::publish(root, state, who, id).map_err(msg)?;
+            println!("published change #{id} (configuration {}); runs now use it", gov::short(&change.config_hash));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_unmet(change: &ChangeRequest) {
+    for r in change.unmet() {
+        println!("  still needs {}", gov::describe_requirement(r));
+    }
+}
+
+fn print_change(c: &ChangeRequest, full: bool) {
+    println!("change #{} by {} ({}): {}", c.id, c.author, c.author_role.as_str(), c.status.as_str());
+    if !c.message.is_empty() {
+        println!("  {}", c.message);
+    }
+    println!("  configuration {} (against {})", gov::short(&c.config_hash), c.base_hash.as_deref().map(gov::short).unwrap_or("nothing published"));
+    for v in &c.policies {
+        println!("  policy {}: {}", v.policy, serde_json::to_string(&v.decision).unwrap_or_default());
+    }
+    print_unmet(c);
+    for r in &c.reviews {
+        println!("  {} by {} ({}) at {}{}", r.verdict, r.user, r.role.as_str(), r.at, r.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
+    }
+    print_diff_summary(&c.diff);
+    if full {
+        print!("{}", c.diff.text);
+    }
+}
+
+fn print_diff_summary(diff: &ConfigDiff) {
+    for e in &diff.entities {
+        println!("  {:<9} {} {}", e.change, e.kind, e.name);
+    }
+    for s in &diff.syncs {
+        match &s.error {
+            Some(err) => println!("  sync {}: cannot plan: {err}", s.sync),
+            None => println!(
+                "  sync {} ({} to {}): would add {}, change {}, remove {}{}",
+                s.sync,
+                s.mode,
+                s.destination,
+                s.added,
+                s.changed,
+                s.removed,
+                if s.column_labels.is_empty() { String::new() } else { format!("; labels {}", s.column_labels.join(", ")) }
+            ),
+        }
+    }
+}
+
+pub fn print_diff(diff: &ConfigDiff) {
+    if diff.entities.is_empty() {
+        println!("the working copy matches the published configuration ({})", diff.published_hash.as_deref().map(gov::short).unwrap_or("nothing published"));
+        return;
+    }
+    println!("working copy {} against published {}:", gov::short(&diff.working_hash), diff.published_hash.as_deref().map(gov::short).unwrap_or("(nothing published)"));
+    print_diff_summary(diff);
+    print!("{}", diff.text);
+}
+
+pub fn audit(state: &StateStore, json: bool, verify: bool) -> anyhow::Result<ExitCode> {
+    let entries = state.audit_log()?;
+    if verify {
+        let mut prev = String::new();
+        for e in &entries {
+            if !e.verifies(&prev) {
+                println!("audit log entry {} does not match its hash chain: the log was edited outside backflow", e.seq);
+                return Ok(ExitCode::FAILURE);
+            }
+            prev = e.hash.clone();
+        }
+        println!("audit log verified: {} entries", entries.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&entries)?);
+    } else {
+        for e in entries {
+            println!(
+                "{:>5} {} {:<14} {:<22} {:<28} {}",
+                e.seq,
+                e.at,
+                e.event.user,
+                e.event.action,
+                e.event.target,
+                e.event.config_hash.as_deref().map(gov::short).unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
