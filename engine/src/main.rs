@@ -396,6 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let working = load_workspace(&cli.workspace)?;
             let host = host_for(&working)?;
             let state = StateStore::open(&working.state_dir)?;
+            identity(&cli.workspace, cli.user.as_deref(), &working, &state)?.require(backflow::governance::Role::Viewer, "plan syncs").map_err(anyhow::Error::msg)?;
             let ws = if draft { working } else { backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[name.clone()]).map_err(anyhow::Error::msg)? };
             let report = pipeline::plan_sync(&host, &ws, &state, &name, pipeline::PlanOptions { full_resync }, samples).await.map_err(anyhow::Error::msg)?;
             if json {
@@ -425,6 +426,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model { command: ModelCommand::Preview { name, limit, json } } => {
             let ws = load_workspace(&cli.workspace)?;
             let host = host_for(&ws)?;
+            {
+                let state = StateStore::open(&ws.state_dir)?;
+                identity(&cli.workspace, cli.user.as_deref(), &ws, &state)?.require(backflow::governance::Role::Viewer, "preview models").map_err(anyhow::Error::msg)?;
+            }
             let preview = backflow::preview::preview_model(&host, &ws, &name, limit).await.map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&preview)?);
@@ -552,6 +557,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let working = load_workspace(&cli.workspace)?;
             let host = host_for(&working)?;
             let state = StateStore::open(&working.state_dir)?;
+            identity(&cli.workspace, cli.user.as_deref(), &working, &state)?.require(backflow::governance::Role::Viewer, "see the diff").map_err(anyhow::Error::msg)?;
             let diff = backflow::governance::diff(&host, &state, &working_files, &working).await.map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string(&diff)?);
@@ -577,6 +583,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { sync, limit, json, command } => {
             let ws = load_workspace(&cli.workspace)?;
             let state = StateStore::open(&ws.state_dir)?;
+            identity(&cli.workspace, cli.user.as_deref(), &ws, &state)?.require(backflow::governance::Role::Viewer, "read run history").map_err(anyhow::Error::msg)?;
             match command {
                 Some(RunsCommand::Approve { .. }) => unreachable!("handled above"),
                 Some(RunsCommand::Show { id, json }) => {

@@ -253,6 +253,21 @@ async fn a_run_gate_holds_a_large_plan_then_delivers_exactly_the_reviewed_plan()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_run_approval_request_expires() {
+    let receiver = receiver().await;
+    let ws = governed_workspace(&receiver, None, "[approvals]\nrun_request_ttl_minutes = 0\n[[policies]]\nplugin = \"policies\"\nconfig = { run_approval_above_rows = 5 }\n");
+    publish_as_team(&ws);
+    let held = backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--json"]).json();
+    assert_eq!(held["status"], "awaiting_approval");
+    let expired = backflow_as(&ws, "bob", &["runs", "approve", held["run_id"].as_str().unwrap()]);
+    assert!(expired.stderr.contains("expired") && expired.stderr.contains("run the sync again"), "{}", expired.stderr);
+    assert_eq!(receiver.rows(), 0);
+    // Reading needs a known user too.
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_backflow")).args(["runs", "--workspace"]).arg(ws.path()).env_remove("BACKFLOW_USER").output().unwrap();
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("say who you are with --as USER or BACKFLOW_USER"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn drafts_run_only_against_staging_destinations() {
     let receiver = receiver().await;
     let ws = governed_workspace(&receiver, None, "");
