@@ -137,13 +137,9 @@ pub struct EntityChange {
 /// What a sync would do under the changed configuration (a dry run against current state).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncPlanCounts {
-    pub sync: String,
-    pub destination: String,
-    pub mode: String,
-    pub added: u64,
-    pub changed: u64,
-    pub removed: u64,
-    pub column_labels: Vec<String>,
+    /// What a policy is told about the sync.
+    #[serde(flatten)]
+    pub impact: PolicySyncImpact,
     /// Why it could not be planned, if it could not.
     pub error: Option<String>,
 }
@@ -181,6 +177,17 @@ pub struct ChangeRequest {
 }
 
 impl ChangeRequest {
+    /// Sets the status from a rejection (by a policy or a reviewer) or the approvals so far.
+    fn settle(&mut self, rejected: bool) {
+        self.status = if rejected {
+            ChangeStatus::Rejected
+        } else if self.unmet().is_empty() {
+            ChangeStatus::Approved
+        } else {
+            ChangeStatus::Pending
+        };
+    }
+
     /// Requirements not yet met by the approvals so far.
     pub fn unmet(&self) -> Vec<&Requirement> {
         self.requirements.iter().filter(|r| !requirement_met(r, &self.author, &self.reviews)).collect()
@@ -360,25 +367,9 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
         if !affected {
             continue;
         }
-        let mut counts = SyncPlanCounts {
-            sync: name.clone(),
-            destination: s.destination.clone(),
-            mode: s.mode.as_str().into(),
-            added: 0,
-            changed: 0,
-            removed: 0,
-            column_labels: sync_labels(working, name),
-            error: None,
-        };
-        match crate::pipeline::plan_sync(host, working, state, name, crate::pipeline::PlanOptions::default(), 0).await {
-            Ok(report) => {
-                counts.added = report.planned.added;
-                counts.changed = report.planned.changed;
-                counts.removed = report.planned.removed;
-            }
-            Err(e) => counts.error = Some(e),
-        }
-        syncs.push(counts);
+        let planned = crate::pipeline::plan_sync(host, working, state, name, crate::pipeline::PlanOptions::default(), 0).await;
+        let counts = planned.as_ref().map(|r| r.planned).unwrap_or_default();
+        syncs.push(SyncPlanCounts { impact: sync_impact(working, s, counts), error: planned.err() });
     }
     let text = unified_diff(old_files, working_files);
     Ok(ConfigDiff { published_hash: published.as_ref().map(|p| p.config_hash.clone()), working_hash: working_files.hash(), entities: changes, syncs, text })
@@ -457,7 +448,7 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         author: who.user.clone(),
         author_role: who.role,
         description,
-        syncs: diff.syncs.iter().map(impact).collect(),
+        syncs: diff.syncs.iter().map(|s| s.impact.clone()).collect(),
     };
     let verdicts = ask_policies(host, root, &governance, &plugins_dir, &request).await;
     let (rejected, requirements) = combine(&verdicts, governance.policies.is_empty());
@@ -477,13 +468,7 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         reviews: Vec::new(),
         published_at: None,
     };
-    change.status = if rejected.is_some() {
-        ChangeStatus::Rejected
-    } else if change.unmet().is_empty() {
-        ChangeStatus::Approved
-    } else {
-        ChangeStatus::Pending
-    };
+    change.settle(rejected.is_some());
     let event = AuditEvent {
         user: who.user.clone(),
         action: "change.submit".into(),
@@ -499,15 +484,16 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
     Ok(change)
 }
 
-fn impact(s: &SyncPlanCounts) -> PolicySyncImpact {
+/// What a policy is told about a sync that would send `planned`.
+fn sync_impact(ws: &Workspace, sync: &crate::config::Sync, planned: crate::state::OpCounts) -> PolicySyncImpact {
     PolicySyncImpact {
-        sync_name: s.sync.clone(),
-        destination: s.destination.clone(),
-        mode: s.mode.clone(),
-        added: s.added,
-        changed: s.changed,
-        removed: s.removed,
-        column_labels: s.column_labels.clone(),
+        sync_name: sync.name.clone(),
+        destination: sync.destination.clone(),
+        mode: sync.mode.as_str().into(),
+        added: planned.added,
+        changed: planned.changed,
+        removed: planned.removed,
+        column_labels: sync_labels(ws, &sync.name),
     }
 }
 
@@ -542,13 +528,7 @@ pub fn review(state: &StateStore, who: &Identity, id: u64, approve: bool, commen
         comment: comment.map(str::to_string),
         at: now(),
     });
-    change.status = if !approve {
-        ChangeStatus::Rejected
-    } else if change.unmet().is_empty() {
-        ChangeStatus::Approved
-    } else {
-        ChangeStatus::Pending
-    };
+    change.settle(!approve);
     let event = AuditEvent {
         user: who.user.clone(),
         action: if approve { "change.approve" } else { "change.reject" }.into(),
@@ -713,15 +693,7 @@ pub async fn gate_run(
         author: user.into(),
         author_role: role,
         description: format!("run of sync {} ({} added, {} changed, {} removed)", sync.name, planned.added, planned.changed, planned.removed),
-        syncs: vec![PolicySyncImpact {
-            sync_name: sync.name.clone(),
-            destination: sync.destination.clone(),
-            mode: sync.mode.as_str().into(),
-            added: planned.added,
-            changed: planned.changed,
-            removed: planned.removed,
-            column_labels: sync_labels(ws, &sync.name),
-        }],
+        syncs: vec![sync_impact(ws, sync, planned)],
     };
     let verdicts = ask_policies(host, &ws.root, &ws.governance, &ws.plugins_dir, &request).await;
     let (rejected, requirements) = combine(&verdicts, false);

@@ -90,17 +90,18 @@ fn print_diff_summary(diff: &ConfigDiff) {
         println!("  {:<9} {} {}", e.change, e.kind, e.name);
     }
     for s in &diff.syncs {
+        let i = &s.impact;
         match &s.error {
-            Some(err) => println!("  sync {}: cannot plan: {err}", s.sync),
+            Some(err) => println!("  sync {}: cannot plan: {err}", i.sync_name),
             None => println!(
                 "  sync {} ({} to {}): would add {}, change {}, remove {}{}",
-                s.sync,
-                s.mode,
-                s.destination,
-                s.added,
-                s.changed,
-                s.removed,
-                if s.column_labels.is_empty() { String::new() } else { format!("; labels {}", s.column_labels.join(", ")) }
+                i.sync_name,
+                i.mode,
+                i.destination,
+                i.added,
+                i.changed,
+                i.removed,
+                if i.column_labels.is_empty() { String::new() } else { format!("; labels {}", i.column_labels.join(", ")) }
             ),
         }
     }
