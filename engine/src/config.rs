@@ -684,6 +684,9 @@ fn governance(
         }
     }
     let approvals_origin = origin("approvals".into());
+    if out.run_request_ttl_minutes > crate::governance::MAX_TTL_MINUTES {
+        errors.push(approvals_origin.error("run_request_ttl_minutes", format!("must be at most {} (one year)", crate::governance::MAX_TTL_MINUTES)));
+    }
     if let Some(url) = &approvals.notify_url {
         match reqwest::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {

@@ -262,12 +262,26 @@ pub fn workspace_for_run(root: &Path, state: &StateStore, working: Workspace, dr
         for name in syncs {
             let sync = working.sync(name)?;
             let destination = &working.destinations[&sync.destination];
-            if !destination.staging {
+            // Whether a destination is staging is itself reviewed: once something is
+            // published, the published destination (same name, same plugin and config) must
+            // be marked staging, so a working-copy edit cannot turn production into staging.
+            let reviewed_staging = match &published {
+                Some((_, ws)) => ws.destinations.get(&destination.name).is_some_and(|d| {
+                    d.staging && d.plugin == destination.plugin && d.config_json == destination.config_json && d.grants == destination.grants
+                }),
+                None => destination.staging,
+            };
+            if !reviewed_staging {
                 return Err(format!(
-                    "sync {name} delivers to {}, which is not a staging destination: drafts run only against destinations with staging = true (try `sync plan --draft`)",
+                    "sync {name} delivers to {}, which is not a (published) staging destination: drafts run only against destinations published with staging = true (try `sync plan --draft`)",
                     destination.name
                 ));
             }
+        }
+        let mut working = working;
+        // The draft's own [users]/[[policies]] do not decide anything: the published ones do.
+        if let Some((_, ws)) = published {
+            working.governance = ws.governance;
         }
         return Ok(working);
     }
@@ -344,6 +358,7 @@ fn sync_labels(ws: &Workspace, sync: &str) -> Vec<String> {
 /// sync (counts against the current snapshot; nothing is sent or recorded).
 pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigFiles, working: &Workspace) -> Result<ConfigDiff, String> {
     let published = state.published::<Published>().map_err(state_err)?;
+    let published_ws = published.as_ref().and_then(|p| Workspace::load_files(&working.root, &p.files).ok());
     let empty = ConfigFiles::default();
     let old_files = published.as_ref().map(|p| &p.files).unwrap_or(&empty);
     let old = entities(old_files);
@@ -369,7 +384,15 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
         }
         let planned = crate::pipeline::plan_sync(host, working, state, name, crate::pipeline::PlanOptions::default(), 0).await;
         let counts = planned.as_ref().map(|r| r.planned).unwrap_or_default();
-        syncs.push(SyncPlanCounts { impact: sync_impact(working, s, counts), error: planned.err() });
+        let mut impact = sync_impact(working, s, counts);
+        // A label removed in the working copy still counts: dropping `pii` must not dodge
+        // the rule that protects it.
+        if let Some(published_ws) = &published_ws {
+            let mut labels: BTreeSet<String> = impact.column_labels.into_iter().collect();
+            labels.extend(sync_labels(published_ws, name));
+            impact.column_labels = labels.into_iter().collect();
+        }
+        syncs.push(SyncPlanCounts { impact, error: planned.err() });
     }
     let text = unified_diff(old_files, working_files);
     Ok(ConfigDiff { published_hash: published.as_ref().map(|p| p.config_hash.clone()), working_hash: working_files.hash(), entities: changes, syncs, text })
@@ -420,6 +443,39 @@ fn combine(verdicts: &[PolicyVerdict], no_policies: bool) -> (Option<String>, Ve
     (rejected, requirements)
 }
 
+/// Rules no policy can relax: a change to who may do what (users, policies, approval
+/// settings, workspace settings) needs an admin other than the author, and so does a change
+/// whose affected syncs could not be dry-run (their counts would understate it).
+fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
+    let mut out = Vec::new();
+    let governance: Vec<String> = diff
+        .entities
+        .iter()
+        .filter(|e| matches!(e.kind.as_str(), "users" | "policies" | "settings"))
+        .map(|e| format!("{} {} {}", e.change, e.kind, e.name))
+        .collect();
+    if !governance.is_empty() {
+        out.push(Requirement {
+            policy: "built-in".into(),
+            count: 1,
+            roles: vec![Role::Admin],
+            allow_self_approval: false,
+            reason: format!("changes who may do what ({})", governance.join(", ")),
+        });
+    }
+    let unplanned: Vec<&str> = diff.syncs.iter().filter(|s| s.error.is_some()).map(|s| s.impact.sync_name.as_str()).collect();
+    if !unplanned.is_empty() {
+        out.push(Requirement {
+            policy: "built-in".into(),
+            count: 1,
+            roles: vec![Role::Admin],
+            allow_self_approval: false,
+            reason: format!("sync(s) {} could not be dry-run, so their size is unknown", unplanned.join(", ")),
+        });
+    }
+    out
+}
+
 /// `backflow change submit`.
 pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, message: &str) -> Result<ChangeRequest, String> {
     who.require(Role::Contributor, "submit changes")?;
@@ -451,7 +507,8 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         syncs: diff.syncs.iter().map(|s| s.impact.clone()).collect(),
     };
     let verdicts = ask_policies(host, root, &governance, &plugins_dir, &request).await;
-    let (rejected, requirements) = combine(&verdicts, governance.policies.is_empty());
+    let (rejected, mut requirements) = combine(&verdicts, governance.policies.is_empty());
+    requirements.extend(built_in_requirements(&diff));
     let mut change = ChangeRequest {
         id: state.next_change_id().map_err(state_err)?,
         author: who.user.clone(),
@@ -638,13 +695,20 @@ pub struct RunGate {
     pub expires_at: String,
     /// Fingerprint of every planned change (key, operation, row): what approval covers.
     pub plan_fingerprint: String,
+    /// The sync's configuration the plan was made with; a release needs the same.
     pub config_hash: String,
+    /// Whether the held run was a full resync (its approval re-plans the same way).
+    #[serde(default)]
+    pub full_resync: bool,
     pub planned: crate::state::OpCounts,
     pub samples: serde_json::Value,
     pub requirements: Vec<Requirement>,
     pub approvals: Vec<Review>,
     pub status: GateStatus,
 }
+
+/// The longest a run approval request may stay open (one year; the config refuses more).
+pub const MAX_TTL_MINUTES: u64 = 525_600;
 
 /// What the gate lets a run do.
 pub enum GateDecision {
@@ -667,12 +731,13 @@ pub async fn gate_run(
     plan_fingerprint: &str,
     samples: serde_json::Value,
     config_hash: &str,
+    full_resync: bool,
     user: &str,
     approved_run: Option<&str>,
 ) -> Result<GateDecision, String> {
     if let Some(approved) = approved_run {
         if let Some(mut gate) = state.run_gate::<RunGate>(approved).map_err(state_err)? {
-            if gate.status == GateStatus::Approved && gate.sync == sync.name && gate.plan_fingerprint == plan_fingerprint {
+            if gate.status == GateStatus::Approved && gate.sync == sync.name && gate.plan_fingerprint == plan_fingerprint && gate.config_hash == config_hash {
                 gate.status = GateStatus::Used;
                 let event = AuditEvent {
                     user: user.into(),
@@ -698,13 +763,21 @@ pub async fn gate_run(
     let verdicts = ask_policies(host, &ws.root, &ws.governance, &ws.plugins_dir, &request).await;
     let (rejected, requirements) = combine(&verdicts, false);
     if let Some(reason) = rejected {
+        let event = AuditEvent {
+            user: user.into(),
+            action: "run.rejected".into(),
+            target: format!("{} run {run_id}", sync.name),
+            config_hash: Some(config_hash.into()),
+            detail: serde_json::json!({"planned": planned, "reason": reason}),
+        };
+        state.write_governance(vec![], vec![event]).map_err(state_err)?;
         return Ok(GateDecision::Reject(reason));
     }
     if requirements.is_empty() {
         return Ok(GateDecision::Proceed);
     }
     let requested = time::OffsetDateTime::now_utc();
-    let expires = requested + time::Duration::minutes(ws.governance.run_request_ttl_minutes as i64);
+    let expires = requested + time::Duration::minutes(ws.governance.run_request_ttl_minutes.min(MAX_TTL_MINUTES) as i64);
     let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let gate = RunGate {
         run_id: run_id.into(),
@@ -714,6 +787,7 @@ pub async fn gate_run(
         expires_at: fmt(expires),
         plan_fingerprint: plan_fingerprint.into(),
         config_hash: config_hash.into(),
+        full_resync,
         planned,
         samples,
         requirements: requirements.clone(),
@@ -742,7 +816,8 @@ pub fn approve_run(state: &StateStore, who: &Identity, run_id: &str, comment: Op
     if gate.status != GateStatus::Waiting {
         return Err(format!("run {run_id} was already approved"));
     }
-    let expires = time::OffsetDateTime::parse(&gate.expires_at, &time::format_description::well_known::Rfc3339).map_err(|e| e.to_string())?;
+    let expires = time::OffsetDateTime::parse(&gate.expires_at, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("run {run_id}: stored expires_at {:?} is not a timestamp: {e}", gate.expires_at))?;
     if time::OffsetDateTime::now_utc() > expires {
         return Err(format!("the approval request for run {run_id} expired at {}: run the sync again to ask again", gate.expires_at));
     }

@@ -444,7 +444,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state = StateStore::open(&working.state_dir)?;
             let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
             who.require(backflow::governance::Role::Contributor, "send test rows").map_err(anyhow::Error::msg)?;
-            let ws = if draft { working } else { backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[name.clone()]).map_err(anyhow::Error::msg)? };
+            // A test row is a real delivery: a draft may only go to a staging destination.
+            let ws = backflow::governance::workspace_for_run(&cli.workspace, &state, working, draft, &[name.clone()]).map_err(anyhow::Error::msg)?;
             drop(state);
             let report = pipeline::test_row(&host, &ws, &name, &row).await.map_err(anyhow::Error::msg)?;
             if json {
@@ -544,7 +545,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // plan is the same; otherwise it is held again.
             let ws = backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[gate.sync.clone()]).map_err(anyhow::Error::msg)?;
             let run_options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {id}"), approved_run: Some(id.clone()) };
-            let record = pipeline::run_sync_with(&host, &ws, &state, &gate.sync, &run_options, pipeline::PlanOptions::default()).await?;
+            let record = pipeline::run_sync_with(&host, &ws, &state, &gate.sync, &run_options, pipeline::PlanOptions { full_resync: gate.full_resync }).await?;
             if json {
                 println!("{}", serde_json::to_string(&record)?);
             } else {

@@ -737,6 +737,7 @@ async fn execute(
             &plan.fingerprint,
             serde_json::Value::Object(samples),
             &p.config_hash,
+            options.full_resync,
             &run_options.user,
             run_options.approved_run.as_deref(),
         )

@@ -337,7 +337,8 @@ impl StateStore {
             let mut audit = txn.open_table(AUDIT).map_err(|e| self.err(e))?;
             let last = audit.last().map_err(|e| self.err(e))?.map(|(k, v)| (k.value(), v.value().to_vec()));
             let (mut seq, mut prev_hash) = match last {
-                Some((k, v)) => (k, serde_json::from_slice::<AuditEntry>(&v).map(|e| e.hash).unwrap_or_default()),
+                // An unreadable last entry must not silently restart the hash chain.
+                Some((k, v)) => (k, serde_json::from_slice::<AuditEntry>(&v).map_err(|e| self.err(format!("audit log entry {k} is unreadable: {e}")))?.hash),
                 None => (0, String::new()),
             };
             for event in events {

@@ -268,11 +268,35 @@ async fn a_run_approval_request_expires() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn working_copy_edits_cannot_grant_roles_or_staging() {
+    let receiver = receiver().await;
+    let ws = governed_workspace(&receiver, None, "[[policies]]\nplugin = \"policies\"\nconfig = { default_approvals = 0, sensitive_needs_admin = false }\n");
+    publish_as_team(&ws);
+    // Carol makes herself an admin in her working copy: she is still a contributor...
+    edit(&ws, "carol = { role = \"contributor\" }", "carol = { role = \"admin\" }");
+    let approve = backflow_as(&ws, "carol", &["change", "approve", "1"]);
+    assert!(approve.stderr.contains("carol is a contributor"), "{}", approve.stderr);
+    // ...and the change request needs an admin other than her, whatever the policies say.
+    let change = ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "promote me", "--json"]), "submit").json();
+    assert_eq!(change["status"], "pending", "{change}");
+    assert!(change["requirements"].as_array().unwrap().iter().any(|r| r["policy"] == "built-in" && r["reason"].as_str().unwrap().contains("modified users carol")), "{change}");
+    let bob = ok(backflow_as(&ws, "bob", &["change", "approve", &change["id"].to_string()]), "bob");
+    assert!(bob.stdout.contains("now pending"), "{}", bob.stdout);
+    // Marking the production destination staging in the working copy does not make drafts run.
+    edit(&ws, "[destinations.hook]\n", "[destinations.hook]\nstaging = true\n");
+    let draft = backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--draft"]);
+    assert!(draft.stderr.contains("not a (published) staging destination"), "{}", draft.stderr);
+    let test = backflow_as(&ws, "carol", &["sync", "test", "to_hook", "--row", "1", "--draft"]);
+    assert!(test.stderr.contains("not a (published) staging destination"), "{}", test.stderr);
+    assert_eq!(receiver.rows(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn drafts_run_only_against_staging_destinations() {
     let receiver = receiver().await;
     let ws = governed_workspace(&receiver, None, "");
     let refused = backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--draft"]);
-    assert!(refused.stderr.contains("not a staging destination"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("is not a (published) staging destination"), "{}", refused.stderr);
     edit(&ws, "[destinations.hook]\n", "[destinations.hook]\nstaging = true\n");
     let run = ok(backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--draft", "--json"]), "draft run").json();
     assert_eq!(run["status"], "succeeded");
