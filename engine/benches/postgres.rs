@@ -5,7 +5,8 @@
 //!     scripts/build-plugins && cargo bench -p backflow --bench postgres
 //!
 //! Options: `-- --rows N`, `-- --repeat N` (best of N, default 3), `-- --fetch-rows N` (the
-//! plugin's `fetch_rows`, default its own default 20000). Three rates:
+//! plugin's `fetch_rows`, default its own default 20000), `-- --tls` (the plugin connects with
+//! `sslmode = require`). Three rates:
 //! - COPY: psql streaming the query's text to /dev/null (the server's own floor);
 //! - plugin read: the plugin streaming the query into batches on the host, nothing else;
 //! - sync: an initial sync end to end (read, diff into a fresh snapshot, deliver to
@@ -25,7 +26,9 @@ fn main() {
     let fetch_rows: u32 = arg("--fetch-rows").map(|r| r.parse().unwrap()).unwrap_or(20_000);
     let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
 
-    let pg = pg::Pg::throwaway();
+    // `--tls`: the same over TLS (sslmode = require) to a cluster with ssl = on.
+    let tls = args.iter().any(|a| a == "--tls");
+    let pg = if tls { pg::Pg::throwaway_tls().0 } else { pg::Pg::throwaway() };
     pg.sql(&format!(
         "CREATE TABLE customers AS SELECT g::bigint AS id, 'user' || g || '@example.com' AS email, 'User ' || g AS name,
            (ARRAY['free','pro','enterprise'])[1 + g % 3] AS plan, ((g % 2000) || '.' || lpad((g % 100)::text, 2, '0'))::numeric(10,2) AS mrr,
@@ -51,7 +54,7 @@ fn main() {
         format!(
             "[workspace]\nplugins_dir = \"{}\"\n{}\n[destinations.noop]\nplugin = \"noop-destination\"\n[models.customers]\nsource = \"pg\"\nquery = \"{QUERY}\"\nprimary_key = \"id\"\n[syncs.bench]\nmodel = \"customers\"\ndestination = \"noop\"\nbatch_size = 5000\n",
             plugins.display(),
-            pg.source_toml("reader", Some("reader-secret")).replace("database =", &format!("fetch_rows = {fetch_rows}, database ="))
+            pg.source_toml("reader", Some("reader-secret")).replace("database =", &format!("fetch_rows = {fetch_rows}, {}database =", if tls { "sslmode = \"require\", " } else { "" }))
         ),
     )
     .unwrap();
@@ -88,7 +91,7 @@ fn main() {
         (read, sync)
     });
     let rate = |secs: f64| rows as f64 / secs;
-    println!("{rows} rows, 7 columns, best of {repeat}");
+    println!("{rows} rows, 7 columns, best of {repeat}{}", if tls { ", over TLS (the plugin with sslmode = require; psql negotiates TLS too, libpq's default prefer)" } else { "" });
     println!("{:<44} {:>8} {:>11} {:>9}", "", "seconds", "rows/s", "of COPY");
     println!("{:<44} {:>8.2} {:>11.0} {:>8.0}%", "psql \\copy (query) to /dev/null", copy_secs, rate(copy_secs), 100.0);
     println!("{:<44} {:>8.2} {:>11.0} {:>8.0}%", "postgres plugin read (batches on the host)", read_secs, rate(read_secs), 100.0 * copy_secs / read_secs);

@@ -6,7 +6,7 @@
 //! Roles every server gets (all may read everything in `public`):
 //! `reader`/`reader-secret` (SCRAM), and on throwaway clusters, whose `pg_hba.conf` the tests
 //! write, `trust_user` (trust), `password_user`/`plain-secret` (cleartext password) and
-//! `md5_user`/`md5-secret` (MD5).
+//! `md5_user`/`md5-secret` (MD5), and `tls_user`/`tls-secret` (SCRAM, TLS connections only).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,6 +82,30 @@ impl Pg {
 
     /// A fresh cluster this test owns (it may stop and restart it).
     pub fn throwaway() -> Pg {
+        Pg::throwaway_with(None)
+    }
+
+    /// A fresh cluster with `ssl = on`, its server certificate (for 127.0.0.1) signed by a
+    /// throwaway CA; returns the CA certificate's PEM too. Role `tls_user`/`tls-secret` may
+    /// connect only over TLS.
+    pub fn throwaway_tls() -> (Pg, String) {
+        let certs = tempfile::tempdir().unwrap();
+        let c = certs.path();
+        let openssl = |args: &[&str]| {
+            let mut cmd = Command::new("openssl");
+            cmd.args(args).current_dir(c);
+            run(cmd, &format!("openssl {}", args.join(" ")));
+        };
+        openssl(&["req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=backflow-test-ca", "-keyout", "ca.key", "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(&["req", "-new", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]);
+        std::fs::write(c.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", "server.crt", "-extfile", "ext.cnf"]);
+        let ca = std::fs::read_to_string(c.join("ca.crt")).unwrap();
+        let pg = Pg::throwaway_with(Some((std::fs::read(c.join("server.crt")).unwrap(), std::fs::read(c.join("server.key")).unwrap())));
+        (pg, ca)
+    }
+
+    fn throwaway_with(tls: Option<(Vec<u8>, Vec<u8>)>) -> Pg {
         let bin = pg_bin();
         let dir = tempfile::Builder::new().prefix("backflow-pg").tempdir().unwrap();
         if is_root() {
@@ -100,6 +124,7 @@ impl Pg {
         run(initdb, "initdb");
         let port = free_port();
         let hba = "\
+hostnossl all tls_user 127.0.0.1/32 reject
 host all postgres 127.0.0.1/32 trust
 host all trust_user 127.0.0.1/32 trust
 host all password_user 127.0.0.1/32 password
@@ -111,6 +136,19 @@ host all all 127.0.0.1/32 scram-sha-256
         conf.push_str(&format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 30\n"
         ));
+        if let Some((cert, key)) = &tls {
+            std::fs::write(data.join("server.crt"), cert).unwrap();
+            std::fs::write(data.join("server.key"), key).unwrap();
+            let mut chmod = Command::new("chmod");
+            chmod.arg("600").arg(data.join("server.key"));
+            run(chmod, "chmod server.key");
+            if is_root() {
+                let mut chown = Command::new("chown");
+                chown.arg("postgres:postgres").arg(data.join("server.crt")).arg(data.join("server.key"));
+                run(chown, "chown the server certificate");
+            }
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        }
         std::fs::write(data.join("postgresql.conf"), conf).unwrap();
         let pg = Pg {
             host: "127.0.0.1".into(),
@@ -129,6 +167,8 @@ host all all 127.0.0.1/32 scram-sha-256
              CREATE ROLE password_user LOGIN PASSWORD 'plain-secret';
              SET password_encryption = 'md5';
              CREATE ROLE md5_user LOGIN PASSWORD 'md5-secret';
+             SET password_encryption = 'scram-sha-256';
+             CREATE ROLE tls_user LOGIN PASSWORD 'tls-secret';
              ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC;",
         );
         pg

@@ -196,13 +196,53 @@ async fn connections_outside_the_grant_are_refused_by_the_sandbox() {
     assert!(e.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{closed}")), "{e}");
 }
 
+/// A workspace reading from `pg` as `tls_user` with `extra` config (sslmode, sslrootcert),
+/// the CA certificate in `certs/` granted.
+fn tls_workspace(pg: &Pg, ca: &str, extra: &str) -> TestWorkspace {
+    let ws = TestWorkspace::new(&format!(
+        "[workspace]\nplugins_dir = \"{{plugins}}\"\n[sources.pg]\nplugin = \"postgres\"\nconfig = {{ host = \"127.0.0.1\", port = {port}, user = \"tls_user\", password = \"tls-secret\", database = \"postgres\"{extra} }}\ngrants.network = [\"127.0.0.1:{port}\"]\ngrants.files = [\"certs\"]\n[models.m]\nsource = \"pg\"\nquery = \"SELECT 1 AS id, ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()\"\nprimary_key = \"id\"\n",
+        port = pg.port
+    ));
+    ws.write("certs/ca.crt", ca);
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn tls_modes_are_refused_rather_than_downgraded() {
-    let ws = TestWorkspace::new(
-        "[workspace]\nplugins_dir = \"{plugins}\"\n[sources.pg]\nplugin = \"postgres\"\nconfig = { host = \"127.0.0.1\", user = \"reader\", sslmode = \"require\" }\n[models.m]\nsource = \"pg\"\nquery = \"SELECT 1 AS id\"\nprimary_key = \"id\"\n",
-    );
+async fn tls_require_verify_ca_and_verify_full() {
+    let (pg, ca) = Pg::throwaway_tls();
+    for mode in [", sslmode = \"require\"", ", sslmode = \"require\", ssl_ciphers = \"any\"", ", sslmode = \"verify-ca\", sslrootcert = \"certs/ca.crt\"", ", sslmode = \"verify-full\", sslrootcert = \"certs/ca.crt\""] {
+        let p = preview(&tls_workspace(&pg, &ca, mode), 1).await.unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(p.rows[0]["ssl"], true, "{mode}");
+        assert!(p.rows[0]["version"].as_str().unwrap().starts_with("TLSv1."), "{mode}: {:?}", p.rows[0]);
+        // ChaCha20 unless every suite is allowed (then this server picks AES-GCM).
+        let cipher = p.rows[0]["cipher"].as_str().unwrap();
+        assert_eq!(cipher.contains("CHACHA20"), !mode.contains("any"), "{mode}: {cipher}");
+    }
+    // The server only lets tls_user in over TLS: without it the server refuses.
+    let e = preview(&tls_workspace(&pg, &ca, ""), 1).await.unwrap_err();
+    assert!(e.contains("no encryption") || e.contains("pg_hba.conf rejects"), "{e}");
+    // verify-full against the public roots: our throwaway CA is unknown.
+    let e = preview(&tls_workspace(&pg, &ca, ", sslmode = \"verify-full\""), 1).await.unwrap_err();
+    assert!(e.contains("sources.pg.config.sslrootcert") && e.contains("TLS handshake") && e.contains("UnknownIssuer"), "{e}");
+    // A CA file that is not granted cannot be read.
+    let ws = tls_workspace(&pg, &ca, ", sslmode = \"verify-ca\", sslrootcert = \"/etc/ssl/certs/ca-certificates.crt\"");
     let e = preview(&ws, 1).await.unwrap_err();
-    assert!(e.contains("sources.pg.config.sslmode") && e.contains("TLS"), "{e}");
+    assert!(e.contains("sslrootcert") && e.contains("grants.files"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_is_never_downgraded() {
+    // A server without TLS: require fails, it does not carry on in the clear.
+    let pg = Pg::throwaway();
+    let ws = pg_workspace(&pg, "SELECT 1 AS id", "");
+    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+    ws.write("backflow.toml", &toml.replace("database = ", "sslmode = \"require\", database = "));
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("sources.pg.config.sslmode") && e.contains("does not accept TLS"), "{e}");
+    // prefer (which may fall back) is not offered.
+    ws.write("backflow.toml", &toml.replace("database = ", "sslmode = \"prefer\", database = "));
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("sources.pg.config.sslmode") && e.contains("fall back"), "{e}");
 }
 
 /// The server stops while the query streams: the run fails with nothing delivered and the

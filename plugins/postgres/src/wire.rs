@@ -10,6 +10,7 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 use std::io::{ErrorKind, Read, Write};
+use crate::tls::{SslMode, Stream};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 /// Where and as whom to connect.
@@ -21,10 +22,15 @@ pub struct ConnectParams<'a> {
     pub password: Option<&'a str>,
     pub database: &'a str,
     pub application_name: &'a str,
+    pub sslmode: SslMode,
+    /// Offer only ChaCha20-Poly1305 (fast in Wasm) rather than every suite.
+    pub chacha_only: bool,
+    /// PEM CA certificates for `verify-ca`/`verify-full` (`sslrootcert`).
+    pub root_cert: Option<&'a [u8]>,
 }
 
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     read_buf: BytesMut,
     chunk: Box<[u8]>,
     pub write_buf: BytesMut,
@@ -120,6 +126,10 @@ impl Connection {
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = match params.sslmode {
+            SslMode::Disable => Stream::Plain(stream),
+            mode => crate::tls::upgrade(stream, mode, params.chacha_only, params.host, params.root_cert, &peer)?,
+        };
         let mut conn = Connection {
             stream,
             read_buf: BytesMut::with_capacity(256 * 1024),
