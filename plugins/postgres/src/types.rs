@@ -90,7 +90,15 @@ pub fn write_cell(buf: &mut Vec<u8>, kind: Kind, text: &[u8], scratch: &mut Stri
         Kind::Bool => codec::write_bool(buf, parse_bool(text)?),
         Kind::Float => codec::write_float(buf, parse_float(text)?),
         Kind::Numeric => codec::write_decimal(buf, utf8(text)?),
-        Kind::Date => codec::write_value(buf, &backflow_plugin_sdk::Value::Date(parse_pg_date(utf8(text)?)?)),
+        Kind::Date => {
+            let text = utf8(text)?;
+            // A plain YYYY-MM-DD is already the encoding's text: check it, copy it.
+            if parse_date(text).is_some() && text.len() == 10 {
+                codec::write_date_text(buf, text);
+            } else {
+                codec::write_value(buf, &backflow_plugin_sdk::Value::Date(parse_pg_date(text)?));
+            }
+        }
         Kind::Timestamp => codec::write_value(buf, &backflow_plugin_sdk::Value::Timestamp(parse_pg_timestamp(utf8(text)?)?)),
         Kind::Json => codec::write_json(buf, utf8(text)?),
         Kind::Bytea => {
