@@ -393,6 +393,9 @@ pub struct Workspace {
     pub models: BTreeMap<String, Model>,
     pub syncs: BTreeMap<String, Sync>,
     pub governance: Governance,
+    /// Plugin reference → SHA-256 the published configuration was reviewed with. Empty for a
+    /// working copy; a run refuses a plugin whose file no longer matches.
+    pub plugin_pins: BTreeMap<String, String>,
 }
 
 /// Who may do what, and which policies decide on changes and runs.
@@ -403,6 +406,8 @@ pub struct Governance {
     pub run_request_ttl_minutes: u64,
     pub notify_url: Option<String>,
     pub origin: Option<Origin>,
+    /// Pins for the policy plugins (see [`Workspace::plugin_pins`]).
+    pub plugin_pins: BTreeMap<String, String>,
 }
 
 impl Governance {
@@ -477,6 +482,33 @@ impl ConfigFiles {
 }
 
 impl Workspace {
+    /// Every plugin reference the workspace uses (sources, destinations, checks, policies),
+    /// except the built-in no-op destination.
+    pub fn plugin_refs(&self) -> std::collections::BTreeSet<String> {
+        let mut refs = std::collections::BTreeSet::new();
+        for c in self.sources.values().chain(self.destinations.values()).chain(self.governance.policies.iter()) {
+            refs.insert(c.plugin.clone());
+        }
+        for s in self.syncs.values() {
+            refs.extend(s.checks.iter().map(|c| c.connector.plugin.clone()));
+        }
+        refs.remove(crate::pipeline::BUILTIN_NOOP);
+        refs
+    }
+
+    /// Refuses a plugin whose content is not the one pinned for `reference`.
+    pub fn check_pin(pins: &BTreeMap<String, String>, reference: &str, plugin: &crate::host::Plugin) -> Result<(), String> {
+        match pins.get(reference) {
+            Some(pin) if *pin != plugin.hash => Err(format!(
+                "plugin {reference} ({}) changed since the configuration was published (published sha256 {}, now {}): publish a change request to use it",
+                plugin.path.display(),
+                &pin[..pin.len().min(12)],
+                &plugin.hash[..plugin.hash.len().min(12)]
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Loads and checks the workspace in `root` from its files. Reports every error found.
     pub fn load(root: &Path) -> Result<Workspace, ConfigErrors> {
         Workspace::load_files(root, &ConfigFiles::read(root)?)
@@ -622,7 +654,7 @@ impl Workspace {
 
         let governance = governance(root, &main_file, parsed.users, parsed.policies, parsed.approvals, &mut errors);
         if errors.is_empty() {
-            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, sources, destinations, models, syncs, governance })
+            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new() })
         } else {
             Err(ConfigErrors(errors))
         }

@@ -70,6 +70,9 @@ impl Identity {
 pub struct Published {
     pub config_hash: String,
     pub files: ConfigFiles,
+    /// Plugin reference → SHA-256 of the plugin reviewed with this configuration.
+    #[serde(default)]
+    pub plugin_hashes: BTreeMap<String, String>,
     pub change_id: u64,
     pub published_by: String,
     pub published_at: String,
@@ -169,6 +172,10 @@ pub struct ChangeRequest {
     /// The published configuration the change was made against.
     pub base_hash: Option<String>,
     pub files: ConfigFiles,
+    /// Plugin reference → SHA-256 of the plugin files as submitted: what reviewers approved
+    /// runs with. Publishing refuses if any changed since.
+    #[serde(default)]
+    pub plugin_hashes: BTreeMap<String, String>,
     pub diff: ConfigDiff,
     pub policies: Vec<PolicyVerdict>,
     pub requirements: Vec<Requirement>,
@@ -224,7 +231,9 @@ fn state_err(e: crate::state::StateError) -> String {
 /// The published configuration and the workspace it loads as, if anything is published.
 pub fn published_workspace(root: &Path, state: &StateStore) -> Result<Option<(Published, Workspace)>, String> {
     let Some(published) = state.published::<Published>().map_err(state_err)? else { return Ok(None) };
-    let ws = Workspace::load_files(root, &published.files).map_err(|e| format!("the published configuration (change #{}) no longer loads: {e}", published.change_id))?;
+    let mut ws = Workspace::load_files(root, &published.files).map_err(|e| format!("the published configuration (change #{}) no longer loads: {e}", published.change_id))?;
+    ws.plugin_pins = published.plugin_hashes.clone();
+    ws.governance.plugin_pins = published.plugin_hashes.clone();
     Ok(Some((published, ws)))
 }
 
@@ -404,6 +413,7 @@ async fn ask_policies(host: &PluginHost, root: &Path, governance: &Governance, p
     for policy in &governance.policies {
         let decision = async {
             let plugin = crate::plugins::resolve(host, root, plugins_dir, &policy.plugin).await.map_err(|e| format!("{e:#}"))?;
+            Workspace::check_pin(&governance.plugin_pins, &policy.plugin, &plugin)?;
             crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)?;
             evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request).await.map_err(|e| e.to_string())
         }
@@ -476,6 +486,16 @@ fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
     out
 }
 
+/// The SHA-256 of every plugin a workspace uses, by reference.
+async fn plugin_hashes(host: &PluginHost, ws: &Workspace) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for reference in ws.plugin_refs() {
+        let plugin = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &reference).await.map_err(|e| format!("plugin {reference}: {e:#}"))?;
+        out.insert(reference, plugin.hash);
+    }
+    Ok(out)
+}
+
 /// `backflow change submit`.
 pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, message: &str) -> Result<ChangeRequest, String> {
     who.require(Role::Contributor, "submit changes")?;
@@ -487,6 +507,7 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         return Err("the working copy is identical to the published configuration: nothing to submit".into());
     }
     let diff = diff(host, state, &files, &working).await?;
+    let plugin_hashes = plugin_hashes(host, &working).await.map_err(|e| format!("the working copy names a plugin that cannot be loaded: {e}"))?;
     let governance = authority(root, &working, state)?;
     let plugins_dir = match published_workspace(root, state)? {
         Some((_, ws)) => ws.plugins_dir,
@@ -519,6 +540,7 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         config_hash: hash.clone(),
         base_hash: published.map(|p| p.config_hash),
         files,
+        plugin_hashes,
         diff,
         policies: verdicts,
         requirements,
@@ -599,7 +621,7 @@ pub fn review(state: &StateStore, who: &Identity, id: u64, approve: bool, commen
 
 /// `backflow change publish`: only an approved change whose exact files are still the
 /// working copy's, made against what is published now.
-pub fn publish(root: &Path, state: &StateStore, who: &Identity, id: u64) -> Result<ChangeRequest, String> {
+pub async fn publish(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, id: u64) -> Result<ChangeRequest, String> {
     who.require(Role::Contributor, "publish changes")?;
     let mut change = load_change(state, id)?;
     if change.status != ChangeStatus::Approved {
@@ -629,10 +651,28 @@ pub fn publish(root: &Path, state: &StateStore, who: &Identity, id: u64) -> Resu
             current.as_deref().map(short).unwrap_or("nothing")
         ));
     }
+    let working = Workspace::load_files(root, &files).map_err(|e| e.to_string())?;
+    let now_plugins = plugin_hashes(host, &working).await?;
+    for (reference, hash) in &change.plugin_hashes {
+        if now_plugins.get(reference) != Some(hash) {
+            return Err(format!(
+                "plugin {reference} changed after change #{id} was reviewed (reviewed sha256 {}, now {}): submit it again",
+                short(hash),
+                now_plugins.get(reference).map(|h| short(h)).unwrap_or("missing")
+            ));
+        }
+    }
     let at = now();
     change.status = ChangeStatus::Published;
     change.published_at = Some(at.clone());
-    let published = Published { config_hash: change.config_hash.clone(), files, change_id: id, published_by: who.user.clone(), published_at: at };
+    let published = Published {
+        config_hash: change.config_hash.clone(),
+        files,
+        plugin_hashes: change.plugin_hashes.clone(),
+        change_id: id,
+        published_by: who.user.clone(),
+        published_at: at,
+    };
     let event = AuditEvent {
         user: who.user.clone(),
         action: "change.publish".into(),

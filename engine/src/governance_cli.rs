@@ -53,7 +53,7 @@ pub async fn change(root: &Path, host: &PluginHost, state: &StateStore, who: &Id
             println!("{} rejected change #{id}: now {}", who.user, change.status.as_str());
         }
         ChangeCommand::Publish { id } => {
-            let change = gov::publish(root, state, who, id).map_err(msg)?;
+            let change = gov::publish(host, root, state, who, id).await.map_err(msg)?;
             println!("published change #{id} (configuration {}); runs now use it", gov::short(&change.config_hash));
         }
     }

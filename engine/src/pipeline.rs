@@ -150,9 +150,11 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.
 async fn load_plugin(host: &PluginHost, ws: &Workspace, c: &Connector) -> Result<Plugin, PrepareError> {
-    crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &c.plugin)
+    let plugin = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &c.plugin)
         .await
-        .map_err(|e| PrepareError(format!("{}: {}: {e:#}", c.origin.file.display(), c.origin.key("plugin"))))
+        .map_err(|e| PrepareError(format!("{}: {}: {e:#}", c.origin.file.display(), c.origin.key("plugin"))))?;
+    Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin).map_err(|e| PrepareError(format!("{}: {}: {e}", c.origin.file.display(), c.origin.key("plugin"))))?;
+    Ok(plugin)
 }
 
 /// Resolves a connector's plugin, checks it is of `kind` and that it accepts the config.

@@ -292,6 +292,41 @@ async fn working_copy_edits_cannot_grant_roles_or_staging() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn plugins_are_pinned_to_what_was_reviewed() {
+    let receiver = receiver().await;
+    let ws = governed_workspace(&receiver, None, "[[policies]]\nplugin = \"local/policies.wasm\"\n");
+    std::fs::create_dir_all(ws.path().join("local")).unwrap();
+    let copy = |from: &str, to: &str| std::fs::copy(plugin(from), ws.path().join("local").join(to)).unwrap();
+    copy("webhook.wasm", "webhook.wasm");
+    copy("policies.wasm", "policies.wasm");
+    edit(&ws, "plugin = \"webhook\"", "plugin = \"local/webhook.wasm\"");
+
+    // A plugin file replaced between review and publish: refused.
+    let change = ok(backflow_as(&ws, "carol", &["change", "submit", "--json"]), "submit").json();
+    ok(backflow_as(&ws, "alice", &["change", "approve", "1"]), "approve");
+    copy("noop_destination.wasm", "webhook.wasm");
+    let publish = backflow_as(&ws, "carol", &["change", "publish", "1"]);
+    assert!(publish.stderr.contains("plugin local/webhook.wasm changed after change #1 was reviewed"), "{}", publish.stderr);
+    copy("webhook.wasm", "webhook.wasm");
+    ok(backflow_as(&ws, "carol", &["change", "publish", "1"]), "publish");
+    let pinned: Vec<&String> = change["plugin_hashes"].as_object().unwrap().keys().collect();
+    assert_eq!(pinned, ["file-source", "local/policies.wasm", "local/webhook.wasm"]);
+
+    // Replaced after publishing: runs refuse the unreviewed destination...
+    copy("noop_destination.wasm", "webhook.wasm");
+    let run = backflow_as(&ws, "carol", &["sync", "run", "to_hook"]);
+    assert!(run.stderr.contains("plugin local/webhook.wasm") && run.stderr.contains("changed since the configuration was published"), "{}", run.stderr);
+    assert_eq!(receiver.rows(), 0);
+    // ...and a swapped policy fails closed.
+    copy("webhook.wasm", "webhook.wasm");
+    copy("fixture_policy.wasm", "policies.wasm");
+    edit(&ws, "[syncs.to_hook]\n", "[syncs.to_hook]\nbatch_size = 2\n");
+    let change = ok(backflow_as(&ws, "carol", &["change", "submit", "--json"]), "submit 2").json();
+    assert_eq!(change["status"], "rejected", "{change}");
+    assert!(change["policies"][0]["reason"].as_str().unwrap().contains("changed since the configuration was published"), "{change}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn drafts_run_only_against_staging_destinations() {
     let receiver = receiver().await;
     let ws = governed_workspace(&receiver, None, "");
