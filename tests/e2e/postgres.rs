@@ -231,6 +231,21 @@ async fn tls_require_verify_ca_and_verify_full() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_granted_host_name_is_resolved_in_the_sandbox() {
+    let pg = Pg::any();
+    let ws = pg_workspace(&pg, "SELECT 1 AS id", "");
+    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+    // Named in the config but only its IP granted: no DNS in the sandbox, and the error says what to do.
+    ws.write("backflow.toml", &toml.replace("host = \"127.0.0.1\"", "host = \"localhost\""));
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("cannot resolve localhost") && e.contains(&format!("grants.network = [\"localhost:{}\"]", pg.port)), "{e}");
+    // Granted by name: resolved, and connected to the address it resolves to.
+    let named = toml.replace("host = \"127.0.0.1\"", "host = \"localhost\"").replace(&format!("grants.network = [\"127.0.0.1:{}\"]", pg.port), &format!("grants.network = [\"localhost:{}\"]", pg.port));
+    ws.write("backflow.toml", &named);
+    assert_eq!(preview(&ws, 1).await.unwrap().rows[0]["id"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn tls_is_never_downgraded() {
     // A server without TLS: require fails, it does not carry on in the clear.
     let pg = Pg::throwaway();

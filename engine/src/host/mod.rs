@@ -317,10 +317,15 @@ impl PluginHost {
             };
             Box::pin(async move { ok })
         });
-        // No DNS from inside the sandbox: a lookup of any name could leak data, and WASI has no
-        // per-name filter. Plugins reach named hosts through host HTTP (checked by name);
-        // socket-speaking plugins connect to the addresses their grants resolve to.
-        wasi.allow_ip_name_lookup(false);
+        // DNS inside the sandbox only for a plugin granted a host *name*: it needs to resolve
+        // that name to connect its own socket (a database driver). WASI has no per-name filter,
+        // so such a plugin could look up other names too (a DNS side channel); it still cannot
+        // connect anywhere but the granted addresses. Plugins granted only IP addresses, or
+        // nothing, get no DNS; host HTTP is checked by name and needs none.
+        let names_granted = grants.network.iter().any(|g| {
+            g.rsplit_once(':').is_some_and(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_err())
+        });
+        wasi.allow_ip_name_lookup(names_granted);
         wasi.allow_udp(false);
         // TCP is off in WASI by default; turn it on only for a plugin with network grants,
         // and then only the checks above decide where it may connect.

@@ -94,8 +94,8 @@ impl Connection {
                 PluginError::bad_config(
                     "host",
                     format!(
-                        "cannot resolve {}: {e}. The sandbox has no DNS: set hostaddr to the server's IP address (and grant that IP:port in grants.network)",
-                        params.host
+                        "cannot resolve {}: {e}. The sandbox resolves names only for a source granted a host name (grants.network = [\"{}:{}\"]); or set hostaddr to the server's IP address and grant that",
+                        params.host, params.host, params.port
                     ),
                 )
             })?,
