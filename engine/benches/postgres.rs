@@ -87,6 +87,9 @@ fn main() {
             let run = backflow::pipeline::run_sync(&host, &fresh, &state, "bench", &backflow::pipeline::RunOptions::default()).await.unwrap();
             assert_eq!(run.delivered.added, rows, "{run:?}");
             sync = sync.min(started.elapsed().as_secs_f64());
+            if std::env::var_os("BENCH_VERBOSE").is_some() {
+                eprintln!("sync: plan {} ms, deliver {} ms, total {:.2} s", run.timings.plan_ms, run.timings.deliver_ms, started.elapsed().as_secs_f64());
+            }
         }
         (read, sync)
     });
