@@ -541,6 +541,9 @@ impl StateStore {
             let pending_name = pending_table(sync);
             let mut snap = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&snap_name)).map_err(|e| self.err(e))?;
             let mut pending = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name)).map_err(|e| self.err(e))?;
+            // Most runs have no refused rows at all: then a delivered row has no pending entry
+            // to clear, and a lookup per row is saved.
+            let mut any_pending = pending.len().map_err(|e| self.err(e))? > 0;
             let mut value = Vec::new();
             for op in ops {
                 match op {
@@ -549,16 +552,21 @@ impl StateStore {
                         value.extend_from_slice(fp);
                         value.extend_from_slice(row);
                         snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
-                        pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                        if any_pending {
+                            pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                        }
                     }
                     JournalOp::Delete { key } => {
                         snap.remove(key.as_slice()).map_err(|e| self.err(e))?;
-                        pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                        if any_pending {
+                            pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                        }
                     }
                     JournalOp::Reject { key, change, error, run_id } => {
                         let row = PendingRow { change: change.clone(), error: error.clone(), run_id: run_id.clone() };
                         let json = serde_json::to_vec(&row).map_err(|e| self.err(e))?;
                         pending.insert(key.as_slice(), json.as_slice()).map_err(|e| self.err(e))?;
+                        any_pending = true;
                     }
                 }
             }
