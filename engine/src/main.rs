@@ -367,6 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { command: SyncCommand::List { json } } => {
             let ws = load_workspace(&cli.workspace)?;
             let state = StateStore::open(&ws.state_dir)?;
+            identity(&cli.workspace, cli.user.as_deref(), &ws, &state)?.require(backflow::governance::Role::Viewer, "list syncs").map_err(anyhow::Error::msg)?;
             let mut rows = Vec::new();
             for sync in ws.syncs.values() {
                 let last = state.runs(Some(&sync.name), 1)?.into_iter().next();
