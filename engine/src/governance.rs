@@ -501,18 +501,16 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
     who.require(Role::Contributor, "submit changes")?;
     let files = ConfigFiles::read(root).map_err(|e| e.to_string())?;
     let working = Workspace::load_files(root, &files).map_err(|e| format!("the working copy does not load, fix it first:\n{e}"))?;
-    let published = state.published::<Published>().map_err(state_err)?;
+    // Read once: its hash, its users and policies (the authority) and its plugins directory.
+    let published = published_workspace(root, state)?;
     let hash = files.hash();
-    if published.as_ref().is_some_and(|p| p.config_hash == hash) {
+    if published.as_ref().is_some_and(|(p, _)| p.config_hash == hash) {
         return Err("the working copy is identical to the published configuration: nothing to submit".into());
     }
     let diff = diff(host, state, &files, &working).await?;
     let plugin_hashes = plugin_hashes(host, &working).await.map_err(|e| format!("the working copy names a plugin that cannot be loaded: {e}"))?;
-    let governance = authority(root, &working, state)?;
-    let plugins_dir = match published_workspace(root, state)? {
-        Some((_, ws)) => ws.plugins_dir,
-        None => working.plugins_dir.clone(),
-    };
+    let authority_ws = published.as_ref().map_or(&working, |(_, ws)| ws);
+    let (governance, plugins_dir) = (authority_ws.governance.clone(), authority_ws.plugins_dir.clone());
     let description = {
         let mut d = format!("{message}\n\nchanged: ");
         d.push_str(&diff.entities.iter().map(|e| format!("{} {} {}", e.change, e.kind, e.name)).collect::<Vec<_>>().join(", "));
@@ -538,7 +536,7 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         created_at: now(),
         status: ChangeStatus::Pending,
         config_hash: hash.clone(),
-        base_hash: published.map(|p| p.config_hash),
+        base_hash: published.map(|(p, _)| p.config_hash),
         files,
         plugin_hashes,
         diff,

@@ -203,7 +203,7 @@ impl QueryReader {
                 Message::NoData => {
                     return Err(PluginError::bad_config("query", "the query returns no rows (a model is a SELECT, VALUES, TABLE or ... RETURNING query)"))
                 }
-                Message::ErrorResponse(body) => return Err(reader.query_error(&wire::server_error(&body))),
+                Message::ErrorResponse(body) => return Err(reader.query_error(&wire::ServerError::parse(&body))),
                 _ => return Err(PluginError::fatal("PostgreSQL protocol error: unexpected message before the row description")),
             }
         }
@@ -243,7 +243,7 @@ impl QueryReader {
         loop {
             match self.conn.recv()? {
                 Message::ReadyForQuery(_) => break,
-                Message::ErrorResponse(body) => return Err(self.query_error(&wire::server_error(&body))),
+                Message::ErrorResponse(body) => return Err(self.query_error(&wire::ServerError::parse(&body))),
                 _ => {}
             }
         }
@@ -285,7 +285,6 @@ impl SourceReader for QueryReader {
                 continue;
             }
             match self.conn.recv()? {
-                Message::DataRow(_) => unreachable!("data rows are drained above"),
                 Message::PortalSuspended => {
                     frontend::execute("", self.fetch_rows, &mut self.conn.write_buf)
                         .map_err(|e| PluginError::fatal(format!("cannot encode a fetch: {e}")))?;
@@ -296,7 +295,7 @@ impl SourceReader for QueryReader {
                     self.finish_query()?;
                     break;
                 }
-                Message::ErrorResponse(body) => return Err(self.query_error(&wire::server_error(&body))),
+                Message::ErrorResponse(body) => return Err(self.query_error(&wire::ServerError::parse(&body))),
                 _ => return Err(PluginError::fatal("PostgreSQL protocol error: unexpected message while reading rows")),
             }
         }

@@ -49,7 +49,7 @@ pub struct ServerError {
 }
 
 impl ServerError {
-    fn parse(body: &ErrorResponseBody) -> ServerError {
+    pub fn parse(body: &ErrorResponseBody) -> ServerError {
         let mut e = ServerError { code: String::new(), message: String::new(), detail: None, hint: None, position: None };
         let mut fields = body.fields();
         while let Ok(Some(f)) = fields.next() {
@@ -322,10 +322,6 @@ impl Connection {
         let _ = self.stream.write_all(&self.write_buf);
         self.write_buf.clear();
     }
-}
-
-pub fn server_error(body: &ErrorResponseBody) -> ServerError {
-    ServerError::parse(body)
 }
 
 fn io_fatal(e: std::io::Error) -> PluginError {
