@@ -19,7 +19,7 @@ fn main() {
             let workspace = backflow::config::Workspace::load(Path::new(&ws)).unwrap();
             let host = backflow::host::PluginHost::new(Some(workspace.root.join("cache"))).unwrap();
             let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
-            let run = backflow::pipeline::run_sync(&host, &workspace, &state, &sync, &backflow::pipeline::RunOptions::default()).await.unwrap();
+            let run = backflow::app::run_sync(&host, &workspace, &state, &sync, &backflow::sync::RunOptions::default()).await.unwrap();
             assert_eq!(run.status, backflow::state::RunStatus::Succeeded, "{run:?}");
             println!("{}", run.checks.len());
         });

@@ -50,7 +50,7 @@ fn run(ws: &Path) -> backflow::state::RunRecord {
         let workspace = backflow::config::Workspace::load(ws).unwrap();
         let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
-        backflow::pipeline::run_sync(&host, &workspace, &state, "s", &backflow::pipeline::RunOptions::default()).await.unwrap()
+        backflow::app::run_sync(&host, &workspace, &state, "s", &backflow::sync::RunOptions::default()).await.unwrap()
     })
 }
 

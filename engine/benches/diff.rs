@@ -104,7 +104,7 @@ fn run_once(ws: &Path, sync: &str) {
         let workspace = backflow::config::Workspace::load(ws).unwrap();
         let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
-        let run = backflow::pipeline::run_sync(&host, &workspace, &state, sync, &backflow::pipeline::RunOptions::default()).await.unwrap();
+        let run = backflow::app::run_sync(&host, &workspace, &state, sync, &backflow::sync::RunOptions::default()).await.unwrap();
         assert_eq!(run.status, backflow::state::RunStatus::Succeeded, "{run:?}");
         let diff_rate = run.model_rows as f64 / (run.timings.plan_ms.max(1) as f64 / 1000.0);
         println!(

@@ -61,7 +61,7 @@ fn main() {
     let (read_secs, sync_secs) = runtime.block_on(async {
         let ws = backflow::config::Workspace::load(&ws_dir).unwrap();
         let host = backflow::host::PluginHost::new(Some(ws.state_dir.join("cache"))).unwrap();
-        let prepared = backflow::pipeline::prepare(&host, &ws, "bench").await.unwrap();
+        let prepared = backflow::sync::prepare::prepare(&host, &ws, "bench").await.unwrap();
         let mut read = f64::MAX;
         for _ in 0..repeat {
             let started = Instant::now();
@@ -84,7 +84,7 @@ fn main() {
             fresh.state_dir = state_dir.path().to_path_buf();
             let state = backflow::state::StateStore::open(&fresh.state_dir).unwrap();
             let started = Instant::now();
-            let run = backflow::pipeline::run_sync(&host, &fresh, &state, "bench", &backflow::pipeline::RunOptions::default()).await.unwrap();
+            let run = backflow::app::run_sync(&host, &fresh, &state, "bench", &backflow::sync::RunOptions::default()).await.unwrap();
             assert_eq!(run.delivered.added, rows, "{run:?}");
             sync = sync.min(started.elapsed().as_secs_f64());
             if std::env::var_os("BENCH_VERBOSE").is_some() {

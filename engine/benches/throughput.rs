@@ -81,9 +81,9 @@ fn one(ws: &Path, dest: &str, rows: u64) {
         let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
         // Warm the compiled-component cache so compilation is not timed.
-        backflow::pipeline::prepare(&host, &workspace, dest).await.unwrap();
+        backflow::sync::prepare::prepare(&host, &workspace, dest).await.unwrap();
         let started = Instant::now();
-        let run = backflow::pipeline::run_sync(&host, &workspace, &state, dest, &backflow::pipeline::RunOptions::default()).await.unwrap();
+        let run = backflow::app::run_sync(&host, &workspace, &state, dest, &backflow::sync::RunOptions::default()).await.unwrap();
         let secs = started.elapsed().as_secs_f64();
         assert_eq!(run.delivered.added, rows, "{run:?}");
         let label = if dest == "wasm" { "noop-destination.wasm" } else { "builtin:noop (native)" };

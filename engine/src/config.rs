@@ -5,12 +5,14 @@
 //! a loaded workspace is internally consistent. Whether a plugin accepts its `config` table is
 //! the plugin's call, checked later through its `check-config` export.
 
-use crate::host::{Grants, Limits};
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+pub use crate::domain::{RateLimit, Severity, SyncMode};
+use crate::domain::{Grants, Limits};
 
 pub const WORKSPACE_FILE: &str = "backflow.toml";
 
@@ -238,13 +240,6 @@ struct SyncFile {
     description: Option<String>,
 }
 
-/// A sync's pace towards its destination.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub requests_per_second: Option<f64>,
-    pub rows_per_second: Option<f64>,
-}
 
 /// One quality check of a sync.
 #[derive(Debug, Deserialize)]
@@ -266,13 +261,6 @@ struct CheckFile {
     limits: LimitsFile,
 }
 
-/// What a failing check does to its run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Fail,
-    Warn,
-}
 
 /// A sync's quality check, resolved.
 #[derive(Debug, Clone)]
@@ -283,39 +271,6 @@ pub struct Check {
     pub connector: Connector,
 }
 
-/// How a sync treats the diff. See the README for each mode's operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncMode {
-    Upsert,
-    Update,
-    Insert,
-    Mirror,
-    Append,
-}
-
-impl SyncMode {
-    pub fn parse(s: &str) -> Option<SyncMode> {
-        Some(match s {
-            "upsert" => SyncMode::Upsert,
-            "update" => SyncMode::Update,
-            "insert" => SyncMode::Insert,
-            "mirror" => SyncMode::Mirror,
-            "append" => SyncMode::Append,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncMode::Upsert => "upsert",
-            SyncMode::Update => "update",
-            SyncMode::Insert => "insert",
-            SyncMode::Mirror => "mirror",
-            SyncMode::Append => "append",
-        }
-    }
-}
 
 /// Where a definition came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,7 +356,7 @@ pub struct Workspace {
 /// Who may do what, and which policies decide on changes and runs.
 #[derive(Debug, Clone, Default)]
 pub struct Governance {
-    pub users: BTreeMap<String, crate::governance::Role>,
+    pub users: BTreeMap<String, crate::domain::Role>,
     pub policies: Vec<Connector>,
     pub run_request_ttl_minutes: u64,
     pub notify_url: Option<String>,
@@ -492,7 +447,7 @@ impl Workspace {
         for s in self.syncs.values() {
             refs.extend(s.checks.iter().map(|c| c.connector.plugin.clone()));
         }
-        refs.remove(crate::pipeline::BUILTIN_NOOP);
+        refs.remove(crate::domain::BUILTIN_NOOP);
         refs
     }
 
@@ -700,7 +655,7 @@ fn governance(
     let origin = |key: String| Origin { file: main_file.to_path_buf(), key };
     let mut out = Governance { run_request_ttl_minutes: approvals.run_request_ttl_minutes.unwrap_or(24 * 60), ..Default::default() };
     for (name, user) in users {
-        match crate::governance::Role::parse(&user.role) {
+        match crate::domain::Role::parse(&user.role) {
             Some(role) => {
                 out.users.insert(name, role);
             }
@@ -716,8 +671,8 @@ fn governance(
         }
     }
     let approvals_origin = origin("approvals".into());
-    if out.run_request_ttl_minutes > crate::governance::MAX_TTL_MINUTES {
-        errors.push(approvals_origin.error("run_request_ttl_minutes", format!("must be at most {} (one year)", crate::governance::MAX_TTL_MINUTES)));
+    if out.run_request_ttl_minutes > crate::domain::MAX_TTL_MINUTES {
+        errors.push(approvals_origin.error("run_request_ttl_minutes", format!("must be at most {} (one year)", crate::domain::MAX_TTL_MINUTES)));
     }
     if let Some(url) = &approvals.notify_url {
         match reqwest::Url::parse(url) {

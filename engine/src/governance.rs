@@ -10,60 +10,20 @@
 //! Users, roles and policies themselves come from the published configuration once there is
 //! one: a contributor cannot make themselves an admin by editing their working copy.
 
+use crate::authz::{authorize, Action};
 use crate::config::{ConfigFiles, Governance, Workspace};
 use crate::host::{evaluate_policy, PluginHost, PolicyDecision, PolicyRequest, PolicySyncImpact};
 use crate::state::{AuditEvent, GovernanceDoc, StateStore};
+use crate::sync::gate::{ApprovalGate, GateDecision, GateRequest};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+pub use crate::domain::{Role, MAX_TTL_MINUTES};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Viewer,
-    Contributor,
-    Approver,
-    Admin,
-}
 
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "contributor" => Some(Role::Contributor),
-            "approver" => Some(Role::Approver),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Contributor => "contributor",
-            Role::Approver => "approver",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// Who is acting.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub user: String,
-    pub role: Role,
-}
-
-impl Identity {
-    /// Refuses unless the identity has at least `min` for `action`.
-    pub fn require(&self, min: Role, action: &str) -> Result<(), String> {
-        if self.role >= min {
-            Ok(())
-        } else {
-            Err(format!("{} is a {} and may not {action} (needs {} or above)", self.user, self.role.as_str(), min.as_str()))
-        }
-    }
-}
+/// Who is acting (an authenticated user and their role).
+pub type Identity = crate::authz::Actor;
 
 /// The configuration runs use.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -391,7 +351,7 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
         if !affected {
             continue;
         }
-        let planned = crate::pipeline::plan_sync(host, working, state, name, crate::pipeline::PlanOptions::default(), 0).await;
+        let planned = crate::sync::plan_sync(host, working, state, name, crate::sync::plan::PlanOptions::default(), 0).await;
         let counts = planned.as_ref().map(|r| r.planned).unwrap_or_default();
         let mut impact = sync_impact(working, s, counts);
         // A label removed in the working copy still counts: dropping `pii` must not dodge
@@ -498,7 +458,7 @@ async fn plugin_hashes(host: &PluginHost, ws: &Workspace) -> Result<BTreeMap<Str
 
 /// `backflow change submit`.
 pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, message: &str) -> Result<ChangeRequest, String> {
-    who.require(Role::Contributor, "submit changes")?;
+    authorize(who, Action::SubmitChange).map_err(|e| e.to_string())?;
     let files = ConfigFiles::read(root).map_err(|e| e.to_string())?;
     let working = Workspace::load_files(root, &files).map_err(|e| format!("the working copy does not load, fix it first:\n{e}"))?;
     // Read once: its hash, its users and policies (the authority) and its plugins directory.
@@ -585,7 +545,7 @@ fn load_change(state: &StateStore, id: u64) -> Result<ChangeRequest, String> {
 
 /// `backflow change approve` / `change reject`.
 pub fn review(state: &StateStore, who: &Identity, id: u64, approve: bool, comment: Option<&str>) -> Result<ChangeRequest, String> {
-    who.require(Role::Approver, if approve { "approve changes" } else { "reject changes" })?;
+    authorize(who, if approve { Action::ApproveChange } else { Action::RejectChange }).map_err(|e| e.to_string())?;
     let mut change = load_change(state, id)?;
     if change.status != ChangeStatus::Pending && !(change.status == ChangeStatus::Approved && !approve) {
         return Err(format!("change #{id} is {}, not pending", change.status.as_str()));
@@ -620,7 +580,7 @@ pub fn review(state: &StateStore, who: &Identity, id: u64, approve: bool, commen
 /// `backflow change publish`: only an approved change whose exact files are still the
 /// working copy's, made against what is published now.
 pub async fn publish(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, id: u64) -> Result<ChangeRequest, String> {
-    who.require(Role::Contributor, "publish changes")?;
+    authorize(who, Action::PublishChange).map_err(|e| e.to_string())?;
     let mut change = load_change(state, id)?;
     if change.status != ChangeStatus::Approved {
         let unmet = change.unmet().iter().map(|r| describe_requirement(r)).collect::<Vec<_>>().join("; ");
@@ -745,34 +705,29 @@ pub struct RunGate {
     pub status: GateStatus,
 }
 
-/// The longest a run approval request may stay open (one year; the config refuses more).
-pub const MAX_TTL_MINUTES: u64 = 525_600;
 
-/// What the gate lets a run do.
-pub enum GateDecision {
-    Proceed,
-    /// Held: the gate was stored; the message says what is needed.
-    Await(String),
-    Reject(String),
+
+/// The run-time gate of a workspace: its approval policies, the held runs in its state.
+pub struct PolicyGate<'a> {
+    pub host: &'a PluginHost,
+    pub ws: &'a Workspace,
+    pub state: &'a StateStore,
+}
+
+impl ApprovalGate for PolicyGate<'_> {
+    fn is_active(&self) -> bool {
+        !self.ws.governance.policies.is_empty()
+    }
+
+    fn decide<'a>(&'a self, request: GateRequest<'a>) -> BoxFuture<'a, Result<GateDecision, String>> {
+        Box::pin(gate_run(self.host, self.ws, self.state, request))
+    }
 }
 
 /// Asks the policies about a run's plan, unless it is the run of a plan already approved
 /// with `runs approve`.
-#[allow(clippy::too_many_arguments)]
-pub async fn gate_run(
-    host: &PluginHost,
-    ws: &Workspace,
-    state: &StateStore,
-    run_id: &str,
-    sync: &crate::config::Sync,
-    planned: crate::state::OpCounts,
-    plan_fingerprint: &str,
-    samples: serde_json::Value,
-    config_hash: &str,
-    full_resync: bool,
-    user: &str,
-    approved_run: Option<&str>,
-) -> Result<GateDecision, String> {
+async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request: GateRequest<'_>) -> Result<GateDecision, String> {
+    let GateRequest { run_id, sync, planned, plan_fingerprint, samples, config_hash, full_resync, user, approved_run } = request;
     if let Some(approved) = approved_run {
         if let Some(mut gate) = state.run_gate::<RunGate>(approved).map_err(state_err)? {
             if gate.status == GateStatus::Approved && gate.sync == sync.name && gate.plan_fingerprint == plan_fingerprint && gate.config_hash == config_hash {
@@ -849,7 +804,7 @@ pub async fn gate_run(
 /// `backflow runs approve RUN`: records an approval of a held run's plan. Returns the gate;
 /// when it is approved the caller runs the sync again with this run as the approved plan.
 pub fn approve_run(state: &StateStore, who: &Identity, run_id: &str, comment: Option<&str>) -> Result<RunGate, String> {
-    who.require(Role::Approver, "approve runs")?;
+    authorize(who, Action::ApproveRun).map_err(|e| e.to_string())?;
     let mut gate = state.run_gate::<RunGate>(run_id).map_err(state_err)?.ok_or_else(|| format!("run {run_id} is not waiting for approval"))?;
     if gate.status != GateStatus::Waiting {
         return Err(format!("run {run_id} was already approved"));

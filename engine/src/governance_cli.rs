@@ -1,17 +1,15 @@
 //! `backflow change …`, `backflow diff` and `backflow audit`: printing governance records.
 
 use crate::ChangeCommand;
-use backflow::governance::{self as gov, ChangeRequest, ConfigDiff, Identity, Role};
-use backflow::host::PluginHost;
-use backflow::state::StateStore;
-use std::path::Path;
+use backflow::app::{App, AuditLog};
+use backflow::authz::Actor;
+use backflow::governance::{self as gov, ChangeRequest, ConfigDiff};
 use std::process::ExitCode;
 
-pub async fn change(root: &Path, host: &PluginHost, state: &StateStore, who: &Identity, command: ChangeCommand) -> anyhow::Result<ExitCode> {
-    let msg = anyhow::Error::msg;
+pub async fn change(app: &App, who: &Actor, command: ChangeCommand) -> anyhow::Result<ExitCode> {
     match command {
         ChangeCommand::Submit { message, json } => {
-            let change = gov::submit(host, root, state, who, &message).await.map_err(msg)?;
+            let change = app.submit_change(who, &message).await?;
             if json {
                 println!("{}", serde_json::to_string(&change)?);
             } else {
@@ -19,8 +17,7 @@ pub async fn change(root: &Path, host: &PluginHost, state: &StateStore, who: &Id
             }
         }
         ChangeCommand::List { json } => {
-            who.require(Role::Viewer, "list changes").map_err(msg)?;
-            let changes = gov::list_changes(state, 100).map_err(msg)?;
+            let changes = app.list_changes(who, 100)?;
             if json {
                 let summary: Vec<serde_json::Value> = changes
                     .iter()
@@ -35,8 +32,7 @@ pub async fn change(root: &Path, host: &PluginHost, state: &StateStore, who: &Id
             }
         }
         ChangeCommand::Show { id, json } => {
-            who.require(Role::Viewer, "read changes").map_err(msg)?;
-            let change = gov::show_change(state, id).map_err(msg)?;
+            let change = app.change(who, id)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&change)?);
             } else {
@@ -44,16 +40,16 @@ pub async fn change(root: &Path, host: &PluginHost, state: &StateStore, who: &Id
             }
         }
         ChangeCommand::Approve { id, comment } => {
-            let change = gov::review(state, who, id, true, comment.as_deref()).map_err(msg)?;
+            let change = app.review_change(who, id, true, comment.as_deref())?;
             println!("{} approved change #{id}: now {}", who.user, change.status.as_str());
             print_unmet(&change);
         }
         ChangeCommand::Reject { id, comment } => {
-            let change = gov::review(state, who, id, false, Some(&comment)).map_err(msg)?;
+            let change = app.review_change(who, id, false, Some(&comment))?;
             println!("{} rejected change #{id}: now {}", who.user, change.status.as_str());
         }
         ChangeCommand::Publish { id } => {
-            let change = gov::publish(host, root, state, who, id).await.map_err(msg)?;
+            let change = app.publish_change(who, id).await?;
             println!("published change #{id} (configuration {}); runs now use it", gov::short(&change.config_hash));
         }
     }
@@ -117,16 +113,12 @@ pub fn print_diff(diff: &ConfigDiff) {
     print!("{}", diff.text);
 }
 
-pub fn audit(state: &StateStore, json: bool, verify: bool) -> anyhow::Result<ExitCode> {
-    let entries = state.audit_log()?;
+pub fn audit(log: &AuditLog, json: bool, verify: bool) -> anyhow::Result<ExitCode> {
+    let entries = &log.entries;
     if verify {
-        let mut prev = String::new();
-        for e in &entries {
-            if !e.verifies(&prev) {
-                println!("audit log entry {} does not match its hash chain: the log was edited outside backflow", e.seq);
-                return Ok(ExitCode::FAILURE);
-            }
-            prev = e.hash.clone();
+        if let Some(seq) = log.broken_at {
+            println!("audit log entry {seq} does not match its hash chain: the log was edited outside backflow");
+            return Ok(ExitCode::FAILURE);
         }
         println!("audit log verified: {} entries", entries.len());
         return Ok(ExitCode::SUCCESS);

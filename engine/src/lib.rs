@@ -9,13 +9,14 @@
 //! - [`governance`] owns roles, change requests, approval policies and the run-time gate;
 //! - [`receiver`] is a local webhook receiver for demos and tests.
 
+pub mod domain;
+pub mod authz;
+pub mod app;
 pub mod config;
 pub mod host;
 pub mod plugins;
-pub mod pipeline;
+pub mod sync;
 pub mod state;
 pub mod receiver;
-pub mod diff;
-pub mod journal;
 pub mod governance;
 pub mod preview;

@@ -1,14 +1,15 @@
 //! The `backflow` command line.
 
 use anyhow::{bail, Context as _};
-use backflow::config::Workspace;
+use backflow::app::{App, AppError, RunApproval, RunRequest, RunResult};
+use backflow::authz::Actor;
+use backflow::domain::RunStatus;
 use backflow::host::PluginHost;
-use backflow::pipeline::{self, RunOptions};
-use backflow::state::{RunRecord, RunStatus, StateStore};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cli;
 mod governance_cli;
 
 #[derive(Parser)]
@@ -264,31 +265,67 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.command.wants_json();
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if json {
+                // With --json, every failure is one JSON object on stdout.
+                let kind = e.downcast_ref::<AppError>().map(error_kind).unwrap_or("failed");
+                println!("{}", serde_json::json!({"error": format!("{e:#}"), "kind": kind}));
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn load_workspace(dir: &Path) -> anyhow::Result<Workspace> {
-    Workspace::load(dir).map_err(|e| anyhow::anyhow!("invalid workspace:\n{e}"))
+/// The kind of an application error, as `--json` reports it.
+fn error_kind(e: &AppError) -> &'static str {
+    match e {
+        AppError::Unauthenticated(_) => "unauthenticated",
+        AppError::Denied(_) => "denied",
+        AppError::NotFound(_) => "not_found",
+        AppError::Invalid(_) => "invalid",
+        AppError::Refused(_) => "refused",
+        AppError::Failed(_) => "failed",
+    }
 }
 
-/// Who is acting, checked against the users of the published configuration (or of the
-/// working copy until something is published).
-fn identity(root: &Path, user: Option<&str>, working: &Workspace, state: &StateStore) -> anyhow::Result<backflow::governance::Identity> {
-    let authority = backflow::governance::authority(root, working, state).map_err(anyhow::Error::msg)?;
-    backflow::governance::identify(&authority, user).map_err(anyhow::Error::msg)
+impl Command {
+    /// Whether the command was asked for JSON output.
+    fn wants_json(&self) -> bool {
+        match self {
+            Command::Init { .. } | Command::Receiver { .. } => false,
+            Command::Plugin { command: PluginCommand::List { json } | PluginCommand::Inspect { json, .. } } => *json,
+            Command::Sync { command } => match command {
+                SyncCommand::List { json } | SyncCommand::Run { json, .. } | SyncCommand::Plan { json, .. } | SyncCommand::Test { json, .. } => *json,
+            },
+            Command::Diff { json } | Command::Audit { json, .. } => *json,
+            Command::Change { command } => match command {
+                ChangeCommand::Submit { json, .. } | ChangeCommand::List { json } | ChangeCommand::Show { json, .. } => *json,
+                ChangeCommand::Approve { .. } | ChangeCommand::Reject { .. } | ChangeCommand::Publish { .. } => false,
+            },
+            Command::Model { command: ModelCommand::Preview { json, .. } } => *json,
+            Command::Runs { json, command, .. } => match command {
+                Some(RunsCommand::Approve { json, .. } | RunsCommand::Show { json, .. }) => *json,
+                None => *json,
+            },
+        }
+    }
 }
 
-fn host_for(ws: &Workspace) -> anyhow::Result<PluginHost> {
-    PluginHost::new(Some(ws.state_dir.join("cache")))
+/// Opens the workspace and resolves who is acting: every command below goes through the
+/// application layer with this actor.
+fn open_app(cli_workspace: &Path, user: Option<&str>) -> anyhow::Result<(App, Actor)> {
+    let app = App::open(cli_workspace)?;
+    let actor = app.actor(user)?;
+    Ok((app, actor))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let user = cli.user.as_deref();
     match cli.command {
         Command::Init { dir, plugins, force } => init(&dir, plugins, force),
         Command::Receiver { port, host, out, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms } => {
@@ -310,145 +347,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
             let host = PluginHost::new(None)?;
             let plugin = host.load(&file).await?;
-            let schema: serde_json::Value = serde_json::from_str(&plugin.spec.config_schema).unwrap_or(serde_json::Value::String(plugin.spec.config_schema.clone()));
-            let info = serde_json::json!({
-                "file": plugin.path,
-                "name": plugin.spec.name,
-                "version": plugin.spec.version,
-                "kind": plugin.spec.kind,
-                "description": plugin.spec.description,
-                "wit": backflow::host::WIT_PACKAGE,
-                "sha256": plugin.hash,
-                "operations": plugin.spec.operations,
-                "max_batch_size": plugin.spec.max_batch_size,
-                "default_rate_limit": plugin.spec.default_rate_limit,
-                "config_schema": schema,
-            });
-            if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                println!("{} {} ({} plugin)", plugin.spec.name, plugin.spec.version, plugin.spec.kind);
-                println!("  {}", plugin.spec.description);
-                println!("  file:      {}", plugin.path.display());
-                println!("  contract:  {}", backflow::host::WIT_PACKAGE);
-                println!("  sha256:    {}", plugin.hash);
-                if plugin.spec.kind == backflow_plugin_sdk::PluginKind::Destination {
-                    println!("  operations: {}", plugin.spec.operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", "));
-                    let max = if plugin.spec.max_batch_size == 0 { "unlimited".to_string() } else { plugin.spec.max_batch_size.to_string() };
-                    println!("  max batch:  {max}");
-                }
-                println!("  config schema:\n{}", indent(&serde_json::to_string_pretty(&schema)?, 4));
-            }
+            cli::print_plugin(&plugin, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::List { json } } => {
-            let ws = load_workspace(&cli.workspace)?;
-            let host = host_for(&ws)?;
-            let scan = backflow::plugins::scan(&host, &ws.plugins_dir).await;
-            if json {
-                let plugins: Vec<_> = scan
-                    .plugins
-                    .iter()
-                    .map(|p| serde_json::json!({"name": p.spec.name, "version": p.spec.version, "kind": p.spec.kind, "file": p.path, "sha256": p.hash}))
-                    .collect();
-                let problems: Vec<_> = scan.problems.iter().map(|(f, m)| serde_json::json!({"file": f, "error": m})).collect();
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugins": plugins, "problems": problems}))?);
-            } else {
-                println!("{:<20} {:<16} {:<9} FILE", "NAME", "KIND", "VERSION");
-                for p in &scan.plugins {
-                    println!("{:<20} {:<16} {:<9} {}", p.spec.name, p.spec.kind.as_str(), p.spec.version, p.path.display());
-                }
-                for (file, problem) in &scan.problems {
-                    eprintln!("skipped {}: {problem}", file.display());
-                }
-            }
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            let scan = app.list_plugins(&actor).await?;
+            cli::print_plugin_list(&scan, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { command: SyncCommand::List { json } } => {
-            let ws = load_workspace(&cli.workspace)?;
-            let state = StateStore::open(&ws.state_dir)?;
-            identity(&cli.workspace, cli.user.as_deref(), &ws, &state)?.require(backflow::governance::Role::Viewer, "list syncs").map_err(anyhow::Error::msg)?;
-            let mut rows = Vec::new();
-            for sync in ws.syncs.values() {
-                let last = state.runs(Some(&sync.name), 1)?.into_iter().next();
-                rows.push((sync, last));
-            }
-            if json {
-                let list: Vec<_> = rows
-                    .iter()
-                    .map(|(s, last)| {
-                        serde_json::json!({
-                            "name": s.name, "model": s.model, "destination": s.destination, "mode": s.mode,
-                            "last_run": last.as_ref().map(|r| serde_json::json!({"run_id": r.run_id, "status": r.status, "started_at": r.started_at})),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!("{:<24} {:<20} {:<20} {:<8} LAST RUN", "SYNC", "MODEL", "DESTINATION", "MODE");
-                for (s, last) in rows {
-                    let last = last.map(|r| format!("{} {}", r.status.as_str(), r.started_at)).unwrap_or_else(|| "never".into());
-                    println!("{:<24} {:<20} {:<20} {:<8} {last}", s.name, s.model, s.destination, s.mode.as_str());
-                }
-            }
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            let syncs = app.list_syncs(&actor)?;
+            cli::print_sync_list(&syncs, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { command: SyncCommand::Plan { name, json, samples, full_resync, draft } } => {
-            let working = load_workspace(&cli.workspace)?;
-            let host = host_for(&working)?;
-            let state = StateStore::open(&working.state_dir)?;
-            identity(&cli.workspace, cli.user.as_deref(), &working, &state)?.require(backflow::governance::Role::Viewer, "plan syncs").map_err(anyhow::Error::msg)?;
-            let ws = if draft { working } else { backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[name.clone()]).map_err(anyhow::Error::msg)? };
-            let report = pipeline::plan_sync(&host, &ws, &state, &name, pipeline::PlanOptions { full_resync }, samples).await.map_err(anyhow::Error::msg)?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("plan for {} (mode {}): {} model rows, {} in snapshot", report.sync, report.mode.as_str(), report.model_rows, report.snapshot_rows);
-                println!("  diff       added {:>8}  changed {:>8}  removed {:>8}  unchanged {:>8}", report.diff.added, report.diff.changed, report.diff.removed, report.diff.unchanged);
-                println!("  would send added {:>8}  changed {:>8}  removed {:>8}", report.planned.added, report.planned.changed, report.planned.removed);
-                print_checks(&report.checks);
-                if report.blocked {
-                    println!("  a run now would be BLOCKED by a failing check");
-                }
-                for change in ["added", "changed", "removed"] {
-                    let rows = report.samples[change].as_array().cloned().unwrap_or_default();
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    let op = report.operations[change].as_str().unwrap_or("not sent in this mode");
-                    println!("  {change} ({op}):");
-                    for r in rows {
-                        println!("    {r}");
-                    }
-                }
-            }
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            let report = app.plan(&actor, &name, full_resync, draft, samples).await?;
+            cli::print_plan(&report, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Model { command: ModelCommand::Preview { name, limit, json } } => {
-            let ws = load_workspace(&cli.workspace)?;
-            let host = host_for(&ws)?;
-            {
-                let state = StateStore::open(&ws.state_dir)?;
-                identity(&cli.workspace, cli.user.as_deref(), &ws, &state)?.require(backflow::governance::Role::Viewer, "preview models").map_err(anyhow::Error::msg)?;
-            }
-            let preview = backflow::preview::preview_model(&host, &ws, &name, limit).await.map_err(anyhow::Error::msg)?;
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            let preview = app.preview_model(&actor, &name, limit).await?;
             if json {
                 println!("{}", serde_json::to_string(&preview)?);
             } else {
-                print_preview(&preview);
+                cli::print_preview(&preview);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { command: SyncCommand::Test { name, row, json, draft } } => {
-            let working = load_workspace(&cli.workspace)?;
-            let host = host_for(&working)?;
-            let state = StateStore::open(&working.state_dir)?;
-            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
-            who.require(backflow::governance::Role::Contributor, "send test rows").map_err(anyhow::Error::msg)?;
-            // A test row is a real delivery: a draft may only go to a staging destination.
-            let ws = backflow::governance::workspace_for_run(&cli.workspace, &state, working, draft, &[name.clone()]).map_err(anyhow::Error::msg)?;
-            drop(state);
-            let report = pipeline::test_row(&host, &ws, &name, &row).await.map_err(anyhow::Error::msg)?;
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            let report = app.test_row(&actor, &name, &row, draft).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -460,107 +392,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.outcome == "accepted" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Sync { command: SyncCommand::Run { names, all, json, full_resync, draft } } => {
-            let working = load_workspace(&cli.workspace)?;
-            let host = host_for(&working)?;
-            let state = StateStore::open(&working.state_dir)?;
-            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
-            who.require(backflow::governance::Role::Contributor, "run syncs").map_err(anyhow::Error::msg)?;
-            let names: Vec<String> = if all { working.syncs.keys().cloned().collect() } else { names };
-            let ws = backflow::governance::workspace_for_run(&cli.workspace, &state, working, draft, &names).map_err(anyhow::Error::msg)?;
-            let options = pipeline::PlanOptions { full_resync };
-            let run_options = RunOptions { user: who.user.clone(), ..RunOptions::default() };
-            if names.len() == 1 {
-                let record = pipeline::run_sync_with(&host, &ws, &state, &names[0], &run_options, options).await?;
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            let names: Vec<String> = if all { app.working()?.syncs.keys().cloned().collect() } else { names };
+            let request = RunRequest { full_resync, draft, trigger: String::new() };
+            let mut results = app.run(&actor, &names, &request).await?;
+            if results.len() == 1 {
+                let record = match results.pop() {
+                    Some(RunResult::Ran(record)) => record,
+                    Some(RunResult::NotStarted { error, .. }) => bail!("{error}"),
+                    None => bail!("no sync ran"),
+                };
                 if json {
                     println!("{}", serde_json::to_string(&record)?);
                 } else {
-                    print_run(&record);
+                    cli::print_run(&record);
                 }
-                return Ok(exit_code(&record));
+                return Ok(exit_code(&[record.status], false));
             }
-            for name in &names {
-                ws.sync(name).map_err(anyhow::Error::msg)?;
-            }
-            let (host, ws, state) = (std::sync::Arc::new(host), std::sync::Arc::new(ws), std::sync::Arc::new(state));
-            let tasks: Vec<_> = names
-                .iter()
-                .map(|name| {
-                    let (host, ws, state, name, run_options) = (host.clone(), ws.clone(), state.clone(), name.clone(), run_options.clone());
-                    tokio::spawn(async move { pipeline::run_sync_with(&host, &ws, &state, &name, &run_options, options).await })
-                })
-                .collect();
-            let mut records = Vec::new();
-            let mut not_started = Vec::new();
-            for (name, task) in names.iter().zip(tasks) {
-                match task.await {
-                    Ok(Ok(record)) => records.push(record),
-                    Ok(Err(e)) => not_started.push((name.clone(), e.to_string())),
-                    Err(e) => not_started.push((name.clone(), format!("the run's task failed: {e}"))),
-                }
-            }
-            if json {
-                let mut out: Vec<serde_json::Value> = records.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
-                out.extend(not_started.iter().map(|(name, e)| serde_json::json!({"sync": name, "status": "not_started", "error": e})));
-                println!("{}", serde_json::to_string(&out)?);
-            } else {
-                println!("{:<24} {:<12} {:>9} {:>9} {:>9}  ERROR", "SYNC", "STATUS", "PLANNED", "DELIVERED", "FAILED");
-                for r in &records {
-                    println!(
-                        "{:<24} {:<12} {:>9} {:>9} {:>9}  {}",
-                        r.sync,
-                        r.status.as_str(),
-                        r.planned.total(),
-                        r.delivered.total(),
-                        r.failed.total(),
-                        r.error.as_deref().unwrap_or("")
-                    );
-                }
-                for (name, e) in &not_started {
-                    println!("{name:<24} {:<12} {:>9} {:>9} {:>9}  {}", "not started", "-", "-", "-", e.replace('\n', "; "));
-                }
-            }
-            let worst = |s: RunStatus| records.iter().any(|r| r.status == s);
-            Ok(if !not_started.is_empty() || worst(RunStatus::Failed) {
-                ExitCode::FAILURE
-            } else if worst(RunStatus::Blocked) || worst(RunStatus::Rejected) {
-                ExitCode::from(3)
-            } else if worst(RunStatus::AwaitingApproval) {
-                ExitCode::from(4)
-            } else if worst(RunStatus::Partial) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            cli::print_run_summary(&results, json)?;
+            let statuses: Vec<RunStatus> = results.iter().filter_map(|r| if let RunResult::Ran(r) = r { Some(r.status) } else { None }).collect();
+            Ok(exit_code(&statuses, results.iter().any(|r| matches!(r, RunResult::NotStarted { .. }))))
         }
         Command::Runs { command: Some(RunsCommand::Approve { id, comment, json }), .. } => {
-            let working = load_workspace(&cli.workspace)?;
-            let host = host_for(&working)?;
-            let state = StateStore::open(&working.state_dir)?;
-            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
-            let gate = backflow::governance::approve_run(&state, &who, &id, comment.as_deref()).map_err(anyhow::Error::msg)?;
-            if gate.status != backflow::governance::GateStatus::Approved {
-                println!("approval of run {id} recorded; it still needs more approvals");
-                return Ok(ExitCode::SUCCESS);
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            match app.approve_run(&actor, &id, comment.as_deref()).await? {
+                RunApproval::NeedsMore(_) => {
+                    println!("approval of run {id} recorded; it still needs more approvals");
+                    Ok(ExitCode::SUCCESS)
+                }
+                RunApproval::Released(record) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&record)?);
+                    } else {
+                        cli::print_run(&record);
+                    }
+                    Ok(exit_code(&[record.status], false))
+                }
             }
-            // Deliver exactly the approved plan: the run plans again, and goes ahead only if the
-            // plan is the same; otherwise it is held again.
-            let ws = backflow::governance::workspace_for_run(&cli.workspace, &state, working, false, &[gate.sync.clone()]).map_err(anyhow::Error::msg)?;
-            let run_options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {id}"), approved_run: Some(id.clone()) };
-            let record = pipeline::run_sync_with(&host, &ws, &state, &gate.sync, &run_options, pipeline::PlanOptions { full_resync: gate.full_resync }).await?;
-            if json {
-                println!("{}", serde_json::to_string(&record)?);
-            } else {
-                print_run(&record);
-            }
-            Ok(exit_code(&record))
         }
         Command::Diff { json } => {
-            let working_files = backflow::config::ConfigFiles::read(&cli.workspace).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let working = load_workspace(&cli.workspace)?;
-            let host = host_for(&working)?;
-            let state = StateStore::open(&working.state_dir)?;
-            identity(&cli.workspace, cli.user.as_deref(), &working, &state)?.require(backflow::governance::Role::Viewer, "see the diff").map_err(anyhow::Error::msg)?;
-            let diff = backflow::governance::diff(&host, &state, &working_files, &working).await.map_err(anyhow::Error::msg)?;
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            let diff = app.diff(&actor).await?;
             if json {
                 println!("{}", serde_json::to_string(&diff)?);
             } else {
@@ -569,46 +441,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Change { command } => {
-            let working = load_workspace(&cli.workspace)?;
-            let host = host_for(&working)?;
-            let state = StateStore::open(&working.state_dir)?;
-            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
-            governance_cli::change(&cli.workspace, &host, &state, &who, command).await
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            governance_cli::change(&app, &actor, command).await
         }
         Command::Audit { json, verify } => {
-            let working = load_workspace(&cli.workspace)?;
-            let state = StateStore::open(&working.state_dir)?;
-            let who = identity(&cli.workspace, cli.user.as_deref(), &working, &state)?;
-            who.require(backflow::governance::Role::Viewer, "read the audit log").map_err(anyhow::Error::msg)?;
-            governance_cli::audit(&state, json, verify)
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            governance_cli::audit(&app.audit(&actor)?, json, verify)
         }
         Command::Runs { sync, limit, json, command } => {
-            let ws = load_workspace(&cli.workspace)?;
-            let state = StateStore::open(&ws.state_dir)?;
-            identity(&cli.workspace, cli.user.as_deref(), &ws, &state)?.require(backflow::governance::Role::Viewer, "read run history").map_err(anyhow::Error::msg)?;
+            let (app, actor) = open_app(&cli.workspace, user)?;
             match command {
-                Some(RunsCommand::Approve { .. }) => unreachable!("handled above"),
+                Some(RunsCommand::Approve { .. }) => bail!("internal error: runs approve is handled above"),
                 Some(RunsCommand::Show { id, json }) => {
-                    let Some(run) = state.run(&id)? else { bail!("no run with id {id}") };
+                    let run = app.run_record(&actor, &id)?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&run)?);
                     } else {
-                        print_run(&run);
+                        cli::print_run(&run);
                         for r in &run.rejected {
                             println!("  rejected {} ({}): {}", r.key, r.change, r.error);
                         }
                     }
                 }
                 None => {
-                    let runs = state.runs(sync.as_deref(), limit)?;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&runs)?);
-                    } else {
-                        println!("{:<28} {:<24} {:<10} {:>9} {:>9} STARTED", "RUN", "SYNC", "STATUS", "DELIVERED", "FAILED");
-                        for r in runs {
-                            println!("{:<28} {:<24} {:<10} {:>9} {:>9} {}", r.run_id, r.sync, r.status.as_str(), r.delivered.total(), r.failed.total(), r.started_at);
-                        }
-                    }
+                    let runs = app.runs(&actor, sync.as_deref(), limit)?;
+                    cli::print_runs(&runs, json)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -616,67 +473,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn exit_code(record: &RunRecord) -> ExitCode {
-    match record.status {
-        RunStatus::Succeeded => ExitCode::SUCCESS,
-        RunStatus::Partial => ExitCode::from(2),
-        RunStatus::Blocked | RunStatus::Rejected => ExitCode::from(3),
-        RunStatus::AwaitingApproval => ExitCode::from(4),
-        RunStatus::Failed | RunStatus::Running | RunStatus::Interrupted => ExitCode::FAILURE,
+/// The exit code for runs: 1 if any failed or did not start, 3 if one was blocked or
+/// rejected, 4 if one awaits approval, 2 if one was partial, 0 otherwise.
+fn exit_code(statuses: &[RunStatus], not_started: bool) -> ExitCode {
+    let any = |s: RunStatus| statuses.contains(&s);
+    if not_started || any(RunStatus::Failed) || any(RunStatus::Running) || any(RunStatus::Interrupted) {
+        ExitCode::FAILURE
+    } else if any(RunStatus::Blocked) || any(RunStatus::Rejected) {
+        ExitCode::from(3)
+    } else if any(RunStatus::AwaitingApproval) {
+        ExitCode::from(4)
+    } else if any(RunStatus::Partial) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
-}
-
-fn print_preview(p: &backflow::preview::ModelPreview) {
-    println!("model {} (source {}, primary key {})", p.model, p.source, p.primary_key.join(", "));
-    for c in &p.columns {
-        let key = if p.primary_key.contains(&c.name) { "  (key)" } else { "" };
-        println!("  {:<24} {}{key}", c.name, c.value_type);
-    }
-    if !p.missing_key_columns.is_empty() {
-        println!("warning: the query does not return primary key column(s) {}; syncs of this model will refuse it", p.missing_key_columns.join(", "));
-    }
-    println!("{} row(s):", p.rows.len());
-    for row in &p.rows {
-        println!("  {}", serde_json::Value::Object(row.clone()));
-    }
-}
-
-fn print_run(r: &RunRecord) {
-    println!("run {} of {}: {} in {} ms", r.run_id, r.sync, r.status.as_str(), r.duration_ms);
-    println!(
-        "  model {} rows, snapshot {} rows; diff: added {}, changed {}, removed {}, unchanged {}{}",
-        r.model_rows, r.snapshot_rows, r.diff.added, r.diff.changed, r.diff.removed, r.diff.unchanged,
-        if r.full_resync { " (full resync)" } else { "" }
-    );
-    let line = |label: &str, c: &backflow::state::OpCounts| println!("  {label:<10} added {:>8}  changed {:>8}  removed {:>8}", c.added, c.changed, c.removed);
-    line("planned", &r.planned);
-    line("delivered", &r.delivered);
-    line("failed", &r.failed);
-    print_checks(&r.checks);
-    if let Some(e) = &r.error {
-        println!("  error: {e}");
-    }
-    if !r.rejected.is_empty() {
-        println!("  {} rejected rows (see `backflow runs show {}`)", r.failed.total(), r.run_id);
-    }
-}
-
-fn print_checks(checks: &[backflow::state::CheckReport]) {
-    for c in checks {
-        let severity = match c.severity {
-            backflow::config::Severity::Fail => "fail",
-            backflow::config::Severity::Warn => "warn",
-        };
-        println!("  check {:<28} {:<5} (severity {severity}): {}", c.name, c.verdict, c.message);
-        for sample in c.samples.iter().take(5) {
-            println!("      {sample}");
-        }
-    }
-}
-
-fn indent(text: &str, n: usize) -> String {
-    let pad = " ".repeat(n);
-    text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
 }
 
 const EXAMPLE_WORKSPACE: &str = include_str!("../../examples/quickstart/backflow.toml");

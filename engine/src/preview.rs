@@ -3,7 +3,7 @@
 
 use crate::config::Workspace;
 use crate::host::{PluginHost, SourceInstance};
-use crate::pipeline::{connector_error, load_checked};
+use crate::sync::prepare::{connector_error, load_checked};
 use backflow_plugin_sdk::{Column, PluginKind};
 use serde::Serialize;
 

@@ -5,6 +5,7 @@
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+pub use crate::domain::{CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, Timings, MAX_REJECTED_KEPT};
 
 /// Layout version of the state file. Bump on any incompatible change to tables or records.
 pub const FORMAT_VERSION: u64 = 1;
@@ -73,150 +74,6 @@ pub struct StateError {
     message: String,
 }
 
-/// Rows per operation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpCounts {
-    pub added: u64,
-    pub changed: u64,
-    pub removed: u64,
-}
-
-impl OpCounts {
-    pub fn total(&self) -> u64 {
-        self.added + self.changed + self.removed
-    }
-}
-
-/// The diff of the model against the snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiffCounts {
-    pub added: u64,
-    pub changed: u64,
-    pub removed: u64,
-    pub unchanged: u64,
-}
-
-/// One quality check's result for a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckReport {
-    pub name: String,
-    pub plugin: String,
-    pub severity: crate::config::Severity,
-    /// `pass`, `warn`, `fail`, or `error` when the check itself failed (which counts as fail).
-    pub verdict: String,
-    pub message: String,
-    /// Offending rows as JSON text.
-    pub samples: Vec<String>,
-}
-
-impl CheckReport {
-    /// Whether this result stops the run.
-    pub fn blocks(&self) -> bool {
-        self.severity == crate::config::Severity::Fail && (self.verdict == "fail" || self.verdict == "error")
-    }
-}
-
-/// A row the destination refused, with its reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RejectedRow {
-    /// The primary key, rendered as text (`1` or `1|eu` for composite keys).
-    pub key: String,
-    pub change: String,
-    pub error: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Every planned row was delivered.
-    Succeeded,
-    /// The run finished but the destination rejected some rows.
-    Partial,
-    /// The run stopped early; see `error`.
-    Failed,
-    /// The run is in progress (or its process died; the next run marks it interrupted).
-    Running,
-    /// The process running it stopped before it finished. Rows it had delivered are kept.
-    Interrupted,
-    /// A quality check failed: nothing was written, the snapshot is untouched.
-    Blocked,
-    /// An approval policy wants a person to approve this plan first (`backflow runs
-    /// approve RUN`); nothing was written.
-    AwaitingApproval,
-    /// An approval policy rejected the run; nothing was written.
-    Rejected,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Partial => "partial",
-            RunStatus::Failed => "failed",
-            RunStatus::Running => "running",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Blocked => "blocked",
-            RunStatus::AwaitingApproval => "awaiting_approval",
-            RunStatus::Rejected => "rejected",
-        }
-    }
-}
-
-/// One run of a sync, as stored and as printed by `--json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub sync: String,
-    pub trigger: String,
-    pub user: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_ms: u64,
-    /// Time spent reading the model and building the plan, and delivering it.
-    #[serde(default)]
-    pub timings: Timings,
-    pub status: RunStatus,
-    /// Whether the snapshot was ignored and every model row re-sent.
-    #[serde(default)]
-    pub full_resync: bool,
-    /// Rows in the model and in the snapshot before the run.
-    #[serde(default)]
-    pub model_rows: u64,
-    #[serde(default)]
-    pub snapshot_rows: u64,
-    /// The diff, before the sync's mode picks what to send.
-    #[serde(default)]
-    pub diff: DiffCounts,
-    /// What the mode sends, per change.
-    pub planned: OpCounts,
-    pub delivered: OpCounts,
-    pub failed: OpCounts,
-    /// Content hashes (SHA-256) of the plugins used.
-    pub plugins: PluginHashes,
-    /// Hash of the sync's effective configuration.
-    pub config_hash: String,
-    pub error: Option<String>,
-    /// Quality check results, in the order the sync lists its checks.
-    #[serde(default)]
-    pub checks: Vec<CheckReport>,
-    /// Rejected rows (at most [`MAX_REJECTED_KEPT`] are kept in the record).
-    pub rejected: Vec<RejectedRow>,
-}
-
-/// How many rejected rows a run record keeps.
-pub const MAX_REJECTED_KEPT: usize = 1000;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timings {
-    pub plan_ms: u64,
-    pub deliver_ms: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginHashes {
-    pub source: String,
-    pub destination: String,
-}
 
 /// Something that happened, to be appended to the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -533,8 +390,8 @@ impl StateStore {
     }
 
     /// Applies journal ops to a sync's snapshot and pending rows in one durable transaction.
-    pub fn apply(&self, sync: &str, meta: &SyncMeta, ops: &[crate::journal::JournalOp]) -> Result<(), StateError> {
-        use crate::journal::JournalOp;
+    pub fn apply(&self, sync: &str, meta: &SyncMeta, ops: &[crate::domain::JournalOp]) -> Result<(), StateError> {
+        use crate::domain::JournalOp;
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let snap_name = snapshot_table(sync);

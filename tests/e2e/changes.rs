@@ -2,7 +2,7 @@
 //! killed mid-delivery, duplicate keys, dry runs and test rows.
 
 use crate::support::*;
-use backflow::pipeline::{self, PlanOptions, RunOptions};
+use backflow::sync::{self, plan::PlanOptions, RunOptions};
 use backflow::state::{RunStatus, StateStore};
 use serde_json::Value as J;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -261,7 +261,7 @@ async fn plan_shows_counts_and_samples_and_changes_nothing() {
     let loaded = ws.load();
     let state = StateStore::open(&loaded.state_dir).unwrap();
     let runs_before = state.runs(None, 100).unwrap().len();
-    let report = pipeline::plan_sync(&host(), &loaded, &state, "s", PlanOptions::default(), 5).await.unwrap();
+    let report = sync::plan_sync(&host(), &loaded, &state, "s", PlanOptions::default(), 5).await.unwrap();
     assert_eq!((report.diff.added, report.diff.changed, report.diff.removed, report.diff.unchanged), (1, 1, 1, 3));
     assert_eq!((report.planned.added, report.planned.changed, report.planned.removed), (1, 1, 1));
     assert_eq!(report.samples["added"][0]["email"], "f@x.com");
@@ -279,7 +279,7 @@ async fn test_row_sends_one_row_and_leaves_state_untouched() {
     let receiver = receiver().await;
     let ws = workspace(&receiver, "upsert");
     let loaded = ws.load();
-    let report = pipeline::test_row(&host(), &loaded, "s", "4").await.unwrap();
+    let report = sync::test_row(&host(), &loaded, "s", "4").await.unwrap();
     assert_eq!(report.outcome, "accepted");
     assert_eq!(report.row["email"], "d@x.com");
     let received = receiver.received();
@@ -288,7 +288,7 @@ async fn test_row_sends_one_row_and_leaves_state_untouched() {
     let state = StateStore::open(&loaded.state_dir).unwrap();
     assert_eq!(state.snapshot_len("s").unwrap(), 0);
     assert!(state.runs(None, 10).unwrap().is_empty());
-    let e = pipeline::test_row(&host(), &loaded, "s", "99").await.unwrap_err();
+    let e = sync::test_row(&host(), &loaded, "s", "99").await.unwrap_err();
     assert!(e.contains("no row with id = 99"), "{e}");
 }
 
@@ -299,7 +299,7 @@ async fn full_resync_resends_every_row() {
     ws.run("s").await;
     let loaded = ws.load();
     let state = StateStore::open(&loaded.state_dir).unwrap();
-    let run = pipeline::run_sync_with(&host(), &loaded, &state, "s", &RunOptions::default(), PlanOptions { full_resync: true }).await.unwrap();
+    let run = backflow::app::run_sync(&host(), &loaded, &state, "s", &RunOptions { full_resync: true, ..RunOptions::default() }).await.unwrap();
     assert!(run.full_resync);
     assert_eq!((run.diff.changed, run.delivered.changed), (5, 5));
     assert_eq!(receiver.rows(), 10);

@@ -148,7 +148,7 @@ async fn plan_shows_check_results_without_sending() {
     ws.write("data/people.csv", "id,email\n1,\n");
     let loaded = ws.load();
     let state = StateStore::open(&loaded.state_dir).unwrap();
-    let report = backflow::pipeline::plan_sync(&host(), &loaded, &state, "s", Default::default(), 3).await.unwrap();
+    let report = backflow::sync::plan_sync(&host(), &loaded, &state, "s", Default::default(), 3).await.unwrap();
     assert!(report.blocked);
     assert_eq!(report.checks[0].verdict, "fail");
     assert_eq!(receiver.received().len(), 0);

@@ -32,15 +32,15 @@ async fn a_trapping_plugin_fails_its_run_and_the_engine_carries_on() {
     let ws_loaded = ws.load();
     let host = host();
     let state = backflow::state::StateStore::open(&ws_loaded.state_dir).unwrap();
-    let options = backflow::pipeline::RunOptions::default();
-    let bad = backflow::pipeline::run_sync(&host, &ws_loaded, &state, "bad", &options).await.unwrap();
+    let options = backflow::sync::RunOptions::default();
+    let bad = backflow::app::run_sync(&host, &ws_loaded, &state, "bad", &options).await.unwrap();
     assert_eq!(bad.status, RunStatus::Failed);
     let error = bad.error.unwrap();
     assert!(error.contains("plugin misbehave crashed"), "{error}");
     assert!(error.contains("deliberate panic in write"), "the panic message should be in the error: {error}");
     assert_eq!(bad.delivered.added, 0);
     // Same process, same host: another sync still runs.
-    let fine = backflow::pipeline::run_sync(&host, &ws_loaded, &state, "fine", &options).await.unwrap();
+    let fine = backflow::app::run_sync(&host, &ws_loaded, &state, "fine", &options).await.unwrap();
     assert_eq!(fine.status, RunStatus::Succeeded, "{fine:?}");
     assert_eq!(fine.delivered.added, 2);
 }

@@ -2,7 +2,7 @@
 
 use backflow::config::Workspace;
 use backflow::host::PluginHost;
-use backflow::pipeline::{self, RunOptions};
+use backflow::sync::RunOptions;
 use backflow::receiver::{Receiver, ReceiverOptions};
 use backflow::state::{RunRecord, StateStore};
 use std::path::{Path, PathBuf};
@@ -64,7 +64,7 @@ impl TestWorkspace {
         let ws = self.load();
         let host = host();
         let state = StateStore::open(&ws.state_dir).unwrap();
-        pipeline::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None }).await.map_err(|e| e.to_string())
+        backflow::app::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false }).await.map_err(|e| e.to_string())
     }
 }
 

@@ -324,7 +324,7 @@ pub struct PolicyRequest {
     /// `config-change` or `run`.
     pub kind: String,
     pub author: String,
-    pub author_role: crate::governance::Role,
+    pub author_role: crate::domain::Role,
     pub description: String,
     pub syncs: Vec<PolicySyncImpact>,
 }
@@ -345,13 +345,13 @@ pub struct PolicySyncImpact {
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum PolicyDecision {
     Approve { reason: String },
-    Require { count: u32, roles: Vec<crate::governance::Role>, allow_self_approval: bool, reason: String },
+    Require { count: u32, roles: Vec<crate::domain::Role>, allow_self_approval: bool, reason: String },
     Reject { reason: String },
 }
 
 /// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants.
 pub async fn evaluate_policy(host: &PluginHost, plugin: &Plugin, limits: Limits, config_json: &str, request: &PolicyRequest) -> Result<PolicyDecision, CallError> {
-    use crate::governance::Role;
+    use crate::domain::Role;
     use approval_policy::exports::backflow::plugin::approval_policy as wit_policy;
     let role_to_wit = |r: Role| match r {
         Role::Admin => wit_policy::Role::Admin,

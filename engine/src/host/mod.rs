@@ -32,6 +32,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use instance::{evaluate_policy, CallError, CheckChange, CheckInstance, CheckOutcome, CheckSummary, DestinationInstance, PolicyDecision, PolicyRequest, PolicySyncImpact, SourceInstance};
+pub use crate::domain::{Grants, Limits};
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -42,47 +43,6 @@ const MAX_MEMORIES: usize = 4;
 /// The WIT package version this engine hosts.
 pub const WIT_PACKAGE: &str = "backflow:plugin@0.1.0";
 
-/// What the operator grants one plugin. Everything defaults to nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants {
-    /// Directories the plugin may read, mounted read-only at the same path they are
-    /// written with in the workspace (relative paths resolved against the workspace).
-    pub files: Vec<(PathBuf, String)>,
-    /// `host:port` pairs (or `host:*`) the plugin may reach, through host HTTP or sockets.
-    pub network: Vec<String>,
-    /// Environment variables the plugin may read.
-    pub env: Vec<String>,
-}
-
-impl Grants {
-    /// Whether `host:port` is granted. Host names compare case-insensitively.
-    pub fn allows_host(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        self.network.iter().any(|g| match g.rsplit_once(':') {
-            Some((h, p)) => {
-                let h = h.trim_start_matches('[').trim_end_matches(']');
-                h.eq_ignore_ascii_case(host) && (p == "*" || p.parse::<u16>() == Ok(port))
-            }
-            None => false,
-        })
-    }
-}
-
-/// Per-instance resource limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub memory_mb: u64,
-    /// CPU time the guest may run in one call.
-    pub call_timeout_ms: u64,
-    /// Wall-clock time one call may take, including waits on the network or sleeps.
-    pub wall_timeout_ms: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { memory_mb: 256, call_timeout_ms: 30_000, wall_timeout_ms: 300_000 }
-    }
-}
 
 /// A compiled plugin: its component, content hash and spec.
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// Entries (key + fingerprint + offsets) held in memory before a sorted run is spilled.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
 
-pub type Fingerprint = [u8; 16];
+pub use crate::domain::Fingerprint;
 
 /// Fingerprint of a mapped row: covers the destination field names too, so a changed mapping
 /// changes every fingerprint (every row must be re-sent with the new shape).

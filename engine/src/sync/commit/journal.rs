@@ -15,17 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::diff::Fingerprint;
+pub use crate::domain::JournalOp;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JournalOp {
-    /// The destination has this row with these values (added or changed, acknowledged).
-    Upsert { key: Vec<u8>, fp: Fingerprint, row: Vec<u8> },
-    /// The destination deleted this row.
-    Delete { key: Vec<u8> },
-    /// The destination refused this row; it stays pending and is retried by later runs.
-    Reject { key: Vec<u8>, change: String, error: String, run_id: String },
-}
 
 pub struct Journal {
     file: File,

@@ -1,0 +1,273 @@
+//! The application layer: every operation a user can perform, as one function that takes an
+//! authenticated [`Actor`] and returns typed results. The CLI calls these now; the service
+//! and its HTTP API call the same functions. Each operation first goes through
+//! [`authz::authorize`](crate::authz::authorize), the one authorization table.
+//!
+//! An [`App`] is one workspace: its directory, the plugin host, and its state. It is `Sync`:
+//! many operations may run at once in one process.
+
+mod error;
+
+pub use error::AppError;
+
+use crate::authz::{authorize, Action, Actor};
+use crate::config::{ConfigFiles, Workspace};
+use crate::domain::RunRecord;
+use crate::governance::{self, ChangeRequest, ConfigDiff, PolicyGate, RunGate};
+use crate::host::PluginHost;
+use crate::state::{AuditEntry, StateStore};
+use crate::sync::{self, PlanReport, RunEnv, RunOptions, TestReport};
+use std::path::{Path, PathBuf};
+
+/// One workspace, ready to serve operations.
+pub struct App {
+    root: PathBuf,
+    host: PluginHost,
+    state: StateStore,
+}
+
+/// How a run is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Re-send every model row, not only what changed.
+    pub full_resync: bool,
+    /// Run the working copy (towards published staging destinations only).
+    pub draft: bool,
+    /// Why the run starts (`manual`, `schedule`, `api`…); `manual` when empty.
+    pub trigger: String,
+}
+
+/// What became of one sync asked to run.
+#[derive(Debug)]
+pub enum RunResult {
+    /// The run happened (whatever its status).
+    Ran(Box<RunRecord>),
+    /// The run could not start: nothing was read or written.
+    NotStarted { sync: String, error: String },
+}
+
+/// A sync as listed: its definition and its last run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncSummary {
+    pub name: String,
+    pub model: String,
+    pub destination: String,
+    pub mode: crate::config::SyncMode,
+    pub last_run: Option<RunRecord>,
+}
+
+/// The result of approving a held run.
+#[derive(Debug)]
+pub enum RunApproval {
+    /// Recorded; more approvals are needed.
+    NeedsMore(Box<RunGate>),
+    /// Every requirement is met and the approved plan was run again.
+    Released(Box<RunRecord>),
+}
+
+/// The audit log with the result of checking its hash chain.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditLog {
+    pub entries: Vec<AuditEntry>,
+    /// The sequence number of the first entry whose hash does not verify, if any.
+    pub broken_at: Option<u64>,
+}
+
+impl App {
+    /// Opens the workspace at `root`: its state, and a plugin host caching compiled plugins
+    /// under the state directory.
+    pub fn open(root: &Path) -> Result<App, AppError> {
+        let working = load_working(root)?;
+        let host = PluginHost::new(Some(working.state_dir.join("cache"))).map_err(|e| AppError::Failed(format!("{e:#}")))?;
+        let state = StateStore::open(&working.state_dir).map_err(|e| AppError::Failed(e.to_string()))?;
+        Ok(App { root: root.to_path_buf(), host, state })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn host(&self) -> &PluginHost {
+        &self.host
+    }
+
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// The working copy (the workspace files as they are now).
+    pub fn working(&self) -> Result<Workspace, AppError> {
+        load_working(&self.root)
+    }
+
+    /// Resolves a user name (`--as`, `BACKFLOW_USER`, an API token's user) against the users
+    /// of the published configuration, or of the working copy until something is published.
+    pub fn actor(&self, user: Option<&str>) -> Result<Actor, AppError> {
+        let working = self.working()?;
+        let authority = governance::authority(&self.root, &working, &self.state).map_err(AppError::Failed)?;
+        governance::identify(&authority, user).map_err(AppError::Unauthenticated)
+    }
+
+    /// The workspace a run (or a plan of one) uses: published unless `draft`.
+    fn workspace_for(&self, draft: bool, syncs: &[String]) -> Result<Workspace, AppError> {
+        governance::workspace_for_run(&self.root, &self.state, self.working()?, draft, syncs).map_err(AppError::Invalid)
+    }
+
+    pub fn list_syncs(&self, actor: &Actor) -> Result<Vec<SyncSummary>, AppError> {
+        authorize(actor, Action::ListSyncs)?;
+        let ws = self.working()?;
+        let mut out = Vec::new();
+        for sync in ws.syncs.values() {
+            let last_run = self.state.runs(Some(&sync.name), 1).map_err(|e| AppError::Failed(e.to_string()))?.into_iter().next();
+            out.push(SyncSummary { name: sync.name.clone(), model: sync.model.clone(), destination: sync.destination.clone(), mode: sync.mode, last_run });
+        }
+        Ok(out)
+    }
+
+    /// A dry run: what a run would send now. Sends and records nothing.
+    pub async fn plan(&self, actor: &Actor, sync: &str, full_resync: bool, draft: bool, samples: usize) -> Result<PlanReport, AppError> {
+        authorize(actor, Action::PlanSync)?;
+        let ws = if draft { self.working()? } else { self.workspace_for(false, &[sync.to_string()])? };
+        sync::plan_sync(&self.host, &ws, &self.state, sync, sync::plan::PlanOptions { full_resync }, samples).await.map_err(AppError::Failed)
+    }
+
+    /// Sends one model row to the destination and reports its answer; records nothing.
+    pub async fn test_row(&self, actor: &Actor, sync: &str, key: &str, draft: bool) -> Result<TestReport, AppError> {
+        authorize(actor, Action::TestRow)?;
+        // A test row is a real delivery: a draft may only go to a staging destination.
+        let ws = self.workspace_for(draft, &[sync.to_string()])?;
+        sync::test_row(&self.host, &ws, sync, key).await.map_err(AppError::Failed)
+    }
+
+    /// Runs syncs, each on its own task: one failing or slow destination does not hold up
+    /// the others. A name given twice runs once.
+    pub async fn run(&self, actor: &Actor, names: &[String], request: &RunRequest) -> Result<Vec<RunResult>, AppError> {
+        authorize(actor, Action::RunSync)?;
+        let mut unique: Vec<String> = Vec::new();
+        for name in names {
+            if !unique.contains(name) {
+                unique.push(name.clone());
+            }
+        }
+        let ws = self.workspace_for(request.draft, &unique)?;
+        for name in &unique {
+            ws.sync(name).map_err(AppError::NotFound)?;
+        }
+        let options = RunOptions {
+            user: actor.user.clone(),
+            trigger: if request.trigger.is_empty() { "manual".into() } else { request.trigger.clone() },
+            approved_run: None,
+            full_resync: request.full_resync,
+        };
+        let runs = unique.iter().map(|name| {
+            let (options, ws) = (&options, &ws);
+            async move {
+                match run_sync(&self.host, ws, &self.state, name, options).await {
+                    Ok(record) => RunResult::Ran(Box::new(record)),
+                    Err(e) => RunResult::NotStarted { sync: name.clone(), error: e.to_string() },
+                }
+            }
+        });
+        Ok(futures::future::join_all(runs).await)
+    }
+
+    /// Approves a run held by an approval policy; once every requirement is met, exactly the
+    /// reviewed plan is delivered (if the data moved meanwhile, it plans and asks again).
+    pub async fn approve_run(&self, actor: &Actor, run_id: &str, comment: Option<&str>) -> Result<RunApproval, AppError> {
+        authorize(actor, Action::ApproveRun)?;
+        let gate = governance::approve_run(&self.state, actor, run_id, comment).map_err(AppError::Refused)?;
+        if gate.status != governance::GateStatus::Approved {
+            return Ok(RunApproval::NeedsMore(Box::new(gate)));
+        }
+        let ws = self.workspace_for(false, &[gate.sync.clone()])?;
+        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync };
+        let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await.map_err(|e| AppError::Failed(e.to_string()))?;
+        Ok(RunApproval::Released(Box::new(record)))
+    }
+
+    /// Runs, newest first, optionally of one sync.
+    pub fn runs(&self, actor: &Actor, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, AppError> {
+        authorize(actor, Action::ReadRuns)?;
+        self.state.runs(sync, limit).map_err(|e| AppError::Failed(e.to_string()))
+    }
+
+    pub fn run_record(&self, actor: &Actor, run_id: &str) -> Result<RunRecord, AppError> {
+        authorize(actor, Action::ReadRuns)?;
+        self.state.run(run_id).map_err(|e| AppError::Failed(e.to_string()))?.ok_or_else(|| AppError::NotFound(format!("no run with id {run_id}")))
+    }
+
+    pub fn audit(&self, actor: &Actor) -> Result<AuditLog, AppError> {
+        authorize(actor, Action::ReadAudit)?;
+        let entries = self.state.audit_log().map_err(|e| AppError::Failed(e.to_string()))?;
+        let mut prev = String::new();
+        let mut broken_at = None;
+        for e in &entries {
+            if !e.verifies(&prev) {
+                broken_at = Some(e.seq);
+                break;
+            }
+            prev = e.hash.clone();
+        }
+        Ok(AuditLog { entries, broken_at })
+    }
+
+    /// What the working copy changes against the published configuration.
+    pub async fn diff(&self, actor: &Actor) -> Result<ConfigDiff, AppError> {
+        authorize(actor, Action::Diff)?;
+        let files = ConfigFiles::read(&self.root).map_err(|e| AppError::Invalid(e.to_string()))?;
+        let working = self.working()?;
+        governance::diff(&self.host, &self.state, &files, &working).await.map_err(AppError::Failed)
+    }
+
+    pub async fn submit_change(&self, actor: &Actor, message: &str) -> Result<ChangeRequest, AppError> {
+        authorize(actor, Action::SubmitChange)?;
+        governance::submit(&self.host, &self.root, &self.state, actor, message).await.map_err(AppError::Refused)
+    }
+
+    pub fn list_changes(&self, actor: &Actor, limit: usize) -> Result<Vec<ChangeRequest>, AppError> {
+        authorize(actor, Action::ReadChanges)?;
+        governance::list_changes(&self.state, limit).map_err(AppError::Failed)
+    }
+
+    pub fn change(&self, actor: &Actor, id: u64) -> Result<ChangeRequest, AppError> {
+        authorize(actor, Action::ReadChanges)?;
+        governance::show_change(&self.state, id).map_err(AppError::NotFound)
+    }
+
+    /// Approves (`approve = true`) or rejects a change request.
+    pub fn review_change(&self, actor: &Actor, id: u64, approve: bool, comment: Option<&str>) -> Result<ChangeRequest, AppError> {
+        authorize(actor, if approve { Action::ApproveChange } else { Action::RejectChange })?;
+        governance::review(&self.state, actor, id, approve, comment).map_err(AppError::Refused)
+    }
+
+    pub async fn publish_change(&self, actor: &Actor, id: u64) -> Result<ChangeRequest, AppError> {
+        authorize(actor, Action::PublishChange)?;
+        governance::publish(&self.host, &self.root, &self.state, actor, id).await.map_err(AppError::Refused)
+    }
+
+    /// The schema and first rows of a model, read through its source; nothing is recorded.
+    pub async fn preview_model(&self, actor: &Actor, model: &str, limit: u32) -> Result<crate::preview::ModelPreview, AppError> {
+        authorize(actor, Action::PreviewModel)?;
+        let ws = self.working()?;
+        crate::preview::preview_model(&self.host, &ws, model, limit).await.map_err(AppError::Failed)
+    }
+
+    /// The plugins in the workspace's plugins directory, and the files that are not plugins.
+    pub async fn list_plugins(&self, actor: &Actor) -> Result<crate::plugins::Scan, AppError> {
+        authorize(actor, Action::ListPlugins)?;
+        let ws = self.working()?;
+        Ok(crate::plugins::scan(&self.host, &ws.plugins_dir).await)
+    }
+}
+
+fn load_working(root: &Path) -> Result<Workspace, AppError> {
+    Workspace::load(root).map_err(|e| AppError::Invalid(format!("invalid workspace:\n{e}")))
+}
+
+/// Runs one sync of a loaded workspace through the workspace's approval gate. For callers
+/// that hold a workspace and have authorized the run themselves (the [`App`], tests,
+/// benchmarks). An `Err` means the run could not start.
+pub async fn run_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, name: &str, options: &RunOptions) -> Result<RunRecord, sync::prepare::PrepareError> {
+    let gate = PolicyGate { host, ws, state };
+    sync::run_sync(RunEnv { host, ws, state, gate: &gate }, name, options).await
+}

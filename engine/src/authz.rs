@@ -1,0 +1,158 @@
+//! Authorization: the one table of what each action needs. The CLI, the HTTP API and the web
+//! UI all go through [`authorize`]; nothing else decides whether a user may act.
+//!
+//! Roles are ordered (viewer < contributor < approver < admin): an action needs its minimum
+//! role or above. Rules that depend on the object acted on (no self-approval, publishing
+//! someone else's change, built-in admin requirements) are governance's, on top of this.
+
+use crate::domain::Role;
+use serde::Serialize;
+
+/// Who is acting, resolved against the workspace's users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Actor {
+    pub user: String,
+    pub role: Role,
+}
+
+/// Everything a user can ask backflow to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    ListSyncs,
+    PlanSync,
+    PreviewModel,
+    ListPlugins,
+    ReadRuns,
+    ReadAudit,
+    ReadChanges,
+    Diff,
+    RunSync,
+    TestRow,
+    SubmitChange,
+    ApproveChange,
+    RejectChange,
+    PublishChange,
+    ApproveRun,
+}
+
+/// Action → the least role that may perform it, and how the action reads in a refusal.
+pub const TABLE: &[(Action, Role, &str)] = &[
+    (Action::ListSyncs, Role::Viewer, "list syncs"),
+    (Action::PlanSync, Role::Viewer, "plan syncs"),
+    (Action::PreviewModel, Role::Viewer, "preview models"),
+    (Action::ListPlugins, Role::Viewer, "list plugins"),
+    (Action::ReadRuns, Role::Viewer, "read run history"),
+    (Action::ReadAudit, Role::Viewer, "read the audit log"),
+    (Action::ReadChanges, Role::Viewer, "read changes"),
+    (Action::Diff, Role::Viewer, "see the diff"),
+    (Action::RunSync, Role::Contributor, "run syncs"),
+    (Action::TestRow, Role::Contributor, "send test rows"),
+    (Action::SubmitChange, Role::Contributor, "submit changes"),
+    (Action::ApproveChange, Role::Approver, "approve changes"),
+    (Action::RejectChange, Role::Approver, "reject changes"),
+    (Action::PublishChange, Role::Contributor, "publish changes"),
+    (Action::ApproveRun, Role::Approver, "approve runs"),
+];
+
+impl Action {
+    fn entry(self) -> (Role, &'static str) {
+        TABLE.iter().find(|(a, _, _)| *a == self).map(|(_, role, what)| (*role, *what)).unwrap_or((Role::Admin, "do this"))
+    }
+
+    /// The least role that may perform this action.
+    pub fn min_role(self) -> Role {
+        self.entry().0
+    }
+
+    /// The action as it reads in a sentence ("run syncs").
+    pub fn describe(self) -> &'static str {
+        self.entry().1
+    }
+}
+
+/// A refusal: who, what they are, what they tried and what it needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{user} is a {role} and may not {action} (needs {needs} or above)", role = .role.as_str(), needs = .needs.as_str())]
+pub struct Denied {
+    pub user: String,
+    pub role: Role,
+    pub action: &'static str,
+    pub needs: Role,
+}
+
+/// Whether `actor` may perform `action`.
+pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
+    let needs = action.min_role();
+    if actor.role >= needs {
+        Ok(())
+    } else {
+        Err(Denied { user: actor.user.clone(), role: actor.role, action: action.describe(), needs })
+    }
+}
+
+/// Whether `actor` may perform `action`, for showing or hiding what they cannot use.
+pub fn allowed(actor: &Actor, action: Action) -> bool {
+    authorize(actor, action).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Action; 15] = [
+        Action::ListSyncs,
+        Action::PlanSync,
+        Action::PreviewModel,
+        Action::ListPlugins,
+        Action::ReadRuns,
+        Action::ReadAudit,
+        Action::ReadChanges,
+        Action::Diff,
+        Action::RunSync,
+        Action::TestRow,
+        Action::SubmitChange,
+        Action::ApproveChange,
+        Action::RejectChange,
+        Action::PublishChange,
+        Action::ApproveRun,
+    ];
+
+    fn actor(role: Role) -> Actor {
+        Actor { user: "ann".into(), role }
+    }
+
+    #[test]
+    fn every_action_is_in_the_table_once() {
+        for action in ALL {
+            assert_eq!(TABLE.iter().filter(|(a, _, _)| *a == action).count(), 1, "{action:?}");
+        }
+        assert_eq!(TABLE.len(), ALL.len());
+    }
+
+    #[test]
+    fn roles_are_ordered_and_inherit() {
+        for action in ALL {
+            let needs = action.min_role();
+            for role in [Role::Viewer, Role::Contributor, Role::Approver, Role::Admin] {
+                assert_eq!(allowed(&actor(role), action), role >= needs, "{role:?} {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn viewers_read_contributors_run_approvers_review() {
+        assert!(allowed(&actor(Role::Viewer), Action::ReadRuns));
+        assert!(!allowed(&actor(Role::Viewer), Action::RunSync));
+        assert!(allowed(&actor(Role::Contributor), Action::RunSync));
+        assert!(!allowed(&actor(Role::Contributor), Action::ApproveRun));
+        assert!(!allowed(&actor(Role::Contributor), Action::ApproveChange));
+        assert!(allowed(&actor(Role::Approver), Action::ApproveChange));
+    }
+
+    #[test]
+    fn a_refusal_names_user_role_action_and_need() {
+        let e = authorize(&actor(Role::Viewer), Action::RunSync).unwrap_err();
+        assert_eq!(e.to_string(), "ann is a viewer and may not run syncs (needs contributor or above)");
+    }
+}

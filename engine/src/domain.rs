@@ -1,0 +1,364 @@
+//! The domain's shared vocabulary: roles, sync modes, grants and limits, changes and the
+//! operations they become, run records and their counts. A leaf module: the host, the state,
+//! governance, the sync path and the application layer all import it, and it imports none of
+//! them, so those modules never need each other for a type.
+
+use backflow_plugin_sdk::Operation;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+
+// ---- Run records and counts ----
+
+/// Rows per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpCounts {
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+}
+
+impl OpCounts {
+    pub fn total(&self) -> u64 {
+        self.added + self.changed + self.removed
+    }
+}
+
+/// The diff of the model against the snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffCounts {
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+}
+
+/// One quality check's result for a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub plugin: String,
+    pub severity: Severity,
+    /// `pass`, `warn`, `fail`, or `error` when the check itself failed (which counts as fail).
+    pub verdict: String,
+    pub message: String,
+    /// Offending rows as JSON text.
+    pub samples: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether this result stops the run.
+    pub fn blocks(&self) -> bool {
+        self.severity == Severity::Fail && (self.verdict == "fail" || self.verdict == "error")
+    }
+}
+
+/// A row the destination refused, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRow {
+    /// The primary key, rendered as text (`1` or `1|eu` for composite keys).
+    pub key: String,
+    pub change: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every planned row was delivered.
+    Succeeded,
+    /// The run finished but the destination rejected some rows.
+    Partial,
+    /// The run stopped early; see `error`.
+    Failed,
+    /// The run is in progress (or its process died; the next run marks it interrupted).
+    Running,
+    /// The process running it stopped before it finished. Rows it had delivered are kept.
+    Interrupted,
+    /// A quality check failed: nothing was written, the snapshot is untouched.
+    Blocked,
+    /// An approval policy wants a person to approve this plan first (`backflow runs
+    /// approve RUN`); nothing was written.
+    AwaitingApproval,
+    /// An approval policy rejected the run; nothing was written.
+    Rejected,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Running => "running",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Blocked => "blocked",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// One run of a sync, as stored and as printed by `--json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub sync: String,
+    pub trigger: String,
+    pub user: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    /// Time spent reading the model and building the plan, and delivering it.
+    #[serde(default)]
+    pub timings: Timings,
+    pub status: RunStatus,
+    /// Whether the snapshot was ignored and every model row re-sent.
+    #[serde(default)]
+    pub full_resync: bool,
+    /// Rows in the model and in the snapshot before the run.
+    #[serde(default)]
+    pub model_rows: u64,
+    #[serde(default)]
+    pub snapshot_rows: u64,
+    /// The diff, before the sync's mode picks what to send.
+    #[serde(default)]
+    pub diff: DiffCounts,
+    /// What the mode sends, per change.
+    pub planned: OpCounts,
+    pub delivered: OpCounts,
+    pub failed: OpCounts,
+    /// Content hashes (SHA-256) of the plugins used.
+    pub plugins: PluginHashes,
+    /// Hash of the sync's effective configuration.
+    pub config_hash: String,
+    pub error: Option<String>,
+    /// Quality check results, in the order the sync lists its checks.
+    #[serde(default)]
+    pub checks: Vec<CheckReport>,
+    /// Rejected rows (at most [`MAX_REJECTED_KEPT`] are kept in the record).
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// How many rejected rows a run record keeps.
+pub const MAX_REJECTED_KEPT: usize = 1000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    pub plan_ms: u64,
+    pub deliver_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Content hashes (SHA-256) of every plugin a run used.
+pub struct PluginHashes {
+    pub source: String,
+    pub destination: String,
+    /// Quality check name → hash of its plugin.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, String>,
+    /// Approval policy plugin reference → hash, for runs that asked the policies.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub policies: std::collections::BTreeMap<String, String>,
+}
+
+
+// ---- Sync definitions' value types ----
+
+/// A sync's pace towards its destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: Option<f64>,
+    pub rows_per_second: Option<f64>,
+}
+
+/// What a failing check does to its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Fail,
+    Warn,
+}
+
+/// How a sync treats the diff. See the README for each mode's operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    Upsert,
+    Update,
+    Insert,
+    Mirror,
+    Append,
+}
+
+impl SyncMode {
+    pub fn parse(s: &str) -> Option<SyncMode> {
+        Some(match s {
+            "upsert" => SyncMode::Upsert,
+            "update" => SyncMode::Update,
+            "insert" => SyncMode::Insert,
+            "mirror" => SyncMode::Mirror,
+            "append" => SyncMode::Append,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::Update => "update",
+            SyncMode::Insert => "insert",
+            SyncMode::Mirror => "mirror",
+            SyncMode::Append => "append",
+        }
+    }
+}
+
+
+// ---- Grants and limits ----
+
+/// What the operator grants one plugin. Everything defaults to nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Directories the plugin may read, mounted read-only at the same path they are
+    /// written with in the workspace (relative paths resolved against the workspace).
+    pub files: Vec<(PathBuf, String)>,
+    /// `host:port` pairs (or `host:*`) the plugin may reach, through host HTTP or sockets.
+    pub network: Vec<String>,
+    /// Environment variables the plugin may read.
+    pub env: Vec<String>,
+}
+
+impl Grants {
+    /// Whether `host:port` is granted. Host names compare case-insensitively.
+    pub fn allows_host(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.network.iter().any(|g| match g.rsplit_once(':') {
+            Some((h, p)) => {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                h.eq_ignore_ascii_case(host) && (p == "*" || p.parse::<u16>() == Ok(port))
+            }
+            None => false,
+        })
+    }
+}
+
+/// Per-instance resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_mb: u64,
+    /// CPU time the guest may run in one call.
+    pub call_timeout_ms: u64,
+    /// Wall-clock time one call may take, including waits on the network or sleeps.
+    pub wall_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_mb: 256, call_timeout_ms: 30_000, wall_timeout_ms: 300_000 }
+    }
+}
+
+
+// ---- Roles ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Contributor,
+    Approver,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "contributor" => Some(Role::Contributor),
+            "approver" => Some(Role::Approver),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Contributor => "contributor",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The longest a run approval request may stay open (one year; the config refuses more).
+pub const MAX_TTL_MINUTES: u64 = 525_600;
+
+
+// ---- Changes and operations ----
+
+/// The change a planned row represents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Changed,
+    Removed,
+    /// Rows equal to the snapshot; planned only for quality checks, never sent.
+    Unchanged,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Changed => "changed",
+            Change::Removed => "removed",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+pub fn bump(c: &mut OpCounts, change: Change, n: u64) {
+    match change {
+        Change::Added => c.added += n,
+        Change::Changed => c.changed += n,
+        Change::Removed => c.removed += n,
+        Change::Unchanged => {}
+    }
+}
+
+/// The destination operation a mode uses for a change, or `None` if the mode skips it.
+pub fn operation_for(mode: SyncMode, change: Change) -> Option<Operation> {
+    use Change::*;
+    match (mode, change) {
+        (SyncMode::Upsert, Added) | (SyncMode::Insert, Added) | (SyncMode::Mirror, Added) => Some(Operation::Insert),
+        (SyncMode::Upsert, Changed) | (SyncMode::Mirror, Changed) => Some(Operation::Update),
+        // `update` never creates: rows new to backflow are sent as updates of records the
+        // destination is expected to have; it rejects those it does not.
+        (SyncMode::Update, Added | Changed) => Some(Operation::Update),
+        (SyncMode::Mirror, Removed) => Some(Operation::Delete),
+        (SyncMode::Append, Added) => Some(Operation::Append),
+        _ => None,
+    }
+}
+
+/// The native destination used to measure the Wasm boundary's cost.
+pub const BUILTIN_NOOP: &str = "builtin:noop";
+
+// ---- What delivery records ----
+
+/// A row fingerprint: xxh3-128 of the mapped row and the destination field names.
+pub type Fingerprint = [u8; 16];
+
+/// What the destination did with one row, as journaled and then applied to the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalOp {
+    /// The destination has this row with these values (added or changed, acknowledged).
+    Upsert { key: Vec<u8>, fp: Fingerprint, row: Vec<u8> },
+    /// The destination deleted this row.
+    Delete { key: Vec<u8> },
+    /// The destination refused this row; it stays pending and is retried by later runs.
+    Reject { key: Vec<u8>, change: String, error: String, run_id: String },
+}

@@ -1,0 +1,148 @@
+//! Stage 4: quality checks. Every check of the sync sees the whole plan before the first
+//! write; a check that cannot run reports `error`, which blocks like a failure.
+
+use super::plan::{Plan, PlannedRow};
+use super::prepare::PreparedSync;
+use crate::domain::{operation_for, Change, CheckReport, OpCounts};
+use crate::host::{CheckChange, CheckInstance, CheckSummary, PluginHost};
+use backflow_plugin_sdk::codec::read_array_len;
+use backflow_plugin_sdk::{Batch, BatchBuilder, Column};
+
+/// Rows per batch shown to quality checks.
+pub(crate) const CHECK_BATCH_ROWS: usize = 4096;
+
+/// Runs every check of the sync over the plan. A check that cannot run (trap, timeout, out
+/// of memory, error) reports verdict `error`, which blocks like a failure: checks fail closed.
+pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planned: OpCounts) -> Vec<CheckReport> {
+    if p.checks.is_empty() {
+        return Vec::new();
+    }
+    let summary = CheckSummary {
+        sync_name: &p.sync.name,
+        columns: &plan.columns,
+        snapshot_rows: plan.snapshot_rows,
+        model_rows: plan.model_rows,
+        added: planned.added,
+        changed: planned.changed,
+        removed: planned.removed,
+    };
+    let mut reports: Vec<CheckReport> = p
+        .checks
+        .iter()
+        .map(|(c, plugin)| CheckReport {
+            name: c.name.clone(),
+            plugin: plugin.spec.name.clone(),
+            severity: c.severity,
+            verdict: "error".into(),
+            message: String::new(),
+            samples: Vec::new(),
+        })
+        .collect();
+    // Each check runs on its own task, owning its store; batches fan out to all of them.
+    type Feed = tokio::sync::mpsc::Sender<(CheckChange, Batch, Option<Batch>)>;
+    let mut feeds: Vec<Option<Feed>> = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, (c, plugin)) in p.checks.iter().enumerate() {
+        let cfg = &c.connector;
+        match CheckInstance::open(host, plugin, &cfg.grants, cfg.limits, &cfg.config_json, &summary).await {
+            Ok(mut inst) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<(CheckChange, Batch, Option<Batch>)>(2);
+                feeds.push(Some(tx));
+                tasks.push((
+                    i,
+                    tokio::spawn(async move {
+                        while let Some((kind, after, before)) = rx.recv().await {
+                            inst.observe(kind, after, before).await.map_err(|e| format!("the check failed: {e}"))?;
+                        }
+                        inst.finish().await.map_err(|e| format!("the check failed: {e}"))
+                    }),
+                ));
+            }
+            Err(e) => {
+                reports[i].message = format!("the check could not start: {e}");
+                feeds.push(None);
+            }
+        }
+    }
+    let mut read_error = None;
+    let streams = [(Change::Added, CheckChange::Added), (Change::Changed, CheckChange::Changed), (Change::Removed, CheckChange::Removed), (Change::Unchanged, CheckChange::Unchanged)];
+    'streams: for (change, kind) in streams {
+        // Changes the mode does not send are still model rows: whole-model checks see them
+        // as unchanged. Removals the mode does not send are not shown at all.
+        let kind = match (change, operation_for(p.sync.mode, change)) {
+            (Change::Removed, None) => continue,
+            (Change::Added | Change::Changed, None) => CheckChange::Unchanged,
+            _ => kind,
+        };
+        let mut reader = match plan.rows(change) {
+            Ok(r) => r,
+            Err(e) => {
+                read_error = Some(format!("reading the plan: {e}"));
+                break 'streams;
+            }
+        };
+        loop {
+            let mut rows = Vec::with_capacity(CHECK_BATCH_ROWS);
+            while rows.len() < CHECK_BATCH_ROWS {
+                match reader.next() {
+                    Ok(Some(row)) => rows.push(row),
+                    Ok(None) => break,
+                    Err(e) => {
+                        read_error = Some(format!("reading the plan: {e}"));
+                        break 'streams;
+                    }
+                }
+            }
+            if rows.is_empty() {
+                break;
+            }
+            let (after, before) = check_batches(plan, change, &rows);
+            for feed in feeds.iter_mut() {
+                // A check whose task ended early (it failed) is no longer fed.
+                if let Some(tx) = feed {
+                    if tx.send((kind, after.clone(), before.clone())).await.is_err() {
+                        *feed = None;
+                    }
+                }
+            }
+        }
+    }
+    drop(feeds);
+    for (i, task) in tasks {
+        match task.await {
+            Ok(Ok(outcome)) if read_error.is_none() => {
+                reports[i].verdict = outcome.verdict.into();
+                reports[i].message = outcome.message;
+                reports[i].samples = outcome.samples.into_iter().take(20).collect();
+            }
+            Ok(Ok(_)) => reports[i].message = read_error.clone().unwrap_or_default(),
+            Ok(Err(e)) => reports[i].message = e,
+            Err(e) => reports[i].message = format!("the check task failed: {e}"),
+        }
+    }
+    reports
+}
+
+/// The batches a check sees for planned rows: removals carry the key fields; changes carry
+/// the last delivered values as `before` when they have the current shape.
+pub(crate) fn check_batches(plan: &Plan, change: Change, rows: &[PlannedRow]) -> (Batch, Option<Batch>) {
+    let build = |columns: &[Column], pick: &dyn Fn(&PlannedRow) -> &[u8]| {
+        let mut b = BatchBuilder::with_capacity(columns.to_vec(), rows.iter().map(|r| pick(r).len()).sum::<usize>() + 8);
+        for r in rows {
+            b.push_encoded_row(pick(r));
+        }
+        b.finish()
+    };
+    match change {
+        Change::Removed => (build(&plan.key_columns, &|r| &r.key), None),
+        Change::Changed => {
+            let width_ok = rows.iter().all(|r| {
+                let mut rest = r.before.as_slice();
+                read_array_len(&mut rest).ok() == Some(plan.columns.len())
+            });
+            let before = width_ok.then(|| build(&plan.columns, &|r| &r.before));
+            (build(&plan.columns, &|r| &r.row), before)
+        }
+        Change::Added | Change::Unchanged => (build(&plan.columns, &|r| &r.row), None),
+    }
+}

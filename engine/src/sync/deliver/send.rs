@@ -1,0 +1,135 @@
+//! Sending one batch: retries with backoff for retryable failures, halving batches refused
+//! as a whole, isolating rows the destination names as bad.
+
+use super::pacer::Pacer;
+use super::writer::Writer;
+use crate::domain::{Change, JournalOp};
+use crate::sync::plan::PlannedRow;
+use crate::sync::prepare::PreparedSync;
+use crate::sync::Abort;
+use crate::host::CallError;
+use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, RowOutcome};
+use std::time::Duration;
+
+/// Attempts per batch for retryable failures before its rows count as failed.
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
+
+/// Whether a destination refused every row of a batch with the same message: a verdict on
+/// the batch, not on its rows.
+pub(crate) fn refused_as_a_whole(outcomes: &[RowOutcome]) -> bool {
+    match outcomes.first() {
+        Some(RowOutcome::Rejected(first)) => outcomes.iter().all(|o| matches!(o, RowOutcome::Rejected(m) if m == first)),
+        _ => false,
+    }
+}
+
+pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
+    let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
+    let mut b = BatchBuilder::with_capacity(columns.to_vec(), bytes + 8);
+    for r in rows {
+        b.push_encoded_row(&r.payload);
+    }
+    b.finish()
+}
+
+/// What sending one batch came to: rows acknowledged (as journal ops), rows refused with
+/// the destination's reason, and whether the run must stop.
+pub(crate) struct Sent {
+    pub(crate) change: Change,
+    pub(crate) acked: Vec<JournalOp>,
+    pub(crate) rejected: Vec<(PlannedRow, String)>,
+    pub(crate) result: Result<(), Abort>,
+}
+
+/// Sends one batch through `writer`, retrying retryable failures with exponential backoff,
+/// halving batches refused as a whole and isolating rows the destination names as bad.
+/// Touches no shared state but the pacer, so several run at once (`max_in_flight`).
+pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>, p: &PreparedSync, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>) -> Sent {
+    // Groups of rows still to send; a batch refused as a whole is split into halves.
+    let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
+    let mut pending = Vec::new();
+    let mut attempt = 0u32;
+    let mut last_error = String::new();
+    let mut acked: Vec<JournalOp> = Vec::new();
+    let mut rejected: Vec<(PlannedRow, String)> = Vec::new();
+        let result = loop {
+            if pending.is_empty() {
+                match groups.pop() {
+                    Some(group) => {
+                        pending = group;
+                        attempt = 0;
+                        continue;
+                    }
+                    None => break Ok(()),
+                }
+            }
+            if attempt >= MAX_ATTEMPTS {
+                for row in pending.drain(..) {
+                    rejected.push((row, format!("gave up after {MAX_ATTEMPTS} attempts: {last_error}")));
+                }
+                break Ok(());
+            }
+            attempt += 1;
+            pacer.lock().await.wait(pending.len()).await;
+            let batch = build_batch(columns, &pending);
+            match writer.write(op, batch).await {
+                Ok(outcomes) if pending.len() > 1 && refused_as_a_whole(&outcomes) => {
+                    // Every row refused for one reason: the destination could not say which
+                    // rows are bad (a 4xx for a JSON array, say). Halve the batch until the
+                    // bad rows stand alone, so the good ones still go through.
+                    let right = pending.split_off(pending.len() / 2);
+                    groups.push(right);
+                    groups.push(std::mem::take(&mut pending));
+                }
+                Ok(outcomes) => {
+                    let mut retry = Vec::new();
+                    for (row, outcome) in pending.into_iter().zip(outcomes) {
+                        match outcome {
+                            RowOutcome::Accepted => acked.push(match change {
+                                Change::Removed => JournalOp::Delete { key: row.key },
+                                _ => JournalOp::Upsert { key: row.key, fp: row.fp, row: row.row },
+                            }),
+                            RowOutcome::Rejected(m) => rejected.push((row, m)),
+                            RowOutcome::Retryable(m) => {
+                                last_error = m;
+                                retry.push(row);
+                            }
+                        }
+                    }
+                    pending = retry;
+                    if !pending.is_empty() && attempt < MAX_ATTEMPTS {
+                        backoff(attempt, None).await;
+                    }
+                }
+                Err(CallError::Plugin(PluginError::BadRow(bad))) if (bad.row_index as usize) < pending.len() => {
+                    let row = pending.remove(bad.row_index as usize);
+                    rejected.push((row, bad.message));
+                    attempt -= 1;
+                }
+                Err(CallError::Plugin(e @ (PluginError::Retryable { .. } | PluginError::RateLimited { .. }))) => {
+                    let retry_after = match &e {
+                        PluginError::RateLimited { retry_after_ms, .. } => retry_after_ms.map(Duration::from_millis),
+                        _ => None,
+                    };
+                    tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
+                    last_error = e.to_string();
+                    if attempt < MAX_ATTEMPTS {
+                        backoff(attempt, retry_after).await;
+                    }
+                }
+                Err(CallError::Plugin(PluginError::BadConfig(c))) => {
+                    let key = if c.field.is_empty() { p.destination.origin.key("config") } else { p.destination.origin.key(&format!("config.{}", c.field)) };
+                    break Err(Abort(format!("destination {}: {}: {key}: {}", p.destination.name, p.destination.origin.file.display(), c.message)));
+                }
+                Err(e) => break Err(Abort(format!("destination {} failed: {e}", p.destination.name))),
+            }
+        };
+    Sent { change, acked, rejected, result }
+}
+
+pub(crate) async fn backoff(attempt: u32, retry_after: Option<Duration>) {
+    let exp = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
+    let jitter = Duration::from_millis(u64::from(ulid::Ulid::new().random() as u16 % 100));
+    let wait = retry_after.unwrap_or(exp + jitter).min(Duration::from_secs(60));
+    tokio::time::sleep(wait).await;
+}

@@ -1,0 +1,27 @@
+//! A writer: one destination plugin instance (or the native no-op used to measure the Wasm
+//! boundary), owned by one batch at a time.
+
+use crate::host::{CallError, DestinationInstance};
+use backflow_plugin_sdk::{Batch, Operation, RowOutcome};
+
+pub(crate) enum Writer {
+    Wasm(DestinationInstance),
+    /// Native no-op, to measure what the Wasm boundary costs.
+    Noop,
+}
+
+impl Writer {
+    pub(crate) async fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, CallError> {
+        match self {
+            Writer::Wasm(d) => d.write(op, batch).await,
+            Writer::Noop => Ok(vec![RowOutcome::Accepted; batch.row_count as usize]),
+        }
+    }
+
+    pub(crate) async fn finish(self) -> Result<(), CallError> {
+        match self {
+            Writer::Wasm(d) => d.finish().await,
+            Writer::Noop => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Runs that deliver nothing to state: `sync plan` (what a run would send now) and
+//! `sync test` (one row sent, nothing recorded).
+
+use super::checks::run_checks;
+use super::deliver::with_event_id;
+use super::deliver::writer::Writer;
+use super::plan::{build_plan, key_text, row_json, PlanOptions};
+use super::prepare::{open_error, prepare, primary_key_fields};
+use super::read::{read_model, spawn_reader, Projection};
+use crate::config::{SyncMode, Workspace};
+use crate::domain::{operation_for, Change, CheckReport, DiffCounts, OpCounts};
+use crate::host::{DestinationInstance, PluginHost, SourceInstance};
+use crate::state::StateStore;
+use backflow_plugin_sdk::{BatchBuilder, Column, Operation, RowOutcome, SyncContext};
+
+/// A dry run's result: what a run would do now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanReport {
+    pub sync: String,
+    pub mode: SyncMode,
+    pub full_resync: bool,
+    pub model_rows: u64,
+    pub snapshot_rows: u64,
+    pub diff: DiffCounts,
+    /// What the mode would send, per change.
+    pub planned: OpCounts,
+    /// The destination operation per change (`null` where the mode sends nothing).
+    pub operations: serde_json::Value,
+    /// Sample rows per change: rows for added, before/after for changed, before for removed.
+    pub samples: serde_json::Value,
+    /// Quality check results on this plan.
+    pub checks: Vec<CheckReport>,
+    /// Whether a check would block the run.
+    pub blocked: bool,
+}
+
+/// Plans a sync without sending or recording anything.
+pub async fn plan_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, options: PlanOptions, samples: usize) -> Result<PlanReport, String> {
+    let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
+    let plan = build_plan(host, ws, state, &p, options).await.map_err(|e| e.0)?;
+    let mut operations = serde_json::Map::new();
+    let mut sample_map = serde_json::Map::new();
+    let planned = plan.planned(p.sync.mode);
+    let checks = run_checks(host, &p, &plan, planned).await;
+    for change in [Change::Added, Change::Changed, Change::Removed] {
+        let op = operation_for(p.sync.mode, change);
+        operations.insert(change.as_str().into(), op.map(|o| serde_json::Value::String(o.as_str().into())).unwrap_or(serde_json::Value::Null));
+        sample_map.insert(change.as_str().into(), serde_json::Value::Array(plan.samples(change, samples).map_err(|e| format!("reading the plan: {e}"))?));
+    }
+    Ok(PlanReport {
+        sync: sync_name.into(),
+        mode: p.sync.mode,
+        full_resync: options.full_resync,
+        model_rows: plan.model_rows,
+        snapshot_rows: plan.snapshot_rows,
+        diff: plan.diff,
+        planned,
+        operations: serde_json::Value::Object(operations),
+        samples: serde_json::Value::Object(sample_map),
+        blocked: checks.iter().any(|c| c.blocks()),
+        checks,
+    })
+}
+
+/// The destination's answer to one test row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestReport {
+    pub sync: String,
+    pub key: String,
+    pub operation: Operation,
+    pub row: serde_json::Value,
+    /// `accepted`, `rejected` or `retryable`, or `error` when the call itself failed.
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+/// Sends the model row with primary key `key` (as text, `1` or `1|eu`) to the destination as
+/// an added row, and reports the answer. Neither the snapshot nor run history change.
+pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &str) -> Result<TestReport, String> {
+    let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
+    let tmp_dir = ws.state_dir.join("tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
+    let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
+        .await
+        .map_err(|e| open_error(&p, &p.source, &e))?;
+    let projection = Projection::new(&p, source.columns());
+    let projection = match projection {
+        Ok(pr) => pr,
+        Err(e) => {
+            source.close().await;
+            return Err(e);
+        }
+    };
+    let mut spill = crate::sync::plan::spill::ModelSpill::new(&tmp_dir, crate::sync::plan::spill::DEFAULT_MEMORY_BUDGET).map_err(|e| e.to_string())?;
+    read_model(spawn_reader(source), &p, &projection, &mut spill).await.map_err(|e| e.0)?;
+    let mut sorted = spill.into_sorted().map_err(|e| e.to_string())?;
+    let mut found = None;
+    while let Some(entry) = sorted.next_entry().map_err(|e| e.to_string())? {
+        if key_text(&entry.key) == key {
+            found = Some((entry.row, entry.key));
+            break;
+        }
+    }
+    let (row, encoded_key) = found.ok_or_else(|| format!("model {} has no row with {} = {key}", p.model.name, p.model.primary_key.join("|")))?;
+    let op = operation_for(p.sync.mode, Change::Added).unwrap_or(Operation::Insert);
+    let mut columns = projection.columns.clone();
+    let payload = if op == Operation::Append {
+        columns.push(Column { name: p.sync.event_id_field.clone(), value_type: backflow_plugin_sdk::ValueType::Text, nullable: false });
+        with_event_id(&row, &p.sync.name, &encoded_key)
+    } else {
+        row.clone()
+    };
+    let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(&p), run_id: "test".into() };
+    let mut writer = match &p.destination_plugin {
+        None => Writer::Noop,
+        Some(plugin) => Writer::Wasm(
+            DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
+                .await
+                .map_err(|e| open_error(&p, &p.destination, &e))?,
+        ),
+    };
+    let mut b = BatchBuilder::new(columns.clone());
+    b.push_encoded_row(&payload);
+    let answer = writer.write(op, b.finish()).await;
+    let _ = writer.finish().await;
+    let (outcome, message) = match answer {
+        Ok(mut outcomes) => match outcomes.pop() {
+            Some(RowOutcome::Accepted) => ("accepted", None),
+            Some(RowOutcome::Rejected(m)) => ("rejected", Some(m)),
+            Some(RowOutcome::Retryable(m)) => ("retryable", Some(m)),
+            None => ("error", Some("the destination returned no outcome".to_string())),
+        },
+        Err(e) => ("error", Some(e.to_string())),
+    };
+    Ok(TestReport { sync: sync_name.into(), key: key.into(), operation: op, row: row_json(&columns, &payload), outcome: outcome.into(), message })
+}

@@ -1,0 +1,55 @@
+//! Stage 5: the approval gate, as the sync path sees it. Governance implements
+//! [`ApprovalGate`] (approval-policy plugins, held runs, approvals); the sync path only asks
+//! it about a plan and obeys, so neither module imports the other's internals.
+
+use crate::config::Sync;
+use crate::domain::OpCounts;
+use futures::future::BoxFuture;
+
+/// What the gate is asked about: a run's complete plan, before anything is sent.
+pub struct GateRequest<'a> {
+    pub run_id: &'a str,
+    pub sync: &'a Sync,
+    pub planned: OpCounts,
+    /// xxh3-128 over every planned change: what an approval covers.
+    pub plan_fingerprint: &'a str,
+    /// A few rows per change, for the reviewer.
+    pub samples: serde_json::Value,
+    pub config_hash: &'a str,
+    pub full_resync: bool,
+    pub user: &'a str,
+    /// A run held before and since approved: if this plan is exactly that one, it may go.
+    pub approved_run: Option<&'a str>,
+}
+
+/// What the gate lets a run do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateDecision {
+    Proceed,
+    /// Held: the request was stored; the message says what is needed.
+    Await(String),
+    Reject(String),
+}
+
+/// Decides whether a planned run may deliver.
+pub trait ApprovalGate: Send + std::marker::Sync {
+    /// Whether the gate has anything to ask (approval policies are configured). A run with an
+    /// inactive gate does not build the request at all.
+    fn is_active(&self) -> bool;
+
+    /// Asks about a plan. An `Err` fails the run (the gate could not decide).
+    fn decide<'a>(&'a self, request: GateRequest<'a>) -> BoxFuture<'a, Result<GateDecision, String>>;
+}
+
+/// The gate of a workspace without approval policies: every plan proceeds.
+pub struct NoApprovalPolicies;
+
+impl ApprovalGate for NoApprovalPolicies {
+    fn is_active(&self) -> bool {
+        false
+    }
+
+    fn decide<'a>(&'a self, _request: GateRequest<'a>) -> BoxFuture<'a, Result<GateDecision, String>> {
+        Box::pin(async { Ok(GateDecision::Proceed) })
+    }
+}

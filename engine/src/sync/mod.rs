@@ -1,0 +1,247 @@
+//! The sync path: one run of one sync, stage by stage. Each stage is a module:
+//!
+//! 1. [`prepare`]: resolve plugins, check their kinds, configs and the mode;
+//! 2. [`read`]: read the model through the source plugin, project and key every row;
+//! 3. [`plan`]: spill, sort and merge the model with the snapshot into an on-disk plan;
+//! 4. [`checks`]: quality checks judge the whole plan;
+//! 5. [`gate`]: the approval gate (governance, seen through a narrow trait) may hold it;
+//! 6. [`deliver`]: send the plan through the destination (writers, pacer, retries);
+//! 7. [`commit`]: journal what the destination acknowledged, then commit it to the snapshot.
+//!
+//! Nothing is sent before the whole plan exists and has passed checks and the gate: a
+//! source failure, a bad key or a failing check stops the run before the first write. The
+//! run's result is one [`outcome::RunOutcome`].
+
+pub mod checks;
+pub mod commit;
+pub mod deliver;
+pub mod dry_run;
+pub mod gate;
+pub mod outcome;
+pub mod plan;
+pub mod prepare;
+mod progress;
+pub mod read;
+
+use crate::config::Workspace;
+use crate::domain::{CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings};
+use crate::host::PluginHost;
+use crate::state::StateStore;
+use checks::run_checks;
+use commit::Committer;
+use gate::{ApprovalGate, GateDecision, GateRequest};
+use outcome::RunOutcome;
+use plan::{build_plan, PlanOptions};
+use prepare::{prepare, PrepareError, PreparedSync};
+use std::time::Instant;
+
+pub use crate::domain::{operation_for, Change, BUILTIN_NOOP};
+pub use dry_run::{plan_sync, test_row, PlanReport, TestReport};
+pub use plan::key_text;
+
+/// What a run works with: the plugin host, the workspace it runs, the state, and the
+/// approval gate that may hold its plan.
+#[derive(Clone, Copy)]
+pub struct RunEnv<'a> {
+    pub host: &'a PluginHost,
+    pub ws: &'a Workspace,
+    pub state: &'a StateStore,
+    pub gate: &'a dyn ApprovalGate,
+}
+
+/// Who started a run, why, and how it treats the snapshot.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub trigger: String,
+    pub user: String,
+    /// A run held for approval and since approved (`runs approve`): if this run's plan is
+    /// exactly that one, it goes ahead without asking the policies again.
+    pub approved_run: Option<String>,
+    /// Re-send every model row: rows in the snapshot count as changed even when unchanged.
+    pub full_resync: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            trigger: "manual".into(),
+            user: std::env::var("BACKFLOW_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()),
+            approved_run: None,
+            full_resync: false,
+        }
+    }
+}
+
+/// Runs a sync end to end and records it. Returns the record even when the run failed; an
+/// `Err` means the run could not start (nothing was read or written, nothing recorded).
+pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) -> Result<RunRecord, PrepareError> {
+    let started_at = now_rfc3339();
+    let clock = Instant::now();
+    // Nothing reaches a destination before approvals: a workspace with approval policies is
+    // run only through a gate that asks them.
+    if !env.ws.governance.policies.is_empty() && !env.gate.is_active() {
+        return Err(PrepareError(format!("sync {sync_name}: this workspace has approval policies, and this run was started without its approval gate")));
+    }
+    let prepared = prepare(env.host, env.ws, sync_name).await?;
+    let run_id = ulid::Ulid::new().to_string();
+    let mut record = RunRecord {
+        run_id: run_id.clone(),
+        sync: sync_name.to_string(),
+        trigger: options.trigger.clone(),
+        user: options.user.clone(),
+        started_at,
+        finished_at: String::new(),
+        duration_ms: 0,
+        timings: Timings::default(),
+        status: RunStatus::Running,
+        full_resync: options.full_resync,
+        model_rows: 0,
+        snapshot_rows: 0,
+        diff: DiffCounts::default(),
+        planned: OpCounts::default(),
+        delivered: OpCounts::default(),
+        failed: OpCounts::default(),
+        plugins: prepared.plugin_hashes(),
+        config_hash: prepared.config_hash.clone(),
+        error: None,
+        checks: Vec::new(),
+        rejected: Vec::new(),
+    };
+    let state = env.state;
+    let state_err = |e: crate::state::StateError| PrepareError(e.to_string());
+    // Runs of this sync left `running` by a process that died.
+    for mut old in state.runs(Some(sync_name), usize::MAX).map_err(state_err)?.into_iter().filter(|r| r.status == RunStatus::Running) {
+        old.status = RunStatus::Interrupted;
+        old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
+        state.record_run(&old).map_err(state_err)?;
+    }
+    state.record_run(&record).map_err(state_err)?;
+    tracing::info!(sync = sync_name, run_id, "run started");
+    let start = crate::state::AuditEvent {
+        user: options.user.clone(),
+        action: "run.start".into(),
+        target: format!("{sync_name} run {run_id}"),
+        config_hash: Some(prepared.config_hash.clone()),
+        detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run}),
+    };
+    state.write_governance(vec![], vec![start]).map_err(state_err)?;
+    let mut tally = Tally::default();
+    let outcome = execute(env, &prepared, &run_id, options, &mut tally, &mut record).await;
+    record.status = outcome.status();
+    record.error = outcome.into_error();
+    record.finished_at = now_rfc3339();
+    record.duration_ms = clock.elapsed().as_millis() as u64;
+    record.timings = tally.timings;
+    record.planned = tally.planned;
+    record.delivered = tally.delivered;
+    record.failed = tally.failed;
+    record.rejected = tally.rejected;
+    state.record_run(&record).map_err(state_err)?;
+    tracing::info!(sync = sync_name, run_id = record.run_id, status = record.status.as_str(), delivered = record.delivered.total(), failed = record.failed.total(), "run finished");
+    Ok(record)
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// The stages in order, from an empty plan to a committed delivery.
+async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunOptions, tally: &mut Tally, record: &mut RunRecord) -> RunOutcome {
+    let RunEnv { host, ws, state, gate } = env;
+    let meta = plan::sync_meta(p);
+    let mut journal = match commit::open_journal(ws, state, p, &meta) {
+        Ok(j) => j,
+        Err(e) => return RunOutcome::Failed(e.0),
+    };
+
+    let plan_started = Instant::now();
+    let plan = match build_plan(host, ws, state, p, PlanOptions { full_resync: options.full_resync }).await {
+        Ok(plan) => plan,
+        Err(e) => return RunOutcome::Failed(e.0),
+    };
+    tally.timings.plan_ms = plan_started.elapsed().as_millis() as u64;
+    record.model_rows = plan.model_rows;
+    record.snapshot_rows = plan.snapshot_rows;
+    record.diff = plan.diff;
+    tally.planned = plan.planned(p.sync.mode);
+    tracing::debug!(model_rows = plan.model_rows, added = plan.diff.added, changed = plan.diff.changed, removed = plan.diff.removed, ms = tally.timings.plan_ms, "plan complete");
+
+    // Quality gates: every check runs, on the whole plan, before the first write.
+    record.checks = run_checks(host, p, &plan, tally.planned).await;
+    let blocking: Vec<&CheckReport> = record.checks.iter().filter(|c| c.blocks()).collect();
+    if !blocking.is_empty() {
+        tally.planned = OpCounts::default();
+        return RunOutcome::Blocked(format!(
+            "blocked by {}: nothing was sent",
+            blocking.iter().map(|c| format!("check {:?} ({}: {})", c.name, c.verdict, c.message)).collect::<Vec<_>>().join("; ")
+        ));
+    }
+    for warning in record.checks.iter().filter(|c| c.verdict != "pass") {
+        tracing::warn!(sync = %p.sync.name, check = %warning.name, verdict = %warning.verdict, "{}", warning.message);
+    }
+    if tally.planned.total() == 0 {
+        return RunOutcome::Succeeded;
+    }
+
+    // The run-time gate: approval policies see the plan's size and may hold it for a person.
+    if gate.is_active() {
+        let mut samples = serde_json::Map::new();
+        for (name, change) in [("added", Change::Added), ("changed", Change::Changed), ("removed", Change::Removed)] {
+            samples.insert(name.into(), serde_json::Value::Array(plan.samples(change, 5).unwrap_or_default()));
+        }
+        let request = GateRequest {
+            run_id,
+            sync: &p.sync,
+            planned: tally.planned,
+            plan_fingerprint: &plan.fingerprint,
+            samples: serde_json::Value::Object(samples),
+            config_hash: &p.config_hash,
+            full_resync: options.full_resync,
+            user: &options.user,
+            approved_run: options.approved_run.as_deref(),
+        };
+        match gate.decide(request).await {
+            Err(e) => return RunOutcome::Failed(e),
+            Ok(GateDecision::Proceed) => {}
+            Ok(GateDecision::Await(message)) => return RunOutcome::AwaitingApproval(format!("{message}; nothing was sent")),
+            Ok(GateDecision::Reject(reason)) => {
+                tally.planned = OpCounts::default();
+                return RunOutcome::Rejected(format!("rejected by approval policy: {reason}; nothing was sent"));
+            }
+        }
+    }
+
+    let deliver_started = Instant::now();
+    let mut committer = Committer::new(&mut journal, state, &meta, p, run_id);
+    let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally).await;
+    // Whatever was acknowledged is committed, even when the run stops early.
+    let committed = committer.commit_acknowledged();
+    let result = match (delivered, committed) {
+        (Err(run), Err(commit)) => Err(Abort(format!("{run}; and recording the acknowledged rows failed: {commit}"))),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(())) => Ok(()),
+    };
+    tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
+    tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
+    RunOutcome::after_delivery(result, tally.failed.total())
+}
+
+/// Reasons a stage stops a run: the message says what went wrong, naming file, field or row.
+#[derive(Debug)]
+pub struct Abort(pub String);
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Counters, timings and rejected rows gathered during a run.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub planned: OpCounts,
+    pub delivered: OpCounts,
+    pub failed: OpCounts,
+    pub rejected: Vec<RejectedRow>,
+    pub timings: Timings,
+}

@@ -1,0 +1,70 @@
+//! The plan's on-disk files: one frame per planned row (key, fingerprint, row, last
+//! delivered row), written in key order and read back by checks and delivery.
+
+use backflow_plugin_sdk::codec::{read_array_len, read_value};
+use std::io::{BufReader, Read, Write};
+
+pub(crate) fn write_frame(out: &mut impl Write, key: &[u8], fp: &[u8; 16], row: &[u8], before: &[u8]) -> std::io::Result<()> {
+    out.write_all(&(key.len() as u32).to_le_bytes())?;
+    out.write_all(key)?;
+    out.write_all(fp)?;
+    out.write_all(&(row.len() as u32).to_le_bytes())?;
+    out.write_all(row)?;
+    out.write_all(&(before.len() as u32).to_le_bytes())?;
+    out.write_all(before)
+}
+
+/// One planned row: its encoded key (a MessagePack array), fingerprint, mapped row, the last
+/// delivered row (for changes and removals), and what is sent.
+pub(crate) struct PlannedRow {
+    pub(crate) key: Vec<u8>,
+    pub(crate) fp: [u8; 16],
+    pub(crate) row: Vec<u8>,
+    pub(crate) before: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Renders an encoded key: `42`, or `42|eu` for composite keys.
+pub fn key_text(key: &[u8]) -> String {
+    let mut rest = key;
+    let n = read_array_len(&mut rest).unwrap_or(0);
+    (0..n).map(|_| read_value(&mut rest).map(|v| v.to_string()).unwrap_or_else(|_| "?".into())).collect::<Vec<_>>().join("|")
+}
+
+impl PlannedRow {
+    pub(crate) fn key_text(&self) -> String {
+        key_text(&self.key)
+    }
+}
+
+pub(crate) struct PlanReader<'a> {
+    pub(crate) input: BufReader<&'a std::fs::File>,
+}
+
+impl<'a> PlanReader<'a> {
+    pub(crate) fn new(file: &'a std::fs::File) -> PlanReader<'a> {
+        PlanReader { input: BufReader::with_capacity(1 << 20, file) }
+    }
+
+    fn bytes(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut len = [0u8; 4];
+        match self.input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.input.read_exact(&mut buf)?;
+        Ok(Some(buf))
+    }
+
+    pub(crate) fn next(&mut self) -> std::io::Result<Option<PlannedRow>> {
+        let Some(key) = self.bytes()? else { return Ok(None) };
+        let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated");
+        let mut fp = [0u8; 16];
+        self.input.read_exact(&mut fp)?;
+        let row = self.bytes()?.ok_or_else(truncated)?;
+        let before = self.bytes()?.ok_or_else(truncated)?;
+        Ok(Some(PlannedRow { key, fp, row, before, payload: Vec::new() }))
+    }
+}

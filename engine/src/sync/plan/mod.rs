@@ -1,0 +1,289 @@
+//! Stage 3: the plan. The model's spill is sorted and merged, key by key, with the snapshot
+//! of what was last delivered into one file per change (added, changed, removed,
+//! unchanged). Memory stays bounded whatever the model's size. Writes nothing to state.
+
+pub mod file;
+pub mod spill;
+
+use super::prepare::{open_error, PreparedSync};
+use super::read::{read_model, spawn_reader, Projection};
+use super::Abort;
+use crate::config::{SyncMode, Workspace};
+use crate::domain::{bump, operation_for, Change, DiffCounts, OpCounts, BUILTIN_NOOP};
+use crate::host::{PluginHost, SourceInstance};
+use crate::state::{StateStore, SyncMeta};
+use backflow_plugin_sdk::codec::{read_array_len, read_value};
+use backflow_plugin_sdk::Column;
+use file::{write_frame, PlanReader};
+use std::io::{BufWriter, Seek, Write};
+
+pub use file::key_text;
+pub(crate) use file::PlannedRow;
+
+/// How a run treats the snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Re-send every model row: rows in the snapshot count as changed even when unchanged.
+    pub full_resync: bool,
+}
+
+/// A computed plan: the diff of the model against the snapshot, on disk.
+pub struct Plan {
+    /// Destination fields of added and changed rows.
+    pub columns: Vec<Column>,
+    /// Destination fields of the primary key (what a delete carries).
+    pub key_columns: Vec<Column>,
+    pub model_rows: u64,
+    pub snapshot_rows: u64,
+    pub diff: DiffCounts,
+    /// xxh3-128 over every planned change (kind, key, row fingerprint), in key order: two
+    /// plans with the same fingerprint send the same rows. What a run approval covers.
+    pub fingerprint: String,
+    /// One file per [`Change`]; the unchanged file stays empty unless the sync has checks.
+    files: [std::fs::File; 4],
+}
+
+impl Plan {
+    fn file(&self, change: Change) -> &std::fs::File {
+        &self.files[change as usize]
+    }
+
+    /// Reads the planned rows of one change, in key order.
+    pub(crate) fn rows(&self, change: Change) -> std::io::Result<PlanReader<'_>> {
+        let mut f = self.file(change);
+        f.rewind()?;
+        Ok(PlanReader::new(f))
+    }
+
+    /// What `mode` sends of this plan, per change.
+    pub fn planned(&self, mode: SyncMode) -> OpCounts {
+        let mut planned = OpCounts::default();
+        for (change, n) in [(Change::Added, self.diff.added), (Change::Changed, self.diff.changed), (Change::Removed, self.diff.removed)] {
+            if operation_for(mode, change).is_some() {
+                bump(&mut planned, change, n);
+            }
+        }
+        planned
+    }
+
+    /// Up to `n` planned rows of a change, as JSON objects (before/after for changes).
+    pub fn samples(&self, change: Change, n: usize) -> std::io::Result<Vec<serde_json::Value>> {
+        let mut reader = self.rows(change)?;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(row) = reader.next()? else { break };
+            out.push(match change {
+                Change::Added => row_json(&self.columns, &row.row),
+                Change::Changed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before), "after": row_json(&self.columns, &row.row)}),
+                Change::Removed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before)}),
+                Change::Unchanged => row_json(&self.columns, &row.row),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes an encoded row into a JSON object with the given field names (best effort: a row
+/// of another shape, such as one delivered under an older mapping, shows as an array).
+pub(crate) fn row_json(columns: &[Column], row: &[u8]) -> serde_json::Value {
+    let mut rest = row;
+    let Ok(n) = read_array_len(&mut rest) else { return serde_json::Value::Null };
+    let values: Vec<_> = (0..n).map_while(|_| read_value(&mut rest).ok()).collect();
+    if values.len() == columns.len() {
+        serde_json::Value::Object(columns.iter().zip(values).map(|(c, v)| (c.name.clone(), v.to_json())).collect())
+    } else {
+        serde_json::Value::Array(values.iter().map(|v| v.to_json()).collect())
+    }
+}
+
+/// What a sync's snapshot must match to stay valid.
+pub(crate) fn sync_meta(p: &PreparedSync) -> SyncMeta {
+    SyncMeta {
+        primary_key: p.model.primary_key.clone(),
+        destination: p.destination.name.clone(),
+        destination_plugin: p.destination_plugin.as_ref().map(|d| d.spec.name.clone()).unwrap_or_else(|| BUILTIN_NOOP.into()),
+    }
+}
+
+/// Whether the stored snapshot belongs to this sync's current key and destination.
+pub(crate) fn snapshot_is_valid(state: &StateStore, p: &PreparedSync) -> Result<bool, Abort> {
+    let meta = state.sync_meta(&p.sync.name).map_err(|e| Abort(e.to_string()))?;
+    Ok(match meta {
+        None => state.snapshot_len(&p.sync.name).map_err(|e| Abort(e.to_string()))? == 0,
+        Some(m) => m == sync_meta(p),
+    })
+}
+
+/// Reads the model and diffs it against the snapshot. Writes nothing to state.
+pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &PreparedSync, options: PlanOptions) -> Result<Plan, Abort> {
+    let tmp_dir = ws.state_dir.join("tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
+    let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
+    let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
+        .await
+        .map_err(|e| Abort(open_error(p, &p.source, &e)))?;
+    let projection = match Projection::new(p, source.columns()) {
+        Ok(pr) => pr,
+        Err(e) => {
+            source.close().await;
+            return Err(Abort(e));
+        }
+    };
+    let mut spill = crate::sync::plan::spill::ModelSpill::new(&tmp_dir, crate::sync::plan::spill::DEFAULT_MEMORY_BUDGET).map_err(io)?;
+    read_model(spawn_reader(source), p, &projection, &mut spill).await?;
+    let model_rows = spill.count;
+
+    let use_snapshot = snapshot_is_valid(state, p)?;
+    if !use_snapshot {
+        tracing::warn!(sync = %p.sync.name, "the primary key or destination changed since the last delivery: the old snapshot is ignored and every row is planned as added");
+    }
+    let snapshot_rows = if use_snapshot { state.snapshot_len(&p.sync.name).map_err(|e| Abort(e.to_string()))? } else { 0 };
+    let files = [
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+        tempfile::tempfile_in(&tmp_dir).map_err(io)?,
+    ];
+    // Whole-model checks (uniqueness, freshness) need the rows that did not change too.
+    let keep_unchanged = !p.checks.is_empty();
+    let mut writers: Vec<BufWriter<&std::fs::File>> = files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect();
+    let mut sorted = spill.into_sorted().map_err(io)?;
+    let mut diff = DiffCounts::default();
+    let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
+    let mut mark = |change: u8, key: &[u8], fp: &[u8]| {
+        fingerprint.update(&[change]);
+        fingerprint.update(&(key.len() as u32).to_be_bytes());
+        fingerprint.update(key);
+        fingerprint.update(fp);
+    };
+    let mut snapshot = SnapshotCursor::new(state, &p.sync.name, use_snapshot);
+    // Changed and removed rows need their last delivered values; those are fetched in groups.
+    let mut waiting: Vec<(Change, crate::sync::plan::spill::ModelEntry)> = Vec::new();
+    let mut duplicates = 0u64;
+    let mut duplicate_samples: Vec<String> = Vec::new();
+    let mut previous: Option<Vec<u8>> = None;
+    while let Some(entry) = sorted.next_entry().map_err(io)? {
+        if previous.as_deref() == Some(entry.key.as_slice()) {
+            duplicates += 1;
+            if duplicate_samples.len() < 5 {
+                duplicate_samples.push(key_text(&entry.key));
+            }
+            continue;
+        }
+        // Snapshot keys before this one are gone from the model.
+        while let Some(s) = snapshot.peek()? {
+            if s.0.as_slice() >= entry.key.as_slice() {
+                break;
+            }
+            let (key, _) = snapshot.next()?.expect("peeked");
+            diff.removed += 1;
+            mark(b'r', &key, &[]);
+            waiting.push((Change::Removed, crate::sync::plan::spill::ModelEntry::key_only(key)));
+        }
+        let in_snapshot = match snapshot.peek()? {
+            Some(s) if s.0 == entry.key => {
+                let (_, fp) = snapshot.next()?.expect("peeked");
+                Some(fp)
+            }
+            _ => None,
+        };
+        match in_snapshot {
+            None => {
+                diff.added += 1;
+                mark(b'a', &entry.key, &entry.fp);
+                write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
+            }
+            Some(fp) if fp == entry.fp && !options.full_resync => {
+                diff.unchanged += 1;
+                if keep_unchanged {
+                    write_frame(&mut writers[Change::Unchanged as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
+                }
+            }
+            Some(_) => {
+                diff.changed += 1;
+                mark(b'c', &entry.key, &entry.fp);
+                waiting.push((Change::Changed, entry.clone()));
+            }
+        }
+        if waiting.len() >= 1024 {
+            flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+        }
+        previous = Some(entry.key);
+    }
+    while let Some((key, _)) = snapshot.next()? {
+        diff.removed += 1;
+        mark(b'r', &key, &[]);
+        waiting.push((Change::Removed, crate::sync::plan::spill::ModelEntry::key_only(key)));
+        if waiting.len() >= 1024 {
+            flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+        }
+    }
+    flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+    for w in &mut writers {
+        w.flush().map_err(io)?;
+    }
+    drop(writers);
+    if duplicates > 0 {
+        return Err(Abort(format!(
+            "model {} has {duplicates} duplicate primary key{} ({}), e.g. {}; nothing was sent",
+            p.model.name,
+            if duplicates == 1 { "" } else { "s" },
+            p.model.primary_key.join(", "),
+            duplicate_samples.join(", ")
+        )));
+    }
+    let fingerprint = format!("{:032x}", fingerprint.digest128());
+    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files })
+}
+
+pub(crate) fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::sync::plan::spill::ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&[u8]> = waiting.iter().map(|(_, e)| e.key.as_slice()).collect();
+    let befores = state.snapshot_rows(sync, &keys).map_err(|e| e.to_string())?;
+    for ((change, entry), before) in waiting.drain(..).zip(befores) {
+        let before = before.unwrap_or_default();
+        write_frame(&mut writers[change as usize], &entry.key, &entry.fp, &entry.row, &before).map_err(|e| format!("writing plan files: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Walks a sync's snapshot in key order, a chunk at a time.
+pub(crate) struct SnapshotCursor<'a> {
+    state: &'a StateStore,
+    sync: &'a str,
+    chunk: std::collections::VecDeque<(Vec<u8>, [u8; 16])>,
+    last: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'a> SnapshotCursor<'a> {
+    pub(crate) fn new(state: &'a StateStore, sync: &'a str, enabled: bool) -> SnapshotCursor<'a> {
+        SnapshotCursor { state, sync, chunk: Default::default(), last: None, done: !enabled }
+    }
+
+    fn fill(&mut self) -> Result<(), Abort> {
+        if self.chunk.is_empty() && !self.done {
+            let next = self.state.snapshot_chunk(self.sync, self.last.as_deref(), 16_384).map_err(|e| Abort(e.to_string()))?;
+            if next.is_empty() {
+                self.done = true;
+            }
+            if let Some((k, _)) = next.last() {
+                self.last = Some(k.clone());
+            }
+            self.chunk.extend(next);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn peek(&mut self) -> Result<Option<&(Vec<u8>, [u8; 16])>, Abort> {
+        self.fill()?;
+        Ok(self.chunk.front())
+    }
+
+    pub(crate) fn next(&mut self) -> Result<Option<(Vec<u8>, [u8; 16])>, Abort> {
+        self.fill()?;
+        Ok(self.chunk.pop_front())
+    }
+}

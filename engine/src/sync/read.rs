@@ -1,0 +1,181 @@
+//! Stage 2: reading the model. The source plugin runs on its own task and reads ahead; each
+//! row is projected to destination fields, its key re-encoded canonically and checked for
+//! NULLs, and (key, fingerprint, row) is spilled for the plan.
+
+
+use super::prepare::PreparedSync;
+use super::progress::Progress;
+use super::Abort;
+use crate::host::{CallError, SourceInstance};
+use backflow_plugin_sdk::codec::{read_array_len, value_len, write_row_header};
+use backflow_plugin_sdk::{Batch, Column};
+
+/// Consecutive empty batches after which a source is deemed stuck.
+pub(crate) const MAX_EMPTY_BATCHES: u32 = 1000;
+
+/// Rows asked of the source per call.
+pub(crate) const SOURCE_BATCH_ROWS: u32 = 8192;
+
+/// How a sync's model columns become destination fields.
+pub(crate) struct Projection {
+    /// For each destination column, the model column it comes from.
+    pub(crate) source_index: Vec<usize>,
+    pub(crate) key_index: Vec<usize>,
+    pub(crate) columns: Vec<Column>,
+    /// Destination fields of the primary key columns.
+    pub(crate) key_columns: Vec<Column>,
+    /// Destination field names, hashed into every fingerprint.
+    pub(crate) signature: Vec<u8>,
+    pub(crate) source_width: usize,
+}
+
+impl Projection {
+    pub(crate) fn new(p: &PreparedSync, model_columns: &[Column]) -> Result<Projection, String> {
+        let names: Vec<&str> = model_columns.iter().map(|c| c.name.as_str()).collect();
+        let find = |name: &str| names.iter().position(|n| *n == name);
+        let listing = names.join(", ");
+        let mut key_index = Vec::new();
+        for k in &p.model.primary_key {
+            key_index.push(find(k).ok_or_else(|| {
+                format!("{}: {}: model {} has no column {k:?} (columns: {listing})", p.model.origin.file.display(), p.model.origin.key("primary_key"), p.model.name)
+            })?);
+        }
+        let mapping: Vec<(String, String)> =
+            if p.sync.mapping.is_empty() { names.iter().map(|n| (n.to_string(), n.to_string())).collect() } else { p.sync.mapping.clone() };
+        let mut source_index = Vec::new();
+        let mut columns = Vec::new();
+        for (from, to) in &mapping {
+            let i = find(from).ok_or_else(|| {
+                format!("{}: {}: model {} has no column {from:?} (columns: {listing})", p.sync.origin.file.display(), p.sync.origin.key(&format!("mapping.{from}")), p.model.name)
+            })?;
+            source_index.push(i);
+            columns.push(Column { name: to.clone(), value_type: model_columns[i].value_type, nullable: model_columns[i].nullable });
+        }
+        let key_columns = key_index
+            .iter()
+            .map(|&i| {
+                let name = mapping.iter().find(|(from, _)| *from == names[i]).map(|(_, to)| to.clone()).unwrap_or_else(|| names[i].to_string());
+                Column { name, value_type: model_columns[i].value_type, nullable: false }
+            })
+            .collect();
+        let signature = columns.iter().flat_map(|c| c.name.bytes().chain([0])).collect();
+        Ok(Projection { source_index, key_index, columns, key_columns, signature, source_width: model_columns.len() })
+    }
+}
+
+/// Batches the source reads ahead, on their own task: the guest parses the next batch while
+/// the host projects and spills the previous one.
+pub(crate) type SourceBatches = tokio::sync::mpsc::Receiver<Result<Batch, CallError>>;
+
+/// Moves the source onto its own task, which reads until the model ends, an error occurs or
+/// the receiver is dropped, then closes the source.
+pub(crate) fn spawn_reader(mut source: SourceInstance) -> SourceBatches {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            match source.next_batch(SOURCE_BATCH_ROWS).await {
+                Ok(Some(batch)) => {
+                    if tx.send(Ok(batch)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+        source.close().await;
+    });
+    rx
+}
+
+/// Reads every batch from the source, projects rows to destination fields, checks keys, and
+/// spills (key, fingerprint, row) for the diff.
+pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, spill: &mut crate::sync::plan::spill::ModelSpill) -> Result<(), Abort> {
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
+    let mut row_buf = Vec::with_capacity(256);
+    let mut key_buf = Vec::with_capacity(64);
+    let mut null_keys: Vec<u64> = Vec::new();
+    let mut null_count = 0u64;
+    let mut row_number: u64 = 0;
+    let mut empty_batches = 0u32;
+    let mut progress = Progress::new("read", 0);
+    loop {
+        let batch = match batches.recv().await {
+            None => break,
+            Some(batch) => batch.map_err(|e| Abort(format!("source {} failed reading model {} after {row_number} rows: {e}", p.source.name, p.model.name)))?,
+        };
+        if batch.row_count == 0 {
+            empty_batches += 1;
+            if empty_batches > MAX_EMPTY_BATCHES {
+                return Err(Abort(format!("source {} returned {MAX_EMPTY_BATCHES} empty batches in a row; a source signals the end with none", p.source.name)));
+            }
+            continue;
+        }
+        empty_batches = 0;
+        let payload = batch.payload.as_slice();
+        let mut rest = payload;
+        let count = read_array_len(&mut rest).map_err(|e| Abort(format!("source {} sent a malformed batch: {e}", p.source.name)))?;
+        if count != batch.row_count as usize || batch.columns.len() != projection.source_width {
+            return Err(Abort(format!("source {} sent a batch whose shape does not match its declared columns", p.source.name)));
+        }
+        let mut pos = payload.len() - rest.len();
+        for _ in 0..count {
+            row_number += 1;
+            let mut r = &payload[pos..];
+            let width = read_array_len(&mut r).map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
+            if width != projection.source_width {
+                return Err(Abort(format!("model {} row {row_number}: {width} values for {} columns", p.model.name, projection.source_width)));
+            }
+            pos = payload.len() - r.len();
+            spans.clear();
+            for _ in 0..width {
+                let len = value_len(&payload[pos..]).map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
+                spans.push((pos, pos + len));
+                pos += len;
+            }
+            key_buf.clear();
+            write_row_header(&mut key_buf, projection.key_index.len() as u32);
+            let mut null_key = false;
+            for &k in &projection.key_index {
+                let (a, b) = spans[k];
+                null_key |= payload[a] == 0xc0;
+                // Keys are compared as bytes: re-encode them canonically, so the same value
+                // is the same key whichever MessagePack width a plugin chose.
+                let mut cell = &payload[a..b];
+                match backflow_plugin_sdk::codec::read_value(&mut cell) {
+                    Ok(v) => backflow_plugin_sdk::codec::write_value(&mut key_buf, &v),
+                    Err(e) => return Err(Abort(format!("model {} row {row_number}: primary key: {e}", p.model.name))),
+                }
+            }
+            if null_key {
+                null_count += 1;
+                if null_keys.len() < 5 {
+                    null_keys.push(row_number);
+                }
+                continue;
+            }
+            row_buf.clear();
+            write_row_header(&mut row_buf, projection.source_index.len() as u32);
+            for &i in &projection.source_index {
+                let (a, b) = spans[i];
+                row_buf.extend_from_slice(&payload[a..b]);
+            }
+            let fp = crate::sync::plan::spill::fingerprint(&projection.signature, &row_buf);
+            spill.push(&key_buf, fp, &row_buf).map_err(|e| Abort(format!("writing the plan: {e}")))?;
+        }
+        progress.advance(count as u64);
+    }
+    if null_count > 0 {
+        return Err(Abort(format!(
+            "model {} has {null_count} row{} with a NULL primary key ({}), e.g. rows {}; nothing was sent",
+            p.model.name,
+            if null_count == 1 { "" } else { "s" },
+            p.model.primary_key.join(", "),
+            null_keys.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
