@@ -80,7 +80,21 @@ struct WorkspaceFile {
     /// Settings for change requests and run approvals.
     #[serde(default)]
     approvals: ApprovalsFile,
+    /// How much history the state keeps.
+    #[serde(default)]
+    state: StateFile,
 }
+
+/// `[state]`: retention of run history.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    /// Runs kept per sync in history (default 1000); older ones are pruned as runs finish.
+    keep_runs: Option<u64>,
+}
+
+/// Runs kept per sync when `[state] keep_runs` is not set.
+pub const DEFAULT_KEEP_RUNS: u64 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -343,6 +357,8 @@ pub struct Workspace {
     pub root: PathBuf,
     pub plugins_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Runs kept per sync in history (`[state] keep_runs`).
+    pub keep_runs: u64,
     pub sources: BTreeMap<String, Connector>,
     pub destinations: BTreeMap<String, Connector>,
     pub models: BTreeMap<String, Model>,
@@ -481,6 +497,10 @@ impl Workspace {
 
         let plugins_dir = root.join(parsed.workspace.plugins_dir.as_deref().unwrap_or("plugins"));
         let state_dir = root.join(parsed.workspace.state_dir.as_deref().unwrap_or(".backflow"));
+        let keep_runs = parsed.state.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
+        if keep_runs == 0 {
+            errors.push(ConfigError { file: main_file.clone(), key: "state.keep_runs".into(), message: "must be at least 1".into() });
+        }
 
         let origin = |prefix: &str, name: &str| Origin { file: main_file.clone(), key: format!("{prefix}.{name}") };
         let mut sources = BTreeMap::new();
@@ -609,7 +629,7 @@ impl Workspace {
 
         let governance = governance(root, &main_file, parsed.users, parsed.policies, parsed.approvals, &mut errors);
         if errors.is_empty() {
-            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new() })
+            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, keep_runs, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new() })
         } else {
             Err(ConfigErrors(errors))
         }

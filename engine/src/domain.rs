@@ -138,6 +138,9 @@ pub struct RunRecord {
     pub checks: Vec<CheckReport>,
     /// Rejected rows (at most [`MAX_REJECTED_KEPT`] are kept in the record).
     pub rejected: Vec<RejectedRow>,
+    /// A run of the working copy (`--draft`): its snapshot and history are the draft's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draft: bool,
 }
 
 /// How many rejected rows a run record keeps.
@@ -160,6 +163,17 @@ pub struct PluginHashes {
     /// Approval policy plugin reference → hash, for runs that asked the policies.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub policies: std::collections::BTreeMap<String, String>,
+}
+
+
+/// Cuts a message to at most `max` bytes (on a character boundary), marking the cut.
+pub fn truncate_message(mut message: String, max: usize) -> String {
+    if message.len() > max {
+        let cut = (0..=max).rev().find(|i| message.is_char_boundary(*i)).unwrap_or(0);
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
 }
 
 

@@ -10,6 +10,7 @@ mod checks;
 mod cli;
 mod config_errors;
 mod delivery;
+mod engine_core;
 mod file_source;
 mod governance;
 mod postgres;

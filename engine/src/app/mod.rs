@@ -158,6 +158,7 @@ impl App {
             trigger: if request.trigger.is_empty() { "manual".into() } else { request.trigger.clone() },
             approved_run: None,
             full_resync: request.full_resync,
+            draft: request.draft,
         };
         let runs = unique.iter().map(|name| {
             let (options, ws) = (&options, &ws);
@@ -180,7 +181,7 @@ impl App {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
         let ws = self.workspace_for(false, &[gate.sync.clone()])?;
-        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync };
+        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync, draft: false };
         let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await.map_err(|e| AppError::Failed(e.to_string()))?;
         Ok(RunApproval::Released(Box::new(record)))
     }

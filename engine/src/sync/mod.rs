@@ -26,7 +26,7 @@ pub mod read;
 use crate::config::Workspace;
 use crate::domain::{CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings};
 use crate::host::PluginHost;
-use crate::state::StateStore;
+use crate::state::{LeaseHolder, StateStore, SyncLease};
 use checks::run_checks;
 use commit::Committer;
 use gate::{ApprovalGate, GateDecision, GateRequest};
@@ -59,6 +59,9 @@ pub struct RunOptions {
     pub approved_run: Option<String>,
     /// Re-send every model row: rows in the snapshot count as changed even when unchanged.
     pub full_resync: bool,
+    /// A run of the working copy: its snapshot, pending rows, journal, lease and history are
+    /// kept apart from the published sync's, so a draft never touches production state.
+    pub draft: bool,
 }
 
 impl Default for RunOptions {
@@ -68,6 +71,7 @@ impl Default for RunOptions {
             user: std::env::var("BACKFLOW_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()),
             approved_run: None,
             full_resync: false,
+            draft: false,
         }
     }
 }
@@ -82,8 +86,14 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     if !env.ws.governance.policies.is_empty() && !env.gate.is_active() {
         return Err(PrepareError(format!("sync {sync_name}: this workspace has approval policies, and this run was started without its approval gate")));
     }
-    let prepared = prepare(env.host, env.ws, sync_name).await?;
+    let mut prepared = prepare(env.host, env.ws, sync_name).await?;
+    if options.draft {
+        prepared.state_key = crate::state::draft_key(sync_name);
+    }
     let run_id = ulid::Ulid::new().to_string();
+    // Two runs of one sync never overlap: the lease is held until this function returns.
+    let holder = LeaseHolder { run_id: run_id.clone(), started_at: started_at.clone(), pid: std::process::id() };
+    let lease = SyncLease::acquire(&env.ws.state_dir, &prepared.state_key, &holder).map_err(|e| PrepareError(e.to_string()))?;
     let mut record = RunRecord {
         run_id: run_id.clone(),
         sync: sync_name.to_string(),
@@ -106,17 +116,21 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         error: None,
         checks: Vec::new(),
         rejected: Vec::new(),
+        draft: options.draft,
     };
     let state = env.state;
+    let keep_runs = env.ws.keep_runs;
     let state_err = |e: crate::state::StateError| PrepareError(e.to_string());
-    // Runs of this sync left `running` by a process that died.
-    for mut old in state.runs(Some(sync_name), usize::MAX).map_err(state_err)?.into_iter().filter(|r| r.status == RunStatus::Running) {
-        old.status = RunStatus::Interrupted;
-        old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
-        state.record_run(&old).map_err(state_err)?;
+    // The previous holder of the lease died mid-run: its record still says running.
+    if let Some(old_id) = &lease.interrupted_run {
+        if let Some(mut old) = state.run(old_id).map_err(state_err)?.filter(|r| r.status == RunStatus::Running) {
+            old.status = RunStatus::Interrupted;
+            old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
+            state.record_run(&old, keep_runs).map_err(state_err)?;
+        }
     }
-    state.record_run(&record).map_err(state_err)?;
-    tracing::info!(sync = sync_name, run_id, "run started");
+    state.record_run(&record, keep_runs).map_err(state_err)?;
+    tracing::info!(sync = sync_name, run_id, draft = options.draft, "run started");
     let start = crate::state::AuditEvent {
         user: options.user.clone(),
         action: "run.start".into(),
@@ -136,7 +150,8 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     record.delivered = tally.delivered;
     record.failed = tally.failed;
     record.rejected = tally.rejected;
-    state.record_run(&record).map_err(state_err)?;
+    state.record_run(&record, keep_runs).map_err(state_err)?;
+    drop(lease);
     tracing::info!(sync = sync_name, run_id = record.run_id, status = record.status.as_str(), delivered = record.delivered.total(), failed = record.failed.total(), "run finished");
     Ok(record)
 }

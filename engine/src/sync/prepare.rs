@@ -28,6 +28,9 @@ pub struct PreparedSync {
     pub config_hash: String,
     /// The sync's quality checks with their plugins.
     pub checks: Vec<(crate::config::Check, Plugin)>,
+    /// Under which key the state keeps this sync's snapshot, pending rows and journal: the
+    /// sync's name, or `draft/NAME` for a draft run (see [`crate::state::draft_key`]).
+    pub state_key: String,
 }
 
 impl PreparedSync {
@@ -110,7 +113,8 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
         }
         hex::encode(h.finalize())
     };
-    Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks })
+    let state_key = sync.name.clone();
+    Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks, state_key })
 }
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.

@@ -9,7 +9,7 @@ use super::deliver::send::Sent;
 use super::prepare::PreparedSync;
 use super::{Abort, Tally};
 use crate::config::Workspace;
-use crate::domain::{bump, JournalOp, RejectedRow, MAX_REJECTED_KEPT};
+use crate::domain::{bump, truncate_message, JournalOp, RejectedRow, MAX_REJECTED_KEPT};
 use crate::state::{StateStore, SyncMeta};
 use journal::Journal;
 use std::time::{Duration, Instant};
@@ -31,14 +31,14 @@ const JOURNAL_APPLY_CHUNK: usize = 250_000;
 /// acknowledgement is journaled (so a journal left by a killed first run is never applied
 /// to another key or destination).
 pub(crate) fn open_journal(ws: &Workspace, state: &StateStore, p: &PreparedSync, meta: &SyncMeta) -> Result<Journal, Abort> {
-    let mut journal = Journal::open(&ws.state_dir.join("journal"), &p.sync.name).map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
-    let stored = state.sync_meta(&p.sync.name).map_err(|e| Abort(e.to_string()))?;
+    let mut journal = Journal::open(&ws.state_dir.join("journal"), &p.state_key).map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
+    let stored = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
     if !journal.is_empty() {
-        let applied = commit_journal(state, &mut journal, &p.sync.name, stored.as_ref().unwrap_or(meta))?;
+        let applied = commit_journal(state, &mut journal, &p.state_key, stored.as_ref().unwrap_or(meta))?;
         tracing::info!(sync = %p.sync.name, rows = applied, "recorded deliveries of an interrupted run from its journal");
     }
     if stored.is_none() || !super::plan::snapshot_is_valid(state, p)? {
-        state.reset_snapshot(&p.sync.name, meta).map_err(|e| Abort(e.to_string()))?;
+        state.reset_snapshot(&p.state_key, meta).map_err(|e| Abort(e.to_string()))?;
     }
     Ok(journal)
 }
@@ -93,25 +93,15 @@ impl<'a> Committer<'a> {
 
     /// Commits every acknowledged row journaled so far to the snapshot, durably.
     pub fn commit_acknowledged(&mut self) -> Result<(), Abort> {
-        commit_journal(self.state, self.journal, &self.p.sync.name, self.meta)?;
+        commit_journal(self.state, self.journal, &self.p.state_key, self.meta)?;
         self.last_commit = Instant::now();
         Ok(())
     }
 }
 
-/// Cuts a message to at most `max` bytes (on a character boundary), marking the cut.
-pub fn truncate_message(mut message: String, max: usize) -> String {
-    if message.len() > max {
-        let cut = (0..=max).rev().find(|i| message.is_char_boundary(*i)).unwrap_or(0);
-        message.truncate(cut);
-        message.push('…');
-    }
-    message
-}
-
 #[cfg(test)]
 mod tests {
-    use super::truncate_message;
+    use crate::domain::truncate_message;
 
     #[test]
     fn truncates_on_a_character_boundary() {

@@ -107,9 +107,9 @@ pub(crate) fn sync_meta(p: &PreparedSync) -> SyncMeta {
 
 /// Whether the stored snapshot belongs to this sync's current key and destination.
 pub(crate) fn snapshot_is_valid(state: &StateStore, p: &PreparedSync) -> Result<bool, Abort> {
-    let meta = state.sync_meta(&p.sync.name).map_err(|e| Abort(e.to_string()))?;
+    let meta = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
     Ok(match meta {
-        None => state.snapshot_len(&p.sync.name).map_err(|e| Abort(e.to_string()))? == 0,
+        None => state.snapshot_len(&p.state_key).map_err(|e| Abort(e.to_string()))? == 0,
         Some(m) => m == sync_meta(p),
     })
 }
@@ -137,7 +137,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     if !use_snapshot {
         tracing::warn!(sync = %p.sync.name, "the primary key or destination changed since the last delivery: the old snapshot is ignored and every row is planned as added");
     }
-    let snapshot_rows = if use_snapshot { state.snapshot_len(&p.sync.name).map_err(|e| Abort(e.to_string()))? } else { 0 };
+    let snapshot_rows = if use_snapshot { state.snapshot_len(&p.state_key).map_err(|e| Abort(e.to_string()))? } else { 0 };
     let files = [
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
@@ -156,7 +156,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         fingerprint.update(key);
         fingerprint.update(fp);
     };
-    let mut snapshot = SnapshotCursor::new(state, &p.sync.name, use_snapshot);
+    let mut snapshot = SnapshotCursor::new(state, &p.state_key, use_snapshot);
     // Changed and removed rows need their last delivered values; those are fetched in groups.
     let mut waiting: Vec<(Change, crate::sync::plan::spill::ModelEntry)> = Vec::new();
     let mut duplicates = 0u64;
@@ -206,7 +206,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             }
         }
         if waiting.len() >= 1024 {
-            flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+            flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
         }
         previous = Some(entry.key);
     }
@@ -215,10 +215,10 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         mark(b'r', &key, &[]);
         waiting.push((Change::Removed, crate::sync::plan::spill::ModelEntry::key_only(key)));
         if waiting.len() >= 1024 {
-            flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+            flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
         }
     }
-    flush_waiting(state, &p.sync.name, &mut waiting, &mut writers).map_err(Abort)?;
+    flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
     for w in &mut writers {
         w.flush().map_err(io)?;
     }

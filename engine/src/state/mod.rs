@@ -1,14 +1,30 @@
-//! Durable state in redb: run history (and, as the engine grows, snapshots, drafts and
-//! approvals). The file carries a format version; a file written by a newer or unknown
-//! layout is refused rather than read.
+//! Durable state in redb: run history, snapshots and pending rows per sync, change requests,
+//! held runs, the audit log; and the per-sync leases that keep two runs of a sync apart.
+//!
+//! Many processes share the file (redb's multi-writer mode): a `backflow runs` or an API read
+//! in one process is never blocked by a run delivering in another; write transactions are
+//! short and take turns. The file carries a format version; an older layout is migrated on
+//! open, a newer or unknown one refused rather than read.
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+mod lease;
+
+pub use lease::{LeaseError, LeaseHolder, SyncLease};
+
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 pub use crate::domain::{CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, Timings, MAX_REJECTED_KEPT};
 
-/// Layout version of the state file. Bump on any incompatible change to tables or records.
-pub const FORMAT_VERSION: u64 = 1;
+/// Layout version of the state file. Bump on any incompatible change to tables or records,
+/// and migrate the previous version in [`StateStore::open`].
+/// - 1: the first layout;
+/// - 2: adds `runs_by_sync`, the history index (built from `runs` on migration).
+pub const FORMAT_VERSION: u64 = 2;
+
+/// Longest run error message kept in history, and longest check message and sample.
+const MAX_RUN_ERROR_BYTES: usize = 16 * 1024;
+const MAX_CHECK_MESSAGE_BYTES: usize = 4 * 1024;
+const MAX_CHECK_SAMPLE_BYTES: usize = 1024;
 
 /// redb page cache size.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -16,6 +32,10 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// run id (a ULID, so keys sort by start time) → JSON-encoded [`RunRecord`].
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+/// (history key, run id) → nothing: each sync's runs in start order, so the last run of a
+/// sync or its retention never reads the whole history. The history key is the sync's name,
+/// or `draft/NAME` for draft runs.
+const RUNS_BY_SYNC: TableDefinition<(&str, &str), ()> = TableDefinition::new("runs_by_sync");
 /// sync name → JSON-encoded [`SyncMeta`]: what the snapshot of that sync is valid for.
 const SYNC_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_meta");
 
@@ -119,6 +139,38 @@ impl AuditEntry {
     }
 }
 
+/// Above every run id (ULIDs are upper-case Crockford base32), to bound index ranges.
+const HIGHEST_RUN_ID: &str = "~";
+
+/// Where a run is filed in the history index: its sync, or `draft/SYNC` for a draft run.
+pub fn history_key(run: &RunRecord) -> String {
+    if run.draft {
+        draft_key(&run.sync)
+    } else {
+        run.sync.clone()
+    }
+}
+
+/// The state key of a sync's draft runs: their snapshot, pending rows, journal, lease and
+/// history are kept apart from the published sync's under it.
+pub fn draft_key(sync: &str) -> String {
+    format!("draft/{sync}")
+}
+
+/// A run record with its messages cut to bounded sizes, as stored.
+fn bounded(run: &RunRecord) -> RunRecord {
+    use crate::domain::truncate_message;
+    let mut run = run.clone();
+    run.error = run.error.map(|e| truncate_message(e, MAX_RUN_ERROR_BYTES));
+    for check in &mut run.checks {
+        check.message = truncate_message(std::mem::take(&mut check.message), MAX_CHECK_MESSAGE_BYTES);
+        for sample in &mut check.samples {
+            *sample = truncate_message(std::mem::take(sample), MAX_CHECK_SAMPLE_BYTES);
+        }
+    }
+    run
+}
+
 /// A governance record to write (see [`StateStore::write_governance`]).
 pub enum GovernanceDoc<'a> {
     Published(serde_json::Value),
@@ -139,8 +191,10 @@ impl StateStore {
         std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
         // redb's page cache defaults to 1 GiB; the diff walks the whole snapshot once per run,
         // so a large cache would only hold pages that are not read again. Keep memory bounded.
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path: path.clone() },
+        // Multi-writer: other backflow processes (the CLI beside a service, a second run) open
+        // the same file; reads never wait, write transactions take turns.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).set_concurrency_mode(ConcurrencyMode::MultiWriter).create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => OpenError::Locked { path: path.clone() },
             other => storage(other.to_string()),
         })?;
         let txn = db.begin_write().map_err(|e| storage(e.to_string()))?;
@@ -152,9 +206,21 @@ impl StateStore {
                     meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
                 }
                 Some(FORMAT_VERSION) => {}
+                Some(1) => {
+                    // 1 → 2: index the existing history by sync.
+                    let runs = txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
+                    let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| storage(e.to_string()))?;
+                    for entry in runs.iter().map_err(|e| storage(e.to_string()))? {
+                        let (id, value) = entry.map_err(|e| storage(e.to_string()))?;
+                        let run: RunRecord = serde_json::from_slice(value.value()).map_err(|e| storage(format!("run {} is unreadable: {e}", id.value())))?;
+                        index.insert((history_key(&run).as_str(), id.value()), ()).map_err(|e| storage(e.to_string()))?;
+                    }
+                    meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
+                }
                 Some(found) => return Err(OpenError::UnknownFormat { path: path.clone(), found }),
             }
             txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(RUNS_BY_SYNC).map_err(|e| storage(e.to_string()))?;
             txn.open_table(PUBLISHED).map_err(|e| storage(e.to_string()))?;
             txn.open_table(CHANGES).map_err(|e| storage(e.to_string()))?;
             txn.open_table(RUN_GATES).map_err(|e| storage(e.to_string()))?;
@@ -265,28 +331,56 @@ impl StateStore {
         v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
     }
 
-    pub fn record_run(&self, run: &RunRecord) -> Result<(), StateError> {
-        let json = serde_json::to_vec(run).map_err(|e| self.err(e))?;
+    /// Stores a run record (new, or updated as the run goes). When a run has finished, the
+    /// oldest runs of its sync beyond `keep_runs` are pruned in the same transaction.
+    pub fn record_run(&self, run: &RunRecord, keep_runs: u64) -> Result<(), StateError> {
+        let run = bounded(run);
+        let json = serde_json::to_vec(&run).map_err(|e| self.err(e))?;
+        let key = history_key(&run);
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+            let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
             runs.insert(run.run_id.as_str(), json.as_slice()).map_err(|e| self.err(e))?;
+            index.insert((key.as_str(), run.run_id.as_str()), ()).map_err(|e| self.err(e))?;
+            if run.status != RunStatus::Running {
+                let ids: Vec<String> = index
+                    .range((key.as_str(), "")..=(key.as_str(), HIGHEST_RUN_ID))
+                    .map_err(|e| self.err(e))?
+                    .map(|entry| entry.map(|(k, _)| k.value().1.to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.err(e))?;
+                let excess = ids.len().saturating_sub(usize::try_from(keep_runs.max(1)).unwrap_or(usize::MAX));
+                for id in &ids[..excess] {
+                    index.remove((key.as_str(), id.as_str())).map_err(|e| self.err(e))?;
+                    runs.remove(id.as_str()).map_err(|e| self.err(e))?;
+                }
+            }
         }
         txn.commit().map_err(|e| self.err(e))
     }
 
-    /// Runs, newest first, optionally of one sync.
+    /// Runs, newest first: of one history key (a sync's name, or `draft/NAME` for its draft
+    /// runs), or of every sync.
     pub fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+        let read = |value: &[u8]| serde_json::from_slice::<RunRecord>(value).map_err(|e| self.err(format!("unreadable run record: {e}")));
         let mut out = Vec::new();
-        for entry in runs.iter().map_err(|e| self.err(e))?.rev() {
-            let (_, value) = entry.map_err(|e| self.err(e))?;
-            let run: RunRecord = serde_json::from_slice(value.value()).map_err(|e| self.err(format!("unreadable run record: {e}")))?;
-            if sync.is_none_or(|s| s == run.sync) {
-                out.push(run);
-                if out.len() >= limit {
-                    break;
+        match sync {
+            Some(sync) => {
+                let index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
+                for entry in index.range((sync, "")..=(sync, HIGHEST_RUN_ID)).map_err(|e| self.err(e))?.rev().take(limit) {
+                    let (k, _) = entry.map_err(|e| self.err(e))?;
+                    if let Some(value) = runs.get(k.value().1).map_err(|e| self.err(e))? {
+                        out.push(read(value.value())?);
+                    }
+                }
+            }
+            None => {
+                for entry in runs.iter().map_err(|e| self.err(e))?.rev().take(limit) {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    out.push(read(value.value())?);
                 }
             }
         }
@@ -471,5 +565,55 @@ mod tests {
             Err(OpenError::UnknownFormat { found, .. }) => assert_eq!(found, FORMAT_VERSION + 1),
             other => panic!("expected UnknownFormat, got {:?}", other.err()),
         }
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    fn run(id: &str, sync: &str) -> RunRecord {
+        let json = serde_json::json!({
+            "run_id": id, "sync": sync, "trigger": "t", "user": "u", "started_at": "", "finished_at": "", "duration_ms": 0,
+            "status": "succeeded", "planned": {"added": 0, "changed": 0, "removed": 0}, "delivered": {"added": 0, "changed": 0, "removed": 0},
+            "failed": {"added": 0, "changed": 0, "removed": 0}, "plugins": {"source": "", "destination": ""}, "config_hash": "", "error": null, "rejected": []
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_version_1_file_gets_its_history_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("state.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("format_version", 1u64).unwrap();
+            let mut runs = txn.open_table(RUNS).unwrap();
+            for (id, sync) in [("01A", "a"), ("01B", "b"), ("01C", "a")] {
+                runs.insert(id, serde_json::to_vec(&run(id, sync)).unwrap().as_slice()).unwrap();
+            }
+            drop(runs);
+            txn.commit().unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        let ids: Vec<String> = store.runs(Some("a"), 10).unwrap().into_iter().map(|r| r.run_id).collect();
+        assert_eq!(ids, ["01C", "01A"]);
+    }
+
+    #[test]
+    fn finished_runs_prune_their_own_sync_only_and_messages_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.record_run(&run("01A", "other"), 1).unwrap();
+        for id in ["01B", "01C", "01D"] {
+            let mut r = run(id, "s");
+            r.error = Some("x".repeat(100_000));
+            store.record_run(&r, 2).unwrap();
+        }
+        let kept = store.runs(Some("s"), 10).unwrap();
+        assert_eq!(kept.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["01D", "01C"]);
+        assert!(kept[0].error.as_ref().unwrap().len() <= MAX_RUN_ERROR_BYTES + 3);
+        assert_eq!(store.runs(Some("other"), 10).unwrap().len(), 1);
+        assert!(store.run("01B").unwrap().is_none());
     }
 }
