@@ -4,6 +4,9 @@
 //! (a sync's model, a model's source, mapped columns) are checked in [`Workspace::load`], so
 //! a loaded workspace is internally consistent. Whether a plugin accepts its `config` table is
 //! the plugin's call, checked later through its `check-config` export.
+//!
+//! Why one file of ~800 lines: it is the schema (one serde struct per table, each field
+//! documented) plus the cross-reference checks; splitting it would scatter one file format.
 
 
 use indexmap::IndexMap;

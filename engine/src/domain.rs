@@ -148,7 +148,13 @@ pub const MAX_REJECTED_KEPT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timings {
+    /// Loading plugins (compiling a plugin seen for the first time) and checking configs.
+    #[serde(default)]
+    pub prepare_ms: u64,
     pub plan_ms: u64,
+    /// Quality checks over the plan.
+    #[serde(default)]
+    pub check_ms: u64,
     pub deliver_ms: u64,
 }
 

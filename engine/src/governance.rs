@@ -9,6 +9,10 @@
 //!
 //! Users, roles and policies themselves come from the published configuration once there is
 //! one: a contributor cannot make themselves an admin by editing their working copy.
+//!
+//! Why one file of ~850 lines: change requests, policy combination and the run gate share the
+//! requirement and review types and one audit discipline. The next split, when it grows:
+//! `changes` (submit, review, publish, diff) and `run_gate`.
 
 use crate::authz::{authorize, Action};
 use crate::config::{ConfigFiles, Governance, Workspace};

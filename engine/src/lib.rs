@@ -1,12 +1,16 @@
 //! backflow: a reverse-ETL sync engine whose connectors, quality checks and approval
 //! policies are sandboxed WebAssembly components.
 //!
+//! - [`app`] is the application layer: every user operation, taking an authenticated actor;
+//! - [`authz`] is the one authorization table;
+//! - [`domain`] holds the shared vocabulary (a leaf: it imports none of the others);
 //! - [`config`] loads and checks a workspace;
 //! - [`host`] runs plugins in wasmtime with explicit grants and limits;
 //! - [`plugins`] finds plugins by name;
-//! - [`pipeline`] runs a sync: read, plan, deliver, record;
-//! - [`state`] keeps run history, snapshots, change requests and the audit log in redb;
-//! - [`governance`] owns roles, change requests, approval policies and the run-time gate;
+//! - [`sync`] runs a sync, one module per stage: prepare, read, plan, checks, gate, deliver, commit;
+//! - [`state`] keeps run history, snapshots, leases, change requests and the audit log in redb;
+//! - [`governance`] owns change requests, approval policies and the run-time gate;
+//! - [`preview`] reads the first rows of a model;
 //! - [`receiver`] is a local webhook receiver for demos and tests.
 
 pub mod domain;

@@ -191,7 +191,7 @@ impl PluginHost {
             return Ok(p);
         }
         check_component_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
-        let component = self.compile_cached(&bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
+        let component = self.compile_cached(path, &bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
         check_wit_version(&self.engine, &component).with_context(|| format!("{}", path.display()))?;
         let spec = self.read_spec(&component).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
         let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, component };
@@ -199,9 +199,9 @@ impl PluginHost {
         Ok(plugin)
     }
 
-    fn compile_cached(&self, bytes: &[u8], hash: &str) -> anyhow::Result<Component> {
+    fn compile_cached(&self, path: &Path, bytes: &[u8], hash: &str) -> anyhow::Result<Component> {
         let Some(dir) = &self.cache_dir else {
-            return Ok(Component::new(&self.engine, bytes)?);
+            return self.compile(path, bytes);
         };
         // The key covers the plugin's bytes and everything about this engine that affects
         // compiled code (wasmtime version, target, settings).
@@ -217,12 +217,22 @@ impl PluginHost {
                 Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component"),
             }
         }
-        let component = Component::new(&self.engine, bytes)?;
+        let component = self.compile(path, bytes)?;
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
         if let Err(e) = component.serialize().and_then(|b| Ok(std::fs::write(&tmp, b)?)).and_then(|_| Ok(std::fs::rename(&tmp, &file)?)) {
             tracing::warn!(file = %file.display(), error = %e, "could not cache compiled component");
             let _ = std::fs::remove_file(&tmp);
         }
+        Ok(component)
+    }
+
+    /// Compiles a component, saying so: a large component (an interpreter inside) takes
+    /// 10-30 s the first time, and a silent pause that long looks like a hang.
+    fn compile(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<Component> {
+        let started = Instant::now();
+        tracing::info!(plugin = %path.display(), size_kib = bytes.len() / 1024, "compiling plugin (first use of this file; the compiled code is cached)");
+        let component = Component::new(&self.engine, bytes)?;
+        tracing::info!(plugin = %path.display(), compile_ms = started.elapsed().as_millis() as u64, "compiled plugin");
         Ok(component)
     }
 

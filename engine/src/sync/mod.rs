@@ -87,6 +87,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         return Err(PrepareError(format!("sync {sync_name}: this workspace has approval policies, and this run was started without its approval gate")));
     }
     let mut prepared = prepare(env.host, env.ws, sync_name).await?;
+    let prepare_ms = clock.elapsed().as_millis() as u64;
     if options.draft {
         prepared.state_key = crate::state::draft_key(sync_name);
     }
@@ -145,7 +146,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     record.error = outcome.into_error();
     record.finished_at = now_rfc3339();
     record.duration_ms = clock.elapsed().as_millis() as u64;
-    record.timings = tally.timings;
+    record.timings = Timings { prepare_ms, ..tally.timings };
     record.planned = tally.planned;
     record.delivered = tally.delivered;
     record.failed = tally.failed;
@@ -182,7 +183,9 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     tracing::debug!(model_rows = plan.model_rows, added = plan.diff.added, changed = plan.diff.changed, removed = plan.diff.removed, ms = tally.timings.plan_ms, "plan complete");
 
     // Quality gates: every check runs, on the whole plan, before the first write.
+    let checks_started = Instant::now();
     record.checks = run_checks(host, p, &plan, tally.planned).await;
+    tally.timings.check_ms = checks_started.elapsed().as_millis() as u64;
     let blocking: Vec<&CheckReport> = record.checks.iter().filter(|c| c.blocks()).collect();
     if !blocking.is_empty() {
         tally.planned = OpCounts::default();
