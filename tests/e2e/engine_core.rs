@@ -21,11 +21,6 @@ fn ok(out: Output, what: &str) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn edit(ws: &TestWorkspace, from: &str, to: &str) {
-    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
-    assert!(toml.contains(from), "{from:?} not in backflow.toml");
-    ws.write("backflow.toml", &toml.replacen(from, to, 1));
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_draft_run_to_staging_leaves_the_published_sync_state_alone() {

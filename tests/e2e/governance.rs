@@ -57,11 +57,6 @@ fn governed_workspace(receiver: &Receiver, notify: Option<&Receiver>, policies: 
 
 const POLICIES: &str = "[[policies]]\nplugin = \"policies\"\nconfig = { two_approvers_above_rows = 1000 }\n";
 
-fn edit(ws: &TestWorkspace, from: &str, to: &str) {
-    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
-    assert!(toml.contains(from), "{from:?} not in backflow.toml");
-    ws.write("backflow.toml", &toml.replacen(from, to, 1));
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn contributor_policy_approver_publish_run_with_every_step_audited() {

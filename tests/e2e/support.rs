@@ -106,3 +106,10 @@ pub fn csv_to_webhook(receiver: &Receiver, destination_extra: &str, sync_extra: 
     ws.write("data/customers.csv", CUSTOMERS_CSV);
     ws
 }
+
+/// Replaces the first `from` in the workspace's backflow.toml with `to` (which must be there).
+pub fn edit(ws: &TestWorkspace, from: &str, to: &str) {
+    let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+    assert!(toml.contains(from), "{from:?} not in backflow.toml");
+    ws.write("backflow.toml", &toml.replacen(from, to, 1));
+}
