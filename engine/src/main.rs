@@ -393,7 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sync { command: SyncCommand::Run { names, all, json, full_resync, draft } } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
-            let names: Vec<String> = if all { app.working()?.syncs.keys().cloned().collect() } else { names };
+            let names: Vec<String> = if all { app.working().syncs.keys().cloned().collect() } else { names };
             let request = RunRequest { full_resync, draft, trigger: String::new() };
             let mut results = app.run(&actor, &names, &request).await?;
             if results.len() == 1 {

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 /// One workspace, ready to serve operations.
 pub struct App {
     root: PathBuf,
+    /// The working copy, read once when the app opens.
+    working: Workspace,
     host: PluginHost,
     state: StateStore,
 }
@@ -80,7 +82,7 @@ impl App {
         let working = load_working(root)?;
         let host = PluginHost::new(Some(working.state_dir.join("cache"))).map_err(|e| AppError::Failed(format!("{e:#}")))?;
         let state = StateStore::open(&working.state_dir).map_err(|e| AppError::Failed(e.to_string()))?;
-        Ok(App { root: root.to_path_buf(), host, state })
+        Ok(App { root: root.to_path_buf(), working, host, state })
     }
 
     pub fn root(&self) -> &Path {
@@ -95,29 +97,27 @@ impl App {
         &self.state
     }
 
-    /// The working copy (the workspace files as they are now).
-    pub fn working(&self) -> Result<Workspace, AppError> {
-        load_working(&self.root)
+    /// The working copy (the workspace files as they were when the app opened).
+    pub fn working(&self) -> &Workspace {
+        &self.working
     }
 
     /// Resolves a user name (`--as`, `BACKFLOW_USER`, an API token's user) against the users
     /// of the published configuration, or of the working copy until something is published.
     pub fn actor(&self, user: Option<&str>) -> Result<Actor, AppError> {
-        let working = self.working()?;
-        let authority = governance::authority(&self.root, &working, &self.state).map_err(AppError::Failed)?;
+        let authority = governance::authority(&self.root, &self.working, &self.state).map_err(AppError::Failed)?;
         governance::identify(&authority, user).map_err(AppError::Unauthenticated)
     }
 
     /// The workspace a run (or a plan of one) uses: published unless `draft`.
     fn workspace_for(&self, draft: bool, syncs: &[String]) -> Result<Workspace, AppError> {
-        governance::workspace_for_run(&self.root, &self.state, self.working()?, draft, syncs).map_err(AppError::Invalid)
+        governance::workspace_for_run(&self.root, &self.state, self.working.clone(), draft, syncs).map_err(AppError::Invalid)
     }
 
     pub fn list_syncs(&self, actor: &Actor) -> Result<Vec<SyncSummary>, AppError> {
         authorize(actor, Action::ListSyncs)?;
-        let ws = self.working()?;
         let mut out = Vec::new();
-        for sync in ws.syncs.values() {
+        for sync in self.working.syncs.values() {
             let last_run = self.state.runs(Some(&sync.name), 1).map_err(|e| AppError::Failed(e.to_string()))?.into_iter().next();
             out.push(SyncSummary { name: sync.name.clone(), model: sync.model.clone(), destination: sync.destination.clone(), mode: sync.mode, last_run });
         }
@@ -127,7 +127,7 @@ impl App {
     /// A dry run: what a run would send now. Sends and records nothing.
     pub async fn plan(&self, actor: &Actor, sync: &str, full_resync: bool, draft: bool, samples: usize) -> Result<PlanReport, AppError> {
         authorize(actor, Action::PlanSync)?;
-        let ws = if draft { self.working()? } else { self.workspace_for(false, &[sync.to_string()])? };
+        let ws = if draft { self.working.clone() } else { self.workspace_for(false, &[sync.to_string()])? };
         sync::plan_sync(&self.host, &ws, &self.state, sync, sync::plan::PlanOptions { full_resync }, samples).await.map_err(AppError::Failed)
     }
 
@@ -216,8 +216,7 @@ impl App {
     pub async fn diff(&self, actor: &Actor) -> Result<ConfigDiff, AppError> {
         authorize(actor, Action::Diff)?;
         let files = ConfigFiles::read(&self.root).map_err(|e| AppError::Invalid(e.to_string()))?;
-        let working = self.working()?;
-        governance::diff(&self.host, &self.state, &files, &working).await.map_err(AppError::Failed)
+        governance::diff(&self.host, &self.state, &files, &self.working).await.map_err(AppError::Failed)
     }
 
     pub async fn submit_change(&self, actor: &Actor, message: &str) -> Result<ChangeRequest, AppError> {
@@ -249,15 +248,13 @@ impl App {
     /// The schema and first rows of a model, read through its source; nothing is recorded.
     pub async fn preview_model(&self, actor: &Actor, model: &str, limit: u32) -> Result<crate::preview::ModelPreview, AppError> {
         authorize(actor, Action::PreviewModel)?;
-        let ws = self.working()?;
-        crate::preview::preview_model(&self.host, &ws, model, limit).await.map_err(AppError::Failed)
+        crate::preview::preview_model(&self.host, &self.working, model, limit).await.map_err(AppError::Failed)
     }
 
     /// The plugins in the workspace's plugins directory, and the files that are not plugins.
     pub async fn list_plugins(&self, actor: &Actor) -> Result<crate::plugins::Scan, AppError> {
         authorize(actor, Action::ListPlugins)?;
-        let ws = self.working()?;
-        Ok(crate::plugins::scan(&self.host, &ws.plugins_dir).await)
+        Ok(crate::plugins::scan(&self.host, &self.working.plugins_dir).await)
     }
 }
 

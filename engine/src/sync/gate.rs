@@ -40,16 +40,3 @@ pub trait ApprovalGate: Send + std::marker::Sync {
     /// Asks about a plan. An `Err` fails the run (the gate could not decide).
     fn decide<'a>(&'a self, request: GateRequest<'a>) -> BoxFuture<'a, Result<GateDecision, String>>;
 }
-
-/// The gate of a workspace without approval policies: every plan proceeds.
-pub struct NoApprovalPolicies;
-
-impl ApprovalGate for NoApprovalPolicies {
-    fn is_active(&self) -> bool {
-        false
-    }
-
-    fn decide<'a>(&'a self, _request: GateRequest<'a>) -> BoxFuture<'a, Result<GateDecision, String>> {
-        Box::pin(async { Ok(GateDecision::Proceed) })
-    }
-}
