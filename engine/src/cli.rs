@@ -14,7 +14,7 @@ pub fn print_plugin(plugin: &Plugin, json: bool) -> anyhow::Result<()> {
         "version": plugin.spec.version,
         "kind": plugin.spec.kind,
         "description": plugin.spec.description,
-        "wit": backflow::host::WIT_PACKAGE,
+        "wit": format!("backflow:plugin@{}", plugin.contract),
         "sha256": plugin.hash,
         "operations": plugin.spec.operations,
         "max_batch_size": plugin.spec.max_batch_size,
@@ -27,7 +27,7 @@ pub fn print_plugin(plugin: &Plugin, json: bool) -> anyhow::Result<()> {
         println!("{} {} ({} plugin)", plugin.spec.name, plugin.spec.version, plugin.spec.kind);
         println!("  {}", plugin.spec.description);
         println!("  file:      {}", plugin.path.display());
-        println!("  contract:  {}", backflow::host::WIT_PACKAGE);
+        println!("  contract:  backflow:plugin@{}", plugin.contract);
         println!("  sha256:    {}", plugin.hash);
         if plugin.spec.kind == backflow_plugin_sdk::PluginKind::Destination {
             println!("  operations: {}", plugin.spec.operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", "));

@@ -166,7 +166,7 @@ pub struct PluginHashes {
     /// Quality check name → hash of its plugin.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub checks: std::collections::BTreeMap<String, String>,
-    /// Approval policy plugin reference → hash, for runs that asked the policies.
+    /// Approval policy name → hash of its plugin, for runs in a workspace with policies.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub policies: std::collections::BTreeMap<String, String>,
 }
@@ -283,35 +283,9 @@ impl Default for Limits {
 
 // ---- Roles ----
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Viewer,
-    Contributor,
-    Approver,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "contributor" => Some(Role::Contributor),
-            "approver" => Some(Role::Approver),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Contributor => "contributor",
-            Role::Approver => "approver",
-            Role::Admin => "admin",
-        }
-    }
-}
+/// A workspace role. The same type policies see: it is part of the plugin contract, so it is
+/// defined once, in the SDK.
+pub use backflow_plugin_sdk::Role;
 
 /// The longest a run approval request may stay open (one year; the config refuses more).
 pub const MAX_TTL_MINUTES: u64 = 525_600;

@@ -16,7 +16,8 @@
 
 use crate::authz::{authorize, Action};
 use crate::config::{ConfigFiles, Governance, Workspace};
-use crate::host::{evaluate_policy, PluginHost, PolicyDecision, PolicyRequest, PolicySyncImpact};
+use crate::host::{evaluate_policy, PluginHost};
+use backflow_plugin_sdk::{ApprovalRequest, Decision, RequestKind, SyncImpact};
 use crate::state::{AuditEvent, GovernanceDoc, StateStore};
 use crate::sync::gate::{ApprovalGate, GateDecision, GateRequest};
 use futures::future::BoxFuture;
@@ -89,7 +90,7 @@ pub struct Review {
 pub struct PolicyVerdict {
     pub policy: String,
     #[serde(flatten)]
-    pub decision: PolicyDecision,
+    pub decision: Decision,
 }
 
 /// One entity (source, destination, model, sync, user, policy, setting) that differs.
@@ -106,7 +107,7 @@ pub struct EntityChange {
 pub struct SyncPlanCounts {
     /// What a policy is told about the sync.
     #[serde(flatten)]
-    pub impact: PolicySyncImpact,
+    pub impact: SyncImpact,
     /// Why it could not be planned, if it could not.
     pub error: Option<String>,
 }
@@ -372,7 +373,7 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
 }
 
 /// Asks every policy; a policy that fails (trap, timeout, error) rejects: fail closed.
-async fn ask_policies(host: &PluginHost, root: &Path, governance: &Governance, plugins_dir: &Path, request: &PolicyRequest) -> Vec<PolicyVerdict> {
+async fn ask_policies(host: &PluginHost, root: &Path, governance: &Governance, plugins_dir: &Path, request: &ApprovalRequest) -> Vec<PolicyVerdict> {
     let mut out = Vec::new();
     for policy in &governance.policies {
         let decision = async {
@@ -382,7 +383,7 @@ async fn ask_policies(host: &PluginHost, root: &Path, governance: &Governance, p
             evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request).await.map_err(|e| e.to_string())
         }
         .await
-        .unwrap_or_else(|e| PolicyDecision::Reject { reason: format!("policy {} failed, so the request is rejected (fail closed): {e}", policy.name) });
+        .unwrap_or_else(|e| Decision::Reject(format!("policy {} failed, so the request is rejected (fail closed): {e}", policy.name)));
         out.push(PolicyVerdict { policy: policy.name.clone(), decision });
     }
     out
@@ -393,14 +394,14 @@ fn combine(verdicts: &[PolicyVerdict], no_policies: bool) -> (Option<String>, Ve
     let rejections: Vec<String> = verdicts
         .iter()
         .filter_map(|v| match &v.decision {
-            PolicyDecision::Reject { reason } => Some(format!("{}: {reason}", v.policy)),
+            Decision::Reject(reason) => Some(format!("{}: {reason}", v.policy)),
             _ => None,
         })
         .collect();
     let requirements: Vec<Requirement> = verdicts
         .iter()
         .filter_map(|v| match &v.decision {
-            PolicyDecision::Require { count, roles, allow_self_approval, reason } => Some(Requirement {
+            Decision::Require { count, roles, allow_self_approval, reason } => Some(Requirement {
                 policy: v.policy.clone(),
                 count: *count,
                 roles: roles.clone(),
@@ -482,8 +483,8 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         d.push_str(&diff.text);
         d
     };
-    let request = PolicyRequest {
-        kind: "config-change".into(),
+    let request = ApprovalRequest {
+        kind: RequestKind::ConfigChange,
         author: who.user.clone(),
         author_role: who.role,
         description,
@@ -526,8 +527,8 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
 }
 
 /// What a policy is told about a sync that would send `planned`.
-fn sync_impact(ws: &Workspace, sync: &crate::config::Sync, planned: crate::state::OpCounts) -> PolicySyncImpact {
-    PolicySyncImpact {
+fn sync_impact(ws: &Workspace, sync: &crate::config::Sync, planned: crate::state::OpCounts) -> SyncImpact {
+    SyncImpact {
         sync_name: sync.name.clone(),
         destination: sync.destination.clone(),
         mode: sync.mode.as_str().into(),
@@ -750,8 +751,8 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
         }
     }
     let role = ws.governance.users.get(user).copied().unwrap_or(Role::Contributor);
-    let request = PolicyRequest {
-        kind: "run".into(),
+    let request = ApprovalRequest {
+        kind: RequestKind::Run,
         author: user.into(),
         author_role: role,
         description: format!("run of sync {} ({} added, {} changed, {} removed)", sync.name, planned.added, planned.changed, planned.removed),

@@ -1,7 +1,9 @@
 //! The plugin side: bindings to the WIT contract, the traits a plugin implements, and the
 //! adapters that connect the two. Compiled only with one of the world features.
 
+use crate::check::{ChangeKind, CheckResult, PlanSummary};
 use crate::codec::Batch;
+use crate::policy::{ApprovalRequest, Decision};
 use crate::spec::{ConfigError, Operation, PluginError, PluginKind, PluginSpec, RowOutcome};
 use crate::value::{Column, ValueType};
 
@@ -127,91 +129,11 @@ pub trait Checker: 'static {
     fn finish(&mut self) -> Result<CheckResult, PluginError>;
 }
 
-/// What a check is told about the run before it sees rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanSummary {
-    pub sync_name: String,
-    pub columns: Vec<Column>,
-    pub snapshot_rows: u64,
-    pub model_rows: u64,
-    pub added: u64,
-    pub changed: u64,
-    pub removed: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    /// Rows the run would send as new.
-    Added,
-    /// Rows the run would send as changed (`before` holds the last delivered values).
-    Changed,
-    /// Rows the run would delete: only their primary key fields.
-    Removed,
-    /// Model rows identical to what was delivered: not sent, shown for whole-model checks.
-    Unchanged,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Pass,
-    Warn,
-    Fail,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckResult {
-    pub verdict: Verdict,
-    pub message: String,
-    /// Offending rows as JSON objects, a few at most.
-    pub samples: Vec<String>,
-}
-
 /// An approval policy: decides whether a change or a run may go ahead.
 pub trait ApprovalPolicyPlugin: 'static {
     fn spec() -> PluginSpec;
     fn check_config(config: &str) -> Vec<ConfigError>;
     fn evaluate(config: &str, request: ApprovalRequest) -> Result<Decision, PluginError>;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Approver,
-    Contributor,
-    Viewer,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
-    ConfigChange,
-    Run,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncImpact {
-    pub sync_name: String,
-    pub destination: String,
-    pub mode: String,
-    pub added: u64,
-    pub changed: u64,
-    pub removed: u64,
-    pub column_labels: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApprovalRequest {
-    pub kind: RequestKind,
-    pub author: String,
-    pub author_role: Role,
-    pub description: String,
-    pub syncs: Vec<SyncImpact>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Approve(String),
-    Require { count: u32, roles: Vec<Role>, allow_self_approval: bool, reason: String },
-    Reject(String),
 }
 
 // ---- Conversions between the SDK's types and the generated ones -------------------------
@@ -399,6 +321,7 @@ pub mod destination_adapter {
 pub mod check_adapter {
     use super::check_bindings::exports::backflow::plugin::quality_check as gen;
     use super::*;
+    use crate::check::Verdict;
     use std::cell::RefCell;
 
     pub struct CheckerAdapter<P: QualityCheckPlugin>(RefCell<P::Checker>);
@@ -445,6 +368,7 @@ pub mod check_adapter {
 pub mod policy_adapter {
     use super::policy_bindings::exports::backflow::plugin::approval_policy as gen;
     use super::*;
+    use crate::policy::{RequestKind, Role, SyncImpact};
 
     fn role_from(r: gen::Role) -> Role {
         match r {

@@ -14,13 +14,20 @@
 //! export_destination!(Printer);
 //! ```
 //!
-//! The engine depends on this crate without any world feature, for the shared types.
+//! The engine depends on this crate without any world feature, for the shared types: the
+//! contract's records are defined once, here ([`spec`], [`check`], [`policy`], [`value`],
+//! [`codec`]), and each side of the boundary converts them to and from its generated WIT
+//! bindings in one place (the engine's `host::bindings`, this crate's `guest`).
 
+pub mod check;
 pub mod codec;
+pub mod policy;
 pub mod spec;
 pub mod value;
 
+pub use check::{ChangeKind, CheckResult, PlanSummary, Verdict};
 pub use codec::{Batch, BatchBuilder, CodecError};
+pub use policy::{ApprovalRequest, Decision, RequestKind, Role, SyncImpact};
 pub use spec::{
     expand_secrets, parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec, RateLimitSpec, RowError, RowOutcome, SyncContext,
 };
@@ -33,7 +40,4 @@ pub const WIT_VERSION: &str = "0.1.0";
 pub mod guest;
 
 #[cfg(any(feature = "source", feature = "destination", feature = "quality-check", feature = "approval-policy"))]
-pub use guest::{
-    host, ApprovalPolicyPlugin, ApprovalRequest, ChangeKind, CheckResult, Checker, Decision, DestinationPlugin, DestinationWriter,
-    PlanSummary, QualityCheckPlugin, RequestKind, Role, SourcePlugin, SourceReader, SyncImpact, Verdict,
-};
+pub use guest::{host, ApprovalPolicyPlugin, Checker, DestinationPlugin, DestinationWriter, QualityCheckPlugin, SourcePlugin, SourceReader};

@@ -1,7 +1,7 @@
 //! The `host` interface plugins import: logging, the clock and HTTP through the host.
 //! Every HTTP request is checked against the plugin's `network` grant first.
 
-use super::bindings::wit_host::{self, HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel};
+use super::bindings::v0_1_0::wit_host::{self, HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel};
 use super::PluginState;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,6 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Headers the host sets itself. `Host` in particular: the grant is checked against the
 /// URL's host, so a plugin must not address another virtual host behind the same address.
 const RESERVED_HEADERS: &[&str] = &["host", "connection", "transfer-encoding", "content-length", "upgrade", "te", "trailer", "proxy-authorization", "keep-alive"];
-
-impl super::bindings::wit::Host for PluginState {}
 
 impl PluginState {
     fn redact(&self, text: &str) -> String {

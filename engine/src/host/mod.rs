@@ -31,7 +31,8 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDea
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-pub use instance::{evaluate_policy, CallError, CheckChange, CheckInstance, CheckOutcome, CheckSummary, DestinationInstance, PolicyDecision, PolicyRequest, PolicySyncImpact, SourceInstance};
+pub use bindings::ContractVersion;
+pub use instance::{evaluate_policy, CallError, CheckInstance, DestinationInstance, SourceInstance};
 pub use crate::domain::{Grants, Limits};
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
@@ -40,8 +41,6 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Linear memories one plugin instance may have; each is bounded by `limits.memory_mb`.
 const MAX_MEMORIES: usize = 4;
 
-/// The WIT package version this engine hosts.
-pub const WIT_PACKAGE: &str = "backflow:plugin@0.1.0";
 
 
 /// A compiled plugin: its component, content hash and spec.
@@ -50,12 +49,14 @@ pub struct Plugin {
     pub path: PathBuf,
     pub hash: String,
     pub spec: PluginSpec,
+    /// The contract version the component implements: which bindings every call goes through.
+    pub contract: ContractVersion,
     pub component: Component,
 }
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("path", &self.path).field("hash", &self.hash).field("spec", &self.spec).finish()
+        f.debug_struct("Plugin").field("path", &self.path).field("hash", &self.hash).field("contract", &self.contract).field("spec", &self.spec).finish()
     }
 }
 
@@ -155,7 +156,7 @@ impl PluginHost {
 
         let mut linker: Linker<PluginState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::wit_host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(&mut linker, |s| s)?;
+        bindings::add_to_linker(&mut linker)?;
 
         // reqwest is built without a bundled crypto provider (aws-lc builds C, slowly); use
         // ring's. Installing twice is harmless: the first provider stays.
@@ -192,9 +193,9 @@ impl PluginHost {
         }
         check_component_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
         let component = self.compile_cached(path, &bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
-        check_wit_version(&self.engine, &component).with_context(|| format!("{}", path.display()))?;
-        let spec = self.read_spec(&component).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
-        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, component };
+        let contract = ContractVersion::of(&self.engine, &component).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let spec = self.read_spec(contract, &component).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
+        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, component };
         self.loaded.lock().unwrap().insert(hash, plugin.clone());
         Ok(plugin)
     }
@@ -236,23 +237,21 @@ impl PluginHost {
         Ok(component)
     }
 
-    async fn read_spec(&self, component: &Component) -> anyhow::Result<PluginSpec> {
-        let mut store = self.new_store("(spec)", &Grants::default(), Limits::default())?;
-        let pre = self.linker.instantiate_pre(component)?;
-        let pre = bindings::base::PluginBasePre::new(pre)?;
-        let base = instance::guest_call!(&mut store, pre.instantiate_async(&mut store)).map_err(|e| anyhow!("{e}"))?;
-        let spec = instance::guest_call!(&mut store, base.backflow_plugin_plugin().call_spec(&mut store)).map_err(|e| anyhow!("{e}"))?;
-        Ok(bindings::spec_from_wit(spec))
+    async fn read_spec(&self, contract: ContractVersion, component: &Component) -> Result<PluginSpec, CallError> {
+        let mut store = self.new_store("(spec)", &Grants::default(), Limits::default()).map_err(|e| CallError::Host(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(component).map_err(|e| CallError::Host(e.to_string()))?;
+        match contract {
+            ContractVersion::V0_1_0 => bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.spec(&mut store).await,
+        }
     }
 
     /// Runs the plugin's own config check. Returns every problem it reports.
     pub async fn check_config(&self, plugin: &Plugin, config_json: &str, limits: Limits) -> Result<Vec<backflow_plugin_sdk::ConfigError>, CallError> {
         let mut store = self.new_store(&plugin.spec.name, &Grants::default(), limits).map_err(|e| CallError::Host(e.to_string()))?;
         let pre = self.linker.instantiate_pre(&plugin.component).map_err(|e| CallError::Host(e.to_string()))?;
-        let pre = bindings::base::PluginBasePre::new(pre).map_err(|e| CallError::Host(e.to_string()))?;
-        let base = instance::guest_call!(&mut store, pre.instantiate_async(&mut store))?;
-        let errors = instance::guest_call!(&mut store, base.backflow_plugin_plugin().call_check_config(&mut store, config_json))?;
-        Ok(errors.into_iter().map(|e| backflow_plugin_sdk::ConfigError { field: e.field, message: e.message }).collect())
+        match plugin.contract {
+            ContractVersion::V0_1_0 => bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.check_config(&mut store, config_json).await,
+        }
     }
 
     /// A fresh store with exactly the granted capabilities.
@@ -375,20 +374,6 @@ fn check_component_bytes(bytes: &[u8]) -> anyhow::Result<()> {
         ),
         _ => bail!("an unsupported WebAssembly binary version"),
     }
-}
-
-/// Ensures the component implements this engine's contract version.
-fn check_wit_version(engine: &Engine, component: &Component) -> anyhow::Result<()> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let wanted = "backflow:plugin/plugin@0.1.0";
-    if exports.iter().any(|e| e == wanted) {
-        return Ok(());
-    }
-    if let Some(other) = exports.iter().find(|e| e.starts_with("backflow:plugin/plugin@")) {
-        bail!("the plugin implements {other}, but this engine hosts {WIT_PACKAGE}; rebuild it against this version of the contract");
-    }
-    bail!("not a backflow plugin: it does not export {wanted} (exports: {})", if exports.is_empty() { "none".to_string() } else { exports.join(", ") })
 }
 
 /// The kind a plugin must have for a role, as an error message if it does not.

@@ -4,9 +4,9 @@
 use super::plan::{Plan, PlannedRow};
 use super::prepare::PreparedSync;
 use crate::domain::{operation_for, Change, CheckReport, OpCounts};
-use crate::host::{CheckChange, CheckInstance, CheckSummary, PluginHost};
+use crate::host::{CheckInstance, PluginHost};
 use backflow_plugin_sdk::codec::read_array_len;
-use backflow_plugin_sdk::{Batch, BatchBuilder, Column};
+use backflow_plugin_sdk::{Batch, BatchBuilder, ChangeKind, Column, PlanSummary};
 
 /// Rows per batch shown to quality checks.
 pub(crate) const CHECK_BATCH_ROWS: usize = 4096;
@@ -17,9 +17,9 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
     if p.checks.is_empty() {
         return Vec::new();
     }
-    let summary = CheckSummary {
-        sync_name: &p.sync.name,
-        columns: &plan.columns,
+    let summary = PlanSummary {
+        sync_name: p.sync.name.clone(),
+        columns: plan.columns.clone(),
         snapshot_rows: plan.snapshot_rows,
         model_rows: plan.model_rows,
         added: planned.added,
@@ -39,14 +39,14 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
         })
         .collect();
     // Each check runs on its own task, owning its store; batches fan out to all of them.
-    type Feed = tokio::sync::mpsc::Sender<(CheckChange, Batch, Option<Batch>)>;
+    type Feed = tokio::sync::mpsc::Sender<(ChangeKind, Batch, Option<Batch>)>;
     let mut feeds: Vec<Option<Feed>> = Vec::new();
     let mut tasks = Vec::new();
     for (i, (c, plugin)) in p.checks.iter().enumerate() {
         let cfg = &c.connector;
         match CheckInstance::open(host, plugin, &cfg.grants, cfg.limits, &cfg.config_json, &summary).await {
             Ok(mut inst) => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<(CheckChange, Batch, Option<Batch>)>(2);
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChangeKind, Batch, Option<Batch>)>(2);
                 feeds.push(Some(tx));
                 tasks.push((
                     i,
@@ -65,13 +65,13 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
         }
     }
     let mut read_error = None;
-    let streams = [(Change::Added, CheckChange::Added), (Change::Changed, CheckChange::Changed), (Change::Removed, CheckChange::Removed), (Change::Unchanged, CheckChange::Unchanged)];
+    let streams = [(Change::Added, ChangeKind::Added), (Change::Changed, ChangeKind::Changed), (Change::Removed, ChangeKind::Removed), (Change::Unchanged, ChangeKind::Unchanged)];
     'streams: for (change, kind) in streams {
         // Changes the mode does not send are still model rows: whole-model checks see them
         // as unchanged. Removals the mode does not send are not shown at all.
         let kind = match (change, operation_for(p.sync.mode, change)) {
             (Change::Removed, None) => continue,
-            (Change::Added | Change::Changed, None) => CheckChange::Unchanged,
+            (Change::Added | Change::Changed, None) => ChangeKind::Unchanged,
             _ => kind,
         };
         let mut reader = match plan.rows(change) {
@@ -111,7 +111,7 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
     for (i, task) in tasks {
         match task.await {
             Ok(Ok(outcome)) if read_error.is_none() => {
-                reports[i].verdict = outcome.verdict.into();
+                reports[i].verdict = outcome.verdict.as_str().into();
                 reports[i].message = outcome.message;
                 reports[i].samples = outcome.samples.into_iter().take(20).collect();
             }
