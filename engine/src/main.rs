@@ -252,11 +252,15 @@ enum RunsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if terminal {
+        backflow::sync::progress::enable_bars();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "backflow=info,warn".into()))
-        .with_writer(std::io::stderr)
+        .with_writer(backflow::sync::progress::LogWriter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(terminal)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

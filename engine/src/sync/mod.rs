@@ -20,7 +20,7 @@ pub mod gate;
 pub mod outcome;
 pub mod plan;
 pub mod prepare;
-mod progress;
+pub mod progress;
 pub mod read;
 
 use crate::config::Workspace;

@@ -31,16 +31,19 @@ pub struct PreparedSync {
     /// Under which key the state keeps this sync's snapshot, pending rows and journal: the
     /// sync's name, or `draft/NAME` for a draft run (see [`crate::state::draft_key`]).
     pub state_key: String,
+    /// Approval policy name → hash of its plugin: the policies the gate asks about this run.
+    /// A policy that cannot be loaded is left out here; the gate rejects the run for it.
+    pub policy_hashes: std::collections::BTreeMap<String, String>,
 }
 
 impl PreparedSync {
-    /// The hashes of the plugins this run uses (source, destination, checks).
+    /// The hashes of the plugins this run uses (source, destination, checks, policies).
     pub fn plugin_hashes(&self) -> PluginHashes {
         PluginHashes {
             source: self.source_plugin.hash.clone(),
             destination: self.destination_plugin.as_ref().map(|p| p.hash.clone()).unwrap_or_else(|| BUILTIN_NOOP.into()),
             checks: self.checks.iter().map(|(c, plugin)| (c.name.clone(), plugin.hash.clone())).collect(),
-            policies: Default::default(),
+            policies: self.policy_hashes.clone(),
         }
     }
 }
@@ -113,8 +116,14 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
         }
         hex::encode(h.finalize())
     };
+    let mut policy_hashes = std::collections::BTreeMap::new();
+    for policy in &ws.governance.policies {
+        if let Ok(plugin) = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &policy.plugin).await {
+            policy_hashes.insert(policy.name.clone(), plugin.hash);
+        }
+    }
     let state_key = sync.name.clone();
-    Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks, state_key })
+    Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks, state_key, policy_hashes })
 }
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.

@@ -29,25 +29,49 @@ pub(crate) struct Projection {
     pub(crate) source_width: usize,
 }
 
+/// A model lacks a column the sync needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProjectionError {
+    /// A primary key column of the model is not among the source's columns.
+    NoKeyColumn(String),
+    /// A `mapping` entry names a column the source does not have.
+    NoMappedColumn(String),
+}
+
 impl Projection {
+    /// The projection of a prepared sync; errors name the file and key to fix.
     pub(crate) fn new(p: &PreparedSync, model_columns: &[Column]) -> Result<Projection, String> {
+        Projection::build(&p.model.primary_key, &p.sync.mapping, model_columns).map_err(|e| {
+            let listing = model_columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+            match e {
+                ProjectionError::NoKeyColumn(k) => {
+                    format!("{}: {}: model {} has no column {k:?} (columns: {listing})", p.model.origin.file.display(), p.model.origin.key("primary_key"), p.model.name)
+                }
+                ProjectionError::NoMappedColumn(from) => format!(
+                    "{}: {}: model {} has no column {from:?} (columns: {listing})",
+                    p.sync.origin.file.display(),
+                    p.sync.origin.key(&format!("mapping.{from}")),
+                    p.model.name
+                ),
+            }
+        })
+    }
+
+    /// Maps model columns to destination fields: `mapping` (model column → field), or every
+    /// column under its own name when empty. Key fields are renamed by the mapping too.
+    pub(crate) fn build(primary_key: &[String], mapping: &[(String, String)], model_columns: &[Column]) -> Result<Projection, ProjectionError> {
         let names: Vec<&str> = model_columns.iter().map(|c| c.name.as_str()).collect();
         let find = |name: &str| names.iter().position(|n| *n == name);
-        let listing = names.join(", ");
         let mut key_index = Vec::new();
-        for k in &p.model.primary_key {
-            key_index.push(find(k).ok_or_else(|| {
-                format!("{}: {}: model {} has no column {k:?} (columns: {listing})", p.model.origin.file.display(), p.model.origin.key("primary_key"), p.model.name)
-            })?);
+        for k in primary_key {
+            key_index.push(find(k).ok_or_else(|| ProjectionError::NoKeyColumn(k.clone()))?);
         }
         let mapping: Vec<(String, String)> =
-            if p.sync.mapping.is_empty() { names.iter().map(|n| (n.to_string(), n.to_string())).collect() } else { p.sync.mapping.clone() };
+            if mapping.is_empty() { names.iter().map(|n| (n.to_string(), n.to_string())).collect() } else { mapping.to_vec() };
         let mut source_index = Vec::new();
         let mut columns = Vec::new();
         for (from, to) in &mapping {
-            let i = find(from).ok_or_else(|| {
-                format!("{}: {}: model {} has no column {from:?} (columns: {listing})", p.sync.origin.file.display(), p.sync.origin.key(&format!("mapping.{from}")), p.model.name)
-            })?;
+            let i = find(from).ok_or_else(|| ProjectionError::NoMappedColumn(from.clone()))?;
             source_index.push(i);
             columns.push(Column { name: to.clone(), value_type: model_columns[i].value_type, nullable: model_columns[i].nullable });
         }
@@ -168,6 +192,7 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
         }
         progress.advance(count as u64);
     }
+    progress.finish();
     if null_count > 0 {
         return Err(Abort(format!(
             "model {} has {null_count} row{} with a NULL primary key ({}), e.g. rows {}; nothing was sent",
@@ -178,4 +203,63 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backflow_plugin_sdk::ValueType;
+
+    fn columns(names: &[&str]) -> Vec<Column> {
+        names.iter().map(|n| Column { name: n.to_string(), value_type: ValueType::Text, nullable: true }).collect()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn names(c: &[Column]) -> Vec<&str> {
+        c.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn without_a_mapping_every_column_keeps_its_name() {
+        let p = Projection::build(&strings(&["id"]), &[], &columns(&["id", "email", "plan"])).unwrap();
+        assert_eq!(p.source_index, [0, 1, 2]);
+        assert_eq!(p.key_index, [0]);
+        assert_eq!(names(&p.columns), ["id", "email", "plan"]);
+        assert_eq!(names(&p.key_columns), ["id"]);
+        assert!(!p.key_columns[0].nullable, "a key field is never null (rows with a null key are refused)");
+        assert_eq!(p.source_width, 3);
+    }
+
+    #[test]
+    fn a_mapping_picks_reorders_and_renames_columns_and_key_fields() {
+        let mapping = vec![("email".to_string(), "Email".to_string()), ("id".to_string(), "external_id".to_string())];
+        let p = Projection::build(&strings(&["id"]), &mapping, &columns(&["id", "name", "email"])).unwrap();
+        assert_eq!(p.source_index, [2, 0]);
+        assert_eq!(names(&p.columns), ["Email", "external_id"]);
+        assert_eq!(names(&p.key_columns), ["external_id"]);
+        assert_eq!(p.key_index, [0]);
+    }
+
+    #[test]
+    fn the_signature_changes_with_field_names_so_a_renamed_field_resends_rows() {
+        let cols = columns(&["id", "email"]);
+        let plain = Projection::build(&strings(&["id"]), &[], &cols).unwrap();
+        let renamed = Projection::build(&strings(&["id"]), &[("id".into(), "id".into()), ("email".into(), "mail".into())], &cols).unwrap();
+        assert_ne!(plain.signature, renamed.signature);
+        // Field boundaries are part of it: ("ab","c") and ("a","bc") differ.
+        let a = Projection::build(&[], &[], &columns(&["ab", "c"])).unwrap();
+        let b = Projection::build(&[], &[], &columns(&["a", "bc"])).unwrap();
+        assert_ne!(a.signature, b.signature);
+    }
+
+    #[test]
+    fn missing_columns_are_named() {
+        let cols = columns(&["id", "email"]);
+        assert_eq!(Projection::build(&strings(&["user_id"]), &[], &cols).err(), Some(ProjectionError::NoKeyColumn("user_id".into())));
+        let mapping = vec![("mail".to_string(), "Email".to_string())];
+        assert_eq!(Projection::build(&strings(&["id"]), &mapping, &cols).err(), Some(ProjectionError::NoMappedColumn("mail".into())));
+    }
 }

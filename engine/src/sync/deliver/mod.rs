@@ -139,6 +139,9 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
         }
     }
     drop(in_flight);
+    if stop.is_none() {
+        progress.finish();
+    }
     let mut finish = Ok(());
     for writer in idle {
         if let Err(e) = writer.finish().await {

@@ -3,9 +3,11 @@
 //! unchanged). Memory stays bounded whatever the model's size. Writes nothing to state.
 
 pub mod file;
+mod merge;
 pub mod spill;
 
 use super::prepare::{open_error, PreparedSync};
+use super::progress::Progress;
 use super::read::{read_model, spawn_reader, Projection};
 use super::Abort;
 use crate::config::{SyncMode, Workspace};
@@ -15,6 +17,7 @@ use crate::state::{StateStore, SyncMeta};
 use backflow_plugin_sdk::codec::{read_array_len, read_value};
 use backflow_plugin_sdk::Column;
 use file::{write_frame, PlanReader};
+use merge::{Merge, SnapshotKeys, Step};
 use std::io::{BufWriter, Seek, Write};
 
 pub use file::key_text;
@@ -156,68 +159,55 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         fingerprint.update(key);
         fingerprint.update(fp);
     };
-    let mut snapshot = SnapshotCursor::new(state, &p.state_key, use_snapshot);
     // Changed and removed rows need their last delivered values; those are fetched in groups.
     let mut waiting: Vec<(Change, crate::sync::plan::spill::ModelEntry)> = Vec::new();
     let mut duplicates = 0u64;
     let mut duplicate_samples: Vec<String> = Vec::new();
-    let mut previous: Option<Vec<u8>> = None;
-    while let Some(entry) = sorted.next_entry().map_err(io)? {
-        if previous.as_deref() == Some(entry.key.as_slice()) {
-            duplicates += 1;
-            if duplicate_samples.len() < 5 {
-                duplicate_samples.push(key_text(&entry.key));
+    let mut progress = Progress::new("planned", model_rows);
+    let mut on_step = |step: Step| -> Result<(), Abort> {
+        match step {
+            Step::Duplicate(key) => {
+                duplicates += 1;
+                if duplicate_samples.len() < 5 {
+                    duplicate_samples.push(key_text(&key));
+                }
+                return Ok(());
             }
-            continue;
-        }
-        // Snapshot keys before this one are gone from the model.
-        while let Some(s) = snapshot.peek()? {
-            if s.0.as_slice() >= entry.key.as_slice() {
-                break;
+            Step::Removed(key) => {
+                diff.removed += 1;
+                mark(b'r', &key, &[]);
+                waiting.push((Change::Removed, crate::sync::plan::spill::ModelEntry::key_only(key)));
             }
-            let (key, _) = snapshot.next()?.expect("peeked");
-            diff.removed += 1;
-            mark(b'r', &key, &[]);
-            waiting.push((Change::Removed, crate::sync::plan::spill::ModelEntry::key_only(key)));
-        }
-        let in_snapshot = match snapshot.peek()? {
-            Some(s) if s.0 == entry.key => {
-                let (_, fp) = snapshot.next()?.expect("peeked");
-                Some(fp)
-            }
-            _ => None,
-        };
-        match in_snapshot {
-            None => {
+            Step::Added(entry) => {
                 diff.added += 1;
                 mark(b'a', &entry.key, &entry.fp);
                 write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
             }
-            Some(fp) if fp == entry.fp && !options.full_resync => {
+            Step::Unchanged(entry) => {
                 diff.unchanged += 1;
                 if keep_unchanged {
                     write_frame(&mut writers[Change::Unchanged as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
                 }
             }
-            Some(_) => {
+            Step::Changed(entry) => {
                 diff.changed += 1;
                 mark(b'c', &entry.key, &entry.fp);
-                waiting.push((Change::Changed, entry.clone()));
+                waiting.push((Change::Changed, entry));
             }
         }
         if waiting.len() >= 1024 {
             flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
         }
-        previous = Some(entry.key);
+        Ok(())
+    };
+    let mut merge = Merge::new(SnapshotCursor::new(state, &p.state_key, use_snapshot), options.full_resync);
+    while let Some(entry) = sorted.next_entry().map_err(io)? {
+        merge.entry(entry, &mut on_step)?;
+        progress.advance(1);
     }
-    while let Some((key, _)) = snapshot.next()? {
-        diff.removed += 1;
-        mark(b'r', &key, &[]);
-        waiting.push((Change::Removed, crate::sync::plan::spill::ModelEntry::key_only(key)));
-        if waiting.len() >= 1024 {
-            flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
-        }
-    }
+    merge.finish(&mut on_step)?;
+    drop(on_step);
+    progress.finish();
     flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
     for w in &mut writers {
         w.flush().map_err(io)?;
@@ -259,6 +249,7 @@ pub(crate) struct SnapshotCursor<'a> {
 }
 
 impl<'a> SnapshotCursor<'a> {
+    /// `enabled: false` reads as an empty snapshot (one that no longer matches the sync).
     pub(crate) fn new(state: &'a StateStore, sync: &'a str, enabled: bool) -> SnapshotCursor<'a> {
         SnapshotCursor { state, sync, chunk: Default::default(), last: None, done: !enabled }
     }
@@ -277,12 +268,15 @@ impl<'a> SnapshotCursor<'a> {
         Ok(())
     }
 
-    pub(crate) fn peek(&mut self) -> Result<Option<&(Vec<u8>, [u8; 16])>, Abort> {
+}
+
+impl SnapshotKeys for SnapshotCursor<'_> {
+    fn peek(&mut self) -> Result<Option<&(Vec<u8>, [u8; 16])>, Abort> {
         self.fill()?;
         Ok(self.chunk.front())
     }
 
-    pub(crate) fn next(&mut self) -> Result<Option<(Vec<u8>, [u8; 16])>, Abort> {
+    fn next(&mut self) -> Result<Option<(Vec<u8>, [u8; 16])>, Abort> {
         self.fill()?;
         Ok(self.chunk.pop_front())
     }
