@@ -77,11 +77,12 @@ async fn a_sync_named_twice_runs_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn while_a_run_delivers_a_second_run_is_refused_and_reads_answer_from_other_processes() {
-    // A slow receiver: 2,000 rows in batches of 10, each answered after 40 ms.
-    let slow = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { latency_ms: 40, ..ReceiverOptions::default() }).await.unwrap();
-    let ws = csv_to_webhook(&slow, "", "batch_size = 10");
+    // A slow receiver: 100,000 rows in 200 batches of 500, one at a time, each answered
+    // after 50 ms (about 10 s of delivery).
+    let slow = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { latency_ms: 50, ..ReceiverOptions::default() }).await.unwrap();
+    let ws = csv_to_webhook(&slow, "", "batch_size = 500\nmax_in_flight = 1");
     let mut csv = String::from("id,email,name,plan,mrr,signed_up\n");
-    for i in 1..=2000 {
+    for i in 1..=100_000 {
         csv.push_str(&format!("{i},u{i}@example.com,User {i},pro,9.00,2024-01-01\n"));
     }
     ws.write("data/customers.csv", &csv);
@@ -127,8 +128,8 @@ async fn while_a_run_delivers_a_second_run_is_refused_and_reads_answer_from_othe
     let out = first.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(record["delivered"]["added"], 2000);
-    assert_eq!(slow.rows(), 2000, "every row once: the refused runs sent nothing");
+    assert_eq!(record["delivered"]["added"], 100_000);
+    assert_eq!(slow.rows(), 100_000, "every row once: the refused runs sent nothing");
 }
 
 #[tokio::test(flavor = "multi_thread")]

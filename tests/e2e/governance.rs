@@ -108,6 +108,9 @@ async fn contributor_policy_approver_publish_run_with_every_step_audited() {
     let run = ok(backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--json"]), "run").json();
     assert_eq!(run["status"], "succeeded");
     assert_eq!(receiver.rows(), 8);
+    // The record names the hash of every policy the gate asked, as it does for the other plugins.
+    let policies = run["plugins"]["policies"].as_object().expect("policy hashes in the run record");
+    assert!(!policies.is_empty() && policies.values().all(|h| h.as_str().is_some_and(|h| h.len() == 64)), "{run}");
 
     // Carol changes the mapping in her working copy: runs still use what was published.
     edit(&ws, "[syncs.to_hook]\n", "[syncs.to_hook]\nbatch_size = 3\n");

@@ -87,13 +87,18 @@ impl Progress {
 
     fn start_bar(&self, bars: &MultiProgress) -> ProgressBar {
         let (bar, template) = if self.total > 0 {
-            (ProgressBar::new(self.total), "{msg:>9} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}")
+            (ProgressBar::new(self.total), "{msg:>9} [{bar:30}] {human_pos}/{human_len} rows  {rate}  ETA {eta}")
         } else {
-            (ProgressBar::no_length(), "{msg:>9} {spinner} {human_pos} rows  {per_sec}  {elapsed}")
+            (ProgressBar::no_length(), "{msg:>9} {spinner} {human_pos} rows  {rate}  {elapsed}")
         };
         // The templates are constants; a bad one would only lose the styling.
         if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
+            let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                // The average since the phase began: steadier than indicatif's recent-rate estimate,
+                // which jumps when a bar appears with rows already done.
+                let _ = write!(w, "{:.0} rows/s", state.pos() as f64 / state.elapsed().as_secs_f64().max(1e-3));
+            };
+            bar.set_style(style.progress_chars("=> ").with_key("rate", rate));
         }
         // Rates and ETA count from the phase's start, not from when the bar appeared.
         let bar = bar.with_elapsed(self.started.elapsed()).with_message(self.what).with_position(self.done);
@@ -102,10 +107,16 @@ impl Progress {
         bar
     }
 
-    /// Ends the phase: a bar stays on screen with its final count.
+    /// Ends the phase: its bar gives way to one line with the final count and rate (a
+    /// finished bar would be erased by the next redraw of the others).
     pub(crate) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
-            bar.finish();
+            bar.finish_and_clear();
+            let seconds = self.started.elapsed().as_secs_f64();
+            let line = format!("{:>9} {} rows in {seconds:.1} s ({:.0} rows/s)", self.what, self.done, self.done as f64 / seconds.max(1e-3));
+            if let Some(bars) = BARS.get() {
+                let _ = bars.println(line);
+            }
         }
     }
 }
