@@ -9,6 +9,7 @@ mod changes;
 mod checks;
 mod cli;
 mod config_errors;
+mod crash;
 mod delivery;
 mod engine_core;
 mod file_source;
