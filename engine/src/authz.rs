@@ -34,6 +34,8 @@ pub enum Action {
     RejectChange,
     PublishChange,
     ApproveRun,
+    UndoRun,
+    ReadRowHistory,
 }
 
 /// Action → the least role that may perform it, and how the action reads in a refusal.
@@ -53,6 +55,8 @@ pub const TABLE: &[(Action, Role, &str)] = &[
     (Action::RejectChange, Role::Approver, "reject changes"),
     (Action::PublishChange, Role::Contributor, "publish changes"),
     (Action::ApproveRun, Role::Approver, "approve runs"),
+    (Action::UndoRun, Role::Approver, "undo runs"),
+    (Action::ReadRowHistory, Role::Viewer, "read row history"),
 ];
 
 impl Action {
@@ -100,7 +104,7 @@ pub fn allowed(actor: &Actor, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 15] = [
+    const ALL: [Action; 17] = [
         Action::ListSyncs,
         Action::PlanSync,
         Action::PreviewModel,
@@ -116,6 +120,8 @@ mod tests {
         Action::RejectChange,
         Action::PublishChange,
         Action::ApproveRun,
+        Action::UndoRun,
+        Action::ReadRowHistory,
     ];
 
     fn actor(role: Role) -> Actor {

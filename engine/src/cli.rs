@@ -184,6 +184,70 @@ pub fn print_run(r: &RunRecord) {
     if !r.rejected.is_empty() {
         println!("  {} rejected rows (see `backflow runs show {}`)", r.failed.total(), r.run_id);
     }
+    if let Some(u) = &r.undo {
+        println!("  undo of run {}{}", u.run_id, if u.forced { " (forced)" } else { "" });
+        print_left_alone(u.conflicts, &u.conflict_keys, u.forced, u.without_before);
+    }
+}
+
+fn print_left_alone(conflicts: u64, keys: &[String], forced: bool, without_before: u64) {
+    if conflicts > 0 {
+        let what = if forced { "set back anyway (--force)" } else { "left alone (--force sets them back)" };
+        println!("  {conflicts} rows were changed by a later run: {what}; e.g. {}", keys.join(", "));
+    }
+    if without_before > 0 {
+        println!("  {without_before} rows were sent as updates of records backflow had never delivered: nothing to go back to, left alone");
+    }
+}
+
+pub fn print_undo_report(r: &backflow::sync::UndoReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!("undo of run {} of {} would send:", r.run_id, r.sync);
+    println!("  insert {:>8}  (rows the run deleted, with their values before)", r.planned.added);
+    println!("  update {:>8}  (rows the run changed, back to their values before)", r.planned.changed);
+    println!("  delete {:>8}  (rows the run added)", r.planned.removed);
+    print_left_alone(r.conflicts, &r.conflict_keys, r.forced, r.without_before);
+    for (change, label) in [("added", "insert"), ("changed", "update"), ("removed", "delete")] {
+        if let Some(rows) = r.samples.get(change).and_then(|v| v.as_array()).filter(|a| !a.is_empty()) {
+            println!("  {label}, e.g.:");
+            for row in rows {
+                println!("      {row}");
+            }
+        }
+    }
+    println!("run `backflow runs undo {} --yes{}` to send it", r.run_id, if r.forced { " --force" } else { "" });
+    Ok(())
+}
+
+pub fn print_row_history(h: &backflow::app::RowHistory, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(h)?);
+        return Ok(());
+    }
+    println!("row {} of {}", h.key, h.sync);
+    match &h.current {
+        Some(row) => println!("  the destination has from us: {row}"),
+        None => println!("  the destination has nothing from us for this key"),
+    }
+    if let Some(p) = &h.pending {
+        println!("  pending ({}, refused by run {}): {}", p.change, p.run_id, p.error);
+    }
+    if h.runs.is_empty() {
+        println!("  no retained run touched it");
+    }
+    for e in &h.runs {
+        println!("  {} run {} ({}, by {}): {} — {}", e.started_at, e.run_id, e.trigger, e.user, e.operation, e.answer);
+        if let Some(before) = &e.before {
+            println!("      before: {before}");
+        }
+        if let Some(sent) = &e.sent {
+            println!("      sent:   {sent}");
+        }
+    }
+    Ok(())
 }
 
 pub fn print_checks(checks: &[CheckReport]) {

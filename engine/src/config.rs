@@ -94,10 +94,15 @@ struct WorkspaceFile {
 struct StateFile {
     /// Runs kept per sync in history (default 1000); older ones are pruned as runs finish.
     keep_runs: Option<u64>,
+    /// Runs per sync whose changelog (values sent and values before, for `runs undo` and
+    /// `rows history`) is kept (default 50).
+    keep_changelog_runs: Option<u64>,
 }
 
 /// Runs kept per sync when `[state] keep_runs` is not set.
 pub const DEFAULT_KEEP_RUNS: u64 = 1000;
+/// Changelogs kept per sync when `[state] keep_changelog_runs` is not set.
+pub const DEFAULT_KEEP_CHANGELOG_RUNS: u64 = 50;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,6 +367,8 @@ pub struct Workspace {
     pub state_dir: PathBuf,
     /// Runs kept per sync in history (`[state] keep_runs`).
     pub keep_runs: u64,
+    /// Runs per sync whose changelog is kept (`[state] keep_changelog_runs`; 0 keeps none).
+    pub keep_changelog_runs: u64,
     pub sources: BTreeMap<String, Connector>,
     pub destinations: BTreeMap<String, Connector>,
     pub models: BTreeMap<String, Model>,
@@ -501,6 +508,7 @@ impl Workspace {
         let plugins_dir = root.join(parsed.workspace.plugins_dir.as_deref().unwrap_or("plugins"));
         let state_dir = root.join(parsed.workspace.state_dir.as_deref().unwrap_or(".backflow"));
         let keep_runs = parsed.state.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
+        let keep_changelog_runs = parsed.state.keep_changelog_runs.unwrap_or(DEFAULT_KEEP_CHANGELOG_RUNS);
         if keep_runs == 0 {
             errors.push(ConfigError { file: main_file.clone(), key: "state.keep_runs".into(), message: "must be at least 1".into() });
         }
@@ -632,7 +640,7 @@ impl Workspace {
 
         let governance = governance(root, &main_file, parsed.users, parsed.policies, parsed.approvals, &mut errors);
         if errors.is_empty() {
-            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, keep_runs, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new() })
+            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, keep_runs, keep_changelog_runs, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new() })
         } else {
             Err(ConfigErrors(errors))
         }

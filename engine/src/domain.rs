@@ -141,6 +141,25 @@ pub struct RunRecord {
     /// A run of the working copy (`--draft`): its snapshot and history are the draft's own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draft: bool,
+    /// For an undo (`runs undo`): which run it undid and what it left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoSummary>,
+}
+
+/// What an undo run undid, and the rows it left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoSummary {
+    /// The run undone.
+    pub run_id: String,
+    /// Whether rows later runs changed were overwritten anyway (`--force`).
+    pub forced: bool,
+    /// Rows a later run changed (left alone unless forced).
+    pub conflicts: u64,
+    /// A few of their keys.
+    pub conflict_keys: Vec<String>,
+    /// Rows sent as updates of records backflow never delivered before (`update` mode):
+    /// nothing to go back to, left as they are.
+    pub without_before: u64,
 }
 
 /// How many rejected rows a run record keeps.
@@ -355,4 +374,115 @@ pub enum JournalOp {
     Delete { key: Vec<u8> },
     /// The destination refused this row; it stays pending and is retried by later runs.
     Reject { key: Vec<u8>, change: String, error: String, run_id: String },
+    /// The ops after this one were delivered by this run: their changelog entries (values
+    /// sent, values before) are kept under its ID.
+    Begin(ChangelogHeader),
+}
+
+/// What a run's changelog needs to be read back: the run, the mode it sent in and the
+/// destination fields of its rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangelogHeader {
+    pub run_id: String,
+    /// The sync's mode for this run (`mirror` for an undo).
+    pub mode: String,
+    pub columns: Vec<backflow_plugin_sdk::Column>,
+    pub key_columns: Vec<backflow_plugin_sdk::Column>,
+    /// The run this one undid, if it was an undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_of: Option<String>,
+}
+
+/// A snapshot entry: the row's fingerprint and the encoded row the destination has from us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub fp: Fingerprint,
+    pub row: Vec<u8>,
+}
+
+impl Delivered {
+    /// From the stored form: 16 bytes of fingerprint, then the row.
+    pub fn from_stored(v: &[u8]) -> Option<Delivered> {
+        Some(Delivered { fp: v.get(..16)?.try_into().ok()?, row: v[16..].to_vec() })
+    }
+}
+
+/// What one run did to one row, as its changelog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowChange {
+    /// The row was new to the destination (no snapshot entry before).
+    Inserted { sent: Delivered },
+    /// The row replaced what the destination had from us.
+    Updated { before: Delivered, sent: Delivered },
+    /// The row was deleted; `before` is what the destination had.
+    Deleted { before: Delivered },
+}
+
+impl RowChange {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RowChange::Inserted { .. } => "inserted",
+            RowChange::Updated { .. } => "updated",
+            RowChange::Deleted { .. } => "deleted",
+        }
+    }
+
+    /// The snapshot entry this change left behind (`None` after a delete).
+    pub fn after(&self) -> Option<&Delivered> {
+        match self {
+            RowChange::Inserted { sent } | RowChange::Updated { sent, .. } => Some(sent),
+            RowChange::Deleted { .. } => None,
+        }
+    }
+
+    /// The snapshot entry before this change (`None` before an insert).
+    pub fn before(&self) -> Option<&Delivered> {
+        match self {
+            RowChange::Updated { before, .. } | RowChange::Deleted { before } => Some(before),
+            RowChange::Inserted { .. } => None,
+        }
+    }
+
+    /// Stored form: a kind byte (1 inserted, 2 updated, 3 deleted), then the length-prefixed
+    /// stored entries it carries (before, then sent).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut put = |d: &Delivered| {
+            out.extend_from_slice(&((d.row.len() + 16) as u32).to_le_bytes());
+            out.extend_from_slice(&d.fp);
+            out.extend_from_slice(&d.row);
+        };
+        let kind = match self {
+            RowChange::Inserted { .. } => 1u8,
+            RowChange::Updated { .. } => 2,
+            RowChange::Deleted { .. } => 3,
+        };
+        if let Some(b) = self.before() {
+            put(b);
+        }
+        if let Some(a) = self.after() {
+            put(a);
+        }
+        out.insert(0, kind);
+        out
+    }
+
+    pub fn decode(v: &[u8]) -> Option<RowChange> {
+        let (kind, mut rest) = v.split_first()?;
+        let mut take = || -> Option<Delivered> {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let d = Delivered::from_stored(rest.get(4..4 + len)?)?;
+            rest = &rest[4 + len..];
+            Some(d)
+        };
+        match kind {
+            1 => Some(RowChange::Inserted { sent: take()? }),
+            2 => {
+                let before = take()?;
+                Some(RowChange::Updated { before, sent: take()? })
+            }
+            3 => Some(RowChange::Deleted { before: take()? }),
+            _ => None,
+        }
+    }
 }

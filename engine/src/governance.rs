@@ -703,6 +703,9 @@ pub struct RunGate {
     /// Whether the held run was a full resync (its approval re-plans the same way).
     #[serde(default)]
     pub full_resync: bool,
+    /// The held run is an undo of this run (its approval undoes it the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<crate::sync::UndoTarget>,
     pub planned: crate::state::OpCounts,
     pub samples: serde_json::Value,
     pub requirements: Vec<Requirement>,
@@ -732,10 +735,10 @@ impl ApprovalGate for PolicyGate<'_> {
 /// Asks the policies about a run's plan, unless it is the run of a plan already approved
 /// with `runs approve`.
 async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request: GateRequest<'_>) -> Result<GateDecision, String> {
-    let GateRequest { run_id, sync, planned, plan_fingerprint, samples, config_hash, full_resync, user, approved_run } = request;
+    let GateRequest { run_id, sync, planned, plan_fingerprint, samples, config_hash, full_resync, user, approved_run, undo } = request;
     if let Some(approved) = approved_run {
         if let Some(mut gate) = state.run_gate::<RunGate>(approved).map_err(state_err)? {
-            if gate.status == GateStatus::Approved && gate.sync == sync.name && gate.plan_fingerprint == plan_fingerprint && gate.config_hash == config_hash {
+            if gate.status == GateStatus::Approved && gate.sync == sync.name && gate.plan_fingerprint == plan_fingerprint && gate.config_hash == config_hash && gate.undo.as_ref() == undo {
                 gate.status = GateStatus::Used;
                 let event = AuditEvent {
                     user: user.into(),
@@ -755,7 +758,11 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
         kind: RequestKind::Run,
         author: user.into(),
         author_role: role,
-        description: format!("run of sync {} ({} added, {} changed, {} removed)", sync.name, planned.added, planned.changed, planned.removed),
+        // Contract 0.1.0 has no field for it, so an undo says so in the description's first words.
+        description: match undo {
+            None => format!("run of sync {} ({} added, {} changed, {} removed)", sync.name, planned.added, planned.changed, planned.removed),
+            Some(u) => format!("undo of run {} of sync {} ({} added, {} changed, {} removed)", u.run_id, sync.name, planned.added, planned.changed, planned.removed),
+        },
         syncs: vec![sync_impact(ws, sync, planned)],
     };
     let verdicts = ask_policies(host, &ws.root, &ws.governance, &ws.plugins_dir, &request).await;
@@ -786,6 +793,7 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
         plan_fingerprint: plan_fingerprint.into(),
         config_hash: config_hash.into(),
         full_resync,
+        undo: undo.cloned(),
         planned,
         samples,
         requirements: requirements.clone(),

@@ -84,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<RunsCommand>,
     },
+    /// Look at rows: what backflow delivered of one row, run by run.
+    Rows {
+        #[command(subcommand)]
+        command: RowsCommand,
+    },
     /// A local webhook receiver that prints or stores what it receives.
     Receiver {
         #[arg(long, default_value_t = 8085)]
@@ -248,6 +253,36 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Put the destination back as it was before a run: plans the inverse of the run (its
+    /// inserts deleted, its updates set back, its deletes inserted again) and shows it; with
+    /// --yes, runs it like any run (checks, approvals, delivery, history).
+    Undo {
+        id: String,
+        /// Run the undo (without it, only show what it would send).
+        #[arg(long)]
+        yes: bool,
+        /// Also set back rows a later run changed (they are left alone by default).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RowsCommand {
+    /// Every retained run that touched one row: when, the operation, the values sent, the
+    /// values before and the destination's answer; and what the destination has now.
+    History {
+        sync: String,
+        /// The row's primary key as `sync plan` prints it (`42`, or `42|eu` for several columns).
+        key: String,
+        /// The history of the sync's draft runs.
+        #[arg(long)]
+        draft: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -313,9 +348,10 @@ impl Command {
             },
             Command::Model { command: ModelCommand::Preview { json, .. } } => *json,
             Command::Runs { json, command, .. } => match command {
-                Some(RunsCommand::Approve { json, .. } | RunsCommand::Show { json, .. }) => *json,
+                Some(RunsCommand::Approve { json, .. } | RunsCommand::Show { json, .. } | RunsCommand::Undo { json, .. }) => *json,
                 None => *json,
             },
+            Command::Rows { command: RowsCommand::History { json, .. } } => *json,
         }
     }
 }
@@ -452,10 +488,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (app, actor) = open_app(&cli.workspace, user)?;
             governance_cli::audit(&app.audit(&actor)?, json, verify)
         }
+        Command::Rows { command: RowsCommand::History { sync, key, draft, json } } => {
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            cli::print_row_history(&app.row_history(&actor, &sync, &key, draft)?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Runs { sync, limit, json, command } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             match command {
                 Some(RunsCommand::Approve { .. }) => bail!("internal error: runs approve is handled above"),
+                Some(RunsCommand::Undo { id, yes, force, json }) => {
+                    if !yes {
+                        let report = app.plan_undo(&actor, &id, force).await?;
+                        cli::print_undo_report(&report, json)?;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    let record = app.undo_run(&actor, &id, force).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&record)?);
+                    } else {
+                        cli::print_run(&record);
+                    }
+                    return Ok(exit_code(&[record.status], false));
+                }
                 Some(RunsCommand::Show { id, json }) => {
                     let run = app.run_record(&actor, &id)?;
                     if json {

@@ -335,3 +335,30 @@ async fn drafts_run_only_against_staging_destinations() {
     assert_eq!(run["status"], "succeeded");
     assert_eq!(receiver.rows(), 8);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undo_is_a_run_like_any_other_held_by_a_policy_until_approved() {
+    let receiver = receiver().await;
+    let ws = governed_workspace(&receiver, None, "[[policies]]\nplugin = \"policies\"\nconfig = { run_approval_above_rows = 5 }\n");
+    publish_as_team(&ws);
+    let held = backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--json"]).json();
+    ok(backflow_as(&ws, "bob", &["runs", "approve", held["run_id"].as_str().unwrap()]), "approve the first run");
+    assert_eq!(receiver.rows(), 8);
+    let first = backflow_as(&ws, "bob", &["runs", "--json"]).json()[0]["run_id"].as_str().unwrap().to_string();
+
+    // A contributor may not undo; an approver's undo of 8 inserts (8 deletes > 5) is held.
+    let refused = backflow_as(&ws, "carol", &["runs", "undo", &first, "--yes"]);
+    assert!(refused.stderr.contains("carol is a contributor and may not undo runs"), "{}", refused.stderr);
+    let undo = backflow_as(&ws, "bob", &["runs", "undo", &first, "--yes", "--json"]);
+    assert_eq!(undo.code, 4, "{}\n{}", undo.stdout, undo.stderr);
+    let undo = undo.json();
+    assert_eq!(undo["status"], "awaiting_approval");
+    let requests = receiver.received().len();
+
+    // Alice approves: exactly the undo is delivered (8 deletes), recorded as an undo of the first run.
+    let done = ok(backflow_as(&ws, "alice", &["runs", "approve", undo["run_id"].as_str().unwrap(), "--json"]), "approve the undo").json();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["delivered"]["removed"], 8);
+    assert_eq!(done["undo"]["run_id"], first.as_str());
+    assert!(receiver.received()[requests..].iter().all(|r| r.method == "POST" || r.method == "DELETE"));
+}

@@ -17,3 +17,4 @@ mod governance;
 mod postgres;
 mod sandbox;
 mod sync;
+mod undo;

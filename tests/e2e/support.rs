@@ -64,7 +64,7 @@ impl TestWorkspace {
         let ws = self.load();
         let host = host();
         let state = StateStore::open(&ws.state_dir).unwrap();
-        backflow::app::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false, draft: false }).await.map_err(|e| e.to_string())
+        backflow::app::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false, draft: false, undo: None }).await.map_err(|e| e.to_string())
     }
 }
 

@@ -7,8 +7,10 @@
 //! many operations may run at once in one process.
 
 mod error;
+mod undo;
 
 pub use error::AppError;
+pub use undo::{RowEvent, RowHistory};
 
 use crate::authz::{authorize, Action, Actor};
 use crate::config::{ConfigFiles, Workspace};
@@ -159,6 +161,7 @@ impl App {
             approved_run: None,
             full_resync: request.full_resync,
             draft: request.draft,
+            undo: None,
         };
         let runs = unique.iter().map(|name| {
             let (options, ws) = (&options, &ws);
@@ -181,7 +184,7 @@ impl App {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
         let ws = self.workspace_for(false, &[gate.sync.clone()])?;
-        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync, draft: false };
+        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync, draft: false, undo: gate.undo.clone() };
         let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await.map_err(|e| AppError::Failed(e.to_string()))?;
         Ok(RunApproval::Released(Box::new(record)))
     }

@@ -61,6 +61,16 @@ fn snapshot_table(sync: &str) -> String {
 fn pending_table(sync: &str) -> String {
     format!("pending/{sync}")
 }
+// - `changelog/NAME`: (run ID, encoded primary key) → [`RowChange`] (values sent and values
+//   before, for `runs undo` and `rows history`); (run ID, empty key) → JSON
+//   [`ChangelogHeader`]. Written in the same transaction as the snapshot; pruned to the last
+//   `[state] keep_changelog_runs` runs of the sync.
+fn changelog_table(sync: &str) -> String {
+    format!("changelog/{sync}")
+}
+fn changelog_def(name: &str) -> TableDefinition<'_, (&'static str, &'static [u8]), &'static [u8]> {
+    TableDefinition::new(name)
+}
 
 /// What a sync's snapshot is valid for. If any of it changes, the snapshot is dropped: keys
 /// of another primary key, or rows delivered to another destination, say nothing about what
@@ -415,6 +425,9 @@ impl StateStore {
         let pending = pending_table(sync);
         txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&snap)).map_err(|e| self.err(e))?;
         txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&pending)).map_err(|e| self.err(e))?;
+        // Changelogs are of rows under the old key or destination: undoing them now would be wrong.
+        let changelog = changelog_table(sync);
+        txn.delete_table(changelog_def(&changelog)).map_err(|e| self.err(e))?;
         {
             let mut table = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
             let json = serde_json::to_vec(meta).map_err(|e| self.err(e))?;
@@ -488,30 +501,60 @@ impl StateStore {
 
     /// Applies journal ops to a sync's snapshot and pending rows in one durable transaction.
     pub fn apply(&self, sync: &str, meta: &SyncMeta, ops: &[crate::domain::JournalOp]) -> Result<(), StateError> {
-        use crate::domain::JournalOp;
+        use crate::domain::{Delivered, JournalOp, RowChange};
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let snap_name = snapshot_table(sync);
             let pending_name = pending_table(sync);
+            let changelog_name = changelog_table(sync);
             let mut snap = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&snap_name)).map_err(|e| self.err(e))?;
             let mut pending = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name)).map_err(|e| self.err(e))?;
+            let mut changelog = txn.open_table(changelog_def(&changelog_name)).map_err(|e| self.err(e))?;
             // Most runs have no refused rows at all: then a delivered row has no pending entry
             // to clear, and a lookup per row is saved.
             let mut any_pending = pending.len().map_err(|e| self.err(e))? > 0;
             let mut value = Vec::new();
+            // The run whose deliveries follow (a journal from before changelogs has none).
+            let mut run: Option<String> = None;
+            // Keeps the first changelog entry of a (run, key): replaying a journal twice (a
+            // crash between commit and truncation) must not turn "before" into "sent".
+            let log = |changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>, run: &str, key: &[u8], change: RowChange| -> Result<(), redb::Error> {
+                let encoded = change.encode();
+                let previous = changelog.insert((run, key), encoded.as_slice())?.map(|g| g.value().to_vec());
+                if let Some(previous) = previous {
+                    changelog.insert((run, key), previous.as_slice())?;
+                }
+                Ok(())
+            };
             for op in ops {
                 match op {
+                    JournalOp::Begin(header) => {
+                        let json = serde_json::to_vec(header).map_err(|e| self.err(e))?;
+                        changelog.insert((header.run_id.as_str(), &[][..]), json.as_slice()).map_err(|e| self.err(e))?;
+                        run = Some(header.run_id.clone());
+                    }
                     JournalOp::Upsert { key, fp, row } => {
                         value.clear();
                         value.extend_from_slice(fp);
                         value.extend_from_slice(row);
-                        snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
+                        let before = snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?.and_then(|g| Delivered::from_stored(g.value()));
+                        if let Some(run) = &run {
+                            let sent = Delivered { fp: *fp, row: row.clone() };
+                            let change = match before {
+                                None => RowChange::Inserted { sent },
+                                Some(before) => RowChange::Updated { before, sent },
+                            };
+                            log(&mut changelog, run, key, change).map_err(|e| self.err(e))?;
+                        }
                         if any_pending {
                             pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
                         }
                     }
                     JournalOp::Delete { key } => {
-                        snap.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                        let before = snap.remove(key.as_slice()).map_err(|e| self.err(e))?.and_then(|g| Delivered::from_stored(g.value()));
+                        if let (Some(run), Some(before)) = (&run, before) {
+                            log(&mut changelog, run, key, RowChange::Deleted { before }).map_err(|e| self.err(e))?;
+                        }
                         if any_pending {
                             pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
                         }
@@ -529,6 +572,116 @@ impl StateStore {
             metas.insert(sync, json.as_slice()).map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The header of a run's changelog, if the run delivered anything and is still retained.
+    pub fn changelog_header(&self, sync: &str, run_id: &str) -> Result<Option<crate::domain::ChangelogHeader>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = changelog_table(sync);
+        let table = match txn.open_table(changelog_def(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let value = table.get((run_id, &[][..])).map_err(|e| self.err(e))?;
+        value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable changelog header: {e}")))).transpose()
+    }
+
+    /// Up to `limit` changelog entries of a run, in key order, after `after`.
+    pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, crate::domain::RowChange)>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = changelog_table(sync);
+        let table = match txn.open_table(changelog_def(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let start = after.unwrap_or(&[]);
+        let mut out = Vec::new();
+        for entry in table.range((run_id, start)..).map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (run, key) = k.value();
+            if run != run_id || out.len() >= limit {
+                break;
+            }
+            if key.is_empty() || Some(key) == after {
+                continue;
+            }
+            let change = crate::domain::RowChange::decode(v.value()).ok_or_else(|| self.err("corrupt changelog entry"))?;
+            out.push((key.to_vec(), change));
+        }
+        Ok(out)
+    }
+
+    /// What each of `run_ids` did to one key (`None` where it did not touch it).
+    pub fn changelog_entries(&self, sync: &str, run_ids: &[&str], key: &[u8]) -> Result<Vec<Option<crate::domain::RowChange>>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = changelog_table(sync);
+        let table = match txn.open_table(changelog_def(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; run_ids.len()]),
+            Err(e) => return Err(self.err(e)),
+        };
+        run_ids
+            .iter()
+            .map(|run| {
+                let v = table.get((*run, key)).map_err(|e| self.err(e))?;
+                Ok(v.and_then(|v| crate::domain::RowChange::decode(v.value())))
+            })
+            .collect()
+    }
+
+    /// Keeps the changelogs of the newest `keep` runs of a sync that have one; drops older ones.
+    pub fn prune_changelog(&self, sync: &str, keep: u64) -> Result<(), StateError> {
+        let name = changelog_table(sync);
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = match txn.open_table(changelog_def(&name)) {
+                Ok(t) => t,
+                Err(e) => return Err(self.err(e)),
+            };
+            // Runs with a changelog, oldest first (run IDs are ULIDs: they sort by time).
+            let mut runs: Vec<String> = Vec::new();
+            loop {
+                let from = runs.last().map(|r| format!("{r}\u{0}")).unwrap_or_default();
+                let next = table.range((from.as_str(), &[][..])..).map_err(|e| self.err(e))?.next();
+                match next {
+                    Some(entry) => runs.push(entry.map_err(|e| self.err(e))?.0.value().0.to_string()),
+                    None => break,
+                }
+            }
+            let excess = runs.len().saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+            for run in &runs[..excess] {
+                let end = format!("{run}\u{0}");
+                table.retain_in((run.as_str(), &[][..])..(end.as_str(), &[][..]), |_, _| false).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Full snapshot entries (fingerprint and row) for several keys, in one read transaction.
+    pub fn snapshot_entries(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<crate::domain::Delivered>>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = snapshot_table(sync);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(e) => return Err(self.err(e)),
+        };
+        keys.iter().map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.and_then(|v| crate::domain::Delivered::from_stored(v.value())))).collect()
+    }
+
+    /// The pending (refused, not yet delivered) entry of one key, if any.
+    pub fn pending_row(&self, sync: &str, key: &[u8]) -> Result<Option<PendingRow>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let name = pending_table(sync);
+        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let value = table.get(key).map_err(|e| self.err(e))?;
+        value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))).transpose()
     }
 
     /// Rows the destination refused and no later run has delivered: (encoded key, row).
@@ -553,6 +706,58 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ChangelogHeader, Delivered, JournalOp, RowChange};
+
+    fn header(run: &str) -> JournalOp {
+        JournalOp::Begin(ChangelogHeader { run_id: run.into(), mode: "mirror".into(), columns: vec![], key_columns: vec![], undo_of: None })
+    }
+
+    fn upsert(key: &str, n: u8) -> JournalOp {
+        JournalOp::Upsert { key: key.as_bytes().to_vec(), fp: [n; 16], row: vec![n] }
+    }
+
+    fn delivered(n: u8) -> Delivered {
+        Delivered { fp: [n; 16], row: vec![n] }
+    }
+
+    #[test]
+    fn the_changelog_keeps_values_before_and_sent_and_survives_a_second_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateStore::open(dir.path()).unwrap();
+        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into() };
+        state.apply("s", &meta, &[header("R1"), upsert("a", 1), upsert("b", 2)]).unwrap();
+        let second = [header("R2"), upsert("a", 3), JournalOp::Delete { key: b"b".to_vec() }];
+        state.apply("s", &meta, &second).unwrap();
+        // The same journal applied again (a crash between commit and truncation).
+        state.apply("s", &meta, &second).unwrap();
+        let r2 = state.changelog_chunk("s", "R2", None, 10).unwrap();
+        assert_eq!(
+            r2,
+            vec![
+                (b"a".to_vec(), RowChange::Updated { before: delivered(1), sent: delivered(3) }),
+                (b"b".to_vec(), RowChange::Deleted { before: delivered(2) }),
+            ]
+        );
+        assert_eq!(state.changelog_chunk("s", "R1", Some(b"a"), 10).unwrap(), vec![(b"b".to_vec(), RowChange::Inserted { sent: delivered(2) })]);
+        assert_eq!(state.changelog_header("s", "R2").unwrap().unwrap().run_id, "R2");
+        assert_eq!(state.changelog_entries("s", &["R2", "R1", "R0"], b"a").unwrap()[1], Some(RowChange::Inserted { sent: delivered(1) }));
+
+        state.prune_changelog("s", 1).unwrap();
+        assert!(state.changelog_header("s", "R1").unwrap().is_none() && state.changelog_chunk("s", "R1", None, 10).unwrap().is_empty());
+        assert_eq!(state.changelog_chunk("s", "R2", None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn row_changes_round_trip_their_stored_form() {
+        for change in [
+            RowChange::Inserted { sent: delivered(1) },
+            RowChange::Updated { before: delivered(1), sent: Delivered { fp: [2; 16], row: vec![] } },
+            RowChange::Deleted { before: delivered(9) },
+        ] {
+            assert_eq!(RowChange::decode(&change.encode()), Some(change));
+        }
+        assert_eq!(RowChange::decode(&[2, 1, 0]), None, "a truncated entry is refused, not misread");
+    }
 
     #[test]
     fn refuses_unknown_format_versions() {

@@ -134,3 +134,53 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
     };
     Ok(TestReport { sync: sync_name.into(), key: key.into(), operation: op, row: row_json(&columns, &payload), outcome: outcome.into(), message })
 }
+
+/// What `runs undo` would send: the inverse plan of a run, and what it leaves alone.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UndoReport {
+    pub sync: String,
+    /// The run to undo.
+    pub run_id: String,
+    pub forced: bool,
+    /// What the undo would send: `added` rows are inserted back, `changed` rows updated back
+    /// to their values before the run, `removed` rows (the run's inserts) deleted.
+    pub planned: OpCounts,
+    /// The destination operation per change.
+    pub operations: serde_json::Value,
+    /// Sample rows per change, like `sync plan`: for changed rows `before` is what the
+    /// destination has now and `after` what the undo sends.
+    pub samples: serde_json::Value,
+    /// Rows a later run changed: left alone unless forced.
+    pub conflicts: u64,
+    pub conflict_keys: Vec<String>,
+    /// Rows the run sent as updates of records backflow had never delivered (`update` mode).
+    pub without_before: u64,
+}
+
+/// Plans the undo of a run without sending or recording anything. `state_key` is where the
+/// run's sync keeps its state (the sync's name, or `draft/NAME` for a draft run).
+pub async fn plan_undo(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, state_key: &str, target: &super::UndoTarget, samples: usize) -> Result<UndoReport, String> {
+    let mut p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
+    p.state_key = state_key.to_string();
+    p.sync.mode = SyncMode::Mirror;
+    let undo = super::plan::undo::plan_undo(state, &p.state_key, sync_name, &ws.state_dir.join("tmp"), target).map_err(|e| e.0)?;
+    super::check_undo_operations(&p, &undo.plan.diff).map_err(|e| e.0)?;
+    let mut operations = serde_json::Map::new();
+    let mut sample_map = serde_json::Map::new();
+    for change in [Change::Added, Change::Changed, Change::Removed] {
+        let op = operation_for(SyncMode::Mirror, change);
+        operations.insert(change.as_str().into(), op.map(|o| serde_json::Value::String(o.as_str().into())).unwrap_or(serde_json::Value::Null));
+        sample_map.insert(change.as_str().into(), serde_json::Value::Array(undo.plan.samples(change, samples).map_err(|e| format!("reading the plan: {e}"))?));
+    }
+    Ok(UndoReport {
+        sync: sync_name.into(),
+        run_id: target.run_id.clone(),
+        forced: target.force,
+        planned: undo.plan.planned(SyncMode::Mirror),
+        operations: serde_json::Value::Object(operations),
+        samples: serde_json::Value::Object(sample_map),
+        conflicts: undo.conflicts,
+        conflict_keys: undo.conflict_keys,
+        without_before: undo.without_before,
+    })
+}

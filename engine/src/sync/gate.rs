@@ -20,6 +20,8 @@ pub struct GateRequest<'a> {
     pub user: &'a str,
     /// A run held before and since approved: if this plan is exactly that one, it may go.
     pub approved_run: Option<&'a str>,
+    /// The run this one undoes, for an undo (`runs undo`).
+    pub undo: Option<&'a crate::sync::UndoTarget>,
 }
 
 /// What the gate lets a run do.

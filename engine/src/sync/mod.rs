@@ -36,8 +36,9 @@ use prepare::{prepare, PrepareError, PreparedSync};
 use std::time::Instant;
 
 pub use crate::domain::{operation_for, Change, BUILTIN_NOOP};
-pub use dry_run::{plan_sync, test_row, PlanReport, TestReport};
+pub use dry_run::{plan_sync, plan_undo, test_row, PlanReport, TestReport, UndoReport};
 pub use plan::key_text;
+pub use plan::undo::UndoTarget;
 
 /// What a run works with: the plugin host, the workspace it runs, the state, and the
 /// approval gate that may hold its plan.
@@ -62,6 +63,8 @@ pub struct RunOptions {
     /// A run of the working copy: its snapshot, pending rows, journal, lease and history are
     /// kept apart from the published sync's, so a draft never touches production state.
     pub draft: bool,
+    /// Undo this run instead of reading the model (`runs undo`).
+    pub undo: Option<UndoTarget>,
 }
 
 impl Default for RunOptions {
@@ -72,6 +75,7 @@ impl Default for RunOptions {
             approved_run: None,
             full_resync: false,
             draft: false,
+            undo: None,
         }
     }
 }
@@ -90,6 +94,10 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     let prepare_ms = clock.elapsed().as_millis() as u64;
     if options.draft {
         prepared.state_key = crate::state::draft_key(sync_name);
+    }
+    if options.undo.is_some() {
+        // An undo sends each inverse change with its own operation: insert, update, delete.
+        prepared.sync.mode = crate::config::SyncMode::Mirror;
     }
     let run_id = ulid::Ulid::new().to_string();
     // Two runs of one sync never overlap: the lease is held until this function returns.
@@ -118,6 +126,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         checks: Vec::new(),
         rejected: Vec::new(),
         draft: options.draft,
+        undo: options.undo.as_ref().map(|u| crate::domain::UndoSummary { run_id: u.run_id.clone(), forced: u.force, ..Default::default() }),
     };
     let state = env.state;
     let keep_runs = env.ws.keep_runs;
@@ -137,7 +146,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         action: "run.start".into(),
         target: format!("{sync_name} run {run_id}"),
         config_hash: Some(prepared.config_hash.clone()),
-        detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run}),
+        detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run, "undo": options.undo}),
     };
     state.write_governance(vec![], vec![start]).map_err(state_err)?;
     let mut tally = Tally::default();
@@ -152,6 +161,9 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     record.failed = tally.failed;
     record.rejected = tally.rejected;
     state.record_run(&record, keep_runs).map_err(state_err)?;
+    if let Err(e) = state.prune_changelog(&prepared.state_key, env.ws.keep_changelog_runs) {
+        tracing::warn!(sync = sync_name, "pruning old changelogs: {e}");
+    }
     drop(lease);
     tracing::info!(sync = sync_name, run_id = record.run_id, status = record.status.as_str(), delivered = record.delivered.total(), failed = record.failed.total(), "run finished");
     Ok(record)
@@ -171,7 +183,11 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     };
 
     let plan_started = Instant::now();
-    let plan = match build_plan(host, ws, state, p, PlanOptions { full_resync: options.full_resync }).await {
+    let planned = match &options.undo {
+        None => build_plan(host, ws, state, p, PlanOptions { full_resync: options.full_resync }).await,
+        Some(target) => plan_undo_run(ws, state, p, target, record),
+    };
+    let plan = match planned {
         Ok(plan) => plan,
         Err(e) => return RunOutcome::Failed(e.0),
     };
@@ -217,6 +233,7 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
             full_resync: options.full_resync,
             user: &options.user,
             approved_run: options.approved_run.as_deref(),
+            undo: options.undo.as_ref(),
         };
         match gate.decide(request).await {
             Err(e) => return RunOutcome::Failed(e),
@@ -230,7 +247,14 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     }
 
     let deliver_started = Instant::now();
-    let mut committer = Committer::new(&mut journal, state, &meta, p, run_id);
+    let header = crate::domain::ChangelogHeader {
+        run_id: run_id.to_string(),
+        mode: p.sync.mode.as_str().to_string(),
+        columns: plan.columns.clone(),
+        key_columns: plan.key_columns.clone(),
+        undo_of: options.undo.as_ref().map(|u| u.run_id.clone()),
+    };
+    let mut committer = Committer::new(&mut journal, state, &meta, p, run_id, header);
     let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally).await;
     // Whatever was acknowledged is committed, even when the run stops early.
     let committed = committer.commit_acknowledged();
@@ -242,6 +266,34 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
     tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
     RunOutcome::after_delivery(result, tally.failed.total())
+}
+
+/// The plan of an undo, checked against what the destination can do; what it leaves alone
+/// goes into the run record.
+fn plan_undo_run(ws: &Workspace, state: &StateStore, p: &PreparedSync, target: &UndoTarget, record: &mut RunRecord) -> Result<plan::Plan, Abort> {
+    let undo = plan::undo::plan_undo(state, &p.state_key, &p.sync.name, &ws.state_dir.join("tmp"), target)?;
+    if let Some(summary) = &mut record.undo {
+        summary.conflicts = undo.conflicts;
+        summary.conflict_keys = undo.conflict_keys.clone();
+        summary.without_before = undo.without_before;
+    }
+    check_undo_operations(p, &undo.plan.diff)?;
+    Ok(undo.plan)
+}
+
+/// An undo needs the destination to do each inverse operation it plans.
+pub(crate) fn check_undo_operations(p: &PreparedSync, diff: &DiffCounts) -> Result<(), Abort> {
+    use backflow_plugin_sdk::Operation;
+    let supports = |op: Operation| p.destination_plugin.as_ref().is_none_or(|d| d.spec.operations.contains(&op));
+    for (n, op, what) in [(diff.removed, Operation::Delete, "delete the rows the run added"), (diff.changed, Operation::Update, "update rows back"), (diff.added, Operation::Insert, "insert again the rows the run deleted")] {
+        if n > 0 && !supports(op) {
+            return Err(Abort(format!(
+                "undoing this run needs destination {} to {what} ({n} rows), but its plugin does not support {op}; only a destination that supports insert, update and delete (what mode = \"mirror\" needs) can be undone",
+                p.destination.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reasons a stage stops a run: the message says what went wrong, naming file, field or row.

@@ -81,6 +81,11 @@ impl Journal {
                     put(&mut payload, error.as_bytes());
                     put(&mut payload, run_id.as_bytes());
                 }
+                JournalOp::Begin(header) => {
+                    payload.push(4);
+                    // Serializing plain strings and columns cannot fail.
+                    put(&mut payload, &serde_json::to_vec(header).unwrap_or_default());
+                }
             }
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             buf.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
@@ -200,6 +205,7 @@ fn parse(p: &[u8]) -> Option<JournalOp> {
         1 => Some(JournalOp::Upsert { key: f.bytes()?, fp: f.fixed()?, row: f.bytes()? }),
         2 => Some(JournalOp::Delete { key: f.bytes()? }),
         3 => Some(JournalOp::Reject { key: f.bytes()?, change: f.text()?, error: f.text()?, run_id: f.text()? }),
+        4 => Some(JournalOp::Begin(serde_json::from_slice(&f.bytes()?).ok()?)),
         _ => None,
     }
 }
@@ -212,7 +218,9 @@ mod tests {
     fn round_trips_and_ignores_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "my sync").unwrap();
+        let header = crate::domain::ChangelogHeader { run_id: "r".into(), mode: "mirror".into(), columns: vec![], key_columns: vec![], undo_of: Some("q".into()) };
         let ops = vec![
+            JournalOp::Begin(header),
             JournalOp::Upsert { key: b"k1".to_vec(), fp: [7; 16], row: b"row".to_vec() },
             JournalOp::Delete { key: b"k2".to_vec() },
             JournalOp::Reject { key: b"k3".to_vec(), change: "added".into(), error: "HTTP 422".into(), run_id: "r".into() },
@@ -227,7 +235,7 @@ mod tests {
             seen.extend(chunk);
             Ok(())
         });
-        assert_eq!(n.unwrap(), 3);
+        assert_eq!(n.unwrap(), 4);
         assert_eq!(seen, ops);
         j.clear().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);

@@ -9,7 +9,7 @@ use super::deliver::send::Sent;
 use super::prepare::PreparedSync;
 use super::{Abort, Tally};
 use crate::config::Workspace;
-use crate::domain::{bump, truncate_message, JournalOp, RejectedRow, MAX_REJECTED_KEPT};
+use crate::domain::{bump, truncate_message, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT};
 use crate::state::{StateStore, SyncMeta};
 use journal::Journal;
 use std::time::{Duration, Instant};
@@ -62,11 +62,16 @@ pub(crate) struct Committer<'a> {
     p: &'a PreparedSync,
     run_id: &'a str,
     last_commit: Instant,
+    /// Opens every stretch of the journal, so the snapshot commit knows whose changelog the
+    /// acknowledged rows go to.
+    header: ChangelogHeader,
+    /// Whether the journal holds the header since it was last emptied.
+    announced: bool,
 }
 
 impl<'a> Committer<'a> {
-    pub fn new(journal: &'a mut Journal, state: &'a StateStore, meta: &'a SyncMeta, p: &'a PreparedSync, run_id: &'a str) -> Committer<'a> {
-        Committer { journal, state, meta, p, run_id, last_commit: Instant::now() }
+    pub fn new(journal: &'a mut Journal, state: &'a StateStore, meta: &'a SyncMeta, p: &'a PreparedSync, run_id: &'a str, header: ChangelogHeader) -> Committer<'a> {
+        Committer { journal, state, meta, p, run_id, last_commit: Instant::now(), header, announced: false }
     }
 
     /// Records a sent batch: acknowledged rows go to the journal in one write (durable
@@ -83,6 +88,10 @@ impl<'a> Committer<'a> {
             }
             acked.push(JournalOp::Reject { key: row.key, change: change.as_str().into(), error, run_id: self.run_id.to_string() });
         }
+        if !self.announced && !acked.is_empty() {
+            acked.insert(0, JournalOp::Begin(self.header.clone()));
+            self.announced = true;
+        }
         // One write: acknowledged rows are durable against a crash of this process from here.
         self.journal.append(&acked).map_err(|e| Abort(format!("writing the delivery journal: {e}")))?;
         if self.journal.len() > JOURNAL_APPLY_BYTES || self.last_commit.elapsed() > JOURNAL_APPLY_INTERVAL {
@@ -94,6 +103,7 @@ impl<'a> Committer<'a> {
     /// Commits every acknowledged row journaled so far to the snapshot, durably.
     pub fn commit_acknowledged(&mut self) -> Result<(), Abort> {
         commit_journal(self.state, self.journal, &self.p.state_key, self.meta)?;
+        self.announced = false;
         self.last_commit = Instant::now();
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod file;
 mod merge;
 pub mod spill;
+pub mod undo;
 
 use super::prepare::{open_error, PreparedSync};
 use super::progress::Progress;
