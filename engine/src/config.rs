@@ -95,7 +95,7 @@ struct StateFile {
     /// Runs kept per sync in history (default 1000); older ones are pruned as runs finish.
     keep_runs: Option<u64>,
     /// Runs per sync whose changelog (values sent and values before, for `runs undo` and
-    /// `rows history`) is kept (default 50).
+    /// `rows history`) is kept (default 50; 0 writes none, and no run can be undone).
     keep_changelog_runs: Option<u64>,
 }
 

@@ -407,13 +407,16 @@ impl Delivered {
     }
 }
 
-/// What one run did to one row, as its changelog keeps it.
+/// What one run did to one row, as its changelog keeps it. The values sent are kept as
+/// their fingerprint only: they are what the snapshot held after the run, so they are the
+/// `before` of the next run that touched the row, or the snapshot entry now (see
+/// `rows history`). That keeps the changelog of an initial load to a few bytes per row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowChange {
     /// The row was new to the destination (no snapshot entry before).
-    Inserted { sent: Delivered },
+    Inserted { sent: Fingerprint },
     /// The row replaced what the destination had from us.
-    Updated { before: Delivered, sent: Delivered },
+    Updated { before: Delivered, sent: Fingerprint },
     /// The row was deleted; `before` is what the destination had.
     Deleted { before: Delivered },
 }
@@ -427,10 +430,10 @@ impl RowChange {
         }
     }
 
-    /// The snapshot entry this change left behind (`None` after a delete).
-    pub fn after(&self) -> Option<&Delivered> {
+    /// The fingerprint of the snapshot entry this change left (`None` after a delete).
+    pub fn sent(&self) -> Option<Fingerprint> {
         match self {
-            RowChange::Inserted { sent } | RowChange::Updated { sent, .. } => Some(sent),
+            RowChange::Inserted { sent } | RowChange::Updated { sent, .. } => Some(*sent),
             RowChange::Deleted { .. } => None,
         }
     }
@@ -443,45 +446,43 @@ impl RowChange {
         }
     }
 
-    /// Stored form: a kind byte (1 inserted, 2 updated, 3 deleted), then the length-prefixed
-    /// stored entries it carries (before, then sent).
+    /// Stored form: a kind byte (1 inserted, 2 updated, 3 deleted), then the entry before
+    /// (length-prefixed: fingerprint and row), then the 16-byte fingerprint sent.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut put = |d: &Delivered| {
-            out.extend_from_slice(&((d.row.len() + 16) as u32).to_le_bytes());
-            out.extend_from_slice(&d.fp);
-            out.extend_from_slice(&d.row);
-        };
         let kind = match self {
             RowChange::Inserted { .. } => 1u8,
             RowChange::Updated { .. } => 2,
             RowChange::Deleted { .. } => 3,
         };
+        let mut out = vec![kind];
         if let Some(b) = self.before() {
-            put(b);
+            out.extend_from_slice(&((b.row.len() + 16) as u32).to_le_bytes());
+            out.extend_from_slice(&b.fp);
+            out.extend_from_slice(&b.row);
         }
-        if let Some(a) = self.after() {
-            put(a);
+        if let Some(fp) = self.sent() {
+            out.extend_from_slice(&fp);
         }
-        out.insert(0, kind);
         out
     }
 
     pub fn decode(v: &[u8]) -> Option<RowChange> {
-        let (kind, mut rest) = v.split_first()?;
-        let mut take = || -> Option<Delivered> {
+        let (kind, rest) = v.split_first()?;
+        let before = |rest: &[u8]| -> Option<(Delivered, usize)> {
             let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-            let d = Delivered::from_stored(rest.get(4..4 + len)?)?;
-            rest = &rest[4 + len..];
-            Some(d)
+            Some((Delivered::from_stored(rest.get(4..4 + len)?)?, 4 + len))
         };
+        let fp = |rest: &[u8]| -> Option<Fingerprint> { (rest.len() == 16).then(|| rest.try_into().ok()).flatten() };
         match kind {
-            1 => Some(RowChange::Inserted { sent: take()? }),
+            1 => Some(RowChange::Inserted { sent: fp(rest)? }),
             2 => {
-                let before = take()?;
-                Some(RowChange::Updated { before, sent: take()? })
+                let (before, used) = before(rest)?;
+                Some(RowChange::Updated { before, sent: fp(&rest[used..])? })
             }
-            3 => Some(RowChange::Deleted { before: take()? }),
+            3 => {
+                let (before, used) = before(rest)?;
+                (used == rest.len()).then_some(RowChange::Deleted { before })
+            }
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 
 use super::{run_sync, App, AppError};
 use crate::authz::{authorize, Action, Actor};
-use crate::domain::{Delivered, RowChange, RunRecord};
+use crate::domain::{Delivered, RunRecord};
 use crate::state::PendingRow;
 use crate::sync::{self, RunOptions, UndoReport, UndoTarget};
 use backflow_plugin_sdk::{Column, Value, ValueType};
@@ -104,6 +104,9 @@ impl App {
         }
         let (current, pending, changes) = chosen.unwrap_or((None, None, vec![None; ids.len()]));
         let json = |d: &Delivered| sync::plan::row_json(&columns, &d.row);
+        // Runs newest first. The values a run sent are what the snapshot held after it: the
+        // `before` of the next (newer) run that changed the row, or the snapshot entry now.
+        let mut after_this: Option<Delivered> = current.clone();
         let mut events = Vec::new();
         for (run, change) in runs.iter().zip(changes) {
             let base = |operation: &str, sent: Option<serde_json::Value>, before: Option<serde_json::Value>, answer: String| RowEvent {
@@ -117,11 +120,9 @@ impl App {
                 answer,
             };
             if let Some(change) = change {
-                let sent = match &change {
-                    RowChange::Deleted { .. } => None,
-                    _ => change.after().map(json),
-                };
+                let sent = change.sent().and_then(|fp| after_this.as_ref().filter(|d| d.fp == fp)).map(json);
                 events.push(base(change.as_str(), sent, change.before().map(json), "accepted".into()));
+                after_this = change.before().cloned();
             } else if let Some(r) = run.rejected.iter().find(|r| r.key == key) {
                 events.push(base("rejected", None, None, r.error.clone()));
             }

@@ -539,10 +539,9 @@ impl StateStore {
                         value.extend_from_slice(row);
                         let before = snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?.and_then(|g| Delivered::from_stored(g.value()));
                         if let Some(run) = &run {
-                            let sent = Delivered { fp: *fp, row: row.clone() };
                             let change = match before {
-                                None => RowChange::Inserted { sent },
-                                Some(before) => RowChange::Updated { before, sent },
+                                None => RowChange::Inserted { sent: *fp },
+                                Some(before) => RowChange::Updated { before, sent: *fp },
                             };
                             log(&mut changelog, run, key, change).map_err(|e| self.err(e))?;
                         }
@@ -734,13 +733,13 @@ mod tests {
         assert_eq!(
             r2,
             vec![
-                (b"a".to_vec(), RowChange::Updated { before: delivered(1), sent: delivered(3) }),
+                (b"a".to_vec(), RowChange::Updated { before: delivered(1), sent: [3; 16] }),
                 (b"b".to_vec(), RowChange::Deleted { before: delivered(2) }),
             ]
         );
-        assert_eq!(state.changelog_chunk("s", "R1", Some(b"a"), 10).unwrap(), vec![(b"b".to_vec(), RowChange::Inserted { sent: delivered(2) })]);
+        assert_eq!(state.changelog_chunk("s", "R1", Some(b"a"), 10).unwrap(), vec![(b"b".to_vec(), RowChange::Inserted { sent: [2; 16] })]);
         assert_eq!(state.changelog_header("s", "R2").unwrap().unwrap().run_id, "R2");
-        assert_eq!(state.changelog_entries("s", &["R2", "R1", "R0"], b"a").unwrap()[1], Some(RowChange::Inserted { sent: delivered(1) }));
+        assert_eq!(state.changelog_entries("s", &["R2", "R1", "R0"], b"a").unwrap()[1], Some(RowChange::Inserted { sent: [1; 16] }));
 
         state.prune_changelog("s", 1).unwrap();
         assert!(state.changelog_header("s", "R1").unwrap().is_none() && state.changelog_chunk("s", "R1", None, 10).unwrap().is_empty());
@@ -750,8 +749,9 @@ mod tests {
     #[test]
     fn row_changes_round_trip_their_stored_form() {
         for change in [
-            RowChange::Inserted { sent: delivered(1) },
-            RowChange::Updated { before: delivered(1), sent: Delivered { fp: [2; 16], row: vec![] } },
+            RowChange::Inserted { sent: [1; 16] },
+            RowChange::Updated { before: delivered(1), sent: [2; 16] },
+            RowChange::Updated { before: Delivered { fp: [2; 16], row: vec![] }, sent: [3; 16] },
             RowChange::Deleted { before: delivered(9) },
         ] {
             assert_eq!(RowChange::decode(&change.encode()), Some(change));

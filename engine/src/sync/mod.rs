@@ -247,13 +247,13 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     }
 
     let deliver_started = Instant::now();
-    let header = crate::domain::ChangelogHeader {
+    let header = (ws.keep_changelog_runs > 0).then(|| crate::domain::ChangelogHeader {
         run_id: run_id.to_string(),
         mode: p.sync.mode.as_str().to_string(),
         columns: plan.columns.clone(),
         key_columns: plan.key_columns.clone(),
         undo_of: options.undo.as_ref().map(|u| u.run_id.clone()),
-    };
+    });
     let mut committer = Committer::new(&mut journal, state, &meta, p, run_id, header);
     let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally).await;
     // Whatever was acknowledged is committed, even when the run stops early.

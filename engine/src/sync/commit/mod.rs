@@ -63,14 +63,14 @@ pub(crate) struct Committer<'a> {
     run_id: &'a str,
     last_commit: Instant,
     /// Opens every stretch of the journal, so the snapshot commit knows whose changelog the
-    /// acknowledged rows go to.
-    header: ChangelogHeader,
+    /// acknowledged rows go to; `None` keeps no changelog (`keep_changelog_runs = 0`).
+    header: Option<ChangelogHeader>,
     /// Whether the journal holds the header since it was last emptied.
     announced: bool,
 }
 
 impl<'a> Committer<'a> {
-    pub fn new(journal: &'a mut Journal, state: &'a StateStore, meta: &'a SyncMeta, p: &'a PreparedSync, run_id: &'a str, header: ChangelogHeader) -> Committer<'a> {
+    pub fn new(journal: &'a mut Journal, state: &'a StateStore, meta: &'a SyncMeta, p: &'a PreparedSync, run_id: &'a str, header: Option<ChangelogHeader>) -> Committer<'a> {
         Committer { journal, state, meta, p, run_id, last_commit: Instant::now(), header, announced: false }
     }
 
@@ -88,8 +88,8 @@ impl<'a> Committer<'a> {
             }
             acked.push(JournalOp::Reject { key: row.key, change: change.as_str().into(), error, run_id: self.run_id.to_string() });
         }
-        if !self.announced && !acked.is_empty() {
-            acked.insert(0, JournalOp::Begin(self.header.clone()));
+        if let Some(header) = self.header.as_ref().filter(|_| !self.announced && !acked.is_empty()) {
+            acked.insert(0, JournalOp::Begin(header.clone()));
             self.announced = true;
         }
         // One write: acknowledged rows are durable against a crash of this process from here.

@@ -82,7 +82,7 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
                 continue;
             }
             // What the destination has from us now, if not what this run left: a later run changed it.
-            if now_fp != change.after().map(|d| d.fp) {
+            if now_fp != change.sent() {
                 conflicts += 1;
                 if conflict_keys.len() < SAMPLES {
                     conflict_keys.push(key_text(key));
