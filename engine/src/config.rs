@@ -99,6 +99,13 @@ struct StateFile {
     keep_changelog_runs: Option<u64>,
 }
 
+/// The slowest rate a `rate_limit` may set: one request or row per 1,000 seconds.
+pub const MIN_RATE: f64 = 0.001;
+/// The largest `batch_size` (rows per request); beyond it one batch alone could exhaust memory.
+pub const MAX_BATCH_SIZE: u32 = 100_000;
+/// The longest `time_budget_s`: 30 days.
+pub const MAX_TIME_BUDGET_S: u64 = 30 * 24 * 3600;
+
 /// Runs kept per sync when `[state] keep_runs` is not set.
 pub const DEFAULT_KEEP_RUNS: u64 = 1000;
 /// Changelogs kept per sync when `[state] keep_changelog_runs` is not set.
@@ -583,11 +590,15 @@ impl Workspace {
             }
             if s.batch_size == Some(0) {
                 errors.push(origin.error("batch_size", "must be at least 1"));
+            } else if s.batch_size.is_some_and(|b| b > MAX_BATCH_SIZE) {
+                errors.push(origin.error("batch_size", format!("must be at most {MAX_BATCH_SIZE}")));
             }
             let rate_limit = s.rate_limit.unwrap_or_default();
             for (field, value) in [("requests_per_second", rate_limit.requests_per_second), ("rows_per_second", rate_limit.rows_per_second)] {
                 if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
                     errors.push(origin.error(&format!("rate_limit.{field}"), "must be a positive number"));
+                } else if value.is_some_and(|v| v < MIN_RATE) {
+                    errors.push(origin.error(&format!("rate_limit.{field}"), format!("must be at least {MIN_RATE} (one per {} s)", 1.0 / MIN_RATE)));
                 }
             }
             if s.max_in_flight.is_some_and(|n| n == 0 || n > 64) {
@@ -595,6 +606,8 @@ impl Workspace {
             }
             if s.time_budget_s == Some(0) {
                 errors.push(origin.error("time_budget_s", "must be at least 1"));
+            } else if s.time_budget_s.is_some_and(|t| t > MAX_TIME_BUDGET_S) {
+                errors.push(origin.error("time_budget_s", format!("must be at most {MAX_TIME_BUDGET_S} (30 days)")));
             }
             let mut checks = Vec::new();
             for (i, c) in s.checks.into_iter().enumerate() {

@@ -120,3 +120,17 @@ async fn a_mode_the_destination_cannot_do_is_a_config_error() {
     let e = ws.try_run("s").await.expect_err("prepare should fail");
     assert!(e.contains("syncs.s.mode: mode mirror needs the destination to delete, which hook does not support (it supports: insert, update)"), "{e}");
 }
+
+#[test]
+fn numbers_that_would_overflow_or_exhaust_memory_are_refused_by_name() {
+    for (extra, key, says) in [
+        ("rate_limit = { rows_per_second = 1e-20 }", "syncs.s.rate_limit.rows_per_second", "at least 0.001"),
+        ("rate_limit = { requests_per_second = 0.0 }", "syncs.s.rate_limit.requests_per_second", "positive number"),
+        ("time_budget_s = 9223372036854775807", "syncs.s.time_budget_s", "at most"),
+        ("batch_size = 4000000000", "syncs.s.batch_size", "at most 100000"),
+    ] {
+        let ws = TestWorkspace::new(&format!("{VALID}{extra}\n"));
+        let e = load_error(&ws);
+        assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+    }
+}

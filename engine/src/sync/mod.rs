@@ -150,7 +150,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     };
     state.write_governance(vec![], vec![start]).map_err(state_err)?;
     let mut tally = Tally::default();
-    let outcome = execute(env, &prepared, &run_id, options, &mut tally, &mut record).await;
+    let outcome = guarded(execute(env, &prepared, &run_id, options, &mut tally, &mut record)).await;
     record.status = outcome.status();
     record.error = outcome.into_error();
     record.finished_at = now_rfc3339();
@@ -268,6 +268,20 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     RunOutcome::after_delivery(result, tally.failed.total())
 }
 
+/// Runs a run's stages so that a panic anywhere in them (a bug) becomes a failed run with
+/// the panic's message, never a dead process leaving the run recorded as running. What was
+/// acknowledged before stays in the journal and is committed by the next run.
+async fn guarded(stages: impl std::future::Future<Output = RunOutcome>) -> RunOutcome {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(stages).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".into());
+            RunOutcome::Failed(format!("internal error (a bug in backflow, please report it): the run stopped on a panic: {message}; rows acknowledged before it were kept"))
+        }
+    }
+}
+
 /// The plan of an undo, checked against what the destination can do; what it leaves alone
 /// goes into the run record.
 fn plan_undo_run(ws: &Workspace, state: &StateStore, p: &PreparedSync, target: &UndoTarget, record: &mut RunRecord) -> Result<plan::Plan, Abort> {
@@ -294,6 +308,21 @@ pub(crate) fn check_undo_operations(p: &PreparedSync, diff: &DiffCounts) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_a_stage_becomes_a_failed_run() {
+        let outcome = guarded(async { panic!("index out of bounds") }).await;
+        match outcome {
+            RunOutcome::Failed(m) => assert!(m.contains("panic: index out of bounds"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(guarded(async { RunOutcome::Succeeded }).await, RunOutcome::Succeeded));
+    }
 }
 
 /// Reasons a stage stops a run: the message says what went wrong, naming file, field or row.

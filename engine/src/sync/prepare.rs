@@ -123,7 +123,10 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
         }
     }
     let state_key = sync.name.clone();
-    Ok(PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks, state_key, policy_hashes })
+    let prepared = PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks, state_key, policy_hashes };
+    // A destination's declared rate limit is checked before anything is read.
+    super::deliver::pacer::effective_rate_limit(&prepared).map_err(PrepareError)?;
+    Ok(prepared)
 }
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.

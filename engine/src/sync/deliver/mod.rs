@@ -40,8 +40,9 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             ),
         });
     }
-    let pacer = tokio::sync::Mutex::new(Pacer::new(effective_rate_limit(p)));
-    let deadline = p.sync.time_budget_s.map(|s| started + Duration::from_secs(s));
+    let pacer = tokio::sync::Mutex::new(Pacer::new(effective_rate_limit(p).map_err(Abort)?));
+    // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
+    let deadline = p.sync.time_budget_s.and_then(|s| started.checked_add(Duration::from_secs(s)));
     let mut progress = Progress::new("delivered", tally.planned.total());
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut stop: Option<Abort> = None;
@@ -74,7 +75,8 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             }
         };
         loop {
-            let mut rows = Vec::with_capacity(p.batch_size as usize);
+            // Grown as rows come: a large batch_size must not allocate up front.
+            let mut rows = Vec::with_capacity((p.batch_size as usize).min(4096));
             while rows.len() < p.batch_size as usize {
                 match reader.next() {
                     Ok(Some(mut row)) => {

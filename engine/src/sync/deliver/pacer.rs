@@ -3,16 +3,49 @@
 use crate::sync::prepare::PreparedSync;
 use std::time::{Duration, Instant};
 
-/// The sync's own rate limit, or else the one its destination declares.
-pub(crate) fn effective_rate_limit(p: &PreparedSync) -> crate::config::RateLimit {
+/// The slowest pace a limit may set: one request (or row) per this long. A config refuses
+/// slower rates; the pacer clamps to it whatever it is given.
+pub(crate) const SLOWEST: Duration = Duration::from_secs(1000);
+
+/// The sync's own rate limit, or else the one its destination declares. A plugin's numbers
+/// are checked like a config's: zero, negative, NaN or infinite is the plugin's bug, and an
+/// error naming it (the sync can set its own `rate_limit` meanwhile).
+pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::config::RateLimit, String> {
     let own = p.sync.rate_limit;
     if own.requests_per_second.is_some() || own.rows_per_second.is_some() {
-        return own;
+        return Ok(own);
     }
-    match p.destination_plugin.as_ref().and_then(|d| d.spec.default_rate_limit) {
-        Some(d) => crate::config::RateLimit { requests_per_second: d.requests_per_second, rows_per_second: d.rows_per_second },
-        None => own,
+    match p.destination_plugin.as_ref().and_then(|d| d.spec.default_rate_limit.map(|r| (d, r))) {
+        Some((plugin, d)) => {
+            let limit = crate::config::RateLimit { requests_per_second: d.requests_per_second, rows_per_second: d.rows_per_second };
+            validate_plugin_rate_limit(&plugin.spec.name, limit)
+        }
+        None => Ok(own),
     }
+}
+
+/// A plugin-declared rate limit, or why it is unusable.
+pub(crate) fn validate_plugin_rate_limit(plugin: &str, limit: crate::config::RateLimit) -> Result<crate::config::RateLimit, String> {
+    for (name, value) in [("requests-per-second", limit.requests_per_second), ("rows-per-second", limit.rows_per_second)] {
+        if let Some(v) = value {
+            if !(v.is_finite() && v >= crate::config::MIN_RATE) {
+                return Err(format!(
+                    "destination plugin {plugin} declares default-rate-limit {name} = {v}, which is not a usable rate (at least {}); set rate_limit in the sync to override it",
+                    crate::config::MIN_RATE
+                ));
+            }
+        }
+    }
+    Ok(limit)
+}
+
+/// One unit's share of a second at `rate` per second, clamped to [`SLOWEST`]; `None` for a
+/// rate that is not a positive number (no limit can be derived from it).
+fn interval(rate: f64) -> Option<Duration> {
+    if !(rate > 0.0) {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(1.0 / rate).unwrap_or(SLOWEST).min(SLOWEST))
 }
 
 /// Spaces requests so a sync never exceeds its rate limit: each request may start only
@@ -26,8 +59,8 @@ pub struct Pacer {
 impl Pacer {
     pub fn new(limit: crate::config::RateLimit) -> Pacer {
         Pacer {
-            per_request: limit.requests_per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
-            per_row: limit.rows_per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
+            per_request: limit.requests_per_second.and_then(interval),
+            per_row: limit.rows_per_second.and_then(interval),
             next: Instant::now(),
         }
     }
@@ -49,8 +82,10 @@ impl Pacer {
     fn reserve(&mut self, rows: usize, now: Instant) -> Instant {
         let start = self.next.max(now);
         let by_requests = self.per_request.unwrap_or_default();
-        let by_rows = self.per_row.map(|d| d * rows as u32).unwrap_or_default();
-        self.next = start + by_requests.max(by_rows);
+        let rows = u32::try_from(rows).unwrap_or(u32::MAX);
+        let by_rows = self.per_row.map(|d| d.checked_mul(rows).unwrap_or(Duration::MAX)).unwrap_or_default();
+        // A pace too slow to add to the clock means "not in this process's lifetime".
+        self.next = start.checked_add(by_requests.max(by_rows)).unwrap_or(start + SLOWEST * 1_000_000);
         start
     }
 }
@@ -71,6 +106,22 @@ mod tests {
         assert_eq!(starts, [0, 500, 1000]);
         assert_eq!(ms(pacer.reserve(1, t0)), 1500);
         assert_eq!(ms(pacer.reserve(1, t0)), 1600);
+    }
+
+    #[test]
+    fn hostile_numbers_never_panic() {
+        // Zero, negative and NaN rates give no interval; tiny and huge rates are clamped.
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-20, f64::MIN_POSITIVE, 1e300] {
+            let mut pacer = Pacer::new(RateLimit { requests_per_second: Some(rate), rows_per_second: Some(rate) });
+            let t0 = Instant::now();
+            pacer.reserve(usize::MAX, t0);
+            pacer.reserve(4_000_000_000, t0);
+        }
+        assert_eq!(interval(1e-20), Some(SLOWEST));
+        assert_eq!(interval(0.0), None);
+        assert!(validate_plugin_rate_limit("p", RateLimit { requests_per_second: Some(0.0), rows_per_second: None }).unwrap_err().contains("requests-per-second = 0"));
+        assert!(validate_plugin_rate_limit("p", RateLimit { requests_per_second: None, rows_per_second: Some(f64::NAN) }).is_err());
+        assert!(validate_plugin_rate_limit("p", RateLimit { requests_per_second: Some(5.0), rows_per_second: None }).is_ok());
     }
 
     #[test]
