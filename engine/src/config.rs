@@ -99,6 +99,19 @@ struct StateFile {
     keep_changelog_runs: Option<u64>,
 }
 
+/// The names of the `${env.NAME}` references in a config value.
+pub fn env_references(value: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${env.") {
+        let after = &rest[start + 6..];
+        let Some(end) = after.find('}') else { break };
+        names.push(after[..end].to_string());
+        rest = &after[end + 1..];
+    }
+    names
+}
+
 /// The slowest rate a `rate_limit` may set: one request or row per 1,000 seconds.
 pub const MIN_RATE: f64 = 0.001;
 /// The largest `batch_size` (rows per request); beyond it one batch alone could exhaust memory.
@@ -718,21 +731,30 @@ fn governance(
     if out.run_request_ttl_minutes > crate::domain::MAX_TTL_MINUTES {
         errors.push(approvals_origin.error("run_request_ttl_minutes", format!("must be at most {} (one year)", crate::domain::MAX_TTL_MINUTES)));
     }
-    if let Some(url) = &approvals.notify_url {
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                let host = u.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-                let port = u.port_or_known_default().unwrap_or(80);
-                let grants = Grants { files: vec![], network: approvals.grants.network.clone(), env: vec![] };
-                if !grants.allows_host(&host, port) {
-                    errors.push(approvals_origin.error("notify_url", format!("{host}:{port} is not granted: add it to approvals.grants.network")));
+    if let Some(template) = &approvals.notify_url {
+        // A Slack webhook URL is a secret: it may come from a granted variable
+        // (`${env.SLACK_WEBHOOK_URL}`), and messages name the template, never the URL.
+        let names = crate::config::env_references(template);
+        let ungranted: Vec<&String> = names.iter().filter(|n| !approvals.grants.env.contains(n)).collect();
+        if !ungranted.is_empty() {
+            errors.push(approvals_origin.error("notify_url", format!("uses ${{env.{}}}, which is not in approvals.grants.env", ungranted[0])));
+        } else {
+            match backflow_plugin_sdk::expand_secrets(template, "notification").map(|url| reqwest::Url::parse(&url)) {
+                Err(e) => errors.push(approvals_origin.error("notify_url", e)),
+                Ok(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    let host = u.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+                    let port = u.port_or_known_default().unwrap_or(80);
+                    let grants = Grants { files: vec![], network: approvals.grants.network.clone(), env: vec![] };
+                    if !grants.allows_host(&host, port) {
+                        errors.push(approvals_origin.error("notify_url", format!("{host}:{port} is not granted: add it to approvals.grants.network")));
+                    }
                 }
+                Ok(_) => errors.push(approvals_origin.error("notify_url", if names.is_empty() { format!("{template:?} is not an http(s) URL") } else { format!("{template:?} does not expand to an http(s) URL") })),
             }
-            _ => errors.push(approvals_origin.error("notify_url", format!("{url:?} is not an http(s) URL"))),
         }
     }
-    if !approvals.grants.files.is_empty() || !approvals.grants.env.is_empty() {
-        errors.push(approvals_origin.error("grants", "only network grants apply to notifications"));
+    if !approvals.grants.files.is_empty() {
+        errors.push(approvals_origin.error("grants", "only network grants (and env, for notify_url) apply to notifications"));
     }
     out.notify_url = approvals.notify_url;
     out.origin = Some(approvals_origin);

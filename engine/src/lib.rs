@@ -22,5 +22,6 @@ pub mod plugins;
 pub mod sync;
 pub mod state;
 pub mod receiver;
+pub mod redact;
 pub mod governance;
 pub mod preview;

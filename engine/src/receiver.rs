@@ -48,6 +48,9 @@ pub struct ReceiverOptions {
     pub hmac_secret: Option<String>,
     /// Answer 503 to everything for this long after starting (a destination that is down).
     pub down_for_ms: u64,
+    /// Answer every request with this status and the request's headers in the body, as some
+    /// APIs echo the request in their errors (for testing that credentials do not leak).
+    pub echo_headers_status: Option<u16>,
 }
 
 struct Shared {
@@ -159,6 +162,11 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     let (status, answer, retry_after) = 'verdict: {
         if shared.started.elapsed() < std::time::Duration::from_millis(o.down_for_ms) {
             break 'verdict (StatusCode::SERVICE_UNAVAILABLE, "down".to_string(), false);
+        }
+        if let Some(status) = o.echo_headers_status {
+            let echoed: BTreeMap<&str, &str> = headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?"))).collect();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            break 'verdict (status, format!("request refused; you sent: {}", serde_json::to_string(&echoed).unwrap_or_default()), false);
         }
         if let Some(secret) = &o.hmac_secret {
             if let Err(why) = verify_signature(secret, &headers, &body) {

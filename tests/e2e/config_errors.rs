@@ -134,3 +134,17 @@ fn numbers_that_would_overflow_or_exhaust_memory_are_refused_by_name() {
         assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
     }
 }
+
+#[test]
+fn a_notify_url_may_come_from_a_granted_variable_and_errors_never_show_it() {
+    std::env::set_var("BACKFLOW_TEST_SLACK_URL", "http://127.0.0.1:9/services/T000/B000/SLACKSECRET99");
+    let approvals = "\n[approvals]\nnotify_url = \"${env.BACKFLOW_TEST_SLACK_URL}\"\ngrants.network = [\"127.0.0.1:9\"]\n";
+    let ws = TestWorkspace::new(&format!("{VALID}{approvals}grants.env = [\"BACKFLOW_TEST_SLACK_URL\"]\n"));
+    let loaded = ws.load();
+    assert_eq!(loaded.governance.notify_url.as_deref(), Some("${env.BACKFLOW_TEST_SLACK_URL}"), "the template is kept, not the secret");
+    let e = load_error(&TestWorkspace::new(&format!("{VALID}{approvals}")));
+    assert!(e.contains("approvals.notify_url") && e.contains("not in approvals.grants.env"), "{e}");
+    let ungranted_host = approvals.replace("grants.network = [\"127.0.0.1:9\"]", "grants.network = [\"127.0.0.1:10\"]");
+    let e = load_error(&TestWorkspace::new(&format!("{VALID}{ungranted_host}grants.env = [\"BACKFLOW_TEST_SLACK_URL\"]\n")));
+    assert!(e.contains("127.0.0.1:9 is not granted") && !e.contains("SLACKSECRET99"), "{e}");
+}

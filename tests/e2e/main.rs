@@ -16,5 +16,6 @@ mod file_source;
 mod governance;
 mod postgres;
 mod sandbox;
+mod secrets;
 mod sync;
 mod undo;

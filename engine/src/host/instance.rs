@@ -41,6 +41,35 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, CallError::Plugin(e) if e.is_retryable())
     }
+
+    /// The same error with granted secrets and credential-shaped values cut from every
+    /// message (see [`crate::redact`]).
+    pub fn redacted(self, secrets: &[String]) -> CallError {
+        let r = |m: String| crate::redact::redact(secrets, &m);
+        match self {
+            CallError::Plugin(e) => CallError::Plugin(match e {
+                PluginError::Retryable { message } => PluginError::Retryable { message: r(message) },
+                PluginError::RateLimited { message, retry_after_ms } => PluginError::RateLimited { message: r(message), retry_after_ms },
+                PluginError::BadConfig(mut c) => {
+                    c.message = r(c.message);
+                    PluginError::BadConfig(c)
+                }
+                PluginError::BadRow(mut row) => {
+                    row.message = r(row.message);
+                    row.key = row.key.map(r);
+                    PluginError::BadRow(row)
+                }
+                PluginError::Fatal { message } => PluginError::Fatal { message: r(message) },
+            }),
+            CallError::Trap(m) => CallError::Trap(r(m)),
+            CallError::Host(m) => CallError::Host(r(m)),
+        }
+    }
+}
+
+/// Cuts secrets from a call's error: every error leaving an instance goes through this.
+fn redact<T>(store: &Store<PluginState>, result: Result<T, CallError>) -> Result<T, CallError> {
+    result.map_err(|e| e.redacted(&store.data().secrets))
 }
 
 /// Starts the per-call CPU clock. Pair with [`finish`]; see [`guest_call!`].
@@ -90,8 +119,8 @@ pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result
         message.push_str(": ");
         message.push_str(&tail.replace('\n', " "));
     }
-    tracing::debug!(plugin = %name, "{detail}");
-    Err(CallError::Trap(message))
+    tracing::debug!(plugin = %name, "{}", crate::redact::redact(&state.secrets, &detail));
+    Err(CallError::Trap(crate::redact::redact(&state.secrets, &message)))
 }
 
 /// Calls into a guest with the CPU clock running: `guest_call!(store, future)`.
@@ -132,14 +161,18 @@ pub struct SourceInstance {
 impl SourceInstance {
     pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, query: &str) -> Result<SourceInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
-        let (api, reader, columns) = match plugin.contract {
-            ContractVersion::V0_1_0 => {
-                let api = v0_1_0::Source::instantiate(&mut store, pre).await?;
-                let reader = api.open(&mut store, config_json, query).await?;
-                let columns = api.columns(&mut store, reader).await?;
-                (SourceApi::V0_1_0(api), reader, columns)
+        let opened = async {
+            match plugin.contract {
+                ContractVersion::V0_1_0 => {
+                    let api = v0_1_0::Source::instantiate(&mut store, pre).await?;
+                    let reader = api.open(&mut store, config_json, query).await?;
+                    let columns = api.columns(&mut store, reader).await?;
+                    Ok((SourceApi::V0_1_0(api), reader, columns))
+                }
             }
-        };
+        }
+        .await;
+        let (api, reader, columns) = redact(&store, opened)?;
         Ok(SourceInstance { store, api, reader: Some(reader), columns })
     }
 
@@ -150,9 +183,10 @@ impl SourceInstance {
     /// The next batch, or `None` when the model is exhausted.
     pub async fn next_batch(&mut self, max_rows: u32) -> Result<Option<Batch>, CallError> {
         let reader = self.reader.ok_or_else(|| CallError::Host("reader already closed".into()))?;
-        match &self.api {
+        let result = match &self.api {
             SourceApi::V0_1_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
-        }
+        };
+        redact(&self.store, result)
     }
 
     /// Releases the reader (closing files and connections inside the plugin).
@@ -183,13 +217,17 @@ pub struct DestinationInstance {
 impl DestinationInstance {
     pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, context: &SyncContext) -> Result<DestinationInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
-        let (api, writer) = match plugin.contract {
-            ContractVersion::V0_1_0 => {
-                let api = v0_1_0::Destination::instantiate(&mut store, pre).await?;
-                let writer = api.open(&mut store, config_json, context).await?;
-                (DestinationApi::V0_1_0(api), writer)
+        let opened = async {
+            match plugin.contract {
+                ContractVersion::V0_1_0 => {
+                    let api = v0_1_0::Destination::instantiate(&mut store, pre).await?;
+                    let writer = api.open(&mut store, config_json, context).await?;
+                    Ok((DestinationApi::V0_1_0(api), writer))
+                }
             }
-        };
+        }
+        .await;
+        let (api, writer) = redact(&store, opened)?;
         Ok(DestinationInstance { store, api, writer: Some(writer) })
     }
 
@@ -198,8 +236,18 @@ impl DestinationInstance {
         let writer = self.writer.ok_or_else(|| CallError::Host("writer already closed".into()))?;
         let rows = batch.row_count as usize;
         let outcomes = match &self.api {
-            DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await?,
+            DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
         };
+        let secrets = &self.store.data().secrets;
+        // A refusal's text is the destination's answer, which may echo the request's headers.
+        let outcomes: Vec<RowOutcome> = redact(&self.store, outcomes)?
+            .into_iter()
+            .map(|o| match o {
+                RowOutcome::Rejected(m) => RowOutcome::Rejected(crate::redact::redact(secrets, &m)),
+                RowOutcome::Retryable(m) => RowOutcome::Retryable(crate::redact::redact(secrets, &m)),
+                accepted => accepted,
+            })
+            .collect();
         if outcomes.len() != rows {
             return Err(CallError::Plugin(PluginError::fatal(format!(
                 "destination returned {} row outcomes for a batch of {rows} rows",
@@ -216,7 +264,7 @@ impl DestinationInstance {
             DestinationApi::V0_1_0(api) => api.finish(&mut self.store, writer).await,
         };
         drop_resource(&mut self.store, writer).await;
-        result
+        redact(&self.store, result)
     }
 }
 
@@ -234,22 +282,27 @@ pub struct CheckInstance {
 impl CheckInstance {
     pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, plan: &PlanSummary) -> Result<CheckInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
-        let (api, checker) = match plugin.contract {
-            ContractVersion::V0_1_0 => {
-                let api = v0_1_0::QualityCheck::instantiate(&mut store, pre).await?;
-                let checker = api.open(&mut store, config_json, plan).await?;
-                (CheckApi::V0_1_0(api), checker)
+        let opened = async {
+            match plugin.contract {
+                ContractVersion::V0_1_0 => {
+                    let api = v0_1_0::QualityCheck::instantiate(&mut store, pre).await?;
+                    let checker = api.open(&mut store, config_json, plan).await?;
+                    Ok((CheckApi::V0_1_0(api), checker))
+                }
             }
-        };
+        }
+        .await;
+        let (api, checker) = redact(&store, opened)?;
         Ok(CheckInstance { store, api, checker: Some(checker) })
     }
 
     /// Planned rows of one kind; for `Changed`, `before` holds the last delivered values.
     pub async fn observe(&mut self, kind: ChangeKind, after: Batch, before: Option<Batch>) -> Result<(), CallError> {
         let checker = self.checker.ok_or_else(|| CallError::Host("checker already closed".into()))?;
-        match &self.api {
+        let result = match &self.api {
             CheckApi::V0_1_0(api) => api.observe(&mut self.store, checker, kind, after, before).await,
-        }
+        };
+        redact(&self.store, result)
     }
 
     pub async fn finish(mut self) -> Result<CheckResult, CallError> {
@@ -258,14 +311,23 @@ impl CheckInstance {
             CheckApi::V0_1_0(api) => api.finish(&mut self.store, checker).await,
         };
         drop_resource(&mut self.store, checker).await;
-        result
+        let secrets = &self.store.data().secrets;
+        redact(&self.store, result).map(|mut r| {
+            r.message = crate::redact::redact(secrets, &r.message);
+            r.samples = r.samples.iter().map(|s| crate::redact::redact(secrets, s)).collect();
+            r
+        })
     }
 }
 
 /// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants.
 pub async fn evaluate_policy(host: &PluginHost, plugin: &Plugin, limits: Limits, config_json: &str, request: &ApprovalRequest) -> Result<Decision, CallError> {
     let (mut store, pre) = prepare(host, plugin, &Grants::default(), limits)?;
-    match plugin.contract {
-        ContractVersion::V0_1_0 => v0_1_0::ApprovalPolicy::instantiate(&mut store, pre).await?.evaluate(&mut store, config_json, request).await,
+    let decision = async {
+        match plugin.contract {
+            ContractVersion::V0_1_0 => v0_1_0::ApprovalPolicy::instantiate(&mut store, pre).await?.evaluate(&mut store, config_json, request).await,
+        }
     }
+    .await;
+    redact(&store, decision)
 }

@@ -160,6 +160,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     record.delivered = tally.delivered;
     record.failed = tally.failed;
     record.rejected = tally.rejected;
+    redact_record(&mut record, &prepared);
     state.record_run(&record, keep_runs).map_err(state_err)?;
     if let Err(e) = state.prune_changelog(&prepared.state_key, env.ws.keep_changelog_runs) {
         tracing::warn!(sync = sync_name, "pruning old changelogs: {e}");
@@ -266,6 +267,27 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
     tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
     RunOutcome::after_delivery(result, tally.failed.total())
+}
+
+/// Cuts secrets from everything a run record shows (errors, refusals, check messages), as a
+/// last line behind the host's redaction of plugin errors: engine messages can quote URLs
+/// and answers too. The secrets are the values of every variable granted to the sync's
+/// plugins.
+fn redact_record(record: &mut RunRecord, p: &PreparedSync) {
+    let mut secrets: Vec<String> = Vec::new();
+    let connectors = [&p.source, &p.destination].into_iter().chain(p.checks.iter().map(|(c, _)| &c.connector));
+    for c in connectors {
+        secrets.extend(c.grants.env.iter().filter_map(|name| std::env::var(name).ok()));
+    }
+    let r = |m: &mut String| *m = crate::redact::redact(&secrets, m);
+    if let Some(e) = &mut record.error {
+        r(e);
+    }
+    record.rejected.iter_mut().for_each(|row| r(&mut row.error));
+    for check in &mut record.checks {
+        r(&mut check.message);
+        check.samples.iter_mut().for_each(r);
+    }
 }
 
 /// Runs a run's stages so that a panic anywhere in them (a bug) becomes a failed run with

@@ -252,7 +252,14 @@ impl WebhookWriter {
             Err(host::HttpError::Connection(m)) => return Verdict::Retry(PluginError::retryable(format!("{}: {m}", self.cfg.url))),
             Err(host::HttpError::Timeout(m)) => return Verdict::Retry(PluginError::retryable(format!("{}: timed out: {m}", self.cfg.url))),
         };
-        let body = String::from_utf8_lossy(&response.body);
+        let mut body = String::from_utf8_lossy(&response.body).into_owned();
+        // Some APIs echo the request (headers included) in their errors: never copy our own
+        // credentials into an error message.
+        for h in self.headers.iter().filter(|h| h.value.len() >= 4) {
+            if body.contains(h.value.as_str()) {
+                body = body.replace(h.value.as_str(), "[redacted]");
+            }
+        }
         let body: String = body.chars().take(500).collect();
         match response.status {
             200..=299 => Verdict::Accepted,
