@@ -813,3 +813,40 @@ fn connector(root: &Path, name: &str, c: ConnectorFile, origin: Origin) -> Resul
         origin,
     })
 }
+
+/// Fuzzing by property (issue 16): any `backflow.toml` loads or is refused with errors; the
+/// loader never panics. Mutations of a valid workspace reach past the TOML parser.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &str = "[workspace]\nplugins_dir = \"p\"\n[state]\nkeep_runs = 5\n[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://127.0.0.1:9/x\"\ngrants.network = [\"127.0.0.1:9\"]\n[models.m]\nsource = \"files\"\nquery = \"data/x.csv\"\nprimary_key = \"id\"\n[syncs.s]\nmodel = \"m\"\ndestination = \"hook\"\nbatch_size = 10\nrate_limit = { rows_per_second = 5.0 }\n[users]\nann = { role = \"admin\" }\n";
+
+    fn load(text: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("backflow.toml"), text).unwrap();
+        let _ = Workspace::load(dir.path());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #[test]
+        fn any_text(text in "\\PC{0,200}") {
+            load(&text);
+        }
+
+        #[test]
+        fn a_valid_workspace_with_one_value_replaced(line in 0usize..30, value in prop_oneof![
+            Just("-1".to_string()), Just("1e400".to_string()), Just("nan".to_string()), Just("\"\"".to_string()), Just("[]".to_string()),
+            Just("{}".to_string()), Just("18446744073709551615".to_string()), Just("\"${env.\"".to_string()), "\"\\\\PC{0,10}\"".prop_map(|s| s),
+        ]) {
+            let text: Vec<String> = VALID.lines().enumerate().map(|(i, l)| match (i == line, l.split_once(" = ")) {
+                (true, Some((key, _))) => format!("{key} = {value}"),
+                _ => l.to_string(),
+            }).collect();
+            load(&text.join("\n"));
+        }
+    }
+}

@@ -164,3 +164,19 @@ mod tests {
         let _ = redact(&["密码密码".to_string()], text);
     }
 }
+
+/// Fuzzing by property (issue 16): any text redacts without panicking, and a granted
+/// secret never survives.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text(text in "\\PC{0,80}", secret in "[a-zA-Z0-9€]{4,12}") {
+            let out = redact(std::slice::from_ref(&secret), &format!("{text}{secret}{text}"));
+            prop_assert!(!out.contains(&secret));
+        }
+    }
+}

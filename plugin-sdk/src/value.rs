@@ -337,8 +337,9 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
             let tz = &tz[1..];
             let (h, m) = match tz.len() {
                 2 => (two(tz)?, 0),
-                4 => (two(&tz[0..2])?, two(&tz[2..4])?),
-                5 if tz.as_bytes()[2] == b':' => (two(&tz[0..2])?, two(&tz[3..5])?),
+                // `get`, not indexing: the offset may hold a multibyte character (`+€1`).
+                4 => (two(tz.get(0..2)?)?, two(tz.get(2..4)?)?),
+                5 if tz.as_bytes()[2] == b':' => (two(tz.get(0..2)?)?, two(tz.get(3..5)?)?),
                 _ => return None,
             };
             sign * (h * 3600 + m * 60)

@@ -377,3 +377,47 @@ mod tests {
         assert!(parse_float(b"-Infinity").unwrap().is_infinite());
     }
 }
+
+/// Fuzzing by property (issue 16): whatever text the server sends for a column, converting
+/// it never panics; it becomes a value or an error naming the problem.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SCALARS: [Scalar; 9] = [Scalar::Bool, Scalar::Int, Scalar::Float, Scalar::Numeric, Scalar::Text, Scalar::Date, Scalar::Timestamp, Scalar::Json, Scalar::Bytea];
+
+    fn every_kind() -> Vec<Kind> {
+        let mut kinds = vec![Kind::Bool, Kind::Int, Kind::Float, Kind::Numeric, Kind::Text, Kind::Date, Kind::Timestamp, Kind::Json, Kind::Bytea];
+        kinds.extend(SCALARS.iter().map(|s| Kind::Array(*s)));
+        kinds
+    }
+
+    fn convert_all(bytes: &[u8]) {
+        let mut buf = Vec::new();
+        let mut scratch = String::new();
+        for kind in every_kind() {
+            buf.clear();
+            let _ = write_cell(&mut buf, kind, bytes, &mut scratch);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_in_any_column(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            convert_all(&bytes);
+        }
+
+        #[test]
+        fn value_shaped_text(text in "[-+0-9.:eE TZ{}\",\\\\a-zNUL()€é]{0,40}") {
+            convert_all(text.as_bytes());
+        }
+
+        #[test]
+        fn array_shaped_text(text in "\\{[-0-9a-z.,\"{}\\\\ NUL€]{0,30}\\}?") {
+            for s in SCALARS {
+                let _ = parse_array(&text, s, &mut String::new());
+            }
+        }
+    }
+}

@@ -92,7 +92,7 @@ impl Plan {
 pub(crate) fn row_json(columns: &[Column], row: &[u8]) -> serde_json::Value {
     let mut rest = row;
     let Ok(n) = read_array_len(&mut rest) else { return serde_json::Value::Null };
-    let values: Vec<_> = (0..n).map_while(|_| read_value(&mut rest).ok()).collect();
+    let values: Vec<_> = (0..n.min(rest.len())).map_while(|_| read_value(&mut rest).ok()).collect();
     if values.len() == columns.len() {
         serde_json::Value::Object(columns.iter().zip(values).map(|(c, v)| (c.name.clone(), v.to_json())).collect())
     } else {

@@ -145,13 +145,11 @@ fn read_entry(r: &mut impl Read) -> std::io::Result<Option<ModelEntry>> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let mut key = vec![0u8; u32::from_le_bytes(len) as usize];
-    r.read_exact(&mut key)?;
+    let key = super::file::read_exactly(r, u32::from_le_bytes(len))?;
     let mut fp = [0u8; 16];
     r.read_exact(&mut fp)?;
     r.read_exact(&mut len)?;
-    let mut row = vec![0u8; u32::from_le_bytes(len) as usize];
-    r.read_exact(&mut row)?;
+    let row = super::file::read_exactly(r, u32::from_le_bytes(len))?;
     Ok(Some(ModelEntry { key, fp, row }))
 }
 

@@ -1,0 +1,82 @@
+//! Fuzzing by property (issue 16): the batch codec and the value parsers take any input
+//! without panicking, and what the codec writes it reads back. Cases per property:
+//! `PROPTEST_CASES` (256 by default); failures are kept in `proptest-regressions/`.
+
+use backflow_plugin_sdk::codec::{self, read_array_len, read_value, value_len};
+use backflow_plugin_sdk::value::{is_decimal_literal, parse_date, parse_timestamp};
+use backflow_plugin_sdk::{Batch, Column, Value, ValueType};
+use proptest::prelude::*;
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan()).prop_map(Value::Float),
+        "-?[0-9]{1,30}(\\.[0-9]{1,10})?".prop_map(Value::Decimal),
+        "\\PC{0,20}".prop_map(Value::Text),
+        proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::Bytes),
+        any::<i64>().prop_map(Value::Timestamp),
+        (-1_000_000i32..3_000_000).prop_map(Value::Date),
+        Just(Value::Json("{\"a\":[1,null]}".into())),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn values_round_trip(values in proptest::collection::vec(value(), 0..12)) {
+        let mut buf = Vec::new();
+        codec::write_row_header(&mut buf, values.len() as u32);
+        for v in &values {
+            codec::write_value(&mut buf, v);
+        }
+        let mut rest = buf.as_slice();
+        prop_assert_eq!(read_array_len(&mut rest).unwrap(), values.len());
+        for v in &values {
+            prop_assert_eq!(value_len(rest).unwrap() <= rest.len(), true);
+            prop_assert_eq!(&read_value(&mut rest).unwrap(), v);
+        }
+        prop_assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn any_bytes_decode_to_values_or_errors(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut rest = bytes.as_slice();
+        let _ = read_array_len(&mut rest);
+        let _ = value_len(&bytes);
+        let mut rest = bytes.as_slice();
+        for _ in 0..50 {
+            if read_value(&mut rest).is_err() || rest.is_empty() {
+                break;
+            }
+        }
+        let columns = vec![Column::new("a", ValueType::Any), Column::new("b", ValueType::Text)];
+        let batch = Batch { columns, row_count: 3, payload: bytes.clone() };
+        let _ = batch.decode();
+        for row in batch.rows().take(10) {
+            let _ = row;
+        }
+        for cell in batch.raw_column(1).take(10) {
+            let _ = cell;
+        }
+    }
+
+    #[test]
+    fn any_text_parses_or_is_refused(text in "\\PC{0,40}") {
+        let _ = parse_timestamp(&text);
+        let _ = parse_date(&text);
+        let _ = is_decimal_literal(&text);
+    }
+
+    #[test]
+    fn timestamp_shaped_text(text in "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{0,9})?)?([Zz]|[-+][0-9€é:]{0,6})?") {
+        let _ = parse_timestamp(&text);
+    }
+}
+
+/// Found by the properties above: a multibyte character in an offset trapped the plugin.
+#[test]
+fn a_multibyte_offset_is_not_a_timestamp() {
+    assert_eq!(parse_timestamp("2024-01-01 00:00+€1"), None);
+    assert_eq!(parse_timestamp("2024-01-01T00:00:00+€:1"), None);
+}
