@@ -166,6 +166,16 @@ pub fn print_preview(p: &backflow::preview::ModelPreview) {
     }
 }
 
+/// Text from outside (a destination's answer, a plugin's message) made safe for a terminal:
+/// control characters (escape sequences that could recolour, retitle or clear the screen)
+/// are shown escaped, e.g. `\u{1b}`.
+pub fn shown(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 pub fn print_run(r: &RunRecord) {
     println!("run {} of {}: {} in {} ms", r.run_id, r.sync, r.status.as_str(), r.duration_ms);
     println!(
@@ -179,7 +189,7 @@ pub fn print_run(r: &RunRecord) {
     line("failed", &r.failed);
     print_checks(&r.checks);
     if let Some(e) = &r.error {
-        println!("  error: {e}");
+        println!("  error: {}", shown(e));
     }
     if !r.rejected.is_empty() {
         println!("  {} rejected rows (see `backflow runs show {}`)", r.failed.total(), r.run_id);
@@ -233,13 +243,13 @@ pub fn print_row_history(h: &backflow::app::RowHistory, json: bool) -> anyhow::R
         None => println!("  the destination has nothing from us for this key"),
     }
     if let Some(p) = &h.pending {
-        println!("  pending ({}, refused by run {}): {}", p.change, p.run_id, p.error);
+        println!("  pending ({}, refused by run {}): {}", p.change, p.run_id, shown(&p.error));
     }
     if h.runs.is_empty() {
         println!("  no retained run touched it");
     }
     for e in &h.runs {
-        println!("  {} run {} ({}, by {}): {} — {}", e.started_at, e.run_id, e.trigger, e.user, e.operation, e.answer);
+        println!("  {} run {} ({}, by {}): {} — {}", e.started_at, e.run_id, e.trigger, e.user, e.operation, shown(&e.answer));
         if let Some(before) = &e.before {
             println!("      before: {before}");
         }
@@ -256,9 +266,9 @@ pub fn print_checks(checks: &[CheckReport]) {
             Severity::Fail => "fail",
             Severity::Warn => "warn",
         };
-        println!("  check {:<28} {:<5} (severity {severity}): {}", c.name, c.verdict, c.message);
+        println!("  check {:<28} {:<5} (severity {severity}): {}", c.name, c.verdict, shown(&c.message));
         for sample in c.samples.iter().take(5) {
-            println!("      {sample}");
+            println!("      {}", shown(sample));
         }
     }
 }

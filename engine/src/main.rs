@@ -518,7 +518,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         cli::print_run(&run);
                         for r in &run.rejected {
-                            println!("  rejected {} ({}): {}", r.key, r.change, r.error);
+                            println!("  rejected {} ({}): {}", cli::shown(&r.key), r.change, cli::shown(&r.error));
                         }
                     }
                 }

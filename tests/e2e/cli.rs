@@ -211,3 +211,25 @@ fn a_destination_declares_its_default_rate_limit() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["default_rate_limit"]["requests_per_second"], 1000.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destination_answers_cannot_drive_the_terminal() {
+    // A row whose value carries escape sequences (clear screen, set the window title), echoed
+    // back by the destination in its refusal.
+    let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}bad@x.com";
+    let receiver = backflow::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        backflow::receiver::ReceiverOptions { reject: Some(("email".into(), evil.into())), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let ws = csv_to_webhook(&receiver, "config.batch_mode = \"row\"", "");
+    ws.write("data/customers.csv", &format!("id,email,name,plan,mrr,signed_up\n1,{evil},Eve,pro,1.00,2024-01-01\n2,ok@x.com,Ok,pro,1.00,2024-01-01\n"));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_backflow")).args(["sync", "run", "to_hook", "--json", "--workspace"]).arg(ws.path()).output().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(record["failed"]["added"], 1, "{record}");
+    let show = std::process::Command::new(env!("CARGO_BIN_EXE_backflow")).args(["runs", "show", record["run_id"].as_str().unwrap(), "--workspace"]).arg(ws.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("rejected 1") && text.contains("\\u{1b}[2J"), "shown escaped: {text}");
+    assert!(!show.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "no raw control bytes: {text:?}");
+}

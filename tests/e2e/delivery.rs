@@ -185,3 +185,19 @@ async fn a_destination_down_for_its_first_seconds_gets_every_row_once_it_is_up()
     assert_eq!(receiver.rows(), 4);
     assert!(receiver.received().iter().any(|r| r.status == 503), "it was down at first");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row_values_in_url_templates_stay_inside_their_path_segment() {
+    let receiver = receiver().await;
+    let base = receiver.url("");
+    let ws = to(&receiver, &format!("config.batch_mode = \"row\"\nconfig.endpoints = {{ insert = \"{base}/contacts/{{{{ row.id }}}}\" }}"), "");
+    ws.write("data/people.csv", "id,email\n../admin?x=,a@x.com\n..,b@x.com\nok,c@x.com\n");
+    let run = ws.run("s").await;
+    let paths: Vec<String> = receiver.received().iter().map(|r| r.path.clone()).collect();
+    assert!(paths.contains(&"/contacts/..%2Fadmin%3Fx%3D".to_string()), "{paths:?}");
+    assert!(paths.contains(&"/contacts/ok".to_string()), "{paths:?}");
+    assert!(paths.iter().all(|p| p.starts_with("/contacts/")), "no value escapes its segment: {paths:?}");
+    // `..` would be resolved by any URL parser: that row is refused, naming why.
+    assert_eq!((run.delivered.added, run.failed.added), (2, 1), "{run:?}");
+    assert!(run.rejected[0].error.contains("cannot be a URL path segment"), "{run:?}");
+}

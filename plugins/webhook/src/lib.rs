@@ -173,6 +173,7 @@ impl DestinationPlugin for Webhook {
         };
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        url_escaping(&mut env);
         env.add_template_owned("url", cfg.url.clone()).map_err(|e| PluginError::bad_config("url", e.to_string()))?;
         for (op, url) in &cfg.endpoints {
             env.add_template_owned(format!("endpoint:{op}"), url.clone()).map_err(|e| PluginError::bad_config(format!("endpoints.{op}"), e.to_string()))?;
@@ -182,6 +183,38 @@ impl DestinationPlugin for Webhook {
         }
         Ok(WebhookWriter { cfg, headers, env, signing_key, sync: context.sync_name })
     }
+}
+
+/// Values rendered into URL templates are percent-encoded as one path segment (a key
+/// `../admin?x=` stays inside its segment), and a value that is `.` or `..` (which URL
+/// parsers resolve, even percent-encoded) is refused. `|safe` opts a value out. Body
+/// templates are JSON and are not touched.
+fn url_escaping(env: &mut minijinja::Environment<'static>) {
+    use minijinja::AutoEscape;
+    env.set_auto_escape_callback(|name| if name == "url" || name.starts_with("endpoint:") { AutoEscape::Custom("url") } else { AutoEscape::None });
+    env.set_formatter(|out, state, value| {
+        if state.auto_escape() != AutoEscape::Custom("url") || value.is_safe() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+        if text == "." || text == ".." {
+            return Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("the value {text:?} cannot be a URL path segment")));
+        }
+        out.write_str(&percent_encode_segment(&text)).map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing the URL"))
+    });
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 struct WebhookWriter {
@@ -310,7 +343,16 @@ impl DestinationWriter for WebhookWriter {
                 let mut outcomes = Vec::with_capacity(objects.len());
                 for (object, row) in objects.iter().zip(&raw) {
                     let body = serde_json::to_vec(object).expect("JSON values serialize");
-                    let url = self.url(op, Some(row))?;
+                    // A row whose values cannot form a URL (`..`) is refused alone; any other
+                    // rendering error is the template's and stops the run.
+                    let url = match self.url(op, Some(row)) {
+                        Ok(url) => url,
+                        Err(e) if e.to_string().contains("cannot be a URL path segment") => {
+                            outcomes.push(RowOutcome::Rejected(e.to_string()));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     outcomes.push(match self.send(op, url, body) {
                         Verdict::Accepted => RowOutcome::Accepted,
                         Verdict::Rejected(m) => RowOutcome::Rejected(m),
