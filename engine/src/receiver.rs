@@ -51,6 +51,8 @@ pub struct ReceiverOptions {
     /// Answer every request with this status and the request's headers in the body, as some
     /// APIs echo the request in their errors (for testing that credentials do not leak).
     pub echo_headers_status: Option<u16>,
+    /// Answer requests of this method with this status (e.g. `DELETE` → 404: the record is gone).
+    pub status_for_method: Option<(String, u16)>,
 }
 
 struct Shared {
@@ -162,6 +164,11 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     let (status, answer, retry_after) = 'verdict: {
         if shared.started.elapsed() < std::time::Duration::from_millis(o.down_for_ms) {
             break 'verdict (StatusCode::SERVICE_UNAVAILABLE, "down".to_string(), false);
+        }
+        if let Some((m, status)) = &o.status_for_method {
+            if method.as_str().eq_ignore_ascii_case(m) {
+                break 'verdict (StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND), "no such record".to_string(), false);
+            }
         }
         if let Some(status) = o.echo_headers_status {
             let echoed: BTreeMap<&str, &str> = headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?"))).collect();

@@ -201,3 +201,16 @@ async fn row_values_in_url_templates_stay_inside_their_path_segment() {
     assert_eq!((run.delivered.added, run.failed.added), (2, 1), "{run:?}");
     assert!(run.rejected[0].error.contains("cannot be a URL path segment"), "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_answered_not_found_counts_as_done_and_is_not_retried_forever() {
+    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { status_for_method: Some(("DELETE".into(), 404)), ..ReceiverOptions::default() }).await.unwrap();
+    let ws = to(&receiver, "config.batch_mode = \"row\"\nconfig.methods = { delete = \"DELETE\" }", "mode = \"mirror\"");
+    ws.run("s").await;
+    ws.write("data/people.csv", "id,email\n1,a@x.com\n");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!((run.delivered.removed, run.failed.removed), (3, 0), "{run:?}");
+    let again = ws.run("s").await;
+    assert_eq!(again.planned.total(), 0, "the deletes are done, not pending: {again:?}");
+}

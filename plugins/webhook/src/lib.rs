@@ -303,6 +303,9 @@ impl WebhookWriter {
             500..=599 => Verdict::Retry(PluginError::retryable(format!("HTTP {}: {body}", response.status))),
             // Credentials are wrong for every row alike: stop the run instead of failing rows.
             401 | 403 => Verdict::Retry(PluginError::bad_config("headers", format!("HTTP {} from {}: check the credentials: {body}", response.status, self.cfg.url))),
+            // Deleting what the destination no longer has leaves it as wanted: done. Without
+            // this rule such a row would be refused, stay pending and be retried forever.
+            404 | 410 if op == Operation::Delete => Verdict::Accepted,
             status => Verdict::Rejected(format!("HTTP {status}: {body}")),
         }
     }
