@@ -87,6 +87,11 @@ impl Projection {
     }
 }
 
+/// Whether an encoded cell is a MessagePack string whose bytes are not UTF-8.
+pub(crate) fn is_invalid_text(cell: &[u8]) -> bool {
+    matches!(cell.first(), Some(0xa0..=0xbf | 0xd9..=0xdb)) && backflow_plugin_sdk::codec::raw_str(cell).is_none()
+}
+
 /// Batches the source reads ahead, on their own task: the guest parses the next batch while
 /// the host projects and spills the previous one.
 pub(crate) type SourceBatches = tokio::sync::mpsc::Receiver<Result<Batch, CallError>>;
@@ -183,9 +188,18 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
             }
             row_buf.clear();
             write_row_header(&mut row_buf, projection.source_index.len() as u32);
-            for &i in &projection.source_index {
+            for (field, &i) in projection.source_index.iter().enumerate() {
                 let (a, b) = spans[i];
-                row_buf.extend_from_slice(&payload[a..b]);
+                let cell = &payload[a..b];
+                // Text must be UTF-8: caught here, naming row and column, not by a destination
+                // mid-delivery after other rows were sent.
+                if is_invalid_text(cell) {
+                    return Err(Abort(format!(
+                        "model {} row {row_number}, column {:?}: the text is not valid UTF-8; nothing was sent",
+                        p.model.name, projection.columns[field].name
+                    )));
+                }
+                row_buf.extend_from_slice(cell);
             }
             let fp = crate::sync::plan::spill::fingerprint(&projection.signature, &row_buf);
             spill.push(&key_buf, fp, &row_buf).map_err(|e| Abort(format!("writing the plan: {e}")))?;
@@ -253,6 +267,19 @@ mod tests {
         let a = Projection::build(&[], &[], &columns(&["ab", "c"])).unwrap();
         let b = Projection::build(&[], &[], &columns(&["a", "bc"])).unwrap();
         assert_ne!(a.signature, b.signature);
+    }
+
+    #[test]
+    fn text_cells_must_be_utf8() {
+        let mut ok = Vec::new();
+        backflow_plugin_sdk::codec::write_text(&mut ok, "héllo");
+        assert!(!is_invalid_text(&ok));
+        let bad = [0xa3, b'a', 0xff, b'b'];
+        assert!(is_invalid_text(&bad));
+        assert!(!is_invalid_text(&[0x01]), "an integer is not text");
+        let mut bin = Vec::new();
+        backflow_plugin_sdk::codec::write_value(&mut bin, &backflow_plugin_sdk::Value::Bytes(vec![0xff]));
+        assert!(!is_invalid_text(&bin), "bytes may be anything");
     }
 
     #[test]
