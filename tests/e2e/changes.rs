@@ -349,3 +349,33 @@ batch_size = 5
         assert!(accepted.iter().any(|b| b.contains(email)), "{email} was never accepted");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_whose_values_change_type_stops_the_run_instead_of_replacing_every_row() {
+    let receiver = receiver().await;
+    let ws = workspace(&receiver, "mirror");
+    ws.write("data/people.csv", "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n");
+    assert_eq!(ws.run("s").await.delivered.added, 3);
+    // A row whose key is not a number appears first: the CSV column is now inferred as text,
+    // and "1" is not 1. Without the check this run would delete 3 rows and add 4.
+    let sent = receiver.received().len();
+    ws.write("data/people.csv", "id,email\nA3,z@x.com\n1,a@x.com\n2,b@x.com\n3,c@x.com\n");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    let error = run.error.unwrap();
+    assert!(error.contains("\"id\" held integer values") && error.contains("now holds text values") && error.contains("config.columns"), "{error}");
+    assert_eq!(receiver.received().len(), sent, "nothing was sent");
+
+    // JSON Lines rows 1 and "1" in one model are refused outright.
+    let receiver2 = crate::support::receiver().await;
+    let ws2 = file_workspace("people", "people.jsonl", &format!(
+        "[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"{}\"\ngrants.network = [\"{}\"]\n[syncs.s]\nmodel = \"people\"\ndestination = \"hook\"\n",
+        receiver2.url("/in"), receiver2.addr
+    ));
+    ws2.write("data/people.jsonl", "{\"id\": 1, \"email\": \"a@x.com\"}\n{\"id\": \"1\", \"email\": \"b@x.com\"}\n");
+    let run = ws2.run("s").await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    let error = run.error.unwrap();
+    assert!(error.contains("holds integer values (first at row 1) and text values (row 2)"), "{error}");
+    assert!(receiver2.received().is_empty());
+}

@@ -80,6 +80,18 @@ pub struct SyncMeta {
     pub primary_key: Vec<String>,
     pub destination: String,
     pub destination_plugin: String,
+    /// The type of each key column's values in the rows delivered (`integer`, `text`…).
+    /// Not part of validity: a change stops the run instead (see `sync::plan`), because
+    /// keys of another type would turn into "remove everything, add everything".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_types: Vec<String>,
+}
+
+impl SyncMeta {
+    /// Whether a snapshot recorded under `self` is valid for `other` (key types aside).
+    pub fn same_target(&self, other: &SyncMeta) -> bool {
+        self.primary_key == other.primary_key && self.destination == other.destination && self.destination_plugin == other.destination_plugin
+    }
 }
 
 /// A row the destination refused, kept until a later run delivers it.
@@ -567,7 +579,16 @@ impl StateStore {
                 }
             }
             let mut metas = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
-            let json = serde_json::to_vec(meta).map_err(|e| self.err(e))?;
+            // A commit that does not know the key types (replaying a journal before the plan)
+            // keeps the recorded ones.
+            let mut meta = meta.clone();
+            if meta.key_types.is_empty() {
+                let stored = metas.get(sync).map_err(|e| self.err(e))?.and_then(|v| serde_json::from_slice::<SyncMeta>(v.value()).ok());
+                if let Some(stored) = stored.filter(|m| m.same_target(&meta)) {
+                    meta.key_types = stored.key_types;
+                }
+            }
+            let json = serde_json::to_vec(&meta).map_err(|e| self.err(e))?;
             metas.insert(sync, json.as_slice()).map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
@@ -723,7 +744,7 @@ mod tests {
     fn the_changelog_keeps_values_before_and_sent_and_survives_a_second_replay() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
-        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into() };
+        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
         state.apply("s", &meta, &[header("R1"), upsert("a", 1), upsert("b", 2)]).unwrap();
         let second = [header("R2"), upsert("a", 3), JournalOp::Delete { key: b"b".to_vec() }];
         state.apply("s", &meta, &second).unwrap();

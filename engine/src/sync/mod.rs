@@ -255,6 +255,9 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
         key_columns: plan.key_columns.clone(),
         undo_of: options.undo.as_ref().map(|u| u.run_id.clone()),
     });
+    // What this run delivers is recorded with its key types (an undo's plan has none: the
+    // recorded ones stay).
+    let meta = crate::state::SyncMeta { key_types: plan.key_types.clone(), ..meta };
     let mut committer = Committer::new(&mut journal, state, &meta, p, run_id, header);
     let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally).await;
     // Whatever was acknowledged is committed, even when the run stops early.

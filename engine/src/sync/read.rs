@@ -122,7 +122,14 @@ pub(crate) fn spawn_reader(mut source: SourceInstance) -> SourceBatches {
 
 /// Reads every batch from the source, projects rows to destination fields, checks keys, and
 /// spills (key, fingerprint, row) for the diff.
-pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, spill: &mut crate::sync::plan::spill::ModelSpill) -> Result<(), Abort> {
+/// The type of one key column's values in a model, and the row where it was first seen;
+/// `None` when the model has no rows.
+pub(crate) type KeyType = Option<(&'static str, u64)>;
+
+/// Reads the model; returns the type of each key column's values. A key column holding
+/// values of two types (`1` and `"1"`) stops the run: those would be two different keys.
+pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, spill: &mut crate::sync::plan::spill::ModelSpill) -> Result<Vec<KeyType>, Abort> {
+    let mut key_types: Vec<KeyType> = vec![None; projection.key_index.len()];
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
     let mut row_buf = Vec::with_capacity(256);
     let mut key_buf = Vec::with_capacity(64);
@@ -168,14 +175,31 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
             key_buf.clear();
             write_row_header(&mut key_buf, projection.key_index.len() as u32);
             let mut null_key = false;
-            for &k in &projection.key_index {
+            for (n, &k) in projection.key_index.iter().enumerate() {
                 let (a, b) = spans[k];
                 null_key |= payload[a] == 0xc0;
                 // Keys are compared as bytes: re-encode them canonically, so the same value
                 // is the same key whichever MessagePack width a plugin chose.
                 let mut cell = &payload[a..b];
                 match backflow_plugin_sdk::codec::read_value(&mut cell) {
-                    Ok(v) => backflow_plugin_sdk::codec::write_value(&mut key_buf, &v),
+                    Ok(v) => {
+                        if !v.is_null() {
+                            match key_types[n] {
+                                None => key_types[n] = Some((v.type_name(), row_number)),
+                                Some((seen, first)) if seen != v.type_name() => {
+                                    return Err(Abort(format!(
+                                        "model {} primary key column {:?} holds {seen} values (first at row {first}) and {} values (row {row_number}): \
+                                         1 and \"1\" would be two different rows; declare the column's type in the source; nothing was sent",
+                                        p.model.name,
+                                        p.model.primary_key.get(n).map(String::as_str).unwrap_or("?"),
+                                        v.type_name()
+                                    )))
+                                }
+                                Some(_) => {}
+                            }
+                        }
+                        backflow_plugin_sdk::codec::write_value(&mut key_buf, &v)
+                    }
                     Err(e) => return Err(Abort(format!("model {} row {row_number}: primary key: {e}", p.model.name))),
                 }
             }
@@ -216,7 +240,7 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
             null_keys.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
         )));
     }
-    Ok(())
+    Ok(key_types)
 }
 
 #[cfg(test)]

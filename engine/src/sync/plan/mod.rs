@@ -9,7 +9,7 @@ pub mod undo;
 
 use super::prepare::{open_error, PreparedSync};
 use super::progress::Progress;
-use super::read::{read_model, spawn_reader, Projection};
+use super::read::{read_model, spawn_reader, KeyType, Projection};
 use super::Abort;
 use crate::config::{SyncMode, Workspace};
 use crate::domain::{bump, operation_for, Change, DiffCounts, OpCounts, BUILTIN_NOOP};
@@ -43,6 +43,8 @@ pub struct Plan {
     /// xxh3-128 over every planned change (kind, key, row fingerprint), in key order: two
     /// plans with the same fingerprint send the same rows. What a run approval covers.
     pub fingerprint: String,
+    /// The type of each key column's values in this model (empty for an undo's plan).
+    pub key_types: Vec<String>,
     /// One file per [`Change`]; the unchanged file stays empty unless the sync has checks.
     files: [std::fs::File; 4],
 }
@@ -106,7 +108,26 @@ pub(crate) fn sync_meta(p: &PreparedSync) -> SyncMeta {
         primary_key: p.model.primary_key.clone(),
         destination: p.destination.name.clone(),
         destination_plugin: p.destination_plugin.as_ref().map(|d| d.spec.name.clone()).unwrap_or_else(|| BUILTIN_NOOP.into()),
+        key_types: Vec::new(),
     }
+}
+
+/// Stops a run whose key values changed type since the last delivery: `1` and `"1"` are
+/// different keys, so the plan would remove every delivered row and add it again.
+pub(crate) fn check_key_types(p: &PreparedSync, stored: &[String], now: &[KeyType]) -> Result<(), Abort> {
+    for ((column, before), now) in p.model.primary_key.iter().zip(stored).zip(now) {
+        if let Some((now_type, row)) = now {
+            if !before.is_empty() && before != now_type {
+                return Err(Abort(format!(
+                    "model {} primary key column {column:?} held {before} values in the rows delivered so far, and now holds {now_type} values (first at row {row}); \
+                     the same key as another type is another row, so this run would delete and re-add every row. Declare the column's type in the source \
+                     (the file source: config.columns = {{ {column} = \"{before}\" }}; PostgreSQL: cast it in the query); nothing was sent",
+                    p.model.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether the stored snapshot belongs to this sync's current key and destination.
@@ -114,7 +135,7 @@ pub(crate) fn snapshot_is_valid(state: &StateStore, p: &PreparedSync) -> Result<
     let meta = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
     Ok(match meta {
         None => state.snapshot_len(&p.state_key).map_err(|e| Abort(e.to_string()))? == 0,
-        Some(m) => m == sync_meta(p),
+        Some(m) => m.same_target(&sync_meta(p)),
     })
 }
 
@@ -134,8 +155,12 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         }
     };
     let mut spill = crate::sync::plan::spill::ModelSpill::new(&tmp_dir, crate::sync::plan::spill::DEFAULT_MEMORY_BUDGET).map_err(io)?;
-    read_model(spawn_reader(source), p, &projection, &mut spill).await?;
+    let key_types = read_model(spawn_reader(source), p, &projection, &mut spill).await?;
     let model_rows = spill.count;
+    let stored_meta = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
+    if let Some(stored) = stored_meta.as_ref().filter(|m| m.same_target(&sync_meta(p))) {
+        check_key_types(p, &stored.key_types, &key_types)?;
+    }
 
     let use_snapshot = snapshot_is_valid(state, p)?;
     if !use_snapshot {
@@ -224,7 +249,9 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         )));
     }
     let fingerprint = format!("{:032x}", fingerprint.digest128());
-    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files })
+    // Known only when every key column had a value (an empty model leaves the recorded ones).
+    let key_types = key_types.iter().map(|t| t.map(|(name, _)| name.to_string())).collect::<Option<Vec<_>>>().unwrap_or_default();
+    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types })
 }
 
 pub(crate) fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::sync::plan::spill::ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
