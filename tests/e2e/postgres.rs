@@ -231,6 +231,31 @@ async fn tls_require_verify_ca_and_verify_full() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn passwords_go_only_to_a_verified_server_and_verify_ca_needs_its_ca() {
+    let (pg, ca) = Pg::throwaway_tls();
+    let as_user = |user: &str, password: &str, extra: &str| {
+        let ws = tls_workspace(&pg, &ca, extra);
+        let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+        ws.write("backflow.toml", &toml.replace("user = \"tls_user\", password = \"tls-secret\"", &format!("user = \"{user}\", password = \"{password}\"")));
+        ws
+    };
+    // Over `require` (encrypted, server not authenticated) a cleartext or MD5 password is not sent.
+    for (user, password, what) in [("password_user", "plain-secret", "cleartext"), ("md5_user", "md5-secret", "MD5")] {
+        let e = preview(&as_user(user, password, ", sslmode = \"require\""), 1).await.unwrap_err();
+        assert!(e.contains("sources.pg.config.sslmode") && e.contains(&format!("asks for a {what} password")) && e.contains("password_over_unverified_tls"), "{e}");
+        // Accepted explicitly, or to a verified server, it is.
+        let ok = preview(&as_user(user, password, ", sslmode = \"require\", password_over_unverified_tls = true"), 1).await.unwrap_or_else(|e| panic!("{user}: {e}"));
+        assert_eq!(ok.rows[0]["ssl"], true);
+        preview(&as_user(user, password, ", sslmode = \"verify-full\", sslrootcert = \"certs/ca.crt\""), 1).await.unwrap_or_else(|e| panic!("{user}: {e}"));
+    }
+    // SCRAM never reveals the password: fine over `require` (the test above, tls_user).
+    // verify-ca without a CA of its own would trust any public certificate for any name.
+    let ws = tls_workspace(&pg, &ca, ", sslmode = \"verify-ca\"");
+    let e = preview(&ws, 1).await.unwrap_err();
+    assert!(e.contains("sources.pg.config.sslrootcert") && e.contains("verify-ca\" needs sslrootcert"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_granted_host_name_is_resolved_in_the_sandbox() {
     let pg = Pg::any();
     let ws = pg_workspace(&pg, "SELECT 1 AS id", "");

@@ -32,9 +32,10 @@ const SCHEMA: &str = r#"{
     "user": { "type": "string" },
     "password": { "type": "string", "description": "Password; use ${env.NAME} and grant NAME with grants.env." },
     "database": { "type": "string", "description": "Database (default: the user name)." },
-    "sslmode": { "enum": ["disable", "require", "verify-ca", "verify-full"], "description": "disable (default); require: TLS, certificate not checked; verify-ca: chain checked; verify-full: chain and host name checked. No fallback to plain text." },
+    "sslmode": { "enum": ["disable", "require", "verify-ca", "verify-full"], "description": "disable (default); require: encryption only, the server is not authenticated (anyone in between can pose as it); verify-ca: chain checked against sslrootcert; verify-full: chain and host name checked. No fallback to plain text." },
+    "password_over_unverified_tls": { "type": "boolean", "description": "Answer a cleartext or MD5 password request over sslmode = require (default false: refused, since the server was not authenticated). SCRAM is always allowed." },
     "ssl_ciphers": { "enum": ["chacha20", "any"], "description": "chacha20 (default): offer only ChaCha20-Poly1305, 2.4x faster than AES-GCM without AES hardware in Wasm; any: every suite rustls supports." },
-    "sslrootcert": { "type": "string", "description": "PEM file of CA certificates for verify-ca/verify-full, in a directory granted with grants.files (default: the Mozilla roots)." },
+    "sslrootcert": { "type": "string", "description": "PEM file of CA certificates, in a directory granted with grants.files: required by verify-ca; for verify-full the default is the Mozilla roots." },
     "fetch_rows": { "type": "integer", "minimum": 1, "description": "Rows per fetch from the server-side portal; two fetches are in flight (default 20000)." },
     "application_name": { "type": "string", "description": "Shown in pg_stat_activity (default backflow)." }
   }
@@ -54,6 +55,7 @@ struct Config {
     ssl_ciphers: Option<String>,
     fetch_rows: Option<u32>,
     application_name: Option<String>,
+    password_over_unverified_tls: Option<bool>,
 }
 
 fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
@@ -75,6 +77,17 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
     }
     if cfg.sslrootcert.is_some() && !matches!(mode, Some(SslMode::VerifyCa | SslMode::VerifyFull)) {
         errors.push(ConfigError::new("sslrootcert", "is only used with sslmode = \"verify-ca\" or \"verify-full\""));
+    }
+    // verify-ca checks the chain but not the name: against the public web roots, anyone holding
+    // a certificate for any name would pass. libpq refuses this combination too.
+    if mode == Some(SslMode::VerifyCa) && cfg.sslrootcert.is_none() {
+        errors.push(ConfigError::new(
+            "sslrootcert",
+            "sslmode = \"verify-ca\" needs sslrootcert (the CA that signs your server's certificate): it does not check the host name, so with the public roots any certificate for any name would pass; or use verify-full",
+        ));
+    }
+    if cfg.password_over_unverified_tls.is_some() && mode != Some(SslMode::Require) {
+        errors.push(ConfigError::new("password_over_unverified_tls", "only applies to sslmode = \"require\""));
     }
     if let Some(addr) = &cfg.hostaddr {
         if addr.parse::<std::net::IpAddr>().is_err() {
@@ -142,6 +155,7 @@ impl SourcePlugin for Postgres {
             sslmode: cfg.sslmode.as_deref().and_then(SslMode::parse).unwrap_or(SslMode::Disable),
             root_cert: root_cert.as_deref(),
             chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
+            password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
         };
         let conn = Connection::connect(&params)?;
         QueryReader::start(conn, query, cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS))

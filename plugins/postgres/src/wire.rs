@@ -27,6 +27,8 @@ pub struct ConnectParams<'a> {
     pub chacha_only: bool,
     /// PEM CA certificates for `verify-ca`/`verify-full` (`sslrootcert`).
     pub root_cert: Option<&'a [u8]>,
+    /// Answer cleartext/MD5 password requests over `require` (an unauthenticated server).
+    pub password_over_unverified_tls: bool,
 }
 
 pub struct Connection {
@@ -165,16 +167,33 @@ impl Connection {
                 PluginError::bad_config("password", format!("the server asks for a {what} password for user {:?} and none is configured", p.user))
             })
         };
+        // Over `require` the server was not authenticated: whoever answered could be a
+        // relay collecting passwords. A cleartext password (or an MD5 hash, crackable
+        // offline) goes only to a verified server, unless the user accepted the risk.
+        let may_reveal = |what: &str| {
+            if p.sslmode == SslMode::Require && !p.password_over_unverified_tls {
+                return Err(PluginError::bad_config(
+                    "sslmode",
+                    format!(
+                        "the server asks for a {what} password, and sslmode = \"require\" encrypts without checking who the server is, so the password is not sent; \
+                         use sslmode = \"verify-full\" (or verify-ca with sslrootcert), a SCRAM password on the server, or set password_over_unverified_tls = true to accept the risk"
+                    ),
+                ));
+            }
+            Ok(())
+        };
         loop {
             match self.recv()? {
                 Message::AuthenticationOk => break,
                 Message::AuthenticationCleartextPassword => {
                     let pw = need_password("cleartext")?;
+                    may_reveal("cleartext")?;
                     frontend::password_message(pw.as_bytes(), &mut self.write_buf).map_err(io_fatal)?;
                     self.flush()?;
                 }
                 Message::AuthenticationMd5Password(body) => {
                     let pw = need_password("MD5")?;
+                    may_reveal("MD5")?;
                     let hash = md5_hash(p.user.as_bytes(), pw.as_bytes(), body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.write_buf).map_err(io_fatal)?;
                     self.flush()?;
