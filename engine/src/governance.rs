@@ -122,6 +122,13 @@ pub struct ConfigDiff {
     pub syncs: Vec<SyncPlanCounts>,
     /// Unified diff of the configuration files.
     pub text: String,
+    /// Column labels the working copy no longer has anywhere (`email:pii`), whatever was
+    /// renamed: removing a label needs an admin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_labels: Vec<String>,
+    /// Every `grants` table added, removed or changed (`destinations.hook.grants`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_grants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,6 +259,29 @@ pub fn workspace_for_run(root: &Path, state: &StateStore, working: Workspace, dr
                 ));
             }
         }
+        // What a draft may touch is reviewed too: its source (and checks) run with the
+        // published grants, so a working-copy edit cannot grant a draft new files, hosts or
+        // variables.
+        if let Some((_, ws)) = &published {
+            for name in syncs {
+                let sync = working.sync(name)?;
+                let model = &working.models[&sync.model];
+                let source = &working.sources[&model.source];
+                let published_grants = ws.sources.get(&source.name).map(|s| &s.grants);
+                if published_grants != Some(&source.grants) {
+                    return Err(format!(
+                        "sync {name} reads source {} with grants that are not published: a draft runs only with published grants (submit the change to have them reviewed)",
+                        source.name
+                    ));
+                }
+                let published_checks = ws.syncs.get(name).map(|s| s.checks.iter().map(|c| (&c.name, &c.connector.grants)).collect::<Vec<_>>()).unwrap_or_default();
+                for check in &sync.checks {
+                    if check.connector.grants != crate::domain::Grants::default() && !published_checks.contains(&(&check.name, &check.connector.grants)) {
+                        return Err(format!("sync {name}: check {} has grants that are not published: a draft runs only with published grants", check.name));
+                    }
+                }
+            }
+        }
         let mut working = working;
         // The draft's own [users]/[[policies]] do not decide anything: the published ones do.
         if let Some((_, ws)) = published {
@@ -284,7 +314,13 @@ fn entities(files: &ConfigFiles) -> BTreeMap<(String, String), toml::Value> {
                 }
                 ("policies", toml::Value::Array(items)) => {
                     for (i, v) in items.into_iter().enumerate() {
-                        let name = v.get("name").or_else(|| v.get("plugin")).and_then(|n| n.as_str()).map(str::to_string).unwrap_or_else(|| i.to_string());
+                        // Two entries of one plugin are two policies: an unnamed entry is keyed
+                        // by its plugin and position, so an edit to either is a policy change.
+                        let name = match (v.get("name").and_then(|n| n.as_str()), v.get("plugin").and_then(|n| n.as_str())) {
+                            (Some(name), _) => name.to_string(),
+                            (None, Some(plugin)) => format!("{plugin}[{i}]"),
+                            (None, None) => format!("[{i}]"),
+                        };
                         out.insert(("policies".into(), name), v);
                     }
                 }
@@ -369,7 +405,44 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
         syncs.push(SyncPlanCounts { impact, error: planned.err() });
     }
     let text = unified_diff(old_files, working_files);
-    Ok(ConfigDiff { published_hash: published.as_ref().map(|p| p.config_hash.clone()), working_hash: working_files.hash(), entities: changes, syncs, text })
+    let labels = |ws: &Workspace| -> BTreeSet<String> {
+        ws.models.values().flat_map(|m| m.labels.iter().flat_map(|(column, labels)| labels.iter().map(move |l| format!("{column}:{l}")))).collect()
+    };
+    let removed_labels = match &published_ws {
+        Some(p) => labels(p).difference(&labels(working)).cloned().collect(),
+        None => Vec::new(),
+    };
+    let grants = |entities: &BTreeMap<(String, String), toml::Value>| {
+        let mut out = BTreeMap::new();
+        for ((kind, name), value) in entities {
+            collect_grants(&format!("{kind}.{name}"), value, &mut out);
+        }
+        out
+    };
+    let (old_grants, new_grants) = (grants(&old), grants(&new));
+    let changed_grants = old_grants.keys().chain(new_grants.keys()).collect::<BTreeSet<_>>().into_iter().filter(|k| old_grants.get(*k) != new_grants.get(*k)).cloned().collect();
+    Ok(ConfigDiff { published_hash: published.as_ref().map(|p| p.config_hash.clone()), working_hash: working_files.hash(), entities: changes, syncs, text, removed_labels, changed_grants })
+}
+
+/// Every `grants` table inside a configuration value, by its path.
+fn collect_grants(path: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                if k == "grants" {
+                    out.insert(format!("{path}.grants"), v.clone());
+                } else {
+                    collect_grants(&format!("{path}.{k}"), v, out);
+                }
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_grants(&format!("{path}[{i}]"), v, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Asks every policy; a policy that fails (trap, timeout, error) rejects: fail closed.
@@ -436,6 +509,28 @@ fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
             roles: vec![Role::Admin],
             allow_self_approval: false,
             reason: format!("changes who may do what ({})", governance.join(", ")),
+        });
+    }
+    // What backflow may touch and where it may send: adding a destination (staging or not)
+    // or changing any grants is reviewed by an admin, whatever the policies say.
+    let mut reach: Vec<String> = diff.entities.iter().filter(|e| e.kind == "destinations" && e.change == "added").map(|e| format!("adds destination {}", e.name)).collect();
+    reach.extend(diff.changed_grants.iter().map(|g| format!("changes {g}")));
+    if !reach.is_empty() {
+        out.push(Requirement {
+            policy: "built-in".into(),
+            count: 1,
+            roles: vec![Role::Admin],
+            allow_self_approval: false,
+            reason: format!("changes what backflow may reach ({})", reach.join(", ")),
+        });
+    }
+    if !diff.removed_labels.is_empty() {
+        out.push(Requirement {
+            policy: "built-in".into(),
+            count: 1,
+            roles: vec![Role::Admin],
+            allow_self_approval: false,
+            reason: format!("removes column labels ({})", diff.removed_labels.join(", ")),
         });
     }
     let unplanned: Vec<&str> = diff.syncs.iter().filter(|s| s.error.is_some()).map(|s| s.impact.sync_name.as_str()).collect();

@@ -362,3 +362,66 @@ async fn an_undo_is_a_run_like_any_other_held_by_a_policy_until_approved() {
     assert_eq!(done["undo"]["run_id"], first.as_str());
     assert!(receiver.received()[requests..].iter().all(|r| r.method == "POST" || r.method == "DELETE"));
 }
+
+/// Submits the working copy as carol; returns the built-in requirement reasons.
+fn built_in_reasons(ws: &TestWorkspace, message: &str) -> (serde_json::Value, Vec<String>) {
+    let change = ok(backflow_as(ws, "carol", &["change", "submit", "-m", message, "--json"]), "submit").json();
+    let reasons = change["requirements"].as_array().unwrap().iter().filter(|r| r["policy"] == "built-in" && r["roles"] == serde_json::json!(["admin"])).map(|r| r["reason"].as_str().unwrap().to_string()).collect();
+    (change, reasons)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renames_twin_policies_new_destinations_and_grants_need_an_admin_whatever_the_policies_say() {
+    let receiver = receiver().await;
+    // Policies that would approve anything on their own; two entries of one plugin.
+    let policies = "[[policies]]\nplugin = \"policies\"\nconfig = { default_approvals = 0, sensitive_needs_admin = false }\n[[policies]]\nplugin = \"policies\"\nconfig = { default_approvals = 0, sensitive_needs_admin = false, mirror_needs_admin = false }\n";
+    let ws = governed_workspace(&receiver, None, policies);
+    publish_as_team(&ws);
+    let published = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();
+    let reset = || ws.write("backflow.toml", &published);
+
+    // Renaming the sync while dropping the pii label.
+    edit(&ws, "[syncs.to_hook]", "[syncs.to_crm]");
+    edit(&ws, "labels = { email = [\"pii\"] }\n", "");
+    let (change, reasons) = built_in_reasons(&ws, "rename");
+    assert_eq!(change["status"], "pending", "{change}");
+    assert!(reasons.iter().any(|r| r.contains("removes column labels (email:pii)")), "{reasons:?}");
+    let bob = ok(backflow_as(&ws, "bob", &["change", "approve", &change["id"].to_string()]), "bob approves");
+    assert!(bob.stdout.contains("now pending"), "an approver is not enough: {}", bob.stdout);
+    reset();
+
+    // An edit to the second of two entries of the same policy plugin is a policy change.
+    edit(&ws, "mirror_needs_admin = false", "mirror_needs_admin = true");
+    let (_, reasons) = built_in_reasons(&ws, "tighten the second policy");
+    assert!(reasons.iter().any(|r| r.contains("modified policies policies[1]")), "{reasons:?}");
+    reset();
+
+    // A new destination, staging or not.
+    ws.write("backflow.toml", &format!("{published}\n[destinations.other]\nplugin = \"webhook\"\nstaging = true\nconfig.url = \"{}\"\ngrants.network = [\"{}\"]\n", receiver.url("/other"), receiver.addr));
+    let (_, reasons) = built_in_reasons(&ws, "a staging destination");
+    assert!(reasons.iter().any(|r| r.contains("adds destination other") && r.contains("destinations.other.grants")), "{reasons:?}");
+    reset();
+
+    // Any grants change.
+    edit(&ws, "grants.files = [\"data\"]", "grants.files = [\"data\", \"/etc\"]");
+    let (_, reasons) = built_in_reasons(&ws, "read more");
+    assert!(reasons.iter().any(|r| r.contains("changes sources.files.grants")), "{reasons:?}");
+    // And a draft does not run with working-copy grants (nor anywhere but staging).
+    let draft = backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--draft"]);
+    assert!(draft.stderr.contains("not a (published) staging destination") || draft.stderr.contains("grants that are not published"), "{}", draft.stderr);
+    assert_eq!(receiver.rows(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_runs_only_with_published_grants() {
+    let receiver = receiver().await;
+    let ws = governed_workspace(&receiver, None, "[[policies]]\nplugin = \"policies\"\nconfig = { default_approvals = 0, sensitive_needs_admin = false }\n");
+    edit(&ws, "[destinations.hook]\n", "[destinations.hook]\nstaging = true\n");
+    publish_as_team(&ws);
+    // Published as staging: a draft may run against it...
+    ok(backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--draft"]), "draft run");
+    // ...but not with a source granted more in the working copy.
+    edit(&ws, "grants.files = [\"data\"]", "grants.files = [\"data\", \"/etc\"]");
+    let draft = backflow_as(&ws, "carol", &["sync", "run", "to_hook", "--draft"]);
+    assert!(draft.stderr.contains("reads source files with grants that are not published"), "{}", draft.stderr);
+}
