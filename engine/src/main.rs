@@ -377,7 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !(0.0..=1.0).contains(&error_rate) {
                 bail!("--error-rate must be between 0 and 1");
             }
-            let options = backflow::receiver::ReceiverOptions { out, print: true, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms, echo_headers_status: None, status_for_method: None };
+            let options = backflow::receiver::ReceiverOptions { out, print: true, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms, echo_headers_status: None, status_for_method: None, fail_requests: None };
             let receiver = backflow::receiver::start(addr, options).await?;
             eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);
             tokio::signal::ctrl_c().await?;

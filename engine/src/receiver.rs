@@ -53,6 +53,9 @@ pub struct ReceiverOptions {
     pub echo_headers_status: Option<u16>,
     /// Answer requests of this method with this status (e.g. `DELETE` → 404: the record is gone).
     pub status_for_method: Option<(String, u16)>,
+    /// Answer requests number `first..first + count` (counting from 1) with 500: a burst of
+    /// errors in an otherwise healthy destination.
+    pub fail_requests: Option<(usize, usize)>,
 }
 
 struct Shared {
@@ -63,6 +66,8 @@ struct Shared {
     errors_due: Mutex<f64>,
     window: Mutex<std::collections::VecDeque<std::time::Instant>>,
     started: std::time::Instant,
+    /// Requests received so far (numbering for `fail_requests`).
+    count: std::sync::atomic::AtomicUsize,
     /// Requests being handled now, and the most ever at once.
     active: std::sync::atomic::AtomicUsize,
     max_active: std::sync::atomic::AtomicUsize,
@@ -110,6 +115,7 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
         options,
         errors_due: Mutex::new(0.0),
         window: Mutex::new(Default::default()),
+        count: Default::default(),
         active: Default::default(),
         max_active: Default::default(),
         started: std::time::Instant::now(),
@@ -164,6 +170,12 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     let (status, answer, retry_after) = 'verdict: {
         if shared.started.elapsed() < std::time::Duration::from_millis(o.down_for_ms) {
             break 'verdict (StatusCode::SERVICE_UNAVAILABLE, "down".to_string(), false);
+        }
+        let number = shared.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if let Some((first, count)) = o.fail_requests {
+            if (first..first + count).contains(&number) {
+                break 'verdict (StatusCode::INTERNAL_SERVER_ERROR, format!("request {number}: injected error"), false);
+            }
         }
         if let Some((m, status)) = &o.status_for_method {
             if method.as_str().eq_ignore_ascii_case(m) {

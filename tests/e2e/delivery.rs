@@ -214,3 +214,14 @@ async fn a_delete_answered_not_found_counts_as_done_and_is_not_retried_forever()
     let again = ws.run("s").await;
     assert_eq!(again.planned.total(), 0, "the deletes are done, not pending: {again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_errors_in_a_healthy_destination_does_not_fail_rows_by_bad_luck() {
+    // Requests 3 to 8 fail: the third batch fails six times in a row. Other batches were
+    // accepted moments before, so it is a storm, not an outage: it keeps retrying.
+    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { fail_requests: Some((3, 6)), ..ReceiverOptions::default() }).await.unwrap();
+    let ws = to(&receiver, "", "batch_size = 1\nmax_in_flight = 1");
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!((run.delivered.added, run.failed.added), (4, 0), "{run:?}");
+}

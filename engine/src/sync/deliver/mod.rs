@@ -41,6 +41,7 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
         });
     }
     let pacer = tokio::sync::Mutex::new(Pacer::new(effective_rate_limit(p).map_err(Abort)?));
+    let health = send::Health::default();
     // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
     let deadline = p.sync.time_budget_s.and_then(|s| started.checked_add(Duration::from_secs(s)));
     let mut progress = Progress::new("delivered", tally.planned.total());
@@ -120,9 +121,9 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
                 stop = Some(Abort("internal error: no destination writer is free".into()));
                 break 'changes;
             };
-            let (pacer, columns) = (&pacer, columns.clone());
+            let (pacer, health, columns) = (&pacer, &health, columns.clone());
             in_flight.push(async move {
-                let sent = send(&mut writer, pacer, p, op, change, &columns, rows).await;
+                let sent = send(&mut writer, pacer, health, p, op, change, &columns, rows).await;
                 (writer, sent)
             });
         }

@@ -9,10 +9,42 @@ use crate::sync::prepare::PreparedSync;
 use crate::sync::Abort;
 use crate::host::CallError;
 use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, RowOutcome};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Attempts per batch for retryable failures before its rows count as failed.
+/// Attempts per batch for retryable failures before its rows count as failed, when the
+/// destination accepts nothing else either (an outage: fail fast, the next run resends).
 pub(crate) const MAX_ATTEMPTS: u32 = 5;
+/// How long a batch keeps retrying while the destination accepts other batches (an error
+/// storm, not an outage): a batch must not fail by bad luck in a 50% error rate.
+pub(crate) const RETRY_WINDOW: Duration = Duration::from_secs(300);
+/// "Recently": an acknowledgement this fresh shows the destination is up.
+const RECENT: Duration = Duration::from_secs(30);
+
+/// When the destination last accepted a batch during this delivery, shared by the batches
+/// in flight.
+#[derive(Default)]
+pub(crate) struct Health {
+    last_ack: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Health {
+    fn acked(&self) {
+        if let Ok(mut last) = self.last_ack.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    fn last_ack(&self) -> Option<Instant> {
+        self.last_ack.lock().ok().and_then(|l| *l)
+    }
+}
+
+/// Whether a batch that failed `attempt` times since `started` may try again: always within
+/// [`MAX_ATTEMPTS`]; beyond, only while the destination accepted something in the last
+/// [`RECENT`] and the batch has retried for less than [`RETRY_WINDOW`].
+pub(crate) fn may_retry(attempt: u32, started: Instant, last_ack: Option<Instant>, now: Instant) -> bool {
+    attempt < MAX_ATTEMPTS || (now.duration_since(started) < RETRY_WINDOW && last_ack.is_some_and(|t| now.duration_since(t) < RECENT))
+}
 
 /// Whether a destination refused every row of a batch with the same message: a verdict on
 /// the batch, not on its rows.
@@ -44,11 +76,12 @@ pub(crate) struct Sent {
 /// Sends one batch through `writer`, retrying retryable failures with exponential backoff,
 /// halving batches refused as a whole and isolating rows the destination names as bad.
 /// Touches no shared state but the pacer, so several run at once (`max_in_flight`).
-pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>, p: &PreparedSync, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>) -> Sent {
+pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>, health: &Health, p: &PreparedSync, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>) -> Sent {
     // Groups of rows still to send; a batch refused as a whole is split into halves.
     let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
     let mut pending = Vec::new();
     let mut attempt = 0u32;
+    let mut started = Instant::now();
     let mut last_error = String::new();
     let mut acked: Vec<JournalOp> = Vec::new();
     let mut rejected: Vec<(PlannedRow, String)> = Vec::new();
@@ -58,14 +91,15 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
                     Some(group) => {
                         pending = group;
                         attempt = 0;
+                        started = Instant::now();
                         continue;
                     }
                     None => break Ok(()),
                 }
             }
-            if attempt >= MAX_ATTEMPTS {
+            if attempt > 0 && !may_retry(attempt, started, health.last_ack(), Instant::now()) {
                 for row in pending.drain(..) {
-                    rejected.push((row, format!("gave up after {MAX_ATTEMPTS} attempts: {last_error}")));
+                    rejected.push((row, format!("gave up after {attempt} attempts: {last_error}")));
                 }
                 break Ok(());
             }
@@ -82,6 +116,9 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
                     groups.push(std::mem::take(&mut pending));
                 }
                 Ok(outcomes) => {
+                    if outcomes.iter().any(|o| matches!(o, RowOutcome::Accepted)) {
+                        health.acked();
+                    }
                     let mut retry = Vec::new();
                     for (row, outcome) in pending.into_iter().zip(outcomes) {
                         match outcome {
@@ -97,7 +134,7 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
                         }
                     }
                     pending = retry;
-                    if !pending.is_empty() && attempt < MAX_ATTEMPTS {
+                    if !pending.is_empty() && may_retry(attempt, started, health.last_ack(), Instant::now()) {
                         backoff(attempt, None).await;
                     }
                 }
@@ -113,7 +150,7 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
                     };
                     tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
                     last_error = e.to_string();
-                    if attempt < MAX_ATTEMPTS {
+                    if may_retry(attempt, started, health.last_ack(), Instant::now()) {
                         backoff(attempt, retry_after).await;
                     }
                 }
@@ -132,4 +169,22 @@ pub(crate) async fn backoff(attempt: u32, retry_after: Option<Duration>) {
     let jitter = Duration::from_millis(u64::from(ulid::Ulid::new().random() as u16 % 100));
     let wait = retry_after.unwrap_or(exp + jitter).min(Duration::from_secs(60));
     tokio::time::sleep(wait).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_fails_fast_and_a_storm_keeps_retrying_within_the_window() {
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        // Nothing accepted lately: MAX_ATTEMPTS, then give up.
+        assert!(may_retry(MAX_ATTEMPTS - 1, t0, None, later(1)));
+        assert!(!may_retry(MAX_ATTEMPTS, t0, None, later(1)));
+        // Other batches got through a moment ago: keep going, up to the window.
+        assert!(may_retry(MAX_ATTEMPTS + 10, t0, Some(later(100)), later(110)));
+        assert!(!may_retry(MAX_ATTEMPTS + 10, t0, Some(later(100)), later(140)), "the last success is stale");
+        assert!(!may_retry(MAX_ATTEMPTS + 10, t0, Some(later(299)), later(301)), "the window is over");
+    }
 }
