@@ -450,11 +450,21 @@ impl StateStore {
 
     /// Rows in a sync's snapshot.
     pub fn snapshot_len(&self, sync: &str) -> Result<u64, StateError> {
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || 0, |table| table.len().map_err(|e| self.err(e)))
+    }
+
+    /// Reads one per-sync table in its own read transaction; a table no write has created
+    /// yet (a sync that never delivered) reads as `empty()`.
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+        &self,
+        definition: TableDefinition<'_, K, V>,
+        empty: impl FnOnce() -> T,
+        read: impl FnOnce(redb::ReadOnlyTable<K, V>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = snapshot_table(sync);
-        match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t.len().map_err(|e| self.err(e)),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        match txn.open_table(definition) {
+            Ok(table) => read(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(empty()),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -462,53 +472,38 @@ impl StateStore {
     /// Up to `limit` snapshot entries (key, fingerprint) with keys strictly after `after`, in
     /// key order. The diff walks the snapshot in such chunks.
     pub fn snapshot_chunk(&self, sync: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, [u8; 16])>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = snapshot_table(sync);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let range = match after {
-            Some(k) => table.range::<&[u8]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
-            None => table.range::<&[u8]>(..),
-        }
-        .map_err(|e| self.err(e))?;
-        let mut out = Vec::with_capacity(limit.min(1 << 16));
-        for entry in range.take(limit) {
-            let (k, v) = entry.map_err(|e| self.err(e))?;
-            let v = v.value();
-            let fp: [u8; 16] = v.get(..16).and_then(|f| f.try_into().ok()).ok_or_else(|| self.err("corrupt snapshot entry"))?;
-            out.push((k.value().to_vec(), fp));
-        }
-        Ok(out)
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || Vec::new(), |table| {
+            let range = match after {
+                Some(k) => table.range::<&[u8]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+                None => table.range::<&[u8]>(..),
+            }
+            .map_err(|e| self.err(e))?;
+            let mut out = Vec::with_capacity(limit.min(1 << 16));
+            for entry in range.take(limit) {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let v = v.value();
+                let fp: [u8; 16] = v.get(..16).and_then(|f| f.try_into().ok()).ok_or_else(|| self.err("corrupt snapshot entry"))?;
+                out.push((k.value().to_vec(), fp));
+            }
+            Ok(out)
+        })
     }
 
     /// The last delivered rows for several keys, in one read transaction.
     pub fn snapshot_rows(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = snapshot_table(sync);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
-            Err(e) => return Err(self.err(e)),
-        };
-        keys.iter()
-            .map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.map(|v| v.value().get(16..).unwrap_or_default().to_vec())))
-            .collect()
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || vec![None; keys.len()], |table| {
+            keys.iter()
+                .map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.map(|v| v.value().get(16..).unwrap_or_default().to_vec())))
+                .collect()
+        })
     }
 
     /// The last delivered row for a key.
     pub fn snapshot_row(&self, sync: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = snapshot_table(sync);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        let value = table.get(key).map_err(|e| self.err(e))?;
-        Ok(value.map(|v| v.value().get(16..).unwrap_or_default().to_vec()))
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || None, |table| {
+            let value = table.get(key).map_err(|e| self.err(e))?;
+            Ok(value.map(|v| v.value().get(16..).unwrap_or_default().to_vec()))
+        })
     }
 
     /// Applies journal ops to a sync's snapshot and pending rows in one durable transaction.
@@ -596,59 +591,44 @@ impl StateStore {
 
     /// The header of a run's changelog, if the run delivered anything and is still retained.
     pub fn changelog_header(&self, sync: &str, run_id: &str) -> Result<Option<crate::domain::ChangelogHeader>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = changelog_table(sync);
-        let table = match txn.open_table(changelog_def(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        let value = table.get((run_id, &[][..])).map_err(|e| self.err(e))?;
-        value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable changelog header: {e}")))).transpose()
+        self.read_table(changelog_def(&changelog_table(sync)), || None, |table| {
+            let value = table.get((run_id, &[][..])).map_err(|e| self.err(e))?;
+            value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable changelog header: {e}")))).transpose()
+        })
     }
 
     /// Up to `limit` changelog entries of a run, in key order, after `after`.
     pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, crate::domain::RowChange)>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = changelog_table(sync);
-        let table = match txn.open_table(changelog_def(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let start = after.unwrap_or(&[]);
-        let mut out = Vec::new();
-        for entry in table.range((run_id, start)..).map_err(|e| self.err(e))? {
-            let (k, v) = entry.map_err(|e| self.err(e))?;
-            let (run, key) = k.value();
-            if run != run_id || out.len() >= limit {
-                break;
+        self.read_table(changelog_def(&changelog_table(sync)), || Vec::new(), |table| {
+            let start = after.unwrap_or(&[]);
+            let mut out = Vec::new();
+            for entry in table.range((run_id, start)..).map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let (run, key) = k.value();
+                if run != run_id || out.len() >= limit {
+                    break;
+                }
+                if key.is_empty() || Some(key) == after {
+                    continue;
+                }
+                let change = crate::domain::RowChange::decode(v.value()).ok_or_else(|| self.err("corrupt changelog entry"))?;
+                out.push((key.to_vec(), change));
             }
-            if key.is_empty() || Some(key) == after {
-                continue;
-            }
-            let change = crate::domain::RowChange::decode(v.value()).ok_or_else(|| self.err("corrupt changelog entry"))?;
-            out.push((key.to_vec(), change));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// What each of `run_ids` did to one key (`None` where it did not touch it).
     pub fn changelog_entries(&self, sync: &str, run_ids: &[&str], key: &[u8]) -> Result<Vec<Option<crate::domain::RowChange>>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = changelog_table(sync);
-        let table = match txn.open_table(changelog_def(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; run_ids.len()]),
-            Err(e) => return Err(self.err(e)),
-        };
-        run_ids
-            .iter()
-            .map(|run| {
-                let v = table.get((*run, key)).map_err(|e| self.err(e))?;
-                Ok(v.and_then(|v| crate::domain::RowChange::decode(v.value())))
-            })
-            .collect()
+        self.read_table(changelog_def(&changelog_table(sync)), || vec![None; run_ids.len()], |table| {
+            run_ids
+                .iter()
+                .map(|run| {
+                    let v = table.get((*run, key)).map_err(|e| self.err(e))?;
+                    Ok(v.and_then(|v| crate::domain::RowChange::decode(v.value())))
+                })
+                .collect()
+        })
     }
 
     /// Keeps the changelogs of the newest `keep` runs of a sync that have one; drops older ones.
@@ -681,45 +661,30 @@ impl StateStore {
 
     /// Full snapshot entries (fingerprint and row) for several keys, in one read transaction.
     pub fn snapshot_entries(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<crate::domain::Delivered>>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = snapshot_table(sync);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
-            Err(e) => return Err(self.err(e)),
-        };
-        keys.iter().map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.and_then(|v| crate::domain::Delivered::from_stored(v.value())))).collect()
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || vec![None; keys.len()], |table| {
+            keys.iter().map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.and_then(|v| crate::domain::Delivered::from_stored(v.value())))).collect()
+        })
     }
 
     /// The pending (refused, not yet delivered) entry of one key, if any.
     pub fn pending_row(&self, sync: &str, key: &[u8]) -> Result<Option<PendingRow>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = pending_table(sync);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        let value = table.get(key).map_err(|e| self.err(e))?;
-        value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))).transpose()
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)), || None, |table| {
+            let value = table.get(key).map_err(|e| self.err(e))?;
+            value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))).transpose()
+        })
     }
 
     /// Rows the destination refused and no later run has delivered: (encoded key, row).
     pub fn pending(&self, sync: &str, limit: usize) -> Result<Vec<(Vec<u8>, PendingRow)>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let name = pending_table(sync);
-        let table = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.err(e))?.take(limit) {
-            let (k, v) = entry.map_err(|e| self.err(e))?;
-            let row: PendingRow = serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
-            out.push((k.value().to_vec(), row));
-        }
-        Ok(out)
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)), || Vec::new(), |table| {
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(|e| self.err(e))?.take(limit) {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let row: PendingRow = serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
+                out.push((k.value().to_vec(), row));
+            }
+            Ok(out)
+        })
     }
 }
 
