@@ -6,9 +6,11 @@
 //! short and take turns. The file carries a format version; an older layout is migrated on
 //! open, a newer or unknown one refused rather than read.
 //!
-//! Why ~600 lines: one store, one transaction discipline; the record types and tables belong
-//! together. Leases live in `lease.rs`.
+//! Why ~750 lines: one store, one transaction discipline; the record types and tables belong
+//! together. Leases live in `lease.rs`, reading run changelogs in `changelog.rs` (they are
+//! written by [`StateStore::apply`] with the snapshot).
 
+mod changelog;
 mod lease;
 
 pub use lease::{LeaseError, LeaseHolder, SyncLease};
@@ -60,16 +62,6 @@ fn snapshot_table(sync: &str) -> String {
 }
 fn pending_table(sync: &str) -> String {
     format!("pending/{sync}")
-}
-// - `changelog/NAME`: (run ID, encoded primary key) → [`RowChange`] (values sent and values
-//   before, for `runs undo` and `rows history`); (run ID, empty key) → JSON
-//   [`ChangelogHeader`]. Written in the same transaction as the snapshot; pruned to the last
-//   `[state] keep_changelog_runs` runs of the sync.
-fn changelog_table(sync: &str) -> String {
-    format!("changelog/{sync}")
-}
-fn changelog_def(name: &str) -> TableDefinition<'_, (&'static str, &'static [u8]), &'static [u8]> {
-    TableDefinition::new(name)
 }
 
 /// What a sync's snapshot is valid for. If any of it changes, the snapshot is dropped: keys
@@ -438,8 +430,8 @@ impl StateStore {
         txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&snap)).map_err(|e| self.err(e))?;
         txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&pending)).map_err(|e| self.err(e))?;
         // Changelogs are of rows under the old key or destination: undoing them now would be wrong.
-        let changelog = changelog_table(sync);
-        txn.delete_table(changelog_def(&changelog)).map_err(|e| self.err(e))?;
+        let changelog = changelog::changelog_table(sync);
+        txn.delete_table(changelog::changelog_def(&changelog)).map_err(|e| self.err(e))?;
         {
             let mut table = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
             let json = serde_json::to_vec(meta).map_err(|e| self.err(e))?;
@@ -513,10 +505,10 @@ impl StateStore {
         {
             let snap_name = snapshot_table(sync);
             let pending_name = pending_table(sync);
-            let changelog_name = changelog_table(sync);
+            let changelog_name = changelog::changelog_table(sync);
             let mut snap = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&snap_name)).map_err(|e| self.err(e))?;
             let mut pending = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name)).map_err(|e| self.err(e))?;
-            let mut changelog = txn.open_table(changelog_def(&changelog_name)).map_err(|e| self.err(e))?;
+            let mut changelog = txn.open_table(changelog::changelog_def(&changelog_name)).map_err(|e| self.err(e))?;
             // Most runs have no refused rows at all: then a delivered row has no pending entry
             // to clear, and a lookup per row is saved.
             let mut any_pending = pending.len().map_err(|e| self.err(e))? > 0;
@@ -585,76 +577,6 @@ impl StateStore {
             }
             let json = serde_json::to_vec(&meta).map_err(|e| self.err(e))?;
             metas.insert(sync, json.as_slice()).map_err(|e| self.err(e))?;
-        }
-        txn.commit().map_err(|e| self.err(e))
-    }
-
-    /// The header of a run's changelog, if the run delivered anything and is still retained.
-    pub fn changelog_header(&self, sync: &str, run_id: &str) -> Result<Option<crate::domain::ChangelogHeader>, StateError> {
-        self.read_table(changelog_def(&changelog_table(sync)), || None, |table| {
-            let value = table.get((run_id, &[][..])).map_err(|e| self.err(e))?;
-            value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable changelog header: {e}")))).transpose()
-        })
-    }
-
-    /// Up to `limit` changelog entries of a run, in key order, after `after`.
-    pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, crate::domain::RowChange)>, StateError> {
-        self.read_table(changelog_def(&changelog_table(sync)), || Vec::new(), |table| {
-            let start = after.unwrap_or(&[]);
-            let mut out = Vec::new();
-            for entry in table.range((run_id, start)..).map_err(|e| self.err(e))? {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
-                let (run, key) = k.value();
-                if run != run_id || out.len() >= limit {
-                    break;
-                }
-                if key.is_empty() || Some(key) == after {
-                    continue;
-                }
-                let change = crate::domain::RowChange::decode(v.value()).ok_or_else(|| self.err("corrupt changelog entry"))?;
-                out.push((key.to_vec(), change));
-            }
-            Ok(out)
-        })
-    }
-
-    /// What each of `run_ids` did to one key (`None` where it did not touch it).
-    pub fn changelog_entries(&self, sync: &str, run_ids: &[&str], key: &[u8]) -> Result<Vec<Option<crate::domain::RowChange>>, StateError> {
-        self.read_table(changelog_def(&changelog_table(sync)), || vec![None; run_ids.len()], |table| {
-            run_ids
-                .iter()
-                .map(|run| {
-                    let v = table.get((*run, key)).map_err(|e| self.err(e))?;
-                    Ok(v.and_then(|v| crate::domain::RowChange::decode(v.value())))
-                })
-                .collect()
-        })
-    }
-
-    /// Keeps the changelogs of the newest `keep` runs of a sync that have one; drops older ones.
-    pub fn prune_changelog(&self, sync: &str, keep: u64) -> Result<(), StateError> {
-        let name = changelog_table(sync);
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut table = match txn.open_table(changelog_def(&name)) {
-                Ok(t) => t,
-                Err(e) => return Err(self.err(e)),
-            };
-            // Runs with a changelog, oldest first (run IDs are ULIDs: they sort by time).
-            let mut runs: Vec<String> = Vec::new();
-            loop {
-                let from = runs.last().map(|r| format!("{r}\u{0}")).unwrap_or_default();
-                let next = table.range((from.as_str(), &[][..])..).map_err(|e| self.err(e))?.next();
-                match next {
-                    Some(entry) => runs.push(entry.map_err(|e| self.err(e))?.0.value().0.to_string()),
-                    None => break,
-                }
-            }
-            let excess = runs.len().saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
-            for run in &runs[..excess] {
-                let end = format!("{run}\u{0}");
-                table.retain_in((run.as_str(), &[][..])..(end.as_str(), &[][..]), |_, _| false).map_err(|e| self.err(e))?;
-            }
         }
         txn.commit().map_err(|e| self.err(e))
     }
