@@ -117,6 +117,9 @@ enum Command {
         /// Answer 503 to everything for this many milliseconds after starting.
         #[arg(long, default_value_t = 0)]
         down_for_ms: u64,
+        /// Parse every body but keep and print only counts (for benchmarks).
+        #[arg(long)]
+        discard: bool,
     },
 }
 
@@ -368,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let user = cli.user.as_deref();
     match cli.command {
         Command::Init { dir, plugins, force } => init(&dir, plugins, force),
-        Command::Receiver { port, host, out, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms } => {
+        Command::Receiver { port, host, out, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms, discard } => {
             let addr: std::net::SocketAddr = format!("{host}:{port}").parse().with_context(|| format!("bad address {host}:{port}"))?;
             let reject = match reject {
                 Some(r) => Some(r.split_once('=').map(|(f, v)| (f.to_string(), v.to_string())).context("--reject takes FIELD=VALUE")?),
@@ -377,7 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !(0.0..=1.0).contains(&error_rate) {
                 bail!("--error-rate must be between 0 and 1");
             }
-            let options = backflow::receiver::ReceiverOptions { out, print: true, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms, echo_headers_status: None, status_for_method: None, fail_requests: None };
+            let options = backflow::receiver::ReceiverOptions { out, print: !discard, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms, echo_headers_status: None, status_for_method: None, fail_requests: None, discard };
             let receiver = backflow::receiver::start(addr, options).await?;
             eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);
             tokio::signal::ctrl_c().await?;

@@ -56,6 +56,9 @@ pub struct ReceiverOptions {
     /// Answer requests number `first..first + count` (counting from 1) with 500: a burst of
     /// errors in an otherwise healthy destination.
     pub fail_requests: Option<(usize, usize)>,
+    /// Parse every body but keep only counts, not the requests (for benchmarks: a million
+    /// rows would otherwise stay in memory).
+    pub discard: bool,
 }
 
 struct Shared {
@@ -68,6 +71,8 @@ struct Shared {
     started: std::time::Instant,
     /// Requests received so far (numbering for `fail_requests`).
     count: std::sync::atomic::AtomicUsize,
+    /// Rows accepted but not kept (`discard`).
+    discarded_rows: std::sync::atomic::AtomicUsize,
     /// Requests being handled now, and the most ever at once.
     active: std::sync::atomic::AtomicUsize,
     max_active: std::sync::atomic::AtomicUsize,
@@ -88,7 +93,8 @@ impl Receiver {
 
     /// Rows received in requests that were accepted (2xx).
     pub fn rows(&self) -> usize {
-        self.shared.received.lock().unwrap().iter().filter(|r| (200..300).contains(&r.status)).map(|r| r.rows).sum()
+        self.shared.received.lock().unwrap().iter().filter(|r| (200..300).contains(&r.status)).map(|r| r.rows).sum::<usize>()
+            + self.shared.discarded_rows.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The most requests the receiver was handling at the same time.
@@ -116,6 +122,7 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
         errors_due: Mutex::new(0.0),
         window: Mutex::new(Default::default()),
         count: Default::default(),
+        discarded_rows: Default::default(),
         active: Default::default(),
         max_active: Default::default(),
         started: std::time::Instant::now(),
@@ -235,7 +242,11 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
         line.push(b'\n');
         let _ = out.lock().unwrap().write_all(&line);
     }
-    shared.received.lock().unwrap().push(received);
+    if o.discard {
+        shared.discarded_rows.fetch_add(if (200..300).contains(&received.status) { received.rows } else { 0 }, std::sync::atomic::Ordering::SeqCst);
+    } else {
+        shared.received.lock().unwrap().push(received);
+    }
     let mut response = (status, answer).into_response();
     if retry_after {
         response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
