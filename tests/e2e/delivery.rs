@@ -225,3 +225,26 @@ async fn a_burst_of_errors_in_a_healthy_destination_does_not_fail_rows_by_bad_lu
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!((run.delivered.added, run.failed.added), (4, 0), "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_are_bounded_in_bytes_and_a_row_too_large_for_one_is_named() {
+    let receiver = receiver().await;
+    let ws = to(&receiver, "", "batch_size = 500");
+    // 40 rows of 1 MiB each: batch_size alone would send them in one 40 MiB request.
+    let big = "x".repeat(1 << 20);
+    let csv: String = std::iter::once("id,email\n".to_string()).chain((1..=40).map(|i| format!("{i},{big}\n"))).collect();
+    ws.write("data/people.csv", &csv);
+    let run = ws.run("s").await;
+    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
+    let requests = receiver.received();
+    assert!(requests.len() >= 3, "split by bytes: {} requests", requests.len());
+    assert!(requests.iter().all(|r| r.rows <= 17), "at most 16 MiB of rows per batch: {:?}", requests.iter().map(|r| r.rows).collect::<Vec<_>>());
+
+    // A single row larger than a batch may carry: a clear error naming it, the rest delivered.
+    let huge = "y".repeat(17 << 20);
+    ws.write("data/people.csv", &format!("{csv}41,{huge}\n"));
+    let run = ws.run("s").await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    let error = run.error.unwrap();
+    assert!(error.contains("row 41 is 17 MiB") && error.contains("16 MiB"), "{error}");
+}

@@ -83,9 +83,14 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
         };
         loop {
             let mut rows = Vec::with_capacity(CHECK_BATCH_ROWS);
-            while rows.len() < CHECK_BATCH_ROWS {
+            let mut bytes = 0usize;
+            // Bounded in bytes too: checks get every row, however large.
+            while rows.len() < CHECK_BATCH_ROWS && bytes < super::deliver::MAX_BATCH_BYTES {
                 match reader.next() {
-                    Ok(Some(row)) => rows.push(row),
+                    Ok(Some(row)) => {
+                        bytes += row.row.len() + row.before.len();
+                        rows.push(row)
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         read_error = Some(format!("reading the plan: {e}"));

@@ -13,8 +13,21 @@ use backflow_plugin_sdk::{Batch, Column};
 /// Consecutive empty batches after which a source is deemed stuck.
 pub(crate) const MAX_EMPTY_BATCHES: u32 = 1000;
 
-/// Rows asked of the source per call.
+/// Rows asked of the source per call, at most.
 pub(crate) const SOURCE_BATCH_ROWS: u32 = 8192;
+/// Bytes a batch should carry across the plugin boundary: when a source's rows are large,
+/// it is asked for fewer rows per call (memory is bounded in bytes, not rows).
+pub(crate) const TARGET_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Rows to ask for next, given the last batch: as many as fit [`TARGET_BATCH_BYTES`] at its
+/// average row size, between 1 and [`SOURCE_BATCH_ROWS`].
+pub(crate) fn next_request_rows(last_rows: u32, last_bytes: usize) -> u32 {
+    if last_rows == 0 || last_bytes == 0 {
+        return SOURCE_BATCH_ROWS;
+    }
+    let per_row = (last_bytes / last_rows as usize).max(1);
+    u32::try_from(TARGET_BATCH_BYTES / per_row).unwrap_or(SOURCE_BATCH_ROWS).clamp(1, SOURCE_BATCH_ROWS)
+}
 
 /// How a sync's model columns become destination fields.
 pub(crate) struct Projection {
@@ -101,9 +114,11 @@ pub(crate) type SourceBatches = tokio::sync::mpsc::Receiver<Result<Batch, CallEr
 pub(crate) fn spawn_reader(mut source: SourceInstance) -> SourceBatches {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
+        let mut ask = SOURCE_BATCH_ROWS;
         loop {
-            match source.next_batch(SOURCE_BATCH_ROWS).await {
+            match source.next_batch(ask).await {
                 Ok(Some(batch)) => {
+                    ask = next_request_rows(batch.row_count, batch.payload.len());
                     if tx.send(Ok(batch)).await.is_err() {
                         break;
                     }
@@ -291,6 +306,14 @@ mod tests {
         let a = Projection::build(&[], &[], &columns(&["ab", "c"])).unwrap();
         let b = Projection::build(&[], &[], &columns(&["a", "bc"])).unwrap();
         assert_ne!(a.signature, b.signature);
+    }
+
+    #[test]
+    fn large_rows_are_asked_for_a_few_at_a_time() {
+        assert_eq!(next_request_rows(8192, 8192 * 100), SOURCE_BATCH_ROWS, "small rows: the most");
+        assert_eq!(next_request_rows(10, 10 * 8 * 1024 * 1024), 1, "8 MiB rows: one at a time");
+        assert_eq!(next_request_rows(100, 100 * 64 * 1024), 128);
+        assert_eq!(next_request_rows(0, 0), SOURCE_BATCH_ROWS);
     }
 
     #[test]

@@ -76,9 +76,11 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             }
         };
         loop {
-            // Grown as rows come: a large batch_size must not allocate up front.
+            // Grown as rows come: a large batch_size must not allocate up front. A batch also
+            // ends at MAX_BATCH_BYTES, so memory is bounded in bytes whatever the rows weigh.
             let mut rows = Vec::with_capacity((p.batch_size as usize).min(4096));
-            while rows.len() < p.batch_size as usize {
+            let mut bytes = 0usize;
+            while rows.len() < p.batch_size as usize && bytes < MAX_BATCH_BYTES {
                 match reader.next() {
                     Ok(Some(mut row)) => {
                         row.payload = if change == Change::Removed {
@@ -88,6 +90,16 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
                         } else {
                             row.row.clone()
                         };
+                        if row.payload.len() > MAX_BATCH_BYTES {
+                            stop = Some(Abort(format!(
+                                "row {} is {} MiB, more than the {} MiB one batch may carry to the destination plugin; nothing more was sent",
+                                row.key_text(),
+                                row.payload.len() >> 20,
+                                MAX_BATCH_BYTES >> 20
+                            )));
+                            break 'changes;
+                        }
+                        bytes += row.payload.len();
                         rows.push(row);
                     }
                     Ok(None) => break,
@@ -156,6 +168,10 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     }
     finish.map_err(|e| Abort(format!("destination {} failed to finish: {e}", p.destination.name)))
 }
+
+/// The most bytes of rows one batch carries to the destination plugin (a batch ends at
+/// `batch_size` rows or here, whichever comes first). A single larger row is an error.
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Appends a stable event id (derived from the sync and the row's key) to an encoded row.
 pub(crate) fn with_event_id(row: &[u8], sync: &str, key: &[u8]) -> Vec<u8> {
