@@ -41,6 +41,18 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Linear memories one plugin instance may have; each is bounded by `limits.memory_mb`.
 const MAX_MEMORIES: usize = 4;
 
+/// Tables one plugin instance may have.
+const MAX_TABLES: usize = 64;
+
+/// Elements one table may hold, so that all of an instance's tables together (a funcref
+/// or externref is at most 16 bytes) fit in its memory budget too: tables are memory the
+/// linear-memory limit does not see. At the default 256 MiB, 262,144 per table; at least
+/// 10,000 (components built from interpreters have tables of a few thousand functions).
+fn table_elements_for(memory_mb: u64) -> usize {
+    let budget = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    (budget / (16 * MAX_TABLES)).clamp(10_000, 1_000_000)
+}
+
 
 
 /// A compiled plugin: its component, content hash and spec.
@@ -310,8 +322,8 @@ impl PluginHost {
                 // wasip2 component has one, plus at most a few from adapters), and tables.
                 .memories(MAX_MEMORIES)
                 .instances(16)
-                .tables(64)
-                .table_elements(1_000_000)
+                .tables(MAX_TABLES)
+                .table_elements(table_elements_for(limits.memory_mb))
                 .build(),
             plugin_name: plugin_name.to_string(),
             grants: Arc::new(grants.clone()),
@@ -360,6 +372,22 @@ fn resolve_network_grants(grants: &[String]) -> Vec<(std::net::IpAddr, Option<u1
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_fit_in_the_memory_budget() {
+        for mb in [16u64, 64, 256, 1024] {
+            let elements = table_elements_for(mb);
+            assert!(elements >= 10_000);
+            assert!(elements * 16 * MAX_TABLES <= (mb as usize * 1024 * 1024).max(10_000 * 16 * MAX_TABLES), "{mb} MiB");
+        }
+        assert_eq!(table_elements_for(256), 262_144);
+        assert_eq!(table_elements_for(u64::MAX), 1_000_000);
+    }
 }
 
 /// Rejects files that are not Wasm components, with a message saying what they are.
