@@ -388,7 +388,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
-            let host = PluginHost::new(None)?;
+            // Compiled code is cached (a large component takes 10-30 s to compile): in the
+            // workspace's state directory when there is a workspace, else the user's cache.
+            let host = PluginHost::new(compile_cache_dir(&cli.workspace))?;
             let plugin = host.load(&file).await?;
             cli::print_plugin(&plugin, json)?;
             Ok(ExitCode::SUCCESS)
@@ -533,6 +535,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Where `plugin inspect` caches compiled plugins: the workspace's, or
+/// `$XDG_CACHE_HOME/backflow` (`~/.cache/backflow`), or nowhere if neither can be found.
+fn compile_cache_dir(workspace: &Path) -> Option<PathBuf> {
+    if let Ok(ws) = backflow::config::Workspace::load(workspace) {
+        return Some(ws.state_dir.join("cache"));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("backflow").join("compiled"))
 }
 
 /// The exit code for runs: 1 if any failed or did not start, 3 if one was blocked or

@@ -233,3 +233,28 @@ async fn destination_answers_cannot_drive_the_terminal() {
     assert!(text.contains("rejected 1") && text.contains("\\u{1b}[2J"), "shown escaped: {text}");
     assert!(!show.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "no raw control bytes: {text:?}");
 }
+
+#[test]
+fn plugin_inspect_compiles_a_plugin_once() {
+    // Outside any workspace: the user's cache directory.
+    let cache = tempfile::tempdir().unwrap();
+    let nowhere = tempfile::tempdir().unwrap();
+    let inspect = || {
+        Command::new(env!("CARGO_BIN_EXE_backflow"))
+            .args(["plugin", "inspect"])
+            .arg(plugin("webhook.wasm"))
+            .arg("--workspace")
+            .arg(nowhere.path())
+            .env("XDG_CACHE_HOME", cache.path())
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap()
+    };
+    let first = inspect();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("compiling plugin"), "the first inspect compiles");
+    let second = inspect();
+    assert!(second.status.success());
+    assert!(!String::from_utf8_lossy(&second.stderr).contains("compiling plugin"), "the second reads the cache: {}", String::from_utf8_lossy(&second.stderr));
+    assert!(std::fs::read_dir(cache.path().join("backflow/compiled")).unwrap().count() >= 1);
+}
