@@ -36,6 +36,10 @@ pub enum Action {
     ApproveRun,
     UndoRun,
     ReadRowHistory,
+    /// Create, list and revoke one's own API tokens.
+    ManageOwnTokens,
+    /// Create, list and revoke anyone's API tokens.
+    ManageTokens,
 }
 
 /// Action → the least role that may perform it, and how the action reads in a refusal.
@@ -57,6 +61,8 @@ pub const TABLE: &[(Action, Role, &str)] = &[
     (Action::ApproveRun, Role::Approver, "approve runs"),
     (Action::UndoRun, Role::Approver, "undo runs"),
     (Action::ReadRowHistory, Role::Viewer, "read row history"),
+    (Action::ManageOwnTokens, Role::Viewer, "manage their own API tokens"),
+    (Action::ManageTokens, Role::Admin, "manage other users' API tokens"),
 ];
 
 impl Action {
@@ -104,7 +110,7 @@ pub fn allowed(actor: &Actor, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 17] = [
+    const ALL: [Action; 19] = [
         Action::ListSyncs,
         Action::PlanSync,
         Action::PreviewModel,
@@ -122,6 +128,8 @@ mod tests {
         Action::ApproveRun,
         Action::UndoRun,
         Action::ReadRowHistory,
+        Action::ManageOwnTokens,
+        Action::ManageTokens,
     ];
 
     fn actor(role: Role) -> Actor {

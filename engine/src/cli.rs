@@ -69,16 +69,24 @@ pub fn print_sync_list(syncs: &[SyncSummary], json: bool) -> anyhow::Result<()> 
                 serde_json::json!({
                     "name": s.name, "model": s.model, "destination": s.destination, "mode": s.mode,
                     "last_run": last.as_ref().map(|r| serde_json::json!({"run_id": r.run_id, "status": r.status, "started_at": r.started_at})),
+                    "schedule": s.schedule, "timezone": s.timezone, "after": s.after, "next_run": s.next_run,
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<24} {:<20} {:<20} {:<8} LAST RUN", "SYNC", "MODEL", "DESTINATION", "MODE");
+        println!("{:<24} {:<20} {:<20} {:<8} {:<36} {:<22} LAST RUN", "SYNC", "MODEL", "DESTINATION", "MODE", "SCHEDULE", "NEXT RUN");
         for s in syncs {
             let last = s.last_run.as_ref();
             let last = last.map(|r| format!("{} {}", r.status.as_str(), r.started_at)).unwrap_or_else(|| "never".into());
-            println!("{:<24} {:<20} {:<20} {:<8} {last}", s.name, s.model, s.destination, s.mode.as_str());
+            let schedule = match (&s.schedule, &s.timezone) {
+                (Some(p), Some(tz)) if tz != "UTC" => format!("{p} ({tz})"),
+                (Some(p), _) => p.clone(),
+                (None, _) if !s.after.is_empty() => format!("after {}", s.after.join(", ")),
+                (None, _) => "manual".into(),
+            };
+            let next = s.next_run.clone().unwrap_or_else(|| "-".into());
+            println!("{:<24} {:<20} {:<20} {:<8} {schedule:<36} {next:<22} {last}", s.name, s.model, s.destination, s.mode.as_str());
         }
     }
     Ok(())

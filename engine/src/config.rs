@@ -10,7 +10,7 @@
 
 
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -86,6 +86,9 @@ struct WorkspaceFile {
     /// How much history the state keeps.
     #[serde(default)]
     state: StateFile,
+    /// Where run outcomes are reported.
+    #[serde(default)]
+    alerts: Vec<AlertFile>,
 }
 
 /// `[state]`: retention of run history.
@@ -280,6 +283,41 @@ struct SyncFile {
     /// Optional human description.
     #[serde(default)]
     description: Option<String>,
+    /// When `backflow serve` runs this sync: a cron pattern, 5 fields (`*/15 * * * *`) or 6
+    /// with seconds first.
+    #[serde(default)]
+    schedule: Option<String>,
+    /// The time zone the schedule is read in (IANA name; default UTC).
+    #[serde(default)]
+    timezone: Option<String>,
+    /// Run after these syncs, once each of them has succeeded since this one last ran.
+    #[serde(default)]
+    after: Vec<String>,
+    /// Whether a schedule missed while the service was down runs once when it starts
+    /// (default true).
+    #[serde(default)]
+    catch_up: Option<bool>,
+}
+
+/// `[[alerts]]`: where run outcomes are posted (Slack-compatible webhooks).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertFile {
+    /// The webhook URL; `${env.NAME}` is replaced from the service's environment.
+    url: String,
+    /// Outcomes to report: `failed`, `partial`, `blocked`, `awaiting_approval`
+    /// (default: all of them).
+    #[serde(default)]
+    on: Option<Vec<String>>,
+    /// `partial` is reported only when at least this many rows were rejected (default 1).
+    #[serde(default)]
+    partial_min_rejected: Option<u64>,
+    /// Only runs of these syncs (default: every sync).
+    #[serde(default)]
+    syncs: Vec<String>,
+    /// Only runs delivering to these destinations (default: every destination).
+    #[serde(default)]
+    destinations: Vec<String>,
 }
 
 
@@ -376,6 +414,47 @@ pub struct Sync {
     pub time_budget_s: Option<u64>,
     pub max_in_flight: u32,
     pub description: Option<String>,
+    /// When `backflow serve` runs it on its own.
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// Syncs that must succeed before this one runs (a sequence).
+    pub after: Vec<String>,
+    /// Run once at service start if a schedule was missed while it was down.
+    pub catch_up: bool,
+    pub origin: Origin,
+}
+
+/// A run outcome worth telling someone about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertOutcome {
+    Failed,
+    Partial,
+    Blocked,
+    AwaitingApproval,
+}
+
+impl AlertOutcome {
+    pub const ALL: [AlertOutcome; 4] = [AlertOutcome::Failed, AlertOutcome::Partial, AlertOutcome::Blocked, AlertOutcome::AwaitingApproval];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertOutcome::Failed => "failed",
+            AlertOutcome::Partial => "partial",
+            AlertOutcome::Blocked => "blocked",
+            AlertOutcome::AwaitingApproval => "awaiting_approval",
+        }
+    }
+}
+
+/// One `[[alerts]]` route.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// The URL as written (may hold `${env.NAME}`; expanded when sent).
+    pub url: String,
+    pub on: Vec<AlertOutcome>,
+    pub partial_min_rejected: u64,
+    pub syncs: Vec<String>,
+    pub destinations: Vec<String>,
     pub origin: Origin,
 }
 
@@ -397,6 +476,8 @@ pub struct Workspace {
     /// Plugin reference → SHA-256 the published configuration was reviewed with. Empty for a
     /// working copy; a run refuses a plugin whose file no longer matches.
     pub plugin_pins: BTreeMap<String, String>,
+    /// Where run outcomes are reported (`[[alerts]]`).
+    pub alerts: Vec<Alert>,
 }
 
 /// Who may do what, and which policies decide on changes and runs.
@@ -644,6 +725,25 @@ impl Workspace {
                     Err(mut e) => errors.append(&mut e),
                 }
             }
+            let schedule = match &s.schedule {
+                Some(pattern) => match crate::schedule::Schedule::parse(pattern, s.timezone.as_deref()) {
+                    Ok(schedule) => Some(schedule),
+                    Err(e @ crate::schedule::ScheduleError::TimeZone(_)) => {
+                        errors.push(origin.error("timezone", e.to_string()));
+                        None
+                    }
+                    Err(e) => {
+                        errors.push(origin.error("schedule", e.to_string()));
+                        None
+                    }
+                },
+                None => {
+                    if s.timezone.is_some() {
+                        errors.push(origin.error("timezone", "applies to a schedule, and this sync has none"));
+                    }
+                    None
+                }
+            };
             syncs.insert(
                 name.clone(),
                 Sync {
@@ -659,14 +759,19 @@ impl Workspace {
                     time_budget_s: s.time_budget_s,
                     max_in_flight: s.max_in_flight.unwrap_or(1).clamp(1, 64),
                     description: s.description,
+                    schedule,
+                    after: s.after,
+                    catch_up: s.catch_up.unwrap_or(true),
                     origin,
                 },
             );
         }
 
+        check_sequences(&syncs, &mut errors);
+        let alerts = alerts(&main_file, parsed.alerts, &syncs, &destinations, &mut errors);
         let governance = governance(root, &main_file, parsed.users, parsed.policies, parsed.approvals, &mut errors);
         if errors.is_empty() {
-            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, keep_runs, keep_changelog_runs, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new() })
+            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, keep_runs, keep_changelog_runs, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new(), alerts })
         } else {
             Err(ConfigErrors(errors))
         }
@@ -675,6 +780,75 @@ impl Workspace {
     pub fn sync(&self, name: &str) -> Result<&Sync, String> {
         self.syncs.get(name).ok_or_else(|| unknown("sync", name, self.syncs.keys()))
     }
+}
+
+/// `after` names existing syncs, not the sync itself, and no chain comes back to where it
+/// started (a cycle would never run).
+fn check_sequences(syncs: &BTreeMap<String, Sync>, errors: &mut Vec<ConfigError>) {
+    for sync in syncs.values() {
+        for (i, upstream) in sync.after.iter().enumerate() {
+            if upstream == &sync.name {
+                errors.push(sync.origin.error(&format!("after[{i}]"), "a sync cannot run after itself"));
+            } else if !syncs.contains_key(upstream) {
+                errors.push(sync.origin.error(&format!("after[{i}]"), unknown("sync", upstream, syncs.keys())));
+            }
+        }
+    }
+    // Depth-first search for a cycle from each sync, through `after` edges.
+    for start in syncs.values() {
+        let mut path = vec![start.name.clone()];
+        let mut stack: Vec<(String, usize)> = vec![(start.name.clone(), 0)];
+        while let Some((name, next)) = stack.pop() {
+            let ups = syncs.get(&name).map(|s| s.after.as_slice()).unwrap_or(&[]);
+            if next >= ups.len() {
+                path.pop();
+                continue;
+            }
+            stack.push((name, next + 1));
+            let up = &ups[next];
+            if up == &start.name && path.len() > 1 {
+                path.push(up.clone());
+                errors.push(start.origin.error("after", format!("syncs run after each other in a cycle: {}", path.join(" → "))));
+                return;
+            }
+            if syncs.contains_key(up) && !path.contains(up) {
+                path.push(up.clone());
+                stack.push((up.clone(), 0));
+            }
+        }
+    }
+}
+
+fn alerts(main_file: &Path, files: Vec<AlertFile>, syncs: &BTreeMap<String, Sync>, destinations: &BTreeMap<String, Connector>, errors: &mut Vec<ConfigError>) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for (i, a) in files.into_iter().enumerate() {
+        let origin = Origin { file: main_file.to_path_buf(), key: format!("alerts[{i}]") };
+        let without_secrets = a.url.replace("${env.", "x").replace('}', "");
+        match url::Url::parse(&without_secrets) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ if a.url.starts_with("${env.") => {}
+            _ => errors.push(origin.error("url", format!("{:?} is not an http(s) URL", a.url))),
+        }
+        let mut on = Vec::new();
+        for (j, name) in a.on.clone().unwrap_or_else(|| AlertOutcome::ALL.iter().map(|o| o.as_str().to_string()).collect()).iter().enumerate() {
+            match AlertOutcome::ALL.iter().find(|o| o.as_str() == name) {
+                Some(o) => on.push(*o),
+                None => errors.push(origin.error(&format!("on[{j}]"), format!("unknown outcome {name:?}; use failed, partial, blocked or awaiting_approval"))),
+            }
+        }
+        for (j, s) in a.syncs.iter().enumerate() {
+            if !syncs.contains_key(s) {
+                errors.push(origin.error(&format!("syncs[{j}]"), unknown("sync", s, syncs.keys())));
+            }
+        }
+        for (j, d) in a.destinations.iter().enumerate() {
+            if !destinations.contains_key(d) {
+                errors.push(origin.error(&format!("destinations[{j}]"), unknown("destination", d, destinations.keys())));
+            }
+        }
+        out.push(Alert { url: a.url, on, partial_min_rejected: a.partial_min_rejected.unwrap_or(1), syncs: a.syncs, destinations: a.destinations, origin });
+    }
+    out
 }
 
 /// Definitions of one kind: the `[KIND.NAME]` tables of the main file, then one per file in

@@ -450,7 +450,7 @@ async fn ask_policies(host: &PluginHost, root: &Path, governance: &Governance, p
     let mut out = Vec::new();
     for policy in &governance.policies {
         let decision = async {
-            let plugin = crate::plugins::resolve(host, root, plugins_dir, &policy.plugin).await.map_err(|e| format!("{e:#}"))?;
+            let plugin = crate::plugins::resolve_pinned(host, root, plugins_dir, &policy.plugin, governance.plugin_pins.get(&policy.plugin).map(String::as_str)).await.map_err(|e| format!("{e:#}"))?;
             Workspace::check_pin(&governance.plugin_pins, &policy.plugin, &plugin)?;
             crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)?;
             evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request).await.map_err(|e| e.to_string())

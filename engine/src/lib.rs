@@ -11,7 +11,9 @@
 //! - [`state`] keeps run history, snapshots, leases, change requests and the audit log in redb;
 //! - [`governance`] owns change requests, approval policies and the run-time gate;
 //! - [`preview`] reads the first rows of a model;
-//! - [`receiver`] is a local webhook receiver for demos and tests.
+//! - [`receiver`] is a local webhook receiver for demos and tests;
+//! - [`schedule`] computes cron fire times; [`serve`] is the long-running service (scheduler,
+//!   HTTP API, plugin hot reload); [`alerts`] posts run outcomes; [`metrics`] counts for `/metrics`.
 
 pub mod domain;
 pub mod authz;
@@ -25,3 +27,7 @@ pub mod receiver;
 pub mod redact;
 pub mod governance;
 pub mod preview;
+pub mod schedule;
+pub mod alerts;
+pub mod metrics;
+pub mod serve;

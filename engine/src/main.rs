@@ -121,6 +121,42 @@ enum Command {
         #[arg(long)]
         discard: bool,
     },
+    /// Run the workspace as a service: schedules, sequences, the HTTP API, plugin hot reload.
+    Serve {
+        /// Address for the HTTP API (port 0 picks a free port; the first stdout line says which).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for runs to finish their in-flight batches.
+        #[arg(long, default_value_t = 30)]
+        shutdown_grace_s: u64,
+    },
+    /// API tokens for `backflow serve` (each acts as one user).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (once: only its hash is kept).
+    Create {
+        /// Who the token acts as (default: you; someone else needs an admin).
+        #[arg(long = "for")]
+        for_user: Option<String>,
+        /// What the token is for.
+        #[arg(long, default_value = "api")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your tokens (an admin sees everyone's).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id: requests with it are refused from now on.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -339,7 +375,9 @@ impl Command {
     /// Whether the command was asked for JSON output.
     fn wants_json(&self) -> bool {
         match self {
-            Command::Init { .. } | Command::Receiver { .. } => false,
+            Command::Init { .. } | Command::Receiver { .. } | Command::Serve { .. } => false,
+            Command::Token { command: TokenCommand::Create { json, .. } | TokenCommand::List { json } } => *json,
+            Command::Token { command: TokenCommand::Revoke { .. } } => false,
             Command::Plugin { command: PluginCommand::List { json } | PluginCommand::Inspect { json, .. } } => *json,
             Command::Sync { command } => match command {
                 SyncCommand::List { json } | SyncCommand::Run { json, .. } | SyncCommand::Plan { json, .. } | SyncCommand::Test { json, .. } => *json,
@@ -385,6 +423,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);
             tokio::signal::ctrl_c().await?;
             eprintln!("received {} requests, {} rows", receiver.received().len(), receiver.rows());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen, shutdown_grace_s } => {
+            let options = backflow::serve::ServeOptions { listen, shutdown_grace: std::time::Duration::from_secs(shutdown_grace_s), tick: std::time::Duration::from_millis(250) };
+            backflow::serve::serve(&cli.workspace, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command } => {
+            let (app, actor) = open_app(&cli.workspace, user)?;
+            match command {
+                TokenCommand::Create { for_user, name, json } => {
+                    let new = app.create_token(&actor, for_user.as_deref(), &name)?;
+                    if json {
+                        println!("{}", serde_json::json!({"token": new.secret_text, "id": new.record.id, "user": new.record.user, "name": new.record.name}));
+                    } else {
+                        eprintln!("token {} for {} ({}); it is shown once, keep it secret:", new.record.id, new.record.user, new.record.name);
+                        println!("{}", new.secret_text);
+                    }
+                }
+                TokenCommand::List { json } => {
+                    let tokens = app.list_tokens(&actor)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&tokens)?);
+                    } else {
+                        println!("{:<28} {:<16} {:<16} {:<22} STATUS", "ID", "USER", "NAME", "CREATED");
+                        for t in tokens {
+                            let status = match (&t.revoked_at, &t.revoked_by) {
+                                (Some(at), by) => format!("revoked {at} by {}", by.as_deref().unwrap_or("?")),
+                                _ => "active".into(),
+                            };
+                            println!("{:<28} {:<16} {:<16} {:<22} {status}", t.id, t.user, t.name, t.created_at);
+                        }
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    let t = app.revoke_token(&actor, &id)?;
+                    println!("revoked token {} of {}", t.id, t.user);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
@@ -439,7 +516,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { command: SyncCommand::Run { names, all, json, full_resync, draft } } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             let names: Vec<String> = if all { app.working().syncs.keys().cloned().collect() } else { names };
-            let request = RunRequest { full_resync, draft, trigger: String::new() };
+            let request = RunRequest { full_resync, draft, trigger: String::new(), stop: None };
             let mut results = app.run(&actor, &names, &request).await?;
             if results.len() == 1 {
                 let record = match results.pop() {

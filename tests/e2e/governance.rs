@@ -3,37 +3,6 @@
 
 use crate::support::*;
 use backflow::receiver::Receiver;
-use std::process::Command;
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
-    }
-}
-
-fn backflow_as(ws: &TestWorkspace, user: &str, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_backflow"))
-        .args(args)
-        .arg("--workspace")
-        .arg(ws.path())
-        .args(["--as", user])
-        .env("RUST_LOG", "warn")
-        .env_remove("BACKFLOW_USER")
-        .output()
-        .expect("running backflow");
-    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
-}
-
-fn ok(out: Out, what: &str) -> Out {
-    assert_eq!(out.code, 0, "{what} failed:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
-    out
-}
 
 const TEAM: &str = r#"
 [users]
@@ -261,7 +230,7 @@ async fn a_run_approval_request_expires() {
     assert!(expired.stderr.contains("expired") && expired.stderr.contains("run the sync again"), "{}", expired.stderr);
     assert_eq!(receiver.rows(), 0);
     // Reading needs a known user too.
-    let anonymous = Command::new(env!("CARGO_BIN_EXE_backflow")).args(["runs", "--workspace"]).arg(ws.path()).env_remove("BACKFLOW_USER").output().unwrap();
+    let anonymous = std::process::Command::new(env!("CARGO_BIN_EXE_backflow")).args(["runs", "--workspace"]).arg(ws.path()).env_remove("BACKFLOW_USER").output().unwrap();
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("say who you are with --as USER or BACKFLOW_USER"));
 }
 

@@ -17,5 +17,6 @@ mod governance;
 mod postgres;
 mod sandbox;
 mod secrets;
+mod serve;
 mod sync;
 mod undo;

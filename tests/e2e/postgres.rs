@@ -343,7 +343,7 @@ async fn the_server_stopping_mid_stream_loses_nothing() {
 async fn run_in(path: &std::path::Path, sync: &str) -> backflow::state::RunRecord {
     let ws = backflow::config::Workspace::load(path).unwrap();
     let state = backflow::state::StateStore::open(&ws.state_dir).unwrap();
-    backflow::app::run_sync(&host(), &ws, &state, sync, &backflow::sync::RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false, draft: false, undo: None })
+    backflow::app::run_sync(&host(), &ws, &state, sync, &backflow::sync::RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false, draft: false, undo: None, stop: None })
         .await
         .unwrap()
 }

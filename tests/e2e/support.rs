@@ -64,7 +64,7 @@ impl TestWorkspace {
         let ws = self.load();
         let host = host();
         let state = StateStore::open(&ws.state_dir).unwrap();
-        backflow::app::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false, draft: false, undo: None }).await.map_err(|e| e.to_string())
+        backflow::app::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false, draft: false, undo: None, stop: None }).await.map_err(|e| e.to_string())
     }
 }
 
@@ -113,3 +113,37 @@ pub fn edit(ws: &TestWorkspace, from: &str, to: &str) {
     assert!(toml.contains(from), "{from:?} not in backflow.toml");
     ws.write("backflow.toml", &toml.replacen(from, to, 1));
 }
+
+/// What a `backflow` command printed, and its exit code.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs the `backflow` binary on the workspace as `user`.
+pub fn backflow_as(ws: &TestWorkspace, user: &str, args: &[&str]) -> Out {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args(args)
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["--as", user])
+        .env("RUST_LOG", "warn")
+        .env_remove("BACKFLOW_USER")
+        .output()
+        .expect("running backflow");
+    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+}
+
+/// Asserts the command succeeded.
+pub fn ok(out: Out, what: &str) -> Out {
+    assert_eq!(out.code, 0, "{what} failed:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+    out
+}
+

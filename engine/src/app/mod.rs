@@ -7,9 +7,11 @@
 //! many operations may run at once in one process.
 
 mod error;
+mod service;
 mod undo;
 
 pub use error::AppError;
+pub use service::{RunFilter, MAX_RUNS_PAGE};
 pub use undo::{RowEvent, RowHistory};
 
 use crate::authz::{authorize, Action, Actor};
@@ -39,6 +41,8 @@ pub struct RunRequest {
     pub draft: bool,
     /// Why the run starts (`manual`, `schedule`, `api`…); `manual` when empty.
     pub trigger: String,
+    /// A service's shutdown signal (see [`sync::StopSignal`]).
+    pub stop: Option<sync::StopSignal>,
 }
 
 /// What became of one sync asked to run.
@@ -58,6 +62,13 @@ pub struct SyncSummary {
     pub destination: String,
     pub mode: crate::config::SyncMode,
     pub last_run: Option<RunRecord>,
+    /// The cron pattern `backflow serve` runs it on, and its time zone.
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    /// Syncs it runs after.
+    pub after: Vec<String>,
+    /// When its schedule fires next (RFC 3339, UTC), if it has one: the service runs it then.
+    pub next_run: Option<String>,
 }
 
 /// The result of approving a held run.
@@ -118,10 +129,25 @@ impl App {
 
     pub fn list_syncs(&self, actor: &Actor) -> Result<Vec<SyncSummary>, AppError> {
         authorize(actor, Action::ListSyncs)?;
+        // Schedules are what the service runs: the published configuration's.
+        let runnable = self.workspace_for(false, &[]).unwrap_or_else(|_| self.working.clone());
+        let now = jiff::Timestamp::now();
         let mut out = Vec::new();
         for sync in self.working.syncs.values() {
             let last_run = self.state.runs(Some(&sync.name), 1).map_err(|e| AppError::Failed(e.to_string()))?.into_iter().next();
-            out.push(SyncSummary { name: sync.name.clone(), model: sync.model.clone(), destination: sync.destination.clone(), mode: sync.mode, last_run });
+            let running = runnable.syncs.get(&sync.name).unwrap_or(sync);
+            let schedule = running.schedule.as_ref();
+            out.push(SyncSummary {
+                name: sync.name.clone(),
+                model: sync.model.clone(),
+                destination: sync.destination.clone(),
+                mode: sync.mode,
+                last_run,
+                schedule: schedule.map(|s| s.pattern.clone()),
+                timezone: schedule.map(|s| s.timezone.clone()),
+                after: running.after.clone(),
+                next_run: schedule.and_then(|s| s.next_after(now)).map(crate::schedule::rfc3339),
+            });
         }
         Ok(out)
     }
@@ -162,6 +188,7 @@ impl App {
             full_resync: request.full_resync,
             draft: request.draft,
             undo: None,
+            stop: request.stop.clone(),
         };
         let runs = unique.iter().map(|name| {
             let (options, ws) = (&options, &ws);
@@ -184,7 +211,7 @@ impl App {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
         let ws = self.workspace_for(false, &[gate.sync.clone()])?;
-        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync, draft: false, undo: gate.undo.clone() };
+        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync, draft: false, undo: gate.undo.clone(), stop: None };
         let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await.map_err(|e| AppError::Failed(e.to_string()))?;
         Ok(RunApproval::Released(Box::new(record)))
     }
@@ -270,5 +297,8 @@ fn load_working(root: &Path) -> Result<Workspace, AppError> {
 /// benchmarks). An `Err` means the run could not start.
 pub async fn run_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, name: &str, options: &RunOptions) -> Result<RunRecord, sync::prepare::PrepareError> {
     let gate = PolicyGate { host, ws, state };
-    sync::run_sync(RunEnv { host, ws, state, gate: &gate }, name, options).await
+    let record = sync::run_sync(RunEnv { host, ws, state, gate: &gate }, name, options).await?;
+    crate::metrics::record_run(&record);
+    crate::alerts::dispatch(host.http(), ws, &record).await;
+    Ok(record)
 }

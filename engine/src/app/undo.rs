@@ -67,6 +67,7 @@ impl App {
             full_resync: false,
             draft: run.draft,
             undo: Some(UndoTarget { run_id: run_id.to_string(), force }),
+            stop: None,
         };
         run_sync(&self.host, &ws, &self.state, &run.sync, &options).await.map_err(|e| AppError::Failed(e.to_string()))
     }

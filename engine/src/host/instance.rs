@@ -127,10 +127,14 @@ pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result
 macro_rules! guest_call {
     ($store:expr, $call:expr) => {{
         let wall = $crate::host::instance::begin($store);
-        match tokio::time::timeout(wall, $call).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(wall, $call).await {
             Ok(result) => $crate::host::instance::finish($store, result),
             Err(_) => Err($crate::host::instance::wall_timeout($store)),
-        }
+        };
+        let trapped = matches!(result, Err($crate::host::CallError::Trap(_)));
+        $crate::metrics::record_plugin_call(&$store.data().plugin_name, started.elapsed().as_secs_f64(), trapped);
+        result
     }};
 }
 pub(crate) use guest_call;

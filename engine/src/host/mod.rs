@@ -123,6 +123,8 @@ pub struct PluginHost {
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Plugin>>,
     http: reqwest::Client,
+    /// In a service: the plugin versions it serves (see [`crate::plugins::Served`]).
+    pub(crate) served: std::sync::RwLock<Option<crate::plugins::Served>>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -182,7 +184,7 @@ impl PluginHost {
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
         }
-        Ok(PluginHost { engine, linker, cache_dir, loaded: Mutex::new(HashMap::new()), http, _ticker: Arc::new(EpochTicker { stop }) })
+        Ok(PluginHost { engine, linker, cache_dir, loaded: Mutex::new(HashMap::new()), http, served: std::sync::RwLock::new(None), _ticker: Arc::new(EpochTicker { stop }) })
     }
 
     /// The host's HTTP client (no redirects), for the engine's own requests (notifications).

@@ -12,8 +12,10 @@
 
 mod changelog;
 mod lease;
+mod tokens;
 
 pub use lease::{LeaseError, LeaseHolder, SyncLease};
+pub use tokens::{parse_token, ApiToken, NewToken, TokenRejected};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -398,6 +400,54 @@ impl StateStore {
                 for entry in runs.iter().map_err(|e| self.err(e))?.rev().take(limit) {
                     let (_, value) = entry.map_err(|e| self.err(e))?;
                     out.push(read(value.value())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of history, newest first: optionally one history key and one status, and only
+    /// runs started before the run `before` (the previous page's last id).
+    pub fn runs_page(&self, sync: Option<&str>, status: Option<RunStatus>, before: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+        let read = |value: &[u8]| serde_json::from_slice::<RunRecord>(value).map_err(|e| self.err(format!("unreadable run record: {e}")));
+        let keep = |run: &RunRecord| status.is_none_or(|s| run.status == s);
+        let mut out = Vec::new();
+        match sync {
+            Some(sync) => {
+                let index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
+                let range = match before {
+                    Some(b) => index.range((sync, "")..(sync, b)),
+                    None => index.range((sync, "")..=(sync, HIGHEST_RUN_ID)),
+                };
+                for entry in range.map_err(|e| self.err(e))?.rev() {
+                    let (k, _) = entry.map_err(|e| self.err(e))?;
+                    if let Some(value) = runs.get(k.value().1).map_err(|e| self.err(e))? {
+                        let run = read(value.value())?;
+                        if keep(&run) {
+                            out.push(run);
+                            if out.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                let range = match before {
+                    Some(b) => runs.range(..b),
+                    None => runs.range::<&str>(..),
+                };
+                for entry in range.map_err(|e| self.err(e))?.rev() {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    let run = read(value.value())?;
+                    if keep(&run) {
+                        out.push(run);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
                 }
             }
         }

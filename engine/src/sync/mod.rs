@@ -65,6 +65,23 @@ pub struct RunOptions {
     pub draft: bool,
     /// Undo this run instead of reading the model (`runs undo`).
     pub undo: Option<UndoTarget>,
+    /// Set by a service shutting down: start no new batch, let those in flight finish.
+    pub stop: Option<StopSignal>,
+}
+
+/// Asks runs to stop starting batches (the service's graceful shutdown). Batches in flight
+/// finish and are recorded; what was not sent goes with the next run.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Default for RunOptions {
@@ -76,6 +93,7 @@ impl Default for RunOptions {
             full_resync: false,
             draft: false,
             undo: None,
+            stop: None,
         }
     }
 }
@@ -259,7 +277,7 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     // recorded ones stay).
     let meta = crate::state::SyncMeta { key_types: plan.key_types.clone(), ..meta };
     let mut committer = Committer::new(&mut journal, state, &meta, p, run_id, header);
-    let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally).await;
+    let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally, options.stop.as_ref()).await;
     // Whatever was acknowledged is committed, even when the run stops early.
     let committed = committer.commit_acknowledged();
     let result = match (delivered, committed) {
@@ -269,7 +287,11 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     };
     tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
     tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
-    RunOutcome::after_delivery(result, tally.failed.total())
+    match result {
+        // Stopped by a shutdown: interrupted, not failed (nothing is wrong with the sync).
+        Err(Abort(message)) if message.starts_with(deliver::SHUTDOWN_STOP) => RunOutcome::Interrupted(message),
+        result => RunOutcome::after_delivery(result, tally.failed.total()),
+    }
 }
 
 /// Cuts secrets from everything a run record shows (errors, refusals, check messages), as a

@@ -118,7 +118,7 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     };
     let mut policy_hashes = std::collections::BTreeMap::new();
     for policy in &ws.governance.policies {
-        if let Ok(plugin) = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &policy.plugin).await {
+        if let Ok(plugin) = crate::plugins::resolve_pinned(host, &ws.root, &ws.plugins_dir, &policy.plugin, ws.governance.plugin_pins.get(&policy.plugin).map(String::as_str)).await {
             policy_hashes.insert(policy.name.clone(), plugin.hash);
         }
     }
@@ -131,7 +131,7 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.
 pub(crate) async fn load_plugin(host: &PluginHost, ws: &Workspace, c: &Connector) -> Result<Plugin, PrepareError> {
-    let plugin = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &c.plugin)
+    let plugin = crate::plugins::resolve_pinned(host, &ws.root, &ws.plugins_dir, &c.plugin, ws.plugin_pins.get(&c.plugin).map(String::as_str))
         .await
         .map_err(|e| PrepareError(format!("{}: {}: {e:#}", c.origin.file.display(), c.origin.key("plugin"))))?;
     Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin).map_err(|e| PrepareError(format!("{}: {}: {e}", c.origin.file.display(), c.origin.key("plugin"))))?;

@@ -25,7 +25,7 @@ use writer::Writer;
 /// Sends the plan. Returns when every planned row was sent (or refused), or when a batch
 /// failed in a way that stops the run, the time budget ran out, or the plan could not be
 /// read; batches in flight then still finish and are recorded.
-pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, run_id: &str, committer: &mut Committer<'_>, tally: &mut Tally) -> Result<(), Abort> {
+pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, run_id: &str, committer: &mut Committer<'_>, tally: &mut Tally, stop_signal: Option<&crate::sync::StopSignal>) -> Result<(), Abort> {
     let started = Instant::now();
     let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(p), run_id: run_id.to_string() };
     // One writer (one plugin instance, one store) per request in flight.
@@ -112,6 +112,11 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             if rows.is_empty() {
                 break;
             }
+            if stop_signal.is_some_and(|s| s.is_stopped()) {
+                let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
+                stop = Some(Abort(format!("{SHUTDOWN_STOP}; {left} planned rows were not sent and go with the next run")));
+                break 'changes;
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
                 stop = Some(Abort(format!(
@@ -168,6 +173,9 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     }
     finish.map_err(|e| Abort(format!("destination {} failed to finish: {e}", p.destination.name)))
 }
+
+/// How a run stopped by a shutting-down service begins its error (and becomes `interrupted`).
+pub(crate) const SHUTDOWN_STOP: &str = "stopped: the service is shutting down";
 
 /// The most bytes of rows one batch carries to the destination plugin (a batch ends at
 /// `batch_size` rows or here, whichever comes first). A single larger row is an error.

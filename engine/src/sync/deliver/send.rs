@@ -106,7 +106,10 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
             attempt += 1;
             pacer.lock().await.wait(pending.len()).await;
             let batch = build_batch(columns, &pending);
-            match writer.write(op, batch).await {
+            let call_started = Instant::now();
+            let written = writer.write(op, batch).await;
+            crate::metrics::record_delivery(&p.sync.name, call_started.elapsed().as_secs_f64(), attempt > 1);
+            match written {
                 Ok(outcomes) if pending.len() > 1 && refused_as_a_whole(&outcomes) => {
                     // Every row refused for one reason: the destination could not say which
                     // rows are bad (a 4xx for a JSON array, say). Halve the batch until the

@@ -1,0 +1,329 @@
+//! The HTTP API, JSON under `/api/v1`, plus `/healthz` and `/metrics`.
+//!
+//! Every `/api/v1` request carries `Authorization: Bearer TOKEN` (`backflow token create`),
+//! acts as the token's user and goes through the application layer, hence the same
+//! authorization table and audit log as the CLI. Every error is JSON, `{"error": "..."}`,
+//! with a 4xx status for anything the caller can fix (unknown sync, malformed JSON, oversized
+//! body, bad parameter) and the parameter named.
+
+use super::reload::Statuses;
+use super::scheduler::{Accepted, Scheduler, Trigger};
+use crate::app::{App, AppError, RunApproval, RunFilter};
+use crate::authz::{authorize, Action, Actor};
+use crate::domain::RunStatus;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The largest request body accepted (JSON bodies here are a comment or a flag).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct ApiState {
+    pub app: Arc<App>,
+    pub scheduler: Arc<Scheduler>,
+    pub plugins: Statuses,
+}
+
+type Shared = State<Arc<ApiState>>;
+
+/// An API error: a status and a message.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let status = match &e {
+            AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AppError::Denied(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AppError::Refused(_) => StatusCode::CONFLICT,
+            AppError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<crate::authz::Denied> for ApiError {
+    fn from(e: crate::authz::Denied) -> Self {
+        ApiError(StatusCode::FORBIDDEN, e.to_string())
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// A JSON body, or the default when the body is empty.
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("request body: not the expected JSON: {e}")))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| bad_request(format!("query string: {}", e.body_text())))
+}
+
+/// The user a request acts as, from its bearer token.
+pub struct User(pub Actor);
+
+impl FromRequestParts<Arc<ApiState>> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
+        let unauthenticated = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| unauthenticated("no API token: send `Authorization: Bearer TOKEN` (create one with `backflow token create`)"))?;
+        let value = value.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?;
+        let token = value.strip_prefix("Bearer ").ok_or_else(|| unauthenticated("the Authorization header must read `Bearer TOKEN`"))?;
+        let actor = state.app.authenticate(token).map_err(|e| match e {
+            AppError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+            other => unauthenticated(&other.to_string()),
+        })?;
+        Ok(User(actor))
+    }
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let api = Router::new()
+        .route("/whoami", get(whoami))
+        .route("/syncs", get(list_syncs))
+        .route("/syncs/{name}", get(show_sync))
+        .route("/syncs/{name}/runs", post(trigger_run))
+        .route("/runs", get(list_runs))
+        .route("/runs/{id}", get(show_run))
+        .route("/runs/{id}/approve", post(approve_run))
+        .route("/changes", get(list_changes))
+        .route("/changes/{id}", get(show_change))
+        .route("/changes/{id}/approve", post(approve_change))
+        .route("/changes/{id}/reject", post(reject_change))
+        .route("/changes/{id}/publish", post(publish_change))
+        .route("/audit", get(audit))
+        .route("/plugins", get(list_plugins))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint (see the README's API section)".into()) });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz(State(s): Shared) -> Json<Value> {
+    let refused = s.plugins.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|p| p.status == "refused").count();
+    Json(json!({ "status": "ok", "runs_in_flight": s.scheduler.runs_in_flight(), "plugins_refused": refused }))
+}
+
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render())
+}
+
+async fn whoami(User(actor): User) -> Json<Actor> {
+    Json(actor)
+}
+
+/// A sync as the API shows it: its definition, last run, schedule and what is going on.
+fn sync_json(s: &ApiState, summary: &crate::app::SyncSummary) -> Value {
+    let (running, queued) = s.scheduler.status(&summary.name);
+    let mut v = serde_json::to_value(summary).unwrap_or(Value::Null);
+    v["running"] = json!(running);
+    v["follow_up_queued"] = json!(queued);
+    v
+}
+
+async fn list_syncs(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {
+    let syncs = s.app.list_syncs(&actor)?;
+    Ok(Json(Value::Array(syncs.iter().map(|x| sync_json(&s, x)).collect())))
+}
+
+async fn show_sync(State(s): Shared, User(actor): User, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let syncs = s.app.list_syncs(&actor)?;
+    let summary = syncs.iter().find(|x| x.name == name).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no sync named {name:?}")))?;
+    Ok(Json(sync_json(&s, summary)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    full_resync: bool,
+}
+
+async fn trigger_run(State(s): Shared, User(actor): User, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body: TriggerBody = json_body(body)?;
+    authorize(&actor, Action::RunSync)?;
+    let ws = s.app.runnable_workspace()?;
+    ws.sync(&name).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    let accepted = s.scheduler.trigger(&name, Trigger { reason: "api".into(), user: actor.user.clone(), full_resync: body.full_resync });
+    if accepted == Accepted::ShuttingDown {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down and starts no run".into()));
+    }
+    let event = crate::state::AuditEvent {
+        user: actor.user.clone(),
+        action: "run.trigger".into(),
+        target: name.clone(),
+        config_hash: None,
+        detail: json!({ "full_resync": body.full_resync, "accepted": accepted }),
+    };
+    s.app.state().write_governance(Vec::new(), vec![event]).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": accepted, "full_resync": body.full_resync, "user": actor.user }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    sync: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_runs(State(s): Shared, User(actor): User, q: Result<Query<RunsQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let status = match &q.status {
+        None => None,
+        Some(text) => Some(serde_json::from_value::<RunStatus>(Value::String(text.clone())).map_err(|_| {
+            bad_request(format!("status: unknown run status {text:?} (succeeded, partial, failed, running, interrupted, blocked, awaiting_approval, rejected)"))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > crate::app::MAX_RUNS_PAGE {
+        return Err(bad_request(format!("limit: must be between 1 and {}", crate::app::MAX_RUNS_PAGE)));
+    }
+    let runs = s.app.runs_page(&actor, &RunFilter { sync: q.sync, status, before: q.before, limit })?;
+    let next = if runs.len() == limit { runs.last().map(|r| r.run_id.clone()) } else { None };
+    Ok(Json(json!({ "runs": runs, "next_before": next })))
+}
+
+async fn show_run(State(s): Shared, User(actor): User, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let run = s.app.run_record(&actor, &id)?;
+    let gate = s.app.state().run_gate::<Value>(&id).ok().flatten();
+    let mut v = serde_json::to_value(&run).unwrap_or(Value::Null);
+    if let Some(gate) = gate {
+        v["approval"] = gate;
+    }
+    Ok(Json(v))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+fn comment(body: Result<Bytes, BytesRejection>) -> Result<Option<String>, ApiError> {
+    let body: CommentBody = json_body(body)?;
+    if body.comment.as_ref().is_some_and(|c| c.len() > 4096) {
+        return Err(bad_request("comment: at most 4096 bytes"));
+    }
+    Ok(body.comment)
+}
+
+async fn approve_run(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let comment = comment(body)?;
+    Ok(Json(match s.app.approve_run(&actor, &id, comment.as_deref()).await? {
+        RunApproval::NeedsMore(gate) => json!({ "status": "needs_more_approvals", "approval": gate }),
+        RunApproval::Released(run) => json!({ "status": "released", "run": run }),
+    }))
+}
+
+fn change_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| bad_request(format!("change id: {text:?} is not a number")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn list_changes(State(s): Shared, User(actor): User, q: Result<Query<LimitQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let limit = query(q)?.limit.unwrap_or(50).clamp(1, 1000);
+    let changes = s.app.list_changes(&actor, limit)?;
+    // The list leaves out file contents; `GET /changes/ID` has them.
+    let list: Vec<Value> = changes
+        .iter()
+        .map(|c| json!({ "id": c.id, "author": c.author, "message": c.message, "created_at": c.created_at, "status": c.status, "config_hash": c.config_hash, "published_at": c.published_at }))
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+async fn show_change(State(s): Shared, User(actor): User, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(s.app.change(&actor, change_id(&id)?)?).unwrap_or(Value::Null)))
+}
+
+async fn approve_change(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let comment = comment(body)?;
+    Ok(Json(serde_json::to_value(s.app.review_change(&actor, change_id(&id)?, true, comment.as_deref())?).unwrap_or(Value::Null)))
+}
+
+async fn reject_change(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let comment = comment(body)?;
+    Ok(Json(serde_json::to_value(s.app.review_change(&actor, change_id(&id)?, false, comment.as_deref())?).unwrap_or(Value::Null)))
+}
+
+async fn publish_change(State(s): Shared, User(actor): User, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(s.app.publish_change(&actor, change_id(&id)?).await?).unwrap_or(Value::Null)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Only entries after this sequence number.
+    after: Option<u64>,
+    limit: Option<usize>,
+    user: Option<String>,
+    action: Option<String>,
+}
+
+async fn audit(State(s): Shared, User(actor): User, q: Result<Query<AuditQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let log = s.app.audit(&actor)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let entries: Vec<_> = log
+        .entries
+        .iter()
+        .filter(|e| q.after.is_none_or(|a| e.seq > a))
+        .filter(|e| q.user.as_ref().is_none_or(|u| &e.event.user == u))
+        .filter(|e| q.action.as_ref().is_none_or(|a| &e.event.action == a))
+        .rev()
+        .take(limit)
+        .collect();
+    Ok(Json(json!({ "entries": entries, "chain_verified": log.broken_at.is_none(), "broken_at": log.broken_at })))
+}
+
+async fn list_plugins(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {
+    authorize(&actor, Action::ListPlugins)?;
+    let statuses: Vec<_> = s.plugins.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    let served = s.app.host().with_served(|x| x.current()).unwrap_or_default();
+    let plugins: Vec<Value> = statuses
+        .iter()
+        .map(|st| {
+            let spec = served.iter().find(|p| p.path == st.file).map(|p| {
+                let schema: Value = serde_json::from_str(&p.spec.config_schema).unwrap_or(Value::String(p.spec.config_schema.clone()));
+                json!({ "description": p.spec.description, "operations": p.spec.operations, "max_batch_size": p.spec.max_batch_size, "contract": p.contract.to_string(), "config_schema": schema })
+            });
+            let mut v = serde_json::to_value(st).unwrap_or(Value::Null);
+            v["spec"] = spec.unwrap_or(Value::Null);
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(plugins)))
+}

@@ -1,0 +1,246 @@
+//! Who runs what, when: cron schedules, `after` sequences and API triggers all come here.
+//!
+//! A sync runs at most once at a time: a trigger that arrives while it runs is folded into
+//! one follow-up run (a full resync if any of the folded triggers asked for one). Each sync
+//! runs on its own task, so one slow or failing destination holds up nobody else. On
+//! shutdown no new run starts, and running ones are asked to stop after their in-flight
+//! batches.
+
+use crate::app::{App, RunRequest};
+use crate::domain::RunStatus;
+use crate::schedule::rfc3339;
+use crate::sync::StopSignal;
+use jiff::Timestamp;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why a run is asked for, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// `schedule`, `api`, `after SYNC`, … (recorded as the run's trigger).
+    pub reason: String,
+    /// Recorded as the run's user.
+    pub user: String,
+    pub full_resync: bool,
+}
+
+/// What became of a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accepted {
+    /// A run starts now.
+    Started,
+    /// The sync is running: one follow-up run will start when it ends.
+    Coalesced,
+    /// The service is shutting down and starts nothing.
+    ShuttingDown,
+}
+
+#[derive(Default)]
+struct Slot {
+    running: bool,
+    follow_up: Option<Trigger>,
+}
+
+/// The user the service's own runs are recorded under.
+pub const SERVICE_USER: &str = "backflow-serve";
+
+pub struct Scheduler {
+    app: Arc<App>,
+    slots: Mutex<HashMap<String, Slot>>,
+    accepting: std::sync::atomic::AtomicBool,
+    stop: StopSignal,
+    idle: tokio::sync::Notify,
+}
+
+impl Scheduler {
+    pub fn new(app: Arc<App>) -> Arc<Scheduler> {
+        Arc::new(Scheduler { app, slots: Mutex::new(HashMap::new()), accepting: true.into(), stop: StopSignal::default(), idle: tokio::sync::Notify::new() })
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a run of `sync`: starts it, or folds it into the follow-up of the run going on.
+    pub fn trigger(self: &Arc<Self>, sync: &str, trigger: Trigger) -> Accepted {
+        if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+            return Accepted::ShuttingDown;
+        }
+        let mut slots = self.slots();
+        let slot = slots.entry(sync.to_string()).or_default();
+        if slot.running {
+            slot.follow_up = Some(match slot.follow_up.take() {
+                None => trigger,
+                Some(earlier) => merge(earlier, trigger),
+            });
+            tracing::info!(sync, "run requested while one is going on: one follow-up run is queued");
+            return Accepted::Coalesced;
+        }
+        slot.running = true;
+        drop(slots);
+        let this = self.clone();
+        let sync = sync.to_string();
+        tokio::spawn(async move { this.run_until_caught_up(sync, trigger).await });
+        Accepted::Started
+    }
+
+    /// Whether a run of `sync` is going on, and whether one is queued after it.
+    pub fn status(&self, sync: &str) -> (bool, bool) {
+        self.slots().get(sync).map(|s| (s.running, s.follow_up.is_some())).unwrap_or((false, false))
+    }
+
+    pub fn runs_in_flight(&self) -> usize {
+        self.slots().values().filter(|s| s.running).count()
+    }
+
+    async fn run_until_caught_up(self: Arc<Self>, sync: String, first: Trigger) {
+        let mut trigger = first;
+        loop {
+            let request = RunRequest { full_resync: trigger.full_resync, draft: false, trigger: trigger.reason.clone(), stop: Some(self.stop.clone()) };
+            let succeeded = match self.app.run_for_service(&sync, &request, &trigger.user).await {
+                Ok(record) => {
+                    tracing::info!(sync, run_id = record.run_id, status = record.status.as_str(), trigger = trigger.reason, "run finished");
+                    record.status == RunStatus::Succeeded
+                }
+                Err(e) => {
+                    tracing::error!(sync, trigger = trigger.reason, "run could not start: {e}");
+                    false
+                }
+            };
+            if succeeded {
+                self.start_dependents(&sync);
+            }
+            let next = {
+                let mut slots = self.slots();
+                let slot = slots.entry(sync.clone()).or_default();
+                let next = if self.accepting.load(std::sync::atomic::Ordering::SeqCst) { slot.follow_up.take() } else { None };
+                if next.is_none() {
+                    slot.running = false;
+                }
+                next
+            };
+            match next {
+                Some(t) => trigger = Trigger { reason: format!("{} (coalesced)", t.reason), ..t },
+                None => break,
+            }
+        }
+        self.idle.notify_waiters();
+    }
+
+    /// After `upstream` succeeded: starts every sync that runs after it and whose other
+    /// upstream syncs have all succeeded since it last ran. A failed upstream stops its chain.
+    fn start_dependents(self: &Arc<Self>, upstream: &str) {
+        let ws = match self.app.runnable_workspace() {
+            Ok(ws) => ws,
+            Err(e) => return tracing::error!("sequences after {upstream}: {e}"),
+        };
+        for sync in ws.syncs.values().filter(|s| s.after.iter().any(|u| u == upstream)) {
+            let last_own = self.last_run(&sync.name).map(|(id, _)| id);
+            let ready = sync.after.iter().all(|u| match self.last_run(u) {
+                Some((id, status)) => status == RunStatus::Succeeded && last_own.as_ref().is_none_or(|own| id > *own),
+                None => false,
+            });
+            if ready {
+                self.trigger(&sync.name, Trigger { reason: format!("after {upstream}"), user: SERVICE_USER.into(), full_resync: false });
+            } else {
+                tracing::info!(sync = sync.name, upstream, "not started: not every upstream sync has succeeded since its last run");
+            }
+        }
+    }
+
+    /// The id (ULIDs sort by start time) and status of the last run of `sync`.
+    fn last_run(&self, sync: &str) -> Option<(String, RunStatus)> {
+        self.app.state().runs(Some(sync), 1).ok()?.into_iter().next().map(|r| (r.run_id, r.status))
+    }
+
+    /// Fires cron schedules until shutdown. The last fire handled per sync is kept in the
+    /// state, so a restart knows what it missed.
+    pub async fn run_schedules(self: Arc<Self>, tick: Duration) {
+        let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+            interval.tick().await;
+            // Read each tick: a publish changes schedules without a restart.
+            let ws = match self.app.runnable_workspace() {
+                Ok(ws) => ws,
+                Err(e) => {
+                    tracing::error!("schedules: {e}");
+                    continue;
+                }
+            };
+            let now = Timestamp::now();
+            for sync in ws.syncs.values() {
+                let Some(schedule) = &sync.schedule else { continue };
+                let fire = match seen.get(&sync.name) {
+                    // First look at this sync since the service started: anything missed?
+                    None => {
+                        let mark = self.app.state().schedule_mark(&sync.name).ok().flatten();
+                        let missed = mark.and_then(|m| Timestamp::from_second(m).ok()).and_then(|m| schedule.missed(m, now));
+                        match missed {
+                            Some(at) if sync.catch_up => Some(format!("schedule (missed at {})", rfc3339(at))),
+                            Some(at) => {
+                                tracing::info!(sync = sync.name, missed = rfc3339(at), "a schedule fire was missed while the service was down; catch_up = false skips it");
+                                None
+                            }
+                            None => None,
+                        }
+                    }
+                    Some(mark) => {
+                        let due = Timestamp::from_second(*mark).ok().and_then(|m| schedule.next_after(m)).is_some_and(|next| next <= now);
+                        due.then(|| "schedule".to_string())
+                    }
+                };
+                seen.insert(sync.name.clone(), now.as_second());
+                if let Err(e) = self.app.state().set_schedule_mark(&sync.name, now.as_second()) {
+                    tracing::warn!(sync = sync.name, "could not record the schedule mark: {e}");
+                }
+                if let Some(reason) = fire {
+                    self.trigger(&sync.name, Trigger { reason, user: SERVICE_USER.into(), full_resync: false });
+                }
+            }
+        }
+    }
+
+    /// Stops starting runs, asks running ones to stop after their in-flight batches, and
+    /// waits for them up to `grace`. Returns how many were still running.
+    pub async fn shut_down(&self, grace: Duration) -> usize {
+        self.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.stop.stop();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.idle.notified();
+            let running = self.runs_in_flight();
+            if running == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.runs_in_flight();
+            }
+        }
+    }
+}
+
+/// Two triggers folded into one run: a full resync if either asked for one; the later
+/// reason and user are recorded, with the earlier reason noted.
+fn merge(earlier: Trigger, later: Trigger) -> Trigger {
+    let reason = if earlier.reason == later.reason { later.reason } else { format!("{} + {}", earlier.reason, later.reason) };
+    Trigger { reason, user: later.user, full_resync: earlier.full_resync || later.full_resync }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(reason: &str, user: &str, full: bool) -> Trigger {
+        Trigger { reason: reason.into(), user: user.into(), full_resync: full }
+    }
+
+    #[test]
+    fn folded_triggers_keep_a_full_resync_and_the_last_user() {
+        assert_eq!(merge(t("api", "ann", true), t("api", "bob", false)), t("api", "bob", true));
+        assert_eq!(merge(t("schedule", "backflow-serve", false), t("api", "bob", false)), t("schedule + api", "bob", false));
+    }
+}

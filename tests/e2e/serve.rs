@@ -1,0 +1,540 @@
+//! `backflow serve` as a real process: schedules, sequences, coalesced triggers, the HTTP API
+//! with tokens and roles, alerts, graceful shutdown and restart, plugin hot reload, and one
+//! instance per state directory.
+
+use crate::support::*;
+use backflow::receiver::{Receiver, ReceiverOptions};
+use serde_json::{json, Value as J};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// A running `backflow serve`; killed when dropped.
+struct Service {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(ws: &TestWorkspace) -> Service {
+        Service::try_start(ws).unwrap_or_else(|e| panic!("the service did not start: {e}"))
+    }
+
+    /// Starts a service on a free port and waits for its "listening" line.
+    fn try_start(ws: &TestWorkspace) -> Result<Service, String> {
+        let log = ws.path().join(format!("serve-{}.log", ulid::Ulid::new()));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace-s", "20", "--workspace"])
+            .arg(ws.path())
+            .env("RUST_LOG", "backflow=info")
+            .env_remove("BACKFLOW_USER")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(180));
+        match line {
+            Ok(line) => {
+                let base = line.split("listening on ").nth(1).ok_or_else(|| format!("unexpected first line {line:?}"))?.trim().to_string();
+                Ok(Service { child, base, log })
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the process to end.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client acting with `token` (or none).
+struct Api {
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(token: Option<&str>) -> Api {
+        // The engine builds reqwest without a bundled crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api { http: reqwest::Client::new(), token: token.map(str::to_string) }
+    }
+
+    async fn send(&self, method: reqwest::Method, url: String, body: Option<String>) -> (u16, J) {
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(J::String(text)))
+    }
+
+    async fn get(&self, url: String) -> (u16, J) {
+        self.send(reqwest::Method::GET, url, None).await
+    }
+
+    async fn post(&self, url: String, body: Option<J>) -> (u16, J) {
+        self.send(reqwest::Method::POST, url, body.map(|b| b.to_string())).await
+    }
+}
+
+/// Polls `check` every 100 ms until it returns something; panics after two minutes (a hang,
+/// not a speed assertion).
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..1200 {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A workspace with its own copy of the plugins (hot reload changes them), a CSV source of
+/// `rows` people, and `rest` (destinations, syncs, alerts, users).
+fn service_workspace(rows: usize, rest: &str) -> TestWorkspace {
+    let ws = TestWorkspace::new(&format!(
+        "[workspace]\nplugins_dir = \"plugins\"\n[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n[models.people]\nsource = \"files\"\nquery = \"data/people.csv\"\nprimary_key = \"id\"\n[models.broken]\nsource = \"files\"\nquery = \"data/missing.csv\"\nprimary_key = \"id\"\n{rest}"
+    ));
+    std::fs::create_dir_all(ws.path().join("plugins")).unwrap();
+    for name in ["file_source.wasm", "webhook.wasm"] {
+        std::fs::copy(plugin(name), ws.path().join("plugins").join(name)).unwrap();
+    }
+    let mut csv = String::from("id,email\n");
+    for i in 1..=rows {
+        csv.push_str(&format!("{i},user{i}@example.com\n"));
+    }
+    ws.write("data/people.csv", &csv);
+    ws
+}
+
+fn hook(name: &str, receiver: &Receiver, path: &str, extra: &str) -> String {
+    format!("[destinations.{name}]\nplugin = \"webhook\"\nconfig.url = \"{}\"\ngrants.network = [\"{}\"]\n{extra}\n", receiver.url(path), receiver.addr)
+}
+
+fn token(ws: &TestWorkspace, admin: &str, for_user: &str) -> String {
+    let out = ok(backflow_as(ws, admin, &["token", "create", "--for", for_user, "--name", "test", "--json"]), "token create");
+    out.json()["token"].as_str().unwrap().to_string()
+}
+
+async fn runs_of(api: &Api, svc: &Service, sync: &str) -> Vec<J> {
+    let (status, body) = api.get(svc.url(&format!("/api/v1/runs?sync={sync}&limit=100"))).await;
+    assert_eq!(status, 200, "{body}");
+    body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// The finished runs of `sync` once there are at least `n`.
+async fn finished_runs(api: &Api, svc: &Service, sync: &str, n: usize) -> Vec<J> {
+    eventually(&format!("{n} finished runs of {sync}"), async || {
+        let runs = runs_of(api, svc, sync).await;
+        let done: Vec<J> = runs.into_iter().filter(|r| r["status"] != "running").collect();
+        (done.len() >= n).then_some(done)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedules_fire_sequences_run_in_order_a_failure_stops_its_chain_and_alerts_reach_their_owner() {
+    let receiver = receiver().await;
+    let alerts = crate::support::receiver().await;
+    let ws = service_workspace(
+        5,
+        &format!(
+            r#"{hook_a}{hook_b}
+[syncs.ticking]
+model = "people"
+destination = "a"
+schedule = "* * * * * *"
+
+[syncs.upstream_ok]
+model = "people"
+destination = "b"
+
+[syncs.downstream]
+model = "people"
+destination = "b"
+mapping = {{ id = "id", email = "contact" }}
+after = ["upstream_ok"]
+
+[syncs.upstream_bad]
+model = "broken"
+destination = "b"
+
+[syncs.after_bad]
+model = "people"
+destination = "a"
+mapping = {{ id = "id", email = "mail" }}
+after = ["upstream_bad"]
+
+[[alerts]]
+url = "{alert_url}"
+on = ["failed"]
+destinations = ["b"]
+
+[[alerts]]
+url = "{other_url}"
+syncs = ["ticking"]
+"#,
+            hook_a = hook("a", &receiver, "/a", ""),
+            hook_b = hook("b", &receiver, "/b", ""),
+            alert_url = alerts.url("/owner-of-b"),
+            other_url = alerts.url("/owner-of-ticking"),
+        ),
+    );
+    let svc = Service::start(&ws);
+    let api = Api::new(Some(&token(&ws, "tester", "tester")));
+
+    // The every-second schedule fires again and again, by itself.
+    let ticks = finished_runs(&api, &svc, "ticking", 2).await;
+    assert!(ticks.iter().all(|r| r["trigger"] == "schedule" && r["status"] == "succeeded" && r["user"] == "backflow-serve"), "{ticks:?}");
+
+    // A sequence: downstream runs after upstream_ok succeeded.
+    let (status, body) = api.post(svc.url("/api/v1/syncs/upstream_ok/runs"), None).await;
+    assert_eq!(status, 202, "{body}");
+    let down = finished_runs(&api, &svc, "downstream", 1).await;
+    assert_eq!(down[0]["trigger"], "after upstream_ok");
+    assert_eq!(down[0]["status"], "succeeded");
+    let up = &runs_of(&api, &svc, "upstream_ok").await[0];
+    assert!(down[0]["run_id"].as_str() > up["run_id"].as_str(), "downstream started after upstream");
+
+    // A failing upstream stops its chain; its destination's owner is told; the rest go on.
+    api.post(svc.url("/api/v1/syncs/upstream_bad/runs"), Some(json!({}))).await;
+    let bad = finished_runs(&api, &svc, "upstream_bad", 1).await;
+    assert_eq!(bad[0]["status"], "failed", "{bad:?}");
+    let alert = eventually("the alert for upstream_bad", async || alerts.received().into_iter().find(|r| r.path == "/owner-of-b")).await;
+    assert!(alert.body["text"].as_str().unwrap().contains("sync upstream_bad → b"), "{:?}", alert.body);
+    assert_eq!(alert.body["outcome"], "failed");
+    let ticks_before = runs_of(&api, &svc, "ticking").await.len();
+    finished_runs(&api, &svc, "ticking", ticks_before + 2).await;
+    assert!(runs_of(&api, &svc, "after_bad").await.is_empty(), "a failed upstream stops the chain");
+    // Succeeding runs alert nobody; the ticking sync's owner heard nothing.
+    assert!(alerts.received().iter().all(|r| r.path == "/owner-of-b"), "only the failure was reported");
+
+    // `sync list` shows the schedule and when it runs next.
+    let list = ok(backflow_as(&ws, "tester", &["sync", "list", "--json"]), "sync list").json();
+    let ticking = list.as_array().unwrap().iter().find(|s| s["name"] == "ticking").unwrap().clone();
+    assert_eq!(ticking["schedule"], "* * * * * *");
+    assert!(ticking["next_run"].as_str().is_some_and(|t| t.ends_with('Z')), "{ticking}");
+    let downstream = list.as_array().unwrap().iter().find(|s| s["name"] == "downstream").unwrap().clone();
+    assert_eq!(downstream["after"], json!(["upstream_ok"]));
+
+    // A second service on the same state refuses to start, naming the first.
+    let second = Service::try_start(&ws).err().expect("a second service must refuse");
+    assert!(second.contains("another `backflow serve` already serves the state"), "{second}");
+    drop(svc);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missed_schedule_runs_once_at_start_unless_catch_up_is_off() {
+    let receiver = receiver().await;
+    let ws = service_workspace(
+        3,
+        &format!(
+            "{}\n[syncs.yearly]\nmodel = \"people\"\ndestination = \"a\"\nschedule = \"0 0 1 1 *\"\n\n[syncs.yearly_no_catch_up]\nmodel = \"people\"\ndestination = \"a\"\nmapping = {{ id = \"id\", email = \"mail\" }}\nschedule = \"0 0 1 1 *\"\ncatch_up = false\n",
+            hook("a", &receiver, "/a", "")
+        ),
+    );
+    {
+        // The service last looked at these schedules in December 2025: January 1st was missed.
+        let state = backflow::state::StateStore::open(&ws.path().join(".backflow")).unwrap();
+        let december: i64 = "2025-12-31T12:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second();
+        state.set_schedule_mark("yearly", december).unwrap();
+        state.set_schedule_mark("yearly_no_catch_up", december).unwrap();
+    }
+    let svc = Service::start(&ws);
+    let api = Api::new(Some(&token(&ws, "tester", "tester")));
+    let runs = finished_runs(&api, &svc, "yearly", 1).await;
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0]["trigger"].as_str().unwrap().starts_with("schedule (missed at 20"), "{}", runs[0]["trigger"]);
+    eventually("the skipped catch-up to be logged", async || svc.log().contains("catch_up = false skips it").then_some(())).await;
+    assert!(runs_of(&api, &svc, "yearly_no_catch_up").await.is_empty());
+}
+
+const TEAM: &str = "[users]\nalice = { role = \"admin\" }\ncarol = { role = \"contributor\" }\nvictor = { role = \"viewer\" }\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_authenticates_authorizes_audits_coalesces_and_answers_bad_input_with_4xx() {
+    // A slow destination: a run of 6 rows, one per request, takes a few seconds.
+    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { latency_ms: 400, ..Default::default() }).await.unwrap();
+    let ws = service_workspace(6, &format!("{}\n[syncs.crm]\nmodel = \"people\"\ndestination = \"a\"\nbatch_size = 1\n{TEAM}", hook("a", &receiver, "/a", "")));
+    ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "first"]), "submit");
+    ok(backflow_as(&ws, "alice", &["change", "approve", "1"]), "approve");
+    ok(backflow_as(&ws, "carol", &["change", "publish", "1"]), "publish");
+    let (alice, carol, victor) = (token(&ws, "alice", "alice"), token(&ws, "alice", "carol"), token(&ws, "alice", "victor"));
+    let revoked = token(&ws, "carol", "carol");
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_string();
+    ok(backflow_as(&ws, "carol", &["token", "revoke", &revoked_id]), "revoke");
+    // A viewer may not make tokens for others.
+    let refused = backflow_as(&ws, "victor", &["token", "create", "--for", "carol"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("victor is a viewer and may not manage other users' API tokens"), "{}", refused.stderr);
+
+    let svc = Service::start(&ws);
+    let trigger = svc.url("/api/v1/syncs/crm/runs");
+
+    // No token, a revoked token, a malformed one: 401 with a JSON error; nothing done.
+    let (status, body) = Api::new(None).post(trigger.clone(), None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no API token"), "{body}");
+    let (status, body) = Api::new(Some(&revoked)).post(trigger.clone(), None).await;
+    assert_eq!(status, 401);
+    assert!(body["error"].as_str().unwrap().contains("revoked"), "{body}");
+    assert_eq!(Api::new(Some("bft_nonsense")).get(svc.url("/api/v1/syncs")).await.0, 401);
+    // A viewer reads but may not run: 403 naming the rule.
+    let viewer = Api::new(Some(&victor));
+    assert_eq!(viewer.get(svc.url("/api/v1/syncs")).await.0, 200);
+    let (status, body) = viewer.post(trigger.clone(), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"], "victor is a viewer and may not run syncs (needs contributor or above)");
+    assert!(runs_of(&viewer, &svc, "crm").await.is_empty(), "nothing ran");
+
+    // Three triggers while the first run goes: one run now, one follow-up for the other two.
+    let contributor = Api::new(Some(&carol));
+    let (s1, b1) = contributor.post(trigger.clone(), None).await;
+    let (s2, b2) = contributor.post(trigger.clone(), Some(json!({"full_resync": true}))).await;
+    let (s3, b3) = contributor.post(trigger.clone(), None).await;
+    assert_eq!((s1, s2, s3), (202, 202, 202));
+    assert_eq!((b1["accepted"].as_str(), b2["accepted"].as_str(), b3["accepted"].as_str()), (Some("started"), Some("coalesced"), Some("coalesced")));
+    let runs = finished_runs(&contributor, &svc, "crm", 2).await;
+    // Let a (wrong) third run show itself if it were going to.
+    eventually("the service to be idle", async || (Api::new(None).get(svc.url("/healthz")).await.1["runs_in_flight"] == 0).then_some(())).await;
+    let runs_now = runs_of(&contributor, &svc, "crm").await;
+    assert_eq!(runs_now.len(), 2, "three triggers, two runs: {runs_now:?}");
+    let (follow_up, first) = (&runs[0], &runs[1]);
+    assert_eq!(first["user"], "carol");
+    assert_eq!(first["trigger"], "api");
+    assert_eq!(follow_up["trigger"], "api (coalesced)");
+    assert_eq!(follow_up["full_resync"], true, "a folded full resync is kept");
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(follow_up["status"], "succeeded");
+
+    // Every state-changing request is in the audit log with its user.
+    let (_, audit) = viewer.get(svc.url("/api/v1/audit?action=run.trigger")).await;
+    let triggers = audit["entries"].as_array().unwrap();
+    assert_eq!(triggers.len(), 3, "{audit}");
+    assert!(triggers.iter().all(|e| e["user"] == "carol"));
+    assert_eq!(audit["chain_verified"], true);
+    let (_, tokens_audit) = viewer.get(svc.url("/api/v1/audit?action=token.revoke")).await;
+    assert_eq!(tokens_audit["entries"][0]["user"], "carol");
+
+    // Run detail, filters, pagination.
+    let (status, detail) = viewer.get(svc.url(&format!("/api/v1/runs/{}", first["run_id"].as_str().unwrap()))).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["delivered"]["added"], 6);
+    let (_, page) = viewer.get(svc.url("/api/v1/runs?sync=crm&limit=1")).await;
+    let next = page["next_before"].as_str().unwrap().to_string();
+    let (_, page2) = viewer.get(svc.url(&format!("/api/v1/runs?sync=crm&limit=1&before={next}"))).await;
+    assert_eq!(page2["runs"][0]["run_id"], first["run_id"]);
+    let (_, failed_only) = viewer.get(svc.url("/api/v1/runs?status=failed")).await;
+    assert!(failed_only["runs"].as_array().unwrap().is_empty());
+
+    // Change requests through the API: carol's change, approved by alice over HTTP.
+    edit(&ws, "batch_size = 1", "batch_size = 2");
+    ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "bigger batches"]), "submit 2");
+    let (status, body) = contributor.post(svc.url("/api/v1/changes/2/approve"), None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "carol is a contributor and may not approve changes (needs approver or above)");
+    let admin = Api::new(Some(&alice));
+    let (status, change) = admin.post(svc.url("/api/v1/changes/2/approve"), Some(json!({"comment": "ok"}))).await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["status"], "approved");
+    let (status, published) = contributor.post(svc.url("/api/v1/changes/2/publish"), None).await;
+    assert_eq!(status, 200, "{published}");
+    let (_, list) = viewer.get(svc.url("/api/v1/changes")).await;
+    assert_eq!(list[0]["status"], "published");
+
+    // Bad input: 4xx with the parameter named, never a 500.
+    for (method, path, body, expect, says) in [
+        ("POST", "/api/v1/syncs/nope/runs", None, 404, "no sync named \"nope\""),
+        ("POST", "/api/v1/syncs/crm/runs", Some("{not json"), 400, "request body"),
+        ("POST", "/api/v1/syncs/crm/runs", Some("{\"full_resync\": \"yes\"}"), 400, "request body"),
+        ("POST", "/api/v1/syncs/crm/runs", Some("{\"fast\": true}"), 400, "unknown field `fast`"),
+        ("GET", "/api/v1/runs?limit=abc", None, 400, "query string"),
+        ("GET", "/api/v1/runs?limit=0", None, 400, "limit"),
+        ("GET", "/api/v1/runs?status=great", None, 400, "status: unknown run status \"great\""),
+        ("GET", "/api/v1/runs/nope", None, 404, "no run with id nope"),
+        ("GET", "/api/v1/changes/abc", None, 400, "change id: \"abc\" is not a number"),
+        ("GET", "/api/v1/changes/99", None, 404, "99"),
+        ("GET", "/api/v1/nothing-here", None, 404, "no such API endpoint"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, answer) = admin.send(method, svc.url(path), body.map(str::to_string)).await;
+        assert_eq!(status, expect, "{path}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains(says)), "{path}: {answer}");
+    }
+    let huge = format!("{{\"comment\": \"{}\"}}", "x".repeat(200_000));
+    let (status, answer) = admin.send(reqwest::Method::POST, svc.url("/api/v1/runs/x/approve"), Some(huge)).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].is_string());
+
+    // Health and metrics need no token.
+    let (status, health) = Api::new(None).get(svc.url("/healthz")).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let metrics = reqwest::get(svc.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("backflow_runs_total{sync=\"crm\",status=\"succeeded\"} 2"), "{metrics}");
+    assert!(metrics.contains("backflow_rows_total{sync=\"crm\",operation=\"added\",outcome=\"delivered\"} 6"), "{metrics}");
+    assert!(metrics.contains("backflow_delivery_request_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains("backflow_plugin_call_seconds_count{plugin=\"webhook\"}"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_run_stops_after_the_batch_in_flight_and_a_restart_loses_nothing() {
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |body: String| {
+        let s = s.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let rows: Vec<J> = serde_json::from_str(&body).unwrap();
+            s.lock().unwrap().extend(rows.iter().map(|row| row["id"].as_i64().unwrap()));
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let ws = service_workspace(
+        1000,
+        &format!("[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://{addr}/in\"\ngrants.network = [\"{addr}\"]\n[syncs.s]\nmodel = \"people\"\ndestination = \"hook\"\nbatch_size = 20\n"),
+    );
+    let mut svc = Service::start(&ws);
+    let api = Api::new(Some(&token(&ws, "tester", "tester")));
+    api.post(svc.url("/api/v1/syncs/s/runs"), None).await;
+    eventually("a good part delivered", async || (seen.lock().unwrap().len() >= 200).then_some(())).await;
+    let status = svc.terminate();
+    assert!(status.success(), "a graceful stop exits 0: {status:?}\n{}", svc.log());
+    let delivered_before = seen.lock().unwrap().len();
+    assert!(delivered_before < 1000, "the run was stopped before it finished");
+
+    let state = backflow::state::StateStore::open(&ws.path().join(".backflow")).unwrap();
+    let stopped = state.runs(Some("s"), 1).unwrap().remove(0);
+    assert_eq!(stopped.status, backflow::state::RunStatus::Interrupted, "{stopped:?}");
+    assert!(stopped.error.as_deref().unwrap().contains("the service is shutting down"), "{:?}", stopped.error);
+    assert_eq!(stopped.delivered.added as usize, delivered_before, "every batch sent was recorded");
+    drop(state);
+
+    let svc = Service::start(&ws);
+    api.post(svc.url("/api/v1/syncs/s/runs"), None).await;
+    let runs = finished_runs(&api, &svc, "s", 2).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{:?}", runs[0]);
+    let seen = seen.lock().unwrap().clone();
+    let unique: std::collections::HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), 1000, "every row delivered");
+    assert!(seen.len() - unique.len() <= 20, "at most the batch in flight re-sent, got {} duplicates", seen.len() - unique.len());
+}
+
+/// A copy of a component with a custom section appended: the same plugin, another hash.
+fn rebuilt(component: &Path, marker: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"backflow-test";
+    let payload_len = 1 + name.len() + marker.len();
+    bytes.push(0); // custom section
+    let mut n = payload_len;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        bytes.push(if n > 0 { byte | 0x80 } else { byte });
+        if n == 0 {
+            break;
+        }
+    }
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(marker.as_bytes());
+    bytes
+}
+
+/// Replaces a file the way deploys do: write beside it, then rename over it.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn serving_hash(api: &Api, svc: &Service, file: &str) -> (Option<String>, Option<String>) {
+    let (_, plugins) = api.get(svc.url("/api/v1/plugins")).await;
+    let p = plugins.as_array().unwrap().iter().find(|p| p["file"].as_str().unwrap().ends_with(file)).cloned().unwrap_or(J::Null);
+    (p["sha256"].as_str().map(str::to_string), p["error"].as_str().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_replaced_mid_run_serves_the_next_run_and_a_broken_one_is_refused() {
+    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { latency_ms: 25, discard: true, ..Default::default() }).await.unwrap();
+    let ws = service_workspace(100_000, &format!("{}\n[syncs.big]\nmodel = \"people\"\ndestination = \"a\"\nbatch_size = 500\n", hook("a", &receiver, "/a", "")));
+    let svc = Service::start(&ws);
+    let api = Api::new(Some(&token(&ws, "tester", "tester")));
+    let webhook = ws.path().join("plugins/webhook.wasm");
+    let (old_hash, _) = serving_hash(&api, &svc, "webhook.wasm").await;
+    let old_hash = old_hash.expect("webhook served at start");
+
+    api.post(svc.url("/api/v1/syncs/big/runs"), None).await;
+    eventually("the run to be delivering", async || (receiver.rows() > 0).then_some(())).await;
+    let new_bytes = rebuilt(&plugin("webhook.wasm"), "v2");
+    replace(&webhook, &new_bytes);
+    let new_hash = eventually("the new webhook to serve", async || {
+        let (hash, _) = serving_hash(&api, &svc, "webhook.wasm").await;
+        hash.filter(|h| *h != old_hash)
+    })
+    .await;
+    let first = finished_runs(&api, &svc, "big", 1).await.remove(0);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["delivered"]["added"], 100_000);
+    assert_eq!(first["plugins"]["destination"], old_hash.as_str(), "the run in flight finished on the version it started with");
+    assert!(receiver.rows() >= 100_000);
+
+    api.post(svc.url("/api/v1/syncs/big/runs"), Some(json!({"full_resync": false}))).await;
+    let second = finished_runs(&api, &svc, "big", 2).await.remove(0);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(second["plugins"]["destination"], new_hash.as_str(), "the next run uses the new file");
+
+    // A broken replacement is refused; the working version keeps serving.
+    replace(&webhook, b"\0asm this is not a component");
+    let error = eventually("the broken file to be refused", async || serving_hash(&api, &svc, "webhook.wasm").await.1).await;
+    assert!(!error.is_empty());
+    assert!(svc.log().contains("plugin file refused"), "{}", svc.log());
+    api.post(svc.url("/api/v1/syncs/big/runs"), None).await;
+    let third = finished_runs(&api, &svc, "big", 3).await.remove(0);
+    assert_eq!(third["status"], "succeeded", "{third}");
+    assert_eq!(third["plugins"]["destination"], new_hash.as_str());
+    let metrics = reqwest::get(svc.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("outcome=\"refused\"} 1"), "{metrics}");
+    let all = runs_of(&api, &svc, "big").await;
+    assert!(all.iter().all(|r| r["status"] == "succeeded"), "no failed runs: {all:?}");
+}
