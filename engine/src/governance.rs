@@ -564,16 +564,26 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
     // Read once: its hash, its users and policies (the authority) and its plugins directory.
     let published = published_workspace(root, state)?;
     let hash = files.hash();
-    if published.as_ref().is_some_and(|(p, _)| p.config_hash == hash) {
-        return Err("the working copy is identical to the published configuration: nothing to submit".into());
+    let plugin_hashes = plugin_hashes(host, &working).await.map_err(|e| format!("the working copy names a plugin that cannot be loaded: {e}"))?;
+    // A new build of a plugin is a change to review even when no file of configuration
+    // changed: it is the code that runs.
+    let plugins_changed: Vec<String> = match &published {
+        Some((p, _)) => plugin_hashes
+            .iter()
+            .filter(|(reference, hash)| p.plugin_hashes.get(*reference).is_some_and(|old| old != *hash))
+            .map(|(reference, hash)| format!("plugin {reference} sha256 {} → {}", short(&p.plugin_hashes[reference]), short(hash)))
+            .collect(),
+        None => Vec::new(),
+    };
+    if published.as_ref().is_some_and(|(p, _)| p.config_hash == hash) && plugins_changed.is_empty() {
+        return Err("the working copy and its plugins are identical to the published configuration: nothing to submit".into());
     }
     let diff = diff(host, state, &files, &working).await?;
-    let plugin_hashes = plugin_hashes(host, &working).await.map_err(|e| format!("the working copy names a plugin that cannot be loaded: {e}"))?;
     let authority_ws = published.as_ref().map_or(&working, |(_, ws)| ws);
     let (governance, plugins_dir) = (authority_ws.governance.clone(), authority_ws.plugins_dir.clone());
     let description = {
         let mut d = format!("{message}\n\nchanged: ");
-        d.push_str(&diff.entities.iter().map(|e| format!("{} {} {}", e.change, e.kind, e.name)).collect::<Vec<_>>().join(", "));
+        d.push_str(&diff.entities.iter().map(|e| format!("{} {} {}", e.change, e.kind, e.name)).chain(plugins_changed.iter().cloned()).collect::<Vec<_>>().join(", "));
         d.push_str("\n\n");
         d.push_str(&diff.text);
         d

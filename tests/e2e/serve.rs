@@ -538,3 +538,41 @@ async fn a_plugin_replaced_mid_run_serves_the_next_run_and_a_broken_one_is_refus
     let all = runs_of(&api, &svc, "big").await;
     assert!(all.iter().all(|r| r["status"] == "succeeded"), "no failed runs: {all:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_reviews_a_new_plugin_build_serves_only_once_a_change_publishes_its_hash() {
+    let receiver = receiver().await;
+    let ws = service_workspace(3, &format!("{}\n[syncs.crm]\nmodel = \"people\"\ndestination = \"a\"\n{TEAM}", hook("a", &receiver, "/a", "")));
+    ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "first"]), "submit");
+    ok(backflow_as(&ws, "alice", &["change", "approve", "1"]), "approve");
+    ok(backflow_as(&ws, "carol", &["change", "publish", "1"]), "publish");
+    let svc = Service::start(&ws);
+    let api = Api::new(Some(&token(&ws, "alice", "carol")));
+    let (old_hash, _) = serving_hash(&api, &svc, "webhook.wasm").await;
+    let old_hash = old_hash.unwrap();
+
+    replace(&ws.path().join("plugins/webhook.wasm"), &rebuilt(&plugin("webhook.wasm"), "reviewed-later"));
+    let status = eventually("the new build to be loaded", async || {
+        let (_, plugins) = api.get(svc.url("/api/v1/plugins")).await;
+        plugins.as_array().unwrap().iter().find(|p| p["file"].as_str().unwrap().ends_with("webhook.wasm") && p["sha256"] != old_hash.as_str()).cloned()
+    })
+    .await;
+    assert_eq!(status["awaiting_publish"], old_hash.as_str(), "the reload reports the published pin: {status}");
+    let new_hash = status["sha256"].as_str().unwrap().to_string();
+
+    // Runs keep the reviewed build.
+    api.post(svc.url("/api/v1/syncs/crm/runs"), None).await;
+    let run = finished_runs(&api, &svc, "crm", 1).await.remove(0);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["plugins"]["destination"], old_hash.as_str());
+
+    // A change with no config edit publishes the new build; the next run uses it.
+    let change = ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "webhook build", "--json"]), "submit the new build").json();
+    assert!(change["diff"].is_object(), "{change}");
+    ok(backflow_as(&ws, "alice", &["change", "approve", "2"]), "approve 2");
+    ok(backflow_as(&ws, "carol", &["change", "publish", "2"]), "publish 2");
+    api.post(svc.url("/api/v1/syncs/crm/runs"), None).await;
+    let run = finished_runs(&api, &svc, "crm", 2).await.remove(0);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["plugins"]["destination"], new_hash.as_str());
+}

@@ -139,14 +139,10 @@ macro_rules! guest_call {
 }
 pub(crate) use guest_call;
 
-fn host_err(e: impl fmt::Display) -> CallError {
-    CallError::Host(e.to_string())
-}
-
-/// A fresh store with the plugin's grants, and the component's imports resolved.
+/// A fresh store with the plugin's grants, and the component (imports resolved at load).
 fn prepare(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits) -> Result<(Store<PluginState>, InstancePre<PluginState>), CallError> {
     let store = host.new_store(&plugin.spec.name, grants, limits).map_err(|e| CallError::Host(format!("{e:#}")))?;
-    let pre = host.linker().instantiate_pre(&plugin.component).map_err(host_err)?;
+    let pre = plugin.pre.clone();
     Ok((store, pre))
 }
 

@@ -64,6 +64,9 @@ pub struct Plugin {
     /// The contract version the component implements: which bindings every call goes through.
     pub contract: ContractVersion,
     pub component: Component,
+    /// The component with its imports resolved against the host's linker, once per load:
+    /// each instance (one per run reader, per writer in flight) then only instantiates.
+    pub(crate) pre: wasmtime::component::InstancePre<PluginState>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -208,8 +211,9 @@ impl PluginHost {
         check_component_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
         let component = self.compile_cached(path, &bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
         let contract = ContractVersion::of(&self.engine, &component).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let spec = self.read_spec(contract, &component).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
-        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, component };
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| anyhow!("plugin {}: its imports do not match what the host provides: {e}", path.display()))?;
+        let spec = self.read_spec(contract, &pre).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
+        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, component, pre };
         self.loaded.lock().unwrap().insert(hash, plugin.clone());
         Ok(plugin)
     }
@@ -251,9 +255,9 @@ impl PluginHost {
         Ok(component)
     }
 
-    async fn read_spec(&self, contract: ContractVersion, component: &Component) -> Result<PluginSpec, CallError> {
+    async fn read_spec(&self, contract: ContractVersion, pre: &wasmtime::component::InstancePre<PluginState>) -> Result<PluginSpec, CallError> {
         let mut store = self.new_store("(spec)", &Grants::default(), Limits::default()).map_err(|e| CallError::Host(format!("{e:#}")))?;
-        let pre = self.linker.instantiate_pre(component).map_err(|e| CallError::Host(e.to_string()))?;
+        let pre = pre.clone();
         match contract {
             ContractVersion::V0_1_0 => bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.spec(&mut store).await,
         }
@@ -262,7 +266,7 @@ impl PluginHost {
     /// Runs the plugin's own config check. Returns every problem it reports.
     pub async fn check_config(&self, plugin: &Plugin, config_json: &str, limits: Limits) -> Result<Vec<backflow_plugin_sdk::ConfigError>, CallError> {
         let mut store = self.new_store(&plugin.spec.name, &Grants::default(), limits).map_err(|e| CallError::Host(e.to_string()))?;
-        let pre = self.linker.instantiate_pre(&plugin.component).map_err(|e| CallError::Host(e.to_string()))?;
+        let pre = plugin.pre.clone();
         match plugin.contract {
             ContractVersion::V0_1_0 => bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.check_config(&mut store, config_json).await,
         }
@@ -353,10 +357,6 @@ impl PluginHost {
             Ok(UpdateDeadline::Yield(1))
         });
         Ok(store)
-    }
-
-    pub(crate) fn linker(&self) -> &Linker<PluginState> {
-        &self.linker
     }
 }
 
