@@ -3,6 +3,7 @@
 //! (`scripts/build-plugins`); `scripts/test` does that.
 
 mod pg;
+mod serve_support;
 mod support;
 
 mod changes;
@@ -18,5 +19,6 @@ mod postgres;
 mod sandbox;
 mod secrets;
 mod serve;
+mod ui;
 mod sync;
 mod undo;

@@ -2,172 +2,12 @@
 //! with tokens and roles, alerts, graceful shutdown and restart, plugin hot reload, and one
 //! instance per state directory.
 
+use crate::serve_support::*;
 use crate::support::*;
-use backflow::receiver::{Receiver, ReceiverOptions};
+use backflow::receiver::ReceiverOptions;
 use serde_json::{json, Value as J};
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::Duration;
-
-/// A running `backflow serve`; killed when dropped.
-struct Service {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Service {
-    fn start(ws: &TestWorkspace) -> Service {
-        Service::try_start(ws).unwrap_or_else(|e| panic!("the service did not start: {e}"))
-    }
-
-    /// Starts a service on a free port and waits for its "listening" line.
-    fn try_start(ws: &TestWorkspace) -> Result<Service, String> {
-        let log = ws.path().join(format!("serve-{}.log", ulid::Ulid::new()));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace-s", "20", "--workspace"])
-            .arg(ws.path())
-            .env("RUST_LOG", "backflow=info")
-            .env_remove("BACKFLOW_USER")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(180));
-        match line {
-            Ok(line) => {
-                let base = line.split("listening on ").nth(1).ok_or_else(|| format!("unexpected first line {line:?}"))?.trim().to_string();
-                Ok(Service { child, base, log })
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(std::fs::read_to_string(&log).unwrap_or_default())
-            }
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for the process to end.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An HTTP client acting with `token` (or none).
-struct Api {
-    http: reqwest::Client,
-    token: Option<String>,
-}
-
-impl Api {
-    fn new(token: Option<&str>) -> Api {
-        // The engine builds reqwest without a bundled crypto provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Api { http: reqwest::Client::new(), token: token.map(str::to_string) }
-    }
-
-    async fn send(&self, method: reqwest::Method, url: String, body: Option<String>) -> (u16, J) {
-        let mut req = self.http.request(method, url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(J::String(text)))
-    }
-
-    async fn get(&self, url: String) -> (u16, J) {
-        self.send(reqwest::Method::GET, url, None).await
-    }
-
-    async fn post(&self, url: String, body: Option<J>) -> (u16, J) {
-        self.send(reqwest::Method::POST, url, body.map(|b| b.to_string())).await
-    }
-}
-
-/// Polls `check` every 100 ms until it returns something; panics after two minutes (a hang,
-/// not a speed assertion).
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..1200 {
-        if let Some(v) = check().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// A workspace with its own copy of the plugins (hot reload changes them), a CSV source of
-/// `rows` people, and `rest` (destinations, syncs, alerts, users).
-fn service_workspace(rows: usize, rest: &str) -> TestWorkspace {
-    let ws = TestWorkspace::new(&format!(
-        "[workspace]\nplugins_dir = \"plugins\"\n[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n[models.people]\nsource = \"files\"\nquery = \"data/people.csv\"\nprimary_key = \"id\"\n[models.broken]\nsource = \"files\"\nquery = \"data/missing.csv\"\nprimary_key = \"id\"\n{rest}"
-    ));
-    std::fs::create_dir_all(ws.path().join("plugins")).unwrap();
-    for name in ["file_source.wasm", "webhook.wasm"] {
-        std::fs::copy(plugin(name), ws.path().join("plugins").join(name)).unwrap();
-    }
-    let mut csv = String::from("id,email\n");
-    for i in 1..=rows {
-        csv.push_str(&format!("{i},user{i}@example.com\n"));
-    }
-    ws.write("data/people.csv", &csv);
-    ws
-}
-
-fn hook(name: &str, receiver: &Receiver, path: &str, extra: &str) -> String {
-    format!("[destinations.{name}]\nplugin = \"webhook\"\nconfig.url = \"{}\"\ngrants.network = [\"{}\"]\n{extra}\n", receiver.url(path), receiver.addr)
-}
-
-fn token(ws: &TestWorkspace, admin: &str, for_user: &str) -> String {
-    let out = ok(backflow_as(ws, admin, &["token", "create", "--for", for_user, "--name", "test", "--json"]), "token create");
-    out.json()["token"].as_str().unwrap().to_string()
-}
-
-async fn runs_of(api: &Api, svc: &Service, sync: &str) -> Vec<J> {
-    let (status, body) = api.get(svc.url(&format!("/api/v1/runs?sync={sync}&limit=100"))).await;
-    assert_eq!(status, 200, "{body}");
-    body["runs"].as_array().cloned().unwrap_or_default()
-}
-
-/// The finished runs of `sync` once there are at least `n`.
-async fn finished_runs(api: &Api, svc: &Service, sync: &str, n: usize) -> Vec<J> {
-    eventually(&format!("{n} finished runs of {sync}"), async || {
-        let runs = runs_of(api, svc, sync).await;
-        let done: Vec<J> = runs.into_iter().filter(|r| r["status"] != "running").collect();
-        (done.len() >= n).then_some(done)
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schedules_fire_sequences_run_in_order_a_failure_stops_its_chain_and_alerts_reach_their_owner() {
@@ -575,4 +415,77 @@ async fn with_reviews_a_new_plugin_build_serves_only_once_a_change_publishes_its
     let run = finished_runs(&api, &svc, "crm", 2).await.remove(0);
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["plugins"]["destination"], new_hash.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_held_by_a_policy_alerts_its_owner_and_an_approval_over_the_api_delivers_it() {
+    let receiver = receiver().await;
+    let alerts = crate::support::receiver().await;
+    let ws = service_workspace(
+        6,
+        &format!(
+            "{}\n[syncs.crm]\nmodel = \"people\"\ndestination = \"a\"\n{TEAM}\n[[policies]]\nplugin = \"policies\"\nconfig = {{ run_approval_above_rows = 2 }}\n\n[[alerts]]\nurl = \"{}\"\non = [\"awaiting_approval\"]\nsyncs = [\"crm\"]\n",
+            hook("a", &receiver, "/a", ""),
+            alerts.url("/crm-owner")
+        ),
+    );
+    std::fs::copy(plugin("policies.wasm"), ws.path().join("plugins/policies.wasm")).unwrap();
+    ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "first"]), "submit");
+    ok(backflow_as(&ws, "alice", &["change", "approve", "1"]), "approve");
+    ok(backflow_as(&ws, "carol", &["change", "publish", "1"]), "publish");
+    let svc = Service::start(&ws);
+    let (carol, alice) = (Api::new(Some(&token(&ws, "alice", "carol"))), Api::new(Some(&token(&ws, "alice", "alice"))));
+
+    carol.post(svc.url("/api/v1/syncs/crm/runs"), None).await;
+    let held = finished_runs(&carol, &svc, "crm", 1).await.remove(0);
+    assert_eq!(held["status"], "awaiting_approval", "{held}");
+    assert_eq!(receiver.rows(), 0, "nothing sent before approval");
+    let alert = eventually("the held-run alert", async || alerts.received().into_iter().next()).await;
+    assert_eq!(alert.body["outcome"], "awaiting_approval");
+    let run_id = held["run_id"].as_str().unwrap();
+    let (_, detail) = carol.get(svc.url(&format!("/api/v1/runs/{run_id}"))).await;
+    assert_eq!(detail["approval"]["status"], "waiting", "{detail}");
+
+    // The requester may not approve; an approver may, and the held plan is delivered.
+    let (status, body) = carol.post(svc.url(&format!("/api/v1/runs/{run_id}/approve")), None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = alice.post(svc.url(&format!("/api/v1/runs/{run_id}/approve")), Some(json!({"comment": "expected"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "released", "{body}");
+    assert_eq!(body["run"]["status"], "succeeded", "{body}");
+    assert_eq!(body["run"]["user"], "carol", "the run is recorded for who asked for it");
+    assert_eq!(receiver.rows(), 6);
+    let (_, audit) = carol.get(svc.url("/api/v1/audit?action=run.approve")).await;
+    assert_eq!(audit["entries"][0]["user"], "alice", "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_is_undone_and_a_row_traced_through_the_api() {
+    let receiver = receiver().await;
+    let ws = service_workspace(3, &format!("{}\n[syncs.crm]\nmodel = \"people\"\ndestination = \"a\"\n", hook("a", &receiver, "/a", "")));
+    let svc = Service::start(&ws);
+    let api = Api::new(Some(&token(&ws, "tester", "tester")));
+    api.post(svc.url("/api/v1/syncs/crm/runs"), None).await;
+    let run = finished_runs(&api, &svc, "crm", 1).await.remove(0);
+    let run_id = run["run_id"].as_str().unwrap();
+
+    let (status, history) = api.get(svc.url("/api/v1/syncs/crm/rows/2")).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["runs"][0]["operation"], "inserted");
+    assert_eq!(history["current"]["email"], "user2@example.com", "{history}");
+
+    let (status, plan) = api.get(svc.url(&format!("/api/v1/runs/{run_id}/undo"))).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["planned"]["removed"], 3, "{plan}");
+    let (status, undo) = api.post(svc.url(&format!("/api/v1/runs/{run_id}/undo")), None).await;
+    assert_eq!(status, 200, "{undo}");
+    assert_eq!(undo["status"], "succeeded", "{undo}");
+    assert_eq!(undo["undo"]["run_id"], run_id);
+    assert_eq!(undo["delivered"]["removed"], 3);
+
+    let (_, history) = api.get(svc.url("/api/v1/syncs/crm/rows/2")).await;
+    assert_eq!(history["runs"][0]["operation"], "deleted", "{history}");
+    assert!(history["current"].is_null(), "{history}");
+    let (status, missing) = api.get(svc.url("/api/v1/syncs/nope/rows/2")).await;
+    assert_eq!(status, 404, "{missing}");
 }

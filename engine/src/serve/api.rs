@@ -30,12 +30,14 @@ pub struct ApiState {
     pub app: Arc<App>,
     pub scheduler: Arc<Scheduler>,
     pub plugins: Statuses,
+    /// Signed-in browser sessions of the web UI.
+    pub sessions: super::ui::Sessions,
 }
 
 type Shared = State<Arc<ApiState>>;
 
 /// An API error: a status and a message.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -108,6 +110,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/runs", get(list_runs))
         .route("/runs/{id}", get(show_run))
         .route("/runs/{id}/approve", post(approve_run))
+        .route("/runs/{id}/undo", get(plan_undo).post(undo_run))
+        .route("/syncs/{name}/rows/{key}", get(row_history))
         .route("/changes", get(list_changes))
         .route("/changes/{id}", get(show_change))
         .route("/changes/{id}/approve", post(approve_change))
@@ -118,6 +122,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint (see the README's API section)".into()) });
     Router::new()
         .nest("/api/v1", api)
+        .merge(super::ui::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
@@ -167,22 +172,29 @@ struct TriggerBody {
 
 async fn trigger_run(State(s): Shared, User(actor): User, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body: TriggerBody = json_body(body)?;
-    authorize(&actor, Action::RunSync)?;
+    let accepted = trigger_as(&s, &actor, &name, body.full_resync, "api")?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": accepted, "full_resync": body.full_resync, "user": actor.user }))).into_response())
+}
+
+/// Asks the scheduler for a run on behalf of `actor` (the API's and the web UI's one path):
+/// authorized by the one table, audited with the user.
+pub fn trigger_as(s: &ApiState, actor: &Actor, name: &str, full_resync: bool, reason: &str) -> Result<Accepted, ApiError> {
+    authorize(actor, Action::RunSync)?;
     let ws = s.app.runnable_workspace()?;
-    ws.sync(&name).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
-    let accepted = s.scheduler.trigger(&name, Trigger { reason: "api".into(), user: actor.user.clone(), full_resync: body.full_resync });
+    ws.sync(name).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    let accepted = s.scheduler.trigger(name, Trigger { reason: reason.into(), user: actor.user.clone(), full_resync });
     if accepted == Accepted::ShuttingDown {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down and starts no run".into()));
     }
     let event = crate::state::AuditEvent {
         user: actor.user.clone(),
         action: "run.trigger".into(),
-        target: name.clone(),
+        target: name.to_string(),
         config_hash: None,
-        detail: json!({ "full_resync": body.full_resync, "accepted": accepted }),
+        detail: json!({ "full_resync": full_resync, "accepted": accepted, "via": reason }),
     };
     s.app.state().write_governance(Vec::new(), vec![event]).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": accepted, "full_resync": body.full_resync, "user": actor.user }))).into_response())
+    Ok(accepted)
 }
 
 #[derive(Deserialize)]
@@ -242,6 +254,38 @@ async fn approve_run(State(s): Shared, User(actor): User, Path(id): Path<String>
         RunApproval::NeedsMore(gate) => json!({ "status": "needs_more_approvals", "approval": gate }),
         RunApproval::Released(run) => json!({ "status": "released", "run": run }),
     }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UndoBody {
+    /// Undo rows a later run changed too.
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UndoQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// The inverse plan of a run (counts, samples, conflicts); sends nothing.
+async fn plan_undo(State(s): Shared, User(actor): User, Path(id): Path<String>, q: Result<Query<UndoQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    Ok(Json(serde_json::to_value(s.app.plan_undo(&actor, &id, q.force).await?).unwrap_or(Value::Null)))
+}
+
+/// Runs the inverse of a run (approver): through checks, the approval gate and delivery.
+async fn undo_run(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body: UndoBody = json_body(body)?;
+    Ok(Json(serde_json::to_value(s.app.undo_run(&actor, &id, body.force).await?).unwrap_or(Value::Null)))
+}
+
+/// Every retained run that touched one row (`key` as `sync plan` prints it: `42`, `42|eu`).
+async fn row_history(State(s): Shared, User(actor): User, Path((name, key)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::to_value(s.app.row_history(&actor, &name, &key, false)?).unwrap_or(Value::Null)))
 }
 
 fn change_id(text: &str) -> Result<u64, ApiError> {

@@ -5,7 +5,8 @@
 //! - [`lock`]: one service per state directory;
 //! - [`scheduler`]: schedules, `after` sequences, coalesced triggers, graceful stop;
 //! - [`reload`]: watching the plugins directory;
-//! - [`api`]: the HTTP API, `/healthz` and `/metrics`.
+//! - [`api`]: the HTTP API, `/healthz` and `/metrics`;
+//! - [`ui`]: the web UI under `/ui`, on the same application layer as the API.
 //!
 //! CLI commands keep working beside the service: they open the same state directly (redb
 //! in multi-writer mode, per-sync leases), so a `sync run` from a terminal and a scheduled
@@ -15,6 +16,7 @@ pub mod api;
 pub mod lock;
 pub mod reload;
 pub mod scheduler;
+pub mod ui;
 
 use crate::app::App;
 use std::net::SocketAddr;
@@ -44,7 +46,7 @@ pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
     let scheduler = scheduler::Scheduler::new(app.clone());
     let schedules = tokio::spawn(scheduler.clone().run_schedules(options.tick));
 
-    let router = api::router(Arc::new(api::ApiState { app: app.clone(), scheduler: scheduler.clone(), plugins }));
+    let router = api::router(Arc::new(api::ApiState { app: app.clone(), scheduler: scheduler.clone(), plugins, sessions: ui::Sessions::default() }));
     // The one line a supervisor (or a test) reads to find the service.
     println!("backflow serve: listening on http://{addr}");
     tracing::info!(%addr, workspace = %root.display(), "service started");

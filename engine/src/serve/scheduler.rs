@@ -174,6 +174,7 @@ impl Scheduler {
             let now = Timestamp::now();
             for sync in ws.syncs.values() {
                 let Some(schedule) = &sync.schedule else { continue };
+                let first_look = !seen.contains_key(&sync.name);
                 let fire = match seen.get(&sync.name) {
                     // First look at this sync since the service started: anything missed?
                     None => {
@@ -194,8 +195,12 @@ impl Scheduler {
                     }
                 };
                 seen.insert(sync.name.clone(), now.as_second());
-                if let Err(e) = self.app.state().set_schedule_mark(&sync.name, now.as_second()) {
-                    tracing::warn!(sync = sync.name, "could not record the schedule mark: {e}");
+                // Stored only when something happened (a durable write per tick would be an
+                // fsync four times a second): fires after the stored mark are the ones missed.
+                if first_look || fire.is_some() {
+                    if let Err(e) = self.app.state().set_schedule_mark(&sync.name, now.as_second()) {
+                        tracing::warn!(sync = sync.name, "could not record the schedule mark: {e}");
+                    }
                 }
                 if let Some(reason) = fire {
                     self.trigger(&sync.name, Trigger { reason, user: SERVICE_USER.into(), full_resync: false });
