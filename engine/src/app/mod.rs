@@ -133,7 +133,10 @@ impl App {
         let runnable = self.workspace_for(false, &[]).unwrap_or_else(|_| self.working.clone());
         let now = jiff::Timestamp::now();
         let mut out = Vec::new();
-        for sync in self.working.syncs.values() {
+        // Every sync of the working copy and of what runs: a service opened before a publish
+        // lists the syncs that publish added too.
+        let names: std::collections::BTreeSet<&String> = self.working.syncs.keys().chain(runnable.syncs.keys()).collect();
+        for sync in names.into_iter().filter_map(|n| self.working.syncs.get(n).or_else(|| runnable.syncs.get(n))) {
             let last_run = self.state.runs(Some(&sync.name), 1).map_err(|e| AppError::Failed(e.to_string()))?.into_iter().next();
             let running = runnable.syncs.get(&sync.name).unwrap_or(sync);
             let schedule = running.schedule.as_ref();

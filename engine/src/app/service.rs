@@ -48,6 +48,7 @@ impl App {
     }
 
     pub fn revoke_token(&self, actor: &Actor, id: &str) -> Result<ApiToken, AppError> {
+        authorize(actor, Action::ManageOwnTokens)?;
         let token = self.state.token(id).map_err(failed)?.ok_or_else(|| AppError::NotFound(format!("no API token with id {id} (see `backflow token list`)")))?;
         authorize(actor, if token.user == actor.user { Action::ManageOwnTokens } else { Action::ManageTokens })?;
         let revoked = self.state.revoke_token(id, &actor.user).map_err(failed)?.ok_or_else(|| AppError::NotFound(format!("no API token with id {id}")))?;

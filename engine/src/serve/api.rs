@@ -176,6 +176,16 @@ async fn trigger_run(State(s): Shared, User(actor): User, Path(name): Path<Strin
     Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": accepted, "full_resync": body.full_resync, "user": actor.user }))).into_response())
 }
 
+/// Runs `work` on its own task and waits for it. A run started by a request (an approved
+/// plan released, an undo) must not stop halfway because the client hung up: dropping the
+/// request's future would cancel the run mid-delivery.
+pub async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::spawn(work).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the run stopped unexpectedly: {e}"))),
+    }
+}
+
 /// Asks the scheduler for a run on behalf of `actor` (the API's and the web UI's one path):
 /// authorized by the one table, audited with the user.
 pub fn trigger_as(s: &ApiState, actor: &Actor, name: &str, full_resync: bool, reason: &str) -> Result<Accepted, ApiError> {
@@ -250,7 +260,9 @@ fn comment(body: Result<Bytes, BytesRejection>) -> Result<Option<String>, ApiErr
 
 async fn approve_run(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
     let comment = comment(body)?;
-    Ok(Json(match s.app.approve_run(&actor, &id, comment.as_deref()).await? {
+    let app = s.app.clone();
+    let approval = detached(async move { app.approve_run(&actor, &id, comment.as_deref()).await }).await?;
+    Ok(Json(match approval {
         RunApproval::NeedsMore(gate) => json!({ "status": "needs_more_approvals", "approval": gate }),
         RunApproval::Released(run) => json!({ "status": "released", "run": run }),
     }))
@@ -280,7 +292,9 @@ async fn plan_undo(State(s): Shared, User(actor): User, Path(id): Path<String>, 
 /// Runs the inverse of a run (approver): through checks, the approval gate and delivery.
 async fn undo_run(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
     let body: UndoBody = json_body(body)?;
-    Ok(Json(serde_json::to_value(s.app.undo_run(&actor, &id, body.force).await?).unwrap_or(Value::Null)))
+    let app = s.app.clone();
+    let run = detached(async move { app.undo_run(&actor, &id, body.force).await }).await?;
+    Ok(Json(serde_json::to_value(run).unwrap_or(Value::Null)))
 }
 
 /// Every retained run that touched one row (`key` as `sync plan` prints it: `42`, `42|eu`).

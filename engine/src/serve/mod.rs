@@ -65,8 +65,11 @@ pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
     schedules.abort();
     let left = scheduler.shut_down(options.shutdown_grace).await;
     if left > 0 {
-        // Their acknowledged batches are journaled: the next run recovers them, as after a crash.
-        tracing::warn!(runs = left, "runs still going after the grace period are left to the journal");
+        // Their acknowledged batches are journaled: the next run recovers them, as after a
+        // crash. Exit at once, as a crash would: unwinding would cancel those runs and release
+        // their leases, and the next run could no longer tell that they were interrupted.
+        tracing::warn!(runs = left, "runs still going after the grace period are left to the journal; exiting now");
+        std::process::exit(0);
     }
     let _ = stop_http.send(());
     // Requests in flight get a moment to finish; the process ends either way.

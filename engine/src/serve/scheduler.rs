@@ -43,6 +43,9 @@ struct Slot {
     follow_up: Option<Trigger>,
 }
 
+/// How often a trigger waiting for a sync's lease (held by another process) tries again.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
 /// The user the service's own runs are recorded under.
 pub const SERVICE_USER: &str = "backflow-serve";
 
@@ -65,10 +68,12 @@ impl Scheduler {
 
     /// Asks for a run of `sync`: starts it, or folds it into the follow-up of the run going on.
     pub fn trigger(self: &Arc<Self>, sync: &str, trigger: Trigger) -> Accepted {
+        // Checked under the slots lock, which `shut_down` also takes to stop accepting: a run
+        // is either counted by the shutdown or never started.
+        let mut slots = self.slots();
         if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
             return Accepted::ShuttingDown;
         }
-        let mut slots = self.slots();
         let slot = slots.entry(sync.to_string()).or_default();
         if slot.running {
             slot.follow_up = Some(match slot.follow_up.take() {
@@ -96,10 +101,33 @@ impl Scheduler {
     }
 
     async fn run_until_caught_up(self: Arc<Self>, sync: String, first: Trigger) {
+        // Frees the slot if this panics: a sync left "running" for ever would fold every later
+        // trigger into a follow-up that never starts. (On a normal end the loop frees it under
+        // the lock; freeing it again here could clear a run started since.)
+        struct SlotGuard<'a>(&'a Scheduler, &'a str);
+        impl Drop for SlotGuard<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    if let Some(slot) = self.0.slots().get_mut(self.1) {
+                        slot.running = false;
+                        slot.follow_up = None;
+                    }
+                }
+                self.0.idle.notify_waiters();
+            }
+        }
+        let _guard = SlotGuard(&self, &sync);
         let mut trigger = first;
         loop {
             let request = RunRequest { full_resync: trigger.full_resync, draft: false, trigger: trigger.reason.clone(), stop: Some(self.stop.clone()) };
             let succeeded = match self.app.run_for_service(&sync, &request, &trigger.user).await {
+                // Another process (a CLI run, a released approval) holds the sync's lease: the
+                // trigger waits for it instead of being dropped.
+                Err(e) if e.to_string().contains(" is already running since ") && self.accepting.load(std::sync::atomic::Ordering::SeqCst) => {
+                    tracing::info!(sync, trigger = trigger.reason, "the sync is running elsewhere; this run starts when it ends");
+                    tokio::time::sleep(LEASE_RETRY).await;
+                    continue;
+                }
                 Ok(record) => {
                     tracing::info!(sync, run_id = record.run_id, status = record.status.as_str(), trigger = trigger.reason, "run finished");
                     record.status == RunStatus::Succeeded
@@ -126,7 +154,6 @@ impl Scheduler {
                 None => break,
             }
         }
-        self.idle.notify_waiters();
     }
 
     /// After `upstream` succeeded: starts every sync that runs after it and whose other
@@ -172,13 +199,23 @@ impl Scheduler {
                 }
             };
             let now = Timestamp::now();
+            // A schedule removed by a publish and added back later starts over (catch-up rules
+            // apply again), rather than firing at once from a stale mark.
+            seen.retain(|name, _| ws.syncs.get(name).is_some_and(|s| s.schedule.is_some()));
             for sync in ws.syncs.values() {
                 let Some(schedule) = &sync.schedule else { continue };
                 let first_look = !seen.contains_key(&sync.name);
                 let fire = match seen.get(&sync.name) {
                     // First look at this sync since the service started: anything missed?
                     None => {
-                        let mark = self.app.state().schedule_mark(&sync.name).ok().flatten();
+                        let mark = match self.app.state().schedule_mark(&sync.name) {
+                            Ok(mark) => mark,
+                            Err(e) => {
+                                // Try again next tick rather than overwrite a mark we could not read.
+                                tracing::warn!(sync = sync.name, "reading the schedule mark: {e}");
+                                continue;
+                            }
+                        };
                         let missed = mark.and_then(|m| Timestamp::from_second(m).ok()).and_then(|m| schedule.missed(m, now));
                         match missed {
                             Some(at) if sync.catch_up => Some(format!("schedule (missed at {})", rfc3339(at))),
@@ -212,7 +249,10 @@ impl Scheduler {
     /// Stops starting runs, asks running ones to stop after their in-flight batches, and
     /// waits for them up to `grace`. Returns how many were still running.
     pub async fn shut_down(&self, grace: Duration) -> usize {
-        self.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+        {
+            let _slots = self.slots();
+            self.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         self.stop.stop();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -228,11 +268,19 @@ impl Scheduler {
     }
 }
 
-/// Two triggers folded into one run: a full resync if either asked for one; the later
-/// reason and user are recorded, with the earlier reason noted.
+/// Two triggers folded into one run: a full resync if either asked for one, recorded under
+/// the user who asked for it (the run's approval gate must see who wanted the full resync,
+/// not whoever came last), else under the later user; both reasons are noted.
 fn merge(earlier: Trigger, later: Trigger) -> Trigger {
-    let reason = if earlier.reason == later.reason { later.reason } else { format!("{} + {}", earlier.reason, later.reason) };
-    Trigger { reason, user: later.user, full_resync: earlier.full_resync || later.full_resync }
+    let reason = if earlier.reason == later.reason || later.reason.len() > 200 {
+        later.reason
+    } else if earlier.reason.split(" + ").any(|r| r == later.reason) {
+        earlier.reason
+    } else {
+        format!("{} + {}", earlier.reason, later.reason)
+    };
+    let user = if earlier.full_resync && !later.full_resync { earlier.user } else { later.user };
+    Trigger { reason, user, full_resync: earlier.full_resync || later.full_resync }
 }
 
 #[cfg(test)]
@@ -244,8 +292,10 @@ mod tests {
     }
 
     #[test]
-    fn folded_triggers_keep_a_full_resync_and_the_last_user() {
-        assert_eq!(merge(t("api", "ann", true), t("api", "bob", false)), t("api", "bob", true));
+    fn folded_triggers_keep_a_full_resync_and_who_asked_for_it() {
+        assert_eq!(merge(t("api", "ann", true), t("api", "bob", false)), t("api", "ann", true), "the full resync stays ann's");
+        assert_eq!(merge(t("api", "ann", false), t("api", "bob", true)), t("api", "bob", true));
         assert_eq!(merge(t("schedule", "backflow-serve", false), t("api", "bob", false)), t("schedule + api", "bob", false));
+        assert_eq!(merge(t("schedule + api", "bob", false), t("api", "cy", false)), t("schedule + api", "cy", false), "reasons do not pile up");
     }
 }

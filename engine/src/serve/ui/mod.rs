@@ -9,7 +9,7 @@
 
 mod pages;
 
-use super::api::{trigger_as, ApiError, ApiState};
+use super::api::{detached, trigger_as, ApiError, ApiState};
 use crate::app::{AppError, RunApproval, RunFilter};
 use crate::authz::Actor;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -161,7 +161,12 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(s): Shared, f: Result<Form<LoginForm>, FormRejection>) -> Response {
+async fn login(State(s): Shared, headers: HeaderMap, f: Result<Form<LoginForm>, FormRejection>) -> Response {
+    // Login CSRF: another site must not sign a browser in as someone else. Browsers say
+    // where a form comes from; a cross-site one is refused.
+    if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "cross-site") {
+        return (StatusCode::FORBIDDEN, Html(pages::login(Some("sign-in refused: the form was sent from another site")))).into_response();
+    }
     let Ok(LoginForm { token }) = form(f) else { return (StatusCode::BAD_REQUEST, Html(pages::login(Some("send the form with a token")))).into_response() };
     let record = match s.app.state().authenticate_token(&token) {
         Ok(r) => r,
@@ -282,7 +287,10 @@ async fn approve_run(State(s): Shared, headers: HeaderMap, Path(id): Path<String
     let v = viewer(&s, &headers)?;
     let f = form(f)?;
     check_csrf(&v, &f.csrf)?;
-    let target = match s.app.approve_run(&v.actor, &id, comment_of(&f)?).await? {
+    let comment = comment_of(&f)?.map(str::to_string);
+    let (app, actor, run_id) = (s.app.clone(), v.actor.clone(), id.clone());
+    let approval = detached(async move { app.approve_run(&actor, &run_id, comment.as_deref()).await }).await?;
+    let target = match approval {
         RunApproval::NeedsMore(_) => format!("/ui/runs/{}", pages::path_segment(&id)),
         RunApproval::Released(run) => format!("/ui/runs/{}", pages::path_segment(&run.run_id)),
     };
@@ -317,7 +325,8 @@ async fn undo_run(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, 
     let v = viewer(&s, &headers)?;
     let f = form(f)?;
     check_csrf(&v, &f.csrf)?;
-    let run = s.app.undo_run(&v.actor, &id, f.force.as_deref() == Some("true")).await?;
+    let (app, actor, force) = (s.app.clone(), v.actor.clone(), f.force.as_deref() == Some("true"));
+    let run = detached(async move { app.undo_run(&actor, &id, force).await }).await?;
     Ok(Redirect::to(&format!("/ui/runs/{}", pages::path_segment(&run.run_id))).into_response())
 }
 
