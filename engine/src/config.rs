@@ -794,36 +794,43 @@ fn check_sequences(syncs: &BTreeMap<String, Sync>, errors: &mut Vec<ConfigError>
             }
         }
     }
-    // Depth-first search for a cycle from each sync, through `after` edges.
     for start in syncs.values() {
         let mut path = vec![start.name.clone()];
-        let mut stack: Vec<(String, usize)> = vec![(start.name.clone(), 0)];
-        while let Some((name, next)) = stack.pop() {
-            let ups = syncs.get(&name).map(|s| s.after.as_slice()).unwrap_or(&[]);
-            if next >= ups.len() {
-                path.pop();
-                continue;
-            }
-            stack.push((name, next + 1));
-            let up = &ups[next];
-            if up == &start.name && path.len() > 1 {
-                path.push(up.clone());
-                errors.push(start.origin.error("after", format!("syncs run after each other in a cycle: {}", path.join(" → "))));
-                return;
-            }
-            if syncs.contains_key(up) && !path.contains(up) {
-                path.push(up.clone());
-                stack.push((up.clone(), 0));
-            }
+        if cycle_back_to(syncs, &start.name, &mut path) {
+            errors.push(start.origin.error("after", format!("syncs run after each other in a cycle: {}", path.join(" → "))));
+            return;
         }
     }
+}
+
+/// Whether following `after` from the last sync of `path` comes back to `start` through at
+/// least one other sync; `path` then holds the cycle. (A sync after itself is reported on
+/// its own above.)
+fn cycle_back_to(syncs: &BTreeMap<String, Sync>, start: &str, path: &mut Vec<String>) -> bool {
+    let Some(current) = path.last().and_then(|name| syncs.get(name)) else { return false };
+    for up in &current.after {
+        if up == start && path.len() > 1 {
+            path.push(up.clone());
+            return true;
+        }
+        if up != start && syncs.contains_key(up) && !path.contains(up) {
+            path.push(up.clone());
+            if cycle_back_to(syncs, start, path) {
+                return true;
+            }
+            path.pop();
+        }
+    }
+    false
 }
 
 fn alerts(main_file: &Path, files: Vec<AlertFile>, syncs: &BTreeMap<String, Sync>, destinations: &BTreeMap<String, Connector>, errors: &mut Vec<ConfigError>) -> Vec<Alert> {
     let mut out = Vec::new();
     for (i, a) in files.into_iter().enumerate() {
         let origin = Origin { file: main_file.to_path_buf(), key: format!("alerts[{i}]") };
-        let without_secrets = a.url.replace("${env.", "x").replace('}', "");
+        // Secrets are expanded when an alert is sent, not here (the CLI need not have them):
+        // check the URL with each `${env.NAME}` standing for a plain word.
+        let without_secrets = env_references(&a.url).iter().fold(a.url.clone(), |url, name| url.replace(&format!("${{env.{name}}}"), "x"));
         match url::Url::parse(&without_secrets) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             _ if a.url.starts_with("${env.") => {}

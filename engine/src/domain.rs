@@ -487,3 +487,8 @@ impl RowChange {
         }
     }
 }
+
+/// The current time as RFC 3339 (UTC), as records and the audit log write it.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -192,9 +192,7 @@ fn default_requirement() -> Requirement {
     }
 }
 
-pub(crate) fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
+use crate::domain::now_rfc3339 as now;
 
 fn state_err(e: crate::state::StateError) -> String {
     e.to_string()

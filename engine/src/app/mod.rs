@@ -130,7 +130,7 @@ impl App {
     pub fn list_syncs(&self, actor: &Actor) -> Result<Vec<SyncSummary>, AppError> {
         authorize(actor, Action::ListSyncs)?;
         // Schedules are what the service runs: the published configuration's.
-        let runnable = self.workspace_for(false, &[]).unwrap_or_else(|_| self.working.clone());
+        let runnable = self.runnable_workspace().unwrap_or_else(|_| self.working.clone());
         let now = jiff::Timestamp::now();
         let mut out = Vec::new();
         // Every sync of the working copy and of what runs: a service opened before a publish

@@ -66,7 +66,8 @@ impl App {
         self.actor(Some(&token.user))
     }
 
-    fn audit_event(&self, actor: &Actor, action: &str, target: &str, detail: serde_json::Value) -> Result<(), AppError> {
+    /// Appends one event by `actor` to the audit log.
+    pub fn audit_event(&self, actor: &Actor, action: &str, target: &str, detail: serde_json::Value) -> Result<(), AppError> {
         let event = AuditEvent { user: actor.user.clone(), action: action.into(), target: target.into(), config_hash: None, detail };
         self.state.write_governance(Vec::new(), vec![event]).map(|_| ()).map_err(failed)
     }

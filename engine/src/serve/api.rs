@@ -23,6 +23,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// The longest review or approval comment (API and UI).
+pub const MAX_COMMENT_BYTES: usize = 4096;
+
 /// The largest request body accepted (JSON bodies here are a comment or a flag).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -196,14 +199,7 @@ pub fn trigger_as(s: &ApiState, actor: &Actor, name: &str, full_resync: bool, re
     if accepted == Accepted::ShuttingDown {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down and starts no run".into()));
     }
-    let event = crate::state::AuditEvent {
-        user: actor.user.clone(),
-        action: "run.trigger".into(),
-        target: name.to_string(),
-        config_hash: None,
-        detail: json!({ "full_resync": full_resync, "accepted": accepted, "via": reason }),
-    };
-    s.app.state().write_governance(Vec::new(), vec![event]).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    s.app.audit_event(actor, "run.trigger", name, json!({ "full_resync": full_resync, "accepted": accepted, "via": reason }))?;
     Ok(accepted)
 }
 
@@ -252,8 +248,8 @@ struct CommentBody {
 
 fn comment(body: Result<Bytes, BytesRejection>) -> Result<Option<String>, ApiError> {
     let body: CommentBody = json_body(body)?;
-    if body.comment.as_ref().is_some_and(|c| c.len() > 4096) {
-        return Err(bad_request("comment: at most 4096 bytes"));
+    if body.comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT_BYTES) {
+        return Err(bad_request(format!("comment: at most {MAX_COMMENT_BYTES} bytes")));
     }
     Ok(body.comment)
 }
@@ -276,11 +272,12 @@ struct UndoBody {
     force: bool,
 }
 
+/// `?force=true` on an undo's plan (the API's and the UI's).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UndoQuery {
+pub(super) struct UndoQuery {
     #[serde(default)]
-    force: bool,
+    pub force: bool,
 }
 
 /// The inverse plan of a run (counts, samples, conflicts); sends nothing.

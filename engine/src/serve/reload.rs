@@ -39,9 +39,7 @@ pub struct PluginStatus {
 /// Every plugin file the service knows, by path.
 pub type Statuses = Arc<Mutex<BTreeMap<PathBuf, PluginStatus>>>;
 
-fn now() -> String {
-    crate::schedule::rfc3339(jiff::Timestamp::now())
-}
+use crate::domain::now_rfc3339 as now;
 
 /// Loads every plugin file at start; returns the statuses.
 pub async fn load_all(app: &Arc<App>) -> Statuses {
@@ -88,10 +86,11 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(e) => Err(format!("loading stopped: {e}")),
     };
+    // Reads the configuration: before the lock that `/healthz` and the API also take.
+    let awaiting = result.as_ref().ok().and_then(|plugin| pinned_elsewhere(app, plugin));
     let mut st = statuses.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok(plugin) => {
-            let awaiting = pinned_elsewhere(app, &plugin);
             app.host().with_served(|s| s.offer(plugin.clone()));
             crate::metrics::record_reload(&file.display().to_string(), true);
             match &awaiting {
@@ -119,7 +118,7 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
         }
         Err(error) => {
             crate::metrics::record_reload(&file.display().to_string(), false);
-            let keeps = previous.as_ref().map(|p| format!("sha256 {} keeps serving", &p.hash[..12])).unwrap_or_else(|| "nothing was serving from this file".into());
+            let keeps = previous.as_ref().map(|p| format!("sha256 {} keeps serving", crate::governance::short(&p.hash))).unwrap_or_else(|| "nothing was serving from this file".into());
             tracing::error!(file = %file.display(), "plugin file refused ({keeps}): {error}");
             let entry = st.entry(file.to_path_buf()).or_insert_with(|| PluginStatus {
                 file: file.to_path_buf(),

@@ -285,7 +285,7 @@ impl StateStore {
             };
             for event in events {
                 seq += 1;
-                let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                let at = crate::domain::now_rfc3339();
                 let hash = AuditEntry::compute_hash(seq, &at, &event, &prev_hash);
                 let entry = AuditEntry { seq, at, event, prev_hash: prev_hash.clone(), hash: hash.clone() };
                 audit.insert(seq, serde_json::to_vec(&entry).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
@@ -382,28 +382,7 @@ impl StateStore {
     /// Runs, newest first: of one history key (a sync's name, or `draft/NAME` for its draft
     /// runs), or of every sync.
     pub fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
-        let read = |value: &[u8]| serde_json::from_slice::<RunRecord>(value).map_err(|e| self.err(format!("unreadable run record: {e}")));
-        let mut out = Vec::new();
-        match sync {
-            Some(sync) => {
-                let index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
-                for entry in index.range((sync, "")..=(sync, HIGHEST_RUN_ID)).map_err(|e| self.err(e))?.rev().take(limit) {
-                    let (k, _) = entry.map_err(|e| self.err(e))?;
-                    if let Some(value) = runs.get(k.value().1).map_err(|e| self.err(e))? {
-                        out.push(read(value.value())?);
-                    }
-                }
-            }
-            None => {
-                for entry in runs.iter().map_err(|e| self.err(e))?.rev().take(limit) {
-                    let (_, value) = entry.map_err(|e| self.err(e))?;
-                    out.push(read(value.value())?);
-                }
-            }
-        }
-        Ok(out)
+        self.runs_page(sync, None, None, limit)
     }
 
     /// A page of history, newest first: optionally one history key and one status, and only
@@ -411,44 +390,38 @@ impl StateStore {
     pub fn runs_page(&self, sync: Option<&str>, status: Option<RunStatus>, before: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+        let index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
         let read = |value: &[u8]| serde_json::from_slice::<RunRecord>(value).map_err(|e| self.err(format!("unreadable run record: {e}")));
-        let keep = |run: &RunRecord| status.is_none_or(|s| run.status == s);
-        let mut out = Vec::new();
-        match sync {
+        // Stored records, newest first: through the sync's index, or the whole history.
+        let records: Box<dyn Iterator<Item = Result<Option<RunRecord>, StateError>>> = match sync {
             Some(sync) => {
-                let index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
                 let range = match before {
                     Some(b) => index.range((sync, "")..(sync, b)),
                     None => index.range((sync, "")..=(sync, HIGHEST_RUN_ID)),
-                };
-                for entry in range.map_err(|e| self.err(e))?.rev() {
-                    let (k, _) = entry.map_err(|e| self.err(e))?;
-                    if let Some(value) = runs.get(k.value().1).map_err(|e| self.err(e))? {
-                        let run = read(value.value())?;
-                        if keep(&run) {
-                            out.push(run);
-                            if out.len() >= limit {
-                                break;
-                            }
-                        }
-                    }
                 }
+                .map_err(|e| self.err(e))?;
+                Box::new(range.rev().map(|entry| {
+                    let (k, _) = entry.map_err(|e| self.err(e))?;
+                    runs.get(k.value().1).map_err(|e| self.err(e))?.map(|v| read(v.value())).transpose()
+                }))
             }
             None => {
                 let range = match before {
                     Some(b) => runs.range(..b),
                     None => runs.range::<&str>(..),
-                };
-                for entry in range.map_err(|e| self.err(e))?.rev() {
-                    let (_, value) = entry.map_err(|e| self.err(e))?;
-                    let run = read(value.value())?;
-                    if keep(&run) {
-                        out.push(run);
-                        if out.len() >= limit {
-                            break;
-                        }
-                    }
                 }
+                .map_err(|e| self.err(e))?;
+                Box::new(range.rev().map(|entry| entry.map_err(|e| self.err(e)).and_then(|(_, v)| read(v.value()).map(Some))))
+            }
+        };
+        let mut out = Vec::new();
+        for record in records {
+            match record? {
+                Some(run) if status.is_none_or(|s| run.status == s) => out.push(run),
+                _ => continue,
+            }
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)

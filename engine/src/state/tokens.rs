@@ -5,7 +5,8 @@
 //! against the hash.
 
 use super::{StateError, StateStore};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
+use crate::domain::now_rfc3339;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -55,10 +56,6 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-fn now() -> String {
-    crate::schedule::rfc3339(jiff::Timestamp::now())
-}
-
 /// Splits `bft_ID_SECRET`.
 pub fn parse_token(text: &str) -> Option<(&str, &str)> {
     let rest = text.strip_prefix("bft_")?;
@@ -78,7 +75,7 @@ impl StateStore {
             user: user.to_string(),
             name: name.to_string(),
             secret_sha256: sha256_hex(&secret),
-            created_at: now(),
+            created_at: now_rfc3339(),
             created_by: created_by.to_string(),
             revoked_at: None,
             revoked_by: None,
@@ -97,37 +94,29 @@ impl StateStore {
     }
 
     pub fn token(&self, id: &str) -> Result<Option<ApiToken>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match txn.open_table(TOKENS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        let value = t.get(id).map_err(|e| self.err(e))?;
-        value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable token {id}: {e}")))).transpose()
+        self.read_table(TOKENS, || None, |t| {
+            let value = t.get(id).map_err(|e| self.err(e))?;
+            value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable token {id}: {e}")))).transpose()
+        })
     }
 
     /// Every token, oldest first.
     pub fn tokens(&self) -> Result<Vec<ApiToken>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match txn.open_table(TOKENS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = entry.map_err(|e| self.err(e))?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable token {}: {e}", k.value())))?);
-        }
-        Ok(out)
+        self.read_table(TOKENS, Vec::new, |t| {
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable token {}: {e}", k.value())))?);
+            }
+            Ok(out)
+        })
     }
 
     /// Marks a token revoked (kept, so `token list` shows who revoked it when).
     pub fn revoke_token(&self, id: &str, by: &str) -> Result<Option<ApiToken>, StateError> {
         let Some(mut record) = self.token(id)? else { return Ok(None) };
         if record.revoked_at.is_none() {
-            record.revoked_at = Some(now());
+            record.revoked_at = Some(now_rfc3339());
             record.revoked_by = Some(by.to_string());
             self.put_token(&record)?;
         }
@@ -150,13 +139,7 @@ impl StateStore {
 
     /// The last schedule fire handled for `sync` (unix seconds).
     pub fn schedule_mark(&self, sync: &str) -> Result<Option<i64>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match txn.open_table(SCHEDULE_MARKS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        Ok(t.get(sync).map_err(|e| self.err(e))?.map(|v| v.value()))
+        self.read_table(SCHEDULE_MARKS, || None, |t| Ok(t.get(sync).map_err(|e| self.err(e))?.map(|v| v.value())))
     }
 
     pub fn set_schedule_mark(&self, sync: &str, unix_s: i64) -> Result<(), StateError> {

@@ -188,9 +188,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     Ok(record)
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
+pub(crate) use crate::domain::now_rfc3339;
 
 /// The stages in order, from an empty plan to a committed delivery.
 async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunOptions, tally: &mut Tally, record: &mut RunRecord) -> RunOutcome {

@@ -9,7 +9,7 @@
 
 mod pages;
 
-use super::api::{detached, trigger_as, ApiError, ApiState};
+use super::api::{detached, trigger_as, ApiError, ApiState, MAX_COMMENT_BYTES};
 use crate::app::{AppError, RunApproval, RunFilter};
 use crate::authz::Actor;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -123,6 +123,20 @@ fn check_csrf(viewer: &Viewer, presented: &str) -> Result<(), UiError> {
     Ok(())
 }
 
+/// A form that changes state: it carries the session's CSRF token.
+trait Csrf {
+    fn csrf(&self) -> &str;
+}
+
+/// The signed-in user and their form, once the form's CSRF token is the session's: every
+/// state-changing UI request starts here, so none can forget the check.
+fn posted<T: Csrf>(s: &ApiState, headers: &HeaderMap, f: Result<Form<T>, FormRejection>) -> Result<(Viewer, T), UiError> {
+    let v = viewer(s, headers)?;
+    let f = form(f)?;
+    check_csrf(&v, f.csrf())?;
+    Ok((v, f))
+}
+
 fn form<T>(f: Result<Form<T>, FormRejection>) -> Result<T, UiError> {
     f.map(|Form(v)| v).map_err(|e| UiError::Page(StatusCode::BAD_REQUEST, format!("form: {}", e.body_text())))
 }
@@ -190,9 +204,14 @@ struct CsrfForm {
     csrf: String,
 }
 
+impl Csrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn logout(State(s): Shared, headers: HeaderMap, f: Result<Form<CsrfForm>, FormRejection>) -> Result<Response, UiError> {
-    let v = viewer(&s, &headers)?;
-    check_csrf(&v, &form(f)?.csrf)?;
+    let (v, _) = posted(&s, &headers, f)?;
     s.sessions.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&v.session);
     let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response())
@@ -250,10 +269,14 @@ struct RunForm {
     full_resync: Option<String>,
 }
 
+impl Csrf for RunForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn run_sync(State(s): Shared, headers: HeaderMap, Path(name): Path<String>, f: Result<Form<RunForm>, FormRejection>) -> Result<Response, UiError> {
-    let v = viewer(&s, &headers)?;
-    let f = form(f)?;
-    check_csrf(&v, &f.csrf)?;
+    let (v, f) = posted(&s, &headers, f)?;
     let full_resync = f.full_resync.as_deref() == Some("true");
     trigger_as(&s, &v.actor, &name, full_resync, if full_resync { "ui: full resync" } else { "ui: run now" })?;
     Ok(Redirect::to(&format!("/ui/syncs/{}", pages::path_segment(&name))).into_response())
@@ -276,17 +299,21 @@ struct CommentForm {
     verdict: String,
 }
 
+impl Csrf for CommentForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 fn comment_of(f: &CommentForm) -> Result<Option<&str>, UiError> {
-    if f.comment.len() > 4096 {
-        return Err(UiError::Page(StatusCode::BAD_REQUEST, "comment: at most 4096 bytes".into()));
+    if f.comment.len() > MAX_COMMENT_BYTES {
+        return Err(UiError::Page(StatusCode::BAD_REQUEST, format!("comment: at most {MAX_COMMENT_BYTES} bytes")));
     }
     Ok(Some(f.comment.trim()).filter(|c| !c.is_empty()))
 }
 
 async fn approve_run(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, f: Result<Form<CommentForm>, FormRejection>) -> Result<Response, UiError> {
-    let v = viewer(&s, &headers)?;
-    let f = form(f)?;
-    check_csrf(&v, &f.csrf)?;
+    let (v, f) = posted(&s, &headers, f)?;
     let comment = comment_of(&f)?.map(str::to_string);
     let (app, actor, run_id) = (s.app.clone(), v.actor.clone(), id.clone());
     let approval = detached(async move { app.approve_run(&actor, &run_id, comment.as_deref()).await }).await?;
@@ -297,15 +324,8 @@ async fn approve_run(State(s): Shared, headers: HeaderMap, Path(id): Path<String
     Ok(Redirect::to(&target).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UndoQuery {
-    #[serde(default)]
-    force: bool,
-}
-
 /// The confirmation of an undo: the inverse plan's counts, samples and conflicts.
-async fn confirm_undo(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, q: Result<Query<UndoQuery>, QueryRejection>) -> Result<Html<String>, UiError> {
+async fn confirm_undo(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, q: Result<Query<super::api::UndoQuery>, QueryRejection>) -> Result<Html<String>, UiError> {
     let v = viewer(&s, &headers)?;
     let q = query(q)?;
     crate::authz::authorize(&v.actor, crate::authz::Action::UndoRun).map_err(ApiError::from)?;
@@ -321,10 +341,14 @@ struct UndoForm {
     force: Option<String>,
 }
 
+impl Csrf for UndoForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn undo_run(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, f: Result<Form<UndoForm>, FormRejection>) -> Result<Response, UiError> {
-    let v = viewer(&s, &headers)?;
-    let f = form(f)?;
-    check_csrf(&v, &f.csrf)?;
+    let (v, f) = posted(&s, &headers, f)?;
     let (app, actor, force) = (s.app.clone(), v.actor.clone(), f.force.as_deref() == Some("true"));
     let run = detached(async move { app.undo_run(&actor, &id, force).await }).await?;
     Ok(Redirect::to(&format!("/ui/runs/{}", pages::path_segment(&run.run_id))).into_response())
@@ -375,9 +399,7 @@ async fn change_detail(State(s): Shared, headers: HeaderMap, Path(id): Path<Stri
 }
 
 async fn review_change(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, f: Result<Form<CommentForm>, FormRejection>) -> Result<Response, UiError> {
-    let v = viewer(&s, &headers)?;
-    let f = form(f)?;
-    check_csrf(&v, &f.csrf)?;
+    let (v, f) = posted(&s, &headers, f)?;
     let approve = match f.verdict.as_str() {
         "approve" => true,
         "reject" => false,
@@ -389,8 +411,7 @@ async fn review_change(State(s): Shared, headers: HeaderMap, Path(id): Path<Stri
 }
 
 async fn publish_change(State(s): Shared, headers: HeaderMap, Path(id): Path<String>, f: Result<Form<CsrfForm>, FormRejection>) -> Result<Response, UiError> {
-    let v = viewer(&s, &headers)?;
-    check_csrf(&v, &form(f)?.csrf)?;
+    let (v, _) = posted(&s, &headers, f)?;
     let id = change_id(&id)?;
     s.app.publish_change(&v.actor, id).await?;
     Ok(Redirect::to(&format!("/ui/changes/{id}")).into_response())
