@@ -76,7 +76,10 @@ impl App {
     pub fn runs_page(&self, actor: &Actor, filter: &RunFilter) -> Result<Vec<RunRecord>, AppError> {
         authorize(actor, Action::ReadRuns)?;
         if let Some(sync) = &filter.sync {
-            if !self.working.syncs.contains_key(sync) && self.state.runs(Some(sync), 1).map_err(failed)?.is_empty() {
+            // Known from the working copy, from what runs now (a service opened before a
+            // publish that added the sync), or from its history.
+            let known = self.working.syncs.contains_key(sync) || self.runnable_workspace().is_ok_and(|ws| ws.syncs.contains_key(sync));
+            if !known && self.state.runs(Some(sync), 1).map_err(failed)?.is_empty() {
                 return Err(AppError::NotFound(format!("no sync named {sync:?}")));
             }
         }
