@@ -10,6 +10,12 @@
 //!
 //! Each frame carries a checksum; a torn last frame (only possible if the machine itself
 //! stops mid-write) is ignored, and its rows are re-sent by the next run.
+//!
+//! A write that fails part-way (a full disk: `write` takes what fits and then answers
+//! ENOSPC) would leave a torn frame in the middle of the file once a later write succeeds,
+//! and replay stops at the first torn frame, so every frame after it would be lost. The
+//! journal therefore cuts a failed write back to the last whole frame before it accepts
+//! another; if even that fails, it refuses every later write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -22,6 +28,12 @@ pub struct Journal {
     file: File,
     path: PathBuf,
     written: u64,
+    /// Set when a failed write could not be cut back: the file may end in a torn frame, so
+    /// nothing may be appended after it.
+    broken: Option<String>,
+    /// Tests: fail the next write after this many bytes, as a full disk does.
+    #[cfg(test)]
+    disk_full_after: Option<usize>,
 }
 
 fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
@@ -42,7 +54,14 @@ impl Journal {
         let path = Journal::path(dir, sync);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let written = file.metadata()?.len();
-        Ok(Journal { file, path, written })
+        Ok(Journal {
+            file,
+            path,
+            written,
+            broken: None,
+            #[cfg(test)]
+            disk_full_after: None,
+        })
     }
 
     /// Bytes written since the last [`Journal::clear`].
@@ -91,15 +110,34 @@ impl Journal {
             buf.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
             buf.extend_from_slice(&payload);
         }
-        self.file.write_all(&buf)?;
+        if let Some(why) = &self.broken {
+            return Err(std::io::Error::other(format!("an earlier write failed and could not be undone ({why}); nothing more is journaled")));
+        }
+        if let Err(error) = self.write_frames(&buf) {
+            // Part of the buffer may be in the file: cut it back to the last whole frame.
+            if let Err(cut) = self.file.set_len(self.written) {
+                self.broken = Some(format!("{error}; cutting it back: {cut}"));
+            }
+            return Err(error);
+        }
         self.written += buf.len() as u64;
         Ok(())
+    }
+
+    fn write_frames(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(room) = self.disk_full_after.take() {
+            self.file.write_all(&buf[..room.min(buf.len())])?;
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.file.write_all(buf)
     }
 
     /// Empties the journal (after its contents were committed durably).
     pub fn clear(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
         self.written = 0;
+        self.broken = None;
         Ok(())
     }
 
@@ -241,6 +279,27 @@ mod tests {
         assert_eq!(seen, ops);
         j.clear().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_write_cut_short_by_a_full_disk_does_not_hide_the_frames_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "s").unwrap();
+        let op = |k: &str| JournalOp::Upsert { key: k.as_bytes().to_vec(), fp: [1; 16], row: b"row".to_vec() };
+        j.append(&[op("a")]).unwrap();
+        // The disk fills up in the middle of the second batch's frames…
+        j.disk_full_after = Some(30);
+        let error = j.append(&[op("b"), op("c")]).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(28));
+        // …and has room again for the batches still in flight.
+        j.append(&[op("d")]).unwrap();
+        let mut seen = Vec::new();
+        j.replay(10, |chunk| -> Result<(), ()> {
+            seen.extend(chunk);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![op("a"), op("d")], "the failed batch is left out (it is sent again); the one after it is kept");
     }
 }
 
