@@ -98,6 +98,9 @@ pub fn print_plan(report: &PlanReport, json: bool) -> anyhow::Result<()> {
     } else {
         println!("plan for {} (mode {}): {} model rows, {} in snapshot", report.sync, report.mode.as_str(), report.model_rows, report.snapshot_rows);
         println!("  diff       added {:>8}  changed {:>8}  removed {:>8}  unchanged {:>8}", report.diff.added, report.diff.changed, report.diff.removed, report.diff.unchanged);
+        if report.diff.cleared_deletes > 0 {
+            println!("  full resync: {} rows whose delete the destination refused would be dropped from the state, not sent again", report.diff.cleared_deletes);
+        }
         println!("  would send added {:>8}  changed {:>8}  removed {:>8}", report.planned.added, report.planned.changed, report.planned.removed);
         print_checks(&report.checks);
         if report.blocked {
@@ -191,6 +194,9 @@ pub fn print_run(r: &RunRecord) {
         r.model_rows, r.snapshot_rows, r.diff.added, r.diff.changed, r.diff.removed, r.diff.unchanged,
         if r.full_resync { " (full resync)" } else { "" }
     );
+    if r.diff.cleared_deletes > 0 {
+        println!("  full resync: dropped {} rows whose delete the destination had refused (not sent again)", r.diff.cleared_deletes);
+    }
     let line = |label: &str, c: &OpCounts| println!("  {label:<10} added {:>8}  changed {:>8}  removed {:>8}", c.added, c.changed, c.removed);
     line("planned", &r.planned);
     line("delivered", &r.delivered);

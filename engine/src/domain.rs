@@ -31,6 +31,15 @@ pub struct DiffCounts {
     pub changed: u64,
     pub removed: u64,
     pub unchanged: u64,
+    /// A full resync's way out of a delete the destination keeps refusing: rows gone from
+    /// the model whose last delete was refused, dropped from the state instead of being
+    /// sent again (they are not in `removed`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cleared_deletes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One quality check's result for a run.

@@ -216,6 +216,33 @@ async fn a_delete_answered_not_found_counts_as_done_and_is_not_retried_forever()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_full_resync_drops_deletes_the_destination_keeps_refusing() {
+    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { status_for_method: Some(("DELETE".into(), 409)), ..ReceiverOptions::default() }).await.unwrap();
+    let ws = to(&receiver, "config.batch_mode = \"row\"\nconfig.methods = { delete = \"DELETE\" }", "mode = \"mirror\"");
+    ws.run("s").await;
+    ws.write("data/people.csv", "id,email\n1,a@x.com\n");
+    let refused = ws.run("s").await;
+    assert_eq!((refused.delivered.removed, refused.failed.removed), (0, 3), "{refused:?}");
+    // Every later run tries again, and is refused again.
+    let again = ws.run("s").await;
+    assert_eq!((again.planned.removed, again.failed.removed), (3, 3), "{again:?}");
+    let deletes_before = receiver.received().iter().filter(|r| r.method == "DELETE").count();
+
+    let loaded = ws.load();
+    let state = backflow::state::StateStore::open(&loaded.state_dir).unwrap();
+    let resync = backflow::app::run_sync(&host(), &loaded, &state, "s", &backflow::sync::RunOptions { full_resync: true, ..Default::default() }).await.unwrap();
+    assert_eq!(resync.status, RunStatus::Succeeded, "{resync:?}");
+    assert_eq!((resync.diff.removed, resync.diff.cleared_deletes, resync.planned.removed), (0, 3, 0), "{resync:?}");
+    assert_eq!(resync.delivered.changed, 1, "the model's row is sent again: {resync:?}");
+    assert_eq!(receiver.received().iter().filter(|r| r.method == "DELETE").count(), deletes_before, "no delete is sent for the dropped rows");
+    assert!(state.pending("s", 10).unwrap().is_empty(), "nothing is pending any more");
+    assert_eq!(state.snapshot_len("s").unwrap(), 1);
+    drop(state);
+    let after = ws.run("s").await;
+    assert_eq!(after.planned.total(), 0, "the refused deletes are not tried again: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_errors_in_a_healthy_destination_does_not_fail_rows_by_bad_luck() {
     // Requests 3 to 8 fail: the third batch fails six times in a row. Other batches were
     // accepted moments before, so it is a storm, not an outage: it keeps retrying.

@@ -231,7 +231,10 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
         tracing::warn!(sync = %p.sync.name, check = %warning.name, verdict = %warning.verdict, "{}", warning.message);
     }
     if tally.planned.total() == 0 {
-        return RunOutcome::Succeeded;
+        return match clear_refused_deletes(state, p, &meta, &plan) {
+            Ok(()) => RunOutcome::Succeeded,
+            Err(e) => RunOutcome::Failed(e.0),
+        };
     }
 
     // The run-time gate: approval policies see the plan's size and may hold it for a person.
@@ -263,6 +266,9 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
         }
     }
 
+    if let Err(e) = clear_refused_deletes(state, p, &meta, &plan) {
+        return RunOutcome::Failed(e.0);
+    }
     let deliver_started = Instant::now();
     let header = (ws.keep_changelog_runs > 0).then(|| crate::domain::ChangelogHeader {
         run_id: run_id.to_string(),
@@ -290,6 +296,20 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
         Err(Abort(message)) if message.starts_with(deliver::SHUTDOWN_STOP) => RunOutcome::Interrupted(message),
         result => RunOutcome::after_delivery(result, tally.failed.total()),
     }
+}
+
+/// A full resync drops from the state the rows whose delete the destination refused (see
+/// [`DiffCounts::cleared_deletes`]): they leave the snapshot and the pending list, so no
+/// later run sends their delete again. Nothing is sent for them, so nothing goes into the
+/// run's changelog: an undo of this run does not bring them back.
+fn clear_refused_deletes(state: &StateStore, p: &PreparedSync, meta: &crate::state::SyncMeta, plan: &plan::Plan) -> Result<(), Abort> {
+    if plan.cleared_deletes.is_empty() {
+        return Ok(());
+    }
+    let ops: Vec<crate::domain::JournalOp> = plan.cleared_deletes.iter().map(|key| crate::domain::JournalOp::Delete { key: key.clone() }).collect();
+    state.apply(&p.state_key, meta, &ops).map_err(|e| Abort(format!("clearing refused deletes: {e}")))?;
+    tracing::info!(sync = %p.sync.name, rows = ops.len(), "full resync: dropped rows whose delete the destination had refused; they are not sent again");
+    Ok(())
 }
 
 /// Cuts secrets from everything a run record shows (errors, refusals, check messages), as a

@@ -45,6 +45,9 @@ pub struct Plan {
     pub fingerprint: String,
     /// The type of each key column's values in this model (empty for an undo's plan).
     pub key_types: Vec<String>,
+    /// A full resync: the keys of `diff.cleared_deletes`, to drop from the state once the
+    /// run goes ahead.
+    pub cleared_deletes: Vec<Vec<u8>>,
     /// One file per [`Change`]; the unchanged file stays empty unless the sync has checks.
     files: [std::fs::File; 4],
 }
@@ -178,6 +181,15 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let mut writers: Vec<BufWriter<&std::fs::File>> = files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect();
     let mut sorted = spill.into_sorted().map_err(io)?;
     let mut diff = DiffCounts::default();
+    // A full resync gives up on deletes the destination refused: otherwise a row it will
+    // never delete (an object someone protected) is sent again by every run, forever.
+    let refused_deletes: std::collections::HashSet<Vec<u8>> = if options.full_resync && use_snapshot {
+        let pending = state.pending(&p.state_key, usize::MAX).map_err(|e| Abort(e.to_string()))?;
+        pending.into_iter().filter(|(_, row)| row.change == Change::Removed.as_str()).map(|(key, _)| key).collect()
+    } else {
+        Default::default()
+    };
+    let mut cleared_deletes: Vec<Vec<u8>> = Vec::new();
     let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
     let mut mark = |change: u8, key: &[u8], fp: &[u8]| {
         fingerprint.update(&[change]);
@@ -197,6 +209,12 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
                 if duplicate_samples.len() < 5 {
                     duplicate_samples.push(key_text(&key));
                 }
+                return Ok(());
+            }
+            Step::Removed(key) if refused_deletes.contains(&key) => {
+                diff.cleared_deletes += 1;
+                mark(b'x', &key, &[]);
+                cleared_deletes.push(key);
                 return Ok(());
             }
             Step::Removed(key) => {
@@ -251,7 +269,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let fingerprint = format!("{:032x}", fingerprint.digest128());
     // Known only when every key column had a value (an empty model leaves the recorded ones).
     let key_types = key_types.iter().map(|t| t.map(|(name, _)| name.to_string())).collect::<Option<Vec<_>>>().unwrap_or_default();
-    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types })
+    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types, cleared_deletes })
 }
 
 pub(crate) fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::sync::plan::spill::ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {

@@ -128,6 +128,7 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
         fingerprint: format!("{:032x}", fingerprint.digest128()),
         files,
         key_types: Vec::new(),
+        cleared_deletes: Vec::new(),
     };
     Ok(UndoPlan { plan, conflicts, conflict_keys, without_before, already_undone })
 }
