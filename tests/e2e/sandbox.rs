@@ -54,6 +54,30 @@ async fn a_plugin_that_spins_is_stopped_at_its_cpu_limit() {
     assert!(error.contains("exceeded its CPU time limit of 300 ms"), "{error}");
 }
 
+/// The CPU budget counts the CPU time the call used, not the wall time it took: here the
+/// runtime's only thread is taken away from the plugin for 50 ms at every epoch tick where
+/// it yields, as a busy machine's scheduler would, so the call takes about three times its
+/// 400 ms of running, well over its 1,000 ms budget, without using more than 400 ms of it.
+#[tokio::test(flavor = "current_thread")]
+async fn time_a_plugin_spends_descheduled_is_not_charged_to_its_cpu_budget() {
+    let ws = misbehaving(r#"{ on_write = "busy", busy_ms = 400 }"#, "limits.call_timeout_ms = 1000");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let run = async {
+        let run = ws.run("bad").await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        run
+    };
+    let descheduler = async {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let (run, ()) = tokio::join!(run, descheduler);
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.delivered.added, 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_that_hoards_memory_is_stopped_at_its_memory_limit() {
     let ws = misbehaving(r#"{ on_write = "oom" }"#, "limits.memory_mb = 32");
@@ -61,6 +85,19 @@ async fn a_plugin_that_hoards_memory_is_stopped_at_its_memory_limit() {
     assert_eq!(run.status, RunStatus::Failed);
     let error = run.error.unwrap();
     assert!(error.contains("exceeded its memory limit"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_leaks_host_resources_is_stopped_at_a_limit_set_by_its_memory_budget() {
+    // 32 MiB of budget allows 2,048 host resources (64 per MiB); wasmtime's own cap is a
+    // million, hundreds of MiB of host memory the memory limit never saw.
+    let ws = misbehaving(r#"{ on_write = "leak_handles" }"#, "limits.memory_mb = 32");
+    let run = ws.run("bad").await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert!(error.contains("plugin misbehave held more than 2048 host resources (streams, pollables, sockets) at once and was stopped"), "{error}");
+    // The engine carries on.
+    assert_eq!(ws.run("fine").await.status, RunStatus::Succeeded);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@
 
 use super::bindings::v0_1_0::wit_host::{self, HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel};
 use super::PluginState;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Default per-request timeout when the plugin does not set one.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,17 +39,9 @@ impl wit_host::Host for PluginState {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
 
+    /// Waiting on the network is not charged to the guest: the call's future is pending
+    /// meanwhile, and only polls count (see `cpu_clock`).
     async fn http_send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let started = Instant::now();
-        let result = self.http_send_inner(request).await;
-        // Waiting on the network is not the guest's CPU time.
-        self.clock.in_host += started.elapsed();
-        result
-    }
-}
-
-impl PluginState {
-    async fn http_send_inner(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let url = url::Url::parse(&request.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(HttpError::InvalidRequest(format!("unsupported URL scheme {:?}", url.scheme())));
@@ -124,4 +116,50 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{Grants, Limits, PluginHost};
+    use std::sync::{Arc, Mutex};
+
+    /// DNS rebinding: a granted name that resolves to an allowed address when the plugin
+    /// instance is created, and to another (an internal service) when the request goes out,
+    /// must still reach the first. Two receivers on one port, at 127.0.0.1 and 127.0.0.2,
+    /// stand for the two addresses; the name is resolved by a resolver the test controls.
+    #[tokio::test]
+    async fn host_http_connects_to_the_address_the_granted_name_had_when_the_instance_was_created() {
+        let allowed = crate::receiver::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
+        let port = allowed.addr.port();
+        let internal = crate::receiver::start(format!("127.0.0.2:{port}").parse().unwrap(), Default::default()).await.unwrap();
+        let dns: Arc<Mutex<std::net::IpAddr>> = Arc::new(Mutex::new("127.0.0.1".parse().unwrap()));
+        let mut host = PluginHost::new(None).unwrap();
+        let answer = dns.clone();
+        host.set_resolver(Arc::new(move |name: &str| {
+            assert_eq!(name, "api.example.test");
+            Ok(vec![*answer.lock().unwrap()])
+        }));
+        let grants = Grants { network: vec![format!("api.example.test:{port}")], ..Default::default() };
+        let mut store = host.new_store("rebind", &grants, Limits::default()).unwrap();
+        // The name now points somewhere else.
+        *dns.lock().unwrap() = "127.0.0.2".parse().unwrap();
+        let request = HttpRequest { method: "POST".into(), url: format!("http://api.example.test:{port}/hook"), headers: vec![], body: b"[]".to_vec(), timeout_ms: Some(5000) };
+        let response = wit_host::Host::http_send(store.data_mut(), request).await.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(response.status, 200);
+        assert_eq!(allowed.received().len(), 1, "the request goes to the address checked when the instance was created");
+        assert_eq!(internal.received().len(), 0, "the rebound address is never contacted");
+    }
+
+    #[tokio::test]
+    async fn a_granted_name_that_did_not_resolve_fails_with_a_clear_error() {
+        let mut host = PluginHost::new(None).unwrap();
+        host.set_resolver(Arc::new(|_: &str| Err(std::io::Error::other("no such host"))));
+        let grants = Grants { network: vec!["nowhere.example.test:80".into()], ..Default::default() };
+        let mut store = host.new_store("unresolved", &grants, Limits::default()).unwrap();
+        let request = HttpRequest { method: "GET".into(), url: "http://nowhere.example.test/".into(), headers: vec![], body: vec![], timeout_ms: Some(5000) };
+        let error = wit_host::Host::http_send(store.data_mut(), request).await.unwrap_err();
+        let HttpError::Connection(message) = error else { panic!("{error:?}") };
+        assert!(message.contains("nowhere.example.test did not resolve when the plugin instance was created"), "{message}");
+    }
 }

@@ -73,11 +73,11 @@ fn redact<T>(store: &Store<PluginState>, result: Result<T, CallError>) -> Result
 }
 
 /// Starts the per-call CPU clock. Pair with [`finish`]; see [`guest_call!`].
-pub(crate) fn begin(store: &mut Store<PluginState>) -> std::time::Duration {
+pub(crate) fn begin(store: &mut Store<PluginState>) -> (std::time::Duration, std::sync::Arc<super::cpu_clock::CpuMeter>) {
     store.data_mut().clock.start();
     store.data().stderr.clear();
     store.set_epoch_deadline(1);
-    store.data().clock.wall
+    (store.data().clock.wall, store.data().clock.meter.clone())
 }
 
 /// The error for a call that outlived its wall-clock limit. The call's future was dropped,
@@ -106,6 +106,11 @@ pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result
         format!("plugin {name} exceeded its CPU time limit of {} ms and was stopped", state.clock.budget.as_millis())
     } else if detail.contains("forcing trap when growing memory") || detail.contains("memory allocation failed") {
         format!("plugin {name} exceeded its memory limit and was stopped")
+    } else if detail.contains("resource table has no free keys") {
+        format!(
+            "plugin {name} held more than {} host resources (streams, pollables, sockets) at once and was stopped; the limit follows limits.memory_mb",
+            state.table.max_capacity()
+        )
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         format!("plugin {name} crashed ({trap})")
     } else {
@@ -126,9 +131,9 @@ pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result
 /// Calls into a guest with the CPU clock running: `guest_call!(store, future)`.
 macro_rules! guest_call {
     ($store:expr, $call:expr) => {{
-        let wall = $crate::host::instance::begin($store);
+        let (wall, meter) = $crate::host::instance::begin($store);
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(wall, $call).await {
+        let result = match tokio::time::timeout(wall, $crate::host::instance::charged(meter, $call)).await {
             Ok(result) => $crate::host::instance::finish($store, result),
             Err(_) => Err($crate::host::instance::wall_timeout($store)),
         };
@@ -138,6 +143,11 @@ macro_rules! guest_call {
     }};
 }
 pub(crate) use guest_call;
+
+/// The call's future with its CPU time metered, for [`guest_call!`].
+pub(crate) fn charged<F: std::future::Future>(meter: std::sync::Arc<super::cpu_clock::CpuMeter>, call: F) -> impl std::future::Future<Output = F::Output> {
+    super::cpu_clock::Charged::new(meter, call)
+}
 
 /// A fresh store with the plugin's grants, and the component (imports resolved at load).
 fn prepare(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits) -> Result<(Store<PluginState>, InstancePre<PluginState>), CallError> {

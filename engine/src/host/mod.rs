@@ -6,13 +6,15 @@
 //! - a memory limit per instance ([`Limits::memory_mb`]) enforced by a store limiter;
 //! - a CPU-time budget per call ([`Limits::call_timeout_ms`]), enforced with epoch
 //!   interruption: a background thread ticks the engine's epoch every [`EPOCH_TICK`] and
-//!   each store's deadline callback checks how long the guest itself has run (time spent
-//!   waiting on host calls such as HTTP is not charged to the guest).
+//!   each store's deadline callback checks the CPU time the call has used (see
+//!   [`cpu_clock`]: waits on the network and time the process was descheduled are not
+//!   charged to the guest).
 //!
 //! A trap, a timeout or an exhausted memory limit poisons only that instance and surfaces as
 //! [`CallError::Trap`]; the engine process carries on.
 
 pub mod bindings;
+mod cpu_clock;
 mod imports;
 pub mod instance;
 mod stderr;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
+use cpu_clock::CallClock;
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
@@ -51,6 +54,16 @@ const MAX_TABLES: usize = 64;
 fn table_elements_for(memory_mb: u64) -> usize {
     let budget = usize::try_from(memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     (budget / (16 * MAX_TABLES)).clamp(10_000, 1_000_000)
+}
+
+/// Host resources (WASI streams, pollables, sockets, directory handles) one plugin instance
+/// may hold at once. They live in the host's [`ResourceTable`], outside the plugin's linear
+/// memory, so wasmtime's default cap (a million entries, hundreds of MiB of host memory a
+/// plugin could pin by leaking handles) is replaced by one that follows the memory budget:
+/// 64 per MiB, i.e. 16,384 at the default 256 MiB, which at up to 1 KiB of host memory per
+/// entry stays within a sixteenth of the budget. A plugin normally holds a few dozen.
+fn resource_entries_for(memory_mb: u64) -> usize {
+    usize::try_from(memory_mb.saturating_mul(64)).unwrap_or(usize::MAX).clamp(1_024, 65_536)
 }
 
 
@@ -95,37 +108,19 @@ impl WasiView for PluginState {
     }
 }
 
-/// Measures the guest's own running time during one call.
-#[derive(Debug)]
-pub(crate) struct CallClock {
-    started: Instant,
-    /// Time spent inside host imports during the current call.
-    pub(crate) in_host: Duration,
-    budget: Duration,
-    /// Wall-clock bound on one call, whatever the guest is waiting on.
-    pub(crate) wall: Duration,
-    pub(crate) timed_out: bool,
-}
-
-impl CallClock {
-    fn start(&mut self) {
-        self.started = Instant::now();
-        self.in_host = Duration::ZERO;
-        self.timed_out = false;
-    }
-
-    fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.in_host)
-    }
-}
-
 /// Owns the wasmtime engine, the linker and the compiled-component cache.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Plugin>>,
+    /// The engine's own HTTP client (notifications, alerts); plugins get a pinned one.
     http: reqwest::Client,
+    /// Plugins' HTTP clients by the addresses their granted names were pinned to (see
+    /// [`PinnedNames`]): stores whose names resolved alike share a client and its connections.
+    plugin_http: Mutex<HashMap<PinnedNames, reqwest::Client>>,
+    /// Resolves granted host names (the system resolver; tests replace it).
+    resolver: Resolver,
     /// In a service: the plugin versions it serves (see [`crate::plugins::Served`]).
     pub(crate) served: std::sync::RwLock<Option<crate::plugins::Served>>,
     _ticker: Arc<EpochTicker>,
@@ -178,21 +173,55 @@ impl PluginHost {
         // reqwest is built without a bundled crypto provider (aws-lc builds C, slowly); use
         // ring's. Installing twice is harmless: the first provider stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .context("building the HTTP client")?;
+        let http = http_client_builder().build().context("building the HTTP client")?;
 
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
         }
-        Ok(PluginHost { engine, linker, cache_dir, loaded: Mutex::new(HashMap::new()), http, served: std::sync::RwLock::new(None), _ticker: Arc::new(EpochTicker { stop }) })
+        Ok(PluginHost {
+            engine,
+            linker,
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+            http,
+            plugin_http: Mutex::new(HashMap::new()),
+            resolver: Arc::new(system_resolver),
+            served: std::sync::RwLock::new(None),
+            _ticker: Arc::new(EpochTicker { stop }),
+        })
     }
 
     /// The host's HTTP client (no redirects), for the engine's own requests (notifications).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The HTTP client of a plugin whose granted names resolved to `pinned`: it connects to
+    /// those addresses only and resolves nothing itself.
+    fn plugin_http(&self, pinned: &PinnedNames) -> anyhow::Result<reqwest::Client> {
+        let mut clients = self.plugin_http.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(pinned) {
+            return Ok(client.clone());
+        }
+        let mut builder = http_client_builder().dns_resolver(Arc::new(NoResolution));
+        // A name that did not resolve gets no entry: its lookups reach `NoResolution`.
+        for (name, ips) in pinned.0.iter().filter(|(_, ips)| !ips.is_empty()) {
+            // The port is the URL's: reqwest ignores the one given here.
+            let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
+            builder = builder.resolve_to_addrs(name, &addrs);
+        }
+        let client = builder.build().context("building a plugin's HTTP client")?;
+        // Addresses change over time (DNS round robin): keep the recent ones only.
+        if clients.len() >= 64 {
+            clients.clear();
+        }
+        clients.insert(pinned.clone(), client.clone());
+        Ok(client)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_resolver(&mut self, resolver: Resolver) {
+        self.resolver = resolver;
     }
 
     pub fn engine(&self) -> &Engine {
@@ -290,8 +319,12 @@ impl PluginHost {
             wasi.preopened_dir(host_path, guest_path, FsPerms::ReadOnly)
                 .map_err(|e| anyhow!("granting directory {}: {e}", host_path.display()))?;
         }
-        // Sockets: only granted host:port pairs. Names in grants are resolved once, here.
-        let allowed = resolve_network_grants(&grants.network);
+        // Names in grants are resolved once, here, and every connection of this instance,
+        // through a WASI socket or host HTTP, goes to those addresses: a name that resolves
+        // elsewhere later (DNS rebinding onto an internal address) does not move it.
+        let resolved = resolve_network_grants(&grants.network, &self.resolver);
+        let http = self.plugin_http(&resolved.pinned_names())?;
+        let allowed = resolved.addresses;
         wasi.socket_addr_check(move |addr: SocketAddr, address_use| {
             let ok = match address_use {
                 // A connect first checks the implicit bind to an ephemeral local port
@@ -318,9 +351,11 @@ impl PluginHost {
         // and then only the checks above decide where it may connect.
         wasi.allow_tcp(!grants.network.is_empty());
 
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resource_entries_for(limits.memory_mb));
         let state = PluginState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limits: StoreLimitsBuilder::new()
                 .memory_size((limits.memory_mb as usize).saturating_mul(1024 * 1024))
                 .trap_on_grow_failure(true)
@@ -333,15 +368,9 @@ impl PluginHost {
                 .build(),
             plugin_name: plugin_name.to_string(),
             grants: Arc::new(grants.clone()),
-            http: self.http.clone(),
+            http,
             secrets,
-            clock: CallClock {
-                started: Instant::now(),
-                in_host: Duration::ZERO,
-                budget: Duration::from_millis(limits.call_timeout_ms),
-                wall: Duration::from_millis(limits.wall_timeout_ms),
-                timed_out: false,
-            },
+            clock: CallClock::new(Duration::from_millis(limits.call_timeout_ms), Duration::from_millis(limits.wall_timeout_ms)),
             stderr,
         };
         let mut store = Store::new(&self.engine, state);
@@ -349,7 +378,7 @@ impl PluginHost {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let clock = &mut ctx.data_mut().clock;
-            if clock.guest_time() > clock.budget {
+            if clock.over_budget() {
                 clock.timed_out = true;
                 return Ok(UpdateDeadline::Interrupt);
             }
@@ -360,20 +389,75 @@ impl PluginHost {
     }
 }
 
-fn resolve_network_grants(grants: &[String]) -> Vec<(std::net::IpAddr, Option<u16>)> {
+/// Resolves a host name to its addresses.
+pub(crate) type Resolver = Arc<dyn Fn(&str) -> std::io::Result<Vec<std::net::IpAddr>> + Send + Sync>;
+
+fn system_resolver(name: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
     use std::net::ToSocketAddrs;
-    let mut out = Vec::new();
+    Ok((name, 0).to_socket_addrs()?.map(|a| a.ip()).collect())
+}
+
+/// A store's network grants, resolved.
+struct ResolvedGrants {
+    /// Where its sockets may connect: (address, port or any).
+    addresses: Vec<(std::net::IpAddr, Option<u16>)>,
+    /// Each granted name (lower case) and what it resolved to.
+    names: Vec<(String, Vec<std::net::IpAddr>)>,
+}
+
+impl ResolvedGrants {
+    fn pinned_names(&self) -> PinnedNames {
+        let mut names = self.names.clone();
+        for (_, ips) in &mut names {
+            ips.sort();
+            ips.dedup();
+        }
+        names.sort();
+        names.dedup();
+        PinnedNames(names)
+    }
+}
+
+/// Granted host names and the addresses they were pinned to, in a canonical order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PinnedNames(Vec<(String, Vec<std::net::IpAddr>)>);
+
+fn resolve_network_grants(grants: &[String], resolver: &Resolver) -> ResolvedGrants {
+    let mut out = ResolvedGrants { addresses: Vec::new(), names: Vec::new() };
     for g in grants {
         let Some((host, port)) = g.rsplit_once(':') else { continue };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = if port == "*" { None } else { port.parse().ok() };
         if let Ok(ip) = host.parse() {
-            out.push((ip, port));
-        } else if let Ok(addrs) = (host, port.unwrap_or(0)).to_socket_addrs() {
-            out.extend(addrs.map(|a| (a.ip(), port)));
+            out.addresses.push((ip, port));
+        } else {
+            let ips = resolver(host).unwrap_or_else(|e| {
+                tracing::warn!(host, error = %e, "could not resolve a granted host name; the plugin cannot connect to it");
+                Vec::new()
+            });
+            out.addresses.extend(ips.iter().map(|ip| (*ip, port)));
+            out.names.push((host.to_ascii_lowercase(), ips));
         }
     }
     out
+}
+
+/// The DNS of a plugin's HTTP client: every granted name is pinned before the client is
+/// built, so a lookup reaching here is for a name that did not resolve when the instance
+/// was created.
+struct NoResolution;
+
+impl reqwest::dns::Resolve for NoResolution {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let message = format!("{} did not resolve when the plugin instance was created (granted names are resolved once, then pinned)", name.as_str());
+        Box::pin(async move { Err(message.into()) })
+    }
+}
+
+/// Settings every HTTP client of the host shares: no redirects (a redirect could leave the
+/// granted host), a bounded connect.
+fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).connect_timeout(Duration::from_secs(10))
 }
 
 #[cfg(test)]
@@ -389,6 +473,13 @@ mod tests {
         }
         assert_eq!(table_elements_for(256), 262_144);
         assert_eq!(table_elements_for(u64::MAX), 1_000_000);
+    }
+
+    #[test]
+    fn host_resources_follow_the_memory_budget() {
+        assert_eq!(resource_entries_for(256), 16_384);
+        assert_eq!(resource_entries_for(1), 1_024);
+        assert_eq!(resource_entries_for(u64::MAX), 65_536);
     }
 }
 
