@@ -9,7 +9,9 @@
 //!     scripts/build-plugins && cargo bench -p backflow --bench reverse_etl
 //!
 //! Options: `-- --rows N` (default 1000000), `-- --keep-changelog N` (`[state]
-//! keep_changelog_runs`, default 50; 0 measures without the undo changelog).
+//! keep_changelog_runs`, default 50; 0 measures without the undo changelog), `-- --hold`
+//! (set everything up, print the workspace, and wait to be killed: for profiling runs by
+//! hand, e.g. `perf record -g backflow sync run s --workspace DIR` after `rm -rf DIR/.backflow`).
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/pg.rs"]
@@ -60,6 +62,12 @@ fn main() {
     )
     .unwrap();
 
+    if args.iter().any(|a| a == "--hold") {
+        println!("workspace {} (receiver on 127.0.0.1:{port}); waiting to be killed", ws.display());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     println!("{rows} rows, keep_changelog_runs = {keep_changelog}");
     println!("{:<34} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}", "job", "wall s", "CPU s", "RSS MB", "plan ms", "deliver", "delivered");
     let job = |name: &str| {

@@ -122,44 +122,56 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::host::{Grants, Limits, PluginHost};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    /// DNS rebinding: a granted name that resolves to an allowed address when the plugin
-    /// instance is created, and to another (an internal service) when the request goes out,
-    /// must still reach the first. Two receivers on one port, at 127.0.0.1 and 127.0.0.2,
-    /// stand for the two addresses; the name is resolved by a resolver the test controls.
-    #[tokio::test]
-    async fn host_http_connects_to_the_address_the_granted_name_had_when_the_instance_was_created() {
-        let allowed = crate::receiver::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
-        let port = allowed.addr.port();
-        let internal = crate::receiver::start(format!("127.0.0.2:{port}").parse().unwrap(), Default::default()).await.unwrap();
-        let dns: Arc<Mutex<std::net::IpAddr>> = Arc::new(Mutex::new("127.0.0.1".parse().unwrap()));
+    fn host_resolving(answer: impl Fn(&str) -> std::io::Result<Vec<std::net::IpAddr>> + Send + Sync + 'static) -> PluginHost {
         let mut host = PluginHost::new(None).unwrap();
-        let answer = dns.clone();
-        host.set_resolver(Arc::new(move |name: &str| {
-            assert_eq!(name, "api.example.test");
-            Ok(vec![*answer.lock().unwrap()])
-        }));
-        let grants = Grants { network: vec![format!("api.example.test:{port}")], ..Default::default() };
-        let mut store = host.new_store("rebind", &grants, Limits::default()).unwrap();
-        // The name now points somewhere else.
-        *dns.lock().unwrap() = "127.0.0.2".parse().unwrap();
-        let request = HttpRequest { method: "POST".into(), url: format!("http://api.example.test:{port}/hook"), headers: vec![], body: b"[]".to_vec(), timeout_ms: Some(5000) };
-        let response = wit_host::Host::http_send(store.data_mut(), request).await.unwrap_or_else(|e| panic!("{e:?}"));
+        host.set_resolver(Arc::new(answer));
+        host
+    }
+
+    async fn send(host: &PluginHost, grant: &str, url: &str) -> Result<HttpResponse, HttpError> {
+        let grants = Grants { network: vec![grant.to_string()], ..Default::default() };
+        let mut store = host.new_store("dns", &grants, Limits::default()).unwrap();
+        let request = HttpRequest { method: "POST".into(), url: url.into(), headers: vec![], body: b"[]".to_vec(), timeout_ms: Some(5000) };
+        wit_host::Host::http_send(store.data_mut(), request).await
+    }
+
+    /// The connection goes to the address the host's resolver checked, not to one looked up
+    /// again elsewhere: the test's resolver answers `localhost` with 127.0.0.2, where the
+    /// system resolver would say 127.0.0.1 (another receiver on the same port).
+    #[tokio::test]
+    async fn host_http_connects_to_the_address_its_check_resolved() {
+        let checked = crate::receiver::start("127.0.0.2:0".parse().unwrap(), Default::default()).await.unwrap();
+        let port = checked.addr.port();
+        let elsewhere = crate::receiver::start(format!("127.0.0.1:{port}").parse().unwrap(), Default::default()).await.unwrap();
+        let host = host_resolving(|name| {
+            assert_eq!(name, "localhost");
+            Ok(vec!["127.0.0.2".parse().unwrap()])
+        });
+        let response = send(&host, &format!("localhost:{port}"), &format!("http://localhost:{port}/hook")).await.unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(response.status, 200);
-        assert_eq!(allowed.received().len(), 1, "the request goes to the address checked when the instance was created");
-        assert_eq!(internal.received().len(), 0, "the rebound address is never contacted");
+        assert_eq!((checked.received().len(), elsewhere.received().len()), (1, 0));
+    }
+
+    /// DNS rebinding: a granted name whose DNS now answers with this machine's address (the
+    /// service's own API, a local database) is refused, and nothing is sent there.
+    #[tokio::test]
+    async fn a_granted_name_pointed_at_this_machine_is_refused() {
+        let local = crate::receiver::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
+        let port = local.addr.port();
+        let host = host_resolving(|_| Ok(vec!["127.0.0.1".parse().unwrap()]));
+        let error = send(&host, &format!("api.example.test:{port}"), &format!("http://api.example.test:{port}/admin")).await.unwrap_err();
+        let HttpError::Connection(message) = error else { panic!("{error:?}") };
+        assert!(message.contains("api.example.test resolves to 127.0.0.1 (loopback or link-local), which a granted host name may not lead to"), "{message}");
+        assert_eq!(local.received().len(), 0);
     }
 
     #[tokio::test]
-    async fn a_granted_name_that_did_not_resolve_fails_with_a_clear_error() {
-        let mut host = PluginHost::new(None).unwrap();
-        host.set_resolver(Arc::new(|_: &str| Err(std::io::Error::other("no such host"))));
-        let grants = Grants { network: vec!["nowhere.example.test:80".into()], ..Default::default() };
-        let mut store = host.new_store("unresolved", &grants, Limits::default()).unwrap();
-        let request = HttpRequest { method: "GET".into(), url: "http://nowhere.example.test/".into(), headers: vec![], body: vec![], timeout_ms: Some(5000) };
-        let error = wit_host::Host::http_send(store.data_mut(), request).await.unwrap_err();
+    async fn a_granted_name_that_does_not_resolve_fails_with_a_clear_error() {
+        let host = host_resolving(|_| Err(std::io::Error::other("no such host")));
+        let error = send(&host, "nowhere.example.test:80", "http://nowhere.example.test/").await.unwrap_err();
         let HttpError::Connection(message) = error else { panic!("{error:?}") };
-        assert!(message.contains("nowhere.example.test did not resolve when the plugin instance was created"), "{message}");
+        assert!(message.contains("cannot resolve nowhere.example.test: no such host"), "{message}");
     }
 }

@@ -114,11 +114,10 @@ pub struct PluginHost {
     linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, Plugin>>,
-    /// The engine's own HTTP client (notifications, alerts); plugins get a pinned one.
+    /// The engine's own HTTP client (notifications, alerts).
     http: reqwest::Client,
-    /// Plugins' HTTP clients by the addresses their granted names were pinned to (see
-    /// [`PinnedNames`]): stores whose names resolved alike share a client and its connections.
-    plugin_http: Mutex<HashMap<PinnedNames, reqwest::Client>>,
+    /// Plugins' host HTTP: resolves names only through [`CheckedResolver`], never a proxy.
+    plugin_http: reqwest::Client,
     /// Resolves granted host names (the system resolver; tests replace it).
     resolver: Resolver,
     /// In a service: the plugin versions it serves (see [`crate::plugins::Served`]).
@@ -152,6 +151,11 @@ impl PluginHost {
         // One memory per core module: with multi-memory a module could multiply its memory
         // limit by declaring many memories.
         config.wasm_multi_memory(false);
+        // Profiling: `BACKFLOW_PERF_MAP=1` writes /tmp/perf-PID.map so `perf report` names
+        // plugin functions (build the plugin without `strip` to get its own names).
+        if std::env::var_os("BACKFLOW_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -174,6 +178,8 @@ impl PluginHost {
         // ring's. Installing twice is harmless: the first provider stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = http_client_builder().build().context("building the HTTP client")?;
+        let resolver: Resolver = Arc::new(system_resolver);
+        let plugin_http = plugin_http_client(&resolver)?;
 
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
@@ -184,8 +190,8 @@ impl PluginHost {
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
             http,
-            plugin_http: Mutex::new(HashMap::new()),
-            resolver: Arc::new(system_resolver),
+            plugin_http,
+            resolver,
             served: std::sync::RwLock::new(None),
             _ticker: Arc::new(EpochTicker { stop }),
         })
@@ -196,31 +202,9 @@ impl PluginHost {
         &self.http
     }
 
-    /// The HTTP client of a plugin whose granted names resolved to `pinned`: it connects to
-    /// those addresses only and resolves nothing itself.
-    fn plugin_http(&self, pinned: &PinnedNames) -> anyhow::Result<reqwest::Client> {
-        let mut clients = self.plugin_http.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(pinned) {
-            return Ok(client.clone());
-        }
-        let mut builder = http_client_builder().dns_resolver(Arc::new(NoResolution));
-        // A name that did not resolve gets no entry: its lookups reach `NoResolution`.
-        for (name, ips) in pinned.0.iter().filter(|(_, ips)| !ips.is_empty()) {
-            // The port is the URL's: reqwest ignores the one given here.
-            let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect();
-            builder = builder.resolve_to_addrs(name, &addrs);
-        }
-        let client = builder.build().context("building a plugin's HTTP client")?;
-        // Addresses change over time (DNS round robin): keep the recent ones only.
-        if clients.len() >= 64 {
-            clients.clear();
-        }
-        clients.insert(pinned.clone(), client.clone());
-        Ok(client)
-    }
-
     #[cfg(test)]
     pub(crate) fn set_resolver(&mut self, resolver: Resolver) {
+        self.plugin_http = plugin_http_client(&resolver).expect("an HTTP client");
         self.resolver = resolver;
     }
 
@@ -319,12 +303,9 @@ impl PluginHost {
             wasi.preopened_dir(host_path, guest_path, FsPerms::ReadOnly)
                 .map_err(|e| anyhow!("granting directory {}: {e}", host_path.display()))?;
         }
-        // Names in grants are resolved once, here, and every connection of this instance,
-        // through a WASI socket or host HTTP, goes to those addresses: a name that resolves
-        // elsewhere later (DNS rebinding onto an internal address) does not move it.
-        let resolved = resolve_network_grants(&grants.network, &self.resolver);
-        let http = self.plugin_http(&resolved.pinned_names())?;
-        let allowed = resolved.addresses;
+        // Sockets: only granted host:port pairs. Names in grants are resolved once, here,
+        // through the same check as host HTTP (see `checked_addresses`).
+        let allowed = resolve_network_grants(&grants.network, &self.resolver);
         wasi.socket_addr_check(move |addr: SocketAddr, address_use| {
             let ok = match address_use {
                 // A connect first checks the implicit bind to an ephemeral local port
@@ -368,7 +349,7 @@ impl PluginHost {
                 .build(),
             plugin_name: plugin_name.to_string(),
             grants: Arc::new(grants.clone()),
-            http,
+            http: self.plugin_http.clone(),
             secrets,
             clock: CallClock::new(Duration::from_millis(limits.call_timeout_ms), Duration::from_millis(limits.wall_timeout_ms)),
             stderr,
@@ -397,60 +378,65 @@ fn system_resolver(name: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
     Ok((name, 0).to_socket_addrs()?.map(|a| a.ip()).collect())
 }
 
-/// A store's network grants, resolved.
-struct ResolvedGrants {
-    /// Where its sockets may connect: (address, port or any).
-    addresses: Vec<(std::net::IpAddr, Option<u16>)>,
-    /// Each granted name (lower case) and what it resolved to.
-    names: Vec<(String, Vec<std::net::IpAddr>)>,
-}
-
-impl ResolvedGrants {
-    fn pinned_names(&self) -> PinnedNames {
-        let mut names = self.names.clone();
-        for (_, ips) in &mut names {
-            ips.sort();
-            ips.dedup();
-        }
-        names.sort();
-        names.dedup();
-        PinnedNames(names)
+/// What a granted host *name* may lead to. A grant names a service; whoever controls that
+/// name's DNS must not be able to point it at this machine (`backflow serve`'s own API, a
+/// database on 127.0.0.1) or at link-local addresses (cloud metadata at 169.254.169.254).
+/// So a name's loopback, link-local and unspecified addresses are dropped, unless the name
+/// is `localhost`; such an address can still be granted by writing the address itself.
+/// Each connection goes to addresses checked here, in the same resolution (DNS rebinding
+/// between a check and the connection is not possible).
+fn checked_addresses(name: &str, resolver: &Resolver) -> Result<Vec<std::net::IpAddr>, String> {
+    let ips = resolver(name).map_err(|e| format!("cannot resolve {name}: {e}"))?;
+    if name.eq_ignore_ascii_case("localhost") {
+        return Ok(ips);
     }
+    let special = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
+        }
+    };
+    let (refused, allowed): (Vec<_>, Vec<_>) = ips.into_iter().partition(special);
+    if allowed.is_empty() && !refused.is_empty() {
+        return Err(format!(
+            "{name} resolves to {} (loopback or link-local), which a granted host name may not lead to; grant the address itself if that is intended",
+            refused.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(allowed)
 }
 
-/// Granted host names and the addresses they were pinned to, in a canonical order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PinnedNames(Vec<(String, Vec<std::net::IpAddr>)>);
-
-fn resolve_network_grants(grants: &[String], resolver: &Resolver) -> ResolvedGrants {
-    let mut out = ResolvedGrants { addresses: Vec::new(), names: Vec::new() };
+fn resolve_network_grants(grants: &[String], resolver: &Resolver) -> Vec<(std::net::IpAddr, Option<u16>)> {
+    let mut out = Vec::new();
     for g in grants {
         let Some((host, port)) = g.rsplit_once(':') else { continue };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = if port == "*" { None } else { port.parse().ok() };
         if let Ok(ip) = host.parse() {
-            out.addresses.push((ip, port));
+            out.push((ip, port));
         } else {
-            let ips = resolver(host).unwrap_or_else(|e| {
-                tracing::warn!(host, error = %e, "could not resolve a granted host name; the plugin cannot connect to it");
-                Vec::new()
-            });
-            out.addresses.extend(ips.iter().map(|ip| (*ip, port)));
-            out.names.push((host.to_ascii_lowercase(), ips));
+            match checked_addresses(host, resolver) {
+                Ok(ips) => out.extend(ips.into_iter().map(|ip| (ip, port))),
+                Err(e) => tracing::warn!(host, "{e}; the plugin cannot connect to it"),
+            }
         }
     }
     out
 }
 
-/// The DNS of a plugin's HTTP client: every granted name is pinned before the client is
-/// built, so a lookup reaching here is for a name that did not resolve when the instance
-/// was created.
-struct NoResolution;
+/// The DNS of plugins' host HTTP: the same check as for sockets ([`checked_addresses`]). The
+/// client connects to exactly the addresses returned here.
+struct CheckedResolver(Resolver);
 
-impl reqwest::dns::Resolve for NoResolution {
+impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let message = format!("{} did not resolve when the plugin instance was created (granted names are resolved once, then pinned)", name.as_str());
-        Box::pin(async move { Err(message.into()) })
+        let resolver = self.0.clone();
+        let name = name.as_str().to_string();
+        Box::pin(async move {
+            let ips = tokio::task::spawn_blocking(move || checked_addresses(&name, &resolver)).await.map_err(|e| e.to_string())??;
+            let addrs: reqwest::dns::Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
     }
 }
 
@@ -458,6 +444,12 @@ impl reqwest::dns::Resolve for NoResolution {
 /// granted host), a bounded connect.
 fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).connect_timeout(Duration::from_secs(10))
+}
+
+/// Plugins' host HTTP client. No proxy from the environment: a proxy would resolve the
+/// granted name itself, out of reach of the check.
+fn plugin_http_client(resolver: &Resolver) -> anyhow::Result<reqwest::Client> {
+    http_client_builder().no_proxy().dns_resolver(Arc::new(CheckedResolver(resolver.clone()))).build().context("building the plugins' HTTP client")
 }
 
 #[cfg(test)]
@@ -473,6 +465,18 @@ mod tests {
         }
         assert_eq!(table_elements_for(256), 262_144);
         assert_eq!(table_elements_for(u64::MAX), 1_000_000);
+    }
+
+    #[test]
+    fn granted_names_never_lead_to_loopback_or_link_local_addresses() {
+        let answer = |ips: &'static [&'static str]| -> Resolver { Arc::new(move |_: &str| Ok(ips.iter().map(|ip| ip.parse().unwrap()).collect())) };
+        let metadata = checked_addresses("metadata.example.test", &answer(&["169.254.169.254"])).unwrap_err();
+        assert!(metadata.contains("resolves to 169.254.169.254 (loopback or link-local)"), "{metadata}");
+        assert!(checked_addresses("x.example.test", &answer(&["::1", "fe80::1", "::ffff:127.0.0.1"])).is_err());
+        // Mixed answers keep the public addresses only; localhost is what it says.
+        assert_eq!(checked_addresses("x.example.test", &answer(&["127.0.0.1", "203.0.113.7"])).unwrap(), vec!["203.0.113.7".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(checked_addresses("LocalHost", &answer(&["127.0.0.1"])).unwrap().len(), 1);
+        assert!(checked_addresses("private.example.test", &answer(&["10.1.2.3"])).is_ok(), "private networks are where internal APIs live");
     }
 
     #[test]

@@ -619,6 +619,21 @@ impl StateStore {
         })
     }
 
+    /// The keys of the pending rows of one change (`added`, `changed`, `removed`).
+    pub fn pending_keys(&self, sync: &str, change: &str) -> Result<Vec<Vec<u8>>, StateError> {
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)), Vec::new, |table| {
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let row: PendingRow = serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
+                if row.change == change {
+                    out.push(k.value().to_vec());
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Rows the destination refused and no later run has delivered: (encoded key, row).
     pub fn pending(&self, sync: &str, limit: usize) -> Result<Vec<(Vec<u8>, PendingRow)>, StateError> {
         self.read_table(TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)), || Vec::new(), |table| {

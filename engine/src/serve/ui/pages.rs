@@ -187,6 +187,9 @@ pub fn confirm_run(v: &Viewer, name: &str, full_resync: bool, plan: &PlanReport)
     layout(Some(v), &format!("{what}: {name}"), html! {
         p { "A dry run now (nothing sent yet): " strong #dry-run { (plan.planned.added) " to add, " (plan.planned.changed) " to change, " (plan.planned.removed) " to remove" }
             " of " (plan.model_rows) " model rows." }
+        @if plan.diff.cleared_deletes > 0 {
+            p #cleared-deletes { (plan.diff.cleared_deletes) " rows whose delete the destination refused will be dropped from the state, not sent again." }
+        }
         @if plan.blocked { p.error { "A failing quality check would block this run." } }
         form method="post" action=(format!("/ui/syncs/{}/runs", path_segment(name))) {
             (csrf(v))

@@ -88,12 +88,15 @@ impl<'a> Committer<'a> {
             }
             acked.push(JournalOp::Reject { key: row.key, change: change.as_str().into(), error, run_id: self.run_id.to_string() });
         }
-        if let Some(header) = self.header.as_ref().filter(|_| !self.announced && !acked.is_empty()) {
+        let announcing = !self.announced && !acked.is_empty();
+        if let Some(header) = self.header.as_ref().filter(|_| announcing) {
             acked.insert(0, JournalOp::Begin(header.clone()));
-            self.announced = true;
         }
         // One write: acknowledged rows are durable against a crash of this process from here.
+        // A failed write leaves nothing of itself (see `Journal::append`), the header
+        // included: only a written header counts as announced.
         self.journal.append(&acked).map_err(|e| Abort(format!("writing the delivery journal: {e}")))?;
+        self.announced |= announcing && self.header.is_some();
         if self.journal.len() > JOURNAL_APPLY_BYTES || self.last_commit.elapsed() > JOURNAL_APPLY_INTERVAL {
             self.commit_acknowledged()?;
         }

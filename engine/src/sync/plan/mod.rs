@@ -184,8 +184,7 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     // A full resync gives up on deletes the destination refused: otherwise a row it will
     // never delete (an object someone protected) is sent again by every run, forever.
     let refused_deletes: std::collections::HashSet<Vec<u8>> = if options.full_resync && use_snapshot {
-        let pending = state.pending(&p.state_key, usize::MAX).map_err(|e| Abort(e.to_string()))?;
-        pending.into_iter().filter(|(_, row)| row.change == Change::Removed.as_str()).map(|(key, _)| key).collect()
+        state.pending_keys(&p.state_key, Change::Removed.as_str()).map_err(|e| Abort(e.to_string()))?.into_iter().collect()
     } else {
         Default::default()
     };
