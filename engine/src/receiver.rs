@@ -163,6 +163,21 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     if o.latency_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(o.latency_ms)).await;
     }
+    // Discarding and judging no row: parse every body in full, but only to count its rows
+    // (no JSON value is built; a benchmark's receiver must not be the bottleneck).
+    if o.discard && o.reject.is_none() && shared.out.is_none() && !o.print {
+        let (status, rows) = match serde_json::from_slice::<RowCount>(&body) {
+            Ok(RowCount(n)) => (axum::http::StatusCode::OK, n),
+            Err(_) => (axum::http::StatusCode::BAD_REQUEST, 0),
+        };
+        let faults = o.latency_ms > 0 || o.down_for_ms > 0 || o.fail_requests.is_some() || o.status_for_method.is_some() || o.echo_headers_status.is_some() || o.hmac_secret.is_some() || o.rate_limit.is_some() || o.error_rate > 0.0;
+        if !faults {
+            shared.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            shared.discarded_rows.fetch_add(rows, std::sync::atomic::Ordering::SeqCst);
+            let answer = if status.is_success() { r#"{"ok":true}"# } else { r#"{"error":"the body is not JSON"}"# };
+            return (status, answer).into_response();
+        }
+    }
     let body_json = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     let rows_of = |v: &serde_json::Value| -> Vec<serde_json::Value> {
         match v {
@@ -252,6 +267,90 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
         response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
     }
     response
+}
+
+/// The rows of a body, counted while parsing it: an array's elements, the array of a
+/// one-key wrapper object (`{"records": [...]}`), or 1 for any other object. Every byte is
+/// parsed; no value is kept.
+struct RowCount(usize);
+
+impl<'de> serde::Deserialize<'de> for RowCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RowCount, D::Error> {
+        use serde::de::DeserializeSeed;
+        Ok(RowCount(Count { top: true }.deserialize(d)?.0))
+    }
+}
+
+/// Counts a value's rows as [`RowCount`] says; `.1`: whether it was an array. Only the
+/// top level looks into objects (for a wrapper).
+struct Count {
+    top: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Count {
+    type Value = (usize, bool);
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(usize, bool), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Count {
+    type Value = (usize, bool);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(usize, bool), A::Error> {
+        let mut n = 0;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok((n, true))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(usize, bool), A::Error> {
+        let (mut entries, mut array) = (0, None);
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            entries += 1;
+            if self.top {
+                let (n, is_array) = map.next_value_seed(Count { top: false })?;
+                array = is_array.then_some(n);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok((if entries == 1 { array.unwrap_or(1) } else { 1 }, false))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(usize, bool), E> {
+        Ok((0, false))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(usize, bool), E> {
+        Ok((0, false))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(usize, bool), E> {
+        Ok((0, false))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(usize, bool), E> {
+        Ok((0, false))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(usize, bool), E> {
+        Ok((0, false))
+    }
+    fn visit_unit<E>(self) -> Result<(usize, bool), E> {
+        Ok((0, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_rows_as_the_full_parse_does() {
+        let count = |body: &str| serde_json::from_str::<super::RowCount>(body).map(|c| c.0).ok();
+        assert_eq!(count(r#"[{"a":1},{"b":[1,2]},3]"#), Some(3));
+        assert_eq!(count(r#"{"records":[{"a":1},{"a":2}]}"#), Some(2));
+        assert_eq!(count(r#"{"id":1,"x":[1]}"#), Some(1));
+        assert_eq!(count(r#"{"x":{"y":[1,2,3]}}"#), Some(1));
+        assert_eq!(count(r#"[{"a":1},"#), None);
+        assert_eq!(count(r#"["\x"]"#), None);
+    }
 }
 
 /// Checks `X-Backflow-Signature: t=UNIX,v1=HEX` = HMAC-SHA256(secret, "UNIX." + body).

@@ -442,6 +442,113 @@ impl Batch {
     pub fn decode(&self) -> Result<Vec<Vec<Value>>, CodecError> {
         self.rows().collect()
     }
+
+    /// Appends the rows as a JSON array of objects (`[{"id":1,"email":"…"},…]`), each
+    /// object's fields in column order, then `extra` fields (name, string value). Values are
+    /// written as [`Value::to_json`] renders them, straight from the encoded payload: no
+    /// [`Value`] or `serde_json::Value` per cell, which is what makes a destination that
+    /// speaks JSON fast. Errors name the row.
+    pub fn write_json_array(&self, out: &mut Vec<u8>, extra: &[(&str, &str)]) -> Result<(), CodecError> {
+        // Each field's `"name":` is escaped once per batch, not once per row.
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(self.columns.len() + extra.len());
+        for (i, name) in self.columns.iter().map(|c| c.name.as_str()).chain(extra.iter().map(|(n, _)| *n)).enumerate() {
+            let mut key = Vec::with_capacity(name.len() + 4);
+            if i > 0 {
+                key.push(b',');
+            }
+            json_string(&mut key, name);
+            key.push(b':');
+            keys.push(key);
+        }
+        let mut rest: &[u8] = &self.payload;
+        let rows = read_array_len(&mut rest).map_err(|e| CodecError(format!("batch payload: {e}")))?;
+        if rows != self.row_count as usize {
+            return err(format!("batch payload holds {rows} rows, the batch says {}", self.row_count));
+        }
+        out.push(b'[');
+        for row in 0..rows {
+            if row > 0 {
+                out.push(b',');
+            }
+            let mut r = Reader { bytes: rest, pos: 0 };
+            write_json_row(&mut r, out, &keys, extra, self.columns.len()).map_err(|e| CodecError(format!("row {row}: {e}")))?;
+            rest = &rest[r.pos..];
+        }
+        out.push(b']');
+        Ok(())
+    }
+}
+
+fn write_json_row(r: &mut Reader<'_>, out: &mut Vec<u8>, keys: &[Vec<u8>], extra: &[(&str, &str)], width: usize) -> Result<(), CodecError> {
+    let n = match read_head(r)? {
+        Head::Array(n) => n,
+        _ => return err("a row is not an array"),
+    };
+    if n != width {
+        return err(format!("row has {n} values for {width} columns"));
+    }
+    out.push(b'{');
+    for key in &keys[..width] {
+        out.extend_from_slice(key);
+        write_json_cell(r, out)?;
+    }
+    for (key, (_, value)) in keys[width..].iter().zip(extra) {
+        out.extend_from_slice(key);
+        json_string(out, value);
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// One cell as JSON, exactly as `Value::to_json` then `serde_json` would write it.
+fn write_json_cell(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let at = r.pos;
+    match read_head(r)? {
+        Head::Nil => out.extend_from_slice(b"null"),
+        Head::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Head::Int(i) => json_number(out, i),
+        Head::UInt(u) => match i64::try_from(u) {
+            Ok(i) => json_number(out, i),
+            // Beyond i64: a decimal, written as text.
+            Err(_) => json_string(out, &u.to_string()),
+        },
+        Head::F32(f) => json_number(out, f64::from(f)),
+        Head::F64(f) => json_number(out, f),
+        Head::Str(n) => json_string(out, std::str::from_utf8(r.take(n)?).map_err(|_| CodecError("text is not valid UTF-8".into()))?),
+        Head::Bin(n) => json_string(out, &crate::value::base64_encode(r.take(n)?)),
+        Head::Ext(n, ty) => {
+            let data = r.take(n)?;
+            match ty {
+                EXT_DECIMAL => json_string(out, std::str::from_utf8(data).map_err(|_| CodecError("decimal is not valid UTF-8".into()))?),
+                EXT_DATE => {
+                    let text = std::str::from_utf8(data).unwrap_or("");
+                    let days = parse_date(text).ok_or_else(|| CodecError(format!("bad date {text:?} at byte {at}")))?;
+                    json_string(out, &format_date(days));
+                }
+                EXT_TIMESTAMP => {
+                    let us = decode_timestamp(data).ok_or_else(|| CodecError(format!("bad timestamp at byte {at}")))?;
+                    json_string(out, &crate::value::format_timestamp(us));
+                }
+                // Rare: re-serialized through serde_json (compact, as `to_json` does).
+                EXT_JSON => {
+                    let value = Value::Json(utf8(data, "json")?).to_json();
+                    let _ = serde_json::to_writer(&mut *out, &value);
+                }
+                other => return err(format!("unknown extension type {other} at byte {at}")),
+            }
+        }
+        Head::Array(_) | Head::Map(_) => return err(format!("nested array/map at byte {at}: cell values must be scalars (use the json extension)")),
+    }
+    Ok(())
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_number<N: serde::Serialize>(out: &mut Vec<u8>, n: N) {
+    let _ = serde_json::to_writer(&mut *out, &n);
 }
 
 /// Iterator over a batch's rows, each a `Vec<Value>` in column order.

@@ -61,6 +61,38 @@ proptest! {
         }
     }
 
+    /// The fast JSON writer says exactly what `Value::to_json` + serde_json say.
+    #[test]
+    fn batches_write_the_same_json_as_their_values(rows in proptest::collection::vec(proptest::collection::vec(value(), 3), 0..6), extra in "\\PC{0,8}") {
+        let columns = vec![Column::new("a", ValueType::Any), Column::new("b\"q", ValueType::Any), Column::new("c", ValueType::Any)];
+        let mut builder = backflow_plugin_sdk::BatchBuilder::new(columns.clone());
+        for row in &rows {
+            builder.push_row(row);
+        }
+        let batch = builder.finish();
+        let mut fast = Vec::new();
+        batch.write_json_array(&mut fast, &[("op", extra.as_str())]).unwrap();
+        let expected: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| {
+                let mut object = serde_json::Map::new();
+                for (c, v) in columns.iter().zip(row) {
+                    object.insert(c.name.clone(), v.to_json());
+                }
+                object.insert("op".into(), serde_json::Value::String(extra.clone()));
+                serde_json::Value::Object(object)
+            })
+            .collect();
+        prop_assert_eq!(String::from_utf8(fast).unwrap(), serde_json::to_string(&expected).unwrap());
+    }
+
+    #[test]
+    fn any_bytes_write_json_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let batch = Batch { columns: vec![Column::new("a", ValueType::Any)], row_count: 2, payload: bytes };
+        let mut out = Vec::new();
+        let _ = batch.write_json_array(&mut out, &[]);
+    }
+
     #[test]
     fn any_text_parses_or_is_refused(text in "\\PC{0,40}") {
         let _ = parse_timestamp(&text);

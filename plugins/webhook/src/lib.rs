@@ -4,8 +4,10 @@
 //! decides where it may go. Header values may reference secrets as `${env.NAME}`; the
 //! variable must be granted with `grants.env` and its value is never logged.
 //!
-//! Each request carries an idempotency key (SHA-256 of the sync, the operation and the
-//! rows sent, so a replay of the same rows has the same key) and, with `signing_secret`, an
+//! Each request carries an idempotency key (the 128-bit xxh3 hash, in hex, of the sync, the
+//! operation and the body sent, so a replay of the same rows has the same key; a keyed
+//! cryptographic hash would add nothing here and cost a third of the plugin's time) and,
+//! with `signing_secret`, an
 //! HMAC-SHA256 signature: header `X-Backflow-Signature: t=UNIX_SECONDS,v1=HEX` where HEX is
 //! `HMAC_SHA256(secret, "UNIX_SECONDS." + body)`. A receiver recomputes it over the raw
 //! body, compares in constant time and rejects old timestamps to stop replays.
@@ -260,13 +262,13 @@ impl WebhookWriter {
     fn send(&self, op: Operation, url: String, body: Vec<u8>) -> Verdict {
         let mut headers = self.headers.clone();
         if !self.cfg.idempotency_header.is_empty() {
-            let mut h = Sha256::new();
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
             h.update(self.sync.as_bytes());
-            h.update([0]);
+            h.update(&[0]);
             h.update(op.as_str().as_bytes());
-            h.update([0]);
+            h.update(&[0]);
             h.update(&body);
-            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: hex(&h.finalize()) });
+            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: format!("{:032x}", h.digest128()) });
         }
         if let Some(key) = &self.signing_key {
             let t = host::now_ms() / 1000;
@@ -311,8 +313,46 @@ impl WebhookWriter {
     }
 }
 
+impl WebhookWriter {
+    /// The common case, fast: one JSON array per batch of the mapped fields as they are,
+    /// written straight from the batch (no JSON value per row).
+    fn fast_array_body(&self, op: Operation, batch: &Batch) -> Option<Result<Vec<u8>, PluginError>> {
+        if self.cfg.batch_mode != BatchMode::Array || self.cfg.body_template.is_some() {
+            return None;
+        }
+        // An operation field named like a column replaces that column's value: the general path.
+        let extra: Vec<(&str, &str)> = self.cfg.operation_field.as_deref().map(|f| (f, op.as_str())).into_iter().collect();
+        if extra.iter().any(|(f, _)| batch.column_index(f).is_some()) {
+            return None;
+        }
+        let mut body = Vec::with_capacity(batch.payload.len() * 2 + 64);
+        if let Some(key) = &self.cfg.wrapper {
+            body.push(b'{');
+            body.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
+            body.push(b':');
+        }
+        if let Err(e) = batch.write_json_array(&mut body, &extra) {
+            return Some(Err(PluginError::fatal(format!("undecodable batch: {e}"))));
+        }
+        if self.cfg.wrapper.is_some() {
+            body.push(b'}');
+        }
+        Some(Ok(body))
+    }
+}
+
 impl DestinationWriter for WebhookWriter {
     fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, PluginError> {
+        if let Some(body) = self.fast_array_body(op, &batch) {
+            let body = body?;
+            let url = self.url(op, None)?;
+            let n = batch.row_count as usize;
+            return match self.send(op, url, body) {
+                Verdict::Accepted => Ok(vec![RowOutcome::Accepted; n]),
+                Verdict::Rejected(m) => Ok(vec![RowOutcome::Rejected(m); n]),
+                Verdict::Retry(e) => Err(e),
+            };
+        }
         let mut objects = Vec::with_capacity(batch.row_count as usize);
         let mut raw = Vec::with_capacity(batch.row_count as usize);
         for row in batch.rows() {
