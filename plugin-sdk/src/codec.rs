@@ -527,7 +527,9 @@ fn write_json_cell(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), CodecErr
                 }
                 EXT_TIMESTAMP => {
                     let us = decode_timestamp(data).ok_or_else(|| CodecError(format!("bad timestamp at byte {at}")))?;
-                    json_string(out, &crate::value::format_timestamp(us));
+                    if !crate::value::write_timestamp_quoted(out, us) {
+                        json_string(out, &crate::value::format_timestamp(us));
+                    }
                 }
                 // Rare: re-serialized through serde_json (compact, as `to_json` does).
                 EXT_JSON => {

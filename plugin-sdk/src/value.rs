@@ -238,6 +238,47 @@ pub fn format_timestamp(micros: i64) -> String {
     }
 }
 
+/// Appends `"` + [`format_timestamp`] + `"` without formatting machinery, for years 0 to
+/// 9999 (what JSON writers meet); `false` (nothing written) for other years.
+pub(crate) fn write_timestamp_quoted(out: &mut Vec<u8>, micros: i64) -> bool {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let Ok(days) = i32::try_from(days) else { return false };
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return false;
+    }
+    let tod = secs.rem_euclid(86_400);
+    let digits = |out: &mut Vec<u8>, n: u32, width: u32| {
+        for i in (0..width).rev() {
+            out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+        }
+    };
+    out.push(b'"');
+    digits(out, y as u32, 4);
+    out.push(b'-');
+    digits(out, m, 2);
+    out.push(b'-');
+    digits(out, d, 2);
+    out.push(b'T');
+    digits(out, (tod / 3600) as u32, 2);
+    out.push(b':');
+    digits(out, ((tod % 3600) / 60) as u32, 2);
+    out.push(b':');
+    digits(out, (tod % 60) as u32, 2);
+    if frac != 0 {
+        out.push(b'.');
+        if frac % 1000 == 0 {
+            digits(out, (frac / 1000) as u32, 3);
+        } else {
+            digits(out, frac as u32, 6);
+        }
+    }
+    out.extend_from_slice(b"Z\"");
+    true
+}
+
 /// Parses `YYYY-MM-DD`, or the ISO 8601 expanded form [`format_date`] writes for years
 /// outside 0..=9999 (`-0043-03-15`, `+12345-06-07`).
 pub fn parse_date(text: &str) -> Option<i32> {

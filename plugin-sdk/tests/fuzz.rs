@@ -17,6 +17,10 @@ fn value() -> impl Strategy<Value = Value> {
         "\\PC{0,20}".prop_map(Value::Text),
         proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::Bytes),
         any::<i64>().prop_map(Value::Timestamp),
+        // Years 0 to 9999, in whole seconds, milliseconds and microseconds.
+        (-62_167_219_200i64..253_402_300_800).prop_map(|s| Value::Timestamp(s * 1_000_000)),
+        (-62_167_219_200_000i64..253_402_300_800_000).prop_map(|ms| Value::Timestamp(ms * 1000)),
+        (-62_167_219_200_000_000i64..253_402_300_800_000_000).prop_map(Value::Timestamp),
         (-1_000_000i32..3_000_000).prop_map(Value::Date),
         Just(Value::Json("{\"a\":[1,null]}".into())),
     ]

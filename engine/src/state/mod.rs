@@ -197,8 +197,11 @@ pub enum GovernanceDoc<'a> {
     RunGate(&'a str, serde_json::Value),
 }
 
+/// The state file, open. Cloning is cheap and shares the open database (a run commits its
+/// journal on a thread of its own with a clone).
+#[derive(Clone)]
 pub struct StateStore {
-    db: Database,
+    db: std::sync::Arc<Database>,
     path: PathBuf,
 }
 
@@ -247,7 +250,7 @@ impl StateStore {
             txn.open_table(SYNC_META).map_err(|e| storage(e.to_string()))?;
         }
         txn.commit().map_err(|e| storage(e.to_string()))?;
-        Ok(StateStore { db, path })
+        Ok(StateStore { db: std::sync::Arc::new(db), path })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StateError {

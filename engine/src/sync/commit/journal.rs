@@ -133,6 +133,29 @@ impl Journal {
         self.file.write_all(buf)
     }
 
+    /// The sealed part of a sync's journal: frames older than the journal's, being (or to
+    /// be) committed on their own while the journal takes new ones.
+    pub fn sealed_path(dir: &Path, sync: &str) -> PathBuf {
+        Journal::path(dir, sync).with_extension("journal.sealed")
+    }
+
+    /// Hands the journal's frames over to a sealed file (which must not exist) and starts
+    /// an empty journal; returns the sealed file's path. A crash after this leaves both
+    /// files; [`replay_file`] of the sealed one, then of the journal, restores the order.
+    pub fn seal(&mut self) -> std::io::Result<PathBuf> {
+        if let Some(why) = &self.broken {
+            return Err(std::io::Error::other(format!("an earlier write failed and could not be undone ({why})")));
+        }
+        let sealed = self.path.with_extension("journal.sealed");
+        if sealed.exists() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists: its frames are not committed yet", sealed.display())));
+        }
+        std::fs::rename(&self.path, &sealed)?;
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.written = 0;
+        Ok(sealed)
+    }
+
     /// Empties the journal (after its contents were committed durably).
     pub fn clear(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
@@ -143,28 +166,34 @@ impl Journal {
 
     /// Reads the journal in chunks of at most `chunk` ops, calling `apply` for each.
     /// Stops silently at a torn or corrupt frame.
-    pub fn replay<E>(&self, chunk: usize, mut apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>) -> Result<u64, ReplayError<E>> {
-        let file = File::open(&self.path).map_err(ReplayError::Io)?;
-        let mut r = BufReader::with_capacity(1 << 20, file);
-        let mut ops = Vec::new();
-        let mut total = 0u64;
-        loop {
-            match read_frame(&mut r).map_err(ReplayError::Io)? {
-                Some(op) => {
-                    ops.push(op);
-                    total += 1;
-                    if ops.len() >= chunk {
-                        apply(std::mem::take(&mut ops)).map_err(ReplayError::Apply)?;
-                    }
-                }
-                None => break,
-            }
-        }
-        if !ops.is_empty() {
-            apply(ops).map_err(ReplayError::Apply)?;
-        }
-        Ok(total)
+    pub fn replay<E>(&self, chunk: usize, apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>) -> Result<u64, ReplayError<E>> {
+        replay_file(&self.path, chunk, apply)
     }
+}
+
+/// Reads a journal file in chunks of at most `chunk` ops, calling `apply` for each. Stops
+/// silently at a torn or corrupt frame.
+pub fn replay_file<E>(path: &Path, chunk: usize, mut apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>) -> Result<u64, ReplayError<E>> {
+    let file = File::open(path).map_err(ReplayError::Io)?;
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut ops = Vec::new();
+    let mut total = 0u64;
+    loop {
+        match read_frame(&mut r).map_err(ReplayError::Io)? {
+            Some(op) => {
+                ops.push(op);
+                total += 1;
+                if ops.len() >= chunk {
+                    apply(std::mem::take(&mut ops)).map_err(ReplayError::Apply)?;
+                }
+            }
+            None => break,
+        }
+    }
+    if !ops.is_empty() {
+        apply(ops).map_err(ReplayError::Apply)?;
+    }
+    Ok(total)
 }
 
 #[derive(Debug)]

@@ -2,6 +2,11 @@
 //! (one `write` per batch, durable against a crash of the process), and the journal is
 //! committed to the snapshot in durable transactions every few seconds and at the end of the
 //! run. Only acknowledged rows ever reach the snapshot.
+//!
+//! The periodic commits run on a thread of their own, beside the delivery: the journal's
+//! frames so far are sealed into a file of their own (see [`Journal::seal`]) and applied from
+//! there while new acknowledgements go to a fresh journal. One sealed file at a time; a run
+//! that starts applies a sealed file left by a crash before the journal, in that order.
 
 pub mod journal;
 
@@ -23,7 +28,7 @@ const JOURNAL_APPLY_BYTES: u64 = 32 * 1024 * 1024;
 const JOURNAL_APPLY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Journal ops per redb transaction when committing (each commit is one fsync).
-const JOURNAL_APPLY_CHUNK: usize = 250_000;
+const JOURNAL_APPLY_CHUNK: usize = 65_536;
 
 /// Opens the sync's delivery journal before a run. A journal left by a killed run is first
 /// committed against the snapshot it was written for; then the snapshot is reset if it
@@ -31,10 +36,9 @@ const JOURNAL_APPLY_CHUNK: usize = 250_000;
 /// acknowledgement is journaled (so a journal left by a killed first run is never applied
 /// to another key or destination).
 pub(crate) fn open_journal(ws: &Workspace, state: &StateStore, p: &PreparedSync, meta: &SyncMeta) -> Result<Journal, Abort> {
-    let mut journal = Journal::open(&ws.state_dir.join("journal"), &p.state_key).map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
     let stored = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
-    if !journal.is_empty() {
-        let applied = commit_journal(state, &mut journal, &p.state_key, stored.as_ref().unwrap_or(meta))?;
+    let (journal, applied) = recover_journal(&ws.state_dir.join("journal"), state, &p.state_key, stored.as_ref().unwrap_or(meta))?;
+    if applied > 0 {
         tracing::info!(sync = %p.sync.name, rows = applied, "recorded deliveries of an interrupted run from its journal");
     }
     if stored.is_none() || !super::plan::snapshot_is_valid(state, p)? {
@@ -43,13 +47,37 @@ pub(crate) fn open_journal(ws: &Workspace, state: &StateStore, p: &PreparedSync,
     Ok(journal)
 }
 
+/// Opens a sync's journal after committing what an interrupted run left: its sealed file
+/// first (older frames), then the journal. Returns the journal and the rows committed.
+fn recover_journal(dir: &std::path::Path, state: &StateStore, sync: &str, meta: &SyncMeta) -> Result<(Journal, u64), Abort> {
+    let mut journal = Journal::open(dir, sync).map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
+    let sealed = Journal::sealed_path(dir, sync);
+    let mut applied = 0;
+    if sealed.exists() {
+        applied += commit_sealed(state, &sealed, sync, meta).map_err(Abort)?;
+    }
+    applied += commit_journal(state, &mut journal, sync, meta)?;
+    Ok((journal, applied))
+}
+
 /// Commits a journal to the snapshot and empties it; returns the rows committed.
 fn commit_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: &SyncMeta) -> Result<u64, Abort> {
     if journal.is_empty() {
         return Ok(0);
     }
+    let started = Instant::now();
     let applied = journal.replay(JOURNAL_APPLY_CHUNK, |ops| state.apply(sync, meta, &ops)).map_err(|e| Abort(e.to_string()))?;
     journal.clear().map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
+    tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "journal committed to the snapshot");
+    Ok(applied)
+}
+
+/// Commits a sealed journal file to the snapshot, then removes it; returns the rows.
+fn commit_sealed(state: &StateStore, sealed: &std::path::Path, sync: &str, meta: &SyncMeta) -> Result<u64, String> {
+    let started = Instant::now();
+    let applied = journal::replay_file(sealed, JOURNAL_APPLY_CHUNK, |ops| state.apply(sync, meta, &ops)).map_err(|e| e.to_string())?;
+    std::fs::remove_file(sealed).map_err(|e| format!("removing the committed journal {}: {e}", sealed.display()))?;
+    tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "sealed journal committed to the snapshot");
     Ok(applied)
 }
 
@@ -67,11 +95,13 @@ pub(crate) struct Committer<'a> {
     header: Option<ChangelogHeader>,
     /// Whether the journal holds the header since it was last emptied.
     announced: bool,
+    /// The commit of the sealed journal, on its own thread.
+    committing: Option<std::thread::JoinHandle<Result<u64, String>>>,
 }
 
 impl<'a> Committer<'a> {
     pub fn new(journal: &'a mut Journal, state: &'a StateStore, meta: &'a SyncMeta, p: &'a PreparedSync, run_id: &'a str, header: Option<ChangelogHeader>) -> Committer<'a> {
-        Committer { journal, state, meta, p, run_id, last_commit: Instant::now(), header, announced: false }
+        Committer { journal, state, meta, p, run_id, last_commit: Instant::now(), header, announced: false, committing: None }
     }
 
     /// Records a sent batch: acknowledged rows go to the journal in one write (durable
@@ -98,17 +128,57 @@ impl<'a> Committer<'a> {
         self.journal.append(&acked).map_err(|e| Abort(format!("writing the delivery journal: {e}")))?;
         self.announced |= announcing && self.header.is_some();
         if self.journal.len() > JOURNAL_APPLY_BYTES || self.last_commit.elapsed() > JOURNAL_APPLY_INTERVAL {
-            self.commit_acknowledged()?;
+            self.commit_in_background()?;
         }
         result
     }
 
+    /// Seals the journal and commits it on a thread of its own, unless the previous commit
+    /// is still going (then the journal keeps growing until it is done).
+    fn commit_in_background(&mut self) -> Result<(), Abort> {
+        if self.committing.as_ref().is_some_and(|c| !c.is_finished()) {
+            return Ok(());
+        }
+        self.wait_for_commit()?;
+        let sealed = self.journal.seal().map_err(|e| Abort(format!("sealing the delivery journal: {e}")))?;
+        // The fresh journal needs its own header before its first rows.
+        self.announced = false;
+        self.last_commit = Instant::now();
+        let (state, sync, meta) = (self.state.clone(), self.p.state_key.clone(), self.meta.clone());
+        let thread = std::thread::Builder::new().name("backflow-commit".into()).spawn(move || commit_sealed(&state, &sealed, &sync, &meta));
+        match thread {
+            Ok(handle) => self.committing = Some(handle),
+            Err(e) => return Err(Abort(format!("starting the journal commit: {e}"))),
+        }
+        Ok(())
+    }
+
+    /// Waits for the commit on its own thread, if any, and reports how it went.
+    fn wait_for_commit(&mut self) -> Result<(), Abort> {
+        match self.committing.take().map(|c| c.join()) {
+            None | Some(Ok(Ok(_))) => Ok(()),
+            Some(Ok(Err(e))) => Err(Abort(format!("committing the delivery journal: {e}"))),
+            Some(Err(_)) => Err(Abort("committing the delivery journal: the commit thread panicked; the next run applies the journal again".into())),
+        }
+    }
+
     /// Commits every acknowledged row journaled so far to the snapshot, durably.
     pub fn commit_acknowledged(&mut self) -> Result<(), Abort> {
+        self.wait_for_commit()?;
         commit_journal(self.state, self.journal, &self.p.state_key, self.meta)?;
         self.announced = false;
         self.last_commit = Instant::now();
         Ok(())
+    }
+}
+
+impl Drop for Committer<'_> {
+    /// A commit thread never outlives its run (a later run of the sync would apply the same
+    /// sealed file beside it).
+    fn drop(&mut self) {
+        if let Some(c) = self.committing.take() {
+            let _ = c.join();
+        }
     }
 }
 
@@ -122,5 +192,33 @@ mod tests {
         assert_eq!(truncate_message("abcdef".into(), 3), "abc…");
         // 'é' is two bytes: a cut inside it moves back to the boundary before it.
         assert_eq!(truncate_message("aé".into(), 2), "a…");
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    /// A crash while a sealed journal was being committed leaves it and the journal after
+    /// it: the next run applies both, the older first, so the newer value of a row wins.
+    #[test]
+    fn a_sealed_journal_and_the_journal_after_it_are_applied_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateStore::open(&dir.path().join("state")).unwrap();
+        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
+        let journal_dir = dir.path().join("journal");
+        let upsert = |key: &str, n: u8| JournalOp::Upsert { key: key.as_bytes().to_vec(), fp: [n; 16], row: vec![n] };
+        let mut journal = Journal::open(&journal_dir, "s").unwrap();
+        journal.append(&[upsert("a", 1), upsert("b", 1)]).unwrap();
+        let sealed = journal.seal().unwrap();
+        assert!(journal.seal().is_err(), "one sealed file at a time");
+        journal.append(&[upsert("a", 2), JournalOp::Delete { key: b"b".to_vec() }, upsert("c", 2)]).unwrap();
+        drop(journal);
+
+        let (journal, applied) = recover_journal(&journal_dir, &state, "s", &meta).unwrap();
+        assert_eq!(applied, 5);
+        assert!(journal.is_empty() && !sealed.exists());
+        let rows = state.snapshot_entries("s", &[b"a", b"b", b"c"]).unwrap();
+        assert_eq!(rows.iter().map(|r| r.as_ref().map(|d| d.fp[0])).collect::<Vec<_>>(), vec![Some(2), None, Some(2)]);
     }
 }
