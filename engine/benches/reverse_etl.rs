@@ -87,6 +87,12 @@ fn main() {
             delivered
         );
     };
+    // Plugins are compiled once per file and cached; that first-use cost is its own line,
+    // not part of the initial sync (a service compiles them when it loads them).
+    let started = std::time::Instant::now();
+    let out = Command::new(bin).args(["plugin", "list", "--workspace"]).arg(ws).env("RUST_LOG", "warn").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    println!("{:<34} {:>8.2}", "compile plugins (first use only)", started.elapsed().as_secs_f64());
     job("initial");
     job("no-change rerun (full diff)");
     pg.sql(&format!(
