@@ -101,6 +101,28 @@ async fn a_plugin_that_leaks_host_resources_is_stopped_at_a_limit_set_by_its_mem
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn what_a_plugin_prints_reaches_the_debug_log_with_its_name_and_without_secrets() {
+    std::env::set_var("BACKFLOW_E2E_PRINTED_SECRET", "tok-printed-9931");
+    let ws = misbehaving(r#"{ on_write = "print", name = "BACKFLOW_E2E_PRINTED_SECRET" }"#, r#"grants.env = ["BACKFLOW_E2E_PRINTED_SECRET"]"#);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args(["sync", "run", "bad", "--workspace"])
+        .arg(ws.path())
+        .env("RUST_LOG", "backflow=debug")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let line = |text: &str| log.lines().find(|l| l.contains(text)).unwrap_or_else(|| panic!("no log line with {text:?} in:\n{log}")).to_string();
+    let stdout = line("misbehave says hello on stdout (2 rows)");
+    assert!(stdout.contains("DEBUG") && stdout.contains("plugin=misbehave") && stdout.contains("stream=\"stdout\""), "{stdout}");
+    let stderr = line("misbehave warns on stderr");
+    assert!(stderr.contains("stream=\"stderr\"") && stderr.contains("token=[redacted]"), "{stderr}");
+    line("an unfinished line");
+    assert!(!log.contains("tok-printed-9931"), "the granted secret never reaches the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn http_to_an_ungranted_host_is_denied_with_a_clear_error() {
     let receiver = receiver().await;
     // Granted a different port than the one it calls.

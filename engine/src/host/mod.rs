@@ -287,9 +287,7 @@ impl PluginHost {
 
     /// A fresh store with exactly the granted capabilities.
     pub(crate) fn new_store(&self, plugin_name: &str, grants: &Grants, limits: Limits) -> anyhow::Result<Store<PluginState>> {
-        let stderr = stderr::StderrTail::new(16 * 1024);
         let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone());
         let mut secrets = Vec::new();
         for name in &grants.env {
             if let Ok(value) = std::env::var(name) {
@@ -299,6 +297,9 @@ impl PluginHost {
                 wasi.env(name, value);
             }
         }
+        let stderr = stderr::StderrTail::new(16 * 1024, plugin_name, secrets.clone());
+        wasi.stderr(stderr.clone());
+        wasi.stdout(stderr::StderrTail::stdout(plugin_name, secrets.clone()));
         for (host_path, guest_path) in &grants.files {
             wasi.preopened_dir(host_path, guest_path, FsPerms::ReadOnly)
                 .map_err(|e| anyhow!("granting directory {}: {e}", host_path.display()))?;
