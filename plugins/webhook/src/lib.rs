@@ -4,10 +4,10 @@
 //! decides where it may go. Header values may reference secrets as `${env.NAME}`; the
 //! variable must be granted with `grants.env` and its value is never logged.
 //!
-//! Each request carries an idempotency key (the 128-bit xxh3 hash, in hex, of the sync, the
-//! operation and the body sent, so a replay of the same rows has the same key; a keyed
-//! cryptographic hash would add nothing here and cost a third of the plugin's time) and,
-//! with `signing_secret`, an
+//! Each request carries an idempotency key (BLAKE3, in hex, of the sync, the operation and
+//! the body sent, so a replay of the same rows has the same key, and rows crafted by
+//! whoever can write to the warehouse cannot make another batch's key) and, with
+//! `signing_secret`, an
 //! HMAC-SHA256 signature: header `X-Backflow-Signature: t=UNIX_SECONDS,v1=HEX` where HEX is
 //! `HMAC_SHA256(secret, "UNIX_SECONDS." + body)`. A receiver recomputes it over the raw
 //! body, compares in constant time and rejects old timestamps to stop replays.
@@ -15,7 +15,7 @@
 use backflow_plugin_sdk::host::{self, HttpHeader, HttpRequest};
 use backflow_plugin_sdk::*;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -262,13 +262,13 @@ impl WebhookWriter {
     fn send(&self, op: Operation, url: String, body: Vec<u8>) -> Verdict {
         let mut headers = self.headers.clone();
         if !self.cfg.idempotency_header.is_empty() {
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            let mut h = blake3::Hasher::new();
             h.update(self.sync.as_bytes());
             h.update(&[0]);
             h.update(op.as_str().as_bytes());
             h.update(&[0]);
             h.update(&body);
-            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: format!("{:032x}", h.digest128()) });
+            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: h.finalize().to_hex().to_string() });
         }
         if let Some(key) = &self.signing_key {
             let t = host::now_ms() / 1000;
@@ -323,6 +323,11 @@ impl WebhookWriter {
         // An operation field named like a column replaces that column's value: the general path.
         let extra: Vec<(&str, &str)> = self.cfg.operation_field.as_deref().map(|f| (f, op.as_str())).into_iter().collect();
         if extra.iter().any(|(f, _)| batch.column_index(f).is_some()) {
+            return None;
+        }
+        // Two columns of one name (a query without aliases) make one field, the last value.
+        let names = &batch.columns;
+        if names.iter().enumerate().any(|(i, c)| names[..i].iter().any(|d| d.name == c.name)) {
             return None;
         }
         let mut body = Vec::with_capacity(batch.payload.len() * 2 + 64);

@@ -151,9 +151,23 @@ impl Journal {
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists: its frames are not committed yet", sealed.display())));
         }
         std::fs::rename(&self.path, &sealed)?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        match OpenOptions::new().create(true).append(true).open(&self.path) {
+            Ok(file) => self.file = file,
+            Err(e) => {
+                // Keep appending where the frames are, in order: put the file back.
+                if let Err(back) = std::fs::rename(&sealed, &self.path) {
+                    self.broken = Some(format!("starting a new journal: {e}; putting the old one back: {back}"));
+                }
+                return Err(e);
+            }
+        }
         self.written = 0;
         Ok(sealed)
+    }
+
+    /// The path [`Journal::seal`] moves the frames to.
+    pub fn sealed_file(&self) -> PathBuf {
+        self.path.with_extension("journal.sealed")
     }
 
     /// Empties the journal (after its contents were committed durably).
@@ -172,23 +186,39 @@ impl Journal {
 }
 
 /// Reads a journal file in chunks of at most `chunk` ops, calling `apply` for each. Stops
-/// silently at a torn or corrupt frame.
+/// silently at a torn or corrupt frame. A chunk after the first starts with the last
+/// changelog header (`Begin`) read before it, so its rows still belong to their run (each
+/// chunk is applied on its own; applying a header twice is harmless).
 pub fn replay_file<E>(path: &Path, chunk: usize, mut apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>) -> Result<u64, ReplayError<E>> {
     let file = File::open(path).map_err(ReplayError::Io)?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut ops = Vec::new();
     let mut total = 0u64;
+    let mut header: Option<JournalOp> = None;
+    // Whether `ops` holds nothing but the repeated header.
+    let mut only_header = false;
     loop {
         match read_frame(&mut r).map_err(ReplayError::Io)? {
             Some(op) => {
+                if matches!(op, JournalOp::Begin(_)) {
+                    header = Some(op.clone());
+                }
                 ops.push(op);
+                only_header = false;
                 total += 1;
                 if ops.len() >= chunk {
                     apply(std::mem::take(&mut ops)).map_err(ReplayError::Apply)?;
+                    if let Some(h) = &header {
+                        ops.push(h.clone());
+                        only_header = true;
+                    }
                 }
             }
             None => break,
         }
+    }
+    if only_header {
+        return Ok(total);
     }
     if !ops.is_empty() {
         apply(ops).map_err(ReplayError::Apply)?;
@@ -300,7 +330,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[20, 0, 0, 0, 1, 2, 3]).unwrap();
         let mut seen = Vec::new();
-        let n = j.replay(2, |chunk| -> Result<(), ()> {
+        let n = j.replay(100, |chunk| -> Result<(), ()> {
             seen.extend(chunk);
             Ok(())
         });
@@ -308,6 +338,22 @@ mod tests {
         assert_eq!(seen, ops);
         j.clear().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn every_chunk_of_a_replay_starts_with_its_runs_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), "s").unwrap();
+        let header = JournalOp::Begin(crate::domain::ChangelogHeader { run_id: "r".into(), mode: "mirror".into(), columns: vec![], key_columns: vec![], undo_of: None });
+        let op = |k: &str| JournalOp::Upsert { key: k.as_bytes().to_vec(), fp: [1; 16], row: vec![] };
+        j.append(&[header.clone(), op("a"), op("b"), op("c"), op("d")]).unwrap();
+        let mut chunks = Vec::new();
+        let total = j.replay(2, |chunk| -> Result<(), ()> {
+            chunks.push(chunk);
+            Ok(())
+        });
+        assert_eq!(total.unwrap(), 5);
+        assert_eq!(chunks, vec![vec![header.clone(), op("a")], vec![header.clone(), op("b")], vec![header.clone(), op("c")], vec![header.clone(), op("d")]]);
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl<'a> Committer<'a> {
     /// Seals the journal and commits it on a thread of its own, unless the previous commit
     /// is still going (then the journal keeps growing until it is done).
     fn commit_in_background(&mut self) -> Result<(), Abort> {
-        if self.committing.as_ref().is_some_and(|c| !c.is_finished()) {
+        if self.committing.as_ref().is_some_and(|c| !c.is_finished()) || self.journal.is_empty() {
             return Ok(());
         }
         self.wait_for_commit()?;
@@ -164,7 +164,18 @@ impl<'a> Committer<'a> {
 
     /// Commits every acknowledged row journaled so far to the snapshot, durably.
     pub fn commit_acknowledged(&mut self) -> Result<(), Abort> {
-        self.wait_for_commit()?;
+        let background = self.wait_for_commit();
+        // Older frames first: a sealed file whose commit failed is committed here, or the
+        // journal waits for the next run, which applies them in order.
+        let sealed = self.journal.sealed_file();
+        if sealed.exists() {
+            commit_sealed(self.state, &sealed, &self.p.state_key, self.meta).map_err(|e| match &background {
+                Err(first) => Abort(format!("{first}; and again: {e}")),
+                Ok(()) => Abort(format!("committing the delivery journal: {e}")),
+            })?;
+        } else {
+            background?;
+        }
         commit_journal(self.state, self.journal, &self.p.state_key, self.meta)?;
         self.announced = false;
         self.last_commit = Instant::now();
