@@ -5,8 +5,9 @@
 //! variable must be granted with `grants.env` and its value is never logged.
 //!
 //! Each request carries an idempotency key (BLAKE3, in hex, of the sync, the operation and
-//! the body sent, so a replay of the same rows has the same key, and rows crafted by
-//! whoever can write to the warehouse cannot make another batch's key) and, with
+//! the rows sent: the body, or in array mode the encoded batch with its field names; a
+//! replay of the same rows has the same key, and rows crafted by whoever can write to the
+//! warehouse cannot make another batch's key) and, with
 //! `signing_secret`, an
 //! HMAC-SHA256 signature: header `X-Backflow-Signature: t=UNIX_SECONDS,v1=HEX` where HEX is
 //! `HMAC_SHA256(secret, "UNIX_SECONDS." + body)`. A receiver recomputes it over the raw
@@ -259,16 +260,29 @@ impl WebhookWriter {
         serde_json::from_str(&text).map_err(|e| PluginError::bad_config("body_template", format!("did not render valid JSON ({e}): {text}")))
     }
 
+    /// The idempotency key of a request: BLAKE3 of the sync, the operation and `content`
+    /// (the body, or for the fast path the batch it is written from, half its size).
+    fn idempotency_key(&self, op: Operation, content: &[&[u8]]) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(self.sync.as_bytes());
+        h.update(&[0]);
+        h.update(op.as_str().as_bytes());
+        for part in content {
+            h.update(&[0]);
+            h.update(part);
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     fn send(&self, op: Operation, url: String, body: Vec<u8>) -> Verdict {
+        let key = (!self.cfg.idempotency_header.is_empty()).then(|| self.idempotency_key(op, &[&body]));
+        self.send_keyed(op, url, body, key)
+    }
+
+    fn send_keyed(&self, op: Operation, url: String, body: Vec<u8>, idempotency_key: Option<String>) -> Verdict {
         let mut headers = self.headers.clone();
-        if !self.cfg.idempotency_header.is_empty() {
-            let mut h = blake3::Hasher::new();
-            h.update(self.sync.as_bytes());
-            h.update(&[0]);
-            h.update(op.as_str().as_bytes());
-            h.update(&[0]);
-            h.update(&body);
-            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: h.finalize().to_hex().to_string() });
+        if let Some(key) = idempotency_key {
+            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: key });
         }
         if let Some(key) = &self.signing_key {
             let t = host::now_ms() / 1000;
@@ -352,7 +366,14 @@ impl DestinationWriter for WebhookWriter {
             let body = body?;
             let url = self.url(op, None)?;
             let n = batch.row_count as usize;
-            return match self.send(op, url, body) {
+            // The body follows from the field names, the batch and the options: hashing
+            // those (the payload is about half the body's size) gives a key as stable.
+            let key = (!self.cfg.idempotency_header.is_empty()).then(|| {
+                let names: Vec<u8> = batch.columns.iter().flat_map(|c| c.name.bytes().chain([0])).collect();
+                let options = format!("{:?}|{:?}", self.cfg.wrapper, self.cfg.operation_field);
+                self.idempotency_key(op, &[&names, options.as_bytes(), &batch.payload])
+            });
+            return match self.send_keyed(op, url, body, key) {
                 Verdict::Accepted => Ok(vec![RowOutcome::Accepted; n]),
                 Verdict::Rejected(m) => Ok(vec![RowOutcome::Rejected(m); n]),
                 Verdict::Retry(e) => Err(e),
