@@ -110,6 +110,19 @@ fn plugin_inspect_shows_kind_spec_schema_and_contract() {
     assert!(stderr(&out).contains("core WebAssembly module, not a component"), "{}", stderr(&out));
 }
 
+/// componentize-js with its default features builds components that import wasi:http,
+/// which the engine does not provide: the error names the import and what to do instead.
+#[test]
+fn a_plugin_importing_what_the_engine_lacks_is_refused_naming_the_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = plugins_dir().join("../plugins-refused/imports_http.wasm");
+    let out = backflow(&["plugin", "inspect", refused.to_str().unwrap()], dir.path());
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("it imports `wasi:http/"), "{e}");
+    assert!(e.contains("which backflow does not provide") && e.contains("http-send") && e.contains("--disable http --disable fetch-event"), "{e}");
+}
+
 #[test]
 fn init_creates_a_workspace_that_loads() {
     let dir = tempfile::tempdir().unwrap();

@@ -224,7 +224,13 @@ impl PluginHost {
         check_component_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
         let component = self.compile_cached(path, &bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
         let contract = ContractVersion::of(&self.engine, &component).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| anyhow!("plugin {}: its imports do not match what the host provides: {e}", path.display()))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let detail = format!("{e:#}");
+            match explain_missing_import(&detail) {
+                Some(explained) => anyhow!("plugin {}: {explained}", path.display()),
+                None => anyhow!("plugin {}: its imports do not match what the host provides: {detail}", path.display()),
+            }
+        })?;
         let spec = self.read_spec(contract, &pre).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
         let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, component, pre };
         self.loaded.lock().unwrap().insert(hash, plugin.clone());
@@ -481,11 +487,44 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_import_is_named_with_what_to_do_instead() {
+        let wasmtime = "component imports instance `wasi:http/outgoing-handler@0.2.3`, but a matching implementation was not found in the linker: instance export `handle` has the wrong type";
+        let m = explain_missing_import(wasmtime).unwrap();
+        assert!(m.starts_with("it imports `wasi:http/outgoing-handler@0.2.3`, which backflow does not provide"), "{m}");
+        assert!(m.contains("http-send") && m.contains("--disable http --disable fetch-event"), "{m}");
+        let other = explain_missing_import("component imports instance `acme:crm/api`, but a matching implementation was not found in the linker").unwrap();
+        assert!(other.contains("WASI 0.2 and its own contract"), "{other}");
+        assert_eq!(explain_missing_import("some other failure"), None);
+    }
+
+    #[test]
     fn host_resources_follow_the_memory_budget() {
         assert_eq!(resource_entries_for(256), 16_384);
         assert_eq!(resource_entries_for(1), 1_024);
         assert_eq!(resource_entries_for(u64::MAX), 65_536);
     }
+}
+
+/// Says which import the engine lacks and what to do instead, from wasmtime's "component
+/// imports instance `NAME`, but a matching implementation was not found" error.
+fn explain_missing_import(error: &str) -> Option<String> {
+    let rest = &error[error.find("component imports ")?..];
+    let name = rest.split('`').nth(1)?;
+    if !rest.contains("was not found") {
+        return None;
+    }
+    let interface = name.split('@').next().unwrap_or(name);
+    let advice = if interface.starts_with("wasi:http/") {
+        "a plugin reaches the network through the host's `http-send` (backflow:plugin/host), checked against its grants.network. \
+         componentize-js imports wasi:http unless built with `--disable http --disable fetch-event`"
+    } else if interface.starts_with("wasi:") {
+        "this WASI interface is not among those backflow provides (wit/README.md lists them); build the plugin without it"
+    } else if interface.starts_with("backflow:") {
+        "this interface is not part of any contract version this backflow knows: the plugin may be built against a newer wit/ than this engine"
+    } else {
+        "backflow provides WASI 0.2 and its own contract (backflow:plugin) only; build the plugin without this import"
+    };
+    Some(format!("it imports `{name}`, which backflow does not provide: {advice}"))
 }
 
 /// Rejects files that are not Wasm components, with a message saying what they are.
