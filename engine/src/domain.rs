@@ -183,6 +183,13 @@ pub struct Timings {
     /// Quality checks over the plan.
     #[serde(default)]
     pub check_ms: u64,
+    /// Of `prepare_ms`: compiling plugins this run met for the first time (0 when every
+    /// plugin's code came from the cache).
+    #[serde(default)]
+    pub compile_ms: u64,
+    /// Asking the approval policies about the plan (0 without policies).
+    #[serde(default)]
+    pub approval_ms: u64,
     pub deliver_ms: u64,
 }
 

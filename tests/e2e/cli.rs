@@ -43,12 +43,23 @@ async fn sync_run_json_prints_one_object_with_counts() {
     assert_eq!(v["planned"]["added"], 8);
     assert_eq!(v["delivered"]["added"], 8);
     assert_eq!(receiver.rows(), 8);
+    // Timings of every stage; this fresh workspace compiled its plugins (the next run reads
+    // them from its cache).
+    for stage in ["prepare_ms", "compile_ms", "plan_ms", "check_ms", "approval_ms", "deliver_ms"] {
+        assert!(v["timings"][stage].is_u64(), "timings.{stage} missing in {v}");
+    }
+    assert!(v["timings"]["compile_ms"].as_u64().unwrap() > 0, "{v}");
+    let path = ws.path().to_path_buf();
+    let again = tokio::task::spawn_blocking(move || backflow(&["sync", "run", "to_hook", "--json"], &path)).await.unwrap();
+    let again: serde_json::Value = serde_json::from_str(stdout(&again).trim()).unwrap();
+    assert_eq!(again["timings"]["compile_ms"], 0, "{again}");
 
     // The run shows up in history.
     let path = ws.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || backflow(&["runs", "--json"], &path)).await.unwrap();
     let runs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(runs[0]["run_id"], v["run_id"]);
+    assert_eq!(runs[0]["run_id"], again["run_id"], "newest first");
+    assert_eq!(runs[1]["run_id"], v["run_id"]);
 }
 
 #[test]

@@ -80,6 +80,9 @@ pub struct Plugin {
     /// The component with its imports resolved against the host's linker, once per load:
     /// each instance (one per run reader, per writer in flight) then only instantiates.
     pub(crate) pre: wasmtime::component::InstancePre<PluginState>,
+    /// How long compiling it took, when this load compiled it (not for code read from the
+    /// cache or a plugin loaded before).
+    pub compiled_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -222,7 +225,9 @@ impl PluginHost {
             return Ok(p);
         }
         check_component_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
-        let component = self.compile_cached(path, &bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
+        let started = Instant::now();
+        let (component, compiled) = self.compile_cached(path, &bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
+        let compiled_ms = compiled.then(|| started.elapsed().as_millis() as u64);
         let contract = ContractVersion::of(&self.engine, &component).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let detail = format!("{e:#}");
@@ -232,14 +237,15 @@ impl PluginHost {
             }
         })?;
         let spec = self.read_spec(contract, &pre).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
-        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, component, pre };
+        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, component, pre, compiled_ms: None };
         self.loaded.lock().unwrap().insert(hash, plugin.clone());
-        Ok(plugin)
+        Ok(Plugin { compiled_ms, ..plugin })
     }
 
-    fn compile_cached(&self, path: &Path, bytes: &[u8], hash: &str) -> anyhow::Result<Component> {
+    /// The component, and whether it had to be compiled (not read from the cache).
+    fn compile_cached(&self, path: &Path, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {
         let Some(dir) = &self.cache_dir else {
-            return self.compile(path, bytes);
+            return Ok((self.compile(path, bytes)?, true));
         };
         // The key covers the plugin's bytes and everything about this engine that affects
         // compiled code (wasmtime version, target, settings).
@@ -251,7 +257,7 @@ impl PluginHost {
             // compatibility hash, into a cache directory only this tool writes. wasmtime still
             // validates the header and refuses an incompatible artifact.
             match unsafe { Component::deserialize_file(&self.engine, &file) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, false)),
                 Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component"),
             }
         }
@@ -261,7 +267,7 @@ impl PluginHost {
             tracing::warn!(file = %file.display(), error = %e, "could not cache compiled component");
             let _ = std::fs::remove_file(&tmp);
         }
-        Ok(component)
+        Ok((component, true))
     }
 
     /// Compiles a component, saying so: a large component (an interpreter inside) takes

@@ -173,7 +173,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     record.error = outcome.into_error();
     record.finished_at = now_rfc3339();
     record.duration_ms = clock.elapsed().as_millis() as u64;
-    record.timings = Timings { prepare_ms, ..tally.timings };
+    record.timings = Timings { prepare_ms, compile_ms: prepared.compile_ms(), ..tally.timings };
     record.planned = tally.planned;
     record.delivered = tally.delivered;
     record.failed = tally.failed;
@@ -255,7 +255,10 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
             approved_run: options.approved_run.as_deref(),
             undo: options.undo.as_ref(),
         };
-        match gate.decide(request).await {
+        let asked = Instant::now();
+        let decision = gate.decide(request).await;
+        tally.timings.approval_ms = asked.elapsed().as_millis() as u64;
+        match decision {
             Err(e) => return RunOutcome::Failed(e),
             Ok(GateDecision::Proceed) => {}
             Ok(GateDecision::Await(message)) => return RunOutcome::AwaitingApproval(format!("{message}; nothing was sent")),

@@ -37,6 +37,12 @@ pub struct PreparedSync {
 }
 
 impl PreparedSync {
+    /// Time spent compiling this run's plugins while preparing it.
+    pub fn compile_ms(&self) -> u64 {
+        let plugins = [Some(&self.source_plugin), self.destination_plugin.as_ref()].into_iter().flatten().chain(self.checks.iter().map(|(_, p)| p));
+        plugins.filter_map(|p| p.compiled_ms).sum()
+    }
+
     /// The hashes of the plugins this run uses (source, destination, checks, policies).
     pub fn plugin_hashes(&self) -> PluginHashes {
         PluginHashes {
