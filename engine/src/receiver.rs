@@ -165,15 +165,13 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     }
     // Discarding and judging no row: parse every body in full, but only to count its rows
     // (no JSON value is built; a benchmark's receiver must not be the bottleneck).
-    if o.discard && o.reject.is_none() && shared.out.is_none() && !o.print {
+    let faults = o.latency_ms > 0 || o.down_for_ms > 0 || o.fail_requests.is_some() || o.status_for_method.is_some() || o.echo_headers_status.is_some() || o.hmac_secret.is_some() || o.rate_limit.is_some() || o.error_rate > 0.0;
+    if o.discard && o.reject.is_none() && shared.out.is_none() && !o.print && !faults {
         // Like the full path: a body that is not JSON counts no rows.
         let rows = serde_json::from_slice::<RowCount>(&body).map(|c| c.0).unwrap_or(0);
-        let faults = o.latency_ms > 0 || o.down_for_ms > 0 || o.fail_requests.is_some() || o.status_for_method.is_some() || o.echo_headers_status.is_some() || o.hmac_secret.is_some() || o.rate_limit.is_some() || o.error_rate > 0.0;
-        if !faults {
-            shared.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            shared.discarded_rows.fetch_add(rows, std::sync::atomic::Ordering::SeqCst);
-            return (axum::http::StatusCode::OK, r#"{"ok":true}"#).into_response();
-        }
+        shared.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        shared.discarded_rows.fetch_add(rows, std::sync::atomic::Ordering::SeqCst);
+        return (axum::http::StatusCode::OK, r#"{"ok":true}"#).into_response();
     }
     let body_json = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     let rows_of = |v: &serde_json::Value| -> Vec<serde_json::Value> {

@@ -146,7 +146,7 @@ impl Journal {
         if let Some(why) = &self.broken {
             return Err(std::io::Error::other(format!("an earlier write failed and could not be undone ({why})")));
         }
-        let sealed = self.path.with_extension("journal.sealed");
+        let sealed = self.sealed_file();
         if sealed.exists() {
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists: its frames are not committed yet", sealed.display())));
         }
