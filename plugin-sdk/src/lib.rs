@@ -21,6 +21,7 @@
 
 pub mod check;
 pub mod codec;
+pub mod json_rows;
 pub mod policy;
 pub mod spec;
 pub mod value;
@@ -29,7 +30,7 @@ pub use check::{ChangeKind, CheckResult, PlanSummary, Verdict};
 pub use codec::{Batch, BatchBuilder, CodecError};
 pub use policy::{ApprovalRequest, Decision, RequestKind, Role, SyncImpact};
 pub use spec::{
-    expand_secrets, parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec, RateLimitSpec, RowError, RowOutcome, SyncContext,
+    expand_secrets, parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec, RateLimitSpec, RowEncoding, RowError, RowOutcome, SyncContext,
 };
 pub use value::{Column, Value, ValueType};
 

@@ -184,8 +184,13 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, C
     let de = &mut serde_json::Deserializer::from_str(config);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        ConfigError::new(field, e.into_inner().to_string())
+        let mut field = if path == "." || path == "?" { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at the object holding it; name the field itself.
+        if let Some(name) = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
+            field = if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+        }
+        ConfigError::new(field, message)
     })
 }
 
@@ -207,4 +212,23 @@ pub fn expand_secrets(value: &str, kind: &str) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// How row batches cross the boundary (contract 0.2.0's `row-encoding`; 0.1.0 plugins all
+/// speak MessagePack). See [`crate::json_rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowEncoding {
+    #[default]
+    Msgpack,
+    Json,
+}
+
+impl RowEncoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowEncoding::Msgpack => "msgpack",
+            RowEncoding::Json => "json",
+        }
+    }
 }
