@@ -7,7 +7,7 @@
 //! version its plugin implements (`…Api::V0_1_0`) and every call matches on it. Callers see
 //! only the SDK's plain types.
 
-use super::bindings::{v0_1_0, ContractVersion};
+use super::bindings::{v0_1_0, v0_2_0, ContractVersion};
 use super::{Grants, Limits, Plugin, PluginHost, PluginState};
 use backflow_plugin_sdk::{ApprovalRequest, Batch, ChangeKind, CheckResult, Column, Decision, Operation, PlanSummary, PluginError, RowOutcome, SyncContext};
 use std::fmt;
@@ -158,6 +158,7 @@ fn prepare(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits) 
 
 enum SourceApi {
     V0_1_0(v0_1_0::Source),
+    V0_2_0(v0_2_0::Source),
 }
 
 /// A source plugin with an open reader.
@@ -179,6 +180,12 @@ impl SourceInstance {
                     let columns = api.columns(&mut store, reader).await?;
                     Ok((SourceApi::V0_1_0(api), reader, columns))
                 }
+                ContractVersion::V0_2_0 => {
+                    let api = v0_2_0::Source::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let reader = api.open(&mut store, config_json, query).await?;
+                    let columns = api.columns(&mut store, reader).await?;
+                    Ok((SourceApi::V0_2_0(api), reader, columns))
+                }
             }
         }
         .await;
@@ -195,6 +202,7 @@ impl SourceInstance {
         let reader = self.reader.ok_or_else(|| CallError::Host("reader already closed".into()))?;
         let result = match &self.api {
             SourceApi::V0_1_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
+            SourceApi::V0_2_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
         };
         redact(&self.store, result)
     }
@@ -215,6 +223,7 @@ async fn drop_resource(store: &mut Store<PluginState>, resource: ResourceAny) {
 
 enum DestinationApi {
     V0_1_0(v0_1_0::Destination),
+    V0_2_0(v0_2_0::Destination),
 }
 
 /// A destination plugin with an open writer.
@@ -234,6 +243,11 @@ impl DestinationInstance {
                     let writer = api.open(&mut store, config_json, context).await?;
                     Ok((DestinationApi::V0_1_0(api), writer))
                 }
+                ContractVersion::V0_2_0 => {
+                    let api = v0_2_0::Destination::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let writer = api.open(&mut store, config_json, context).await?;
+                    Ok((DestinationApi::V0_2_0(api), writer))
+                }
             }
         }
         .await;
@@ -247,6 +261,7 @@ impl DestinationInstance {
         let rows = batch.row_count as usize;
         let outcomes = match &self.api {
             DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
+            DestinationApi::V0_2_0(api) => api.write(&mut self.store, writer, op, batch).await,
         };
         let secrets = &self.store.data().secrets;
         // A refusal's text is the destination's answer, which may echo the request's headers.
@@ -272,6 +287,7 @@ impl DestinationInstance {
         let Some(writer) = self.writer.take() else { return Ok(()) };
         let result = match &self.api {
             DestinationApi::V0_1_0(api) => api.finish(&mut self.store, writer).await,
+            DestinationApi::V0_2_0(api) => api.finish(&mut self.store, writer).await,
         };
         drop_resource(&mut self.store, writer).await;
         redact(&self.store, result)
@@ -280,6 +296,7 @@ impl DestinationInstance {
 
 enum CheckApi {
     V0_1_0(v0_1_0::QualityCheck),
+    V0_2_0(v0_2_0::QualityCheck),
 }
 
 /// A quality-check plugin with an open checker.
@@ -299,6 +316,11 @@ impl CheckInstance {
                     let checker = api.open(&mut store, config_json, plan).await?;
                     Ok((CheckApi::V0_1_0(api), checker))
                 }
+                ContractVersion::V0_2_0 => {
+                    let api = v0_2_0::QualityCheck::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let checker = api.open(&mut store, config_json, plan).await?;
+                    Ok((CheckApi::V0_2_0(api), checker))
+                }
             }
         }
         .await;
@@ -311,6 +333,7 @@ impl CheckInstance {
         let checker = self.checker.ok_or_else(|| CallError::Host("checker already closed".into()))?;
         let result = match &self.api {
             CheckApi::V0_1_0(api) => api.observe(&mut self.store, checker, kind, after, before).await,
+            CheckApi::V0_2_0(api) => api.observe(&mut self.store, checker, kind, after, before).await,
         };
         redact(&self.store, result)
     }
@@ -319,6 +342,7 @@ impl CheckInstance {
         let checker = self.checker.take().ok_or_else(|| CallError::Host("checker already closed".into()))?;
         let result = match &self.api {
             CheckApi::V0_1_0(api) => api.finish(&mut self.store, checker).await,
+            CheckApi::V0_2_0(api) => api.finish(&mut self.store, checker).await,
         };
         drop_resource(&mut self.store, checker).await;
         let secrets = &self.store.data().secrets;
@@ -336,6 +360,7 @@ pub async fn evaluate_policy(host: &PluginHost, plugin: &Plugin, limits: Limits,
     let decision = async {
         match plugin.contract {
             ContractVersion::V0_1_0 => v0_1_0::ApprovalPolicy::instantiate(&mut store, pre).await?.evaluate(&mut store, config_json, request).await,
+            ContractVersion::V0_2_0 => v0_2_0::ApprovalPolicy::instantiate(&mut store, pre).await?.evaluate(&mut store, config_json, request).await,
         }
     }
     .await;

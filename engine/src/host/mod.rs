@@ -20,7 +20,7 @@ pub mod instance;
 mod stderr;
 
 use anyhow::{anyhow, bail, Context as _};
-use backflow_plugin_sdk::{PluginKind, PluginSpec};
+use backflow_plugin_sdk::{PluginKind, PluginSpec, RowEncoding};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -76,6 +76,9 @@ pub struct Plugin {
     pub spec: PluginSpec,
     /// The contract version the component implements: which bindings every call goes through.
     pub contract: ContractVersion,
+    /// How batches cross its boundary (JSON for 0.2.0 plugins that ask for it); the bindings
+    /// convert, so the rest of the engine sees MessagePack batches whatever the plugin speaks.
+    pub row_encoding: RowEncoding,
     pub component: Component,
     /// The component with its imports resolved against the host's linker, once per load:
     /// each instance (one per run reader, per writer in flight) then only instantiates.
@@ -236,8 +239,8 @@ impl PluginHost {
                 None => anyhow!("plugin {}: its imports do not match what the host provides: {detail}", path.display()),
             }
         })?;
-        let spec = self.read_spec(contract, &pre).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
-        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, component, pre, compiled_ms: None };
+        let (spec, row_encoding) = self.read_spec(contract, &pre).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
+        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, row_encoding, component, pre, compiled_ms: None };
         self.loaded.lock().unwrap().insert(hash, plugin.clone());
         Ok(Plugin { compiled_ms, ..plugin })
     }
@@ -280,11 +283,12 @@ impl PluginHost {
         Ok(component)
     }
 
-    async fn read_spec(&self, contract: ContractVersion, pre: &wasmtime::component::InstancePre<PluginState>) -> Result<PluginSpec, CallError> {
+    async fn read_spec(&self, contract: ContractVersion, pre: &wasmtime::component::InstancePre<PluginState>) -> Result<(PluginSpec, RowEncoding), CallError> {
         let mut store = self.new_store("(spec)", &Grants::default(), Limits::default()).map_err(|e| CallError::Host(format!("{e:#}")))?;
         let pre = pre.clone();
         match contract {
-            ContractVersion::V0_1_0 => bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.spec(&mut store).await,
+            ContractVersion::V0_1_0 => Ok((bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.spec(&mut store).await?, RowEncoding::Msgpack)),
+            ContractVersion::V0_2_0 => bindings::v0_2_0::Base::instantiate(&mut store, pre).await?.spec(&mut store).await,
         }
     }
 
@@ -294,6 +298,7 @@ impl PluginHost {
         let pre = plugin.pre.clone();
         match plugin.contract {
             ContractVersion::V0_1_0 => bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.check_config(&mut store, config_json).await,
+            ContractVersion::V0_2_0 => bindings::v0_2_0::Base::instantiate(&mut store, pre).await?.check_config(&mut store, config_json).await,
         }
     }
 

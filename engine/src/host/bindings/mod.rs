@@ -5,9 +5,10 @@
 //! the component exports, and every later call goes through the per-kind enums in
 //! `host::instance` (`SourceApi::V0_1_0(…)`), which match on the version.
 //!
-//! Adding a version (say 0.2.0):
-//! 1. copy `wit/v0.1.0` to `wit/v0.2.0`, make the change there, never touch the old directory;
-//! 2. add `v0_2_0.rs` beside `v0_1_0.rs` with the same wrappers (`Base`, `Source`, …) converting
+//! Adding a version (0.2.0 was added this way):
+//! 1. copy the newest `wit/vX.Y.Z` to a new directory, make the change there, never touch the
+//!    old directory;
+//! 2. add a module beside `v0_1_0.rs` with the same wrappers (`Base`, `Source`, …) converting
 //!    its generated types to the SDK's plain types (extend those types if the new version
 //!    carries more; the old module fills the new fields with defaults);
 //! 3. add a variant to [`ContractVersion`] and its export name to [`ContractVersion::of`], and
@@ -16,6 +17,7 @@
 //!    version's wrapper. Old plugins keep loading through their own module.
 
 pub mod v0_1_0;
+pub mod v0_2_0;
 
 use crate::host::PluginState;
 use wasmtime::component::{Component, Linker};
@@ -25,15 +27,18 @@ use wasmtime::Engine;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContractVersion {
     V0_1_0,
+    /// Adds the plugin's `row-encoding` (JSON rows for interpreted languages).
+    V0_2_0,
 }
 
 impl ContractVersion {
     /// Every version hosted, newest first.
-    pub const ALL: [ContractVersion; 1] = [ContractVersion::V0_1_0];
+    pub const ALL: [ContractVersion; 2] = [ContractVersion::V0_2_0, ContractVersion::V0_1_0];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ContractVersion::V0_1_0 => "0.1.0",
+            ContractVersion::V0_2_0 => "0.2.0",
         }
     }
 
@@ -41,6 +46,7 @@ impl ContractVersion {
     fn plugin_export(self) -> &'static str {
         match self {
             ContractVersion::V0_1_0 => v0_1_0::PLUGIN_EXPORT,
+            ContractVersion::V0_2_0 => v0_2_0::PLUGIN_EXPORT,
         }
     }
 
@@ -71,5 +77,6 @@ impl std::fmt::Display for ContractVersion {
 /// Registers the `host` interface of every hosted version (they are distinct instances,
 /// `backflow:plugin/host@X`, so they coexist in one linker).
 pub fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
-    v0_1_0::add_to_linker(linker)
+    v0_1_0::add_to_linker(linker)?;
+    v0_2_0::add_to_linker(linker)
 }
