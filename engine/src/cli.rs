@@ -15,6 +15,7 @@ pub fn print_plugin(plugin: &Plugin, json: bool) -> anyhow::Result<()> {
         "kind": plugin.spec.kind,
         "description": plugin.spec.description,
         "wit": format!("backflow:plugin@{}", plugin.contract),
+        "row_encoding": plugin.row_encoding.as_str(),
         "sha256": plugin.hash,
         "operations": plugin.spec.operations,
         "max_batch_size": plugin.spec.max_batch_size,
@@ -27,7 +28,7 @@ pub fn print_plugin(plugin: &Plugin, json: bool) -> anyhow::Result<()> {
         println!("{} {} ({} plugin)", plugin.spec.name, plugin.spec.version, plugin.spec.kind);
         println!("  {}", plugin.spec.description);
         println!("  file:      {}", plugin.path.display());
-        println!("  contract:  backflow:plugin@{}", plugin.contract);
+        println!("  contract:  backflow:plugin@{} ({} rows)", plugin.contract, plugin.row_encoding.as_str());
         println!("  sha256:    {}", plugin.hash);
         if plugin.spec.kind == backflow_plugin_sdk::PluginKind::Destination {
             println!("  operations: {}", plugin.spec.operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", "));
@@ -35,6 +36,33 @@ pub fn print_plugin(plugin: &Plugin, json: bool) -> anyhow::Result<()> {
             println!("  max batch:  {max}");
         }
         println!("  config schema:\n{}", indent(&serde_json::to_string_pretty(&schema)?, 4));
+    }
+    Ok(())
+}
+
+pub fn print_conformance(report: &backflow::conformance::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    match (&report.plugin, report.kind, &report.contract) {
+        (Some(name), Some(kind), Some(contract)) => {
+            println!("{name} ({} plugin, contract {contract}, {} rows): {}", kind.as_str(), report.row_encoding.as_deref().unwrap_or("?"), report.file)
+        }
+        _ => println!("{}", report.file),
+    }
+    for check in &report.checks {
+        if check.detail.is_empty() {
+            println!("  {:<4} {}", check.outcome.label(), check.name);
+        } else {
+            println!("  {:<4} {}: {}", check.outcome.label(), check.name, check.detail);
+        }
+    }
+    let failed = report.checks.iter().filter(|c| c.outcome == backflow::conformance::Outcome::Fail).count();
+    if failed == 0 {
+        println!("conforms: {} checks, none failed", report.checks.len());
+    } else {
+        println!("does not conform: {failed} of {} checks failed", report.checks.len());
     }
     Ok(())
 }

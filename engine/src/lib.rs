@@ -20,6 +20,8 @@ pub mod authz;
 pub mod app;
 pub mod config;
 pub mod host;
+pub mod conformance;
+pub mod scaffold;
 pub mod plugins;
 pub mod sync;
 pub mod state;

@@ -172,6 +172,47 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a plugin project from a template: buildable with one command, with a README
+    /// and a test that runs it through `backflow plugin conformance`.
+    New {
+        /// The plugin's name (lowercase letters, digits and '-'); also the directory created.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: backflow::scaffold::Lang,
+        #[arg(long, value_enum)]
+        kind: backflow::scaffold::Kind,
+        /// The directory to create the project in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust only: the backflow-plugin-sdk crate to depend on (default: this checkout's
+        /// plugin-sdk directory, when backflow was built from one).
+        #[arg(long, env = "BACKFLOW_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Check that a plugin file keeps the contract: spec, config errors naming fields,
+    /// errors as values rather than traps, batches of 0, 1 and many rows with every value
+    /// type, and (destinations) retryable failures. Exit code 0 when every check passes.
+    Conformance {
+        file: PathBuf,
+        /// A working config: JSON text, or @FILE to read it from a file.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Sources: the query to read.
+        #[arg(long, default_value = "")]
+        query: String,
+        /// Destinations: a config whose remote cannot be reached (JSON or @FILE); the write
+        /// must then fail as retryable.
+        #[arg(long)]
+        offline_config: Option<String>,
+        /// Grant host:port to the plugin (repeatable), as `grants.network` does.
+        #[arg(long = "grant-network")]
+        grant_network: Vec<String>,
+        /// Grant an environment variable (repeatable), as `grants.env` does.
+        #[arg(long = "grant-env")]
+        grant_env: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -344,6 +385,16 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.command.wants_json();
+    if !matches!(cli.command, Command::Serve { .. } | Command::Receiver { .. }) {
+        // A one-shot command whose reader went away (`backflow plugin inspect … | head`)
+        // ends quietly, as other command-line tools do, instead of panicking in `println!`.
+        // Rust ignores SIGPIPE by default; the servers keep that, so a client that hangs up
+        // is an error on its socket and not the end of the process.
+        // SAFETY: called before any other thread of ours writes; restores the default action.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -378,7 +429,8 @@ impl Command {
             Command::Init { .. } | Command::Receiver { .. } | Command::Serve { .. } => false,
             Command::Token { command: TokenCommand::Create { json, .. } | TokenCommand::List { json } } => *json,
             Command::Token { command: TokenCommand::Revoke { .. } } => false,
-            Command::Plugin { command: PluginCommand::List { json } | PluginCommand::Inspect { json, .. } } => *json,
+            Command::Plugin { command: PluginCommand::List { json } | PluginCommand::Inspect { json, .. } | PluginCommand::Conformance { json, .. } } => *json,
+            Command::Plugin { command: PluginCommand::New { .. } } => false,
             Command::Sync { command } => match command {
                 SyncCommand::List { json } | SyncCommand::Run { json, .. } | SyncCommand::Plan { json, .. } | SyncCommand::Test { json, .. } => *json,
             },
@@ -471,6 +523,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let plugin = host.load(&file).await?;
             cli::print_plugin(&plugin, json)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { command: PluginCommand::New { name, lang, kind, dir, sdk } } => {
+            let sdk = sdk.or_else(backflow::scaffold::default_sdk_path);
+            let root = backflow::scaffold::create(lang, kind, &name, &dir, sdk.as_deref())?;
+            println!("created {}", root.display());
+            println!("next: cd {} and follow README.md (build, then ./test.sh or npm test)", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { command: PluginCommand::Conformance { file, config, query, offline_config, grant_network, grant_env, json } } => {
+            let read = |text: &str, what: &str| -> anyhow::Result<String> {
+                let text = match text.strip_prefix('@') {
+                    Some(path) => std::fs::read_to_string(path).with_context(|| format!("--{what}: reading {path}"))?,
+                    None => text.to_string(),
+                };
+                serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("--{what}: not JSON"))?;
+                Ok(text)
+            };
+            let options = backflow::conformance::Options {
+                config: read(&config, "config")?,
+                query,
+                offline_config: offline_config.as_deref().map(|c| read(c, "offline-config")).transpose()?,
+                grants: backflow::domain::Grants { files: vec![], network: grant_network, env: grant_env },
+                limits: backflow::domain::Limits::default(),
+            };
+            let host = PluginHost::new(compile_cache_dir(&cli.workspace))?;
+            let report = backflow::conformance::run(&host, &file, &options).await;
+            cli::print_conformance(&report, json)?;
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Plugin { command: PluginCommand::List { json } } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
