@@ -9,7 +9,10 @@
 //!     scripts/build-plugins && cargo bench -p backflow --bench reverse_etl
 //!
 //! Options: `-- --rows N` (default 1000000), `-- --keep-changelog N` (`[state]
-//! keep_changelog_runs`, default 50; 0 measures without the undo changelog), `-- --hold`
+//! keep_changelog_runs`, default 50; 0 measures without the undo changelog), `-- --source csv`
+//! (the same rows from a CSV file through the `file-source` plugin: initial and no-change
+//! jobs only), `-- --latency-ms L --max-in-flight 1,2,4,8,16` (a receiver answering after L
+//! ms; one initial sync per `max_in_flight`, from an empty state each time), `-- --hold`
 //! (set everything up, print the workspace, and wait to be killed: for profiling runs by
 //! hand, e.g. `perf record -g backflow sync run s --workspace DIR` after `rm -rf DIR/.backflow`).
 
@@ -24,6 +27,9 @@ fn main() {
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let rows: u64 = arg("--rows").map(|r| r.parse().unwrap()).unwrap_or(1_000_000);
     let keep_changelog: u64 = arg("--keep-changelog").map(|r| r.parse().unwrap()).unwrap_or(50);
+    let csv = arg("--source").is_some_and(|s| s == "csv");
+    let latency_ms: u64 = arg("--latency-ms").map(|r| r.parse().unwrap()).unwrap_or(0);
+    let in_flight: Vec<u32> = arg("--max-in-flight").map(|r| r.split(',').map(|n| n.parse().unwrap()).collect()).unwrap_or_default();
     let bin = env!("CARGO_BIN_EXE_backflow");
     let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
 
@@ -41,7 +47,12 @@ fn main() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut receiver = Command::new(bin).args(["receiver", "--discard", "--port", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut receiver = Command::new(bin)
+        .args(["receiver", "--discard", "--port", &port.to_string(), "--latency-ms", &latency_ms.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until it listens.
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -52,15 +63,45 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path();
-    std::fs::write(
-        ws.join("backflow.toml"),
-        format!(
-            "[workspace]\nplugins_dir = \"{plugins}\"\n[state]\nkeep_changelog_runs = {keep_changelog}\n{source}\n[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://127.0.0.1:{port}/contacts\"\ngrants.network = [\"127.0.0.1:{port}\"]\n[models.customers]\nsource = \"pg\"\nquery = \"SELECT id, email, name, plan, mrr, country, updated_at FROM customers\"\nprimary_key = \"id\"\n[syncs.s]\nmodel = \"customers\"\ndestination = \"hook\"\nmode = \"mirror\"\nbatch_size = 500\n",
-            plugins = plugins.display(),
-            source = pg.source_toml("reader", Some("reader-secret")),
-        ),
-    )
-    .unwrap();
+    let (source, model) = if csv {
+        // The same rows as the table, written the way `COPY … CSV HEADER` would.
+        std::fs::create_dir_all(ws.join("data")).unwrap();
+        let mut out = std::io::BufWriter::new(std::fs::File::create(ws.join("data/customers.csv")).unwrap());
+        use std::io::Write as _;
+        writeln!(out, "id,email,name,plan,mrr,country,updated_at").unwrap();
+        for g in 1..=rows {
+            let ts = 1_704_067_200 + g;
+            let (days, secs) = (ts / 86_400, ts % 86_400);
+            let (y, m, d) = civil(days as i64);
+            writeln!(
+                out,
+                "{g},user{g}@example.com,User {g},{},{}.{:02},{},{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00",
+                ["free", "pro", "enterprise"][(1 + g % 3) as usize - 1],
+                g % 2000,
+                g % 100,
+                ["DE", "FR", "US", "JP", "BR"][(1 + g % 5) as usize - 1],
+                secs / 3600,
+                secs % 3600 / 60,
+                secs % 60
+            )
+            .unwrap();
+        }
+        out.flush().unwrap();
+        ("[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n".to_string(), "source = \"files\"\nquery = \"data/customers.csv\"".to_string())
+    } else {
+        (pg.source_toml("reader", Some("reader-secret")), "source = \"pg\"\nquery = \"SELECT id, email, name, plan, mrr, country, updated_at FROM customers\"".to_string())
+    };
+    let write_toml = |max_in_flight: u32| {
+        std::fs::write(
+            ws.join("backflow.toml"),
+            format!(
+                "[workspace]\nplugins_dir = \"{plugins}\"\n[state]\nkeep_changelog_runs = {keep_changelog}\n{source}\n[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://127.0.0.1:{port}/contacts\"\ngrants.network = [\"127.0.0.1:{port}\"]\n[models.customers]\n{model}\nprimary_key = \"id\"\n[syncs.s]\nmodel = \"customers\"\ndestination = \"hook\"\nmode = \"mirror\"\nbatch_size = 500\nmax_in_flight = {max_in_flight}\n",
+                plugins = plugins.display(),
+            ),
+        )
+        .unwrap();
+    };
+    write_toml(1);
 
     if args.iter().any(|a| a == "--hold") {
         println!("workspace {} (receiver on 127.0.0.1:{port}); waiting to be killed", ws.display());
@@ -93,8 +134,34 @@ fn main() {
     let out = Command::new(bin).args(["plugin", "list", "--workspace"]).arg(ws).env("RUST_LOG", "warn").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     println!("{:<34} {:>8.2}", "compile plugins (first use only)", started.elapsed().as_secs_f64());
+    if !in_flight.is_empty() {
+        println!("receiver answers after {latency_ms} ms");
+        for n in in_flight {
+            // From an empty state each time; the compiled plugins stay cached.
+            for entry in std::fs::read_dir(ws.join(".backflow")).unwrap().flatten() {
+                if entry.file_name() != "cache" {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(path).unwrap();
+                    } else {
+                        std::fs::remove_file(path).unwrap();
+                    }
+                }
+            }
+            write_toml(n);
+            job(&format!("initial, max_in_flight {n}"));
+        }
+        let _ = receiver.kill();
+        let _ = receiver.wait();
+        return;
+    }
     job("initial");
     job("no-change rerun (full diff)");
+    if csv {
+        let _ = receiver.kill();
+        let _ = receiver.wait();
+        return;
+    }
     pg.sql(&format!(
         "UPDATE customers SET plan = 'changed', updated_at = now() WHERE id % 97 = 0 AND id <= 970000;
          DELETE FROM customers WHERE id % 991 = 1 AND id <= 991000;
@@ -103,4 +170,17 @@ fn main() {
     job("10k updates, 1k deletes, 5k inserts");
     let _ = receiver.kill();
     let _ = receiver.wait();
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
