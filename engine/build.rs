@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 const ROOTS: &[&str] = &["templates", "plugin-sdk/js", "plugin-sdk/python/backflow_sdk", "wit/v0.2.0"];
-const SKIPPED: &[&str] = &["node_modules", "dist", "target", ".venv", "__pycache__", "types", "test-results"];
+const SKIPPED: &[&str] = &["node_modules", "dist", "target", ".venv", ".bindings", "__pycache__", "types", "test-results"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

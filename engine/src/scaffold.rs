@@ -92,8 +92,11 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
     }
     let copy = |from: &str, to: &str, files: &mut Vec<(PathBuf, Vec<u8>)>| {
         for (path, bytes) in embedded::FILES {
-            if let Some(rest) = path.strip_prefix(from) {
-                files.push((Path::new(to).join(rest.trim_start_matches('/')), bytes.to_vec()));
+            // `from` is a file (copied to `to`) or a directory (its files go under `to`).
+            match path.strip_prefix(from).map(|rest| rest.trim_start_matches('/')) {
+                Some("") => files.push((PathBuf::from(to), bytes.to_vec())),
+                Some(rest) if from.ends_with('/') => files.push((Path::new(to).join(rest), bytes.to_vec())),
+                _ => {}
             }
         }
     };
@@ -140,7 +143,7 @@ mod tests {
 
     #[test]
     fn every_language_has_every_kind() {
-        for lang in [Lang::Rust] {
+        for lang in [Lang::Rust, Lang::Python] {
             for kind in [Kind::Source, Kind::Destination, Kind::Check, Kind::Policy] {
                 let files = render(lang, kind, "my-plugin", Some(Path::new("/sdk"))).unwrap();
                 assert!(files.iter().any(|(p, _)| p == Path::new("README.md")), "{lang:?} {kind:?} has no README");
