@@ -1,7 +1,8 @@
 //! Rows per second through the plugin boundary (issue 14, item 3): the same destination and
 //! quality check written in Rust (SDK, contract 0.1.0, MessagePack rows), JavaScript and
-//! Python (thin SDKs, contract 0.2.0, JSON rows), each doing nothing or decoding every row and
-//! reading one field. Batches of 500 rows of the throughput workload's table (`id`, `email`,
+//! Python (thin SDKs, contract 0.2.0, JSON rows), each doing nothing, or decoding every row and
+//! reading one field: through a row view of each row (`field/row`), or as the field's column
+//! (`field/col`, config `"via": "column"`). Batches of 500 rows of the throughput workload's table (`id`, `email`,
 //! `name`, `plan`, `mrr` decimal, `country`, `updated_at` timestamp) go through the engine's
 //! own host code (`DestinationInstance::write`, `CheckInstance::observe`), including the
 //! conversion to JSON rows for the JSON plugins. Also: component size, compile time, load time
@@ -75,8 +76,8 @@ fn main() {
     let input: Vec<Batch> = (0..batches.min(20)).map(|b| batch(b * BATCH_ROWS)).collect();
     println!("{} rows per measurement, batches of {BATCH_ROWS}", batches * BATCH_ROWS);
     println!(
-        "{:<20} {:>8} {:>10} {:>10} {:>12} {:>14} {:>16}",
-        "plugin", "size MB", "compile s", "cached ms", "instance ms", "nothing rows/s", "one field rows/s"
+        "{:<20} {:>8} {:>10} {:>10} {:>12} {:>14} {:>14} {:>14}",
+        "plugin", "size MB", "compile s", "cached ms", "instance ms", "nothing rows/s", "field/row r/s", "field/col r/s"
     );
     for subject in &subjects {
         if !subject.file.exists() {
@@ -121,7 +122,7 @@ async fn measure(subject: &Subject, input: &[Batch], batches: u32) {
     let instance_ms = started.elapsed().as_secs_f64() * 1e3 / f64::from(INSTANCES);
 
     let mut rates = Vec::new();
-    for config in ["{}", r#"{"read": "email"}"#] {
+    for config in ["{}", r#"{"read": "email"}"#, r#"{"read": "email", "via": "column"}"#] {
         let rows = u64::from(batches) * u64::from(BATCH_ROWS);
         let started = Instant::now();
         if subject.check {
@@ -140,7 +141,7 @@ async fn measure(subject: &Subject, input: &[Batch], batches: u32) {
         rates.push(rows as f64 / started.elapsed().as_secs_f64());
     }
     println!(
-        "{:<20} {:>8.1} {:>10.2} {:>10.1} {:>12.1} {:>14.0} {:>16.0}",
-        subject.label, size_mb, compile_s, cached_ms, instance_ms, rates[0], rates[1]
+        "{:<20} {:>8.1} {:>10.2} {:>10.1} {:>12.1} {:>14.0} {:>14.0} {:>14.0}",
+        subject.label, size_mb, compile_s, cached_ms, instance_ms, rates[0], rates[1], rates[2]
     );
 }
