@@ -15,8 +15,9 @@ fn main() {
     let mut files = Vec::new();
     for root in ROOTS {
         let dir = repo.join(root);
-        println!("cargo:rerun-if-changed={}", dir.display());
-        collect(&dir, &mut files);
+        if collect(&dir, &mut files) {
+            println!("cargo:rerun-if-changed={}", dir.display());
+        }
     }
     files.sort();
     let mut out = String::from("/// Embedded by build.rs: (path from the repository root, contents).\npub static FILES: &[(&str, &[u8])] = &[\n");
@@ -29,20 +30,37 @@ fn main() {
     std::fs::write(target, out).expect("writing templates.rs");
 }
 
-fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+/// Adds the files under `dir` to `files`. Returns whether nothing under it was left out: such
+/// a directory is watched whole (Cargo then also sees new files in it). A directory holding
+/// build output is not (Cargo would scan `node_modules` on every build); its files and clean
+/// subdirectories are watched one by one instead. Symbolic links are never followed.
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return true };
+    let mut clean = true;
+    let mut watched = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if SKIPPED.contains(&name.as_str()) || name.ends_with(".wasm") {
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_symlink() || SKIPPED.contains(&name.as_str()) || name.ends_with(".wasm") || name.ends_with(".pyc") || name == ".DS_Store" {
+            clean = false;
             continue;
         }
-        if path.is_dir() {
-            println!("cargo:rerun-if-changed={}", path.display());
-            collect(&path, files);
+        if kind.is_dir() {
+            if collect(&path, files) {
+                watched.push(path);
+            } else {
+                clean = false;
+            }
         } else {
-            println!("cargo:rerun-if-changed={}", path.display());
+            watched.push(path.clone());
             files.push(path);
         }
     }
+    if !clean {
+        for path in watched {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    clean
 }

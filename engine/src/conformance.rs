@@ -111,6 +111,10 @@ fn describe_error(e: &CallError) -> String {
 /// reasonable batch limit.
 const MANY_ROWS: u32 = 300;
 
+/// Sources: how far each pass reads at most.
+const SOURCE_BATCH_BUDGET: u64 = 5_000;
+const SOURCE_ROW_BUDGET: u64 = 1_000_000;
+
 /// Runs the suite on `file`. Never fails itself: what goes wrong is a failed check.
 pub async fn run(host: &PluginHost, file: &Path, options: &Options) -> Report {
     let mut report = Report { file: file.display().to_string(), ..Report::default() };
@@ -292,22 +296,23 @@ async fn check_destination(report: &mut Report, host: &PluginHost, plugin: &Plug
         0 => MANY_ROWS,
         max => max.min(MANY_ROWS),
     };
-    let mut next_id = 0;
     for &op in &plugin.spec.operations {
-        // Deletes carry only the primary key, as in a run.
+        // Deletes carry only the primary key, as in a run. Updates and deletes name the rows
+        // the inserts wrote (ids 0 to `many`).
         let columns = if op == Operation::Delete { &all[..1] } else { &all[..] };
         for rows in [0, 1, many] {
-            let batch = sample_batch(columns, rows, next_id);
-            next_id += rows;
+            let batch = sample_batch(columns, rows, 0);
             let name = format!("write {} × {rows} rows", op.as_str());
             let result = writer.write(op, batch).await;
             match &result {
                 Ok(outcomes) => {
+                    // Refusing a row is the destination's right (a CRM may refuse the sample's
+                    // made-up fields), so it is worth a look, not a failure.
                     let refused: Vec<&RowOutcome> = outcomes.iter().filter(|o| !matches!(o, RowOutcome::Accepted)).collect();
                     if refused.is_empty() {
                         report.record(name, Outcome::Pass, format!("{} accepted", outcomes.len()));
                     } else {
-                        report.record(name, Outcome::Fail, format!("{} of {rows} rows not accepted, first: {:?}", refused.len(), refused[0]));
+                        report.record(name, Outcome::Warn, format!("{} of {rows} rows not accepted, first: {:?}", refused.len(), refused[0]));
                     }
                 }
                 Err(e) => report.record(name, Outcome::Fail, describe_error(e)),
@@ -336,7 +341,10 @@ async fn check_destination(report: &mut Report, host: &PluginHost, plugin: &Plug
             return;
         }
     };
-    let op = plugin.spec.operations[0];
+    let Some(&op) = plugin.spec.operations.first() else {
+        report.record(name, Outcome::Skip, "the destination declares no operation");
+        return;
+    };
     let columns = if op == Operation::Delete { &all[..1] } else { &all[..] };
     match writer.write(op, sample_batch(columns, 3, 0)).await {
         Err(e) if e.is_retryable() => report.record(name, Outcome::Pass, e.to_string()),
@@ -414,13 +422,24 @@ async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
             }
         };
         let columns = reader.columns().to_vec();
-        let (mut rows, mut batches) = (0u64, 0u64);
+        let (mut rows, mut batches, mut empty_in_a_row) = (0u64, 0u64, 0u32);
+        let mut stopped_early = false;
         let problem = loop {
+            // Enough to see the source keep the contract; a large model need not be read
+            // to its end (then both passes stop at the same row count).
+            if batches >= SOURCE_BATCH_BUDGET || rows >= SOURCE_ROW_BUDGET {
+                stopped_early = true;
+                break None;
+            }
             match reader.next_batch(max_rows).await {
                 Ok(None) => break None,
                 Ok(Some(batch)) => {
                     batches += 1;
                     rows += u64::from(batch.row_count);
+                    empty_in_a_row = if batch.row_count == 0 { empty_in_a_row + 1 } else { 0 };
+                    if empty_in_a_row >= 1000 {
+                        break Some(format!("{empty_in_a_row} empty batches in a row without an end (return none when the model is exhausted)"));
+                    }
                     if batch.row_count > max_rows {
                         break Some(format!("batch {batches} holds {} rows, more than max-rows {max_rows}", batch.row_count));
                     }
@@ -430,9 +449,6 @@ async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
                     if let Err(e) = batch.decode() {
                         break Some(format!("batch {batches} does not decode: {e}"));
                     }
-                    if rows > 10_000_000 {
-                        break Some("more than 10,000,000 rows without an end".into());
-                    }
                 }
                 Err(e) => break Some(describe_error(&e)),
             }
@@ -440,8 +456,9 @@ async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
         reader.close().await;
         match problem {
             None => {
-                report.record(name, Outcome::Pass, format!("{rows} rows in {batches} batches, {} columns", columns.len()));
-                counts.push(rows);
+                let note = if stopped_early { " (stopped there: enough to judge)" } else { "" };
+                report.record(name, Outcome::Pass, format!("{rows} rows in {batches} batches, {} columns{note}", columns.len()));
+                counts.push(if stopped_early { None } else { Some(rows) });
             }
             Some(p) => {
                 report.record(name, Outcome::Fail, p);
@@ -449,8 +466,10 @@ async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
             }
         }
     }
-    if counts.len() == 2 && counts[0] != counts[1] {
-        report.record("the same rows whatever the batch size", Outcome::Fail, format!("{} rows with max-rows 1, {} with 1000", counts[0], counts[1]));
+    if let [Some(small), Some(large)] = counts[..] {
+        if small != large {
+            report.record("the same rows whatever the batch size", Outcome::Fail, format!("{small} rows with max-rows 1, {large} with 1000"));
+        }
     }
 }
 

@@ -385,12 +385,13 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.command.wants_json();
-    if !matches!(cli.command, Command::Serve { .. } | Command::Receiver { .. }) {
-        // A one-shot command whose reader went away (`backflow plugin inspect … | head`)
-        // ends quietly, as other command-line tools do, instead of panicking in `println!`.
-        // Rust ignores SIGPIPE by default; the servers keep that, so a client that hangs up
-        // is an error on its socket and not the end of the process.
-        // SAFETY: called before any other thread of ours writes; restores the default action.
+    if cli.command.only_reads() {
+        // A command that only reads, whose reader went away (`backflow runs | head`), ends
+        // quietly as other command-line tools do instead of panicking in `println!`. Only
+        // those: a command that changes state (a run between an acknowledged batch and its
+        // commit) must never die of a closed pipe; Rust's default (SIGPIPE ignored) keeps
+        // a write error there, and servers keep it for their sockets.
+        // SAFETY: restores the default action of one signal; no handler is installed.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
@@ -423,6 +424,19 @@ fn error_kind(e: &AppError) -> &'static str {
 }
 
 impl Command {
+    /// Whether the command changes nothing (no state, no files, nothing sent).
+    fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Command::Plugin { command: PluginCommand::List { .. } | PluginCommand::Inspect { .. } | PluginCommand::Conformance { .. } }
+                | Command::Sync { command: SyncCommand::List { .. } | SyncCommand::Plan { .. } }
+                | Command::Diff { .. }
+                | Command::Audit { .. }
+                | Command::Model { .. }
+                | Command::Rows { .. }
+        )
+    }
+
     /// Whether the command was asked for JSON output.
     fn wants_json(&self) -> bool {
         match self {

@@ -74,7 +74,8 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
     check_name(name)?;
     let crate_name = name.replace('-', "_");
     let sdk = match (lang, sdk_path) {
-        (Lang::Rust, Some(p)) => p.display().to_string(),
+        // Written into Cargo.toml as a TOML string: backslashes and quotes escaped.
+        (Lang::Rust, Some(p)) => p.display().to_string().replace('\\', "\\\\").replace('"', "\\\""),
         (Lang::Rust, None) => bail!("a Rust plugin depends on the backflow-plugin-sdk crate: pass --sdk PATH (the plugin-sdk directory of a backflow checkout)"),
         _ => String::new(),
     };
@@ -116,12 +117,38 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
 }
 
 /// Writes a new project into `parent/name`, which must not exist yet. Returns its path.
+/// `sdk_path` (Rust) may be relative to the current directory; it must hold the SDK crate.
 pub fn create(lang: Lang, kind: Kind, name: &str, parent: &Path, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let files = render(lang, kind, name, sdk_path)?;
+    // Cargo reads a path dependency relative to the new project, so it is made absolute.
+    let sdk_path = match sdk_path.filter(|_| lang == Lang::Rust) {
+        Some(p) => {
+            let absolute = p.canonicalize().with_context(|| format!("--sdk {}", p.display()))?;
+            if !absolute.join("Cargo.toml").is_file() {
+                bail!("--sdk {}: no Cargo.toml there; pass the plugin-sdk directory of a backflow checkout", p.display());
+            }
+            Some(absolute)
+        }
+        None => None,
+    };
+    let files = render(lang, kind, name, sdk_path.as_deref())?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let root = parent.join(name);
-    if root.exists() {
-        bail!("{} already exists; choose another name or --dir", root.display());
+    // Creating the directory is the claim: it fails if it exists, even if it appeared
+    // just now.
+    if let Err(e) = std::fs::create_dir(&root) {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            bail!("{} already exists; choose another name or --dir", root.display());
+        }
+        return Err(e).with_context(|| format!("creating {}", root.display()));
     }
+    write_files(&root, files).inspect_err(|_| {
+        // No half-written project left behind.
+        let _ = std::fs::remove_dir_all(&root);
+    })?;
+    Ok(root)
+}
+
+fn write_files(root: &Path, files: Vec<(PathBuf, Vec<u8>)>) -> anyhow::Result<()> {
     for (path, bytes) in files {
         let target = root.join(&path);
         if let Some(dir) = target.parent() {
@@ -134,7 +161,7 @@ pub fn create(lang: Lang, kind: Kind, name: &str, parent: &Path, sdk_path: Optio
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("making {} executable", target.display()))?;
         }
     }
-    Ok(root)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -173,8 +200,13 @@ mod tests {
         std::fs::create_dir_all(dir.join("taken")).unwrap();
         let e = create(Lang::Python, Kind::Check, "taken", &dir, None).unwrap_err().to_string();
         assert!(e.contains("already exists"), "{e}");
-        let root = create(Lang::Rust, Kind::Destination, "fresh", &dir, Some(Path::new("/sdk"))).unwrap();
-        assert!(std::fs::read_to_string(root.join("Cargo.toml")).unwrap().contains("path = \"/sdk\""));
+        let e = create(Lang::Rust, Kind::Destination, "fresh", &dir, Some(&dir)).unwrap_err().to_string();
+        assert!(e.contains("no Cargo.toml there"), "{e}");
+        assert!(!dir.join("fresh").exists(), "nothing is left behind");
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
+        let root = create(Lang::Rust, Kind::Destination, "fresh", &dir, Some(&sdk)).unwrap();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(&format!("path = \"{}\"", sdk.canonicalize().unwrap().display())), "{manifest}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

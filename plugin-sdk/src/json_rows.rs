@@ -15,17 +15,23 @@
 
 use crate::codec::{Batch, BatchBuilder, CodecError};
 use crate::value::{format_date, format_timestamp, is_decimal_literal, parse_date, parse_timestamp, Column, Value, ValueType};
+use serde_json::value::RawValue;
 use serde_json::Value as J;
 
 /// The largest integer JavaScript's numbers hold exactly (2^53 − 1).
 pub const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
+
+/// The largest JSON payload taken from a plugin. Parsing costs the host several times the
+/// text's size in memory; a plugin that needs more returns smaller batches.
+pub const MAX_JSON_PAYLOAD: usize = 32 * 1024 * 1024;
 
 /// The batch's rows in the JSON row encoding. Errors name the row.
 pub fn to_json_rows(batch: &Batch) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(batch.payload.len() * 3 / 2 + 2);
     out.push(b'[');
     for (i, row) in batch.rows().enumerate() {
-        let row = row.map_err(|e| CodecError(format!("row {i}: {e}")))?;
+        // The codec's errors name the row and column already.
+        let row = row?;
         if i > 0 {
             out.push(b',');
         }
@@ -109,12 +115,11 @@ fn write_cell(out: &mut Vec<u8>, value: &Value, tagged: bool) {
         }
         Value::Json(text) => {
             tag(out, "json");
-            // The document itself, inline; text that is not JSON (never produced by our own
-            // sources, but a plugin could send it) travels as a JSON string.
-            match serde_json::from_str::<J>(text) {
-                Ok(doc) => {
-                    let _ = serde_json::to_writer(&mut *out, &doc);
-                }
+            // The document itself, inline and byte for byte (no number rounded, no key
+            // dropped); text that is not JSON (a 0.1.0 source may send it) travels as a JSON
+            // string, as `wit/README.md` says.
+            match serde_json::from_str::<&RawValue>(text) {
+                Ok(doc) => out.extend_from_slice(doc.get().as_bytes()),
                 Err(_) => {
                     let _ = serde_json::to_writer(&mut *out, text);
                 }
@@ -128,7 +133,12 @@ fn write_cell(out: &mut Vec<u8>, value: &Value, tagged: bool) {
 /// each with one value per column that fits the column's type. Errors name the row and
 /// column.
 pub fn from_json_rows(columns: Vec<Column>, row_count: u32, payload: &[u8]) -> Result<Batch, CodecError> {
-    let rows: Vec<Vec<J>> = serde_json::from_slice(payload)
+    if payload.len() > MAX_JSON_PAYLOAD {
+        return Err(CodecError(format!("payload of {} bytes is larger than {MAX_JSON_PAYLOAD}: return smaller batches", payload.len())));
+    }
+    // Cells stay raw text until their column says how to read them: a `json` document is
+    // kept exactly as written.
+    let rows: Vec<Vec<&RawValue>> = serde_json::from_slice(payload)
         .map_err(|e| CodecError(format!("payload is not a JSON array of rows (each an array of values): {e}")))?;
     if rows.len() != row_count as usize {
         return Err(CodecError(format!("payload holds {} rows, the batch says {row_count}", rows.len())));
@@ -141,13 +151,30 @@ pub fn from_json_rows(columns: Vec<Column>, row_count: u32, payload: &[u8]) -> R
         }
         values.clear();
         for (cell, column) in row.iter().zip(&columns) {
-            let value = read_cell(cell, column.value_type)
+            let value = read_raw_cell(cell, column.value_type)
                 .map_err(|e| CodecError(format!("row {i}, column {:?} ({}): {e}", column.name, column.value_type)))?;
             values.push(value);
         }
         builder.push_row(&values);
     }
     Ok(builder.finish())
+}
+
+fn read_raw_cell(cell: &RawValue, value_type: ValueType) -> Result<Value, String> {
+    let text = cell.get();
+    match value_type {
+        ValueType::Json if text != "null" => Ok(Value::Json(text.to_string())),
+        ValueType::Any if text.starts_with('{') => {
+            // `{"json": …}` keeps its document exactly too.
+            if let Ok(tagged) = serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(text) {
+                if let Some(doc) = tagged.get("json").filter(|_| tagged.len() == 1) {
+                    return Ok(Value::Json(doc.get().to_string()));
+                }
+            }
+            read_cell(&serde_json::from_str(text).map_err(|e| e.to_string())?, value_type)
+        }
+        _ => read_cell(&serde_json::from_str(text).map_err(|e| e.to_string())?, value_type),
+    }
 }
 
 fn describe(cell: &J) -> String {
@@ -374,6 +401,21 @@ mod tests {
         assert!(e.contains("must name a type"), "{e}");
         let e = from_json_rows(any, 1, br#"[[[1]]]"#).unwrap_err().to_string();
         assert!(e.contains("one-key object"), "{e}");
+    }
+
+    #[test]
+    fn json_documents_cross_byte_for_byte() {
+        let doc = r#"{"n": 123456789012345678901234567890, "d": 1.50, "k": 1, "k": 2}"#;
+        for value_type in [ValueType::Json, ValueType::Any] {
+            let cols = vec![Column::new("j", value_type)];
+            let b = batch(cols.clone(), &[vec![Value::Json(doc.into())]]);
+            let json = to_json_rows(&b).unwrap();
+            assert!(String::from_utf8_lossy(&json).contains(doc));
+            assert_eq!(from_json_rows(cols, 1, &json).unwrap().decode().unwrap(), vec![vec![Value::Json(doc.into())]]);
+        }
+        // Text that is not JSON travels as a string.
+        let b = batch(vec![Column::new("j", ValueType::Json)], &[vec![Value::Json("{oops".into())]]);
+        assert_eq!(to_json_rows(&b).unwrap(), br#"[["{oops"]]"#);
     }
 
     #[test]

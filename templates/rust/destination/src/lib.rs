@@ -3,7 +3,8 @@
 //! Body: `{"operation": "insert", "rows": [{"field": value, ...}, ...]}`. Decimals arrive as
 //! strings, timestamps as ISO 8601 (UTC), bytes as base64. The answer decides the outcome:
 //! 2xx: every row accepted; 429: rate limited (honouring Retry-After); 5xx or no connection:
-//! retryable; any other status: every row rejected, with the status and the answer's text.
+//! retryable; 401/403: bad config (the credentials); any other status: every row rejected,
+//! with the status and the answer's text.
 
 use backflow_plugin_sdk::host::{self, HttpError, HttpHeader, HttpRequest};
 use backflow_plugin_sdk::*;
@@ -91,10 +92,12 @@ impl DestinationWriter for Writer {
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
                     .and_then(|h| h.value.trim().parse::<u64>().ok())
-                    .map(|s| s * 1000);
+                    .map(|s| s.saturating_mul(1000));
                 Err(PluginError::RateLimited { message: format!("{} answered 429: {text}", self.cfg.url), retry_after_ms })
             }
             500..=599 => Err(PluginError::retryable(format!("{} answered {}: {text}", self.cfg.url, response.status))),
+            // Credentials are config: nothing will work until a human fixes them.
+            401 | 403 => Err(PluginError::bad_config("headers", format!("{} answered {}: {text}", self.cfg.url, response.status))),
             status => Ok(vec![RowOutcome::Rejected(format!("{} answered {status}: {text}", self.cfg.url)); rows]),
         }
     }

@@ -40,7 +40,7 @@ impl ApprovalPolicyPlugin for Plugin {
 
     fn evaluate(config: &str, request: ApprovalRequest) -> Result<Decision, PluginError> {
         let cfg: Config = parse_config(config).map_err(PluginError::BadConfig)?;
-        let removed: u64 = request.syncs.iter().map(|s| s.removed).sum();
+        let removed = request.syncs.iter().fold(0u64, |sum, s| sum.saturating_add(s.removed));
         Ok(if request.kind == RequestKind::Run && removed > cfg.max_removed {
             Decision::Require {
                 count: 1,

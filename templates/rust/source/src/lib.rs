@@ -72,7 +72,7 @@ impl SourcePlugin for Plugin {
 
     fn open(config: &str, query: &str) -> Result<Reader, PluginError> {
         let (cfg, columns) = parse(config).map_err(PluginError::BadConfig)?;
-        let url = format!("{}{}", cfg.url.trim_end_matches('/'), query);
+        let url = format!("{}/{}", cfg.url.trim_end_matches('/'), query.trim_start_matches('/'));
         let request = HttpRequest { method: "GET".into(), url: url.clone(), headers: vec![], body: vec![], timeout_ms: Some(30_000) };
         let response = match host::http_send(&request) {
             Ok(r) => r,
@@ -83,13 +83,30 @@ impl SourcePlugin for Plugin {
         if !(200..300).contains(&response.status) {
             let text = String::from_utf8_lossy(&response.body[..response.body.len().min(500)]).into_owned();
             let error = format!("{url} answered {}: {text}", response.status);
-            return Err(if response.status >= 500 { PluginError::retryable(error) } else { PluginError::fatal(error) });
+            return Err(match response.status {
+                429 => PluginError::RateLimited { message: error, retry_after_ms: None },
+                500..=599 => PluginError::retryable(error),
+                _ => PluginError::fatal(error),
+            });
         }
         let objects: Vec<serde_json::Map<String, serde_json::Value>> =
             serde_json::from_slice(&response.body).map_err(|e| PluginError::fatal(format!("{url} did not answer a JSON array of objects: {e}")))?;
-        let rows: Vec<Vec<serde_json::Value>> =
-            objects.into_iter().map(|mut o| columns.iter().map(|c| o.remove(&c.name).unwrap_or(serde_json::Value::Null)).collect()).collect();
+        let rows: Vec<Vec<serde_json::Value>> = objects
+            .into_iter()
+            .map(|mut o| columns.iter().map(|c| api_value(o.remove(&c.name).unwrap_or(serde_json::Value::Null), c.value_type)).collect())
+            .collect();
         Ok(Reader { columns, rows: rows.into_iter(), next: 0 })
+    }
+}
+
+/// An API's value in the JSON row encoding of its column: what an API writes naturally
+/// (numbers for decimals, objects and arrays in untyped columns) made explicit.
+fn api_value(value: serde_json::Value, value_type: ValueType) -> serde_json::Value {
+    use serde_json::Value as J;
+    match (value_type, value) {
+        (ValueType::Decimal, J::Number(n)) => J::String(n.to_string()),
+        (ValueType::Any, v @ (J::Object(_) | J::Array(_))) => serde_json::json!({ "json": v }),
+        (_, v) => v,
     }
 }
 
