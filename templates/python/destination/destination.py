@@ -41,8 +41,11 @@ class Writer(DestinationWriter):
             return [Outcome.accepted()] * n
         if status == 429:
             retry_after = response.header("retry-after", "").strip()
-            ms = int(retry_after) * 1000 if retry_after.isdigit() else None
+            ms = min(int(retry_after), 86_400) * 1000 if retry_after.isdigit() else None
             raise Error.rate_limited(f"{self.url} answered 429: {text}", retry_after_ms=ms)
         if 500 <= status < 600:
             raise Error.retryable(f"{self.url} answered {status}: {text}")
+        if status in (401, 403):
+            # Credentials are config: nothing will work until a human fixes them.
+            raise Error.bad_config("headers", f"{self.url} answered {status}: {text}")
         return [Outcome.rejected(f"{self.url} answered {status}: {text}")] * n
