@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn every_language_has_every_kind() {
-        for lang in [Lang::Rust, Lang::Python] {
+        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
             for kind in [Kind::Source, Kind::Destination, Kind::Check, Kind::Policy] {
                 let files = render(lang, kind, "my-plugin", Some(Path::new("/sdk"))).unwrap();
                 assert!(files.iter().any(|(p, _)| p == Path::new("README.md")), "{lang:?} {kind:?} has no README");
