@@ -177,8 +177,10 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     let rows_of = |v: &serde_json::Value| -> Vec<serde_json::Value> {
         match v {
             serde_json::Value::Array(a) => a.clone(),
-            // A wrapper object such as {"records": [...]}.
+            // A wrapper object such as {"records": [...]}, or one with fields beside its
+            // `rows` ({"operation": "insert", "rows": [...]}, what the templates send).
             serde_json::Value::Object(m) if m.len() == 1 && m.values().next().is_some_and(|x| x.is_array()) => m.values().next().and_then(|x| x.as_array()).cloned().unwrap_or_default(),
+            serde_json::Value::Object(m) if m.get("rows").is_some_and(|x| x.is_array()) => m.get("rows").and_then(|x| x.as_array()).cloned().unwrap_or_default(),
             serde_json::Value::Object(_) => vec![v.clone()],
             _ => vec![],
         }
@@ -265,7 +267,8 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
 }
 
 /// The rows of a body, counted while parsing it: an array's elements, the array of a
-/// one-key wrapper object (`{"records": [...]}`), or 1 for any other object. Every byte is
+/// one-key wrapper object (`{"records": [...]}`) or of an object's `rows` field, or 1 for any
+/// other object. Every byte is
 /// parsed; no value is kept.
 struct RowCount(usize);
 
@@ -302,17 +305,20 @@ impl<'de> serde::de::Visitor<'de> for Count {
         Ok((n, true))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(usize, bool), A::Error> {
-        let (mut entries, mut array) = (0, None);
-        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+        let (mut entries, mut array, mut rows) = (0, None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             entries += 1;
             if self.top {
                 let (n, is_array) = map.next_value_seed(Count { top: false })?;
                 array = is_array.then_some(n);
+                if key == "rows" && is_array {
+                    rows = Some(n);
+                }
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        Ok((if entries == 1 { array.unwrap_or(1) } else { 1 }, false))
+        Ok((if entries == 1 { array.unwrap_or(1) } else { rows.unwrap_or(1) }, false))
     }
     fn visit_bool<E>(self, _: bool) -> Result<(usize, bool), E> {
         Ok((0, false))
@@ -342,6 +348,8 @@ mod tests {
         assert_eq!(count(r#"[{"a":1},{"b":[1,2]},3]"#), Some(3));
         assert_eq!(count(r#"{"records":[{"a":1},{"a":2}]}"#), Some(2));
         assert_eq!(count(r#"{"id":1,"x":[1]}"#), Some(1));
+        assert_eq!(count(r#"{"operation":"insert","rows":[{"a":1},{"a":2}]}"#), Some(2));
+        assert_eq!(count(r#"{"operation":"insert","ro\u0077s":[{"a":1},{"a":2}]}"#), Some(2));
         assert_eq!(count(r#"{"x":{"y":[1,2,3]}}"#), Some(1));
         assert_eq!(count(r#"[{"a":1},"#), None);
         assert_eq!(count(r#"["\x"]"#), None);
