@@ -15,6 +15,7 @@ mod delivery;
 mod engine_core;
 mod file_source;
 mod governance;
+mod plugin_languages;
 mod postgres;
 mod sandbox;
 mod secrets;

@@ -22,8 +22,14 @@ pub fn plugin(name: &str) -> PathBuf {
 
 /// A host sharing one compiled-component cache across tests (writes are atomic renames).
 pub fn host() -> PluginHost {
-    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cache");
-    PluginHost::new(Some(cache)).expect("plugin host")
+    PluginHost::new(Some(test_cache_home().join("backflow/compiled"))).expect("plugin host")
+}
+
+/// The `XDG_CACHE_HOME` of `backflow` commands run by tests: their compiled-code cache
+/// (`$XDG_CACHE_HOME/backflow/compiled`, used outside a workspace) is then the one
+/// [`host`] uses, so a large component (an interpreter inside) compiles once per test run.
+pub fn test_cache_home() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cache")
 }
 
 pub struct TestWorkspace {
