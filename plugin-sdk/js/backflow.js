@@ -1454,7 +1454,12 @@ function checkOutcomes(outcomes, rowCount) {
     }
     throw fatal(`write: outcome ${i} is not a row outcome: ${errorText(o)}`);
   }
-  return outcomes;
+  // Contract 0.2.0: an empty list for a non-empty batch means every row was accepted.
+  // Lowering one outcome per row costs the bindings about 3 µs a row, more than decoding it.
+  for (let i = 0; i < outcomes.length; i++) {
+    if (outcomes[i] !== ACCEPTED && outcomes[i].tag !== 'accepted') return outcomes;
+  }
+  return [];
 }
 
 /**

@@ -148,7 +148,7 @@ class Destination(unittest.TestCase):
         w = self.open('{"url": "http://127.0.0.1:1/rows", "headers": {"X-Key": "k"}}')
         batch = wit_batch(COLUMNS, ROWS)
         outcomes = w.write(self.types.Operation.UPDATE, batch)
-        self.assertEqual(outcomes, [self.wd.RowOutcome_Accepted()] * 2)
+        self.assertEqual(outcomes, [], "all accepted: the empty list of contract 0.2.0")
         [req] = self.host.requests
         self.assertEqual((req.method, req.url, req.timeout_ms), ("POST", "http://127.0.0.1:1/rows", 30000))
         headers = {h.name: h.value for h in req.headers}
@@ -235,7 +235,7 @@ class Destination(unittest.TestCase):
         self.assertIn("1 outcomes for a batch of 2 rows", e.exception.value.value)
 
         w = Failing.open('{"mode": "none"}', self.context())
-        self.assertEqual(w.write(self.types.Operation.INSERT, batch), [self.wd.RowOutcome_Accepted()] * 2)
+        self.assertEqual(w.write(self.types.Operation.INSERT, batch), [], "all accepted: the empty list of contract 0.2.0")
         with self.assertRaises(self.Err) as e:
             w.finish()
         self.assertIsInstance(e.exception.value, self.types.PluginError_Fatal)

@@ -203,9 +203,15 @@ impl Destination {
 
     pub async fn write(&self, store: &mut Store<PluginState>, writer: ResourceAny, op: sdk::Operation, batch: sdk::Batch) -> Result<Vec<sdk::RowOutcome>, CallError> {
         use destination::exports::backflow::plugin::destination::RowOutcome as W;
+        let rows = batch.row_count as usize;
         let batch = wit::RowBatch::from(encode(batch, self.1)?);
         let outcomes = guest_call!(store, self.0.backflow_plugin_destination().writer().call_write(&mut *store, writer, op.into(), &batch))?;
-        Ok(plugin_result(outcomes)?
+        let outcomes = plugin_result(outcomes)?;
+        // 0.2.0: an empty list for a non-empty batch means every row was accepted.
+        if outcomes.is_empty() {
+            return Ok(vec![sdk::RowOutcome::Accepted; rows]);
+        }
+        Ok(outcomes
             .into_iter()
             .map(|o| match o {
                 W::Accepted => sdk::RowOutcome::Accepted,
