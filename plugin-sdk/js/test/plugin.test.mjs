@@ -190,6 +190,23 @@ test('writer: write gets a Batch; exceptions become plugin errors', () => {
   assert.deepEqual(jcoResult(() => w.finish()), { tag: 'ok', val: undefined });
 });
 
+test('writer: every row accepted is answered with the empty list (contract 0.2.0), however it was written', () => {
+  const answers = {
+    1: (batch) => outcome.acceptAll(batch),
+    2: () => [outcome.accepted, { tag: 'accepted' }],
+    3: () => [outcome.accepted, outcome.rejected(42), outcome.accepted],
+  };
+  const { destination: d } = destination({ open: () => ({ write: (_op, batch) => answers[batch.rowCount](batch) }) });
+  const w = d.Writer.open('{"url": "u"}', { syncName: 's', primaryKey: ['id'], runId: 'r' });
+  const rows = (n) => wireBatch(Array.from({ length: n }, (_, i) => [i, 'x']));
+  assert.deepEqual(jcoResult(() => w.write('insert', rows(1))), { tag: 'ok', val: [] });
+  assert.deepEqual(jcoResult(() => w.write('insert', rows(2))), { tag: 'ok', val: [] });
+  assert.deepEqual(jcoResult(() => w.write('insert', rows(3))), {
+    tag: 'ok',
+    val: [{ tag: 'accepted' }, { tag: 'rejected', val: '42' }, { tag: 'accepted' }],
+  });
+});
+
 test('writer: async write and finish work, rejections become plugin errors', async () => {
   const { destination: d } = destination({
     open: async () => ({
