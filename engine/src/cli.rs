@@ -72,14 +72,14 @@ pub fn print_plugin_list(scan: &backflow::plugins::Scan, json: bool) -> anyhow::
         let plugins: Vec<_> = scan
             .plugins
             .iter()
-            .map(|p| serde_json::json!({"name": p.spec.name, "version": p.spec.version, "kind": p.spec.kind, "file": p.path, "sha256": p.hash}))
+            .map(|p| serde_json::json!({"name": p.spec.name, "version": p.spec.version, "kind": p.spec.kind, "contract": p.contract.to_string(), "row_encoding": p.row_encoding.as_str(), "file": p.path, "sha256": p.hash}))
             .collect();
         let problems: Vec<_> = scan.problems.iter().map(|(f, m)| serde_json::json!({"file": f, "error": m})).collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugins": plugins, "problems": problems}))?);
     } else {
-        println!("{:<20} {:<16} {:<9} FILE", "NAME", "KIND", "VERSION");
+        println!("{:<20} {:<16} {:<9} {:<9} FILE", "NAME", "KIND", "VERSION", "CONTRACT");
         for p in &scan.plugins {
-            println!("{:<20} {:<16} {:<9} {}", p.spec.name, p.spec.kind.as_str(), p.spec.version, p.path.display());
+            println!("{:<20} {:<16} {:<9} {:<9} {}", p.spec.name, p.spec.kind.as_str(), p.spec.version, p.contract.to_string(), p.path.display());
         }
         for (file, problem) in &scan.problems {
             eprintln!("skipped {}: {problem}", file.display());

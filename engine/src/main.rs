@@ -542,7 +542,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let sdk = sdk.or_else(backflow::scaffold::default_sdk_path);
             let root = backflow::scaffold::create(lang, kind, &name, &dir, sdk.as_deref())?;
             println!("created {}", root.display());
-            println!("next: cd {} and follow README.md (build, then ./test.sh or npm test)", root.display());
+            let steps = match lang {
+                backflow::scaffold::Lang::Rust => "./test.sh (it builds, then runs the conformance suite)",
+                backflow::scaffold::Lang::Js => "npm install && npm run build, then npm test",
+                backflow::scaffold::Lang::Python => "./build.sh, then ./test.sh",
+            };
+            println!("next: cd {} && {steps}; its README.md says more", root.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin { command: PluginCommand::Conformance { file, config, query, offline_config, grant_network, grant_env, json } } => {

@@ -93,6 +93,8 @@ fn plugin_list_skips_files_that_are_not_plugins_and_says_why() {
     let out = backflow(&["plugin", "list", "--json"], ws.path());
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["plugins"].as_array().unwrap().len(), 1);
+    assert_eq!(v["plugins"][0]["contract"], "0.1.0", "{v}");
+    assert_eq!(v["plugins"][0]["row_encoding"], "msgpack", "{v}");
     assert_eq!(v["problems"].as_array().unwrap().len(), 2);
 }
 
