@@ -174,9 +174,10 @@ fn plugin_new_refuses_bad_names_and_existing_directories() {
 
 /// The acceptance of issue 14: a JavaScript destination and a Python quality check, built
 /// from the templates, in one sync with the Rust file source (contract 0.1.0).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_javascript_destination_and_a_python_check_work_in_a_sync() {
-    let receiver = receiver().await;
+/// A workspace syncing the customers CSV (mirror) to the JavaScript destination template
+/// pointed at `receiver`, gated by the Python check template (no null e-mails); the
+/// temporary plugins directory is returned to keep it alive.
+async fn js_destination_python_check_workspace(receiver: &backflow::receiver::Receiver) -> (TestWorkspace, tempfile::TempDir) {
     let plugins = tempfile::tempdir().unwrap();
     for (from, to) in [
         (plugins_dir().join("file_source.wasm"), "file_source.wasm"),
@@ -213,6 +214,27 @@ config = {{ column = "email", max_null_percent = 0 }}
         url = receiver.url("/contacts"),
         addr = receiver.addr,
     ));
+    (ws, plugins)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_javascript_destination_template_takes_401_for_bad_credentials_not_bad_rows() {
+    let options = backflow::receiver::ReceiverOptions { echo_headers_status: Some(401), ..Default::default() };
+    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), options).await.unwrap();
+    let (ws, _plugins) = js_destination_python_check_workspace(&receiver).await;
+    ws.write("data/customers.csv", CUSTOMERS_CSV);
+    let record = ws.run("to_crm").await;
+    assert_eq!(record.status.as_str(), "failed", "{record:?}");
+    let error = record.error.clone().unwrap_or_default();
+    assert!(error.contains("headers") && error.contains("401"), "the error should name the config field: {error}");
+    assert!(record.rejected.is_empty(), "credentials are not the rows' fault: {record:?}");
+    assert_eq!(record.delivered.total(), 0, "{record:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_destination_and_a_python_check_work_in_a_sync() {
+    let receiver = receiver().await;
+    let (ws, _plugins) = js_destination_python_check_workspace(&receiver).await;
     ws.write("data/customers.csv", CUSTOMERS_CSV);
     let record = ws.run("to_crm").await;
     assert_eq!(record.status.as_str(), "succeeded", "{record:?}");

@@ -6,9 +6,10 @@
 //
 // What the HTTP status means for the rows: 2xx every row accepted; 429 rate-limited (the
 // engine waits Retry-After, then retries); 408, 5xx, connection failures and timeouts
-// retryable; any other 4xx every row rejected with the status and the response body.
+// retryable; 401 and 403 bad config (the credentials in `headers`: nothing will work until a
+// human fixes them); any other 4xx every row rejected with the status and the response body.
 import * as host from 'backflow:plugin/host@0.2.0';
-import { defineDestination, httpSend, errorForStatus, fatal, outcome, snippet } from '../lib/backflow.js';
+import { defineDestination, httpSend, errorForStatus, badConfig, fatal, outcome, snippet } from '../lib/backflow.js';
 
 // Headers the host sets itself and refuses from a plugin.
 const HOST_HEADERS = ['host', 'content-length', 'connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-connection'];
@@ -66,6 +67,9 @@ export const { plugin, destination } = defineDestination({
         // call's error: no row of the batch was written.
         const error = errorForStatus(response, `POST ${config.url}`);
         if (error) throw error;
+        if (response.status === 401 || response.status === 403) {
+          throw badConfig('headers', `POST ${config.url} answered ${response.status}: ${snippet(response)}`);
+        }
         if (response.status >= 400) return outcome.rejectAll(batch, `HTTP ${response.status}: ${snippet(response)}`);
         throw fatal(`POST ${config.url}: unexpected HTTP ${response.status} (redirects are not followed: point url at the final address)`);
       },
