@@ -9,9 +9,15 @@
 //! from the compiled-code cache, and instantiation (instance + `open`).
 //!
 //!     scripts/build-plugins && scripts/build-js-plugins && scripts/build-python-plugins
-//!     cargo bench -p backflow --bench plugin_boundary [-- --rows N]
+//!     cargo bench -p backflow --bench plugin_boundary [-- --rows N] [--repeat N] [--only TEXT]
 //!
-//! A plugin file that was not built is reported as missing and skipped.
+//! Each rate is the median of `--repeat` measurements (default 5) of `--rows` rows each
+//! (default 100,000), each through a fresh instance; the range is printed below each line.
+//! The interpreted plugins vary by ±25% from one measurement to the next (garbage
+//! collections of their engines' heaps fall inside a measurement or not), so one
+//! measurement is not enough. `--only` measures the plugins whose label contains TEXT (for
+//! a profile of one of them). A plugin file that was not built is reported as missing and
+//! skipped.
 
 use backflow::domain::{Grants, Limits};
 use backflow::host::{CheckInstance, DestinationInstance, PluginHost};
@@ -61,7 +67,10 @@ struct Subject {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rows: u32 = args.iter().position(|a| a == "--rows").and_then(|i| args.get(i + 1)).map(|r| r.parse().expect("--rows N")).unwrap_or(100_000);
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let rows: u32 = flag("--rows").map(|r| r.parse().expect("--rows N")).unwrap_or(100_000);
+    let repeat: usize = flag("--repeat").map(|r| r.parse().expect("--repeat N")).unwrap_or(5).max(1);
+    let only = flag("--only");
     let batches = rows.div_ceil(BATCH_ROWS);
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let subjects = [
@@ -74,21 +83,24 @@ fn main() {
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let input: Vec<Batch> = (0..batches.min(20)).map(|b| batch(b * BATCH_ROWS)).collect();
-    println!("{} rows per measurement, batches of {BATCH_ROWS}", batches * BATCH_ROWS);
+    println!("{} rows per measurement, batches of {BATCH_ROWS}; rates: median of {repeat} measurements", batches * BATCH_ROWS);
     println!(
         "{:<20} {:>8} {:>10} {:>10} {:>12} {:>14} {:>14} {:>14}",
         "plugin", "size MB", "compile s", "cached ms", "instance ms", "nothing rows/s", "field/row r/s", "field/col r/s"
     );
     for subject in &subjects {
+        if only.as_ref().is_some_and(|only| !subject.label.contains(only.as_str())) {
+            continue;
+        }
         if !subject.file.exists() {
             println!("{:<20} missing: {} (see the build commands above)", subject.label, subject.file.display());
             continue;
         }
-        runtime.block_on(measure(subject, &input, batches));
+        runtime.block_on(measure(subject, &input, batches, repeat));
     }
 }
 
-async fn measure(subject: &Subject, input: &[Batch], batches: u32) {
+async fn measure(subject: &Subject, input: &[Batch], batches: u32, repeat: usize) {
     let size_mb = std::fs::metadata(&subject.file).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
     let cache = tempfile::tempdir().expect("a temporary directory");
     let started = Instant::now();
@@ -121,27 +133,35 @@ async fn measure(subject: &Subject, input: &[Batch], batches: u32) {
     }
     let instance_ms = started.elapsed().as_secs_f64() * 1e3 / f64::from(INSTANCES);
 
-    let mut rates = Vec::new();
+    // Per configuration: the median rate and the lowest and highest.
+    let mut rates: Vec<(f64, f64, f64)> = Vec::new();
     for config in ["{}", r#"{"read": "email"}"#, r#"{"read": "email", "via": "column"}"#] {
         let rows = u64::from(batches) * u64::from(BATCH_ROWS);
-        let started = Instant::now();
-        if subject.check {
-            let mut c = CheckInstance::open(&host, &plugin, &grants, limits, config, &plan).await.expect("opens");
-            for b in 0..batches as usize {
-                c.observe(ChangeKind::Added, input[b % input.len()].clone(), None).await.unwrap_or_else(|e| panic!("{}: {e}", subject.label));
+        let mut measured = Vec::with_capacity(repeat);
+        for _ in 0..repeat {
+            let started = Instant::now();
+            if subject.check {
+                let mut c = CheckInstance::open(&host, &plugin, &grants, limits, config, &plan).await.expect("opens");
+                for b in 0..batches as usize {
+                    c.observe(ChangeKind::Added, input[b % input.len()].clone(), None).await.unwrap_or_else(|e| panic!("{}: {e}", subject.label));
+                }
+                c.finish().await.expect("finishes");
+            } else {
+                let mut w = DestinationInstance::open(&host, &plugin, &grants, limits, config, &context).await.expect("opens");
+                for b in 0..batches as usize {
+                    w.write(Operation::Insert, input[b % input.len()].clone()).await.unwrap_or_else(|e| panic!("{}: {e}", subject.label));
+                }
+                w.finish().await.expect("finishes");
             }
-            c.finish().await.expect("finishes");
-        } else {
-            let mut w = DestinationInstance::open(&host, &plugin, &grants, limits, config, &context).await.expect("opens");
-            for b in 0..batches as usize {
-                w.write(Operation::Insert, input[b % input.len()].clone()).await.unwrap_or_else(|e| panic!("{}: {e}", subject.label));
-            }
-            w.finish().await.expect("finishes");
+            measured.push(rows as f64 / started.elapsed().as_secs_f64());
         }
-        rates.push(rows as f64 / started.elapsed().as_secs_f64());
+        measured.sort_by(f64::total_cmp);
+        rates.push((measured[measured.len() / 2], measured[0], measured[measured.len() - 1]));
     }
     println!(
         "{:<20} {:>8.1} {:>10.2} {:>10.1} {:>12.1} {:>14.0} {:>14.0} {:>14.0}",
-        subject.label, size_mb, compile_s, cached_ms, instance_ms, rates[0], rates[1], rates[2]
+        subject.label, size_mb, compile_s, cached_ms, instance_ms, rates[0].0, rates[1].0, rates[2].0
     );
+    let range = |(_, low, high): (f64, f64, f64)| format!("{:.0}k-{:.0}k", low / 1e3, high / 1e3);
+    println!("{:<20} {:>43} {:>14} {:>14} {:>14}", "", "range:", range(rates[0]), range(rates[1]), range(rates[2]));
 }
