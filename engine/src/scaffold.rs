@@ -47,6 +47,16 @@ impl Kind {
             Kind::Policy => "policy",
         }
     }
+
+    /// The contract's world a plugin of this kind implements (`wit/v*/plugin.wit`).
+    fn world(self) -> &'static str {
+        match self {
+            Kind::Source => "source-plugin",
+            Kind::Destination => "destination-plugin",
+            Kind::Check => "quality-check-plugin",
+            Kind::Policy => "approval-policy-plugin",
+        }
+    }
 }
 
 /// Where the Rust SDK crate is when none is given: this repository's, if the binary was
@@ -81,7 +91,12 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
     };
     let substitute = |bytes: &[u8]| -> Vec<u8> {
         match std::str::from_utf8(bytes) {
-            Ok(text) => text.replace("{{name}}", name).replace("{{crate_name}}", &crate_name).replace("{{sdk_path}}", &sdk).into_bytes(),
+            Ok(text) => text
+                .replace("{{name}}", name)
+                .replace("{{crate_name}}", &crate_name)
+                .replace("{{sdk_path}}", &sdk)
+                .replace("{{world}}", kind.world())
+                .into_bytes(),
             Err(_) => bytes.to_vec(),
         }
     };
@@ -90,6 +105,16 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
         embedded::FILES.iter().filter_map(|(path, bytes)| path.strip_prefix(&prefix).map(|rest| (PathBuf::from(rest), substitute(bytes)))).collect();
     if files.is_empty() {
         bail!("this backflow binary has no {} template for a {} plugin", lang.dir(), kind.dir());
+    }
+    // Files every kind of a language shares (`templates/LANG/common/`), unless the kind has
+    // its own.
+    let common = format!("templates/{}/common/", lang.dir());
+    for (path, bytes) in embedded::FILES {
+        if let Some(rest) = path.strip_prefix(&common) {
+            if !files.iter().any(|(p, _)| p == Path::new(rest)) {
+                files.push((PathBuf::from(rest), substitute(bytes)));
+            }
+        }
     }
     let copy = |from: &str, to: &str, files: &mut Vec<(PathBuf, Vec<u8>)>| {
         for (path, bytes) in embedded::FILES {
@@ -174,9 +199,21 @@ mod tests {
             for kind in [Kind::Source, Kind::Destination, Kind::Check, Kind::Policy] {
                 let files = render(lang, kind, "my-plugin", Some(Path::new("/sdk"))).unwrap();
                 assert!(files.iter().any(|(p, _)| p == Path::new("README.md")), "{lang:?} {kind:?} has no README");
+                let build_file = match lang {
+                    Lang::Rust => "Cargo.toml",
+                    Lang::Js => "package.json",
+                    Lang::Python => "build.sh",
+                };
+                assert!(files.iter().any(|(p, _)| p == Path::new(build_file)), "{lang:?} {kind:?} has no {build_file}");
+                if lang == Lang::Python {
+                    let (_, build) = files.iter().find(|(p, _)| p == Path::new("build.sh")).unwrap();
+                    assert!(String::from_utf8_lossy(build).contains(&format!("WORLD={}\n", kind.world())), "{lang:?} {kind:?}: build.sh builds another world");
+                }
                 for (path, bytes) in &files {
                     if let Ok(text) = std::str::from_utf8(bytes) {
-                        assert!(!text.contains("{{name}}") && !text.contains("{{crate_name}}") && !text.contains("{{sdk_path}}"), "{} keeps a placeholder", path.display());
+                        for placeholder in ["{{name}}", "{{crate_name}}", "{{sdk_path}}", "{{world}}"] {
+                            assert!(!text.contains(placeholder), "{} keeps {placeholder}", path.display());
+                        }
                     }
                 }
                 if lang != Lang::Rust {

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds dist/plugin.wasm, a WebAssembly component of the backflow world `destination-plugin`
+# Builds dist/plugin.wasm, a WebAssembly component of the backflow world `{{world}}`
 # (wit/plugin.wit, contract backflow:plugin@0.2.0), from this directory's Python code.
 # Installs the pinned componentize-py into .venv the first time (PyPI); set COMPONENTIZE_PY
 # to use another installation of the same version, PYTHON to pick the Python that runs it.
 set -euo pipefail
 cd "$(dirname "$0")"
-WORLD=destination-plugin
+WORLD={{world}}
 COMPONENTIZE_PY_VERSION=0.25.1
 cpy=${COMPONENTIZE_PY:-.venv/bin/componentize-py}
 if ! "$cpy" --version 2>/dev/null | grep -qx "componentize-py $COMPONENTIZE_PY_VERSION"; then
