@@ -1,5 +1,5 @@
 //! `backflow plugin new`: writes a buildable plugin project from the templates embedded in
-//! the binary (`templates/<lang>/<kind>/`, see `build.rs`).
+//! the binary (`templates/<lang>/<kind>/` laid over `templates/<lang>/common/`, see `build.rs`).
 //!
 //! Rust projects depend on this repository's SDK crate (contract 0.1.0, MessagePack rows).
 //! JavaScript and Python projects get their own copy of the thin SDK (`lib/backflow.js`,

@@ -172,8 +172,6 @@ fn plugin_new_refuses_bad_names_and_existing_directories() {
     }
 }
 
-/// The acceptance of issue 14: a JavaScript destination and a Python quality check, built
-/// from the templates, in one sync with the Rust file source (contract 0.1.0).
 /// A workspace syncing the customers CSV (mirror) to the JavaScript destination template
 /// pointed at `receiver`, gated by the Python check template (no null e-mails); the
 /// temporary plugins directory is returned to keep it alive.
@@ -226,11 +224,13 @@ async fn the_javascript_destination_template_takes_401_for_bad_credentials_not_b
     let record = ws.run("to_crm").await;
     assert_eq!(record.status.as_str(), "failed", "{record:?}");
     let error = record.error.clone().unwrap_or_default();
-    assert!(error.contains("headers") && error.contains("401"), "the error should name the config field: {error}");
+    assert!(error.contains("config.headers") && error.contains("401"), "the error should name the config field: {error}");
     assert!(record.rejected.is_empty(), "credentials are not the rows' fault: {record:?}");
     assert_eq!(record.delivered.total(), 0, "{record:?}");
 }
 
+/// The acceptance of issue 14: a JavaScript destination and a Python quality check, built
+/// from the templates, in one sync with the Rust file source (contract 0.1.0).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_javascript_destination_and_a_python_check_work_in_a_sync() {
     let receiver = receiver().await;

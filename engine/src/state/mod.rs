@@ -36,8 +36,8 @@ const MAX_CHECK_SAMPLE_BYTES: usize = 1024;
 /// redb page cache size. It bounds what the state holds in memory while a run commits a
 /// million acknowledged rows: with 64 MiB the issue-15 initial sync peaked at 175-184 MB
 /// RSS, with 32 MiB at 130-131 MB, with 16 MiB at 97-98 MB; run times were the same within
-/// this machine's noise at 32 and 64 MiB, while 16 MiB made the no-change rerun's snapshot
-/// scan 0.2-0.5 s slower (BENCHMARKS.md, issue 15).
+/// this machine's noise at 32 and 64 MiB, while 16 MiB made the no-change rerun about
+/// 0.1-0.4 s slower (BENCHMARKS.md, issue 15).
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -194,7 +194,9 @@ test('writer: every row accepted is answered with the empty list (contract 0.2.0
   const answers = {
     1: (batch) => outcome.acceptAll(batch),
     2: () => [outcome.accepted, { tag: 'accepted' }],
-    3: () => [outcome.accepted, outcome.rejected(42), outcome.accepted],
+    3: () => [outcome.accepted, { tag: 'rejected', val: 42 }, outcome.accepted],
+    4: () => [outcome.accepted, undefined, , outcome.accepted],
+    5: () => new Array(5),
   };
   const { destination: d } = destination({ open: () => ({ write: (_op, batch) => answers[batch.rowCount](batch) }) });
   const w = d.Writer.open('{"url": "u"}', { syncName: 's', primaryKey: ['id'], runId: 'r' });
@@ -205,6 +207,8 @@ test('writer: every row accepted is answered with the empty list (contract 0.2.0
     tag: 'ok',
     val: [{ tag: 'accepted' }, { tag: 'rejected', val: '42' }, { tag: 'accepted' }],
   });
+  assert.deepEqual(jcoResult(() => w.write('insert', rows(4))), { tag: 'err', val: { tag: 'fatal', val: 'write: outcome 1 is not a row outcome: undefined' } });
+  assert.equal(jcoResult(() => w.write('insert', rows(5))).val.tag, 'fatal');
 });
 
 test('writer: async write and finish work, rejections become plugin errors', async () => {
