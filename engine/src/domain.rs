@@ -153,6 +153,12 @@ pub struct RunRecord {
     /// For an undo (`runs undo`): which run it undid and what it left alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<UndoSummary>,
+    /// Whether the model's rows came out of key order, so the plan sorted them before the
+    /// diff. The next run of the sync then sorts from the start instead of first trying to
+    /// diff while reading (see `sync/plan/intake.rs`); one that finds them in order again
+    /// records `false`, and the run after it diffs while reading again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub model_sorted: bool,
 }
 
 /// What an undo run undid, and the rows it left alone.

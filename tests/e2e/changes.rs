@@ -379,3 +379,44 @@ async fn a_key_whose_values_change_type_stops_the_run_instead_of_replacing_every
     assert!(error.contains("holds integer values (first at row 1) and text values (row 2)"), "{error}");
     assert!(receiver2.received().is_empty());
 }
+
+/// A model in key order is diffed while it is read; one out of order is sorted first, and
+/// the next run sorts from the start. The plan is the same either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_out_of_key_order_plan_the_same_changes_and_the_next_run_sorts_first() {
+    let receiver = receiver().await;
+    let ws = csv_to_webhook(&receiver, "", "mode = \"mirror\"");
+    let first = ws.run("to_hook").await;
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
+    assert!(!first.model_sorted, "the CSV is in id order");
+    assert_eq!(first.diff.added, 8);
+
+    // Row 9 first, row 3 changed, row 5 gone: out of key order from the second row.
+    let shuffled = "id,email,name,plan,mrr,signed_up\n\
+        9,new@example.com,New Person,free,0.00,2024-07-01\n\
+        7,frances@example.com,Frances Allen,free,0.00,2024-02-01\n\
+        1,ada@example.com,Ada Lovelace,enterprise,1250.00,2021-03-04\n\
+        3,alan@example.com,Alan Turing,enterprise,999.00,2022-11-02\n\
+        8,ken@example.com,Ken Thompson,pro,149.00,2024-06-21\n\
+        2,grace@example.com,Grace Hopper,pro,99.00,2022-07-19\n\
+        6,donald@example.com,Donald Knuth,pro,99.00,2023-09-12\n\
+        4,edsger@example.com,Edsger Dijkstra,free,0.00,2023-01-15\n";
+    ws.write("data/customers.csv", shuffled);
+    let second = ws.run("to_hook").await;
+    assert_eq!(second.status, RunStatus::Succeeded, "{:?}", second.error);
+    assert!(second.model_sorted);
+    assert_eq!((second.diff.added, second.diff.changed, second.diff.removed, second.diff.unchanged), (1, 1, 1, 6));
+
+    // Sorted from the start this time; nothing changed.
+    let third = ws.run("to_hook").await;
+    assert!(third.model_sorted);
+    assert_eq!((third.diff.added, third.diff.changed, third.diff.removed, third.diff.unchanged), (0, 0, 0, 8));
+
+    // Back in key order: recorded as such, so the run after it diffs while reading again.
+    let mut lines: Vec<&str> = shuffled.lines().skip(1).collect();
+    lines.sort_by_key(|l| l.split(',').next().unwrap().parse::<u32>().unwrap());
+    ws.write("data/customers.csv", &format!("id,email,name,plan,mrr,signed_up\n{}\n", lines.join("\n")));
+    let fourth = ws.run("to_hook").await;
+    assert!(!fourth.model_sorted);
+    assert_eq!((fourth.diff.added, fourth.diff.changed, fourth.diff.removed, fourth.diff.unchanged), (0, 0, 0, 8));
+}

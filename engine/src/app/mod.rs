@@ -159,7 +159,7 @@ impl App {
     pub async fn plan(&self, actor: &Actor, sync: &str, full_resync: bool, draft: bool, samples: usize) -> Result<PlanReport, AppError> {
         authorize(actor, Action::PlanSync)?;
         let ws = if draft { self.working.clone() } else { self.workspace_for(false, &[sync.to_string()])? };
-        sync::plan_sync(&self.host, &ws, &self.state, sync, sync::plan::PlanOptions { full_resync }, samples).await.map_err(AppError::Failed)
+        sync::plan_sync(&self.host, &ws, &self.state, sync, sync::plan::PlanOptions { full_resync, sort_first: false }, samples).await.map_err(AppError::Failed)
     }
 
     /// Sends one model row to the destination and reports its answer; records nothing.

@@ -1,10 +1,12 @@
 //! Stage 2: reading the model. The source plugin runs on its own task and reads ahead; each
 //! row is projected to destination fields, its key re-encoded canonically and checked for
-//! NULLs, and (key, fingerprint, row) is spilled for the plan.
+//! NULLs, and (key, fingerprint, row) goes to a [`ModelSink`]: the plan's intake, which diffs
+//! it at once, or a spill to be sorted.
 
 
 use super::prepare::PreparedSync;
 use super::progress::Progress;
+use super::plan::spill::{Fingerprint, ModelSpill};
 use super::Abort;
 use crate::host::{CallError, SourceInstance};
 use backflow_plugin_sdk::codec::{read_array_len, value_len, write_row_header};
@@ -135,15 +137,27 @@ pub(crate) fn spawn_reader(mut source: SourceInstance) -> SourceBatches {
     rx
 }
 
-/// Reads every batch from the source, projects rows to destination fields, checks keys, and
-/// spills (key, fingerprint, row) for the diff.
+/// Where [`read_model`] puts each model row.
+pub(crate) trait ModelSink {
+    /// One projected row: its canonically encoded key, fingerprint and mapped row.
+    fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> Result<(), Abort>;
+}
+
+impl ModelSink for ModelSpill {
+    fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> Result<(), Abort> {
+        ModelSpill::push(self, key, fp, row).map_err(|e| Abort(format!("writing the plan: {e}")))
+    }
+}
+
 /// The type of one key column's values in a model, and the row where it was first seen;
 /// `None` when the model has no rows.
 pub(crate) type KeyType = Option<(&'static str, u64)>;
 
-/// Reads the model; returns the type of each key column's values. A key column holding
-/// values of two types (`1` and `"1"`) stops the run: those would be two different keys.
-pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, spill: &mut crate::sync::plan::spill::ModelSpill) -> Result<Vec<KeyType>, Abort> {
+/// Reads every batch from the source, projects rows to destination fields, checks keys, and
+/// gives (key, fingerprint, row) to `sink`. Returns the type of each key column's values.
+/// A key column holding values of two types (`1` and `"1"`) stops the run: those would be
+/// two different keys.
+pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, sink: &mut impl ModelSink) -> Result<Vec<KeyType>, Abort> {
     let mut key_types: Vec<KeyType> = vec![None; projection.key_index.len()];
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
     let mut row_buf = Vec::with_capacity(256);
@@ -241,7 +255,7 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
                 row_buf.extend_from_slice(cell);
             }
             let fp = crate::sync::plan::spill::fingerprint(&projection.signature, &row_buf);
-            spill.push(&key_buf, fp, &row_buf).map_err(|e| Abort(format!("writing the plan: {e}")))?;
+            sink.push(&key_buf, fp, &row_buf)?;
         }
         progress.advance(count as u64);
     }

@@ -1,14 +1,15 @@
-//! Stage 3: the plan. The model's spill is sorted and merged, key by key, with the snapshot
-//! of what was last delivered into one file per change (added, changed, removed,
-//! unchanged). Memory stays bounded whatever the model's size. Writes nothing to state.
+//! Stage 3: the plan. The model's rows are merged, key by key, with the snapshot of what was
+//! last delivered into one file per change (added, changed, removed, unchanged): as they
+//! are read when they come in key order, else once sorted ([`intake`]). Memory stays
+//! bounded whatever the model's size. Writes nothing to state.
 
 pub mod file;
+mod intake;
 mod merge;
 pub mod spill;
 pub mod undo;
 
 use super::prepare::{open_error, PreparedSync};
-use super::progress::Progress;
 use super::read::{read_model, spawn_reader, KeyType, Projection};
 use super::Abort;
 use crate::config::{SyncMode, Workspace};
@@ -18,7 +19,9 @@ use crate::state::{StateStore, SyncMeta};
 use backflow_plugin_sdk::codec::{read_array_len, read_value};
 use backflow_plugin_sdk::Column;
 use file::{write_frame, PlanReader};
-use merge::{Merge, SnapshotKeys, Step};
+use intake::Intake;
+use merge::{SnapshotKeys, Step};
+use spill::ModelEntry;
 use std::io::{BufWriter, Seek, Write};
 
 pub use file::key_text;
@@ -29,6 +32,9 @@ pub(crate) use file::PlannedRow;
 pub struct PlanOptions {
     /// Re-send every model row: rows in the snapshot count as changed even when unchanged.
     pub full_resync: bool,
+    /// Sort the model's rows before the diff from the start, without first trying to diff
+    /// them as they are read (the last run found them out of key order).
+    pub sort_first: bool,
 }
 
 /// A computed plan: the diff of the model against the snapshot, on disk.
@@ -48,6 +54,8 @@ pub struct Plan {
     /// A full resync: the keys of `diff.cleared_deletes`, to drop from the state once the
     /// run goes ahead.
     pub cleared_deletes: Vec<Vec<u8>>,
+    /// Whether the model's rows came out of key order (so they were sorted before the diff).
+    pub model_sorted: bool,
     /// One file per [`Change`]; the unchanged file stays empty unless the sync has checks.
     files: [std::fs::File; 4],
 }
@@ -147,6 +155,11 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let tmp_dir = ws.state_dir.join("tmp");
     std::fs::create_dir_all(&tmp_dir).map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
     let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
+    let use_snapshot = snapshot_is_valid(state, p)?;
+    if !use_snapshot {
+        tracing::warn!(sync = %p.sync.name, "the primary key or destination changed since the last delivery: the old snapshot is ignored and every row is planned as added");
+    }
+    let snapshot_rows = if use_snapshot { state.snapshot_len(&p.state_key).map_err(|e| Abort(e.to_string()))? } else { 0 };
     let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
         .await
         .map_err(|e| Abort(open_error(p, &p.source, &e)))?;
@@ -157,30 +170,12 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             return Err(Abort(e));
         }
     };
-    let mut spill = crate::sync::plan::spill::ModelSpill::new(&tmp_dir, crate::sync::plan::spill::DEFAULT_MEMORY_BUDGET).map_err(io)?;
-    let key_types = read_model(spawn_reader(source), p, &projection, &mut spill).await?;
-    let model_rows = spill.count;
-    let stored_meta = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
-    if let Some(stored) = stored_meta.as_ref().filter(|m| m.same_target(&sync_meta(p))) {
-        check_key_types(p, &stored.key_types, &key_types)?;
-    }
-
-    let use_snapshot = snapshot_is_valid(state, p)?;
-    if !use_snapshot {
-        tracing::warn!(sync = %p.sync.name, "the primary key or destination changed since the last delivery: the old snapshot is ignored and every row is planned as added");
-    }
-    let snapshot_rows = if use_snapshot { state.snapshot_len(&p.state_key).map_err(|e| Abort(e.to_string()))? } else { 0 };
     let files = [
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
         tempfile::tempfile_in(&tmp_dir).map_err(io)?,
     ];
-    // Whole-model checks (uniqueness, freshness) need the rows that did not change too.
-    let keep_unchanged = !p.checks.is_empty();
-    let mut writers: Vec<BufWriter<&std::fs::File>> = files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect();
-    let mut sorted = spill.into_sorted().map_err(io)?;
-    let mut diff = DiffCounts::default();
     // A full resync gives up on deletes the destination refused: otherwise a row it will
     // never delete (an object someone protected) is sent again by every run, forever.
     let refused_deletes: std::collections::HashSet<Vec<u8>> = if options.full_resync && use_snapshot {
@@ -188,74 +183,23 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     } else {
         Default::default()
     };
-    let mut cleared_deletes: Vec<Vec<u8>> = Vec::new();
-    let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
-    let mut mark = |change: u8, key: &[u8], fp: &[u8]| {
-        fingerprint.update(&[change]);
-        fingerprint.update(&(key.len() as u32).to_be_bytes());
-        fingerprint.update(key);
-        fingerprint.update(fp);
-    };
-    // Changed and removed rows need their last delivered values; those are fetched in groups.
-    let mut waiting: Vec<(Change, crate::sync::plan::spill::ModelEntry)> = Vec::new();
-    let mut duplicates = 0u64;
-    let mut duplicate_samples: Vec<String> = Vec::new();
-    let mut progress = Progress::new("planned", model_rows);
-    let mut on_step = |step: Step| -> Result<(), Abort> {
-        match step {
-            Step::Duplicate(key) => {
-                duplicates += 1;
-                if duplicate_samples.len() < 5 {
-                    duplicate_samples.push(key_text(&key));
-                }
-                return Ok(());
-            }
-            Step::Removed(key) if refused_deletes.contains(&key) => {
-                diff.cleared_deletes += 1;
-                mark(b'x', &key, &[]);
-                cleared_deletes.push(key);
-                return Ok(());
-            }
-            Step::Removed(key) => {
-                diff.removed += 1;
-                mark(b'r', &key, &[]);
-                waiting.push((Change::Removed, crate::sync::plan::spill::ModelEntry::key_only(key)));
-            }
-            Step::Added(entry) => {
-                diff.added += 1;
-                mark(b'a', &entry.key, &entry.fp);
-                write_frame(&mut writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
-            }
-            Step::Unchanged(entry) => {
-                diff.unchanged += 1;
-                if keep_unchanged {
-                    write_frame(&mut writers[Change::Unchanged as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(io)?;
-                }
-            }
-            Step::Changed(entry) => {
-                diff.changed += 1;
-                mark(b'c', &entry.key, &entry.fp);
-                waiting.push((Change::Changed, entry));
-            }
-        }
-        if waiting.len() >= 1024 {
-            flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
-        }
-        Ok(())
-    };
-    let mut merge = Merge::new(SnapshotCursor::new(state, &p.state_key, use_snapshot), options.full_resync);
-    while let Some(entry) = sorted.next_entry().map_err(io)? {
-        merge.entry(entry, &mut on_step)?;
-        progress.advance(1);
+    let writer = PlanWriter::new(state, &p.state_key, &files, refused_deletes, &tmp_dir);
+    // Whole-model checks (uniqueness, freshness) need the rows that did not change too.
+    let keep_unchanged = !p.checks.is_empty();
+    let mut intake = Intake::new(writer, state, &p.state_key, use_snapshot, options, keep_unchanged, &tmp_dir).map_err(io)?;
+    let key_types = read_model(spawn_reader(source), p, &projection, &mut intake).await?;
+    let stored_meta = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
+    if let Some(stored) = stored_meta.as_ref().filter(|m| m.same_target(&sync_meta(p))) {
+        check_key_types(p, &stored.key_types, &key_types)?;
     }
-    merge.finish(&mut on_step)?;
-    drop(on_step);
-    progress.finish();
-    flush_waiting(state, &p.state_key, &mut waiting, &mut writers).map_err(Abort)?;
-    for w in &mut writers {
-        w.flush().map_err(io)?;
-    }
-    drop(writers);
+    let model_rows = intake.rows;
+    let model_sorted = intake.out_of_order;
+    tracing::debug!(sync = %p.sync.name, rows = model_rows, out_of_key_order = model_sorted, diffed_while_reading = !model_sorted && !options.sort_first, "model read");
+    // The writer borrows the files: its results are taken out in a block of their own.
+    let (diff, fingerprint, duplicates, duplicate_samples, cleared_deletes) = {
+        let w = intake.finish()?;
+        (w.diff, w.fingerprint, w.duplicates, w.duplicate_samples, w.cleared_deletes)
+    };
     if duplicates > 0 {
         return Err(Abort(format!(
             "model {} has {duplicates} duplicate primary key{} ({}), e.g. {}; nothing was sent",
@@ -268,10 +212,175 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     let fingerprint = format!("{:032x}", fingerprint.digest128());
     // Known only when every key column had a value (an empty model leaves the recorded ones).
     let key_types = key_types.iter().map(|t| t.map(|(name, _)| name.to_string())).collect::<Option<Vec<_>>>().unwrap_or_default();
-    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types, cleared_deletes })
+    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types, cleared_deletes, model_sorted })
 }
 
-pub(crate) fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, crate::sync::plan::spill::ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
+/// What the merge's steps become: one plan file per change, the diff's counts, and the
+/// plan's fingerprint. Changed and removed rows need their last delivered values; those are
+/// fetched from the state in groups.
+pub(crate) struct PlanWriter<'a> {
+    state: &'a StateStore,
+    sync: &'a str,
+    files: &'a [std::fs::File; 4],
+    writers: Vec<BufWriter<&'a std::fs::File>>,
+    tmp_dir: &'a std::path::Path,
+    pub(crate) diff: DiffCounts,
+    pub(crate) fingerprint: xxhash_rust::xxh3::Xxh3,
+    waiting: Vec<(Change, ModelEntry)>,
+    refused_deletes: std::collections::HashSet<Vec<u8>>,
+    pub(crate) cleared_deletes: Vec<Vec<u8>>,
+    pub(crate) duplicates: u64,
+    pub(crate) duplicate_samples: Vec<String>,
+    /// Whether unchanged rows are written to their file.
+    pub(crate) write_unchanged: bool,
+    /// While set, removed keys go here (length-prefixed) instead of being looked up at once:
+    /// the intake may still fall back to sorting, and then every removal so far is void (a
+    /// model whose first row has a high key "removes" every key below it until the next row
+    /// shows the order is not kept). Looked up once the merge is over: [`Self::resolve_removed`].
+    pub(crate) deferred_removals: Option<BufWriter<std::fs::File>>,
+}
+
+impl<'a> PlanWriter<'a> {
+    fn new(state: &'a StateStore, sync: &'a str, files: &'a [std::fs::File; 4], refused_deletes: std::collections::HashSet<Vec<u8>>, tmp_dir: &'a std::path::Path) -> PlanWriter<'a> {
+        PlanWriter {
+            state,
+            sync,
+            files,
+            writers: files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect(),
+            tmp_dir,
+            diff: DiffCounts::default(),
+            fingerprint: xxhash_rust::xxh3::Xxh3::new(),
+            waiting: Vec::new(),
+            refused_deletes,
+            cleared_deletes: Vec::new(),
+            duplicates: 0,
+            duplicate_samples: Vec::new(),
+            write_unchanged: false,
+            deferred_removals: None,
+        }
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> Abort + '_ {
+        move |e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display()))
+    }
+
+    pub(crate) fn file(&self, change: Change) -> &'a std::fs::File {
+        &self.files[change as usize]
+    }
+
+    /// Covers one planned change by the plan's fingerprint (kind, key, row fingerprint).
+    fn mark(&mut self, change: u8, key: &[u8], fp: &[u8]) {
+        self.fingerprint.update(&[change]);
+        self.fingerprint.update(&(key.len() as u32).to_be_bytes());
+        self.fingerprint.update(key);
+        self.fingerprint.update(fp);
+    }
+
+    pub(crate) fn step(&mut self, step: Step) -> Result<(), Abort> {
+        match step {
+            Step::Duplicate(key) => {
+                self.duplicates += 1;
+                if self.duplicate_samples.len() < 5 {
+                    self.duplicate_samples.push(key_text(&key));
+                }
+                return Ok(());
+            }
+            Step::Removed(key) if self.refused_deletes.contains(&key) => {
+                self.diff.cleared_deletes += 1;
+                self.mark(b'x', &key, &[]);
+                self.cleared_deletes.push(key);
+                return Ok(());
+            }
+            Step::Removed(key) => {
+                self.diff.removed += 1;
+                self.mark(b'r', &key, &[]);
+                match &mut self.deferred_removals {
+                    Some(out) => {
+                        let written = out.write_all(&(key.len() as u32).to_le_bytes()).and_then(|()| out.write_all(&key));
+                        written.map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
+                    }
+                    None => self.waiting.push((Change::Removed, ModelEntry::key_only(key))),
+                }
+            }
+            Step::Added(entry) => {
+                self.diff.added += 1;
+                self.mark(b'a', &entry.key, &entry.fp);
+                write_frame(&mut self.writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(self.io())?;
+            }
+            Step::Unchanged(entry) => {
+                self.diff.unchanged += 1;
+                if self.write_unchanged {
+                    write_frame(&mut self.writers[Change::Unchanged as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(self.io())?;
+                }
+            }
+            Step::Changed(entry) => {
+                self.diff.changed += 1;
+                self.mark(b'c', &entry.key, &entry.fp);
+                self.waiting.push((Change::Changed, entry));
+            }
+        }
+        if self.waiting.len() >= 1024 {
+            flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers).map_err(Abort)?;
+        }
+        Ok(())
+    }
+
+    /// Writes out everything planned so far.
+    pub(crate) fn flush(&mut self) -> Result<(), Abort> {
+        flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers).map_err(Abort)?;
+        for w in &mut self.writers {
+            w.flush().map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Looks up the last delivered values of the deferred removals and writes their frames
+    /// (in key order, as they were deferred); removals are looked up at once from then on.
+    pub(crate) fn resolve_removed(&mut self) -> Result<(), Abort> {
+        let Some(deferred) = self.deferred_removals.take() else { return Ok(()) };
+        let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display()));
+        let mut file = deferred.into_inner().map_err(|e| io(e.into_error()))?;
+        file.rewind().map_err(io)?;
+        let mut keys = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut len = [0u8; 4];
+        loop {
+            match std::io::Read::read_exact(&mut keys, &mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(io(e)),
+            }
+            let key = file::read_exactly(&mut keys, u32::from_le_bytes(len)).map_err(io)?;
+            self.waiting.push((Change::Removed, ModelEntry::key_only(key)));
+            if self.waiting.len() >= 1024 {
+                flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers).map_err(Abort)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every change planned so far, for a merge that starts over: the files are
+    /// emptied and the counts zeroed. Duplicates found stay found (the rows repeated were
+    /// not planned, so a second merge would not see them again).
+    pub(crate) fn restart(&mut self) -> std::io::Result<()> {
+        for w in &mut self.writers {
+            w.flush()?;
+            w.get_ref().set_len(0)?;
+            std::io::Seek::rewind(w.get_mut())?;
+        }
+        self.waiting.clear();
+        if let Some(deferred) = &mut self.deferred_removals {
+            deferred.flush()?;
+            deferred.get_ref().set_len(0)?;
+            deferred.get_mut().rewind()?;
+        }
+        self.diff = DiffCounts::default();
+        self.fingerprint = xxhash_rust::xxh3::Xxh3::new();
+        self.cleared_deletes.clear();
+        Ok(())
+    }
+}
+
+pub(crate) fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
     if waiting.is_empty() {
         return Ok(());
     }

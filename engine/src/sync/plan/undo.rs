@@ -129,6 +129,7 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
         files,
         key_types: Vec::new(),
         cleared_deletes: Vec::new(),
+        model_sorted: false,
     };
     Ok(UndoPlan { plan, conflicts, conflict_keys, without_before, already_undone })
 }
