@@ -6,7 +6,8 @@
 //!
 //! Options: `-- --rows N`, `-- --repeat N` (best of N, default 3), `-- --fetch-rows N` (the
 //! plugin's `fetch_rows`, default its own default 20000), `-- --tls` (the plugin connects with
-//! `sslmode = require`). Three rates:
+//! `sslmode = require`), `-- --text-results` (every column in PostgreSQL's text format, the
+//! plugin's `binary_results = false`, as it read them before binary results). Three rates:
 //! - COPY: psql streaming the query's text to /dev/null (the server's own floor);
 //! - plugin read: the plugin streaming the query into batches on the host, nothing else;
 //! - sync: an initial sync end to end (read, diff into a fresh snapshot, deliver to
@@ -28,6 +29,7 @@ fn main() {
 
     // `--tls`: the same over TLS (sslmode = require) to a cluster with ssl = on.
     let tls = args.iter().any(|a| a == "--tls");
+    let text_results = args.iter().any(|a| a == "--text-results");
     let pg = if tls { pg::Pg::throwaway_tls().0 } else { pg::Pg::throwaway() };
     pg.sql(&format!(
         "CREATE TABLE customers AS SELECT g::bigint AS id, 'user' || g || '@example.com' AS email, 'User ' || g AS name,
@@ -54,7 +56,7 @@ fn main() {
         format!(
             "[workspace]\nplugins_dir = \"{}\"\n{}\n[destinations.noop]\nplugin = \"noop-destination\"\n[models.customers]\nsource = \"pg\"\nquery = \"{QUERY}\"\nprimary_key = \"id\"\n[syncs.bench]\nmodel = \"customers\"\ndestination = \"noop\"\nbatch_size = 5000\n",
             plugins.display(),
-            pg.source_toml("reader", Some("reader-secret")).replace("database =", &format!("fetch_rows = {fetch_rows}, {}database =", if tls { "sslmode = \"require\", " } else { "" }))
+            pg.source_toml("reader", Some("reader-secret")).replace("database =", &format!("fetch_rows = {fetch_rows}, {}{}database =", if tls { "sslmode = \"require\", " } else { "" }, if text_results { "binary_results = false, " } else { "" }))
         ),
     )
     .unwrap();

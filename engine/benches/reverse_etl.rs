@@ -19,6 +19,8 @@
 //! The model is `SELECT … FROM customers ORDER BY id`: rows in key order are diffed while
 //! they are read. `-- --unordered` leaves out the `ORDER BY` (the plan then sorts the rows,
 //! spilling past 64 MB, before the diff): the model of the figures recorded before it existed.
+//! `-- --text-results` reads every column in PostgreSQL's text format (the `postgres`
+//! plugin's `binary_results = false`), as the plugin did before binary results.
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/pg.rs"]
@@ -33,6 +35,7 @@ fn main() {
     let keep_changelog: u64 = arg("--keep-changelog").map(|r| r.parse().unwrap()).unwrap_or(50);
     let csv = arg("--source").is_some_and(|s| s == "csv");
     let unordered = args.iter().any(|a| a == "--unordered");
+    let text_results = args.iter().any(|a| a == "--text-results");
     let latency_ms: u64 = arg("--latency-ms").map(|r| r.parse().unwrap()).unwrap_or(0);
     let in_flight: Vec<u32> = arg("--max-in-flight").map(|r| r.split(',').map(|n| n.parse().unwrap()).collect()).unwrap_or_default();
     let bin = env!("CARGO_BIN_EXE_backflow");
@@ -94,7 +97,12 @@ fn main() {
         out.flush().unwrap();
         ("[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n".to_string(), "source = \"files\"\nquery = \"data/customers.csv\"".to_string())
     } else {
-        (pg.source_toml("reader", Some("reader-secret")), format!("source = \"pg\"\nquery = \"SELECT id, email, name, plan, mrr, country, updated_at FROM customers{}\"", if unordered { "" } else { " ORDER BY id" }))
+        let mut source = pg.source_toml("reader", Some("reader-secret"));
+        if text_results {
+            source = source.replacen(" }\ngrants.network", ", binary_results = false }\ngrants.network", 1);
+            assert!(source.contains("binary_results"), "the source's config changed shape: {source}");
+        }
+        (source, format!("source = \"pg\"\nquery = \"SELECT id, email, name, plan, mrr, country, updated_at FROM customers{}\"", if unordered { "" } else { " ORDER BY id" }))
     };
     let write_toml = |max_in_flight: u32| {
         std::fs::write(

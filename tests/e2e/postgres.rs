@@ -91,11 +91,67 @@ async fn every_type_with_nulls_and_edge_values() {
     assert!(p.rows[2].iter().filter(|(k, _)| *k != "id").all(|(_, v)| v.is_null()), "row 3 is NULL in every column: {:?}", p.rows[2]);
 }
 
+/// Edge values of the types read in the binary format.
+const EDGE_TABLE: &str = r#"
+CREATE TABLE edge (id int PRIMARY KEY, n numeric, n2 numeric(12,4), d date, ts timestamp, tstz timestamptz, f float8, s smallint);
+INSERT INTO edge VALUES
+ (1, 'NaN', 0, '4713-01-01 BC', '4713-01-01 00:00:00 BC', '4713-01-01 00:00:00+00 BC', 'NaN', 0),
+ (2, 'Infinity', -0.5, '10000-01-01', '10000-01-01 00:00:00', '99999-12-31 23:59:59.999999+00', '-Infinity', -1),
+ (3, '-Infinity', 10000, '2000-01-01', '2000-01-01 00:00:00', '2000-01-01 00:00:00+00', 1e308, 1),
+ (4, -0.5, 123.45, '1999-12-31', '1999-12-31 23:59:59.999999', '1999-12-31 23:59:59.999999+00', '-0', 2),
+ (5, 10000, 0.0001, '0001-01-01', '0001-01-01 00:00:00', '0001-01-01 00:00:00+00', 5e-324, 3),
+ (6, 123.4500, 99999999.9999, '9999-12-31', '9999-12-31 23:59:59', '9999-12-31 23:59:59+00', 0.1, 4),
+ (7, 1e20, -99999999.9999, '0001-12-31 BC', '0044-03-15 12:00:00 BC', '1970-01-01 00:00:00.000001+00', 2, 5),
+ (8, 0.00001, NULL, '1970-01-01', '1969-12-31 23:59:59.5', '1969-12-31 23:59:59.5+00', 3, 6),
+ (9, 0, 1, '2024-02-29', '2024-02-29 12:34:56.789', '2024-02-29 12:34:56.789+00', 4, 7);
+"#;
+
+/// Integers, booleans, float8, numeric, dates, timestamps and bytea come in PostgreSQL's binary
+/// format unless `binary_results = false`: either way the values are the same (compared on
+/// every type and on edge values), and a sync delivered from text results finds nothing
+/// changed once it reads binary ones, so turning it on (or upgrading) re-sends nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_and_text_results_read_the_same_values() {
+    let pg = Pg::any();
+    pg.sql(TYPES_TABLE);
+    pg.sql(EDGE_TABLE);
+    let sync = "[destinations.null]\nplugin = \"noop-destination\"\n[syncs.s]\nmodel = \"m\"\ndestination = \"null\"\n";
+    let as_text = |ws: &TestWorkspace| edit(ws, " }\ngrants.network", ", binary_results = false }\ngrants.network");
+    for query in ["SELECT * FROM typed ORDER BY id", "SELECT * FROM edge ORDER BY id"] {
+        let binary = pg_workspace(&pg, query, sync);
+        let text = pg_workspace(&pg, query, sync);
+        as_text(&text);
+        let (from_binary, from_text) = (preview(&binary, 20).await.unwrap(), preview(&text, 20).await.unwrap());
+        assert_eq!(serde_json::to_value(&from_binary.columns).unwrap(), serde_json::to_value(&from_text.columns).unwrap(), "{query}");
+        assert_eq!(from_binary.rows, from_text.rows, "{query}");
+        assert!(from_text.rows.len() >= 3, "{query}");
+
+        let first = text.run("s").await;
+        assert_eq!((first.status, first.delivered.added as usize), (RunStatus::Succeeded, from_text.rows.len()), "{first:?}");
+        edit(&text, ", binary_results = false }", " }");
+        let again = text.run("s").await;
+        assert_eq!((again.status, again.planned.total()), (RunStatus::Succeeded, 0), "{query}: reading binary results changed rows: {again:?}");
+    }
+    let edge = preview(&pg_workspace(&pg, "SELECT * FROM edge ORDER BY id", ""), 20).await.unwrap();
+    let column = |name: &str| edge.rows.iter().map(|r| r[name].clone()).collect::<Vec<_>>();
+    assert_eq!(
+        column("n"),
+        serde_json::json!(["NaN", "Infinity", "-Infinity", "-0.5", "10000", "123.4500", "100000000000000000000", "0.00001", "0"]).as_array().unwrap().clone()
+    );
+    assert_eq!(column("n2")[..3], serde_json::json!(["0.0000", "-0.5000", "10000.0000"]).as_array().unwrap()[..]);
+    assert_eq!(column("d")[..2], serde_json::json!(["-4712-01-01", "+10000-01-01"]).as_array().unwrap()[..]);
+    assert_eq!(column("tstz")[1], "+99999-12-31T23:59:59.999999Z");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn infinite_timestamps_fail_naming_row_and_column() {
     let pg = Pg::any();
     pg.sql("CREATE TABLE t (id int, at timestamptz); INSERT INTO t VALUES (1, now()), (2, 'infinity')");
     let ws = pg_workspace(&pg, "SELECT * FROM t ORDER BY id", "");
+    let e = preview(&ws, 10).await.unwrap_err();
+    assert!(e.contains("row 2 column \"at\"") && e.contains("infinity") && e.contains("NULLIF"), "{e}");
+    // The same from the text format.
+    edit(&ws, " }\ngrants.network", ", binary_results = false }\ngrants.network");
     let e = preview(&ws, 10).await.unwrap_err();
     assert!(e.contains("row 2 column \"at\"") && e.contains("infinity") && e.contains("NULLIF"), "{e}");
 }

@@ -3,8 +3,9 @@
 //! The plugin speaks the wire protocol itself over a WASI TCP socket; the host lets that
 //! socket reach only the `host:port` the workspace grants. The query runs in a read-only
 //! transaction as an unnamed portal fetched `fetch_rows` rows at a time, so neither the
-//! server nor the plugin holds the whole result. Values come in the text format and are
-//! typed by the columns' type OIDs (see `types`). TLS (`sslmode`) runs inside the plugin
+//! server nor the plugin holds the whole result. Values are typed by the columns' type OIDs
+//! (see `types`); integers, booleans, `float8`, `numeric`, dates, timestamps and `bytea` come
+//! in the binary format, everything else as text. TLS (`sslmode`) runs inside the plugin
 //! too (see `tls`).
 
 mod tls;
@@ -16,7 +17,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use serde::Deserialize;
 use tls::SslMode;
-use types::Kind;
+use types::{Binary, Kind};
 use wire::{ConnectParams, Connection};
 
 const SCHEMA: &str = r#"{
@@ -37,6 +38,7 @@ const SCHEMA: &str = r#"{
     "ssl_ciphers": { "enum": ["chacha20", "any"], "description": "chacha20 (default): offer only ChaCha20-Poly1305, 2.4x faster than AES-GCM without AES hardware in Wasm; any: every suite rustls supports." },
     "sslrootcert": { "type": "string", "description": "PEM file of CA certificates, in a directory granted with grants.files: required by verify-ca; for verify-full the default is the Mozilla roots." },
     "fetch_rows": { "type": "integer", "minimum": 1, "description": "Rows per fetch from the server-side portal; two fetches are in flight (default 20000)." },
+    "binary_results": { "type": "boolean", "description": "Read integers, booleans, float8, numeric, dates, timestamps and bytea in PostgreSQL's binary format (default true: the server formats nothing and the plugin parses nothing; the values are the same either way). false reads every column as text, for servers that speak the protocol without binary output." },
     "application_name": { "type": "string", "description": "Shown in pg_stat_activity (default backflow)." }
   }
 }"#;
@@ -54,6 +56,7 @@ struct Config {
     sslrootcert: Option<String>,
     ssl_ciphers: Option<String>,
     fetch_rows: Option<u32>,
+    binary_results: Option<bool>,
     application_name: Option<String>,
     password_over_unverified_tls: Option<bool>,
 }
@@ -158,7 +161,7 @@ impl SourcePlugin for Postgres {
             password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
         };
         let conn = Connection::connect(&params)?;
-        QueryReader::start(conn, query, cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS))
+        QueryReader::start(conn, query, cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS), cfg.binary_results.unwrap_or(true))
     }
 }
 
@@ -167,6 +170,8 @@ pub struct QueryReader {
     query: String,
     columns: Vec<Column>,
     kinds: Vec<Kind>,
+    /// Per column, how its values are read when they come in the binary format (`None`: text).
+    binary: Vec<Option<Binary>>,
     fetch_rows: i32,
     rows_read: u64,
     done: bool,
@@ -174,21 +179,13 @@ pub struct QueryReader {
 }
 
 impl QueryReader {
-    /// Parses, binds and describes the query as the unnamed portal and asks for the first
-    /// rows; returns once the columns are known.
-    fn start(mut conn: Connection, query: &str, fetch_rows: u32) -> Result<QueryReader, PluginError> {
+    /// Parses and describes the query as the unnamed statement; once its columns are known,
+    /// binds it as the unnamed portal, asking for each column in the format it is read in,
+    /// and asks for the first rows.
+    fn start(mut conn: Connection, query: &str, fetch_rows: u32, binary_results: bool) -> Result<QueryReader, PluginError> {
         let encode = |e: std::io::Error| PluginError::fatal(format!("cannot encode the query: {e}"));
         frontend::parse("", query, std::iter::empty(), &mut conn.write_buf).map_err(encode)?;
-        // No parameters; every result column in the text format (0).
-        frontend::bind("", "", std::iter::empty(), std::iter::empty::<()>(), |_, _| Ok(postgres_protocol::IsNull::Yes), [0i16], &mut conn.write_buf)
-            .map_err(|_| PluginError::fatal("cannot encode the query's bind message"))?;
-        frontend::describe(b'P', "", &mut conn.write_buf).map_err(encode)?;
-        let fetch_rows = fetch_rows.min(i32::MAX as u32) as i32;
-        // Two fetches in flight: the server produces the next rows while the plugin encodes
-        // these (one at a time leaves it idle for a round trip per fetch). A fetch after the
-        // portal is done just completes again; `finish_query` skips it.
-        frontend::execute("", fetch_rows, &mut conn.write_buf).map_err(encode)?;
-        frontend::execute("", fetch_rows, &mut conn.write_buf).map_err(encode)?;
+        frontend::describe(b'S', "", &mut conn.write_buf).map_err(encode)?;
         frontend::flush(&mut conn.write_buf);
         conn.flush()?;
         let mut reader = QueryReader {
@@ -196,14 +193,15 @@ impl QueryReader {
             query: query.to_string(),
             columns: Vec::new(),
             kinds: Vec::new(),
-            fetch_rows,
+            binary: Vec::new(),
+            fetch_rows: fetch_rows.min(i32::MAX as u32) as i32,
             rows_read: 0,
             done: false,
             scratch: String::new(),
         };
         loop {
             match reader.conn.recv()? {
-                Message::ParseComplete | Message::BindComplete => {}
+                Message::ParseComplete | Message::ParameterDescription(_) => {}
                 Message::RowDescription(body) => {
                     use fallible_iterator::FallibleIterator;
                     let mut fields = body.fields();
@@ -211,8 +209,9 @@ impl QueryReader {
                         let kind = types::kind_for_oid(field.type_oid());
                         reader.columns.push(Column::new(field.name(), kind.value_type()));
                         reader.kinds.push(kind);
+                        reader.binary.push(if binary_results { types::binary_for_oid(field.type_oid()) } else { None });
                     }
-                    return Ok(reader);
+                    break;
                 }
                 Message::NoData => {
                     return Err(PluginError::bad_config("query", "the query returns no rows (a model is a SELECT, VALUES, TABLE or ... RETURNING query)"))
@@ -221,6 +220,19 @@ impl QueryReader {
                 _ => return Err(PluginError::fatal("PostgreSQL protocol error: unexpected message before the row description")),
             }
         }
+        let conn = &mut reader.conn;
+        // No parameters; per result column 1 (binary) or 0 (text).
+        let formats: Vec<i16> = reader.binary.iter().map(|b| i16::from(b.is_some())).collect();
+        frontend::bind("", "", std::iter::empty(), std::iter::empty::<()>(), |_, _| Ok(postgres_protocol::IsNull::Yes), formats, &mut conn.write_buf)
+            .map_err(|_| PluginError::fatal("cannot encode the query's bind message"))?;
+        // Two fetches in flight: the server produces the next rows while the plugin encodes
+        // these (one at a time leaves it idle for a round trip per fetch). A fetch after the
+        // portal is done just completes again; `finish_query` skips it.
+        frontend::execute("", reader.fetch_rows, &mut conn.write_buf).map_err(encode)?;
+        frontend::execute("", reader.fetch_rows, &mut conn.write_buf).map_err(encode)?;
+        frontend::flush(&mut conn.write_buf);
+        conn.flush()?;
+        Ok(reader)
     }
 
     /// An error while running the query: the query's fault (with the position shown as
@@ -285,9 +297,9 @@ impl SourceReader for QueryReader {
         let width = self.columns.len() as u32;
         let mut batch = BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
         while batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES {
-            let QueryReader { conn, columns, kinds, rows_read, scratch, .. } = self;
+            let QueryReader { conn, columns, kinds, binary, rows_read, scratch, .. } = self;
             let full = conn.drain_data_rows(|body| {
-                encode_row(body, width, kinds, columns, *rows_read, scratch, &mut batch)?;
+                encode_row(body, width, kinds, binary, columns, *rows_read, scratch, &mut batch)?;
                 *rows_read += 1;
                 Ok(batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES)
             })?;
@@ -299,6 +311,7 @@ impl SourceReader for QueryReader {
                 continue;
             }
             match self.conn.recv()? {
+                Message::BindComplete => {}
                 Message::PortalSuspended => {
                     frontend::execute("", self.fetch_rows, &mut self.conn.write_buf)
                         .map_err(|e| PluginError::fatal(format!("cannot encode a fetch: {e}")))?;
@@ -320,9 +333,19 @@ impl SourceReader for QueryReader {
     }
 }
 
-/// Encodes one `DataRow` body (a count, then per value a length, -1 for NULL, and the text)
-/// as a batch row.
-fn encode_row(body: &[u8], width: u32, kinds: &[Kind], columns: &[Column], rows_read: u64, scratch: &mut String, batch: &mut BatchBuilder) -> Result<(), PluginError> {
+/// Encodes one `DataRow` body (a count, then per value a length, -1 for NULL, and the bytes
+/// in the column's format) as a batch row.
+#[allow(clippy::too_many_arguments)]
+fn encode_row(
+    body: &[u8],
+    width: u32,
+    kinds: &[Kind],
+    binary: &[Option<Binary>],
+    columns: &[Column],
+    rows_read: u64,
+    scratch: &mut String,
+    batch: &mut BatchBuilder,
+) -> Result<(), PluginError> {
     let malformed = || PluginError::fatal("PostgreSQL protocol error: malformed data row");
     if body.len() < 2 || u32::from(u16::from_be_bytes([body[0], body[1]])) != width {
         return Err(PluginError::fatal("PostgreSQL protocol error: a row's width does not match its columns"));
@@ -337,10 +360,13 @@ fn encode_row(body: &[u8], width: u32, kinds: &[Kind], columns: &[Column], rows_
             codec::write_null(buf);
             continue;
         }
-        let text = body.get(pos..pos + len as usize).ok_or_else(malformed)?;
+        let data = body.get(pos..pos + len as usize).ok_or_else(malformed)?;
         pos += len as usize;
-        types::write_cell(buf, kind, text, scratch)
-            .map_err(|e| PluginError::fatal(format!("row {} column {:?}: {e}", rows_read + 1, columns[index].name)))?;
+        match binary[index] {
+            Some(format) => types::write_binary_cell(buf, format, data, scratch),
+            None => types::write_cell(buf, kind, data, scratch),
+        }
+        .map_err(|e| PluginError::fatal(format!("row {} column {:?}: {e}", rows_read + 1, columns[index].name)))?;
     }
     Ok(())
 }
