@@ -157,8 +157,9 @@ pub struct RunRecord {
     /// diff. The next run of the sync then sorts from the start instead of first trying to
     /// diff while reading (see `sync/plan/intake.rs`); one that finds them in order again
     /// records `false`, and the run after it diffs while reading again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub model_sorted: bool,
+    /// (Named `model_sorted` in records written before 2026-11-29.)
+    #[serde(default, alias = "model_sorted", skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_key_order: bool,
 }
 
 /// What an undo run undid, and the rows it left alone.

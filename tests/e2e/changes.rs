@@ -388,7 +388,7 @@ async fn rows_out_of_key_order_plan_the_same_changes_and_the_next_run_sorts_firs
     let ws = csv_to_webhook(&receiver, "", "mode = \"mirror\"");
     let first = ws.run("to_hook").await;
     assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
-    assert!(!first.model_sorted, "the CSV is in id order");
+    assert!(!first.out_of_key_order, "the CSV is in id order");
     assert_eq!(first.diff.added, 8);
 
     // Row 9 first, row 3 changed, row 5 gone: out of key order from the second row.
@@ -404,12 +404,12 @@ async fn rows_out_of_key_order_plan_the_same_changes_and_the_next_run_sorts_firs
     ws.write("data/customers.csv", shuffled);
     let second = ws.run("to_hook").await;
     assert_eq!(second.status, RunStatus::Succeeded, "{:?}", second.error);
-    assert!(second.model_sorted);
+    assert!(second.out_of_key_order);
     assert_eq!((second.diff.added, second.diff.changed, second.diff.removed, second.diff.unchanged), (1, 1, 1, 6));
 
     // Sorted from the start this time; nothing changed.
     let third = ws.run("to_hook").await;
-    assert!(third.model_sorted);
+    assert!(third.out_of_key_order);
     assert_eq!((third.diff.added, third.diff.changed, third.diff.removed, third.diff.unchanged), (0, 0, 0, 8));
 
     // Back in key order: recorded as such, so the run after it diffs while reading again.
@@ -417,6 +417,6 @@ async fn rows_out_of_key_order_plan_the_same_changes_and_the_next_run_sorts_firs
     lines.sort_by_key(|l| l.split(',').next().unwrap().parse::<u32>().unwrap());
     ws.write("data/customers.csv", &format!("id,email,name,plan,mrr,signed_up\n{}\n", lines.join("\n")));
     let fourth = ws.run("to_hook").await;
-    assert!(!fourth.model_sorted);
+    assert!(!fourth.out_of_key_order);
     assert_eq!((fourth.diff.added, fourth.diff.changed, fourth.diff.removed, fourth.diff.unchanged), (0, 0, 0, 8));
 }

@@ -145,7 +145,7 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         rejected: Vec::new(),
         draft: options.draft,
         undo: options.undo.as_ref().map(|u| crate::domain::UndoSummary { run_id: u.run_id.clone(), forced: u.force, ..Default::default() }),
-        model_sorted: false,
+        out_of_key_order: false,
     };
     let state = env.state;
     let keep_runs = env.ws.keep_runs;
@@ -205,10 +205,13 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
         None => {
             // A model that came out of key order last time is sorted from the start: finding
             // the disorder again midway would cost more than sorting (see plan/intake.rs).
-            let previous = state.runs(Some(&crate::state::history_key(record)), 2).map_err(|e| e.to_string());
-            let sort_first = match previous {
-                Ok(runs) => runs.iter().find(|r| r.run_id != run_id).is_some_and(|r| r.model_sorted),
-                Err(e) => return RunOutcome::Failed(e),
+            // Only a hint: a history that cannot be read costs speed, never the run.
+            let sort_first = match state.runs(Some(&crate::state::history_key(record)), 2) {
+                Ok(runs) => runs.iter().find(|r| r.run_id != run_id).is_some_and(|r| r.out_of_key_order),
+                Err(e) => {
+                    tracing::warn!(sync = %p.sync.name, "cannot read the previous run to learn whether the model came in key order ({e}); merging while reading");
+                    false
+                }
             };
             build_plan(host, ws, state, p, PlanOptions { full_resync: options.full_resync, sort_first }).await
         }
@@ -222,7 +225,7 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     record.model_rows = plan.model_rows;
     record.snapshot_rows = plan.snapshot_rows;
     record.diff = plan.diff;
-    record.model_sorted = plan.model_sorted;
+    record.out_of_key_order = plan.out_of_key_order;
     tally.planned = plan.planned(p.sync.mode);
     tracing::debug!(model_rows = plan.model_rows, added = plan.diff.added, changed = plan.diff.changed, removed = plan.diff.removed, ms = tally.timings.plan_ms, "plan complete");
 

@@ -2,7 +2,9 @@
 //!
 //! While rows arrive in key order (a model ordered by a non-negative integer primary key,
 //! say `ORDER BY id`), each one is merged with the snapshot at once: the diff runs while the
-//! source reads, and nothing is held in memory, sorted or spilled.
+//! source reads, and nothing is held in memory or sorted. (Every row still goes to a plan
+//! file as it is merged, unchanged ones too: temporary disk about the size of the model, in
+//! case of a fall back.)
 //!
 //! From the first row out of key order on, rows go to a [`ModelSpill`] instead. The rows
 //! merged so far are taken back from the plan files into that spill (which is why unchanged
@@ -11,7 +13,7 @@
 //! same plan either way; only the cost differs. The source is read once in both cases.
 //!
 //! Finding the disorder midway costs more than sorting from the start (the merging done so
-//! far is thrown away), so a run records whether it sorted (`RunRecord::model_sorted`) and
+//! far is thrown away), so a run records whether its rows came out of key order (`RunRecord::out_of_key_order`) and
 //! the sync's next run sorts from the start if it did ([`PlanOptions::sort_first`]). Removals
 //! found while merging are looked up only once the merge is known to stand: a model whose
 //! first row has a high key "removes" every snapshot key below it until the next row shows
@@ -189,9 +191,9 @@ mod tests {
         (dir, state)
     }
 
-    /// What a plan came to: counts, fingerprint, duplicates, every file's frames, and
-    /// whether the intake sorted.
-    type Outcome = (DiffCounts, u128, u64, Vec<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>>, bool);
+    /// What a plan came to: counts, fingerprint, duplicates, every file's frames, whether
+    /// the intake sorted, and the duplicated keys it gives as examples.
+    type Outcome = (DiffCounts, u128, u64, Vec<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>>, bool, Vec<Vec<u8>>);
 
     fn plan(state: &StateStore, model: &[(u16, u8)], keep_unchanged: bool, full_resync: bool, sort_first: bool) -> Outcome {
         let tmp = tempfile::tempdir().unwrap();
@@ -217,7 +219,8 @@ mod tests {
                 out
             })
             .collect();
-        (writer.diff, writer.fingerprint.digest128(), writer.duplicates, frames, sorted)
+        let samples = writer.duplicate_samples.iter().cloned().collect();
+        (writer.diff, writer.fingerprint.digest128(), writer.duplicates, frames, sorted, samples)
     }
 
     #[test]
@@ -247,6 +250,28 @@ mod tests {
     }
 
     proptest! {
+        /// Repeated keys are counted, and given as examples, the same way whatever the order
+        /// (merged until the first row out of order, or sorted from the start).
+        #[test]
+        fn duplicates_do_not_depend_on_the_order_rows_arrive_in(
+            model in proptest::collection::vec((0u16..12, 0u8..3), 0..40),
+            snapshot in proptest::collection::btree_map(0u16..12, 0u8..3, 0..8),
+        ) {
+            let snapshot: Vec<(u16, u8)> = snapshot.into_iter().collect();
+            let (_dir, state) = state_with(&snapshot);
+            let mut in_order = model.clone();
+            in_order.sort_by_key(|&(k, _)| k);
+            let merged = plan(&state, &in_order, false, false, false);
+            let either = plan(&state, &model, false, false, false);
+            let sorted_first = plan(&state, &model, false, false, true);
+            let mut distinct = in_order.iter().map(|&(k, _)| k).collect::<Vec<_>>();
+            distinct.dedup();
+            prop_assert_eq!(merged.2, (in_order.len() - distinct.len()) as u64);
+            prop_assert_eq!((merged.2, &merged.5), (either.2, &either.5));
+            prop_assert_eq!((merged.2, &merged.5), (sorted_first.2, &sorted_first.5));
+            prop_assert!(merged.5.len() <= 5);
+        }
+
         #[test]
         fn the_plan_does_not_depend_on_the_order_rows_arrive_in(
             snapshot in proptest::collection::btree_map(0u16..400, 0u8..3, 0..60),

@@ -28,6 +28,7 @@ pub(crate) trait SnapshotKeys {
 /// Merges model entries, fed in key order, with a snapshot.
 pub(crate) struct Merge<S> {
     snapshot: S,
+    /// The last model key merged (its buffer reused: one allocation fewer per row).
     previous: Option<Vec<u8>>,
     full_resync: bool,
 }
@@ -54,7 +55,13 @@ impl<S: SnapshotKeys> Merge<S> {
             Some((key, _)) if *key == entry.key => self.snapshot.next()?.map(|(_, fp)| fp),
             _ => None,
         };
-        self.previous = Some(entry.key.clone());
+        match &mut self.previous {
+            Some(previous) => {
+                previous.clear();
+                previous.extend_from_slice(&entry.key);
+            }
+            None => self.previous = Some(entry.key.clone()),
+        }
         emit(match in_snapshot {
             None => Step::Added(entry),
             Some(fp) if fp == entry.fp && !self.full_resync => Step::Unchanged(entry),

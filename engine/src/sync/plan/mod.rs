@@ -54,8 +54,9 @@ pub struct Plan {
     /// A full resync: the keys of `diff.cleared_deletes`, to drop from the state once the
     /// run goes ahead.
     pub cleared_deletes: Vec<Vec<u8>>,
-    /// Whether the model's rows came out of key order (so they were sorted before the diff).
-    pub model_sorted: bool,
+    /// Whether the model's rows came out of key order (so they were sorted before the diff,
+    /// unless the run sorted from the start anyway).
+    pub out_of_key_order: bool,
     /// One file per [`Change`]; the unchanged file stays empty unless the sync has checks.
     files: [std::fs::File; 4],
 }
@@ -193,8 +194,8 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
         check_key_types(p, &stored.key_types, &key_types)?;
     }
     let model_rows = intake.rows;
-    let model_sorted = intake.out_of_order;
-    tracing::debug!(sync = %p.sync.name, rows = model_rows, out_of_key_order = model_sorted, diffed_while_reading = !model_sorted && !options.sort_first, "model read");
+    let out_of_key_order = intake.out_of_order;
+    tracing::debug!(sync = %p.sync.name, rows = model_rows, out_of_key_order, diffed_while_reading = !out_of_key_order && !options.sort_first, "model read");
     // The writer borrows the files: its results are taken out in a block of their own.
     let (diff, fingerprint, duplicates, duplicate_samples, cleared_deletes) = {
         let w = intake.finish()?;
@@ -206,13 +207,13 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             p.model.name,
             if duplicates == 1 { "" } else { "s" },
             p.model.primary_key.join(", "),
-            duplicate_samples.join(", ")
+            duplicate_samples.iter().map(|key| key_text(key)).collect::<Vec<_>>().join(", ")
         )));
     }
     let fingerprint = format!("{:032x}", fingerprint.digest128());
     // Known only when every key column had a value (an empty model leaves the recorded ones).
     let key_types = key_types.iter().map(|t| t.map(|(name, _)| name.to_string())).collect::<Option<Vec<_>>>().unwrap_or_default();
-    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types, cleared_deletes, model_sorted })
+    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types, cleared_deletes, out_of_key_order })
 }
 
 /// What the merge's steps become: one plan file per change, the diff's counts, and the
@@ -230,7 +231,9 @@ pub(crate) struct PlanWriter<'a> {
     refused_deletes: std::collections::HashSet<Vec<u8>>,
     pub(crate) cleared_deletes: Vec<Vec<u8>>,
     pub(crate) duplicates: u64,
-    pub(crate) duplicate_samples: Vec<String>,
+    /// The five smallest duplicated keys: the same examples whether the rows were merged as
+    /// they came or sorted first (the first five met would depend on the arrival order).
+    pub(crate) duplicate_samples: std::collections::BTreeSet<Vec<u8>>,
     /// Whether unchanged rows are written to their file.
     pub(crate) write_unchanged: bool,
     /// While set, removed keys go here (length-prefixed) instead of being looked up at once:
@@ -254,7 +257,7 @@ impl<'a> PlanWriter<'a> {
             refused_deletes,
             cleared_deletes: Vec::new(),
             duplicates: 0,
-            duplicate_samples: Vec::new(),
+            duplicate_samples: Default::default(),
             write_unchanged: false,
             deferred_removals: None,
         }
@@ -280,8 +283,9 @@ impl<'a> PlanWriter<'a> {
         match step {
             Step::Duplicate(key) => {
                 self.duplicates += 1;
-                if self.duplicate_samples.len() < 5 {
-                    self.duplicate_samples.push(key_text(&key));
+                self.duplicate_samples.insert(key);
+                if self.duplicate_samples.len() > 5 {
+                    self.duplicate_samples.pop_last();
                 }
                 return Ok(());
             }

@@ -129,7 +129,7 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
         files,
         key_types: Vec::new(),
         cleared_deletes: Vec::new(),
-        model_sorted: false,
+        out_of_key_order: false,
     };
     Ok(UndoPlan { plan, conflicts, conflict_keys, without_before, already_undone })
 }
