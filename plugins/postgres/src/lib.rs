@@ -17,7 +17,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use serde::Deserialize;
 use tls::SslMode;
-use types::{Binary, Kind};
+use types::Format;
 use wire::{ConnectParams, Connection};
 
 const SCHEMA: &str = r#"{
@@ -169,9 +169,8 @@ pub struct QueryReader {
     conn: Connection,
     query: String,
     columns: Vec<Column>,
-    kinds: Vec<Kind>,
-    /// Per column, how its values are read when they come in the binary format (`None`: text).
-    binary: Vec<Option<Binary>>,
+    /// Per column, the format its values come in and how they are read.
+    formats: Vec<Format>,
     fetch_rows: i32,
     rows_read: u64,
     done: bool,
@@ -192,8 +191,7 @@ impl QueryReader {
             conn,
             query: query.to_string(),
             columns: Vec::new(),
-            kinds: Vec::new(),
-            binary: Vec::new(),
+            formats: Vec::new(),
             fetch_rows: fetch_rows.min(i32::MAX as u32) as i32,
             rows_read: 0,
             done: false,
@@ -208,8 +206,8 @@ impl QueryReader {
                     while let Some(field) = fields.next().map_err(|e| PluginError::fatal(format!("malformed row description: {e}")))? {
                         let kind = types::kind_for_oid(field.type_oid());
                         reader.columns.push(Column::new(field.name(), kind.value_type()));
-                        reader.kinds.push(kind);
-                        reader.binary.push(if binary_results { types::binary_for_oid(field.type_oid()) } else { None });
+                        let binary = types::binary_for_oid(field.type_oid()).filter(|_| binary_results);
+                        reader.formats.push(binary.map_or(Format::Text(kind), Format::Binary));
                     }
                     break;
                 }
@@ -222,7 +220,7 @@ impl QueryReader {
         }
         let conn = &mut reader.conn;
         // No parameters; per result column 1 (binary) or 0 (text).
-        let formats: Vec<i16> = reader.binary.iter().map(|b| i16::from(b.is_some())).collect();
+        let formats: Vec<i16> = reader.formats.iter().map(|f| i16::from(matches!(f, Format::Binary(_)))).collect();
         frontend::bind("", "", std::iter::empty(), std::iter::empty::<()>(), |_, _| Ok(postgres_protocol::IsNull::Yes), formats, &mut conn.write_buf)
             .map_err(|_| PluginError::fatal("cannot encode the query's bind message"))?;
         // Two fetches in flight: the server produces the next rows while the plugin encodes
@@ -297,9 +295,9 @@ impl SourceReader for QueryReader {
         let width = self.columns.len() as u32;
         let mut batch = BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
         while batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES {
-            let QueryReader { conn, columns, kinds, binary, rows_read, scratch, .. } = self;
+            let QueryReader { conn, columns, formats, rows_read, scratch, .. } = self;
             let full = conn.drain_data_rows(|body| {
-                encode_row(body, width, kinds, binary, columns, *rows_read, scratch, &mut batch)?;
+                encode_row(body, width, formats, columns, *rows_read, scratch, &mut batch)?;
                 *rows_read += 1;
                 Ok(batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES)
             })?;
@@ -335,24 +333,14 @@ impl SourceReader for QueryReader {
 
 /// Encodes one `DataRow` body (a count, then per value a length, -1 for NULL, and the bytes
 /// in the column's format) as a batch row.
-#[allow(clippy::too_many_arguments)]
-fn encode_row(
-    body: &[u8],
-    width: u32,
-    kinds: &[Kind],
-    binary: &[Option<Binary>],
-    columns: &[Column],
-    rows_read: u64,
-    scratch: &mut String,
-    batch: &mut BatchBuilder,
-) -> Result<(), PluginError> {
+fn encode_row(body: &[u8], width: u32, formats: &[Format], columns: &[Column], rows_read: u64, scratch: &mut String, batch: &mut BatchBuilder) -> Result<(), PluginError> {
     let malformed = || PluginError::fatal("PostgreSQL protocol error: malformed data row");
     if body.len() < 2 || u32::from(u16::from_be_bytes([body[0], body[1]])) != width {
         return Err(PluginError::fatal("PostgreSQL protocol error: a row's width does not match its columns"));
     }
     let buf = batch.start_row(width);
     let mut pos = 2;
-    for (index, &kind) in kinds.iter().enumerate() {
+    for (index, &format) in formats.iter().enumerate() {
         let len_bytes = body.get(pos..pos + 4).ok_or_else(malformed)?;
         let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
         pos += 4;
@@ -362,9 +350,9 @@ fn encode_row(
         }
         let data = body.get(pos..pos + len as usize).ok_or_else(malformed)?;
         pos += len as usize;
-        match binary[index] {
-            Some(format) => types::write_binary_cell(buf, format, data, scratch),
-            None => types::write_cell(buf, kind, data, scratch),
+        match format {
+            Format::Binary(kind) => types::write_binary_cell(buf, kind, data, scratch),
+            Format::Text(kind) => types::write_cell(buf, kind, data, scratch),
         }
         .map_err(|e| PluginError::fatal(format!("row {} column {:?}: {e}", rows_read + 1, columns[index].name)))?;
     }

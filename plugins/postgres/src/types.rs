@@ -133,6 +133,13 @@ pub enum Binary {
     Bytea,
 }
 
+/// How a column's values come (the format asked for in the Bind) and are read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Format {
+    Text(Kind),
+    Binary(Binary),
+}
+
 /// The binary reading of a type OID, if it has one here.
 pub fn binary_for_oid(oid: u32) -> Option<Binary> {
     Some(match oid {
@@ -181,7 +188,7 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
                 _ => {}
             }
             let days = days.checked_add(PG_EPOCH_DAYS).ok_or_else(|| format!("date {days} days from 2000-01-01 is out of range"))?;
-            write_date(buf, days);
+            codec::write_value(buf, &backflow_plugin_sdk::Value::Date(days));
         }
         Binary::Timestamp => {
             let micros = i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes"));
@@ -200,36 +207,12 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
     Ok(())
 }
 
-/// Writes a date (days from 1970-01-01) as the text form of `YYYY-MM-DD`; years outside
-/// 0000-9999 the long way, as the text path does.
-fn write_date(buf: &mut Vec<u8>, days: i32) {
-    let (y, m, d) = backflow_plugin_sdk::value::civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        codec::write_value(buf, &backflow_plugin_sdk::Value::Date(days));
-        return;
-    }
-    let (y, m, d) = (y as u32, m, d);
-    let digit = |n: u32| b'0' + n as u8;
-    let text = [
-        digit(y / 1000),
-        digit(y / 100 % 10),
-        digit(y / 10 % 10),
-        digit(y % 10),
-        b'-',
-        digit(m / 10),
-        digit(m % 10),
-        b'-',
-        digit(d / 10),
-        digit(d % 10),
-    ];
-    codec::write_date_text(buf, std::str::from_utf8(&text).expect("ASCII digits"));
-}
-
 /// A `numeric` in the binary format (digit count, weight of the first base-10000 digit,
 /// sign, display scale, then the digits) written as PostgreSQL's text output writes it:
 /// the integer part without leading zeros (`0` when there is none), then exactly `dscale`
 /// decimals; `NaN`, `Infinity` and `-Infinity` as words.
 pub fn numeric_text(data: &[u8], out: &mut String) -> Result<(), String> {
+    use std::fmt::Write;
     let malformed = || "malformed binary numeric".to_string();
     let header = data.get(..8).ok_or_else(malformed)?;
     let ndigits = i16::from_be_bytes([header[0], header[1]]);
@@ -273,14 +256,7 @@ pub fn numeric_text(data: &[u8], out: &mut String) -> Result<(), String> {
             let d = digit(i)?;
             if i == 0 {
                 // The first group without its leading zeros (PostgreSQL keeps at least one).
-                let mut started = false;
-                for x in [d / 1000, d / 100 % 10, d / 10 % 10] {
-                    started |= x > 0;
-                    if started {
-                        out.push(char::from(b'0' + x as u8));
-                    }
-                }
-                out.push(char::from(b'0' + (d % 10) as u8));
+                let _ = write!(out, "{d}");
             } else {
                 push4(out, d, 4);
             }

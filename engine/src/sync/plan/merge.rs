@@ -55,13 +55,9 @@ impl<S: SnapshotKeys> Merge<S> {
             Some((key, _)) if *key == entry.key => self.snapshot.next()?.map(|(_, fp)| fp),
             _ => None,
         };
-        match &mut self.previous {
-            Some(previous) => {
-                previous.clear();
-                previous.extend_from_slice(&entry.key);
-            }
-            None => self.previous = Some(entry.key.clone()),
-        }
+        let previous = self.previous.get_or_insert_with(Vec::new);
+        previous.clear();
+        previous.extend_from_slice(&entry.key);
         emit(match in_snapshot {
             None => Step::Added(entry),
             Some(fp) if fp == entry.fp && !self.full_resync => Step::Unchanged(entry),
