@@ -491,23 +491,26 @@ impl StateStore {
         }
     }
 
-    /// Up to `limit` snapshot entries (key, fingerprint) with keys strictly after `after`, in
-    /// key order. The diff walks the snapshot in such chunks.
-    pub fn snapshot_chunk(&self, sync: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, [u8; 16])>, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || Vec::new(), |table| {
+    /// Up to `limit` snapshot entries with keys strictly after `after`, in key order, appended
+    /// to `keys` (the keys one after another) and `entries` (each key's end in `keys`, and its
+    /// fingerprint): two buffers the caller reuses, instead of an allocation per key. The
+    /// diff walks the snapshot in such chunks. Returns how many entries were appended.
+    pub fn snapshot_chunk_into(&self, sync: &str, after: Option<&[u8]>, limit: usize, keys: &mut Vec<u8>, entries: &mut Vec<(usize, [u8; 16])>) -> Result<usize, StateError> {
+        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || 0, |table| {
             let range = match after {
                 Some(k) => table.range::<&[u8]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
                 None => table.range::<&[u8]>(..),
             }
             .map_err(|e| self.err(e))?;
-            let mut out = Vec::with_capacity(limit.min(1 << 16));
+            let mut n = 0;
             for entry in range.take(limit) {
                 let (k, v) = entry.map_err(|e| self.err(e))?;
-                let v = v.value();
-                let fp: [u8; 16] = v.get(..16).and_then(|f| f.try_into().ok()).ok_or_else(|| self.err("corrupt snapshot entry"))?;
-                out.push((k.value().to_vec(), fp));
+                let fp: [u8; 16] = v.value().get(..16).and_then(|f| f.try_into().ok()).ok_or_else(|| self.err("corrupt snapshot entry"))?;
+                keys.extend_from_slice(k.value());
+                entries.push((keys.len(), fp));
+                n += 1;
             }
-            Ok(out)
+            Ok(n)
         })
     }
 

@@ -2,15 +2,15 @@
 //!
 //! While rows arrive in key order (a model ordered by a non-negative integer primary key,
 //! say `ORDER BY id`), each one is merged with the snapshot at once: the diff runs while the
-//! source reads, and nothing is held in memory or sorted. (Every row still goes to a plan
-//! file as it is merged, unchanged ones too: temporary disk about the size of the model, in
-//! case of a fall back.)
+//! source reads, and nothing is held in memory or sorted. (The keys of unchanged rows still
+//! go to a file as they are merged, in case of a fall back.)
 //!
 //! From the first row out of key order on, rows go to a [`ModelSpill`] instead. The rows
-//! merged so far are taken back from the plan files into that spill (which is why unchanged
-//! rows are written while merging, even without checks), the plan files are emptied, and
-//! the merge starts over from the sorted spill once the model is read. The result is the
-//! same plan either way; only the cost differs. The source is read once in both cases.
+//! merged so far are taken back into that spill: added and changed ones from the plan files,
+//! unchanged ones from the snapshot (an unchanged row is the row last delivered, so only its
+//! key was written). The plan files are emptied, and the merge starts over from the sorted
+//! spill once the model is read. The result is the same plan either way; only the cost
+//! differs. The source is read once in both cases.
 //!
 //! Finding the disorder midway costs more than sorting from the start (the merging done so
 //! far is thrown away), so a run records whether its rows came out of key order (`RunRecord::out_of_key_order`) and
@@ -20,9 +20,9 @@
 //! the order is not kept.
 
 use super::file::PlanReader;
-use super::merge::Merge;
-use super::spill::{Fingerprint, ModelEntry, ModelSpill, DEFAULT_MEMORY_BUDGET};
-use super::{PlanOptions, PlanWriter, SnapshotCursor};
+use super::merge::{Merge, RowRef};
+use super::spill::{Fingerprint, ModelSpill, DEFAULT_MEMORY_BUDGET};
+use super::{read_key, PlanOptions, PlanWriter, SnapshotCursor};
 use crate::domain::Change;
 use crate::state::StateStore;
 use crate::sync::progress::Progress;
@@ -73,10 +73,13 @@ impl<'a> Intake<'a> {
             writer.write_unchanged = keep_unchanged;
             Mode::Sorting(ModelSpill::new(tmp_dir, DEFAULT_MEMORY_BUDGET)?)
         } else {
-            // While merging, unchanged rows are written too: they are what a fall back to
-            // sorting needs to take back (see the module docs). Removals are looked up only
-            // once the merge is known to stand.
-            writer.write_unchanged = true;
+            // While merging, unchanged rows are written too (their keys only, unless a check
+            // reads them): a fall back to sorting takes them back (see the module docs).
+            // Removals are looked up only once the merge is known to stand.
+            writer.write_unchanged = keep_unchanged;
+            if !keep_unchanged {
+                writer.unchanged_keys = Some(std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(tmp_dir)?));
+            }
             writer.deferred_removals = Some(std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(tmp_dir)?));
             Mode::Merging(Merge::new(SnapshotCursor::new(state, sync, use_snapshot), full_resync))
         };
@@ -93,7 +96,8 @@ impl<'a> Intake<'a> {
         tracing::debug!(sync = %self.sync, after_rows = self.rows, "model rows are not in key order: sorting them before the diff");
         self.writer.flush()?;
         let mut spill = ModelSpill::new(self.tmp_dir, DEFAULT_MEMORY_BUDGET).map_err(self.io())?;
-        for change in [Change::Added, Change::Changed, Change::Unchanged] {
+        let unchanged = if self.writer.write_unchanged { Some(Change::Unchanged) } else { None };
+        for change in [Change::Added, Change::Changed].into_iter().chain(unchanged) {
             let file = self.writer.file(change);
             std::io::Seek::rewind(&mut &*file).map_err(self.io())?;
             let mut frames = PlanReader::new(file);
@@ -101,10 +105,35 @@ impl<'a> Intake<'a> {
                 spill.push(&row.key, row.fp, &row.row).map_err(self.io())?;
             }
         }
+        if let Some(keys) = self.writer.unchanged_keys.take() {
+            // Unchanged rows are what the snapshot holds for their keys: read back from there.
+            let mut file = keys.into_inner().map_err(|e| e.into_error()).map_err(self.io())?;
+            std::io::Seek::rewind(&mut file).map_err(self.io())?;
+            let mut keys = std::io::BufReader::with_capacity(1 << 16, file);
+            let mut group = Vec::new();
+            loop {
+                let key = read_key(&mut keys).map_err(self.io())?;
+                let end = key.is_none();
+                group.extend(key);
+                if group.len() >= 1024 || (end && !group.is_empty()) {
+                    let refs: Vec<&[u8]> = group.iter().map(Vec::as_slice).collect();
+                    let rows = self.state.snapshot_entries(self.sync, &refs).map_err(|e| Abort(e.to_string()))?;
+                    for (key, row) in group.iter().zip(rows) {
+                        let row = row.ok_or_else(|| Abort(format!("the snapshot of sync {} lost the row of key {} while the plan was made", self.sync, super::key_text(key))))?;
+                        spill.push(key, row.fp, &row.row).map_err(self.io())?;
+                    }
+                    group.clear();
+                }
+                if end {
+                    break;
+                }
+            }
+        }
         self.writer.restart().map_err(self.io())?;
         self.writer.write_unchanged = self.keep_unchanged;
         // Sorted, the merge is final: removals are looked up as they come.
         self.writer.deferred_removals = None;
+        self.writer.unchanged_keys = None;
         self.mode = Mode::Sorting(spill);
         Ok(())
     }
@@ -112,7 +141,7 @@ impl<'a> Intake<'a> {
     /// After the last row: finishes the merge (first sorting the spill, if it came to that)
     /// and returns the written plan.
     pub(crate) fn finish(self) -> Result<PlanWriter<'a>, Abort> {
-        let Intake { mut writer, mode, state, sync, use_snapshot, full_resync, rows, tmp_dir, keep_unchanged, .. } = self;
+        let Intake { mut writer, mode, state, sync, use_snapshot, full_resync, rows, tmp_dir, .. } = self;
         let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
         match mode {
             Mode::Merging(merge) => {
@@ -124,7 +153,7 @@ impl<'a> Intake<'a> {
                 let mut merge = Merge::new(SnapshotCursor::new(state, sync, use_snapshot), full_resync);
                 let mut progress = Progress::new("planned", rows);
                 while let Some(entry) = sorted.next_entry().map_err(io)? {
-                    merge.entry(entry, &mut |step| writer.step(step))?;
+                    merge.entry(RowRef { key: &entry.key, fp: entry.fp, row: &entry.row }, &mut |step| writer.step(step))?;
                     progress.advance(1);
                 }
                 merge.finish(&mut |step| writer.step(step))?;
@@ -132,10 +161,6 @@ impl<'a> Intake<'a> {
             }
         }
         writer.flush()?;
-        if !keep_unchanged {
-            // Written only in case of a fall back to sorting; nothing reads them.
-            writer.file(Change::Unchanged).set_len(0).map_err(io)?;
-        }
         Ok(writer)
     }
 }
@@ -155,7 +180,7 @@ impl ModelSink for Intake<'_> {
         match &mut self.mode {
             Mode::Merging(merge) => {
                 let writer = &mut self.writer;
-                merge.entry(ModelEntry { key: key.to_vec(), fp, row: row.to_vec() }, &mut |step| writer.step(step))
+                merge.entry(RowRef { key, fp, row }, &mut |step| writer.step(step))
             }
             Mode::Sorting(spill) => spill.push(key, fp, row).map_err(|e| Abort(format!("writing the plan: {e}"))),
         }

@@ -236,6 +236,11 @@ pub(crate) struct PlanWriter<'a> {
     pub(crate) duplicate_samples: std::collections::BTreeSet<Vec<u8>>,
     /// Whether unchanged rows are written to their file.
     pub(crate) write_unchanged: bool,
+    /// While set (and `write_unchanged` is not), the keys of unchanged rows go here
+    /// (length-prefixed): while merging, in case of a fall back to sorting, which takes their
+    /// rows back from the snapshot (an unchanged row is the row last delivered). A key costs
+    /// a tenth of its row to write.
+    pub(crate) unchanged_keys: Option<BufWriter<std::fs::File>>,
     /// While set, removed keys go here (length-prefixed) instead of being looked up at once:
     /// the intake may still fall back to sorting, and then every removal so far is void (a
     /// model whose first row has a high key "removes" every key below it until the next row
@@ -259,6 +264,7 @@ impl<'a> PlanWriter<'a> {
             duplicates: 0,
             duplicate_samples: Default::default(),
             write_unchanged: false,
+            unchanged_keys: None,
             deferred_removals: None,
         }
     }
@@ -279,48 +285,49 @@ impl<'a> PlanWriter<'a> {
         self.fingerprint.update(fp);
     }
 
-    pub(crate) fn step(&mut self, step: Step) -> Result<(), Abort> {
+    pub(crate) fn step(&mut self, step: Step<'_>) -> Result<(), Abort> {
         match step {
             Step::Duplicate(key) => {
                 self.duplicates += 1;
-                self.duplicate_samples.insert(key);
-                if self.duplicate_samples.len() > 5 {
-                    self.duplicate_samples.pop_last();
+                if self.duplicate_samples.len() < 5 || self.duplicate_samples.last().is_some_and(|last| key < last.as_slice()) {
+                    self.duplicate_samples.insert(key.to_vec());
+                    if self.duplicate_samples.len() > 5 {
+                        self.duplicate_samples.pop_last();
+                    }
                 }
                 return Ok(());
             }
-            Step::Removed(key) if self.refused_deletes.contains(&key) => {
+            Step::Removed(key) if self.refused_deletes.contains(key) => {
                 self.diff.cleared_deletes += 1;
-                self.mark(b'x', &key, &[]);
-                self.cleared_deletes.push(key);
+                self.mark(b'x', key, &[]);
+                self.cleared_deletes.push(key.to_vec());
                 return Ok(());
             }
             Step::Removed(key) => {
                 self.diff.removed += 1;
-                self.mark(b'r', &key, &[]);
+                self.mark(b'r', key, &[]);
                 match &mut self.deferred_removals {
-                    Some(out) => {
-                        let written = out.write_all(&(key.len() as u32).to_le_bytes()).and_then(|()| out.write_all(&key));
-                        written.map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
-                    }
-                    None => self.waiting.push((Change::Removed, ModelEntry::key_only(key))),
+                    Some(out) => write_key(out, key).map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?,
+                    None => self.waiting.push((Change::Removed, ModelEntry::key_only(key.to_vec()))),
                 }
             }
             Step::Added(entry) => {
                 self.diff.added += 1;
-                self.mark(b'a', &entry.key, &entry.fp);
-                write_frame(&mut self.writers[Change::Added as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(self.io())?;
+                self.mark(b'a', entry.key, &entry.fp);
+                write_frame(&mut self.writers[Change::Added as usize], entry.key, &entry.fp, entry.row, &[]).map_err(self.io())?;
             }
             Step::Unchanged(entry) => {
                 self.diff.unchanged += 1;
                 if self.write_unchanged {
-                    write_frame(&mut self.writers[Change::Unchanged as usize], &entry.key, &entry.fp, &entry.row, &[]).map_err(self.io())?;
+                    write_frame(&mut self.writers[Change::Unchanged as usize], entry.key, &entry.fp, entry.row, &[]).map_err(self.io())?;
+                } else if let Some(out) = &mut self.unchanged_keys {
+                    write_key(out, entry.key).map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
                 }
             }
             Step::Changed(entry) => {
                 self.diff.changed += 1;
-                self.mark(b'c', &entry.key, &entry.fp);
-                self.waiting.push((Change::Changed, entry));
+                self.mark(b'c', entry.key, &entry.fp);
+                self.waiting.push((Change::Changed, ModelEntry { key: entry.key.to_vec(), fp: entry.fp, row: entry.row.to_vec() }));
             }
         }
         if self.waiting.len() >= 1024 {
@@ -346,14 +353,7 @@ impl<'a> PlanWriter<'a> {
         let mut file = deferred.into_inner().map_err(|e| io(e.into_error()))?;
         file.rewind().map_err(io)?;
         let mut keys = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut len = [0u8; 4];
-        loop {
-            match std::io::Read::read_exact(&mut keys, &mut len) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(io(e)),
-            }
-            let key = file::read_exactly(&mut keys, u32::from_le_bytes(len)).map_err(io)?;
+        while let Some(key) = read_key(&mut keys).map_err(io)? {
             self.waiting.push((Change::Removed, ModelEntry::key_only(key)));
             if self.waiting.len() >= 1024 {
                 flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers).map_err(Abort)?;
@@ -372,15 +372,31 @@ impl<'a> PlanWriter<'a> {
             std::io::Seek::rewind(w.get_mut())?;
         }
         self.waiting.clear();
-        if let Some(deferred) = &mut self.deferred_removals {
-            deferred.flush()?;
-            deferred.get_ref().set_len(0)?;
-            deferred.get_mut().rewind()?;
+        for keys in [&mut self.deferred_removals, &mut self.unchanged_keys].into_iter().flatten() {
+            keys.flush()?;
+            keys.get_ref().set_len(0)?;
+            keys.get_mut().rewind()?;
         }
         self.diff = DiffCounts::default();
         self.fingerprint = xxhash_rust::xxh3::Xxh3::new();
         self.cleared_deletes.clear();
         Ok(())
+    }
+}
+
+/// Appends a length-prefixed key to a file of keys.
+pub(crate) fn write_key(out: &mut impl Write, key: &[u8]) -> std::io::Result<()> {
+    out.write_all(&(key.len() as u32).to_le_bytes())?;
+    out.write_all(key)
+}
+
+/// The next key of a file written by [`write_key`], or `None` at its end.
+pub(crate) fn read_key(keys: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match keys.read_exact(&mut len) {
+        Ok(()) => file::read_exactly(keys, u32::from_le_bytes(len)).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -397,45 +413,62 @@ pub(crate) fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(C
     Ok(())
 }
 
-/// Walks a sync's snapshot in key order, a chunk at a time.
+/// Walks a sync's snapshot in key order, a chunk at a time. A chunk's keys sit in one
+/// buffer, reused from chunk to chunk (no allocation per key).
 pub(crate) struct SnapshotCursor<'a> {
     state: &'a StateStore,
     sync: &'a str,
-    chunk: std::collections::VecDeque<(Vec<u8>, [u8; 16])>,
-    last: Option<Vec<u8>>,
+    /// The chunk's keys, one after another.
+    keys: Vec<u8>,
+    /// Each key's end in `keys`, and its fingerprint.
+    entries: Vec<(usize, [u8; 16])>,
+    /// The next entry of the chunk.
+    at: usize,
+    /// The last key of the previous chunk: where the next one starts.
+    after: Option<Vec<u8>>,
     done: bool,
 }
+
+/// Snapshot entries read per state transaction.
+const SNAPSHOT_CHUNK: usize = 16_384;
 
 impl<'a> SnapshotCursor<'a> {
     /// `enabled: false` reads as an empty snapshot (one that no longer matches the sync).
     pub(crate) fn new(state: &'a StateStore, sync: &'a str, enabled: bool) -> SnapshotCursor<'a> {
-        SnapshotCursor { state, sync, chunk: Default::default(), last: None, done: !enabled }
+        SnapshotCursor { state, sync, keys: Vec::new(), entries: Vec::new(), at: 0, after: None, done: !enabled }
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.entries[i - 1].0 };
+        &self.keys[start..self.entries[i].0]
     }
 
     fn fill(&mut self) -> Result<(), Abort> {
-        if self.chunk.is_empty() && !self.done {
-            let next = self.state.snapshot_chunk(self.sync, self.last.as_deref(), 16_384).map_err(|e| Abort(e.to_string()))?;
-            if next.is_empty() {
-                self.done = true;
-            }
-            if let Some((k, _)) = next.last() {
-                self.last = Some(k.clone());
-            }
-            self.chunk.extend(next);
+        if self.at < self.entries.len() || self.done {
+            return Ok(());
         }
+        if let Some(last) = self.entries.len().checked_sub(1) {
+            let start = if last == 0 { 0 } else { self.entries[last - 1].0 };
+            let after = self.after.get_or_insert_with(Vec::new);
+            after.clear();
+            after.extend_from_slice(&self.keys[start..]);
+        }
+        self.keys.clear();
+        self.entries.clear();
+        self.at = 0;
+        let read = self.state.snapshot_chunk_into(self.sync, self.after.as_deref(), SNAPSHOT_CHUNK, &mut self.keys, &mut self.entries);
+        self.done = read.map_err(|e| Abort(e.to_string()))? == 0;
         Ok(())
     }
-
 }
 
 impl SnapshotKeys for SnapshotCursor<'_> {
-    fn peek(&mut self) -> Result<Option<&(Vec<u8>, [u8; 16])>, Abort> {
+    fn peek(&mut self) -> Result<Option<(&[u8], [u8; 16])>, Abort> {
         self.fill()?;
-        Ok(self.chunk.front())
+        Ok((self.at < self.entries.len()).then(|| (self.key(self.at), self.entries[self.at].1)))
     }
 
-    fn next(&mut self) -> Result<Option<(Vec<u8>, [u8; 16])>, Abort> {
-        self.fill()?;
-        Ok(self.chunk.pop_front())
+    fn advance(&mut self) {
+        self.at += 1;
     }
 }
