@@ -6,8 +6,9 @@ use super::{StateError, StateStore};
 use redb::{ReadableTable, TableDefinition};
 
 /// The table `changelog/NAME`: (run ID, encoded primary key) → `RowChange` (the entry
-/// before, the fingerprint sent); (run ID, empty key) → JSON `ChangelogHeader`. Pruned to
-/// the last `[state] keep_changelog_runs` runs of the sync.
+/// before, the fingerprint sent); (run ID, empty key) → JSON `ChangelogHeader`; and
+/// (run ID, [`BLOCK_PREFIX`] + 8-byte sequence number) → a block of rows the run inserted
+/// (see [`InsertBlock`]). Pruned to the last `[state] keep_changelog_runs` runs of the sync.
 pub(super) fn changelog_table(sync: &str) -> String {
     format!("changelog/{sync}")
 }
@@ -24,24 +25,35 @@ impl StateStore {
         })
     }
 
-    /// Up to `limit` changelog entries of a run, in key order, after `after`.
-    pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, crate::domain::RowChange)>, StateError> {
-        self.read_table(changelog_def(&changelog_table(sync)), || Vec::new(), |table| {
+    /// Changelog entries of a run from where `after` left off (`None`: from the start): at
+    /// least `limit` of them unless the run has fewer left, whole blocks of inserted rows
+    /// first, then the other entries in key order. Returns the entries and where to go on
+    /// from (`None` when the run has no more).
+    pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<(Vec<(Vec<u8>, crate::domain::RowChange)>, Option<Vec<u8>>), StateError> {
+        self.read_table(changelog_def(&changelog_table(sync)), || (Vec::new(), None), |table| {
             let start = after.unwrap_or(&[]);
             let mut out = Vec::new();
+            let mut last = None;
             for entry in table.range((run_id, start)..).map_err(|e| self.err(e))? {
                 let (k, v) = entry.map_err(|e| self.err(e))?;
                 let (run, key) = k.value();
                 if run != run_id || out.len() >= limit {
                     break;
                 }
+                last = Some(key.to_vec());
                 if key.is_empty() || Some(key) == after {
+                    continue;
+                }
+                if key[0] == BLOCK_PREFIX {
+                    let rows = decode_block(v.value()).ok_or_else(|| self.err(format!("corrupt changelog block of run {run_id}")))?;
+                    out.extend(rows.into_iter().map(|(key, sent)| (key, crate::domain::RowChange::Inserted { sent })));
                     continue;
                 }
                 let change = crate::domain::RowChange::decode(v.value()).ok_or_else(|| self.err("corrupt changelog entry"))?;
                 out.push((key.to_vec(), change));
             }
-            Ok(out)
+            let more = if out.len() >= limit { last } else { None };
+            Ok((out, more))
         })
     }
 
@@ -51,8 +63,17 @@ impl StateStore {
             run_ids
                 .iter()
                 .map(|run| {
-                    let v = table.get((*run, key)).map_err(|e| self.err(e))?;
-                    Ok(v.and_then(|v| crate::domain::RowChange::decode(v.value())))
+                    if let Some(v) = table.get((*run, key)).map_err(|e| self.err(e))? {
+                        return Ok(crate::domain::RowChange::decode(v.value()));
+                    }
+                    // Not changed on its own: maybe inserted, in one of the run's blocks.
+                    for block in table.range((*run, &[BLOCK_PREFIX][..])..(*run, &[BLOCK_PREFIX + 1][..])).map_err(|e| self.err(e))? {
+                        let (_, v) = block.map_err(|e| self.err(e))?;
+                        if let Some(sent) = find_in_block(v.value(), key) {
+                            return Ok(Some(crate::domain::RowChange::Inserted { sent }));
+                        }
+                    }
+                    Ok(None)
                 })
                 .collect()
         })
@@ -86,4 +107,111 @@ impl StateStore {
         txn.commit().map_err(|e| self.err(e))
     }
 
+}
+
+/// Changelog keys of insert blocks start with this byte. No encoded primary key does (keys
+/// are MessagePack arrays: 0x90 and up), and the header's key is empty, so a run's blocks
+/// sort between its header and its other entries.
+pub(super) const BLOCK_PREFIX: u8 = 0x00;
+
+/// Rows per block: large enough that the B-tree insert is paid once per thousands of rows,
+/// small enough that `rows history` reads little to find one key.
+pub(super) const BLOCK_ROWS: u32 = 4096;
+
+/// The rows a run inserted, kept as blocks of (key, fingerprint sent) instead of one entry
+/// each: an initial sync inserts every row, and a B-tree insert per row cost about as much
+/// as the snapshot's own (1.5 s per million rows, BENCHMARKS.md). Stored form: the row
+/// count (u32 LE), then per row the key's length (u32 LE), the key and the 16-byte
+/// fingerprint. A run sends each key once, so a key of a run is in one block or has one
+/// entry of its own, never both; a journal applied twice logs nothing the second time (see
+/// [`StateStore::apply`]).
+#[derive(Default)]
+pub(super) struct InsertBlock {
+    rows: u32,
+    bytes: Vec<u8>,
+    /// The run's next block number, once known in this transaction.
+    next: Option<u64>,
+}
+
+impl InsertBlock {
+    pub(super) fn push(&mut self, key: &[u8], sent: &crate::domain::Fingerprint) {
+        if self.rows == 0 {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&[0; 4]);
+        }
+        self.rows += 1;
+        self.bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(sent);
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.rows >= BLOCK_ROWS
+    }
+
+    /// Writes the block (if it has rows) as the run's next one, and empties it.
+    pub(super) fn flush(&mut self, changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>, run: &str) -> Result<(), redb::Error> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let seq = match self.next {
+            Some(seq) => seq,
+            None => {
+                let last = changelog.range((run, &[BLOCK_PREFIX][..])..(run, &[BLOCK_PREFIX + 1][..]))?.next_back().transpose()?;
+                last.and_then(|(k, _)| k.value().1.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)).map_or(0, |n| n + 1)
+            }
+        };
+        self.bytes[..4].copy_from_slice(&self.rows.to_le_bytes());
+        let mut key = [BLOCK_PREFIX; 9];
+        key[1..].copy_from_slice(&seq.to_be_bytes());
+        changelog.insert((run, &key[..]), self.bytes.as_slice())?;
+        self.next = Some(seq + 1);
+        self.rows = 0;
+        Ok(())
+    }
+
+    /// For the next run in the same transaction: its block numbers are its own.
+    pub(super) fn start_run(&mut self) {
+        self.rows = 0;
+        self.next = None;
+    }
+}
+
+/// The (key, fingerprint) rows of a stored block; `None` if it is malformed.
+fn decode_block(v: &[u8]) -> Option<Vec<(Vec<u8>, crate::domain::Fingerprint)>> {
+    let mut rows = Vec::new();
+    walk_block(v, |key, fp| {
+        rows.push((key.to_vec(), fp));
+        false
+    })?;
+    Some(rows)
+}
+
+/// The fingerprint a block holds for `key`, if any.
+fn find_in_block(v: &[u8], key: &[u8]) -> Option<crate::domain::Fingerprint> {
+    let mut found = None;
+    walk_block(v, |k, fp| {
+        if k == key {
+            found = Some(fp);
+        }
+        found.is_some()
+    })?;
+    found
+}
+
+/// Calls `visit` with each row of a block until it returns true; `None` if the block is
+/// malformed (before the row that stopped the walk).
+fn walk_block(v: &[u8], mut visit: impl FnMut(&[u8], crate::domain::Fingerprint) -> bool) -> Option<()> {
+    let count = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
+    let mut rest = &v[4..];
+    for _ in 0..count {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let key = rest.get(4..4 + len)?;
+        let fp: crate::domain::Fingerprint = rest.get(4 + len..4 + len + 16)?.try_into().ok()?;
+        rest = &rest[4 + len + 16..];
+        if visit(key, fp) {
+            return Some(());
+        }
+    }
+    rest.is_empty().then_some(())
 }

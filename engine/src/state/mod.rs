@@ -25,8 +25,10 @@ pub use crate::domain::{CheckReport, DiffCounts, OpCounts, PluginHashes, Rejecte
 /// Layout version of the state file. Bump on any incompatible change to tables or records,
 /// and migrate the previous version in [`StateStore::open`].
 /// - 1: the first layout;
-/// - 2: adds `runs_by_sync`, the history index (built from `runs` on migration).
-pub const FORMAT_VERSION: u64 = 2;
+/// - 2: adds `runs_by_sync`, the history index (built from `runs` on migration);
+/// - 3: a run's changelog keeps the rows it inserted in blocks (see `changelog::InsertBlock`);
+///   entries of version 2 are still read as they are, so the migration only records 3.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Longest run error message kept in history, and longest check message and sample.
 const MAX_RUN_ERROR_BYTES: usize = 16 * 1024;
@@ -241,6 +243,10 @@ impl StateStore {
                         let run: RunRecord = serde_json::from_slice(value.value()).map_err(|e| storage(format!("run {} is unreadable: {e}", id.value())))?;
                         index.insert((history_key(&run).as_str(), id.value()), ()).map_err(|e| storage(e.to_string()))?;
                     }
+                    meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
+                }
+                Some(2) => {
+                    // 2 → 3: insert blocks are new; a version 2 changelog reads as it is.
                     meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
                 }
                 Some(found) => return Err(OpenError::UnknownFormat { path: path.clone(), found }),
@@ -546,6 +552,8 @@ impl StateStore {
             // to clear, and a lookup per row is saved.
             let mut any_pending = pending.len().map_err(|e| self.err(e))? > 0;
             let mut value = Vec::new();
+            // Rows the current run inserted, logged a block at a time.
+            let mut inserted = changelog::InsertBlock::default();
             // The run whose deliveries follow (a journal from before changelogs has none).
             let mut run: Option<String> = None;
             // Keeps the first changelog entry of a (run, key): replaying a journal twice (a
@@ -561,6 +569,10 @@ impl StateStore {
             for op in ops {
                 match op {
                     JournalOp::Begin(header) => {
+                        if let Some(run) = &run {
+                            inserted.flush(&mut changelog, run).map_err(|e| self.err(e))?;
+                        }
+                        inserted.start_run();
                         let json = serde_json::to_vec(header).map_err(|e| self.err(e))?;
                         changelog.insert((header.run_id.as_str(), &[][..]), json.as_slice()).map_err(|e| self.err(e))?;
                         run = Some(header.run_id.clone());
@@ -569,13 +581,23 @@ impl StateStore {
                         value.clear();
                         value.extend_from_slice(fp);
                         value.extend_from_slice(row);
-                        let before = snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?.and_then(|g| Delivered::from_stored(g.value()));
-                        if let Some(run) = &run {
-                            let change = match before {
-                                None => RowChange::Inserted { sent: *fp },
-                                Some(before) => RowChange::Updated { before, sent: *fp },
-                            };
-                            log(&mut changelog, run, key, change).map_err(|e| self.err(e))?;
+                        let stored = snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
+                        // An entry left exactly as it was is not logged: that is this journal
+                        // applied again (a crash between commit and truncation: the first
+                        // entry, maybe in an insert block, stands), or a full resync sending a
+                        // row again unchanged, which leaves nothing to undo.
+                        let unchanged = stored.as_ref().is_some_and(|g| g.value() == value.as_slice());
+                        let before = stored.and_then(|g| Delivered::from_stored(g.value()));
+                        match (&run, before) {
+                            (Some(_), _) if unchanged => {}
+                            (Some(run), None) => {
+                                inserted.push(key, fp);
+                                if inserted.is_full() {
+                                    inserted.flush(&mut changelog, run).map_err(|e| self.err(e))?;
+                                }
+                            }
+                            (Some(run), Some(before)) => log(&mut changelog, run, key, RowChange::Updated { before, sent: *fp }).map_err(|e| self.err(e))?,
+                            (None, _) => {}
                         }
                         if any_pending {
                             pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
@@ -597,6 +619,9 @@ impl StateStore {
                         any_pending = true;
                     }
                 }
+            }
+            if let Some(run) = &run {
+                inserted.flush(&mut changelog, run).map_err(|e| self.err(e))?;
             }
             let mut metas = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
             // A commit that does not know the key types (replaying a journal before the plan)
@@ -685,7 +710,7 @@ mod tests {
         state.apply("s", &meta, &second).unwrap();
         // The same journal applied again (a crash between commit and truncation).
         state.apply("s", &meta, &second).unwrap();
-        let r2 = state.changelog_chunk("s", "R2", None, 10).unwrap();
+        let r2 = state.changelog_chunk("s", "R2", None, 10).unwrap().0;
         assert_eq!(
             r2,
             vec![
@@ -693,13 +718,67 @@ mod tests {
                 (b"b".to_vec(), RowChange::Deleted { before: delivered(2) }),
             ]
         );
-        assert_eq!(state.changelog_chunk("s", "R1", Some(b"a"), 10).unwrap(), vec![(b"b".to_vec(), RowChange::Inserted { sent: [2; 16] })]);
+        let (r1, more) = state.changelog_chunk("s", "R1", None, 10).unwrap();
+        assert_eq!(r1, vec![(b"a".to_vec(), RowChange::Inserted { sent: [1; 16] }), (b"b".to_vec(), RowChange::Inserted { sent: [2; 16] })]);
+        assert_eq!(more, None, "R1 has no more entries");
         assert_eq!(state.changelog_header("s", "R2").unwrap().unwrap().run_id, "R2");
         assert_eq!(state.changelog_entries("s", &["R2", "R1", "R0"], b"a").unwrap()[1], Some(RowChange::Inserted { sent: [1; 16] }));
 
         state.prune_changelog("s", 1).unwrap();
-        assert!(state.changelog_header("s", "R1").unwrap().is_none() && state.changelog_chunk("s", "R1", None, 10).unwrap().is_empty());
-        assert_eq!(state.changelog_chunk("s", "R2", None, 10).unwrap().len(), 2);
+        assert!(state.changelog_header("s", "R1").unwrap().is_none() && state.changelog_chunk("s", "R1", None, 10).unwrap().0.is_empty());
+        assert_eq!(state.changelog_chunk("s", "R2", None, 10).unwrap().0.len(), 2);
+    }
+
+    /// Inserted rows are logged in blocks: every one is read back once, in pages of any
+    /// size, found by key, and a journal applied twice adds nothing; an entry of version 2
+    /// (one per inserted row) still reads beside them.
+    #[test]
+    fn inserted_rows_are_logged_in_blocks_and_read_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateStore::open(dir.path()).unwrap();
+        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
+        let key = |i: u32| format!("k{i:05}");
+        let first: Vec<JournalOp> = std::iter::once(header("R1")).chain((0..5000).map(|i| upsert(&key(i), (i % 7) as u8))).collect();
+        // The same run goes on in another transaction (a journal committed midway).
+        let second: Vec<JournalOp> = std::iter::once(header("R1")).chain((5000..6000).map(|i| upsert(&key(i), 1))).collect();
+        state.apply("s", &meta, &first).unwrap();
+        state.apply("s", &meta, &second).unwrap();
+        // Applied again: every row is already as it says, nothing is logged twice.
+        state.apply("s", &meta, &second).unwrap();
+        state.apply("s", &meta, &first).unwrap();
+        state.apply("s", &meta, &[header("R2"), upsert(&key(0), 9)]).unwrap();
+        {
+            // An entry as version 2 wrote it, one per inserted row.
+            let txn = state.db.begin_write().unwrap();
+            let name = changelog::changelog_table("s");
+            let mut table = txn.open_table(changelog::changelog_def(&name)).unwrap();
+            table.insert(("R1", &b"legacy"[..]), RowChange::Inserted { sent: [8; 16] }.encode().as_slice()).unwrap();
+            drop(table);
+            txn.commit().unwrap();
+        }
+        for page in [1, 999, 4096, 100_000] {
+            let (mut after, mut seen) = (None, Vec::new());
+            loop {
+                let (rows, more) = state.changelog_chunk("s", "R1", after.as_deref(), page).unwrap();
+                seen.extend(rows);
+                match more {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen.len(), 6001, "pages of {page}");
+            let mut keys: Vec<&[u8]> = seen.iter().map(|(k, _)| k.as_slice()).collect();
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys.len(), 6001, "each row once, pages of {page}");
+            assert!(seen.iter().all(|(_, c)| matches!(c, RowChange::Inserted { .. })));
+        }
+        let r2 = state.changelog_chunk("s", "R2", None, 10).unwrap();
+        assert_eq!(r2, (vec![(key(0).into_bytes(), RowChange::Updated { before: delivered(0), sent: [9; 16] })], None));
+        let found = state.changelog_entries("s", &["R1"], key(4321).as_bytes()).unwrap();
+        assert_eq!(found, vec![Some(RowChange::Inserted { sent: [(4321 % 7) as u8; 16] })]);
+        assert_eq!(state.changelog_entries("s", &["R1"], b"legacy").unwrap(), vec![Some(RowChange::Inserted { sent: [8; 16] })]);
+        assert_eq!(state.changelog_entries("s", &["R1"], b"k99999").unwrap(), vec![None]);
     }
 
     #[test]

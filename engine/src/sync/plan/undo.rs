@@ -69,9 +69,7 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
     let (mut conflicts, mut conflict_keys, mut without_before, mut already_undone) = (0u64, Vec::new(), 0u64, 0u64);
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let chunk = state.changelog_chunk(state_key, run, after.as_deref(), CHUNK).map_err(|e| Abort(e.to_string()))?;
-        let Some((last, _)) = chunk.last() else { break };
-        after = Some(last.clone());
+        let (chunk, more) = state.changelog_chunk(state_key, run, after.as_deref(), CHUNK).map_err(|e| Abort(e.to_string()))?;
         let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
         let current = state.snapshot_entries(state_key, &keys).map_err(|e| Abort(e.to_string()))?;
         for ((key, change), now) in chunk.iter().zip(current) {
@@ -112,6 +110,10 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
                 _ => diff.removed += 1,
             }
             write_frame(&mut writers[inverse as usize], key, &fp, &row, &before).map_err(io)?;
+        }
+        match more {
+            Some(next) => after = Some(next),
+            None => break,
         }
     }
     for w in &mut writers {
