@@ -8,7 +8,7 @@ pub mod send;
 pub mod writer;
 
 use super::commit::Committer;
-use super::plan::Plan;
+use super::plan::{Payload, Plan};
 use super::prepare::{open_error, primary_key_fields, PreparedSync};
 use super::progress::Progress;
 use super::{Abort, Tally};
@@ -84,22 +84,23 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
                 match reader.next() {
                     Ok(Some(mut row)) => {
                         row.payload = if change == Change::Removed {
-                            row.key.clone()
+                            Payload::Key
                         } else if event_ids {
-                            with_event_id(&row.row, &p.sync.name, &row.key)
+                            Payload::Built(with_event_id(&row.row, &p.sync.name, &row.key))
                         } else {
-                            row.row.clone()
+                            Payload::Row
                         };
-                        if row.payload.len() > MAX_BATCH_BYTES {
+                        let size = row.payload().len();
+                        if size > MAX_BATCH_BYTES {
                             stop = Some(Abort(format!(
                                 "row {} is {} MiB, more than the {} MiB one batch may carry to the destination plugin; nothing more was sent",
                                 row.key_text(),
-                                row.payload.len() >> 20,
+                                size >> 20,
                                 MAX_BATCH_BYTES >> 20
                             )));
                             break 'changes;
                         }
-                        bytes += row.payload.len();
+                        bytes += size;
                         rows.push(row);
                     }
                     Ok(None) => break,

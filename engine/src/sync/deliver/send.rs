@@ -56,10 +56,10 @@ pub(crate) fn refused_as_a_whole(outcomes: &[RowOutcome]) -> bool {
 }
 
 pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
-    let bytes: usize = rows.iter().map(|r| r.payload.len()).sum();
+    let bytes: usize = rows.iter().map(|r| r.payload().len()).sum();
     let mut b = BatchBuilder::with_capacity(columns.to_vec(), bytes + 8);
     for r in rows {
-        b.push_encoded_row(&r.payload);
+        b.push_encoded_row(r.payload());
     }
     b.finish()
 }

@@ -21,7 +21,18 @@ pub(crate) struct PlannedRow {
     pub(crate) fp: [u8; 16],
     pub(crate) row: Vec<u8>,
     pub(crate) before: Vec<u8>,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: Payload,
+}
+
+/// What a planned row sends to the destination. Most rows send themselves: no copy of a
+/// row per row delivered.
+pub(crate) enum Payload {
+    /// The mapped row (inserts and updates).
+    Row,
+    /// The key alone (deletes).
+    Key,
+    /// Something built for sending (the row with its event id, in `append` mode).
+    Built(Vec<u8>),
 }
 
 /// Renders an encoded key: `42`, or `42|eu` for composite keys.
@@ -36,12 +47,28 @@ impl PlannedRow {
     pub(crate) fn key_text(&self) -> String {
         key_text(&self.key)
     }
+
+    /// The encoded row sent to the destination.
+    pub(crate) fn payload(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Row => &self.row,
+            Payload::Key => &self.key,
+            Payload::Built(p) => p,
+        }
+    }
 }
 
 /// Reads exactly `len` bytes, growing the buffer as they arrive: a corrupt length prefix in
 /// a short file is an error, not a 4 GiB allocation (found by the fuzz test below).
 pub(crate) fn read_exactly(r: &mut impl Read, len: u32) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity((len as usize).min(1 << 16));
+    // The common case, a row or a key: one allocation and one copy out of the reader (read_to_end
+    // would probe for more after filling an exact-sized buffer).
+    if len <= 1 << 16 {
+        let mut buf = vec![0; len as usize];
+        r.read_exact(&mut buf)?;
+        return Ok(buf);
+    }
+    let mut buf = Vec::with_capacity(1 << 16);
     r.take(u64::from(len)).read_to_end(&mut buf)?;
     if buf.len() != len as usize {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated"));
@@ -75,7 +102,7 @@ impl<'a> PlanReader<'a> {
         self.input.read_exact(&mut fp)?;
         let row = self.bytes()?.ok_or_else(truncated)?;
         let before = self.bytes()?.ok_or_else(truncated)?;
-        Ok(Some(PlannedRow { key, fp, row, before, payload: Vec::new() }))
+        Ok(Some(PlannedRow { key, fp, row, before, payload: Payload::Row }))
     }
 }
 

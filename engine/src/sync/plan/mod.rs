@@ -25,7 +25,7 @@ use spill::ModelEntry;
 use std::io::{BufWriter, Seek, Write};
 
 pub use file::key_text;
-pub(crate) use file::PlannedRow;
+pub(crate) use file::{Payload, PlannedRow};
 
 /// How a run treats the snapshot.
 #[derive(Debug, Clone, Copy, Default)]
