@@ -8,7 +8,8 @@ use redb::{ReadableTable, TableDefinition};
 /// The table `changelog/NAME`: (run ID, encoded primary key) → `RowChange` (the entry
 /// before, the fingerprint sent); (run ID, empty key) → JSON `ChangelogHeader`; and
 /// (run ID, [`BLOCK_PREFIX`] + 8-byte sequence number) → a block of rows the run inserted
-/// (see [`InsertBlock`]). Pruned to the last `[state] keep_changelog_runs` runs of the sync.
+/// (see [`InsertBlock`]), and (run ID, [`BLOCK_RANGE_PREFIX`] + the same number) → the
+/// smallest and largest key in that block, so one key is looked up without reading every block. Pruned to the last `[state] keep_changelog_runs` runs of the sync.
 pub(super) fn changelog_table(sync: &str) -> String {
     format!("changelog/{sync}")
 }
@@ -26,10 +27,12 @@ impl StateStore {
     }
 
     /// Changelog entries of a run from where `after` left off (`None`: from the start): at
-    /// least `limit` of them unless the run has fewer left, whole blocks of inserted rows
-    /// first, then the other entries in key order. Returns the entries and where to go on
-    /// from (`None` when the run has no more).
+    /// least `limit` of them unless the run has fewer left: whole blocks of inserted rows
+    /// first (each in the order the destination acknowledged its rows), then the other
+    /// entries in key order. Returns the entries and where to go on from (`None` when the
+    /// run has no more).
     pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<(Vec<(Vec<u8>, crate::domain::RowChange)>, Option<Vec<u8>>), StateError> {
+        let limit = limit.max(1);
         self.read_table(changelog_def(&changelog_table(sync)), || (Vec::new(), None), |table| {
             let start = after.unwrap_or(&[]);
             let mut out = Vec::new();
@@ -42,6 +45,9 @@ impl StateStore {
                 }
                 last = Some(key.to_vec());
                 if key.is_empty() || Some(key) == after {
+                    continue;
+                }
+                if key[0] == BLOCK_RANGE_PREFIX {
                     continue;
                 }
                 if key[0] == BLOCK_PREFIX {
@@ -66,10 +72,19 @@ impl StateStore {
                     if let Some(v) = table.get((*run, key)).map_err(|e| self.err(e))? {
                         return Ok(crate::domain::RowChange::decode(v.value()));
                     }
-                    // Not changed on its own: maybe inserted, in one of the run's blocks.
-                    for block in table.range((*run, &[BLOCK_PREFIX][..])..(*run, &[BLOCK_PREFIX + 1][..])).map_err(|e| self.err(e))? {
-                        let (_, v) = block.map_err(|e| self.err(e))?;
-                        if let Some(sent) = find_in_block(v.value(), key) {
+                    // Not changed on its own: maybe inserted, in one of the run's blocks whose
+                    // key range holds it.
+                    let corrupt = || self.err(format!("corrupt changelog block of run {run}"));
+                    for range in table.range((*run, &[BLOCK_RANGE_PREFIX][..])..(*run, &[BLOCK_RANGE_PREFIX + 1][..])).map_err(|e| self.err(e))? {
+                        let (k, v) = range.map_err(|e| self.err(e))?;
+                        let (smallest, largest) = decode_range(v.value()).ok_or_else(corrupt)?;
+                        if key < smallest || key > largest {
+                            continue;
+                        }
+                        let mut block_key = k.value().1.to_vec();
+                        block_key[0] = BLOCK_PREFIX;
+                        let Some(block) = table.get((*run, block_key.as_slice())).map_err(|e| self.err(e))? else { continue };
+                        if let Some(sent) = find_in_block(block.value(), key).ok_or_else(corrupt)? {
                             return Ok(Some(crate::domain::RowChange::Inserted { sent }));
                         }
                     }
@@ -113,22 +128,28 @@ impl StateStore {
 /// are MessagePack arrays: 0x90 and up), and the header's key is empty, so a run's blocks
 /// sort between its header and its other entries.
 pub(super) const BLOCK_PREFIX: u8 = 0x00;
+/// Changelog keys of a block's key range: this byte, then the block's sequence number.
+pub(super) const BLOCK_RANGE_PREFIX: u8 = 0x01;
 
 /// Rows per block: large enough that the B-tree insert is paid once per thousands of rows,
-/// small enough that `rows history` reads little to find one key.
+/// small enough that `rows history` reads little to find one key (the blocks whose key range
+/// holds it, usually one: rows are acknowledged in about key order).
 pub(super) const BLOCK_ROWS: u32 = 4096;
 
 /// The rows a run inserted, kept as blocks of (key, fingerprint sent) instead of one entry
 /// each: an initial sync inserts every row, and a B-tree insert per row cost about as much
 /// as the snapshot's own (1.5 s per million rows, BENCHMARKS.md). Stored form: the row
 /// count (u32 LE), then per row the key's length (u32 LE), the key and the 16-byte
-/// fingerprint. A run sends each key once, so a key of a run is in one block or has one
-/// entry of its own, never both; a journal applied twice logs nothing the second time (see
-/// [`StateStore::apply`]).
+/// fingerprint. A run sends each key once (one journal holds one run's acknowledgements,
+/// each row once), so a key of a run is in one block or has one entry of its own, never
+/// both; a journal applied twice logs nothing the second time (see [`StateStore::apply`]).
 #[derive(Default)]
 pub(super) struct InsertBlock {
     rows: u32,
     bytes: Vec<u8>,
+    /// The smallest and largest key in the block.
+    smallest: Vec<u8>,
+    largest: Vec<u8>,
     /// The run's next block number, once known in this transaction.
     next: Option<u64>,
 }
@@ -138,6 +159,16 @@ impl InsertBlock {
         if self.rows == 0 {
             self.bytes.clear();
             self.bytes.extend_from_slice(&[0; 4]);
+            self.smallest.clear();
+            self.smallest.extend_from_slice(key);
+            self.largest.clear();
+            self.largest.extend_from_slice(key);
+        } else if key < self.smallest.as_slice() {
+            self.smallest.clear();
+            self.smallest.extend_from_slice(key);
+        } else if key > self.largest.as_slice() {
+            self.largest.clear();
+            self.largest.extend_from_slice(key);
         }
         self.rows += 1;
         self.bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -149,23 +180,39 @@ impl InsertBlock {
         self.rows >= BLOCK_ROWS
     }
 
-    /// Writes the block (if it has rows) as the run's next one, and empties it.
-    pub(super) fn flush(&mut self, changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>, run: &str) -> Result<(), redb::Error> {
+    /// Writes the block (if it has rows) as the run's next one, with its key range, and
+    /// empties it. A run's last block with a key not written by this code (not 9 bytes, or
+    /// the largest number) is an error rather than a reason to overwrite a block.
+    pub(super) fn flush(&mut self, changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>, run: &str) -> Result<(), String> {
         if self.rows == 0 {
             return Ok(());
         }
+        let corrupt = || format!("corrupt changelog block key in run {run}");
         let seq = match self.next {
             Some(seq) => seq,
             None => {
-                let last = changelog.range((run, &[BLOCK_PREFIX][..])..(run, &[BLOCK_PREFIX + 1][..]))?.next_back().transpose()?;
-                last.and_then(|(k, _)| k.value().1.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)).map_or(0, |n| n + 1)
+                let last = changelog.range((run, &[BLOCK_PREFIX][..])..(run, &[BLOCK_PREFIX + 1][..])).map_err(|e| e.to_string())?.next_back().transpose().map_err(|e| e.to_string())?;
+                match last {
+                    None => 0,
+                    Some((k, _)) => {
+                        let n: [u8; 8] = k.value().1.get(1..).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+                        u64::from_be_bytes(n).checked_add(1).ok_or_else(corrupt)?
+                    }
+                }
             }
         };
         self.bytes[..4].copy_from_slice(&self.rows.to_le_bytes());
         let mut key = [BLOCK_PREFIX; 9];
         key[1..].copy_from_slice(&seq.to_be_bytes());
-        changelog.insert((run, &key[..]), self.bytes.as_slice())?;
-        self.next = Some(seq + 1);
+        changelog.insert((run, &key[..]), self.bytes.as_slice()).map_err(|e| e.to_string())?;
+        key[0] = BLOCK_RANGE_PREFIX;
+        let mut range = Vec::with_capacity(8 + self.smallest.len() + self.largest.len());
+        for k in [&self.smallest, &self.largest] {
+            range.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            range.extend_from_slice(k);
+        }
+        changelog.insert((run, &key[..]), range.as_slice()).map_err(|e| e.to_string())?;
+        self.next = seq.checked_add(1);
         self.rows = 0;
         Ok(())
     }
@@ -187,8 +234,9 @@ fn decode_block(v: &[u8]) -> Option<Vec<(Vec<u8>, crate::domain::Fingerprint)>> 
     Some(rows)
 }
 
-/// The fingerprint a block holds for `key`, if any.
-fn find_in_block(v: &[u8], key: &[u8]) -> Option<crate::domain::Fingerprint> {
+/// The fingerprint a block holds for `key`: `Some(None)` if it has no such row, `None` if
+/// the block is malformed.
+fn find_in_block(v: &[u8], key: &[u8]) -> Option<Option<crate::domain::Fingerprint>> {
     let mut found = None;
     walk_block(v, |k, fp| {
         if k == key {
@@ -196,7 +244,17 @@ fn find_in_block(v: &[u8], key: &[u8]) -> Option<crate::domain::Fingerprint> {
         }
         found.is_some()
     })?;
-    found
+    Some(found)
+}
+
+/// The (smallest, largest) key of a stored block range; `None` if it is malformed.
+fn decode_range(v: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(v.get(..4)?.try_into().ok()?) as usize;
+    let smallest = v.get(4..4 + len)?;
+    let rest = &v[4 + len..];
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let largest = rest.get(4..4 + len)?;
+    (rest.len() == 4 + len).then_some((smallest, largest))
 }
 
 /// Calls `visit` with each row of a block until it returns true; `None` if the block is

@@ -779,6 +779,8 @@ mod tests {
         assert_eq!(found, vec![Some(RowChange::Inserted { sent: [(4321 % 7) as u8; 16] })]);
         assert_eq!(state.changelog_entries("s", &["R1"], b"legacy").unwrap(), vec![Some(RowChange::Inserted { sent: [8; 16] })]);
         assert_eq!(state.changelog_entries("s", &["R1"], b"k99999").unwrap(), vec![None]);
+        assert_eq!(state.changelog_entries("s", &["R1"], key(5999).as_bytes()).unwrap(), vec![Some(RowChange::Inserted { sent: [1; 16] })], "the last block");
+        assert_eq!(state.changelog_entries("s", &["R2", "R1"], key(0).as_bytes()).unwrap()[1], Some(RowChange::Inserted { sent: [0; 16] }), "the first block");
     }
 
     #[test]

@@ -65,8 +65,11 @@ pub(crate) fn read_exactly(r: &mut impl Read, len: u32) -> std::io::Result<Vec<u
     // would probe for more after filling an exact-sized buffer).
     if len <= 1 << 16 {
         let mut buf = vec![0; len as usize];
-        r.read_exact(&mut buf)?;
-        return Ok(buf);
+        return match r.read_exact(&mut buf) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated")),
+            Err(e) => Err(e),
+        };
     }
     let mut buf = Vec::with_capacity(1 << 16);
     r.take(u64::from(len)).read_to_end(&mut buf)?;

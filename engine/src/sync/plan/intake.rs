@@ -110,16 +110,24 @@ impl<'a> Intake<'a> {
             let mut file = keys.into_inner().map_err(|e| e.into_error()).map_err(self.io())?;
             std::io::Seek::rewind(&mut file).map_err(self.io())?;
             let mut keys = std::io::BufReader::with_capacity(1 << 16, file);
-            let mut group = Vec::new();
+            let mut group: Vec<(Vec<u8>, Fingerprint)> = Vec::new();
             loop {
                 let key = read_key(&mut keys).map_err(self.io())?;
                 let end = key.is_none();
-                group.extend(key);
+                if let Some(key) = key {
+                    let mut fp = [0u8; 16];
+                    std::io::Read::read_exact(&mut keys, &mut fp).map_err(self.io())?;
+                    group.push((key, fp));
+                }
                 if group.len() >= 1024 || (end && !group.is_empty()) {
-                    let refs: Vec<&[u8]> = group.iter().map(Vec::as_slice).collect();
+                    let refs: Vec<&[u8]> = group.iter().map(|(k, _)| k.as_slice()).collect();
                     let rows = self.state.snapshot_entries(self.sync, &refs).map_err(|e| Abort(e.to_string()))?;
-                    for (key, row) in group.iter().zip(rows) {
-                        let row = row.ok_or_else(|| Abort(format!("the snapshot of sync {} lost the row of key {} while the plan was made", self.sync, super::key_text(key))))?;
+                    for ((key, fp), row) in group.iter().zip(rows) {
+                        // Another process committed a run of this sync meanwhile (`sync plan`
+                        // does not hold the sync's lease): this plan no longer stands.
+                        let row = row.filter(|row| row.fp == *fp).ok_or_else(|| {
+                            Abort(format!("the snapshot of sync {} changed while the plan was made (key {}): a run of the sync delivered meanwhile; plan again", self.sync, super::key_text(key)))
+                        })?;
                         spill.push(key, row.fp, &row.row).map_err(self.io())?;
                     }
                     group.clear();
@@ -264,6 +272,24 @@ mod tests {
         let sorted = plan(&state, &late, false, false, false);
         assert!(sorted.4, "key 1 after key 1000: sorted");
         assert_eq!((sorted.0, sorted.1, sorted.2, sorted.3), (merged.0, merged.1, merged.2, merged.3));
+    }
+
+    /// A fall back takes unchanged rows back from the snapshot: if a run of the sync
+    /// changed one of them meanwhile (`sync plan` holds no lease), the plan stops instead of
+    /// planning the new row as unchanged.
+    #[test]
+    fn a_fall_back_stops_if_the_snapshot_changed_meanwhile() {
+        let (_dir, state) = state_with(&[(1, 1), (2, 1)]);
+        let tmp = tempfile::tempdir().unwrap();
+        let files = [(); 4].map(|_| tempfile::tempfile().unwrap());
+        let writer = PlanWriter::new(&state, "s", &files, Default::default(), tmp.path());
+        let mut intake = Intake::new(writer, &state, "s", true, PlanOptions::default(), false, tmp.path()).unwrap();
+        intake.push(&key(1), [1; 16], &[1]).unwrap();
+        intake.push(&key(2), [1; 16], &[1]).unwrap();
+        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
+        state.apply("s", &meta, &[JournalOp::Upsert { key: key(2), fp: [7; 16], row: vec![7] }]).unwrap();
+        let Err(e) = intake.push(&key(0), [1; 16], &[1]) else { panic!("the fall back must notice") };
+        assert!(e.0.contains("changed while the plan was made"), "{}", e.0);
     }
 
     #[test]

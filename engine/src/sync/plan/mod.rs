@@ -46,8 +46,9 @@ pub struct Plan {
     pub model_rows: u64,
     pub snapshot_rows: u64,
     pub diff: DiffCounts,
-    /// xxh3-128 over every planned change (kind, key, row fingerprint), in key order: two
-    /// plans with the same fingerprint send the same rows. What a run approval covers.
+    /// xxh3-128 over every planned change (kind, key, row fingerprint), in plan order (key
+    /// order; an undo's, its changelog's order): two plans with the same fingerprint send
+    /// the same rows. What a run approval covers.
     pub fingerprint: String,
     /// The type of each key column's values in this model (empty for an undo's plan).
     pub key_types: Vec<String>,
@@ -66,7 +67,8 @@ impl Plan {
         &self.files[change as usize]
     }
 
-    /// Reads the planned rows of one change, in key order.
+    /// Reads the planned rows of one change, in plan order (key order; an undo's rows come
+    /// in its changelog's order, see `StateStore::changelog_chunk`).
     pub(crate) fn rows(&self, change: Change) -> std::io::Result<PlanReader<'_>> {
         let mut f = self.file(change);
         f.rewind()?;
@@ -237,9 +239,9 @@ pub(crate) struct PlanWriter<'a> {
     /// Whether unchanged rows are written to their file.
     pub(crate) write_unchanged: bool,
     /// While set (and `write_unchanged` is not), the keys of unchanged rows go here
-    /// (length-prefixed): while merging, in case of a fall back to sorting, which takes their
-    /// rows back from the snapshot (an unchanged row is the row last delivered). A key costs
-    /// a tenth of its row to write.
+    /// (length-prefixed, then the fingerprint): while merging, in case of a fall back to
+    /// sorting, which takes their rows back from the snapshot (an unchanged row is the row
+    /// last delivered). A key costs a fraction of its row to write.
     pub(crate) unchanged_keys: Option<BufWriter<std::fs::File>>,
     /// While set, removed keys go here (length-prefixed) instead of being looked up at once:
     /// the intake may still fall back to sorting, and then every removal so far is void (a
@@ -321,7 +323,8 @@ impl<'a> PlanWriter<'a> {
                 if self.write_unchanged {
                     write_frame(&mut self.writers[Change::Unchanged as usize], entry.key, &entry.fp, entry.row, &[]).map_err(self.io())?;
                 } else if let Some(out) = &mut self.unchanged_keys {
-                    write_key(out, entry.key).map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
+                    let written = write_key(out, entry.key).and_then(|()| out.write_all(&entry.fp));
+                    written.map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
                 }
             }
             Step::Changed(entry) => {
