@@ -162,26 +162,19 @@ const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS as i64 * 86_400_000_000;
 
 /// Encodes one non-NULL cell given in the binary format; `Err` says what was wrong with it.
 pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: &mut String) -> Result<(), String> {
-    let fixed = |n: usize| -> Result<&[u8], String> {
-        if data.len() == n {
-            Ok(data)
-        } else {
-            Err(format!("{} bytes where the binary format has {n}", data.len()))
-        }
-    };
     match kind {
-        Binary::Bool => codec::write_bool(buf, fixed(1)?[0] != 0),
-        Binary::Int2 => codec::write_int(buf, i64::from(i16::from_be_bytes(fixed(2)?.try_into().expect("2 bytes")))),
-        Binary::Int4 => codec::write_int(buf, i64::from(i32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")))),
-        Binary::Int8 => codec::write_int(buf, i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes"))),
-        Binary::Float8 => codec::write_float(buf, f64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes"))),
+        Binary::Bool => codec::write_bool(buf, fixed::<1>(data)?[0] != 0),
+        Binary::Int2 => codec::write_int(buf, i64::from(i16::from_be_bytes(fixed(data)?))),
+        Binary::Int4 => codec::write_int(buf, i64::from(i32::from_be_bytes(fixed(data)?))),
+        Binary::Int8 => codec::write_int(buf, i64::from_be_bytes(fixed(data)?)),
+        Binary::Float8 => codec::write_float(buf, f64::from_be_bytes(fixed(data)?)),
         Binary::Numeric => {
             scratch.clear();
             numeric_text(data, scratch)?;
             codec::write_decimal(buf, scratch);
         }
         Binary::Date => {
-            let days = i32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes"));
+            let days = i32::from_be_bytes(fixed(data)?);
             match days {
                 i32::MAX => return Err(format!("date \"infinity\" {NOT_REPRESENTABLE}")),
                 i32::MIN => return Err(format!("date \"-infinity\" {NOT_REPRESENTABLE}")),
@@ -191,7 +184,7 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
             codec::write_value(buf, &backflow_plugin_sdk::Value::Date(days));
         }
         Binary::Timestamp => {
-            let micros = i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes"));
+            let micros = i64::from_be_bytes(fixed(data)?);
             match micros {
                 i64::MAX => return Err(format!("timestamp \"infinity\" {NOT_REPRESENTABLE}")),
                 i64::MIN => return Err(format!("timestamp \"-infinity\" {NOT_REPRESENTABLE}")),
@@ -205,6 +198,11 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
         }
     }
     Ok(())
+}
+
+/// A fixed-size binary value: exactly `N` bytes, or an error saying how many came.
+fn fixed<const N: usize>(data: &[u8]) -> Result<[u8; N], String> {
+    data.try_into().map_err(|_| format!("{} bytes where the binary format has {N}", data.len()))
 }
 
 /// A `numeric` in the binary format (digit count, weight of the first base-10000 digit,
@@ -225,9 +223,14 @@ pub fn numeric_text(data: &[u8], out: &mut String) -> Result<(), String> {
     match sign {
         0x0000 => {}
         0x4000 => out.push('-'),
-        0xC000 => return Ok(out.push_str("NaN")),
-        0xD000 => return Ok(out.push_str("Infinity")),
-        0xF000 => return Ok(out.push_str("-Infinity")),
+        0xC000 | 0xD000 | 0xF000 => {
+            out.push_str(match sign {
+                0xC000 => "NaN",
+                0xD000 => "Infinity",
+                _ => "-Infinity",
+            });
+            return Ok(());
+        }
         _ => return Err(format!("binary numeric with an unknown sign {sign:#06x}")),
     }
     let digits = &data[8..];
