@@ -17,6 +17,10 @@ pub(super) fn changelog_def(name: &str) -> TableDefinition<'_, (&'static str, &'
     TableDefinition::new(name)
 }
 
+/// A page of a run's changelog: (encoded key, change) entries, and where the next page
+/// starts (`None` after the last).
+pub type ChangelogPage = (Vec<(Vec<u8>, crate::domain::RowChange)>, Option<Vec<u8>>);
+
 impl StateStore {
     /// The header of a run's changelog, if the run delivered anything and is still retained.
     pub fn changelog_header(&self, sync: &str, run_id: &str) -> Result<Option<crate::domain::ChangelogHeader>, StateError> {
@@ -31,7 +35,7 @@ impl StateStore {
     /// first (each in the order the destination acknowledged its rows), then the other
     /// entries in key order. Returns the entries and where to go on from (`None` when the
     /// run has no more).
-    pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<(Vec<(Vec<u8>, crate::domain::RowChange)>, Option<Vec<u8>>), StateError> {
+    pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<ChangelogPage, StateError> {
         let limit = limit.max(1);
         self.read_table(changelog_def(&changelog_table(sync)), || (Vec::new(), None), |table| {
             let start = after.unwrap_or(&[]);

@@ -251,16 +251,11 @@ fn read_frame(r: &mut impl Read) -> std::io::Result<Option<JournalOp>> {
     if len > 1 << 30 {
         return Ok(None);
     }
-    let payload = if len <= 1 << 16 {
-        // A row's frame: read in one copy (an empty tail is a torn frame, below).
-        let mut payload = vec![0; len];
-        let whole = read_full(r, &mut payload)?;
-        if whole { payload } else { Vec::new() }
-    } else {
-        // Grown as bytes arrive: a corrupt length must not allocate a gigabyte.
-        let mut payload = Vec::with_capacity(1 << 16);
-        r.take(len as u64).read_to_end(&mut payload)?;
-        payload
+    // A frame cut short reads as an empty payload: torn, below.
+    let payload = match crate::sync::plan::file::read_exactly(r, len as u32) {
+        Ok(payload) => payload,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Vec::new(),
+        Err(e) => return Err(e),
     };
     if payload.len() != len || xxhash_rust::xxh3::xxh3_64(&payload) != sum {
         tracing::warn!("the delivery journal ends in a torn or corrupt frame; the rows after it will be sent again");

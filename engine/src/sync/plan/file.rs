@@ -58,8 +58,9 @@ impl PlannedRow {
     }
 }
 
-/// Reads exactly `len` bytes, growing the buffer as they arrive: a corrupt length prefix in
-/// a short file is an error, not a 4 GiB allocation (found by the fuzz test below).
+/// Reads exactly `len` bytes of a plan (or journal) frame, growing the buffer as they arrive
+/// past 64 KiB: a corrupt length prefix in a short file is an error (`UnexpectedEof`), not a
+/// 4 GiB allocation (found by the fuzz test below).
 pub(crate) fn read_exactly(r: &mut impl Read, len: u32) -> std::io::Result<Vec<u8>> {
     // The common case, a row or a key: one allocation and one copy out of the reader (read_to_end
     // would probe for more after filling an exact-sized buffer).

@@ -111,38 +111,39 @@ impl<'a> Intake<'a> {
             std::io::Seek::rewind(&mut file).map_err(self.io())?;
             let mut keys = std::io::BufReader::with_capacity(1 << 16, file);
             let mut group: Vec<(Vec<u8>, Fingerprint)> = Vec::new();
-            loop {
-                let key = read_key(&mut keys).map_err(self.io())?;
-                let end = key.is_none();
-                if let Some(key) = key {
-                    let mut fp = [0u8; 16];
-                    std::io::Read::read_exact(&mut keys, &mut fp).map_err(self.io())?;
-                    group.push((key, fp));
-                }
-                if group.len() >= 1024 || (end && !group.is_empty()) {
-                    let refs: Vec<&[u8]> = group.iter().map(|(k, _)| k.as_slice()).collect();
-                    let rows = self.state.snapshot_entries(self.sync, &refs).map_err(|e| Abort(e.to_string()))?;
-                    for ((key, fp), row) in group.iter().zip(rows) {
-                        // Another process committed a run of this sync meanwhile (`sync plan`
-                        // does not hold the sync's lease): this plan no longer stands.
-                        let row = row.filter(|row| row.fp == *fp).ok_or_else(|| {
-                            Abort(format!("the snapshot of sync {} changed while the plan was made (key {}): a run of the sync delivered meanwhile; plan again", self.sync, super::key_text(key)))
-                        })?;
-                        spill.push(key, row.fp, &row.row).map_err(self.io())?;
-                    }
-                    group.clear();
-                }
-                if end {
-                    break;
+            while let Some(key) = read_key(&mut keys).map_err(self.io())? {
+                let mut fp = [0u8; 16];
+                std::io::Read::read_exact(&mut keys, &mut fp).map_err(self.io())?;
+                group.push((key, fp));
+                if group.len() >= 1024 {
+                    self.take_back_unchanged(&mut group, &mut spill)?;
                 }
             }
+            self.take_back_unchanged(&mut group, &mut spill)?;
         }
         self.writer.restart().map_err(self.io())?;
         self.writer.write_unchanged = self.keep_unchanged;
-        // Sorted, the merge is final: removals are looked up as they come.
-        self.writer.deferred_removals = None;
-        self.writer.unchanged_keys = None;
         self.mode = Mode::Sorting(spill);
+        Ok(())
+    }
+
+    /// Puts unchanged rows (key, fingerprint when merged) back into the spill, from the
+    /// snapshot, and empties `group`.
+    fn take_back_unchanged(&self, group: &mut Vec<(Vec<u8>, Fingerprint)>, spill: &mut ModelSpill) -> Result<(), Abort> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&[u8]> = group.iter().map(|(k, _)| k.as_slice()).collect();
+        let rows = self.state.snapshot_entries(self.sync, &keys).map_err(|e| Abort(e.to_string()))?;
+        for ((key, fp), row) in group.iter().zip(rows) {
+            // Another process committed a run of this sync meanwhile (`sync plan` does not
+            // hold the sync's lease): this plan no longer stands.
+            let row = row.filter(|row| row.fp == *fp).ok_or_else(|| {
+                Abort(format!("the snapshot of sync {} changed while the plan was made (key {}): a run of the sync delivered meanwhile; plan again", self.sync, super::key_text(key)))
+            })?;
+            spill.push(key, row.fp, &row.row).map_err(self.io())?;
+        }
+        group.clear();
         Ok(())
     }
 

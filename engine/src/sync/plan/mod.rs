@@ -365,9 +365,11 @@ impl<'a> PlanWriter<'a> {
         Ok(())
     }
 
-    /// Forgets every change planned so far, for a merge that starts over: the files are
-    /// emptied and the counts zeroed. Duplicates found stay found (the rows repeated were
-    /// not planned, so a second merge would not see them again).
+    /// Forgets every change planned so far, for a merge that starts over from sorted rows:
+    /// the files are emptied and the counts zeroed; deferred removals and kept unchanged keys
+    /// are dropped (a sorted merge is final: removals are looked up as they come).
+    /// Duplicates found stay found (the rows repeated were not planned, so a second merge
+    /// would not see them again).
     pub(crate) fn restart(&mut self) -> std::io::Result<()> {
         for w in &mut self.writers {
             w.flush()?;
@@ -375,11 +377,8 @@ impl<'a> PlanWriter<'a> {
             std::io::Seek::rewind(w.get_mut())?;
         }
         self.waiting.clear();
-        for keys in [&mut self.deferred_removals, &mut self.unchanged_keys].into_iter().flatten() {
-            keys.flush()?;
-            keys.get_ref().set_len(0)?;
-            keys.get_mut().rewind()?;
-        }
+        self.deferred_removals = None;
+        self.unchanged_keys = None;
         self.diff = DiffCounts::default();
         self.fingerprint = xxhash_rust::xxh3::Xxh3::new();
         self.cleared_deletes.clear();
