@@ -12,6 +12,10 @@ use std::process::ExitCode;
 mod cli;
 mod governance_cli;
 
+/// See the `mimalloc` entry in Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "backflow", version, about = "Reverse-ETL sync engine with sandboxed WebAssembly plugins")]
 struct Cli {
