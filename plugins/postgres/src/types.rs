@@ -210,7 +210,6 @@ fn fixed<const N: usize>(data: &[u8]) -> Result<[u8; N], String> {
 /// the integer part without leading zeros (`0` when there is none), then exactly `dscale`
 /// decimals; `NaN`, `Infinity` and `-Infinity` as words.
 pub fn numeric_text(data: &[u8], out: &mut String) -> Result<(), String> {
-    use std::fmt::Write;
     let malformed = || "malformed binary numeric".to_string();
     let header = data.get(..8).ok_or_else(malformed)?;
     let ndigits = i16::from_be_bytes([header[0], header[1]]);
@@ -246,12 +245,10 @@ pub fn numeric_text(data: &[u8], out: &mut String) -> Result<(), String> {
         }
         Ok(d)
     };
-    let push4 = |out: &mut String, d: u16, take: u16| {
-        let all = [d / 1000, d / 100 % 10, d / 10 % 10, d % 10];
-        for &x in &all[..take as usize] {
-            out.push(char::from(b'0' + x as u8));
-        }
-    };
+    // A base-10000 digit's four decimal digits: the first `take`, or the last `take`.
+    let decimals = |d: u16| [d / 1000, d / 100 % 10, d / 10 % 10, d % 10].map(|x| char::from(b'0' + x as u8));
+    let push4 = |out: &mut String, d: u16, take: u16| out.extend(&decimals(d)[..take as usize]);
+    let push_last = |out: &mut String, d: u16, take: u16| out.extend(&decimals(d)[4 - take as usize..]);
     if weight < 0 {
         out.push('0');
     } else {
@@ -259,7 +256,13 @@ pub fn numeric_text(data: &[u8], out: &mut String) -> Result<(), String> {
             let d = digit(i)?;
             if i == 0 {
                 // The first group without its leading zeros (PostgreSQL keeps at least one).
-                let _ = write!(out, "{d}");
+                let significant = match d {
+                    1000.. => 4,
+                    100.. => 3,
+                    10.. => 2,
+                    _ => 1,
+                };
+                push_last(out, d, significant);
             } else {
                 push4(out, d, 4);
             }
