@@ -160,7 +160,8 @@ pub(crate) type KeyType = Option<(&'static str, u64)>;
 pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, sink: &mut impl ModelSink) -> Result<Vec<KeyType>, Abort> {
     let mut key_types: Vec<KeyType> = vec![None; projection.key_index.len()];
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
-    let mut row_buf = Vec::with_capacity(256);
+    let mut row_buf = Vec::with_capacity(projection.signature.len() + 256);
+    row_buf.extend_from_slice(&projection.signature);
     let mut key_buf = Vec::with_capacity(64);
     let mut null_keys: Vec<u64> = Vec::new();
     let mut null_count = 0u64;
@@ -239,7 +240,9 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
                 }
                 continue;
             }
-            row_buf.clear();
+            // The row follows the mapping signature in one buffer, so its fingerprint is one
+            // call over both (see `fingerprint_of_signed`).
+            row_buf.truncate(projection.signature.len());
             write_row_header(&mut row_buf, projection.source_index.len() as u32);
             for (field, &i) in projection.source_index.iter().enumerate() {
                 let (a, b) = spans[i];
@@ -254,8 +257,8 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
                 }
                 row_buf.extend_from_slice(cell);
             }
-            let fp = crate::sync::plan::spill::fingerprint(&projection.signature, &row_buf);
-            sink.push(&key_buf, fp, &row_buf)?;
+            let fp = crate::sync::plan::spill::fingerprint_of_signed(&row_buf);
+            sink.push(&key_buf, fp, &row_buf[projection.signature.len()..])?;
         }
         progress.advance(count as u64);
     }
