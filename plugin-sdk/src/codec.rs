@@ -44,16 +44,16 @@ pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
         Value::Null => buf.push(0xc0),
         Value::Bool(b) => buf.push(if *b { 0xc3 } else { 0xc2 }),
         Value::Int(i) => {
-            let _ = rmp::encode::write_sint(buf, *i);
+            write_int(buf, *i);
         }
         Value::Float(f) => {
-            let _ = rmp::encode::write_f64(buf, *f);
+            write_float(buf, *f);
         }
         Value::Text(t) => {
-            let _ = rmp::encode::write_str(buf, t);
+            write_text(buf, t);
         }
         Value::Bytes(b) => {
-            let _ = rmp::encode::write_bin(buf, b);
+            write_bytes(buf, b);
         }
         Value::Decimal(d) => write_ext(buf, EXT_DECIMAL, d.as_bytes()),
         Value::Date(d) => write_ext(buf, EXT_DATE, format_date(*d).as_bytes()),
@@ -79,16 +79,63 @@ pub fn write_bool(buf: &mut Vec<u8>, b: bool) {
     buf.push(if b { 0xc3 } else { 0xc2 });
 }
 
+/// An integer in its smallest MessagePack form (as `rmp::encode::write_sint` writes it:
+/// fingerprints hash these bytes, so the form of a value must never change).
+#[inline]
 pub fn write_int(buf: &mut Vec<u8>, i: i64) {
-    let _ = rmp::encode::write_sint(buf, i);
+    match i {
+        0..=0x7f => buf.push(i as u8),
+        -32..=-1 => buf.push(i as u8),
+        -128..=-33 => buf.extend_from_slice(&[0xd0, i as u8]),
+        -32_768..=-129 => push_marked(buf, 0xd1, &(i as i16).to_be_bytes()),
+        -2_147_483_648..=-32_769 => push_marked(buf, 0xd2, &(i as i32).to_be_bytes()),
+        i64::MIN..=-2_147_483_649 => push_marked(buf, 0xd3, &i.to_be_bytes()),
+        0x80..=0xff => buf.extend_from_slice(&[0xcc, i as u8]),
+        0x100..=0xffff => push_marked(buf, 0xcd, &(i as u16).to_be_bytes()),
+        0x1_0000..=0xffff_ffff => push_marked(buf, 0xce, &(i as u32).to_be_bytes()),
+        _ => push_marked(buf, 0xcf, &(i as u64).to_be_bytes()),
+    }
 }
 
+#[inline]
 pub fn write_float(buf: &mut Vec<u8>, f: f64) {
-    let _ = rmp::encode::write_f64(buf, f);
+    push_marked(buf, 0xcb, &f.to_be_bytes());
 }
 
+#[inline]
 pub fn write_text(buf: &mut Vec<u8>, s: &str) {
-    let _ = rmp::encode::write_str(buf, s);
+    write_text_header(buf, s.len() as u32);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// The header of a text of `len` bytes; the caller appends the (UTF-8) bytes.
+#[inline]
+pub fn write_text_header(buf: &mut Vec<u8>, len: u32) {
+    match len {
+        0..=31 => buf.push(0xa0 | len as u8),
+        32..=0xff => buf.extend_from_slice(&[0xd9, len as u8]),
+        0x100..=0xffff => push_marked(buf, 0xda, &(len as u16).to_be_bytes()),
+        _ => push_marked(buf, 0xdb, &len.to_be_bytes()),
+    }
+}
+
+/// Bytes (MessagePack bin).
+#[inline]
+pub fn write_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let len = bytes.len() as u32;
+    match len {
+        0..=0xff => buf.extend_from_slice(&[0xc4, len as u8]),
+        0x100..=0xffff => push_marked(buf, 0xc5, &(len as u16).to_be_bytes()),
+        _ => push_marked(buf, 0xc6, &len.to_be_bytes()),
+    }
+    buf.extend_from_slice(bytes);
+}
+
+/// A marker byte and the big-endian bytes after it, in one append.
+#[inline]
+fn push_marked<const N: usize>(buf: &mut Vec<u8>, marker: u8, be: &[u8; N]) {
+    buf.push(marker);
+    buf.extend_from_slice(be);
 }
 
 /// A decimal given as its exact text (the caller checks it is a decimal literal).
@@ -106,8 +153,22 @@ pub fn write_json(buf: &mut Vec<u8>, text: &str) {
     write_ext(buf, EXT_JSON, text.as_bytes());
 }
 
+/// An extension value: fixext for 1, 2, 4, 8 and 16 bytes, else ext 8/16/32 (as
+/// `rmp::encode::write_ext_meta` writes them).
+#[inline]
 fn write_ext(buf: &mut Vec<u8>, ty: i8, data: &[u8]) {
-    let _ = rmp::encode::write_ext_meta(buf, data.len() as u32, ty);
+    let len = data.len() as u32;
+    match len {
+        1 => buf.push(0xd4),
+        2 => buf.push(0xd5),
+        4 => buf.push(0xd6),
+        8 => buf.push(0xd7),
+        16 => buf.push(0xd8),
+        0..=0xff => buf.extend_from_slice(&[0xc7, len as u8]),
+        0x100..=0xffff => push_marked(buf, 0xc8, &(len as u16).to_be_bytes()),
+        _ => push_marked(buf, 0xc9, &len.to_be_bytes()),
+    }
+    buf.push(ty as u8);
     buf.extend_from_slice(data);
 }
 
@@ -118,8 +179,13 @@ fn write_fixed_array_header(buf: &mut Vec<u8>, len: u32) {
 }
 
 /// Writes a row's array header; the caller then writes `len` values.
+#[inline]
 pub fn write_row_header(buf: &mut Vec<u8>, len: u32) {
-    let _ = rmp::encode::write_array_len(buf, len);
+    match len {
+        0..=15 => buf.push(0x90 | len as u8),
+        16..=0xffff => push_marked(buf, 0xdc, &(len as u16).to_be_bytes()),
+        _ => push_marked(buf, 0xdd, &len.to_be_bytes()),
+    }
 }
 
 struct Reader<'a> {
@@ -669,6 +735,83 @@ impl BatchBuilder {
 mod tests {
     use super::*;
     use crate::value::ValueType;
+
+    /// The writers must give exactly `rmp`'s bytes (the encoding they replaced): a row's
+    /// fingerprint hashes its bytes, so another form of the same value would make every
+    /// row of every sync look changed after an upgrade.
+    mod same_bytes_as_rmp {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Every boundary of every form, and one past it on both sides.
+        fn edges() -> Vec<i64> {
+            let mut v = vec![0, i64::MIN, i64::MAX];
+            for b in [31i64, 32, 127, 128, 255, 256, 32_767, 32_768, 65_535, 65_536, 2_147_483_647, 2_147_483_648, 4_294_967_295, 4_294_967_296] {
+                for x in [b - 1, b, b + 1] {
+                    v.extend([x, -x]);
+                }
+            }
+            v
+        }
+
+        fn ours(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+            let mut b = Vec::new();
+            write(&mut b);
+            b
+        }
+
+        fn theirs(write: impl FnOnce(&mut Vec<u8>) -> Result<(), rmp::encode::ValueWriteError>) -> Vec<u8> {
+            let mut b = Vec::new();
+            write(&mut b).unwrap();
+            b
+        }
+
+        fn check_int(i: i64) {
+            assert_eq!(ours(|b| write_int(b, i)), theirs(|b| rmp::encode::write_sint(b, i).map(|_| ())), "{i}");
+        }
+
+        fn check_len(len: u32) {
+            assert_eq!(ours(|b| write_text_header(b, len)), theirs(|b| rmp::encode::write_str_len(b, len).map(|_| ())), "str {len}");
+            assert_eq!(ours(|b| write_row_header(b, len)), theirs(|b| rmp::encode::write_array_len(b, len).map(|_| ())), "array {len}");
+            let data = vec![7u8; len as usize];
+            let mut ext = theirs(|b| rmp::encode::write_ext_meta(b, len, EXT_JSON).map(|_| ()));
+            ext.extend_from_slice(&data);
+            assert_eq!(ours(|b| write_ext(b, EXT_JSON, &data)), ext, "ext {len}");
+            let mut bin = theirs(|b| rmp::encode::write_bin_len(b, len).map(|_| ()));
+            bin.extend_from_slice(&data);
+            assert_eq!(ours(|b| write_bytes(b, &data)), bin, "bin {len}");
+        }
+
+        #[test]
+        fn at_every_boundary() {
+            for i in edges() {
+                check_int(i);
+            }
+            for len in (0..300).chain([65_535, 65_536, 65_537]) {
+                check_len(len);
+            }
+            for f in [0.0, -0.0, 1.5, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE, f64::MAX] {
+                assert_eq!(ours(|b| write_float(b, f)), theirs(|b| rmp::encode::write_f64(b, f)));
+            }
+            let ts = ours(|b| write_value(b, &Value::Timestamp(1_700_000_000_123_456)));
+            assert_eq!(&ts[..3], &[0xc7, 12, EXT_TIMESTAMP as u8], "a 12-byte timestamp is ext 8, as rmp wrote it");
+        }
+
+        proptest! {
+            #[test]
+            fn for_any_integer(i in any::<i64>(), small in -70_000i64..70_000) {
+                check_int(i);
+                check_int(small);
+            }
+
+            #[test]
+            fn for_any_text(s in ".{0,80}") {
+                let mut expected = Vec::new();
+                rmp::encode::write_str(&mut expected, &s).unwrap();
+                prop_assert_eq!(ours(|b| write_text(b, &s)), expected);
+            }
+        }
+    }
 
     #[test]
     fn every_type_round_trips() {

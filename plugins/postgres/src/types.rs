@@ -83,7 +83,7 @@ pub fn write_cell(buf: &mut Vec<u8>, kind: Kind, text: &[u8], scratch: &mut Stri
     match kind {
         Kind::Text => {
             // The session's client_encoding is UTF8: the server guarantees valid UTF-8.
-            let _ = rmp::encode::write_str_len(buf, text.len() as u32);
+            codec::write_text_header(buf, text.len() as u32);
             buf.extend_from_slice(text);
         }
         Kind::Int => codec::write_int(buf, parse_int(text).ok_or_else(|| format!("{:?} is not an integer", lossy(text)))?),
@@ -103,7 +103,7 @@ pub fn write_cell(buf: &mut Vec<u8>, kind: Kind, text: &[u8], scratch: &mut Stri
         Kind::Json => codec::write_json(buf, utf8(text)?),
         Kind::Bytea => {
             let bytes = parse_bytea(text)?;
-            let _ = rmp::encode::write_bin(buf, &bytes);
+            codec::write_bytes(buf, &bytes);
         }
         Kind::Array(element) => {
             scratch.clear();
@@ -194,7 +194,7 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
             codec::write_value(buf, &backflow_plugin_sdk::Value::Timestamp(micros));
         }
         Binary::Bytea => {
-            let _ = rmp::encode::write_bin(buf, data);
+            codec::write_bytes(buf, data);
         }
     }
     Ok(())
