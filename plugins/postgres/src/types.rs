@@ -564,6 +564,12 @@ mod tests {
         assert_eq!(numeric(1, -1, 0, 3, &[1230]), "0.123");
         assert_eq!(numeric(3, 2, 0, 0, &[1, 2, 3]), "100020003");
         assert_eq!(numeric(8, 7, 0, 1, &[12, 3456, 7890, 1234, 5678, 9012, 3456, 7890]), "123456789012345678901234567890.0");
+        // The first group has one to four digits of its own, never a leading zero.
+        for (group, text) in [(7, "7"), (10, "10"), (99, "99"), (100, "100"), (999, "999"), (1000, "1000"), (9999, "9999")] {
+            assert_eq!(numeric(1, 0, 0, 0, &[group]), text);
+            assert_eq!(numeric(2, 1, 0x4000, 0, &[group, 1]), format!("-{text}0001"));
+        }
+        assert_eq!(numeric(2, 1, 0, 2, &[123, 4500]), "1234500.00");
         assert_eq!(numeric(0, 0, 0xC000, 0, &[]), "NaN");
         assert_eq!(numeric(0, 0, 0xF000, 0, &[]), "-Infinity");
         assert!(numeric_text(&[0, 1, 0, 0, 0, 0, 0, 0], &mut String::new()).is_err(), "a digit missing");

@@ -217,7 +217,8 @@ mod tests {
 
     /// The one-shot fingerprint must equal the streaming one stored in existing snapshots,
     /// or an upgrade would re-send every row. XXH3 changes algorithm at 16, 128 and 240
-    /// bytes of input and streams in 256-byte stripes: every length around those.
+    /// bytes of input, and its streaming state buffers 256 bytes and works in 1024-byte
+    /// blocks: lengths around all of those.
     #[test]
     fn the_one_shot_fingerprint_equals_the_streaming_one_at_every_length() {
         let bytes: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
