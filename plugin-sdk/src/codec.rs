@@ -39,22 +39,13 @@ fn err<T>(msg: impl Into<String>) -> Result<T, CodecError> {
 
 /// Appends one value.
 pub fn write_value(buf: &mut Vec<u8>, value: &Value) {
-    // Writing into a Vec cannot fail; the results are infallible in practice.
     match value {
-        Value::Null => buf.push(0xc0),
-        Value::Bool(b) => buf.push(if *b { 0xc3 } else { 0xc2 }),
-        Value::Int(i) => {
-            write_int(buf, *i);
-        }
-        Value::Float(f) => {
-            write_float(buf, *f);
-        }
-        Value::Text(t) => {
-            write_text(buf, t);
-        }
-        Value::Bytes(b) => {
-            write_bytes(buf, b);
-        }
+        Value::Null => write_null(buf),
+        Value::Bool(b) => write_bool(buf, *b),
+        Value::Int(i) => write_int(buf, *i),
+        Value::Float(f) => write_float(buf, *f),
+        Value::Text(t) => write_text(buf, t),
+        Value::Bytes(b) => write_bytes(buf, b),
         Value::Decimal(d) => write_ext(buf, EXT_DECIMAL, d.as_bytes()),
         Value::Date(d) => write_ext(buf, EXT_DATE, format_date(*d).as_bytes()),
         Value::Json(j) => write_ext(buf, EXT_JSON, j.as_bytes()),

@@ -160,23 +160,21 @@ pub(super) struct InsertBlock {
 
 impl InsertBlock {
     pub(super) fn push(&mut self, key: &[u8], sent: &crate::domain::Fingerprint) {
-        if self.rows == 0 {
+        let first = self.rows == 0;
+        if first {
             self.bytes.clear();
             self.bytes.extend_from_slice(&[0; 4]);
+        }
+        if first || key < self.smallest.as_slice() {
             self.smallest.clear();
             self.smallest.extend_from_slice(key);
-            self.largest.clear();
-            self.largest.extend_from_slice(key);
-        } else if key < self.smallest.as_slice() {
-            self.smallest.clear();
-            self.smallest.extend_from_slice(key);
-        } else if key > self.largest.as_slice() {
+        }
+        if first || key > self.largest.as_slice() {
             self.largest.clear();
             self.largest.extend_from_slice(key);
         }
         self.rows += 1;
-        self.bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(key);
+        put_prefixed(&mut self.bytes, key);
         self.bytes.extend_from_slice(sent);
     }
 
@@ -211,10 +209,8 @@ impl InsertBlock {
         changelog.insert((run, &key[..]), self.bytes.as_slice()).map_err(|e| e.to_string())?;
         key[0] = BLOCK_RANGE_PREFIX;
         let mut range = Vec::with_capacity(8 + self.smallest.len() + self.largest.len());
-        for k in [&self.smallest, &self.largest] {
-            range.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            range.extend_from_slice(k);
-        }
+        put_prefixed(&mut range, &self.smallest);
+        put_prefixed(&mut range, &self.largest);
         changelog.insert((run, &key[..]), range.as_slice()).map_err(|e| e.to_string())?;
         self.next = seq.checked_add(1);
         self.rows = 0;
@@ -252,13 +248,24 @@ fn find_in_block(v: &[u8], key: &[u8]) -> Option<Option<crate::domain::Fingerpri
 }
 
 /// The (smallest, largest) key of a stored block range; `None` if it is malformed.
-fn decode_range(v: &[u8]) -> Option<(&[u8], &[u8])> {
-    let len = u32::from_le_bytes(v.get(..4)?.try_into().ok()?) as usize;
-    let smallest = v.get(4..4 + len)?;
-    let rest = &v[4 + len..];
+fn decode_range(mut v: &[u8]) -> Option<(&[u8], &[u8])> {
+    let smallest = take_prefixed(&mut v)?;
+    let largest = take_prefixed(&mut v)?;
+    v.is_empty().then_some((smallest, largest))
+}
+
+/// Appends `bytes` after their length (u32 LE): how blocks and ranges store keys.
+fn put_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Takes what [`put_prefixed`] wrote off the front of `rest`; `None` if it is cut short.
+fn take_prefixed<'v>(rest: &mut &'v [u8]) -> Option<&'v [u8]> {
     let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let largest = rest.get(4..4 + len)?;
-    (rest.len() == 4 + len).then_some((smallest, largest))
+    let bytes = rest.get(4..4 + len)?;
+    *rest = &rest[4 + len..];
+    Some(bytes)
 }
 
 /// Calls `visit` with each row of a block until it returns true; `None` if the block is
@@ -267,10 +274,9 @@ fn walk_block(v: &[u8], mut visit: impl FnMut(&[u8], crate::domain::Fingerprint)
     let count = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
     let mut rest = &v[4..];
     for _ in 0..count {
-        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let key = rest.get(4..4 + len)?;
-        let fp: crate::domain::Fingerprint = rest.get(4 + len..4 + len + 16)?.try_into().ok()?;
-        rest = &rest[4 + len + 16..];
+        let key = take_prefixed(&mut rest)?;
+        let fp: crate::domain::Fingerprint = rest.get(..16)?.try_into().ok()?;
+        rest = &rest[16..];
         if visit(key, fp) {
             return Some(());
         }
