@@ -8,10 +8,12 @@
 //!
 //! Why ~750 lines: one store, one transaction discipline; the record types and tables belong
 //! together. Leases live in `lease.rs`, reading run changelogs in `changelog.rs` (they are
-//! written by [`StateStore::apply`] with the snapshot).
+//! written by [`StateStore::apply`] with the snapshot), the snapshot's two tables (a base and
+//! a delta laid over it) in `snapshot.rs`.
 
 mod changelog;
 mod lease;
+mod snapshot;
 mod tokens;
 
 pub use lease::{LeaseError, LeaseHolder, SyncLease};
@@ -27,8 +29,11 @@ pub use crate::domain::{CheckReport, DiffCounts, OpCounts, PluginHashes, Rejecte
 /// - 1: the first layout;
 /// - 2: adds `runs_by_sync`, the history index (built from `runs` on migration);
 /// - 3: a run's changelog keeps the rows it inserted in blocks (see `changelog::InsertBlock`);
-///   entries of version 2 are still read as they are, so the migration only records 3.
-pub const FORMAT_VERSION: u64 = 3;
+///   entries of version 2 are still read as they are, so the migration only records 3;
+/// - 4: a snapshot is a base and a delta, and its size is kept in `snapshot_rows` (see
+///   `snapshot.rs`); a snapshot of version 3 is a base with no delta, read as it is. An older
+///   backflow must refuse the file: it would read the base without the delta.
+pub const FORMAT_VERSION: u64 = 4;
 
 /// Longest run error message kept in history, and longest check message and sample.
 const MAX_RUN_ERROR_BYTES: usize = 16 * 1024;
@@ -62,12 +67,10 @@ const RUN_GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("run_gates"
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 // Per-sync tables (named after the sync):
-// - `snapshot/NAME`: encoded primary key → 16-byte fingerprint followed by the encoded mapped
-//   row last delivered (needed to send deletes and, later, to undo a run);
+// - `snapshot/NAME` and `snapshot-delta/NAME`: encoded primary key → 16-byte fingerprint
+//   followed by the encoded mapped row last delivered (needed to send deletes and to undo a
+//   run); see `snapshot.rs`;
 // - `pending/NAME`: encoded primary key → JSON [`PendingRow`], rows the destination refused.
-fn snapshot_table(sync: &str) -> String {
-    format!("snapshot/{sync}")
-}
 fn pending_table(sync: &str) -> String {
     format!("pending/{sync}")
 }
@@ -245,8 +248,10 @@ impl StateStore {
                     }
                     meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
                 }
-                Some(2) => {
+                Some(2 | 3) => {
                     // 2 → 3: insert blocks are new; a version 2 changelog reads as it is.
+                    // 3 → 4: a version 3 snapshot is a base without a delta and without a
+                    // recorded size, which is then its base's length.
                     meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
                 }
                 Some(found) => return Err(OpenError::UnknownFormat { path: path.clone(), found }),
@@ -258,6 +263,7 @@ impl StateStore {
             txn.open_table(RUN_GATES).map_err(|e| storage(e.to_string()))?;
             txn.open_table(AUDIT).map_err(|e| storage(e.to_string()))?;
             txn.open_table(SYNC_META).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(snapshot::SNAPSHOT_ROWS).map_err(|e| storage(e.to_string()))?;
         }
         txn.commit().map_err(|e| storage(e.to_string()))?;
         Ok(StateStore { db: std::sync::Arc::new(db), path })
@@ -461,10 +467,11 @@ impl StateStore {
     /// Drops a sync's snapshot and pending rows and records what the new snapshot is for.
     pub fn reset_snapshot(&self, sync: &str, meta: &SyncMeta) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let snap = snapshot_table(sync);
-        let pending = pending_table(sync);
-        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&snap)).map_err(|e| self.err(e))?;
-        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&pending)).map_err(|e| self.err(e))?;
+        let (base, delta, pending) = (snapshot::base_table(sync), snapshot::delta_table(sync), pending_table(sync));
+        for table in [&base, &delta, &pending] {
+            txn.delete_table(snapshot::def(table)).map_err(|e| self.err(e))?;
+        }
+        txn.open_table(snapshot::SNAPSHOT_ROWS).map_err(|e| self.err(e))?.remove(sync).map_err(|e| self.err(e))?;
         // Changelogs are of rows under the old key or destination: undoing them now would be wrong.
         let changelog = changelog::changelog_table(sync);
         txn.delete_table(changelog::changelog_def(&changelog)).map_err(|e| self.err(e))?;
@@ -476,9 +483,16 @@ impl StateStore {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Reads a sync's snapshot in one read transaction.
+    fn read_snapshot<T>(&self, sync: &str, read: impl FnOnce(&snapshot::SnapshotReader) -> Result<T, redb::Error>) -> Result<T, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let reader = snapshot::SnapshotReader::open(&txn, sync).map_err(|e| self.err(e))?;
+        read(&reader).map_err(|e| self.err(e))
+    }
+
     /// Rows in a sync's snapshot.
     pub fn snapshot_len(&self, sync: &str) -> Result<u64, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || 0, |table| table.len().map_err(|e| self.err(e)))
+        self.read_snapshot(sync, |snapshot| snapshot.len())
     }
 
     /// Reads one per-sync table in its own read transaction; a table no write has created
@@ -500,41 +514,18 @@ impl StateStore {
     /// Up to `limit` snapshot entries with keys strictly after `after`, in key order, appended
     /// to `keys` (the keys one after another) and `entries` (each key's end in `keys`, and its
     /// fingerprint): two buffers the caller reuses, instead of an allocation per key. The
-    /// diff walks the snapshot in such chunks. Returns how many entries were appended.
-    pub fn snapshot_chunk_into(&self, sync: &str, after: Option<&[u8]>, limit: usize, keys: &mut Vec<u8>, entries: &mut Vec<(usize, [u8; 16])>) -> Result<usize, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || 0, |table| {
-            let range = match after {
-                Some(k) => table.range::<&[u8]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
-                None => table.range::<&[u8]>(..),
-            }
-            .map_err(|e| self.err(e))?;
-            let mut n = 0;
-            for entry in range.take(limit) {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
-                let fp: [u8; 16] = v.value().get(..16).and_then(|f| f.try_into().ok()).ok_or_else(|| self.err("corrupt snapshot entry"))?;
-                keys.extend_from_slice(k.value());
-                entries.push((keys.len(), fp));
-                n += 1;
-            }
-            Ok(n)
-        })
+    /// diff walks the snapshot in such chunks. Returns where the next chunk starts, `None`
+    /// after the last; a chunk may be empty and still not the last (rows deleted since the
+    /// snapshot's base was written are looked at and passed).
+    pub fn snapshot_chunk_into(&self, sync: &str, after: Option<&[u8]>, limit: usize, keys: &mut Vec<u8>, entries: &mut Vec<(usize, [u8; 16])>) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let reader = snapshot::SnapshotReader::open(&txn, sync).map_err(|e| self.err(e))?;
+        reader.chunk_into(after, limit, keys, entries).map_err(|e| self.err(e))
     }
 
     /// The last delivered rows for several keys, in one read transaction.
     pub fn snapshot_rows(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || vec![None; keys.len()], |table| {
-            keys.iter()
-                .map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.map(|v| v.value().get(16..).unwrap_or_default().to_vec())))
-                .collect()
-        })
-    }
-
-    /// The last delivered row for a key.
-    pub fn snapshot_row(&self, sync: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || None, |table| {
-            let value = table.get(key).map_err(|e| self.err(e))?;
-            Ok(value.map(|v| v.value().get(16..).unwrap_or_default().to_vec()))
-        })
+        self.read_snapshot(sync, |snapshot| keys.iter().map(|k| Ok(snapshot.get(k)?.map(|v| v.get(16..).unwrap_or_default().to_vec()))).collect())
     }
 
     /// Applies journal ops to a sync's snapshot and pending rows in one durable transaction.
@@ -542,10 +533,10 @@ impl StateStore {
         use crate::domain::{Delivered, JournalOp, RowChange};
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
-            let snap_name = snapshot_table(sync);
             let pending_name = pending_table(sync);
             let changelog_name = changelog::changelog_table(sync);
-            let mut snap = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&snap_name)).map_err(|e| self.err(e))?;
+            let changes = ops.iter().filter(|op| matches!(op, JournalOp::Upsert { .. } | JournalOp::Delete { .. })).count() as u64;
+            let mut snap = snapshot::SnapshotWriter::open(&txn, sync, changes).map_err(|e| self.err(e))?;
             let mut pending = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name)).map_err(|e| self.err(e))?;
             let mut changelog = txn.open_table(changelog::changelog_def(&changelog_name)).map_err(|e| self.err(e))?;
             // Most runs have no refused rows at all: then a delivered row has no pending entry
@@ -581,13 +572,13 @@ impl StateStore {
                         value.clear();
                         value.extend_from_slice(fp);
                         value.extend_from_slice(row);
-                        let stored = snap.insert(key.as_slice(), value.as_slice()).map_err(|e| self.err(e))?;
+                        let stored = snap.upsert(key, &value).map_err(|e| self.err(e))?;
                         // An entry left exactly as it was is not logged: that is this journal
                         // applied again (a crash between commit and truncation: the first
                         // entry, maybe in an insert block, stands), or a full resync sending a
                         // row again unchanged, which leaves nothing to undo.
-                        let unchanged = stored.as_ref().is_some_and(|g| g.value() == value.as_slice());
-                        let before = stored.and_then(|g| Delivered::from_stored(g.value()));
+                        let unchanged = stored.as_deref() == Some(value.as_slice());
+                        let before = stored.and_then(|v| Delivered::from_stored(&v));
                         match (&run, before) {
                             (Some(_), _) if unchanged => {}
                             (Some(run), None) => {
@@ -604,7 +595,7 @@ impl StateStore {
                         }
                     }
                     JournalOp::Delete { key } => {
-                        let before = snap.remove(key.as_slice()).map_err(|e| self.err(e))?.and_then(|g| Delivered::from_stored(g.value()));
+                        let before = snap.delete(key).map_err(|e| self.err(e))?.and_then(|v| Delivered::from_stored(&v));
                         if let (Some(run), Some(before)) = (&run, before) {
                             log(&mut changelog, run, key, RowChange::Deleted { before }).map_err(|e| self.err(e))?;
                         }
@@ -623,6 +614,7 @@ impl StateStore {
             if let Some(run) = &run {
                 inserted.flush(&mut changelog, run).map_err(|e| self.err(e))?;
             }
+            snap.finish(&txn, sync).map_err(|e| self.err(e))?;
             let mut metas = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
             // A commit that does not know the key types (replaying a journal before the plan)
             // keeps the recorded ones.
@@ -641,9 +633,7 @@ impl StateStore {
 
     /// Full snapshot entries (fingerprint and row) for several keys, in one read transaction.
     pub fn snapshot_entries(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<crate::domain::Delivered>>, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&snapshot_table(sync)), || vec![None; keys.len()], |table| {
-            keys.iter().map(|k| Ok(table.get(*k).map_err(|e| self.err(e))?.and_then(|v| crate::domain::Delivered::from_stored(v.value())))).collect()
-        })
+        self.read_snapshot(sync, |snapshot| keys.iter().map(|k| Ok(snapshot.get(k)?.and_then(|v| crate::domain::Delivered::from_stored(&v)))).collect())
     }
 
     /// The pending (refused, not yet delivered) entry of one key, if any.

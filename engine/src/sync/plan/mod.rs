@@ -426,7 +426,7 @@ pub(crate) struct SnapshotCursor<'a> {
     entries: Vec<(usize, [u8; 16])>,
     /// The next entry of the chunk.
     at: usize,
-    /// The last key of the previous chunk: where the next one starts.
+    /// Where the next chunk starts: after the last key the previous one looked at.
     after: Option<Vec<u8>>,
     done: bool,
 }
@@ -446,20 +446,16 @@ impl<'a> SnapshotCursor<'a> {
     }
 
     fn fill(&mut self) -> Result<(), Abort> {
-        if self.at < self.entries.len() || self.done {
-            return Ok(());
+        // A chunk can be empty without being the last (every row in it deleted since the
+        // snapshot's base was written): read on until one has entries or the snapshot ends.
+        while self.at >= self.entries.len() && !self.done {
+            self.keys.clear();
+            self.entries.clear();
+            self.at = 0;
+            let read = self.state.snapshot_chunk_into(self.sync, self.after.as_deref(), SNAPSHOT_CHUNK, &mut self.keys, &mut self.entries);
+            self.after = read.map_err(|e| Abort(e.to_string()))?;
+            self.done = self.after.is_none();
         }
-        if let Some(last) = self.entries.len().checked_sub(1) {
-            let start = if last == 0 { 0 } else { self.entries[last - 1].0 };
-            let after = self.after.get_or_insert_with(Vec::new);
-            after.clear();
-            after.extend_from_slice(&self.keys[start..]);
-        }
-        self.keys.clear();
-        self.entries.clear();
-        self.at = 0;
-        let read = self.state.snapshot_chunk_into(self.sync, self.after.as_deref(), SNAPSHOT_CHUNK, &mut self.keys, &mut self.entries);
-        self.done = read.map_err(|e| Abort(e.to_string()))? == 0;
         Ok(())
     }
 }
