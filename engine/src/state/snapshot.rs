@@ -8,12 +8,15 @@
 //! Why a delta: redb copies a B-tree leaf on write, so a commit of rows scattered over a large
 //! snapshot (10,000 updates among a million rows) wrote nearly one 4 KiB leaf per row, about
 //! 40 MB written and synced for 10,000 rows, 230–420 ms of the change run (BENCHMARKS.md,
-//! issue 15). In the delta the same rows fill a few hundred leaves. A commit that would take
-//! the delta past [`delta_bound`] (an eighth of the base, at least 4,096 entries) folds it into
-//! the base first and then writes into the base. So a commit larger than the bound (an initial
-//! load of more than 4,096 rows) goes straight to the base; a read of a snapshot of more than
-//! 32,768 rows meets at most one delta entry per eight base entries; and a fold writes each
-//! base leaf once however many runs changed rows in it. Measured on the issue-15 workload: a
+//! issue 15). In the delta the same rows fill a few hundred leaves. Only small commits go to
+//! the delta: at most a quarter of its bound ([`delta_bound`]: an eighth of the base, at least
+//! 4,096 entries), and only while the delta stays within the bound. Any other commit folds the
+//! delta into the base first and writes into the base: a commit of more rows than a 32nd of
+//! the base touches most of its leaves anyway, and an initial load, replayed in chunks, would
+//! otherwise write the tail of each chunk twice (once to the delta, once more in the next
+//! chunk's fold). So a read of a snapshot of more than 32,768 rows meets at most one delta
+//! entry per eight base entries, and a fold writes each base leaf once however many runs
+//! changed rows in it. Measured on the issue-15 workload: a
 //! commit of 10,309 scattered updates took 48–190 ms into the delta (growing with it) against
 //! 228–302 ms into the base, and the fold of 124k entries 233–241 ms, once per 12 such runs.
 //!
@@ -44,6 +47,13 @@ pub(super) fn def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8
 /// Most entries the delta of a snapshot whose base holds `base_rows` entries may hold.
 pub(super) fn delta_bound(base_rows: u64) -> u64 {
     (base_rows / 8).max(DELTA_MIN_BOUND)
+}
+
+/// Whether a commit of `changes` row changes goes to a delta of `delta_rows` entries over a
+/// base of `base_rows` (see the module's documentation).
+pub(super) fn goes_to_delta(changes: u64, delta_rows: u64, base_rows: u64) -> bool {
+    let bound = delta_bound(base_rows);
+    changes <= bound / 4 && delta_rows + changes <= bound
 }
 
 /// The stored value of `key` (fingerprint ‖ row), the delta's over the base's.
@@ -168,9 +178,9 @@ pub(super) struct SnapshotWriter<'txn> {
 }
 
 impl<'txn> SnapshotWriter<'txn> {
-    /// Opens a sync's snapshot for a commit of up to `changes` row changes. If they could take
-    /// the delta past its bound, the delta is folded into the base first and they go to the
-    /// base.
+    /// Opens a sync's snapshot for a commit of up to `changes` row changes. Unless they go to
+    /// the delta ([`goes_to_delta`]), the delta is folded into the base first and they go to
+    /// the base.
     pub(super) fn open(txn: &'txn WriteTransaction, sync: &str, changes: u64) -> Result<SnapshotWriter<'txn>, redb::Error> {
         let mut base = txn.open_table(def(&base_table(sync)))?;
         let delta_name = delta_table(sync);
@@ -179,7 +189,7 @@ impl<'txn> SnapshotWriter<'txn> {
             Some(rows) => rows.value(),
             None => base.len()?,
         };
-        let into_delta = delta.len()? + changes <= delta_bound(base.len()?);
+        let into_delta = goes_to_delta(changes, delta.len()?, base.len()?);
         if !into_delta && delta.len()? > 0 {
             let (started, folded) = (std::time::Instant::now(), delta.len()?);
             for entry in delta.iter()? {
@@ -336,8 +346,9 @@ mod tests {
         }
     }
 
-    /// Updates of a large snapshot go to the delta until it would pass its bound; then the
-    /// commit folds it into the base, which reads the same.
+    /// Small commits to a large snapshot go to the delta until it would pass its bound; then
+    /// the commit folds it into the base, which reads the same. A larger commit goes to the
+    /// base, folding the delta first.
     #[test]
     fn the_delta_takes_small_commits_and_is_folded_at_its_bound() {
         let dir = tempfile::tempdir().unwrap();
@@ -345,20 +356,38 @@ mod tests {
         let key = |k: u32| format!("k{k:06}").into_bytes();
         let upserts = |keys: std::ops::Range<u32>, n: u8| -> Vec<JournalOp> { keys.map(|k| JournalOp::Upsert { key: key(k), fp: [n; 16], row: vec![n] }).collect() };
         state.apply("s", &meta(), &upserts(0..40_000, 1)).unwrap();
-        assert_eq!(delta_len(&state), 0, "a load above the bound goes to the base");
-        state.apply("s", &meta(), &upserts(0..3000, 2)).unwrap();
+        assert_eq!(delta_len(&state), 0, "a load goes to the base");
+        // The bound is an eighth of the base, 5,000; a commit of up to 1,250 goes to the delta.
+        for start in [0, 1250, 2500] {
+            state.apply("s", &meta(), &upserts(start..start + 1250, 2)).unwrap();
+        }
         state.apply("s", &meta(), &[JournalOp::Delete { key: key(10) }, JournalOp::Delete { key: b"absent".to_vec() }]).unwrap();
-        assert_eq!(delta_len(&state), 3000, "updates, one turned into a tombstone; nothing for a row that was not there");
+        assert_eq!(delta_len(&state), 3750, "updates, one turned into a tombstone; nothing for a row that was not there");
         assert_eq!(state.snapshot_len("s").unwrap(), 39_999);
-        state.apply("s", &meta(), &upserts(3000..5000, 3)).unwrap();
-        assert_eq!(delta_len(&state), 5000, "the delta's bound is an eighth of the base: 5,000");
+        state.apply("s", &meta(), &upserts(3750..5000, 3)).unwrap();
+        assert_eq!(delta_len(&state), 5000, "up to the bound");
         state.apply("s", &meta(), &upserts(5000..5001, 3)).unwrap();
         assert_eq!(delta_len(&state), 0, "one more would pass the bound: folded first");
         assert_eq!(state.snapshot_len("s").unwrap(), 39_999);
-        let entries = state.snapshot_entries("s", &[&key(9), &key(10), &key(2999), &key(3000), &key(39_999)]).unwrap();
+        let entries = state.snapshot_entries("s", &[&key(9), &key(10), &key(3749), &key(3750), &key(39_999)]).unwrap();
         let fps: Vec<Option<u8>> = entries.iter().map(|e| e.as_ref().map(|d| d.fp[0])).collect();
         assert_eq!(fps, [Some(2), None, Some(2), Some(3), Some(1)]);
         assert_eq!(walk(&state, 16_384).len(), 39_999);
+
+        state.apply("s", &meta(), &upserts(0..10, 4)).unwrap();
+        assert_eq!(delta_len(&state), 10);
+        state.apply("s", &meta(), &upserts(10..1261, 4)).unwrap();
+        assert_eq!(delta_len(&state), 0, "a commit of more than a quarter of the bound goes to the base, the delta folded first");
+        let entries = state.snapshot_entries("s", &[&key(0), &key(1260), &key(1261)]).unwrap();
+        assert_eq!(entries.iter().map(|e| e.as_ref().map(|d| d.fp[0])).collect::<Vec<_>>(), [Some(4), Some(4), Some(2)]);
+    }
+
+    #[test]
+    fn only_small_commits_go_to_the_delta() {
+        assert!(goes_to_delta(31_250, 0, 1_000_000) && !goes_to_delta(31_251, 0, 1_000_000), "a 32nd of the base");
+        assert!(goes_to_delta(10_000, 115_000, 1_000_000) && !goes_to_delta(10_000, 115_001, 1_000_000), "within an eighth");
+        // An initial load replayed in chunks of 65,536: the tail of each commit goes to the base too.
+        assert!(!goes_to_delta(26_357, 0, 262_144));
     }
 
     /// A version 3 file (a snapshot in one table, no recorded size) opens as version 4 and
