@@ -10,11 +10,12 @@
 //! 40 MB written and synced for 10,000 rows, 230–420 ms of the change run (BENCHMARKS.md,
 //! issue 15). In the delta the same rows fill a few hundred leaves. Only small commits go to
 //! the delta: at most a quarter of its bound ([`delta_bound`]: an eighth of the base, at least
-//! 4,096 entries), and only while the delta stays within the bound. Any other commit folds the
-//! delta into the base first and writes into the base: a commit of more rows than a 32nd of
-//! the base touches most of its leaves anyway, and an initial load, replayed in chunks, would
-//! otherwise write the tail of each chunk twice (once to the delta, once more in the next
-//! chunk's fold). So a read of a snapshot of more than 32,768 rows meets at most one delta
+//! 4,096 entries; so a 32nd of a base of 32,768 rows or more, and up to 1,024 rows below
+//! that, an empty base included), and only while the delta stays within the bound. Any other
+//! commit folds the delta into the base first and writes into the base: a commit of more rows
+//! than a 32nd of a large base touches most of its leaves anyway, and an initial load,
+//! replayed in chunks, would otherwise write the tail of each chunk twice (once to the delta,
+//! once more in the next chunk's fold). So a read of a snapshot of more than 32,768 rows meets at most one delta
 //! entry per eight base entries, and a fold writes each base leaf once however many runs
 //! changed rows in it. Measured on the issue-15 workload: a
 //! commit of 10,309 scattered updates took 48–190 ms into the delta (growing with it) against
@@ -386,7 +387,7 @@ mod tests {
     fn only_small_commits_go_to_the_delta() {
         assert!(goes_to_delta(31_250, 0, 1_000_000) && !goes_to_delta(31_251, 0, 1_000_000), "a 32nd of the base");
         assert!(goes_to_delta(10_000, 115_000, 1_000_000) && !goes_to_delta(10_000, 115_001, 1_000_000), "within an eighth");
-        // An initial load replayed in chunks of 65,536: the tail of each commit goes to the base too.
+        // An initial load, replayed in chunks: a commit's last, shorter chunk goes to the base too.
         assert!(!goes_to_delta(26_357, 0, 262_144));
     }
 

@@ -115,13 +115,16 @@ struct CommitThread {
     finished: Option<Result<u64, String>>,
 }
 
+const THREAD_PANICKED: &str = "the commit thread panicked; the next run applies the journal again";
+
 impl CommitThread {
-    fn start(state: StateStore, sync: String, meta: SyncMeta) -> std::io::Result<CommitThread> {
+    /// Starts the thread; it runs `commit` on each sealed journal it is given.
+    fn start(mut commit: impl FnMut(&std::path::Path) -> Result<u64, String> + Send + 'static) -> std::io::Result<CommitThread> {
         let (sealed, to_commit) = std::sync::mpsc::channel::<std::path::PathBuf>();
         let (report, done) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("backflow-commit".into()).spawn(move || {
             for path in to_commit {
-                if report.send(commit_sealed(&state, &path, &sync, &meta)).is_err() {
+                if report.send(commit(&path)).is_err() {
                     return;
                 }
             }
@@ -131,12 +134,16 @@ impl CommitThread {
 
     fn is_busy(&mut self) -> bool {
         if self.busy {
-            if let Ok(result) = self.done.try_recv() {
-                self.finished = Some(result);
-                self.busy = false;
+            match self.done.try_recv() {
+                Ok(result) => self.finished = Some(result),
+                // The thread is gone without a result: it panicked, and the next wait says so
+                // (the run stops, and the next run applies the sealed file).
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.finished = Some(Err(THREAD_PANICKED.into())),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return true,
             }
+            self.busy = false;
         }
-        self.busy
+        false
     }
 
     /// Waits for the commit under way, if any; its result, or the previous unreported one.
@@ -144,13 +151,13 @@ impl CommitThread {
         if self.busy {
             self.busy = false;
             // A closed channel: the thread is gone with the sealed file (a panic).
-            return Some(self.done.recv().map_err(|_| "the commit thread panicked; the next run applies the journal again".to_string()).and_then(|r| r));
+            return Some(self.done.recv().map_err(|_| THREAD_PANICKED.to_string()).and_then(|r| r));
         }
         self.finished.take()
     }
 
     fn commit(&mut self, sealed: std::path::PathBuf) -> Result<(), String> {
-        self.sealed.send(sealed).map_err(|_| "the commit thread panicked; the next run applies the journal again".to_string())?;
+        self.sealed.send(sealed).map_err(|_| THREAD_PANICKED.to_string())?;
         self.busy = true;
         Ok(())
     }
@@ -202,7 +209,8 @@ impl<'a> Committer<'a> {
         self.announced = false;
         self.last_commit = Instant::now();
         if self.committer.is_none() {
-            let thread = CommitThread::start(self.state.clone(), self.p.state_key.clone(), self.meta.clone());
+            let (state, sync, meta) = (self.state.clone(), self.p.state_key.clone(), self.meta.clone());
+            let thread = CommitThread::start(move |sealed| commit_sealed(&state, sealed, &sync, &meta));
             self.committer = Some(thread.map_err(|e| Abort(format!("starting the journal commit: {e}")))?);
         }
         if let Some(committer) = self.committer.as_mut() {
@@ -267,6 +275,22 @@ mod tests {
 #[cfg(test)]
 mod recovery_tests {
     use super::*;
+
+    /// A commit thread that panicked counts as finished, with an error: a run polling it
+    /// stops at its next commit instead of waiting on it (and growing its journal) forever.
+    #[test]
+    fn a_panicked_commit_thread_is_reported() {
+        let mut thread = CommitThread::start(|sealed| if sealed.ends_with("bad") { panic!("injected") } else { Ok(7) }).unwrap();
+        thread.commit("good".into()).unwrap();
+        assert_eq!(thread.wait(), Some(Ok(7)));
+        assert_eq!(thread.wait(), None, "reported once");
+        thread.commit("bad".into()).unwrap();
+        while thread.is_busy() {
+            std::thread::yield_now();
+        }
+        assert!(matches!(thread.wait(), Some(Err(e)) if e.contains("panicked")));
+        assert!(thread.commit("good".into()).is_err(), "no thread left to commit");
+    }
 
     /// A crash while a sealed journal was being committed leaves it and the journal after
     /// it: the next run applies both, the older first, so the newer value of a row wins.
