@@ -530,12 +530,19 @@ impl StateStore {
 
     /// Applies journal ops to a sync's snapshot and pending rows in one durable transaction.
     pub fn apply(&self, sync: &str, meta: &SyncMeta, ops: &[crate::domain::JournalOp]) -> Result<(), StateError> {
+        self.apply_part(sync, meta, ops, 0)
+    }
+
+    /// Like [`StateStore::apply`], for `ops` that are one chunk of a commit of `commit_ops`
+    /// ops (a journal replayed in chunks): the snapshot decides by the whole commit's size
+    /// whether it goes to its delta, so a large commit does not send its chunks there.
+    pub fn apply_part(&self, sync: &str, meta: &SyncMeta, ops: &[crate::domain::JournalOp], commit_ops: u64) -> Result<(), StateError> {
         use crate::domain::{Delivered, JournalOp, RowChange};
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let pending_name = pending_table(sync);
             let changelog_name = changelog::changelog_table(sync);
-            let changes = ops.iter().filter(|op| matches!(op, JournalOp::Upsert { .. } | JournalOp::Delete { .. })).count() as u64;
+            let changes = (ops.iter().filter(|op| matches!(op, JournalOp::Upsert { .. } | JournalOp::Delete { .. })).count() as u64).max(commit_ops);
             let mut snap = snapshot::SnapshotWriter::open(&txn, sync, changes).map_err(|e| self.err(e))?;
             let mut pending = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name)).map_err(|e| self.err(e))?;
             let mut changelog = txn.open_table(changelog::changelog_def(&changelog_name)).map_err(|e| self.err(e))?;

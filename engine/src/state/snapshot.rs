@@ -381,6 +381,13 @@ mod tests {
         assert_eq!(delta_len(&state), 0, "a commit of more than a quarter of the bound goes to the base, the delta folded first");
         let entries = state.snapshot_entries("s", &[&key(0), &key(1260), &key(1261)]).unwrap();
         assert_eq!(entries.iter().map(|e| e.as_ref().map(|d| d.fp[0])).collect::<Vec<_>>(), [Some(4), Some(4), Some(2)]);
+
+        // A chunk of a large commit (a journal replayed in chunks) goes where the whole would.
+        state.apply("s", &meta(), &upserts(0..10, 5)).unwrap();
+        assert_eq!(delta_len(&state), 10);
+        state.apply_part("s", &meta(), &upserts(10..20, 5), 1251).unwrap();
+        assert_eq!(delta_len(&state), 0, "folded, and the chunk written to the base");
+        assert_eq!(state.snapshot_entries("s", &[&key(19)]).unwrap()[0].as_ref().map(|d| d.fp[0]), Some(5));
     }
 
     #[test]

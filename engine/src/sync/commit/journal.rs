@@ -183,6 +183,25 @@ impl Journal {
     pub fn replay<E>(&self, chunk: usize, apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>) -> Result<u64, ReplayError<E>> {
         replay_file(&self.path, chunk, apply)
     }
+
+    /// How many frames the journal holds (see [`frame_count`]).
+    pub fn frames(&self) -> std::io::Result<u64> {
+        frame_count(&self.path)
+    }
+}
+
+/// How many frames a journal file holds, from their headers alone (a torn last frame counts
+/// too): the size of a commit before it is replayed in chunks, so the snapshot can decide
+/// where the whole commit goes (see `state::snapshot`).
+pub fn frame_count(path: &Path) -> std::io::Result<u64> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut head = [0u8; 12];
+    let mut frames = 0;
+    while read_full(&mut r, &mut head)? {
+        r.seek_relative(i64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]])))?;
+        frames += 1;
+    }
+    Ok(frames)
 }
 
 /// Reads a journal file in chunks of at most `chunk` ops, calling `apply` for each. Stops
@@ -328,10 +347,12 @@ mod tests {
             JournalOp::Reject { key: b"k3".to_vec(), change: "added".into(), error: "HTTP 422".into(), run_id: "r".into() },
         ];
         j.append(&ops).unwrap();
+        assert_eq!(j.frames().unwrap(), 4);
         // Simulate a write torn by a machine crash: half a frame at the end.
         let path = Journal::path(dir.path(), "my sync");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[20, 0, 0, 0, 1, 2, 3]).unwrap();
+        assert_eq!(j.frames().unwrap(), 4, "half a frame's header is no frame");
         let mut seen = Vec::new();
         let n = j.replay(100, |chunk| -> Result<(), ()> {
             seen.extend(chunk);

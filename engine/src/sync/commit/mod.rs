@@ -68,7 +68,8 @@ fn commit_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: &
         return Ok(0);
     }
     let started = Instant::now();
-    let applied = journal.replay(JOURNAL_APPLY_CHUNK, |ops| state.apply(sync, meta, &ops)).map_err(|e| Abort(e.to_string()))?;
+    let frames = journal.frames().map_err(|e| Abort(format!("reading the delivery journal: {e}")))?;
+    let applied = journal.replay(JOURNAL_APPLY_CHUNK, |ops| state.apply_part(sync, meta, &ops, frames)).map_err(|e| Abort(e.to_string()))?;
     journal.clear().map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
     tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "journal committed to the snapshot");
     Ok(applied)
@@ -77,7 +78,8 @@ fn commit_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: &
 /// Commits a sealed journal file to the snapshot, then removes it; returns the rows.
 fn commit_sealed(state: &StateStore, sealed: &std::path::Path, sync: &str, meta: &SyncMeta) -> Result<u64, String> {
     let started = Instant::now();
-    let applied = journal::replay_file(sealed, JOURNAL_APPLY_CHUNK, |ops| state.apply(sync, meta, &ops)).map_err(|e| e.to_string())?;
+    let frames = journal::frame_count(sealed).map_err(|e| format!("reading the sealed journal {}: {e}", sealed.display()))?;
+    let applied = journal::replay_file(sealed, JOURNAL_APPLY_CHUNK, |ops| state.apply_part(sync, meta, &ops, frames)).map_err(|e| e.to_string())?;
     std::fs::remove_file(sealed).map_err(|e| format!("removing the committed journal {}: {e}", sealed.display()))?;
     tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "sealed journal committed to the snapshot");
     Ok(applied)
