@@ -186,13 +186,14 @@ impl<'txn> SnapshotWriter<'txn> {
         let mut base = txn.open_table(def(&base_table(sync)))?;
         let delta_name = delta_table(sync);
         let mut delta = txn.open_table(def(&delta_name))?;
+        let (base_rows, delta_rows) = (base.len()?, delta.len()?);
         let rows = match txn.open_table(SNAPSHOT_ROWS)?.get(sync)? {
             Some(rows) => rows.value(),
-            None => base.len()?,
+            None => base_rows,
         };
-        let into_delta = goes_to_delta(changes, delta.len()?, base.len()?);
-        if !into_delta && delta.len()? > 0 {
-            let (started, folded) = (std::time::Instant::now(), delta.len()?);
+        let into_delta = goes_to_delta(changes, delta_rows, base_rows);
+        if !into_delta && delta_rows > 0 {
+            let started = std::time::Instant::now();
             for entry in delta.iter()? {
                 let (key, value) = entry?;
                 if value.value().is_empty() {
@@ -204,7 +205,7 @@ impl<'txn> SnapshotWriter<'txn> {
             drop(delta);
             txn.delete_table(def(&delta_name))?;
             delta = txn.open_table(def(&delta_name))?;
-            tracing::debug!(sync, rows = folded, ms = started.elapsed().as_millis() as u64, "snapshot delta folded into its base");
+            tracing::debug!(sync, rows = delta_rows, ms = started.elapsed().as_millis() as u64, "snapshot delta folded into its base");
         }
         Ok(SnapshotWriter { base, delta, into_delta, rows })
     }
@@ -226,11 +227,7 @@ impl<'txn> SnapshotWriter<'txn> {
     /// Removes `key`'s entry; returns it.
     pub(super) fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
         let before = if self.into_delta {
-            let in_delta = self.delta.get(key)?.map(|v| v.value().to_vec());
-            let before = match in_delta {
-                Some(entry) => Some(entry).filter(|v| !v.is_empty()),
-                None => self.base.get(key)?.map(|v| v.value().to_vec()),
-            };
+            let before = lookup(Some(&self.base), Some(&self.delta), key)?;
             if before.is_some() {
                 self.delta.insert(key, &[][..])?;
             }

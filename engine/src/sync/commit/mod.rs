@@ -68,18 +68,23 @@ fn commit_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: &
         return Ok(0);
     }
     let started = Instant::now();
-    let frames = journal.frames().map_err(|e| Abort(format!("reading the delivery journal: {e}")))?;
-    let applied = journal.replay(JOURNAL_APPLY_CHUNK, |ops| state.apply_part(sync, meta, &ops, frames)).map_err(|e| Abort(e.to_string()))?;
+    let applied = apply_file(state, journal.file(), sync, meta).map_err(Abort)?;
     journal.clear().map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
     tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "journal committed to the snapshot");
     Ok(applied)
 }
 
+/// Applies a journal file to the snapshot, a chunk per transaction, each chunk with the
+/// whole file's size (the snapshot decides by it where the commit goes); returns the ops.
+fn apply_file(state: &StateStore, path: &std::path::Path, sync: &str, meta: &SyncMeta) -> Result<u64, String> {
+    let frames = journal::frame_count(path).map_err(|e| format!("reading the journal {}: {e}", path.display()))?;
+    journal::replay_file(path, JOURNAL_APPLY_CHUNK, |ops| state.apply_part(sync, meta, &ops, frames)).map_err(|e| e.to_string())
+}
+
 /// Commits a sealed journal file to the snapshot, then removes it; returns the rows.
 fn commit_sealed(state: &StateStore, sealed: &std::path::Path, sync: &str, meta: &SyncMeta) -> Result<u64, String> {
     let started = Instant::now();
-    let frames = journal::frame_count(sealed).map_err(|e| format!("reading the sealed journal {}: {e}", sealed.display()))?;
-    let applied = journal::replay_file(sealed, JOURNAL_APPLY_CHUNK, |ops| state.apply_part(sync, meta, &ops, frames)).map_err(|e| e.to_string())?;
+    let applied = apply_file(state, sealed, sync, meta)?;
     std::fs::remove_file(sealed).map_err(|e| format!("removing the committed journal {}: {e}", sealed.display()))?;
     tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "sealed journal committed to the snapshot");
     Ok(applied)
