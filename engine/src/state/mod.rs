@@ -495,6 +495,12 @@ impl StateStore {
         self.read_snapshot(sync, |snapshot| snapshot.len())
     }
 
+    /// Entries in a sync's snapshot delta (tombstones included): where commits went.
+    #[cfg(test)]
+    pub(crate) fn snapshot_delta_len(&self, sync: &str) -> u64 {
+        self.read_table(snapshot::def(&snapshot::delta_table(sync)), || 0, |t| Ok(t.len().unwrap_or(0))).unwrap_or(0)
+    }
+
     /// Reads one per-sync table in its own read transaction; a table no write has created
     /// yet (a sync that never delivered) reads as `empty()`.
     fn read_table<K: redb::Key + 'static, V: redb::Value + 'static, T>(

@@ -297,7 +297,7 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     // What this run delivers is recorded with its key types (an undo's plan has none: the
     // recorded ones stay).
     let meta = crate::state::SyncMeta { key_types: plan.key_types.clone(), ..meta };
-    let mut committer = Committer::new(&mut journal, state, &meta, p, run_id, header);
+    let mut committer = Committer::new(&mut journal, state, &meta, p, run_id, tally.planned.total(), header);
     let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally, options.stop.as_ref()).await;
     // Whatever was acknowledged is committed, even when the run stops early.
     let committed = committer.commit_acknowledged();
