@@ -176,6 +176,34 @@ async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
     assert_eq!(state.snapshot_len("s").unwrap(), 40);
 }
 
+/// With one request in flight, a second writer builds the next batch meanwhile (see
+/// `host::request_gate`), yet the destination never sees two requests at once, and gets the
+/// batches in the plan's order.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_request_in_flight_means_one_at_a_time_and_in_order() {
+    let receiver = receiver_with(ReceiverOptions { latency_ms: 40, ..Default::default() }).await;
+    let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 1");
+    let mut csv = String::from("id,email\n");
+    for i in 1..=40 {
+        csv.push_str(&format!("{i},u{i}@x.com\n"));
+    }
+    ws.write("data/people.csv", &csv);
+    let run = ws.run("s").await;
+    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
+    assert_eq!(receiver.max_concurrency(), 1, "requests in flight at once");
+    let ids: Vec<i64> = receiver.received().iter().flat_map(|r| r.body.as_array().cloned().unwrap()).map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>(), "every row once, in the plan's order");
+
+    // Three in flight: never more than three at once.
+    let receiver = receiver_with(ReceiverOptions { latency_ms: 40, ..Default::default() }).await;
+    let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 3");
+    ws.write("data/people.csv", &csv);
+    let run = ws.run("s").await;
+    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
+    assert!((1..=3).contains(&receiver.max_concurrency()), "requests in flight at once: {}", receiver.max_concurrency());
+    assert_eq!(receiver.rows(), 40);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_down_for_its_first_seconds_gets_every_row_once_it_is_up() {
     let receiver = receiver_with(ReceiverOptions { down_for_ms: 1500, ..Default::default() }).await;

@@ -47,6 +47,9 @@ pub(crate) struct CpuMeter {
     /// The polling thread's CPU time when the poll in progress began, in nanoseconds plus
     /// one (0: no poll in progress).
     poll_began_ns: AtomicU64,
+    /// Wall time the call spent waiting for its turn to send (see `request_gate`), in
+    /// nanoseconds: added to its wall-clock limit.
+    turn_wait_ns: AtomicU64,
 }
 
 impl CpuMeter {
@@ -54,6 +57,18 @@ impl CpuMeter {
     pub(crate) fn reset(&self) {
         self.charged_ns.store(0, Ordering::Relaxed);
         self.poll_began_ns.store(0, Ordering::Relaxed);
+        self.turn_wait_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// Records time the call waited for another writer's request to be answered and
+    /// recorded: the destination's time, not this call's.
+    pub(crate) fn add_turn_wait(&self, waited: Duration) {
+        self.turn_wait_ns.fetch_add(nanos(waited), Ordering::Relaxed);
+    }
+
+    /// How long the call has waited for its turn to send so far.
+    pub(crate) fn waited_for_turn(&self) -> Duration {
+        Duration::from_nanos(self.turn_wait_ns.load(Ordering::Relaxed))
     }
 
     /// CPU time used so far, including the poll in progress. Call it on the polling thread
@@ -95,6 +110,22 @@ impl<F: Future> Future for Charged<F> {
         self.meter.poll_began_ns.store(0, Ordering::Relaxed);
         self.meter.charged_ns.fetch_add(spent, Ordering::Relaxed);
         result
+    }
+}
+
+/// Runs a call within its wall-clock limit, `wall` plus whatever time the call waited for
+/// its turn to send (which `meter` adds up as it goes); `None` if it ran out.
+pub(crate) async fn within_wall<F: Future>(wall: Duration, meter: Arc<CpuMeter>, call: F) -> Option<F::Output> {
+    let started = tokio::time::Instant::now();
+    let mut call = std::pin::pin!(call);
+    loop {
+        let deadline = started + wall + meter.waited_for_turn();
+        match tokio::time::timeout_at(deadline, call.as_mut()).await {
+            Ok(output) => return Some(output),
+            // The call waited for its turn meanwhile: its deadline moved on.
+            Err(_) if started + wall + meter.waited_for_turn() > deadline => continue,
+            Err(_) => return None,
+        }
     }
 }
 
@@ -153,6 +184,35 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         assert!(charged.as_mut().poll(&mut cx).is_ready());
         assert!(meter.used() < Duration::from_millis(200), "the sleep was charged: {:?}", meter.used());
+    }
+
+    /// A call's wall-clock limit runs out as set, unless the call waited for its turn to
+    /// send: that time is added to it (the clock is tokio's, paused and advanced by hand).
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_turn_moves_the_wall_clock_deadline() {
+        let wall = Duration::from_secs(10);
+        let meter = Arc::new(CpuMeter::default());
+        let slow = within_wall(wall, meter.clone(), tokio::time::sleep(Duration::from_secs(15)));
+        assert!(slow.await.is_none(), "15 s of its own against 10 s");
+
+        let meter = Arc::new(CpuMeter::default());
+        let waited = meter.clone();
+        let call = async move {
+            // 8 s waiting for a turn, then 7 s of its own: 15 s in all, 7 s charged.
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            waited.add_turn_wait(Duration::from_secs(8));
+            tokio::time::sleep(Duration::from_secs(7)).await;
+        };
+        assert!(within_wall(wall, meter.clone(), call).await.is_some());
+
+        let waited = meter.clone();
+        meter.reset();
+        let call = async move {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            waited.add_turn_wait(Duration::from_secs(8));
+            tokio::time::sleep(Duration::from_secs(11)).await;
+        };
+        assert!(within_wall(wall, meter, call).await.is_none(), "11 s of its own after its turn");
     }
 
     #[test]

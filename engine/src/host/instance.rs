@@ -133,9 +133,9 @@ macro_rules! guest_call {
     ($store:expr, $call:expr) => {{
         let (wall, meter) = $crate::host::instance::begin($store);
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(wall, $crate::host::instance::charged(meter, $call)).await {
-            Ok(result) => $crate::host::instance::finish($store, result),
-            Err(_) => Err($crate::host::instance::wall_timeout($store)),
+        let result = match $crate::host::instance::within_wall(wall, meter.clone(), $crate::host::instance::charged(meter, $call)).await {
+            Some(result) => $crate::host::instance::finish($store, result),
+            None => Err($crate::host::instance::wall_timeout($store)),
         };
         let trapped = matches!(result, Err($crate::host::CallError::Trap(_)));
         $crate::metrics::record_plugin_call(&$store.data().plugin_name, started.elapsed().as_secs_f64(), trapped);
@@ -143,6 +143,8 @@ macro_rules! guest_call {
     }};
 }
 pub(crate) use guest_call;
+
+pub(crate) use super::cpu_clock::within_wall;
 
 /// The call's future with its CPU time metered, for [`guest_call!`].
 pub(crate) fn charged<F: std::future::Future>(meter: std::sync::Arc<super::cpu_clock::CpuMeter>, call: F) -> impl std::future::Future<Output = F::Output> {
@@ -282,7 +284,20 @@ impl DestinationInstance {
         Ok(outcomes)
     }
 
-    /// Flushes and releases the writer.
+    /// From now on, this writer's HTTP requests take turns with those of the other writers
+    /// given the same `turns` (a semaphore of `max_in_flight` permits; see `request_gate`).
+    pub fn take_turns(&mut self, turns: std::sync::Arc<tokio::sync::Semaphore>) {
+        self.store.data_mut().request_gate = Some(super::request_gate::RequestGate::new(turns));
+    }
+
+    /// Gives this writer's turn back, if it holds one: its batch is recorded.
+    pub fn end_turn(&mut self) {
+        if let Some(gate) = self.store.data_mut().request_gate.as_mut() {
+            gate.leave();
+        }
+    }
+
+    /// Flushes and releases the writer. A turn it takes to flush ends with it.
     pub async fn finish(mut self) -> Result<(), CallError> {
         let Some(writer) = self.writer.take() else { return Ok(()) };
         let result = match &self.api {

@@ -17,6 +17,7 @@ pub mod bindings;
 mod cpu_clock;
 mod imports;
 pub mod instance;
+mod request_gate;
 mod stderr;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -86,6 +87,10 @@ pub struct Plugin {
     /// How long compiling it took, when this load compiled it (not for code read from the
     /// cache or a plugin loaded before).
     pub compiled_ms: Option<u64>,
+    /// Whether the component imports any of `wasi:sockets`. One that does not reaches the
+    /// network only through the host's `http-send`, where a delivery can meter its requests
+    /// (see `request_gate`).
+    pub uses_sockets: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -106,6 +111,8 @@ pub struct PluginState {
     pub(crate) secrets: Vec<String>,
     pub(crate) clock: CallClock,
     pub(crate) stderr: stderr::StderrTail,
+    /// For a delivery's writers: the turn its HTTP requests wait for (see `request_gate`).
+    pub(crate) request_gate: Option<request_gate::RequestGate>,
 }
 
 impl WasiView for PluginState {
@@ -240,7 +247,8 @@ impl PluginHost {
             }
         })?;
         let (spec, row_encoding) = self.read_spec(contract, &pre).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
-        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, row_encoding, component, pre, compiled_ms: None };
+        let uses_sockets = component.component_type().imports(&self.engine).any(|(name, _)| name.starts_with("wasi:sockets/"));
+        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, row_encoding, component, pre, compiled_ms: None, uses_sockets };
         self.loaded.lock().unwrap().insert(hash, plugin.clone());
         Ok(Plugin { compiled_ms, ..plugin })
     }
@@ -371,6 +379,7 @@ impl PluginHost {
             secrets,
             clock: CallClock::new(Duration::from_millis(limits.call_timeout_ms), Duration::from_millis(limits.wall_timeout_ms)),
             stderr,
+            request_gate: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -1,6 +1,7 @@
 //! Stage 6: delivery. The plan is sent change by change (deletes, then updates, then
-//! inserts) in batches through a pool of writers (one plugin instance each, `max_in_flight`
-//! of them), paced by the sync's rate limit; every finished batch is handed to the
+//! inserts) in batches through a pool of writers (one plugin instance each: `max_in_flight`
+//! of them, and one more building the next batch while the others' requests are out),
+//! paced by the sync's rate limit; every finished batch is handed to the
 //! [`Committer`](super::commit::Committer).
 
 pub mod pacer;
@@ -28,16 +29,25 @@ use writer::Writer;
 pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, run_id: &str, committer: &mut Committer<'_>, tally: &mut Tally, stop_signal: Option<&crate::sync::StopSignal>) -> Result<(), Abort> {
     let started = Instant::now();
     let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(p), run_id: run_id.to_string() };
-    // One writer (one plugin instance, one store) per request in flight.
+    // One writer (one plugin instance, one store) per request in flight, and one more that
+    // builds its batch meanwhile, when the writers' requests can take turns: at most
+    // `max_in_flight` of them are out at once, and each writer's turn lasts until its batch
+    // is recorded (see `host::request_gate`).
+    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
+    let one_ahead = p.destination_plugin.as_ref().is_some_and(|plugin| !plugin.uses_sockets);
     let mut idle: Vec<Writer> = Vec::new();
-    for _ in 0..p.sync.max_in_flight {
+    for _ in 0..p.sync.max_in_flight + u32::from(one_ahead) {
         idle.push(match &p.destination_plugin {
             None => Writer::Noop,
-            Some(plugin) => Writer::Wasm(
-                DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
+            Some(plugin) => {
+                let mut writer = DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
                     .await
-                    .map_err(|e| Abort(open_error(p, &p.destination, &e)))?,
-            ),
+                    .map_err(|e| Abort(open_error(p, &p.destination, &e)))?;
+                if one_ahead {
+                    writer.take_turns(turns.clone());
+                }
+                Writer::Wasm(writer)
+            }
         });
     }
     let pacer = tokio::sync::Mutex::new(Pacer::new(effective_rate_limit(p).map_err(Abort)?));
@@ -47,11 +57,13 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     let mut progress = Progress::new("delivered", tally.planned.total());
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut stop: Option<Abort> = None;
-    // Takes a finished send: its writer is free again and its rows are recorded.
-    let mut settle = |(writer, sent): (Writer, Sent), idle: &mut Vec<Writer>, tally: &mut Tally| {
-        idle.push(writer);
+    // Takes a finished send: its rows are recorded, then its writer's turn to send ends and
+    // the writer is free again.
+    let mut settle = |(mut writer, sent): (Writer, Sent), idle: &mut Vec<Writer>, tally: &mut Tally| {
         let n = (sent.acked.len() + sent.rejected.len()) as u64;
         let result = committer.record(sent, tally);
+        writer.end_turn();
+        idle.push(writer);
         progress.advance(n);
         result
     };

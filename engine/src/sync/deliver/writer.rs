@@ -18,6 +18,13 @@ impl Writer {
         }
     }
 
+    /// Gives the writer's turn to send back (see `host::request_gate`): its batch is recorded.
+    pub(crate) fn end_turn(&mut self) {
+        if let Writer::Wasm(d) = self {
+            d.end_turn();
+        }
+    }
+
     pub(crate) async fn finish(self) -> Result<(), CallError> {
         match self {
             Writer::Wasm(d) => d.finish().await,

@@ -1,0 +1,89 @@
+//! The gate on a delivery's requests: how `max_in_flight` stays the number of requests out
+//! to the destination at once while one more writer builds its next batch.
+//!
+//! A destination's `write` builds its request (for `webhook`, encoding a batch as JSON) and
+//! then waits for the answer. With one writer per request in flight, the next batch could
+//! not be built until the answer came back, and the receiver's parsing and the plugin's
+//! encoding took turns on the cores. A delivery therefore opens one writer more than
+//! `max_in_flight` and hands every writer the same gate: a writer takes a turn at its first
+//! request of a batch and keeps it until the delivery has recorded that batch's
+//! acknowledgements, so at most `max_in_flight` batches are ever out and unrecorded (what a
+//! crash may re-send), in the order their writers asked. Waiting for a turn is not charged
+//! to the call's wall-clock limit (see [`super::cpu_clock::CpuMeter::waited_for_turn`]).
+//!
+//! The gate sits in the host's `http-send`, so it only holds for plugins that reach the
+//! network through it: a destination whose component imports `wasi:sockets` gets exactly
+//! `max_in_flight` writers (see [`super::Plugin::uses_sockets`]).
+
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// One writer's place at the gate shared by a delivery's writers.
+pub(crate) struct RequestGate {
+    turns: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl RequestGate {
+    /// A place at the gate of `turns` (a semaphore of `max_in_flight` permits).
+    pub(crate) fn new(turns: Arc<Semaphore>) -> RequestGate {
+        RequestGate { turns, held: None }
+    }
+
+    /// Waits for this writer's turn, unless it holds one already (a batch split in several
+    /// requests, or retried, keeps its turn). Returns how long it waited.
+    pub(crate) async fn enter(&mut self) -> std::time::Duration {
+        if self.held.is_some() {
+            return std::time::Duration::ZERO;
+        }
+        let started = std::time::Instant::now();
+        // The semaphore is never closed: an error cannot happen, and would only let the
+        // request go without a turn.
+        self.held = self.turns.clone().acquire_owned().await.ok();
+        started.elapsed()
+    }
+
+    /// Gives the turn back: the writer's batch is recorded.
+    pub(crate) fn leave(&mut self) {
+        self.held = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers, one turn: the second waits until the first leaves, a writer holding the
+    /// turn enters again at once, and turns go in the order they were asked for.
+    #[tokio::test]
+    async fn one_writer_at_a_time_and_in_order() {
+        let turns = Arc::new(Semaphore::new(1));
+        let (mut a, mut b, mut c) = (RequestGate::new(turns.clone()), RequestGate::new(turns.clone()), RequestGate::new(turns.clone()));
+        a.enter().await;
+        a.enter().await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ob, oc) = (order.clone(), order.clone());
+        let b_task = tokio::spawn(async move {
+            b.enter().await;
+            ob.lock().unwrap().push('b');
+            b.leave();
+        });
+        // One runtime thread: yielding lets b run until it waits at the gate, before c asks.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let c_task = tokio::spawn(async move {
+            c.enter().await;
+            oc.lock().unwrap().push('c');
+            c.leave();
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(order.lock().unwrap().is_empty(), "nobody passes while a holds the turn");
+        a.leave();
+        b_task.await.unwrap();
+        c_task.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), vec!['b', 'c']);
+    }
+}
