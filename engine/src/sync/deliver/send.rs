@@ -25,9 +25,19 @@ const RECENT: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub(crate) struct Health {
     last_ack: std::sync::Mutex<Option<Instant>>,
+    /// The delivery stopped: no batch tries again.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn acked(&self) {
         if let Ok(mut last) = self.last_ack.lock() {
             *last = Some(Instant::now());
@@ -97,6 +107,11 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
                     None => break Ok(()),
                 }
             }
+            if health.stopping() {
+                // The delivery stopped: what is left of this batch was not acknowledged and
+                // goes with the next run.
+                break Ok(());
+            }
             if attempt > 0 && !may_retry(attempt, started, health.last_ack(), Instant::now()) {
                 for row in pending.drain(..) {
                     rejected.push((row, format!("gave up after {attempt} attempts: {last_error}")));
@@ -137,7 +152,7 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
                         }
                     }
                     pending = retry;
-                    if !pending.is_empty() && may_retry(attempt, started, health.last_ack(), Instant::now()) {
+                    if !pending.is_empty() && !health.stopping() && may_retry(attempt, started, health.last_ack(), Instant::now()) {
                         backoff(attempt, None).await;
                     }
                 }
@@ -151,9 +166,11 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
                         PluginError::RateLimited { retry_after_ms, .. } => retry_after_ms.map(Duration::from_millis),
                         _ => None,
                     };
-                    tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
+                    if !health.stopping() {
+                        tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
+                    }
                     last_error = e.to_string();
-                    if may_retry(attempt, started, health.last_ack(), Instant::now()) {
+                    if !health.stopping() && may_retry(attempt, started, health.last_ack(), Instant::now()) {
                         backoff(attempt, retry_after).await;
                     }
                 }
