@@ -180,7 +180,7 @@ async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
 /// `host::request_gate`), yet the destination never sees two requests at once. (Usually in
 /// the plan's order, but not always: a writer may ask for its turn after the next one.)
 #[tokio::test(flavor = "multi_thread")]
-async fn one_request_in_flight_means_one_at_a_time_and_in_order() {
+async fn one_request_in_flight_means_one_at_a_time() {
     let receiver = receiver_with(ReceiverOptions { latency_ms: 40, ..Default::default() }).await;
     let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 1");
     let csv = people(40);

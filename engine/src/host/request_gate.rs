@@ -68,26 +68,26 @@ mod tests {
     #[tokio::test]
     async fn one_writer_at_a_time_and_in_order() {
         let turns = Arc::new(Semaphore::new(1));
-        let (mut a, mut b, mut c) = (RequestGate::new(turns.clone()), RequestGate::new(turns.clone()), RequestGate::new(turns.clone()));
+        let (mut a, b, c) = (RequestGate::new(turns.clone()), RequestGate::new(turns.clone()), RequestGate::new(turns.clone()));
         let meter = CpuMeter::default();
         a.enter(&meter).await.unwrap();
         a.enter(&meter).await.unwrap();
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (ob, oc) = (order.clone(), order.clone());
-        let b_task = tokio::spawn(async move {
-            b.enter(&CpuMeter::default()).await.unwrap();
-            ob.lock().unwrap().push('b');
-            b.leave();
-        });
+        // A writer that takes its turn, notes it, and gives it back.
+        let take_turn = |mut gate: RequestGate, name: char| {
+            let order = order.clone();
+            tokio::spawn(async move {
+                gate.enter(&CpuMeter::default()).await.unwrap();
+                order.lock().unwrap().push(name);
+                gate.leave();
+            })
+        };
+        let b_task = take_turn(b, 'b');
         // One runtime thread: yielding lets b run until it waits at the gate, before c asks.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        let c_task = tokio::spawn(async move {
-            c.enter(&CpuMeter::default()).await.unwrap();
-            oc.lock().unwrap().push('c');
-            c.leave();
-        });
+        let c_task = take_turn(c, 'c');
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
