@@ -67,8 +67,7 @@ impl wit_host::Host for PluginState {
         let timeout = request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))).unwrap_or(DEFAULT_HTTP_TIMEOUT).min(MAX_HTTP_TIMEOUT);
         // A delivery's writer sends in its turn (see `request_gate`); the wait is not its own.
         if let Some(gate) = self.request_gate.as_mut() {
-            let meter = self.clock.meter.clone();
-            if gate.enter(&meter).await.is_err() {
+            if gate.enter(&self.clock.meter).await.is_err() {
                 return Err(HttpError::Connection("not sent: the delivery stopped before this writer's turn to send".into()));
             }
         }

@@ -35,8 +35,8 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     // is recorded (see `host::request_gate`).
     // Not with a rate limit: the pacer books a batch's slot before the batch is built, so
     // batches waiting for their turn would go out together when it came.
-    let rate_limit = effective_rate_limit(p).map_err(Abort)?;
-    let paced = rate_limit.requests_per_second.is_some() || rate_limit.rows_per_second.is_some();
+    let pacer = Pacer::new(effective_rate_limit(p).map_err(Abort)?);
+    let paced = pacer.paces();
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
     let one_ahead = !paced && p.destination_plugin.as_ref().is_some_and(|plugin| !plugin.uses_sockets);
     let mut idle: Vec<Writer> = Vec::new();
@@ -54,7 +54,7 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             }
         });
     }
-    let pacer = tokio::sync::Mutex::new(Pacer::new(rate_limit));
+    let pacer = tokio::sync::Mutex::new(pacer);
     let health = send::Health::default();
     // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
     let deadline = p.sync.time_budget_s.and_then(|s| started.checked_add(Duration::from_secs(s)));

@@ -65,9 +65,14 @@ impl Pacer {
         }
     }
 
+    /// Whether it holds requests back at all (the sync or its destination has a rate limit).
+    pub fn paces(&self) -> bool {
+        self.per_request.is_some() || self.per_row.is_some()
+    }
+
     /// Waits until a request of `rows` rows may go.
     pub async fn wait(&mut self, rows: usize) {
-        if self.per_request.is_none() && self.per_row.is_none() {
+        if !self.paces() {
             return;
         }
         let now = Instant::now();
