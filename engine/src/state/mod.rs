@@ -9,8 +9,9 @@
 //! Why ~750 lines: one store, one transaction discipline; the record types and tables belong
 //! together. Leases live in `lease.rs`, reading run changelogs in `changelog.rs` (they are
 //! written by [`StateStore::apply`] with the snapshot), the snapshot's two tables (a base and
-//! a delta laid over it) in `snapshot.rs`.
+//! a delta laid over it) in `snapshot.rs`, and the blocks its base is stored in in `block.rs`.
 
+mod block;
 mod changelog;
 mod lease;
 mod snapshot;
@@ -19,7 +20,7 @@ mod tokens;
 pub use lease::{LeaseError, LeaseHolder, SyncLease};
 pub use tokens::{parse_token, ApiToken, NewToken, TokenRejected};
 
-use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 pub use crate::domain::{CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, Timings, MAX_REJECTED_KEPT};
@@ -31,9 +32,12 @@ pub use crate::domain::{CheckReport, DiffCounts, OpCounts, PluginHashes, Rejecte
 /// - 3: a run's changelog keeps the rows it inserted in blocks (see `changelog::InsertBlock`);
 ///   entries of version 2 are still read as they are, so the migration only records 3;
 /// - 4: a snapshot is a base and a delta, and its size is kept in `snapshot_rows` (see
-///   `snapshot.rs`); a snapshot of version 3 is a base with no delta, read as it is. An older
-///   backflow must refuse the file: it would read the base without the delta.
-pub const FORMAT_VERSION: u64 = 4;
+///   `snapshot.rs`). An older backflow must refuse the file: it would read the base without
+///   the delta;
+/// - 5: a snapshot's base is stored in blocks of consecutive rows (`snapshot-blocks/NAME`,
+///   see `block.rs`) instead of one entry per row (`snapshot/NAME`); the migration rewrites
+///   every per-row base into blocks, recording the size of a version 3 snapshot as it goes.
+pub const FORMAT_VERSION: u64 = 5;
 
 /// Longest run error message kept in history, and longest check message and sample.
 const MAX_RUN_ERROR_BYTES: usize = 16 * 1024;
@@ -67,9 +71,9 @@ const RUN_GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("run_gates"
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 // Per-sync tables (named after the sync):
-// - `snapshot/NAME` and `snapshot-delta/NAME`: encoded primary key → 16-byte fingerprint
-//   followed by the encoded mapped row last delivered (needed to send deletes and to undo a
-//   run); see `snapshot.rs`;
+// - `snapshot-blocks/NAME` and `snapshot-delta/NAME`: encoded primary key → 16-byte
+//   fingerprint followed by the encoded mapped row last delivered (needed to send deletes and
+//   to undo a run), in blocks and per key; see `snapshot.rs`;
 // - `pending/NAME`: encoded primary key → JSON [`PendingRow`], rows the destination refused.
 fn pending_table(sync: &str) -> String {
     format!("pending/{sync}")
@@ -237,21 +241,31 @@ impl StateStore {
                     meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
                 }
                 Some(FORMAT_VERSION) => {}
-                Some(1) => {
-                    // 1 → 2: index the existing history by sync.
-                    let runs = txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
-                    let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| storage(e.to_string()))?;
-                    for entry in runs.iter().map_err(|e| storage(e.to_string()))? {
-                        let (id, value) = entry.map_err(|e| storage(e.to_string()))?;
-                        let run: RunRecord = serde_json::from_slice(value.value()).map_err(|e| storage(format!("run {} is unreadable: {e}", id.value())))?;
-                        index.insert((history_key(&run).as_str(), id.value()), ()).map_err(|e| storage(e.to_string()))?;
+                Some(found @ 1..=4) => {
+                    if found == 1 {
+                        // 1 → 2: index the existing history by sync.
+                        let runs = txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
+                        let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| storage(e.to_string()))?;
+                        for entry in runs.iter().map_err(|e| storage(e.to_string()))? {
+                            let (id, value) = entry.map_err(|e| storage(e.to_string()))?;
+                            let run: RunRecord = serde_json::from_slice(value.value()).map_err(|e| storage(format!("run {} is unreadable: {e}", id.value())))?;
+                            index.insert((history_key(&run).as_str(), id.value()), ()).map_err(|e| storage(e.to_string()))?;
+                        }
                     }
-                    meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
-                }
-                Some(2 | 3) => {
                     // 2 → 3: insert blocks are new; a version 2 changelog reads as it is.
                     // 3 → 4: a version 3 snapshot is a base without a delta and without a
-                    // recorded size, which is then its base's length.
+                    // recorded size. 4 → 5: every per-row base is rewritten into blocks (and
+                    // the size of a version 3 one recorded).
+                    let per_row: Vec<String> = txn
+                        .list_tables()
+                        .map_err(|e| storage(e.to_string()))?
+                        .filter_map(|table| table.name().strip_prefix(snapshot::PER_ROW_BASE_PREFIX).map(str::to_string))
+                        .collect();
+                    for sync in per_row {
+                        let started = std::time::Instant::now();
+                        let rows = snapshot::migrate_per_row_base(&txn, &sync).map_err(|e| storage(format!("migrating the snapshot of sync {sync} to blocks: {e}")))?;
+                        tracing::info!(sync, rows, ms = started.elapsed().as_millis() as u64, "snapshot rewritten into blocks (state format {found} to {FORMAT_VERSION})");
+                    }
                     meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
                 }
                 Some(found) => return Err(OpenError::UnknownFormat { path: path.clone(), found }),
