@@ -50,7 +50,9 @@ fn put_varint(out: &mut Vec<u8>, mut n: usize) {
 
 fn get_varint(bytes: &[u8], at: &mut usize) -> Result<usize, Corrupt> {
     let mut n: usize = 0;
-    for shift in (0..64).step_by(7) {
+    // At most nine bytes (63 bits): no length in a block comes near that, and a tenth byte
+    // would shift bits out unnoticed.
+    for shift in (0..63).step_by(7) {
         let byte = *bytes.get(*at).ok_or(Corrupt)?;
         *at += 1;
         n |= usize::from(byte & 0x7f).checked_shl(shift).ok_or(Corrupt)?;
