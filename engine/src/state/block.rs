@@ -29,8 +29,8 @@ pub(super) const MAX_BYTES: usize = TARGET_BYTES;
 pub(super) struct Corrupt;
 
 impl From<Corrupt> for redb::Error {
-    fn from(_: Corrupt) -> redb::Error {
-        redb::StorageError::Corrupted("a snapshot block does not decode".into()).into()
+    fn from(corrupt: Corrupt) -> redb::Error {
+        redb::StorageError::from(corrupt).into()
     }
 }
 
@@ -64,7 +64,7 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Result<usize, Corrupt> {
 }
 
 /// Appends one entry to a block being built; the caller keeps keys ascending.
-pub(super) fn push(block: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+fn push(block: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     put_varint(block, key.len());
     block.extend_from_slice(key);
     put_varint(block, value.len());

@@ -65,6 +65,12 @@ pub(super) fn goes_to_delta(changes: u64, delta_rows: u64, rows: u64) -> bool {
     changes <= delta_bound(rows) / 4 && delta_rows + changes <= delta_bound(rows.saturating_sub(changes))
 }
 
+/// A delta entry's value as the row's stored value; `None` for an empty one, a row deleted
+/// since the base was written.
+fn delta_row(value: &[u8]) -> Option<&[u8]> {
+    Some(value).filter(|v| !v.is_empty())
+}
+
 /// The stored value of `key` in the base: in the first block whose last key is `key` or
 /// after it.
 fn base_get<B: ReadableTable<&'static [u8], &'static [u8]>>(base: &B, key: &[u8]) -> Result<Option<Vec<u8>>, redb::StorageError> {
@@ -106,7 +112,7 @@ impl SnapshotReader {
     /// The stored value of `key`: fingerprint ‖ row.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
         if let Some(value) = self.delta.as_ref().map(|d| d.get(key)).transpose()?.flatten() {
-            return Ok(Some(value.value()).filter(|v| !v.is_empty()).map(<[u8]>::to_vec));
+            return Ok(delta_row(value.value()).map(<[u8]>::to_vec));
         }
         Ok(self.base.as_ref().map(|b| base_get(b, key)).transpose()?.flatten())
     }
@@ -303,9 +309,9 @@ impl<'txn> BaseWriter<'txn> {
         Ok(OpenBlock { block, after, upto, filed_as, changed: false })
     }
 
-    /// Files a block's bytes under its last key, in place of the entry it was filed under.
-    fn file(&mut self, filed_as: Option<Vec<u8>>, bytes: &[u8]) -> Result<(), redb::Error> {
-        let last = block::last_key(bytes)?;
+    /// Files a block's bytes under its last key `last` (`None`: the block is empty, and is
+    /// removed), in place of the entry it was filed under.
+    fn file(&mut self, filed_as: Option<Vec<u8>>, last: Option<&[u8]>, bytes: &[u8]) -> Result<(), redb::Error> {
         if let Some(filed_as) = filed_as.filter(|f| Some(f.as_slice()) != last) {
             self.table.remove(filed_as.as_slice())?;
         }
@@ -317,7 +323,7 @@ impl<'txn> BaseWriter<'txn> {
 
     fn write_back(&mut self, open: Option<OpenBlock>) -> Result<(), redb::Error> {
         match open {
-            Some(open) if open.changed => self.file(open.filed_as, open.block.bytes()),
+            Some(open) if open.changed => self.file(open.filed_as, open.block.last_key(), open.block.bytes()),
             _ => Ok(()),
         }
     }
@@ -325,9 +331,9 @@ impl<'txn> BaseWriter<'txn> {
     /// Files an open block's entries as they are and leaves it empty, holding the keys after
     /// its last.
     fn file_and_empty(&mut self, open: &mut OpenBlock) -> Result<(), redb::Error> {
+        let last = open.block.last_key().map(<[u8]>::to_vec);
         let bytes = open.block.take();
-        let last = block::last_key(&bytes)?.map(<[u8]>::to_vec);
-        self.file(open.filed_as.take(), &bytes)?;
+        self.file(open.filed_as.take(), last.as_deref(), &bytes)?;
         if last.is_some() {
             open.after = last;
         }
@@ -352,7 +358,7 @@ impl<'txn> BaseWriter<'txn> {
                 // fall in the front half, entries having been appended after it: that entry
                 // goes, or a lookup of a front key would find the stale whole first.
                 let replaced = if open.filed_as.as_deref() <= front_last.as_deref() { open.filed_as.take() } else { None };
-                self.file(replaced, &front)?;
+                self.file(replaced, front_last.as_deref(), &front)?;
                 open.after = front_last;
             }
         }
@@ -398,11 +404,10 @@ impl<'txn> SnapshotWriter<'txn> {
             let started = std::time::Instant::now();
             for entry in delta.iter()? {
                 let (key, value) = entry?;
-                if value.value().is_empty() {
-                    base.remove(key.value())?;
-                } else {
-                    base.upsert(key.value(), value.value())?;
-                }
+                match delta_row(value.value()) {
+                    Some(row) => base.upsert(key.value(), row)?,
+                    None => base.remove(key.value())?,
+                };
             }
             drop(delta);
             txn.delete_table(def(&delta_name))?;
@@ -416,7 +421,7 @@ impl<'txn> SnapshotWriter<'txn> {
     pub(super) fn upsert(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
         let before = if self.into_delta {
             match self.delta.insert(key, value)? {
-                Some(before) => Some(before.value().to_vec()).filter(|v| !v.is_empty()),
+                Some(before) => delta_row(before.value()).map(<[u8]>::to_vec),
                 None => self.base.get(key)?,
             }
         } else {
@@ -430,7 +435,7 @@ impl<'txn> SnapshotWriter<'txn> {
     pub(super) fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
         let before = if self.into_delta {
             let before = match self.delta.get(key)? {
-                Some(value) => Some(value.value().to_vec()).filter(|v| !v.is_empty()),
+                Some(value) => delta_row(value.value()).map(<[u8]>::to_vec),
                 None => self.base.get(key)?,
             };
             if before.is_some() {
@@ -458,27 +463,17 @@ impl<'txn> SnapshotWriter<'txn> {
 /// from the rows rewritten.
 pub(super) fn migrate_per_row_base(txn: &WriteTransaction, sync: &str) -> Result<u64, redb::Error> {
     let old_name = format!("{PER_ROW_BASE_PREFIX}{sync}");
-    let mut blocks = txn.open_table(def(&base_table(sync)))?;
+    let mut base = BaseWriter { table: txn.open_table(def(&base_table(sync)))?, open: None };
     let mut rows = 0u64;
     {
         let old = txn.open_table(def(&old_name))?;
-        let mut block = Vec::with_capacity(block::TARGET_BYTES * 2);
-        let mut last = Vec::new();
         for entry in old.iter()? {
             let (key, value) = entry?;
-            if !block.is_empty() && block.len() + block::entry_len(key.value(), value.value()) > block::TARGET_BYTES {
-                blocks.insert(last.as_slice(), block.as_slice())?;
-                block.clear();
-            }
-            block::push(&mut block, key.value(), value.value());
-            last.clear();
-            last.extend_from_slice(key.value());
+            base.upsert(key.value(), value.value())?;
             rows += 1;
         }
-        if !block.is_empty() {
-            blocks.insert(last.as_slice(), block.as_slice())?;
-        }
     }
+    base.finish()?;
     txn.delete_table(def(&old_name))?;
     let mut counts = txn.open_table(SNAPSHOT_ROWS)?;
     if counts.get(sync)?.is_none() {
