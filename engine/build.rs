@@ -6,12 +6,30 @@
 
 use std::path::{Path, PathBuf};
 
-const ROOTS: &[&str] = &["templates", "plugin-sdk/js", "plugin-sdk/python/backflow_sdk", "wit/v0.2.0"];
-const SKIPPED: &[&str] = &["node_modules", "dist", "target", ".venv", ".bindings", "__pycache__", "types", "test-results"];
+const ROOTS: &[&str] = &[
+    "templates",
+    "plugin-sdk/js",
+    "plugin-sdk/python/backflow_sdk",
+    "wit/v0.2.0",
+];
+const SKIPPED: &[&str] = &[
+    "node_modules",
+    "dist",
+    "target",
+    ".venv",
+    ".bindings",
+    "__pycache__",
+    "types",
+    "test-results",
+];
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let repo = manifest.parent().expect("the engine lives in the repository").to_path_buf();
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let repo = manifest
+        .parent()
+        .expect("the engine lives in the repository")
+        .to_path_buf();
     let mut files = Vec::new();
     for root in ROOTS {
         let dir = repo.join(root);
@@ -22,11 +40,19 @@ fn main() {
     files.sort();
     let mut out = String::from("/// Embedded by build.rs: (path from the repository root, contents).\npub static FILES: &[(&str, &[u8])] = &[\n");
     for file in &files {
-        let relative = file.strip_prefix(&repo).expect("under the repository").to_string_lossy().replace('\\', "/");
-        out.push_str(&format!("    ({relative:?}, include_bytes!({:?})),\n", file.display().to_string()));
+        let relative = file
+            .strip_prefix(&repo)
+            .expect("under the repository")
+            .to_string_lossy()
+            .replace('\\', "/");
+        out.push_str(&format!(
+            "    ({relative:?}, include_bytes!({:?})),\n",
+            file.display().to_string()
+        ));
     }
     out.push_str("];\n");
-    let target = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("templates.rs");
+    let target =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("templates.rs");
     std::fs::write(target, out).expect("writing templates.rs");
 }
 
@@ -35,14 +61,23 @@ fn main() {
 /// build output is not (Cargo would scan `node_modules` on every build); its files and clean
 /// subdirectories are watched one by one instead. Symbolic links are never followed.
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else { return true };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
     let mut clean = true;
     let mut watched = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(kind) = entry.file_type() else { continue };
-        if kind.is_symlink() || SKIPPED.contains(&name.as_str()) || name.ends_with(".wasm") || name.ends_with(".pyc") || name == ".DS_Store" {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink()
+            || SKIPPED.contains(&name.as_str())
+            || name.ends_with(".wasm")
+            || name.ends_with(".pyc")
+            || name == ".DS_Store"
+        {
             clean = false;
             continue;
         }

@@ -11,23 +11,44 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     if let Some(ws) = arg("--run") {
         let sync = arg("--sync").unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let workspace = backflow::config::Workspace::load(Path::new(&ws)).unwrap();
             let host = backflow::host::PluginHost::new(Some(workspace.root.join("cache"))).unwrap();
             let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
-            let run = backflow::app::run_sync(&host, &workspace, &state, &sync, &backflow::sync::RunOptions::default()).await.unwrap();
+            let run = backflow::app::run_sync(
+                &host,
+                &workspace,
+                &state,
+                &sync,
+                &backflow::sync::RunOptions::default(),
+            )
+            .await
+            .unwrap();
             assert_eq!(run.status, backflow::state::RunStatus::Succeeded, "{run:?}");
             println!("{}", run.checks.len());
         });
         return;
     }
-    let rows: u64 = arg("--rows").map(|r| r.parse().unwrap()).unwrap_or(1_000_000);
+    let rows: u64 = arg("--rows")
+        .map(|r| r.parse().unwrap())
+        .unwrap_or(1_000_000);
     let repeat: usize = arg("--repeat").map(|r| r.parse().unwrap()).unwrap_or(3);
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .canonicalize()
+        .expect("run scripts/build-plugins first");
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path();
     std::fs::create_dir_all(ws.join("data")).unwrap();
@@ -62,15 +83,24 @@ batch_size = 5000
         r#"{ check = "regex", column = "email", pattern = "^[^@ ]+@[^@ ]+$" }"#,
         r#"{ check = "range", column = "mrr", min = 0, max = 10000 }"#,
     ] {
-        toml.push_str(&format!("[[syncs.checked.checks]]\nplugin = \"checks\"\nconfig = {config}\n"));
+        toml.push_str(&format!(
+            "[[syncs.checked.checks]]\nplugin = \"checks\"\nconfig = {config}\n"
+        ));
     }
     std::fs::write(ws.join("backflow.toml"), toml).unwrap();
     common::write_customers(&ws.join("data/m.csv"), rows);
     let time = |sync: &str| {
         let _ = std::fs::remove_dir_all(ws.join(".backflow"));
         let t = Instant::now();
-        let out = std::process::Command::new(std::env::current_exe().unwrap()).args(["--run", ws.to_str().unwrap(), "--sync", sync]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--run", ws.to_str().unwrap(), "--sync", sync])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t.elapsed().as_secs_f64()
     };
     time("checked"); // compile and cache the plugins once

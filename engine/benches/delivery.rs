@@ -10,7 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn receiver(args: &[&str]) -> (Child, u16) {
@@ -45,27 +49,55 @@ fn workspace(ws: &Path, plugins: &Path, port: u16, rows: u64, sync_extra: &str) 
 }
 
 fn run(ws: &Path) -> backflow::state::RunRecord {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let workspace = backflow::config::Workspace::load(ws).unwrap();
-        let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
+        let host =
+            backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
-        backflow::app::run_sync(&host, &workspace, &state, "s", &backflow::sync::RunOptions::default()).await.unwrap()
+        backflow::app::run_sync(
+            &host,
+            &workspace,
+            &state,
+            "s",
+            &backflow::sync::RunOptions::default(),
+        )
+        .await
+        .unwrap()
     })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let rows: u64 = arg("--rows").map(|r| r.parse().unwrap()).unwrap_or(1_000_000);
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let rows: u64 = arg("--rows")
+        .map(|r| r.parse().unwrap())
+        .unwrap_or(1_000_000);
     let seconds: u64 = arg("--seconds").map(|r| r.parse().unwrap()).unwrap_or(20);
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .canonicalize()
+        .expect("run scripts/build-plugins first");
     let dir = tempfile::tempdir().unwrap();
 
     // 1. Throughput: batches of 500 into a receiver that accepts everything.
     let (mut rx, port) = receiver(&[]);
     let ws = dir.path().join("throughput");
-    workspace(&ws, &plugins, port, rows, "batch_size = 500\nmax_in_flight = 2");
+    workspace(
+        &ws,
+        &plugins,
+        port,
+        rows,
+        "batch_size = 500\nmax_in_flight = 2",
+    );
     let t = Instant::now();
     let r = run(&ws);
     let wall = t.elapsed().as_secs_f64();
@@ -82,11 +114,24 @@ fn main() {
     let out = dir.path().join("received.jsonl");
     let (mut rx, port) = receiver(&["--rate-limit", "55", "--out", out.to_str().unwrap()]);
     let ws = dir.path().join("rate");
-    workspace(&ws, &plugins, port, 50 * seconds, "batch_size = 1\nrate_limit = { requests_per_second = 50 }");
+    workspace(
+        &ws,
+        &plugins,
+        port,
+        50 * seconds,
+        "batch_size = 1\nrate_limit = { requests_per_second = 50 }",
+    );
     let r = run(&ws);
     let _ = rx.kill();
     let lines = std::fs::read_to_string(&out).unwrap();
-    let statuses: Vec<u64> = lines.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["status"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     let throttled = statuses.iter().filter(|s| **s == 429).count();
     println!(
         "rate_limit = 50/s against a receiver allowing 55/s: {} requests in {:.2} s of delivery = {:.2} requests/s, {throttled} answered 429",

@@ -14,14 +14,25 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     if let Some(ws) = arg("--run") {
         run_once(Path::new(&ws), arg("--sync").as_deref().unwrap_or("bench"));
         return;
     }
-    let rows: u64 = arg("--rows").map(|r| r.parse().unwrap()).unwrap_or(10_000_000);
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
-    let dir = tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")).unwrap();
+    let rows: u64 = arg("--rows")
+        .map(|r| r.parse().unwrap())
+        .unwrap_or(10_000_000);
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .canonicalize()
+        .expect("run scripts/build-plugins first");
+    let dir =
+        tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")).unwrap();
 
     // 1. The diff on a large model.
     let ws = dir.path().join("large");
@@ -31,7 +42,10 @@ fn main() {
     eprintln!("wrote {rows} rows in {:.1} s", t.elapsed().as_secs_f64());
     println!("initial sync (fills the snapshot): {}", child(&ws, "bench"));
     write_model(&ws.join("data/model.csv"), rows, true);
-    println!("diff run (1% changed, 0.1% removed, 0.5% added): {}", child(&ws, "bench"));
+    println!(
+        "diff run (1% changed, 0.1% removed, 0.5% added): {}",
+        child(&ws, "bench")
+    );
 
     // 2. A no-change rerun of a 1,000,000-row sync, end to end (process start to exit).
     let small = dir.path().join("small");
@@ -40,12 +54,22 @@ fn main() {
     child(&small, "bench");
     let t = Instant::now();
     let result = child(&small, "bench");
-    println!("no-change rerun of 1,000,000 rows: {:.2} s wall, process start to exit ({result})", t.elapsed().as_secs_f64());
+    println!(
+        "no-change rerun of 1,000,000 rows: {:.2} s wall, process start to exit ({result})",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 fn child(ws: &Path, sync: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap()).args(["--run", ws.to_str().unwrap(), "--sync", sync]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--run", ws.to_str().unwrap(), "--sync", sync])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -88,18 +112,38 @@ fn write_model(path: &Path, rows: u64, changed: bool) {
         if changed && i % 1000 == 7 {
             continue; // removed
         }
-        let plan = if changed && i % 100 == 3 { "churned" } else { plans[(i % 3) as usize] };
-        writeln!(f, "{i},user{i}@example.com,User {i},{plan},{}.{:02},2023-{:02}-{:02},{}", i % 2000, i % 100, 1 + i % 12, 1 + i % 28, i % 2 == 0).unwrap();
+        let plan = if changed && i % 100 == 3 {
+            "churned"
+        } else {
+            plans[(i % 3) as usize]
+        };
+        writeln!(
+            f,
+            "{i},user{i}@example.com,User {i},{plan},{}.{:02},2023-{:02}-{:02},{}",
+            i % 2000,
+            i % 100,
+            1 + i % 12,
+            1 + i % 28,
+            i % 2 == 0
+        )
+        .unwrap();
     }
     if changed {
         for i in rows..rows + rows / 200 {
-            writeln!(f, "{i},new{i}@example.com,New {i},pro,10.00,2024-01-01,true").unwrap();
+            writeln!(
+                f,
+                "{i},new{i}@example.com,New {i},pro,10.00,2024-01-01,true"
+            )
+            .unwrap();
         }
     }
 }
 
 fn run_once(ws: &Path, sync: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let workspace = backflow::config::Workspace::load(ws).unwrap();
         let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();

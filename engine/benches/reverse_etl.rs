@@ -31,16 +31,30 @@ use std::process::{Command, Stdio};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let rows: u64 = arg("--rows").map(|r| r.parse().unwrap()).unwrap_or(1_000_000);
-    let keep_changelog: u64 = arg("--keep-changelog").map(|r| r.parse().unwrap()).unwrap_or(50);
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let rows: u64 = arg("--rows")
+        .map(|r| r.parse().unwrap())
+        .unwrap_or(1_000_000);
+    let keep_changelog: u64 = arg("--keep-changelog")
+        .map(|r| r.parse().unwrap())
+        .unwrap_or(50);
     let csv = arg("--source").is_some_and(|s| s == "csv");
     let unordered = args.iter().any(|a| a == "--unordered");
     let text_results = args.iter().any(|a| a == "--text-results");
     let latency_ms: u64 = arg("--latency-ms").map(|r| r.parse().unwrap()).unwrap_or(0);
-    let in_flight: Vec<u32> = arg("--max-in-flight").map(|r| r.split(',').map(|n| n.parse().unwrap()).collect()).unwrap_or_default();
+    let in_flight: Vec<u32> = arg("--max-in-flight")
+        .map(|r| r.split(',').map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_default();
     let bin = env!("CARGO_BIN_EXE_backflow");
-    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
+    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .canonicalize()
+        .expect("run scripts/build-plugins first");
 
     let pg = pg::Pg::throwaway();
     pg.sql(&format!(
@@ -57,7 +71,14 @@ fn main() {
         l.local_addr().unwrap().port()
     };
     let mut receiver = Command::new(bin)
-        .args(["receiver", "--discard", "--port", &port.to_string(), "--latency-ms", &latency_ms.to_string()])
+        .args([
+            "receiver",
+            "--discard",
+            "--port",
+            &port.to_string(),
+            "--latency-ms",
+            &latency_ms.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -75,7 +96,8 @@ fn main() {
     let (source, model) = if csv {
         // The same rows as the table, written the way `COPY … CSV HEADER` would.
         std::fs::create_dir_all(ws.join("data")).unwrap();
-        let mut out = std::io::BufWriter::new(std::fs::File::create(ws.join("data/customers.csv")).unwrap());
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(ws.join("data/customers.csv")).unwrap());
         use std::io::Write as _;
         writeln!(out, "id,email,name,plan,mrr,country,updated_at").unwrap();
         for g in 1..=rows {
@@ -96,12 +118,22 @@ fn main() {
             .unwrap();
         }
         out.flush().unwrap();
-        ("[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n".to_string(), "source = \"files\"\nquery = \"data/customers.csv\"".to_string())
+        (
+            "[sources.files]\nplugin = \"file-source\"\ngrants.files = [\"data\"]\n".to_string(),
+            "source = \"files\"\nquery = \"data/customers.csv\"".to_string(),
+        )
     } else {
         let mut source = pg.source_toml("reader", Some("reader-secret"));
         if text_results {
-            source = source.replacen(" }\ngrants.network", ", binary_results = false }\ngrants.network", 1);
-            assert!(source.contains("binary_results"), "the source's config changed shape: {source}");
+            source = source.replacen(
+                " }\ngrants.network",
+                ", binary_results = false }\ngrants.network",
+                1,
+            );
+            assert!(
+                source.contains("binary_results"),
+                "the source's config changed shape: {source}"
+            );
         }
         (source, format!("source = \"pg\"\nquery = \"SELECT id, email, name, plan, mrr, country, updated_at FROM customers{}\"", if unordered { "" } else { " ORDER BY id" }))
     };
@@ -118,7 +150,10 @@ fn main() {
     write_toml(1);
 
     if args.iter().any(|a| a == "--hold") {
-        println!("workspace {} (receiver on 127.0.0.1:{port}); waiting to be killed", ws.display());
+        println!(
+            "workspace {} (receiver on 127.0.0.1:{port}); waiting to be killed",
+            ws.display()
+        );
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
@@ -131,20 +166,52 @@ fn main() {
     // others (a slow phase of the VM would show there).
     println!(
         "{:<34} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
-        "job", "wall s", "CPU s", "RSS MB", "plan ms", "deliver", "delivered", "all CPU s", "recv CPU", "steal s"
+        "job",
+        "wall s",
+        "CPU s",
+        "RSS MB",
+        "plan ms",
+        "deliver",
+        "delivered",
+        "all CPU s",
+        "recv CPU",
+        "steal s"
     );
     let receiver_pid = receiver.id();
     let job = |name: &str| {
         let before = SystemCpu::read();
         let receiver_before = process_cpu_s(receiver_pid);
-        let out = Command::new("/usr/bin/time").args(["-f", "%e %U %S %M", bin, "sync", "run", "s", "--json", "--workspace"]).arg(ws).env("RUST_LOG", "warn").output().unwrap();
+        let out = Command::new("/usr/bin/time")
+            .args([
+                "-f",
+                "%e %U %S %M",
+                bin,
+                "sync",
+                "run",
+                "s",
+                "--json",
+                "--workspace",
+            ])
+            .arg(ws)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
         let system = SystemCpu::read().since(&before);
         let receiver_cpu = process_cpu_s(receiver_pid) - receiver_before;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let stats: Vec<f64> = stderr.lines().last().unwrap_or("").split_whitespace().filter_map(|v| v.parse().ok()).collect();
-        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {stderr}"));
+        let stats: Vec<f64> = stderr
+            .lines()
+            .last()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let record: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {stderr}"));
         assert!(record["status"] == "succeeded", "{name}: {record}");
-        let delivered = record["delivered"]["added"].as_u64().unwrap() + record["delivered"]["changed"].as_u64().unwrap() + record["delivered"]["removed"].as_u64().unwrap();
+        let delivered = record["delivered"]["added"].as_u64().unwrap()
+            + record["delivered"]["changed"].as_u64().unwrap()
+            + record["delivered"]["removed"].as_u64().unwrap();
         println!(
             "{name:<34} {:>8.2} {:>8.2} {:>9.0} {:>9} {:>9} {:>10} {:>10.2} {:>9.2} {:>8.2}",
             stats[0],
@@ -161,9 +228,22 @@ fn main() {
     // Plugins are compiled once per file and cached; that first-use cost is its own line,
     // not part of the initial sync (a service compiles them when it loads them).
     let started = std::time::Instant::now();
-    let out = Command::new(bin).args(["plugin", "list", "--workspace"]).arg(ws).env("RUST_LOG", "warn").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    println!("{:<34} {:>8.2}", "compile plugins (first use only)", started.elapsed().as_secs_f64());
+    let out = Command::new(bin)
+        .args(["plugin", "list", "--workspace"])
+        .arg(ws)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "{:<34} {:>8.2}",
+        "compile plugins (first use only)",
+        started.elapsed().as_secs_f64()
+    );
     if !in_flight.is_empty() {
         println!("receiver answers after {latency_ms} ms");
         for n in in_flight {
@@ -214,13 +294,26 @@ impl SystemCpu {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         // cpu user nice system idle iowait irq softirq steal guest guest_nice; guest time is
         // already counted in user.
-        let ticks: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
         let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0) / 100.0;
-        SystemCpu { busy_s: at(0) + at(1) + at(2) + at(5) + at(6), steal_s: at(7) }
+        SystemCpu {
+            busy_s: at(0) + at(1) + at(2) + at(5) + at(6),
+            steal_s: at(7),
+        }
     }
 
     fn since(&self, before: &SystemCpu) -> SystemCpu {
-        SystemCpu { busy_s: self.busy_s - before.busy_s, steal_s: self.steal_s - before.steal_s }
+        SystemCpu {
+            busy_s: self.busy_s - before.busy_s,
+            steal_s: self.steal_s - before.steal_s,
+        }
     }
 }
 
@@ -230,7 +323,12 @@ fn process_cpu_s(pid: u32) -> f64 {
     // The fields after the command name, which is in parentheses and may hold spaces:
     // state is the first of them; utime and stime are the 12th and 13th.
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<f64> = after_name.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    let fields: Vec<f64> = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     fields.iter().sum::<f64>() / 100.0
 }
 

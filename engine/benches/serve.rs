@@ -44,7 +44,10 @@ fn rebuilt(component: &Path, marker: &str) -> Vec<u8> {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bin = env!("CARGO_BIN_EXE_backflow");
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").canonicalize().expect("run scripts/build-plugins first");
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .canonicalize()
+        .expect("run scripts/build-plugins first");
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path();
 
@@ -52,13 +55,29 @@ async fn main() {
     {
         let host = PluginHost::new(Some(ws.join("bench-cache"))).unwrap();
         let plugin = host.load(&plugins.join("webhook.wasm")).await.unwrap();
-        let context = backflow_plugin_sdk::SyncContext { sync_name: "s".into(), primary_key: vec!["id".into()], run_id: "r".into() };
-        let grants = Grants { network: vec!["127.0.0.1:9".into()], ..Default::default() };
+        let context = backflow_plugin_sdk::SyncContext {
+            sync_name: "s".into(),
+            primary_key: vec!["id".into()],
+            run_id: "r".into(),
+        };
+        let grants = Grants {
+            network: vec!["127.0.0.1:9".into()],
+            ..Default::default()
+        };
         let config = json!({"url": "http://127.0.0.1:9/x"}).to_string();
         let mut times = Vec::new();
         for _ in 0..1000 {
             let started = Instant::now();
-            let instance = DestinationInstance::open(&host, &plugin, &grants, Limits::default(), &config, &context).await.unwrap();
+            let instance = DestinationInstance::open(
+                &host,
+                &plugin,
+                &grants,
+                Limits::default(),
+                &config,
+                &context,
+            )
+            .await
+            .unwrap();
             times.push(started.elapsed());
             drop(instance);
         }
@@ -78,7 +97,16 @@ async fn main() {
     }
     std::fs::write(ws.join("data/people.csv"), csv).unwrap();
     std::fs::write(ws.join("data/one.csv"), "id,email\n1,a@example.com\n").unwrap();
-    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), backflow::receiver::ReceiverOptions { latency_ms: 20, discard: true, ..Default::default() }).await.unwrap();
+    let receiver = backflow::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        backflow::receiver::ReceiverOptions {
+            latency_ms: 20,
+            discard: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     std::fs::write(
         ws.join("backflow.toml"),
         format!(
@@ -101,12 +129,19 @@ async fn main() {
         for _ in 0..10_000 {
             let mut record = template.clone();
             record["run_id"] = J::String(ulid::Ulid::new().to_string());
-            state.record_run(&serde_json::from_value(record).unwrap(), 20_000).unwrap();
+            state
+                .record_run(&serde_json::from_value(record).unwrap(), 20_000)
+                .unwrap();
         }
     }
     let token = {
-        let out = Command::new(bin).args(["token", "create", "--as", "bench", "--json", "--workspace"]).arg(ws).output().unwrap();
-        let v: J = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        let out = Command::new(bin)
+            .args(["token", "create", "--as", "bench", "--json", "--workspace"])
+            .arg(ws)
+            .output()
+            .unwrap();
+        let v: J = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
         v["token"].as_str().unwrap().to_string()
     };
     /// Kills the service when the benchmark ends, even by a panic.
@@ -125,24 +160,57 @@ async fn main() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let line = std::io::BufReader::new(service.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let line = std::io::BufReader::new(service.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
     let service = Killed(service);
-    let base = line.split("listening on ").nth(1).unwrap().trim().to_string();
+    let base = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&token).send();
-    let post = |path: &str| http.post(format!("{base}{path}")).bearer_auth(&token).send();
+    let post = |path: &str| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .send()
+    };
 
     // 2. Hot reload.
     let webhook = ws.join("plugins/webhook.wasm");
-    for (label, bytes) in [("rebuilt webhook (new hash, compiled on arrival)", rebuilt(&plugins.join("webhook.wasm"), "v2")), ("original webhook back (compiled before: cached)", std::fs::read(plugins.join("webhook.wasm")).unwrap())] {
+    for (label, bytes) in [
+        (
+            "rebuilt webhook (new hash, compiled on arrival)",
+            rebuilt(&plugins.join("webhook.wasm"), "v2"),
+        ),
+        (
+            "original webhook back (compiled before: cached)",
+            std::fs::read(plugins.join("webhook.wasm")).unwrap(),
+        ),
+    ] {
         let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         let tmp = ws.join("plugins/.incoming");
         std::fs::write(&tmp, &bytes).unwrap();
         let landed = Instant::now();
         std::fs::rename(&tmp, &webhook).unwrap();
         let compile_ms = loop {
-            let plugins: J = get("/api/v1/plugins").await.unwrap().bytes().await.map(|b| serde_json::from_slice(&b).unwrap()).unwrap();
-            if let Some(p) = plugins.as_array().unwrap().iter().find(|p| p["sha256"] == hash.as_str()) {
+            let plugins: J = get("/api/v1/plugins")
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .map(|b| serde_json::from_slice(&b).unwrap())
+                .unwrap();
+            if let Some(p) = plugins
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["sha256"] == hash.as_str())
+            {
                 break p["compile_ms"].as_u64().unwrap();
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -150,8 +218,16 @@ async fn main() {
         let serving = landed.elapsed();
         post("/api/v1/syncs/small/runs").await.unwrap();
         let first_run = loop {
-            let runs: J = get("/api/v1/runs?sync=small&limit=1").await.unwrap().bytes().await.map(|b| serde_json::from_slice(&b).unwrap()).unwrap();
-            if runs["runs"][0]["trigger"] == "api" && runs["runs"][0]["plugins"]["destination"] == hash.as_str() {
+            let runs: J = get("/api/v1/runs?sync=small&limit=1")
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .map(|b| serde_json::from_slice(&b).unwrap())
+                .unwrap();
+            if runs["runs"][0]["trigger"] == "api"
+                && runs["runs"][0]["plugins"]["destination"] == hash.as_str()
+            {
                 break landed.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -159,7 +235,13 @@ async fn main() {
         println!("hot reload, {label}: serving after {} (load + compile reported {compile_ms} ms, settle window 250 ms), first run recorded on it after {}", ms(serving), ms(first_run));
         // The next reload must not land while this one's run is still going.
         loop {
-            let runs: J = get("/api/v1/runs?sync=small&limit=1").await.unwrap().bytes().await.map(|b| serde_json::from_slice(&b).unwrap()).unwrap();
+            let runs: J = get("/api/v1/runs?sync=small&limit=1")
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .map(|b| serde_json::from_slice(&b).unwrap())
+                .unwrap();
             if runs["runs"][0]["status"] != "running" {
                 break;
             }
@@ -190,18 +272,46 @@ async fn main() {
     );
     // The web UI: a sync's history page (50 of 10,000 runs) for a signed-in session.
     // Not following the redirect: the cookie is on the sign-in answer itself.
-    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let login = no_redirect.post(format!("{base}/ui/login")).header("content-type", "application/x-www-form-urlencoded").body(format!("token={token}")).send().await.unwrap();
-    let cookie = login.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirect
+        .post(format!("{base}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let mut times = Vec::new();
     for _ in 0..200 {
         let started = Instant::now();
-        let resp = http.get(format!("{base}/ui/syncs/small")).header("cookie", &cookie).send().await.unwrap();
+        let resp = http
+            .get(format!("{base}/ui/syncs/small"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let _page = resp.bytes().await.unwrap();
         times.push(started.elapsed());
     }
     times.sort();
-    println!("GET /ui/syncs/small (a page of 50 of 10,000 runs), 200 requests: p50 {} p99 {} max {}", ms(percentile(&times, 0.5)), ms(percentile(&times, 0.99)), ms(*times.last().unwrap()));
+    println!(
+        "GET /ui/syncs/small (a page of 50 of 10,000 runs), 200 requests: p50 {} p99 {} max {}",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        ms(*times.last().unwrap())
+    );
     drop(service);
 }

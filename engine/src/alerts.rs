@@ -18,7 +18,9 @@ pub fn outcome_for(alert: &Alert, ws: &Workspace, run: &RunRecord) -> Option<Ale
     }
     let outcome = match run.status {
         RunStatus::Failed => AlertOutcome::Failed,
-        RunStatus::Partial if run.failed.total() >= alert.partial_min_rejected => AlertOutcome::Partial,
+        RunStatus::Partial if run.failed.total() >= alert.partial_min_rejected => {
+            AlertOutcome::Partial
+        }
         RunStatus::Blocked => AlertOutcome::Blocked,
         RunStatus::AwaitingApproval => AlertOutcome::AwaitingApproval,
         _ => return None,
@@ -29,7 +31,11 @@ pub fn outcome_for(alert: &Alert, ws: &Workspace, run: &RunRecord) -> Option<Ale
     if !alert.syncs.is_empty() && !alert.syncs.contains(&run.sync) {
         return None;
     }
-    let destination = ws.syncs.get(&run.sync).map(|s| s.destination.as_str()).unwrap_or("");
+    let destination = ws
+        .syncs
+        .get(&run.sync)
+        .map(|s| s.destination.as_str())
+        .unwrap_or("");
     if !alert.destinations.is_empty() && !alert.destinations.iter().any(|d| d == destination) {
         return None;
     }
@@ -38,14 +44,35 @@ pub fn outcome_for(alert: &Alert, ws: &Workspace, run: &RunRecord) -> Option<Ale
 
 /// The message: what happened, to which sync and destination, and what to do.
 pub fn message(ws: &Workspace, run: &RunRecord, outcome: AlertOutcome) -> serde_json::Value {
-    let destination = ws.syncs.get(&run.sync).map(|s| s.destination.clone()).unwrap_or_default();
+    let destination = ws
+        .syncs
+        .get(&run.sync)
+        .map(|s| s.destination.clone())
+        .unwrap_or_default();
     let what = match outcome {
-        AlertOutcome::Failed => format!("failed: {}", run.error.as_deref().unwrap_or("no error recorded")),
-        AlertOutcome::Partial => format!("delivered {} rows; the destination rejected {}", run.delivered.total(), run.failed.total()),
-        AlertOutcome::Blocked => format!("was blocked by a quality check: {}", run.error.as_deref().unwrap_or("")),
-        AlertOutcome::AwaitingApproval => format!("awaits approval (`backflow runs approve {}`): {}", run.run_id, run.error.as_deref().unwrap_or("")),
+        AlertOutcome::Failed => format!(
+            "failed: {}",
+            run.error.as_deref().unwrap_or("no error recorded")
+        ),
+        AlertOutcome::Partial => format!(
+            "delivered {} rows; the destination rejected {}",
+            run.delivered.total(),
+            run.failed.total()
+        ),
+        AlertOutcome::Blocked => format!(
+            "was blocked by a quality check: {}",
+            run.error.as_deref().unwrap_or("")
+        ),
+        AlertOutcome::AwaitingApproval => format!(
+            "awaits approval (`backflow runs approve {}`): {}",
+            run.run_id,
+            run.error.as_deref().unwrap_or("")
+        ),
     };
-    let text = format!("backflow: sync {} → {destination}, run {} {what}", run.sync, run.run_id);
+    let text = format!(
+        "backflow: sync {} → {destination}, run {} {what}",
+        run.sync, run.run_id
+    );
     serde_json::json!({
         "text": text,
         "sync": run.sync,
@@ -74,10 +101,30 @@ async fn post(http: &reqwest::Client, alert: &Alert, body: &serde_json::Value) {
         Ok(url) => url,
         Err(e) => return tracing::warn!("alert not sent: {field}: {e}"),
     };
-    let host = reqwest::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
-    match http.post(&url).timeout(ALERT_TIMEOUT).header("content-type", "application/json").body(body.to_string()).send().await {
+    let host = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    match http
+        .post(&url)
+        .timeout(ALERT_TIMEOUT)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+    {
         Ok(r) if r.status().is_success() => tracing::info!(alert = field, host, "alert sent"),
-        Ok(r) => tracing::warn!(alert = field, host, status = r.status().as_u16(), "alert refused by its webhook"),
-        Err(e) => tracing::warn!(alert = field, host, "alert failed: {}", crate::redact::redact(&[url.clone()], &e.to_string())),
+        Ok(r) => tracing::warn!(
+            alert = field,
+            host,
+            status = r.status().as_u16(),
+            "alert refused by its webhook"
+        ),
+        Err(e) => tracing::warn!(
+            alert = field,
+            host,
+            "alert failed: {}",
+            crate::redact::redact(&[url.clone()], &e.to_string())
+        ),
     }
 }

@@ -61,13 +61,25 @@ pub const TABLE: &[(Action, Role, &str)] = &[
     (Action::ApproveRun, Role::Approver, "approve runs"),
     (Action::UndoRun, Role::Approver, "undo runs"),
     (Action::ReadRowHistory, Role::Viewer, "read row history"),
-    (Action::ManageOwnTokens, Role::Viewer, "manage their own API tokens"),
-    (Action::ManageTokens, Role::Admin, "manage other users' API tokens"),
+    (
+        Action::ManageOwnTokens,
+        Role::Viewer,
+        "manage their own API tokens",
+    ),
+    (
+        Action::ManageTokens,
+        Role::Admin,
+        "manage other users' API tokens",
+    ),
 ];
 
 impl Action {
     fn entry(self) -> (Role, &'static str) {
-        TABLE.iter().find(|(a, _, _)| *a == self).map(|(_, role, what)| (*role, *what)).unwrap_or((Role::Admin, "do this"))
+        TABLE
+            .iter()
+            .find(|(a, _, _)| *a == self)
+            .map(|(_, role, what)| (*role, *what))
+            .unwrap_or((Role::Admin, "do this"))
     }
 
     /// The least role that may perform this action.
@@ -97,7 +109,12 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denied> {
     if actor.role >= needs {
         Ok(())
     } else {
-        Err(Denied { user: actor.user.clone(), role: actor.role, action: action.describe(), needs })
+        Err(Denied {
+            user: actor.user.clone(),
+            role: actor.role,
+            action: action.describe(),
+            needs,
+        })
     }
 }
 
@@ -133,13 +150,20 @@ mod tests {
     ];
 
     fn actor(role: Role) -> Actor {
-        Actor { user: "ann".into(), role }
+        Actor {
+            user: "ann".into(),
+            role,
+        }
     }
 
     #[test]
     fn every_action_is_in_the_table_once() {
         for action in ALL {
-            assert_eq!(TABLE.iter().filter(|(a, _, _)| *a == action).count(), 1, "{action:?}");
+            assert_eq!(
+                TABLE.iter().filter(|(a, _, _)| *a == action).count(),
+                1,
+                "{action:?}"
+            );
         }
         assert_eq!(TABLE.len(), ALL.len());
     }
@@ -149,7 +173,11 @@ mod tests {
         for action in ALL {
             let needs = action.min_role();
             for role in [Role::Viewer, Role::Contributor, Role::Approver, Role::Admin] {
-                assert_eq!(allowed(&actor(role), action), role >= needs, "{role:?} {action:?}");
+                assert_eq!(
+                    allowed(&actor(role), action),
+                    role >= needs,
+                    "{role:?} {action:?}"
+                );
             }
         }
     }
@@ -167,6 +195,9 @@ mod tests {
     #[test]
     fn a_refusal_names_user_role_action_and_need() {
         let e = authorize(&actor(Role::Viewer), Action::RunSync).unwrap_err();
-        assert_eq!(e.to_string(), "ann is a viewer and may not run syncs (needs contributor or above)");
+        assert_eq!(
+            e.to_string(),
+            "ann is a viewer and may not run syncs (needs contributor or above)"
+        );
     }
 }

@@ -8,14 +8,13 @@
 //! Why one file of ~800 lines: it is the schema (one serde struct per table, each field
 //! documented) plus the cross-reference checks; splitting it would scatter one file format.
 
-
+use crate::domain::{Grants, Limits};
+pub use crate::domain::{RateLimit, Severity, SyncMode};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-pub use crate::domain::{RateLimit, Severity, SyncMode};
-use crate::domain::{Grants, Limits};
 
 pub const WORKSPACE_FILE: &str = "backflow.toml";
 
@@ -320,7 +319,6 @@ struct AlertFile {
     destinations: Vec<String>,
 }
 
-
 /// One quality check of a sync.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -341,7 +339,6 @@ struct CheckFile {
     limits: LimitsFile,
 }
 
-
 /// A sync's quality check, resolved.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -350,7 +347,6 @@ pub struct Check {
     /// Plugin, config, grants and limits; its origin key is `syncs.NAME.checks[i]`.
     pub connector: Connector,
 }
-
 
 /// Where a definition came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,7 +366,11 @@ impl Origin {
     }
 
     pub fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError { file: self.file.clone(), key: self.key(field), message: message.into() }
+        ConfigError {
+            file: self.file.clone(),
+            key: self.key(field),
+            message: message.into(),
+        }
     }
 }
 
@@ -434,7 +434,12 @@ pub enum AlertOutcome {
 }
 
 impl AlertOutcome {
-    pub const ALL: [AlertOutcome; 4] = [AlertOutcome::Failed, AlertOutcome::Partial, AlertOutcome::Blocked, AlertOutcome::AwaitingApproval];
+    pub const ALL: [AlertOutcome; 4] = [
+        AlertOutcome::Failed,
+        AlertOutcome::Partial,
+        AlertOutcome::Blocked,
+        AlertOutcome::AwaitingApproval,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -501,11 +506,19 @@ impl Governance {
 
 fn toml_error(file: &Path, e: toml::de::Error) -> ConfigError {
     // toml's message carries the line, column and, for unknown keys, the expected ones.
-    ConfigError { file: file.to_path_buf(), key: String::new(), message: e.to_string().trim_end().to_string() }
+    ConfigError {
+        file: file.to_path_buf(),
+        key: String::new(),
+        message: e.to_string().trim_end().to_string(),
+    }
 }
 
 fn read(file: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(file).map_err(|e| ConfigError { file: file.to_path_buf(), key: String::new(), message: format!("cannot read: {e}") })
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        key: String::new(),
+        message: format!("cannot read: {e}"),
+    })
 }
 
 /// Files in `dir` ending in `.toml`, sorted; none if the directory does not exist.
@@ -539,11 +552,21 @@ impl ConfigFiles {
             }]));
         }
         let mut files = BTreeMap::new();
-        files.insert(WORKSPACE_FILE.to_string(), read(&main_file).map_err(|e| ConfigErrors(vec![e]))?);
+        files.insert(
+            WORKSPACE_FILE.to_string(),
+            read(&main_file).map_err(|e| ConfigErrors(vec![e]))?,
+        );
         for kind in ["models", "syncs"] {
             for file in toml_files(&root.join(kind)) {
-                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
-                files.insert(format!("{kind}/{name}"), read(&file).map_err(|e| ConfigErrors(vec![e]))?);
+                let name = file
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(
+                    format!("{kind}/{name}"),
+                    read(&file).map_err(|e| ConfigErrors(vec![e]))?,
+                );
             }
         }
         Ok(ConfigFiles(files))
@@ -568,7 +591,12 @@ impl Workspace {
     /// except the built-in no-op destination.
     pub fn plugin_refs(&self) -> std::collections::BTreeSet<String> {
         let mut refs = std::collections::BTreeSet::new();
-        for c in self.sources.values().chain(self.destinations.values()).chain(self.governance.policies.iter()) {
+        for c in self
+            .sources
+            .values()
+            .chain(self.destinations.values())
+            .chain(self.governance.policies.iter())
+        {
             refs.insert(c.plugin.clone());
         }
         for s in self.syncs.values() {
@@ -579,7 +607,11 @@ impl Workspace {
     }
 
     /// Refuses a plugin whose content is not the one pinned for `reference`.
-    pub fn check_pin(pins: &BTreeMap<String, String>, reference: &str, plugin: &crate::host::Plugin) -> Result<(), String> {
+    pub fn check_pin(
+        pins: &BTreeMap<String, String>,
+        reference: &str,
+        plugin: &crate::host::Plugin,
+    ) -> Result<(), String> {
         match pins.get(reference) {
             Some(pin) if *pin != plugin.hash => Err(format!(
                 "plugin {reference} ({}) changed since the configuration was published (published sha256 {}, now {}): publish a change request to use it",
@@ -602,19 +634,34 @@ impl Workspace {
         let main_file = root.join(WORKSPACE_FILE);
         let mut errors = Vec::new();
         let text = files.0.get(WORKSPACE_FILE).ok_or_else(|| {
-            ConfigErrors(vec![ConfigError { file: main_file.clone(), key: String::new(), message: "missing from the configuration".into() }])
+            ConfigErrors(vec![ConfigError {
+                file: main_file.clone(),
+                key: String::new(),
+                message: "missing from the configuration".into(),
+            }])
         })?;
-        let parsed: WorkspaceFile = toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(&main_file, e)]))?;
+        let parsed: WorkspaceFile =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(&main_file, e)]))?;
 
         let plugins_dir = root.join(parsed.workspace.plugins_dir.as_deref().unwrap_or("plugins"));
         let state_dir = root.join(parsed.workspace.state_dir.as_deref().unwrap_or(".backflow"));
         let keep_runs = parsed.state.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
-        let keep_changelog_runs = parsed.state.keep_changelog_runs.unwrap_or(DEFAULT_KEEP_CHANGELOG_RUNS);
+        let keep_changelog_runs = parsed
+            .state
+            .keep_changelog_runs
+            .unwrap_or(DEFAULT_KEEP_CHANGELOG_RUNS);
         if keep_runs == 0 {
-            errors.push(ConfigError { file: main_file.clone(), key: "state.keep_runs".into(), message: "must be at least 1".into() });
+            errors.push(ConfigError {
+                file: main_file.clone(),
+                key: "state.keep_runs".into(),
+                message: "must be at least 1".into(),
+            });
         }
 
-        let origin = |prefix: &str, name: &str| Origin { file: main_file.clone(), key: format!("{prefix}.{name}") };
+        let origin = |prefix: &str, name: &str| Origin {
+            file: main_file.clone(),
+            key: format!("{prefix}.{name}"),
+        };
         let mut sources = BTreeMap::new();
         for (name, c) in parsed.sources {
             match connector(root, &name, c, origin("sources", &name)) {
@@ -638,7 +685,10 @@ impl Workspace {
         let mut models = BTreeMap::new();
         for (name, m, origin) in model_files {
             if let Some(prev) = models.get(&name).map(|m: &Model| m.origin.clone()) {
-                errors.push(origin.error("", format!("model {name:?} is also defined in {}", prev.file.display())));
+                errors.push(origin.error(
+                    "",
+                    format!("model {name:?} is also defined in {}", prev.file.display()),
+                ));
                 continue;
             }
             let primary_key = m.primary_key.into_vec();
@@ -651,48 +701,83 @@ impl Workspace {
             if m.query.trim().is_empty() {
                 errors.push(origin.error("query", "is empty"));
             }
-            models.insert(name.clone(), Model { name, source: m.source, query: m.query, primary_key, description: m.description, labels: m.labels, origin });
+            models.insert(
+                name.clone(),
+                Model {
+                    name,
+                    source: m.source,
+                    query: m.query,
+                    primary_key,
+                    description: m.description,
+                    labels: m.labels,
+                    origin,
+                },
+            );
         }
 
         let sync_files = definitions(parsed.syncs, "syncs", root, files, &mut errors);
         let mut syncs = BTreeMap::new();
         for (name, s, origin) in sync_files {
             if let Some(prev) = syncs.get(&name).map(|s: &Sync| s.origin.clone()) {
-                errors.push(origin.error("", format!("sync {name:?} is also defined in {}", prev.file.display())));
+                errors.push(origin.error(
+                    "",
+                    format!("sync {name:?} is also defined in {}", prev.file.display()),
+                ));
                 continue;
             }
             if !models.contains_key(&s.model) {
                 errors.push(origin.error("model", unknown("model", &s.model, models.keys())));
             }
             if !destinations.contains_key(&s.destination) {
-                errors.push(origin.error("destination", unknown("destination", &s.destination, destinations.keys())));
+                errors.push(origin.error(
+                    "destination",
+                    unknown("destination", &s.destination, destinations.keys()),
+                ));
             }
             let mode = match s.mode.as_deref() {
                 None => SyncMode::Upsert,
                 Some(m) => SyncMode::parse(m).unwrap_or_else(|| {
-                    errors.push(origin.error("mode", format!("unknown mode {m:?}; use upsert, update, insert, mirror or append")));
+                    errors.push(origin.error(
+                        "mode",
+                        format!("unknown mode {m:?}; use upsert, update, insert, mirror or append"),
+                    ));
                     SyncMode::Upsert
                 }),
             };
             let mut seen_fields = std::collections::HashSet::new();
             for (column, field) in &s.mapping {
                 if field.trim().is_empty() {
-                    errors.push(origin.error(&format!("mapping.{column}"), "destination field name is empty"));
+                    errors.push(origin.error(
+                        &format!("mapping.{column}"),
+                        "destination field name is empty",
+                    ));
                 } else if !seen_fields.insert(field.clone()) {
-                    errors.push(origin.error(&format!("mapping.{column}"), format!("destination field {field:?} is mapped twice")));
+                    errors.push(origin.error(
+                        &format!("mapping.{column}"),
+                        format!("destination field {field:?} is mapped twice"),
+                    ));
                 }
             }
             if s.batch_size == Some(0) {
                 errors.push(origin.error("batch_size", "must be at least 1"));
             } else if s.batch_size.is_some_and(|b| b > MAX_BATCH_SIZE) {
-                errors.push(origin.error("batch_size", format!("must be at most {MAX_BATCH_SIZE}")));
+                errors
+                    .push(origin.error("batch_size", format!("must be at most {MAX_BATCH_SIZE}")));
             }
             let rate_limit = s.rate_limit.unwrap_or_default();
-            for (field, value) in [("requests_per_second", rate_limit.requests_per_second), ("rows_per_second", rate_limit.rows_per_second)] {
+            for (field, value) in [
+                ("requests_per_second", rate_limit.requests_per_second),
+                ("rows_per_second", rate_limit.rows_per_second),
+            ] {
                 if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
-                    errors.push(origin.error(&format!("rate_limit.{field}"), "must be a positive number"));
+                    errors.push(
+                        origin.error(&format!("rate_limit.{field}"), "must be a positive number"),
+                    );
                 } else if value.is_some_and(|v| v < MIN_RATE) {
-                    errors.push(origin.error(&format!("rate_limit.{field}"), format!("must be at least {MIN_RATE} (one per {} s)", 1.0 / MIN_RATE)));
+                    errors.push(origin.error(
+                        &format!("rate_limit.{field}"),
+                        format!("must be at least {MIN_RATE} (one per {} s)", 1.0 / MIN_RATE),
+                    ));
                 }
             }
             if s.max_in_flight.is_some_and(|n| n == 0 || n > 64) {
@@ -701,45 +786,74 @@ impl Workspace {
             if s.time_budget_s == Some(0) {
                 errors.push(origin.error("time_budget_s", "must be at least 1"));
             } else if s.time_budget_s.is_some_and(|t| t > MAX_TIME_BUDGET_S) {
-                errors.push(origin.error("time_budget_s", format!("must be at most {MAX_TIME_BUDGET_S} (30 days)")));
+                errors.push(origin.error(
+                    "time_budget_s",
+                    format!("must be at most {MAX_TIME_BUDGET_S} (30 days)"),
+                ));
             }
             let mut checks = Vec::new();
             for (i, c) in s.checks.into_iter().enumerate() {
-                let check_origin = Origin { file: origin.file.clone(), key: origin.key(&format!("checks[{i}]")) };
+                let check_origin = Origin {
+                    file: origin.file.clone(),
+                    key: origin.key(&format!("checks[{i}]")),
+                };
                 let severity = match c.severity.as_deref() {
                     None | Some("fail") => Severity::Fail,
                     Some("warn") => Severity::Warn,
                     Some(other) => {
-                        errors.push(check_origin.error("severity", format!("unknown severity {other:?}; use fail or warn")));
+                        errors.push(check_origin.error(
+                            "severity",
+                            format!("unknown severity {other:?}; use fail or warn"),
+                        ));
                         Severity::Fail
                     }
                 };
-                let default_name = match c.config.as_ref().and_then(|t| t.get("check")).and_then(|v| v.as_str()) {
+                let default_name = match c
+                    .config
+                    .as_ref()
+                    .and_then(|t| t.get("check"))
+                    .and_then(|v| v.as_str())
+                {
                     Some(kind) => format!("{}:{kind}", c.plugin),
                     None => c.plugin.clone(),
                 };
                 let name = c.name.clone().unwrap_or(default_name);
-                let file = ConnectorFile { plugin: c.plugin, config: c.config, grants: c.grants, limits: c.limits, staging: false };
+                let file = ConnectorFile {
+                    plugin: c.plugin,
+                    config: c.config,
+                    grants: c.grants,
+                    limits: c.limits,
+                    staging: false,
+                };
                 match connector(root, &name, file, check_origin) {
-                    Ok(connector) => checks.push(Check { name, severity, connector }),
+                    Ok(connector) => checks.push(Check {
+                        name,
+                        severity,
+                        connector,
+                    }),
                     Err(mut e) => errors.append(&mut e),
                 }
             }
             let schedule = match &s.schedule {
-                Some(pattern) => match crate::schedule::Schedule::parse(pattern, s.timezone.as_deref()) {
-                    Ok(schedule) => Some(schedule),
-                    Err(e @ crate::schedule::ScheduleError::TimeZone(_)) => {
-                        errors.push(origin.error("timezone", e.to_string()));
-                        None
+                Some(pattern) => {
+                    match crate::schedule::Schedule::parse(pattern, s.timezone.as_deref()) {
+                        Ok(schedule) => Some(schedule),
+                        Err(e @ crate::schedule::ScheduleError::TimeZone(_)) => {
+                            errors.push(origin.error("timezone", e.to_string()));
+                            None
+                        }
+                        Err(e) => {
+                            errors.push(origin.error("schedule", e.to_string()));
+                            None
+                        }
                     }
-                    Err(e) => {
-                        errors.push(origin.error("schedule", e.to_string()));
-                        None
-                    }
-                },
+                }
                 None => {
                     if s.timezone.is_some() {
-                        errors.push(origin.error("timezone", "applies to a schedule, and this sync has none"));
+                        errors.push(
+                            origin
+                                .error("timezone", "applies to a schedule, and this sync has none"),
+                        );
                     }
                     None
                 }
@@ -768,17 +882,45 @@ impl Workspace {
         }
 
         check_sequences(&syncs, &mut errors);
-        let alerts = alerts(&main_file, parsed.alerts, &syncs, &destinations, &mut errors);
-        let governance = governance(root, &main_file, parsed.users, parsed.policies, parsed.approvals, &mut errors);
+        let alerts = alerts(
+            &main_file,
+            parsed.alerts,
+            &syncs,
+            &destinations,
+            &mut errors,
+        );
+        let governance = governance(
+            root,
+            &main_file,
+            parsed.users,
+            parsed.policies,
+            parsed.approvals,
+            &mut errors,
+        );
         if errors.is_empty() {
-            Ok(Workspace { root: root.to_path_buf(), plugins_dir, state_dir, keep_runs, keep_changelog_runs, sources, destinations, models, syncs, governance, plugin_pins: BTreeMap::new(), alerts })
+            Ok(Workspace {
+                root: root.to_path_buf(),
+                plugins_dir,
+                state_dir,
+                keep_runs,
+                keep_changelog_runs,
+                sources,
+                destinations,
+                models,
+                syncs,
+                governance,
+                plugin_pins: BTreeMap::new(),
+                alerts,
+            })
         } else {
             Err(ConfigErrors(errors))
         }
     }
 
     pub fn sync(&self, name: &str) -> Result<&Sync, String> {
-        self.syncs.get(name).ok_or_else(|| unknown("sync", name, self.syncs.keys()))
+        self.syncs
+            .get(name)
+            .ok_or_else(|| unknown("sync", name, self.syncs.keys()))
     }
 }
 
@@ -788,16 +930,28 @@ fn check_sequences(syncs: &BTreeMap<String, Sync>, errors: &mut Vec<ConfigError>
     for sync in syncs.values() {
         for (i, upstream) in sync.after.iter().enumerate() {
             if upstream == &sync.name {
-                errors.push(sync.origin.error(&format!("after[{i}]"), "a sync cannot run after itself"));
+                errors.push(
+                    sync.origin
+                        .error(&format!("after[{i}]"), "a sync cannot run after itself"),
+                );
             } else if !syncs.contains_key(upstream) {
-                errors.push(sync.origin.error(&format!("after[{i}]"), unknown("sync", upstream, syncs.keys())));
+                errors.push(sync.origin.error(
+                    &format!("after[{i}]"),
+                    unknown("sync", upstream, syncs.keys()),
+                ));
             }
         }
     }
     for start in syncs.values() {
         let mut path = vec![start.name.clone()];
         if cycle_back_to(syncs, &start.name, &mut path) {
-            errors.push(start.origin.error("after", format!("syncs run after each other in a cycle: {}", path.join(" → "))));
+            errors.push(start.origin.error(
+                "after",
+                format!(
+                    "syncs run after each other in a cycle: {}",
+                    path.join(" → ")
+                ),
+            ));
             return;
         }
     }
@@ -807,7 +961,9 @@ fn check_sequences(syncs: &BTreeMap<String, Sync>, errors: &mut Vec<ConfigError>
 /// least one other sync; `path` then holds the cycle. (A sync after itself is reported on
 /// its own above.)
 fn cycle_back_to(syncs: &BTreeMap<String, Sync>, start: &str, path: &mut Vec<String>) -> bool {
-    let Some(current) = path.last().and_then(|name| syncs.get(name)) else { return false };
+    let Some(current) = path.last().and_then(|name| syncs.get(name)) else {
+        return false;
+    };
     for up in &current.after {
         if up == start && path.len() > 1 {
             path.push(up.clone());
@@ -824,20 +980,43 @@ fn cycle_back_to(syncs: &BTreeMap<String, Sync>, start: &str, path: &mut Vec<Str
     false
 }
 
-fn alerts(main_file: &Path, files: Vec<AlertFile>, syncs: &BTreeMap<String, Sync>, destinations: &BTreeMap<String, Connector>, errors: &mut Vec<ConfigError>) -> Vec<Alert> {
+fn alerts(
+    main_file: &Path,
+    files: Vec<AlertFile>,
+    syncs: &BTreeMap<String, Sync>,
+    destinations: &BTreeMap<String, Connector>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Alert> {
     let mut out = Vec::new();
     for (i, a) in files.into_iter().enumerate() {
-        let origin = Origin { file: main_file.to_path_buf(), key: format!("alerts[{i}]") };
+        let origin = Origin {
+            file: main_file.to_path_buf(),
+            key: format!("alerts[{i}]"),
+        };
         // Secrets are expanded when an alert is sent, not here (the CLI need not have them):
         // check the URL with each `${env.NAME}` standing for a plain word.
-        let without_secrets = env_references(&a.url).iter().fold(a.url.clone(), |url, name| url.replace(&format!("${{env.{name}}}"), "x"));
+        let without_secrets = env_references(&a.url)
+            .iter()
+            .fold(a.url.clone(), |url, name| {
+                url.replace(&format!("${{env.{name}}}"), "x")
+            });
         match url::Url::parse(&without_secrets) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             _ if a.url.starts_with("${env.") => {}
             _ => errors.push(origin.error("url", format!("{:?} is not an http(s) URL", a.url))),
         }
         let mut on = Vec::new();
-        for (j, name) in a.on.clone().unwrap_or_else(|| AlertOutcome::ALL.iter().map(|o| o.as_str().to_string()).collect()).iter().enumerate() {
+        for (j, name) in
+            a.on.clone()
+                .unwrap_or_else(|| {
+                    AlertOutcome::ALL
+                        .iter()
+                        .map(|o| o.as_str().to_string())
+                        .collect()
+                })
+                .iter()
+                .enumerate()
+        {
             match AlertOutcome::ALL.iter().find(|o| o.as_str() == name) {
                 Some(o) => on.push(*o),
                 None => errors.push(origin.error(&format!("on[{j}]"), format!("unknown outcome {name:?}; use failed, partial, blocked or awaiting_approval"))),
@@ -850,10 +1029,20 @@ fn alerts(main_file: &Path, files: Vec<AlertFile>, syncs: &BTreeMap<String, Sync
         }
         for (j, d) in a.destinations.iter().enumerate() {
             if !destinations.contains_key(d) {
-                errors.push(origin.error(&format!("destinations[{j}]"), unknown("destination", d, destinations.keys())));
+                errors.push(origin.error(
+                    &format!("destinations[{j}]"),
+                    unknown("destination", d, destinations.keys()),
+                ));
             }
         }
-        out.push(Alert { url: a.url, on, partial_min_rejected: a.partial_min_rejected.unwrap_or(1), syncs: a.syncs, destinations: a.destinations, origin });
+        out.push(Alert {
+            url: a.url,
+            on,
+            partial_min_rejected: a.partial_min_rejected.unwrap_or(1),
+            syncs: a.syncs,
+            destinations: a.destinations,
+            origin,
+        });
     }
     out
 }
@@ -868,14 +1057,37 @@ fn definitions<T: serde::de::DeserializeOwned>(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<(String, T, Origin)> {
     let main_file = root.join(WORKSPACE_FILE);
-    let mut out: Vec<(String, T, Origin)> =
-        inline.into_iter().map(|(name, def)| { let origin = Origin { file: main_file.clone(), key: format!("{kind}.{name}") }; (name, def, origin) }).collect();
+    let mut out: Vec<(String, T, Origin)> = inline
+        .into_iter()
+        .map(|(name, def)| {
+            let origin = Origin {
+                file: main_file.clone(),
+                key: format!("{kind}.{name}"),
+            };
+            (name, def, origin)
+        })
+        .collect();
     let prefix = format!("{kind}/");
-    for (rel, text) in files.0.range(prefix.clone()..).take_while(|(rel, _)| rel.starts_with(&prefix)) {
+    for (rel, text) in files
+        .0
+        .range(prefix.clone()..)
+        .take_while(|(rel, _)| rel.starts_with(&prefix))
+    {
         let file = root.join(rel);
-        let name = Path::new(rel).file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let name = Path::new(rel)
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         match toml::from_str::<T>(text).map_err(|e| toml_error(&file, e)) {
-            Ok(def) => out.push((name, def, Origin { file, key: String::new() })),
+            Ok(def) => out.push((
+                name,
+                def,
+                Origin {
+                    file,
+                    key: String::new(),
+                },
+            )),
             Err(e) => errors.push(e),
         }
     }
@@ -890,19 +1102,37 @@ fn governance(
     approvals: ApprovalsFile,
     errors: &mut Vec<ConfigError>,
 ) -> Governance {
-    let origin = |key: String| Origin { file: main_file.to_path_buf(), key };
-    let mut out = Governance { run_request_ttl_minutes: approvals.run_request_ttl_minutes.unwrap_or(24 * 60), ..Default::default() };
+    let origin = |key: String| Origin {
+        file: main_file.to_path_buf(),
+        key,
+    };
+    let mut out = Governance {
+        run_request_ttl_minutes: approvals.run_request_ttl_minutes.unwrap_or(24 * 60),
+        ..Default::default()
+    };
     for (name, user) in users {
         match crate::domain::Role::parse(&user.role) {
             Some(role) => {
                 out.users.insert(name, role);
             }
-            None => errors.push(origin(format!("users.{name}")).error("role", format!("unknown role {:?}; use admin, approver, contributor or viewer", user.role))),
+            None => errors.push(origin(format!("users.{name}")).error(
+                "role",
+                format!(
+                    "unknown role {:?}; use admin, approver, contributor or viewer",
+                    user.role
+                ),
+            )),
         }
     }
     for (i, p) in policies.into_iter().enumerate() {
         let name = p.name.clone().unwrap_or_else(|| p.plugin.clone());
-        let file = ConnectorFile { plugin: p.plugin, config: p.config, grants: GrantsFile::default(), limits: p.limits, staging: false };
+        let file = ConnectorFile {
+            plugin: p.plugin,
+            config: p.config,
+            grants: GrantsFile::default(),
+            limits: p.limits,
+            staging: false,
+        };
         match connector(root, &name, file, origin(format!("policies[{i}]"))) {
             Ok(c) => out.policies.push(c),
             Err(mut e) => errors.append(&mut e),
@@ -910,32 +1140,73 @@ fn governance(
     }
     let approvals_origin = origin("approvals".into());
     if out.run_request_ttl_minutes > crate::domain::MAX_TTL_MINUTES {
-        errors.push(approvals_origin.error("run_request_ttl_minutes", format!("must be at most {} (one year)", crate::domain::MAX_TTL_MINUTES)));
+        errors.push(approvals_origin.error(
+            "run_request_ttl_minutes",
+            format!(
+                "must be at most {} (one year)",
+                crate::domain::MAX_TTL_MINUTES
+            ),
+        ));
     }
     if let Some(template) = &approvals.notify_url {
         // A Slack webhook URL is a secret: it may come from a granted variable
         // (`${env.SLACK_WEBHOOK_URL}`), and messages name the template, never the URL.
         let names = crate::config::env_references(template);
-        let ungranted: Vec<&String> = names.iter().filter(|n| !approvals.grants.env.contains(n)).collect();
+        let ungranted: Vec<&String> = names
+            .iter()
+            .filter(|n| !approvals.grants.env.contains(n))
+            .collect();
         if !ungranted.is_empty() {
-            errors.push(approvals_origin.error("notify_url", format!("uses ${{env.{}}}, which is not in approvals.grants.env", ungranted[0])));
+            errors.push(approvals_origin.error(
+                "notify_url",
+                format!(
+                    "uses ${{env.{}}}, which is not in approvals.grants.env",
+                    ungranted[0]
+                ),
+            ));
         } else {
-            match backflow_plugin_sdk::expand_secrets(template, "notification").map(|url| reqwest::Url::parse(&url)) {
+            match backflow_plugin_sdk::expand_secrets(template, "notification")
+                .map(|url| reqwest::Url::parse(&url))
+            {
                 Err(e) => errors.push(approvals_origin.error("notify_url", e)),
                 Ok(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-                    let host = u.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+                    let host = u
+                        .host_str()
+                        .unwrap_or_default()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string();
                     let port = u.port_or_known_default().unwrap_or(80);
-                    let grants = Grants { files: vec![], network: approvals.grants.network.clone(), env: vec![] };
+                    let grants = Grants {
+                        files: vec![],
+                        network: approvals.grants.network.clone(),
+                        env: vec![],
+                    };
                     if !grants.allows_host(&host, port) {
-                        errors.push(approvals_origin.error("notify_url", format!("{host}:{port} is not granted: add it to approvals.grants.network")));
+                        errors.push(approvals_origin.error(
+                            "notify_url",
+                            format!(
+                                "{host}:{port} is not granted: add it to approvals.grants.network"
+                            ),
+                        ));
                     }
                 }
-                Ok(_) => errors.push(approvals_origin.error("notify_url", if names.is_empty() { format!("{template:?} is not an http(s) URL") } else { format!("{template:?} does not expand to an http(s) URL") })),
+                Ok(_) => errors.push(approvals_origin.error(
+                    "notify_url",
+                    if names.is_empty() {
+                        format!("{template:?} is not an http(s) URL")
+                    } else {
+                        format!("{template:?} does not expand to an http(s) URL")
+                    },
+                )),
             }
         }
     }
     if !approvals.grants.files.is_empty() {
-        errors.push(approvals_origin.error("grants", "only network grants (and env, for notify_url) apply to notifications"));
+        errors.push(approvals_origin.error(
+            "grants",
+            "only network grants (and env, for notify_url) apply to notifications",
+        ));
     }
     out.notify_url = approvals.notify_url;
     out.origin = Some(approvals_origin);
@@ -947,31 +1218,56 @@ fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) 
     if known.is_empty() {
         format!("no {what} named {name:?} (none are defined)")
     } else {
-        format!("no {what} named {name:?} (defined: {})", known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+        format!(
+            "no {what} named {name:?} (defined: {})",
+            known
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }
 
-fn connector(root: &Path, name: &str, c: ConnectorFile, origin: Origin) -> Result<Connector, Vec<ConfigError>> {
+fn connector(
+    root: &Path,
+    name: &str,
+    c: ConnectorFile,
+    origin: Origin,
+) -> Result<Connector, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for (i, dir) in c.grants.files.iter().enumerate() {
-        let host_path = if Path::new(dir).is_absolute() { PathBuf::from(dir) } else { root.join(dir) };
+        let host_path = if Path::new(dir).is_absolute() {
+            PathBuf::from(dir)
+        } else {
+            root.join(dir)
+        };
         if !host_path.is_dir() {
-            errors.push(origin.error(&format!("grants.files[{i}]"), format!("{} is not a directory", host_path.display())));
+            errors.push(origin.error(
+                &format!("grants.files[{i}]"),
+                format!("{} is not a directory", host_path.display()),
+            ));
             continue;
         }
         files.push((host_path, dir.trim_end_matches('/').to_string()));
     }
     for (i, hp) in c.grants.network.iter().enumerate() {
-        let valid = hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && (p == "*" || p.parse::<u16>().is_ok()));
+        let valid = hp
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && (p == "*" || p.parse::<u16>().is_ok()));
         if !valid {
-            errors.push(origin.error(&format!("grants.network[{i}]"), format!("{hp:?} is not host:port (or host:*)")));
+            errors.push(origin.error(
+                &format!("grants.network[{i}]"),
+                format!("{hp:?} is not host:port (or host:*)"),
+            ));
         }
     }
     if c.plugin.trim().is_empty() {
         errors.push(origin.error("plugin", "is empty"));
     }
-    let config_json = serde_json::to_string(&c.config.unwrap_or_default()).expect("TOML tables serialize to JSON");
+    let config_json = serde_json::to_string(&c.config.unwrap_or_default())
+        .expect("TOML tables serialize to JSON");
     let defaults = Limits::default();
     let limits = Limits {
         memory_mb: c.limits.memory_mb.unwrap_or(defaults.memory_mb),
@@ -988,7 +1284,11 @@ fn connector(root: &Path, name: &str, c: ConnectorFile, origin: Origin) -> Resul
         name: name.to_string(),
         plugin: c.plugin,
         config_json,
-        grants: Grants { files, network: c.grants.network, env: c.grants.env },
+        grants: Grants {
+            files,
+            network: c.grants.network,
+            env: c.grants.env,
+        },
         limits,
         staging: c.staging,
         origin,

@@ -21,10 +21,12 @@
 //! - approval policies: a run and a config change each get a decision.
 
 use crate::domain::{Grants, Limits};
-use crate::host::{CallError, CheckInstance, DestinationInstance, Plugin, PluginHost, SourceInstance};
+use crate::host::{
+    CallError, CheckInstance, DestinationInstance, Plugin, PluginHost, SourceInstance,
+};
 use backflow_plugin_sdk::{
-    ApprovalRequest, Batch, BatchBuilder, ChangeKind, Column, Operation, PlanSummary, PluginKind, RequestKind, Role, RowOutcome, SyncContext, SyncImpact,
-    Value, ValueType,
+    ApprovalRequest, Batch, BatchBuilder, ChangeKind, Column, Operation, PlanSummary, PluginKind,
+    RequestKind, Role, RowOutcome, SyncContext, SyncImpact, Value, ValueType,
 };
 use std::path::Path;
 
@@ -87,11 +89,20 @@ impl Report {
     }
 
     fn record(&mut self, name: impl Into<String>, outcome: Outcome, detail: impl Into<String>) {
-        self.checks.push(Check { name: name.into(), outcome, detail: detail.into() });
+        self.checks.push(Check {
+            name: name.into(),
+            outcome,
+            detail: detail.into(),
+        });
     }
 
     /// Records a call's result: its error is a failure, a trap says so.
-    fn record_call<T>(&mut self, name: impl Into<String>, result: &Result<T, CallError>, ok_detail: impl FnOnce(&T) -> String) {
+    fn record_call<T>(
+        &mut self,
+        name: impl Into<String>,
+        result: &Result<T, CallError>,
+        ok_detail: impl FnOnce(&T) -> String,
+    ) {
         match result {
             Ok(v) => self.record(name, Outcome::Pass, ok_detail(v)),
             Err(e) => self.record(name, Outcome::Fail, describe_error(e)),
@@ -117,7 +128,10 @@ const SOURCE_ROW_BUDGET: u64 = 1_000_000;
 
 /// Runs the suite on `file`. Never fails itself: what goes wrong is a failed check.
 pub async fn run(host: &PluginHost, file: &Path, options: &Options) -> Report {
-    let mut report = Report { file: file.display().to_string(), ..Report::default() };
+    let mut report = Report {
+        file: file.display().to_string(),
+        ..Report::default()
+    };
     let plugin = match host.load(file).await {
         Ok(p) => p,
         Err(e) => {
@@ -146,8 +160,17 @@ fn check_spec(report: &mut Report, plugin: &Plugin) {
     if spec.name.trim().is_empty() {
         problems.push("the name is empty".to_string());
     }
-    if spec.version.split('.').count() < 3 || !spec.version.split('.').take(3).all(|p| p.chars().next().is_some_and(|c| c.is_ascii_digit())) {
-        problems.push(format!("the version {:?} is not semver (MAJOR.MINOR.PATCH)", spec.version));
+    if spec.version.split('.').count() < 3
+        || !spec
+            .version
+            .split('.')
+            .take(3)
+            .all(|p| p.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    {
+        problems.push(format!(
+            "the version {:?} is not semver (MAJOR.MINOR.PATCH)",
+            spec.version
+        ));
     }
     match serde_json::from_str::<serde_json::Value>(&spec.config_schema) {
         Ok(serde_json::Value::Object(_)) => {}
@@ -161,7 +184,14 @@ fn check_spec(report: &mut Report, plugin: &Plugin) {
         report.record(
             "spec",
             Outcome::Pass,
-            format!("{} {} ({}, contract {}, {} rows)", spec.name, spec.version, spec.kind.as_str(), plugin.contract, plugin.row_encoding.as_str()),
+            format!(
+                "{} {} ({}, contract {}, {} rows)",
+                spec.name,
+                spec.version,
+                spec.kind.as_str(),
+                plugin.contract,
+                plugin.row_encoding.as_str()
+            ),
         );
     } else {
         report.record("spec", Outcome::Fail, problems.join("; "));
@@ -170,46 +200,114 @@ fn check_spec(report: &mut Report, plugin: &Plugin) {
 
 async fn check_config(report: &mut Report, host: &PluginHost, plugin: &Plugin, options: &Options) {
     match host.check_config(plugin, "{not json", options.limits).await {
-        Ok(errors) if errors.is_empty() => report.record("check-config refuses malformed JSON", Outcome::Fail, "no error for the config text `{not json`"),
-        Ok(errors) => report.record("check-config refuses malformed JSON", Outcome::Pass, errors[0].message.clone()),
-        Err(e) => report.record("check-config refuses malformed JSON", Outcome::Fail, describe_error(&e)),
+        Ok(errors) if errors.is_empty() => report.record(
+            "check-config refuses malformed JSON",
+            Outcome::Fail,
+            "no error for the config text `{not json`",
+        ),
+        Ok(errors) => report.record(
+            "check-config refuses malformed JSON",
+            Outcome::Pass,
+            errors[0].message.clone(),
+        ),
+        Err(e) => report.record(
+            "check-config refuses malformed JSON",
+            Outcome::Fail,
+            describe_error(&e),
+        ),
     }
-    match host.check_config(plugin, &options.config, options.limits).await {
-        Ok(errors) if errors.is_empty() => report.record("check-config accepts the given config", Outcome::Pass, ""),
+    match host
+        .check_config(plugin, &options.config, options.limits)
+        .await
+    {
+        Ok(errors) if errors.is_empty() => {
+            report.record("check-config accepts the given config", Outcome::Pass, "")
+        }
         Ok(errors) => report.record(
             "check-config accepts the given config",
             Outcome::Fail,
-            errors.iter().map(|e| format!("{}: {}", if e.field.is_empty() { "(config)" } else { &e.field }, e.message)).collect::<Vec<_>>().join("; "),
+            errors
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        if e.field.is_empty() {
+                            "(config)"
+                        } else {
+                            &e.field
+                        },
+                        e.message
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
-        Err(e) => report.record("check-config accepts the given config", Outcome::Fail, describe_error(&e)),
+        Err(e) => report.record(
+            "check-config accepts the given config",
+            Outcome::Fail,
+            describe_error(&e),
+        ),
     }
     // A field the schema requires, taken out of the working config, must be named.
-    let schema: serde_json::Value = serde_json::from_str(&plugin.spec.config_schema).unwrap_or_default();
+    let schema: serde_json::Value =
+        serde_json::from_str(&plugin.spec.config_schema).unwrap_or_default();
     let config: serde_json::Value = serde_json::from_str(&options.config).unwrap_or_default();
-    let required = schema.get("required").and_then(|r| r.as_array()).and_then(|r| r.iter().filter_map(|f| f.as_str()).find(|f| config.get(*f).is_some()));
+    let required = schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .and_then(|r| {
+            r.iter()
+                .filter_map(|f| f.as_str())
+                .find(|f| config.get(*f).is_some())
+        });
     match (required, config) {
         (Some(field), serde_json::Value::Object(mut object)) => {
             object.remove(field);
             let without = serde_json::Value::Object(object).to_string();
             let name = format!("check-config names a missing required field ({field})");
             match host.check_config(plugin, &without, options.limits).await {
-                Ok(errors) if errors.iter().any(|e| e.field == field || e.field.starts_with(&format!("{field}."))) => report.record(name, Outcome::Pass, ""),
-                Ok(errors) if errors.is_empty() => report.record(name, Outcome::Fail, format!("no error for a config without {field:?}")),
+                Ok(errors)
+                    if errors
+                        .iter()
+                        .any(|e| e.field == field || e.field.starts_with(&format!("{field}."))) =>
+                {
+                    report.record(name, Outcome::Pass, "")
+                }
+                Ok(errors) if errors.is_empty() => report.record(
+                    name,
+                    Outcome::Fail,
+                    format!("no error for a config without {field:?}"),
+                ),
                 Ok(errors) => report.record(
                     name,
                     Outcome::Fail,
-                    format!("the errors do not name {field:?}: {}", errors.iter().map(|e| format!("{:?}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")),
+                    format!(
+                        "the errors do not name {field:?}: {}",
+                        errors
+                            .iter()
+                            .map(|e| format!("{:?}: {}", e.field, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
                 ),
                 Err(e) => report.record(name, Outcome::Fail, describe_error(&e)),
             }
         }
-        _ => report.record("check-config names a missing required field", Outcome::Skip, "the schema requires no field the given config has"),
+        _ => report.record(
+            "check-config names a missing required field",
+            Outcome::Skip,
+            "the schema requires no field the given config has",
+        ),
     }
 }
 
 /// One column per value type, all nullable, after an integer `id`.
 pub fn sample_columns() -> Vec<Column> {
-    let mut columns = vec![Column { name: "id".into(), value_type: ValueType::Integer, nullable: false }];
+    let mut columns = vec![Column {
+        name: "id".into(),
+        value_type: ValueType::Integer,
+        nullable: false,
+    }];
     for t in [
         ValueType::Boolean,
         ValueType::Integer,
@@ -222,7 +320,11 @@ pub fn sample_columns() -> Vec<Column> {
         ValueType::Json,
         ValueType::Any,
     ] {
-        columns.push(Column { name: format!("{}_value", t.as_str()), value_type: t, nullable: true });
+        columns.push(Column {
+            name: format!("{}_value", t.as_str()),
+            value_type: t,
+            nullable: true,
+        });
     }
     columns
 }
@@ -271,17 +373,56 @@ fn sample_batch(columns: &[Column], rows: u32, first: u32) -> Batch {
     builder.finish()
 }
 
-async fn check_destination(report: &mut Report, host: &PluginHost, plugin: &Plugin, options: &Options) {
-    let context = SyncContext { sync_name: "conformance".into(), primary_key: vec!["id".into()], run_id: "conformance-run".into() };
-    match DestinationInstance::open(host, plugin, &options.grants, options.limits, "{not json", &context).await {
+async fn check_destination(
+    report: &mut Report,
+    host: &PluginHost,
+    plugin: &Plugin,
+    options: &Options,
+) {
+    let context = SyncContext {
+        sync_name: "conformance".into(),
+        primary_key: vec!["id".into()],
+        run_id: "conformance-run".into(),
+    };
+    match DestinationInstance::open(
+        host,
+        plugin,
+        &options.grants,
+        options.limits,
+        "{not json",
+        &context,
+    )
+    .await
+    {
         Ok(w) => {
             let _ = w.finish().await;
-            report.record("open refuses malformed config", Outcome::Warn, "opened a writer with the config text `{not json`")
+            report.record(
+                "open refuses malformed config",
+                Outcome::Warn,
+                "opened a writer with the config text `{not json`",
+            )
         }
-        Err(CallError::Plugin(e)) => report.record("open refuses malformed config", Outcome::Pass, e.to_string()),
-        Err(e) => report.record("open refuses malformed config", Outcome::Fail, describe_error(&e)),
+        Err(CallError::Plugin(e)) => report.record(
+            "open refuses malformed config",
+            Outcome::Pass,
+            e.to_string(),
+        ),
+        Err(e) => report.record(
+            "open refuses malformed config",
+            Outcome::Fail,
+            describe_error(&e),
+        ),
     }
-    let mut writer = match DestinationInstance::open(host, plugin, &options.grants, options.limits, &options.config, &context).await {
+    let mut writer = match DestinationInstance::open(
+        host,
+        plugin,
+        &options.grants,
+        options.limits,
+        &options.config,
+        &context,
+    )
+    .await
+    {
         Ok(w) => {
             report.record("open", Outcome::Pass, "");
             w
@@ -299,7 +440,11 @@ async fn check_destination(report: &mut Report, host: &PluginHost, plugin: &Plug
     for &op in &plugin.spec.operations {
         // Deletes carry only the primary key, as in a run. Updates and deletes name the rows
         // the inserts wrote (ids 0 to `many`).
-        let columns = if op == Operation::Delete { &all[..1] } else { &all[..] };
+        let columns = if op == Operation::Delete {
+            &all[..1]
+        } else {
+            &all[..]
+        };
         for rows in [0, 1, many] {
             let batch = sample_batch(columns, rows, 0);
             let name = format!("write {} × {rows} rows", op.as_str());
@@ -308,11 +453,22 @@ async fn check_destination(report: &mut Report, host: &PluginHost, plugin: &Plug
                 Ok(outcomes) => {
                     // Refusing a row is the destination's right (a CRM may refuse the sample's
                     // made-up fields), so it is worth a look, not a failure.
-                    let refused: Vec<&RowOutcome> = outcomes.iter().filter(|o| !matches!(o, RowOutcome::Accepted)).collect();
+                    let refused: Vec<&RowOutcome> = outcomes
+                        .iter()
+                        .filter(|o| !matches!(o, RowOutcome::Accepted))
+                        .collect();
                     if refused.is_empty() {
                         report.record(name, Outcome::Pass, format!("{} accepted", outcomes.len()));
                     } else {
-                        report.record(name, Outcome::Warn, format!("{} of {rows} rows not accepted, first: {:?}", refused.len(), refused[0]));
+                        report.record(
+                            name,
+                            Outcome::Warn,
+                            format!(
+                                "{} of {rows} rows not accepted, first: {:?}",
+                                refused.len(),
+                                refused[0]
+                            ),
+                        );
                     }
                 }
                 Err(e) => report.record(name, Outcome::Fail, describe_error(e)),
@@ -326,11 +482,24 @@ async fn check_destination(report: &mut Report, host: &PluginHost, plugin: &Plug
     report.record_call("finish", &finished, |_| String::new());
 
     let Some(offline) = &options.offline_config else {
-        report.record("an unreachable remote is retryable", Outcome::Skip, "no --offline-config given");
+        report.record(
+            "an unreachable remote is retryable",
+            Outcome::Skip,
+            "no --offline-config given",
+        );
         return;
     };
     let name = "an unreachable remote is retryable";
-    let mut writer = match DestinationInstance::open(host, plugin, &options.grants, options.limits, offline, &context).await {
+    let mut writer = match DestinationInstance::open(
+        host,
+        plugin,
+        &options.grants,
+        options.limits,
+        offline,
+        &context,
+    )
+    .await
+    {
         Ok(w) => w,
         Err(e) if e.is_retryable() => {
             report.record(name, Outcome::Pass, format!("open: {e}"));
@@ -345,17 +514,40 @@ async fn check_destination(report: &mut Report, host: &PluginHost, plugin: &Plug
         report.record(name, Outcome::Skip, "the destination declares no operation");
         return;
     };
-    let columns = if op == Operation::Delete { &all[..1] } else { &all[..] };
+    let columns = if op == Operation::Delete {
+        &all[..1]
+    } else {
+        &all[..]
+    };
     match writer.write(op, sample_batch(columns, 3, 0)).await {
         Err(e) if e.is_retryable() => report.record(name, Outcome::Pass, e.to_string()),
-        Ok(outcomes) if outcomes.iter().all(|o| matches!(o, RowOutcome::Retryable(_))) => report.record(name, Outcome::Pass, "every row retryable"),
-        Ok(outcomes) => report.record(name, Outcome::Fail, format!("the write to an unreachable remote answered {outcomes:?}")),
-        Err(e) => report.record(name, Outcome::Fail, format!("{} (expected a retryable error)", describe_error(&e))),
+        Ok(outcomes)
+            if outcomes
+                .iter()
+                .all(|o| matches!(o, RowOutcome::Retryable(_))) =>
+        {
+            report.record(name, Outcome::Pass, "every row retryable")
+        }
+        Ok(outcomes) => report.record(
+            name,
+            Outcome::Fail,
+            format!("the write to an unreachable remote answered {outcomes:?}"),
+        ),
+        Err(e) => report.record(
+            name,
+            Outcome::Fail,
+            format!("{} (expected a retryable error)", describe_error(&e)),
+        ),
     }
     let _ = writer.finish().await;
 }
 
-async fn check_quality_check(report: &mut Report, host: &PluginHost, plugin: &Plugin, options: &Options) {
+async fn check_quality_check(
+    report: &mut Report,
+    host: &PluginHost,
+    plugin: &Plugin,
+    options: &Options,
+) {
     let columns = sample_columns();
     let plan = PlanSummary {
         sync_name: "conformance".into(),
@@ -366,15 +558,45 @@ async fn check_quality_check(report: &mut Report, host: &PluginHost, plugin: &Pl
         changed: u64::from(MANY_ROWS) + 1,
         removed: u64::from(MANY_ROWS) + 1,
     };
-    match CheckInstance::open(host, plugin, &options.grants, options.limits, "{not json", &plan).await {
+    match CheckInstance::open(
+        host,
+        plugin,
+        &options.grants,
+        options.limits,
+        "{not json",
+        &plan,
+    )
+    .await
+    {
         Ok(c) => {
             let _ = c.finish().await;
-            report.record("open refuses malformed config", Outcome::Warn, "opened a checker with the config text `{not json`")
+            report.record(
+                "open refuses malformed config",
+                Outcome::Warn,
+                "opened a checker with the config text `{not json`",
+            )
         }
-        Err(CallError::Plugin(e)) => report.record("open refuses malformed config", Outcome::Pass, e.to_string()),
-        Err(e) => report.record("open refuses malformed config", Outcome::Fail, describe_error(&e)),
+        Err(CallError::Plugin(e)) => report.record(
+            "open refuses malformed config",
+            Outcome::Pass,
+            e.to_string(),
+        ),
+        Err(e) => report.record(
+            "open refuses malformed config",
+            Outcome::Fail,
+            describe_error(&e),
+        ),
     }
-    let mut checker = match CheckInstance::open(host, plugin, &options.grants, options.limits, &options.config, &plan).await {
+    let mut checker = match CheckInstance::open(
+        host,
+        plugin,
+        &options.grants,
+        options.limits,
+        &options.config,
+        &plan,
+    )
+    .await
+    {
         Ok(c) => {
             report.record("open", Outcome::Pass, "");
             c
@@ -384,37 +606,82 @@ async fn check_quality_check(report: &mut Report, host: &PluginHost, plugin: &Pl
             return;
         }
     };
-    for kind in [ChangeKind::Added, ChangeKind::Changed, ChangeKind::Removed, ChangeKind::Unchanged] {
+    for kind in [
+        ChangeKind::Added,
+        ChangeKind::Changed,
+        ChangeKind::Removed,
+        ChangeKind::Unchanged,
+    ] {
         // Removed rows carry only the primary key.
-        let cols = if kind == ChangeKind::Removed { &columns[..1] } else { &columns[..] };
+        let cols = if kind == ChangeKind::Removed {
+            &columns[..1]
+        } else {
+            &columns[..]
+        };
         for rows in [0, 1, MANY_ROWS] {
             let after = sample_batch(cols, rows, 0);
             let before = (kind == ChangeKind::Changed).then(|| sample_batch(cols, rows, 1));
             let result = checker.observe(kind, after, before).await;
             let trapped = matches!(result, Err(CallError::Trap(_)));
-            report.record_call(format!("observe {} × {rows} rows", kind.as_str()), &result, |_| String::new());
+            report.record_call(
+                format!("observe {} × {rows} rows", kind.as_str()),
+                &result,
+                |_| String::new(),
+            );
             if trapped {
                 return;
             }
         }
     }
     let result = checker.finish().await;
-    report.record_call("finish gives a verdict", &result, |r| format!("{}: {}", r.verdict.as_str(), r.message));
+    report.record_call("finish gives a verdict", &result, |r| {
+        format!("{}: {}", r.verdict.as_str(), r.message)
+    });
 }
 
 async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, options: &Options) {
-    match SourceInstance::open(host, plugin, &options.grants, options.limits, "{not json", &options.query).await {
+    match SourceInstance::open(
+        host,
+        plugin,
+        &options.grants,
+        options.limits,
+        "{not json",
+        &options.query,
+    )
+    .await
+    {
         Ok(r) => {
             r.close().await;
-            report.record("open refuses malformed config", Outcome::Warn, "opened a reader with the config text `{not json`")
+            report.record(
+                "open refuses malformed config",
+                Outcome::Warn,
+                "opened a reader with the config text `{not json`",
+            )
         }
-        Err(CallError::Plugin(e)) => report.record("open refuses malformed config", Outcome::Pass, e.to_string()),
-        Err(e) => report.record("open refuses malformed config", Outcome::Fail, describe_error(&e)),
+        Err(CallError::Plugin(e)) => report.record(
+            "open refuses malformed config",
+            Outcome::Pass,
+            e.to_string(),
+        ),
+        Err(e) => report.record(
+            "open refuses malformed config",
+            Outcome::Fail,
+            describe_error(&e),
+        ),
     }
     let mut counts = Vec::new();
     for max_rows in [1u32, 1000] {
         let name = format!("read to the end, max-rows {max_rows}");
-        let mut reader = match SourceInstance::open(host, plugin, &options.grants, options.limits, &options.config, &options.query).await {
+        let mut reader = match SourceInstance::open(
+            host,
+            plugin,
+            &options.grants,
+            options.limits,
+            &options.config,
+            &options.query,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
                 report.record(name, Outcome::Fail, format!("open: {}", describe_error(&e)));
@@ -436,15 +703,24 @@ async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
                 Ok(Some(batch)) => {
                     batches += 1;
                     rows += u64::from(batch.row_count);
-                    empty_in_a_row = if batch.row_count == 0 { empty_in_a_row + 1 } else { 0 };
+                    empty_in_a_row = if batch.row_count == 0 {
+                        empty_in_a_row + 1
+                    } else {
+                        0
+                    };
                     if empty_in_a_row >= 1000 {
                         break Some(format!("{empty_in_a_row} empty batches in a row without an end (return none when the model is exhausted)"));
                     }
                     if batch.row_count > max_rows {
-                        break Some(format!("batch {batches} holds {} rows, more than max-rows {max_rows}", batch.row_count));
+                        break Some(format!(
+                            "batch {batches} holds {} rows, more than max-rows {max_rows}",
+                            batch.row_count
+                        ));
                     }
                     if batch.columns != columns {
-                        break Some(format!("batch {batches} has other columns than `columns()` declared"));
+                        break Some(format!(
+                            "batch {batches} has other columns than `columns()` declared"
+                        ));
                     }
                     if let Err(e) = batch.decode() {
                         break Some(format!("batch {batches} does not decode: {e}"));
@@ -456,8 +732,19 @@ async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
         reader.close().await;
         match problem {
             None => {
-                let note = if stopped_early { " (stopped there: enough to judge)" } else { "" };
-                report.record(name, Outcome::Pass, format!("{rows} rows in {batches} batches, {} columns{note}", columns.len()));
+                let note = if stopped_early {
+                    " (stopped there: enough to judge)"
+                } else {
+                    ""
+                };
+                report.record(
+                    name,
+                    Outcome::Pass,
+                    format!(
+                        "{rows} rows in {batches} batches, {} columns{note}",
+                        columns.len()
+                    ),
+                );
                 counts.push(if stopped_early { None } else { Some(rows) });
             }
             Some(p) => {
@@ -468,7 +755,11 @@ async fn check_source(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
     }
     if let [Some(small), Some(large)] = counts[..] {
         if small != large {
-            report.record("the same rows whatever the batch size", Outcome::Fail, format!("{small} rows with max-rows 1, {large} with 1000"));
+            report.record(
+                "the same rows whatever the batch size",
+                Outcome::Fail,
+                format!("{small} rows with max-rows 1, {large} with 1000"),
+            );
         }
     }
 }
@@ -486,18 +777,48 @@ async fn check_policy(report: &mut Report, host: &PluginHost, plugin: &Plugin, o
     let requests = [
         ("a small run", RequestKind::Run, vec![impact(0)]),
         ("a large run", RequestKind::Run, vec![impact(1_000_000)]),
-        ("a config change", RequestKind::ConfigChange, vec![impact(3)]),
+        (
+            "a config change",
+            RequestKind::ConfigChange,
+            vec![impact(3)],
+        ),
         ("a run of no sync", RequestKind::Run, vec![]),
     ];
     for (what, kind, syncs) in requests {
-        let request = ApprovalRequest { kind, author: "conformance".into(), author_role: Role::Contributor, description: format!("{what} (conformance suite)"), syncs };
-        let result = crate::host::evaluate_policy(host, plugin, options.limits, &options.config, &request).await;
+        let request = ApprovalRequest {
+            kind,
+            author: "conformance".into(),
+            author_role: Role::Contributor,
+            description: format!("{what} (conformance suite)"),
+            syncs,
+        };
+        let result =
+            crate::host::evaluate_policy(host, plugin, options.limits, &options.config, &request)
+                .await;
         report.record_call(format!("evaluate {what}"), &result, |d| format!("{d:?}"));
     }
-    let request = ApprovalRequest { kind: RequestKind::Run, author: "conformance".into(), author_role: Role::Viewer, description: String::new(), syncs: vec![impact(1)] };
+    let request = ApprovalRequest {
+        kind: RequestKind::Run,
+        author: "conformance".into(),
+        author_role: Role::Viewer,
+        description: String::new(),
+        syncs: vec![impact(1)],
+    };
     match crate::host::evaluate_policy(host, plugin, options.limits, "{not json", &request).await {
-        Ok(d) => report.record("evaluate with malformed config", Outcome::Warn, format!("decided {d:?} with the config text `{{not json`")),
-        Err(CallError::Plugin(e)) => report.record("evaluate with malformed config", Outcome::Pass, e.to_string()),
-        Err(e) => report.record("evaluate with malformed config", Outcome::Fail, describe_error(&e)),
+        Ok(d) => report.record(
+            "evaluate with malformed config",
+            Outcome::Warn,
+            format!("decided {d:?} with the config text `{{not json`"),
+        ),
+        Err(CallError::Plugin(e)) => report.record(
+            "evaluate with malformed config",
+            Outcome::Pass,
+            e.to_string(),
+        ),
+        Err(e) => report.record(
+            "evaluate with malformed config",
+            Outcome::Fail,
+            describe_error(&e),
+        ),
     }
 }

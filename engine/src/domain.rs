@@ -7,7 +7,6 @@ use backflow_plugin_sdk::Operation;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-
 // ---- Run records and counts ----
 
 /// Rows per operation.
@@ -158,7 +157,11 @@ pub struct RunRecord {
     /// diff while reading (see `sync/plan/intake.rs`); one that finds them in order again
     /// records `false`, and the run after it diffs while reading again.
     /// (Named `model_sorted` in records written before 2026-11-29.)
-    #[serde(default, alias = "model_sorted", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        alias = "model_sorted",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub out_of_key_order: bool,
 }
 
@@ -213,17 +216,18 @@ pub struct PluginHashes {
     pub policies: std::collections::BTreeMap<String, String>,
 }
 
-
 /// Cuts a message to at most `max` bytes (on a character boundary), marking the cut.
 pub fn truncate_message(mut message: String, max: usize) -> String {
     if message.len() > max {
-        let cut = (0..=max).rev().find(|i| message.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=max)
+            .rev()
+            .find(|i| message.is_char_boundary(*i))
+            .unwrap_or(0);
         message.truncate(cut);
         message.push('…');
     }
     message
 }
-
 
 // ---- Sync definitions' value types ----
 
@@ -277,7 +281,6 @@ impl SyncMode {
     }
 }
 
-
 // ---- Grants and limits ----
 
 /// What the operator grants one plugin. Everything defaults to nothing.
@@ -318,10 +321,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 256, call_timeout_ms: 30_000, wall_timeout_ms: 300_000 }
+        Limits {
+            memory_mb: 256,
+            call_timeout_ms: 30_000,
+            wall_timeout_ms: 300_000,
+        }
     }
 }
-
 
 // ---- Roles ----
 
@@ -331,7 +337,6 @@ pub use backflow_plugin_sdk::Role;
 
 /// The longest a run approval request may stay open (one year; the config refuses more).
 pub const MAX_TTL_MINUTES: u64 = 525_600;
-
 
 // ---- Changes and operations ----
 
@@ -369,7 +374,9 @@ pub fn bump(c: &mut OpCounts, change: Change, n: u64) {
 pub fn operation_for(mode: SyncMode, change: Change) -> Option<Operation> {
     use Change::*;
     match (mode, change) {
-        (SyncMode::Upsert, Added) | (SyncMode::Insert, Added) | (SyncMode::Mirror, Added) => Some(Operation::Insert),
+        (SyncMode::Upsert, Added) | (SyncMode::Insert, Added) | (SyncMode::Mirror, Added) => {
+            Some(Operation::Insert)
+        }
         (SyncMode::Upsert, Changed) | (SyncMode::Mirror, Changed) => Some(Operation::Update),
         // `update` never creates: rows new to backflow are sent as updates of records the
         // destination is expected to have; it rejects those it does not.
@@ -392,11 +399,20 @@ pub type Fingerprint = [u8; 16];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalOp {
     /// The destination has this row with these values (added or changed, acknowledged).
-    Upsert { key: Vec<u8>, fp: Fingerprint, row: Vec<u8> },
+    Upsert {
+        key: Vec<u8>,
+        fp: Fingerprint,
+        row: Vec<u8>,
+    },
     /// The destination deleted this row.
     Delete { key: Vec<u8> },
     /// The destination refused this row; it stays pending and is retried by later runs.
-    Reject { key: Vec<u8>, change: String, error: String, run_id: String },
+    Reject {
+        key: Vec<u8>,
+        change: String,
+        error: String,
+        run_id: String,
+    },
     /// The ops after this one were delivered by this run: their changelog entries (values
     /// sent, values before) are kept under its ID.
     Begin(ChangelogHeader),
@@ -426,7 +442,10 @@ pub struct Delivered {
 impl Delivered {
     /// From the stored form: 16 bytes of fingerprint, then the row.
     pub fn from_stored(v: &[u8]) -> Option<Delivered> {
-        Some(Delivered { fp: v.get(..16)?.try_into().ok()?, row: v[16..].to_vec() })
+        Some(Delivered {
+            fp: v.get(..16)?.try_into().ok()?,
+            row: v[16..].to_vec(),
+        })
     }
 }
 
@@ -439,7 +458,10 @@ pub enum RowChange {
     /// The row was new to the destination (no snapshot entry before).
     Inserted { sent: Fingerprint },
     /// The row replaced what the destination had from us.
-    Updated { before: Delivered, sent: Fingerprint },
+    Updated {
+        before: Delivered,
+        sent: Fingerprint,
+    },
     /// The row was deleted; `before` is what the destination had.
     Deleted { before: Delivered },
 }
@@ -495,12 +517,17 @@ impl RowChange {
             let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
             Some((Delivered::from_stored(rest.get(4..4 + len)?)?, 4 + len))
         };
-        let fp = |rest: &[u8]| -> Option<Fingerprint> { (rest.len() == 16).then(|| rest.try_into().ok()).flatten() };
+        let fp = |rest: &[u8]| -> Option<Fingerprint> {
+            (rest.len() == 16).then(|| rest.try_into().ok()).flatten()
+        };
         match kind {
             1 => Some(RowChange::Inserted { sent: fp(rest)? }),
             2 => {
                 let (before, used) = before(rest)?;
-                Some(RowChange::Updated { before, sent: fp(&rest[used..])? })
+                Some(RowChange::Updated {
+                    before,
+                    sent: fp(&rest[used..])?,
+                })
             }
             3 => {
                 let (before, used) = before(rest)?;
@@ -513,5 +540,7 @@ impl RowChange {
 
 /// The current time as RFC 3339 (UTC), as records and the audit log write it.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -16,16 +16,15 @@
 
 use crate::authz::{authorize, Action};
 use crate::config::{ConfigFiles, Governance, Workspace};
+pub use crate::domain::{Role, MAX_TTL_MINUTES};
 use crate::host::{evaluate_policy, PluginHost};
-use backflow_plugin_sdk::{ApprovalRequest, Decision, RequestKind, SyncImpact};
 use crate::state::{AuditEvent, GovernanceDoc, StateStore};
 use crate::sync::gate::{ApprovalGate, GateDecision, GateRequest};
+use backflow_plugin_sdk::{ApprovalRequest, Decision, RequestKind, SyncImpact};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-pub use crate::domain::{Role, MAX_TTL_MINUTES};
-
 
 /// Who is acting (an authenticated user and their role).
 pub type Identity = crate::authz::Actor;
@@ -169,14 +168,21 @@ impl ChangeRequest {
 
     /// Requirements not yet met by the approvals so far.
     pub fn unmet(&self) -> Vec<&Requirement> {
-        self.requirements.iter().filter(|r| !requirement_met(r, &self.author, &self.reviews)).collect()
+        self.requirements
+            .iter()
+            .filter(|r| !requirement_met(r, &self.author, &self.reviews))
+            .collect()
     }
 }
 
 fn requirement_met(r: &Requirement, author: &str, reviews: &[Review]) -> bool {
     let n = reviews
         .iter()
-        .filter(|rv| rv.verdict == "approve" && r.roles.contains(&rv.role) && (r.allow_self_approval || rv.user != author))
+        .filter(|rv| {
+            rv.verdict == "approve"
+                && r.roles.contains(&rv.role)
+                && (r.allow_self_approval || rv.user != author)
+        })
         .count();
     n as u32 >= r.count
 }
@@ -188,7 +194,8 @@ fn default_requirement() -> Requirement {
         count: 1,
         roles: vec![Role::Approver, Role::Admin],
         allow_self_approval: false,
-        reason: "no approval policy is configured: one approver or admin other than the author".into(),
+        reason: "no approval policy is configured: one approver or admin other than the author"
+            .into(),
     }
 }
 
@@ -199,9 +206,19 @@ fn state_err(e: crate::state::StateError) -> String {
 }
 
 /// The published configuration and the workspace it loads as, if anything is published.
-pub fn published_workspace(root: &Path, state: &StateStore) -> Result<Option<(Published, Workspace)>, String> {
-    let Some(published) = state.published::<Published>().map_err(state_err)? else { return Ok(None) };
-    let mut ws = Workspace::load_files(root, &published.files).map_err(|e| format!("the published configuration (change #{}) no longer loads: {e}", published.change_id))?;
+pub fn published_workspace(
+    root: &Path,
+    state: &StateStore,
+) -> Result<Option<(Published, Workspace)>, String> {
+    let Some(published) = state.published::<Published>().map_err(state_err)? else {
+        return Ok(None);
+    };
+    let mut ws = Workspace::load_files(root, &published.files).map_err(|e| {
+        format!(
+            "the published configuration (change #{}) no longer loads: {e}",
+            published.change_id
+        )
+    })?;
     ws.plugin_pins = published.plugin_hashes.clone();
     ws.governance.plugin_pins = published.plugin_hashes.clone();
     Ok(Some((published, ws)))
@@ -209,7 +226,11 @@ pub fn published_workspace(root: &Path, state: &StateStore) -> Result<Option<(Pu
 
 /// Where users, roles and policies come from: the published configuration, or the working
 /// copy until something is published.
-pub fn authority(root: &Path, working: &Workspace, state: &StateStore) -> Result<Governance, String> {
+pub fn authority(
+    root: &Path,
+    working: &Workspace,
+    state: &StateStore,
+) -> Result<Governance, String> {
     Ok(match published_workspace(root, state)? {
         Some((_, ws)) => ws.governance,
         None => working.governance.clone(),
@@ -220,20 +241,46 @@ pub fn authority(root: &Path, working: &Workspace, state: &StateStore) -> Result
 /// everyone acts as an admin of their own workspace.
 pub fn identify(governance: &Governance, user: Option<&str>) -> Result<Identity, String> {
     if !governance.enabled() {
-        let user = user.map(str::to_string).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "local".into());
-        return Ok(Identity { user, role: Role::Admin });
+        let user = user
+            .map(str::to_string)
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "local".into());
+        return Ok(Identity {
+            user,
+            role: Role::Admin,
+        });
     }
-    let known = governance.users.keys().cloned().collect::<Vec<_>>().join(", ");
+    let known = governance
+        .users
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     let user = user.ok_or_else(|| format!("this workspace declares users: say who you are with --as USER or BACKFLOW_USER (users: {known})"))?;
-    let role = governance.users.get(user).ok_or_else(|| format!("unknown user {user:?} (users: {known})"))?;
-    Ok(Identity { user: user.to_string(), role: *role })
+    let role = governance
+        .users
+        .get(user)
+        .ok_or_else(|| format!("unknown user {user:?} (users: {known})"))?;
+    Ok(Identity {
+        user: user.to_string(),
+        role: *role,
+    })
 }
 
 /// Which workspace a run uses: the working copy when approvals are off; otherwise the
 /// published one, or with `draft` the working copy, but only towards staging destinations.
-pub fn workspace_for_run(root: &Path, state: &StateStore, working: Workspace, draft: bool, syncs: &[String]) -> Result<Workspace, String> {
+pub fn workspace_for_run(
+    root: &Path,
+    state: &StateStore,
+    working: Workspace,
+    draft: bool,
+    syncs: &[String],
+) -> Result<Workspace, String> {
     let published = published_workspace(root, state)?;
-    let governed = working.governance.enabled() || published.as_ref().is_some_and(|(_, ws)| ws.governance.enabled());
+    let governed = working.governance.enabled()
+        || published
+            .as_ref()
+            .is_some_and(|(_, ws)| ws.governance.enabled());
     if !governed {
         return Ok(working);
     }
@@ -246,7 +293,10 @@ pub fn workspace_for_run(root: &Path, state: &StateStore, working: Workspace, dr
             // be marked staging, so a working-copy edit cannot turn production into staging.
             let reviewed_staging = match &published {
                 Some((_, ws)) => ws.destinations.get(&destination.name).is_some_and(|d| {
-                    d.staging && d.plugin == destination.plugin && d.config_json == destination.config_json && d.grants == destination.grants
+                    d.staging
+                        && d.plugin == destination.plugin
+                        && d.config_json == destination.config_json
+                        && d.grants == destination.grants
                 }),
                 None => destination.staging,
             };
@@ -272,9 +322,20 @@ pub fn workspace_for_run(root: &Path, state: &StateStore, working: Workspace, dr
                         source.name
                     ));
                 }
-                let published_checks = ws.syncs.get(name).map(|s| s.checks.iter().map(|c| (&c.name, &c.connector.grants)).collect::<Vec<_>>()).unwrap_or_default();
+                let published_checks = ws
+                    .syncs
+                    .get(name)
+                    .map(|s| {
+                        s.checks
+                            .iter()
+                            .map(|c| (&c.name, &c.connector.grants))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
                 for check in &sync.checks {
-                    if check.connector.grants != crate::domain::Grants::default() && !published_checks.contains(&(&check.name, &check.connector.grants)) {
+                    if check.connector.grants != crate::domain::Grants::default()
+                        && !published_checks.contains(&(&check.name, &check.connector.grants))
+                    {
                         return Err(format!("sync {name}: check {} has grants that are not published: a draft runs only with published grants", check.name));
                     }
                 }
@@ -297,15 +358,30 @@ pub fn workspace_for_run(root: &Path, state: &StateStore, working: Workspace, dr
 fn entities(files: &ConfigFiles) -> BTreeMap<(String, String), toml::Value> {
     let mut out = BTreeMap::new();
     for (path, text) in &files.0 {
-        let Ok(table) = toml::from_str::<toml::Table>(text) else { continue };
-        if let Some(name) = path.strip_prefix("models/").or_else(|| path.strip_prefix("syncs/")) {
-            let kind = if path.starts_with("models/") { "models" } else { "syncs" };
-            out.insert((kind.to_string(), name.trim_end_matches(".toml").to_string()), toml::Value::Table(table));
+        let Ok(table) = toml::from_str::<toml::Table>(text) else {
+            continue;
+        };
+        if let Some(name) = path
+            .strip_prefix("models/")
+            .or_else(|| path.strip_prefix("syncs/"))
+        {
+            let kind = if path.starts_with("models/") {
+                "models"
+            } else {
+                "syncs"
+            };
+            out.insert(
+                (kind.to_string(), name.trim_end_matches(".toml").to_string()),
+                toml::Value::Table(table),
+            );
             continue;
         }
         for (kind, value) in table {
             match (kind.as_str(), value) {
-                ("sources" | "destinations" | "models" | "syncs" | "users", toml::Value::Table(t)) => {
+                (
+                    "sources" | "destinations" | "models" | "syncs" | "users",
+                    toml::Value::Table(t),
+                ) => {
                     for (name, v) in t {
                         out.insert((kind.clone(), name), v);
                     }
@@ -314,7 +390,10 @@ fn entities(files: &ConfigFiles) -> BTreeMap<(String, String), toml::Value> {
                     for (i, v) in items.into_iter().enumerate() {
                         // Two entries of one plugin are two policies: an unnamed entry is keyed
                         // by its plugin and position, so an edit to either is a policy change.
-                        let name = match (v.get("name").and_then(|n| n.as_str()), v.get("plugin").and_then(|n| n.as_str())) {
+                        let name = match (
+                            v.get("name").and_then(|n| n.as_str()),
+                            v.get("plugin").and_then(|n| n.as_str()),
+                        ) {
                             (Some(name), _) => name.to_string(),
                             (None, Some(plugin)) => format!("{plugin}[{i}]"),
                             (None, None) => format!("[{i}]"),
@@ -341,9 +420,23 @@ fn unified_diff(old: &ConfigFiles, new: &ConfigFiles) -> String {
             continue;
         }
         let diff = similar::TextDiff::from_lines(a, b);
-        let from = if old.0.contains_key(path) { format!("published/{path}") } else { "/dev/null".into() };
-        let to = if new.0.contains_key(path) { format!("working/{path}") } else { "/dev/null".into() };
-        out.push_str(&diff.unified_diff().context_radius(3).header(&from, &to).to_string());
+        let from = if old.0.contains_key(path) {
+            format!("published/{path}")
+        } else {
+            "/dev/null".into()
+        };
+        let to = if new.0.contains_key(path) {
+            format!("working/{path}")
+        } else {
+            "/dev/null".into()
+        };
+        out.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&from, &to)
+                .to_string(),
+        );
     }
     out
 }
@@ -364,9 +457,16 @@ fn sync_labels(ws: &Workspace, sync: &str) -> Vec<String> {
 
 /// The working copy against the published configuration, with a dry run of every affected
 /// sync (counts against the current snapshot; nothing is sent or recorded).
-pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigFiles, working: &Workspace) -> Result<ConfigDiff, String> {
+pub async fn diff(
+    host: &PluginHost,
+    state: &StateStore,
+    working_files: &ConfigFiles,
+    working: &Workspace,
+) -> Result<ConfigDiff, String> {
     let published = state.published::<Published>().map_err(state_err)?;
-    let published_ws = published.as_ref().and_then(|p| Workspace::load_files(&working.root, &p.files).ok());
+    let published_ws = published
+        .as_ref()
+        .and_then(|p| Workspace::load_files(&working.root, &p.files).ok());
     let empty = ConfigFiles::default();
     let old_files = published.as_ref().map(|p| &p.files).unwrap_or(&empty);
     let old = entities(old_files);
@@ -380,17 +480,32 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
             (Some(a), Some(b)) if a != b => "modified",
             _ => continue,
         };
-        changes.push(EntityChange { kind: key.0.clone(), name: key.1.clone(), change: change.into() });
+        changes.push(EntityChange {
+            kind: key.0.clone(),
+            name: key.1.clone(),
+            change: change.into(),
+        });
     }
     let touched = |kind: &str, name: &str| changes.iter().any(|c| c.kind == kind && c.name == name);
     let mut syncs = Vec::new();
     for (name, s) in &working.syncs {
         let model = &working.models[&s.model];
-        let affected = touched("syncs", name) || touched("models", &s.model) || touched("destinations", &s.destination) || touched("sources", &model.source);
+        let affected = touched("syncs", name)
+            || touched("models", &s.model)
+            || touched("destinations", &s.destination)
+            || touched("sources", &model.source);
         if !affected {
             continue;
         }
-        let planned = crate::sync::plan_sync(host, working, state, name, crate::sync::plan::PlanOptions::default(), 0).await;
+        let planned = crate::sync::plan_sync(
+            host,
+            working,
+            state,
+            name,
+            crate::sync::plan::PlanOptions::default(),
+            0,
+        )
+        .await;
         let counts = planned.as_ref().map(|r| r.planned).unwrap_or_default();
         let mut impact = sync_impact(working, s, counts);
         // A label removed in the working copy still counts: dropping `pii` must not dodge
@@ -400,11 +515,21 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
             labels.extend(sync_labels(published_ws, name));
             impact.column_labels = labels.into_iter().collect();
         }
-        syncs.push(SyncPlanCounts { impact, error: planned.err() });
+        syncs.push(SyncPlanCounts {
+            impact,
+            error: planned.err(),
+        });
     }
     let text = unified_diff(old_files, working_files);
     let labels = |ws: &Workspace| -> BTreeSet<String> {
-        ws.models.values().flat_map(|m| m.labels.iter().flat_map(|(column, labels)| labels.iter().map(move |l| format!("{column}:{l}")))).collect()
+        ws.models
+            .values()
+            .flat_map(|m| {
+                m.labels.iter().flat_map(|(column, labels)| {
+                    labels.iter().map(move |l| format!("{column}:{l}"))
+                })
+            })
+            .collect()
     };
     let removed_labels = match &published_ws {
         Some(p) => labels(p).difference(&labels(working)).cloned().collect(),
@@ -418,8 +543,23 @@ pub async fn diff(host: &PluginHost, state: &StateStore, working_files: &ConfigF
         out
     };
     let (old_grants, new_grants) = (grants(&old), grants(&new));
-    let changed_grants = old_grants.keys().chain(new_grants.keys()).collect::<BTreeSet<_>>().into_iter().filter(|k| old_grants.get(*k) != new_grants.get(*k)).cloned().collect();
-    Ok(ConfigDiff { published_hash: published.as_ref().map(|p| p.config_hash.clone()), working_hash: working_files.hash(), entities: changes, syncs, text, removed_labels, changed_grants })
+    let changed_grants = old_grants
+        .keys()
+        .chain(new_grants.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| old_grants.get(*k) != new_grants.get(*k))
+        .cloned()
+        .collect();
+    Ok(ConfigDiff {
+        published_hash: published.as_ref().map(|p| p.config_hash.clone()),
+        working_hash: working_files.hash(),
+        entities: changes,
+        syncs,
+        text,
+        removed_labels,
+        changed_grants,
+    })
 }
 
 /// Every `grants` table inside a configuration value, by its path.
@@ -444,18 +584,45 @@ fn collect_grants(path: &str, value: &toml::Value, out: &mut BTreeMap<String, to
 }
 
 /// Asks every policy; a policy that fails (trap, timeout, error) rejects: fail closed.
-async fn ask_policies(host: &PluginHost, root: &Path, governance: &Governance, plugins_dir: &Path, request: &ApprovalRequest) -> Vec<PolicyVerdict> {
+async fn ask_policies(
+    host: &PluginHost,
+    root: &Path,
+    governance: &Governance,
+    plugins_dir: &Path,
+    request: &ApprovalRequest,
+) -> Vec<PolicyVerdict> {
     let mut out = Vec::new();
     for policy in &governance.policies {
         let decision = async {
-            let plugin = crate::plugins::resolve_pinned(host, root, plugins_dir, &policy.plugin, governance.plugin_pins.get(&policy.plugin).map(String::as_str)).await.map_err(|e| format!("{e:#}"))?;
+            let plugin = crate::plugins::resolve_pinned(
+                host,
+                root,
+                plugins_dir,
+                &policy.plugin,
+                governance
+                    .plugin_pins
+                    .get(&policy.plugin)
+                    .map(String::as_str),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
             Workspace::check_pin(&governance.plugin_pins, &policy.plugin, &plugin)?;
             crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)?;
-            evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request).await.map_err(|e| e.to_string())
+            evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request)
+                .await
+                .map_err(|e| e.to_string())
         }
         .await
-        .unwrap_or_else(|e| Decision::Reject(format!("policy {} failed, so the request is rejected (fail closed): {e}", policy.name)));
-        out.push(PolicyVerdict { policy: policy.name.clone(), decision });
+        .unwrap_or_else(|e| {
+            Decision::Reject(format!(
+                "policy {} failed, so the request is rejected (fail closed): {e}",
+                policy.name
+            ))
+        });
+        out.push(PolicyVerdict {
+            policy: policy.name.clone(),
+            decision,
+        });
     }
     out
 }
@@ -472,7 +639,12 @@ fn combine(verdicts: &[PolicyVerdict], no_policies: bool) -> (Option<String>, Ve
     let requirements: Vec<Requirement> = verdicts
         .iter()
         .filter_map(|v| match &v.decision {
-            Decision::Require { count, roles, allow_self_approval, reason } => Some(Requirement {
+            Decision::Require {
+                count,
+                roles,
+                allow_self_approval,
+                reason,
+            } => Some(Requirement {
                 policy: v.policy.clone(),
                 count: *count,
                 roles: roles.clone(),
@@ -482,7 +654,11 @@ fn combine(verdicts: &[PolicyVerdict], no_policies: bool) -> (Option<String>, Ve
             _ => None,
         })
         .collect();
-    let rejected = if rejections.is_empty() { None } else { Some(rejections.join("; ")) };
+    let rejected = if rejections.is_empty() {
+        None
+    } else {
+        Some(rejections.join("; "))
+    };
     if no_policies {
         return (rejected, vec![default_requirement()]);
     }
@@ -511,7 +687,12 @@ fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
     }
     // What backflow may touch and where it may send: adding a destination (staging or not)
     // or changing any grants is reviewed by an admin, whatever the policies say.
-    let mut reach: Vec<String> = diff.entities.iter().filter(|e| e.kind == "destinations" && e.change == "added").map(|e| format!("adds destination {}", e.name)).collect();
+    let mut reach: Vec<String> = diff
+        .entities
+        .iter()
+        .filter(|e| e.kind == "destinations" && e.change == "added")
+        .map(|e| format!("adds destination {}", e.name))
+        .collect();
     reach.extend(diff.changed_grants.iter().map(|g| format!("changes {g}")));
     if !reach.is_empty() {
         out.push(Requirement {
@@ -531,57 +712,104 @@ fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
             reason: format!("removes column labels ({})", diff.removed_labels.join(", ")),
         });
     }
-    let unplanned: Vec<&str> = diff.syncs.iter().filter(|s| s.error.is_some()).map(|s| s.impact.sync_name.as_str()).collect();
+    let unplanned: Vec<&str> = diff
+        .syncs
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(|s| s.impact.sync_name.as_str())
+        .collect();
     if !unplanned.is_empty() {
         out.push(Requirement {
             policy: "built-in".into(),
             count: 1,
             roles: vec![Role::Admin],
             allow_self_approval: false,
-            reason: format!("sync(s) {} could not be dry-run, so their size is unknown", unplanned.join(", ")),
+            reason: format!(
+                "sync(s) {} could not be dry-run, so their size is unknown",
+                unplanned.join(", ")
+            ),
         });
     }
     out
 }
 
 /// The SHA-256 of every plugin a workspace uses, by reference.
-async fn plugin_hashes(host: &PluginHost, ws: &Workspace) -> Result<BTreeMap<String, String>, String> {
+async fn plugin_hashes(
+    host: &PluginHost,
+    ws: &Workspace,
+) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for reference in ws.plugin_refs() {
-        let plugin = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &reference).await.map_err(|e| format!("plugin {reference}: {e:#}"))?;
+        let plugin = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &reference)
+            .await
+            .map_err(|e| format!("plugin {reference}: {e:#}"))?;
         out.insert(reference, plugin.hash);
     }
     Ok(out)
 }
 
 /// `backflow change submit`.
-pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, message: &str) -> Result<ChangeRequest, String> {
+pub async fn submit(
+    host: &PluginHost,
+    root: &Path,
+    state: &StateStore,
+    who: &Identity,
+    message: &str,
+) -> Result<ChangeRequest, String> {
     authorize(who, Action::SubmitChange).map_err(|e| e.to_string())?;
     let files = ConfigFiles::read(root).map_err(|e| e.to_string())?;
-    let working = Workspace::load_files(root, &files).map_err(|e| format!("the working copy does not load, fix it first:\n{e}"))?;
+    let working = Workspace::load_files(root, &files)
+        .map_err(|e| format!("the working copy does not load, fix it first:\n{e}"))?;
     // Read once: its hash, its users and policies (the authority) and its plugins directory.
     let published = published_workspace(root, state)?;
     let hash = files.hash();
-    let plugin_hashes = plugin_hashes(host, &working).await.map_err(|e| format!("the working copy names a plugin that cannot be loaded: {e}"))?;
+    let plugin_hashes = plugin_hashes(host, &working)
+        .await
+        .map_err(|e| format!("the working copy names a plugin that cannot be loaded: {e}"))?;
     // A new build of a plugin is a change to review even when no file of configuration
     // changed: it is the code that runs.
     let plugins_changed: Vec<String> = match &published {
         Some((p, _)) => plugin_hashes
             .iter()
-            .filter(|(reference, hash)| p.plugin_hashes.get(*reference).is_some_and(|old| old != *hash))
-            .map(|(reference, hash)| format!("plugin {reference} sha256 {} → {}", short(&p.plugin_hashes[reference]), short(hash)))
+            .filter(|(reference, hash)| {
+                p.plugin_hashes
+                    .get(*reference)
+                    .is_some_and(|old| old != *hash)
+            })
+            .map(|(reference, hash)| {
+                format!(
+                    "plugin {reference} sha256 {} → {}",
+                    short(&p.plugin_hashes[reference]),
+                    short(hash)
+                )
+            })
             .collect(),
         None => Vec::new(),
     };
-    if published.as_ref().is_some_and(|(p, _)| p.config_hash == hash) && plugins_changed.is_empty() {
+    if published
+        .as_ref()
+        .is_some_and(|(p, _)| p.config_hash == hash)
+        && plugins_changed.is_empty()
+    {
         return Err("the working copy and its plugins are identical to the published configuration: nothing to submit".into());
     }
     let diff = diff(host, state, &files, &working).await?;
     let authority_ws = published.as_ref().map_or(&working, |(_, ws)| ws);
-    let (governance, plugins_dir) = (authority_ws.governance.clone(), authority_ws.plugins_dir.clone());
+    let (governance, plugins_dir) = (
+        authority_ws.governance.clone(),
+        authority_ws.plugins_dir.clone(),
+    );
     let description = {
         let mut d = format!("{message}\n\nchanged: ");
-        d.push_str(&diff.entities.iter().map(|e| format!("{} {} {}", e.change, e.kind, e.name)).chain(plugins_changed.iter().cloned()).collect::<Vec<_>>().join(", "));
+        d.push_str(
+            &diff
+                .entities
+                .iter()
+                .map(|e| format!("{} {} {}", e.change, e.kind, e.name))
+                .chain(plugins_changed.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         d.push_str("\n\n");
         d.push_str(&diff.text);
         d
@@ -621,16 +849,41 @@ pub async fn submit(host: &PluginHost, root: &Path, state: &StateStore, who: &Id
         config_hash: Some(hash),
         detail: serde_json::json!({"message": message, "status": change.status.as_str(), "rejected": rejected, "requirements": change.requirements}),
     };
-    state.write_governance(vec![GovernanceDoc::Change(change.id, serde_json::to_value(&change).expect("serializes"))], vec![event]).map_err(state_err)?;
+    state
+        .write_governance(
+            vec![GovernanceDoc::Change(
+                change.id,
+                serde_json::to_value(&change).expect("serializes"),
+            )],
+            vec![event],
+        )
+        .map_err(state_err)?;
     if change.status == ChangeStatus::Pending {
-        let needs = change.unmet().iter().map(|r| describe_requirement(r)).collect::<Vec<_>>().join("; ");
-        notify(host, &governance, &format!("backflow: change #{} by {} needs approval ({needs}): {message}", change.id, who.user)).await;
+        let needs = change
+            .unmet()
+            .iter()
+            .map(|r| describe_requirement(r))
+            .collect::<Vec<_>>()
+            .join("; ");
+        notify(
+            host,
+            &governance,
+            &format!(
+                "backflow: change #{} by {} needs approval ({needs}): {message}",
+                change.id, who.user
+            ),
+        )
+        .await;
     }
     Ok(change)
 }
 
 /// What a policy is told about a sync that would send `planned`.
-fn sync_impact(ws: &Workspace, sync: &crate::config::Sync, planned: crate::state::OpCounts) -> SyncImpact {
+fn sync_impact(
+    ws: &Workspace,
+    sync: &crate::config::Sync,
+    planned: crate::state::OpCounts,
+) -> SyncImpact {
     SyncImpact {
         sync_name: sync.name.clone(),
         destination: sync.destination.clone(),
@@ -643,26 +896,63 @@ fn sync_impact(ws: &Workspace, sync: &crate::config::Sync, planned: crate::state
 }
 
 pub fn describe_requirement(r: &Requirement) -> String {
-    let roles = r.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ");
-    format!("{} approval(s) from {roles} ({}: {})", r.count, r.policy, r.reason)
+    let roles = r
+        .roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!(
+        "{} approval(s) from {roles} ({}: {})",
+        r.count, r.policy, r.reason
+    )
 }
 
 fn load_change(state: &StateStore, id: u64) -> Result<ChangeRequest, String> {
-    state.change::<ChangeRequest>(id).map_err(state_err)?.ok_or_else(|| format!("no change request #{id} (see `backflow change list`)"))
+    state
+        .change::<ChangeRequest>(id)
+        .map_err(state_err)?
+        .ok_or_else(|| format!("no change request #{id} (see `backflow change list`)"))
 }
 
 /// `backflow change approve` / `change reject`.
-pub fn review(state: &StateStore, who: &Identity, id: u64, approve: bool, comment: Option<&str>) -> Result<ChangeRequest, String> {
-    authorize(who, if approve { Action::ApproveChange } else { Action::RejectChange }).map_err(|e| e.to_string())?;
+pub fn review(
+    state: &StateStore,
+    who: &Identity,
+    id: u64,
+    approve: bool,
+    comment: Option<&str>,
+) -> Result<ChangeRequest, String> {
+    authorize(
+        who,
+        if approve {
+            Action::ApproveChange
+        } else {
+            Action::RejectChange
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let mut change = load_change(state, id)?;
-    if change.status != ChangeStatus::Pending && !(change.status == ChangeStatus::Approved && !approve) {
-        return Err(format!("change #{id} is {}, not pending", change.status.as_str()));
+    if change.status != ChangeStatus::Pending
+        && !(change.status == ChangeStatus::Approved && !approve)
+    {
+        return Err(format!(
+            "change #{id} is {}, not pending",
+            change.status.as_str()
+        ));
     }
     if approve {
         if change.author == who.user && !change.unmet().iter().all(|r| r.allow_self_approval) {
-            return Err(format!("{} cannot approve their own change #{id}: no policy allows self-approval", who.user));
+            return Err(format!(
+                "{} cannot approve their own change #{id}: no policy allows self-approval",
+                who.user
+            ));
         }
-        if change.reviews.iter().any(|r| r.user == who.user && r.verdict == "approve") {
+        if change
+            .reviews
+            .iter()
+            .any(|r| r.user == who.user && r.verdict == "approve")
+        {
             return Err(format!("{} already approved change #{id}", who.user));
         }
     }
@@ -676,29 +966,61 @@ pub fn review(state: &StateStore, who: &Identity, id: u64, approve: bool, commen
     change.settle(!approve);
     let event = AuditEvent {
         user: who.user.clone(),
-        action: if approve { "change.approve" } else { "change.reject" }.into(),
+        action: if approve {
+            "change.approve"
+        } else {
+            "change.reject"
+        }
+        .into(),
         target: format!("change #{id}"),
         config_hash: Some(change.config_hash.clone()),
         detail: serde_json::json!({"comment": comment, "status": change.status.as_str()}),
     };
-    state.write_governance(vec![GovernanceDoc::Change(id, serde_json::to_value(&change).expect("serializes"))], vec![event]).map_err(state_err)?;
+    state
+        .write_governance(
+            vec![GovernanceDoc::Change(
+                id,
+                serde_json::to_value(&change).expect("serializes"),
+            )],
+            vec![event],
+        )
+        .map_err(state_err)?;
     Ok(change)
 }
 
 /// `backflow change publish`: only an approved change whose exact files are still the
 /// working copy's, made against what is published now.
-pub async fn publish(host: &PluginHost, root: &Path, state: &StateStore, who: &Identity, id: u64) -> Result<ChangeRequest, String> {
+pub async fn publish(
+    host: &PluginHost,
+    root: &Path,
+    state: &StateStore,
+    who: &Identity,
+    id: u64,
+) -> Result<ChangeRequest, String> {
     authorize(who, Action::PublishChange).map_err(|e| e.to_string())?;
     let mut change = load_change(state, id)?;
     if change.status != ChangeStatus::Approved {
-        let unmet = change.unmet().iter().map(|r| describe_requirement(r)).collect::<Vec<_>>().join("; ");
+        let unmet = change
+            .unmet()
+            .iter()
+            .map(|r| describe_requirement(r))
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(match change.status {
-            ChangeStatus::Pending => format!("change #{id} is not approved yet; it still needs {unmet}"),
-            other => format!("change #{id} is {}; only an approved change can be published", other.as_str()),
+            ChangeStatus::Pending => {
+                format!("change #{id} is not approved yet; it still needs {unmet}")
+            }
+            other => format!(
+                "change #{id} is {}; only an approved change can be published",
+                other.as_str()
+            ),
         });
     }
     if who.role < Role::Approver && who.user != change.author {
-        return Err(format!("{} may publish only their own changes (approvers and admins may publish any)", who.user));
+        return Err(format!(
+            "{} may publish only their own changes (approvers and admins may publish any)",
+            who.user
+        ));
     }
     let files = ConfigFiles::read(root).map_err(|e| e.to_string())?;
     let now_hash = files.hash();
@@ -709,7 +1031,10 @@ pub async fn publish(host: &PluginHost, root: &Path, state: &StateStore, who: &I
             short(&now_hash)
         ));
     }
-    let current = state.published::<Published>().map_err(state_err)?.map(|p| p.config_hash);
+    let current = state
+        .published::<Published>()
+        .map_err(state_err)?
+        .map(|p| p.config_hash);
     if current != change.base_hash {
         return Err(format!(
             "something else was published after change #{id} was submitted (it was made against {}, published is now {}): submit it again",
@@ -748,7 +1073,10 @@ pub async fn publish(host: &PluginHost, root: &Path, state: &StateStore, who: &I
     };
     state
         .write_governance(
-            vec![GovernanceDoc::Published(serde_json::to_value(&published).expect("serializes")), GovernanceDoc::Change(id, serde_json::to_value(&change).expect("serializes"))],
+            vec![
+                GovernanceDoc::Published(serde_json::to_value(&published).expect("serializes")),
+                GovernanceDoc::Change(id, serde_json::to_value(&change).expect("serializes")),
+            ],
             vec![event],
         )
         .map_err(state_err)?;
@@ -770,19 +1098,44 @@ pub fn show_change(state: &StateStore, id: u64) -> Result<ChangeRequest, String>
 /// Posts a Slack-compatible message (`{"text": ...}`) to the configured webhook. Failures are
 /// logged, never fatal: the request is recorded either way.
 pub async fn notify(host: &PluginHost, governance: &Governance, text: &str) {
-    let Some(template) = &governance.notify_url else { return };
+    let Some(template) = &governance.notify_url else {
+        return;
+    };
     // The URL is a secret (a Slack webhook URL is its own credential): logs name its host only.
     let url = match backflow_plugin_sdk::expand_secrets(template, "notification") {
         Ok(url) => url,
-        Err(e) => return tracing::warn!("approval notification not sent: approvals.notify_url: {e}"),
+        Err(e) => {
+            return tracing::warn!("approval notification not sent: approvals.notify_url: {e}")
+        }
     };
-    let host_name = reqwest::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    let host_name = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
     let body = serde_json::json!({ "text": text, "blocks": [ { "type": "section", "text": { "type": "mrkdwn", "text": text } } ] });
-    match host.http().post(&url).timeout(std::time::Duration::from_secs(10)).header("content-type", "application/json").body(body.to_string()).send().await {
-        Ok(r) if r.status().is_success() => tracing::info!(host = host_name, "approval notification sent"),
-        Ok(r) => tracing::warn!(host = host_name, status = r.status().as_u16(), "approval notification refused"),
+    match host
+        .http()
+        .post(&url)
+        .timeout(std::time::Duration::from_secs(10))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => {
+            tracing::info!(host = host_name, "approval notification sent")
+        }
+        Ok(r) => tracing::warn!(
+            host = host_name,
+            status = r.status().as_u16(),
+            "approval notification refused"
+        ),
         // reqwest's error text quotes the URL.
-        Err(e) => tracing::warn!(host = host_name, "approval notification failed: {}", crate::redact::redact(&[url.clone()], &e.to_string())),
+        Err(e) => tracing::warn!(
+            host = host_name,
+            "approval notification failed: {}",
+            crate::redact::redact(&[url.clone()], &e.to_string())
+        ),
     }
 }
 
@@ -823,8 +1176,6 @@ pub struct RunGate {
     pub status: GateStatus,
 }
 
-
-
 /// The run-time gate of a workspace: its approval policies, the held runs in its state.
 pub struct PolicyGate<'a> {
     pub host: &'a PluginHost,
@@ -837,18 +1188,42 @@ impl ApprovalGate for PolicyGate<'_> {
         !self.ws.governance.policies.is_empty()
     }
 
-    fn decide<'a>(&'a self, request: GateRequest<'a>) -> BoxFuture<'a, Result<GateDecision, String>> {
+    fn decide<'a>(
+        &'a self,
+        request: GateRequest<'a>,
+    ) -> BoxFuture<'a, Result<GateDecision, String>> {
         Box::pin(gate_run(self.host, self.ws, self.state, request))
     }
 }
 
 /// Asks the policies about a run's plan, unless it is the run of a plan already approved
 /// with `runs approve`.
-async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request: GateRequest<'_>) -> Result<GateDecision, String> {
-    let GateRequest { run_id, sync, planned, plan_fingerprint, samples, config_hash, full_resync, user, approved_run, undo } = request;
+async fn gate_run(
+    host: &PluginHost,
+    ws: &Workspace,
+    state: &StateStore,
+    request: GateRequest<'_>,
+) -> Result<GateDecision, String> {
+    let GateRequest {
+        run_id,
+        sync,
+        planned,
+        plan_fingerprint,
+        samples,
+        config_hash,
+        full_resync,
+        user,
+        approved_run,
+        undo,
+    } = request;
     if let Some(approved) = approved_run {
         if let Some(mut gate) = state.run_gate::<RunGate>(approved).map_err(state_err)? {
-            if gate.status == GateStatus::Approved && gate.sync == sync.name && gate.plan_fingerprint == plan_fingerprint && gate.config_hash == config_hash && gate.undo.as_ref() == undo {
+            if gate.status == GateStatus::Approved
+                && gate.sync == sync.name
+                && gate.plan_fingerprint == plan_fingerprint
+                && gate.config_hash == config_hash
+                && gate.undo.as_ref() == undo
+            {
                 gate.status = GateStatus::Used;
                 let event = AuditEvent {
                     user: user.into(),
@@ -857,21 +1232,40 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
                     config_hash: Some(config_hash.into()),
                     detail: serde_json::json!({"approved_run": approved, "plan_fingerprint": plan_fingerprint}),
                 };
-                state.write_governance(vec![GovernanceDoc::RunGate(approved, serde_json::to_value(&gate).expect("serializes"))], vec![event]).map_err(state_err)?;
+                state
+                    .write_governance(
+                        vec![GovernanceDoc::RunGate(
+                            approved,
+                            serde_json::to_value(&gate).expect("serializes"),
+                        )],
+                        vec![event],
+                    )
+                    .map_err(state_err)?;
                 return Ok(GateDecision::Proceed);
             }
             tracing::warn!(sync = %sync.name, approved, "the data changed since the approved plan: asking the policies again");
         }
     }
-    let role = ws.governance.users.get(user).copied().unwrap_or(Role::Contributor);
+    let role = ws
+        .governance
+        .users
+        .get(user)
+        .copied()
+        .unwrap_or(Role::Contributor);
     let request = ApprovalRequest {
         kind: RequestKind::Run,
         author: user.into(),
         author_role: role,
         // Contract 0.1.0 has no field for it, so an undo says so in the description's first words.
         description: match undo {
-            None => format!("run of sync {} ({} added, {} changed, {} removed)", sync.name, planned.added, planned.changed, planned.removed),
-            Some(u) => format!("undo of run {} of sync {} ({} added, {} changed, {} removed)", u.run_id, sync.name, planned.added, planned.changed, planned.removed),
+            None => format!(
+                "run of sync {} ({} added, {} changed, {} removed)",
+                sync.name, planned.added, planned.changed, planned.removed
+            ),
+            Some(u) => format!(
+                "undo of run {} of sync {} ({} added, {} changed, {} removed)",
+                u.run_id, sync.name, planned.added, planned.changed, planned.removed
+            ),
         },
         syncs: vec![sync_impact(ws, sync, planned)],
     };
@@ -885,15 +1279,21 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
             config_hash: Some(config_hash.into()),
             detail: serde_json::json!({"planned": planned, "reason": reason}),
         };
-        state.write_governance(vec![], vec![event]).map_err(state_err)?;
+        state
+            .write_governance(vec![], vec![event])
+            .map_err(state_err)?;
         return Ok(GateDecision::Reject(reason));
     }
     if requirements.is_empty() {
         return Ok(GateDecision::Proceed);
     }
     let requested = time::OffsetDateTime::now_utc();
-    let expires = requested + time::Duration::minutes(ws.governance.run_request_ttl_minutes.min(MAX_TTL_MINUTES) as i64);
-    let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let expires = requested
+        + time::Duration::minutes(ws.governance.run_request_ttl_minutes.min(MAX_TTL_MINUTES) as i64);
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
     let gate = RunGate {
         run_id: run_id.into(),
         sync: sync.name.clone(),
@@ -910,7 +1310,11 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
         approvals: Vec::new(),
         status: GateStatus::Waiting,
     };
-    let needs = requirements.iter().map(describe_requirement).collect::<Vec<_>>().join("; ");
+    let needs = requirements
+        .iter()
+        .map(describe_requirement)
+        .collect::<Vec<_>>()
+        .join("; ");
     let event = AuditEvent {
         user: user.into(),
         action: "run.awaiting_approval".into(),
@@ -918,7 +1322,15 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
         config_hash: Some(config_hash.into()),
         detail: serde_json::json!({"planned": planned, "plan_fingerprint": plan_fingerprint, "requirements": requirements}),
     };
-    state.write_governance(vec![GovernanceDoc::RunGate(run_id, serde_json::to_value(&gate).expect("serializes"))], vec![event]).map_err(state_err)?;
+    state
+        .write_governance(
+            vec![GovernanceDoc::RunGate(
+                run_id,
+                serde_json::to_value(&gate).expect("serializes"),
+            )],
+            vec![event],
+        )
+        .map_err(state_err)?;
     let message = format!("run {run_id} of {} waits for approval: {needs}; approve with `backflow runs approve {run_id}`", sync.name);
     notify(host, &ws.governance, &format!("backflow: {message}")).await;
     Ok(GateDecision::Await(message))
@@ -926,26 +1338,62 @@ async fn gate_run(host: &PluginHost, ws: &Workspace, state: &StateStore, request
 
 /// `backflow runs approve RUN`: records an approval of a held run's plan. Returns the gate;
 /// when it is approved the caller runs the sync again with this run as the approved plan.
-pub fn approve_run(state: &StateStore, who: &Identity, run_id: &str, comment: Option<&str>) -> Result<RunGate, String> {
+pub fn approve_run(
+    state: &StateStore,
+    who: &Identity,
+    run_id: &str,
+    comment: Option<&str>,
+) -> Result<RunGate, String> {
     authorize(who, Action::ApproveRun).map_err(|e| e.to_string())?;
-    let mut gate = state.run_gate::<RunGate>(run_id).map_err(state_err)?.ok_or_else(|| format!("run {run_id} is not waiting for approval"))?;
+    let mut gate = state
+        .run_gate::<RunGate>(run_id)
+        .map_err(state_err)?
+        .ok_or_else(|| format!("run {run_id} is not waiting for approval"))?;
     if gate.status != GateStatus::Waiting {
         return Err(format!("run {run_id} was already approved"));
     }
-    let expires = time::OffsetDateTime::parse(&gate.expires_at, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("run {run_id}: stored expires_at {:?} is not a timestamp: {e}", gate.expires_at))?;
+    let expires = time::OffsetDateTime::parse(
+        &gate.expires_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|e| {
+        format!(
+            "run {run_id}: stored expires_at {:?} is not a timestamp: {e}",
+            gate.expires_at
+        )
+    })?;
     if time::OffsetDateTime::now_utc() > expires {
-        return Err(format!("the approval request for run {run_id} expired at {}: run the sync again to ask again", gate.expires_at));
+        return Err(format!(
+            "the approval request for run {run_id} expired at {}: run the sync again to ask again",
+            gate.expires_at
+        ));
     }
-    let unmet: Vec<&Requirement> = gate.requirements.iter().filter(|r| !requirement_met(r, &gate.requested_by, &gate.approvals)).collect();
+    let unmet: Vec<&Requirement> = gate
+        .requirements
+        .iter()
+        .filter(|r| !requirement_met(r, &gate.requested_by, &gate.approvals))
+        .collect();
     if gate.requested_by == who.user && !unmet.iter().all(|r| r.allow_self_approval) {
-        return Err(format!("{} started run {run_id} and cannot approve it: no policy allows self-approval", who.user));
+        return Err(format!(
+            "{} started run {run_id} and cannot approve it: no policy allows self-approval",
+            who.user
+        ));
     }
     if gate.approvals.iter().any(|a| a.user == who.user) {
         return Err(format!("{} already approved run {run_id}", who.user));
     }
-    gate.approvals.push(Review { user: who.user.clone(), role: who.role, verdict: "approve".into(), comment: comment.map(str::to_string), at: now() });
-    if gate.requirements.iter().all(|r| requirement_met(r, &gate.requested_by, &gate.approvals)) {
+    gate.approvals.push(Review {
+        user: who.user.clone(),
+        role: who.role,
+        verdict: "approve".into(),
+        comment: comment.map(str::to_string),
+        at: now(),
+    });
+    if gate
+        .requirements
+        .iter()
+        .all(|r| requirement_met(r, &gate.requested_by, &gate.approvals))
+    {
         gate.status = GateStatus::Approved;
     }
     let event = AuditEvent {
@@ -955,6 +1403,14 @@ pub fn approve_run(state: &StateStore, who: &Identity, run_id: &str, comment: Op
         config_hash: Some(gate.config_hash.clone()),
         detail: serde_json::json!({"comment": comment, "plan_fingerprint": gate.plan_fingerprint, "approved": gate.status == GateStatus::Approved}),
     };
-    state.write_governance(vec![GovernanceDoc::RunGate(run_id, serde_json::to_value(&gate).expect("serializes"))], vec![event]).map_err(state_err)?;
+    state
+        .write_governance(
+            vec![GovernanceDoc::RunGate(
+                run_id,
+                serde_json::to_value(&gate).expect("serializes"),
+            )],
+            vec![event],
+        )
+        .map_err(state_err)?;
     Ok(gate)
 }

@@ -25,9 +25,19 @@ pub async fn change(app: &App, who: &Actor, command: ChangeCommand) -> anyhow::R
                     .collect();
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
-                println!("{:<5} {:<10} {:<14} {:<26} MESSAGE", "ID", "STATUS", "AUTHOR", "CREATED");
+                println!(
+                    "{:<5} {:<10} {:<14} {:<26} MESSAGE",
+                    "ID", "STATUS", "AUTHOR", "CREATED"
+                );
                 for c in changes {
-                    println!("{:<5} {:<10} {:<14} {:<26} {}", c.id, c.status.as_str(), c.author, c.created_at, c.message);
+                    println!(
+                        "{:<5} {:<10} {:<14} {:<26} {}",
+                        c.id,
+                        c.status.as_str(),
+                        c.author,
+                        c.created_at,
+                        c.message
+                    );
                 }
             }
         }
@@ -41,16 +51,27 @@ pub async fn change(app: &App, who: &Actor, command: ChangeCommand) -> anyhow::R
         }
         ChangeCommand::Approve { id, comment } => {
             let change = app.review_change(who, id, true, comment.as_deref())?;
-            println!("{} approved change #{id}: now {}", who.user, change.status.as_str());
+            println!(
+                "{} approved change #{id}: now {}",
+                who.user,
+                change.status.as_str()
+            );
             print_unmet(&change);
         }
         ChangeCommand::Reject { id, comment } => {
             let change = app.review_change(who, id, false, Some(&comment))?;
-            println!("{} rejected change #{id}: now {}", who.user, change.status.as_str());
+            println!(
+                "{} rejected change #{id}: now {}",
+                who.user,
+                change.status.as_str()
+            );
         }
         ChangeCommand::Publish { id } => {
             let change = app.publish_change(who, id).await?;
-            println!("published change #{id} (configuration {}); runs now use it", gov::short(&change.config_hash));
+            println!(
+                "published change #{id} (configuration {}); runs now use it",
+                gov::short(&change.config_hash)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -63,17 +84,44 @@ fn print_unmet(change: &ChangeRequest) {
 }
 
 fn print_change(c: &ChangeRequest, full: bool) {
-    println!("change #{} by {} ({}): {}", c.id, c.author, c.author_role.as_str(), c.status.as_str());
+    println!(
+        "change #{} by {} ({}): {}",
+        c.id,
+        c.author,
+        c.author_role.as_str(),
+        c.status.as_str()
+    );
     if !c.message.is_empty() {
         println!("  {}", c.message);
     }
-    println!("  configuration {} (against {})", gov::short(&c.config_hash), c.base_hash.as_deref().map(gov::short).unwrap_or("nothing published"));
+    println!(
+        "  configuration {} (against {})",
+        gov::short(&c.config_hash),
+        c.base_hash
+            .as_deref()
+            .map(gov::short)
+            .unwrap_or("nothing published")
+    );
     for v in &c.policies {
-        println!("  policy {}: {}", v.policy, serde_json::to_string(&v.decision).unwrap_or_default());
+        println!(
+            "  policy {}: {}",
+            v.policy,
+            serde_json::to_string(&v.decision).unwrap_or_default()
+        );
     }
     print_unmet(c);
     for r in &c.reviews {
-        println!("  {} by {} ({}) at {}{}", r.verdict, r.user, r.role.as_str(), r.at, r.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default());
+        println!(
+            "  {} by {} ({}) at {}{}",
+            r.verdict,
+            r.user,
+            r.role.as_str(),
+            r.at,
+            r.comment
+                .as_deref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        );
     }
     print_diff_summary(&c.diff);
     if full {
@@ -97,7 +145,11 @@ fn print_diff_summary(diff: &ConfigDiff) {
                 i.added,
                 i.changed,
                 i.removed,
-                if i.column_labels.is_empty() { String::new() } else { format!("; labels {}", i.column_labels.join(", ")) }
+                if i.column_labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("; labels {}", i.column_labels.join(", "))
+                }
             ),
         }
     }
@@ -105,10 +157,23 @@ fn print_diff_summary(diff: &ConfigDiff) {
 
 pub fn print_diff(diff: &ConfigDiff) {
     if diff.entities.is_empty() {
-        println!("the working copy matches the published configuration ({})", diff.published_hash.as_deref().map(gov::short).unwrap_or("nothing published"));
+        println!(
+            "the working copy matches the published configuration ({})",
+            diff.published_hash
+                .as_deref()
+                .map(gov::short)
+                .unwrap_or("nothing published")
+        );
         return;
     }
-    println!("working copy {} against published {}:", gov::short(&diff.working_hash), diff.published_hash.as_deref().map(gov::short).unwrap_or("(nothing published)"));
+    println!(
+        "working copy {} against published {}:",
+        gov::short(&diff.working_hash),
+        diff.published_hash
+            .as_deref()
+            .map(gov::short)
+            .unwrap_or("(nothing published)")
+    );
     print_diff_summary(diff);
     print!("{}", diff.text);
 }

@@ -15,21 +15,21 @@
 //! - [`schedule`] computes cron fire times; [`serve`] is the long-running service (scheduler,
 //!   HTTP API, plugin hot reload); [`alerts`] posts run outcomes; [`metrics`] counts for `/metrics`.
 
-pub mod domain;
-pub mod authz;
+pub mod alerts;
 pub mod app;
+pub mod authz;
 pub mod config;
-pub mod host;
 pub mod conformance;
-pub mod scaffold;
+pub mod domain;
+pub mod governance;
+pub mod host;
+pub mod metrics;
 pub mod plugins;
-pub mod sync;
-pub mod state;
+pub mod preview;
 pub mod receiver;
 pub mod redact;
-pub mod governance;
-pub mod preview;
+pub mod scaffold;
 pub mod schedule;
-pub mod alerts;
-pub mod metrics;
 pub mod serve;
+pub mod state;
+pub mod sync;

@@ -17,7 +17,11 @@ mod governance_cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "backflow", version, about = "Reverse-ETL sync engine with sandboxed WebAssembly plugins")]
+#[command(
+    name = "backflow",
+    version,
+    about = "Reverse-ETL sync engine with sandboxed WebAssembly plugins"
+)]
 struct Cli {
     /// The workspace directory (holding backflow.toml).
     #[arg(long, global = true, env = "BACKFLOW_WORKSPACE", default_value = ".")]
@@ -376,12 +380,18 @@ fn main() -> ExitCode {
         backflow::sync::progress::enable_bars();
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "backflow=info,warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "backflow=info,warn".into()),
+        )
         .with_writer(backflow::sync::progress::LogWriter)
         .with_target(false)
         .with_ansi(terminal)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -405,8 +415,14 @@ fn main() -> ExitCode {
         Err(e) => {
             if json {
                 // With --json, every failure is one JSON object on stdout.
-                let kind = e.downcast_ref::<AppError>().map(error_kind).unwrap_or("failed");
-                println!("{}", serde_json::json!({"error": format!("{e:#}"), "kind": kind}));
+                let kind = e
+                    .downcast_ref::<AppError>()
+                    .map(error_kind)
+                    .unwrap_or("failed");
+                println!(
+                    "{}",
+                    serde_json::json!({"error": format!("{e:#}"), "kind": kind})
+                );
             } else {
                 eprintln!("error: {e:#}");
             }
@@ -432,9 +448,13 @@ impl Command {
     fn only_reads(&self) -> bool {
         matches!(
             self,
-            Command::Plugin { command: PluginCommand::List { .. } | PluginCommand::Inspect { .. } | PluginCommand::Conformance { .. } }
-                | Command::Sync { command: SyncCommand::List { .. } | SyncCommand::Plan { .. } }
-                | Command::Diff { .. }
+            Command::Plugin {
+                command: PluginCommand::List { .. }
+                    | PluginCommand::Inspect { .. }
+                    | PluginCommand::Conformance { .. }
+            } | Command::Sync {
+                command: SyncCommand::List { .. } | SyncCommand::Plan { .. }
+            } | Command::Diff { .. }
                 | Command::Audit { .. }
                 | Command::Model { .. }
                 | Command::Rows { .. }
@@ -445,24 +465,50 @@ impl Command {
     fn wants_json(&self) -> bool {
         match self {
             Command::Init { .. } | Command::Receiver { .. } | Command::Serve { .. } => false,
-            Command::Token { command: TokenCommand::Create { json, .. } | TokenCommand::List { json } } => *json,
-            Command::Token { command: TokenCommand::Revoke { .. } } => false,
-            Command::Plugin { command: PluginCommand::List { json } | PluginCommand::Inspect { json, .. } | PluginCommand::Conformance { json, .. } } => *json,
-            Command::Plugin { command: PluginCommand::New { .. } } => false,
+            Command::Token {
+                command: TokenCommand::Create { json, .. } | TokenCommand::List { json },
+            } => *json,
+            Command::Token {
+                command: TokenCommand::Revoke { .. },
+            } => false,
+            Command::Plugin {
+                command:
+                    PluginCommand::List { json }
+                    | PluginCommand::Inspect { json, .. }
+                    | PluginCommand::Conformance { json, .. },
+            } => *json,
+            Command::Plugin {
+                command: PluginCommand::New { .. },
+            } => false,
             Command::Sync { command } => match command {
-                SyncCommand::List { json } | SyncCommand::Run { json, .. } | SyncCommand::Plan { json, .. } | SyncCommand::Test { json, .. } => *json,
+                SyncCommand::List { json }
+                | SyncCommand::Run { json, .. }
+                | SyncCommand::Plan { json, .. }
+                | SyncCommand::Test { json, .. } => *json,
             },
             Command::Diff { json } | Command::Audit { json, .. } => *json,
             Command::Change { command } => match command {
-                ChangeCommand::Submit { json, .. } | ChangeCommand::List { json } | ChangeCommand::Show { json, .. } => *json,
-                ChangeCommand::Approve { .. } | ChangeCommand::Reject { .. } | ChangeCommand::Publish { .. } => false,
+                ChangeCommand::Submit { json, .. }
+                | ChangeCommand::List { json }
+                | ChangeCommand::Show { json, .. } => *json,
+                ChangeCommand::Approve { .. }
+                | ChangeCommand::Reject { .. }
+                | ChangeCommand::Publish { .. } => false,
             },
-            Command::Model { command: ModelCommand::Preview { json, .. } } => *json,
+            Command::Model {
+                command: ModelCommand::Preview { json, .. },
+            } => *json,
             Command::Runs { json, command, .. } => match command {
-                Some(RunsCommand::Approve { json, .. } | RunsCommand::Show { json, .. } | RunsCommand::Undo { json, .. }) => *json,
+                Some(
+                    RunsCommand::Approve { json, .. }
+                    | RunsCommand::Show { json, .. }
+                    | RunsCommand::Undo { json, .. },
+                ) => *json,
                 None => *json,
             },
-            Command::Rows { command: RowsCommand::History { json, .. } } => *json,
+            Command::Rows {
+                command: RowsCommand::History { json, .. },
+            } => *json,
         }
     }
 }
@@ -478,37 +524,92 @@ fn open_app(cli_workspace: &Path, user: Option<&str>) -> anyhow::Result<(App, Ac
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let user = cli.user.as_deref();
     match cli.command {
-        Command::Init { dir, plugins, force } => init(&dir, plugins, force),
-        Command::Receiver { port, host, out, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms, discard } => {
-            let addr: std::net::SocketAddr = format!("{host}:{port}").parse().with_context(|| format!("bad address {host}:{port}"))?;
+        Command::Init {
+            dir,
+            plugins,
+            force,
+        } => init(&dir, plugins, force),
+        Command::Receiver {
+            port,
+            host,
+            out,
+            latency_ms,
+            error_rate,
+            rate_limit,
+            reject,
+            hmac_secret,
+            down_for_ms,
+            discard,
+        } => {
+            let addr: std::net::SocketAddr = format!("{host}:{port}")
+                .parse()
+                .with_context(|| format!("bad address {host}:{port}"))?;
             let reject = match reject {
-                Some(r) => Some(r.split_once('=').map(|(f, v)| (f.to_string(), v.to_string())).context("--reject takes FIELD=VALUE")?),
+                Some(r) => Some(
+                    r.split_once('=')
+                        .map(|(f, v)| (f.to_string(), v.to_string()))
+                        .context("--reject takes FIELD=VALUE")?,
+                ),
                 None => None,
             };
             if !(0.0..=1.0).contains(&error_rate) {
                 bail!("--error-rate must be between 0 and 1");
             }
-            let options = backflow::receiver::ReceiverOptions { out, print: !discard, latency_ms, error_rate, rate_limit, reject, hmac_secret, down_for_ms, echo_headers_status: None, status_for_method: None, fail_requests: None, discard };
+            let options = backflow::receiver::ReceiverOptions {
+                out,
+                print: !discard,
+                latency_ms,
+                error_rate,
+                rate_limit,
+                reject,
+                hmac_secret,
+                down_for_ms,
+                echo_headers_status: None,
+                status_for_method: None,
+                fail_requests: None,
+                discard,
+            };
             let receiver = backflow::receiver::start(addr, options).await?;
             eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);
             tokio::signal::ctrl_c().await?;
-            eprintln!("received {} requests, {} rows", receiver.received().len(), receiver.rows());
+            eprintln!(
+                "received {} requests, {} rows",
+                receiver.received().len(),
+                receiver.rows()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { listen, shutdown_grace_s } => {
-            let options = backflow::serve::ServeOptions { listen, shutdown_grace: std::time::Duration::from_secs(shutdown_grace_s), tick: std::time::Duration::from_millis(250) };
+        Command::Serve {
+            listen,
+            shutdown_grace_s,
+        } => {
+            let options = backflow::serve::ServeOptions {
+                listen,
+                shutdown_grace: std::time::Duration::from_secs(shutdown_grace_s),
+                tick: std::time::Duration::from_millis(250),
+            };
             backflow::serve::serve(&cli.workspace, options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { command } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             match command {
-                TokenCommand::Create { for_user, name, json } => {
+                TokenCommand::Create {
+                    for_user,
+                    name,
+                    json,
+                } => {
                     let new = app.create_token(&actor, for_user.as_deref(), &name)?;
                     if json {
-                        println!("{}", serde_json::json!({"token": new.secret_text, "id": new.record.id, "user": new.record.user, "name": new.record.name}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"token": new.secret_text, "id": new.record.id, "user": new.record.user, "name": new.record.name})
+                        );
                     } else {
-                        eprintln!("token {} for {} ({}); it is shown once, keep it secret:", new.record.id, new.record.user, new.record.name);
+                        eprintln!(
+                            "token {} for {} ({}); it is shown once, keep it secret:",
+                            new.record.id, new.record.user, new.record.name
+                        );
                         println!("{}", new.secret_text);
                     }
                 }
@@ -517,13 +618,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&tokens)?);
                     } else {
-                        println!("{:<28} {:<16} {:<16} {:<22} STATUS", "ID", "USER", "NAME", "CREATED");
+                        println!(
+                            "{:<28} {:<16} {:<16} {:<22} STATUS",
+                            "ID", "USER", "NAME", "CREATED"
+                        );
                         for t in tokens {
                             let status = match (&t.revoked_at, &t.revoked_by) {
-                                (Some(at), by) => format!("revoked {at} by {}", by.as_deref().unwrap_or("?")),
+                                (Some(at), by) => {
+                                    format!("revoked {at} by {}", by.as_deref().unwrap_or("?"))
+                                }
                                 _ => "active".into(),
                             };
-                            println!("{:<28} {:<16} {:<16} {:<22} {status}", t.id, t.user, t.name, t.created_at);
+                            println!(
+                                "{:<28} {:<16} {:<16} {:<22} {status}",
+                                t.id, t.user, t.name, t.created_at
+                            );
                         }
                     }
                 }
@@ -534,7 +643,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { command: PluginCommand::Inspect { file, json } } => {
+        Command::Plugin {
+            command: PluginCommand::Inspect { file, json },
+        } => {
             // Compiled code is cached (a large component takes 10-30 s to compile): in the
             // workspace's state directory when there is a workspace, else the user's cache.
             let host = PluginHost::new(compile_cache_dir(&cli.workspace))?;
@@ -542,58 +653,111 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::print_plugin(&plugin, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { command: PluginCommand::New { name, lang, kind, dir, sdk } } => {
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    kind,
+                    dir,
+                    sdk,
+                },
+        } => {
             let sdk = sdk.or_else(backflow::scaffold::default_sdk_path);
             let root = backflow::scaffold::create(lang, kind, &name, &dir, sdk.as_deref())?;
             println!("created {}", root.display());
             let steps = match lang {
-                backflow::scaffold::Lang::Rust => "./test.sh (it builds, then runs the conformance suite)",
+                backflow::scaffold::Lang::Rust => {
+                    "./test.sh (it builds, then runs the conformance suite)"
+                }
                 backflow::scaffold::Lang::Js => "npm install && npm run build, then npm test",
                 backflow::scaffold::Lang::Python => "./build.sh, then ./test.sh",
             };
-            println!("next: cd {} && {steps}; its README.md says more", root.display());
+            println!(
+                "next: cd {} && {steps}; its README.md says more",
+                root.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin { command: PluginCommand::Conformance { file, config, query, offline_config, grant_network, grant_env, json } } => {
+        Command::Plugin {
+            command:
+                PluginCommand::Conformance {
+                    file,
+                    config,
+                    query,
+                    offline_config,
+                    grant_network,
+                    grant_env,
+                    json,
+                },
+        } => {
             let read = |text: &str, what: &str| -> anyhow::Result<String> {
                 let text = match text.strip_prefix('@') {
-                    Some(path) => std::fs::read_to_string(path).with_context(|| format!("--{what}: reading {path}"))?,
+                    Some(path) => std::fs::read_to_string(path)
+                        .with_context(|| format!("--{what}: reading {path}"))?,
                     None => text.to_string(),
                 };
-                serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("--{what}: not JSON"))?;
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .with_context(|| format!("--{what}: not JSON"))?;
                 Ok(text)
             };
             let options = backflow::conformance::Options {
                 config: read(&config, "config")?,
                 query,
-                offline_config: offline_config.as_deref().map(|c| read(c, "offline-config")).transpose()?,
-                grants: backflow::domain::Grants { files: vec![], network: grant_network, env: grant_env },
+                offline_config: offline_config
+                    .as_deref()
+                    .map(|c| read(c, "offline-config"))
+                    .transpose()?,
+                grants: backflow::domain::Grants {
+                    files: vec![],
+                    network: grant_network,
+                    env: grant_env,
+                },
                 limits: backflow::domain::Limits::default(),
             };
             let host = PluginHost::new(compile_cache_dir(&cli.workspace))?;
             let report = backflow::conformance::run(&host, &file, &options).await;
             cli::print_conformance(&report, json)?;
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Plugin { command: PluginCommand::List { json } } => {
+        Command::Plugin {
+            command: PluginCommand::List { json },
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             let scan = app.list_plugins(&actor).await?;
             cli::print_plugin_list(&scan, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { command: SyncCommand::List { json } } => {
+        Command::Sync {
+            command: SyncCommand::List { json },
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             let syncs = app.list_syncs(&actor)?;
             cli::print_sync_list(&syncs, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { command: SyncCommand::Plan { name, json, samples, full_resync, draft } } => {
+        Command::Sync {
+            command:
+                SyncCommand::Plan {
+                    name,
+                    json,
+                    samples,
+                    full_resync,
+                    draft,
+                },
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             let report = app.plan(&actor, &name, full_resync, draft, samples).await?;
             cli::print_plan(&report, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Model { command: ModelCommand::Preview { name, limit, json } } => {
+        Command::Model {
+            command: ModelCommand::Preview { name, limit, json },
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             let preview = app.preview_model(&actor, &name, limit).await?;
             if json {
@@ -603,23 +767,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { command: SyncCommand::Test { name, row, json, draft } } => {
+        Command::Sync {
+            command:
+                SyncCommand::Test {
+                    name,
+                    row,
+                    json,
+                    draft,
+                },
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             let report = app.test_row(&actor, &name, &row, draft).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("sent {} {} to {}: {}", report.operation, report.row, report.sync, report.outcome);
+                println!(
+                    "sent {} {} to {}: {}",
+                    report.operation, report.row, report.sync, report.outcome
+                );
                 if let Some(m) = &report.message {
                     println!("  {m}");
                 }
             }
-            Ok(if report.outcome == "accepted" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.outcome == "accepted" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Sync { command: SyncCommand::Run { names, all, json, full_resync, draft } } => {
+        Command::Sync {
+            command:
+                SyncCommand::Run {
+                    names,
+                    all,
+                    json,
+                    full_resync,
+                    draft,
+                },
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
-            let names: Vec<String> = if all { app.working().syncs.keys().cloned().collect() } else { names };
-            let request = RunRequest { full_resync, draft, trigger: String::new(), stop: None };
+            let names: Vec<String> = if all {
+                app.working().syncs.keys().cloned().collect()
+            } else {
+                names
+            };
+            let request = RunRequest {
+                full_resync,
+                draft,
+                trigger: String::new(),
+                stop: None,
+            };
             let mut results = app.run(&actor, &names, &request).await?;
             if results.len() == 1 {
                 let record = match results.pop() {
@@ -635,10 +832,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(exit_code(&[record.status], false));
             }
             cli::print_run_summary(&results, json)?;
-            let statuses: Vec<RunStatus> = results.iter().filter_map(|r| if let RunResult::Ran(r) = r { Some(r.status) } else { None }).collect();
-            Ok(exit_code(&statuses, results.iter().any(|r| matches!(r, RunResult::NotStarted { .. }))))
+            let statuses: Vec<RunStatus> = results
+                .iter()
+                .filter_map(|r| {
+                    if let RunResult::Ran(r) = r {
+                        Some(r.status)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            Ok(exit_code(
+                &statuses,
+                results
+                    .iter()
+                    .any(|r| matches!(r, RunResult::NotStarted { .. })),
+            ))
         }
-        Command::Runs { command: Some(RunsCommand::Approve { id, comment, json }), .. } => {
+        Command::Runs {
+            command: Some(RunsCommand::Approve { id, comment, json }),
+            ..
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             match app.approve_run(&actor, &id, comment.as_deref()).await? {
                 RunApproval::NeedsMore(_) => {
@@ -673,16 +887,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (app, actor) = open_app(&cli.workspace, user)?;
             governance_cli::audit(&app.audit(&actor)?, json, verify)
         }
-        Command::Rows { command: RowsCommand::History { sync, key, draft, json } } => {
+        Command::Rows {
+            command:
+                RowsCommand::History {
+                    sync,
+                    key,
+                    draft,
+                    json,
+                },
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             cli::print_row_history(&app.row_history(&actor, &sync, &key, draft)?, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Runs { sync, limit, json, command } => {
+        Command::Runs {
+            sync,
+            limit,
+            json,
+            command,
+        } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
             match command {
-                Some(RunsCommand::Approve { .. }) => bail!("internal error: runs approve is handled above"),
-                Some(RunsCommand::Undo { id, yes, force, json }) => {
+                Some(RunsCommand::Approve { .. }) => {
+                    bail!("internal error: runs approve is handled above")
+                }
+                Some(RunsCommand::Undo {
+                    id,
+                    yes,
+                    force,
+                    json,
+                }) => {
                     if !yes {
                         let report = app.plan_undo(&actor, &id, force).await?;
                         cli::print_undo_report(&report, json)?;
@@ -703,7 +937,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         cli::print_run(&run);
                         for r in &run.rejected {
-                            println!("  rejected {} ({}): {}", cli::shown(&r.key), r.change, cli::shown(&r.error));
+                            println!(
+                                "  rejected {} ({}): {}",
+                                cli::shown(&r.key),
+                                r.change,
+                                cli::shown(&r.error)
+                            );
                         }
                     }
                 }
@@ -723,7 +962,9 @@ fn compile_cache_dir(workspace: &Path) -> Option<PathBuf> {
     if let Ok(ws) = backflow::config::Workspace::load(workspace) {
         return Some(ws.state_dir.join("cache"));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("backflow").join("compiled"))
 }
 
@@ -731,7 +972,11 @@ fn compile_cache_dir(workspace: &Path) -> Option<PathBuf> {
 /// rejected, 4 if one awaits approval, 2 if one was partial, 0 otherwise.
 fn exit_code(statuses: &[RunStatus], not_started: bool) -> ExitCode {
     let any = |s: RunStatus| statuses.contains(&s);
-    if not_started || any(RunStatus::Failed) || any(RunStatus::Running) || any(RunStatus::Interrupted) {
+    if not_started
+        || any(RunStatus::Failed)
+        || any(RunStatus::Running)
+        || any(RunStatus::Interrupted)
+    {
         ExitCode::FAILURE
     } else if any(RunStatus::Blocked) || any(RunStatus::Rejected) {
         ExitCode::from(3)
@@ -747,14 +992,22 @@ fn exit_code(statuses: &[RunStatus], not_started: bool) -> ExitCode {
 const EXAMPLE_WORKSPACE: &str = include_str!("../../examples/quickstart/backflow.toml");
 const EXAMPLE_CUSTOMERS: &str = include_str!("../../examples/quickstart/data/customers.csv");
 /// First-party plugins `init` copies into a new workspace.
-const FIRST_PARTY_PLUGINS: &[&str] = &["file_source.wasm", "webhook.wasm", "noop_destination.wasm", "checks.wasm"];
+const FIRST_PARTY_PLUGINS: &[&str] = &[
+    "file_source.wasm",
+    "webhook.wasm",
+    "noop_destination.wasm",
+    "checks.wasm",
+];
 
 fn init(dir: &Path, plugins: Option<PathBuf>, force: bool) -> anyhow::Result<ExitCode> {
     let plugins_from = match plugins {
         Some(p) => p,
         None => {
             let exe = std::env::current_exe().context("locating the backflow binary")?;
-            exe.parent().and_then(|d| d.parent()).map(|d| d.join("plugins")).context("locating the default plugins directory")?
+            exe.parent()
+                .and_then(|d| d.parent())
+                .map(|d| d.join("plugins"))
+                .context("locating the default plugins directory")?
         }
     };
     for name in FIRST_PARTY_PLUGINS {
@@ -767,7 +1020,10 @@ fn init(dir: &Path, plugins: Option<PathBuf>, force: bool) -> anyhow::Result<Exi
     }
     let main_file = dir.join("backflow.toml");
     if main_file.exists() && !force {
-        bail!("{} already exists (use --force to overwrite)", main_file.display());
+        bail!(
+            "{} already exists (use --force to overwrite)",
+            main_file.display()
+        );
     }
     std::fs::create_dir_all(dir.join("data"))?;
     std::fs::create_dir_all(dir.join("plugins"))?;
@@ -775,11 +1031,15 @@ fn init(dir: &Path, plugins: Option<PathBuf>, force: bool) -> anyhow::Result<Exi
     std::fs::write(dir.join("data/customers.csv"), EXAMPLE_CUSTOMERS)?;
     std::fs::write(dir.join(".gitignore"), ".backflow/\n")?;
     for name in FIRST_PARTY_PLUGINS {
-        std::fs::copy(plugins_from.join(name), dir.join("plugins").join(name)).with_context(|| format!("copying {name}"))?;
+        std::fs::copy(plugins_from.join(name), dir.join("plugins").join(name))
+            .with_context(|| format!("copying {name}"))?;
     }
     println!("created a workspace in {}", dir.display());
     println!("next:");
     println!("  backflow receiver --port 8085 &            # a local endpoint to sync into");
-    println!("  CRM_TOKEN=demo backflow --workspace {} sync run customers_to_crm", dir.display());
+    println!(
+        "  CRM_TOKEN=demo backflow --workspace {} sync run customers_to_crm",
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

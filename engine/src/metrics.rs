@@ -46,12 +46,36 @@ fn metrics() -> &'static Metrics {
             registry: Registry::default(),
         };
         registry.register("runs", "Finished runs by sync and status", m.runs.clone());
-        registry.register("rows", "Rows by sync, operation (added, changed, removed) and outcome (delivered, failed)", m.rows.clone());
-        registry.register("delivery_request_seconds", "Duration of one destination write call, retries included separately", m.delivery_seconds.clone());
-        registry.register("delivery_retries", "Destination write calls retried after a retryable failure", m.retries.clone());
-        registry.register("plugin_call_seconds", "Duration of calls into plugins", m.plugin_call_seconds.clone());
-        registry.register("plugin_traps", "Plugin calls that trapped (crash, CPU or memory limit, timeout)", m.plugin_traps.clone());
-        registry.register("plugin_reloads", "Plugin files the service loaded (accepted) or refused", m.plugin_reloads.clone());
+        registry.register(
+            "rows",
+            "Rows by sync, operation (added, changed, removed) and outcome (delivered, failed)",
+            m.rows.clone(),
+        );
+        registry.register(
+            "delivery_request_seconds",
+            "Duration of one destination write call, retries included separately",
+            m.delivery_seconds.clone(),
+        );
+        registry.register(
+            "delivery_retries",
+            "Destination write calls retried after a retryable failure",
+            m.retries.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Duration of calls into plugins",
+            m.plugin_call_seconds.clone(),
+        );
+        registry.register(
+            "plugin_traps",
+            "Plugin calls that trapped (crash, CPU or memory limit, timeout)",
+            m.plugin_traps.clone(),
+        );
+        registry.register(
+            "plugin_reloads",
+            "Plugin files the service loaded (accepted) or refused",
+            m.plugin_reloads.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -59,11 +83,26 @@ fn metrics() -> &'static Metrics {
 /// Counts a finished run.
 pub fn record_run(run: &crate::domain::RunRecord) {
     let m = metrics();
-    m.runs.get_or_create(&vec![("sync", run.sync.clone()), ("status", run.status.as_str().to_string())]).inc();
+    m.runs
+        .get_or_create(&vec![
+            ("sync", run.sync.clone()),
+            ("status", run.status.as_str().to_string()),
+        ])
+        .inc();
     for (outcome, counts) in [("delivered", &run.delivered), ("failed", &run.failed)] {
-        for (op, n) in [("added", counts.added), ("changed", counts.changed), ("removed", counts.removed)] {
+        for (op, n) in [
+            ("added", counts.added),
+            ("changed", counts.changed),
+            ("removed", counts.removed),
+        ] {
             if n > 0 {
-                m.rows.get_or_create(&vec![("sync", run.sync.clone()), ("operation", op.to_string()), ("outcome", outcome.to_string())]).inc_by(n);
+                m.rows
+                    .get_or_create(&vec![
+                        ("sync", run.sync.clone()),
+                        ("operation", op.to_string()),
+                        ("outcome", outcome.to_string()),
+                    ])
+                    .inc_by(n);
             }
         }
     }
@@ -71,22 +110,39 @@ pub fn record_run(run: &crate::domain::RunRecord) {
 
 pub fn record_delivery(sync: &str, seconds: f64, retry: bool) {
     let m = metrics();
-    m.delivery_seconds.get_or_create(&vec![("sync", sync.to_string())]).observe(seconds);
+    m.delivery_seconds
+        .get_or_create(&vec![("sync", sync.to_string())])
+        .observe(seconds);
     if retry {
-        m.retries.get_or_create(&vec![("sync", sync.to_string())]).inc();
+        m.retries
+            .get_or_create(&vec![("sync", sync.to_string())])
+            .inc();
     }
 }
 
 pub fn record_plugin_call(plugin: &str, seconds: f64, trapped: bool) {
     let m = metrics();
-    m.plugin_call_seconds.get_or_create(&vec![("plugin", plugin.to_string())]).observe(seconds);
+    m.plugin_call_seconds
+        .get_or_create(&vec![("plugin", plugin.to_string())])
+        .observe(seconds);
     if trapped {
-        m.plugin_traps.get_or_create(&vec![("plugin", plugin.to_string())]).inc();
+        m.plugin_traps
+            .get_or_create(&vec![("plugin", plugin.to_string())])
+            .inc();
     }
 }
 
 pub fn record_reload(plugin_file: &str, accepted: bool) {
-    metrics().plugin_reloads.get_or_create(&vec![("file", plugin_file.to_string()), ("outcome", if accepted { "accepted" } else { "refused" }.to_string())]).inc();
+    metrics()
+        .plugin_reloads
+        .get_or_create(&vec![
+            ("file", plugin_file.to_string()),
+            (
+                "outcome",
+                if accepted { "accepted" } else { "refused" }.to_string(),
+            ),
+        ])
+        .inc();
 }
 
 /// Everything, in the Prometheus text exposition format.
@@ -106,8 +162,17 @@ mod tests {
         record_plugin_call("unit-test-plugin", 0.002, true);
         record_delivery("unit_test_sync", 0.01, true);
         let text = render();
-        assert!(text.contains("backflow_plugin_traps_total{plugin=\"unit-test-plugin\"} 1"), "{text}");
-        assert!(text.contains("backflow_delivery_retries_total{sync=\"unit_test_sync\"} 1"), "{text}");
-        assert!(text.contains("backflow_plugin_call_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("backflow_plugin_traps_total{plugin=\"unit-test-plugin\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backflow_delivery_retries_total{sync=\"unit_test_sync\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backflow_plugin_call_seconds_bucket"),
+            "{text}"
+        );
     }
 }

@@ -20,14 +20,23 @@ pub struct Scan {
 pub async fn scan(host: &PluginHost, dir: &Path) -> Scan {
     let mut plugins = Vec::new();
     let mut problems = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     for file in files {
         let is_wasm_name = file.extension().is_some_and(|e| e == "wasm");
         match host.load(&file).await {
             Ok(p) => plugins.push(p),
             Err(e) if is_wasm_name => problems.push((file, format!("{e:#}"))),
-            Err(_) => problems.push((file, "not a plugin (plugins are WebAssembly components ending in .wasm)".into())),
+            Err(_) => problems.push((
+                file,
+                "not a plugin (plugins are WebAssembly components ending in .wasm)".into(),
+            )),
         }
     }
     Scan { plugins, problems }
@@ -64,7 +73,10 @@ impl Served {
 
     /// The newest version of every served file.
     pub fn current(&self) -> Vec<Plugin> {
-        self.files.values().filter_map(|v| v.last().cloned()).collect()
+        self.files
+            .values()
+            .filter_map(|v| v.last().cloned())
+            .collect()
     }
 
     pub fn versions(&self, path: &Path) -> &[Plugin] {
@@ -76,15 +88,28 @@ impl Served {
     fn pick(&self, path: Option<&Path>, name: &str, pin: Option<&str>) -> Option<Plugin> {
         let candidates: Vec<&Vec<Plugin>> = match path {
             Some(path) => self.files.get(path).into_iter().collect(),
-            None => self.files.values().filter(|v| v.iter().any(|p| p.spec.name == name)).collect(),
+            None => self
+                .files
+                .values()
+                .filter(|v| v.iter().any(|p| p.spec.name == name))
+                .collect(),
         };
         let matching = |p: &&Plugin| path.is_some() || p.spec.name == name;
         if let Some(pin) = pin {
-            if let Some(p) = candidates.iter().flat_map(|v| v.iter()).filter(matching).find(|p| p.hash == pin) {
+            if let Some(p) = candidates
+                .iter()
+                .flat_map(|v| v.iter())
+                .filter(matching)
+                .find(|p| p.hash == pin)
+            {
                 return Some(p.clone());
             }
         }
-        candidates.iter().filter_map(|v| v.iter().rev().find(matching)).next().cloned()
+        candidates
+            .iter()
+            .filter_map(|v| v.iter().rev().find(matching))
+            .next()
+            .cloned()
     }
 }
 
@@ -93,7 +118,10 @@ impl PluginHost {
     /// then offers what it loads).
     pub fn serve_plugins_from(&self, dir: &Path) {
         let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
-        *served = Some(Served { dir: dir.to_path_buf(), files: BTreeMap::new() });
+        *served = Some(Served {
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+        });
     }
 
     /// Changes what the service serves.
@@ -104,19 +132,38 @@ impl PluginHost {
 }
 
 /// Resolves a workspace's `plugin = "..."` value (the newest version).
-pub async fn resolve(host: &PluginHost, root: &Path, plugins_dir: &Path, reference: &str) -> anyhow::Result<Plugin> {
+pub async fn resolve(
+    host: &PluginHost,
+    root: &Path,
+    plugins_dir: &Path,
+    reference: &str,
+) -> anyhow::Result<Plugin> {
     resolve_pinned(host, root, plugins_dir, reference, None).await
 }
 
 /// Resolves a workspace's `plugin = "..."` value. In a service, the version pinned by the
 /// published configuration is preferred while it is still served.
-pub async fn resolve_pinned(host: &PluginHost, root: &Path, plugins_dir: &Path, reference: &str, pin: Option<&str>) -> anyhow::Result<Plugin> {
+pub async fn resolve_pinned(
+    host: &PluginHost,
+    root: &Path,
+    plugins_dir: &Path,
+    reference: &str,
+    pin: Option<&str>,
+) -> anyhow::Result<Plugin> {
     let by_path = reference.ends_with(".wasm") || reference.contains('/');
-    let path = by_path.then(|| if Path::new(reference).is_absolute() { PathBuf::from(reference) } else { root.join(reference) });
+    let path = by_path.then(|| {
+        if Path::new(reference).is_absolute() {
+            PathBuf::from(reference)
+        } else {
+            root.join(reference)
+        }
+    });
     {
         let served = host.served.read().unwrap_or_else(|e| e.into_inner());
         if let Some(served) = served.as_ref() {
-            let in_dir = path.as_ref().is_none_or(|p| p.parent() == Some(served.dir.as_path()));
+            let in_dir = path
+                .as_ref()
+                .is_none_or(|p| p.parent() == Some(served.dir.as_path()));
             if in_dir {
                 return served.pick(path.as_deref(), reference, pin).ok_or_else(|| {
                     let names: Vec<String> = served.current().iter().map(|p| p.spec.name.clone()).collect();
@@ -133,7 +180,10 @@ pub async fn resolve_pinned(host: &PluginHost, root: &Path, plugins_dir: &Path, 
         return host.load(&path).await;
     }
     // Fast path: a file named after the plugin (`webhook.wasm`, `file_source.wasm`).
-    for candidate in [format!("{reference}.wasm"), format!("{}.wasm", reference.replace('-', "_"))] {
+    for candidate in [
+        format!("{reference}.wasm"),
+        format!("{}.wasm", reference.replace('-', "_")),
+    ] {
         let path = plugins_dir.join(candidate);
         if path.is_file() {
             if let Ok(p) = host.load(&path).await {
@@ -145,11 +195,18 @@ pub async fn resolve_pinned(host: &PluginHost, root: &Path, plugins_dir: &Path, 
     }
     let scan = scan(host, plugins_dir).await;
     let names: Vec<String> = scan.plugins.iter().map(|p| p.spec.name.clone()).collect();
-    scan.plugins.into_iter().find(|p| p.spec.name == reference).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no plugin named {reference:?} in {} (found: {})",
-            plugins_dir.display(),
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
-        )
-    })
+    scan.plugins
+        .into_iter()
+        .find(|p| p.spec.name == reference)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no plugin named {reference:?} in {} (found: {})",
+                plugins_dir.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })
 }

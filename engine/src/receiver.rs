@@ -93,13 +93,25 @@ impl Receiver {
 
     /// Rows received in requests that were accepted (2xx).
     pub fn rows(&self) -> usize {
-        self.shared.received.lock().unwrap().iter().filter(|r| (200..300).contains(&r.status)).map(|r| r.rows).sum::<usize>()
-            + self.shared.discarded_rows.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .map(|r| r.rows)
+            .sum::<usize>()
+            + self
+                .shared
+                .discarded_rows
+                .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The most requests the receiver was handling at the same time.
     pub fn max_concurrency(&self) -> usize {
-        self.shared.max_active.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared
+            .max_active
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -111,7 +123,11 @@ impl Receiver {
 pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result<Receiver> {
     let out = match &options.out {
         Some(path) => Some(Mutex::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?,
         )),
         None => None,
     };
@@ -131,7 +147,9 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
         .route("/_receiver/requests", axum::routing::get(list))
         .fallback(record)
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -141,14 +159,24 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
             })
             .await;
     });
-    Ok(Receiver { addr, shared, _stop: stop })
+    Ok(Receiver {
+        addr,
+        shared,
+        _stop: stop,
+    })
 }
 
 async fn list(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(shared.received.lock().unwrap().clone())
 }
 
-async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     use std::sync::atomic::Ordering;
     let now_active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
     shared.max_active.fetch_max(now_active, Ordering::SeqCst);
@@ -157,7 +185,13 @@ async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     response
 }
 
-async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+async fn answer(
+    shared: &Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     use axum::http::StatusCode;
     let o = &shared.options;
     if o.latency_ms > 0 {
@@ -165,22 +199,48 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     }
     // Discarding and judging no row: parse every body in full, but only to count its rows
     // (no JSON value is built; a benchmark's receiver must not be the bottleneck).
-    let faults = o.latency_ms > 0 || o.down_for_ms > 0 || o.fail_requests.is_some() || o.status_for_method.is_some() || o.echo_headers_status.is_some() || o.hmac_secret.is_some() || o.rate_limit.is_some() || o.error_rate > 0.0;
+    let faults = o.latency_ms > 0
+        || o.down_for_ms > 0
+        || o.fail_requests.is_some()
+        || o.status_for_method.is_some()
+        || o.echo_headers_status.is_some()
+        || o.hmac_secret.is_some()
+        || o.rate_limit.is_some()
+        || o.error_rate > 0.0;
     if o.discard && o.reject.is_none() && shared.out.is_none() && !o.print && !faults {
         // Like the full path: a body that is not JSON counts no rows.
-        let rows = serde_json::from_slice::<RowCount>(&body).map(|c| c.0).unwrap_or(0);
-        shared.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        shared.discarded_rows.fetch_add(rows, std::sync::atomic::Ordering::SeqCst);
+        let rows = serde_json::from_slice::<RowCount>(&body)
+            .map(|c| c.0)
+            .unwrap_or(0);
+        shared
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        shared
+            .discarded_rows
+            .fetch_add(rows, std::sync::atomic::Ordering::SeqCst);
         return (axum::http::StatusCode::OK, r#"{"ok":true}"#).into_response();
     }
-    let body_json = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let body_json = serde_json::from_slice::<serde_json::Value>(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     let rows_of = |v: &serde_json::Value| -> Vec<serde_json::Value> {
         match v {
             serde_json::Value::Array(a) => a.clone(),
             // A wrapper object such as {"records": [...]}, or one with fields beside its
             // `rows` ({"operation": "insert", "rows": [...]}, what the templates send).
-            serde_json::Value::Object(m) if m.len() == 1 && m.values().next().is_some_and(|x| x.is_array()) => m.values().next().and_then(|x| x.as_array()).cloned().unwrap_or_default(),
-            serde_json::Value::Object(m) if m.get("rows").is_some_and(|x| x.is_array()) => m.get("rows").and_then(|x| x.as_array()).cloned().unwrap_or_default(),
+            serde_json::Value::Object(m)
+                if m.len() == 1 && m.values().next().is_some_and(|x| x.is_array()) =>
+            {
+                m.values()
+                    .next()
+                    .and_then(|x| x.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            serde_json::Value::Object(m) if m.get("rows").is_some_and(|x| x.is_array()) => m
+                .get("rows")
+                .and_then(|x| x.as_array())
+                .cloned()
+                .unwrap_or_default(),
             serde_json::Value::Object(_) => vec![v.clone()],
             _ => vec![],
         }
@@ -190,35 +250,67 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
         if shared.started.elapsed() < std::time::Duration::from_millis(o.down_for_ms) {
             break 'verdict (StatusCode::SERVICE_UNAVAILABLE, "down".to_string(), false);
         }
-        let number = shared.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let number = shared
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         if let Some((first, count)) = o.fail_requests {
             if (first..first + count).contains(&number) {
-                break 'verdict (StatusCode::INTERNAL_SERVER_ERROR, format!("request {number}: injected error"), false);
+                break 'verdict (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("request {number}: injected error"),
+                    false,
+                );
             }
         }
         if let Some((m, status)) = &o.status_for_method {
             if method.as_str().eq_ignore_ascii_case(m) {
-                break 'verdict (StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND), "no such record".to_string(), false);
+                break 'verdict (
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::NOT_FOUND),
+                    "no such record".to_string(),
+                    false,
+                );
             }
         }
         if let Some(status) = o.echo_headers_status {
-            let echoed: BTreeMap<&str, &str> = headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?"))).collect();
+            let echoed: BTreeMap<&str, &str> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?")))
+                .collect();
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            break 'verdict (status, format!("request refused; you sent: {}", serde_json::to_string(&echoed).unwrap_or_default()), false);
+            break 'verdict (
+                status,
+                format!(
+                    "request refused; you sent: {}",
+                    serde_json::to_string(&echoed).unwrap_or_default()
+                ),
+                false,
+            );
         }
         if let Some(secret) = &o.hmac_secret {
             if let Err(why) = verify_signature(secret, &headers, &body) {
-                break 'verdict (StatusCode::UNAUTHORIZED, format!("bad signature: {why}"), false);
+                break 'verdict (
+                    StatusCode::UNAUTHORIZED,
+                    format!("bad signature: {why}"),
+                    false,
+                );
             }
         }
         if let Some(limit) = o.rate_limit {
             let mut window = shared.window.lock().unwrap();
             let now = std::time::Instant::now();
-            while window.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
+            while window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+            {
                 window.pop_front();
             }
             if window.len() >= limit as usize {
-                break 'verdict (StatusCode::TOO_MANY_REQUESTS, format!("more than {limit} requests per second"), true);
+                break 'verdict (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("more than {limit} requests per second"),
+                    true,
+                );
             }
             window.push_back(now);
         }
@@ -227,27 +319,60 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
             *due += o.error_rate;
             if *due >= 1.0 {
                 *due -= 1.0;
-                break 'verdict (StatusCode::INTERNAL_SERVER_ERROR, "injected error".to_string(), false);
+                break 'verdict (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "injected error".to_string(),
+                    false,
+                );
             }
         }
         if let Some((field, value)) = &o.reject {
-            let hit = rows.iter().any(|r| r.get(field).is_some_and(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()) == *value));
+            let hit = rows.iter().any(|r| {
+                r.get(field).is_some_and(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                        == *value
+                })
+            });
             if hit {
-                break 'verdict (StatusCode::UNPROCESSABLE_ENTITY, format!("rows with {field} = {value} are refused"), false);
+                break 'verdict (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("rows with {field} = {value} are refused"),
+                    false,
+                );
             }
         }
         (StatusCode::OK, r#"{"ok":true}"#.to_string(), false)
     };
     let received = Received {
         method: method.to_string(),
-        path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
+        path: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
         body: body_json,
         rows: rows.len(),
         status: status.as_u16(),
     };
     if o.print {
-        println!("{} {}  {} rows  {} bytes  -> {}", received.method, received.path, received.rows, body.len(), status.as_u16());
+        println!(
+            "{} {}  {} rows  {} bytes  -> {}",
+            received.method,
+            received.path,
+            received.rows,
+            body.len(),
+            status.as_u16()
+        );
     }
     if let Some(out) = &shared.out {
         let mut line = serde_json::to_vec(&received).unwrap_or_default();
@@ -255,13 +380,22 @@ async fn answer(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
         let _ = out.lock().unwrap().write_all(&line);
     }
     if o.discard {
-        shared.discarded_rows.fetch_add(if (200..300).contains(&received.status) { received.rows } else { 0 }, std::sync::atomic::Ordering::SeqCst);
+        shared.discarded_rows.fetch_add(
+            if (200..300).contains(&received.status) {
+                received.rows
+            } else {
+                0
+            },
+            std::sync::atomic::Ordering::SeqCst,
+        );
     } else {
         shared.received.lock().unwrap().push(received);
     }
     let mut response = (status, answer).into_response();
     if retry_after {
-        response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
     }
     response
 }
@@ -297,14 +431,20 @@ impl<'de> serde::de::Visitor<'de> for Count {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("JSON")
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(usize, bool), A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<(usize, bool), A::Error> {
         let mut n = 0;
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
             n += 1;
         }
         Ok((n, true))
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(usize, bool), A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<(usize, bool), A::Error> {
         let (mut entries, mut array, mut rows) = (0, None, None);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             entries += 1;
@@ -318,7 +458,14 @@ impl<'de> serde::de::Visitor<'de> for Count {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        Ok((if entries == 1 { array.unwrap_or(1) } else { rows.unwrap_or(1) }, false))
+        Ok((
+            if entries == 1 {
+                array.unwrap_or(1)
+            } else {
+                rows.unwrap_or(1)
+            },
+            false,
+        ))
     }
     fn visit_bool<E>(self, _: bool) -> Result<(usize, bool), E> {
         Ok((0, false))
@@ -344,12 +491,22 @@ impl<'de> serde::de::Visitor<'de> for Count {
 mod tests {
     #[test]
     fn counts_rows_as_the_full_parse_does() {
-        let count = |body: &str| serde_json::from_str::<super::RowCount>(body).map(|c| c.0).ok();
+        let count = |body: &str| {
+            serde_json::from_str::<super::RowCount>(body)
+                .map(|c| c.0)
+                .ok()
+        };
         assert_eq!(count(r#"[{"a":1},{"b":[1,2]},3]"#), Some(3));
         assert_eq!(count(r#"{"records":[{"a":1},{"a":2}]}"#), Some(2));
         assert_eq!(count(r#"{"id":1,"x":[1]}"#), Some(1));
-        assert_eq!(count(r#"{"operation":"insert","rows":[{"a":1},{"a":2}]}"#), Some(2));
-        assert_eq!(count(r#"{"operation":"insert","ro\u0077s":[{"a":1},{"a":2}]}"#), Some(2));
+        assert_eq!(
+            count(r#"{"operation":"insert","rows":[{"a":1},{"a":2}]}"#),
+            Some(2)
+        );
+        assert_eq!(
+            count(r#"{"operation":"insert","ro\u0077s":[{"a":1},{"a":2}]}"#),
+            Some(2)
+        );
         assert_eq!(count(r#"{"x":{"y":[1,2,3]}}"#), Some(1));
         assert_eq!(count(r#"[{"a":1},"#), None);
         assert_eq!(count(r#"["\x"]"#), None);
@@ -359,7 +516,10 @@ mod tests {
 /// Checks `X-Backflow-Signature: t=UNIX,v1=HEX` = HMAC-SHA256(secret, "UNIX." + body).
 fn verify_signature(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
     use hmac::Mac;
-    let header = headers.get("x-backflow-signature").and_then(|v| v.to_str().ok()).ok_or("no X-Backflow-Signature header")?;
+    let header = headers
+        .get("x-backflow-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no X-Backflow-Signature header")?;
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
@@ -371,9 +531,11 @@ fn verify_signature(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<()
     }
     let (t, v1) = (t.ok_or("no t=")?, v1.ok_or("no v1=")?);
     let expected = hex::decode(v1).map_err(|_| "v1 is not hex")?;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
     mac.update(t.as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| "signature mismatch".to_string())
+    mac.verify_slice(&expected)
+        .map_err(|_| "signature mismatch".to_string())
 }

@@ -15,7 +15,19 @@
 pub const REDACTED: &str = "[redacted]";
 
 /// Header and field names whose values are credentials (compared case-insensitively).
-const SECRET_KEYS: &[&str] = &["authorization", "proxy-authorization", "x-api-key", "api-key", "api_key", "apikey", "token", "access_token", "password", "secret", "client_secret"];
+const SECRET_KEYS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "password",
+    "secret",
+    "client_secret",
+];
 
 /// Schemes whose next word is a credential.
 const SCHEMES: &[&str] = &["bearer", "basic", "token"];
@@ -42,11 +54,21 @@ pub fn redact_credentials(text: &str) -> String {
     // ASCII lowercasing keeps lengths).
     let mut cuts: Vec<(usize, usize)> = Vec::new();
     let bytes = text.as_bytes();
-    let word_start = |i: usize| i == 0 || !(bytes[i - 1] as char).is_ascii_alphanumeric() && bytes[i - 1] != b'_' && bytes[i - 1] != b'-';
+    let word_start = |i: usize| {
+        i == 0
+            || !(bytes[i - 1] as char).is_ascii_alphanumeric()
+                && bytes[i - 1] != b'_'
+                && bytes[i - 1] != b'-'
+    };
     // The value after `i` (skipping spaces, quotes and one separator), as a byte range.
     let value_after = |mut i: usize, separators: &[u8]| -> Option<(usize, usize)> {
         let mut seen_separator = separators.is_empty();
-        while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'"' || bytes[i] == b'\'' || (!seen_separator && separators.contains(&bytes[i]))) {
+        while i < bytes.len()
+            && (bytes[i] == b' '
+                || bytes[i] == b'"'
+                || bytes[i] == b'\''
+                || (!seen_separator && separators.contains(&bytes[i])))
+        {
             if separators.contains(&bytes[i]) {
                 seen_separator = true;
             }
@@ -80,7 +102,11 @@ pub fn redact_credentials(text: &str) -> String {
         let mut from = 0;
         while let Some(pos) = lower[from..].find(key).map(|p| p + from) {
             from = pos + key.len();
-            if !word_start(pos) || bytes.get(from).is_some_and(|b| (*b as char).is_ascii_alphanumeric() || *b == b'_') {
+            if !word_start(pos)
+                || bytes
+                    .get(from)
+                    .is_some_and(|b| (*b as char).is_ascii_alphanumeric() || *b == b'_')
+            {
                 continue;
             }
             if let Some((start, end)) = value_after(from, b":=") {
@@ -97,7 +123,9 @@ pub fn redact_credentials(text: &str) -> String {
     let mut from = 0;
     while let Some(pos) = text[from..].find("://").map(|p| p + from) {
         from = pos + 3;
-        let authority_end = text[from..].find(|c: char| c == '/' || c == ' ' || c == '"' || c == '\'' || c == '?' || c == '#').map_or(text.len(), |e| e + from);
+        let authority_end = text[from..]
+            .find(|c: char| c == '/' || c == ' ' || c == '"' || c == '\'' || c == '?' || c == '#')
+            .map_or(text.len(), |e| e + from);
         let authority = &text[from..authority_end];
         if let Some(at) = authority.rfind('@') {
             if let Some(colon) = authority[..at].find(':') {
@@ -132,18 +160,39 @@ mod tests {
     #[test]
     fn granted_secrets_are_replaced_wherever_they_appear() {
         let secrets = vec!["s3cr3t-value".to_string(), "abc".to_string()];
-        assert_eq!(redact(&secrets, "got s3cr3t-value twice: s3cr3t-value; abc stays (too short)"), "got [redacted] twice: [redacted]; abc stays (too short)");
+        assert_eq!(
+            redact(
+                &secrets,
+                "got s3cr3t-value twice: s3cr3t-value; abc stays (too short)"
+            ),
+            "got [redacted] twice: [redacted]; abc stays (too short)"
+        );
     }
 
     #[test]
     fn credential_shaped_values_are_cut() {
         let cases = [
-            ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x.y", "Authorization: Bearer [redacted]"),
-            (r#"{"headers":{"authorization":"Basic dXNlcjpwYXNzd29yZA==","accept":"*/*"}}"#, r#"{"headers":{"authorization":"Basic [redacted]","accept":"*/*"}}"#),
-            (r#"{"x-api-key": "k-1234567890", "ok": true}"#, r#"{"x-api-key": "[redacted]", "ok": true}"#),
-            ("postgres://u:pw@h/db?password=hunter22&x=1", "postgres://u:[redacted]@h/db?password=[redacted]&x=1"),
+            (
+                "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x.y",
+                "Authorization: Bearer [redacted]",
+            ),
+            (
+                r#"{"headers":{"authorization":"Basic dXNlcjpwYXNzd29yZA==","accept":"*/*"}}"#,
+                r#"{"headers":{"authorization":"Basic [redacted]","accept":"*/*"}}"#,
+            ),
+            (
+                r#"{"x-api-key": "k-1234567890", "ok": true}"#,
+                r#"{"x-api-key": "[redacted]", "ok": true}"#,
+            ),
+            (
+                "postgres://u:pw@h/db?password=hunter22&x=1",
+                "postgres://u:[redacted]@h/db?password=[redacted]&x=1",
+            ),
             ("api_key=ABCDEF12345", "api_key=[redacted]"),
-            ("https://bob:hunter2@crm.example.com/v1: connection refused", "https://bob:[redacted]@crm.example.com/v1: connection refused"),
+            (
+                "https://bob:hunter2@crm.example.com/v1: connection refused",
+                "https://bob:[redacted]@crm.example.com/v1: connection refused",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(redact_credentials(input), expected, "{input}");
@@ -152,7 +201,13 @@ mod tests {
 
     #[test]
     fn prose_is_left_alone() {
-        for text in ["HTTP 401: Basic auth is required", "the token expired", "tokens: 3", "no password given", "HTTP 500: internal error"] {
+        for text in [
+            "HTTP 401: Basic auth is required",
+            "the token expired",
+            "tokens: 3",
+            "no password given",
+            "HTTP 500: internal error",
+        ] {
             assert_eq!(redact_credentials(text), text);
         }
     }

@@ -63,7 +63,9 @@ impl Kind {
 /// built from a checkout that still exists.
 pub fn default_sdk_path() -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
-    path.join("Cargo.toml").is_file().then(|| path.canonicalize().unwrap_or(path))
+    path.join("Cargo.toml")
+        .is_file()
+        .then(|| path.canonicalize().unwrap_or(path))
 }
 
 /// Whether `name` can name a plugin, a directory, an npm package and a Cargo package.
@@ -71,7 +73,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
     if !ok {
         bail!("plugin name {name:?}: use lowercase letters, digits and '-', starting with a letter (e.g. my-crm)");
@@ -80,7 +84,12 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// The files of a new project, as (path inside the project, contents).
-pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+pub fn render(
+    lang: Lang,
+    kind: Kind,
+    name: &str,
+    sdk_path: Option<&Path>,
+) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
     check_name(name)?;
     let crate_name = name.replace('-', "_");
     let sdk = match (lang, sdk_path) {
@@ -101,10 +110,19 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
         }
     };
     let prefix = format!("templates/{}/{}/", lang.dir(), kind.dir());
-    let mut files: Vec<(PathBuf, Vec<u8>)> =
-        embedded::FILES.iter().filter_map(|(path, bytes)| path.strip_prefix(&prefix).map(|rest| (PathBuf::from(rest), substitute(bytes)))).collect();
+    let mut files: Vec<(PathBuf, Vec<u8>)> = embedded::FILES
+        .iter()
+        .filter_map(|(path, bytes)| {
+            path.strip_prefix(&prefix)
+                .map(|rest| (PathBuf::from(rest), substitute(bytes)))
+        })
+        .collect();
     if files.is_empty() {
-        bail!("this backflow binary has no {} template for a {} plugin", lang.dir(), kind.dir());
+        bail!(
+            "this backflow binary has no {} template for a {} plugin",
+            lang.dir(),
+            kind.dir()
+        );
     }
     // Files every kind of a language shares (`templates/LANG/common/`), unless the kind has
     // its own.
@@ -119,9 +137,14 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
     let copy = |from: &str, to: &str, files: &mut Vec<(PathBuf, Vec<u8>)>| {
         for (path, bytes) in embedded::FILES {
             // `from` is a file (copied to `to`) or a directory (its files go under `to`).
-            match path.strip_prefix(from).map(|rest| rest.trim_start_matches('/')) {
+            match path
+                .strip_prefix(from)
+                .map(|rest| rest.trim_start_matches('/'))
+            {
                 Some("") => files.push((PathBuf::from(to), bytes.to_vec())),
-                Some(rest) if from.ends_with('/') => files.push((Path::new(to).join(rest), bytes.to_vec())),
+                Some(rest) if from.ends_with('/') => {
+                    files.push((Path::new(to).join(rest), bytes.to_vec()))
+                }
                 _ => {}
             }
         }
@@ -130,11 +153,19 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
         Lang::Rust => {}
         Lang::Js => {
             copy("plugin-sdk/js/backflow.js", "lib/backflow.js", &mut files);
-            copy("plugin-sdk/js/backflow.d.ts", "lib/backflow.d.ts", &mut files);
+            copy(
+                "plugin-sdk/js/backflow.d.ts",
+                "lib/backflow.d.ts",
+                &mut files,
+            );
             copy("wit/v0.2.0/plugin.wit", "wit/plugin.wit", &mut files);
         }
         Lang::Python => {
-            copy("plugin-sdk/python/backflow_sdk/", "backflow_sdk", &mut files);
+            copy(
+                "plugin-sdk/python/backflow_sdk/",
+                "backflow_sdk",
+                &mut files,
+            );
             copy("wit/v0.2.0/plugin.wit", "wit/plugin.wit", &mut files);
         }
     }
@@ -143,11 +174,19 @@ pub fn render(lang: Lang, kind: Kind, name: &str, sdk_path: Option<&Path>) -> an
 
 /// Writes a new project into `parent/name`, which must not exist yet. Returns its path.
 /// `sdk_path` (Rust) may be relative to the current directory; it must hold the SDK crate.
-pub fn create(lang: Lang, kind: Kind, name: &str, parent: &Path, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn create(
+    lang: Lang,
+    kind: Kind,
+    name: &str,
+    parent: &Path,
+    sdk_path: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     // Cargo reads a path dependency relative to the new project, so it is made absolute.
     let sdk_path = match sdk_path.filter(|_| lang == Lang::Rust) {
         Some(p) => {
-            let absolute = p.canonicalize().with_context(|| format!("--sdk {}", p.display()))?;
+            let absolute = p
+                .canonicalize()
+                .with_context(|| format!("--sdk {}", p.display()))?;
             if !absolute.join("Cargo.toml").is_file() {
                 bail!("--sdk {}: no Cargo.toml there; pass the plugin-sdk directory of a backflow checkout", p.display());
             }
@@ -162,7 +201,10 @@ pub fn create(lang: Lang, kind: Kind, name: &str, parent: &Path, sdk_path: Optio
     // just now.
     if let Err(e) = std::fs::create_dir(&root) {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            bail!("{} already exists; choose another name or --dir", root.display());
+            bail!(
+                "{} already exists; choose another name or --dir",
+                root.display()
+            );
         }
         return Err(e).with_context(|| format!("creating {}", root.display()));
     }
@@ -183,7 +225,8 @@ fn write_files(root: &Path, files: Vec<(PathBuf, Vec<u8>)>) -> anyhow::Result<()
         #[cfg(unix)]
         if path.extension().is_some_and(|e| e == "sh") {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("making {} executable", target.display()))?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", target.display()))?;
         }
     }
     Ok(())
@@ -198,26 +241,46 @@ mod tests {
         for lang in [Lang::Rust, Lang::Js, Lang::Python] {
             for kind in [Kind::Source, Kind::Destination, Kind::Check, Kind::Policy] {
                 let files = render(lang, kind, "my-plugin", Some(Path::new("/sdk"))).unwrap();
-                assert!(files.iter().any(|(p, _)| p == Path::new("README.md")), "{lang:?} {kind:?} has no README");
+                assert!(
+                    files.iter().any(|(p, _)| p == Path::new("README.md")),
+                    "{lang:?} {kind:?} has no README"
+                );
                 let build_file = match lang {
                     Lang::Rust => "Cargo.toml",
                     Lang::Js => "package.json",
                     Lang::Python => "build.sh",
                 };
-                assert!(files.iter().any(|(p, _)| p == Path::new(build_file)), "{lang:?} {kind:?} has no {build_file}");
+                assert!(
+                    files.iter().any(|(p, _)| p == Path::new(build_file)),
+                    "{lang:?} {kind:?} has no {build_file}"
+                );
                 if lang == Lang::Python {
-                    let (_, build) = files.iter().find(|(p, _)| p == Path::new("build.sh")).unwrap();
-                    assert!(String::from_utf8_lossy(build).contains(&format!("WORLD={}\n", kind.world())), "{lang:?} {kind:?}: build.sh builds another world");
+                    let (_, build) = files
+                        .iter()
+                        .find(|(p, _)| p == Path::new("build.sh"))
+                        .unwrap();
+                    assert!(
+                        String::from_utf8_lossy(build)
+                            .contains(&format!("WORLD={}\n", kind.world())),
+                        "{lang:?} {kind:?}: build.sh builds another world"
+                    );
                 }
                 for (path, bytes) in &files {
                     if let Ok(text) = std::str::from_utf8(bytes) {
-                        for placeholder in ["{{name}}", "{{crate_name}}", "{{sdk_path}}", "{{world}}"] {
-                            assert!(!text.contains(placeholder), "{} keeps {placeholder}", path.display());
+                        for placeholder in
+                            ["{{name}}", "{{crate_name}}", "{{sdk_path}}", "{{world}}"]
+                        {
+                            assert!(
+                                !text.contains(placeholder),
+                                "{} keeps {placeholder}",
+                                path.display()
+                            );
                         }
                     }
                 }
                 if lang != Lang::Rust {
-                    assert!(files.iter().any(|(p, b)| p == Path::new("wit/plugin.wit") && String::from_utf8_lossy(b).contains("package backflow:plugin@0.2.0")));
+                    assert!(files.iter().any(|(p, b)| p == Path::new("wit/plugin.wit")
+                        && String::from_utf8_lossy(b).contains("package backflow:plugin@0.2.0")));
                 }
             }
         }
@@ -225,25 +288,49 @@ mod tests {
 
     #[test]
     fn names_must_suit_every_package_manager() {
-        for bad in ["", "My-Plugin", "1st", "a b", "a/b", "trailing-", "x".repeat(65).as_str()] {
-            assert!(render(Lang::Js, Kind::Check, bad, None).is_err(), "{bad:?} accepted");
+        for bad in [
+            "",
+            "My-Plugin",
+            "1st",
+            "a b",
+            "a/b",
+            "trailing-",
+            "x".repeat(65).as_str(),
+        ] {
+            assert!(
+                render(Lang::Js, Kind::Check, bad, None).is_err(),
+                "{bad:?} accepted"
+            );
         }
-        assert!(render(Lang::Rust, Kind::Check, "ok-name", None).unwrap_err().to_string().contains("--sdk"));
+        assert!(render(Lang::Rust, Kind::Check, "ok-name", None)
+            .unwrap_err()
+            .to_string()
+            .contains("--sdk"));
     }
 
     #[test]
     fn an_existing_directory_is_left_alone() {
         let dir = std::env::temp_dir().join(format!("backflow-scaffold-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("taken")).unwrap();
-        let e = create(Lang::Python, Kind::Check, "taken", &dir, None).unwrap_err().to_string();
+        let e = create(Lang::Python, Kind::Check, "taken", &dir, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("already exists"), "{e}");
-        let e = create(Lang::Rust, Kind::Destination, "fresh", &dir, Some(&dir)).unwrap_err().to_string();
+        let e = create(Lang::Rust, Kind::Destination, "fresh", &dir, Some(&dir))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no Cargo.toml there"), "{e}");
         assert!(!dir.join("fresh").exists(), "nothing is left behind");
         let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
         let root = create(Lang::Rust, Kind::Destination, "fresh", &dir, Some(&sdk)).unwrap();
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-        assert!(manifest.contains(&format!("path = \"{}\"", sdk.canonicalize().unwrap().display())), "{manifest}");
+        assert!(
+            manifest.contains(&format!(
+                "path = \"{}\"",
+                sdk.canonicalize().unwrap().display()
+            )),
+            "{manifest}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -187,7 +187,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.bytes.len() - self.pos < n {
-            return err(format!("payload ends early at byte {} (needed {n} more)", self.pos));
+            return err(format!(
+                "payload ends early at byte {} (needed {n} more)",
+                self.pos
+            ));
         }
         let out = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -301,14 +304,22 @@ fn read_value_at(r: &mut Reader<'_>) -> Result<Value, CodecError> {
                 EXT_JSON => Value::Json(utf8(data, "json")?),
                 EXT_DATE => {
                     let text = std::str::from_utf8(data).unwrap_or("");
-                    Value::Date(parse_date(text).ok_or_else(|| CodecError(format!("bad date {text:?} at byte {at}")))?)
+                    Value::Date(
+                        parse_date(text)
+                            .ok_or_else(|| CodecError(format!("bad date {text:?} at byte {at}")))?,
+                    )
                 }
-                EXT_TIMESTAMP => Value::Timestamp(decode_timestamp(data).ok_or_else(|| CodecError(format!("bad timestamp at byte {at}")))?),
+                EXT_TIMESTAMP => Value::Timestamp(
+                    decode_timestamp(data)
+                        .ok_or_else(|| CodecError(format!("bad timestamp at byte {at}")))?,
+                ),
                 other => return err(format!("unknown extension type {other} at byte {at}")),
             }
         }
         Head::Array(_) | Head::Map(_) => {
-            return err(format!("nested array/map at byte {at}: cell values must be scalars (use the json extension)"))
+            return err(format!(
+            "nested array/map at byte {at}: cell values must be scalars (use the json extension)"
+        ))
         }
     })
 }
@@ -320,15 +331,22 @@ fn decode_timestamp(data: &[u8]) -> Option<i64> {
             let v = u64::from_be_bytes(data.try_into().ok()?);
             ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)
         }
-        12 => (i64::from_be_bytes(data[4..].try_into().ok()?), u32::from_be_bytes(data[..4].try_into().ok()?)),
+        12 => (
+            i64::from_be_bytes(data[4..].try_into().ok()?),
+            u32::from_be_bytes(data[..4].try_into().ok()?),
+        ),
         _ => return None,
     };
-    secs.checked_mul(1_000_000)?.checked_add(i64::from(nanos / 1000))
+    secs.checked_mul(1_000_000)?
+        .checked_add(i64::from(nanos / 1000))
 }
 
 /// Reads one value from the front of `input`, advancing it.
 pub fn read_value(input: &mut &[u8]) -> Result<Value, CodecError> {
-    let mut r = Reader { bytes: input, pos: 0 };
+    let mut r = Reader {
+        bytes: input,
+        pos: 0,
+    };
     let v = read_value_at(&mut r)?;
     *input = &input[r.pos..];
     Ok(v)
@@ -338,7 +356,16 @@ pub fn read_value(input: &mut &[u8]) -> Result<Value, CodecError> {
 pub fn value_len(bytes: &[u8]) -> Result<usize, CodecError> {
     // Fast path for the scalars rows are made of: the length follows from the marker (and a
     // length byte or two) without a general parse. This runs once per cell on hot paths.
-    let len = |n: usize| if n <= bytes.len() { Ok(n) } else { err(format!("payload ends early (value of {n} bytes, {} left)", bytes.len())) };
+    let len = |n: usize| {
+        if n <= bytes.len() {
+            Ok(n)
+        } else {
+            err(format!(
+                "payload ends early (value of {n} bytes, {} left)",
+                bytes.len()
+            ))
+        }
+    };
     let be = |at: usize, width: usize| -> Option<usize> {
         let b = bytes.get(at..at + width)?;
         Some(b.iter().fold(0usize, |acc, x| (acc << 8) | usize::from(*x)))
@@ -398,7 +425,10 @@ fn skip(r: &mut Reader<'_>, depth: u32) -> Result<(), CodecError> {
 
 /// Reads an array header from the front of `input`, advancing it.
 pub fn read_array_len(input: &mut &[u8]) -> Result<usize, CodecError> {
-    let mut r = Reader { bytes: input, pos: 0 };
+    let mut r = Reader {
+        bytes: input,
+        pos: 0,
+    };
     match read_head(&mut r)? {
         Head::Array(n) => {
             *input = &input[r.pos..];
@@ -418,8 +448,14 @@ pub fn raw_str(raw: &[u8]) -> Option<&str> {
     let (len, start) = match *raw.first()? {
         m @ 0xa0..=0xbf => (usize::from(m & 0x1f), 1),
         0xd9 => (usize::from(*raw.get(1)?), 2),
-        0xda => (usize::from(u16::from_be_bytes(raw.get(1..3)?.try_into().ok()?)), 3),
-        0xdb => (u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize, 5),
+        0xda => (
+            usize::from(u16::from_be_bytes(raw.get(1..3)?.try_into().ok()?)),
+            3,
+        ),
+        0xdb => (
+            u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize,
+            5,
+        ),
         _ => return None,
     };
     std::str::from_utf8(raw.get(start..start + len)?).ok()
@@ -443,7 +479,12 @@ impl Batch {
     pub fn rows(&self) -> Rows<'_> {
         let mut rest: &[u8] = &self.payload;
         let header = read_array_len(&mut rest);
-        Rows { batch: self, rest, index: 0, header_error: header.err() }
+        Rows {
+            batch: self,
+            rest,
+            index: 0,
+            header_error: header.err(),
+        }
     }
 
     /// The encoded bytes of one column's value in each row, without decoding anything: for
@@ -485,7 +526,10 @@ impl Batch {
 
     /// The values of one column, decoding only that column of each row (the others are
     /// skipped unread). Errors name the row.
-    pub fn column_values(&self, index: usize) -> impl Iterator<Item = Result<Value, CodecError>> + '_ {
+    pub fn column_values(
+        &self,
+        index: usize,
+    ) -> impl Iterator<Item = Result<Value, CodecError>> + '_ {
         let mut row = 0u32;
         self.raw_column(index).map(move |raw| {
             let r = row;
@@ -505,10 +549,20 @@ impl Batch {
     /// written as [`Value::to_json`] renders them, straight from the encoded payload: no
     /// [`Value`] or `serde_json::Value` per cell, which is what makes a destination that
     /// speaks JSON fast. Errors name the row.
-    pub fn write_json_array(&self, out: &mut Vec<u8>, extra: &[(&str, &str)]) -> Result<(), CodecError> {
+    pub fn write_json_array(
+        &self,
+        out: &mut Vec<u8>,
+        extra: &[(&str, &str)],
+    ) -> Result<(), CodecError> {
         // Each field's `"name":` is escaped once per batch, not once per row.
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(self.columns.len() + extra.len());
-        for (i, name) in self.columns.iter().map(|c| c.name.as_str()).chain(extra.iter().map(|(n, _)| *n)).enumerate() {
+        for (i, name) in self
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(extra.iter().map(|(n, _)| *n))
+            .enumerate()
+        {
             let mut key = Vec::with_capacity(name.len() + 4);
             if i > 0 {
                 key.push(b',');
@@ -518,17 +572,25 @@ impl Batch {
             keys.push(key);
         }
         let mut rest: &[u8] = &self.payload;
-        let rows = read_array_len(&mut rest).map_err(|e| CodecError(format!("batch payload: {e}")))?;
+        let rows =
+            read_array_len(&mut rest).map_err(|e| CodecError(format!("batch payload: {e}")))?;
         if rows != self.row_count as usize {
-            return err(format!("batch payload holds {rows} rows, the batch says {}", self.row_count));
+            return err(format!(
+                "batch payload holds {rows} rows, the batch says {}",
+                self.row_count
+            ));
         }
         out.push(b'[');
         for row in 0..rows {
             if row > 0 {
                 out.push(b',');
             }
-            let mut r = Reader { bytes: rest, pos: 0 };
-            write_json_row(&mut r, out, &keys, extra, self.columns.len()).map_err(|e| CodecError(format!("row {row}: {e}")))?;
+            let mut r = Reader {
+                bytes: rest,
+                pos: 0,
+            };
+            write_json_row(&mut r, out, &keys, extra, self.columns.len())
+                .map_err(|e| CodecError(format!("row {row}: {e}")))?;
             rest = &rest[r.pos..];
         }
         out.push(b']');
@@ -536,7 +598,13 @@ impl Batch {
     }
 }
 
-fn write_json_row(r: &mut Reader<'_>, out: &mut Vec<u8>, keys: &[Vec<u8>], extra: &[(&str, &str)], width: usize) -> Result<(), CodecError> {
+fn write_json_row(
+    r: &mut Reader<'_>,
+    out: &mut Vec<u8>,
+    keys: &[Vec<u8>],
+    extra: &[(&str, &str)],
+    width: usize,
+) -> Result<(), CodecError> {
     let n = match read_head(r)? {
         Head::Array(n) => n,
         _ => return err("a row is not an array"),
@@ -579,11 +647,13 @@ fn write_json_cell(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), CodecErr
                 EXT_DECIMAL => json_text(out, data, "decimal")?,
                 EXT_DATE => {
                     let text = std::str::from_utf8(data).unwrap_or("");
-                    let days = parse_date(text).ok_or_else(|| CodecError(format!("bad date {text:?} at byte {at}")))?;
+                    let days = parse_date(text)
+                        .ok_or_else(|| CodecError(format!("bad date {text:?} at byte {at}")))?;
                     json_string(out, &format_date(days));
                 }
                 EXT_TIMESTAMP => {
-                    let us = decode_timestamp(data).ok_or_else(|| CodecError(format!("bad timestamp at byte {at}")))?;
+                    let us = decode_timestamp(data)
+                        .ok_or_else(|| CodecError(format!("bad timestamp at byte {at}")))?;
                     if !crate::value::write_timestamp_quoted(out, us) {
                         json_string(out, &crate::value::format_timestamp(us));
                     }
@@ -596,7 +666,11 @@ fn write_json_cell(r: &mut Reader<'_>, out: &mut Vec<u8>) -> Result<(), CodecErr
                 other => return err(format!("unknown extension type {other} at byte {at}")),
             }
         }
-        Head::Array(_) | Head::Map(_) => return err(format!("nested array/map at byte {at}: cell values must be scalars (use the json extension)")),
+        Head::Array(_) | Head::Map(_) => {
+            return err(format!(
+            "nested array/map at byte {at}: cell values must be scalars (use the json extension)"
+        ))
+        }
     }
     Ok(())
 }
@@ -612,7 +686,8 @@ fn json_text(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<(), CodecErr
         out.push(b'"');
         return Ok(());
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| CodecError(format!("{what} is not valid UTF-8")))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| CodecError(format!("{what} is not valid UTF-8")))?;
     json_string(out, text);
     Ok(())
 }
@@ -630,13 +705,23 @@ fn is_plain_ascii(bytes: &[u8]) -> bool {
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
-        let Ok(word) = <[u8; 8]>::try_from(word) else { return false };
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            return false;
+        };
         let w = u64::from_le_bytes(word);
-        if (w & HIGH) | below(w, 0x20) | below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) != 0 {
+        if (w & HIGH)
+            | below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+        {
             return false;
         }
     }
-    words.remainder().iter().all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    words
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn json_string(out: &mut Vec<u8>, s: &str) {
@@ -669,17 +754,24 @@ impl Iterator for Rows<'_> {
         }
         let row = self.index;
         self.index += 1;
-        let result = (|| {
-            let width = read_array_len(&mut self.rest).map_err(|e| CodecError(format!("row {row}: {e}")))?;
-            if width != self.batch.columns.len() {
-                return err(format!("row {row} has {width} values but the batch has {} columns", self.batch.columns.len()));
-            }
-            let mut values = Vec::with_capacity(width);
-            for col in &self.batch.columns {
-                values.push(read_value(&mut self.rest).map_err(|e| CodecError(format!("row {row}, column {:?}: {e}", col.name)))?);
-            }
-            Ok(values)
-        })();
+        let result =
+            (|| {
+                let width = read_array_len(&mut self.rest)
+                    .map_err(|e| CodecError(format!("row {row}: {e}")))?;
+                if width != self.batch.columns.len() {
+                    return err(format!(
+                        "row {row} has {width} values but the batch has {} columns",
+                        self.batch.columns.len()
+                    ));
+                }
+                let mut values = Vec::with_capacity(width);
+                for col in &self.batch.columns {
+                    values.push(read_value(&mut self.rest).map_err(|e| {
+                        CodecError(format!("row {row}, column {:?}: {e}", col.name))
+                    })?);
+                }
+                Ok(values)
+            })();
         if result.is_err() {
             self.index = self.batch.row_count;
         }
@@ -702,7 +794,11 @@ impl BatchBuilder {
     pub fn with_capacity(columns: Vec<Column>, bytes: usize) -> BatchBuilder {
         let mut payload = Vec::with_capacity(bytes.max(5));
         write_fixed_array_header(&mut payload, 0);
-        BatchBuilder { columns, payload, rows: 0 }
+        BatchBuilder {
+            columns,
+            payload,
+            rows: 0,
+        }
     }
 
     pub fn columns(&self) -> &[Column] {
@@ -724,7 +820,11 @@ impl BatchBuilder {
 
     /// Appends a row; `values` must have one value per column.
     pub fn push_row(&mut self, values: &[Value]) {
-        assert_eq!(values.len(), self.columns.len(), "row width must match the batch's columns");
+        assert_eq!(
+            values.len(),
+            self.columns.len(),
+            "row width must match the batch's columns"
+        );
         write_row_header(&mut self.payload, values.len() as u32);
         for v in values {
             write_value(&mut self.payload, v);
@@ -756,7 +856,11 @@ impl BatchBuilder {
 
     pub fn finish(mut self) -> Batch {
         self.payload[1..5].copy_from_slice(&self.rows.to_be_bytes());
-        Batch { columns: self.columns, row_count: self.rows, payload: self.payload }
+        Batch {
+            columns: self.columns,
+            row_count: self.rows,
+            payload: self.payload,
+        }
     }
 }
 
@@ -766,7 +870,11 @@ mod tests {
     /// agrees with a byte-at-a-time one, and JSON comes out as serde_json writes it.
     #[test]
     fn plain_ascii_is_told_apart_from_text_to_escape_at_every_position() {
-        let plain = |bytes: &[u8]| bytes.iter().all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
+        let plain = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+        };
         for len in 0..20usize {
             for at in 0..len.max(1) {
                 for b in 0..=255u8 {
@@ -801,7 +909,22 @@ mod tests {
         /// Every boundary of every form, and one past it on both sides.
         fn edges() -> Vec<i64> {
             let mut v = vec![0, i64::MIN, i64::MAX];
-            for b in [31i64, 32, 127, 128, 255, 256, 32_767, 32_768, 65_535, 65_536, 2_147_483_647, 2_147_483_648, 4_294_967_295, 4_294_967_296] {
+            for b in [
+                31i64,
+                32,
+                127,
+                128,
+                255,
+                256,
+                32_767,
+                32_768,
+                65_535,
+                65_536,
+                2_147_483_647,
+                2_147_483_648,
+                4_294_967_295,
+                4_294_967_296,
+            ] {
                 for x in [b - 1, b, b + 1] {
                     v.extend([x, -x]);
                 }
@@ -815,19 +938,33 @@ mod tests {
             b
         }
 
-        fn theirs(write: impl FnOnce(&mut Vec<u8>) -> Result<(), rmp::encode::ValueWriteError>) -> Vec<u8> {
+        fn theirs(
+            write: impl FnOnce(&mut Vec<u8>) -> Result<(), rmp::encode::ValueWriteError>,
+        ) -> Vec<u8> {
             let mut b = Vec::new();
             write(&mut b).unwrap();
             b
         }
 
         fn check_int(i: i64) {
-            assert_eq!(ours(|b| write_int(b, i)), theirs(|b| rmp::encode::write_sint(b, i).map(|_| ())), "{i}");
+            assert_eq!(
+                ours(|b| write_int(b, i)),
+                theirs(|b| rmp::encode::write_sint(b, i).map(|_| ())),
+                "{i}"
+            );
         }
 
         fn check_len(len: u32) {
-            assert_eq!(ours(|b| write_text_header(b, len)), theirs(|b| rmp::encode::write_str_len(b, len).map(|_| ())), "str {len}");
-            assert_eq!(ours(|b| write_row_header(b, len)), theirs(|b| rmp::encode::write_array_len(b, len).map(|_| ())), "array {len}");
+            assert_eq!(
+                ours(|b| write_text_header(b, len)),
+                theirs(|b| rmp::encode::write_str_len(b, len).map(|_| ())),
+                "str {len}"
+            );
+            assert_eq!(
+                ours(|b| write_row_header(b, len)),
+                theirs(|b| rmp::encode::write_array_len(b, len).map(|_| ())),
+                "array {len}"
+            );
             let data = vec![7u8; len as usize];
             let mut ext = theirs(|b| rmp::encode::write_ext_meta(b, len, EXT_JSON).map(|_| ()));
             ext.extend_from_slice(&data);
@@ -845,11 +982,26 @@ mod tests {
             for len in (0..300).chain([65_535, 65_536, 65_537]) {
                 check_len(len);
             }
-            for f in [0.0, -0.0, 1.5, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE, f64::MAX] {
-                assert_eq!(ours(|b| write_float(b, f)), theirs(|b| rmp::encode::write_f64(b, f)));
+            for f in [
+                0.0,
+                -0.0,
+                1.5,
+                f64::NAN,
+                f64::INFINITY,
+                f64::MIN_POSITIVE,
+                f64::MAX,
+            ] {
+                assert_eq!(
+                    ours(|b| write_float(b, f)),
+                    theirs(|b| rmp::encode::write_f64(b, f))
+                );
             }
             let ts = ours(|b| write_value(b, &Value::Timestamp(1_700_000_000_123_456)));
-            assert_eq!(&ts[..3], &[0xc7, 12, EXT_TIMESTAMP as u8], "a 12-byte timestamp is ext 8, as rmp wrote it");
+            assert_eq!(
+                &ts[..3],
+                &[0xc7, 12, EXT_TIMESTAMP as u8],
+                "a 12-byte timestamp is ext 8, as rmp wrote it"
+            );
         }
 
         proptest! {
@@ -885,7 +1037,9 @@ mod tests {
             Value::Date(-3000),
             Value::Json(r#"{"a":[1,2]}"#.into()),
         ];
-        let columns: Vec<Column> = (0..values.len()).map(|i| Column::new(format!("c{i}"), ValueType::Any)).collect();
+        let columns: Vec<Column> = (0..values.len())
+            .map(|i| Column::new(format!("c{i}"), ValueType::Any))
+            .collect();
         let mut b = BatchBuilder::new(columns);
         b.push_row(&values);
         b.push_row(&values);
@@ -898,7 +1052,11 @@ mod tests {
 
     #[test]
     fn one_column_decodes_alone() {
-        let columns = vec![Column::new("id", ValueType::Integer), Column::new("email", ValueType::Text), Column::new("n", ValueType::Integer)];
+        let columns = vec![
+            Column::new("id", ValueType::Integer),
+            Column::new("email", ValueType::Text),
+            Column::new("n", ValueType::Integer),
+        ];
         let mut b = BatchBuilder::new(columns);
         b.push_row(&[Value::Int(1), Value::Text("a@x".into()), Value::Int(5)]);
         b.push_row(&[Value::Int(2), Value::Null, Value::Int(6)]);
@@ -915,7 +1073,10 @@ mod tests {
 
     #[test]
     fn errors_name_row_and_column() {
-        let columns = vec![Column::new("id", ValueType::Integer), Column::new("email", ValueType::Text)];
+        let columns = vec![
+            Column::new("id", ValueType::Integer),
+            Column::new("email", ValueType::Text),
+        ];
         let mut b = BatchBuilder::new(columns);
         b.push_row(&[Value::Int(1), Value::Text("a@x".into())]);
         let mut batch = b.finish();
@@ -928,21 +1089,49 @@ mod tests {
     fn value_len_agrees_with_the_general_parser() {
         let mut buf = Vec::new();
         let values = [
-            Value::Null, Value::Bool(false), Value::Int(5), Value::Int(-3), Value::Int(200), Value::Int(-200), Value::Int(70_000), Value::Int(-70_000),
-            Value::Int(i64::MAX), Value::Int(i64::MIN), Value::Float(0.5), Value::Text("x".repeat(31)), Value::Text("y".repeat(300)),
-            Value::Text("z".repeat(70_000)), Value::Bytes(vec![1; 10]), Value::Bytes(vec![2; 300]), Value::Decimal("1.5".into()),
-            Value::Date(0), Value::Timestamp(123), Value::Json("{}".into()), Value::Json("x".repeat(300)),
+            Value::Null,
+            Value::Bool(false),
+            Value::Int(5),
+            Value::Int(-3),
+            Value::Int(200),
+            Value::Int(-200),
+            Value::Int(70_000),
+            Value::Int(-70_000),
+            Value::Int(i64::MAX),
+            Value::Int(i64::MIN),
+            Value::Float(0.5),
+            Value::Text("x".repeat(31)),
+            Value::Text("y".repeat(300)),
+            Value::Text("z".repeat(70_000)),
+            Value::Bytes(vec![1; 10]),
+            Value::Bytes(vec![2; 300]),
+            Value::Decimal("1.5".into()),
+            Value::Date(0),
+            Value::Timestamp(123),
+            Value::Json("{}".into()),
+            Value::Json("x".repeat(300)),
         ];
         for v in &values {
             buf.clear();
             write_value(&mut buf, v);
-            let mut r = Reader { bytes: &buf, pos: 0 };
+            let mut r = Reader {
+                bytes: &buf,
+                pos: 0,
+            };
             skip(&mut r, 0).unwrap();
             assert_eq!(value_len(&buf).unwrap(), r.pos, "{v:?}");
             assert_eq!(value_len(&buf).unwrap(), buf.len(), "{v:?}");
-            assert!(value_len(&buf[..buf.len() - 1]).is_err() || buf.len() == 1, "{v:?} truncated");
+            assert!(
+                value_len(&buf[..buf.len() - 1]).is_err() || buf.len() == 1,
+                "{v:?} truncated"
+            );
         }
-        for ext in [&[0xd4u8, 1, 0][..], &[0xd5, 1, 0, 0], &[0xd6, 1, 0, 0, 0, 0], &[0xc7, 1, 5, 9]] {
+        for ext in [
+            &[0xd4u8, 1, 0][..],
+            &[0xd5, 1, 0, 0],
+            &[0xd6, 1, 0, 0, 0, 0],
+            &[0xc7, 1, 5, 9],
+        ] {
             assert_eq!(value_len(ext).unwrap(), ext.len());
         }
     }

@@ -45,18 +45,38 @@ macro_rules! world_bindings {
     };
 }
 
-world_bindings!("source", source_bindings, "source-plugin", "__backflow_export_source_world");
-world_bindings!("destination", destination_bindings, "destination-plugin", "__backflow_export_destination_world");
-world_bindings!("quality-check", check_bindings, "quality-check-plugin", "__backflow_export_check_world");
-world_bindings!("approval-policy", policy_bindings, "approval-policy-plugin", "__backflow_export_policy_world");
+world_bindings!(
+    "source",
+    source_bindings,
+    "source-plugin",
+    "__backflow_export_source_world"
+);
+world_bindings!(
+    "destination",
+    destination_bindings,
+    "destination-plugin",
+    "__backflow_export_destination_world"
+);
+world_bindings!(
+    "quality-check",
+    check_bindings,
+    "quality-check-plugin",
+    "__backflow_export_check_world"
+);
+world_bindings!(
+    "approval-policy",
+    policy_bindings,
+    "approval-policy-plugin",
+    "__backflow_export_policy_world"
+);
 
 /// Calls into the host: logging, the clock and HTTP. Every call is checked against the
 /// operator's grants; a denied call returns an error.
 pub mod host {
+    use super::host_bindings::backflow::plugin::host as raw;
     pub use super::host_bindings::backflow::plugin::host::{
         HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel,
     };
-    use super::host_bindings::backflow::plugin::host as raw;
 
     pub fn log(level: LogLevel, message: &str) {
         raw::log(level, message)
@@ -77,7 +97,6 @@ pub mod host {
     pub fn http_send(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         raw::http_send(request)
     }
-
 }
 
 // ---- The traits plugin authors implement -------------------------------------------------
@@ -125,7 +144,12 @@ pub trait QualityCheckPlugin: 'static {
 /// Sees the planned rows, then gives a verdict.
 pub trait Checker: 'static {
     /// Planned rows of one kind of change; for `Changed`, `before` holds the last delivered values.
-    fn observe(&mut self, change: ChangeKind, after: Batch, before: Option<Batch>) -> Result<(), PluginError>;
+    fn observe(
+        &mut self,
+        change: ChangeKind,
+        after: Batch,
+        before: Option<Batch>,
+    ) -> Result<(), PluginError>;
     fn finish(&mut self) -> Result<CheckResult, PluginError>;
 }
 
@@ -174,12 +198,20 @@ impl From<wit::ValueType> for ValueType {
 
 #[doc(hidden)]
 pub fn column_to_wit(c: Column) -> wit::Column {
-    wit::Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable }
+    wit::Column {
+        name: c.name,
+        value_type: c.value_type.into(),
+        nullable: c.nullable,
+    }
 }
 
 #[doc(hidden)]
 pub fn batch_to_wit(b: Batch) -> wit::RowBatch {
-    wit::RowBatch { columns: b.columns.into_iter().map(column_to_wit).collect(), row_count: b.row_count, payload: b.payload }
+    wit::RowBatch {
+        columns: b.columns.into_iter().map(column_to_wit).collect(),
+        row_count: b.row_count,
+        payload: b.payload,
+    }
 }
 
 #[doc(hidden)]
@@ -188,7 +220,11 @@ pub fn batch_from_wit(b: wit::RowBatch) -> Batch {
         columns: b
             .columns
             .into_iter()
-            .map(|c| Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable })
+            .map(|c| Column {
+                name: c.name,
+                value_type: c.value_type.into(),
+                nullable: c.nullable,
+            })
             .collect(),
         row_count: b.row_count,
         payload: b.payload,
@@ -230,26 +266,44 @@ pub fn spec_to_wit(s: PluginSpec) -> wit::PluginSpec {
         config_schema: s.config_schema,
         operations: s.operations.into_iter().map(operation_to_wit).collect(),
         max_batch_size: s.max_batch_size,
-        default_rate_limit: s.default_rate_limit.map(|r| wit::RateLimitSpec { requests_per_second: r.requests_per_second, rows_per_second: r.rows_per_second }),
+        default_rate_limit: s.default_rate_limit.map(|r| wit::RateLimitSpec {
+            requests_per_second: r.requests_per_second,
+            rows_per_second: r.rows_per_second,
+        }),
     }
 }
 
 #[doc(hidden)]
 pub fn config_errors_to_wit(errors: Vec<ConfigError>) -> Vec<wit::ConfigError> {
-    errors.into_iter().map(|e| wit::ConfigError { field: e.field, message: e.message }).collect()
+    errors
+        .into_iter()
+        .map(|e| wit::ConfigError {
+            field: e.field,
+            message: e.message,
+        })
+        .collect()
 }
 
 impl From<PluginError> for wit::PluginError {
     fn from(e: PluginError) -> Self {
         match e {
             PluginError::Retryable { message } => wit::PluginError::Retryable(message),
-            PluginError::RateLimited { message, retry_after_ms } => {
-                wit::PluginError::RateLimited(wit::RateLimit { message, retry_after_ms })
-            }
-            PluginError::BadConfig(c) => wit::PluginError::BadConfig(wit::ConfigError { field: c.field, message: c.message }),
-            PluginError::BadRow(r) => {
-                wit::PluginError::BadRow(wit::RowError { row_index: r.row_index, key: r.key, message: r.message })
-            }
+            PluginError::RateLimited {
+                message,
+                retry_after_ms,
+            } => wit::PluginError::RateLimited(wit::RateLimit {
+                message,
+                retry_after_ms,
+            }),
+            PluginError::BadConfig(c) => wit::PluginError::BadConfig(wit::ConfigError {
+                field: c.field,
+                message: c.message,
+            }),
+            PluginError::BadRow(r) => wit::PluginError::BadRow(wit::RowError {
+                row_index: r.row_index,
+                key: r.key,
+                message: r.message,
+            }),
             PluginError::Fatal { message } => wit::PluginError::Fatal(message),
         }
     }
@@ -272,7 +326,12 @@ pub mod source_adapter {
             Ok(gen::Reader::new(ReaderAdapter::<P>(RefCell::new(reader))))
         }
         fn columns(&self) -> Vec<wit::Column> {
-            self.0.borrow().columns().into_iter().map(column_to_wit).collect()
+            self.0
+                .borrow()
+                .columns()
+                .into_iter()
+                .map(column_to_wit)
+                .collect()
         }
         fn next_batch(&self, max_rows: u32) -> Result<Option<wit::RowBatch>, wit::PluginError> {
             Ok(self.0.borrow_mut().next_batch(max_rows)?.map(batch_to_wit))
@@ -290,7 +349,10 @@ pub mod destination_adapter {
     pub struct WriterAdapter<P: DestinationPlugin>(RefCell<P::Writer>);
 
     impl<P: DestinationPlugin> gen::GuestWriter for WriterAdapter<P> {
-        fn open(config: String, context: gen::SyncContext) -> Result<gen::Writer, wit::PluginError> {
+        fn open(
+            config: String,
+            context: gen::SyncContext,
+        ) -> Result<gen::Writer, wit::PluginError> {
             let context = crate::spec::SyncContext {
                 sync_name: context.sync_name,
                 primary_key: context.primary_key,
@@ -299,8 +361,15 @@ pub mod destination_adapter {
             let writer = P::open(&config, context)?;
             Ok(gen::Writer::new(WriterAdapter::<P>(RefCell::new(writer))))
         }
-        fn write(&self, op: wit::Operation, batch: wit::RowBatch) -> Result<Vec<gen::RowOutcome>, wit::PluginError> {
-            let outcomes = self.0.borrow_mut().write(operation_from_wit(op), batch_from_wit(batch))?;
+        fn write(
+            &self,
+            op: wit::Operation,
+            batch: wit::RowBatch,
+        ) -> Result<Vec<gen::RowOutcome>, wit::PluginError> {
+            let outcomes = self
+                .0
+                .borrow_mut()
+                .write(operation_from_wit(op), batch_from_wit(batch))?;
             Ok(outcomes
                 .into_iter()
                 .map(|o| match o {
@@ -330,23 +399,42 @@ pub mod check_adapter {
         fn open(config: String, plan: gen::PlanSummary) -> Result<gen::Checker, wit::PluginError> {
             let summary = PlanSummary {
                 sync_name: plan.sync_name,
-                columns: plan.columns.into_iter().map(|c| Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable }).collect(),
+                columns: plan
+                    .columns
+                    .into_iter()
+                    .map(|c| Column {
+                        name: c.name,
+                        value_type: c.value_type.into(),
+                        nullable: c.nullable,
+                    })
+                    .collect(),
                 snapshot_rows: plan.snapshot_rows,
                 model_rows: plan.model_rows,
                 added: plan.added,
                 changed: plan.changed,
                 removed: plan.removed,
             };
-            Ok(gen::Checker::new(CheckerAdapter::<P>(RefCell::new(P::open(&config, summary)?))))
+            Ok(gen::Checker::new(CheckerAdapter::<P>(RefCell::new(
+                P::open(&config, summary)?,
+            ))))
         }
-        fn observe(&self, kind: gen::ChangeKind, after: wit::RowBatch, before: Option<wit::RowBatch>) -> Result<(), wit::PluginError> {
+        fn observe(
+            &self,
+            kind: gen::ChangeKind,
+            after: wit::RowBatch,
+            before: Option<wit::RowBatch>,
+        ) -> Result<(), wit::PluginError> {
             let kind = match kind {
                 gen::ChangeKind::Added => ChangeKind::Added,
                 gen::ChangeKind::Changed => ChangeKind::Changed,
                 gen::ChangeKind::Removed => ChangeKind::Removed,
                 gen::ChangeKind::Unchanged => ChangeKind::Unchanged,
             };
-            Ok(self.0.borrow_mut().observe(kind, batch_from_wit(after), before.map(batch_from_wit))?)
+            Ok(self.0.borrow_mut().observe(
+                kind,
+                batch_from_wit(after),
+                before.map(batch_from_wit),
+            )?)
         }
         fn finish(&self) -> Result<gen::CheckResult, wit::PluginError> {
             let r = self.0.borrow_mut().finish()?;
@@ -388,7 +476,10 @@ pub mod policy_adapter {
         }
     }
 
-    pub fn evaluate<P: ApprovalPolicyPlugin>(config: String, request: gen::ApprovalRequest) -> Result<gen::Decision, wit::PluginError> {
+    pub fn evaluate<P: ApprovalPolicyPlugin>(
+        config: String,
+        request: gen::ApprovalRequest,
+    ) -> Result<gen::Decision, wit::PluginError> {
         let request = ApprovalRequest {
             kind: match request.kind {
                 gen::RequestKind::ConfigChange => RequestKind::ConfigChange,
@@ -414,9 +505,17 @@ pub mod policy_adapter {
         Ok(match P::evaluate(&config, request)? {
             Decision::Approve(m) => gen::Decision::Approve(m),
             Decision::Reject(m) => gen::Decision::Reject(m),
-            Decision::Require { count, roles, allow_self_approval, reason } => {
-                gen::Decision::Require(gen::ApprovalsNeeded { count, roles: roles.into_iter().map(role_to).collect(), allow_self_approval, reason })
-            }
+            Decision::Require {
+                count,
+                roles,
+                allow_self_approval,
+                reason,
+            } => gen::Decision::Require(gen::ApprovalsNeeded {
+                count,
+                roles: roles.into_iter().map(role_to).collect(),
+                allow_self_approval,
+                reason,
+            }),
         })
     }
 }

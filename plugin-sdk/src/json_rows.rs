@@ -14,7 +14,10 @@
 //!   every other value as a one-key object naming its type (`{"decimal": "1.50"}`).
 
 use crate::codec::{Batch, BatchBuilder, CodecError};
-use crate::value::{format_date, format_timestamp, is_decimal_literal, parse_date, parse_timestamp, Column, Value, ValueType};
+use crate::value::{
+    format_date, format_timestamp, is_decimal_literal, parse_date, parse_timestamp, Column, Value,
+    ValueType,
+};
 use serde_json::value::RawValue;
 use serde_json::Value as J;
 
@@ -132,27 +135,48 @@ fn write_cell(out: &mut Vec<u8>, value: &Value, tagged: bool) {
 /// A batch from rows in the JSON row encoding, checked against `columns`: `row_count` rows,
 /// each with one value per column that fits the column's type. Errors name the row and
 /// column.
-pub fn from_json_rows(columns: Vec<Column>, row_count: u32, payload: &[u8]) -> Result<Batch, CodecError> {
+pub fn from_json_rows(
+    columns: Vec<Column>,
+    row_count: u32,
+    payload: &[u8],
+) -> Result<Batch, CodecError> {
     if payload.len() > MAX_JSON_PAYLOAD {
-        return Err(CodecError(format!("payload of {} bytes is larger than {MAX_JSON_PAYLOAD}: return smaller batches", payload.len())));
+        return Err(CodecError(format!(
+            "payload of {} bytes is larger than {MAX_JSON_PAYLOAD}: return smaller batches",
+            payload.len()
+        )));
     }
     // Cells stay raw text until their column says how to read them: a `json` document is
     // kept exactly as written.
-    let rows: Vec<Vec<&RawValue>> = serde_json::from_slice(payload)
-        .map_err(|e| CodecError(format!("payload is not a JSON array of rows (each an array of values): {e}")))?;
+    let rows: Vec<Vec<&RawValue>> = serde_json::from_slice(payload).map_err(|e| {
+        CodecError(format!(
+            "payload is not a JSON array of rows (each an array of values): {e}"
+        ))
+    })?;
     if rows.len() != row_count as usize {
-        return Err(CodecError(format!("payload holds {} rows, the batch says {row_count}", rows.len())));
+        return Err(CodecError(format!(
+            "payload holds {} rows, the batch says {row_count}",
+            rows.len()
+        )));
     }
     let mut builder = BatchBuilder::with_capacity(columns.clone(), payload.len());
     let mut values = Vec::with_capacity(columns.len());
     for (i, row) in rows.iter().enumerate() {
         if row.len() != columns.len() {
-            return Err(CodecError(format!("row {i} has {} values for {} columns", row.len(), columns.len())));
+            return Err(CodecError(format!(
+                "row {i} has {} values for {} columns",
+                row.len(),
+                columns.len()
+            )));
         }
         values.clear();
         for (cell, column) in row.iter().zip(&columns) {
-            let value = read_raw_cell(cell, column.value_type)
-                .map_err(|e| CodecError(format!("row {i}, column {:?} ({}): {e}", column.name, column.value_type)))?;
+            let value = read_raw_cell(cell, column.value_type).map_err(|e| {
+                CodecError(format!(
+                    "row {i}, column {:?} ({}): {e}",
+                    column.name, column.value_type
+                ))
+            })?;
             values.push(value);
         }
         builder.push_row(&values);
@@ -166,14 +190,22 @@ fn read_raw_cell(cell: &RawValue, value_type: ValueType) -> Result<Value, String
         ValueType::Json if text != "null" => Ok(Value::Json(text.to_string())),
         ValueType::Any if text.starts_with('{') => {
             // `{"json": …}` keeps its document exactly too.
-            if let Ok(tagged) = serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(text) {
+            if let Ok(tagged) =
+                serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(text)
+            {
                 if let Some(doc) = tagged.get("json").filter(|_| tagged.len() == 1) {
                     return Ok(Value::Json(doc.get().to_string()));
                 }
             }
-            read_cell(&serde_json::from_str(text).map_err(|e| e.to_string())?, value_type)
+            read_cell(
+                &serde_json::from_str(text).map_err(|e| e.to_string())?,
+                value_type,
+            )
         }
-        _ => read_cell(&serde_json::from_str(text).map_err(|e| e.to_string())?, value_type),
+        _ => read_cell(
+            &serde_json::from_str(text).map_err(|e| e.to_string())?,
+            value_type,
+        ),
     }
 }
 
@@ -213,7 +245,10 @@ fn read_cell(cell: &J, value_type: ValueType) -> Result<Value, String> {
             _ => expected("an integer"),
         },
         ValueType::Float => match cell {
-            J::Number(n) => n.as_f64().map(Value::Float).ok_or_else(|| format!("expected a float, got {}", describe(cell))),
+            J::Number(n) => n
+                .as_f64()
+                .map(Value::Float)
+                .ok_or_else(|| format!("expected a float, got {}", describe(cell))),
             J::String(s) => match s.as_str() {
                 "NaN" => Ok(Value::Float(f64::NAN)),
                 "Infinity" => Ok(Value::Float(f64::INFINITY)),
@@ -231,15 +266,21 @@ fn read_cell(cell: &J, value_type: ValueType) -> Result<Value, String> {
             _ => expected("a string"),
         },
         ValueType::Bytes => match cell {
-            J::String(s) => crate::value::base64_decode(s).map(Value::Bytes).ok_or_else(|| format!("expected base64 bytes, got {}", describe(cell))),
+            J::String(s) => crate::value::base64_decode(s)
+                .map(Value::Bytes)
+                .ok_or_else(|| format!("expected base64 bytes, got {}", describe(cell))),
             _ => expected("bytes as a base64 string"),
         },
         ValueType::Timestamp => match cell {
-            J::String(s) => parse_timestamp(s).map(Value::Timestamp).ok_or_else(|| format!("expected an RFC 3339 timestamp, got {}", describe(cell))),
+            J::String(s) => parse_timestamp(s)
+                .map(Value::Timestamp)
+                .ok_or_else(|| format!("expected an RFC 3339 timestamp, got {}", describe(cell))),
             _ => expected("a timestamp as an RFC 3339 string"),
         },
         ValueType::Date => match cell {
-            J::String(s) => parse_date(s).map(Value::Date).ok_or_else(|| format!("expected a date YYYY-MM-DD, got {}", describe(cell))),
+            J::String(s) => parse_date(s)
+                .map(Value::Date)
+                .ok_or_else(|| format!("expected a date YYYY-MM-DD, got {}", describe(cell))),
             _ => expected("a date as a string YYYY-MM-DD"),
         },
         ValueType::Json => Ok(Value::Json(cell.to_string())),
@@ -339,15 +380,32 @@ mod tests {
 
     #[test]
     fn what_json_cannot_hold_exactly_is_a_string() {
-        let b = batch(columns(), &[typed_row(i64::MIN, f64::NAN), typed_row(MAX_SAFE_INTEGER + 2, f64::NEG_INFINITY)]);
+        let b = batch(
+            columns(),
+            &[
+                typed_row(i64::MIN, f64::NAN),
+                typed_row(MAX_SAFE_INTEGER + 2, f64::NEG_INFINITY),
+            ],
+        );
         let json = String::from_utf8(to_json_rows(&b).unwrap()).unwrap();
-        assert!(json.starts_with(r#"[[true,"-9223372036854775808","NaN","#), "{json}");
-        assert!(json.contains(r#"[true,"9007199254740993","-Infinity","#), "{json}");
+        assert!(
+            json.starts_with(r#"[[true,"-9223372036854775808","NaN","#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#"[true,"9007199254740993","-Infinity","#),
+            "{json}"
+        );
     }
 
     #[test]
     fn typed_columns_round_trip() {
-        let rows = vec![typed_row(7, 1.5), typed_row(i64::MAX, f64::INFINITY), typed_row(-MAX_SAFE_INTEGER, -0.0), vec![Value::Null; 9]];
+        let rows = vec![
+            typed_row(7, 1.5),
+            typed_row(i64::MAX, f64::INFINITY),
+            typed_row(-MAX_SAFE_INTEGER, -0.0),
+            vec![Value::Null; 9],
+        ];
         let b = batch(columns(), &rows);
         let back = from_json_rows(columns(), b.row_count, &to_json_rows(&b).unwrap()).unwrap();
         assert_eq!(back.decode().unwrap(), rows);
@@ -380,26 +438,50 @@ mod tests {
             json,
             r#"[[null],[false],[3],[{"integer":"9223372036854775807"}],[3.0],[{"float":"Infinity"}],["{\"decimal\": \"1\"}"],[{"decimal":"1.50"}],[{"bytes":""}],[{"timestamp":"1970-01-01T00:00:00Z"}],[{"date":"1970-01-01"}],[{"json":[1]}],[{"json":null}]]"#
         );
-        assert_eq!(from_json_rows(any, b.row_count, json.as_bytes()).unwrap().decode().unwrap(), rows);
+        assert_eq!(
+            from_json_rows(any, b.row_count, json.as_bytes())
+                .unwrap()
+                .decode()
+                .unwrap(),
+            rows
+        );
     }
 
     #[test]
     fn a_value_that_does_not_fit_names_row_and_column() {
-        let cols = vec![Column::new("id", ValueType::Integer), Column::new("mrr", ValueType::Decimal)];
-        let e = from_json_rows(cols.clone(), 2, br#"[[1,"1.5"],[2,1.5]]"#).unwrap_err().to_string();
-        assert!(e.contains("row 1, column \"mrr\" (decimal)") && e.contains("as a string"), "{e}");
-        let e = from_json_rows(cols.clone(), 1, br#"[[1.5,"1"]]"#).unwrap_err().to_string();
+        let cols = vec![
+            Column::new("id", ValueType::Integer),
+            Column::new("mrr", ValueType::Decimal),
+        ];
+        let e = from_json_rows(cols.clone(), 2, br#"[[1,"1.5"],[2,1.5]]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("row 1, column \"mrr\" (decimal)") && e.contains("as a string"),
+            "{e}"
+        );
+        let e = from_json_rows(cols.clone(), 1, br#"[[1.5,"1"]]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("row 0, column \"id\" (integer)"), "{e}");
-        let e = from_json_rows(cols.clone(), 1, br#"[[1]]"#).unwrap_err().to_string();
+        let e = from_json_rows(cols.clone(), 1, br#"[[1]]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("row 0 has 1 values for 2 columns"), "{e}");
-        let e = from_json_rows(cols.clone(), 3, br#"[[1,"1"]]"#).unwrap_err().to_string();
+        let e = from_json_rows(cols.clone(), 3, br#"[[1,"1"]]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("holds 1 rows, the batch says 3"), "{e}");
         let e = from_json_rows(cols, 1, b"{").unwrap_err().to_string();
         assert!(e.contains("not a JSON array"), "{e}");
         let any = vec![Column::new("v", ValueType::Any)];
-        let e = from_json_rows(any.clone(), 1, br#"[[{"a":1}]]"#).unwrap_err().to_string();
+        let e = from_json_rows(any.clone(), 1, br#"[[{"a":1}]]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("must name a type"), "{e}");
-        let e = from_json_rows(any, 1, br#"[[[1]]]"#).unwrap_err().to_string();
+        let e = from_json_rows(any, 1, br#"[[[1]]]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("one-key object"), "{e}");
     }
 
@@ -411,17 +493,39 @@ mod tests {
             let b = batch(cols.clone(), &[vec![Value::Json(doc.into())]]);
             let json = to_json_rows(&b).unwrap();
             assert!(String::from_utf8_lossy(&json).contains(doc));
-            assert_eq!(from_json_rows(cols, 1, &json).unwrap().decode().unwrap(), vec![vec![Value::Json(doc.into())]]);
+            assert_eq!(
+                from_json_rows(cols, 1, &json).unwrap().decode().unwrap(),
+                vec![vec![Value::Json(doc.into())]]
+            );
         }
         // Text that is not JSON travels as a string.
-        let b = batch(vec![Column::new("j", ValueType::Json)], &[vec![Value::Json("{oops".into())]]);
+        let b = batch(
+            vec![Column::new("j", ValueType::Json)],
+            &[vec![Value::Json("{oops".into())]],
+        );
         assert_eq!(to_json_rows(&b).unwrap(), br#"[["{oops"]]"#);
     }
 
     #[test]
     fn sources_may_write_offsets_and_digit_strings() {
-        let cols = vec![Column::new("ts", ValueType::Timestamp), Column::new("i", ValueType::Integer), Column::new("f", ValueType::Float)];
-        let b = from_json_rows(cols, 1, br#"[["2024-01-01T02:00:00.1234567+02:00","-42",3]]"#).unwrap();
-        assert_eq!(b.decode().unwrap(), vec![vec![Value::Timestamp(1_704_067_200_123_456), Value::Int(-42), Value::Float(3.0)]]);
+        let cols = vec![
+            Column::new("ts", ValueType::Timestamp),
+            Column::new("i", ValueType::Integer),
+            Column::new("f", ValueType::Float),
+        ];
+        let b = from_json_rows(
+            cols,
+            1,
+            br#"[["2024-01-01T02:00:00.1234567+02:00","-42",3]]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            b.decode().unwrap(),
+            vec![vec![
+                Value::Timestamp(1_704_067_200_123_456),
+                Value::Int(-42),
+                Value::Float(3.0)
+            ]]
+        );
     }
 }

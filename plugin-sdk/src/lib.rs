@@ -30,15 +30,29 @@ pub use check::{ChangeKind, CheckResult, PlanSummary, Verdict};
 pub use codec::{Batch, BatchBuilder, CodecError};
 pub use policy::{ApprovalRequest, Decision, RequestKind, Role, SyncImpact};
 pub use spec::{
-    expand_secrets, parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec, RateLimitSpec, RowEncoding, RowError, RowOutcome, SyncContext,
+    expand_secrets, parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec,
+    RateLimitSpec, RowEncoding, RowError, RowOutcome, SyncContext,
 };
 pub use value::{Column, Value, ValueType};
 
 /// The WIT package version this SDK implements.
 pub const WIT_VERSION: &str = "0.1.0";
 
-#[cfg(any(feature = "source", feature = "destination", feature = "quality-check", feature = "approval-policy"))]
+#[cfg(any(
+    feature = "source",
+    feature = "destination",
+    feature = "quality-check",
+    feature = "approval-policy"
+))]
 pub mod guest;
 
-#[cfg(any(feature = "source", feature = "destination", feature = "quality-check", feature = "approval-policy"))]
-pub use guest::{host, ApprovalPolicyPlugin, Checker, DestinationPlugin, DestinationWriter, QualityCheckPlugin, SourcePlugin, SourceReader};
+#[cfg(any(
+    feature = "source",
+    feature = "destination",
+    feature = "quality-check",
+    feature = "approval-policy"
+))]
+pub use guest::{
+    host, ApprovalPolicyPlugin, Checker, DestinationPlugin, DestinationWriter, QualityCheckPlugin,
+    SourcePlugin, SourceReader,
+};

@@ -6,7 +6,9 @@ use std::fmt;
 
 /// A workspace role. Ordered by what it may do: `Viewer < Contributor < Approver < Admin`
 /// (the engine's authorization table compares roles with `>=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,
@@ -91,7 +93,12 @@ pub enum Decision {
     /// Go ahead; the text says why.
     Approve(String),
     /// Go ahead once `count` people holding one of `roles` approved.
-    Require { count: u32, roles: Vec<Role>, allow_self_approval: bool, reason: String },
+    Require {
+        count: u32,
+        roles: Vec<Role>,
+        allow_self_approval: bool,
+        reason: String,
+    },
     /// Refuse; the text says why.
     Reject(String),
 }
@@ -100,16 +107,35 @@ pub enum Decision {
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 enum DecisionRecord {
-    Approve { reason: String },
-    Require { count: u32, roles: Vec<Role>, allow_self_approval: bool, reason: String },
-    Reject { reason: String },
+    Approve {
+        reason: String,
+    },
+    Require {
+        count: u32,
+        roles: Vec<Role>,
+        allow_self_approval: bool,
+        reason: String,
+    },
+    Reject {
+        reason: String,
+    },
 }
 
 impl From<DecisionRecord> for Decision {
     fn from(d: DecisionRecord) -> Decision {
         match d {
             DecisionRecord::Approve { reason } => Decision::Approve(reason),
-            DecisionRecord::Require { count, roles, allow_self_approval, reason } => Decision::Require { count, roles, allow_self_approval, reason },
+            DecisionRecord::Require {
+                count,
+                roles,
+                allow_self_approval,
+                reason,
+            } => Decision::Require {
+                count,
+                roles,
+                allow_self_approval,
+                reason,
+            },
             DecisionRecord::Reject { reason } => Decision::Reject(reason),
         }
     }
@@ -119,7 +145,17 @@ impl From<Decision> for DecisionRecord {
     fn from(d: Decision) -> DecisionRecord {
         match d {
             Decision::Approve(reason) => DecisionRecord::Approve { reason },
-            Decision::Require { count, roles, allow_self_approval, reason } => DecisionRecord::Require { count, roles, allow_self_approval, reason },
+            Decision::Require {
+                count,
+                roles,
+                allow_self_approval,
+                reason,
+            } => DecisionRecord::Require {
+                count,
+                roles,
+                allow_self_approval,
+                reason,
+            },
             Decision::Reject(reason) => DecisionRecord::Reject { reason },
         }
     }
@@ -132,18 +168,36 @@ mod tests {
     /// The stored form is what earlier engines wrote; a change here breaks existing state.
     #[test]
     fn decisions_keep_their_stored_form() {
-        let require = Decision::Require { count: 2, roles: vec![Role::Approver, Role::Admin], allow_self_approval: false, reason: "pii".into() };
+        let require = Decision::Require {
+            count: 2,
+            roles: vec![Role::Approver, Role::Admin],
+            allow_self_approval: false,
+            reason: "pii".into(),
+        };
         let json = serde_json::to_value(&require).unwrap();
-        assert_eq!(json, serde_json::json!({"decision": "require", "count": 2, "roles": ["approver", "admin"], "allow_self_approval": false, "reason": "pii"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"decision": "require", "count": 2, "roles": ["approver", "admin"], "allow_self_approval": false, "reason": "pii"})
+        );
         assert_eq!(serde_json::from_value::<Decision>(json).unwrap(), require);
         let approve = serde_json::to_value(Decision::Approve("ok".into())).unwrap();
-        assert_eq!(approve, serde_json::json!({"decision": "approve", "reason": "ok"}));
-        assert_eq!(serde_json::to_value(RequestKind::ConfigChange).unwrap(), "config-change");
+        assert_eq!(
+            approve,
+            serde_json::json!({"decision": "approve", "reason": "ok"})
+        );
+        assert_eq!(
+            serde_json::to_value(RequestKind::ConfigChange).unwrap(),
+            "config-change"
+        );
     }
 
     #[test]
     fn roles_are_ordered_by_power() {
-        assert!(Role::Viewer < Role::Contributor && Role::Contributor < Role::Approver && Role::Approver < Role::Admin);
+        assert!(
+            Role::Viewer < Role::Contributor
+                && Role::Contributor < Role::Approver
+                && Role::Approver < Role::Admin
+        );
         for r in [Role::Viewer, Role::Contributor, Role::Approver, Role::Admin] {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }

@@ -30,7 +30,9 @@ impl fmt::Display for PluginKind {
 }
 
 /// What a destination is asked to do with a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     Insert,
@@ -91,7 +93,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { field: field.into(), message: message.into() }
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -117,28 +122,46 @@ pub struct RowError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PluginError {
-    Retryable { message: String },
-    RateLimited { message: String, retry_after_ms: Option<u64> },
+    Retryable {
+        message: String,
+    },
+    RateLimited {
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
     BadConfig(ConfigError),
     BadRow(RowError),
-    Fatal { message: String },
+    Fatal {
+        message: String,
+    },
 }
 
 impl PluginError {
     pub fn retryable(message: impl Into<String>) -> PluginError {
-        PluginError::Retryable { message: message.into() }
+        PluginError::Retryable {
+            message: message.into(),
+        }
     }
     pub fn fatal(message: impl Into<String>) -> PluginError {
-        PluginError::Fatal { message: message.into() }
+        PluginError::Fatal {
+            message: message.into(),
+        }
     }
     pub fn bad_config(field: impl Into<String>, message: impl Into<String>) -> PluginError {
         PluginError::BadConfig(ConfigError::new(field, message))
     }
     pub fn bad_row(row_index: u32, key: Option<String>, message: impl Into<String>) -> PluginError {
-        PluginError::BadRow(RowError { row_index, key, message: message.into() })
+        PluginError::BadRow(RowError {
+            row_index,
+            key,
+            message: message.into(),
+        })
     }
     pub fn is_retryable(&self) -> bool {
-        matches!(self, PluginError::Retryable { .. } | PluginError::RateLimited { .. })
+        matches!(
+            self,
+            PluginError::Retryable { .. } | PluginError::RateLimited { .. }
+        )
     }
 }
 
@@ -146,10 +169,16 @@ impl fmt::Display for PluginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PluginError::Retryable { message } => write!(f, "retryable: {message}"),
-            PluginError::RateLimited { message, retry_after_ms: Some(ms) } => {
+            PluginError::RateLimited {
+                message,
+                retry_after_ms: Some(ms),
+            } => {
                 write!(f, "rate limited (retry after {ms} ms): {message}")
             }
-            PluginError::RateLimited { message, retry_after_ms: None } => write!(f, "rate limited: {message}"),
+            PluginError::RateLimited {
+                message,
+                retry_after_ms: None,
+            } => write!(f, "rate limited: {message}"),
             PluginError::BadConfig(e) => write!(f, "bad config: {e}"),
             PluginError::BadRow(e) => match &e.key {
                 Some(k) => write!(f, "bad row {} (key {k}): {}", e.row_index, e.message),
@@ -184,11 +213,22 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, C
     let de = &mut serde_json::Deserializer::from_str(config);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let mut field = if path == "." || path == "?" { String::new() } else { path };
+        let mut field = if path == "." || path == "?" {
+            String::new()
+        } else {
+            path
+        };
         let message = e.into_inner().to_string();
         // serde reports a missing field at the object holding it; name the field itself.
-        if let Some(name) = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
-            field = if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            field = if field.is_empty() {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
         }
         ConfigError::new(field, message)
     })
@@ -203,7 +243,9 @@ pub fn expand_secrets(value: &str, kind: &str) -> Result<String, String> {
     while let Some(start) = rest.find("${env.") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 6..];
-        let end = after.find('}').ok_or_else(|| format!("unterminated ${{env.…}} in {value:?}"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{env.…}} in {value:?}"))?;
         let name = &after[..end];
         let secret = std::env::var(name)
             .map_err(|_| format!("environment variable {name} is not set or not granted to this {kind} (add it to grants.env)"))?;

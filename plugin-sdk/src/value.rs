@@ -68,7 +68,11 @@ pub struct Column {
 
 impl Column {
     pub fn new(name: impl Into<String>, value_type: ValueType) -> Column {
-        Column { name: name.into(), value_type, nullable: true }
+        Column {
+            name: name.into(),
+            value_type,
+            nullable: true,
+        }
     }
 }
 
@@ -119,13 +123,17 @@ impl Value {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::Decimal(d) => J::String(d.clone()),
             Value::Text(t) => J::String(t.clone()),
             Value::Bytes(b) => J::String(base64_encode(b)),
             Value::Timestamp(us) => J::String(format_timestamp(*us)),
             Value::Date(d) => J::String(format_date(*d)),
-            Value::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| J::String(text.clone())),
+            Value::Json(text) => {
+                serde_json::from_str(text).unwrap_or_else(|_| J::String(text.clone()))
+            }
         }
     }
 
@@ -160,7 +168,11 @@ impl fmt::Display for Value {
             Value::Float(x) => write!(f, "{x}"),
             Value::Decimal(d) => f.write_str(d),
             Value::Text(t) => f.write_str(t),
-            Value::Bytes(b) => write!(f, "\\x{}", b.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            Value::Bytes(b) => write!(
+                f,
+                "\\x{}",
+                b.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
             Value::Timestamp(us) => f.write_str(&format_timestamp(*us)),
             Value::Date(d) => f.write_str(&format_date(*d)),
             Value::Json(j) => f.write_str(j),
@@ -237,7 +249,9 @@ pub(crate) fn write_timestamp_quoted(out: &mut Vec<u8>, micros: i64) -> bool {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
-    let Ok(days) = i32::try_from(days) else { return false };
+    let Ok(days) = i32::try_from(days) else {
+        return false;
+    };
     let (y, m, d) = civil_from_days(days);
     if !(0..=9999).contains(&y) {
         return false;
@@ -284,12 +298,19 @@ pub fn parse_date(text: &str) -> Option<i32> {
             return None;
         }
         let magnitude: i32 = digits.parse().ok()?;
-        (if b[0] == b'-' { -magnitude } else { magnitude }, &text[text.len() - 6..])
+        (
+            if b[0] == b'-' { -magnitude } else { magnitude },
+            &text[text.len() - 6..],
+        )
     } else {
         return None;
     };
     let rb = rest.as_bytes();
-    if rb.len() != 6 || rb[0] != b'-' || rb[3] != b'-' || !rb[1..3].iter().chain(&rb[4..6]).all(u8::is_ascii_digit) {
+    if rb.len() != 6
+        || rb[0] != b'-'
+        || rb[3] != b'-'
+        || !rb[1..3].iter().chain(&rb[4..6]).all(u8::is_ascii_digit)
+    {
         return None;
     }
     let month: u32 = rest[1..3].parse().ok()?;
@@ -402,7 +423,14 @@ mod tests {
 
     #[test]
     fn dates_round_trip() {
-        for (y, m, d) in [(1970, 1, 1), (1969, 12, 31), (2000, 2, 29), (1900, 3, 1), (2024, 12, 31), (1, 1, 1)] {
+        for (y, m, d) in [
+            (1970, 1, 1),
+            (1969, 12, 31),
+            (2000, 2, 29),
+            (1900, 3, 1),
+            (2024, 12, 31),
+            (1, 1, 1),
+        ] {
             let days = days_from_civil(y, m, d);
             assert_eq!(civil_from_days(days), (y, m, d));
         }
@@ -423,8 +451,14 @@ mod tests {
         assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_timestamp("1969-12-31T23:59:59.999999Z"), Some(-1));
         assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59.999999Z");
-        assert_eq!(format_timestamp(1_700_000_000_123_000), "2023-11-14T22:13:20.123Z");
-        assert_eq!(parse_timestamp("2023-11-14T22:13"), Some(1_699_999_980_000_000));
+        assert_eq!(
+            format_timestamp(1_700_000_000_123_000),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            parse_timestamp("2023-11-14T22:13"),
+            Some(1_699_999_980_000_000)
+        );
         assert_eq!(parse_timestamp("hello world, long"), None);
     }
 

@@ -13,7 +13,9 @@ fn value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::Int),
-        any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan()).prop_map(Value::Float),
+        any::<f64>()
+            .prop_filter("NaN never equals itself", |f| !f.is_nan())
+            .prop_map(Value::Float),
         "-?[0-9]{1,30}(\\.[0-9]{1,10})?".prop_map(Value::Decimal),
         "\\PC{0,20}".prop_map(Value::Text),
         proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::Bytes),

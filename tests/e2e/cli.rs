@@ -27,10 +27,17 @@ async fn sync_run_json_prints_one_object_with_counts() {
     let receiver = receiver().await;
     let ws = csv_to_webhook(&receiver, "", "");
     let path = ws.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "run", "to_hook", "--json"], &path)).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || backflow(&["sync", "run", "to_hook", "--json"], &path))
+            .await
+            .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert_eq!(text.trim().lines().count(), 1, "exactly one JSON line: {text}");
+    assert_eq!(
+        text.trim().lines().count(),
+        1,
+        "exactly one JSON line: {text}"
+    );
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert!(v["run_id"].as_str().is_some_and(|s| s.len() == 26));
     assert_eq!(v["sync"], "to_hook");
@@ -45,18 +52,33 @@ async fn sync_run_json_prints_one_object_with_counts() {
     assert_eq!(receiver.rows(), 8);
     // Timings of every stage; this fresh workspace compiled its plugins (the next run reads
     // them from its cache).
-    for stage in ["prepare_ms", "compile_ms", "plan_ms", "check_ms", "approval_ms", "deliver_ms"] {
-        assert!(v["timings"][stage].is_u64(), "timings.{stage} missing in {v}");
+    for stage in [
+        "prepare_ms",
+        "compile_ms",
+        "plan_ms",
+        "check_ms",
+        "approval_ms",
+        "deliver_ms",
+    ] {
+        assert!(
+            v["timings"][stage].is_u64(),
+            "timings.{stage} missing in {v}"
+        );
     }
     assert!(v["timings"]["compile_ms"].as_u64().unwrap() > 0, "{v}");
     let path = ws.path().to_path_buf();
-    let again = tokio::task::spawn_blocking(move || backflow(&["sync", "run", "to_hook", "--json"], &path)).await.unwrap();
+    let again =
+        tokio::task::spawn_blocking(move || backflow(&["sync", "run", "to_hook", "--json"], &path))
+            .await
+            .unwrap();
     let again: serde_json::Value = serde_json::from_str(stdout(&again).trim()).unwrap();
     assert_eq!(again["timings"]["compile_ms"], 0, "{again}");
 
     // The run shows up in history.
     let path = ws.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || backflow(&["runs", "--json"], &path)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || backflow(&["runs", "--json"], &path))
+        .await
+        .unwrap();
     let runs: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(runs[0]["run_id"], again["run_id"], "newest first");
     assert_eq!(runs[1]["run_id"], v["run_id"]);
@@ -68,27 +90,45 @@ fn config_errors_exit_non_zero_with_the_file_and_key() {
     let out = backflow(&["sync", "list"], ws.path());
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("backflow.toml") && e.contains("unknown field `bogus`"), "{e}");
+    assert!(
+        e.contains("backflow.toml") && e.contains("unknown field `bogus`"),
+        "{e}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let out = backflow(&["sync", "list"], empty.path());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no workspace here"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no workspace here"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn plugin_list_skips_files_that_are_not_plugins_and_says_why() {
     let ws = TestWorkspace::new("[workspace]\nplugins_dir = \"plugins\"\n");
     std::fs::create_dir_all(ws.path().join("plugins")).unwrap();
-    std::fs::copy(plugin("webhook.wasm"), ws.path().join("plugins/webhook.wasm")).unwrap();
+    std::fs::copy(
+        plugin("webhook.wasm"),
+        ws.path().join("plugins/webhook.wasm"),
+    )
+    .unwrap();
     std::fs::write(ws.path().join("plugins/notes.txt"), "not wasm").unwrap();
     std::fs::write(ws.path().join("plugins/fake.wasm"), "definitely not wasm").unwrap();
     let out = backflow(&["plugin", "list"], ws.path());
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("webhook") && stdout(&out).contains("destination"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("webhook") && stdout(&out).contains("destination"),
+        "{}",
+        stdout(&out)
+    );
     let e = stderr(&out);
     assert!(e.contains("notes.txt: not a plugin"), "{e}");
-    assert!(e.contains("fake.wasm") && e.contains("not a WebAssembly file"), "{e}");
+    assert!(
+        e.contains("fake.wasm") && e.contains("not a WebAssembly file"),
+        "{e}"
+    );
 
     let out = backflow(&["plugin", "list", "--json"], ws.path());
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -102,7 +142,10 @@ fn plugin_list_skips_files_that_are_not_plugins_and_says_why() {
 fn plugin_inspect_shows_kind_spec_schema_and_contract() {
     let dir = tempfile::tempdir().unwrap();
     let webhook = plugin("webhook.wasm");
-    let out = backflow(&["plugin", "inspect", webhook.to_str().unwrap(), "--json"], dir.path());
+    let out = backflow(
+        &["plugin", "inspect", webhook.to_str().unwrap(), "--json"],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["name"], "webhook");
@@ -114,13 +157,21 @@ fn plugin_inspect_shows_kind_spec_schema_and_contract() {
     std::fs::write(&text, "hello").unwrap();
     let out = backflow(&["plugin", "inspect", text.to_str().unwrap()], dir.path());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not a WebAssembly file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a WebAssembly file"),
+        "{}",
+        stderr(&out)
+    );
 
     // A core module is not a component.
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let out = backflow(&["plugin", "inspect", core.to_str().unwrap()], dir.path());
-    assert!(stderr(&out).contains("core WebAssembly module, not a component"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("core WebAssembly module, not a component"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// componentize-js with its default features builds components that import wasi:http,
@@ -129,11 +180,19 @@ fn plugin_inspect_shows_kind_spec_schema_and_contract() {
 fn a_plugin_importing_what_the_engine_lacks_is_refused_naming_the_import() {
     let dir = tempfile::tempdir().unwrap();
     let refused = plugins_dir().join("../plugins-refused/imports_http.wasm");
-    let out = backflow(&["plugin", "inspect", refused.to_str().unwrap()], dir.path());
+    let out = backflow(
+        &["plugin", "inspect", refused.to_str().unwrap()],
+        dir.path(),
+    );
     assert!(!out.status.success());
     let e = stderr(&out);
     assert!(e.contains("it imports `wasi:http/"), "{e}");
-    assert!(e.contains("which backflow does not provide") && e.contains("http-send") && e.contains("--disable http --disable fetch-event"), "{e}");
+    assert!(
+        e.contains("which backflow does not provide")
+            && e.contains("http-send")
+            && e.contains("--disable http --disable fetch-event"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -141,24 +200,49 @@ fn init_creates_a_workspace_that_loads() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("ws");
     let out = Command::new(env!("CARGO_BIN_EXE_backflow"))
-        .args(["init", target.to_str().unwrap(), "--plugins", plugins_dir().to_str().unwrap()])
+        .args([
+            "init",
+            target.to_str().unwrap(),
+            "--plugins",
+            plugins_dir().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let out = backflow(&["sync", "list"], &target);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("customers_to_crm"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("customers_to_crm"),
+        "{}",
+        stdout(&out)
+    );
     // A second init refuses to overwrite.
-    let out = Command::new(env!("CARGO_BIN_EXE_backflow")).args(["init", target.to_str().unwrap(), "--plugins", plugins_dir().to_str().unwrap()]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args([
+            "init",
+            target.to_str().unwrap(),
+            "--plugins",
+            plugins_dir().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
 #[test]
 fn every_plugin_kind_builds_with_the_sdk_and_inspects() {
     let dir = tempfile::tempdir().unwrap();
-    for (file, kind) in [("file_source.wasm", "source"), ("webhook.wasm", "destination"), ("fixture_check.wasm", "quality-check"), ("fixture_policy.wasm", "approval-policy")] {
+    for (file, kind) in [
+        ("file_source.wasm", "source"),
+        ("webhook.wasm", "destination"),
+        ("fixture_check.wasm", "quality-check"),
+        ("fixture_policy.wasm", "approval-policy"),
+    ] {
         let path = plugins_dir().join(file);
-        let out = backflow(&["plugin", "inspect", path.to_str().unwrap(), "--json"], dir.path());
+        let out = backflow(
+            &["plugin", "inspect", path.to_str().unwrap(), "--json"],
+            dir.path(),
+        );
         assert!(out.status.success(), "{file}: {}", stderr(&out));
         let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
         assert_eq!(v["kind"], kind, "{file}");
@@ -170,7 +254,14 @@ async fn sync_plan_and_sync_test_from_the_command_line() {
     let receiver = receiver().await;
     let ws = csv_to_webhook(&receiver, "", "");
     let path = ws.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "plan", "to_hook", "--json", "--samples", "2"], &path)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        backflow(
+            &["sync", "plan", "to_hook", "--json", "--samples", "2"],
+            &path,
+        )
+    })
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["diff"]["added"], 8);
@@ -179,7 +270,11 @@ async fn sync_plan_and_sync_test_from_the_command_line() {
     assert_eq!(receiver.received().len(), 0, "a plan sends nothing");
 
     let path = ws.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "test", "to_hook", "--row", "3", "--json"], &path)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        backflow(&["sync", "test", "to_hook", "--row", "3", "--json"], &path)
+    })
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["outcome"], "accepted");
@@ -190,7 +285,11 @@ async fn sync_plan_and_sync_test_from_the_command_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_run_all_runs_syncs_in_parallel_and_a_dead_destination_does_not_stop_the_others() {
     let receiver = receiver().await;
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let ws = file_workspace(
         "customers",
         "customers.csv",
@@ -217,8 +316,16 @@ destination = "dead"
     );
     ws.write("data/customers.csv", CUSTOMERS_CSV);
     let path = ws.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || backflow(&["sync", "run", "--all", "--json"], &path)).await.unwrap();
-    assert_eq!(out.status.code(), Some(2), "one sync partial: {}", stderr(&out));
+    let out =
+        tokio::task::spawn_blocking(move || backflow(&["sync", "run", "--all", "--json"], &path))
+            .await
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "one sync partial: {}",
+        stderr(&out)
+    );
     let runs: Vec<serde_json::Value> = serde_json::from_str(stdout(&out).trim()).unwrap();
     let by_name = |n: &str| runs.iter().find(|r| r["sync"] == n).unwrap().clone();
     assert_eq!(by_name("to_live")["status"], "succeeded");
@@ -232,7 +339,10 @@ destination = "dead"
 fn a_destination_declares_its_default_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
     let path = plugins_dir().join("misbehave.wasm");
-    let out = backflow(&["plugin", "inspect", path.to_str().unwrap(), "--json"], dir.path());
+    let out = backflow(
+        &["plugin", "inspect", path.to_str().unwrap(), "--json"],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["default_rate_limit"]["requests_per_second"], 1000.0);
@@ -245,19 +355,41 @@ async fn destination_answers_cannot_drive_the_terminal() {
     let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}bad@x.com";
     let receiver = backflow::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
-        backflow::receiver::ReceiverOptions { reject: Some(("email".into(), evil.into())), ..Default::default() },
+        backflow::receiver::ReceiverOptions {
+            reject: Some(("email".into(), evil.into())),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
     let ws = csv_to_webhook(&receiver, "config.batch_mode = \"row\"", "");
     ws.write("data/customers.csv", &format!("id,email,name,plan,mrr,signed_up\n1,{evil},Eve,pro,1.00,2024-01-01\n2,ok@x.com,Ok,pro,1.00,2024-01-01\n"));
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_backflow")).args(["sync", "run", "to_hook", "--json", "--workspace"]).arg(ws.path()).output().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args(["sync", "run", "to_hook", "--json", "--workspace"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
     let record: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(record["failed"]["added"], 1, "{record}");
-    let show = std::process::Command::new(env!("CARGO_BIN_EXE_backflow")).args(["runs", "show", record["run_id"].as_str().unwrap(), "--workspace"]).arg(ws.path()).output().unwrap();
+    let show = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
+        .args([
+            "runs",
+            "show",
+            record["run_id"].as_str().unwrap(),
+            "--workspace",
+        ])
+        .arg(ws.path())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&show.stdout);
-    assert!(text.contains("rejected 1") && text.contains("\\u{1b}[2J"), "shown escaped: {text}");
-    assert!(!show.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "no raw control bytes: {text:?}");
+    assert!(
+        text.contains("rejected 1") && text.contains("\\u{1b}[2J"),
+        "shown escaped: {text}"
+    );
+    assert!(
+        !show.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+        "no raw control bytes: {text:?}"
+    );
 }
 
 #[test]
@@ -277,10 +409,26 @@ fn plugin_inspect_compiles_a_plugin_once() {
             .unwrap()
     };
     let first = inspect();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert!(String::from_utf8_lossy(&first.stderr).contains("compiling plugin"), "the first inspect compiles");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("compiling plugin"),
+        "the first inspect compiles"
+    );
     let second = inspect();
     assert!(second.status.success());
-    assert!(!String::from_utf8_lossy(&second.stderr).contains("compiling plugin"), "the second reads the cache: {}", String::from_utf8_lossy(&second.stderr));
-    assert!(std::fs::read_dir(cache.path().join("backflow/compiled")).unwrap().count() >= 1);
+    assert!(
+        !String::from_utf8_lossy(&second.stderr).contains("compiling plugin"),
+        "the second reads the cache: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        std::fs::read_dir(cache.path().join("backflow/compiled"))
+            .unwrap()
+            .count()
+            >= 1
+    );
 }

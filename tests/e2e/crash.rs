@@ -18,7 +18,9 @@ async fn a_run_killed_mid_delivery_resumes_without_losing_rows() {
         async move {
             tokio::time::sleep(std::time::Duration::from_millis(40)).await;
             let rows: Vec<J> = serde_json::from_str(&body).unwrap();
-            s.lock().unwrap().extend(rows.iter().map(|row| row["id"].as_i64().unwrap()));
+            s.lock()
+                .unwrap()
+                .extend(rows.iter().map(|row| row["id"].as_i64().unwrap()));
             r.fetch_add(1, Ordering::SeqCst);
             "{}"
         }
@@ -27,8 +29,11 @@ async fn a_run_killed_mid_delivery_resumes_without_losing_rows() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let ws = file_workspace("people", "people.csv", &format!(
-        r#"
+    let ws = file_workspace(
+        "people",
+        "people.csv",
+        &format!(
+            r#"
 [destinations.hook]
 plugin = "webhook"
 config.url = "http://{addr}/in"
@@ -38,7 +43,8 @@ model = "people"
 destination = "hook"
 batch_size = 20
 "#
-    ));
+        ),
+    );
     let mut csv = String::from("id,email\n");
     for i in 1..=1000 {
         csv.push_str(&format!("{i},user{i}@x.com\n"));
@@ -55,7 +61,10 @@ batch_size = 20
         .unwrap();
     // Let it deliver a good part, then kill -9 it mid-delivery.
     while requests.load(Ordering::SeqCst) < 15 {
-        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     child.kill().unwrap();
@@ -69,11 +78,18 @@ batch_size = 20
     let unique: std::collections::HashSet<i64> = seen.iter().copied().collect();
     assert_eq!(unique.len(), 1000, "every row delivered");
     let duplicates = seen.len() - unique.len();
-    assert!(duplicates <= 20, "at most the batch in flight is re-sent, got {duplicates} duplicates");
+    assert!(
+        duplicates <= 20,
+        "at most the batch in flight is re-sent, got {duplicates} duplicates"
+    );
     assert!(run.delivered.added as usize <= 1000 - delivered_before_kill + 20);
 
     let state = StateStore::open(&ws.load().state_dir).unwrap();
     let runs = state.runs(Some("s"), 10).unwrap();
-    assert_eq!(runs[1].status, RunStatus::Interrupted, "the killed run is marked interrupted");
+    assert_eq!(
+        runs[1].status,
+        RunStatus::Interrupted,
+        "the killed run is marked interrupted"
+    );
     assert_eq!(state.snapshot_len("s").unwrap(), 1000);
 }

@@ -7,7 +7,9 @@ use backflow::state::RunStatus;
 use std::collections::HashSet;
 
 async fn receiver_with(options: ReceiverOptions) -> Receiver {
-    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), options).await.unwrap()
+    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap()
 }
 
 const PEOPLE: &str = "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n4,d@x.com\n";
@@ -38,23 +40,43 @@ fn to(receiver: &Receiver, destination: &str, sync: &str) -> TestWorkspace {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_are_signed_and_a_wrong_secret_stops_the_run() {
     std::env::set_var("BACKFLOW_E2E_SIGNING", "whsec-test-123");
-    let receiver = receiver_with(ReceiverOptions { hmac_secret: Some("whsec-test-123".into()), ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        hmac_secret: Some("whsec-test-123".into()),
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "config.signing_secret = \"${env.BACKFLOW_E2E_SIGNING}\"\ngrants.env = [\"BACKFLOW_E2E_SIGNING\"]", "");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
-    assert!(receiver.received().iter().all(|r| r.status == 200 && r.headers["x-backflow-signature"].starts_with("t=")));
+    assert!(receiver
+        .received()
+        .iter()
+        .all(|r| r.status == 200 && r.headers["x-backflow-signature"].starts_with("t=")));
 
-    let strict = receiver_with(ReceiverOptions { hmac_secret: Some("another-secret".into()), ..Default::default() }).await;
+    let strict = receiver_with(ReceiverOptions {
+        hmac_secret: Some("another-secret".into()),
+        ..Default::default()
+    })
+    .await;
     let ws = to(&strict, "config.signing_secret = \"${env.BACKFLOW_E2E_SIGNING}\"\ngrants.env = [\"BACKFLOW_E2E_SIGNING\"]", "");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Failed);
     let e = run.error.unwrap();
-    assert!(e.contains("HTTP 401") && e.contains("check the credentials") && e.contains("config.headers"), "{e}");
+    assert!(
+        e.contains("HTTP 401")
+            && e.contains("check the credentials")
+            && e.contains("config.headers"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_storm_is_ridden_out_and_replays_reuse_their_idempotency_key() {
-    let receiver = receiver_with(ReceiverOptions { rate_limit: Some(2), ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        rate_limit: Some(2),
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "config.batch_mode = \"row\"", "batch_size = 1");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -63,17 +85,30 @@ async fn a_429_storm_is_ridden_out_and_replays_reuse_their_idempotency_key() {
     let accepted: Vec<_> = received.iter().filter(|r| r.status == 200).collect();
     let throttled: Vec<_> = received.iter().filter(|r| r.status == 429).collect();
     assert_eq!(accepted.len(), 4, "every row delivered once");
-    assert!(!throttled.is_empty(), "the receiver throttled some requests");
-    let keys: HashSet<&String> = accepted.iter().map(|r| &r.headers["idempotency-key"]).collect();
+    assert!(
+        !throttled.is_empty(),
+        "the receiver throttled some requests"
+    );
+    let keys: HashSet<&String> = accepted
+        .iter()
+        .map(|r| &r.headers["idempotency-key"])
+        .collect();
     assert_eq!(keys.len(), 4);
     for r in &throttled {
-        assert!(keys.contains(&r.headers["idempotency-key"]), "a replay carries the same key as its accepted twin");
+        assert!(
+            keys.contains(&r.headers["idempotency-key"]),
+            "a replay carries the same key as its accepted twin"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_errors_are_retried_until_every_row_is_delivered() {
-    let receiver = receiver_with(ReceiverOptions { error_rate: 0.5, ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        error_rate: 0.5,
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "", "batch_size = 1");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -83,13 +118,19 @@ async fn server_errors_are_retried_until_every_row_is_delivered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_row_is_isolated_and_the_rest_delivered() {
-    let receiver = receiver_with(ReceiverOptions { reject: Some(("email".into(), "c@x.com".into())), ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        reject: Some(("email".into(), "c@x.com".into())),
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "", "");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Partial);
     assert_eq!((run.delivered.added, run.failed.added), (3, 1));
     assert_eq!(run.rejected[0].key, "3");
-    assert!(run.rejected[0].error.contains("rows with email = c@x.com are refused"));
+    assert!(run.rejected[0]
+        .error
+        .contains("rows with email = c@x.com are refused"));
     assert_eq!(receiver.rows(), 3);
 }
 
@@ -111,14 +152,23 @@ config.body_template = '{{"contact": {{"email": {{{{ row.email | tojson }}}}, "s
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     let first = &receiver.received()[0];
     assert_eq!(first.path, "/contacts/1");
-    assert_eq!(first.body, serde_json::json!({"contact": {"email": "a@x.com", "source": "s"}}));
+    assert_eq!(
+        first.body,
+        serde_json::json!({"contact": {"email": "a@x.com", "source": "s"}})
+    );
 
-    ws.write("data/people.csv", "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n");
+    ws.write(
+        "data/people.csv",
+        "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n",
+    );
     let before = receiver.received().len();
     let run = ws.run("s").await;
     assert_eq!(run.delivered.removed, 1, "{run:?}");
     let delete = &receiver.received()[before];
-    assert_eq!((delete.method.as_str(), delete.path.as_str()), ("DELETE", "/contacts/4/delete"));
+    assert_eq!(
+        (delete.method.as_str(), delete.path.as_str()),
+        ("DELETE", "/contacts/4/delete")
+    );
 
     // Array mode with a wrapper.
     let receiver = crate::support::receiver().await;
@@ -132,26 +182,49 @@ config.body_template = '{{"contact": {{"email": {{{{ row.email | tojson }}}}, "s
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sync_below_the_receivers_limit_is_never_throttled() {
     // The receiver allows 6 requests a second; the sync sends at most 5.
-    let receiver = receiver_with(ReceiverOptions { rate_limit: Some(6), ..Default::default() }).await;
-    let ws = to(&receiver, "config.batch_mode = \"row\"", "batch_size = 1\nrate_limit = { requests_per_second = 5 }");
+    let receiver = receiver_with(ReceiverOptions {
+        rate_limit: Some(6),
+        ..Default::default()
+    })
+    .await;
+    let ws = to(
+        &receiver,
+        "config.batch_mode = \"row\"",
+        "batch_size = 1\nrate_limit = { requests_per_second = 5 }",
+    );
     let csv = people(12);
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     let received = receiver.received();
     assert_eq!(received.len(), 12);
-    assert!(received.iter().all(|r| r.status == 200), "no 429: {:?}", received.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(
+        received.iter().all(|r| r.status == 200),
+        "no 429: {:?}",
+        received.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_time_budget_stops_delivery_and_the_next_run_sends_the_rest() {
-    let receiver = receiver_with(ReceiverOptions { latency_ms: 300, ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        latency_ms: 300,
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "", "batch_size = 1\ntime_budget_s = 1");
     let csv = people(20);
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
-    assert!(run.error.as_deref().unwrap().contains("time budget of 1 s (syncs.s.time_budget_s)"), "{:?}", run.error);
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap()
+            .contains("time budget of 1 s (syncs.s.time_budget_s)"),
+        "{:?}",
+        run.error
+    );
     let sent = run.delivered.added;
     assert!(sent < 20, "{run:?}");
     let next = ws.run("s").await;
@@ -160,7 +233,11 @@ async fn a_time_budget_stops_delivery_and_the_next_run_sends_the_rest() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
-    let receiver = receiver_with(ReceiverOptions { latency_ms: 150, ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        latency_ms: 150,
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 4");
     let csv = people(40);
     ws.write("data/people.csv", &csv);
@@ -168,7 +245,12 @@ async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.delivered.added, 40);
     assert_eq!(receiver.rows(), 40);
-    let ids: HashSet<i64> = receiver.received().iter().flat_map(|r| r.body.as_array().cloned().unwrap()).map(|r| r["id"].as_i64().unwrap()).collect();
+    let ids: HashSet<i64> = receiver
+        .received()
+        .iter()
+        .flat_map(|r| r.body.as_array().cloned().unwrap())
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 40, "every row exactly once");
     let c = receiver.max_concurrency();
     assert!((2..=4).contains(&c), "requests in flight at once: {c}");
@@ -181,24 +263,49 @@ async fn max_in_flight_sends_batches_concurrently_and_every_row_once() {
 /// the plan's order, but not always: a writer may ask for its turn after the next one.)
 #[tokio::test(flavor = "multi_thread")]
 async fn one_request_in_flight_means_one_at_a_time() {
-    let receiver = receiver_with(ReceiverOptions { latency_ms: 40, ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        latency_ms: 40,
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 1");
     let csv = people(40);
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
-    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
+    assert_eq!(
+        (run.status, run.delivered.added),
+        (RunStatus::Succeeded, 40),
+        "{run:?}"
+    );
     assert_eq!(receiver.max_concurrency(), 1, "requests in flight at once");
-    let mut ids: Vec<i64> = receiver.received().iter().flat_map(|r| r.body.as_array().cloned().unwrap()).map(|r| r["id"].as_i64().unwrap()).collect();
+    let mut ids: Vec<i64> = receiver
+        .received()
+        .iter()
+        .flat_map(|r| r.body.as_array().cloned().unwrap())
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=40).collect::<Vec<_>>(), "every row once");
 
     // Three in flight: never more than three at once.
-    let receiver = receiver_with(ReceiverOptions { latency_ms: 40, ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        latency_ms: 40,
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "", "batch_size = 2\nmax_in_flight = 3");
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
-    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
-    assert!((1..=3).contains(&receiver.max_concurrency()), "requests in flight at once: {}", receiver.max_concurrency());
+    assert_eq!(
+        (run.status, run.delivered.added),
+        (RunStatus::Succeeded, 40),
+        "{run:?}"
+    );
+    assert!(
+        (1..=3).contains(&receiver.max_concurrency()),
+        "requests in flight at once: {}",
+        receiver.max_concurrency()
+    );
     assert_eq!(receiver.rows(), 40);
 }
 
@@ -209,22 +316,48 @@ async fn a_writer_waiting_behind_a_retried_batch_is_not_timed_out() {
     // Requests 1 to 3 fail: the batch that goes first is retried with backoff (0.4, 0.8 and
     // 1.6 s) and keeps its turn for about 3 s; the other writer waits that long, twice its
     // wall-clock limit, then sends in a moment.
-    let receiver = receiver_with(ReceiverOptions { fail_requests: Some((1, 3)), ..Default::default() }).await;
-    let ws = to(&receiver, "limits = { wall_timeout_ms = 1500 }", "batch_size = 2\nmax_in_flight = 1");
+    let receiver = receiver_with(ReceiverOptions {
+        fail_requests: Some((1, 3)),
+        ..Default::default()
+    })
+    .await;
+    let ws = to(
+        &receiver,
+        "limits = { wall_timeout_ms = 1500 }",
+        "batch_size = 2\nmax_in_flight = 1",
+    );
     let run = ws.run("s").await;
-    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 4), "{run:?}");
-    assert_eq!(receiver.received().iter().filter(|r| r.status == 500).count(), 3);
+    assert_eq!(
+        (run.status, run.delivered.added),
+        (RunStatus::Succeeded, 4),
+        "{run:?}"
+    );
+    assert_eq!(
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 500)
+            .count(),
+        3
+    );
     assert_eq!(receiver.max_concurrency(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_down_for_its_first_seconds_gets_every_row_once_it_is_up() {
-    let receiver = receiver_with(ReceiverOptions { down_for_ms: 1500, ..Default::default() }).await;
+    let receiver = receiver_with(ReceiverOptions {
+        down_for_ms: 1500,
+        ..Default::default()
+    })
+    .await;
     let ws = to(&receiver, "", "");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(receiver.rows(), 4);
-    assert!(receiver.received().iter().any(|r| r.status == 503), "it was down at first");
+    assert!(
+        receiver.received().iter().any(|r| r.status == 503),
+        "it was down at first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,62 +365,165 @@ async fn row_values_in_url_templates_stay_inside_their_path_segment() {
     let receiver = receiver().await;
     let base = receiver.url("");
     let ws = to(&receiver, &format!("config.batch_mode = \"row\"\nconfig.endpoints = {{ insert = \"{base}/contacts/{{{{ row.id }}}}\" }}"), "");
-    ws.write("data/people.csv", "id,email\n../admin?x=,a@x.com\n..,b@x.com\nok,c@x.com\n");
+    ws.write(
+        "data/people.csv",
+        "id,email\n../admin?x=,a@x.com\n..,b@x.com\nok,c@x.com\n",
+    );
     let run = ws.run("s").await;
     let paths: Vec<String> = receiver.received().iter().map(|r| r.path.clone()).collect();
-    assert!(paths.contains(&"/contacts/..%2Fadmin%3Fx%3D".to_string()), "{paths:?}");
+    assert!(
+        paths.contains(&"/contacts/..%2Fadmin%3Fx%3D".to_string()),
+        "{paths:?}"
+    );
     assert!(paths.contains(&"/contacts/ok".to_string()), "{paths:?}");
-    assert!(paths.iter().all(|p| p.starts_with("/contacts/")), "no value escapes its segment: {paths:?}");
+    assert!(
+        paths.iter().all(|p| p.starts_with("/contacts/")),
+        "no value escapes its segment: {paths:?}"
+    );
     // `..` would be resolved by any URL parser: that row is refused, naming why.
     assert_eq!((run.delivered.added, run.failed.added), (2, 1), "{run:?}");
-    assert!(run.rejected[0].error.contains("cannot be a URL path segment"), "{run:?}");
+    assert!(
+        run.rejected[0]
+            .error
+            .contains("cannot be a URL path segment"),
+        "{run:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delete_answered_not_found_counts_as_done_and_is_not_retried_forever() {
-    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { status_for_method: Some(("DELETE".into(), 404)), ..ReceiverOptions::default() }).await.unwrap();
-    let ws = to(&receiver, "config.batch_mode = \"row\"\nconfig.methods = { delete = \"DELETE\" }", "mode = \"mirror\"");
+    let receiver = backflow::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiverOptions {
+            status_for_method: Some(("DELETE".into(), 404)),
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ws = to(
+        &receiver,
+        "config.batch_mode = \"row\"\nconfig.methods = { delete = \"DELETE\" }",
+        "mode = \"mirror\"",
+    );
     ws.run("s").await;
     ws.write("data/people.csv", "id,email\n1,a@x.com\n");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
-    assert_eq!((run.delivered.removed, run.failed.removed), (3, 0), "{run:?}");
+    assert_eq!(
+        (run.delivered.removed, run.failed.removed),
+        (3, 0),
+        "{run:?}"
+    );
     let again = ws.run("s").await;
-    assert_eq!(again.planned.total(), 0, "the deletes are done, not pending: {again:?}");
+    assert_eq!(
+        again.planned.total(),
+        0,
+        "the deletes are done, not pending: {again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_resync_drops_deletes_the_destination_keeps_refusing() {
-    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { status_for_method: Some(("DELETE".into(), 409)), ..ReceiverOptions::default() }).await.unwrap();
-    let ws = to(&receiver, "config.batch_mode = \"row\"\nconfig.methods = { delete = \"DELETE\" }", "mode = \"mirror\"");
+    let receiver = backflow::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiverOptions {
+            status_for_method: Some(("DELETE".into(), 409)),
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ws = to(
+        &receiver,
+        "config.batch_mode = \"row\"\nconfig.methods = { delete = \"DELETE\" }",
+        "mode = \"mirror\"",
+    );
     ws.run("s").await;
     ws.write("data/people.csv", "id,email\n1,a@x.com\n");
     let refused = ws.run("s").await;
-    assert_eq!((refused.delivered.removed, refused.failed.removed), (0, 3), "{refused:?}");
+    assert_eq!(
+        (refused.delivered.removed, refused.failed.removed),
+        (0, 3),
+        "{refused:?}"
+    );
     // Every later run tries again, and is refused again.
     let again = ws.run("s").await;
-    assert_eq!((again.planned.removed, again.failed.removed), (3, 3), "{again:?}");
-    let deletes_before = receiver.received().iter().filter(|r| r.method == "DELETE").count();
+    assert_eq!(
+        (again.planned.removed, again.failed.removed),
+        (3, 3),
+        "{again:?}"
+    );
+    let deletes_before = receiver
+        .received()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
 
     let loaded = ws.load();
     let state = backflow::state::StateStore::open(&loaded.state_dir).unwrap();
-    let resync = backflow::app::run_sync(&host(), &loaded, &state, "s", &backflow::sync::RunOptions { full_resync: true, ..Default::default() }).await.unwrap();
+    let resync = backflow::app::run_sync(
+        &host(),
+        &loaded,
+        &state,
+        "s",
+        &backflow::sync::RunOptions {
+            full_resync: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(resync.status, RunStatus::Succeeded, "{resync:?}");
-    assert_eq!((resync.diff.removed, resync.diff.cleared_deletes, resync.planned.removed), (0, 3, 0), "{resync:?}");
-    assert_eq!(resync.delivered.changed, 1, "the model's row is sent again: {resync:?}");
-    assert_eq!(receiver.received().iter().filter(|r| r.method == "DELETE").count(), deletes_before, "no delete is sent for the dropped rows");
-    assert!(state.pending("s", 10).unwrap().is_empty(), "nothing is pending any more");
+    assert_eq!(
+        (
+            resync.diff.removed,
+            resync.diff.cleared_deletes,
+            resync.planned.removed
+        ),
+        (0, 3, 0),
+        "{resync:?}"
+    );
+    assert_eq!(
+        resync.delivered.changed, 1,
+        "the model's row is sent again: {resync:?}"
+    );
+    assert_eq!(
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .count(),
+        deletes_before,
+        "no delete is sent for the dropped rows"
+    );
+    assert!(
+        state.pending("s", 10).unwrap().is_empty(),
+        "nothing is pending any more"
+    );
     assert_eq!(state.snapshot_len("s").unwrap(), 1);
     drop(state);
     let after = ws.run("s").await;
-    assert_eq!(after.planned.total(), 0, "the refused deletes are not tried again: {after:?}");
+    assert_eq!(
+        after.planned.total(),
+        0,
+        "the refused deletes are not tried again: {after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_errors_in_a_healthy_destination_does_not_fail_rows_by_bad_luck() {
     // Requests 3 to 8 fail: the third batch fails six times in a row. Other batches were
     // accepted moments before, so it is a storm, not an outage: it keeps retrying.
-    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions { fail_requests: Some((3, 6)), ..ReceiverOptions::default() }).await.unwrap();
+    let receiver = backflow::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiverOptions {
+            fail_requests: Some((3, 6)),
+            ..ReceiverOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     let ws = to(&receiver, "", "batch_size = 1\nmax_in_flight = 1");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
@@ -300,13 +536,27 @@ async fn batches_are_bounded_in_bytes_and_a_row_too_large_for_one_is_named() {
     let ws = to(&receiver, "", "batch_size = 500");
     // 40 rows of 1 MiB each: batch_size alone would send them in one 40 MiB request.
     let big = "x".repeat(1 << 20);
-    let csv: String = std::iter::once("id,email\n".to_string()).chain((1..=40).map(|i| format!("{i},{big}\n"))).collect();
+    let csv: String = std::iter::once("id,email\n".to_string())
+        .chain((1..=40).map(|i| format!("{i},{big}\n")))
+        .collect();
     ws.write("data/people.csv", &csv);
     let run = ws.run("s").await;
-    assert_eq!((run.status, run.delivered.added), (RunStatus::Succeeded, 40), "{run:?}");
+    assert_eq!(
+        (run.status, run.delivered.added),
+        (RunStatus::Succeeded, 40),
+        "{run:?}"
+    );
     let requests = receiver.received();
-    assert!(requests.len() >= 3, "split by bytes: {} requests", requests.len());
-    assert!(requests.iter().all(|r| r.rows <= 17), "at most 16 MiB of rows per batch: {:?}", requests.iter().map(|r| r.rows).collect::<Vec<_>>());
+    assert!(
+        requests.len() >= 3,
+        "split by bytes: {} requests",
+        requests.len()
+    );
+    assert!(
+        requests.iter().all(|r| r.rows <= 17),
+        "at most 16 MiB of rows per batch: {:?}",
+        requests.iter().map(|r| r.rows).collect::<Vec<_>>()
+    );
 
     // A single row larger than a batch may carry: a clear error naming it, the rest delivered.
     let huge = "y".repeat(17 << 20);
@@ -314,5 +564,8 @@ async fn batches_are_bounded_in_bytes_and_a_row_too_large_for_one_is_named() {
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     let error = run.error.unwrap();
-    assert!(error.contains("row 41 is 17 MiB") && error.contains("16 MiB"), "{error}");
+    assert!(
+        error.contains("row 41 is 17 MiB") && error.contains("16 MiB"),
+        "{error}"
+    );
 }

@@ -20,6 +20,6 @@ mod postgres;
 mod sandbox;
 mod secrets;
 mod serve;
-mod ui;
 mod sync;
+mod ui;
 mod undo;

@@ -25,7 +25,14 @@ impl Service {
     pub fn try_start(ws: &TestWorkspace) -> Result<Service, String> {
         let log = ws.path().join(format!("serve-{}.log", ulid::Ulid::new()));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace-s", "20", "--workspace"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shutdown-grace-s",
+                "20",
+                "--workspace",
+            ])
             .arg(ws.path())
             .env("RUST_LOG", "backflow=info")
             .env_remove("BACKFLOW_USER")
@@ -36,14 +43,22 @@ impl Service {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let _ = tx.send(line);
             }
         });
         let line = rx.recv_timeout(Duration::from_secs(180));
         match line {
             Ok(line) => {
-                let base = line.split("listening on ").nth(1).ok_or_else(|| format!("unexpected first line {line:?}"))?.trim().to_string();
+                let base = line
+                    .split("listening on ")
+                    .nth(1)
+                    .ok_or_else(|| format!("unexpected first line {line:?}"))?
+                    .trim()
+                    .to_string();
                 Ok(Service { child, base, log })
             }
             Err(_) => {
@@ -65,7 +80,10 @@ impl Service {
     /// SIGTERM, then waits for the process to end.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
         self.child.wait().unwrap()
     }
 }
@@ -87,10 +105,18 @@ impl Api {
     pub fn new(token: Option<&str>) -> Api {
         // The engine builds reqwest without a bundled crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Api { http: reqwest::Client::new(), token: token.map(str::to_string) }
+        Api {
+            http: reqwest::Client::new(),
+            token: token.map(str::to_string),
+        }
     }
 
-    pub async fn send(&self, method: reqwest::Method, url: String, body: Option<String>) -> (u16, J) {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<String>,
+    ) -> (u16, J) {
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -101,7 +127,10 @@ impl Api {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(J::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(J::String(text)),
+        )
     }
 
     pub async fn get(&self, url: String) -> (u16, J) {
@@ -109,7 +138,8 @@ impl Api {
     }
 
     pub async fn post(&self, url: String, body: Option<J>) -> (u16, J) {
-        self.send(reqwest::Method::POST, url, body.map(|b| b.to_string())).await
+        self.send(reqwest::Method::POST, url, body.map(|b| b.to_string()))
+            .await
     }
 }
 
@@ -148,12 +178,23 @@ pub fn hook(name: &str, receiver: &Receiver, path: &str, extra: &str) -> String 
 }
 
 pub fn token(ws: &TestWorkspace, admin: &str, for_user: &str) -> String {
-    let out = ok(backflow_as(ws, admin, &["token", "create", "--for", for_user, "--name", "test", "--json"]), "token create");
+    let out = ok(
+        backflow_as(
+            ws,
+            admin,
+            &[
+                "token", "create", "--for", for_user, "--name", "test", "--json",
+            ],
+        ),
+        "token create",
+    );
     out.json()["token"].as_str().unwrap().to_string()
 }
 
 pub async fn runs_of(api: &Api, svc: &Service, sync: &str) -> Vec<J> {
-    let (status, body) = api.get(svc.url(&format!("/api/v1/runs?sync={sync}&limit=100"))).await;
+    let (status, body) = api
+        .get(svc.url(&format!("/api/v1/runs?sync={sync}&limit=100")))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["runs"].as_array().cloned().unwrap_or_default()
 }
@@ -162,9 +203,11 @@ pub async fn runs_of(api: &Api, svc: &Service, sync: &str) -> Vec<J> {
 pub async fn finished_runs(api: &Api, svc: &Service, sync: &str, n: usize) -> Vec<J> {
     eventually(&format!("{n} finished runs of {sync}"), async || {
         let runs = runs_of(api, svc, sync).await;
-        let done: Vec<J> = runs.into_iter().filter(|r| r["status"] != "running").collect();
+        let done: Vec<J> = runs
+            .into_iter()
+            .filter(|r| r["status"] != "running")
+            .collect();
         (done.len() >= n).then_some(done)
     })
     .await
 }
-

@@ -2,16 +2,25 @@
 
 use backflow::config::Workspace;
 use backflow::host::PluginHost;
-use backflow::sync::RunOptions;
 use backflow::receiver::{Receiver, ReceiverOptions};
 use backflow::state::{RunRecord, StateStore};
+use backflow::sync::RunOptions;
 use std::path::{Path, PathBuf};
 
 /// Where `scripts/build-plugins` puts the compiled components.
 pub fn plugins_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
-    for name in ["file_source.wasm", "webhook.wasm", "noop_destination.wasm", "misbehave.wasm"] {
-        assert!(dir.join(name).is_file(), "{} is missing: run scripts/build-plugins (or scripts/test) first", dir.join(name).display());
+    for name in [
+        "file_source.wasm",
+        "webhook.wasm",
+        "noop_destination.wasm",
+        "misbehave.wasm",
+    ] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: run scripts/build-plugins (or scripts/test) first",
+            dir.join(name).display()
+        );
     }
     dir.canonicalize().unwrap()
 }
@@ -63,19 +72,39 @@ impl TestWorkspace {
 
     /// Runs a sync in-process; panics if it cannot start.
     pub async fn run(&self, sync: &str) -> RunRecord {
-        self.try_run(sync).await.unwrap_or_else(|e| panic!("sync {sync} could not start: {e}"))
+        self.try_run(sync)
+            .await
+            .unwrap_or_else(|e| panic!("sync {sync} could not start: {e}"))
     }
 
     pub async fn try_run(&self, sync: &str) -> Result<RunRecord, String> {
         let ws = self.load();
         let host = host();
         let state = StateStore::open(&ws.state_dir).unwrap();
-        backflow::app::run_sync(&host, &ws, &state, sync, &RunOptions { trigger: "test".into(), user: "tester".into(), approved_run: None, full_resync: false, draft: false, undo: None, stop: None }).await.map_err(|e| e.to_string())
+        backflow::app::run_sync(
+            &host,
+            &ws,
+            &state,
+            sync,
+            &RunOptions {
+                trigger: "test".into(),
+                user: "tester".into(),
+                approved_run: None,
+                full_resync: false,
+                draft: false,
+                undo: None,
+                stop: None,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }
 
 pub async fn receiver() -> Receiver {
-    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default()).await.unwrap()
+    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default())
+        .await
+        .unwrap()
 }
 
 pub const CUSTOMERS_CSV: &str = "\
@@ -99,7 +128,11 @@ pub fn file_workspace(model: &str, file: &str, rest: &str) -> TestWorkspace {
 }
 
 /// A workspace with a CSV source and a webhook destination pointed at `receiver`.
-pub fn csv_to_webhook(receiver: &Receiver, destination_extra: &str, sync_extra: &str) -> TestWorkspace {
+pub fn csv_to_webhook(
+    receiver: &Receiver,
+    destination_extra: &str,
+    sync_extra: &str,
+) -> TestWorkspace {
     let ws = file_workspace(
         "customers",
         "customers.csv",
@@ -129,7 +162,8 @@ pub struct Out {
 
 impl Out {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
 }
 
@@ -144,12 +178,19 @@ pub fn backflow_as(ws: &TestWorkspace, user: &str, args: &[&str]) -> Out {
         .env_remove("BACKFLOW_USER")
         .output()
         .expect("running backflow");
-    Out { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
 }
 
 /// Asserts the command succeeded.
 pub fn ok(out: Out, what: &str) -> Out {
-    assert_eq!(out.code, 0, "{what} failed:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code, 0,
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
     out
 }
-

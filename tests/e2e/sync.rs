@@ -22,7 +22,10 @@ signed_up = "signup_date""#,
     );
     let run = ws.run("to_hook").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
-    assert_eq!((run.planned.added, run.delivered.added, run.failed.added), (8, 8, 0));
+    assert_eq!(
+        (run.planned.added, run.delivered.added, run.failed.added),
+        (8, 8, 0)
+    );
 
     let received = receiver.received();
     assert_eq!(received.len(), 3, "8 rows in batches of 3");
@@ -33,14 +36,20 @@ signed_up = "signup_date""#,
         assert_eq!(r.headers["x-source"], "backflow");
         assert_eq!(r.headers["content-type"], "application/json");
     }
-    let rows: Vec<serde_json::Value> = received.iter().flat_map(|r| r.body.as_array().unwrap().clone()).collect();
+    let rows: Vec<serde_json::Value> = received
+        .iter()
+        .flat_map(|r| r.body.as_array().unwrap().clone())
+        .collect();
     assert_eq!(rows.len(), 8);
     assert_eq!(
         rows[0],
         json!({"external_id": 1, "email": "ada@example.com", "full_name": "Ada Lovelace", "monthly_revenue": "1250.00", "signup_date": "2021-03-04"})
     );
     assert_eq!(rows[4]["full_name"], "Liskov, Barbara");
-    let ids: Vec<i64> = rows.iter().map(|r| r["external_id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r["external_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, (1..=8).collect::<Vec<_>>());
     // Unmapped columns are not sent.
     assert!(rows.iter().all(|r| r.get("plan").is_none()));
@@ -49,13 +58,19 @@ signed_up = "signup_date""#,
 #[tokio::test(flavor = "multi_thread")]
 async fn row_mode_sends_one_request_per_row_with_the_operation() {
     let receiver = receiver().await;
-    let ws = csv_to_webhook(&receiver, r#"config.batch_mode = "row"
-config.operation_field = "_op""#, "");
+    let ws = csv_to_webhook(
+        &receiver,
+        r#"config.batch_mode = "row"
+config.operation_field = "_op""#,
+        "",
+    );
     let run = ws.run("to_hook").await;
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
     let received = receiver.received();
     assert_eq!(received.len(), 8);
-    assert!(received.iter().all(|r| r.body.is_object() && r.body["_op"] == "insert"));
+    assert!(received
+        .iter()
+        .all(|r| r.body.is_object() && r.body["_op"] == "insert"));
     // Without a mapping every column goes under its own name.
     assert_eq!(received[0].body["plan"], "enterprise");
     assert_eq!(received[0].body["id"], 1);
@@ -65,11 +80,17 @@ config.operation_field = "_op""#, "");
 async fn null_primary_keys_stop_the_run_before_any_write() {
     let receiver = receiver().await;
     let ws = csv_to_webhook(&receiver, "", "");
-    ws.write("data/customers.csv", "id,email\n1,a@x.com\n,b@x.com\n3,c@x.com\n");
+    ws.write(
+        "data/customers.csv",
+        "id,email\n1,a@x.com\n,b@x.com\n3,c@x.com\n",
+    );
     let run = ws.run("to_hook").await;
     assert_eq!(run.status, RunStatus::Failed);
     let error = run.error.unwrap();
-    assert!(error.contains("NULL primary key") && error.contains("rows 2"), "{error}");
+    assert!(
+        error.contains("NULL primary key") && error.contains("rows 2"),
+        "{error}"
+    );
     assert_eq!(receiver.received().len(), 0, "nothing may be sent");
 }
 
@@ -78,7 +99,10 @@ async fn rows_the_destination_rejects_are_recorded_and_the_rest_delivered() {
     // A server that refuses any request whose body mentions "grace".
     let app = axum::Router::new().fallback(|body: String| async move {
         if body.contains("grace") {
-            (axum::http::StatusCode::UNPROCESSABLE_ENTITY, "email domain blocked".to_string())
+            (
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "email domain blocked".to_string(),
+            )
         } else {
             (axum::http::StatusCode::OK, "{}".to_string())
         }
@@ -87,8 +111,11 @@ async fn rows_the_destination_rejects_are_recorded_and_the_rest_delivered() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let ws = file_workspace("customers", "customers.csv", &format!(
-        r#"
+    let ws = file_workspace(
+        "customers",
+        "customers.csv",
+        &format!(
+            r#"
 [destinations.strict]
 plugin = "webhook"
 config.url = "http://{addr}/in"
@@ -98,22 +125,35 @@ grants.network = ["{addr}"]
 model = "customers"
 destination = "strict"
 "#
-    ));
+        ),
+    );
     ws.write("data/customers.csv", CUSTOMERS_CSV);
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Partial, "{run:?}");
     assert_eq!((run.delivered.added, run.failed.added), (7, 1));
     assert_eq!(run.rejected.len(), 1);
     assert_eq!(run.rejected[0].key, "2");
-    assert!(run.rejected[0].error.contains("422") && run.rejected[0].error.contains("email domain blocked"), "{:?}", run.rejected);
+    assert!(
+        run.rejected[0].error.contains("422")
+            && run.rejected[0].error.contains("email domain blocked"),
+        "{:?}",
+        run.rejected
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_that_is_down_fails_the_run_with_the_reason() {
     // Bind then drop a listener to get a port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ws = file_workspace("customers", "customers.csv", &format!(
-        r#"
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ws = file_workspace(
+        "customers",
+        "customers.csv",
+        &format!(
+            r#"
 [destinations.down]
 plugin = "webhook"
 config.url = "http://127.0.0.1:{port}/in"
@@ -122,13 +162,22 @@ grants.network = ["127.0.0.1:{port}"]
 model = "customers"
 destination = "down"
 "#
-    ));
+        ),
+    );
     ws.write("data/customers.csv", "id,email\n1,a@x.com\n");
     let run = ws.run("s").await;
     assert_eq!(run.status, RunStatus::Partial, "{run:?}");
     assert_eq!(run.failed.added, 1);
-    assert!(run.rejected[0].error.contains("gave up after 5 attempts"), "{:?}", run.rejected);
-    assert!(run.rejected[0].error.to_lowercase().contains("connect"), "{:?}", run.rejected);
+    assert!(
+        run.rejected[0].error.contains("gave up after 5 attempts"),
+        "{:?}",
+        run.rejected
+    );
+    assert!(
+        run.rejected[0].error.to_lowercase().contains("connect"),
+        "{:?}",
+        run.rejected
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,7 +188,10 @@ async fn runs_are_recorded_in_history() {
     let second = ws.run("to_hook").await;
     let state = backflow::state::StateStore::open(&ws.load().state_dir).unwrap();
     let runs = state.runs(Some("to_hook"), 10).unwrap();
-    assert_eq!(runs.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(), vec![second.run_id.clone(), first.run_id.clone()]);
+    assert_eq!(
+        runs.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
+        vec![second.run_id.clone(), first.run_id.clone()]
+    );
     let stored = state.run(&first.run_id).unwrap().unwrap();
     assert_eq!(stored, first);
     assert_eq!(stored.user, "tester");

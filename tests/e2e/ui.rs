@@ -19,7 +19,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         // Its own process group: chromedriver starts Chromium, and killing the group on drop
         // takes the browser down too, even when a test panics.
         let driver = std::process::Command::new("chromedriver")
@@ -47,7 +51,11 @@ impl Browser {
             .expect("a Chromium session");
         let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
         std::fs::create_dir_all(&shots).unwrap();
-        Browser { driver, client, shots }
+        Browser {
+            driver,
+            client,
+            shots,
+        }
     }
 
     async fn go(&self, url: &str) {
@@ -62,11 +70,22 @@ impl Browser {
     }
 
     async fn exists(&self, css: &str) -> bool {
-        !self.client.find_all(Locator::Css(css)).await.unwrap().is_empty()
+        !self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap()
+            .is_empty()
     }
 
     async fn click(&self, css: &str) {
-        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
     }
 
     /// Clicks something that loads another page (a link, a form's button) and waits until
@@ -83,7 +102,13 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for _ in 0..600 {
-            if self.client.execute("return document.readyState", vec![]).await.ok() == Some(json!("complete")) {
+            if self
+                .client
+                .execute("return document.readyState", vec![])
+                .await
+                .ok()
+                == Some(json!("complete"))
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -97,7 +122,13 @@ impl Browser {
 
     async fn sign_in(&self, svc: &Service, token: &str) {
         self.go(&svc.url("/ui/login")).await;
-        self.client.find(Locator::Css("#token")).await.unwrap().send_keys(token).await.unwrap();
+        self.client
+            .find(Locator::Css("#token"))
+            .await
+            .unwrap()
+            .send_keys(token)
+            .await
+            .unwrap();
         self.click_to_navigate("#signin").await;
     }
 
@@ -113,7 +144,12 @@ impl Browser {
     /// POSTs a form from inside the page (as a forged request would), returning the status.
     async fn forge_post(&self, path: &str, fields: J) -> u64 {
         let script = "const [path, fields, done] = arguments; fetch(path, {method: 'POST', body: new URLSearchParams(fields)}).then(r => done(r.status), e => done(String(e)));";
-        self.client.execute_async(script, vec![json!(path), fields]).await.unwrap().as_u64().unwrap_or(0)
+        self.client
+            .execute_async(script, vec![json!(path), fields])
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap_or(0)
     }
 }
 
@@ -123,7 +159,9 @@ impl Drop for Browser {
         // `pkill -g`, not `kill -PGID`: a negative number is too easily read as "every process".
         let group = self.driver.id();
         if group > 1 {
-            let _ = std::process::Command::new("pkill").args(["-KILL", "-g", &group.to_string()]).status();
+            let _ = std::process::Command::new("pkill")
+                .args(["-KILL", "-g", &group.to_string()])
+                .status();
         }
         let _ = self.driver.wait();
     }
@@ -145,15 +183,46 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
             addr = receiver.addr
         ),
     );
-    ws.write("data/few.csv", "id,email\n1,a@example.com\n2,b@example.com\n3,c@example.com\n");
-    std::fs::copy(plugin("policies.wasm"), ws.path().join("plugins/policies.wasm")).unwrap();
-    ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "first"]), "submit");
-    ok(backflow_as(&ws, "alice", &["change", "approve", "1"]), "approve");
-    ok(backflow_as(&ws, "carol", &["change", "publish", "1"]), "publish");
+    ws.write(
+        "data/few.csv",
+        "id,email\n1,a@example.com\n2,b@example.com\n3,c@example.com\n",
+    );
+    std::fs::copy(
+        plugin("policies.wasm"),
+        ws.path().join("plugins/policies.wasm"),
+    )
+    .unwrap();
+    ok(
+        backflow_as(&ws, "carol", &["change", "submit", "-m", "first"]),
+        "submit",
+    );
+    ok(
+        backflow_as(&ws, "alice", &["change", "approve", "1"]),
+        "approve",
+    );
+    ok(
+        backflow_as(&ws, "carol", &["change", "publish", "1"]),
+        "publish",
+    );
     // Carol's second change, for the reviewers.
-    edit(&ws, "[syncs.crm_contacts]\nmodel = \"people\"\ndestination = \"crm\"\n", "[syncs.crm_contacts]\nmodel = \"people\"\ndestination = \"crm\"\nbatch_size = 5\n");
-    ok(backflow_as(&ws, "carol", &["change", "submit", "-m", "smaller batches for the CRM"]), "submit 2");
-    let (carol, bob, victor) = (token(&ws, "alice", "carol"), token(&ws, "alice", "bob"), token(&ws, "alice", "victor"));
+    edit(
+        &ws,
+        "[syncs.crm_contacts]\nmodel = \"people\"\ndestination = \"crm\"\n",
+        "[syncs.crm_contacts]\nmodel = \"people\"\ndestination = \"crm\"\nbatch_size = 5\n",
+    );
+    ok(
+        backflow_as(
+            &ws,
+            "carol",
+            &["change", "submit", "-m", "smaller batches for the CRM"],
+        ),
+        "submit 2",
+    );
+    let (carol, bob, victor) = (
+        token(&ws, "alice", "carol"),
+        token(&ws, "alice", "bob"),
+        token(&ws, "alice", "victor"),
+    );
     let svc = Service::start(&ws);
     let api = Api::new(Some(&bob));
     let browser = Browser::start().await;
@@ -165,14 +234,26 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
     browser.go(&svc.url("/ui/changes")).await;
     browser.screenshot("changes").await;
     browser.go(&svc.url("/ui/changes/2")).await;
-    assert!(browser.source().await.contains("smaller batches for the CRM"));
-    assert!(!browser.exists("#approve-change").await, "no Approve button on one's own change");
+    assert!(browser
+        .source()
+        .await
+        .contains("smaller batches for the CRM"));
+    assert!(
+        !browser.exists("#approve-change").await,
+        "no Approve button on one's own change"
+    );
     assert!(browser.exists("#diff").await);
 
     // Carol asks for a run of the big sync: the dry-run counts first, then a held run.
     browser.go(&svc.url("/ui")).await;
-    browser.click_to_navigate("#sync-crm_contacts a.run-now").await;
-    assert!(browser.text("#dry-run").await.contains("10 to add"), "{}", browser.source().await);
+    browser
+        .click_to_navigate("#sync-crm_contacts a.run-now")
+        .await;
+    assert!(
+        browser.text("#dry-run").await.contains("10 to add"),
+        "{}",
+        browser.source().await
+    );
     browser.screenshot("confirm-run").await;
     browser.click_to_navigate("#confirm").await;
     let held = eventually_run(&api, &svc, "crm_contacts", "awaiting_approval").await;
@@ -185,10 +266,23 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
     browser.screenshot("change-detail").await;
     browser.click_to_navigate("#approve-change").await;
     browser.go(&svc.url("/ui/changes/2")).await;
-    assert!(browser.text("main p .status").await.contains("approved"), "{}", browser.source().await);
-    assert!(!browser.exists("#approve-change").await, "nothing left to approve");
-    browser.go(&svc.url("/ui/audit?action=change.approve")).await;
-    assert!(browser.text("#audit").await.contains("bob"), "{}", browser.source().await);
+    assert!(
+        browser.text("main p .status").await.contains("approved"),
+        "{}",
+        browser.source().await
+    );
+    assert!(
+        !browser.exists("#approve-change").await,
+        "nothing left to approve"
+    );
+    browser
+        .go(&svc.url("/ui/audit?action=change.approve"))
+        .await;
+    assert!(
+        browser.text("#audit").await.contains("bob"),
+        "{}",
+        browser.source().await
+    );
     assert!(browser.text("#chain").await.contains("verified"));
     browser.screenshot("audit").await;
 
@@ -196,7 +290,10 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
     browser.go(&svc.url("/ui/approvals")).await;
     browser.screenshot("approvals").await;
     browser.click_to_navigate("#approve-run").await;
-    eventually("the approved rows at the receiver", async || (receiver.rows() == 10).then_some(())).await;
+    eventually("the approved rows at the receiver", async || {
+        (receiver.rows() == 10).then_some(())
+    })
+    .await;
     browser.screenshot("run-detail").await;
     browser.sign_out().await;
 
@@ -217,34 +314,93 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
     // An approver undoes carol's run from its page, after seeing the inverse plan; the row
     // history shows both runs.
     browser.sign_in(&svc, &bob).await;
-    browser.go(&svc.url(&format!("/ui/runs/{}", run["run_id"].as_str().unwrap()))).await;
+    browser
+        .go(&svc.url(&format!("/ui/runs/{}", run["run_id"].as_str().unwrap())))
+        .await;
     browser.click_to_navigate("#undo-run").await;
-    assert!(browser.text("#undo-plan").await.contains("3 to delete"), "{}", browser.source().await);
+    assert!(
+        browser.text("#undo-plan").await.contains("3 to delete"),
+        "{}",
+        browser.source().await
+    );
     browser.screenshot("confirm-undo").await;
     browser.click_to_navigate("#confirm-undo").await;
-    let undo = eventually("the undo run", async || runs_of(&api, &svc, "few_contacts").await.into_iter().find(|r| r["trigger"].as_str().is_some_and(|t| t.starts_with("undo of run")))).await;
+    let undo = eventually("the undo run", async || {
+        runs_of(&api, &svc, "few_contacts")
+            .await
+            .into_iter()
+            .find(|r| {
+                r["trigger"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("undo of run"))
+            })
+    })
+    .await;
     assert_eq!(undo["user"], "bob");
     assert_eq!(undo["status"], "succeeded", "{undo}");
-    browser.go(&svc.url("/ui/syncs/few_contacts/rows?key=2")).await;
+    browser
+        .go(&svc.url("/ui/syncs/few_contacts/rows?key=2"))
+        .await;
     let events = browser.text("#row-events").await;
-    assert!(events.contains("inserted") && events.contains("deleted"), "{events}");
+    assert!(
+        events.contains("inserted") && events.contains("deleted"),
+        "{events}"
+    );
     browser.screenshot("row-history").await;
     browser.sign_out().await;
 
     // A viewer sees no buttons; a forged POST is refused by the server.
     browser.sign_in(&svc, &victor).await;
     browser.screenshot("syncs-as-viewer").await;
-    assert!(!browser.exists("a.run-now").await && !browser.exists("a.full-resync").await, "a viewer sees no run buttons");
-    let csrf = browser.client.find(Locator::Css("header input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    assert!(
+        !browser.exists("a.run-now").await && !browser.exists("a.full-resync").await,
+        "a viewer sees no run buttons"
+    );
+    let csrf = browser
+        .client
+        .find(Locator::Css("header input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
     let before = runs_of(&api, &svc, "few_contacts").await.len();
-    assert_eq!(browser.forge_post("/ui/syncs/few_contacts/runs", json!({"csrf": csrf, "full_resync": "true"})).await, 403);
-    assert_eq!(browser.forge_post("/ui/syncs/few_contacts/runs", json!({"full_resync": "true"})).await, 403, "no CSRF token");
-    assert_eq!(runs_of(&api, &svc, "few_contacts").await.len(), before, "nothing ran");
+    assert_eq!(
+        browser
+            .forge_post(
+                "/ui/syncs/few_contacts/runs",
+                json!({"csrf": csrf, "full_resync": "true"})
+            )
+            .await,
+        403
+    );
+    assert_eq!(
+        browser
+            .forge_post(
+                "/ui/syncs/few_contacts/runs",
+                json!({"full_resync": "true"})
+            )
+            .await,
+        403,
+        "no CSRF token"
+    );
+    assert_eq!(
+        runs_of(&api, &svc, "few_contacts").await.len(),
+        before,
+        "nothing ran"
+    );
     // Ends the WebDriver session, which quits Chromium.
     browser.client.clone().close().await.unwrap();
 }
 
 /// The newest run of `sync` with `status`, once there is one.
 async fn eventually_run(api: &Api, svc: &Service, sync: &str, status: &str) -> J {
-    eventually(&format!("a {status} run of {sync}"), async || runs_of(api, svc, sync).await.into_iter().find(|r| r["status"] == status)).await
+    eventually(&format!("a {status} run of {sync}"), async || {
+        runs_of(api, svc, sync)
+            .await
+            .into_iter()
+            .find(|r| r["status"] == status)
+    })
+    .await
 }

@@ -93,9 +93,16 @@ impl App {
     /// under the state directory.
     pub fn open(root: &Path) -> Result<App, AppError> {
         let working = load_working(root)?;
-        let host = PluginHost::new(Some(working.state_dir.join("cache"))).map_err(|e| AppError::Failed(format!("{e:#}")))?;
-        let state = StateStore::open(&working.state_dir).map_err(|e| AppError::Failed(e.to_string()))?;
-        Ok(App { root: root.to_path_buf(), working, host, state })
+        let host = PluginHost::new(Some(working.state_dir.join("cache")))
+            .map_err(|e| AppError::Failed(format!("{e:#}")))?;
+        let state =
+            StateStore::open(&working.state_dir).map_err(|e| AppError::Failed(e.to_string()))?;
+        Ok(App {
+            root: root.to_path_buf(),
+            working,
+            host,
+            state,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -118,26 +125,43 @@ impl App {
     /// Resolves a user name (`--as`, `BACKFLOW_USER`, an API token's user) against the users
     /// of the published configuration, or of the working copy until something is published.
     pub fn actor(&self, user: Option<&str>) -> Result<Actor, AppError> {
-        let authority = governance::authority(&self.root, &self.working, &self.state).map_err(AppError::Failed)?;
+        let authority = governance::authority(&self.root, &self.working, &self.state)
+            .map_err(AppError::Failed)?;
         governance::identify(&authority, user).map_err(AppError::Unauthenticated)
     }
 
     /// The workspace a run (or a plan of one) uses: published unless `draft`.
     fn workspace_for(&self, draft: bool, syncs: &[String]) -> Result<Workspace, AppError> {
-        governance::workspace_for_run(&self.root, &self.state, self.working.clone(), draft, syncs).map_err(AppError::Invalid)
+        governance::workspace_for_run(&self.root, &self.state, self.working.clone(), draft, syncs)
+            .map_err(AppError::Invalid)
     }
 
     pub fn list_syncs(&self, actor: &Actor) -> Result<Vec<SyncSummary>, AppError> {
         authorize(actor, Action::ListSyncs)?;
         // Schedules are what the service runs: the published configuration's.
-        let runnable = self.runnable_workspace().unwrap_or_else(|_| self.working.clone());
+        let runnable = self
+            .runnable_workspace()
+            .unwrap_or_else(|_| self.working.clone());
         let now = jiff::Timestamp::now();
         let mut out = Vec::new();
         // Every sync of the working copy and of what runs: a service opened before a publish
         // lists the syncs that publish added too.
-        let names: std::collections::BTreeSet<&String> = self.working.syncs.keys().chain(runnable.syncs.keys()).collect();
-        for sync in names.into_iter().filter_map(|n| self.working.syncs.get(n).or_else(|| runnable.syncs.get(n))) {
-            let last_run = self.state.runs(Some(&sync.name), 1).map_err(|e| AppError::Failed(e.to_string()))?.into_iter().next();
+        let names: std::collections::BTreeSet<&String> = self
+            .working
+            .syncs
+            .keys()
+            .chain(runnable.syncs.keys())
+            .collect();
+        for sync in names
+            .into_iter()
+            .filter_map(|n| self.working.syncs.get(n).or_else(|| runnable.syncs.get(n)))
+        {
+            let last_run = self
+                .state
+                .runs(Some(&sync.name), 1)
+                .map_err(|e| AppError::Failed(e.to_string()))?
+                .into_iter()
+                .next();
             let running = runnable.syncs.get(&sync.name).unwrap_or(sync);
             let schedule = running.schedule.as_ref();
             out.push(SyncSummary {
@@ -149,30 +173,68 @@ impl App {
                 schedule: schedule.map(|s| s.pattern.clone()),
                 timezone: schedule.map(|s| s.timezone.clone()),
                 after: running.after.clone(),
-                next_run: schedule.and_then(|s| s.next_after(now)).map(crate::schedule::rfc3339),
+                next_run: schedule
+                    .and_then(|s| s.next_after(now))
+                    .map(crate::schedule::rfc3339),
             });
         }
         Ok(out)
     }
 
     /// A dry run: what a run would send now. Sends and records nothing.
-    pub async fn plan(&self, actor: &Actor, sync: &str, full_resync: bool, draft: bool, samples: usize) -> Result<PlanReport, AppError> {
+    pub async fn plan(
+        &self,
+        actor: &Actor,
+        sync: &str,
+        full_resync: bool,
+        draft: bool,
+        samples: usize,
+    ) -> Result<PlanReport, AppError> {
         authorize(actor, Action::PlanSync)?;
-        let ws = if draft { self.working.clone() } else { self.workspace_for(false, &[sync.to_string()])? };
-        sync::plan_sync(&self.host, &ws, &self.state, sync, sync::plan::PlanOptions { full_resync, sort_first: false }, samples).await.map_err(AppError::Failed)
+        let ws = if draft {
+            self.working.clone()
+        } else {
+            self.workspace_for(false, &[sync.to_string()])?
+        };
+        sync::plan_sync(
+            &self.host,
+            &ws,
+            &self.state,
+            sync,
+            sync::plan::PlanOptions {
+                full_resync,
+                sort_first: false,
+            },
+            samples,
+        )
+        .await
+        .map_err(AppError::Failed)
     }
 
     /// Sends one model row to the destination and reports its answer; records nothing.
-    pub async fn test_row(&self, actor: &Actor, sync: &str, key: &str, draft: bool) -> Result<TestReport, AppError> {
+    pub async fn test_row(
+        &self,
+        actor: &Actor,
+        sync: &str,
+        key: &str,
+        draft: bool,
+    ) -> Result<TestReport, AppError> {
         authorize(actor, Action::TestRow)?;
         // A test row is a real delivery: a draft may only go to a staging destination.
         let ws = self.workspace_for(draft, &[sync.to_string()])?;
-        sync::test_row(&self.host, &ws, sync, key).await.map_err(AppError::Failed)
+        sync::test_row(&self.host, &ws, sync, key)
+            .await
+            .map_err(AppError::Failed)
     }
 
     /// Runs syncs, each on its own task: one failing or slow destination does not hold up
     /// the others. A name given twice runs once.
-    pub async fn run(&self, actor: &Actor, names: &[String], request: &RunRequest) -> Result<Vec<RunResult>, AppError> {
+    pub async fn run(
+        &self,
+        actor: &Actor,
+        names: &[String],
+        request: &RunRequest,
+    ) -> Result<Vec<RunResult>, AppError> {
         authorize(actor, Action::RunSync)?;
         let mut unique: Vec<String> = Vec::new();
         for name in names {
@@ -186,7 +248,11 @@ impl App {
         }
         let options = RunOptions {
             user: actor.user.clone(),
-            trigger: if request.trigger.is_empty() { "manual".into() } else { request.trigger.clone() },
+            trigger: if request.trigger.is_empty() {
+                "manual".into()
+            } else {
+                request.trigger.clone()
+            },
             approved_run: None,
             full_resync: request.full_resync,
             draft: request.draft,
@@ -198,7 +264,10 @@ impl App {
             async move {
                 match run_sync(&self.host, ws, &self.state, name, options).await {
                     Ok(record) => RunResult::Ran(Box::new(record)),
-                    Err(e) => RunResult::NotStarted { sync: name.clone(), error: e.to_string() },
+                    Err(e) => RunResult::NotStarted {
+                        sync: name.clone(),
+                        error: e.to_string(),
+                    },
                 }
             }
         });
@@ -207,32 +276,61 @@ impl App {
 
     /// Approves a run held by an approval policy; once every requirement is met, exactly the
     /// reviewed plan is delivered (if the data moved meanwhile, it plans and asks again).
-    pub async fn approve_run(&self, actor: &Actor, run_id: &str, comment: Option<&str>) -> Result<RunApproval, AppError> {
+    pub async fn approve_run(
+        &self,
+        actor: &Actor,
+        run_id: &str,
+        comment: Option<&str>,
+    ) -> Result<RunApproval, AppError> {
         authorize(actor, Action::ApproveRun)?;
-        let gate = governance::approve_run(&self.state, actor, run_id, comment).map_err(AppError::Refused)?;
+        let gate = governance::approve_run(&self.state, actor, run_id, comment)
+            .map_err(AppError::Refused)?;
         if gate.status != governance::GateStatus::Approved {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
         let ws = self.workspace_for(false, &[gate.sync.clone()])?;
-        let options = RunOptions { user: gate.requested_by.clone(), trigger: format!("approved run {run_id}"), approved_run: Some(run_id.to_string()), full_resync: gate.full_resync, draft: false, undo: gate.undo.clone(), stop: None };
-        let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await.map_err(|e| AppError::Failed(e.to_string()))?;
+        let options = RunOptions {
+            user: gate.requested_by.clone(),
+            trigger: format!("approved run {run_id}"),
+            approved_run: Some(run_id.to_string()),
+            full_resync: gate.full_resync,
+            draft: false,
+            undo: gate.undo.clone(),
+            stop: None,
+        };
+        let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options)
+            .await
+            .map_err(|e| AppError::Failed(e.to_string()))?;
         Ok(RunApproval::Released(Box::new(record)))
     }
 
     /// Runs, newest first, optionally of one sync.
-    pub fn runs(&self, actor: &Actor, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, AppError> {
+    pub fn runs(
+        &self,
+        actor: &Actor,
+        sync: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, AppError> {
         authorize(actor, Action::ReadRuns)?;
-        self.state.runs(sync, limit).map_err(|e| AppError::Failed(e.to_string()))
+        self.state
+            .runs(sync, limit)
+            .map_err(|e| AppError::Failed(e.to_string()))
     }
 
     pub fn run_record(&self, actor: &Actor, run_id: &str) -> Result<RunRecord, AppError> {
         authorize(actor, Action::ReadRuns)?;
-        self.state.run(run_id).map_err(|e| AppError::Failed(e.to_string()))?.ok_or_else(|| AppError::NotFound(format!("no run with id {run_id}")))
+        self.state
+            .run(run_id)
+            .map_err(|e| AppError::Failed(e.to_string()))?
+            .ok_or_else(|| AppError::NotFound(format!("no run with id {run_id}")))
     }
 
     pub fn audit(&self, actor: &Actor) -> Result<AuditLog, AppError> {
         authorize(actor, Action::ReadAudit)?;
-        let entries = self.state.audit_log().map_err(|e| AppError::Failed(e.to_string()))?;
+        let entries = self
+            .state
+            .audit_log()
+            .map_err(|e| AppError::Failed(e.to_string()))?;
         let mut prev = String::new();
         let mut broken_at = None;
         for e in &entries {
@@ -249,15 +347,27 @@ impl App {
     pub async fn diff(&self, actor: &Actor) -> Result<ConfigDiff, AppError> {
         authorize(actor, Action::Diff)?;
         let files = ConfigFiles::read(&self.root).map_err(|e| AppError::Invalid(e.to_string()))?;
-        governance::diff(&self.host, &self.state, &files, &self.working).await.map_err(AppError::Failed)
+        governance::diff(&self.host, &self.state, &files, &self.working)
+            .await
+            .map_err(AppError::Failed)
     }
 
-    pub async fn submit_change(&self, actor: &Actor, message: &str) -> Result<ChangeRequest, AppError> {
+    pub async fn submit_change(
+        &self,
+        actor: &Actor,
+        message: &str,
+    ) -> Result<ChangeRequest, AppError> {
         authorize(actor, Action::SubmitChange)?;
-        governance::submit(&self.host, &self.root, &self.state, actor, message).await.map_err(AppError::Refused)
+        governance::submit(&self.host, &self.root, &self.state, actor, message)
+            .await
+            .map_err(AppError::Refused)
     }
 
-    pub fn list_changes(&self, actor: &Actor, limit: usize) -> Result<Vec<ChangeRequest>, AppError> {
+    pub fn list_changes(
+        &self,
+        actor: &Actor,
+        limit: usize,
+    ) -> Result<Vec<ChangeRequest>, AppError> {
         authorize(actor, Action::ReadChanges)?;
         governance::list_changes(&self.state, limit).map_err(AppError::Failed)
     }
@@ -268,20 +378,42 @@ impl App {
     }
 
     /// Approves (`approve = true`) or rejects a change request.
-    pub fn review_change(&self, actor: &Actor, id: u64, approve: bool, comment: Option<&str>) -> Result<ChangeRequest, AppError> {
-        authorize(actor, if approve { Action::ApproveChange } else { Action::RejectChange })?;
+    pub fn review_change(
+        &self,
+        actor: &Actor,
+        id: u64,
+        approve: bool,
+        comment: Option<&str>,
+    ) -> Result<ChangeRequest, AppError> {
+        authorize(
+            actor,
+            if approve {
+                Action::ApproveChange
+            } else {
+                Action::RejectChange
+            },
+        )?;
         governance::review(&self.state, actor, id, approve, comment).map_err(AppError::Refused)
     }
 
     pub async fn publish_change(&self, actor: &Actor, id: u64) -> Result<ChangeRequest, AppError> {
         authorize(actor, Action::PublishChange)?;
-        governance::publish(&self.host, &self.root, &self.state, actor, id).await.map_err(AppError::Refused)
+        governance::publish(&self.host, &self.root, &self.state, actor, id)
+            .await
+            .map_err(AppError::Refused)
     }
 
     /// The schema and first rows of a model, read through its source; nothing is recorded.
-    pub async fn preview_model(&self, actor: &Actor, model: &str, limit: u32) -> Result<crate::preview::ModelPreview, AppError> {
+    pub async fn preview_model(
+        &self,
+        actor: &Actor,
+        model: &str,
+        limit: u32,
+    ) -> Result<crate::preview::ModelPreview, AppError> {
         authorize(actor, Action::PreviewModel)?;
-        crate::preview::preview_model(&self.host, &self.working, model, limit).await.map_err(AppError::Failed)
+        crate::preview::preview_model(&self.host, &self.working, model, limit)
+            .await
+            .map_err(AppError::Failed)
     }
 
     /// The plugins in the workspace's plugins directory, and the files that are not plugins.
@@ -298,9 +430,25 @@ fn load_working(root: &Path) -> Result<Workspace, AppError> {
 /// Runs one sync of a loaded workspace through the workspace's approval gate. For callers
 /// that hold a workspace and have authorized the run themselves (the [`App`], tests,
 /// benchmarks). An `Err` means the run could not start.
-pub async fn run_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, name: &str, options: &RunOptions) -> Result<RunRecord, sync::prepare::PrepareError> {
+pub async fn run_sync(
+    host: &PluginHost,
+    ws: &Workspace,
+    state: &StateStore,
+    name: &str,
+    options: &RunOptions,
+) -> Result<RunRecord, sync::prepare::PrepareError> {
     let gate = PolicyGate { host, ws, state };
-    let record = sync::run_sync(RunEnv { host, ws, state, gate: &gate }, name, options).await?;
+    let record = sync::run_sync(
+        RunEnv {
+            host,
+            ws,
+            state,
+            gate: &gate,
+        },
+        name,
+        options,
+    )
+    .await?;
     crate::metrics::record_run(&record);
     crate::alerts::dispatch(host.http(), ws, &record).await;
     Ok(record)

@@ -27,16 +27,38 @@ fn failed(e: impl std::fmt::Display) -> AppError {
 impl App {
     /// Creates an API token acting as `for_user` (default: the actor). Creating one for
     /// someone else needs an admin. The secret is in the result and nowhere else.
-    pub fn create_token(&self, actor: &Actor, for_user: Option<&str>, name: &str) -> Result<NewToken, AppError> {
+    pub fn create_token(
+        &self,
+        actor: &Actor,
+        for_user: Option<&str>,
+        name: &str,
+    ) -> Result<NewToken, AppError> {
         let user = for_user.unwrap_or(&actor.user);
-        authorize(actor, if user == actor.user { Action::ManageOwnTokens } else { Action::ManageTokens })?;
+        authorize(
+            actor,
+            if user == actor.user {
+                Action::ManageOwnTokens
+            } else {
+                Action::ManageTokens
+            },
+        )?;
         // The token's user must be one the configuration knows (or will, when none are declared).
         let target = self.actor(Some(user))?;
         if name.trim().is_empty() || name.len() > 100 {
-            return Err(AppError::Invalid("--name: give the token a name of 1 to 100 characters (what it is for)".into()));
+            return Err(AppError::Invalid(
+                "--name: give the token a name of 1 to 100 characters (what it is for)".into(),
+            ));
         }
-        let new = self.state.create_token(&target.user, name.trim(), &actor.user).map_err(failed)?;
-        self.audit_event(actor, "token.create", &new.record.id, serde_json::json!({"for": target.user, "name": new.record.name}))?;
+        let new = self
+            .state
+            .create_token(&target.user, name.trim(), &actor.user)
+            .map_err(failed)?;
+        self.audit_event(
+            actor,
+            "token.create",
+            &new.record.id,
+            serde_json::json!({"for": target.user, "name": new.record.name}),
+        )?;
         Ok(new)
     }
 
@@ -44,32 +66,74 @@ impl App {
     pub fn list_tokens(&self, actor: &Actor) -> Result<Vec<ApiToken>, AppError> {
         authorize(actor, Action::ManageOwnTokens)?;
         let all = self.state.tokens().map_err(failed)?;
-        Ok(if crate::authz::allowed(actor, Action::ManageTokens) { all } else { all.into_iter().filter(|t| t.user == actor.user).collect() })
+        Ok(if crate::authz::allowed(actor, Action::ManageTokens) {
+            all
+        } else {
+            all.into_iter().filter(|t| t.user == actor.user).collect()
+        })
     }
 
     pub fn revoke_token(&self, actor: &Actor, id: &str) -> Result<ApiToken, AppError> {
         authorize(actor, Action::ManageOwnTokens)?;
-        let token = self.state.token(id).map_err(failed)?.ok_or_else(|| AppError::NotFound(format!("no API token with id {id} (see `backflow token list`)")))?;
-        authorize(actor, if token.user == actor.user { Action::ManageOwnTokens } else { Action::ManageTokens })?;
-        let revoked = self.state.revoke_token(id, &actor.user).map_err(failed)?.ok_or_else(|| AppError::NotFound(format!("no API token with id {id}")))?;
-        self.audit_event(actor, "token.revoke", id, serde_json::json!({"for": revoked.user}))?;
+        let token = self.state.token(id).map_err(failed)?.ok_or_else(|| {
+            AppError::NotFound(format!(
+                "no API token with id {id} (see `backflow token list`)"
+            ))
+        })?;
+        authorize(
+            actor,
+            if token.user == actor.user {
+                Action::ManageOwnTokens
+            } else {
+                Action::ManageTokens
+            },
+        )?;
+        let revoked = self
+            .state
+            .revoke_token(id, &actor.user)
+            .map_err(failed)?
+            .ok_or_else(|| AppError::NotFound(format!("no API token with id {id}")))?;
+        self.audit_event(
+            actor,
+            "token.revoke",
+            id,
+            serde_json::json!({"for": revoked.user}),
+        )?;
         Ok(revoked)
     }
 
     /// The user an API token acts as, checked against the users of the configuration in
     /// force now (a user removed since the token was made is refused).
     pub fn authenticate(&self, token_text: &str) -> Result<Actor, AppError> {
-        let token = self.state.authenticate_token(token_text).map_err(|e| match e {
-            TokenRejected::Storage(m) => AppError::Failed(m),
-            other => AppError::Unauthenticated(format!("invalid API token: {other}")),
-        })?;
+        let token = self
+            .state
+            .authenticate_token(token_text)
+            .map_err(|e| match e {
+                TokenRejected::Storage(m) => AppError::Failed(m),
+                other => AppError::Unauthenticated(format!("invalid API token: {other}")),
+            })?;
         self.actor(Some(&token.user))
     }
 
     /// Appends one event by `actor` to the audit log.
-    pub fn audit_event(&self, actor: &Actor, action: &str, target: &str, detail: serde_json::Value) -> Result<(), AppError> {
-        let event = AuditEvent { user: actor.user.clone(), action: action.into(), target: target.into(), config_hash: None, detail };
-        self.state.write_governance(Vec::new(), vec![event]).map(|_| ()).map_err(failed)
+    pub fn audit_event(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), AppError> {
+        let event = AuditEvent {
+            user: actor.user.clone(),
+            action: action.into(),
+            target: target.into(),
+            config_hash: None,
+            detail,
+        };
+        self.state
+            .write_governance(Vec::new(), vec![event])
+            .map(|_| ())
+            .map_err(failed)
     }
 
     /// A page of run history, newest first.
@@ -78,19 +142,34 @@ impl App {
         if let Some(sync) = &filter.sync {
             // Known from the working copy, from what runs now (a service opened before a
             // publish that added the sync), or from its history.
-            let known = self.working.syncs.contains_key(sync) || self.runnable_workspace().is_ok_and(|ws| ws.syncs.contains_key(sync));
+            let known = self.working.syncs.contains_key(sync)
+                || self
+                    .runnable_workspace()
+                    .is_ok_and(|ws| ws.syncs.contains_key(sync));
             if !known && self.state.runs(Some(sync), 1).map_err(failed)?.is_empty() {
                 return Err(AppError::NotFound(format!("no sync named {sync:?}")));
             }
         }
         let limit = filter.limit.clamp(1, MAX_RUNS_PAGE);
-        self.state.runs_page(filter.sync.as_deref(), filter.status, filter.before.as_deref(), limit).map_err(failed)
+        self.state
+            .runs_page(
+                filter.sync.as_deref(),
+                filter.status,
+                filter.before.as_deref(),
+                limit,
+            )
+            .map_err(failed)
     }
 
     /// A run the service starts on its own (a schedule fired, upstream syncs succeeded): the
     /// published configuration that declares the schedule is its authorization. `user` is
     /// who asked, for a coalesced API trigger; the service's name otherwise.
-    pub async fn run_for_service(&self, name: &str, request: &RunRequest, user: &str) -> Result<RunRecord, AppError> {
+    pub async fn run_for_service(
+        &self,
+        name: &str,
+        request: &RunRequest,
+        user: &str,
+    ) -> Result<RunRecord, AppError> {
         let ws = self.workspace_for(false, &[name.to_string()])?;
         ws.sync(name).map_err(AppError::NotFound)?;
         let options = RunOptions {
@@ -102,7 +181,9 @@ impl App {
             undo: None,
             stop: request.stop.clone(),
         };
-        super::run_sync(&self.host, &ws, &self.state, name, &options).await.map_err(|e| AppError::Failed(e.to_string()))
+        super::run_sync(&self.host, &ws, &self.state, name, &options)
+            .await
+            .map_err(|e| AppError::Failed(e.to_string()))
     }
 
     /// The configuration runs use now (published, or the working copy without reviews).

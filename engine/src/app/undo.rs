@@ -46,17 +46,40 @@ pub struct RowEvent {
 
 impl App {
     /// The inverse plan of a run, as `runs undo` shows it before `--yes`. Sends nothing.
-    pub async fn plan_undo(&self, actor: &Actor, run_id: &str, force: bool) -> Result<UndoReport, AppError> {
+    pub async fn plan_undo(
+        &self,
+        actor: &Actor,
+        run_id: &str,
+        force: bool,
+    ) -> Result<UndoReport, AppError> {
         authorize(actor, Action::PlanSync)?;
         let run = self.run_record(actor, run_id)?;
         let ws = self.workspace_for(run.draft, std::slice::from_ref(&run.sync))?;
-        let target = UndoTarget { run_id: run_id.to_string(), force };
-        sync::plan_undo(&self.host, &ws, &self.state, &run.sync, &state_key(&run), &target, UNDO_SAMPLES).await.map_err(AppError::Refused)
+        let target = UndoTarget {
+            run_id: run_id.to_string(),
+            force,
+        };
+        sync::plan_undo(
+            &self.host,
+            &ws,
+            &self.state,
+            &run.sync,
+            &state_key(&run),
+            &target,
+            UNDO_SAMPLES,
+        )
+        .await
+        .map_err(AppError::Refused)
     }
 
     /// Undoes a run: its inverse goes through checks, the approval gate, delivery and
     /// history like any run, recorded as an undo by `actor`.
-    pub async fn undo_run(&self, actor: &Actor, run_id: &str, force: bool) -> Result<RunRecord, AppError> {
+    pub async fn undo_run(
+        &self,
+        actor: &Actor,
+        run_id: &str,
+        force: bool,
+    ) -> Result<RunRecord, AppError> {
         authorize(actor, Action::UndoRun)?;
         let run = self.run_record(actor, run_id)?;
         let ws = self.workspace_for(run.draft, std::slice::from_ref(&run.sync))?;
@@ -66,38 +89,75 @@ impl App {
             approved_run: None,
             full_resync: false,
             draft: run.draft,
-            undo: Some(UndoTarget { run_id: run_id.to_string(), force }),
+            undo: Some(UndoTarget {
+                run_id: run_id.to_string(),
+                force,
+            }),
             stop: None,
         };
-        run_sync(&self.host, &ws, &self.state, &run.sync, &options).await.map_err(|e| AppError::Failed(e.to_string()))
+        run_sync(&self.host, &ws, &self.state, &run.sync, &options)
+            .await
+            .map_err(|e| AppError::Failed(e.to_string()))
     }
 
     /// Every retained run that touched one row of a sync (`key` as `sync plan` prints it:
     /// `42`, or `42|eu` for a composite key), its snapshot entry and any pending refusal.
-    pub fn row_history(&self, actor: &Actor, sync: &str, key: &str, draft: bool) -> Result<RowHistory, AppError> {
+    pub fn row_history(
+        &self,
+        actor: &Actor,
+        sync: &str,
+        key: &str,
+        draft: bool,
+    ) -> Result<RowHistory, AppError> {
         authorize(actor, Action::ReadRowHistory)?;
         let failed = |e: crate::state::StateError| AppError::Failed(e.to_string());
-        let state_key = if draft { crate::state::draft_key(sync) } else { sync.to_string() };
-        let runs = self.state.runs(Some(&state_key), HISTORY_RUNS).map_err(failed)?;
+        let state_key = if draft {
+            crate::state::draft_key(sync)
+        } else {
+            sync.to_string()
+        };
+        let runs = self
+            .state
+            .runs(Some(&state_key), HISTORY_RUNS)
+            .map_err(failed)?;
         if runs.is_empty() && self.working.syncs.get(sync).is_none() {
-            return Err(AppError::NotFound(format!("no sync named {sync} and no runs of one")));
+            return Err(AppError::NotFound(format!(
+                "no sync named {sync} and no runs of one"
+            )));
         }
         // The key's fields and types come from the newest changelog (what was last delivered).
         let mut header = None;
         for run in &runs {
-            if let Some(h) = self.state.changelog_header(&state_key, &run.run_id).map_err(failed)? {
+            if let Some(h) = self
+                .state
+                .changelog_header(&state_key, &run.run_id)
+                .map_err(failed)?
+            {
                 header = Some(h);
                 break;
             }
         }
-        let (columns, key_columns) = header.map(|h| (h.columns, h.key_columns)).unwrap_or_default();
+        let (columns, key_columns) = header
+            .map(|h| (h.columns, h.key_columns))
+            .unwrap_or_default();
         let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
         // A key typed as text in one place may be an integer in the state: try each reading.
         let mut chosen = None;
         for candidate in key_candidates(key, &key_columns) {
-            let current = self.state.snapshot_entries(&state_key, &[candidate.as_slice()]).map_err(failed)?.pop().flatten();
-            let changes = self.state.changelog_entries(&state_key, &ids, &candidate).map_err(failed)?;
-            let pending = self.state.pending_row(&state_key, &candidate).map_err(failed)?;
+            let current = self
+                .state
+                .snapshot_entries(&state_key, &[candidate.as_slice()])
+                .map_err(failed)?
+                .pop()
+                .flatten();
+            let changes = self
+                .state
+                .changelog_entries(&state_key, &ids, &candidate)
+                .map_err(failed)?;
+            let pending = self
+                .state
+                .pending_row(&state_key, &candidate)
+                .map_err(failed)?;
             if current.is_some() || pending.is_some() || changes.iter().any(Option::is_some) {
                 chosen = Some((current, pending, changes));
                 break;
@@ -110,7 +170,10 @@ impl App {
         let mut after_this: Option<Delivered> = current.clone();
         let mut events = Vec::new();
         for (run, change) in runs.iter().zip(changes) {
-            let base = |operation: &str, sent: Option<serde_json::Value>, before: Option<serde_json::Value>, answer: String| RowEvent {
+            let base = |operation: &str,
+                        sent: Option<serde_json::Value>,
+                        before: Option<serde_json::Value>,
+                        answer: String| RowEvent {
                 run_id: run.run_id.clone(),
                 started_at: run.started_at.clone(),
                 trigger: run.trigger.clone(),
@@ -121,14 +184,28 @@ impl App {
                 answer,
             };
             if let Some(change) = change {
-                let sent = change.sent().and_then(|fp| after_this.as_ref().filter(|d| d.fp == fp)).map(json);
-                events.push(base(change.as_str(), sent, change.before().map(json), "accepted".into()));
+                let sent = change
+                    .sent()
+                    .and_then(|fp| after_this.as_ref().filter(|d| d.fp == fp))
+                    .map(json);
+                events.push(base(
+                    change.as_str(),
+                    sent,
+                    change.before().map(json),
+                    "accepted".into(),
+                ));
                 after_this = change.before().cloned();
             } else if let Some(r) = run.rejected.iter().find(|r| r.key == key) {
                 events.push(base("rejected", None, None, r.error.clone()));
             }
         }
-        Ok(RowHistory { sync: sync.into(), key: key.into(), current: current.as_ref().map(json), pending, runs: events })
+        Ok(RowHistory {
+            sync: sync.into(),
+            key: key.into(),
+            current: current.as_ref().map(json),
+            pending,
+            runs: events,
+        })
     }
 }
 
@@ -153,7 +230,11 @@ fn key_candidates(text: &str, key_columns: &[Column]) -> Vec<Vec<u8>> {
         }
         out
     };
-    let as_int_or_text = |p: &str| p.parse::<i64>().map(Value::Int).unwrap_or_else(|_| Value::Text(p.to_string()));
+    let as_int_or_text = |p: &str| {
+        p.parse::<i64>()
+            .map(Value::Int)
+            .unwrap_or_else(|_| Value::Text(p.to_string()))
+    };
     let typed: Vec<Value> = parts
         .iter()
         .enumerate()
@@ -165,7 +246,10 @@ fn key_candidates(text: &str, key_columns: &[Column]) -> Vec<Vec<u8>> {
         })
         .collect();
     let mut out = vec![encode(typed)];
-    for candidate in [encode(parts.iter().map(|p| as_int_or_text(p)).collect()), encode(parts.iter().map(|p| Value::Text(p.to_string())).collect())] {
+    for candidate in [
+        encode(parts.iter().map(|p| as_int_or_text(p)).collect()),
+        encode(parts.iter().map(|p| Value::Text(p.to_string())).collect()),
+    ] {
         if !out.contains(&candidate) {
             out.push(candidate);
         }

@@ -21,7 +21,10 @@ use std::time::Duration;
 /// CPU time the calling thread has used since it started.
 #[cfg(unix)]
 pub(crate) fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on every
     // unix this builds for (Linux, macOS, the BSDs).
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
@@ -90,7 +93,10 @@ impl CpuMeter {
     /// included, and whether it is waiting now.
     pub(crate) fn turn_wait(&self) -> (Duration, bool) {
         match self.turn_wait.lock() {
-            Ok(wait) => (wait.ended + wait.since.map_or(Duration::ZERO, |s| s.elapsed()), wait.since.is_some()),
+            Ok(wait) => (
+                wait.ended + wait.since.map_or(Duration::ZERO, |s| s.elapsed()),
+                wait.since.is_some(),
+            ),
             Err(_) => (Duration::ZERO, false),
         }
     }
@@ -119,7 +125,10 @@ pub(crate) struct Charged<F> {
 
 impl<F: Future> Charged<F> {
     pub(crate) fn new(meter: Arc<CpuMeter>, call: F) -> Charged<F> {
-        Charged { meter, call: Box::pin(call) }
+        Charged {
+            meter,
+            call: Box::pin(call),
+        }
     }
 }
 
@@ -128,7 +137,9 @@ impl<F: Future> Future for Charged<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let began = nanos(thread_cpu_time());
-        self.meter.poll_began_ns.store(began.saturating_add(1), Ordering::Relaxed);
+        self.meter
+            .poll_began_ns
+            .store(began.saturating_add(1), Ordering::Relaxed);
         let result = self.call.as_mut().poll(cx);
         let spent = nanos(thread_cpu_time()).saturating_sub(began);
         self.meter.poll_began_ns.store(0, Ordering::Relaxed);
@@ -143,7 +154,11 @@ const TURN_RECHECK: Duration = Duration::from_millis(100);
 
 /// Runs a call within its wall-clock limit, `wall` plus whatever time the call waited for
 /// its turn to send (which `meter` keeps); `None` if it ran out.
-pub(crate) async fn within_wall<F: Future>(wall: Duration, meter: Arc<CpuMeter>, call: F) -> Option<F::Output> {
+pub(crate) async fn within_wall<F: Future>(
+    wall: Duration,
+    meter: Arc<CpuMeter>,
+    call: F,
+) -> Option<F::Output> {
     let started = tokio::time::Instant::now();
     let mut call = std::pin::pin!(call);
     loop {
@@ -178,7 +193,12 @@ pub(crate) struct CallClock {
 
 impl CallClock {
     pub(crate) fn new(budget: Duration, wall: Duration) -> CallClock {
-        CallClock { meter: Arc::default(), budget, wall, timed_out: false }
+        CallClock {
+            meter: Arc::default(),
+            budget,
+            wall,
+            timed_out: false,
+        }
     }
 
     pub(crate) fn start(&mut self) {
@@ -220,7 +240,11 @@ mod tests {
         // Between the polls the thread sleeps: descheduled, no CPU used by the call.
         std::thread::sleep(Duration::from_millis(200));
         assert!(charged.as_mut().poll(&mut cx).is_ready());
-        assert!(meter.used() < Duration::from_millis(200), "the sleep was charged: {:?}", meter.used());
+        assert!(
+            meter.used() < Duration::from_millis(200),
+            "the sleep was charged: {:?}",
+            meter.used()
+        );
     }
 
     /// A call's wall-clock limit runs out as set, unless the call waited for its turn to
@@ -230,7 +254,11 @@ mod tests {
     async fn waiting_for_a_turn_moves_the_wall_clock_deadline() {
         let wall = Duration::from_secs(10);
         let meter = Arc::new(CpuMeter::default());
-        let slow = within_wall(wall, meter.clone(), tokio::time::sleep(Duration::from_secs(15)));
+        let slow = within_wall(
+            wall,
+            meter.clone(),
+            tokio::time::sleep(Duration::from_secs(15)),
+        );
         assert!(slow.await.is_none(), "15 s of its own against 10 s");
 
         // 2 s of its own, then 25 s waiting for a turn (longer than the limit), then 7 s.
@@ -242,18 +270,30 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(own_after)).await;
         };
         let meter = Arc::new(CpuMeter::default());
-        assert!(within_wall(wall, meter.clone(), call(meter.clone(), 7)).await.is_some(), "9 s of its own");
+        assert!(
+            within_wall(wall, meter.clone(), call(meter.clone(), 7))
+                .await
+                .is_some(),
+            "9 s of its own"
+        );
         assert_eq!(meter.turn_wait(), (Duration::from_secs(25), false));
 
         meter.reset();
         assert_eq!(meter.turn_wait(), (Duration::ZERO, false));
-        assert!(within_wall(wall, meter.clone(), call(meter.clone(), 9)).await.is_none(), "11 s of its own");
+        assert!(
+            within_wall(wall, meter.clone(), call(meter.clone(), 9))
+                .await
+                .is_none(),
+            "11 s of its own"
+        );
     }
 
     #[test]
     fn the_poll_in_progress_counts() {
         let meter = CpuMeter::default();
-        meter.poll_began_ns.store(nanos(thread_cpu_time()) + 1, Ordering::Relaxed);
+        meter
+            .poll_began_ns
+            .store(nanos(thread_cpu_time()) + 1, Ordering::Relaxed);
         let mut x = 0u64;
         let until = std::time::Instant::now() + Duration::from_millis(30);
         while std::time::Instant::now() < until {

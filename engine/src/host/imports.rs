@@ -1,7 +1,9 @@
 //! The `host` interface plugins import: logging, the clock and HTTP through the host.
 //! Every HTTP request is checked against the plugin's `network` grant first.
 
-use super::bindings::v0_1_0::wit_host::{self, HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel};
+use super::bindings::v0_1_0::wit_host::{
+    self, HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel,
+};
 use super::PluginState;
 use std::time::Duration;
 
@@ -14,7 +16,17 @@ const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Headers the host sets itself. `Host` in particular: the grant is checked against the
 /// URL's host, so a plugin must not address another virtual host behind the same address.
-const RESERVED_HEADERS: &[&str] = &["host", "connection", "transfer-encoding", "content-length", "upgrade", "te", "trailer", "proxy-authorization", "keep-alive"];
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "keep-alive",
+];
 
 impl PluginState {
     fn redact(&self, text: &str) -> String {
@@ -36,15 +48,22 @@ impl wit_host::Host for PluginState {
     }
 
     async fn now_ms(&mut self) -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     /// Waiting on the network is not charged to the guest: the call's future is pending
     /// meanwhile, and only polls count (see `cpu_clock`).
     async fn http_send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let url = url::Url::parse(&request.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
+        let url = url::Url::parse(&request.url)
+            .map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(HttpError::InvalidRequest(format!("unsupported URL scheme {:?}", url.scheme())));
+            return Err(HttpError::InvalidRequest(format!(
+                "unsupported URL scheme {:?}",
+                url.scheme()
+            )));
         }
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(80);
@@ -56,19 +75,32 @@ impl wit_host::Host for PluginState {
             )));
         }
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| HttpError::InvalidRequest(format!("bad HTTP method {:?}", request.method)))?;
+            .map_err(|_| {
+                HttpError::InvalidRequest(format!("bad HTTP method {:?}", request.method))
+            })?;
         let mut builder = self.http.request(method, url.clone());
         for HttpHeader { name, value } in &request.headers {
-            if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
-                return Err(HttpError::InvalidRequest(format!("header {name:?} is set by the host and may not be sent by a plugin")));
+            if RESERVED_HEADERS
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r))
+            {
+                return Err(HttpError::InvalidRequest(format!(
+                    "header {name:?} is set by the host and may not be sent by a plugin"
+                )));
             }
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let timeout = request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))).unwrap_or(DEFAULT_HTTP_TIMEOUT).min(MAX_HTTP_TIMEOUT);
+        let timeout = request
+            .timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+            .unwrap_or(DEFAULT_HTTP_TIMEOUT)
+            .min(MAX_HTTP_TIMEOUT);
         // A delivery's writer sends in its turn (see `request_gate`); the wait is not its own.
         if let Some(gate) = self.request_gate.as_mut() {
             if gate.enter(&self.clock.meter).await.is_err() {
-                return Err(HttpError::Connection("not sent: the delivery stopped before this writer's turn to send".into()));
+                return Err(HttpError::Connection(
+                    "not sent: the delivery stopped before this writer's turn to send".into(),
+                ));
             }
         }
         let response = builder
@@ -90,7 +122,10 @@ impl wit_host::Host for PluginState {
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| HttpHeader { name: k.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+            .map(|(k, v)| HttpHeader {
+                name: k.as_str().to_string(),
+                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            })
             .collect();
         let mut body = Vec::new();
         let mut response = response;
@@ -108,7 +143,11 @@ impl wit_host::Host for PluginState {
                 Err(e) => return Err(HttpError::Connection(self.redact(&error_chain(&e)))),
             }
         }
-        Ok(HttpResponse { status, headers, body })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -130,16 +169,27 @@ mod tests {
     use crate::host::{Grants, Limits, PluginHost};
     use std::sync::Arc;
 
-    fn host_resolving(answer: impl Fn(&str) -> std::io::Result<Vec<std::net::IpAddr>> + Send + Sync + 'static) -> PluginHost {
+    fn host_resolving(
+        answer: impl Fn(&str) -> std::io::Result<Vec<std::net::IpAddr>> + Send + Sync + 'static,
+    ) -> PluginHost {
         let mut host = PluginHost::new(None).unwrap();
         host.set_resolver(Arc::new(answer));
         host
     }
 
     async fn send(host: &PluginHost, grant: &str, url: &str) -> Result<HttpResponse, HttpError> {
-        let grants = Grants { network: vec![grant.to_string()], ..Default::default() };
+        let grants = Grants {
+            network: vec![grant.to_string()],
+            ..Default::default()
+        };
         let mut store = host.new_store("dns", &grants, Limits::default()).unwrap();
-        let request = HttpRequest { method: "POST".into(), url: url.into(), headers: vec![], body: b"[]".to_vec(), timeout_ms: Some(5000) };
+        let request = HttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![],
+            body: b"[]".to_vec(),
+            timeout_ms: Some(5000),
+        };
         wit_host::Host::http_send(store.data_mut(), request).await
     }
 
@@ -148,27 +198,53 @@ mod tests {
     /// system resolver would say 127.0.0.1 (another receiver on the same port).
     #[tokio::test]
     async fn host_http_connects_to_the_address_its_check_resolved() {
-        let checked = crate::receiver::start("127.0.0.2:0".parse().unwrap(), Default::default()).await.unwrap();
+        let checked = crate::receiver::start("127.0.0.2:0".parse().unwrap(), Default::default())
+            .await
+            .unwrap();
         let port = checked.addr.port();
-        let elsewhere = crate::receiver::start(format!("127.0.0.1:{port}").parse().unwrap(), Default::default()).await.unwrap();
+        let elsewhere = crate::receiver::start(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
         let host = host_resolving(|name| {
             assert_eq!(name, "localhost");
             Ok(vec!["127.0.0.2".parse().unwrap()])
         });
-        let response = send(&host, &format!("localhost:{port}"), &format!("http://localhost:{port}/hook")).await.unwrap_or_else(|e| panic!("{e:?}"));
+        let response = send(
+            &host,
+            &format!("localhost:{port}"),
+            &format!("http://localhost:{port}/hook"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(response.status, 200);
-        assert_eq!((checked.received().len(), elsewhere.received().len()), (1, 0));
+        assert_eq!(
+            (checked.received().len(), elsewhere.received().len()),
+            (1, 0)
+        );
     }
 
     /// DNS rebinding: a granted name whose DNS now answers with this machine's address (the
     /// service's own API, a local database) is refused, and nothing is sent there.
     #[tokio::test]
     async fn a_granted_name_pointed_at_this_machine_is_refused() {
-        let local = crate::receiver::start("127.0.0.1:0".parse().unwrap(), Default::default()).await.unwrap();
+        let local = crate::receiver::start("127.0.0.1:0".parse().unwrap(), Default::default())
+            .await
+            .unwrap();
         let port = local.addr.port();
         let host = host_resolving(|_| Ok(vec!["127.0.0.1".parse().unwrap()]));
-        let error = send(&host, &format!("api.example.test:{port}"), &format!("http://api.example.test:{port}/admin")).await.unwrap_err();
-        let HttpError::Connection(message) = error else { panic!("{error:?}") };
+        let error = send(
+            &host,
+            &format!("api.example.test:{port}"),
+            &format!("http://api.example.test:{port}/admin"),
+        )
+        .await
+        .unwrap_err();
+        let HttpError::Connection(message) = error else {
+            panic!("{error:?}")
+        };
         assert!(message.contains("api.example.test resolves to 127.0.0.1 (loopback or link-local), which a granted host name may not lead to"), "{message}");
         assert_eq!(local.received().len(), 0);
     }
@@ -176,8 +252,19 @@ mod tests {
     #[tokio::test]
     async fn a_granted_name_that_does_not_resolve_fails_with_a_clear_error() {
         let host = host_resolving(|_| Err(std::io::Error::other("no such host")));
-        let error = send(&host, "nowhere.example.test:80", "http://nowhere.example.test/").await.unwrap_err();
-        let HttpError::Connection(message) = error else { panic!("{error:?}") };
-        assert!(message.contains("cannot resolve nowhere.example.test: no such host"), "{message}");
+        let error = send(
+            &host,
+            "nowhere.example.test:80",
+            "http://nowhere.example.test/",
+        )
+        .await
+        .unwrap_err();
+        let HttpError::Connection(message) = error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            message.contains("cannot resolve nowhere.example.test: no such host"),
+            "{message}"
+        );
     }
 }

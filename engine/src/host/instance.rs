@@ -9,7 +9,10 @@
 
 use super::bindings::{v0_1_0, v0_2_0, ContractVersion};
 use super::{Grants, Limits, Plugin, PluginHost, PluginState};
-use backflow_plugin_sdk::{ApprovalRequest, Batch, ChangeKind, CheckResult, Column, Decision, Operation, PlanSummary, PluginError, RowOutcome, SyncContext};
+use backflow_plugin_sdk::{
+    ApprovalRequest, Batch, ChangeKind, CheckResult, Column, Decision, Operation, PlanSummary,
+    PluginError, RowOutcome, SyncContext,
+};
 use std::fmt;
 use wasmtime::component::{InstancePre, ResourceAny};
 use wasmtime::Store;
@@ -48,8 +51,16 @@ impl CallError {
         let r = |m: String| crate::redact::redact(secrets, &m);
         match self {
             CallError::Plugin(e) => CallError::Plugin(match e {
-                PluginError::Retryable { message } => PluginError::Retryable { message: r(message) },
-                PluginError::RateLimited { message, retry_after_ms } => PluginError::RateLimited { message: r(message), retry_after_ms },
+                PluginError::Retryable { message } => PluginError::Retryable {
+                    message: r(message),
+                },
+                PluginError::RateLimited {
+                    message,
+                    retry_after_ms,
+                } => PluginError::RateLimited {
+                    message: r(message),
+                    retry_after_ms,
+                },
                 PluginError::BadConfig(mut c) => {
                     c.message = r(c.message);
                     PluginError::BadConfig(c)
@@ -59,7 +70,9 @@ impl CallError {
                     row.key = row.key.map(r);
                     PluginError::BadRow(row)
                 }
-                PluginError::Fatal { message } => PluginError::Fatal { message: r(message) },
+                PluginError::Fatal { message } => PluginError::Fatal {
+                    message: r(message),
+                },
             }),
             CallError::Trap(m) => CallError::Trap(r(m)),
             CallError::Host(m) => CallError::Host(r(m)),
@@ -73,7 +86,12 @@ fn redact<T>(store: &Store<PluginState>, result: Result<T, CallError>) -> Result
 }
 
 /// Starts the per-call CPU clock. Pair with [`finish`]; see [`guest_call!`].
-pub(crate) fn begin(store: &mut Store<PluginState>) -> (std::time::Duration, std::sync::Arc<super::cpu_clock::CpuMeter>) {
+pub(crate) fn begin(
+    store: &mut Store<PluginState>,
+) -> (
+    std::time::Duration,
+    std::sync::Arc<super::cpu_clock::CpuMeter>,
+) {
     store.data_mut().clock.start();
     store.data().stderr.clear();
     store.set_epoch_deadline(1);
@@ -94,7 +112,10 @@ pub(crate) fn wall_timeout(store: &mut Store<PluginState>) -> CallError {
 /// Turns a wasmtime error (trap, interrupt, failed grow) into a [`CallError::Trap`] that says
 /// what happened in words, including the tail of what the plugin wrote to stderr (a Rust
 /// plugin's panic message lands there).
-pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result<R>) -> Result<R, CallError> {
+pub(crate) fn finish<R>(
+    store: &mut Store<PluginState>,
+    result: wasmtime::Result<R>,
+) -> Result<R, CallError> {
     let error = match result {
         Ok(r) => return Ok(r),
         Err(e) => e,
@@ -102,9 +123,18 @@ pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result
     let state = store.data();
     let name = &state.plugin_name;
     let detail = format!("{error:?}");
-    let mut message = if state.clock.timed_out || matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-        format!("plugin {name} exceeded its CPU time limit of {} ms and was stopped", state.clock.budget.as_millis())
-    } else if detail.contains("forcing trap when growing memory") || detail.contains("memory allocation failed") {
+    let mut message = if state.clock.timed_out
+        || matches!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
+        format!(
+            "plugin {name} exceeded its CPU time limit of {} ms and was stopped",
+            state.clock.budget.as_millis()
+        )
+    } else if detail.contains("forcing trap when growing memory")
+        || detail.contains("memory allocation failed")
+    {
         format!("plugin {name} exceeded its memory limit and was stopped")
     } else if detail.contains("resource table has no free keys") {
         format!(
@@ -120,12 +150,22 @@ pub(crate) fn finish<R>(store: &mut Store<PluginState>, result: wasmtime::Result
     let stderr = String::from_utf8_lossy(&stderr);
     let stderr = stderr.trim();
     if !stderr.is_empty() {
-        let tail: String = stderr.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         message.push_str(": ");
         message.push_str(&tail.replace('\n', " "));
     }
     tracing::debug!(plugin = %name, "{}", crate::redact::redact(&state.secrets, &detail));
-    Err(CallError::Trap(crate::redact::redact(&state.secrets, &message)))
+    Err(CallError::Trap(crate::redact::redact(
+        &state.secrets,
+        &message,
+    )))
 }
 
 /// Calls into a guest with the CPU clock running: `guest_call!(store, future)`.
@@ -133,12 +173,22 @@ macro_rules! guest_call {
     ($store:expr, $call:expr) => {{
         let (wall, meter) = $crate::host::instance::begin($store);
         let started = std::time::Instant::now();
-        let result = match $crate::host::instance::within_wall(wall, meter.clone(), $crate::host::instance::charged(meter, $call)).await {
+        let result = match $crate::host::instance::within_wall(
+            wall,
+            meter.clone(),
+            $crate::host::instance::charged(meter, $call),
+        )
+        .await
+        {
             Some(result) => $crate::host::instance::finish($store, result),
             None => Err($crate::host::instance::wall_timeout($store)),
         };
         let trapped = matches!(result, Err($crate::host::CallError::Trap(_)));
-        $crate::metrics::record_plugin_call(&$store.data().plugin_name, started.elapsed().as_secs_f64(), trapped);
+        $crate::metrics::record_plugin_call(
+            &$store.data().plugin_name,
+            started.elapsed().as_secs_f64(),
+            trapped,
+        );
         result
     }};
 }
@@ -147,13 +197,23 @@ pub(crate) use guest_call;
 pub(crate) use super::cpu_clock::within_wall;
 
 /// The call's future with its CPU time metered, for [`guest_call!`].
-pub(crate) fn charged<F: std::future::Future>(meter: std::sync::Arc<super::cpu_clock::CpuMeter>, call: F) -> impl std::future::Future<Output = F::Output> {
+pub(crate) fn charged<F: std::future::Future>(
+    meter: std::sync::Arc<super::cpu_clock::CpuMeter>,
+    call: F,
+) -> impl std::future::Future<Output = F::Output> {
     super::cpu_clock::Charged::new(meter, call)
 }
 
 /// A fresh store with the plugin's grants, and the component (imports resolved at load).
-fn prepare(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits) -> Result<(Store<PluginState>, InstancePre<PluginState>), CallError> {
-    let store = host.new_store(&plugin.spec.name, grants, limits).map_err(|e| CallError::Host(format!("{e:#}")))?;
+fn prepare(
+    host: &PluginHost,
+    plugin: &Plugin,
+    grants: &Grants,
+    limits: Limits,
+) -> Result<(Store<PluginState>, InstancePre<PluginState>), CallError> {
+    let store = host
+        .new_store(&plugin.spec.name, grants, limits)
+        .map_err(|e| CallError::Host(format!("{e:#}")))?;
     let pre = plugin.pre.clone();
     Ok((store, pre))
 }
@@ -172,7 +232,14 @@ pub struct SourceInstance {
 }
 
 impl SourceInstance {
-    pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, query: &str) -> Result<SourceInstance, CallError> {
+    pub async fn open(
+        host: &PluginHost,
+        plugin: &Plugin,
+        grants: &Grants,
+        limits: Limits,
+        config_json: &str,
+        query: &str,
+    ) -> Result<SourceInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
         let opened = async {
             match plugin.contract {
@@ -183,7 +250,8 @@ impl SourceInstance {
                     Ok((SourceApi::V0_1_0(api), reader, columns))
                 }
                 ContractVersion::V0_2_0 => {
-                    let api = v0_2_0::Source::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let api =
+                        v0_2_0::Source::instantiate(&mut store, pre, plugin.row_encoding).await?;
                     let reader = api.open(&mut store, config_json, query).await?;
                     let columns = api.columns(&mut store, reader).await?;
                     Ok((SourceApi::V0_2_0(api), reader, columns))
@@ -192,7 +260,12 @@ impl SourceInstance {
         }
         .await;
         let (api, reader, columns) = redact(&store, opened)?;
-        Ok(SourceInstance { store, api, reader: Some(reader), columns })
+        Ok(SourceInstance {
+            store,
+            api,
+            reader: Some(reader),
+            columns,
+        })
     }
 
     pub fn columns(&self) -> &[Column] {
@@ -201,7 +274,9 @@ impl SourceInstance {
 
     /// The next batch, or `None` when the model is exhausted.
     pub async fn next_batch(&mut self, max_rows: u32) -> Result<Option<Batch>, CallError> {
-        let reader = self.reader.ok_or_else(|| CallError::Host("reader already closed".into()))?;
+        let reader = self
+            .reader
+            .ok_or_else(|| CallError::Host("reader already closed".into()))?;
         let result = match &self.api {
             SourceApi::V0_1_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
             SourceApi::V0_2_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
@@ -236,7 +311,14 @@ pub struct DestinationInstance {
 }
 
 impl DestinationInstance {
-    pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, context: &SyncContext) -> Result<DestinationInstance, CallError> {
+    pub async fn open(
+        host: &PluginHost,
+        plugin: &Plugin,
+        grants: &Grants,
+        limits: Limits,
+        config_json: &str,
+        context: &SyncContext,
+    ) -> Result<DestinationInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
         let opened = async {
             match plugin.contract {
@@ -246,7 +328,9 @@ impl DestinationInstance {
                     Ok((DestinationApi::V0_1_0(api), writer))
                 }
                 ContractVersion::V0_2_0 => {
-                    let api = v0_2_0::Destination::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let api =
+                        v0_2_0::Destination::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
                     let writer = api.open(&mut store, config_json, context).await?;
                     Ok((DestinationApi::V0_2_0(api), writer))
                 }
@@ -254,12 +338,22 @@ impl DestinationInstance {
         }
         .await;
         let (api, writer) = redact(&store, opened)?;
-        Ok(DestinationInstance { store, api, writer: Some(writer) })
+        Ok(DestinationInstance {
+            store,
+            api,
+            writer: Some(writer),
+        })
     }
 
     /// Writes a batch; one outcome per row in order, or an error if nothing was written.
-    pub async fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, CallError> {
-        let writer = self.writer.ok_or_else(|| CallError::Host("writer already closed".into()))?;
+    pub async fn write(
+        &mut self,
+        op: Operation,
+        batch: Batch,
+    ) -> Result<Vec<RowOutcome>, CallError> {
+        let writer = self
+            .writer
+            .ok_or_else(|| CallError::Host("writer already closed".into()))?;
         let rows = batch.row_count as usize;
         let outcomes = match &self.api {
             DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
@@ -271,7 +365,9 @@ impl DestinationInstance {
             .into_iter()
             .map(|o| match o {
                 RowOutcome::Rejected(m) => RowOutcome::Rejected(crate::redact::redact(secrets, &m)),
-                RowOutcome::Retryable(m) => RowOutcome::Retryable(crate::redact::redact(secrets, &m)),
+                RowOutcome::Retryable(m) => {
+                    RowOutcome::Retryable(crate::redact::redact(secrets, &m))
+                }
                 accepted => accepted,
             })
             .collect();
@@ -299,7 +395,9 @@ impl DestinationInstance {
 
     /// Flushes and releases the writer. A turn it takes to flush ends with it.
     pub async fn finish(mut self) -> Result<(), CallError> {
-        let Some(writer) = self.writer.take() else { return Ok(()) };
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
         let result = match &self.api {
             DestinationApi::V0_1_0(api) => api.finish(&mut self.store, writer).await,
             DestinationApi::V0_2_0(api) => api.finish(&mut self.store, writer).await,
@@ -322,7 +420,14 @@ pub struct CheckInstance {
 }
 
 impl CheckInstance {
-    pub async fn open(host: &PluginHost, plugin: &Plugin, grants: &Grants, limits: Limits, config_json: &str, plan: &PlanSummary) -> Result<CheckInstance, CallError> {
+    pub async fn open(
+        host: &PluginHost,
+        plugin: &Plugin,
+        grants: &Grants,
+        limits: Limits,
+        config_json: &str,
+        plan: &PlanSummary,
+    ) -> Result<CheckInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
         let opened = async {
             match plugin.contract {
@@ -332,7 +437,9 @@ impl CheckInstance {
                     Ok((CheckApi::V0_1_0(api), checker))
                 }
                 ContractVersion::V0_2_0 => {
-                    let api = v0_2_0::QualityCheck::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let api =
+                        v0_2_0::QualityCheck::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
                     let checker = api.open(&mut store, config_json, plan).await?;
                     Ok((CheckApi::V0_2_0(api), checker))
                 }
@@ -340,21 +447,41 @@ impl CheckInstance {
         }
         .await;
         let (api, checker) = redact(&store, opened)?;
-        Ok(CheckInstance { store, api, checker: Some(checker) })
+        Ok(CheckInstance {
+            store,
+            api,
+            checker: Some(checker),
+        })
     }
 
     /// Planned rows of one kind; for `Changed`, `before` holds the last delivered values.
-    pub async fn observe(&mut self, kind: ChangeKind, after: Batch, before: Option<Batch>) -> Result<(), CallError> {
-        let checker = self.checker.ok_or_else(|| CallError::Host("checker already closed".into()))?;
+    pub async fn observe(
+        &mut self,
+        kind: ChangeKind,
+        after: Batch,
+        before: Option<Batch>,
+    ) -> Result<(), CallError> {
+        let checker = self
+            .checker
+            .ok_or_else(|| CallError::Host("checker already closed".into()))?;
         let result = match &self.api {
-            CheckApi::V0_1_0(api) => api.observe(&mut self.store, checker, kind, after, before).await,
-            CheckApi::V0_2_0(api) => api.observe(&mut self.store, checker, kind, after, before).await,
+            CheckApi::V0_1_0(api) => {
+                api.observe(&mut self.store, checker, kind, after, before)
+                    .await
+            }
+            CheckApi::V0_2_0(api) => {
+                api.observe(&mut self.store, checker, kind, after, before)
+                    .await
+            }
         };
         redact(&self.store, result)
     }
 
     pub async fn finish(mut self) -> Result<CheckResult, CallError> {
-        let checker = self.checker.take().ok_or_else(|| CallError::Host("checker already closed".into()))?;
+        let checker = self
+            .checker
+            .take()
+            .ok_or_else(|| CallError::Host("checker already closed".into()))?;
         let result = match &self.api {
             CheckApi::V0_1_0(api) => api.finish(&mut self.store, checker).await,
             CheckApi::V0_2_0(api) => api.finish(&mut self.store, checker).await,
@@ -363,19 +490,39 @@ impl CheckInstance {
         let secrets = &self.store.data().secrets;
         redact(&self.store, result).map(|mut r| {
             r.message = crate::redact::redact(secrets, &r.message);
-            r.samples = r.samples.iter().map(|s| crate::redact::redact(secrets, s)).collect();
+            r.samples = r
+                .samples
+                .iter()
+                .map(|s| crate::redact::redact(secrets, s))
+                .collect();
             r
         })
     }
 }
 
 /// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants.
-pub async fn evaluate_policy(host: &PluginHost, plugin: &Plugin, limits: Limits, config_json: &str, request: &ApprovalRequest) -> Result<Decision, CallError> {
+pub async fn evaluate_policy(
+    host: &PluginHost,
+    plugin: &Plugin,
+    limits: Limits,
+    config_json: &str,
+    request: &ApprovalRequest,
+) -> Result<Decision, CallError> {
     let (mut store, pre) = prepare(host, plugin, &Grants::default(), limits)?;
     let decision = async {
         match plugin.contract {
-            ContractVersion::V0_1_0 => v0_1_0::ApprovalPolicy::instantiate(&mut store, pre).await?.evaluate(&mut store, config_json, request).await,
-            ContractVersion::V0_2_0 => v0_2_0::ApprovalPolicy::instantiate(&mut store, pre).await?.evaluate(&mut store, config_json, request).await,
+            ContractVersion::V0_1_0 => {
+                v0_1_0::ApprovalPolicy::instantiate(&mut store, pre)
+                    .await?
+                    .evaluate(&mut store, config_json, request)
+                    .await
+            }
+            ContractVersion::V0_2_0 => {
+                v0_2_0::ApprovalPolicy::instantiate(&mut store, pre)
+                    .await?
+                    .evaluate(&mut store, config_json, request)
+                    .await
+            }
         }
     }
     .await;

@@ -22,6 +22,7 @@ mod stderr;
 
 use anyhow::{anyhow, bail, Context as _};
 use backflow_plugin_sdk::{PluginKind, PluginSpec, RowEncoding};
+use cpu_clock::CallClock;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -30,14 +31,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use cpu_clock::CallClock;
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-pub use bindings::ContractVersion;
-pub use instance::{evaluate_policy, CallError, CheckInstance, DestinationInstance, SourceInstance};
 pub use crate::domain::{Grants, Limits};
+pub use bindings::ContractVersion;
+pub use instance::{
+    evaluate_policy, CallError, CheckInstance, DestinationInstance, SourceInstance,
+};
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -64,10 +66,10 @@ fn table_elements_for(memory_mb: u64) -> usize {
 /// 64 per MiB, i.e. 16,384 at the default 256 MiB, which at up to 1 KiB of host memory per
 /// entry stays within a sixteenth of the budget. A plugin normally holds a few dozen.
 fn resource_entries_for(memory_mb: u64) -> usize {
-    usize::try_from(memory_mb.saturating_mul(64)).unwrap_or(usize::MAX).clamp(1_024, 65_536)
+    usize::try_from(memory_mb.saturating_mul(64))
+        .unwrap_or(usize::MAX)
+        .clamp(1_024, 65_536)
 }
-
-
 
 /// A compiled plugin: its component, content hash and spec.
 #[derive(Clone)]
@@ -95,7 +97,12 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("path", &self.path).field("hash", &self.hash).field("contract", &self.contract).field("spec", &self.spec).finish()
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .field("contract", &self.contract)
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -117,7 +124,10 @@ pub struct PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -175,12 +185,14 @@ impl PluginHost {
         {
             let engine = engine.clone();
             let stop = stop.clone();
-            std::thread::Builder::new().name("backflow-epoch".into()).spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?;
+            std::thread::Builder::new()
+                .name("backflow-epoch".into())
+                .spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
         }
 
         let mut linker: Linker<PluginState> = Linker::new(&engine);
@@ -190,12 +202,15 @@ impl PluginHost {
         // reqwest is built without a bundled crypto provider (aws-lc builds C, slowly); use
         // ring's. Installing twice is harmless: the first provider stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = http_client_builder().build().context("building the HTTP client")?;
+        let http = http_client_builder()
+            .build()
+            .context("building the HTTP client")?;
         let resolver: Resolver = Arc::new(system_resolver);
         let plugin_http = plugin_http_client(&resolver)?;
 
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating cache directory {}", dir.display()))?;
         }
         Ok(PluginHost {
             engine,
@@ -227,7 +242,8 @@ impl PluginHost {
 
     /// Loads (compiling or reading from cache) a plugin file and reads its spec.
     pub async fn load(&self, path: &Path) -> anyhow::Result<Plugin> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
         let hash = hex::encode(Sha256::digest(&bytes));
         if let Some(p) = self.loaded.lock().unwrap().get(&hash) {
             let mut p = p.clone();
@@ -236,32 +252,64 @@ impl PluginHost {
         }
         check_component_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
         let started = Instant::now();
-        let (component, compiled) = self.compile_cached(path, &bytes, &hash).with_context(|| format!("compiling plugin {}", path.display()))?;
+        let (component, compiled) = self
+            .compile_cached(path, &bytes, &hash)
+            .with_context(|| format!("compiling plugin {}", path.display()))?;
         let compiled_ms = compiled.then(|| started.elapsed().as_millis() as u64);
-        let contract = ContractVersion::of(&self.engine, &component).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let contract = ContractVersion::of(&self.engine, &component)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let detail = format!("{e:#}");
             match explain_missing_import(&detail) {
                 Some(explained) => anyhow!("plugin {}: {explained}", path.display()),
-                None => anyhow!("plugin {}: its imports do not match what the host provides: {detail}", path.display()),
+                None => anyhow!(
+                    "plugin {}: its imports do not match what the host provides: {detail}",
+                    path.display()
+                ),
             }
         })?;
-        let (spec, row_encoding) = self.read_spec(contract, &pre).await.with_context(|| format!("reading the spec of plugin {}", path.display()))?;
-        let uses_sockets = component.component_type().imports(&self.engine).any(|(name, _)| name.starts_with("wasi:sockets/"));
-        let plugin = Plugin { path: path.to_path_buf(), hash: hash.clone(), spec, contract, row_encoding, component, pre, compiled_ms: None, uses_sockets };
+        let (spec, row_encoding) = self
+            .read_spec(contract, &pre)
+            .await
+            .with_context(|| format!("reading the spec of plugin {}", path.display()))?;
+        let uses_sockets = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("wasi:sockets/"));
+        let plugin = Plugin {
+            path: path.to_path_buf(),
+            hash: hash.clone(),
+            spec,
+            contract,
+            row_encoding,
+            component,
+            pre,
+            compiled_ms: None,
+            uses_sockets,
+        };
         self.loaded.lock().unwrap().insert(hash, plugin.clone());
-        Ok(Plugin { compiled_ms, ..plugin })
+        Ok(Plugin {
+            compiled_ms,
+            ..plugin
+        })
     }
 
     /// The component, and whether it had to be compiled (not read from the cache).
-    fn compile_cached(&self, path: &Path, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {
+    fn compile_cached(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        hash: &str,
+    ) -> anyhow::Result<(Component, bool)> {
         let Some(dir) = &self.cache_dir else {
             return Ok((self.compile(path, bytes)?, true));
         };
         // The key covers the plugin's bytes and everything about this engine that affects
         // compiled code (wasmtime version, target, settings).
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         let file = dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()));
         if file.exists() {
             // SAFETY: the file was written by `Component::serialize` of an engine with the same
@@ -269,12 +317,18 @@ impl PluginHost {
             // validates the header and refuses an incompatible artifact.
             match unsafe { Component::deserialize_file(&self.engine, &file) } {
                 Ok(c) => return Ok((c, false)),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component")
+                }
             }
         }
         let component = self.compile(path, bytes)?;
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        if let Err(e) = component.serialize().and_then(|b| Ok(std::fs::write(&tmp, b)?)).and_then(|_| Ok(std::fs::rename(&tmp, &file)?)) {
+        if let Err(e) = component
+            .serialize()
+            .and_then(|b| Ok(std::fs::write(&tmp, b)?))
+            .and_then(|_| Ok(std::fs::rename(&tmp, &file)?))
+        {
             tracing::warn!(file = %file.display(), error = %e, "could not cache compiled component");
             let _ = std::fs::remove_file(&tmp);
         }
@@ -291,27 +345,66 @@ impl PluginHost {
         Ok(component)
     }
 
-    async fn read_spec(&self, contract: ContractVersion, pre: &wasmtime::component::InstancePre<PluginState>) -> Result<(PluginSpec, RowEncoding), CallError> {
-        let mut store = self.new_store("(spec)", &Grants::default(), Limits::default()).map_err(|e| CallError::Host(format!("{e:#}")))?;
+    async fn read_spec(
+        &self,
+        contract: ContractVersion,
+        pre: &wasmtime::component::InstancePre<PluginState>,
+    ) -> Result<(PluginSpec, RowEncoding), CallError> {
+        let mut store = self
+            .new_store("(spec)", &Grants::default(), Limits::default())
+            .map_err(|e| CallError::Host(format!("{e:#}")))?;
         let pre = pre.clone();
         match contract {
-            ContractVersion::V0_1_0 => Ok((bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.spec(&mut store).await?, RowEncoding::Msgpack)),
-            ContractVersion::V0_2_0 => bindings::v0_2_0::Base::instantiate(&mut store, pre).await?.spec(&mut store).await,
+            ContractVersion::V0_1_0 => Ok((
+                bindings::v0_1_0::Base::instantiate(&mut store, pre)
+                    .await?
+                    .spec(&mut store)
+                    .await?,
+                RowEncoding::Msgpack,
+            )),
+            ContractVersion::V0_2_0 => {
+                bindings::v0_2_0::Base::instantiate(&mut store, pre)
+                    .await?
+                    .spec(&mut store)
+                    .await
+            }
         }
     }
 
     /// Runs the plugin's own config check. Returns every problem it reports.
-    pub async fn check_config(&self, plugin: &Plugin, config_json: &str, limits: Limits) -> Result<Vec<backflow_plugin_sdk::ConfigError>, CallError> {
-        let mut store = self.new_store(&plugin.spec.name, &Grants::default(), limits).map_err(|e| CallError::Host(e.to_string()))?;
+    pub async fn check_config(
+        &self,
+        plugin: &Plugin,
+        config_json: &str,
+        limits: Limits,
+    ) -> Result<Vec<backflow_plugin_sdk::ConfigError>, CallError> {
+        let mut store = self
+            .new_store(&plugin.spec.name, &Grants::default(), limits)
+            .map_err(|e| CallError::Host(e.to_string()))?;
         let pre = plugin.pre.clone();
         match plugin.contract {
-            ContractVersion::V0_1_0 => bindings::v0_1_0::Base::instantiate(&mut store, pre).await?.check_config(&mut store, config_json).await,
-            ContractVersion::V0_2_0 => bindings::v0_2_0::Base::instantiate(&mut store, pre).await?.check_config(&mut store, config_json).await,
+            ContractVersion::V0_1_0 => {
+                bindings::v0_1_0::Base::instantiate(&mut store, pre)
+                    .await?
+                    .check_config(&mut store, config_json)
+                    .await
+            }
+            ContractVersion::V0_2_0 => {
+                bindings::v0_2_0::Base::instantiate(&mut store, pre)
+                    .await?
+                    .check_config(&mut store, config_json)
+                    .await
+            }
         }
     }
 
     /// A fresh store with exactly the granted capabilities.
-    pub(crate) fn new_store(&self, plugin_name: &str, grants: &Grants, limits: Limits) -> anyhow::Result<Store<PluginState>> {
+    pub(crate) fn new_store(
+        &self,
+        plugin_name: &str,
+        grants: &Grants,
+        limits: Limits,
+    ) -> anyhow::Result<Store<PluginState>> {
         let mut wasi = WasiCtx::builder();
         let mut secrets = Vec::new();
         for name in &grants.env {
@@ -338,7 +431,9 @@ impl PluginHost {
                 // (0.0.0.0:0); allowing it lets a client connect, not listen (TcpListen is
                 // checked on its own and refused below).
                 SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-                SocketAddrUse::TcpConnect => allowed.iter().any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port())),
+                SocketAddrUse::TcpConnect => allowed
+                    .iter()
+                    .any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port())),
                 // No servers and no UDP inside the sandbox.
                 _ => false,
             };
@@ -350,7 +445,12 @@ impl PluginHost {
         // connect anywhere but the granted addresses. Plugins granted only IP addresses, or
         // nothing, get no DNS; host HTTP is checked by name and needs none.
         let names_granted = grants.network.iter().any(|g| {
-            g.rsplit_once(':').is_some_and(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_err())
+            g.rsplit_once(':').is_some_and(|(h, _)| {
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_err()
+            })
         });
         wasi.allow_ip_name_lookup(names_granted);
         wasi.allow_udp(false);
@@ -377,7 +477,10 @@ impl PluginHost {
             grants: Arc::new(grants.clone()),
             http: self.plugin_http.clone(),
             secrets,
-            clock: CallClock::new(Duration::from_millis(limits.call_timeout_ms), Duration::from_millis(limits.wall_timeout_ms)),
+            clock: CallClock::new(
+                Duration::from_millis(limits.call_timeout_ms),
+                Duration::from_millis(limits.wall_timeout_ms),
+            ),
             stderr,
             request_gate: None,
         };
@@ -398,7 +501,8 @@ impl PluginHost {
 }
 
 /// Resolves a host name to its addresses.
-pub(crate) type Resolver = Arc<dyn Fn(&str) -> std::io::Result<Vec<std::net::IpAddr>> + Send + Sync>;
+pub(crate) type Resolver =
+    Arc<dyn Fn(&str) -> std::io::Result<Vec<std::net::IpAddr>> + Send + Sync>;
 
 fn system_resolver(name: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
     use std::net::ToSocketAddrs;
@@ -420,7 +524,12 @@ fn checked_addresses(name: &str, resolver: &Resolver) -> Result<Vec<std::net::Ip
     let special = |ip: &std::net::IpAddr| match ip {
         std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
         std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
         }
     };
     let (refused, allowed): (Vec<_>, Vec<_>) = ips.into_iter().partition(special);
@@ -433,10 +542,15 @@ fn checked_addresses(name: &str, resolver: &Resolver) -> Result<Vec<std::net::Ip
     Ok(allowed)
 }
 
-fn resolve_network_grants(grants: &[String], resolver: &Resolver) -> Vec<(std::net::IpAddr, Option<u16>)> {
+fn resolve_network_grants(
+    grants: &[String],
+    resolver: &Resolver,
+) -> Vec<(std::net::IpAddr, Option<u16>)> {
     let mut out = Vec::new();
     for g in grants {
-        let Some((host, port)) = g.rsplit_once(':') else { continue };
+        let Some((host, port)) = g.rsplit_once(':') else {
+            continue;
+        };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = if port == "*" { None } else { port.parse().ok() };
         if let Ok(ip) = host.parse() {
@@ -460,8 +574,11 @@ impl reqwest::dns::Resolve for CheckedResolver {
         let resolver = self.0.clone();
         let name = name.as_str().to_string();
         Box::pin(async move {
-            let ips = tokio::task::spawn_blocking(move || checked_addresses(&name, &resolver)).await.map_err(|e| e.to_string())??;
-            let addrs: reqwest::dns::Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            let ips = tokio::task::spawn_blocking(move || checked_addresses(&name, &resolver))
+                .await
+                .map_err(|e| e.to_string())??;
+            let addrs: reqwest::dns::Addrs =
+                Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })
     }
@@ -470,13 +587,19 @@ impl reqwest::dns::Resolve for CheckedResolver {
 /// Settings every HTTP client of the host shares: no redirects (a redirect could leave the
 /// granted host), a bounded connect.
 fn http_client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).connect_timeout(Duration::from_secs(10))
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
 }
 
 /// Plugins' host HTTP client. No proxy from the environment: a proxy would resolve the
 /// granted name itself, out of reach of the check.
 fn plugin_http_client(resolver: &Resolver) -> anyhow::Result<reqwest::Client> {
-    http_client_builder().no_proxy().dns_resolver(Arc::new(CheckedResolver(resolver.clone()))).build().context("building the plugins' HTTP client")
+    http_client_builder()
+        .no_proxy()
+        .dns_resolver(Arc::new(CheckedResolver(resolver.clone())))
+        .build()
+        .context("building the plugins' HTTP client")
 }
 
 #[cfg(test)]
@@ -488,7 +611,11 @@ mod tests {
         for mb in [16u64, 64, 256, 1024] {
             let elements = table_elements_for(mb);
             assert!(elements >= 10_000);
-            assert!(elements * 16 * MAX_TABLES <= (mb as usize * 1024 * 1024).max(10_000 * 16 * MAX_TABLES), "{mb} MiB");
+            assert!(
+                elements * 16 * MAX_TABLES
+                    <= (mb as usize * 1024 * 1024).max(10_000 * 16 * MAX_TABLES),
+                "{mb} MiB"
+            );
         }
         assert_eq!(table_elements_for(256), 262_144);
         assert_eq!(table_elements_for(u64::MAX), 1_000_000);
@@ -496,22 +623,51 @@ mod tests {
 
     #[test]
     fn granted_names_never_lead_to_loopback_or_link_local_addresses() {
-        let answer = |ips: &'static [&'static str]| -> Resolver { Arc::new(move |_: &str| Ok(ips.iter().map(|ip| ip.parse().unwrap()).collect())) };
-        let metadata = checked_addresses("metadata.example.test", &answer(&["169.254.169.254"])).unwrap_err();
-        assert!(metadata.contains("resolves to 169.254.169.254 (loopback or link-local)"), "{metadata}");
-        assert!(checked_addresses("x.example.test", &answer(&["::1", "fe80::1", "::ffff:127.0.0.1"])).is_err());
+        let answer = |ips: &'static [&'static str]| -> Resolver {
+            Arc::new(move |_: &str| Ok(ips.iter().map(|ip| ip.parse().unwrap()).collect()))
+        };
+        let metadata =
+            checked_addresses("metadata.example.test", &answer(&["169.254.169.254"])).unwrap_err();
+        assert!(
+            metadata.contains("resolves to 169.254.169.254 (loopback or link-local)"),
+            "{metadata}"
+        );
+        assert!(checked_addresses(
+            "x.example.test",
+            &answer(&["::1", "fe80::1", "::ffff:127.0.0.1"])
+        )
+        .is_err());
         // Mixed answers keep the public addresses only; localhost is what it says.
-        assert_eq!(checked_addresses("x.example.test", &answer(&["127.0.0.1", "203.0.113.7"])).unwrap(), vec!["203.0.113.7".parse::<std::net::IpAddr>().unwrap()]);
-        assert_eq!(checked_addresses("LocalHost", &answer(&["127.0.0.1"])).unwrap().len(), 1);
-        assert!(checked_addresses("private.example.test", &answer(&["10.1.2.3"])).is_ok(), "private networks are where internal APIs live");
+        assert_eq!(
+            checked_addresses("x.example.test", &answer(&["127.0.0.1", "203.0.113.7"])).unwrap(),
+            vec!["203.0.113.7".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            checked_addresses("LocalHost", &answer(&["127.0.0.1"]))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            checked_addresses("private.example.test", &answer(&["10.1.2.3"])).is_ok(),
+            "private networks are where internal APIs live"
+        );
     }
 
     #[test]
     fn a_missing_import_is_named_with_what_to_do_instead() {
         let wasmtime = "component imports instance `wasi:http/outgoing-handler@0.2.3`, but a matching implementation was not found in the linker: instance export `handle` has the wrong type";
         let m = explain_missing_import(wasmtime).unwrap();
-        assert!(m.starts_with("it imports `wasi:http/outgoing-handler@0.2.3`, which backflow does not provide"), "{m}");
-        assert!(m.contains("http-send") && m.contains("--disable http --disable fetch-event"), "{m}");
+        assert!(
+            m.starts_with(
+                "it imports `wasi:http/outgoing-handler@0.2.3`, which backflow does not provide"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains("http-send") && m.contains("--disable http --disable fetch-event"),
+            "{m}"
+        );
         let other = explain_missing_import("component imports instance `acme:crm/api`, but a matching implementation was not found in the linker").unwrap();
         assert!(other.contains("WASI 0.2 and its own contract"), "{other}");
         assert_eq!(explain_missing_import("some other failure"), None);
@@ -544,7 +700,9 @@ fn explain_missing_import(error: &str) -> Option<String> {
     } else {
         "backflow provides WASI 0.2 and its own contract (backflow:plugin) only; build the plugin without this import"
     };
-    Some(format!("it imports `{name}`, which backflow does not provide: {advice}"))
+    Some(format!(
+        "it imports `{name}`, which backflow does not provide: {advice}"
+    ))
 }
 
 /// Rejects files that are not Wasm components, with a message saying what they are.
@@ -566,6 +724,11 @@ pub fn expect_kind(plugin: &Plugin, kind: PluginKind) -> Result<(), String> {
     if plugin.spec.kind == kind {
         Ok(())
     } else {
-        Err(format!("plugin {} ({}) is a {} plugin, not a {kind}", plugin.spec.name, plugin.path.display(), plugin.spec.kind))
+        Err(format!(
+            "plugin {} ({}) is a {} plugin, not a {kind}",
+            plugin.spec.name,
+            plugin.path.display(),
+            plugin.spec.kind
+        ))
     }
 }

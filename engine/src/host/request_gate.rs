@@ -68,7 +68,11 @@ mod tests {
     #[tokio::test]
     async fn one_writer_at_a_time_and_in_order() {
         let turns = Arc::new(Semaphore::new(1));
-        let (mut a, b, c) = (RequestGate::new(turns.clone()), RequestGate::new(turns.clone()), RequestGate::new(turns.clone()));
+        let (mut a, b, c) = (
+            RequestGate::new(turns.clone()),
+            RequestGate::new(turns.clone()),
+            RequestGate::new(turns.clone()),
+        );
         let meter = CpuMeter::default();
         a.enter(&meter).await.unwrap();
         a.enter(&meter).await.unwrap();
@@ -91,7 +95,10 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert!(order.lock().unwrap().is_empty(), "nobody passes while a holds the turn");
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "nobody passes while a holds the turn"
+        );
         a.leave();
         b_task.await.unwrap();
         c_task.await.unwrap();
@@ -103,7 +110,10 @@ mod tests {
     #[tokio::test]
     async fn a_closed_gate_lets_nothing_more_through() {
         let turns = Arc::new(Semaphore::new(1));
-        let (mut a, mut b) = (RequestGate::new(turns.clone()), RequestGate::new(turns.clone()));
+        let (mut a, mut b) = (
+            RequestGate::new(turns.clone()),
+            RequestGate::new(turns.clone()),
+        );
         let meter = CpuMeter::default();
         a.enter(&meter).await.unwrap();
         let waiting = tokio::spawn(async move { b.enter(&CpuMeter::default()).await });
@@ -112,6 +122,9 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Err(Stopped));
         let mut c = RequestGate::new(turns);
         assert_eq!(c.enter(&meter).await, Err(Stopped));
-        assert!(a.enter(&meter).await.is_ok(), "a writer holding its turn finishes its batch");
+        assert!(
+            a.enter(&meter).await.is_ok(),
+            "a writer holding its turn finishes its batch"
+        );
     }
 }

@@ -35,7 +35,9 @@ impl LineLog {
         if !tracing::enabled!(tracing::Level::DEBUG) {
             return;
         }
-        let Ok(mut partial) = self.partial.lock() else { return };
+        let Ok(mut partial) = self.partial.lock() else {
+            return;
+        };
         for &b in data {
             if b == b'\n' || partial.len() >= MAX_LINE {
                 self.emit(&partial);
@@ -69,12 +71,30 @@ impl Drop for LineLog {
 impl StderrTail {
     /// A plugin's stderr: kept (the last `capacity` bytes) and logged.
     pub fn new(capacity: usize, plugin: &str, secrets: Vec<String>) -> StderrTail {
-        StderrTail { buf: Arc::new(Mutex::new(VecDeque::with_capacity(capacity))), capacity, lines: Arc::new(LineLog { plugin: plugin.into(), stream: "stderr", secrets, partial: Mutex::default() }) }
+        StderrTail {
+            buf: Arc::new(Mutex::new(VecDeque::with_capacity(capacity))),
+            capacity,
+            lines: Arc::new(LineLog {
+                plugin: plugin.into(),
+                stream: "stderr",
+                secrets,
+                partial: Mutex::default(),
+            }),
+        }
     }
 
     /// A plugin's stdout: logged only.
     pub fn stdout(plugin: &str, secrets: Vec<String>) -> StderrTail {
-        StderrTail { buf: Arc::default(), capacity: 0, lines: Arc::new(LineLog { plugin: plugin.into(), stream: "stdout", secrets, partial: Mutex::default() }) }
+        StderrTail {
+            buf: Arc::default(),
+            capacity: 0,
+            lines: Arc::new(LineLog {
+                plugin: plugin.into(),
+                stream: "stdout",
+                secrets,
+                partial: Mutex::default(),
+            }),
+        }
     }
 
     /// What was written most recently (at most the capacity).
@@ -102,7 +122,11 @@ impl StdoutStream for StderrTail {
 }
 
 impl AsyncWrite for StderrTail {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.lines.write(data);
         if self.capacity == 0 {
             return Poll::Ready(Ok(data.len()));

@@ -73,16 +73,21 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 }
 
 /// A JSON body, or the default when the body is empty.
-fn json_body<T: serde::de::DeserializeOwned + Default>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes =
+        body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("request body: not the expected JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| bad_request(format!("request body: not the expected JSON: {e}")))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v).map_err(|e| bad_request(format!("query string: {}", e.body_text())))
+    q.map(|Query(v)| v)
+        .map_err(|e| bad_request(format!("query string: {}", e.body_text())))
 }
 
 /// The user a request acts as, from its bearer token.
@@ -91,11 +96,18 @@ pub struct User(pub Actor);
 impl FromRequestParts<Arc<ApiState>> for User {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
         let unauthenticated = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
         let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| unauthenticated("no API token: send `Authorization: Bearer TOKEN` (create one with `backflow token create`)"))?;
-        let value = value.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?;
-        let token = value.strip_prefix("Bearer ").ok_or_else(|| unauthenticated("the Authorization header must read `Bearer TOKEN`"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| unauthenticated("the Authorization header is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| unauthenticated("the Authorization header must read `Bearer TOKEN`"))?;
         let actor = state.app.authenticate(token).map_err(|e| match e {
             AppError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
             other => unauthenticated(&other.to_string()),
@@ -122,7 +134,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/changes/{id}/publish", post(publish_change))
         .route("/audit", get(audit))
         .route("/plugins", get(list_plugins))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint (see the README's API section)".into()) });
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such API endpoint (see the README's API section)".into(),
+            )
+        });
     Router::new()
         .nest("/api/v1", api)
         .merge(super::ui::router())
@@ -134,12 +151,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 async fn healthz(State(s): Shared) -> Json<Value> {
-    let refused = s.plugins.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|p| p.status == "refused").count();
-    Json(json!({ "status": "ok", "runs_in_flight": s.scheduler.runs_in_flight(), "plugins_refused": refused }))
+    let refused = s
+        .plugins
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|p| p.status == "refused")
+        .count();
+    Json(
+        json!({ "status": "ok", "runs_in_flight": s.scheduler.runs_in_flight(), "plugins_refused": refused }),
+    )
 }
 
 async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
 }
 
 async fn whoami(User(actor): User) -> Json<Actor> {
@@ -157,12 +188,21 @@ fn sync_json(s: &ApiState, summary: &crate::app::SyncSummary) -> Value {
 
 async fn list_syncs(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {
     let syncs = s.app.list_syncs(&actor)?;
-    Ok(Json(Value::Array(syncs.iter().map(|x| sync_json(&s, x)).collect())))
+    Ok(Json(Value::Array(
+        syncs.iter().map(|x| sync_json(&s, x)).collect(),
+    )))
 }
 
-async fn show_sync(State(s): Shared, User(actor): User, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show_sync(
+    State(s): Shared,
+    User(actor): User,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let syncs = s.app.list_syncs(&actor)?;
-    let summary = syncs.iter().find(|x| x.name == name).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no sync named {name:?}")))?;
+    let summary = syncs
+        .iter()
+        .find(|x| x.name == name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no sync named {name:?}")))?;
     Ok(Json(sync_json(&s, summary)))
 }
 
@@ -173,7 +213,12 @@ struct TriggerBody {
     full_resync: bool,
 }
 
-async fn trigger_run(State(s): Shared, User(actor): User, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn trigger_run(
+    State(s): Shared,
+    User(actor): User,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body: TriggerBody = json_body(body)?;
     let accepted = trigger_as(&s, &actor, &name, body.full_resync, "api")?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": accepted, "full_resync": body.full_resync, "user": actor.user }))).into_response())
@@ -182,24 +227,51 @@ async fn trigger_run(State(s): Shared, User(actor): User, Path(name): Path<Strin
 /// Runs `work` on its own task and waits for it. A run started by a request (an approved
 /// plan released, an undo) must not stop halfway because the client hung up: dropping the
 /// request's future would cancel the run mid-delivery.
-pub async fn detached<T: Send + 'static>(work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static) -> Result<T, ApiError> {
+pub async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static,
+) -> Result<T, ApiError> {
     match tokio::spawn(work).await {
         Ok(result) => result.map_err(ApiError::from),
-        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the run stopped unexpectedly: {e}"))),
+        Err(e) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the run stopped unexpectedly: {e}"),
+        )),
     }
 }
 
 /// Asks the scheduler for a run on behalf of `actor` (the API's and the web UI's one path):
 /// authorized by the one table, audited with the user.
-pub fn trigger_as(s: &ApiState, actor: &Actor, name: &str, full_resync: bool, reason: &str) -> Result<Accepted, ApiError> {
+pub fn trigger_as(
+    s: &ApiState,
+    actor: &Actor,
+    name: &str,
+    full_resync: bool,
+    reason: &str,
+) -> Result<Accepted, ApiError> {
     authorize(actor, Action::RunSync)?;
     let ws = s.app.runnable_workspace()?;
-    ws.sync(name).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
-    let accepted = s.scheduler.trigger(name, Trigger { reason: reason.into(), user: actor.user.clone(), full_resync });
+    ws.sync(name)
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    let accepted = s.scheduler.trigger(
+        name,
+        Trigger {
+            reason: reason.into(),
+            user: actor.user.clone(),
+            full_resync,
+        },
+    );
     if accepted == Accepted::ShuttingDown {
-        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down and starts no run".into()));
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is shutting down and starts no run".into(),
+        ));
     }
-    s.app.audit_event(actor, "run.trigger", name, json!({ "full_resync": full_resync, "accepted": accepted, "via": reason }))?;
+    s.app.audit_event(
+        actor,
+        "run.trigger",
+        name,
+        json!({ "full_resync": full_resync, "accepted": accepted, "via": reason }),
+    )?;
     Ok(accepted)
 }
 
@@ -212,7 +284,11 @@ struct RunsQuery {
     limit: Option<usize>,
 }
 
-async fn list_runs(State(s): Shared, User(actor): User, q: Result<Query<RunsQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn list_runs(
+    State(s): Shared,
+    User(actor): User,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let status = match &q.status {
         None => None,
@@ -222,14 +298,33 @@ async fn list_runs(State(s): Shared, User(actor): User, q: Result<Query<RunsQuer
     };
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > crate::app::MAX_RUNS_PAGE {
-        return Err(bad_request(format!("limit: must be between 1 and {}", crate::app::MAX_RUNS_PAGE)));
+        return Err(bad_request(format!(
+            "limit: must be between 1 and {}",
+            crate::app::MAX_RUNS_PAGE
+        )));
     }
-    let runs = s.app.runs_page(&actor, &RunFilter { sync: q.sync, status, before: q.before, limit })?;
-    let next = if runs.len() == limit { runs.last().map(|r| r.run_id.clone()) } else { None };
+    let runs = s.app.runs_page(
+        &actor,
+        &RunFilter {
+            sync: q.sync,
+            status,
+            before: q.before,
+            limit,
+        },
+    )?;
+    let next = if runs.len() == limit {
+        runs.last().map(|r| r.run_id.clone())
+    } else {
+        None
+    };
     Ok(Json(json!({ "runs": runs, "next_before": next })))
 }
 
-async fn show_run(State(s): Shared, User(actor): User, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show_run(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let run = s.app.run_record(&actor, &id)?;
     let gate = s.app.state().run_gate::<Value>(&id).ok().flatten();
     let mut v = serde_json::to_value(&run).unwrap_or(Value::Null);
@@ -248,18 +343,32 @@ struct CommentBody {
 
 fn comment(body: Result<Bytes, BytesRejection>) -> Result<Option<String>, ApiError> {
     let body: CommentBody = json_body(body)?;
-    if body.comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT_BYTES) {
-        return Err(bad_request(format!("comment: at most {MAX_COMMENT_BYTES} bytes")));
+    if body
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_COMMENT_BYTES)
+    {
+        return Err(bad_request(format!(
+            "comment: at most {MAX_COMMENT_BYTES} bytes"
+        )));
     }
     Ok(body.comment)
 }
 
-async fn approve_run(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn approve_run(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let comment = comment(body)?;
     let app = s.app.clone();
-    let approval = detached(async move { app.approve_run(&actor, &id, comment.as_deref()).await }).await?;
+    let approval =
+        detached(async move { app.approve_run(&actor, &id, comment.as_deref()).await }).await?;
     Ok(Json(match approval {
-        RunApproval::NeedsMore(gate) => json!({ "status": "needs_more_approvals", "approval": gate }),
+        RunApproval::NeedsMore(gate) => {
+            json!({ "status": "needs_more_approvals", "approval": gate })
+        }
         RunApproval::Released(run) => json!({ "status": "released", "run": run }),
     }))
 }
@@ -281,13 +390,25 @@ pub(super) struct UndoQuery {
 }
 
 /// The inverse plan of a run (counts, samples, conflicts); sends nothing.
-async fn plan_undo(State(s): Shared, User(actor): User, Path(id): Path<String>, q: Result<Query<UndoQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn plan_undo(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+    q: Result<Query<UndoQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    Ok(Json(serde_json::to_value(s.app.plan_undo(&actor, &id, q.force).await?).unwrap_or(Value::Null)))
+    Ok(Json(
+        serde_json::to_value(s.app.plan_undo(&actor, &id, q.force).await?).unwrap_or(Value::Null),
+    ))
 }
 
 /// Runs the inverse of a run (approver): through checks, the approval gate and delivery.
-async fn undo_run(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn undo_run(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body: UndoBody = json_body(body)?;
     let app = s.app.clone();
     let run = detached(async move { app.undo_run(&actor, &id, body.force).await }).await?;
@@ -295,12 +416,19 @@ async fn undo_run(State(s): Shared, User(actor): User, Path(id): Path<String>, b
 }
 
 /// Every retained run that touched one row (`key` as `sync plan` prints it: `42`, `42|eu`).
-async fn row_history(State(s): Shared, User(actor): User, Path((name, key)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(s.app.row_history(&actor, &name, &key, false)?).unwrap_or(Value::Null)))
+async fn row_history(
+    State(s): Shared,
+    User(actor): User,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(s.app.row_history(&actor, &name, &key, false)?).unwrap_or(Value::Null),
+    ))
 }
 
 fn change_id(text: &str) -> Result<u64, ApiError> {
-    text.parse().map_err(|_| bad_request(format!("change id: {text:?} is not a number")))
+    text.parse()
+        .map_err(|_| bad_request(format!("change id: {text:?} is not a number")))
 }
 
 #[derive(Deserialize)]
@@ -309,7 +437,11 @@ struct LimitQuery {
     limit: Option<usize>,
 }
 
-async fn list_changes(State(s): Shared, User(actor): User, q: Result<Query<LimitQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn list_changes(
+    State(s): Shared,
+    User(actor): User,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let limit = query(q)?.limit.unwrap_or(50).clamp(1, 1000);
     let changes = s.app.list_changes(&actor, limit)?;
     // The list leaves out file contents; `GET /changes/ID` has them.
@@ -320,22 +452,61 @@ async fn list_changes(State(s): Shared, User(actor): User, q: Result<Query<Limit
     Ok(Json(Value::Array(list)))
 }
 
-async fn show_change(State(s): Shared, User(actor): User, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(s.app.change(&actor, change_id(&id)?)?).unwrap_or(Value::Null)))
+async fn show_change(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(s.app.change(&actor, change_id(&id)?)?).unwrap_or(Value::Null),
+    ))
 }
 
-async fn approve_change(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn approve_change(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let comment = comment(body)?;
-    Ok(Json(serde_json::to_value(s.app.review_change(&actor, change_id(&id)?, true, comment.as_deref())?).unwrap_or(Value::Null)))
+    Ok(Json(
+        serde_json::to_value(s.app.review_change(
+            &actor,
+            change_id(&id)?,
+            true,
+            comment.as_deref(),
+        )?)
+        .unwrap_or(Value::Null),
+    ))
 }
 
-async fn reject_change(State(s): Shared, User(actor): User, Path(id): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn reject_change(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let comment = comment(body)?;
-    Ok(Json(serde_json::to_value(s.app.review_change(&actor, change_id(&id)?, false, comment.as_deref())?).unwrap_or(Value::Null)))
+    Ok(Json(
+        serde_json::to_value(s.app.review_change(
+            &actor,
+            change_id(&id)?,
+            false,
+            comment.as_deref(),
+        )?)
+        .unwrap_or(Value::Null),
+    ))
 }
 
-async fn publish_change(State(s): Shared, User(actor): User, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::to_value(s.app.publish_change(&actor, change_id(&id)?).await?).unwrap_or(Value::Null)))
+async fn publish_change(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(s.app.publish_change(&actor, change_id(&id)?).await?)
+            .unwrap_or(Value::Null),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -348,7 +519,11 @@ struct AuditQuery {
     action: Option<String>,
 }
 
-async fn audit(State(s): Shared, User(actor): User, q: Result<Query<AuditQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn audit(
+    State(s): Shared,
+    User(actor): User,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let log = s.app.audit(&actor)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
@@ -361,13 +536,25 @@ async fn audit(State(s): Shared, User(actor): User, q: Result<Query<AuditQuery>,
         .rev()
         .take(limit)
         .collect();
-    Ok(Json(json!({ "entries": entries, "chain_verified": log.broken_at.is_none(), "broken_at": log.broken_at })))
+    Ok(Json(
+        json!({ "entries": entries, "chain_verified": log.broken_at.is_none(), "broken_at": log.broken_at }),
+    ))
 }
 
 async fn list_plugins(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {
     authorize(&actor, Action::ListPlugins)?;
-    let statuses: Vec<_> = s.plugins.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-    let served = s.app.host().with_served(|x| x.current()).unwrap_or_default();
+    let statuses: Vec<_> = s
+        .plugins
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let served = s
+        .app
+        .host()
+        .with_served(|x| x.current())
+        .unwrap_or_default();
     let plugins: Vec<Value> = statuses
         .iter()
         .map(|st| {

@@ -38,15 +38,23 @@ pub struct ServeOptions {
 pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
     let app = Arc::new(App::open(root)?);
     let _lock = lock::InstanceLock::acquire(&app.working().state_dir, &options.listen.to_string())?;
-    let listener = tokio::net::TcpListener::bind(options.listen).await.map_err(|e| anyhow::anyhow!("--listen {}: {e}", options.listen))?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", options.listen))?;
     let addr = listener.local_addr()?;
 
     let plugins = reload::load_all(&app).await;
-    let _watcher = reload::watch(app.clone(), plugins.clone()).map_err(|e| anyhow::anyhow!("watching {}: {e}", app.working().plugins_dir.display()))?;
+    let _watcher = reload::watch(app.clone(), plugins.clone())
+        .map_err(|e| anyhow::anyhow!("watching {}: {e}", app.working().plugins_dir.display()))?;
     let scheduler = scheduler::Scheduler::new(app.clone());
     let schedules = tokio::spawn(scheduler.clone().run_schedules(options.tick));
 
-    let router = api::router(Arc::new(api::ApiState { app: app.clone(), scheduler: scheduler.clone(), plugins, sessions: ui::Sessions::default() }));
+    let router = api::router(Arc::new(api::ApiState {
+        app: app.clone(),
+        scheduler: scheduler.clone(),
+        plugins,
+        sessions: ui::Sessions::default(),
+    }));
     // The one line a supervisor (or a test) reads to find the service.
     println!("backflow serve: listening on http://{addr}");
     tracing::info!(%addr, workspace = %root.display(), "service started");
@@ -61,14 +69,20 @@ pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
     });
 
     shutdown_signal().await;
-    tracing::info!(grace_s = options.shutdown_grace.as_secs(), "shutting down: no new runs; running ones stop after their in-flight batches");
+    tracing::info!(
+        grace_s = options.shutdown_grace.as_secs(),
+        "shutting down: no new runs; running ones stop after their in-flight batches"
+    );
     schedules.abort();
     let left = scheduler.shut_down(options.shutdown_grace).await;
     if left > 0 {
         // Their acknowledged batches are journaled: the next run recovers them, as after a
         // crash. Exit at once, as a crash would: unwinding would cancel those runs and release
         // their leases, and the next run could no longer tell that they were interrupted.
-        tracing::warn!(runs = left, "runs still going after the grace period are left to the journal; exiting now");
+        tracing::warn!(
+            runs = left,
+            "runs still going after the grace period are left to the journal; exiting now"
+        );
         std::process::exit(0);
     }
     let _ = stop_http.send(());

@@ -46,7 +46,13 @@ pub async fn load_all(app: &Arc<App>) -> Statuses {
     let dir = app.working().plugins_dir.clone();
     app.host().serve_plugins_from(&dir);
     let statuses: Statuses = Arc::default();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| is_plugin_file(p)).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_plugin_file(p))
+        .collect();
     files.sort();
     for file in files {
         load_one(app, &statuses, &file).await;
@@ -55,7 +61,10 @@ pub async fn load_all(app: &Arc<App>) -> Statuses {
 }
 
 fn is_plugin_file(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "wasm") && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    path.extension().is_some_and(|e| e == "wasm")
+        && !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 /// Loads (or withdraws) one file and records what happened.
@@ -80,14 +89,20 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
         tokio::task::spawn_blocking(move || handle.block_on(app.host().load(&path))).await
     };
     let compile_ms = started.elapsed().as_millis() as u64;
-    let previous = app.host().with_served(|s| s.versions(file).last().cloned()).flatten();
+    let previous = app
+        .host()
+        .with_served(|s| s.versions(file).last().cloned())
+        .flatten();
     let result = match loaded {
         Ok(Ok(plugin)) => same_kind(previous.as_ref(), &plugin).map(|()| plugin),
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(e) => Err(format!("loading stopped: {e}")),
     };
     // Reads the configuration: before the lock that `/healthz` and the API also take.
-    let awaiting = result.as_ref().ok().and_then(|plugin| pinned_elsewhere(app, plugin));
+    let awaiting = result
+        .as_ref()
+        .ok()
+        .and_then(|plugin| pinned_elsewhere(app, plugin));
     let mut st = statuses.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok(plugin) => {
@@ -98,7 +113,9 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
                     file = %file.display(), plugin = plugin.spec.name, sha256 = plugin.hash, published = pin,
                     "plugin loaded, but the published configuration pins another hash: runs keep the pinned version until a change publishing this one is approved"
                 ),
-                None => tracing::info!(file = %file.display(), plugin = plugin.spec.name, sha256 = plugin.hash, compile_ms, "plugin serving for runs that start from now"),
+                None => {
+                    tracing::info!(file = %file.display(), plugin = plugin.spec.name, sha256 = plugin.hash, compile_ms, "plugin serving for runs that start from now")
+                }
             }
             st.insert(
                 file.to_path_buf(),
@@ -118,20 +135,25 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
         }
         Err(error) => {
             crate::metrics::record_reload(&file.display().to_string(), false);
-            let keeps = previous.as_ref().map(|p| format!("sha256 {} keeps serving", crate::governance::short(&p.hash))).unwrap_or_else(|| "nothing was serving from this file".into());
+            let keeps = previous
+                .as_ref()
+                .map(|p| format!("sha256 {} keeps serving", crate::governance::short(&p.hash)))
+                .unwrap_or_else(|| "nothing was serving from this file".into());
             tracing::error!(file = %file.display(), "plugin file refused ({keeps}): {error}");
-            let entry = st.entry(file.to_path_buf()).or_insert_with(|| PluginStatus {
-                file: file.to_path_buf(),
-                status: "refused",
-                name: None,
-                kind: None,
-                version: None,
-                sha256: None,
-                error: None,
-                awaiting_publish: None,
-                loaded_at: now(),
-                compile_ms,
-            });
+            let entry = st
+                .entry(file.to_path_buf())
+                .or_insert_with(|| PluginStatus {
+                    file: file.to_path_buf(),
+                    status: "refused",
+                    name: None,
+                    kind: None,
+                    version: None,
+                    sha256: None,
+                    error: None,
+                    awaiting_publish: None,
+                    loaded_at: now(),
+                    compile_ms,
+                });
             if previous.is_none() {
                 entry.status = "refused";
             }
@@ -164,7 +186,10 @@ fn pinned_elsewhere(app: &App, plugin: &Plugin) -> Option<String> {
     ws.plugin_pins
         .iter()
         .chain(ws.governance.plugin_pins.iter())
-        .find(|(reference, pin)| (**reference == plugin.spec.name || reference.ends_with(&file_name)) && **pin != plugin.hash)
+        .find(|(reference, pin)| {
+            (**reference == plugin.spec.name || reference.ends_with(&file_name))
+                && **pin != plugin.hash
+        })
         .map(|(_, pin)| pin.clone())
 }
 
@@ -173,16 +198,17 @@ pub fn watch(app: Arc<App>, statuses: Statuses) -> notify::Result<notify::Recomm
     use notify::Watcher;
     let dir = app.working().plugins_dir.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) => {
-            for path in event.paths {
-                if is_plugin_file(&path) {
-                    let _ = tx.send(path);
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => {
+                for path in event.paths {
+                    if is_plugin_file(&path) {
+                        let _ = tx.send(path);
+                    }
                 }
             }
-        }
-        Err(e) => tracing::warn!("watching the plugins directory: {e}"),
-    })?;
+            Err(e) => tracing::warn!("watching the plugins directory: {e}"),
+        })?;
     watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         // The content last looked at per file: one change often arrives as several events.
@@ -201,9 +227,15 @@ pub fn watch(app: Arc<App>, statuses: Statuses) -> notify::Result<notify::Recomm
                 }
             }
             for file in touched {
-                let on_disk = std::fs::read(&file).ok().map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
-                let served = app.host().with_served(|s| s.versions(&file).last().map(|p| p.hash.clone())).flatten();
-                let unchanged = (on_disk.is_some() && served == on_disk) || last_looked.get(&file) == Some(&on_disk);
+                let on_disk = std::fs::read(&file)
+                    .ok()
+                    .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
+                let served = app
+                    .host()
+                    .with_served(|s| s.versions(&file).last().map(|p| p.hash.clone()))
+                    .flatten();
+                let unchanged = (on_disk.is_some() && served == on_disk)
+                    || last_looked.get(&file) == Some(&on_disk);
                 last_looked.insert(file.clone(), on_disk);
                 if !unchanged {
                     load_one(&app, &statuses, &file).await;

@@ -59,7 +59,13 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(app: Arc<App>) -> Arc<Scheduler> {
-        Arc::new(Scheduler { app, slots: Mutex::new(HashMap::new()), accepting: true.into(), stop: StopSignal::default(), idle: tokio::sync::Notify::new() })
+        Arc::new(Scheduler {
+            app,
+            slots: Mutex::new(HashMap::new()),
+            accepting: true.into(),
+            stop: StopSignal::default(),
+            idle: tokio::sync::Notify::new(),
+        })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -80,7 +86,10 @@ impl Scheduler {
                 None => trigger,
                 Some(earlier) => merge(earlier, trigger),
             });
-            tracing::info!(sync, "run requested while one is going on: one follow-up run is queued");
+            tracing::info!(
+                sync,
+                "run requested while one is going on: one follow-up run is queued"
+            );
             return Accepted::Coalesced;
         }
         slot.running = true;
@@ -93,7 +102,10 @@ impl Scheduler {
 
     /// Whether a run of `sync` is going on, and whether one is queued after it.
     pub fn status(&self, sync: &str) -> (bool, bool) {
-        self.slots().get(sync).map(|s| (s.running, s.follow_up.is_some())).unwrap_or((false, false))
+        self.slots()
+            .get(sync)
+            .map(|s| (s.running, s.follow_up.is_some()))
+            .unwrap_or((false, false))
     }
 
     pub fn runs_in_flight(&self) -> usize {
@@ -119,17 +131,39 @@ impl Scheduler {
         let _guard = SlotGuard(&self, &sync);
         let mut trigger = first;
         loop {
-            let request = RunRequest { full_resync: trigger.full_resync, draft: false, trigger: trigger.reason.clone(), stop: Some(self.stop.clone()) };
-            let succeeded = match self.app.run_for_service(&sync, &request, &trigger.user).await {
+            let request = RunRequest {
+                full_resync: trigger.full_resync,
+                draft: false,
+                trigger: trigger.reason.clone(),
+                stop: Some(self.stop.clone()),
+            };
+            let succeeded = match self
+                .app
+                .run_for_service(&sync, &request, &trigger.user)
+                .await
+            {
                 // Another process (a CLI run, a released approval) holds the sync's lease: the
                 // trigger waits for it instead of being dropped.
-                Err(e) if e.to_string().contains(" is already running since ") && self.accepting.load(std::sync::atomic::Ordering::SeqCst) => {
-                    tracing::info!(sync, trigger = trigger.reason, "the sync is running elsewhere; this run starts when it ends");
+                Err(e)
+                    if e.to_string().contains(" is already running since ")
+                        && self.accepting.load(std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    tracing::info!(
+                        sync,
+                        trigger = trigger.reason,
+                        "the sync is running elsewhere; this run starts when it ends"
+                    );
                     tokio::time::sleep(LEASE_RETRY).await;
                     continue;
                 }
                 Ok(record) => {
-                    tracing::info!(sync, run_id = record.run_id, status = record.status.as_str(), trigger = trigger.reason, "run finished");
+                    tracing::info!(
+                        sync,
+                        run_id = record.run_id,
+                        status = record.status.as_str(),
+                        trigger = trigger.reason,
+                        "run finished"
+                    );
                     record.status == RunStatus::Succeeded
                 }
                 Err(e) => {
@@ -143,14 +177,23 @@ impl Scheduler {
             let next = {
                 let mut slots = self.slots();
                 let slot = slots.entry(sync.clone()).or_default();
-                let next = if self.accepting.load(std::sync::atomic::Ordering::SeqCst) { slot.follow_up.take() } else { None };
+                let next = if self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+                    slot.follow_up.take()
+                } else {
+                    None
+                };
                 if next.is_none() {
                     slot.running = false;
                 }
                 next
             };
             match next {
-                Some(t) => trigger = Trigger { reason: format!("{} (coalesced)", t.reason), ..t },
+                Some(t) => {
+                    trigger = Trigger {
+                        reason: format!("{} (coalesced)", t.reason),
+                        ..t
+                    }
+                }
                 None => break,
             }
         }
@@ -163,23 +206,46 @@ impl Scheduler {
             Ok(ws) => ws,
             Err(e) => return tracing::error!("sequences after {upstream}: {e}"),
         };
-        for sync in ws.syncs.values().filter(|s| s.after.iter().any(|u| u == upstream)) {
+        for sync in ws
+            .syncs
+            .values()
+            .filter(|s| s.after.iter().any(|u| u == upstream))
+        {
             let last_own = self.last_run(&sync.name).map(|(id, _)| id);
             let ready = sync.after.iter().all(|u| match self.last_run(u) {
-                Some((id, status)) => status == RunStatus::Succeeded && last_own.as_ref().is_none_or(|own| id > *own),
+                Some((id, status)) => {
+                    status == RunStatus::Succeeded && last_own.as_ref().is_none_or(|own| id > *own)
+                }
                 None => false,
             });
             if ready {
-                self.trigger(&sync.name, Trigger { reason: format!("after {upstream}"), user: SERVICE_USER.into(), full_resync: false });
+                self.trigger(
+                    &sync.name,
+                    Trigger {
+                        reason: format!("after {upstream}"),
+                        user: SERVICE_USER.into(),
+                        full_resync: false,
+                    },
+                );
             } else {
-                tracing::info!(sync = sync.name, upstream, "not started: not every upstream sync has succeeded since its last run");
+                tracing::info!(
+                    sync = sync.name,
+                    upstream,
+                    "not started: not every upstream sync has succeeded since its last run"
+                );
             }
         }
     }
 
     /// The id (ULIDs sort by start time) and status of the last run of `sync`.
     fn last_run(&self, sync: &str) -> Option<(String, RunStatus)> {
-        self.app.state().runs(Some(sync), 1).ok()?.into_iter().next().map(|r| (r.run_id, r.status))
+        self.app
+            .state()
+            .runs(Some(sync), 1)
+            .ok()?
+            .into_iter()
+            .next()
+            .map(|r| (r.run_id, r.status))
     }
 
     /// Fires cron schedules until shutdown. The last fire handled per sync is kept in the
@@ -203,7 +269,9 @@ impl Scheduler {
             // apply again), rather than firing at once from a stale mark.
             seen.retain(|name, _| ws.syncs.get(name).is_some_and(|s| s.schedule.is_some()));
             for sync in ws.syncs.values() {
-                let Some(schedule) = &sync.schedule else { continue };
+                let Some(schedule) = &sync.schedule else {
+                    continue;
+                };
                 let first_look = !seen.contains_key(&sync.name);
                 let fire = match seen.get(&sync.name) {
                     // First look at this sync since the service started: anything missed?
@@ -216,9 +284,13 @@ impl Scheduler {
                                 continue;
                             }
                         };
-                        let missed = mark.and_then(|m| Timestamp::from_second(m).ok()).and_then(|m| schedule.missed(m, now));
+                        let missed = mark
+                            .and_then(|m| Timestamp::from_second(m).ok())
+                            .and_then(|m| schedule.missed(m, now));
                         match missed {
-                            Some(at) if sync.catch_up => Some(format!("schedule (missed at {})", rfc3339(at))),
+                            Some(at) if sync.catch_up => {
+                                Some(format!("schedule (missed at {})", rfc3339(at)))
+                            }
                             Some(at) => {
                                 tracing::info!(sync = sync.name, missed = rfc3339(at), "a schedule fire was missed while the service was down; catch_up = false skips it");
                                 None
@@ -227,7 +299,10 @@ impl Scheduler {
                         }
                     }
                     Some(mark) => {
-                        let due = Timestamp::from_second(*mark).ok().and_then(|m| schedule.next_after(m)).is_some_and(|next| next <= now);
+                        let due = Timestamp::from_second(*mark)
+                            .ok()
+                            .and_then(|m| schedule.next_after(m))
+                            .is_some_and(|next| next <= now);
                         due.then(|| "schedule".to_string())
                     }
                 };
@@ -235,12 +310,23 @@ impl Scheduler {
                 // Stored only when something happened (a durable write per tick would be an
                 // fsync four times a second): fires after the stored mark are the ones missed.
                 if first_look || fire.is_some() {
-                    if let Err(e) = self.app.state().set_schedule_mark(&sync.name, now.as_second()) {
+                    if let Err(e) = self
+                        .app
+                        .state()
+                        .set_schedule_mark(&sync.name, now.as_second())
+                    {
                         tracing::warn!(sync = sync.name, "could not record the schedule mark: {e}");
                     }
                 }
                 if let Some(reason) = fire {
-                    self.trigger(&sync.name, Trigger { reason, user: SERVICE_USER.into(), full_resync: false });
+                    self.trigger(
+                        &sync.name,
+                        Trigger {
+                            reason,
+                            user: SERVICE_USER.into(),
+                            full_resync: false,
+                        },
+                    );
                 }
             }
         }
@@ -251,7 +337,8 @@ impl Scheduler {
     pub async fn shut_down(&self, grace: Duration) -> usize {
         {
             let _slots = self.slots();
-            self.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.accepting
+                .store(false, std::sync::atomic::Ordering::SeqCst);
         }
         self.stop.stop();
         let deadline = tokio::time::Instant::now() + grace;
@@ -279,8 +366,16 @@ fn merge(earlier: Trigger, later: Trigger) -> Trigger {
     } else {
         format!("{} + {}", earlier.reason, later.reason)
     };
-    let user = if earlier.full_resync && !later.full_resync { earlier.user } else { later.user };
-    Trigger { reason, user, full_resync: earlier.full_resync || later.full_resync }
+    let user = if earlier.full_resync && !later.full_resync {
+        earlier.user
+    } else {
+        later.user
+    };
+    Trigger {
+        reason,
+        user,
+        full_resync: earlier.full_resync || later.full_resync,
+    }
 }
 
 #[cfg(test)]
@@ -288,14 +383,35 @@ mod tests {
     use super::*;
 
     fn t(reason: &str, user: &str, full: bool) -> Trigger {
-        Trigger { reason: reason.into(), user: user.into(), full_resync: full }
+        Trigger {
+            reason: reason.into(),
+            user: user.into(),
+            full_resync: full,
+        }
     }
 
     #[test]
     fn folded_triggers_keep_a_full_resync_and_who_asked_for_it() {
-        assert_eq!(merge(t("api", "ann", true), t("api", "bob", false)), t("api", "ann", true), "the full resync stays ann's");
-        assert_eq!(merge(t("api", "ann", false), t("api", "bob", true)), t("api", "bob", true));
-        assert_eq!(merge(t("schedule", "backflow-serve", false), t("api", "bob", false)), t("schedule + api", "bob", false));
-        assert_eq!(merge(t("schedule + api", "bob", false), t("api", "cy", false)), t("schedule + api", "cy", false), "reasons do not pile up");
+        assert_eq!(
+            merge(t("api", "ann", true), t("api", "bob", false)),
+            t("api", "ann", true),
+            "the full resync stays ann's"
+        );
+        assert_eq!(
+            merge(t("api", "ann", false), t("api", "bob", true)),
+            t("api", "bob", true)
+        );
+        assert_eq!(
+            merge(
+                t("schedule", "backflow-serve", false),
+                t("api", "bob", false)
+            ),
+            t("schedule + api", "bob", false)
+        );
+        assert_eq!(
+            merge(t("schedule + api", "bob", false), t("api", "cy", false)),
+            t("schedule + api", "cy", false),
+            "reasons do not pile up"
+        );
     }
 }

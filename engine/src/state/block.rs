@@ -102,7 +102,11 @@ fn span_at(block: &[u8], at: usize) -> Result<Span, Corrupt> {
     if value.1 > block.len() {
         return Err(Corrupt);
     }
-    Ok(Span { start: at, key, value })
+    Ok(Span {
+        start: at,
+        key,
+        value,
+    })
 }
 
 /// A block's entries in order: (key, value).
@@ -125,7 +129,10 @@ impl<'a> Iterator for Entries<'a> {
         match span_at(self.block, self.at) {
             Ok(span) => {
                 self.at = span.end();
-                Some(Ok((&self.block[span.key.0..span.key.1], &self.block[span.value.0..span.value.1])))
+                Some(Ok((
+                    &self.block[span.key.0..span.key.1],
+                    &self.block[span.value.0..span.value.1],
+                )))
             }
             Err(e) => {
                 self.at = self.block.len();
@@ -161,7 +168,10 @@ pub(super) struct EditBlock {
 impl EditBlock {
     /// A block read from the state file, to edit.
     pub(super) fn from_bytes(bytes: &[u8]) -> Result<EditBlock, Corrupt> {
-        let mut block = EditBlock { bytes: bytes.to_vec(), last: None };
+        let mut block = EditBlock {
+            bytes: bytes.to_vec(),
+            last: None,
+        };
         block.last = block.find_last()?;
         Ok(block)
     }
@@ -208,14 +218,20 @@ impl EditBlock {
 
     /// Sets `key`'s value; returns the value before, and whether the entry was appended
     /// after every other (which is how a block being loaded in key order grows).
-    pub(super) fn upsert(&mut self, key: &[u8], value: &[u8]) -> Result<(Option<Vec<u8>>, bool), Corrupt> {
+    pub(super) fn upsert(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(Option<Vec<u8>>, bool), Corrupt> {
         if self.appends(key) {
             let start = self.bytes.len();
             push(&mut self.bytes, key, value);
             self.last = Some(span_at(&self.bytes, start)?);
             return Ok((None, true));
         }
-        let Some(span) = self.seek(key)? else { return Err(Corrupt) };
+        let Some(span) = self.seek(key)? else {
+            return Err(Corrupt);
+        };
         let mut entry = Vec::with_capacity(key.len() + value.len() + 10);
         push(&mut entry, key, value);
         let before = if &self.bytes[span.key.0..span.key.1] == key {
@@ -232,7 +248,9 @@ impl EditBlock {
 
     /// Removes `key`'s entry; returns its value.
     pub(super) fn remove(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Corrupt> {
-        let Some(span) = self.seek(key)? else { return Ok(None) };
+        let Some(span) = self.seek(key)? else {
+            return Ok(None);
+        };
         if &self.bytes[span.key.0..span.key.1] != key {
             return Ok(None);
         }
@@ -276,9 +294,16 @@ impl EditBlock {
 }
 
 /// The entry starting at `at` in a block: its key, its value, and where the next starts.
-pub(super) fn entry_at(block: &[u8], at: usize) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>, usize), Corrupt> {
+pub(super) fn entry_at(
+    block: &[u8],
+    at: usize,
+) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>, usize), Corrupt> {
     let span = span_at(block, at)?;
-    Ok((span.key.0..span.key.1, span.value.0..span.value.1, span.end()))
+    Ok((
+        span.key.0..span.key.1,
+        span.value.0..span.value.1,
+        span.end(),
+    ))
 }
 
 /// The last key of a block's bytes.
@@ -297,7 +322,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn decoded(block: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        entries(block).map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().unwrap()
+        entries(block)
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     proptest! {
@@ -342,10 +370,21 @@ mod tests {
 
     #[test]
     fn entry_len_is_what_push_writes() {
-        for (k, v) in [(0, 0), (1, 127), (127, 128), (128, 16_383), (3, 16_384), (200, 70_000)] {
+        for (k, v) in [
+            (0, 0),
+            (1, 127),
+            (127, 128),
+            (128, 16_383),
+            (3, 16_384),
+            (200, 70_000),
+        ] {
             let mut block = Vec::new();
             push(&mut block, &vec![1; k], &vec![2; v]);
-            assert_eq!(entry_len(&vec![1; k], &vec![2; v]), block.len(), "key {k}, value {v}");
+            assert_eq!(
+                entry_len(&vec![1; k], &vec![2; v]),
+                block.len(),
+                "key {k}, value {v}"
+            );
         }
     }
 
@@ -355,8 +394,18 @@ mod tests {
         assert_eq!(block.upsert(b"a", b"1").unwrap(), (None, true));
         assert_eq!(block.upsert(b"c", b"3").unwrap(), (None, true));
         assert_eq!(block.upsert(b"b", b"2").unwrap(), (None, false));
-        assert_eq!(block.upsert(b"c", b"4").unwrap(), (Some(b"3".to_vec()), false));
-        assert_eq!(decoded(block.bytes()), [(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"4".to_vec())]);
+        assert_eq!(
+            block.upsert(b"c", b"4").unwrap(),
+            (Some(b"3".to_vec()), false)
+        );
+        assert_eq!(
+            decoded(block.bytes()),
+            [
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec()),
+                (b"c".to_vec(), b"4".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use redb::{ReadableTable, TableDefinition};
 pub(super) fn changelog_table(sync: &str) -> String {
     format!("changelog/{sync}")
 }
-pub(super) fn changelog_def(name: &str) -> TableDefinition<'_, (&'static str, &'static [u8]), &'static [u8]> {
+pub(super) fn changelog_def(
+    name: &str,
+) -> TableDefinition<'_, (&'static str, &'static [u8]), &'static [u8]> {
     TableDefinition::new(name)
 }
 
@@ -23,11 +25,24 @@ pub type ChangelogPage = (Vec<(Vec<u8>, crate::domain::RowChange)>, Option<Vec<u
 
 impl StateStore {
     /// The header of a run's changelog, if the run delivered anything and is still retained.
-    pub fn changelog_header(&self, sync: &str, run_id: &str) -> Result<Option<crate::domain::ChangelogHeader>, StateError> {
-        self.read_table(changelog_def(&changelog_table(sync)), || None, |table| {
-            let value = table.get((run_id, &[][..])).map_err(|e| self.err(e))?;
-            value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable changelog header: {e}")))).transpose()
-        })
+    pub fn changelog_header(
+        &self,
+        sync: &str,
+        run_id: &str,
+    ) -> Result<Option<crate::domain::ChangelogHeader>, StateError> {
+        self.read_table(
+            changelog_def(&changelog_table(sync)),
+            || None,
+            |table| {
+                let value = table.get((run_id, &[][..])).map_err(|e| self.err(e))?;
+                value
+                    .map(|v| {
+                        serde_json::from_slice(v.value())
+                            .map_err(|e| self.err(format!("unreadable changelog header: {e}")))
+                    })
+                    .transpose()
+            },
+        )
     }
 
     /// Changelog entries of a run from where `after` left off (`None`: from the start): at
@@ -35,67 +50,107 @@ impl StateStore {
     /// first (each in the order the destination acknowledged its rows), then the other
     /// entries in key order. Returns the entries and where to go on from (`None` when the
     /// run has no more).
-    pub fn changelog_chunk(&self, sync: &str, run_id: &str, after: Option<&[u8]>, limit: usize) -> Result<ChangelogPage, StateError> {
+    pub fn changelog_chunk(
+        &self,
+        sync: &str,
+        run_id: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ChangelogPage, StateError> {
         let limit = limit.max(1);
-        self.read_table(changelog_def(&changelog_table(sync)), || (Vec::new(), None), |table| {
-            let start = after.unwrap_or(&[]);
-            let mut out = Vec::new();
-            let mut last = None;
-            for entry in table.range((run_id, start)..).map_err(|e| self.err(e))? {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
-                let (run, key) = k.value();
-                if run != run_id || out.len() >= limit {
-                    break;
+        self.read_table(
+            changelog_def(&changelog_table(sync)),
+            || (Vec::new(), None),
+            |table| {
+                let start = after.unwrap_or(&[]);
+                let mut out = Vec::new();
+                let mut last = None;
+                for entry in table.range((run_id, start)..).map_err(|e| self.err(e))? {
+                    let (k, v) = entry.map_err(|e| self.err(e))?;
+                    let (run, key) = k.value();
+                    if run != run_id || out.len() >= limit {
+                        break;
+                    }
+                    last = Some(key.to_vec());
+                    if key.is_empty() || Some(key) == after {
+                        continue;
+                    }
+                    if key[0] == BLOCK_RANGE_PREFIX {
+                        continue;
+                    }
+                    if key[0] == BLOCK_PREFIX {
+                        let rows = decode_block(v.value()).ok_or_else(|| {
+                            self.err(format!("corrupt changelog block of run {run_id}"))
+                        })?;
+                        out.extend(
+                            rows.into_iter().map(|(key, sent)| {
+                                (key, crate::domain::RowChange::Inserted { sent })
+                            }),
+                        );
+                        continue;
+                    }
+                    let change = crate::domain::RowChange::decode(v.value())
+                        .ok_or_else(|| self.err("corrupt changelog entry"))?;
+                    out.push((key.to_vec(), change));
                 }
-                last = Some(key.to_vec());
-                if key.is_empty() || Some(key) == after {
-                    continue;
-                }
-                if key[0] == BLOCK_RANGE_PREFIX {
-                    continue;
-                }
-                if key[0] == BLOCK_PREFIX {
-                    let rows = decode_block(v.value()).ok_or_else(|| self.err(format!("corrupt changelog block of run {run_id}")))?;
-                    out.extend(rows.into_iter().map(|(key, sent)| (key, crate::domain::RowChange::Inserted { sent })));
-                    continue;
-                }
-                let change = crate::domain::RowChange::decode(v.value()).ok_or_else(|| self.err("corrupt changelog entry"))?;
-                out.push((key.to_vec(), change));
-            }
-            let more = if out.len() >= limit { last } else { None };
-            Ok((out, more))
-        })
+                let more = if out.len() >= limit { last } else { None };
+                Ok((out, more))
+            },
+        )
     }
 
     /// What each of `run_ids` did to one key (`None` where it did not touch it).
-    pub fn changelog_entries(&self, sync: &str, run_ids: &[&str], key: &[u8]) -> Result<Vec<Option<crate::domain::RowChange>>, StateError> {
-        self.read_table(changelog_def(&changelog_table(sync)), || vec![None; run_ids.len()], |table| {
-            run_ids
-                .iter()
-                .map(|run| {
-                    if let Some(v) = table.get((*run, key)).map_err(|e| self.err(e))? {
-                        return Ok(crate::domain::RowChange::decode(v.value()));
-                    }
-                    // Not changed on its own: maybe inserted, in one of the run's blocks whose
-                    // key range holds it.
-                    let corrupt = || self.err(format!("corrupt changelog block of run {run}"));
-                    for range in table.range((*run, &[BLOCK_RANGE_PREFIX][..])..(*run, &[BLOCK_RANGE_PREFIX + 1][..])).map_err(|e| self.err(e))? {
-                        let (k, v) = range.map_err(|e| self.err(e))?;
-                        let (smallest, largest) = decode_range(v.value()).ok_or_else(corrupt)?;
-                        if key < smallest || key > largest {
-                            continue;
+    pub fn changelog_entries(
+        &self,
+        sync: &str,
+        run_ids: &[&str],
+        key: &[u8],
+    ) -> Result<Vec<Option<crate::domain::RowChange>>, StateError> {
+        self.read_table(
+            changelog_def(&changelog_table(sync)),
+            || vec![None; run_ids.len()],
+            |table| {
+                run_ids
+                    .iter()
+                    .map(|run| {
+                        if let Some(v) = table.get((*run, key)).map_err(|e| self.err(e))? {
+                            return Ok(crate::domain::RowChange::decode(v.value()));
                         }
-                        let mut block_key = k.value().1.to_vec();
-                        block_key[0] = BLOCK_PREFIX;
-                        let Some(block) = table.get((*run, block_key.as_slice())).map_err(|e| self.err(e))? else { continue };
-                        if let Some(sent) = find_in_block(block.value(), key).ok_or_else(corrupt)? {
-                            return Ok(Some(crate::domain::RowChange::Inserted { sent }));
+                        // Not changed on its own: maybe inserted, in one of the run's blocks whose
+                        // key range holds it.
+                        let corrupt = || self.err(format!("corrupt changelog block of run {run}"));
+                        for range in table
+                            .range(
+                                (*run, &[BLOCK_RANGE_PREFIX][..])
+                                    ..(*run, &[BLOCK_RANGE_PREFIX + 1][..]),
+                            )
+                            .map_err(|e| self.err(e))?
+                        {
+                            let (k, v) = range.map_err(|e| self.err(e))?;
+                            let (smallest, largest) =
+                                decode_range(v.value()).ok_or_else(corrupt)?;
+                            if key < smallest || key > largest {
+                                continue;
+                            }
+                            let mut block_key = k.value().1.to_vec();
+                            block_key[0] = BLOCK_PREFIX;
+                            let Some(block) = table
+                                .get((*run, block_key.as_slice()))
+                                .map_err(|e| self.err(e))?
+                            else {
+                                continue;
+                            };
+                            if let Some(sent) =
+                                find_in_block(block.value(), key).ok_or_else(corrupt)?
+                            {
+                                return Ok(Some(crate::domain::RowChange::Inserted { sent }));
+                            }
                         }
-                    }
-                    Ok(None)
-                })
-                .collect()
-        })
+                        Ok(None)
+                    })
+                    .collect()
+            },
+        )
     }
 
     /// Keeps the changelogs of the newest `keep` runs of a sync that have one; drops older ones.
@@ -111,21 +166,31 @@ impl StateStore {
             let mut runs: Vec<String> = Vec::new();
             loop {
                 let from = runs.last().map(|r| format!("{r}\u{0}")).unwrap_or_default();
-                let next = table.range((from.as_str(), &[][..])..).map_err(|e| self.err(e))?.next();
+                let next = table
+                    .range((from.as_str(), &[][..])..)
+                    .map_err(|e| self.err(e))?
+                    .next();
                 match next {
-                    Some(entry) => runs.push(entry.map_err(|e| self.err(e))?.0.value().0.to_string()),
+                    Some(entry) => {
+                        runs.push(entry.map_err(|e| self.err(e))?.0.value().0.to_string())
+                    }
                     None => break,
                 }
             }
-            let excess = runs.len().saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+            let excess = runs
+                .len()
+                .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
             for run in &runs[..excess] {
                 let end = format!("{run}\u{0}");
-                table.retain_in((run.as_str(), &[][..])..(end.as_str(), &[][..]), |_, _| false).map_err(|e| self.err(e))?;
+                table
+                    .retain_in((run.as_str(), &[][..])..(end.as_str(), &[][..]), |_, _| {
+                        false
+                    })
+                    .map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
     }
-
 }
 
 /// Changelog keys of insert blocks start with this byte. No encoded primary key does (keys
@@ -185,7 +250,11 @@ impl InsertBlock {
     /// Writes the block (if it has rows) as the run's next one, with its key range, and
     /// empties it. A run's last block with a key not written by this code (not 9 bytes, or
     /// the largest number) is an error rather than a reason to overwrite a block.
-    pub(super) fn flush(&mut self, changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>, run: &str) -> Result<(), String> {
+    pub(super) fn flush(
+        &mut self,
+        changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>,
+        run: &str,
+    ) -> Result<(), String> {
         if self.rows == 0 {
             return Ok(());
         }
@@ -193,11 +262,21 @@ impl InsertBlock {
         let seq = match self.next {
             Some(seq) => seq,
             None => {
-                let last = changelog.range((run, &[BLOCK_PREFIX][..])..(run, &[BLOCK_PREFIX + 1][..])).map_err(|e| e.to_string())?.next_back().transpose().map_err(|e| e.to_string())?;
+                let last = changelog
+                    .range((run, &[BLOCK_PREFIX][..])..(run, &[BLOCK_PREFIX + 1][..]))
+                    .map_err(|e| e.to_string())?
+                    .next_back()
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
                 match last {
                     None => 0,
                     Some((k, _)) => {
-                        let n: [u8; 8] = k.value().1.get(1..).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+                        let n: [u8; 8] = k
+                            .value()
+                            .1
+                            .get(1..)
+                            .and_then(|b| b.try_into().ok())
+                            .ok_or_else(corrupt)?;
                         u64::from_be_bytes(n).checked_add(1).ok_or_else(corrupt)?
                     }
                 }
@@ -206,12 +285,16 @@ impl InsertBlock {
         self.bytes[..4].copy_from_slice(&self.rows.to_le_bytes());
         let mut key = [BLOCK_PREFIX; 9];
         key[1..].copy_from_slice(&seq.to_be_bytes());
-        changelog.insert((run, &key[..]), self.bytes.as_slice()).map_err(|e| e.to_string())?;
+        changelog
+            .insert((run, &key[..]), self.bytes.as_slice())
+            .map_err(|e| e.to_string())?;
         key[0] = BLOCK_RANGE_PREFIX;
         let mut range = Vec::with_capacity(8 + self.smallest.len() + self.largest.len());
         put_prefixed(&mut range, &self.smallest);
         put_prefixed(&mut range, &self.largest);
-        changelog.insert((run, &key[..]), range.as_slice()).map_err(|e| e.to_string())?;
+        changelog
+            .insert((run, &key[..]), range.as_slice())
+            .map_err(|e| e.to_string())?;
         self.next = seq.checked_add(1);
         self.rows = 0;
         Ok(())
@@ -270,7 +353,10 @@ fn take_prefixed<'v>(rest: &mut &'v [u8]) -> Option<&'v [u8]> {
 
 /// Calls `visit` with each row of a block until it returns true; `None` if the block is
 /// malformed (before the row that stopped the walk).
-fn walk_block(v: &[u8], mut visit: impl FnMut(&[u8], crate::domain::Fingerprint) -> bool) -> Option<()> {
+fn walk_block(
+    v: &[u8],
+    mut visit: impl FnMut(&[u8], crate::domain::Fingerprint) -> bool,
+) -> Option<()> {
     let count = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
     let mut rest = &v[4..];
     for _ in 0..count {

@@ -22,9 +22,17 @@ pub struct LeaseHolder {
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("sync {sync} is already running since {since}, run ID {run_id}: wait for it to finish (`backflow runs show {run_id}`)")]
-    Busy { sync: String, run_id: String, since: String },
+    Busy {
+        sync: String,
+        run_id: String,
+        since: String,
+    },
     #[error("sync {sync}: cannot use the lease file {path}: {message}")]
-    Io { sync: String, path: PathBuf, message: String },
+    Io {
+        sync: String,
+        path: PathBuf,
+        message: String,
+    },
 }
 
 /// A held lease; dropping it releases the sync for the next run.
@@ -39,15 +47,31 @@ impl SyncLease {
     /// Takes the lease of `key` (a sync's state key) for `holder`, or says who holds it.
     pub fn acquire(dir: &Path, key: &str, holder: &LeaseHolder) -> Result<SyncLease, LeaseError> {
         let path = dir.join("leases").join(file_name(key));
-        let io = |e: std::io::Error| LeaseError::Io { sync: key.to_string(), path: path.clone(), message: e.to_string() };
+        let io = |e: std::io::Error| LeaseError::Io {
+            sync: key.to_string(),
+            path: path.clone(),
+            message: e.to_string(),
+        };
         std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(io)?;
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let current = read_holder(&mut file);
-                let (run_id, since) = current.map(|h| (h.run_id, h.started_at)).unwrap_or_else(|| ("(unknown)".into(), "(unknown)".into()));
-                return Err(LeaseError::Busy { sync: key.to_string(), run_id, since });
+                let (run_id, since) = current
+                    .map(|h| (h.run_id, h.started_at))
+                    .unwrap_or_else(|| ("(unknown)".into(), "(unknown)".into()));
+                return Err(LeaseError::Busy {
+                    sync: key.to_string(),
+                    run_id,
+                    since,
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -56,7 +80,10 @@ impl SyncLease {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         file.write_all(&json).map_err(io)?;
-        Ok(SyncLease { file, interrupted_run })
+        Ok(SyncLease {
+            file,
+            interrupted_run,
+        })
     }
 }
 
@@ -76,8 +103,20 @@ fn read_holder(file: &mut File) -> Option<LeaseHolder> {
 
 /// A file-safe name for a state key (sync names may hold any character).
 fn file_name(key: &str) -> String {
-    let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("{safe}-{:016x}.lock", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+    let safe: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{safe}-{:016x}.lock",
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+    )
 }
 
 #[cfg(test)]
@@ -85,7 +124,11 @@ mod tests {
     use super::*;
 
     fn holder(run_id: &str) -> LeaseHolder {
-        LeaseHolder { run_id: run_id.into(), started_at: "2026-01-01T00:00:00Z".into(), pid: std::process::id() }
+        LeaseHolder {
+            run_id: run_id.into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            pid: std::process::id(),
+        }
     }
 
     #[test]
@@ -98,7 +141,10 @@ mod tests {
         SyncLease::acquire(dir.path(), "draft/s", &holder("RUN3")).unwrap();
         drop(first);
         let again = SyncLease::acquire(dir.path(), "s", &holder("RUN4")).unwrap();
-        assert_eq!(again.interrupted_run, None, "a finished run leaves no holder");
+        assert_eq!(
+            again.interrupted_run, None,
+            "a finished run leaves no holder"
+        );
     }
 
     #[test]

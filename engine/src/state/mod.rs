@@ -20,10 +20,16 @@ mod tokens;
 pub use lease::{LeaseError, LeaseHolder, SyncLease};
 pub use tokens::{parse_token, ApiToken, NewToken, TokenRejected};
 
-use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+pub use crate::domain::{
+    CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, Timings,
+    MAX_REJECTED_KEPT,
+};
+use redb::{
+    ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-pub use crate::domain::{CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, Timings, MAX_REJECTED_KEPT};
 
 /// Layout version of the state file. Bump on any incompatible change to tables or records,
 /// and migrate the previous version in [`StateStore::open`].
@@ -97,7 +103,9 @@ pub struct SyncMeta {
 impl SyncMeta {
     /// Whether a snapshot recorded under `self` is valid for `other` (key types aside).
     pub fn same_target(&self, other: &SyncMeta) -> bool {
-        self.primary_key == other.primary_key && self.destination == other.destination && self.destination_plugin == other.destination_plugin
+        self.primary_key == other.primary_key
+            && self.destination == other.destination
+            && self.destination_plugin == other.destination_plugin
     }
 }
 
@@ -125,7 +133,6 @@ pub struct StateError {
     path: PathBuf,
     message: String,
 }
-
 
 /// Something that happened, to be appended to the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,7 +174,8 @@ impl AuditEntry {
 
     /// Whether this entry's hash matches its content and the previous entry's hash.
     pub fn verifies(&self, prev_hash: &str) -> bool {
-        self.prev_hash == prev_hash && self.hash == AuditEntry::compute_hash(self.seq, &self.at, &self.event, prev_hash)
+        self.prev_hash == prev_hash
+            && self.hash == AuditEntry::compute_hash(self.seq, &self.at, &self.event, prev_hash)
     }
 }
 
@@ -195,7 +203,8 @@ fn bounded(run: &RunRecord) -> RunRecord {
     let mut run = run.clone();
     run.error = run.error.map(|e| truncate_message(e, MAX_RUN_ERROR_BYTES));
     for check in &mut run.checks {
-        check.message = truncate_message(std::mem::take(&mut check.message), MAX_CHECK_MESSAGE_BYTES);
+        check.message =
+            truncate_message(std::mem::take(&mut check.message), MAX_CHECK_MESSAGE_BYTES);
         for sample in &mut check.samples {
             *sample = truncate_message(std::mem::take(sample), MAX_CHECK_SAMPLE_BYTES);
         }
@@ -222,34 +231,55 @@ impl StateStore {
     /// Opens (creating if needed) `state.redb` in `dir`.
     pub fn open(dir: &Path) -> Result<StateStore, OpenError> {
         let path = dir.join("state.redb");
-        let storage = |message: String| OpenError::Storage { path: path.clone(), message };
+        let storage = |message: String| OpenError::Storage {
+            path: path.clone(),
+            message,
+        };
         std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
         // redb's page cache defaults to 1 GiB; the diff walks the whole snapshot once per run,
         // so a large cache would only hold pages that are not read again. Keep memory bounded.
         // Multi-writer: other backflow processes (the CLI beside a service, a second run) open
         // the same file; reads never wait, write transactions take turns.
-        let db = Database::builder().set_cache_size(CACHE_BYTES).set_concurrency_mode(ConcurrencyMode::MultiWriter).create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => OpenError::Locked { path: path.clone() },
-            other => storage(other.to_string()),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen
+                | redb::DatabaseError::LockProtocolMismatch => {
+                    OpenError::Locked { path: path.clone() }
+                }
+                other => storage(other.to_string()),
+            })?;
         let txn = db.begin_write().map_err(|e| storage(e.to_string()))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| storage(e.to_string()))?;
-            let found = meta.get("format_version").map_err(|e| storage(e.to_string()))?.map(|v| v.value());
+            let found = meta
+                .get("format_version")
+                .map_err(|e| storage(e.to_string()))?
+                .map(|v| v.value());
             match found {
                 None => {
-                    meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(|e| storage(e.to_string()))?;
                 }
                 Some(FORMAT_VERSION) => {}
                 Some(found @ 1..=4) => {
                     if found == 1 {
                         // 1 → 2: index the existing history by sync.
                         let runs = txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
-                        let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| storage(e.to_string()))?;
+                        let mut index = txn
+                            .open_table(RUNS_BY_SYNC)
+                            .map_err(|e| storage(e.to_string()))?;
                         for entry in runs.iter().map_err(|e| storage(e.to_string()))? {
                             let (id, value) = entry.map_err(|e| storage(e.to_string()))?;
-                            let run: RunRecord = serde_json::from_slice(value.value()).map_err(|e| storage(format!("run {} is unreadable: {e}", id.value())))?;
-                            index.insert((history_key(&run).as_str(), id.value()), ()).map_err(|e| storage(e.to_string()))?;
+                            let run: RunRecord =
+                                serde_json::from_slice(value.value()).map_err(|e| {
+                                    storage(format!("run {} is unreadable: {e}", id.value()))
+                                })?;
+                            index
+                                .insert((history_key(&run).as_str(), id.value()), ())
+                                .map_err(|e| storage(e.to_string()))?;
                         }
                     }
                     // 2 → 3: insert blocks are new; a version 2 changelog reads as it is.
@@ -259,37 +289,68 @@ impl StateStore {
                     let per_row: Vec<String> = txn
                         .list_tables()
                         .map_err(|e| storage(e.to_string()))?
-                        .filter_map(|table| table.name().strip_prefix(snapshot::PER_ROW_BASE_PREFIX).map(str::to_string))
+                        .filter_map(|table| {
+                            table
+                                .name()
+                                .strip_prefix(snapshot::PER_ROW_BASE_PREFIX)
+                                .map(str::to_string)
+                        })
                         .collect();
                     for sync in per_row {
                         let started = std::time::Instant::now();
-                        let rows = snapshot::migrate_per_row_base(&txn, &sync).map_err(|e| storage(format!("migrating the snapshot of sync {sync} to blocks: {e}")))?;
+                        let rows = snapshot::migrate_per_row_base(&txn, &sync).map_err(|e| {
+                            storage(format!(
+                                "migrating the snapshot of sync {sync} to blocks: {e}"
+                            ))
+                        })?;
                         tracing::info!(sync, rows, ms = started.elapsed().as_millis() as u64, "snapshot rewritten into blocks (state format {found} to {FORMAT_VERSION})");
                     }
-                    meta.insert("format_version", FORMAT_VERSION).map_err(|e| storage(e.to_string()))?;
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(|e| storage(e.to_string()))?;
                 }
-                Some(found) => return Err(OpenError::UnknownFormat { path: path.clone(), found }),
+                Some(found) => {
+                    return Err(OpenError::UnknownFormat {
+                        path: path.clone(),
+                        found,
+                    })
+                }
             }
             txn.open_table(RUNS).map_err(|e| storage(e.to_string()))?;
-            txn.open_table(RUNS_BY_SYNC).map_err(|e| storage(e.to_string()))?;
-            txn.open_table(PUBLISHED).map_err(|e| storage(e.to_string()))?;
-            txn.open_table(CHANGES).map_err(|e| storage(e.to_string()))?;
-            txn.open_table(RUN_GATES).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(RUNS_BY_SYNC)
+                .map_err(|e| storage(e.to_string()))?;
+            txn.open_table(PUBLISHED)
+                .map_err(|e| storage(e.to_string()))?;
+            txn.open_table(CHANGES)
+                .map_err(|e| storage(e.to_string()))?;
+            txn.open_table(RUN_GATES)
+                .map_err(|e| storage(e.to_string()))?;
             txn.open_table(AUDIT).map_err(|e| storage(e.to_string()))?;
-            txn.open_table(SYNC_META).map_err(|e| storage(e.to_string()))?;
-            txn.open_table(snapshot::SNAPSHOT_ROWS).map_err(|e| storage(e.to_string()))?;
+            txn.open_table(SYNC_META)
+                .map_err(|e| storage(e.to_string()))?;
+            txn.open_table(snapshot::SNAPSHOT_ROWS)
+                .map_err(|e| storage(e.to_string()))?;
         }
         txn.commit().map_err(|e| storage(e.to_string()))?;
-        Ok(StateStore { db: std::sync::Arc::new(db), path })
+        Ok(StateStore {
+            db: std::sync::Arc::new(db),
+            path,
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StateError {
-        StateError { path: self.path.clone(), message: e.to_string() }
+        StateError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     /// Writes governance records and appends audit events in one transaction: a decision
     /// and its audit entry are durable together or not at all.
-    pub fn write_governance(&self, docs: Vec<GovernanceDoc<'_>>, events: Vec<AuditEvent>) -> Result<Vec<AuditEntry>, StateError> {
+    pub fn write_governance(
+        &self,
+        docs: Vec<GovernanceDoc<'_>>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEntry>, StateError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut written = Vec::new();
         {
@@ -297,31 +358,64 @@ impl StateStore {
                 match doc {
                     GovernanceDoc::Published(v) => {
                         let mut t = txn.open_table(PUBLISHED).map_err(|e| self.err(e))?;
-                        t.insert("current", serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                        t.insert(
+                            "current",
+                            serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice(),
+                        )
+                        .map_err(|e| self.err(e))?;
                     }
                     GovernanceDoc::Change(id, v) => {
                         let mut t = txn.open_table(CHANGES).map_err(|e| self.err(e))?;
-                        t.insert(id, serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                        t.insert(
+                            id,
+                            serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice(),
+                        )
+                        .map_err(|e| self.err(e))?;
                     }
                     GovernanceDoc::RunGate(id, v) => {
                         let mut t = txn.open_table(RUN_GATES).map_err(|e| self.err(e))?;
-                        t.insert(id, serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                        t.insert(
+                            id,
+                            serde_json::to_vec(&v).map_err(|e| self.err(e))?.as_slice(),
+                        )
+                        .map_err(|e| self.err(e))?;
                     }
                 }
             }
             let mut audit = txn.open_table(AUDIT).map_err(|e| self.err(e))?;
-            let last = audit.last().map_err(|e| self.err(e))?.map(|(k, v)| (k.value(), v.value().to_vec()));
+            let last = audit
+                .last()
+                .map_err(|e| self.err(e))?
+                .map(|(k, v)| (k.value(), v.value().to_vec()));
             let (mut seq, mut prev_hash) = match last {
                 // An unreadable last entry must not silently restart the hash chain.
-                Some((k, v)) => (k, serde_json::from_slice::<AuditEntry>(&v).map_err(|e| self.err(format!("audit log entry {k} is unreadable: {e}")))?.hash),
+                Some((k, v)) => (
+                    k,
+                    serde_json::from_slice::<AuditEntry>(&v)
+                        .map_err(|e| self.err(format!("audit log entry {k} is unreadable: {e}")))?
+                        .hash,
+                ),
                 None => (0, String::new()),
             };
             for event in events {
                 seq += 1;
                 let at = crate::domain::now_rfc3339();
                 let hash = AuditEntry::compute_hash(seq, &at, &event, &prev_hash);
-                let entry = AuditEntry { seq, at, event, prev_hash: prev_hash.clone(), hash: hash.clone() };
-                audit.insert(seq, serde_json::to_vec(&entry).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+                let entry = AuditEntry {
+                    seq,
+                    at,
+                    event,
+                    prev_hash: prev_hash.clone(),
+                    hash: hash.clone(),
+                };
+                audit
+                    .insert(
+                        seq,
+                        serde_json::to_vec(&entry)
+                            .map_err(|e| self.err(e))?
+                            .as_slice(),
+                    )
+                    .map_err(|e| self.err(e))?;
                 prev_hash = hash;
                 written.push(entry);
             }
@@ -346,18 +440,23 @@ impl StateStore {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(PUBLISHED).map_err(|e| self.err(e))?;
         let v = t.get("current").map_err(|e| self.err(e))?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e)))
+            .transpose()
     }
 
     pub fn change<T: serde::de::DeserializeOwned>(&self, id: u64) -> Result<Option<T>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(CHANGES).map_err(|e| self.err(e))?;
         let v = t.get(id).map_err(|e| self.err(e))?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e)))
+            .transpose()
     }
 
     /// Change requests, newest first.
-    pub fn changes<T: serde::de::DeserializeOwned>(&self, limit: usize) -> Result<Vec<T>, StateError> {
+    pub fn changes<T: serde::de::DeserializeOwned>(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<T>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(CHANGES).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -376,11 +475,15 @@ impl StateStore {
         Ok(last.map_or(1, |k| k + 1))
     }
 
-    pub fn run_gate<T: serde::de::DeserializeOwned>(&self, run_id: &str) -> Result<Option<T>, StateError> {
+    pub fn run_gate<T: serde::de::DeserializeOwned>(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<T>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(RUN_GATES).map_err(|e| self.err(e))?;
         let v = t.get(run_id).map_err(|e| self.err(e))?;
-        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e))).transpose()
+        v.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e)))
+            .transpose()
     }
 
     /// Stores a run record (new, or updated as the run goes). When a run has finished, the
@@ -393,8 +496,11 @@ impl StateStore {
         {
             let mut runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
             let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
-            runs.insert(run.run_id.as_str(), json.as_slice()).map_err(|e| self.err(e))?;
-            index.insert((key.as_str(), run.run_id.as_str()), ()).map_err(|e| self.err(e))?;
+            runs.insert(run.run_id.as_str(), json.as_slice())
+                .map_err(|e| self.err(e))?;
+            index
+                .insert((key.as_str(), run.run_id.as_str()), ())
+                .map_err(|e| self.err(e))?;
             if run.status != RunStatus::Running {
                 let ids: Vec<String> = index
                     .range((key.as_str(), "")..=(key.as_str(), HIGHEST_RUN_ID))
@@ -402,9 +508,13 @@ impl StateStore {
                     .map(|entry| entry.map(|(k, _)| k.value().1.to_string()))
                     .collect::<Result<_, _>>()
                     .map_err(|e| self.err(e))?;
-                let excess = ids.len().saturating_sub(usize::try_from(keep_runs.max(1)).unwrap_or(usize::MAX));
+                let excess = ids
+                    .len()
+                    .saturating_sub(usize::try_from(keep_runs.max(1)).unwrap_or(usize::MAX));
                 for id in &ids[..excess] {
-                    index.remove((key.as_str(), id.as_str())).map_err(|e| self.err(e))?;
+                    index
+                        .remove((key.as_str(), id.as_str()))
+                        .map_err(|e| self.err(e))?;
                     runs.remove(id.as_str()).map_err(|e| self.err(e))?;
                 }
             }
@@ -420,11 +530,20 @@ impl StateStore {
 
     /// A page of history, newest first: optionally one history key and one status, and only
     /// runs started before the run `before` (the previous page's last id).
-    pub fn runs_page(&self, sync: Option<&str>, status: Option<RunStatus>, before: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+    pub fn runs_page(
+        &self,
+        sync: Option<&str>,
+        status: Option<RunStatus>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
         let index = txn.open_table(RUNS_BY_SYNC).map_err(|e| self.err(e))?;
-        let read = |value: &[u8]| serde_json::from_slice::<RunRecord>(value).map_err(|e| self.err(format!("unreadable run record: {e}")));
+        let read = |value: &[u8]| {
+            serde_json::from_slice::<RunRecord>(value)
+                .map_err(|e| self.err(format!("unreadable run record: {e}")))
+        };
         // Stored records, newest first: through the sync's index, or the whole history.
         let records: Box<dyn Iterator<Item = Result<Option<RunRecord>, StateError>>> = match sync {
             Some(sync) => {
@@ -435,7 +554,10 @@ impl StateStore {
                 .map_err(|e| self.err(e))?;
                 Box::new(range.rev().map(|entry| {
                     let (k, _) = entry.map_err(|e| self.err(e))?;
-                    runs.get(k.value().1).map_err(|e| self.err(e))?.map(|v| read(v.value())).transpose()
+                    runs.get(k.value().1)
+                        .map_err(|e| self.err(e))?
+                        .map(|v| read(v.value()))
+                        .transpose()
                 }))
             }
             None => {
@@ -444,7 +566,11 @@ impl StateStore {
                     None => runs.range::<&str>(..),
                 }
                 .map_err(|e| self.err(e))?;
-                Box::new(range.rev().map(|entry| entry.map_err(|e| self.err(e)).and_then(|(_, v)| read(v.value()).map(Some))))
+                Box::new(range.rev().map(|entry| {
+                    entry
+                        .map_err(|e| self.err(e))
+                        .and_then(|(_, v)| read(v.value()).map(Some))
+                }))
             }
         };
         let mut out = Vec::new();
@@ -465,7 +591,10 @@ impl StateStore {
         let runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
         let value = runs.get(run_id).map_err(|e| self.err(e))?;
         value
-            .map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable run record: {e}"))))
+            .map(|v| {
+                serde_json::from_slice(v.value())
+                    .map_err(|e| self.err(format!("unreadable run record: {e}")))
+            })
             .transpose()
     }
 }
@@ -475,30 +604,50 @@ impl StateStore {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
         let value = table.get(sync).map_err(|e| self.err(e))?;
-        value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable sync metadata: {e}")))).transpose()
+        value
+            .map(|v| {
+                serde_json::from_slice(v.value())
+                    .map_err(|e| self.err(format!("unreadable sync metadata: {e}")))
+            })
+            .transpose()
     }
 
     /// Drops a sync's snapshot and pending rows and records what the new snapshot is for.
     pub fn reset_snapshot(&self, sync: &str, meta: &SyncMeta) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let (base, delta, pending) = (snapshot::base_table(sync), snapshot::delta_table(sync), pending_table(sync));
+        let (base, delta, pending) = (
+            snapshot::base_table(sync),
+            snapshot::delta_table(sync),
+            pending_table(sync),
+        );
         for table in [&base, &delta, &pending] {
-            txn.delete_table(snapshot::def(table)).map_err(|e| self.err(e))?;
+            txn.delete_table(snapshot::def(table))
+                .map_err(|e| self.err(e))?;
         }
-        txn.open_table(snapshot::SNAPSHOT_ROWS).map_err(|e| self.err(e))?.remove(sync).map_err(|e| self.err(e))?;
+        txn.open_table(snapshot::SNAPSHOT_ROWS)
+            .map_err(|e| self.err(e))?
+            .remove(sync)
+            .map_err(|e| self.err(e))?;
         // Changelogs are of rows under the old key or destination: undoing them now would be wrong.
         let changelog = changelog::changelog_table(sync);
-        txn.delete_table(changelog::changelog_def(&changelog)).map_err(|e| self.err(e))?;
+        txn.delete_table(changelog::changelog_def(&changelog))
+            .map_err(|e| self.err(e))?;
         {
             let mut table = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
             let json = serde_json::to_vec(meta).map_err(|e| self.err(e))?;
-            table.insert(sync, json.as_slice()).map_err(|e| self.err(e))?;
+            table
+                .insert(sync, json.as_slice())
+                .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
 
     /// Reads a sync's snapshot in one read transaction.
-    fn read_snapshot<T>(&self, sync: &str, read: impl FnOnce(&snapshot::SnapshotReader) -> Result<T, redb::Error>) -> Result<T, StateError> {
+    fn read_snapshot<T>(
+        &self,
+        sync: &str,
+        read: impl FnOnce(&snapshot::SnapshotReader) -> Result<T, redb::Error>,
+    ) -> Result<T, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let reader = snapshot::SnapshotReader::open(&txn, sync).map_err(|e| self.err(e))?;
         read(&reader).map_err(|e| self.err(e))
@@ -512,7 +661,12 @@ impl StateStore {
     /// Entries in a sync's snapshot delta (tombstones included): where commits went.
     #[cfg(test)]
     pub(crate) fn snapshot_delta_len(&self, sync: &str) -> u64 {
-        self.read_table(snapshot::def(&snapshot::delta_table(sync)), || 0, |t| Ok(t.len().unwrap_or(0))).unwrap_or(0)
+        self.read_table(
+            snapshot::def(&snapshot::delta_table(sync)),
+            || 0,
+            |t| Ok(t.len().unwrap_or(0)),
+        )
+        .unwrap_or(0)
     }
 
     /// Reads one per-sync table in its own read transaction; a table no write has created
@@ -537,35 +691,76 @@ impl StateStore {
     /// diff walks the snapshot in such chunks. Returns where the next chunk starts, `None`
     /// after the last; a chunk may be empty and still not the last (rows deleted since the
     /// snapshot's base was written are looked at and passed).
-    pub fn snapshot_chunk_into(&self, sync: &str, after: Option<&[u8]>, limit: usize, keys: &mut Vec<u8>, entries: &mut Vec<(usize, [u8; 16])>) -> Result<Option<Vec<u8>>, StateError> {
+    pub fn snapshot_chunk_into(
+        &self,
+        sync: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+        keys: &mut Vec<u8>,
+        entries: &mut Vec<(usize, [u8; 16])>,
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let reader = snapshot::SnapshotReader::open(&txn, sync).map_err(|e| self.err(e))?;
-        reader.chunk_into(after, limit, keys, entries).map_err(|e| self.err(e))
+        reader
+            .chunk_into(after, limit, keys, entries)
+            .map_err(|e| self.err(e))
     }
 
     /// The last delivered rows for several keys, in one read transaction.
-    pub fn snapshot_rows(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        self.read_snapshot(sync, |snapshot| keys.iter().map(|k| Ok(snapshot.get(k)?.map(|v| v.get(16..).unwrap_or_default().to_vec()))).collect())
+    pub fn snapshot_rows(
+        &self,
+        sync: &str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        self.read_snapshot(sync, |snapshot| {
+            keys.iter()
+                .map(|k| {
+                    Ok(snapshot
+                        .get(k)?
+                        .map(|v| v.get(16..).unwrap_or_default().to_vec()))
+                })
+                .collect()
+        })
     }
 
     /// Applies journal ops to a sync's snapshot and pending rows in one durable transaction.
-    pub fn apply(&self, sync: &str, meta: &SyncMeta, ops: &[crate::domain::JournalOp]) -> Result<(), StateError> {
+    pub fn apply(
+        &self,
+        sync: &str,
+        meta: &SyncMeta,
+        ops: &[crate::domain::JournalOp],
+    ) -> Result<(), StateError> {
         self.apply_part(sync, meta, ops, 0)
     }
 
     /// Like [`StateStore::apply`], for `ops` that are one chunk of a commit of `commit_ops`
     /// ops (a journal replayed in chunks): the snapshot decides by the whole commit's size
     /// whether it goes to its delta, so a large commit does not send its chunks there.
-    pub fn apply_part(&self, sync: &str, meta: &SyncMeta, ops: &[crate::domain::JournalOp], commit_ops: u64) -> Result<(), StateError> {
+    pub fn apply_part(
+        &self,
+        sync: &str,
+        meta: &SyncMeta,
+        ops: &[crate::domain::JournalOp],
+        commit_ops: u64,
+    ) -> Result<(), StateError> {
         use crate::domain::{Delivered, JournalOp, RowChange};
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let pending_name = pending_table(sync);
             let changelog_name = changelog::changelog_table(sync);
-            let changes = (ops.iter().filter(|op| matches!(op, JournalOp::Upsert { .. } | JournalOp::Delete { .. })).count() as u64).max(commit_ops);
-            let mut snap = snapshot::SnapshotWriter::open(&txn, sync, changes).map_err(|e| self.err(e))?;
-            let mut pending = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name)).map_err(|e| self.err(e))?;
-            let mut changelog = txn.open_table(changelog::changelog_def(&changelog_name)).map_err(|e| self.err(e))?;
+            let changes = (ops
+                .iter()
+                .filter(|op| matches!(op, JournalOp::Upsert { .. } | JournalOp::Delete { .. }))
+                .count() as u64)
+                .max(commit_ops);
+            let mut snap =
+                snapshot::SnapshotWriter::open(&txn, sync, changes).map_err(|e| self.err(e))?;
+            let mut pending = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&pending_name))
+                .map_err(|e| self.err(e))?;
+            let mut changelog = txn
+                .open_table(changelog::changelog_def(&changelog_name))
+                .map_err(|e| self.err(e))?;
             // Most runs have no refused rows at all: then a delivered row has no pending entry
             // to clear, and a lookup per row is saved.
             let mut any_pending = pending.len().map_err(|e| self.err(e))? > 0;
@@ -576,23 +771,34 @@ impl StateStore {
             let mut run: Option<String> = None;
             // Keeps the first changelog entry of a (run, key): replaying a journal twice (a
             // crash between commit and truncation) must not turn "before" into "sent".
-            let log = |changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>, run: &str, key: &[u8], change: RowChange| -> Result<(), redb::Error> {
-                let encoded = change.encode();
-                let previous = changelog.insert((run, key), encoded.as_slice())?.map(|g| g.value().to_vec());
-                if let Some(previous) = previous {
-                    changelog.insert((run, key), previous.as_slice())?;
-                }
-                Ok(())
-            };
+            let log =
+                |changelog: &mut redb::Table<(&'static str, &'static [u8]), &'static [u8]>,
+                 run: &str,
+                 key: &[u8],
+                 change: RowChange|
+                 -> Result<(), redb::Error> {
+                    let encoded = change.encode();
+                    let previous = changelog
+                        .insert((run, key), encoded.as_slice())?
+                        .map(|g| g.value().to_vec());
+                    if let Some(previous) = previous {
+                        changelog.insert((run, key), previous.as_slice())?;
+                    }
+                    Ok(())
+                };
             for op in ops {
                 match op {
                     JournalOp::Begin(header) => {
                         if let Some(run) = &run {
-                            inserted.flush(&mut changelog, run).map_err(|e| self.err(e))?;
+                            inserted
+                                .flush(&mut changelog, run)
+                                .map_err(|e| self.err(e))?;
                         }
                         inserted.start_run();
                         let json = serde_json::to_vec(header).map_err(|e| self.err(e))?;
-                        changelog.insert((header.run_id.as_str(), &[][..]), json.as_slice()).map_err(|e| self.err(e))?;
+                        changelog
+                            .insert((header.run_id.as_str(), &[][..]), json.as_slice())
+                            .map_err(|e| self.err(e))?;
                         run = Some(header.run_id.clone());
                     }
                     JournalOp::Upsert { key, fp, row } => {
@@ -611,10 +817,18 @@ impl StateStore {
                             (Some(run), None) => {
                                 inserted.push(key, fp);
                                 if inserted.is_full() {
-                                    inserted.flush(&mut changelog, run).map_err(|e| self.err(e))?;
+                                    inserted
+                                        .flush(&mut changelog, run)
+                                        .map_err(|e| self.err(e))?;
                                 }
                             }
-                            (Some(run), Some(before)) => log(&mut changelog, run, key, RowChange::Updated { before, sent: *fp }).map_err(|e| self.err(e))?,
+                            (Some(run), Some(before)) => log(
+                                &mut changelog,
+                                run,
+                                key,
+                                RowChange::Updated { before, sent: *fp },
+                            )
+                            .map_err(|e| self.err(e))?,
                             (None, _) => {}
                         }
                         if any_pending {
@@ -622,24 +836,41 @@ impl StateStore {
                         }
                     }
                     JournalOp::Delete { key } => {
-                        let before = snap.delete(key).map_err(|e| self.err(e))?.and_then(|v| Delivered::from_stored(&v));
+                        let before = snap
+                            .delete(key)
+                            .map_err(|e| self.err(e))?
+                            .and_then(|v| Delivered::from_stored(&v));
                         if let (Some(run), Some(before)) = (&run, before) {
-                            log(&mut changelog, run, key, RowChange::Deleted { before }).map_err(|e| self.err(e))?;
+                            log(&mut changelog, run, key, RowChange::Deleted { before })
+                                .map_err(|e| self.err(e))?;
                         }
                         if any_pending {
                             pending.remove(key.as_slice()).map_err(|e| self.err(e))?;
                         }
                     }
-                    JournalOp::Reject { key, change, error, run_id } => {
-                        let row = PendingRow { change: change.clone(), error: error.clone(), run_id: run_id.clone() };
+                    JournalOp::Reject {
+                        key,
+                        change,
+                        error,
+                        run_id,
+                    } => {
+                        let row = PendingRow {
+                            change: change.clone(),
+                            error: error.clone(),
+                            run_id: run_id.clone(),
+                        };
                         let json = serde_json::to_vec(&row).map_err(|e| self.err(e))?;
-                        pending.insert(key.as_slice(), json.as_slice()).map_err(|e| self.err(e))?;
+                        pending
+                            .insert(key.as_slice(), json.as_slice())
+                            .map_err(|e| self.err(e))?;
                         any_pending = true;
                     }
                 }
             }
             if let Some(run) = &run {
-                inserted.flush(&mut changelog, run).map_err(|e| self.err(e))?;
+                inserted
+                    .flush(&mut changelog, run)
+                    .map_err(|e| self.err(e))?;
             }
             snap.finish(&txn, sync).map_err(|e| self.err(e))?;
             let mut metas = txn.open_table(SYNC_META).map_err(|e| self.err(e))?;
@@ -647,56 +878,96 @@ impl StateStore {
             // keeps the recorded ones.
             let mut meta = meta.clone();
             if meta.key_types.is_empty() {
-                let stored = metas.get(sync).map_err(|e| self.err(e))?.and_then(|v| serde_json::from_slice::<SyncMeta>(v.value()).ok());
+                let stored = metas
+                    .get(sync)
+                    .map_err(|e| self.err(e))?
+                    .and_then(|v| serde_json::from_slice::<SyncMeta>(v.value()).ok());
                 if let Some(stored) = stored.filter(|m| m.same_target(&meta)) {
                     meta.key_types = stored.key_types;
                 }
             }
             let json = serde_json::to_vec(&meta).map_err(|e| self.err(e))?;
-            metas.insert(sync, json.as_slice()).map_err(|e| self.err(e))?;
+            metas
+                .insert(sync, json.as_slice())
+                .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
 
     /// Full snapshot entries (fingerprint and row) for several keys, in one read transaction.
-    pub fn snapshot_entries(&self, sync: &str, keys: &[&[u8]]) -> Result<Vec<Option<crate::domain::Delivered>>, StateError> {
-        self.read_snapshot(sync, |snapshot| keys.iter().map(|k| Ok(snapshot.get(k)?.and_then(|v| crate::domain::Delivered::from_stored(&v)))).collect())
+    pub fn snapshot_entries(
+        &self,
+        sync: &str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<crate::domain::Delivered>>, StateError> {
+        self.read_snapshot(sync, |snapshot| {
+            keys.iter()
+                .map(|k| {
+                    Ok(snapshot
+                        .get(k)?
+                        .and_then(|v| crate::domain::Delivered::from_stored(&v)))
+                })
+                .collect()
+        })
     }
 
     /// The pending (refused, not yet delivered) entry of one key, if any.
     pub fn pending_row(&self, sync: &str, key: &[u8]) -> Result<Option<PendingRow>, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)), || None, |table| {
-            let value = table.get(key).map_err(|e| self.err(e))?;
-            value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))).transpose()
-        })
+        self.read_table(
+            TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)),
+            || None,
+            |table| {
+                let value = table.get(key).map_err(|e| self.err(e))?;
+                value
+                    .map(|v| {
+                        serde_json::from_slice(v.value())
+                            .map_err(|e| self.err(format!("unreadable pending row: {e}")))
+                    })
+                    .transpose()
+            },
+        )
     }
 
     /// The keys of the pending rows of one change (`added`, `changed`, `removed`).
     pub fn pending_keys(&self, sync: &str, change: &str) -> Result<Vec<Vec<u8>>, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)), Vec::new, |table| {
-            let mut out = Vec::new();
-            for entry in table.iter().map_err(|e| self.err(e))? {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
-                let row: PendingRow = serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
-                if row.change == change {
-                    out.push(k.value().to_vec());
+        self.read_table(
+            TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)),
+            Vec::new,
+            |table| {
+                let mut out = Vec::new();
+                for entry in table.iter().map_err(|e| self.err(e))? {
+                    let (k, v) = entry.map_err(|e| self.err(e))?;
+                    let row: PendingRow = serde_json::from_slice(v.value())
+                        .map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
+                    if row.change == change {
+                        out.push(k.value().to_vec());
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
     }
 
     /// Rows the destination refused and no later run has delivered: (encoded key, row).
-    pub fn pending(&self, sync: &str, limit: usize) -> Result<Vec<(Vec<u8>, PendingRow)>, StateError> {
-        self.read_table(TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)), || Vec::new(), |table| {
-            let mut out = Vec::new();
-            for entry in table.iter().map_err(|e| self.err(e))?.take(limit) {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
-                let row: PendingRow = serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
-                out.push((k.value().to_vec(), row));
-            }
-            Ok(out)
-        })
+    pub fn pending(
+        &self,
+        sync: &str,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, PendingRow)>, StateError> {
+        self.read_table(
+            TableDefinition::<&[u8], &[u8]>::new(&pending_table(sync)),
+            || Vec::new(),
+            |table| {
+                let mut out = Vec::new();
+                for entry in table.iter().map_err(|e| self.err(e))?.take(limit) {
+                    let (k, v) = entry.map_err(|e| self.err(e))?;
+                    let row: PendingRow = serde_json::from_slice(v.value())
+                        .map_err(|e| self.err(format!("unreadable pending row: {e}")))?;
+                    out.push((k.value().to_vec(), row));
+                }
+                Ok(out)
+            },
+        )
     }
 }
 
@@ -706,24 +977,48 @@ mod tests {
     use crate::domain::{ChangelogHeader, Delivered, JournalOp, RowChange};
 
     fn header(run: &str) -> JournalOp {
-        JournalOp::Begin(ChangelogHeader { run_id: run.into(), mode: "mirror".into(), columns: vec![], key_columns: vec![], undo_of: None })
+        JournalOp::Begin(ChangelogHeader {
+            run_id: run.into(),
+            mode: "mirror".into(),
+            columns: vec![],
+            key_columns: vec![],
+            undo_of: None,
+        })
     }
 
     fn upsert(key: &str, n: u8) -> JournalOp {
-        JournalOp::Upsert { key: key.as_bytes().to_vec(), fp: [n; 16], row: vec![n] }
+        JournalOp::Upsert {
+            key: key.as_bytes().to_vec(),
+            fp: [n; 16],
+            row: vec![n],
+        }
     }
 
     fn delivered(n: u8) -> Delivered {
-        Delivered { fp: [n; 16], row: vec![n] }
+        Delivered {
+            fp: [n; 16],
+            row: vec![n],
+        }
     }
 
     #[test]
     fn the_changelog_keeps_values_before_and_sent_and_survives_a_second_replay() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
-        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
-        state.apply("s", &meta, &[header("R1"), upsert("a", 1), upsert("b", 2)]).unwrap();
-        let second = [header("R2"), upsert("a", 3), JournalOp::Delete { key: b"b".to_vec() }];
+        let meta = SyncMeta {
+            primary_key: vec!["id".into()],
+            destination: "d".into(),
+            destination_plugin: "p".into(),
+            key_types: vec![],
+        };
+        state
+            .apply("s", &meta, &[header("R1"), upsert("a", 1), upsert("b", 2)])
+            .unwrap();
+        let second = [
+            header("R2"),
+            upsert("a", 3),
+            JournalOp::Delete { key: b"b".to_vec() },
+        ];
         state.apply("s", &meta, &second).unwrap();
         // The same journal applied again (a crash between commit and truncation).
         state.apply("s", &meta, &second).unwrap();
@@ -731,19 +1026,54 @@ mod tests {
         assert_eq!(
             r2,
             vec![
-                (b"a".to_vec(), RowChange::Updated { before: delivered(1), sent: [3; 16] }),
-                (b"b".to_vec(), RowChange::Deleted { before: delivered(2) }),
+                (
+                    b"a".to_vec(),
+                    RowChange::Updated {
+                        before: delivered(1),
+                        sent: [3; 16]
+                    }
+                ),
+                (
+                    b"b".to_vec(),
+                    RowChange::Deleted {
+                        before: delivered(2)
+                    }
+                ),
             ]
         );
         let (r1, more) = state.changelog_chunk("s", "R1", None, 10).unwrap();
-        assert_eq!(r1, vec![(b"a".to_vec(), RowChange::Inserted { sent: [1; 16] }), (b"b".to_vec(), RowChange::Inserted { sent: [2; 16] })]);
+        assert_eq!(
+            r1,
+            vec![
+                (b"a".to_vec(), RowChange::Inserted { sent: [1; 16] }),
+                (b"b".to_vec(), RowChange::Inserted { sent: [2; 16] })
+            ]
+        );
         assert_eq!(more, None, "R1 has no more entries");
-        assert_eq!(state.changelog_header("s", "R2").unwrap().unwrap().run_id, "R2");
-        assert_eq!(state.changelog_entries("s", &["R2", "R1", "R0"], b"a").unwrap()[1], Some(RowChange::Inserted { sent: [1; 16] }));
+        assert_eq!(
+            state.changelog_header("s", "R2").unwrap().unwrap().run_id,
+            "R2"
+        );
+        assert_eq!(
+            state
+                .changelog_entries("s", &["R2", "R1", "R0"], b"a")
+                .unwrap()[1],
+            Some(RowChange::Inserted { sent: [1; 16] })
+        );
 
         state.prune_changelog("s", 1).unwrap();
-        assert!(state.changelog_header("s", "R1").unwrap().is_none() && state.changelog_chunk("s", "R1", None, 10).unwrap().0.is_empty());
-        assert_eq!(state.changelog_chunk("s", "R2", None, 10).unwrap().0.len(), 2);
+        assert!(
+            state.changelog_header("s", "R1").unwrap().is_none()
+                && state
+                    .changelog_chunk("s", "R1", None, 10)
+                    .unwrap()
+                    .0
+                    .is_empty()
+        );
+        assert_eq!(
+            state.changelog_chunk("s", "R2", None, 10).unwrap().0.len(),
+            2
+        );
     }
 
     /// Inserted rows are logged in blocks: every one is read back once, in pages of any
@@ -753,30 +1083,48 @@ mod tests {
     fn inserted_rows_are_logged_in_blocks_and_read_back_once() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
-        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
+        let meta = SyncMeta {
+            primary_key: vec!["id".into()],
+            destination: "d".into(),
+            destination_plugin: "p".into(),
+            key_types: vec![],
+        };
         let key = |i: u32| format!("k{i:05}");
-        let first: Vec<JournalOp> = std::iter::once(header("R1")).chain((0..5000).map(|i| upsert(&key(i), (i % 7) as u8))).collect();
+        let first: Vec<JournalOp> = std::iter::once(header("R1"))
+            .chain((0..5000).map(|i| upsert(&key(i), (i % 7) as u8)))
+            .collect();
         // The same run goes on in another transaction (a journal committed midway).
-        let second: Vec<JournalOp> = std::iter::once(header("R1")).chain((5000..6000).map(|i| upsert(&key(i), 1))).collect();
+        let second: Vec<JournalOp> = std::iter::once(header("R1"))
+            .chain((5000..6000).map(|i| upsert(&key(i), 1)))
+            .collect();
         state.apply("s", &meta, &first).unwrap();
         state.apply("s", &meta, &second).unwrap();
         // Applied again: every row is already as it says, nothing is logged twice.
         state.apply("s", &meta, &second).unwrap();
         state.apply("s", &meta, &first).unwrap();
-        state.apply("s", &meta, &[header("R2"), upsert(&key(0), 9)]).unwrap();
+        state
+            .apply("s", &meta, &[header("R2"), upsert(&key(0), 9)])
+            .unwrap();
         {
             // An entry as version 2 wrote it, one per inserted row.
             let txn = state.db.begin_write().unwrap();
             let name = changelog::changelog_table("s");
             let mut table = txn.open_table(changelog::changelog_def(&name)).unwrap();
-            table.insert(("R1", &b"legacy"[..]), RowChange::Inserted { sent: [8; 16] }.encode().as_slice()).unwrap();
+            table
+                .insert(
+                    ("R1", &b"legacy"[..]),
+                    RowChange::Inserted { sent: [8; 16] }.encode().as_slice(),
+                )
+                .unwrap();
             drop(table);
             txn.commit().unwrap();
         }
         for page in [1, 999, 4096, 100_000] {
             let (mut after, mut seen) = (None, Vec::new());
             loop {
-                let (rows, more) = state.changelog_chunk("s", "R1", after.as_deref(), page).unwrap();
+                let (rows, more) = state
+                    .changelog_chunk("s", "R1", after.as_deref(), page)
+                    .unwrap();
                 seen.extend(rows);
                 match more {
                     Some(next) => after = Some(next),
@@ -788,29 +1136,83 @@ mod tests {
             keys.sort();
             keys.dedup();
             assert_eq!(keys.len(), 6001, "each row once, pages of {page}");
-            assert!(seen.iter().all(|(_, c)| matches!(c, RowChange::Inserted { .. })));
+            assert!(seen
+                .iter()
+                .all(|(_, c)| matches!(c, RowChange::Inserted { .. })));
         }
         let r2 = state.changelog_chunk("s", "R2", None, 10).unwrap();
-        assert_eq!(r2, (vec![(key(0).into_bytes(), RowChange::Updated { before: delivered(0), sent: [9; 16] })], None));
-        let found = state.changelog_entries("s", &["R1"], key(4321).as_bytes()).unwrap();
-        assert_eq!(found, vec![Some(RowChange::Inserted { sent: [(4321 % 7) as u8; 16] })]);
-        assert_eq!(state.changelog_entries("s", &["R1"], b"legacy").unwrap(), vec![Some(RowChange::Inserted { sent: [8; 16] })]);
-        assert_eq!(state.changelog_entries("s", &["R1"], b"k99999").unwrap(), vec![None]);
-        assert_eq!(state.changelog_entries("s", &["R1"], key(5999).as_bytes()).unwrap(), vec![Some(RowChange::Inserted { sent: [1; 16] })], "the last block");
-        assert_eq!(state.changelog_entries("s", &["R2", "R1"], key(0).as_bytes()).unwrap()[1], Some(RowChange::Inserted { sent: [0; 16] }), "the first block");
+        assert_eq!(
+            r2,
+            (
+                vec![(
+                    key(0).into_bytes(),
+                    RowChange::Updated {
+                        before: delivered(0),
+                        sent: [9; 16]
+                    }
+                )],
+                None
+            )
+        );
+        let found = state
+            .changelog_entries("s", &["R1"], key(4321).as_bytes())
+            .unwrap();
+        assert_eq!(
+            found,
+            vec![Some(RowChange::Inserted {
+                sent: [(4321 % 7) as u8; 16]
+            })]
+        );
+        assert_eq!(
+            state.changelog_entries("s", &["R1"], b"legacy").unwrap(),
+            vec![Some(RowChange::Inserted { sent: [8; 16] })]
+        );
+        assert_eq!(
+            state.changelog_entries("s", &["R1"], b"k99999").unwrap(),
+            vec![None]
+        );
+        assert_eq!(
+            state
+                .changelog_entries("s", &["R1"], key(5999).as_bytes())
+                .unwrap(),
+            vec![Some(RowChange::Inserted { sent: [1; 16] })],
+            "the last block"
+        );
+        assert_eq!(
+            state
+                .changelog_entries("s", &["R2", "R1"], key(0).as_bytes())
+                .unwrap()[1],
+            Some(RowChange::Inserted { sent: [0; 16] }),
+            "the first block"
+        );
     }
 
     #[test]
     fn row_changes_round_trip_their_stored_form() {
         for change in [
             RowChange::Inserted { sent: [1; 16] },
-            RowChange::Updated { before: delivered(1), sent: [2; 16] },
-            RowChange::Updated { before: Delivered { fp: [2; 16], row: vec![] }, sent: [3; 16] },
-            RowChange::Deleted { before: delivered(9) },
+            RowChange::Updated {
+                before: delivered(1),
+                sent: [2; 16],
+            },
+            RowChange::Updated {
+                before: Delivered {
+                    fp: [2; 16],
+                    row: vec![],
+                },
+                sent: [3; 16],
+            },
+            RowChange::Deleted {
+                before: delivered(9),
+            },
         ] {
             assert_eq!(RowChange::decode(&change.encode()), Some(change));
         }
-        assert_eq!(RowChange::decode(&[2, 1, 0]), None, "a truncated entry is refused, not misread");
+        assert_eq!(
+            RowChange::decode(&[2, 1, 0]),
+            None,
+            "a truncated entry is refused, not misread"
+        );
     }
 
     #[test]
@@ -820,7 +1222,10 @@ mod tests {
         {
             let db = Database::create(dir.path().join("state.redb")).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("format_version", FORMAT_VERSION + 1).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", FORMAT_VERSION + 1)
+                .unwrap();
             txn.commit().unwrap();
         }
         match StateStore::open(dir.path()) {
@@ -849,16 +1254,25 @@ mod migration_tests {
         {
             let db = Database::create(dir.path().join("state.redb")).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("format_version", 1u64).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", 1u64)
+                .unwrap();
             let mut runs = txn.open_table(RUNS).unwrap();
             for (id, sync) in [("01A", "a"), ("01B", "b"), ("01C", "a")] {
-                runs.insert(id, serde_json::to_vec(&run(id, sync)).unwrap().as_slice()).unwrap();
+                runs.insert(id, serde_json::to_vec(&run(id, sync)).unwrap().as_slice())
+                    .unwrap();
             }
             drop(runs);
             txn.commit().unwrap();
         }
         let store = StateStore::open(dir.path()).unwrap();
-        let ids: Vec<String> = store.runs(Some("a"), 10).unwrap().into_iter().map(|r| r.run_id).collect();
+        let ids: Vec<String> = store
+            .runs(Some("a"), 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
         assert_eq!(ids, ["01C", "01A"]);
     }
 
@@ -873,7 +1287,10 @@ mod migration_tests {
             store.record_run(&r, 2).unwrap();
         }
         let kept = store.runs(Some("s"), 10).unwrap();
-        assert_eq!(kept.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["01D", "01C"]);
+        assert_eq!(
+            kept.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["01D", "01C"]
+        );
         assert!(kept[0].error.as_ref().unwrap().len() <= MAX_RUN_ERROR_BYTES + 3);
         assert_eq!(store.runs(Some("other"), 10).unwrap().len(), 1);
         assert!(store.run("01B").unwrap().is_none());

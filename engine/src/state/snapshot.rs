@@ -30,7 +30,9 @@
 //! the snapshot never walks it.
 
 use super::block::{self, EditBlock};
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 
 /// sync name → rows in its snapshot (base and delta together). Absent: no snapshot.
 pub(super) const SNAPSHOT_ROWS: TableDefinition<&str, u64> = TableDefinition::new("snapshot_rows");
@@ -62,7 +64,8 @@ pub(super) fn delta_bound(rows: u64) -> u64 {
 pub(super) fn goes_to_delta(changes: u64, delta_rows: u64, rows: u64) -> bool {
     // The delta must still be within its bound after the commit, when deletes may have made
     // the snapshot (and so the bound) smaller: judged as if every change were a delete.
-    changes <= delta_bound(rows) / 4 && delta_rows + changes <= delta_bound(rows.saturating_sub(changes))
+    changes <= delta_bound(rows) / 4
+        && delta_rows + changes <= delta_bound(rows.saturating_sub(changes))
 }
 
 /// A delta entry's value as the row's stored value; `None` for an empty one, a row deleted
@@ -73,8 +76,13 @@ fn delta_row(value: &[u8]) -> Option<&[u8]> {
 
 /// The stored value of `key` in the base: in the first block whose last key is `key` or
 /// after it.
-fn base_get<B: ReadableTable<&'static [u8], &'static [u8]>>(base: &B, key: &[u8]) -> Result<Option<Vec<u8>>, redb::StorageError> {
-    let Some(entry) = base.range::<&[u8]>(key..)?.next() else { return Ok(None) };
+fn base_get<B: ReadableTable<&'static [u8], &'static [u8]>>(
+    base: &B,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, redb::StorageError> {
+    let Some(entry) = base.range::<&[u8]>(key..)?.next() else {
+        return Ok(None);
+    };
     let (_, block) = entry?;
     Ok(block::find(block.value(), key)?.map(<[u8]>::to_vec))
 }
@@ -87,7 +95,10 @@ pub(super) struct SnapshotReader {
 }
 
 /// Opens a table for reading; one no write has created yet reads as `None`.
-fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(txn: &ReadTransaction, definition: TableDefinition<'_, K, V>) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::TableError> {
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    definition: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::TableError> {
     match txn.open_table(definition) {
         Ok(table) => Ok(Some(table)),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
@@ -101,7 +112,11 @@ impl SnapshotReader {
             Some(table) => table.get(sync)?.map_or(0, |v| v.value()),
             None => 0,
         };
-        Ok(SnapshotReader { base: open_read(txn, def(&base_table(sync)))?, delta: open_read(txn, def(&delta_table(sync)))?, rows })
+        Ok(SnapshotReader {
+            base: open_read(txn, def(&base_table(sync)))?,
+            delta: open_read(txn, def(&delta_table(sync)))?,
+            rows,
+        })
     }
 
     /// Rows in the snapshot.
@@ -111,17 +126,34 @@ impl SnapshotReader {
 
     /// The stored value of `key`: fingerprint ‖ row.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
-        if let Some(value) = self.delta.as_ref().map(|d| d.get(key)).transpose()?.flatten() {
+        if let Some(value) = self
+            .delta
+            .as_ref()
+            .map(|d| d.get(key))
+            .transpose()?
+            .flatten()
+        {
             return Ok(delta_row(value.value()).map(<[u8]>::to_vec));
         }
-        Ok(self.base.as_ref().map(|b| base_get(b, key)).transpose()?.flatten())
+        Ok(self
+            .base
+            .as_ref()
+            .map(|b| base_get(b, key))
+            .transpose()?
+            .flatten())
     }
 
     /// Up to `limit` entries with keys strictly after `after`, in key order: each key is
     /// appended to `keys` and (its end in `keys`, its fingerprint) to `entries`. Returns where
     /// the next chunk starts (the last key looked at, which may be of a deleted row), or `None`
     /// after the last entry. A chunk may be empty and still not the last.
-    pub(super) fn chunk_into(&self, after: Option<&[u8]>, limit: usize, keys: &mut Vec<u8>, entries: &mut Vec<(usize, [u8; 16])>) -> Result<Option<Vec<u8>>, String> {
+    pub(super) fn chunk_into(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+        keys: &mut Vec<u8>,
+        entries: &mut Vec<(usize, [u8; 16])>,
+    ) -> Result<Option<Vec<u8>>, String> {
         let err = |e: redb::StorageError| e.to_string();
         let mut base = BaseCursor::open(self.base.as_ref(), after).map_err(err)?;
         let mut delta_range = open_range(self.delta.as_ref(), after).map_err(err)?;
@@ -134,7 +166,10 @@ impl SnapshotReader {
             if v.is_empty() {
                 return Ok(()); // deleted since the base was written
             }
-            let fp: [u8; 16] = v.get(..16).and_then(|f| f.try_into().ok()).ok_or("corrupt snapshot entry")?;
+            let fp: [u8; 16] = v
+                .get(..16)
+                .and_then(|f| f.try_into().ok())
+                .ok_or("corrupt snapshot entry")?;
             keys.extend_from_slice(k);
             entries.push((keys.len(), fp));
             Ok(())
@@ -148,7 +183,11 @@ impl SnapshotReader {
                 (Some((b, _)), Some((d, _))) => d.value() <= b,
             };
             if from_delta {
-                let Some((k, v)) = std::mem::replace(&mut delta, next_entry(&mut delta_range).map_err(err)?) else { return Ok(None) };
+                let Some((k, v)) =
+                    std::mem::replace(&mut delta, next_entry(&mut delta_range).map_err(err)?)
+                else {
+                    return Ok(None);
+                };
                 if base.entry().is_some_and(|(b, _)| b == k.value()) {
                     base.advance().map_err(err)?;
                 }
@@ -165,19 +204,29 @@ impl SnapshotReader {
 }
 
 type SnapshotRange<'a> = redb::Range<'a, &'static [u8], &'static [u8]>;
-type SnapshotEntry<'a> = (redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, &'static [u8]>);
+type SnapshotEntry<'a> = (
+    redb::AccessGuard<'a, &'static [u8]>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
 
 /// The entries of `table` after `after` (all of them for `None`); no table, no entries.
-fn open_range<'a>(table: Option<&'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, after: Option<&[u8]>) -> Result<Option<SnapshotRange<'a>>, redb::StorageError> {
+fn open_range<'a>(
+    table: Option<&'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    after: Option<&[u8]>,
+) -> Result<Option<SnapshotRange<'a>>, redb::StorageError> {
     let Some(table) = table else { return Ok(None) };
     let range = match after {
-        Some(k) => table.range::<&[u8]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))?,
+        Some(k) => {
+            table.range::<&[u8]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))?
+        }
         None => table.range::<&[u8]>(..)?,
     };
     Ok(Some(range))
 }
 
-fn next_entry<'a>(range: &mut Option<SnapshotRange<'a>>) -> Result<Option<SnapshotEntry<'a>>, redb::StorageError> {
+fn next_entry<'a>(
+    range: &mut Option<SnapshotRange<'a>>,
+) -> Result<Option<SnapshotEntry<'a>>, redb::StorageError> {
     range.as_mut().and_then(Iterator::next).transpose()
 }
 
@@ -192,14 +241,21 @@ struct BaseCursor<'a> {
 
 impl<'a> BaseCursor<'a> {
     /// At the first entry after `after` (the first of all for `None`).
-    fn open(table: Option<&'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, after: Option<&[u8]>) -> Result<BaseCursor<'a>, redb::StorageError> {
+    fn open(
+        table: Option<&'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+        after: Option<&[u8]>,
+    ) -> Result<BaseCursor<'a>, redb::StorageError> {
         // The block that may hold `after` is the first whose last key is `after` or later.
         let blocks = match (table, after) {
             (None, _) => None,
             (Some(table), Some(after)) => Some(table.range::<&[u8]>(after..)?),
             (Some(table), None) => Some(table.range::<&[u8]>(..)?),
         };
-        let mut cursor = BaseCursor { blocks, block: None, current: None };
+        let mut cursor = BaseCursor {
+            blocks,
+            block: None,
+            current: None,
+        };
         cursor.next_block()?;
         if let Some(after) = after {
             while cursor.entry().is_some_and(|(k, _)| k <= after) {
@@ -213,7 +269,10 @@ impl<'a> BaseCursor<'a> {
         loop {
             self.current = None;
             self.block = None;
-            let Some((_, block)) = self.blocks.as_mut().and_then(Iterator::next).transpose()? else { return Ok(()) };
+            let Some((_, block)) = self.blocks.as_mut().and_then(Iterator::next).transpose()?
+            else {
+                return Ok(());
+            };
             if !block.value().is_empty() {
                 self.current = Some(block::entry_at(block.value(), 0)?);
                 self.block = Some(block);
@@ -230,7 +289,9 @@ impl<'a> BaseCursor<'a> {
     }
 
     fn advance(&mut self) -> Result<(), redb::StorageError> {
-        let (Some((_, _, next)), Some(block)) = (&self.current, &self.block) else { return Ok(()) };
+        let (Some((_, _, next)), Some(block)) = (&self.current, &self.block) else {
+            return Ok(());
+        };
         let (next, bytes) = (*next, block.value());
         if next < bytes.len() {
             self.current = Some(block::entry_at(bytes, next)?);
@@ -256,7 +317,8 @@ struct OpenBlock {
 
 impl OpenBlock {
     fn holds(&self, key: &[u8]) -> bool {
-        self.after.as_deref().is_none_or(|after| key > after) && self.upto.as_deref().is_none_or(|upto| key <= upto)
+        self.after.as_deref().is_none_or(|after| key > after)
+            && self.upto.as_deref().is_none_or(|upto| key <= upto)
     }
 }
 
@@ -272,7 +334,9 @@ impl<'txn> BaseWriter<'txn> {
     /// The stored value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
         match &self.open {
-            Some(open) if open.holds(key) => Ok(block::find(open.block.bytes(), key)?.map(<[u8]>::to_vec)),
+            Some(open) if open.holds(key) => {
+                Ok(block::find(open.block.bytes(), key)?.map(<[u8]>::to_vec))
+            }
             _ => Ok(base_get(&self.table, key)?),
         }
     }
@@ -295,23 +359,42 @@ impl<'txn> BaseWriter<'txn> {
         let (filed_as, block, upto) = match at_or_after {
             Some((last, block)) => (Some(last.clone()), block, Some(last)),
             None => match self.table.last()? {
-                Some((last, bytes)) => (Some(last.value().to_vec()), EditBlock::from_bytes(bytes.value())?, None),
+                Some((last, bytes)) => (
+                    Some(last.value().to_vec()),
+                    EditBlock::from_bytes(bytes.value())?,
+                    None,
+                ),
                 None => (None, EditBlock::default(), None),
             },
         };
         let after = match &filed_as {
-            Some(filed_as) => match self.table.range::<&[u8]>(..filed_as.as_slice())?.next_back() {
+            Some(filed_as) => match self
+                .table
+                .range::<&[u8]>(..filed_as.as_slice())?
+                .next_back()
+            {
                 Some(entry) => Some(entry?.0.value().to_vec()),
                 None => None,
             },
             None => None,
         };
-        Ok(OpenBlock { block, after, upto, filed_as, changed: false })
+        Ok(OpenBlock {
+            block,
+            after,
+            upto,
+            filed_as,
+            changed: false,
+        })
     }
 
     /// Files a block's bytes under its last key `last` (`None`: the block is empty, and is
     /// removed), in place of the entry it was filed under.
-    fn file(&mut self, filed_as: Option<Vec<u8>>, last: Option<&[u8]>, bytes: &[u8]) -> Result<(), redb::Error> {
+    fn file(
+        &mut self,
+        filed_as: Option<Vec<u8>>,
+        last: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> Result<(), redb::Error> {
         if let Some(filed_as) = filed_as.filter(|f| Some(f.as_slice()) != last) {
             self.table.remove(filed_as.as_slice())?;
         }
@@ -323,7 +406,9 @@ impl<'txn> BaseWriter<'txn> {
 
     fn write_back(&mut self, open: Option<OpenBlock>) -> Result<(), redb::Error> {
         match open {
-            Some(open) if open.changed => self.file(open.filed_as, open.block.last_key(), open.block.bytes()),
+            Some(open) if open.changed => {
+                self.file(open.filed_as, open.block.last_key(), open.block.bytes())
+            }
             _ => Ok(()),
         }
     }
@@ -345,7 +430,10 @@ impl<'txn> BaseWriter<'txn> {
         let mut open = self.open_for(key)?;
         // A block loaded in key order is filed when the next entry would not fit it, and the
         // next entries start a new one.
-        if open.block.appends(key) && open.block.len_bytes() > 0 && open.block.len_bytes() + block::entry_len(key, value) > block::TARGET_BYTES {
+        if open.block.appends(key)
+            && open.block.len_bytes() > 0
+            && open.block.len_bytes() + block::entry_len(key, value) > block::TARGET_BYTES
+        {
             self.file_and_empty(&mut open)?;
         }
         let (before, _) = open.block.upsert(key, value)?;
@@ -357,7 +445,11 @@ impl<'txn> BaseWriter<'txn> {
                 // The key the whole was filed under (its last key when it was read) may now
                 // fall in the front half, entries having been appended after it: that entry
                 // goes, or a lookup of a front key would find the stale whole first.
-                let replaced = if open.filed_as.as_deref() <= front_last.as_deref() { open.filed_as.take() } else { None };
+                let replaced = if open.filed_as.as_deref() <= front_last.as_deref() {
+                    open.filed_as.take()
+                } else {
+                    None
+                };
                 self.file(replaced, front_last.as_deref(), &front)?;
                 open.after = front_last;
             }
@@ -393,12 +485,22 @@ impl<'txn> SnapshotWriter<'txn> {
     /// Opens a sync's snapshot for a commit of up to `changes` row changes. Unless they go to
     /// the delta ([`goes_to_delta`]), the delta is folded into the base first and they go to
     /// the base.
-    pub(super) fn open(txn: &'txn WriteTransaction, sync: &str, changes: u64) -> Result<SnapshotWriter<'txn>, redb::Error> {
-        let mut base = BaseWriter { table: txn.open_table(def(&base_table(sync)))?, open: None };
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        sync: &str,
+        changes: u64,
+    ) -> Result<SnapshotWriter<'txn>, redb::Error> {
+        let mut base = BaseWriter {
+            table: txn.open_table(def(&base_table(sync)))?,
+            open: None,
+        };
         let delta_name = delta_table(sync);
         let mut delta = txn.open_table(def(&delta_name))?;
         let delta_rows = delta.len()?;
-        let rows = txn.open_table(SNAPSHOT_ROWS)?.get(sync)?.map_or(0, |v| v.value());
+        let rows = txn
+            .open_table(SNAPSHOT_ROWS)?
+            .get(sync)?
+            .map_or(0, |v| v.value());
         let into_delta = goes_to_delta(changes, delta_rows, rows);
         if !into_delta && delta_rows > 0 {
             let started = std::time::Instant::now();
@@ -412,13 +514,27 @@ impl<'txn> SnapshotWriter<'txn> {
             drop(delta);
             txn.delete_table(def(&delta_name))?;
             delta = txn.open_table(def(&delta_name))?;
-            tracing::debug!(sync, rows = delta_rows, ms = started.elapsed().as_millis() as u64, "snapshot delta folded into its base");
+            tracing::debug!(
+                sync,
+                rows = delta_rows,
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot delta folded into its base"
+            );
         }
-        Ok(SnapshotWriter { base, delta, into_delta, rows })
+        Ok(SnapshotWriter {
+            base,
+            delta,
+            into_delta,
+            rows,
+        })
     }
 
     /// Sets `key`'s entry to `value` (fingerprint ‖ row); returns the entry before.
-    pub(super) fn upsert(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, redb::Error> {
+    pub(super) fn upsert(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, redb::Error> {
         let before = if self.into_delta {
             match self.delta.insert(key, value)? {
                 Some(before) => delta_row(before.value()).map(<[u8]>::to_vec),
@@ -463,7 +579,10 @@ impl<'txn> SnapshotWriter<'txn> {
 /// from the rows rewritten.
 pub(super) fn migrate_per_row_base(txn: &WriteTransaction, sync: &str) -> Result<u64, redb::Error> {
     let old_name = format!("{PER_ROW_BASE_PREFIX}{sync}");
-    let mut base = BaseWriter { table: txn.open_table(def(&base_table(sync)))?, open: None };
+    let mut base = BaseWriter {
+        table: txn.open_table(def(&base_table(sync)))?,
+        open: None,
+    };
     let mut rows = 0u64;
     {
         let old = txn.open_table(def(&old_name))?;
@@ -492,7 +611,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn meta() -> SyncMeta {
-        SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] }
+        SyncMeta {
+            primary_key: vec!["id".into()],
+            destination: "d".into(),
+            destination_plugin: "p".into(),
+            key_types: vec![],
+        }
     }
 
     /// Every entry, walked in chunks of `limit` as the plan's cursor walks them.
@@ -500,7 +624,9 @@ mod tests {
         let (mut after, mut out) = (None, Vec::new());
         loop {
             let (mut keys, mut entries) = (Vec::new(), Vec::new());
-            let next = state.snapshot_chunk_into("s", after.as_deref(), limit, &mut keys, &mut entries).unwrap();
+            let next = state
+                .snapshot_chunk_into("s", after.as_deref(), limit, &mut keys, &mut entries)
+                .unwrap();
             let mut start = 0;
             for (end, fp) in entries {
                 out.push((keys[start..end].to_vec(), fp));
@@ -515,12 +641,17 @@ mod tests {
 
     fn delta_len(state: &StateStore) -> u64 {
         let txn = state.db.begin_read().unwrap();
-        open_read(&txn, def(&delta_table("s"))).unwrap().map_or(0, |t| t.len().unwrap())
+        open_read(&txn, def(&delta_table("s")))
+            .unwrap()
+            .map_or(0, |t| t.len().unwrap())
     }
 
     /// A commit: upserts (key, fingerprint byte) and deletes (key, `None`) of keys 0..=255.
     fn commit() -> impl Strategy<Value = Vec<(u8, Option<u8>)>> {
-        prop::collection::vec((any::<u8>(), prop::option::weighted(0.8, any::<u8>())), 0..40)
+        prop::collection::vec(
+            (any::<u8>(), prop::option::weighted(0.8, any::<u8>())),
+            0..40,
+        )
     }
 
     proptest! {
@@ -588,42 +719,101 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
         let key = |k: u32| format!("k{k:06}").into_bytes();
-        let upserts = |keys: std::ops::Range<u32>, n: u8| -> Vec<JournalOp> { keys.map(|k| JournalOp::Upsert { key: key(k), fp: [n; 16], row: vec![n] }).collect() };
+        let upserts = |keys: std::ops::Range<u32>, n: u8| -> Vec<JournalOp> {
+            keys.map(|k| JournalOp::Upsert {
+                key: key(k),
+                fp: [n; 16],
+                row: vec![n],
+            })
+            .collect()
+        };
         state.apply("s", &meta(), &upserts(0..40_008, 1)).unwrap();
         assert_eq!(delta_len(&state), 0, "a load goes to the base");
         // The bound is an eighth of the snapshot (40,007 rows after the delete below), 5,000; a
         // commit of up to 1,250 goes to the delta.
         for start in [0, 1250, 2500] {
-            state.apply("s", &meta(), &upserts(start..start + 1250, 2)).unwrap();
+            state
+                .apply("s", &meta(), &upserts(start..start + 1250, 2))
+                .unwrap();
         }
-        state.apply("s", &meta(), &[JournalOp::Delete { key: key(10) }, JournalOp::Delete { key: b"absent".to_vec() }]).unwrap();
-        assert_eq!(delta_len(&state), 3750, "updates, one turned into a tombstone; nothing for a row that was not there");
+        state
+            .apply(
+                "s",
+                &meta(),
+                &[
+                    JournalOp::Delete { key: key(10) },
+                    JournalOp::Delete {
+                        key: b"absent".to_vec(),
+                    },
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            delta_len(&state),
+            3750,
+            "updates, one turned into a tombstone; nothing for a row that was not there"
+        );
         assert_eq!(state.snapshot_len("s").unwrap(), 40_007);
         // Up to the bound of the snapshot as it would be if all 1,094 changes were deletes:
         // (40,007 - 1,094) / 8 = 4,864.
         state.apply("s", &meta(), &upserts(3750..4844, 3)).unwrap();
         assert_eq!(delta_len(&state), 4844, "up to the bound");
         state.apply("s", &meta(), &upserts(5000..5200, 3)).unwrap();
-        assert_eq!(delta_len(&state), 0, "200 more would pass the bound: folded first");
+        assert_eq!(
+            delta_len(&state),
+            0,
+            "200 more would pass the bound: folded first"
+        );
         assert_eq!(state.snapshot_len("s").unwrap(), 40_007);
-        let entries = state.snapshot_entries("s", &[&key(9), &key(10), &key(3749), &key(3750), &key(39_999)]).unwrap();
-        let fps: Vec<Option<u8>> = entries.iter().map(|e| e.as_ref().map(|d| d.fp[0])).collect();
+        let entries = state
+            .snapshot_entries(
+                "s",
+                &[&key(9), &key(10), &key(3749), &key(3750), &key(39_999)],
+            )
+            .unwrap();
+        let fps: Vec<Option<u8>> = entries
+            .iter()
+            .map(|e| e.as_ref().map(|d| d.fp[0]))
+            .collect();
         assert_eq!(fps, [Some(2), None, Some(2), Some(3), Some(1)]);
         assert_eq!(walk(&state, 16_384).len(), 40_007);
 
         state.apply("s", &meta(), &upserts(0..10, 4)).unwrap();
         assert_eq!(delta_len(&state), 10);
         state.apply("s", &meta(), &upserts(10..1261, 4)).unwrap();
-        assert_eq!(delta_len(&state), 0, "a commit of more than a quarter of the bound goes to the base, the delta folded first");
-        let entries = state.snapshot_entries("s", &[&key(0), &key(1260), &key(1261)]).unwrap();
-        assert_eq!(entries.iter().map(|e| e.as_ref().map(|d| d.fp[0])).collect::<Vec<_>>(), [Some(4), Some(4), Some(2)]);
+        assert_eq!(
+            delta_len(&state),
+            0,
+            "a commit of more than a quarter of the bound goes to the base, the delta folded first"
+        );
+        let entries = state
+            .snapshot_entries("s", &[&key(0), &key(1260), &key(1261)])
+            .unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| e.as_ref().map(|d| d.fp[0]))
+                .collect::<Vec<_>>(),
+            [Some(4), Some(4), Some(2)]
+        );
 
         // A chunk of a large commit (a journal replayed in chunks) goes where the whole would.
         state.apply("s", &meta(), &upserts(0..10, 5)).unwrap();
         assert_eq!(delta_len(&state), 10);
-        state.apply_part("s", &meta(), &upserts(10..20, 5), 1251).unwrap();
-        assert_eq!(delta_len(&state), 0, "folded, and the chunk written to the base");
-        assert_eq!(state.snapshot_entries("s", &[&key(19)]).unwrap()[0].as_ref().map(|d| d.fp[0]), Some(5));
+        state
+            .apply_part("s", &meta(), &upserts(10..20, 5), 1251)
+            .unwrap();
+        assert_eq!(
+            delta_len(&state),
+            0,
+            "folded, and the chunk written to the base"
+        );
+        assert_eq!(
+            state.snapshot_entries("s", &[&key(19)]).unwrap()[0]
+                .as_ref()
+                .map(|d| d.fp[0]),
+            Some(5)
+        );
     }
 
     /// Deletes into the delta make the snapshot, and so the delta's bound, smaller: a commit
@@ -634,23 +824,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
         let key = |k: u32| format!("k{k:05}").into_bytes();
-        let upsert = |k: u32| JournalOp::Upsert { key: key(k), fp: [1; 16], row: vec![] };
-        state.apply("s", &meta(), &(0..144).map(|k| upsert(k * 3)).collect::<Vec<_>>()).unwrap();
+        let upsert = |k: u32| JournalOp::Upsert {
+            key: key(k),
+            fp: [1; 16],
+            row: vec![],
+        };
+        state
+            .apply(
+                "s",
+                &meta(),
+                &(0..144).map(|k| upsert(k * 3)).collect::<Vec<_>>(),
+            )
+            .unwrap();
         for commit in 0..4 {
-            state.apply("s", &meta(), &(0..4).map(|k| upsert(commit * 12 + k * 3 + 1)).collect::<Vec<_>>()).unwrap();
+            state
+                .apply(
+                    "s",
+                    &meta(),
+                    &(0..4)
+                        .map(|k| upsert(commit * 12 + k * 3 + 1))
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap();
         }
-        assert_eq!((delta_len(&state), state.snapshot_len("s").unwrap()), (16, 160));
-        state.apply("s", &meta(), &[0, 33, 66, 99].map(|k| JournalOp::Delete { key: key(k) })).unwrap();
+        assert_eq!(
+            (delta_len(&state), state.snapshot_len("s").unwrap()),
+            (16, 160)
+        );
+        state
+            .apply(
+                "s",
+                &meta(),
+                &[0, 33, 66, 99].map(|k| JournalOp::Delete { key: key(k) }),
+            )
+            .unwrap();
         let rows = state.snapshot_len("s").unwrap();
         assert_eq!(rows, 156);
-        assert!(delta_len(&state) <= delta_bound(rows), "{} entries over a bound of {}", delta_len(&state), delta_bound(rows));
+        assert!(
+            delta_len(&state) <= delta_bound(rows),
+            "{} entries over a bound of {}",
+            delta_len(&state),
+            delta_bound(rows)
+        );
     }
 
     #[test]
     fn only_small_commits_go_to_the_delta() {
-        assert!(goes_to_delta(31_250, 0, 1_000_000) && !goes_to_delta(31_251, 0, 1_000_000), "a 32nd of the base");
+        assert!(
+            goes_to_delta(31_250, 0, 1_000_000) && !goes_to_delta(31_251, 0, 1_000_000),
+            "a 32nd of the base"
+        );
         // Within an eighth of the snapshot as it would be after 10,000 deletes: 123,750.
-        assert!(goes_to_delta(10_000, 113_750, 1_000_000) && !goes_to_delta(10_000, 113_751, 1_000_000), "within an eighth");
+        assert!(
+            goes_to_delta(10_000, 113_750, 1_000_000) && !goes_to_delta(10_000, 113_751, 1_000_000),
+            "within an eighth"
+        );
         // An initial load, replayed in chunks: a commit's last, shorter chunk goes to the base too.
         assert!(!goes_to_delta(26_357, 0, 262_144));
     }
@@ -666,9 +894,14 @@ mod tests {
             {
                 let db = redb::Database::create(dir.path().join("state.redb")).unwrap();
                 let txn = db.begin_write().unwrap();
-                txn.open_table(super::super::META).unwrap().insert("format_version", version).unwrap();
+                txn.open_table(super::super::META)
+                    .unwrap()
+                    .insert("format_version", version)
+                    .unwrap();
                 for sync in ["s", "draft/s"] {
-                    let mut base = txn.open_table(def(&format!("{PER_ROW_BASE_PREFIX}{sync}"))).unwrap();
+                    let mut base = txn
+                        .open_table(def(&format!("{PER_ROW_BASE_PREFIX}{sync}")))
+                        .unwrap();
                     for k in 0..1000u32 {
                         let mut value = vec![(k % 251) as u8; 16];
                         value.extend_from_slice(&k.to_be_bytes());
@@ -681,30 +914,74 @@ mod tests {
                     delta.insert(key(5).as_slice(), &[9u8; 17][..]).unwrap();
                     delta.insert(key(6).as_slice(), &[][..]).unwrap();
                     delta.insert(key(5000).as_slice(), &[8u8; 16][..]).unwrap();
-                    txn.open_table(SNAPSHOT_ROWS).unwrap().insert("s", 1000).unwrap();
+                    txn.open_table(SNAPSHOT_ROWS)
+                        .unwrap()
+                        .insert("s", 1000)
+                        .unwrap();
                 }
                 txn.commit().unwrap();
             }
             let state = StateStore::open(dir.path()).unwrap();
             {
                 let txn = state.db.begin_read().unwrap();
-                let tables: Vec<String> = txn.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_string()).collect();
-                assert!(!tables.iter().any(|t| t.starts_with(PER_ROW_BASE_PREFIX)), "version {version}: per-row bases are gone: {tables:?}");
-                let blocks = txn.open_table(def(&base_table("s"))).unwrap().len().unwrap();
+                let tables: Vec<String> = txn
+                    .list_tables()
+                    .unwrap()
+                    .map(|t| redb::TableHandle::name(&t).to_string())
+                    .collect();
+                assert!(
+                    !tables.iter().any(|t| t.starts_with(PER_ROW_BASE_PREFIX)),
+                    "version {version}: per-row bases are gone: {tables:?}"
+                );
+                let blocks = txn
+                    .open_table(def(&base_table("s")))
+                    .unwrap()
+                    .len()
+                    .unwrap();
                 assert!((6..=8).contains(&blocks), "version {version}: 1000 entries of 28 bytes make 7 blocks of about 4 KiB, not {blocks}");
             }
             assert_eq!(state.snapshot_len("s").unwrap(), 1000, "version {version}");
-            assert_eq!(state.snapshot_len("draft/s").unwrap(), 1000, "version {version}");
+            assert_eq!(
+                state.snapshot_len("draft/s").unwrap(),
+                1000,
+                "version {version}"
+            );
             let walked = walk(&state, 7);
             assert_eq!(walked.len(), 1000, "version {version}");
             assert_eq!(walk(&state, 100_000), walked);
-            let entries = state.snapshot_entries("s", &[&key(0), &key(5), &key(6), &key(999), &key(5000)]).unwrap();
-            let fps: Vec<Option<u8>> = entries.iter().map(|e| e.as_ref().map(|d| d.fp[0])).collect();
-            let expected = if version == 4 { [Some(0), Some(9), None, Some((999 % 251) as u8), Some(8)] } else { [Some(0), Some(5), Some(6), Some((999 % 251) as u8), None] };
+            let entries = state
+                .snapshot_entries("s", &[&key(0), &key(5), &key(6), &key(999), &key(5000)])
+                .unwrap();
+            let fps: Vec<Option<u8>> = entries
+                .iter()
+                .map(|e| e.as_ref().map(|d| d.fp[0]))
+                .collect();
+            let expected = if version == 4 {
+                [Some(0), Some(9), None, Some((999 % 251) as u8), Some(8)]
+            } else {
+                [Some(0), Some(5), Some(6), Some((999 % 251) as u8), None]
+            };
             assert_eq!(fps, expected, "version {version}");
-            state.apply("s", &meta(), &[JournalOp::Delete { key: key(4) }, JournalOp::Upsert { key: key(99_999), fp: [1; 16], row: vec![] }]).unwrap();
+            state
+                .apply(
+                    "s",
+                    &meta(),
+                    &[
+                        JournalOp::Delete { key: key(4) },
+                        JournalOp::Upsert {
+                            key: key(99_999),
+                            fp: [1; 16],
+                            row: vec![],
+                        },
+                    ],
+                )
+                .unwrap();
             assert_eq!(state.snapshot_len("s").unwrap(), 1000, "version {version}");
-            assert_eq!(state.snapshot_rows("s", &[&key(4), &key(7)]).unwrap(), [None, Some(7u32.to_be_bytes().to_vec())], "version {version}");
+            assert_eq!(
+                state.snapshot_rows("s", &[&key(4), &key(7)]).unwrap(),
+                [None, Some(7u32.to_be_bytes().to_vec())],
+                "version {version}"
+            );
         }
     }
 
@@ -715,30 +992,96 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
         let key = |k: u32| format!("k{k:06}").into_bytes();
-        let blocks = || state.read_table(def(&base_table("s")), || 0, |t| Ok(t.len().unwrap())).unwrap();
-        let upsert = |k: u32, n: u8, len: usize| JournalOp::Upsert { key: key(k), fp: [n; 16], row: vec![n; len] };
-        state.apply("s", &meta(), &(0..20_000).step_by(2).map(|k| upsert(k, 1, 100)).collect::<Vec<_>>()).unwrap();
+        let blocks = || {
+            state
+                .read_table(def(&base_table("s")), || 0, |t| Ok(t.len().unwrap()))
+                .unwrap()
+        };
+        let upsert = |k: u32, n: u8, len: usize| JournalOp::Upsert {
+            key: key(k),
+            fp: [n; 16],
+            row: vec![n; len],
+        };
+        state
+            .apply(
+                "s",
+                &meta(),
+                &(0..20_000)
+                    .step_by(2)
+                    .map(|k| upsert(k, 1, 100))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
         let loaded = blocks();
         // 10,000 entries of 125 bytes: 31 to a block that fits a 4 KiB page.
-        assert!((320..=330).contains(&loaded), "{loaded} blocks after the load");
+        assert!(
+            (320..=330).contains(&loaded),
+            "{loaded} blocks after the load"
+        );
         // The odd keys in between, in one commit large enough for the base: each block doubles.
-        state.apply("s", &meta(), &(1..20_000).step_by(2).map(|k| upsert(k, 2, 100)).collect::<Vec<_>>()).unwrap();
+        state
+            .apply(
+                "s",
+                &meta(),
+                &(1..20_000)
+                    .step_by(2)
+                    .map(|k| upsert(k, 2, 100))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
         let grown = blocks();
-        assert!(grown > loaded * 3 / 2 && grown < loaded * 4, "{grown} blocks after filling in");
+        assert!(
+            grown > loaded * 3 / 2 && grown < loaded * 4,
+            "{grown} blocks after filling in"
+        );
         assert_eq!(state.snapshot_len("s").unwrap(), 20_000);
         let fps: Vec<u8> = walk(&state, 999).iter().map(|(_, fp)| fp[0]).collect();
-        assert_eq!(fps, (0..20_000).map(|k| if k % 2 == 0 { 1 } else { 2 }).collect::<Vec<u8>>());
+        assert_eq!(
+            fps,
+            (0..20_000)
+                .map(|k| if k % 2 == 0 { 1 } else { 2 })
+                .collect::<Vec<u8>>()
+        );
         // Everything but the first and last thousand deleted: the emptied blocks are gone.
-        state.apply("s", &meta(), &(1000..19_000).map(|k| JournalOp::Delete { key: key(k) }).collect::<Vec<_>>()).unwrap();
+        state
+            .apply(
+                "s",
+                &meta(),
+                &(1000..19_000)
+                    .map(|k| JournalOp::Delete { key: key(k) })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
         assert_eq!(state.snapshot_len("s").unwrap(), 2000);
         assert!(blocks() <= grown / 5, "{} blocks left of {grown}", blocks());
         let walked: Vec<Vec<u8>> = walk(&state, 3).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(walked, (0..1000).chain(19_000..20_000).map(key).collect::<Vec<_>>());
+        assert_eq!(
+            walked,
+            (0..1000).chain(19_000..20_000).map(key).collect::<Vec<_>>()
+        );
         // Keys before the first block and after the last.
-        let ends = [JournalOp::Upsert { key: b"a".to_vec(), fp: [3; 16], row: vec![] }, JournalOp::Upsert { key: b"z".to_vec(), fp: [4; 16], row: vec![] }];
+        let ends = [
+            JournalOp::Upsert {
+                key: b"a".to_vec(),
+                fp: [3; 16],
+                row: vec![],
+            },
+            JournalOp::Upsert {
+                key: b"z".to_vec(),
+                fp: [4; 16],
+                row: vec![],
+            },
+        ];
         state.apply_part("s", &meta(), &ends, 100_000).unwrap();
         assert_eq!(delta_len(&state), 0, "into the base");
-        let ends = state.snapshot_entries("s", &[b"a", b"z", &key(999), &key(1000)]).unwrap();
-        assert_eq!(ends.iter().map(|e| e.as_ref().map(|d| d.fp[0])).collect::<Vec<_>>(), [Some(3), Some(4), Some(2), None]);
+        let ends = state
+            .snapshot_entries("s", &[b"a", b"z", &key(999), &key(1000)])
+            .unwrap();
+        assert_eq!(
+            ends.iter()
+                .map(|e| e.as_ref().map(|d| d.fp[0]))
+                .collect::<Vec<_>>(),
+            [Some(3), Some(4), Some(2), None]
+        );
     }
 }

@@ -5,15 +5,16 @@
 //! against the hash.
 
 use super::{StateError, StateStore};
-use redb::{ReadableTable, TableDefinition};
 use crate::domain::now_rfc3339;
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// token id → JSON [`ApiToken`].
 pub(super) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 /// sync name → unix seconds of the last schedule fire the service handled.
-pub(super) const SCHEDULE_MARKS: TableDefinition<&str, i64> = TableDefinition::new("schedule_marks");
+pub(super) const SCHEDULE_MARKS: TableDefinition<&str, i64> =
+    TableDefinition::new("schedule_marks");
 
 /// A stored API token (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,14 +61,21 @@ fn sha256_hex(s: &str) -> String {
 pub fn parse_token(text: &str) -> Option<(&str, &str)> {
     let rest = text.strip_prefix("bft_")?;
     let (id, secret) = rest.split_once('_')?;
-    (!id.is_empty() && secret.len() >= 32 && secret.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, secret))
+    (!id.is_empty() && secret.len() >= 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some((id, secret))
 }
 
 impl StateStore {
     /// Creates a token for `user`; the secret is returned here and nowhere else.
-    pub fn create_token(&self, user: &str, name: &str, created_by: &str) -> Result<NewToken, StateError> {
+    pub fn create_token(
+        &self,
+        user: &str,
+        name: &str,
+        created_by: &str,
+    ) -> Result<NewToken, StateError> {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| self.err(format!("no randomness for a token: {e}")))?;
+        getrandom::fill(&mut secret)
+            .map_err(|e| self.err(format!("no randomness for a token: {e}")))?;
         let secret = hex::encode(secret);
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let record = ApiToken {
@@ -81,23 +89,41 @@ impl StateStore {
             revoked_by: None,
         };
         self.put_token(&record)?;
-        Ok(NewToken { secret_text: format!("bft_{id}_{secret}"), record })
+        Ok(NewToken {
+            secret_text: format!("bft_{id}_{secret}"),
+            record,
+        })
     }
 
     fn put_token(&self, record: &ApiToken) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(TOKENS).map_err(|e| self.err(e))?;
-            t.insert(record.id.as_str(), serde_json::to_vec(record).map_err(|e| self.err(e))?.as_slice()).map_err(|e| self.err(e))?;
+            t.insert(
+                record.id.as_str(),
+                serde_json::to_vec(record)
+                    .map_err(|e| self.err(e))?
+                    .as_slice(),
+            )
+            .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
 
     pub fn token(&self, id: &str) -> Result<Option<ApiToken>, StateError> {
-        self.read_table(TOKENS, || None, |t| {
-            let value = t.get(id).map_err(|e| self.err(e))?;
-            value.map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable token {id}: {e}")))).transpose()
-        })
+        self.read_table(
+            TOKENS,
+            || None,
+            |t| {
+                let value = t.get(id).map_err(|e| self.err(e))?;
+                value
+                    .map(|v| {
+                        serde_json::from_slice(v.value())
+                            .map_err(|e| self.err(format!("unreadable token {id}: {e}")))
+                    })
+                    .transpose()
+            },
+        )
     }
 
     /// Every token, oldest first.
@@ -106,7 +132,10 @@ impl StateStore {
             let mut out = Vec::new();
             for entry in t.iter().map_err(|e| self.err(e))? {
                 let (k, v) = entry.map_err(|e| self.err(e))?;
-                out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(format!("unreadable token {}: {e}", k.value())))?);
+                out.push(
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| self.err(format!("unreadable token {}: {e}", k.value())))?,
+                );
             }
             Ok(out)
         })
@@ -114,7 +143,9 @@ impl StateStore {
 
     /// Marks a token revoked (kept, so `token list` shows who revoked it when).
     pub fn revoke_token(&self, id: &str, by: &str) -> Result<Option<ApiToken>, StateError> {
-        let Some(mut record) = self.token(id)? else { return Ok(None) };
+        let Some(mut record) = self.token(id)? else {
+            return Ok(None);
+        };
         if record.revoked_at.is_none() {
             record.revoked_at = Some(now_rfc3339());
             record.revoked_by = Some(by.to_string());
@@ -126,7 +157,10 @@ impl StateStore {
     /// The token a request presents, if it is valid.
     pub fn authenticate_token(&self, text: &str) -> Result<ApiToken, TokenRejected> {
         let (id, secret) = parse_token(text.trim()).ok_or(TokenRejected::Malformed)?;
-        let record = self.token(id).map_err(|e| TokenRejected::Storage(e.to_string()))?.ok_or(TokenRejected::Unknown)?;
+        let record = self
+            .token(id)
+            .map_err(|e| TokenRejected::Storage(e.to_string()))?
+            .ok_or(TokenRejected::Unknown)?;
         // Both sides are hashes of the same length: comparing them leaks nothing useful.
         if record.secret_sha256 != sha256_hex(secret) {
             return Err(TokenRejected::Unknown);
@@ -139,7 +173,11 @@ impl StateStore {
 
     /// The last schedule fire handled for `sync` (unix seconds).
     pub fn schedule_mark(&self, sync: &str) -> Result<Option<i64>, StateError> {
-        self.read_table(SCHEDULE_MARKS, || None, |t| Ok(t.get(sync).map_err(|e| self.err(e))?.map(|v| v.value())))
+        self.read_table(
+            SCHEDULE_MARKS,
+            || None,
+            |t| Ok(t.get(sync).map_err(|e| self.err(e))?.map(|v| v.value())),
+        )
     }
 
     pub fn set_schedule_mark(&self, sync: &str, unix_s: i64) -> Result<(), StateError> {
@@ -161,15 +199,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
         let new = state.create_token("ann", "ci", "ann").unwrap();
-        assert!(!serde_json::to_string(&new.record).unwrap().contains(new.secret_text.rsplit('_').next().unwrap()), "the secret is not stored");
-        assert_eq!(state.authenticate_token(&new.secret_text).unwrap().user, "ann");
+        assert!(
+            !serde_json::to_string(&new.record)
+                .unwrap()
+                .contains(new.secret_text.rsplit('_').next().unwrap()),
+            "the secret is not stored"
+        );
+        assert_eq!(
+            state.authenticate_token(&new.secret_text).unwrap().user,
+            "ann"
+        );
         let mut wrong = new.secret_text.clone();
         wrong.pop();
-        wrong.push(if new.secret_text.ends_with('0') { '1' } else { '0' });
-        assert_eq!(state.authenticate_token(&wrong), Err(TokenRejected::Unknown));
-        assert_eq!(state.authenticate_token("Bearer nonsense"), Err(TokenRejected::Malformed));
+        wrong.push(if new.secret_text.ends_with('0') {
+            '1'
+        } else {
+            '0'
+        });
+        assert_eq!(
+            state.authenticate_token(&wrong),
+            Err(TokenRejected::Unknown)
+        );
+        assert_eq!(
+            state.authenticate_token("Bearer nonsense"),
+            Err(TokenRejected::Malformed)
+        );
         state.revoke_token(&new.record.id, "bob").unwrap();
-        assert_eq!(state.authenticate_token(&new.secret_text), Err(TokenRejected::Revoked(new.record.id.clone())));
-        assert_eq!(state.tokens().unwrap()[0].revoked_by.as_deref(), Some("bob"));
+        assert_eq!(
+            state.authenticate_token(&new.secret_text),
+            Err(TokenRejected::Revoked(new.record.id.clone()))
+        );
+        assert_eq!(
+            state.tokens().unwrap()[0].revoked_by.as_deref(),
+            Some("bob")
+        );
     }
 }

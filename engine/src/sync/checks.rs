@@ -13,7 +13,12 @@ pub(crate) const CHECK_BATCH_ROWS: usize = 4096;
 
 /// Runs every check of the sync over the plan. A check that cannot run (trap, timeout, out
 /// of memory, error) reports verdict `error`, which blocks like a failure: checks fail closed.
-pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planned: OpCounts) -> Vec<CheckReport> {
+pub async fn run_checks(
+    host: &PluginHost,
+    p: &PreparedSync,
+    plan: &Plan,
+    planned: OpCounts,
+) -> Vec<CheckReport> {
     if p.checks.is_empty() {
         return Vec::new();
     }
@@ -44,17 +49,31 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
     let mut tasks = Vec::new();
     for (i, (c, plugin)) in p.checks.iter().enumerate() {
         let cfg = &c.connector;
-        match CheckInstance::open(host, plugin, &cfg.grants, cfg.limits, &cfg.config_json, &summary).await {
+        match CheckInstance::open(
+            host,
+            plugin,
+            &cfg.grants,
+            cfg.limits,
+            &cfg.config_json,
+            &summary,
+        )
+        .await
+        {
             Ok(mut inst) => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChangeKind, Batch, Option<Batch>)>(2);
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::channel::<(ChangeKind, Batch, Option<Batch>)>(2);
                 feeds.push(Some(tx));
                 tasks.push((
                     i,
                     tokio::spawn(async move {
                         while let Some((kind, after, before)) = rx.recv().await {
-                            inst.observe(kind, after, before).await.map_err(|e| format!("the check failed: {e}"))?;
+                            inst.observe(kind, after, before)
+                                .await
+                                .map_err(|e| format!("the check failed: {e}"))?;
                         }
-                        inst.finish().await.map_err(|e| format!("the check failed: {e}"))
+                        inst.finish()
+                            .await
+                            .map_err(|e| format!("the check failed: {e}"))
                     }),
                 ));
             }
@@ -65,7 +84,12 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
         }
     }
     let mut read_error = None;
-    let streams = [(Change::Added, ChangeKind::Added), (Change::Changed, ChangeKind::Changed), (Change::Removed, ChangeKind::Removed), (Change::Unchanged, ChangeKind::Unchanged)];
+    let streams = [
+        (Change::Added, ChangeKind::Added),
+        (Change::Changed, ChangeKind::Changed),
+        (Change::Removed, ChangeKind::Removed),
+        (Change::Unchanged, ChangeKind::Unchanged),
+    ];
     'streams: for (change, kind) in streams {
         // Changes the mode does not send are still model rows: whole-model checks see them
         // as unchanged. Removals the mode does not send are not shown at all.
@@ -105,7 +129,11 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
             for feed in feeds.iter_mut() {
                 // A check whose task ended early (it failed) is no longer fed.
                 if let Some(tx) = feed {
-                    if tx.send((kind, after.clone(), before.clone())).await.is_err() {
+                    if tx
+                        .send((kind, after.clone(), before.clone()))
+                        .await
+                        .is_err()
+                    {
                         *feed = None;
                     }
                 }
@@ -130,9 +158,16 @@ pub async fn run_checks(host: &PluginHost, p: &PreparedSync, plan: &Plan, planne
 
 /// The batches a check sees for planned rows: removals carry the key fields; changes carry
 /// the last delivered values as `before` when they have the current shape.
-pub(crate) fn check_batches(plan: &Plan, change: Change, rows: &[PlannedRow]) -> (Batch, Option<Batch>) {
+pub(crate) fn check_batches(
+    plan: &Plan,
+    change: Change,
+    rows: &[PlannedRow],
+) -> (Batch, Option<Batch>) {
     let build = |columns: &[Column], pick: &dyn Fn(&PlannedRow) -> &[u8]| {
-        let mut b = BatchBuilder::with_capacity(columns.to_vec(), rows.iter().map(|r| pick(r).len()).sum::<usize>() + 8);
+        let mut b = BatchBuilder::with_capacity(
+            columns.to_vec(),
+            rows.iter().map(|r| pick(r).len()).sum::<usize>() + 8,
+        );
         for r in rows {
             b.push_encoded_row(pick(r));
         }

@@ -35,17 +35,36 @@ pub struct PlanReport {
 }
 
 /// Plans a sync without sending or recording anything.
-pub async fn plan_sync(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, options: PlanOptions, samples: usize) -> Result<PlanReport, String> {
+pub async fn plan_sync(
+    host: &PluginHost,
+    ws: &Workspace,
+    state: &StateStore,
+    sync_name: &str,
+    options: PlanOptions,
+    samples: usize,
+) -> Result<PlanReport, String> {
     let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
-    let plan = build_plan(host, ws, state, &p, options).await.map_err(|e| e.0)?;
+    let plan = build_plan(host, ws, state, &p, options)
+        .await
+        .map_err(|e| e.0)?;
     let mut operations = serde_json::Map::new();
     let mut sample_map = serde_json::Map::new();
     let planned = plan.planned(p.sync.mode);
     let checks = run_checks(host, &p, &plan, planned).await;
     for change in [Change::Added, Change::Changed, Change::Removed] {
         let op = operation_for(p.sync.mode, change);
-        operations.insert(change.as_str().into(), op.map(|o| serde_json::Value::String(o.as_str().into())).unwrap_or(serde_json::Value::Null));
-        sample_map.insert(change.as_str().into(), serde_json::Value::Array(plan.samples(change, samples).map_err(|e| format!("reading the plan: {e}"))?));
+        operations.insert(
+            change.as_str().into(),
+            op.map(|o| serde_json::Value::String(o.as_str().into()))
+                .unwrap_or(serde_json::Value::Null),
+        );
+        sample_map.insert(
+            change.as_str().into(),
+            serde_json::Value::Array(
+                plan.samples(change, samples)
+                    .map_err(|e| format!("reading the plan: {e}"))?,
+            ),
+        );
     }
     Ok(PlanReport {
         sync: sync_name.into(),
@@ -76,13 +95,26 @@ pub struct TestReport {
 
 /// Sends the model row with primary key `key` (as text, `1` or `1|eu`) to the destination as
 /// an added row, and reports the answer. Neither the snapshot nor run history change.
-pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &str) -> Result<TestReport, String> {
+pub async fn test_row(
+    host: &PluginHost,
+    ws: &Workspace,
+    sync_name: &str,
+    key: &str,
+) -> Result<TestReport, String> {
     let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
     let tmp_dir = ws.state_dir.join("tmp");
-    std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
-    let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
-        .await
-        .map_err(|e| open_error(&p, &p.source, &e))?;
+    std::fs::create_dir_all(&tmp_dir)
+        .map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
+    let source = SourceInstance::open(
+        host,
+        &p.source_plugin,
+        &p.source.grants,
+        p.source.limits,
+        &p.source.config_json,
+        &p.model.query,
+    )
+    .await
+    .map_err(|e| open_error(&p, &p.source, &e))?;
     let projection = Projection::new(&p, source.columns());
     let projection = match projection {
         Ok(pr) => pr,
@@ -91,8 +123,14 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
             return Err(e);
         }
     };
-    let mut spill = crate::sync::plan::spill::ModelSpill::new(&tmp_dir, crate::sync::plan::spill::DEFAULT_MEMORY_BUDGET).map_err(|e| e.to_string())?;
-    read_model(spawn_reader(source), &p, &projection, &mut spill).await.map_err(|e| e.0)?;
+    let mut spill = crate::sync::plan::spill::ModelSpill::new(
+        &tmp_dir,
+        crate::sync::plan::spill::DEFAULT_MEMORY_BUDGET,
+    )
+    .map_err(|e| e.to_string())?;
+    read_model(spawn_reader(source), &p, &projection, &mut spill)
+        .await
+        .map_err(|e| e.0)?;
     let mut sorted = spill.into_sorted().map_err(|e| e.to_string())?;
     let mut found = None;
     while let Some(entry) = sorted.next_entry().map_err(|e| e.to_string())? {
@@ -101,22 +139,43 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
             break;
         }
     }
-    let (row, encoded_key) = found.ok_or_else(|| format!("model {} has no row with {} = {key}", p.model.name, p.model.primary_key.join("|")))?;
+    let (row, encoded_key) = found.ok_or_else(|| {
+        format!(
+            "model {} has no row with {} = {key}",
+            p.model.name,
+            p.model.primary_key.join("|")
+        )
+    })?;
     let op = operation_for(p.sync.mode, Change::Added).unwrap_or(Operation::Insert);
     let mut columns = projection.columns.clone();
     let payload = if op == Operation::Append {
-        columns.push(Column { name: p.sync.event_id_field.clone(), value_type: backflow_plugin_sdk::ValueType::Text, nullable: false });
+        columns.push(Column {
+            name: p.sync.event_id_field.clone(),
+            value_type: backflow_plugin_sdk::ValueType::Text,
+            nullable: false,
+        });
         with_event_id(&row, &p.sync.name, &encoded_key)
     } else {
         row.clone()
     };
-    let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(&p), run_id: "test".into() };
+    let context = SyncContext {
+        sync_name: p.sync.name.clone(),
+        primary_key: primary_key_fields(&p),
+        run_id: "test".into(),
+    };
     let mut writer = match &p.destination_plugin {
         None => Writer::Noop,
         Some(plugin) => Writer::Wasm(
-            DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
-                .await
-                .map_err(|e| open_error(&p, &p.destination, &e))?,
+            DestinationInstance::open(
+                host,
+                plugin,
+                &p.destination.grants,
+                p.destination.limits,
+                &p.destination.config_json,
+                &context,
+            )
+            .await
+            .map_err(|e| open_error(&p, &p.destination, &e))?,
         ),
     };
     let mut b = BatchBuilder::new(columns.clone());
@@ -128,11 +187,21 @@ pub async fn test_row(host: &PluginHost, ws: &Workspace, sync_name: &str, key: &
             Some(RowOutcome::Accepted) => ("accepted", None),
             Some(RowOutcome::Rejected(m)) => ("rejected", Some(m)),
             Some(RowOutcome::Retryable(m)) => ("retryable", Some(m)),
-            None => ("error", Some("the destination returned no outcome".to_string())),
+            None => (
+                "error",
+                Some("the destination returned no outcome".to_string()),
+            ),
         },
         Err(e) => ("error", Some(e.to_string())),
     };
-    Ok(TestReport { sync: sync_name.into(), key: key.into(), operation: op, row: row_json(&columns, &payload), outcome: outcome.into(), message })
+    Ok(TestReport {
+        sync: sync_name.into(),
+        key: key.into(),
+        operation: op,
+        row: row_json(&columns, &payload),
+        outcome: outcome.into(),
+        message,
+    })
 }
 
 /// What `runs undo` would send: the inverse plan of a run, and what it leaves alone.
@@ -159,18 +228,44 @@ pub struct UndoReport {
 
 /// Plans the undo of a run without sending or recording anything. `state_key` is where the
 /// run's sync keeps its state (the sync's name, or `draft/NAME` for a draft run).
-pub async fn plan_undo(host: &PluginHost, ws: &Workspace, state: &StateStore, sync_name: &str, state_key: &str, target: &super::UndoTarget, samples: usize) -> Result<UndoReport, String> {
+pub async fn plan_undo(
+    host: &PluginHost,
+    ws: &Workspace,
+    state: &StateStore,
+    sync_name: &str,
+    state_key: &str,
+    target: &super::UndoTarget,
+    samples: usize,
+) -> Result<UndoReport, String> {
     let mut p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
     p.state_key = state_key.to_string();
     p.sync.mode = SyncMode::Mirror;
-    let undo = super::plan::undo::plan_undo(state, &p.state_key, sync_name, &ws.state_dir.join("tmp"), target).map_err(|e| e.0)?;
+    let undo = super::plan::undo::plan_undo(
+        state,
+        &p.state_key,
+        sync_name,
+        &ws.state_dir.join("tmp"),
+        target,
+    )
+    .map_err(|e| e.0)?;
     super::check_undo_operations(&p, &undo.plan.diff).map_err(|e| e.0)?;
     let mut operations = serde_json::Map::new();
     let mut sample_map = serde_json::Map::new();
     for change in [Change::Added, Change::Changed, Change::Removed] {
         let op = operation_for(SyncMode::Mirror, change);
-        operations.insert(change.as_str().into(), op.map(|o| serde_json::Value::String(o.as_str().into())).unwrap_or(serde_json::Value::Null));
-        sample_map.insert(change.as_str().into(), serde_json::Value::Array(undo.plan.samples(change, samples).map_err(|e| format!("reading the plan: {e}"))?));
+        operations.insert(
+            change.as_str().into(),
+            op.map(|o| serde_json::Value::String(o.as_str().into()))
+                .unwrap_or(serde_json::Value::Null),
+        );
+        sample_map.insert(
+            change.as_str().into(),
+            serde_json::Value::Array(
+                undo.plan
+                    .samples(change, samples)
+                    .map_err(|e| format!("reading the plan: {e}"))?,
+            ),
+        );
     }
     Ok(UndoReport {
         sync: sync_name.into(),

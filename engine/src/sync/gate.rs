@@ -40,5 +40,8 @@ pub trait ApprovalGate: Send + std::marker::Sync {
     fn is_active(&self) -> bool;
 
     /// Asks about a plan. An `Err` fails the run (the gate could not decide).
-    fn decide<'a>(&'a self, request: GateRequest<'a>) -> BoxFuture<'a, Result<GateDecision, String>>;
+    fn decide<'a>(
+        &'a self,
+        request: GateRequest<'a>,
+    ) -> BoxFuture<'a, Result<GateDecision, String>>;
 }

@@ -24,7 +24,9 @@ pub mod progress;
 pub mod read;
 
 use crate::config::Workspace;
-use crate::domain::{CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings};
+use crate::domain::{
+    CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings,
+};
 use crate::host::PluginHost;
 use crate::state::{LeaseHolder, StateStore, SyncLease};
 use checks::run_checks;
@@ -88,7 +90,9 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             trigger: "manual".into(),
-            user: std::env::var("BACKFLOW_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()),
+            user: std::env::var("BACKFLOW_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "unknown".into()),
             approved_run: None,
             full_resync: false,
             draft: false,
@@ -100,7 +104,11 @@ impl Default for RunOptions {
 
 /// Runs a sync end to end and records it. Returns the record even when the run failed; an
 /// `Err` means the run could not start (nothing was read or written, nothing recorded).
-pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) -> Result<RunRecord, PrepareError> {
+pub async fn run_sync(
+    env: RunEnv<'_>,
+    sync_name: &str,
+    options: &RunOptions,
+) -> Result<RunRecord, PrepareError> {
     let started_at = now_rfc3339();
     let clock = Instant::now();
     // Nothing reaches a destination before approvals: a workspace with approval policies is
@@ -119,8 +127,13 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     }
     let run_id = ulid::Ulid::new().to_string();
     // Two runs of one sync never overlap: the lease is held until this function returns.
-    let holder = LeaseHolder { run_id: run_id.clone(), started_at: started_at.clone(), pid: std::process::id() };
-    let lease = SyncLease::acquire(&env.ws.state_dir, &prepared.state_key, &holder).map_err(|e| PrepareError(e.to_string()))?;
+    let holder = LeaseHolder {
+        run_id: run_id.clone(),
+        started_at: started_at.clone(),
+        pid: std::process::id(),
+    };
+    let lease = SyncLease::acquire(&env.ws.state_dir, &prepared.state_key, &holder)
+        .map_err(|e| PrepareError(e.to_string()))?;
     let mut record = RunRecord {
         run_id: run_id.clone(),
         sync: sync_name.to_string(),
@@ -144,7 +157,11 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         checks: Vec::new(),
         rejected: Vec::new(),
         draft: options.draft,
-        undo: options.undo.as_ref().map(|u| crate::domain::UndoSummary { run_id: u.run_id.clone(), forced: u.force, ..Default::default() }),
+        undo: options.undo.as_ref().map(|u| crate::domain::UndoSummary {
+            run_id: u.run_id.clone(),
+            forced: u.force,
+            ..Default::default()
+        }),
         out_of_key_order: false,
     };
     let state = env.state;
@@ -152,14 +169,23 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
     let state_err = |e: crate::state::StateError| PrepareError(e.to_string());
     // The previous holder of the lease died mid-run: its record still says running.
     if let Some(old_id) = &lease.interrupted_run {
-        if let Some(mut old) = state.run(old_id).map_err(state_err)?.filter(|r| r.status == RunStatus::Running) {
+        if let Some(mut old) = state
+            .run(old_id)
+            .map_err(state_err)?
+            .filter(|r| r.status == RunStatus::Running)
+        {
             old.status = RunStatus::Interrupted;
             old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
             state.record_run(&old, keep_runs).map_err(state_err)?;
         }
     }
     state.record_run(&record, keep_runs).map_err(state_err)?;
-    tracing::info!(sync = sync_name, run_id, draft = options.draft, "run started");
+    tracing::info!(
+        sync = sync_name,
+        run_id,
+        draft = options.draft,
+        "run started"
+    );
     let start = crate::state::AuditEvent {
         user: options.user.clone(),
         action: "run.start".into(),
@@ -167,14 +193,28 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         config_hash: Some(prepared.config_hash.clone()),
         detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run, "undo": options.undo}),
     };
-    state.write_governance(vec![], vec![start]).map_err(state_err)?;
+    state
+        .write_governance(vec![], vec![start])
+        .map_err(state_err)?;
     let mut tally = Tally::default();
-    let outcome = guarded(execute(env, &prepared, &run_id, options, &mut tally, &mut record)).await;
+    let outcome = guarded(execute(
+        env,
+        &prepared,
+        &run_id,
+        options,
+        &mut tally,
+        &mut record,
+    ))
+    .await;
     record.status = outcome.status();
     record.error = outcome.into_error();
     record.finished_at = now_rfc3339();
     record.duration_ms = clock.elapsed().as_millis() as u64;
-    record.timings = Timings { prepare_ms, compile_ms: prepared.compile_ms(), ..tally.timings };
+    record.timings = Timings {
+        prepare_ms,
+        compile_ms: prepared.compile_ms(),
+        ..tally.timings
+    };
     record.planned = tally.planned;
     record.delivered = tally.delivered;
     record.failed = tally.failed;
@@ -185,15 +225,34 @@ pub async fn run_sync(env: RunEnv<'_>, sync_name: &str, options: &RunOptions) ->
         tracing::warn!(sync = sync_name, "pruning old changelogs: {e}");
     }
     drop(lease);
-    tracing::info!(sync = sync_name, run_id = record.run_id, status = record.status.as_str(), delivered = record.delivered.total(), failed = record.failed.total(), "run finished");
+    tracing::info!(
+        sync = sync_name,
+        run_id = record.run_id,
+        status = record.status.as_str(),
+        delivered = record.delivered.total(),
+        failed = record.failed.total(),
+        "run finished"
+    );
     Ok(record)
 }
 
 pub(crate) use crate::domain::now_rfc3339;
 
 /// The stages in order, from an empty plan to a committed delivery.
-async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunOptions, tally: &mut Tally, record: &mut RunRecord) -> RunOutcome {
-    let RunEnv { host, ws, state, gate } = env;
+async fn execute(
+    env: RunEnv<'_>,
+    p: &PreparedSync,
+    run_id: &str,
+    options: &RunOptions,
+    tally: &mut Tally,
+    record: &mut RunRecord,
+) -> RunOutcome {
+    let RunEnv {
+        host,
+        ws,
+        state,
+        gate,
+    } = env;
     let meta = plan::sync_meta(p);
     let mut journal = match commit::open_journal(ws, state, p, &meta) {
         Ok(j) => j,
@@ -207,13 +266,26 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
             // the disorder again midway would cost more than sorting (see plan/intake.rs).
             // Only a hint: a history that cannot be read costs speed, never the run.
             let sort_first = match state.runs(Some(&crate::state::history_key(record)), 2) {
-                Ok(runs) => runs.iter().find(|r| r.run_id != run_id).is_some_and(|r| r.out_of_key_order),
+                Ok(runs) => runs
+                    .iter()
+                    .find(|r| r.run_id != run_id)
+                    .is_some_and(|r| r.out_of_key_order),
                 Err(e) => {
                     tracing::warn!(sync = %p.sync.name, "cannot read the previous run to learn whether the model came in key order ({e}); merging while reading");
                     false
                 }
             };
-            build_plan(host, ws, state, p, PlanOptions { full_resync: options.full_resync, sort_first }).await
+            build_plan(
+                host,
+                ws,
+                state,
+                p,
+                PlanOptions {
+                    full_resync: options.full_resync,
+                    sort_first,
+                },
+            )
+            .await
         }
         Some(target) => plan_undo_run(ws, state, p, target, record),
     };
@@ -227,7 +299,14 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     record.diff = plan.diff;
     record.out_of_key_order = plan.out_of_key_order;
     tally.planned = plan.planned(p.sync.mode);
-    tracing::debug!(model_rows = plan.model_rows, added = plan.diff.added, changed = plan.diff.changed, removed = plan.diff.removed, ms = tally.timings.plan_ms, "plan complete");
+    tracing::debug!(
+        model_rows = plan.model_rows,
+        added = plan.diff.added,
+        changed = plan.diff.changed,
+        removed = plan.diff.removed,
+        ms = tally.timings.plan_ms,
+        "plan complete"
+    );
 
     // Quality gates: every check runs, on the whole plan, before the first write.
     let checks_started = Instant::now();
@@ -238,7 +317,11 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
         tally.planned = OpCounts::default();
         return RunOutcome::Blocked(format!(
             "blocked by {}: nothing was sent",
-            blocking.iter().map(|c| format!("check {:?} ({}: {})", c.name, c.verdict, c.message)).collect::<Vec<_>>().join("; ")
+            blocking
+                .iter()
+                .map(|c| format!("check {:?} ({}: {})", c.name, c.verdict, c.message))
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     for warning in record.checks.iter().filter(|c| c.verdict != "pass") {
@@ -254,8 +337,15 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     // The run-time gate: approval policies see the plan's size and may hold it for a person.
     if gate.is_active() {
         let mut samples = serde_json::Map::new();
-        for (name, change) in [("added", Change::Added), ("changed", Change::Changed), ("removed", Change::Removed)] {
-            samples.insert(name.into(), serde_json::Value::Array(plan.samples(change, 5).unwrap_or_default()));
+        for (name, change) in [
+            ("added", Change::Added),
+            ("changed", Change::Changed),
+            ("removed", Change::Removed),
+        ] {
+            samples.insert(
+                name.into(),
+                serde_json::Value::Array(plan.samples(change, 5).unwrap_or_default()),
+            );
         }
         let request = GateRequest {
             run_id,
@@ -275,10 +365,14 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
         match decision {
             Err(e) => return RunOutcome::Failed(e),
             Ok(GateDecision::Proceed) => {}
-            Ok(GateDecision::Await(message)) => return RunOutcome::AwaitingApproval(format!("{message}; nothing was sent")),
+            Ok(GateDecision::Await(message)) => {
+                return RunOutcome::AwaitingApproval(format!("{message}; nothing was sent"))
+            }
             Ok(GateDecision::Reject(reason)) => {
                 tally.planned = OpCounts::default();
-                return RunOutcome::Rejected(format!("rejected by approval policy: {reason}; nothing was sent"));
+                return RunOutcome::Rejected(format!(
+                    "rejected by approval policy: {reason}; nothing was sent"
+                ));
             }
         }
     }
@@ -296,21 +390,49 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
     });
     // What this run delivers is recorded with its key types (an undo's plan has none: the
     // recorded ones stay).
-    let meta = crate::state::SyncMeta { key_types: plan.key_types.clone(), ..meta };
-    let mut committer = Committer::new(&mut journal, state, &meta, p, run_id, tally.planned.total(), header);
-    let delivered = deliver::deliver(host, p, &plan, run_id, &mut committer, tally, options.stop.as_ref()).await;
+    let meta = crate::state::SyncMeta {
+        key_types: plan.key_types.clone(),
+        ..meta
+    };
+    let mut committer = Committer::new(
+        &mut journal,
+        state,
+        &meta,
+        p,
+        run_id,
+        tally.planned.total(),
+        header,
+    );
+    let delivered = deliver::deliver(
+        host,
+        p,
+        &plan,
+        run_id,
+        &mut committer,
+        tally,
+        options.stop.as_ref(),
+    )
+    .await;
     // Whatever was acknowledged is committed, even when the run stops early.
     let committed = committer.commit_acknowledged();
     let result = match (delivered, committed) {
-        (Err(run), Err(commit)) => Err(Abort(format!("{run}; and recording the acknowledged rows failed: {commit}"))),
+        (Err(run), Err(commit)) => Err(Abort(format!(
+            "{run}; and recording the acknowledged rows failed: {commit}"
+        ))),
         (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
         (Ok(()), Ok(())) => Ok(()),
     };
     tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
-    tracing::debug!(rows = tally.delivered.total(), ms = tally.timings.deliver_ms, "delivery complete");
+    tracing::debug!(
+        rows = tally.delivered.total(),
+        ms = tally.timings.deliver_ms,
+        "delivery complete"
+    );
     match result {
         // Stopped by a shutdown: interrupted, not failed (nothing is wrong with the sync).
-        Err(Abort(message)) if message.starts_with(deliver::SHUTDOWN_STOP) => RunOutcome::Interrupted(message),
+        Err(Abort(message)) if message.starts_with(deliver::SHUTDOWN_STOP) => {
+            RunOutcome::Interrupted(message)
+        }
         result => RunOutcome::after_delivery(result, tally.failed.total()),
     }
 }
@@ -319,12 +441,23 @@ async fn execute(env: RunEnv<'_>, p: &PreparedSync, run_id: &str, options: &RunO
 /// [`DiffCounts::cleared_deletes`]): they leave the snapshot and the pending list, so no
 /// later run sends their delete again. Nothing is sent for them, so nothing goes into the
 /// run's changelog: an undo of this run does not bring them back.
-fn clear_refused_deletes(state: &StateStore, p: &PreparedSync, meta: &crate::state::SyncMeta, plan: &plan::Plan) -> Result<(), Abort> {
+fn clear_refused_deletes(
+    state: &StateStore,
+    p: &PreparedSync,
+    meta: &crate::state::SyncMeta,
+    plan: &plan::Plan,
+) -> Result<(), Abort> {
     if plan.cleared_deletes.is_empty() {
         return Ok(());
     }
-    let ops: Vec<crate::domain::JournalOp> = plan.cleared_deletes.iter().map(|key| crate::domain::JournalOp::Delete { key: key.clone() }).collect();
-    state.apply(&p.state_key, meta, &ops).map_err(|e| Abort(format!("clearing refused deletes: {e}")))?;
+    let ops: Vec<crate::domain::JournalOp> = plan
+        .cleared_deletes
+        .iter()
+        .map(|key| crate::domain::JournalOp::Delete { key: key.clone() })
+        .collect();
+    state
+        .apply(&p.state_key, meta, &ops)
+        .map_err(|e| Abort(format!("clearing refused deletes: {e}")))?;
     tracing::info!(sync = %p.sync.name, rows = ops.len(), "full resync: dropped rows whose delete the destination had refused; they are not sent again");
     Ok(())
 }
@@ -335,9 +468,16 @@ fn clear_refused_deletes(state: &StateStore, p: &PreparedSync, meta: &crate::sta
 /// plugins.
 fn redact_record(record: &mut RunRecord, p: &PreparedSync) {
     let mut secrets: Vec<String> = Vec::new();
-    let connectors = [&p.source, &p.destination].into_iter().chain(p.checks.iter().map(|(c, _)| &c.connector));
+    let connectors = [&p.source, &p.destination]
+        .into_iter()
+        .chain(p.checks.iter().map(|(c, _)| &c.connector));
     for c in connectors {
-        secrets.extend(c.grants.env.iter().filter_map(|name| std::env::var(name).ok()));
+        secrets.extend(
+            c.grants
+                .env
+                .iter()
+                .filter_map(|name| std::env::var(name).ok()),
+        );
     }
     let r = |m: &mut String| *m = crate::redact::redact(&secrets, m);
     if let Some(e) = &mut record.error {
@@ -358,7 +498,11 @@ async fn guarded(stages: impl std::future::Future<Output = RunOutcome>) -> RunOu
     match std::panic::AssertUnwindSafe(stages).catch_unwind().await {
         Ok(outcome) => outcome,
         Err(panic) => {
-            let message = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".into());
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
             RunOutcome::Failed(format!("internal error (a bug in backflow, please report it): the run stopped on a panic: {message}; rows acknowledged before it were kept"))
         }
     }
@@ -366,8 +510,20 @@ async fn guarded(stages: impl std::future::Future<Output = RunOutcome>) -> RunOu
 
 /// The plan of an undo, checked against what the destination can do; what it leaves alone
 /// goes into the run record.
-fn plan_undo_run(ws: &Workspace, state: &StateStore, p: &PreparedSync, target: &UndoTarget, record: &mut RunRecord) -> Result<plan::Plan, Abort> {
-    let undo = plan::undo::plan_undo(state, &p.state_key, &p.sync.name, &ws.state_dir.join("tmp"), target)?;
+fn plan_undo_run(
+    ws: &Workspace,
+    state: &StateStore,
+    p: &PreparedSync,
+    target: &UndoTarget,
+    record: &mut RunRecord,
+) -> Result<plan::Plan, Abort> {
+    let undo = plan::undo::plan_undo(
+        state,
+        &p.state_key,
+        &p.sync.name,
+        &ws.state_dir.join("tmp"),
+        target,
+    )?;
     if let Some(summary) = &mut record.undo {
         summary.conflicts = undo.conflicts;
         summary.conflict_keys = undo.conflict_keys.clone();
@@ -380,8 +536,24 @@ fn plan_undo_run(ws: &Workspace, state: &StateStore, p: &PreparedSync, target: &
 /// An undo needs the destination to do each inverse operation it plans.
 pub(crate) fn check_undo_operations(p: &PreparedSync, diff: &DiffCounts) -> Result<(), Abort> {
     use backflow_plugin_sdk::Operation;
-    let supports = |op: Operation| p.destination_plugin.as_ref().is_none_or(|d| d.spec.operations.contains(&op));
-    for (n, op, what) in [(diff.removed, Operation::Delete, "delete the rows the run added"), (diff.changed, Operation::Update, "update rows back"), (diff.added, Operation::Insert, "insert again the rows the run deleted")] {
+    let supports = |op: Operation| {
+        p.destination_plugin
+            .as_ref()
+            .is_none_or(|d| d.spec.operations.contains(&op))
+    };
+    for (n, op, what) in [
+        (
+            diff.removed,
+            Operation::Delete,
+            "delete the rows the run added",
+        ),
+        (diff.changed, Operation::Update, "update rows back"),
+        (
+            diff.added,
+            Operation::Insert,
+            "insert again the rows the run deleted",
+        ),
+    ] {
         if n > 0 && !supports(op) {
             return Err(Abort(format!(
                 "undoing this run needs destination {} to {what} ({n} rows), but its plugin does not support {op}; only a destination that supports insert, update and delete (what mode = \"mirror\" needs) can be undone",
@@ -403,7 +575,10 @@ mod tests {
             RunOutcome::Failed(m) => assert!(m.contains("panic: index out of bounds"), "{m}"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(guarded(async { RunOutcome::Succeeded }).await, RunOutcome::Succeeded));
+        assert!(matches!(
+            guarded(async { RunOutcome::Succeeded }).await,
+            RunOutcome::Succeeded
+        ));
     }
 }
 

@@ -50,7 +50,11 @@ impl RunOutcome {
     pub fn into_error(self) -> Option<String> {
         match self {
             RunOutcome::Succeeded | RunOutcome::Partial { .. } => None,
-            RunOutcome::Blocked(m) | RunOutcome::AwaitingApproval(m) | RunOutcome::Rejected(m) | RunOutcome::Failed(m) | RunOutcome::Interrupted(m) => Some(m),
+            RunOutcome::Blocked(m)
+            | RunOutcome::AwaitingApproval(m)
+            | RunOutcome::Rejected(m)
+            | RunOutcome::Failed(m)
+            | RunOutcome::Interrupted(m) => Some(m),
         }
     }
 }
@@ -62,21 +66,47 @@ mod tests {
     #[test]
     fn delivery_results_map_to_outcomes() {
         assert_eq!(RunOutcome::after_delivery(Ok(()), 0), RunOutcome::Succeeded);
-        assert_eq!(RunOutcome::after_delivery(Ok(()), 3), RunOutcome::Partial { rejected_rows: 3 });
+        assert_eq!(
+            RunOutcome::after_delivery(Ok(()), 3),
+            RunOutcome::Partial { rejected_rows: 3 }
+        );
         // A stop wins over refused rows: the run did not deliver everything it planned.
-        assert_eq!(RunOutcome::after_delivery(Err(Abort("boom".into())), 3), RunOutcome::Failed("boom".into()));
+        assert_eq!(
+            RunOutcome::after_delivery(Err(Abort("boom".into())), 3),
+            RunOutcome::Failed("boom".into())
+        );
     }
 
     #[test]
     fn every_outcome_has_its_status_and_error() {
         let cases = [
             (RunOutcome::Succeeded, RunStatus::Succeeded, None),
-            (RunOutcome::Partial { rejected_rows: 1 }, RunStatus::Partial, None),
-            (RunOutcome::Blocked("b".into()), RunStatus::Blocked, Some("b")),
-            (RunOutcome::AwaitingApproval("a".into()), RunStatus::AwaitingApproval, Some("a")),
-            (RunOutcome::Rejected("r".into()), RunStatus::Rejected, Some("r")),
+            (
+                RunOutcome::Partial { rejected_rows: 1 },
+                RunStatus::Partial,
+                None,
+            ),
+            (
+                RunOutcome::Blocked("b".into()),
+                RunStatus::Blocked,
+                Some("b"),
+            ),
+            (
+                RunOutcome::AwaitingApproval("a".into()),
+                RunStatus::AwaitingApproval,
+                Some("a"),
+            ),
+            (
+                RunOutcome::Rejected("r".into()),
+                RunStatus::Rejected,
+                Some("r"),
+            ),
             (RunOutcome::Failed("f".into()), RunStatus::Failed, Some("f")),
-            (RunOutcome::Interrupted("i".into()), RunStatus::Interrupted, Some("i")),
+            (
+                RunOutcome::Interrupted("i".into()),
+                RunStatus::Interrupted,
+                Some("i"),
+            ),
         ];
         for (outcome, status, error) in cases {
             assert_eq!(outcome.status(), status);

@@ -39,7 +39,10 @@ pub struct PreparedSync {
 impl PreparedSync {
     /// Time spent compiling this run's plugins while preparing it.
     pub fn compile_ms(&self) -> u64 {
-        let plugins = [Some(&self.source_plugin), self.destination_plugin.as_ref()].into_iter().flatten().chain(self.checks.iter().map(|(_, p)| p));
+        let plugins = [Some(&self.source_plugin), self.destination_plugin.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(self.checks.iter().map(|(_, p)| p));
         plugins.filter_map(|p| p.compiled_ms).sum()
     }
 
@@ -47,8 +50,16 @@ impl PreparedSync {
     pub fn plugin_hashes(&self) -> PluginHashes {
         PluginHashes {
             source: self.source_plugin.hash.clone(),
-            destination: self.destination_plugin.as_ref().map(|p| p.hash.clone()).unwrap_or_else(|| BUILTIN_NOOP.into()),
-            checks: self.checks.iter().map(|(c, plugin)| (c.name.clone(), plugin.hash.clone())).collect(),
+            destination: self
+                .destination_plugin
+                .as_ref()
+                .map(|p| p.hash.clone())
+                .unwrap_or_else(|| BUILTIN_NOOP.into()),
+            checks: self
+                .checks
+                .iter()
+                .map(|(c, plugin)| (c.name.clone(), plugin.hash.clone()))
+                .collect(),
             policies: self.policy_hashes.clone(),
         }
     }
@@ -56,7 +67,11 @@ impl PreparedSync {
 
 /// Resolves plugins, checks their kinds and configs and the sync's mode against the
 /// destination's operations. Every problem names the file and key to fix.
-pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Result<PreparedSync, PrepareError> {
+pub async fn prepare(
+    host: &PluginHost,
+    ws: &Workspace,
+    sync_name: &str,
+) -> Result<PreparedSync, PrepareError> {
     let sync = ws.sync(sync_name).map_err(PrepareError)?.clone();
     let model = ws.models[&sync.model].clone();
     let source = ws.sources[&model.source].clone();
@@ -65,7 +80,16 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     let source_plugin = load_checked(host, ws, &source, PluginKind::Source).await?;
 
     let (destination_plugin, operations, max_batch) = if destination.plugin == BUILTIN_NOOP {
-        (None, vec![Operation::Insert, Operation::Update, Operation::Delete, Operation::Append], 0)
+        (
+            None,
+            vec![
+                Operation::Insert,
+                Operation::Update,
+                Operation::Delete,
+                Operation::Append,
+            ],
+            0,
+        )
     } else {
         let p = load_checked(host, ws, &destination, PluginKind::Destination).await?;
         let ops = p.spec.operations.clone();
@@ -74,12 +98,19 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     };
     // What the mode sends is defined once, by `operation_for`; the destination must do all of it.
     let mut needed: Vec<Operation> = Vec::new();
-    for op in [Change::Added, Change::Changed, Change::Removed].into_iter().filter_map(|c| operation_for(sync.mode, c)) {
+    for op in [Change::Added, Change::Changed, Change::Removed]
+        .into_iter()
+        .filter_map(|c| operation_for(sync.mode, c))
+    {
         if !needed.contains(&op) {
             needed.push(op);
         }
     }
-    let missing: Vec<&str> = needed.iter().filter(|op| !operations.contains(op)).map(|op| op.as_str()).collect();
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|op| !operations.contains(op))
+        .map(|op| op.as_str())
+        .collect();
     if !missing.is_empty() {
         return Err(PrepareError(format!(
             "{}: {}: mode {} needs the destination to {}, which {} does not support (it supports: {})",
@@ -91,7 +122,11 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
             operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
-    let mut batch_size = sync.batch_size.unwrap_or(if max_batch == 0 { DEFAULT_BATCH_SIZE } else { max_batch.min(DEFAULT_BATCH_SIZE) });
+    let mut batch_size = sync.batch_size.unwrap_or(if max_batch == 0 {
+        DEFAULT_BATCH_SIZE
+    } else {
+        max_batch.min(DEFAULT_BATCH_SIZE)
+    });
     if max_batch > 0 && batch_size > max_batch {
         return Err(PrepareError(format!(
             "{}: {}: {batch_size} is above the destination's limit of {max_batch} rows per batch",
@@ -111,11 +146,26 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     let config_hash = {
         let mut h = Sha256::new();
         for part in [
-            format!("{:?}|{:?}|{:?}|{:?}", sync.mode, sync.mapping, sync.batch_size, sync.destination),
-            format!("{:?}|{:?}|{:?}", model.query, model.primary_key, model.source),
+            format!(
+                "{:?}|{:?}|{:?}|{:?}",
+                sync.mode, sync.mapping, sync.batch_size, sync.destination
+            ),
+            format!(
+                "{:?}|{:?}|{:?}",
+                model.query, model.primary_key, model.source
+            ),
             source.config_json.clone(),
             destination.config_json.clone(),
-            sync.checks.iter().map(|c| format!("{}|{:?}|{}|{}", c.name, c.severity, c.connector.plugin, c.connector.config_json)).collect::<Vec<_>>().join(";"),
+            sync.checks
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}|{:?}|{}|{}",
+                        c.name, c.severity, c.connector.plugin, c.connector.config_json
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
         ] {
             h.update(part.as_bytes());
             h.update([0]);
@@ -124,39 +174,105 @@ pub async fn prepare(host: &PluginHost, ws: &Workspace, sync_name: &str) -> Resu
     };
     let mut policy_hashes = std::collections::BTreeMap::new();
     for policy in &ws.governance.policies {
-        if let Ok(plugin) = crate::plugins::resolve_pinned(host, &ws.root, &ws.plugins_dir, &policy.plugin, ws.governance.plugin_pins.get(&policy.plugin).map(String::as_str)).await {
+        if let Ok(plugin) = crate::plugins::resolve_pinned(
+            host,
+            &ws.root,
+            &ws.plugins_dir,
+            &policy.plugin,
+            ws.governance
+                .plugin_pins
+                .get(&policy.plugin)
+                .map(String::as_str),
+        )
+        .await
+        {
             policy_hashes.insert(policy.name.clone(), plugin.hash);
         }
     }
     let state_key = sync.name.clone();
-    let prepared = PreparedSync { sync, model, source, destination, source_plugin, destination_plugin, batch_size, config_hash, checks, state_key, policy_hashes };
+    let prepared = PreparedSync {
+        sync,
+        model,
+        source,
+        destination,
+        source_plugin,
+        destination_plugin,
+        batch_size,
+        config_hash,
+        checks,
+        state_key,
+        policy_hashes,
+    };
     // A destination's declared rate limit is checked before anything is read.
     super::deliver::pacer::effective_rate_limit(&prepared).map_err(PrepareError)?;
     Ok(prepared)
 }
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.
-pub(crate) async fn load_plugin(host: &PluginHost, ws: &Workspace, c: &Connector) -> Result<Plugin, PrepareError> {
-    let plugin = crate::plugins::resolve_pinned(host, &ws.root, &ws.plugins_dir, &c.plugin, ws.plugin_pins.get(&c.plugin).map(String::as_str))
-        .await
-        .map_err(|e| PrepareError(format!("{}: {}: {e:#}", c.origin.file.display(), c.origin.key("plugin"))))?;
-    Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin).map_err(|e| PrepareError(format!("{}: {}: {e}", c.origin.file.display(), c.origin.key("plugin"))))?;
+pub(crate) async fn load_plugin(
+    host: &PluginHost,
+    ws: &Workspace,
+    c: &Connector,
+) -> Result<Plugin, PrepareError> {
+    let plugin = crate::plugins::resolve_pinned(
+        host,
+        &ws.root,
+        &ws.plugins_dir,
+        &c.plugin,
+        ws.plugin_pins.get(&c.plugin).map(String::as_str),
+    )
+    .await
+    .map_err(|e| {
+        PrepareError(format!(
+            "{}: {}: {e:#}",
+            c.origin.file.display(),
+            c.origin.key("plugin")
+        ))
+    })?;
+    Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin).map_err(|e| {
+        PrepareError(format!(
+            "{}: {}: {e}",
+            c.origin.file.display(),
+            c.origin.key("plugin")
+        ))
+    })?;
     Ok(plugin)
 }
 
 /// Resolves a connector's plugin, checks it is of `kind` and that it accepts the config.
-pub(crate) async fn load_checked(host: &PluginHost, ws: &Workspace, c: &Connector, kind: PluginKind) -> Result<Plugin, PrepareError> {
+pub(crate) async fn load_checked(
+    host: &PluginHost,
+    ws: &Workspace,
+    c: &Connector,
+    kind: PluginKind,
+) -> Result<Plugin, PrepareError> {
     let plugin = load_plugin(host, ws, c).await?;
-    expect_kind(&plugin, kind).map_err(|e| PrepareError(format!("{}: {}: {e}", c.origin.file.display(), c.origin.key("plugin"))))?;
+    expect_kind(&plugin, kind).map_err(|e| {
+        PrepareError(format!(
+            "{}: {}: {e}",
+            c.origin.file.display(),
+            c.origin.key("plugin")
+        ))
+    })?;
     check_plugin_config(host, &plugin, c).await?;
     Ok(plugin)
 }
 
-pub(crate) async fn check_plugin_config(host: &PluginHost, plugin: &Plugin, c: &Connector) -> Result<(), PrepareError> {
+pub(crate) async fn check_plugin_config(
+    host: &PluginHost,
+    plugin: &Plugin,
+    c: &Connector,
+) -> Result<(), PrepareError> {
     let errors = host
         .check_config(plugin, &c.config_json, c.limits)
         .await
-        .map_err(|e| PrepareError(format!("{}: {}: checking the config failed: {e}", c.origin.file.display(), c.origin.key("config"))))?;
+        .map_err(|e| {
+            PrepareError(format!(
+                "{}: {}: checking the config failed: {e}",
+                c.origin.file.display(),
+                c.origin.key("config")
+            ))
+        })?;
     if errors.is_empty() {
         return Ok(());
     }
@@ -164,7 +280,11 @@ pub(crate) async fn check_plugin_config(host: &PluginHost, plugin: &Plugin, c: &
         errors
             .iter()
             .map(|e| {
-                let key = if e.field.is_empty() { c.origin.key("config") } else { c.origin.key(&format!("config.{}", e.field)) };
+                let key = if e.field.is_empty() {
+                    c.origin.key("config")
+                } else {
+                    c.origin.key(&format!("config.{}", e.field))
+                };
                 format!("{}: {key}: {}", c.origin.file.display(), e.message)
             })
             .collect::<Vec<_>>()
@@ -179,15 +299,40 @@ pub(crate) fn open_error(p: &PreparedSync, connector: &Connector, e: &CallError)
 }
 
 /// [`open_error`] for a connector that is (`is_source`) or is not the model's source.
-pub(crate) fn connector_error(model: &Model, connector: &Connector, is_source: bool, e: &CallError) -> String {
-    let what = if is_source { format!("source {} could not open model {}", connector.name, model.name) } else { format!("destination {} could not open", connector.name) };
+pub(crate) fn connector_error(
+    model: &Model,
+    connector: &Connector,
+    is_source: bool,
+    e: &CallError,
+) -> String {
+    let what = if is_source {
+        format!(
+            "source {} could not open model {}",
+            connector.name, model.name
+        )
+    } else {
+        format!("destination {} could not open", connector.name)
+    };
     match e {
         CallError::Plugin(PluginError::BadConfig(c)) if c.field == "query" && is_source => {
-            format!("{what}: {}: {}: {}", model.origin.file.display(), model.origin.key("query"), c.message)
+            format!(
+                "{what}: {}: {}: {}",
+                model.origin.file.display(),
+                model.origin.key("query"),
+                c.message
+            )
         }
         CallError::Plugin(PluginError::BadConfig(c)) => {
-            let key = if c.field.is_empty() { connector.origin.key("config") } else { connector.origin.key(&format!("config.{}", c.field)) };
-            format!("{what}: {}: {key}: {}", connector.origin.file.display(), c.message)
+            let key = if c.field.is_empty() {
+                connector.origin.key("config")
+            } else {
+                connector.origin.key(&format!("config.{}", c.field))
+            };
+            format!(
+                "{what}: {}: {key}: {}",
+                connector.origin.file.display(),
+                c.message
+            )
         }
         other => format!("{what}: {other}"),
     }
@@ -197,6 +342,13 @@ pub(crate) fn primary_key_fields(p: &PreparedSync) -> Vec<String> {
     p.model
         .primary_key
         .iter()
-        .map(|k| p.sync.mapping.iter().find(|(from, _)| from == k).map(|(_, to)| to.clone()).unwrap_or_else(|| k.clone()))
+        .map(|k| {
+            p.sync
+                .mapping
+                .iter()
+                .find(|(from, _)| from == k)
+                .map(|(_, to)| to.clone())
+                .unwrap_or_else(|| k.clone())
+        })
         .collect()
 }

@@ -29,7 +29,9 @@ pub struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match BARS.get() {
-            Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf)).map(|_| buf.len()),
+            Some(bars) => bars
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|_| buf.len()),
             None => std::io::stderr().write(buf),
         }
     }
@@ -59,7 +61,14 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new(what: &'static str, total: u64) -> Progress {
-        Progress { what, total, done: 0, started: Instant::now(), last_log: Instant::now(), bar: None }
+        Progress {
+            what,
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_log: Instant::now(),
+            bar: None,
+        }
     }
 
     pub(crate) fn advance(&mut self, n: u64) {
@@ -78,7 +87,12 @@ impl Progress {
             self.last_log = Instant::now();
             let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
             if self.total > 0 {
-                tracing::info!("{} {}/{} rows ({rate:.0} rows/s)", self.what, self.done, self.total);
+                tracing::info!(
+                    "{} {}/{} rows ({rate:.0} rows/s)",
+                    self.what,
+                    self.done,
+                    self.total
+                );
             } else {
                 tracing::info!("{} {} rows ({rate:.0} rows/s)", self.what, self.done);
             }
@@ -87,21 +101,34 @@ impl Progress {
 
     fn start_bar(&self, bars: &MultiProgress) -> ProgressBar {
         let (bar, template) = if self.total > 0 {
-            (ProgressBar::new(self.total), "{msg:>9} [{bar:30}] {human_pos}/{human_len} rows  {rate}  ETA {eta}")
+            (
+                ProgressBar::new(self.total),
+                "{msg:>9} [{bar:30}] {human_pos}/{human_len} rows  {rate}  ETA {eta}",
+            )
         } else {
-            (ProgressBar::no_length(), "{msg:>9} {spinner} {human_pos} rows  {rate}  {elapsed}")
+            (
+                ProgressBar::no_length(),
+                "{msg:>9} {spinner} {human_pos} rows  {rate}  {elapsed}",
+            )
         };
         // The templates are constants; a bad one would only lose the styling.
         if let Ok(style) = ProgressStyle::with_template(template) {
             let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
                 // The average since the phase began: steadier than indicatif's recent-rate estimate,
                 // which jumps when a bar appears with rows already done.
-                let _ = write!(w, "{:.0} rows/s", state.pos() as f64 / state.elapsed().as_secs_f64().max(1e-3));
+                let _ = write!(
+                    w,
+                    "{:.0} rows/s",
+                    state.pos() as f64 / state.elapsed().as_secs_f64().max(1e-3)
+                );
             };
             bar.set_style(style.progress_chars("=> ").with_key("rate", rate));
         }
         // Rates and ETA count from the phase's start, not from when the bar appeared.
-        let bar = bar.with_elapsed(self.started.elapsed()).with_message(self.what).with_position(self.done);
+        let bar = bar
+            .with_elapsed(self.started.elapsed())
+            .with_message(self.what)
+            .with_position(self.done);
         let bar = bars.add(bar);
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
@@ -113,7 +140,12 @@ impl Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             let seconds = self.started.elapsed().as_secs_f64();
-            let line = format!("{:>9} {} rows in {seconds:.1} s ({:.0} rows/s)", self.what, self.done, self.done as f64 / seconds.max(1e-3));
+            let line = format!(
+                "{:>9} {} rows in {seconds:.1} s ({:.0} rows/s)",
+                self.what,
+                self.done,
+                self.done as f64 / seconds.max(1e-3)
+            );
             if let Some(bars) = BARS.get() {
                 let _ = bars.println(line);
             }

@@ -3,10 +3,9 @@
 //! NULLs, and (key, fingerprint, row) goes to a [`ModelSink`]: the plan's intake, which diffs
 //! it at once, or a spill to be sorted.
 
-
+use super::plan::spill::{Fingerprint, ModelSpill};
 use super::prepare::PreparedSync;
 use super::progress::Progress;
-use super::plan::spill::{Fingerprint, ModelSpill};
 use super::Abort;
 use crate::host::{CallError, SourceInstance};
 use backflow_plugin_sdk::codec::{read_array_len, value_len, write_row_header};
@@ -28,7 +27,9 @@ pub(crate) fn next_request_rows(last_rows: u32, last_bytes: usize) -> u32 {
         return SOURCE_BATCH_ROWS;
     }
     let per_row = (last_bytes / last_rows as usize).max(1);
-    u32::try_from(TARGET_BATCH_BYTES / per_row).unwrap_or(SOURCE_BATCH_ROWS).clamp(1, SOURCE_BATCH_ROWS)
+    u32::try_from(TARGET_BATCH_BYTES / per_row)
+        .unwrap_or(SOURCE_BATCH_ROWS)
+        .clamp(1, SOURCE_BATCH_ROWS)
 }
 
 /// How a sync's model columns become destination fields.
@@ -57,10 +58,19 @@ impl Projection {
     /// The projection of a prepared sync; errors name the file and key to fix.
     pub(crate) fn new(p: &PreparedSync, model_columns: &[Column]) -> Result<Projection, String> {
         Projection::build(&p.model.primary_key, &p.sync.mapping, model_columns).map_err(|e| {
-            let listing = model_columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+            let listing = model_columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             match e {
                 ProjectionError::NoKeyColumn(k) => {
-                    format!("{}: {}: model {} has no column {k:?} (columns: {listing})", p.model.origin.file.display(), p.model.origin.key("primary_key"), p.model.name)
+                    format!(
+                        "{}: {}: model {} has no column {k:?} (columns: {listing})",
+                        p.model.origin.file.display(),
+                        p.model.origin.key("primary_key"),
+                        p.model.name
+                    )
                 }
                 ProjectionError::NoMappedColumn(from) => format!(
                     "{}: {}: model {} has no column {from:?} (columns: {listing})",
@@ -74,37 +84,70 @@ impl Projection {
 
     /// Maps model columns to destination fields: `mapping` (model column → field), or every
     /// column under its own name when empty. Key fields are renamed by the mapping too.
-    pub(crate) fn build(primary_key: &[String], mapping: &[(String, String)], model_columns: &[Column]) -> Result<Projection, ProjectionError> {
+    pub(crate) fn build(
+        primary_key: &[String],
+        mapping: &[(String, String)],
+        model_columns: &[Column],
+    ) -> Result<Projection, ProjectionError> {
         let names: Vec<&str> = model_columns.iter().map(|c| c.name.as_str()).collect();
         let find = |name: &str| names.iter().position(|n| *n == name);
         let mut key_index = Vec::new();
         for k in primary_key {
             key_index.push(find(k).ok_or_else(|| ProjectionError::NoKeyColumn(k.clone()))?);
         }
-        let mapping: Vec<(String, String)> =
-            if mapping.is_empty() { names.iter().map(|n| (n.to_string(), n.to_string())).collect() } else { mapping.to_vec() };
+        let mapping: Vec<(String, String)> = if mapping.is_empty() {
+            names
+                .iter()
+                .map(|n| (n.to_string(), n.to_string()))
+                .collect()
+        } else {
+            mapping.to_vec()
+        };
         let mut source_index = Vec::new();
         let mut columns = Vec::new();
         for (from, to) in &mapping {
             let i = find(from).ok_or_else(|| ProjectionError::NoMappedColumn(from.clone()))?;
             source_index.push(i);
-            columns.push(Column { name: to.clone(), value_type: model_columns[i].value_type, nullable: model_columns[i].nullable });
+            columns.push(Column {
+                name: to.clone(),
+                value_type: model_columns[i].value_type,
+                nullable: model_columns[i].nullable,
+            });
         }
         let key_columns = key_index
             .iter()
             .map(|&i| {
-                let name = mapping.iter().find(|(from, _)| *from == names[i]).map(|(_, to)| to.clone()).unwrap_or_else(|| names[i].to_string());
-                Column { name, value_type: model_columns[i].value_type, nullable: false }
+                let name = mapping
+                    .iter()
+                    .find(|(from, _)| *from == names[i])
+                    .map(|(_, to)| to.clone())
+                    .unwrap_or_else(|| names[i].to_string());
+                Column {
+                    name,
+                    value_type: model_columns[i].value_type,
+                    nullable: false,
+                }
             })
             .collect();
-        let signature = columns.iter().flat_map(|c| c.name.bytes().chain([0])).collect();
-        Ok(Projection { source_index, key_index, columns, key_columns, signature, source_width: model_columns.len() })
+        let signature = columns
+            .iter()
+            .flat_map(|c| c.name.bytes().chain([0]))
+            .collect();
+        Ok(Projection {
+            source_index,
+            key_index,
+            columns,
+            key_columns,
+            signature,
+            source_width: model_columns.len(),
+        })
     }
 }
 
 /// Whether an encoded cell is a MessagePack string whose bytes are not UTF-8.
 pub(crate) fn is_invalid_text(cell: &[u8]) -> bool {
-    matches!(cell.first(), Some(0xa0..=0xbf | 0xd9..=0xdb)) && backflow_plugin_sdk::codec::raw_str(cell).is_none()
+    matches!(cell.first(), Some(0xa0..=0xbf | 0xd9..=0xdb))
+        && backflow_plugin_sdk::codec::raw_str(cell).is_none()
 }
 
 /// Batches the source reads ahead, on their own task: the guest parses the next batch while
@@ -157,7 +200,12 @@ pub(crate) type KeyType = Option<(&'static str, u64)>;
 /// gives (key, fingerprint, row) to `sink`. Returns the type of each key column's values.
 /// A key column holding values of two types (`1` and `"1"`) stops the run: those would be
 /// two different keys.
-pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, projection: &Projection, sink: &mut impl ModelSink) -> Result<Vec<KeyType>, Abort> {
+pub(crate) async fn read_model(
+    mut batches: SourceBatches,
+    p: &PreparedSync,
+    projection: &Projection,
+    sink: &mut impl ModelSink,
+) -> Result<Vec<KeyType>, Abort> {
     let mut key_types: Vec<KeyType> = vec![None; projection.key_index.len()];
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
     let mut row_buf = Vec::with_capacity(projection.signature.len() + 256);
@@ -171,7 +219,12 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
     loop {
         let batch = match batches.recv().await {
             None => break,
-            Some(batch) => batch.map_err(|e| Abort(format!("source {} failed reading model {} after {row_number} rows: {e}", p.source.name, p.model.name)))?,
+            Some(batch) => batch.map_err(|e| {
+                Abort(format!(
+                    "source {} failed reading model {} after {row_number} rows: {e}",
+                    p.source.name, p.model.name
+                ))
+            })?,
         };
         if batch.row_count == 0 {
             empty_batches += 1;
@@ -183,22 +236,35 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
         empty_batches = 0;
         let payload = batch.payload.as_slice();
         let mut rest = payload;
-        let count = read_array_len(&mut rest).map_err(|e| Abort(format!("source {} sent a malformed batch: {e}", p.source.name)))?;
+        let count = read_array_len(&mut rest).map_err(|e| {
+            Abort(format!(
+                "source {} sent a malformed batch: {e}",
+                p.source.name
+            ))
+        })?;
         if count != batch.row_count as usize || batch.columns.len() != projection.source_width {
-            return Err(Abort(format!("source {} sent a batch whose shape does not match its declared columns", p.source.name)));
+            return Err(Abort(format!(
+                "source {} sent a batch whose shape does not match its declared columns",
+                p.source.name
+            )));
         }
         let mut pos = payload.len() - rest.len();
         for _ in 0..count {
             row_number += 1;
             let mut r = &payload[pos..];
-            let width = read_array_len(&mut r).map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
+            let width = read_array_len(&mut r)
+                .map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
             if width != projection.source_width {
-                return Err(Abort(format!("model {} row {row_number}: {width} values for {} columns", p.model.name, projection.source_width)));
+                return Err(Abort(format!(
+                    "model {} row {row_number}: {width} values for {} columns",
+                    p.model.name, projection.source_width
+                )));
             }
             pos = payload.len() - r.len();
             spans.clear();
             for _ in 0..width {
-                let len = value_len(&payload[pos..]).map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
+                let len = value_len(&payload[pos..])
+                    .map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
                 spans.push((pos, pos + len));
                 pos += len;
             }
@@ -230,7 +296,12 @@ pub(crate) async fn read_model(mut batches: SourceBatches, p: &PreparedSync, pro
                         }
                         backflow_plugin_sdk::codec::write_value(&mut key_buf, &v)
                     }
-                    Err(e) => return Err(Abort(format!("model {} row {row_number}: primary key: {e}", p.model.name))),
+                    Err(e) => {
+                        return Err(Abort(format!(
+                            "model {} row {row_number}: primary key: {e}",
+                            p.model.name
+                        )))
+                    }
                 }
             }
             if null_key {
@@ -281,7 +352,14 @@ mod tests {
     use backflow_plugin_sdk::ValueType;
 
     fn columns(names: &[&str]) -> Vec<Column> {
-        names.iter().map(|n| Column { name: n.to_string(), value_type: ValueType::Text, nullable: true }).collect()
+        names
+            .iter()
+            .map(|n| Column {
+                name: n.to_string(),
+                value_type: ValueType::Text,
+                nullable: true,
+            })
+            .collect()
     }
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -294,19 +372,31 @@ mod tests {
 
     #[test]
     fn without_a_mapping_every_column_keeps_its_name() {
-        let p = Projection::build(&strings(&["id"]), &[], &columns(&["id", "email", "plan"])).unwrap();
+        let p =
+            Projection::build(&strings(&["id"]), &[], &columns(&["id", "email", "plan"])).unwrap();
         assert_eq!(p.source_index, [0, 1, 2]);
         assert_eq!(p.key_index, [0]);
         assert_eq!(names(&p.columns), ["id", "email", "plan"]);
         assert_eq!(names(&p.key_columns), ["id"]);
-        assert!(!p.key_columns[0].nullable, "a key field is never null (rows with a null key are refused)");
+        assert!(
+            !p.key_columns[0].nullable,
+            "a key field is never null (rows with a null key are refused)"
+        );
         assert_eq!(p.source_width, 3);
     }
 
     #[test]
     fn a_mapping_picks_reorders_and_renames_columns_and_key_fields() {
-        let mapping = vec![("email".to_string(), "Email".to_string()), ("id".to_string(), "external_id".to_string())];
-        let p = Projection::build(&strings(&["id"]), &mapping, &columns(&["id", "name", "email"])).unwrap();
+        let mapping = vec![
+            ("email".to_string(), "Email".to_string()),
+            ("id".to_string(), "external_id".to_string()),
+        ];
+        let p = Projection::build(
+            &strings(&["id"]),
+            &mapping,
+            &columns(&["id", "name", "email"]),
+        )
+        .unwrap();
         assert_eq!(p.source_index, [2, 0]);
         assert_eq!(names(&p.columns), ["Email", "external_id"]);
         assert_eq!(names(&p.key_columns), ["external_id"]);
@@ -317,7 +407,12 @@ mod tests {
     fn the_signature_changes_with_field_names_so_a_renamed_field_resends_rows() {
         let cols = columns(&["id", "email"]);
         let plain = Projection::build(&strings(&["id"]), &[], &cols).unwrap();
-        let renamed = Projection::build(&strings(&["id"]), &[("id".into(), "id".into()), ("email".into(), "mail".into())], &cols).unwrap();
+        let renamed = Projection::build(
+            &strings(&["id"]),
+            &[("id".into(), "id".into()), ("email".into(), "mail".into())],
+            &cols,
+        )
+        .unwrap();
         assert_ne!(plain.signature, renamed.signature);
         // Field boundaries are part of it: ("ab","c") and ("a","bc") differ.
         let a = Projection::build(&[], &[], &columns(&["ab", "c"])).unwrap();
@@ -327,8 +422,16 @@ mod tests {
 
     #[test]
     fn large_rows_are_asked_for_a_few_at_a_time() {
-        assert_eq!(next_request_rows(8192, 8192 * 100), SOURCE_BATCH_ROWS, "small rows: the most");
-        assert_eq!(next_request_rows(10, 10 * 8 * 1024 * 1024), 1, "8 MiB rows: one at a time");
+        assert_eq!(
+            next_request_rows(8192, 8192 * 100),
+            SOURCE_BATCH_ROWS,
+            "small rows: the most"
+        );
+        assert_eq!(
+            next_request_rows(10, 10 * 8 * 1024 * 1024),
+            1,
+            "8 MiB rows: one at a time"
+        );
         assert_eq!(next_request_rows(100, 100 * 64 * 1024), 128);
         assert_eq!(next_request_rows(0, 0), SOURCE_BATCH_ROWS);
     }
@@ -342,15 +445,24 @@ mod tests {
         assert!(is_invalid_text(&bad));
         assert!(!is_invalid_text(&[0x01]), "an integer is not text");
         let mut bin = Vec::new();
-        backflow_plugin_sdk::codec::write_value(&mut bin, &backflow_plugin_sdk::Value::Bytes(vec![0xff]));
+        backflow_plugin_sdk::codec::write_value(
+            &mut bin,
+            &backflow_plugin_sdk::Value::Bytes(vec![0xff]),
+        );
         assert!(!is_invalid_text(&bin), "bytes may be anything");
     }
 
     #[test]
     fn missing_columns_are_named() {
         let cols = columns(&["id", "email"]);
-        assert_eq!(Projection::build(&strings(&["user_id"]), &[], &cols).err(), Some(ProjectionError::NoKeyColumn("user_id".into())));
+        assert_eq!(
+            Projection::build(&strings(&["user_id"]), &[], &cols).err(),
+            Some(ProjectionError::NoKeyColumn("user_id".into()))
+        );
         let mapping = vec![("mail".to_string(), "Email".to_string())];
-        assert_eq!(Projection::build(&strings(&["id"]), &mapping, &cols).err(), Some(ProjectionError::NoMappedColumn("mail".into())));
+        assert_eq!(
+            Projection::build(&strings(&["id"]), &mapping, &cols).err(),
+            Some(ProjectionError::NoMappedColumn("mail".into()))
+        );
     }
 }

@@ -6,8 +6,21 @@
 use backflow_plugin_sdk::*;
 use serde::Deserialize;
 
-const PERSONAL_DOMAINS: &[&str] =
-    &["gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com", "aol.com", "icloud.com", "me.com", "gmx.de", "web.de", "proton.me", "protonmail.com"];
+const PERSONAL_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "live.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "gmx.de",
+    "web.de",
+    "proton.me",
+    "protonmail.com",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,15 +70,30 @@ impl QualityCheckPlugin for B2bEmails {
             .columns
             .iter()
             .position(|c| c.name == cfg.column)
-            .ok_or_else(|| PluginError::bad_config("column", format!("sync {} sends no field {:?}", plan.sync_name, cfg.column)))?;
+            .ok_or_else(|| {
+                PluginError::bad_config(
+                    "column",
+                    format!("sync {} sends no field {:?}", plan.sync_name, cfg.column),
+                )
+            })?;
         let mut domains: Vec<String> = PERSONAL_DOMAINS.iter().map(|d| d.to_string()).collect();
         domains.extend(cfg.extra_domains.iter().map(|d| d.to_ascii_lowercase()));
-        Ok(Judge { column, domains, offending: 0, samples: Vec::new() })
+        Ok(Judge {
+            column,
+            domains,
+            offending: 0,
+            samples: Vec::new(),
+        })
     }
 }
 
 impl Checker for Judge {
-    fn observe(&mut self, change: ChangeKind, after: Batch, _before: Option<Batch>) -> Result<(), PluginError> {
+    fn observe(
+        &mut self,
+        change: ChangeKind,
+        after: Batch,
+        _before: Option<Batch>,
+    ) -> Result<(), PluginError> {
         // Only rows that would be sent matter.
         if !matches!(change, ChangeKind::Added | ChangeKind::Changed) {
             return Ok(());
@@ -77,7 +105,8 @@ impl Checker for Judge {
             if self.domains.contains(&domain) {
                 self.offending += 1;
                 if self.samples.len() < 5 {
-                    self.samples.push(serde_json::json!({ "email": email }).to_string());
+                    self.samples
+                        .push(serde_json::json!({ "email": email }).to_string());
                 }
             }
         }
@@ -86,7 +115,11 @@ impl Checker for Judge {
 
     fn finish(&mut self) -> Result<CheckResult, PluginError> {
         Ok(if self.offending == 0 {
-            CheckResult { verdict: Verdict::Pass, message: "no personal e-mail addresses".into(), samples: vec![] }
+            CheckResult {
+                verdict: Verdict::Pass,
+                message: "no personal e-mail addresses".into(),
+                samples: vec![],
+            }
         } else {
             CheckResult {
                 verdict: Verdict::Fail,

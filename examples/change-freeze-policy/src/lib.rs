@@ -44,11 +44,19 @@ impl ApprovalPolicyPlugin for ChangeFreeze {
     fn evaluate(config: &str, request: ApprovalRequest) -> Result<Decision, PluginError> {
         let cfg: Config = parse_config(config).map_err(PluginError::BadConfig)?;
         let reason = cfg.reason.as_deref().unwrap_or("change freeze");
-        let frozen: Vec<&SyncImpact> = request.syncs.iter().filter(|s| cfg.frozen.contains(&s.destination)).collect();
+        let frozen: Vec<&SyncImpact> = request
+            .syncs
+            .iter()
+            .filter(|s| cfg.frozen.contains(&s.destination))
+            .collect();
         if frozen.is_empty() {
             return Ok(Decision::Approve("no frozen destination affected".into()));
         }
-        let names = frozen.iter().map(|s| format!("{} → {}", s.sync_name, s.destination)).collect::<Vec<_>>().join(", ");
+        let names = frozen
+            .iter()
+            .map(|s| format!("{} → {}", s.sync_name, s.destination))
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(match request.kind {
             RequestKind::ConfigChange => Decision::Reject(format!("{reason}: {names}")),
             RequestKind::Run if frozen.iter().any(|s| s.removed > 0) => Decision::Require {

@@ -8,13 +8,22 @@ impl DestinationPlugin for Printer {
     type Writer = Printer;
     fn spec() -> PluginSpec {
         PluginSpec {
-            name: "printer".into(), version: "0.1.0".into(), kind: PluginKind::Destination,
-            description: "Logs every row.".into(), config_schema: r#"{"type":"object"}"#.into(),
-            operations: vec![Operation::Insert, Operation::Update], max_batch_size: 0, default_rate_limit: None,
+            name: "printer".into(),
+            version: "0.1.0".into(),
+            kind: PluginKind::Destination,
+            description: "Logs every row.".into(),
+            config_schema: r#"{"type":"object"}"#.into(),
+            operations: vec![Operation::Insert, Operation::Update],
+            max_batch_size: 0,
+            default_rate_limit: None,
         }
     }
-    fn check_config(_config: &str) -> Vec<ConfigError> { vec![] }
-    fn open(_config: &str, _sync: SyncContext) -> Result<Printer, PluginError> { Ok(Printer) }
+    fn check_config(_config: &str) -> Vec<ConfigError> {
+        vec![]
+    }
+    fn open(_config: &str, _sync: SyncContext) -> Result<Printer, PluginError> {
+        Ok(Printer)
+    }
 }
 
 impl DestinationWriter for Printer {

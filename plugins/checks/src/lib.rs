@@ -45,14 +45,45 @@ const MAX_SAMPLES: usize = 5;
 #[derive(Deserialize, Debug)]
 #[serde(tag = "check", rename_all = "snake_case", deny_unknown_fields)]
 enum Config {
-    NotNull { columns: Vec<String> },
-    Unique { columns: Vec<String> },
-    AcceptedValues { column: String, values: Vec<serde_json::Value>, #[serde(default = "yes")] allow_null: bool },
-    Regex { column: String, pattern: String, #[serde(default = "yes")] allow_null: bool },
-    Range { column: String, #[serde(default)] min: Option<serde_json::Value>, #[serde(default)] max: Option<serde_json::Value> },
-    MaxChanges { change: String, #[serde(default)] max_rows: Option<u64>, #[serde(default)] max_percent: Option<f64> },
-    MinModelRows { min: u64 },
-    Freshness { column: String, max_age: String },
+    NotNull {
+        columns: Vec<String>,
+    },
+    Unique {
+        columns: Vec<String>,
+    },
+    AcceptedValues {
+        column: String,
+        values: Vec<serde_json::Value>,
+        #[serde(default = "yes")]
+        allow_null: bool,
+    },
+    Regex {
+        column: String,
+        pattern: String,
+        #[serde(default = "yes")]
+        allow_null: bool,
+    },
+    Range {
+        column: String,
+        #[serde(default)]
+        min: Option<serde_json::Value>,
+        #[serde(default)]
+        max: Option<serde_json::Value>,
+    },
+    MaxChanges {
+        change: String,
+        #[serde(default)]
+        max_rows: Option<u64>,
+        #[serde(default)]
+        max_percent: Option<f64>,
+    },
+    MinModelRows {
+        min: u64,
+    },
+    Freshness {
+        column: String,
+        max_age: String,
+    },
 }
 
 fn yes() -> bool {
@@ -64,36 +95,60 @@ fn parse_duration(text: &str) -> Option<u64> {
     let text = text.trim();
     let (n, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = n.parse().ok()?;
-    Some(n * match unit.trim() {
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    })
+    Some(
+        n * match unit.trim() {
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        },
+    )
 }
 
 fn parse(config: &str) -> Result<Config, Vec<ConfigError>> {
     let cfg: Config = parse_config(config).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     match &cfg {
-        Config::NotNull { columns } | Config::Unique { columns } if columns.is_empty() => errors.push(ConfigError::new("columns", "name at least one column")),
+        Config::NotNull { columns } | Config::Unique { columns } if columns.is_empty() => {
+            errors.push(ConfigError::new("columns", "name at least one column"))
+        }
         Config::Regex { pattern, .. } => {
             if let Err(e) = regex::Regex::new(pattern) {
-                errors.push(ConfigError::new("pattern", format!("invalid regular expression: {e}")));
+                errors.push(ConfigError::new(
+                    "pattern",
+                    format!("invalid regular expression: {e}"),
+                ));
             }
         }
-        Config::Range { min: None, max: None, .. } => errors.push(ConfigError::new("min", "set min, max or both")),
-        Config::MaxChanges { change, max_rows, max_percent } => {
+        Config::Range {
+            min: None,
+            max: None,
+            ..
+        } => errors.push(ConfigError::new("min", "set min, max or both")),
+        Config::MaxChanges {
+            change,
+            max_rows,
+            max_percent,
+        } => {
             if !["added", "changed", "removed", "total"].contains(&change.as_str()) {
-                errors.push(ConfigError::new("change", format!("{change:?} is not added, changed, removed or total")));
+                errors.push(ConfigError::new(
+                    "change",
+                    format!("{change:?} is not added, changed, removed or total"),
+                ));
             }
             if max_rows.is_none() && max_percent.is_none() {
-                errors.push(ConfigError::new("max_rows", "set max_rows, max_percent or both"));
+                errors.push(ConfigError::new(
+                    "max_rows",
+                    "set max_rows, max_percent or both",
+                ));
             }
         }
         Config::Freshness { max_age, .. } if parse_duration(max_age).is_none() => {
-            errors.push(ConfigError::new("max_age", format!("{max_age:?} is not a duration like 90s, 30m, 24h or 7d")))
+            errors.push(ConfigError::new(
+                "max_age",
+                format!("{max_age:?} is not a duration like 90s, 30m, 24h or 7d"),
+            ))
         }
         _ => {}
     }
@@ -129,21 +184,50 @@ impl QualityCheckPlugin for Checks {
     fn open(config: &str, plan: PlanSummary) -> Result<Judge, PluginError> {
         let cfg = parse(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
         let find = |name: &str, field: &str| -> Result<usize, PluginError> {
-            plan.columns.iter().position(|c| c.name == name).ok_or_else(|| {
-                let names: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
-                PluginError::bad_config(field, format!("sync {} sends no field {name:?} (fields: {})", plan.sync_name, names.join(", ")))
-            })
+            plan.columns
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+                    PluginError::bad_config(
+                        field,
+                        format!(
+                            "sync {} sends no field {name:?} (fields: {})",
+                            plan.sync_name,
+                            names.join(", ")
+                        ),
+                    )
+                })
         };
         let columns: Vec<usize> = match &cfg {
-            Config::NotNull { columns } | Config::Unique { columns } => columns.iter().map(|c| find(c, "columns")).collect::<Result<_, _>>()?,
-            Config::AcceptedValues { column, .. } | Config::Regex { column, .. } | Config::Range { column, .. } | Config::Freshness { column, .. } => vec![find(column, "column")?],
+            Config::NotNull { columns } | Config::Unique { columns } => columns
+                .iter()
+                .map(|c| find(c, "columns"))
+                .collect::<Result<_, _>>()?,
+            Config::AcceptedValues { column, .. }
+            | Config::Regex { column, .. }
+            | Config::Range { column, .. }
+            | Config::Freshness { column, .. } => vec![find(column, "column")?],
             _ => vec![],
         };
         let regex = match &cfg {
-            Config::Regex { pattern, .. } => Some(regex::Regex::new(pattern).map_err(|e| PluginError::bad_config("pattern", e.to_string()))?),
+            Config::Regex { pattern, .. } => Some(
+                regex::Regex::new(pattern)
+                    .map_err(|e| PluginError::bad_config("pattern", e.to_string()))?,
+            ),
             _ => None,
         };
-        Ok(Judge { cfg, plan, columns, regex, offending: 0, samples: Vec::new(), seen: HashSet::new(), newest: None, rows: 0 })
+        Ok(Judge {
+            cfg,
+            plan,
+            columns,
+            regex,
+            offending: 0,
+            samples: Vec::new(),
+            seen: HashSet::new(),
+            newest: None,
+            rows: 0,
+        })
     }
 }
 
@@ -164,7 +248,15 @@ struct Judge {
 
 fn row_json(batch: &Batch, index: usize) -> String {
     match batch.rows().nth(index) {
-        Some(Ok(values)) => serde_json::Value::Object(batch.columns.iter().zip(values).map(|(c, v)| (c.name.clone(), v.to_json())).collect()).to_string(),
+        Some(Ok(values)) => serde_json::Value::Object(
+            batch
+                .columns
+                .iter()
+                .zip(values)
+                .map(|(c, v)| (c.name.clone(), v.to_json()))
+                .collect(),
+        )
+        .to_string(),
         _ => format!("row {index}"),
     }
 }
@@ -194,12 +286,18 @@ impl Judge {
     }
 
     fn column(&self, batch: &Batch, i: usize) -> Result<Vec<Value>, PluginError> {
-        batch.column_values(self.columns[i]).collect::<Result<Vec<_>, _>>().map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))
+        batch
+            .column_values(self.columns[i])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))
     }
 
     /// The encoded values of a column, undecoded.
     fn raw<'b>(&self, batch: &'b Batch, i: usize) -> Result<Vec<&'b [u8]>, PluginError> {
-        batch.raw_column(self.columns[i]).collect::<Result<Vec<_>, _>>().map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))
+        batch
+            .raw_column(self.columns[i])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))
     }
 
     /// Checks that judge each row to be sent.
@@ -218,7 +316,9 @@ impl Judge {
                     }
                 }
             }
-            Config::AcceptedValues { values, allow_null, .. } => {
+            Config::AcceptedValues {
+                values, allow_null, ..
+            } => {
                 let accepted: HashSet<String> = values.iter().map(json_text).collect();
                 let allow_null = *allow_null;
                 let mut bad = Vec::new();
@@ -229,7 +329,8 @@ impl Judge {
                         accepted.contains(text)
                     } else {
                         let mut rest = raw;
-                        codec::read_value(&mut rest).is_ok_and(|v| accepted.contains(&v.to_string()))
+                        codec::read_value(&mut rest)
+                            .is_ok_and(|v| accepted.contains(&v.to_string()))
                     };
                     if !ok {
                         bad.push(r);
@@ -291,7 +392,9 @@ impl Judge {
     fn judge_model(&mut self, batch: &Batch) -> Result<(), PluginError> {
         match &self.cfg {
             Config::Unique { .. } => {
-                let columns: Vec<Vec<&[u8]>> = (0..self.columns.len()).map(|i| self.raw(batch, i)).collect::<Result<_, _>>()?;
+                let columns: Vec<Vec<&[u8]>> = (0..self.columns.len())
+                    .map(|i| self.raw(batch, i))
+                    .collect::<Result<_, _>>()?;
                 let mut bad = Vec::new();
                 for r in 0..batch.row_count as usize {
                     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -329,7 +432,12 @@ impl Judge {
 }
 
 impl Checker for Judge {
-    fn observe(&mut self, change: ChangeKind, after: Batch, _before: Option<Batch>) -> Result<(), PluginError> {
+    fn observe(
+        &mut self,
+        change: ChangeKind,
+        after: Batch,
+        _before: Option<Batch>,
+    ) -> Result<(), PluginError> {
         self.rows += u64::from(after.row_count);
         match change {
             ChangeKind::Added | ChangeKind::Changed => {
@@ -344,55 +452,129 @@ impl Checker for Judge {
     fn finish(&mut self) -> Result<CheckResult, PluginError> {
         let p = &self.plan;
         let (verdict, message) = match &self.cfg {
-            Config::NotNull { columns } => verdict_rows(self.offending, format!("with NULL in {}", columns.join(", "))),
-            Config::Unique { columns } => verdict_rows(self.offending, format!("repeating the values of {} of an earlier row", columns.join(", "))),
-            Config::AcceptedValues { column, values, .. } => {
-                verdict_rows(self.offending, format!("with {column} outside [{}]", values.iter().map(json_text).collect::<Vec<_>>().join(", ")))
-            }
-            Config::Regex { column, pattern, .. } => verdict_rows(self.offending, format!("with {column} not matching {pattern}")),
+            Config::NotNull { columns } => verdict_rows(
+                self.offending,
+                format!("with NULL in {}", columns.join(", ")),
+            ),
+            Config::Unique { columns } => verdict_rows(
+                self.offending,
+                format!(
+                    "repeating the values of {} of an earlier row",
+                    columns.join(", ")
+                ),
+            ),
+            Config::AcceptedValues { column, values, .. } => verdict_rows(
+                self.offending,
+                format!(
+                    "with {column} outside [{}]",
+                    values.iter().map(json_text).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            Config::Regex {
+                column, pattern, ..
+            } => verdict_rows(
+                self.offending,
+                format!("with {column} not matching {pattern}"),
+            ),
             Config::Range { column, min, max } => verdict_rows(
                 self.offending,
-                format!("with {column} outside [{}, {}]", min.as_ref().map(json_text).unwrap_or("-inf".into()), max.as_ref().map(json_text).unwrap_or("+inf".into())),
+                format!(
+                    "with {column} outside [{}, {}]",
+                    min.as_ref().map(json_text).unwrap_or("-inf".into()),
+                    max.as_ref().map(json_text).unwrap_or("+inf".into())
+                ),
             ),
-            Config::MaxChanges { change, max_rows, max_percent } => {
+            Config::MaxChanges {
+                change,
+                max_rows,
+                max_percent,
+            } => {
                 let n = match change.as_str() {
                     "added" => p.added,
                     "changed" => p.changed,
                     "removed" => p.removed,
                     _ => p.added + p.changed + p.removed,
                 };
-                let percent = if p.snapshot_rows == 0 { if n == 0 { 0.0 } else { 100.0 } } else { n as f64 * 100.0 / p.snapshot_rows as f64 };
+                let percent = if p.snapshot_rows == 0 {
+                    if n == 0 {
+                        0.0
+                    } else {
+                        100.0
+                    }
+                } else {
+                    n as f64 * 100.0 / p.snapshot_rows as f64
+                };
                 let over_rows = max_rows.is_some_and(|m| n > m);
                 // A first sync (empty snapshot) is judged by max_rows only.
                 let over_percent = p.snapshot_rows > 0 && max_percent.is_some_and(|m| percent > m);
-                let message = format!("{n} row{} {change} ({percent:.1}% of the {} delivered rows)", if n == 1 { "" } else { "s" }, p.snapshot_rows);
+                let message = format!(
+                    "{n} row{} {change} ({percent:.1}% of the {} delivered rows)",
+                    if n == 1 { "" } else { "s" },
+                    p.snapshot_rows
+                );
                 if over_rows || over_percent {
-                    let limits = [max_rows.map(|m| format!("at most {m} rows")), max_percent.map(|m| format!("at most {m}%"))];
-                    (Verdict::Fail, format!("{message}; allowed: {}", limits.into_iter().flatten().collect::<Vec<_>>().join(" and ")))
+                    let limits = [
+                        max_rows.map(|m| format!("at most {m} rows")),
+                        max_percent.map(|m| format!("at most {m}%")),
+                    ];
+                    (
+                        Verdict::Fail,
+                        format!(
+                            "{message}; allowed: {}",
+                            limits
+                                .into_iter()
+                                .flatten()
+                                .collect::<Vec<_>>()
+                                .join(" and ")
+                        ),
+                    )
                 } else {
                     (Verdict::Pass, message)
                 }
             }
             Config::MinModelRows { min } => {
                 if p.model_rows < *min {
-                    (Verdict::Fail, format!("the model has {} rows; at least {min} expected", p.model_rows))
+                    (
+                        Verdict::Fail,
+                        format!(
+                            "the model has {} rows; at least {min} expected",
+                            p.model_rows
+                        ),
+                    )
                 } else {
-                    (Verdict::Pass, format!("the model has {} rows", p.model_rows))
+                    (
+                        Verdict::Pass,
+                        format!("the model has {} rows", p.model_rows),
+                    )
                 }
             }
             Config::Freshness { column, max_age } => {
                 let limit_ms = parse_duration(max_age).unwrap_or(0);
                 let now_us = host::now_ms() as i64 * 1000;
                 match self.newest {
-                    None => (Verdict::Fail, format!("no {column} values in the model to judge freshness")),
-                    Some(t) if now_us - t > limit_ms as i64 * 1000 => {
-                        (Verdict::Fail, format!("the newest {column} is {}, older than {max_age}", value::format_timestamp(t)))
-                    }
-                    Some(t) => (Verdict::Pass, format!("the newest {column} is {}", value::format_timestamp(t))),
+                    None => (
+                        Verdict::Fail,
+                        format!("no {column} values in the model to judge freshness"),
+                    ),
+                    Some(t) if now_us - t > limit_ms as i64 * 1000 => (
+                        Verdict::Fail,
+                        format!(
+                            "the newest {column} is {}, older than {max_age}",
+                            value::format_timestamp(t)
+                        ),
+                    ),
+                    Some(t) => (
+                        Verdict::Pass,
+                        format!("the newest {column} is {}", value::format_timestamp(t)),
+                    ),
                 }
             }
         };
-        Ok(CheckResult { verdict, message, samples: std::mem::take(&mut self.samples) })
+        Ok(CheckResult {
+            verdict,
+            message,
+            samples: std::mem::take(&mut self.samples),
+        })
     }
 }
 
@@ -400,7 +582,13 @@ fn verdict_rows(offending: u64, what: String) -> (Verdict, String) {
     if offending == 0 {
         (Verdict::Pass, format!("no rows {what}"))
     } else {
-        (Verdict::Fail, format!("{offending} row{} {what}", if offending == 1 { "" } else { "s" }))
+        (
+            Verdict::Fail,
+            format!(
+                "{offending} row{} {what}",
+                if offending == 1 { "" } else { "s" }
+            ),
+        )
     }
 }
 

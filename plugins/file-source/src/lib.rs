@@ -4,9 +4,9 @@
 //! operator granted with `grants.files`. Files are streamed; only the first `infer_rows` rows
 //! are held at once, to infer the types of columns the config does not declare.
 
+use backflow_plugin_sdk::codec;
 use backflow_plugin_sdk::value::{is_decimal_literal, parse_date, parse_timestamp};
 use backflow_plugin_sdk::*;
-use backflow_plugin_sdk::codec;
 use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -54,7 +54,10 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
     }
     if let Some(d) = &cfg.delimiter {
         if d.len() != 1 {
-            errors.push(ConfigError::new("delimiter", "must be a single ASCII character"));
+            errors.push(ConfigError::new(
+                "delimiter",
+                "must be a single ASCII character",
+            ));
         }
     }
     if cfg.infer_rows == Some(0) {
@@ -100,15 +103,20 @@ impl SourcePlugin for FileSource {
             }
         });
         let file = File::open(path).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::PermissionDenied {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::PermissionDenied
+            {
                 " (is its directory granted to this source with grants.files?)"
             } else {
                 ""
             };
             PluginError::bad_config("query", format!("cannot open {path}: {e}{hint}"))
         })?;
-        let declared: BTreeMap<String, ValueType> =
-            cfg.columns.iter().map(|(k, v)| (k.clone(), ValueType::parse(v).expect("checked"))).collect();
+        let declared: BTreeMap<String, ValueType> = cfg
+            .columns
+            .iter()
+            .map(|(k, v)| (k.clone(), ValueType::parse(v).expect("checked")))
+            .collect();
         let infer_rows = cfg.infer_rows.unwrap_or(1000);
         let rows = match format {
             Format::Csv => {
@@ -120,7 +128,12 @@ impl SourcePlugin for FileSource {
                 let nulls = cfg.null_values.unwrap_or_else(|| vec![String::new()]);
                 RowStream::Csv(CsvStream::open(path, file, delimiter, nulls)?)
             }
-            Format::Jsonl => RowStream::Jsonl(JsonlStream { path: path.to_string(), lines: BufReader::with_capacity(256 * 1024, file), line: 0, buf: String::new() }),
+            Format::Jsonl => RowStream::Jsonl(JsonlStream {
+                path: path.to_string(),
+                lines: BufReader::with_capacity(256 * 1024, file),
+                line: 0,
+                buf: String::new(),
+            }),
         };
         FileReader::new(rows, declared, infer_rows)
     }
@@ -147,7 +160,12 @@ struct CsvStream {
 }
 
 impl CsvStream {
-    fn open(path: &str, file: File, delimiter: u8, nulls: Vec<String>) -> Result<CsvStream, PluginError> {
+    fn open(
+        path: &str,
+        file: File,
+        delimiter: u8,
+        nulls: Vec<String>,
+    ) -> Result<CsvStream, PluginError> {
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(true)
@@ -161,14 +179,24 @@ impl CsvStream {
             .map(|h| h.trim_start_matches('\u{feff}').to_string())
             .collect::<Vec<_>>();
         if header.is_empty() || header.iter().all(String::is_empty) {
-            return Err(PluginError::fatal(format!("{path}: the file is empty or has no header row")));
+            return Err(PluginError::fatal(format!(
+                "{path}: the file is empty or has no header row"
+            )));
         }
         for (i, h) in header.iter().enumerate() {
             if header[..i].contains(h) {
-                return Err(PluginError::fatal(format!("{path}: column {h:?} appears twice in the header")));
+                return Err(PluginError::fatal(format!(
+                    "{path}: column {h:?} appears twice in the header"
+                )));
             }
         }
-        Ok(CsvStream { spare: None, path: path.into(), reader, header, nulls })
+        Ok(CsvStream {
+            spare: None,
+            path: path.into(),
+            reader,
+            header,
+            nulls,
+        })
     }
 }
 
@@ -193,7 +221,16 @@ impl RowStream {
                     Ok(true) => {
                         let line = record.position().map(|p| p.line()).unwrap_or(0);
                         if record.len() != s.header.len() {
-                            return Err(PluginError::bad_row(0, None, format!("{} line {line}: {} fields, but the header has {}", s.path, record.len(), s.header.len())));
+                            return Err(PluginError::bad_row(
+                                0,
+                                None,
+                                format!(
+                                    "{} line {line}: {} fields, but the header has {}",
+                                    s.path,
+                                    record.len(),
+                                    s.header.len()
+                                ),
+                            ));
                         }
                         Ok(Some((RawRow::Csv(record), line)))
                     }
@@ -202,7 +239,9 @@ impl RowStream {
             }
             RowStream::Jsonl(s) => loop {
                 s.buf.clear();
-                let n = s.lines.read_line(&mut s.buf).map_err(|e| PluginError::fatal(format!("{} line {}: {e}", s.path, s.line + 1)))?;
+                let n = s.lines.read_line(&mut s.buf).map_err(|e| {
+                    PluginError::fatal(format!("{} line {}: {e}", s.path, s.line + 1))
+                })?;
                 if n == 0 {
                     return Ok(None);
                 }
@@ -213,8 +252,16 @@ impl RowStream {
                 }
                 return match serde_json::from_str::<serde_json::Value>(text) {
                     Ok(serde_json::Value::Object(map)) => Ok(Some((RawRow::Json(map), s.line))),
-                    Ok(_) => Err(PluginError::bad_row(0, None, format!("{} line {}: expected a JSON object", s.path, s.line))),
-                    Err(e) => Err(PluginError::bad_row(0, None, format!("{} line {}: invalid JSON: {e}", s.path, s.line))),
+                    Ok(_) => Err(PluginError::bad_row(
+                        0,
+                        None,
+                        format!("{} line {}: expected a JSON object", s.path, s.line),
+                    )),
+                    Err(e) => Err(PluginError::bad_row(
+                        0,
+                        None,
+                        format!("{} line {}: invalid JSON: {e}", s.path, s.line),
+                    )),
                 };
             },
         }
@@ -241,7 +288,11 @@ struct FileReader {
 }
 
 impl FileReader {
-    fn new(mut rows: RowStream, declared: BTreeMap<String, ValueType>, infer_rows: usize) -> Result<FileReader, PluginError> {
+    fn new(
+        mut rows: RowStream,
+        declared: BTreeMap<String, ValueType>,
+        infer_rows: usize,
+    ) -> Result<FileReader, PluginError> {
         let mut sample = VecDeque::new();
         while sample.len() < infer_rows {
             match rows.next()? {
@@ -272,24 +323,47 @@ impl FileReader {
         };
         for name in declared.keys() {
             if !names.contains(name) {
-                return Err(PluginError::bad_config(format!("columns.{name}"), format!("{} has no column {name:?}", rows.path())));
+                return Err(PluginError::bad_config(
+                    format!("columns.{name}"),
+                    format!("{} has no column {name:?}", rows.path()),
+                ));
             }
         }
         let columns = names
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let ty = declared.get(name).copied().unwrap_or_else(|| infer(sample.iter().map(|(r, _)| r), i, name, &nulls));
+                let ty = declared
+                    .get(name)
+                    .copied()
+                    .unwrap_or_else(|| infer(sample.iter().map(|(r, _)| r), i, name, &nulls));
                 Column::new(name.clone(), ty)
             })
             .collect::<Vec<_>>();
-        let positions = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        let positions = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
         let width = columns.len();
-        Ok(FileReader { rows, columns, positions, sample, nulls, row_values: Vec::with_capacity(width), done: false })
+        Ok(FileReader {
+            rows,
+            columns,
+            positions,
+            sample,
+            nulls,
+            row_values: Vec::with_capacity(width),
+            done: false,
+        })
     }
 
     /// Encodes one CSV record straight into the batch, without building `Value`s.
-    fn encode_csv(&self, record: &csv::StringRecord, line: u64, batch: &mut BatchBuilder) -> Result<(), PluginError> {
+    fn encode_csv(
+        &self,
+        record: &csv::StringRecord,
+        line: u64,
+        batch: &mut BatchBuilder,
+    ) -> Result<(), PluginError> {
         let (len, rows) = (batch.byte_len(), batch.len());
         let row_index = rows;
         let buf = batch.start_row(self.columns.len() as u32);
@@ -298,7 +372,12 @@ impl FileReader {
                 codec::write_null(buf);
             } else if !encode_text(cell, col.value_type, buf) {
                 let path = self.rows.path();
-                let message = format!("{path} line {line}, column {:?}: {cell:?} is not {} {}", col.name, article(col.value_type), hint(col));
+                let message = format!(
+                    "{path} line {line}, column {:?}: {cell:?} is not {} {}",
+                    col.name,
+                    article(col.value_type),
+                    hint(col)
+                );
                 batch.truncate(len, rows);
                 return Err(PluginError::bad_row(row_index, None, message));
             }
@@ -319,7 +398,16 @@ impl FileReader {
                     };
                     let col = &self.columns[i];
                     self.row_values[i] = coerce_json(v, col.value_type).ok_or_else(|| {
-                        PluginError::bad_row(row_index, None, format!("{path} line {line}, field {:?}: {v} is not {} {}", col.name, article(col.value_type), hint(col)))
+                        PluginError::bad_row(
+                            row_index,
+                            None,
+                            format!(
+                                "{path} line {line}, field {:?}: {v} is not {} {}",
+                                col.name,
+                                article(col.value_type),
+                                hint(col)
+                            ),
+                        )
                     })?;
                 }
             }
@@ -336,7 +424,10 @@ fn article(t: ValueType) -> String {
 }
 
 fn hint(col: &Column) -> String {
-    format!("(declare another type with columns.{} = \"text\" if the data is right)", col.name)
+    format!(
+        "(declare another type with columns.{} = \"text\" if the data is right)",
+        col.name
+    )
 }
 
 impl SourceReader for FileReader {
@@ -348,7 +439,8 @@ impl SourceReader for FileReader {
         if self.done {
             return Ok(None);
         }
-        let mut batch = BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
+        let mut batch =
+            BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
         while batch.len() < max_rows {
             let next = match self.sample.pop_front() {
                 Some(r) => Some(r),
@@ -377,8 +469,20 @@ impl SourceReader for FileReader {
 }
 
 /// The narrowest type every non-null sample value of column `i` fits.
-fn infer<'a>(rows: impl Iterator<Item = &'a RawRow>, i: usize, name: &str, nulls: &[String]) -> ValueType {
-    let mut candidates = [ValueType::Integer, ValueType::Decimal, ValueType::Float, ValueType::Boolean, ValueType::Date, ValueType::Timestamp];
+fn infer<'a>(
+    rows: impl Iterator<Item = &'a RawRow>,
+    i: usize,
+    name: &str,
+    nulls: &[String],
+) -> ValueType {
+    let mut candidates = [
+        ValueType::Integer,
+        ValueType::Decimal,
+        ValueType::Float,
+        ValueType::Boolean,
+        ValueType::Date,
+        ValueType::Timestamp,
+    ];
     let mut alive = [true; 6];
     let mut json_type: Option<ValueType> = None;
     let mut seen = false;
@@ -393,9 +497,13 @@ fn infer<'a>(rows: impl Iterator<Item = &'a RawRow>, i: usize, name: &str, nulls
                 // Zero-padded codes (ZIP codes, account numbers) and explicit signs are text:
                 // as numbers they would lose their zeros and collide ("01" and "1").
                 let t = cell.trim();
-                let padded = t.starts_with('+') || (t.len() > 1 && t.starts_with('0') && t.as_bytes()[1].is_ascii_digit());
+                let padded = t.starts_with('+')
+                    || (t.len() > 1 && t.starts_with('0') && t.as_bytes()[1].is_ascii_digit());
                 for (k, ty) in candidates.iter().enumerate() {
-                    let numeric = matches!(ty, ValueType::Integer | ValueType::Decimal | ValueType::Float);
+                    let numeric = matches!(
+                        ty,
+                        ValueType::Integer | ValueType::Decimal | ValueType::Float
+                    );
                     if alive[k] && ((numeric && padded) || parse_text(cell, *ty).is_none()) {
                         alive[k] = false;
                     }
@@ -428,7 +536,12 @@ fn infer<'a>(rows: impl Iterator<Item = &'a RawRow>, i: usize, name: &str, nulls
     if !seen {
         return ValueType::Text;
     }
-    candidates.iter_mut().zip(alive).find(|(_, a)| *a).map(|(t, _)| *t).unwrap_or(ValueType::Text)
+    candidates
+        .iter_mut()
+        .zip(alive)
+        .find(|(_, a)| *a)
+        .map(|(t, _)| *t)
+        .unwrap_or(ValueType::Text)
 }
 
 /// Encodes a CSV cell as `ty` into `buf`; `false` (and nothing written) when it does not fit.
@@ -448,9 +561,15 @@ fn encode_text(cell: &str, ty: ValueType, buf: &mut Vec<u8>) -> bool {
         }
         ValueType::Boolean => {
             let t = cell.trim();
-            let b = if ["true", "t", "yes"].iter().any(|w| t.eq_ignore_ascii_case(w)) {
+            let b = if ["true", "t", "yes"]
+                .iter()
+                .any(|w| t.eq_ignore_ascii_case(w))
+            {
                 true
-            } else if ["false", "f", "no"].iter().any(|w| t.eq_ignore_ascii_case(w)) {
+            } else if ["false", "f", "no"]
+                .iter()
+                .any(|w| t.eq_ignore_ascii_case(w))
+            {
                 false
             } else {
                 return false;
@@ -533,7 +652,9 @@ mod fuzz {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
-        let Ok(mut reader) = FileSource::open(config, path.to_str().unwrap()) else { return };
+        let Ok(mut reader) = FileSource::open(config, path.to_str().unwrap()) else {
+            return;
+        };
         let _ = reader.columns();
         for _ in 0..10_000 {
             match reader.next_batch(64) {
@@ -547,7 +668,11 @@ mod fuzz {
 
     /// CSV-looking text: short fields of awkward characters, quotes, separators and newlines.
     fn csv_text() -> impl Strategy<Value = String> {
-        proptest::collection::vec(proptest::string::string_regex("[a-z0-9 ,;\"\\n\\r\\t.:+-é€\\u{0}]{0,12}").unwrap(), 0..40).prop_map(|cells| {
+        proptest::collection::vec(
+            proptest::string::string_regex("[a-z0-9 ,;\"\\n\\r\\t.:+-é€\\u{0}]{0,12}").unwrap(),
+            0..40,
+        )
+        .prop_map(|cells| {
             let mut s = String::from("id,name,at\n");
             for (i, c) in cells.iter().enumerate() {
                 s.push_str(c);
@@ -587,7 +712,10 @@ mod fuzz {
 
     #[test]
     fn a_multibyte_timezone_offset_is_text_not_a_trap() {
-        assert_eq!(parse_text("2024-01-01 00:00+€1", ValueType::Timestamp), None);
+        assert_eq!(
+            parse_text("2024-01-01 00:00+€1", ValueType::Timestamp),
+            None
+        );
         read_all("id,at\n1,2024-01-01 00:00+€1\n".as_bytes(), "f.csv", "{}");
     }
 }

@@ -15,7 +15,12 @@ impl DestinationPlugin for Noop {
             kind: PluginKind::Destination,
             description: "Accepts every row and discards it.".into(),
             config_schema: r#"{"type":"object","additionalProperties":false}"#.into(),
-            operations: vec![Operation::Insert, Operation::Update, Operation::Delete, Operation::Append],
+            operations: vec![
+                Operation::Insert,
+                Operation::Update,
+                Operation::Delete,
+                Operation::Append,
+            ],
             max_batch_size: 0,
             default_rate_limit: None,
         }
@@ -24,7 +29,10 @@ impl DestinationPlugin for Noop {
     fn check_config(config: &str) -> Vec<ConfigError> {
         match serde_json::from_str::<serde_json::Value>(config) {
             Ok(serde_json::Value::Object(m)) if m.is_empty() => vec![],
-            Ok(serde_json::Value::Object(m)) => m.keys().map(|k| ConfigError::new(k.clone(), "unknown field; this plugin takes no config")).collect(),
+            Ok(serde_json::Value::Object(m)) => m
+                .keys()
+                .map(|k| ConfigError::new(k.clone(), "unknown field; this plugin takes no config"))
+                .collect(),
             _ => vec![ConfigError::new("", "expected a table")],
         }
     }

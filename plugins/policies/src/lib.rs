@@ -83,7 +83,11 @@ impl ApprovalPolicyPlugin for Policies {
 
     fn evaluate(config: &str, request: ApprovalRequest) -> Result<Decision, PluginError> {
         let cfg: Config = parse_config(config).map_err(PluginError::BadConfig)?;
-        let rows: u64 = request.syncs.iter().map(|s| s.added + s.changed + s.removed).sum();
+        let rows: u64 = request
+            .syncs
+            .iter()
+            .map(|s| s.added + s.changed + s.removed)
+            .sum();
         match request.kind {
             RequestKind::Run => Ok(match cfg.run_approval_above_rows {
                 Some(limit) if rows > limit => Decision::Require {
@@ -99,14 +103,29 @@ impl ApprovalPolicyPlugin for Policies {
                 let mut admin = false;
                 let mut count = cfg.default_approvals;
                 for s in &request.syncs {
-                    let sensitive: Vec<&String> = s.column_labels.iter().filter(|l| cfg.sensitive_labels.contains(l)).collect();
+                    let sensitive: Vec<&String> = s
+                        .column_labels
+                        .iter()
+                        .filter(|l| cfg.sensitive_labels.contains(l))
+                        .collect();
                     if cfg.sensitive_needs_admin && !sensitive.is_empty() {
                         admin = true;
-                        reasons.push(format!("sync {} sends columns labelled {}", s.sync_name, sensitive.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")));
+                        reasons.push(format!(
+                            "sync {} sends columns labelled {}",
+                            s.sync_name,
+                            sensitive
+                                .iter()
+                                .map(|l| l.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
                     }
                     if cfg.mirror_needs_admin && s.mode == "mirror" {
                         admin = true;
-                        reasons.push(format!("sync {} mirrors (it deletes rows in {})", s.sync_name, s.destination));
+                        reasons.push(format!(
+                            "sync {} mirrors (it deletes rows in {})",
+                            s.sync_name, s.destination
+                        ));
                     }
                 }
                 if let Some(limit) = cfg.two_approvers_above_rows {
@@ -126,7 +145,11 @@ impl ApprovalPolicyPlugin for Policies {
                 }
                 Ok(Decision::Require {
                     count,
-                    roles: if admin { vec![Role::Admin] } else { vec![Role::Approver, Role::Admin] },
+                    roles: if admin {
+                        vec![Role::Admin]
+                    } else {
+                        vec![Role::Approver, Role::Admin]
+                    },
                     allow_self_approval: cfg.allow_self_approval,
                     reason: reasons.join("; "),
                 })

@@ -69,17 +69,36 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
         Some(m) => {
             let mode = SslMode::parse(m);
             if mode.is_none() {
-                let hint = if m == "prefer" || m == "allow" { " (prefer/allow may fall back to plain text; choose disable or require)" } else { "" };
-                errors.push(ConfigError::new("sslmode", format!("unknown mode {m:?}; use disable, require, verify-ca or verify-full{hint}")));
+                let hint = if m == "prefer" || m == "allow" {
+                    " (prefer/allow may fall back to plain text; choose disable or require)"
+                } else {
+                    ""
+                };
+                errors.push(ConfigError::new(
+                    "sslmode",
+                    format!(
+                        "unknown mode {m:?}; use disable, require, verify-ca or verify-full{hint}"
+                    ),
+                ));
             }
             mode
         }
     };
-    if let Some(c) = cfg.ssl_ciphers.as_deref().filter(|c| !matches!(*c, "chacha20" | "any")) {
-        errors.push(ConfigError::new("ssl_ciphers", format!("unknown value {c:?}; use chacha20 or any")));
+    if let Some(c) = cfg
+        .ssl_ciphers
+        .as_deref()
+        .filter(|c| !matches!(*c, "chacha20" | "any"))
+    {
+        errors.push(ConfigError::new(
+            "ssl_ciphers",
+            format!("unknown value {c:?}; use chacha20 or any"),
+        ));
     }
     if cfg.sslrootcert.is_some() && !matches!(mode, Some(SslMode::VerifyCa | SslMode::VerifyFull)) {
-        errors.push(ConfigError::new("sslrootcert", "is only used with sslmode = \"verify-ca\" or \"verify-full\""));
+        errors.push(ConfigError::new(
+            "sslrootcert",
+            "is only used with sslmode = \"verify-ca\" or \"verify-full\"",
+        ));
     }
     // verify-ca checks the chain but not the name: against the public web roots, anyone holding
     // a certificate for any name would pass. libpq refuses this combination too.
@@ -90,11 +109,17 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
         ));
     }
     if cfg.password_over_unverified_tls.is_some() && mode != Some(SslMode::Require) {
-        errors.push(ConfigError::new("password_over_unverified_tls", "only applies to sslmode = \"require\""));
+        errors.push(ConfigError::new(
+            "password_over_unverified_tls",
+            "only applies to sslmode = \"require\"",
+        ));
     }
     if let Some(addr) = &cfg.hostaddr {
         if addr.parse::<std::net::IpAddr>().is_err() {
-            errors.push(ConfigError::new("hostaddr", format!("{addr:?} is not an IP address")));
+            errors.push(ConfigError::new(
+                "hostaddr",
+                format!("{addr:?} is not an IP address"),
+            ));
         }
     }
     if cfg.port == Some(0) {
@@ -123,7 +148,9 @@ impl SourcePlugin for Postgres {
             name: "postgres".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             kind: PluginKind::Source,
-            description: "Streams a SQL query from PostgreSQL (trust, password, md5, SCRAM-SHA-256; TLS).".into(),
+            description:
+                "Streams a SQL query from PostgreSQL (trust, password, md5, SCRAM-SHA-256; TLS)."
+                    .into(),
             config_schema: SCHEMA.into(),
             operations: vec![],
             max_batch_size: 0,
@@ -138,7 +165,9 @@ impl SourcePlugin for Postgres {
     fn open(config: &str, query: &str) -> Result<QueryReader, PluginError> {
         let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
         let password = match &cfg.password {
-            Some(p) => Some(expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?),
+            Some(p) => Some(
+                expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?,
+            ),
             None => None,
         };
         let root_cert = match &cfg.sslrootcert {
@@ -155,13 +184,22 @@ impl SourcePlugin for Postgres {
             password: password.as_deref(),
             database: cfg.database.as_deref().unwrap_or(&cfg.user),
             application_name: cfg.application_name.as_deref().unwrap_or("backflow"),
-            sslmode: cfg.sslmode.as_deref().and_then(SslMode::parse).unwrap_or(SslMode::Disable),
+            sslmode: cfg
+                .sslmode
+                .as_deref()
+                .and_then(SslMode::parse)
+                .unwrap_or(SslMode::Disable),
             root_cert: root_cert.as_deref(),
             chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
             password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
         };
         let conn = Connection::connect(&params)?;
-        QueryReader::start(conn, query, cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS), cfg.binary_results.unwrap_or(true))
+        QueryReader::start(
+            conn,
+            query,
+            cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS),
+            cfg.binary_results.unwrap_or(true),
+        )
     }
 }
 
@@ -181,8 +219,14 @@ impl QueryReader {
     /// Parses and describes the query as the unnamed statement; once its columns are known,
     /// binds it as the unnamed portal, asking for each column in the format it is read in,
     /// and asks for the first rows.
-    fn start(mut conn: Connection, query: &str, fetch_rows: u32, binary_results: bool) -> Result<QueryReader, PluginError> {
-        let encode = |e: std::io::Error| PluginError::fatal(format!("cannot encode the query: {e}"));
+    fn start(
+        mut conn: Connection,
+        query: &str,
+        fetch_rows: u32,
+        binary_results: bool,
+    ) -> Result<QueryReader, PluginError> {
+        let encode =
+            |e: std::io::Error| PluginError::fatal(format!("cannot encode the query: {e}"));
         frontend::parse("", query, std::iter::empty(), &mut conn.write_buf).map_err(encode)?;
         frontend::describe(b'S', "", &mut conn.write_buf).map_err(encode)?;
         frontend::flush(&mut conn.write_buf);
@@ -220,9 +264,21 @@ impl QueryReader {
         }
         let conn = &mut reader.conn;
         // No parameters; per result column 1 (binary) or 0 (text).
-        let formats: Vec<i16> = reader.formats.iter().map(|f| i16::from(matches!(f, Format::Binary(_)))).collect();
-        frontend::bind("", "", std::iter::empty(), std::iter::empty::<()>(), |_, _| Ok(postgres_protocol::IsNull::Yes), formats, &mut conn.write_buf)
-            .map_err(|_| PluginError::fatal("cannot encode the query's bind message"))?;
+        let formats: Vec<i16> = reader
+            .formats
+            .iter()
+            .map(|f| i16::from(matches!(f, Format::Binary(_))))
+            .collect();
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            std::iter::empty::<()>(),
+            |_, _| Ok(postgres_protocol::IsNull::Yes),
+            formats,
+            &mut conn.write_buf,
+        )
+        .map_err(|_| PluginError::fatal("cannot encode the query's bind message"))?;
         // Two fetches in flight: the server produces the next rows while the plugin encodes
         // these (one at a time leaves it idle for a round trip per fetch). A fetch after the
         // portal is done just completes again; `finish_query` skips it.
@@ -246,7 +302,11 @@ impl QueryReader {
         }
         let mut message = format!("PostgreSQL error: {}", e.describe());
         if let Some(position) = e.position {
-            let before: String = self.query.chars().take(position.saturating_sub(1)).collect();
+            let before: String = self
+                .query
+                .chars()
+                .take(position.saturating_sub(1))
+                .collect();
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             message.push_str(&format!(" at line {line}, column {column} of the query"));
@@ -256,7 +316,11 @@ impl QueryReader {
         if e.code.starts_with("42") {
             PluginError::bad_config("query", message)
         } else {
-            PluginError::fatal(if self.rows_read > 0 { format!("{message} (after {} rows)", self.rows_read) } else { message })
+            PluginError::fatal(if self.rows_read > 0 {
+                format!("{message} (after {} rows)", self.rows_read)
+            } else {
+                message
+            })
         }
     }
 
@@ -267,7 +331,9 @@ impl QueryReader {
         loop {
             match self.conn.recv()? {
                 Message::ReadyForQuery(_) => break,
-                Message::ErrorResponse(body) => return Err(self.query_error(&wire::ServerError::parse(&body))),
+                Message::ErrorResponse(body) => {
+                    return Err(self.query_error(&wire::ServerError::parse(&body)))
+                }
                 _ => {}
             }
         }
@@ -293,11 +359,21 @@ impl SourceReader for QueryReader {
             return Ok(None);
         }
         let width = self.columns.len() as u32;
-        let mut batch = BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
+        let mut batch =
+            BatchBuilder::with_capacity(self.columns.clone(), (max_rows as usize).min(8192) * 64);
         while batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES {
-            let QueryReader { conn, columns, formats, rows_read, scratch, .. } = self;
+            let QueryReader {
+                conn,
+                columns,
+                formats,
+                rows_read,
+                scratch,
+                ..
+            } = self;
             let full = conn.drain_data_rows(|body| {
-                encode_row(body, width, formats, columns, *rows_read, scratch, &mut batch)?;
+                encode_row(
+                    body, width, formats, columns, *rows_read, scratch, &mut batch,
+                )?;
                 *rows_read += 1;
                 Ok(batch.len() < max_rows && batch.byte_len() < MAX_BATCH_BYTES)
             })?;
@@ -320,8 +396,14 @@ impl SourceReader for QueryReader {
                     self.finish_query()?;
                     break;
                 }
-                Message::ErrorResponse(body) => return Err(self.query_error(&wire::ServerError::parse(&body))),
-                _ => return Err(PluginError::fatal("PostgreSQL protocol error: unexpected message while reading rows")),
+                Message::ErrorResponse(body) => {
+                    return Err(self.query_error(&wire::ServerError::parse(&body)))
+                }
+                _ => {
+                    return Err(PluginError::fatal(
+                        "PostgreSQL protocol error: unexpected message while reading rows",
+                    ))
+                }
             }
         }
         if batch.is_empty() {
@@ -333,10 +415,20 @@ impl SourceReader for QueryReader {
 
 /// Encodes one `DataRow` body (a count, then per value a length, -1 for NULL, and the bytes
 /// in the column's format) as a batch row.
-fn encode_row(body: &[u8], width: u32, formats: &[Format], columns: &[Column], rows_read: u64, scratch: &mut String, batch: &mut BatchBuilder) -> Result<(), PluginError> {
+fn encode_row(
+    body: &[u8],
+    width: u32,
+    formats: &[Format],
+    columns: &[Column],
+    rows_read: u64,
+    scratch: &mut String,
+    batch: &mut BatchBuilder,
+) -> Result<(), PluginError> {
     let malformed = || PluginError::fatal("PostgreSQL protocol error: malformed data row");
     if body.len() < 2 || u32::from(u16::from_be_bytes([body[0], body[1]])) != width {
-        return Err(PluginError::fatal("PostgreSQL protocol error: a row's width does not match its columns"));
+        return Err(PluginError::fatal(
+            "PostgreSQL protocol error: a row's width does not match its columns",
+        ));
     }
     let buf = batch.start_row(width);
     let mut pos = 2;
@@ -354,7 +446,13 @@ fn encode_row(body: &[u8], width: u32, formats: &[Format], columns: &[Column], r
             Format::Binary(kind) => types::write_binary_cell(buf, kind, data, scratch),
             Format::Text(kind) => types::write_cell(buf, kind, data, scratch),
         }
-        .map_err(|e| PluginError::fatal(format!("row {} column {:?}: {e}", rows_read + 1, columns[index].name)))?;
+        .map_err(|e| {
+            PluginError::fatal(format!(
+                "row {} column {:?}: {e}",
+                rows_read + 1,
+                columns[index].name
+            ))
+        })?;
     }
     Ok(())
 }

@@ -10,7 +10,10 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    SignatureScheme, StreamOwned,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -86,12 +89,23 @@ fn provider(chacha_only: bool) -> Arc<CryptoProvider> {
 
 /// Asks the server for TLS and performs the handshake. `root_cert` is the PEM text of the CA
 /// certificates to trust (`sslrootcert`); without it the Mozilla roots are used.
-pub fn upgrade(mut tcp: TcpStream, mode: SslMode, chacha_only: bool, host: &str, root_cert: Option<&[u8]>, peer: &str) -> Result<Stream, PluginError> {
+pub fn upgrade(
+    mut tcp: TcpStream,
+    mode: SslMode,
+    chacha_only: bool,
+    host: &str,
+    root_cert: Option<&[u8]>,
+    peer: &str,
+) -> Result<Stream, PluginError> {
     // SSLRequest: length 8, code 80877103.
     let mut request = Vec::with_capacity(8);
     request.extend_from_slice(&8u32.to_be_bytes());
     request.extend_from_slice(&80_877_103u32.to_be_bytes());
-    let lost = |e: std::io::Error| PluginError::retryable(format!("the connection to PostgreSQL at {peer} was lost during the TLS request: {e}"));
+    let lost = |e: std::io::Error| {
+        PluginError::retryable(format!(
+            "the connection to PostgreSQL at {peer} was lost during the TLS request: {e}"
+        ))
+    };
     tcp.write_all(&request).map_err(lost)?;
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).map_err(lost)?;
@@ -111,17 +125,30 @@ pub fn upgrade(mut tcp: TcpStream, mode: SslMode, chacha_only: bool, host: &str,
         .with_safe_default_protocol_versions()
         .map_err(|e| PluginError::fatal(format!("TLS setup: {e}")))?;
     let config = if mode == SslMode::Require {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly { provider })).with_no_client_auth()
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly { provider }))
+            .with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
         match root_cert {
             Some(pem) => {
                 for cert in CertificateDer::pem_slice_iter(pem) {
-                    let cert = cert.map_err(|e| PluginError::bad_config("sslrootcert", format!("not a PEM certificate file: {e}")))?;
-                    roots.add(cert).map_err(|e| PluginError::bad_config("sslrootcert", format!("unusable certificate: {e}")))?;
+                    let cert = cert.map_err(|e| {
+                        PluginError::bad_config(
+                            "sslrootcert",
+                            format!("not a PEM certificate file: {e}"),
+                        )
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        PluginError::bad_config("sslrootcert", format!("unusable certificate: {e}"))
+                    })?;
                 }
                 if roots.is_empty() {
-                    return Err(PluginError::bad_config("sslrootcert", "the file holds no certificate"));
+                    return Err(PluginError::bad_config(
+                        "sslrootcert",
+                        "the file holds no certificate",
+                    ));
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -129,16 +156,32 @@ pub fn upgrade(mut tcp: TcpStream, mode: SslMode, chacha_only: bool, host: &str,
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|e| PluginError::fatal(format!("TLS setup: {e}")))?;
-        let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
-        builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
+        let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyCa {
+            Arc::new(ChainOnly(webpki))
+        } else {
+            webpki
+        };
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth()
     };
-    let name = ServerName::try_from(host.to_string()).map_err(|e| PluginError::bad_config("host", format!("{host:?} is not a valid TLS server name: {e}")))?;
-    let connection = ClientConnection::new(Arc::new(config), name).map_err(|e| PluginError::fatal(format!("TLS setup: {e}")))?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        PluginError::bad_config(
+            "host",
+            format!("{host:?} is not a valid TLS server name: {e}"),
+        )
+    })?;
+    let connection = ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| PluginError::fatal(format!("TLS setup: {e}")))?;
     let mut stream = StreamOwned::new(connection, tcp);
     // Finish the handshake now, so certificate problems surface as such.
     while stream.conn.is_handshaking() {
         if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
-            let detail = e.get_ref().map(|inner| inner.to_string()).unwrap_or_else(|| e.to_string());
+            let detail = e
+                .get_ref()
+                .map(|inner| inner.to_string())
+                .unwrap_or_else(|| e.to_string());
             if chacha_only && detail.contains("HandshakeFailure") {
                 return Err(PluginError::bad_config(
                     "ssl_ciphers",
@@ -146,7 +189,11 @@ pub fn upgrade(mut tcp: TcpStream, mode: SslMode, chacha_only: bool, host: &str,
                 ));
             }
             return Err(PluginError::bad_config(
-                if mode == SslMode::Require { "sslmode" } else { "sslrootcert" },
+                if mode == SslMode::Require {
+                    "sslmode"
+                } else {
+                    "sslrootcert"
+                },
                 format!("TLS handshake with {peer} failed: {detail}"),
             ));
         }
@@ -162,17 +209,46 @@ struct EncryptOnly {
 }
 
 impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -189,17 +265,30 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.0.verify_tls12_signature(message, cert, dss)
     }
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.0.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -3,7 +3,9 @@
 //! batch's MessagePack without building a `Value` first.
 
 use backflow_plugin_sdk::codec;
-use backflow_plugin_sdk::value::{base64_encode, days_from_civil, format_date, format_timestamp, parse_date, parse_timestamp};
+use backflow_plugin_sdk::value::{
+    base64_encode, days_from_civil, format_date, format_timestamp, parse_date, parse_timestamp,
+};
 use backflow_plugin_sdk::ValueType;
 
 /// How a column's text is read. Arrays of any of these become JSON arrays.
@@ -79,14 +81,22 @@ impl Kind {
 }
 
 /// Encodes one non-NULL cell given as the server's text; `Err` says what was wrong with it.
-pub fn write_cell(buf: &mut Vec<u8>, kind: Kind, text: &[u8], scratch: &mut String) -> Result<(), String> {
+pub fn write_cell(
+    buf: &mut Vec<u8>,
+    kind: Kind,
+    text: &[u8],
+    scratch: &mut String,
+) -> Result<(), String> {
     match kind {
         Kind::Text => {
             // The session's client_encoding is UTF8: the server guarantees valid UTF-8.
             codec::write_text_header(buf, text.len() as u32);
             buf.extend_from_slice(text);
         }
-        Kind::Int => codec::write_int(buf, parse_int(text).ok_or_else(|| format!("{:?} is not an integer", lossy(text)))?),
+        Kind::Int => codec::write_int(
+            buf,
+            parse_int(text).ok_or_else(|| format!("{:?} is not an integer", lossy(text)))?,
+        ),
         Kind::Bool => codec::write_bool(buf, parse_bool(text)?),
         Kind::Float => codec::write_float(buf, parse_float(text)?),
         Kind::Numeric => codec::write_decimal(buf, utf8(text)?),
@@ -99,7 +109,10 @@ pub fn write_cell(buf: &mut Vec<u8>, kind: Kind, text: &[u8], scratch: &mut Stri
                 codec::write_value(buf, &backflow_plugin_sdk::Value::Date(parse_pg_date(text)?));
             }
         }
-        Kind::Timestamp => codec::write_value(buf, &backflow_plugin_sdk::Value::Timestamp(parse_pg_timestamp(utf8(text)?)?)),
+        Kind::Timestamp => codec::write_value(
+            buf,
+            &backflow_plugin_sdk::Value::Timestamp(parse_pg_timestamp(utf8(text)?)?),
+        ),
         Kind::Json => codec::write_json(buf, utf8(text)?),
         Kind::Bytea => {
             let bytes = parse_bytea(text)?;
@@ -161,7 +174,12 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS as i64 * 86_400_000_000;
 
 /// Encodes one non-NULL cell given in the binary format; `Err` says what was wrong with it.
-pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: &mut String) -> Result<(), String> {
+pub fn write_binary_cell(
+    buf: &mut Vec<u8>,
+    kind: Binary,
+    data: &[u8],
+    scratch: &mut String,
+) -> Result<(), String> {
     match kind {
         Binary::Bool => codec::write_bool(buf, fixed::<1>(data)?[0] != 0),
         Binary::Int2 => codec::write_int(buf, i64::from(i16::from_be_bytes(fixed(data)?))),
@@ -180,7 +198,9 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
                 i32::MIN => return Err(format!("date \"-infinity\" {NOT_REPRESENTABLE}")),
                 _ => {}
             }
-            let days = days.checked_add(PG_EPOCH_DAYS).ok_or_else(|| format!("date {days} days from 2000-01-01 is out of range"))?;
+            let days = days
+                .checked_add(PG_EPOCH_DAYS)
+                .ok_or_else(|| format!("date {days} days from 2000-01-01 is out of range"))?;
             codec::write_value(buf, &backflow_plugin_sdk::Value::Date(days));
         }
         Binary::Timestamp => {
@@ -190,7 +210,9 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
                 i64::MIN => return Err(format!("timestamp \"-infinity\" {NOT_REPRESENTABLE}")),
                 _ => {}
             }
-            let micros = micros.checked_add(PG_EPOCH_MICROS).ok_or_else(|| format!("timestamp {micros} µs from 2000-01-01 is out of range"))?;
+            let micros = micros
+                .checked_add(PG_EPOCH_MICROS)
+                .ok_or_else(|| format!("timestamp {micros} µs from 2000-01-01 is out of range"))?;
             codec::write_value(buf, &backflow_plugin_sdk::Value::Timestamp(micros));
         }
         Binary::Bytea => {
@@ -202,7 +224,8 @@ pub fn write_binary_cell(buf: &mut Vec<u8>, kind: Binary, data: &[u8], scratch: 
 
 /// A fixed-size binary value: exactly `N` bytes, or an error saying how many came.
 fn fixed<const N: usize>(data: &[u8]) -> Result<[u8; N], String> {
-    data.try_into().map_err(|_| format!("{} bytes where the binary format has {N}", data.len()))
+    data.try_into()
+        .map_err(|_| format!("{} bytes where the binary format has {N}", data.len()))
 }
 
 /// A `numeric` in the binary format (digit count, weight of the first base-10000 digit,
@@ -246,9 +269,11 @@ pub fn numeric_text(data: &[u8], out: &mut String) -> Result<(), String> {
         Ok(d)
     };
     // A base-10000 digit's four decimal digits: the first `take`, or the last `take`.
-    let decimals = |d: u16| [d / 1000, d / 100 % 10, d / 10 % 10, d % 10].map(|x| char::from(b'0' + x as u8));
+    let decimals =
+        |d: u16| [d / 1000, d / 100 % 10, d / 10 % 10, d % 10].map(|x| char::from(b'0' + x as u8));
     let push4 = |out: &mut String, d: u16, take: u16| out.extend(&decimals(d)[..take as usize]);
-    let push_last = |out: &mut String, d: u16, take: u16| out.extend(&decimals(d)[4 - take as usize..]);
+    let push_last =
+        |out: &mut String, d: u16, take: u16| out.extend(&decimals(d)[4 - take as usize..]);
     if weight < 0 {
         out.push('0');
     } else {
@@ -322,11 +347,15 @@ fn parse_bool(text: &[u8]) -> Result<bool, String> {
 
 fn parse_float(text: &[u8]) -> Result<f64, String> {
     // Rust accepts "NaN", "Infinity" and "-Infinity" as PostgreSQL prints them.
-    utf8(text)?.parse::<f64>().map_err(|_| format!("{:?} is not a number", lossy(text)))
+    utf8(text)?
+        .parse::<f64>()
+        .map_err(|_| format!("{:?} is not a number", lossy(text)))
 }
 
 fn parse_bytea(text: &[u8]) -> Result<Vec<u8>, String> {
-    let hex = text.strip_prefix(b"\\x").ok_or_else(|| "bytea is not in hex format".to_string())?;
+    let hex = text
+        .strip_prefix(b"\\x")
+        .ok_or_else(|| "bytea is not in hex format".to_string())?;
     if hex.len() % 2 != 0 {
         return Err("bytea hex has an odd number of digits".into());
     }
@@ -338,7 +367,9 @@ fn parse_bytea(text: &[u8]) -> Result<Vec<u8>, String> {
             _ => Err("bytea hex has a non-hex digit".into()),
         }
     };
-    hex.chunks(2).map(|pair| Ok(nibble(pair[0])? << 4 | nibble(pair[1])?)).collect()
+    hex.chunks(2)
+        .map(|pair| Ok(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
 }
 
 const NOT_REPRESENTABLE: &str = "cannot be represented (backflow dates and timestamps are finite); map it in the query, e.g. NULLIF(column, 'infinity')";
@@ -350,8 +381,13 @@ fn split_year(text: &str) -> Result<(i64, &str), String> {
         Some(body) => (body, true),
         None => (text, false),
     };
-    let dash = body.find('-').filter(|&i| i >= 4).ok_or_else(|| format!("{text:?} is not an ISO date"))?;
-    let year: i64 = body[..dash].parse().map_err(|_| format!("{text:?} is not an ISO date"))?;
+    let dash = body
+        .find('-')
+        .filter(|&i| i >= 4)
+        .ok_or_else(|| format!("{text:?} is not an ISO date"))?;
+    let year: i64 = body[..dash]
+        .parse()
+        .map_err(|_| format!("{text:?} is not an ISO date"))?;
     Ok((if bc { 1 - year } else { year }, &body[dash..]))
 }
 
@@ -366,7 +402,8 @@ pub fn parse_pg_date(text: &str) -> Result<i32, String> {
     }
     let (year, rest) = split_year(text)?;
     let (proxy, shift) = proxy_year(year);
-    let days = parse_date(&format!("{proxy}{rest}")).ok_or_else(|| format!("{text:?} is not a date"))?;
+    let days =
+        parse_date(&format!("{proxy}{rest}")).ok_or_else(|| format!("{text:?} is not a date"))?;
     Ok(days + shift)
 }
 
@@ -382,7 +419,8 @@ pub fn parse_pg_timestamp(text: &str) -> Result<i64, String> {
     }
     let (year, rest) = split_year(text)?;
     let (proxy, shift) = proxy_year(year);
-    let micros = parse_timestamp(&format!("{proxy}{rest}")).ok_or_else(|| format!("{text:?} is not a timestamp"))?;
+    let micros = parse_timestamp(&format!("{proxy}{rest}"))
+        .ok_or_else(|| format!("{text:?} is not a timestamp"))?;
     Ok(micros + i64::from(shift) * 86_400_000_000)
 }
 
@@ -406,12 +444,21 @@ pub fn parse_array(text: &str, element: Scalar, out: &mut String) -> Result<(), 
     let mut pos = 0;
     parse_dimension(body, bytes, &mut pos, element, out)?;
     if pos != bytes.len() {
-        return Err(format!("unexpected text after the array: {:?}", &body[pos..]));
+        return Err(format!(
+            "unexpected text after the array: {:?}",
+            &body[pos..]
+        ));
     }
     Ok(())
 }
 
-fn parse_dimension(text: &str, bytes: &[u8], pos: &mut usize, element: Scalar, out: &mut String) -> Result<(), String> {
+fn parse_dimension(
+    text: &str,
+    bytes: &[u8],
+    pos: &mut usize,
+    element: Scalar,
+    out: &mut String,
+) -> Result<(), String> {
     if bytes.get(*pos) != Some(&b'{') {
         return Err("an array must start with '{'".into());
     }
@@ -436,7 +483,10 @@ fn parse_dimension(text: &str, bytes: &[u8], pos: &mut usize, element: Scalar, o
                 loop {
                     match bytes.get(*pos) {
                         Some(b'\\') => {
-                            let c = text[*pos + 1..].chars().next().ok_or("unterminated escape in array")?;
+                            let c = text[*pos + 1..]
+                                .chars()
+                                .next()
+                                .ok_or("unterminated escape in array")?;
                             value.push(c);
                             *pos += 1 + c.len_utf8();
                         }
@@ -481,10 +531,20 @@ fn parse_dimension(text: &str, bytes: &[u8], pos: &mut usize, element: Scalar, o
 }
 
 fn write_element(raw: &str, element: Scalar, out: &mut String) -> Result<(), String> {
-    let push_str = |out: &mut String, s: &str| out.push_str(&serde_json::to_string(s).expect("strings serialize"));
+    let push_str = |out: &mut String, s: &str| {
+        out.push_str(&serde_json::to_string(s).expect("strings serialize"))
+    };
     match element {
-        Scalar::Bool => out.push_str(if parse_bool(raw.as_bytes())? { "true" } else { "false" }),
-        Scalar::Int => out.push_str(&parse_int(raw.as_bytes()).ok_or_else(|| format!("{raw:?} is not an integer"))?.to_string()),
+        Scalar::Bool => out.push_str(if parse_bool(raw.as_bytes())? {
+            "true"
+        } else {
+            "false"
+        }),
+        Scalar::Int => out.push_str(
+            &parse_int(raw.as_bytes())
+                .ok_or_else(|| format!("{raw:?} is not an integer"))?
+                .to_string(),
+        ),
         Scalar::Float => {
             let f = parse_float(raw.as_bytes())?;
             match serde_json::Number::from_f64(f) {
@@ -519,27 +579,55 @@ mod tests {
         assert_eq!(array("{1,NULL,-3}", Scalar::Int), "[1,null,-3]");
         assert_eq!(array("{{1,2},{3,4}}", Scalar::Int), "[[1,2],[3,4]]");
         assert_eq!(array("[0:1]={7,8}", Scalar::Int), "[7,8]");
-        assert_eq!(array(r#"{"a b","c\"d",NULL,"NULL",é}"#, Scalar::Text), r#"["a b","c\"d",null,"NULL","é"]"#);
+        assert_eq!(
+            array(r#"{"a b","c\"d",NULL,"NULL",é}"#, Scalar::Text),
+            r#"["a b","c\"d",null,"NULL","é"]"#
+        );
         assert_eq!(array("{t,f}", Scalar::Bool), "[true,false]");
         assert_eq!(array("{1.5,NaN}", Scalar::Float), r#"[1.5,"NaN"]"#);
-        assert_eq!(array("{123456789012345678901234567890.5}", Scalar::Numeric), r#"["123456789012345678901234567890.5"]"#);
+        assert_eq!(
+            array("{123456789012345678901234567890.5}", Scalar::Numeric),
+            r#"["123456789012345678901234567890.5"]"#
+        );
         assert_eq!(array(r#"{"{\"a\": 1}"}"#, Scalar::Json), r#"[{"a": 1}]"#);
-        assert_eq!(array(r#"{"1969-12-31 23:59:59+00"}"#, Scalar::Timestamp), r#"["1969-12-31T23:59:59Z"]"#);
+        assert_eq!(
+            array(r#"{"1969-12-31 23:59:59+00"}"#, Scalar::Timestamp),
+            r#"["1969-12-31T23:59:59Z"]"#
+        );
     }
 
     #[test]
     fn dates_and_timestamps() {
         assert_eq!(parse_pg_date("1970-01-02").unwrap(), 1);
-        assert_eq!(format_date(parse_pg_date("0044-03-15 BC").unwrap()), "-0043-03-15");
-        assert_eq!(format_date(parse_pg_date("12345-06-07").unwrap()), "+12345-06-07");
-        assert_eq!(parse_pg_timestamp("1969-12-31 23:59:59.5+00").unwrap(), -500_000);
-        assert_eq!(parse_pg_timestamp("0001-01-01 00:00:00+00 BC").unwrap(), i64::from(days_from_civil(0, 1, 1)) * 86_400_000_000);
-        assert!(parse_pg_timestamp("infinity").unwrap_err().contains("infinity"));
+        assert_eq!(
+            format_date(parse_pg_date("0044-03-15 BC").unwrap()),
+            "-0043-03-15"
+        );
+        assert_eq!(
+            format_date(parse_pg_date("12345-06-07").unwrap()),
+            "+12345-06-07"
+        );
+        assert_eq!(
+            parse_pg_timestamp("1969-12-31 23:59:59.5+00").unwrap(),
+            -500_000
+        );
+        assert_eq!(
+            parse_pg_timestamp("0001-01-01 00:00:00+00 BC").unwrap(),
+            i64::from(days_from_civil(0, 1, 1)) * 86_400_000_000
+        );
+        assert!(parse_pg_timestamp("infinity")
+            .unwrap_err()
+            .contains("infinity"));
     }
 
     fn numeric(ndigits: i16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> String {
         let mut data = Vec::new();
-        for part in [ndigits.to_be_bytes(), weight.to_be_bytes(), sign.to_be_bytes(), dscale.to_be_bytes()] {
+        for part in [
+            ndigits.to_be_bytes(),
+            weight.to_be_bytes(),
+            sign.to_be_bytes(),
+            dscale.to_be_bytes(),
+        ] {
             data.extend_from_slice(&part);
         }
         for d in digits {
@@ -563,17 +651,38 @@ mod tests {
         assert_eq!(numeric(1, -2, 0, 5, &[1000]), "0.00001");
         assert_eq!(numeric(1, -1, 0, 3, &[1230]), "0.123");
         assert_eq!(numeric(3, 2, 0, 0, &[1, 2, 3]), "100020003");
-        assert_eq!(numeric(8, 7, 0, 1, &[12, 3456, 7890, 1234, 5678, 9012, 3456, 7890]), "123456789012345678901234567890.0");
+        assert_eq!(
+            numeric(8, 7, 0, 1, &[12, 3456, 7890, 1234, 5678, 9012, 3456, 7890]),
+            "123456789012345678901234567890.0"
+        );
         // The first group has one to four digits of its own, never a leading zero.
-        for (group, text) in [(7, "7"), (10, "10"), (99, "99"), (100, "100"), (999, "999"), (1000, "1000"), (9999, "9999")] {
+        for (group, text) in [
+            (7, "7"),
+            (10, "10"),
+            (99, "99"),
+            (100, "100"),
+            (999, "999"),
+            (1000, "1000"),
+            (9999, "9999"),
+        ] {
             assert_eq!(numeric(1, 0, 0, 0, &[group]), text);
-            assert_eq!(numeric(2, 1, 0x4000, 0, &[group, 1]), format!("-{text}0001"));
+            assert_eq!(
+                numeric(2, 1, 0x4000, 0, &[group, 1]),
+                format!("-{text}0001")
+            );
         }
         assert_eq!(numeric(2, 1, 0, 2, &[123, 4500]), "1234500.00");
         assert_eq!(numeric(0, 0, 0xC000, 0, &[]), "NaN");
         assert_eq!(numeric(0, 0, 0xF000, 0, &[]), "-Infinity");
-        assert!(numeric_text(&[0, 1, 0, 0, 0, 0, 0, 0], &mut String::new()).is_err(), "a digit missing");
-        assert!(numeric_text(&[0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10], &mut String::new()).unwrap_err().contains("10000"));
+        assert!(
+            numeric_text(&[0, 1, 0, 0, 0, 0, 0, 0], &mut String::new()).is_err(),
+            "a digit missing"
+        );
+        assert!(
+            numeric_text(&[0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10], &mut String::new())
+                .unwrap_err()
+                .contains("10000")
+        );
     }
 
     #[test]
@@ -587,17 +696,47 @@ mod tests {
             write_cell(&mut buf, kind, text.as_bytes(), &mut String::new()).unwrap();
             buf
         };
-        assert_eq!(cell(Binary::Date, &0i32.to_be_bytes()).unwrap(), text(Kind::Date, "2000-01-01"));
-        assert_eq!(cell(Binary::Date, &(-10_958i32).to_be_bytes()).unwrap(), text(Kind::Date, "1969-12-31"));
-        assert_eq!(cell(Binary::Date, &(-730_119i32).to_be_bytes()).unwrap(), text(Kind::Date, "0001-01-01"));
-        assert_eq!(cell(Binary::Date, &(-730_120i32).to_be_bytes()).unwrap(), text(Kind::Date, "0001-12-31 BC"));
-        assert!(cell(Binary::Date, &i32::MAX.to_be_bytes()).unwrap_err().contains("infinity"));
-        assert_eq!(cell(Binary::Timestamp, &1_500_000i64.to_be_bytes()).unwrap(), text(Kind::Timestamp, "2000-01-01 00:00:01.5+00"));
-        assert!(cell(Binary::Timestamp, &i64::MIN.to_be_bytes()).unwrap_err().contains("-infinity"));
-        assert_eq!(cell(Binary::Int2, &(-2i16).to_be_bytes()).unwrap(), text(Kind::Int, "-2"));
-        assert_eq!(cell(Binary::Float8, &0.1f64.to_be_bytes()).unwrap(), text(Kind::Float, "0.1"));
-        assert_eq!(cell(Binary::Bytea, &[0, 255]).unwrap(), text(Kind::Bytea, "\\x00ff"));
-        assert!(cell(Binary::Int8, &[1, 2, 3]).unwrap_err().contains("3 bytes"));
+        assert_eq!(
+            cell(Binary::Date, &0i32.to_be_bytes()).unwrap(),
+            text(Kind::Date, "2000-01-01")
+        );
+        assert_eq!(
+            cell(Binary::Date, &(-10_958i32).to_be_bytes()).unwrap(),
+            text(Kind::Date, "1969-12-31")
+        );
+        assert_eq!(
+            cell(Binary::Date, &(-730_119i32).to_be_bytes()).unwrap(),
+            text(Kind::Date, "0001-01-01")
+        );
+        assert_eq!(
+            cell(Binary::Date, &(-730_120i32).to_be_bytes()).unwrap(),
+            text(Kind::Date, "0001-12-31 BC")
+        );
+        assert!(cell(Binary::Date, &i32::MAX.to_be_bytes())
+            .unwrap_err()
+            .contains("infinity"));
+        assert_eq!(
+            cell(Binary::Timestamp, &1_500_000i64.to_be_bytes()).unwrap(),
+            text(Kind::Timestamp, "2000-01-01 00:00:01.5+00")
+        );
+        assert!(cell(Binary::Timestamp, &i64::MIN.to_be_bytes())
+            .unwrap_err()
+            .contains("-infinity"));
+        assert_eq!(
+            cell(Binary::Int2, &(-2i16).to_be_bytes()).unwrap(),
+            text(Kind::Int, "-2")
+        );
+        assert_eq!(
+            cell(Binary::Float8, &0.1f64.to_be_bytes()).unwrap(),
+            text(Kind::Float, "0.1")
+        );
+        assert_eq!(
+            cell(Binary::Bytea, &[0, 255]).unwrap(),
+            text(Kind::Bytea, "\\x00ff")
+        );
+        assert!(cell(Binary::Int8, &[1, 2, 3])
+            .unwrap_err()
+            .contains("3 bytes"));
     }
 
     #[test]
@@ -616,10 +755,30 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
-    const SCALARS: [Scalar; 9] = [Scalar::Bool, Scalar::Int, Scalar::Float, Scalar::Numeric, Scalar::Text, Scalar::Date, Scalar::Timestamp, Scalar::Json, Scalar::Bytea];
+    const SCALARS: [Scalar; 9] = [
+        Scalar::Bool,
+        Scalar::Int,
+        Scalar::Float,
+        Scalar::Numeric,
+        Scalar::Text,
+        Scalar::Date,
+        Scalar::Timestamp,
+        Scalar::Json,
+        Scalar::Bytea,
+    ];
 
     fn every_kind() -> Vec<Kind> {
-        let mut kinds = vec![Kind::Bool, Kind::Int, Kind::Float, Kind::Numeric, Kind::Text, Kind::Date, Kind::Timestamp, Kind::Json, Kind::Bytea];
+        let mut kinds = vec![
+            Kind::Bool,
+            Kind::Int,
+            Kind::Float,
+            Kind::Numeric,
+            Kind::Text,
+            Kind::Date,
+            Kind::Timestamp,
+            Kind::Json,
+            Kind::Bytea,
+        ];
         kinds.extend(SCALARS.iter().map(|s| Kind::Array(*s)));
         kinds
     }

@@ -2,6 +2,7 @@
 //! cleartext password, MD5, SCRAM-SHA-256) and message exchange. The host decides which
 //! addresses the socket may reach; a refused connect comes back as an error naming the grant.
 
+use crate::tls::{SslMode, Stream};
 use backflow_plugin_sdk::host;
 use backflow_plugin_sdk::PluginError;
 use bytes::BytesMut;
@@ -10,7 +11,6 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 use std::io::{ErrorKind, Read, Write};
-use crate::tls::{SslMode, Stream};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 /// Where and as whom to connect.
@@ -52,7 +52,13 @@ pub struct ServerError {
 
 impl ServerError {
     pub fn parse(body: &ErrorResponseBody) -> ServerError {
-        let mut e = ServerError { code: String::new(), message: String::new(), detail: None, hint: None, position: None };
+        let mut e = ServerError {
+            code: String::new(),
+            message: String::new(),
+            detail: None,
+            hint: None,
+            position: None,
+        };
         let mut fields = body.fields();
         while let Ok(Some(f)) = fields.next() {
             let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
@@ -123,14 +129,23 @@ impl Connection {
                         format!("the sandbox refused a connection to {addr}: grant it to this source with grants.network = [\"{addr}\"]"),
                     )
                 } else {
-                    PluginError::retryable(format!("cannot connect to PostgreSQL at {peer} ({addr}): {e}"))
+                    PluginError::retryable(format!(
+                        "cannot connect to PostgreSQL at {peer} ({addr}): {e}"
+                    ))
                 });
             }
         };
         let _ = stream.set_nodelay(true);
         let stream = match params.sslmode {
             SslMode::Disable => Stream::Plain(stream),
-            mode => crate::tls::upgrade(stream, mode, params.chacha_only, params.host, params.root_cert, &peer)?,
+            mode => crate::tls::upgrade(
+                stream,
+                mode,
+                params.chacha_only,
+                params.host,
+                params.root_cert,
+                &peer,
+            )?,
         };
         let mut conn = Connection {
             stream,
@@ -239,14 +254,20 @@ impl Connection {
         loop {
             match self.recv()? {
                 Message::ReadyForQuery(_) => return Ok(()),
-                Message::ErrorResponse(body) => return Err(self.startup_error(ServerError::parse(&body), p)),
+                Message::ErrorResponse(body) => {
+                    return Err(self.startup_error(ServerError::parse(&body), p))
+                }
                 _ => {}
             }
         }
     }
 
     fn startup_error(&self, e: ServerError, p: &ConnectParams) -> PluginError {
-        let what = format!("PostgreSQL at {} refused the connection: {}", self.peer, e.describe());
+        let what = format!(
+            "PostgreSQL at {} refused the connection: {}",
+            self.peer,
+            e.describe()
+        );
         match e.code.as_str() {
             // invalid_password, invalid_authorization_specification
             "28P01" => PluginError::bad_config("password", what),
@@ -273,11 +294,15 @@ impl Connection {
                     let mut fields = body.fields();
                     while let Ok(Some(f)) = fields.next() {
                         if f.type_() == b'M' {
-                            host::info(&format!("server notice: {}", String::from_utf8_lossy(f.value_bytes())));
+                            host::info(&format!(
+                                "server notice: {}",
+                                String::from_utf8_lossy(f.value_bytes())
+                            ));
                         }
                     }
                 }
-                Ok(Some(Message::ParameterStatus(_))) | Ok(Some(Message::NotificationResponse(_))) => {}
+                Ok(Some(Message::ParameterStatus(_)))
+                | Ok(Some(Message::NotificationResponse(_))) => {}
                 Ok(Some(message)) => return Ok(message),
                 Ok(None) => self.fill()?,
                 Err(e) => return Err(protocol(&format!("malformed message from the server: {e}"))),
@@ -287,9 +312,15 @@ impl Connection {
 
     /// Reads whatever the server has sent next into `read_buf` (at least one byte).
     pub fn fill(&mut self) -> Result<(), PluginError> {
-        let n = self.stream.read(&mut self.chunk).map_err(|e| self.lost(e))?;
+        let n = self
+            .stream
+            .read(&mut self.chunk)
+            .map_err(|e| self.lost(e))?;
         if n == 0 {
-            return Err(PluginError::retryable(format!("the connection to PostgreSQL at {} was closed by the server", self.peer)));
+            return Err(PluginError::retryable(format!(
+                "the connection to PostgreSQL at {} was closed by the server",
+                self.peer
+            )));
         }
         self.read_buf.extend_from_slice(&self.chunk[..n]);
         Ok(())
@@ -298,12 +329,16 @@ impl Connection {
     /// The complete `DataRow` messages at the front of the buffer, without parsing them into
     /// messages one by one (the hot path: one call per row otherwise allocates). `each` gets
     /// every row's body; returns whether it stopped because `each` said so (`false`).
-    pub fn drain_data_rows(&mut self, mut each: impl FnMut(&[u8]) -> Result<bool, PluginError>) -> Result<bool, PluginError> {
+    pub fn drain_data_rows(
+        &mut self,
+        mut each: impl FnMut(&[u8]) -> Result<bool, PluginError>,
+    ) -> Result<bool, PluginError> {
         let buf = &self.read_buf[..];
         let mut pos = 0;
         let mut stopped = false;
         while buf.len() - pos >= 5 && buf[pos] == b'D' {
-            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
+            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]])
+                as usize;
             if len < 4 || buf.len() - pos < 1 + len {
                 break;
             }
@@ -328,11 +363,15 @@ impl Connection {
     /// Whether the buffer holds the start of a message that is not complete yet.
     pub fn has_partial_message(&self) -> bool {
         let buf = &self.read_buf[..];
-        buf.len() < 5 || buf.len() < 1 + u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
+        buf.len() < 5
+            || buf.len() < 1 + u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
     }
 
     fn lost(&self, e: std::io::Error) -> PluginError {
-        PluginError::retryable(format!("the connection to PostgreSQL at {} was lost: {e}", self.peer))
+        PluginError::retryable(format!(
+            "the connection to PostgreSQL at {} was lost: {e}",
+            self.peer
+        ))
     }
 
     /// Ends the session politely; errors do not matter any more.

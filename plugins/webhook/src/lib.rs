@@ -16,8 +16,8 @@
 use backflow_plugin_sdk::host::{self, HttpHeader, HttpRequest};
 use backflow_plugin_sdk::*;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use serde::Deserialize;
+use sha2::Sha256;
 use std::collections::BTreeMap;
 
 const SCHEMA: &str = r#"{
@@ -92,11 +92,17 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
     let cfg: Config = parse_config(config).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
-        errors.push(ConfigError::new("url", format!("{:?} is not an http:// or https:// URL", cfg.url)));
+        errors.push(ConfigError::new(
+            "url",
+            format!("{:?} is not an http:// or https:// URL", cfg.url),
+        ));
     }
     for (name, value) in &cfg.headers {
         if value.contains("${env.") && !value[value.find("${env.").unwrap()..].contains('}') {
-            errors.push(ConfigError::new(format!("headers.{name}"), "unterminated ${env.NAME} reference"));
+            errors.push(ConfigError::new(
+                format!("headers.{name}"),
+                "unterminated ${env.NAME} reference",
+            ));
         }
     }
     if cfg.method.trim().is_empty() {
@@ -105,18 +111,30 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
     for (map, name) in [(&cfg.endpoints, "endpoints"), (&cfg.methods, "methods")] {
         for op in map.keys() {
             if !OPERATIONS.contains(&op.as_str()) {
-                errors.push(ConfigError::new(format!("{name}.{op}"), "not an operation (insert, update, delete, append)"));
+                errors.push(ConfigError::new(
+                    format!("{name}.{op}"),
+                    "not an operation (insert, update, delete, append)",
+                ));
             }
         }
     }
     for (op, url) in &cfg.endpoints {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            errors.push(ConfigError::new(format!("endpoints.{op}"), format!("{url:?} is not an http:// or https:// URL")));
+            errors.push(ConfigError::new(
+                format!("endpoints.{op}"),
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
         }
     }
     let mut env = minijinja::Environment::new();
-    let templates = [("url", Some(&cfg.url)), ("body_template", cfg.body_template.as_ref())];
-    for (field, source) in templates.into_iter().chain(cfg.endpoints.iter().map(|(_, u)| ("endpoints", Some(u)))) {
+    let templates = [
+        ("url", Some(&cfg.url)),
+        ("body_template", cfg.body_template.as_ref()),
+    ];
+    for (field, source) in templates
+        .into_iter()
+        .chain(cfg.endpoints.iter().map(|(_, u)| ("endpoints", Some(u))))
+    {
         if let Some(source) = source {
             if let Err(e) = env.add_template_owned(field.to_string(), source.clone()) {
                 errors.push(ConfigError::new(field, format!("invalid template: {e}")));
@@ -153,7 +171,12 @@ impl DestinationPlugin for Webhook {
             kind: PluginKind::Destination,
             description: "POSTs rows as JSON to an HTTP endpoint.".into(),
             config_schema: SCHEMA.into(),
-            operations: vec![Operation::Insert, Operation::Update, Operation::Delete, Operation::Append],
+            operations: vec![
+                Operation::Insert,
+                Operation::Update,
+                Operation::Delete,
+                Operation::Append,
+            ],
             max_batch_size: 500,
             default_rate_limit: None,
         }
@@ -165,26 +188,46 @@ impl DestinationPlugin for Webhook {
 
     fn open(config: &str, context: SyncContext) -> Result<WebhookWriter, PluginError> {
         let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
-        let mut headers = vec![HttpHeader { name: "content-type".into(), value: "application/json".into() }];
+        let mut headers = vec![HttpHeader {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }];
         for (name, value) in &cfg.headers {
-            let value = expand_secrets(value, "destination").map_err(|m| PluginError::bad_config(format!("headers.{name}"), m))?;
-            headers.push(HttpHeader { name: name.clone(), value });
+            let value = expand_secrets(value, "destination")
+                .map_err(|m| PluginError::bad_config(format!("headers.{name}"), m))?;
+            headers.push(HttpHeader {
+                name: name.clone(),
+                value,
+            });
         }
         let signing_key = match &cfg.signing_secret {
-            Some(s) => Some(expand_secrets(s, "destination").map_err(|m| PluginError::bad_config("signing_secret", m))?.into_bytes()),
+            Some(s) => Some(
+                expand_secrets(s, "destination")
+                    .map_err(|m| PluginError::bad_config("signing_secret", m))?
+                    .into_bytes(),
+            ),
             None => None,
         };
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         url_escaping(&mut env);
-        env.add_template_owned("url", cfg.url.clone()).map_err(|e| PluginError::bad_config("url", e.to_string()))?;
+        env.add_template_owned("url", cfg.url.clone())
+            .map_err(|e| PluginError::bad_config("url", e.to_string()))?;
         for (op, url) in &cfg.endpoints {
-            env.add_template_owned(format!("endpoint:{op}"), url.clone()).map_err(|e| PluginError::bad_config(format!("endpoints.{op}"), e.to_string()))?;
+            env.add_template_owned(format!("endpoint:{op}"), url.clone())
+                .map_err(|e| PluginError::bad_config(format!("endpoints.{op}"), e.to_string()))?;
         }
         if let Some(body) = &cfg.body_template {
-            env.add_template_owned("body", body.clone()).map_err(|e| PluginError::bad_config("body_template", e.to_string()))?;
+            env.add_template_owned("body", body.clone())
+                .map_err(|e| PluginError::bad_config("body_template", e.to_string()))?;
         }
-        Ok(WebhookWriter { cfg, headers, env, signing_key, sync: context.sync_name })
+        Ok(WebhookWriter {
+            cfg,
+            headers,
+            env,
+            signing_key,
+            sync: context.sync_name,
+        })
     }
 }
 
@@ -194,16 +237,30 @@ impl DestinationPlugin for Webhook {
 /// templates are JSON and are not touched.
 fn url_escaping(env: &mut minijinja::Environment<'static>) {
     use minijinja::AutoEscape;
-    env.set_auto_escape_callback(|name| if name == "url" || name.starts_with("endpoint:") { AutoEscape::Custom("url") } else { AutoEscape::None });
+    env.set_auto_escape_callback(|name| {
+        if name == "url" || name.starts_with("endpoint:") {
+            AutoEscape::Custom("url")
+        } else {
+            AutoEscape::None
+        }
+    });
     env.set_formatter(|out, state, value| {
         if state.auto_escape() != AutoEscape::Custom("url") || value.is_safe() {
             return minijinja::escape_formatter(out, state, value);
         }
-        let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+        let text = value
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
         if text == "." || text == ".." {
-            return Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("the value {text:?} cannot be a URL path segment")));
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("the value {text:?} cannot be a URL path segment"),
+            ));
         }
-        out.write_str(&percent_encode_segment(&text)).map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing the URL"))
+        out.write_str(&percent_encode_segment(&text)).map_err(|_| {
+            minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing the URL")
+        })
     });
 }
 
@@ -243,21 +300,48 @@ impl WebhookWriter {
     /// The URL for an operation (a per-operation endpoint, else `url`), rendered with the
     /// row (row mode) or without one (array mode).
     fn url(&self, op: Operation, row: Option<&serde_json::Value>) -> Result<String, PluginError> {
-        let name = if self.cfg.endpoints.contains_key(op.as_str()) { format!("endpoint:{}", op.as_str()) } else { "url".to_string() };
-        let field = if name == "url" { "url".to_string() } else { format!("endpoints.{}", op.as_str()) };
-        let template = self.env.get_template(&name).map_err(|e| PluginError::bad_config(field.clone(), e.to_string()))?;
+        let name = if self.cfg.endpoints.contains_key(op.as_str()) {
+            format!("endpoint:{}", op.as_str())
+        } else {
+            "url".to_string()
+        };
+        let field = if name == "url" {
+            "url".to_string()
+        } else {
+            format!("endpoints.{}", op.as_str())
+        };
+        let template = self
+            .env
+            .get_template(&name)
+            .map_err(|e| PluginError::bad_config(field.clone(), e.to_string()))?;
         template
             .render(minijinja::context! { row => row, op => op.as_str(), sync => &self.sync })
             .map_err(|e| PluginError::bad_config(field, format!("cannot render the URL: {e}")))
     }
 
     /// One row's JSON: the mapped fields, or the body template's output.
-    fn row_body(&self, op: Operation, object: serde_json::Value) -> Result<serde_json::Value, PluginError> {
-        let Some(template) = self.cfg.body_template.as_ref().and(self.env.get_template("body").ok()) else { return Ok(object) };
+    fn row_body(
+        &self,
+        op: Operation,
+        object: serde_json::Value,
+    ) -> Result<serde_json::Value, PluginError> {
+        let Some(template) = self
+            .cfg
+            .body_template
+            .as_ref()
+            .and(self.env.get_template("body").ok())
+        else {
+            return Ok(object);
+        };
         let text = template
             .render(minijinja::context! { row => object, op => op.as_str(), sync => &self.sync })
             .map_err(|e| PluginError::bad_config("body_template", format!("cannot render: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| PluginError::bad_config("body_template", format!("did not render valid JSON ({e}): {text}")))
+        serde_json::from_str(&text).map_err(|e| {
+            PluginError::bad_config(
+                "body_template",
+                format!("did not render valid JSON ({e}): {text}"),
+            )
+        })
     }
 
     /// The idempotency key of a request: BLAKE3 of the sync, the operation and `content`
@@ -275,31 +359,67 @@ impl WebhookWriter {
     }
 
     fn send(&self, op: Operation, url: String, body: Vec<u8>) -> Verdict {
-        let key = (!self.cfg.idempotency_header.is_empty()).then(|| self.idempotency_key(op, &[&body]));
+        let key =
+            (!self.cfg.idempotency_header.is_empty()).then(|| self.idempotency_key(op, &[&body]));
         self.send_keyed(op, url, body, key)
     }
 
-    fn send_keyed(&self, op: Operation, url: String, body: Vec<u8>, idempotency_key: Option<String>) -> Verdict {
+    fn send_keyed(
+        &self,
+        op: Operation,
+        url: String,
+        body: Vec<u8>,
+        idempotency_key: Option<String>,
+    ) -> Verdict {
         let mut headers = self.headers.clone();
         if let Some(key) = idempotency_key {
-            headers.push(HttpHeader { name: self.cfg.idempotency_header.clone(), value: key });
+            headers.push(HttpHeader {
+                name: self.cfg.idempotency_header.clone(),
+                value: key,
+            });
         }
         if let Some(key) = &self.signing_key {
             let t = host::now_ms() / 1000;
-            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
             mac.update(t.to_string().as_bytes());
             mac.update(b".");
             mac.update(&body);
-            headers.push(HttpHeader { name: "X-Backflow-Signature".into(), value: format!("t={t},v1={}", hex(&mac.finalize().into_bytes())) });
+            headers.push(HttpHeader {
+                name: "X-Backflow-Signature".into(),
+                value: format!("t={t},v1={}", hex(&mac.finalize().into_bytes())),
+            });
         }
-        let method = self.cfg.methods.get(op.as_str()).unwrap_or(&self.cfg.method).clone();
-        let request = HttpRequest { method, url, headers, body, timeout_ms: self.cfg.timeout_ms };
+        let method = self
+            .cfg
+            .methods
+            .get(op.as_str())
+            .unwrap_or(&self.cfg.method)
+            .clone();
+        let request = HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+            timeout_ms: self.cfg.timeout_ms,
+        };
         let response = match host::http_send(&request) {
             Ok(r) => r,
-            Err(host::HttpError::Denied(m)) => return Verdict::Retry(PluginError::bad_config("url", m)),
-            Err(host::HttpError::InvalidRequest(m)) => return Verdict::Retry(PluginError::fatal(format!("{}: {m}", self.cfg.url))),
-            Err(host::HttpError::Connection(m)) => return Verdict::Retry(PluginError::retryable(format!("{}: {m}", self.cfg.url))),
-            Err(host::HttpError::Timeout(m)) => return Verdict::Retry(PluginError::retryable(format!("{}: timed out: {m}", self.cfg.url))),
+            Err(host::HttpError::Denied(m)) => {
+                return Verdict::Retry(PluginError::bad_config("url", m))
+            }
+            Err(host::HttpError::InvalidRequest(m)) => {
+                return Verdict::Retry(PluginError::fatal(format!("{}: {m}", self.cfg.url)))
+            }
+            Err(host::HttpError::Connection(m)) => {
+                return Verdict::Retry(PluginError::retryable(format!("{}: {m}", self.cfg.url)))
+            }
+            Err(host::HttpError::Timeout(m)) => {
+                return Verdict::Retry(PluginError::retryable(format!(
+                    "{}: timed out: {m}",
+                    self.cfg.url
+                )))
+            }
         };
         let mut body = String::from_utf8_lossy(&response.body).into_owned();
         // Some APIs echo the request (headers included) in their errors: never copy our own
@@ -313,12 +433,28 @@ impl WebhookWriter {
         match response.status {
             200..=299 => Verdict::Accepted,
             429 | 503 => {
-                let retry_after_ms = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case("retry-after")).and_then(|h| retry_after_ms(&h.value));
-                Verdict::Retry(PluginError::RateLimited { message: format!("HTTP {}: {body}", response.status), retry_after_ms })
+                let retry_after_ms = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|h| retry_after_ms(&h.value));
+                Verdict::Retry(PluginError::RateLimited {
+                    message: format!("HTTP {}: {body}", response.status),
+                    retry_after_ms,
+                })
             }
-            500..=599 => Verdict::Retry(PluginError::retryable(format!("HTTP {}: {body}", response.status))),
+            500..=599 => Verdict::Retry(PluginError::retryable(format!(
+                "HTTP {}: {body}",
+                response.status
+            ))),
             // Credentials are wrong for every row alike: stop the run instead of failing rows.
-            401 | 403 => Verdict::Retry(PluginError::bad_config("headers", format!("HTTP {} from {}: check the credentials: {body}", response.status, self.cfg.url))),
+            401 | 403 => Verdict::Retry(PluginError::bad_config(
+                "headers",
+                format!(
+                    "HTTP {} from {}: check the credentials: {body}",
+                    response.status, self.cfg.url
+                ),
+            )),
             // Deleting what the destination no longer has leaves it as wanted: done. Without
             // this rule such a row would be refused, stay pending and be retried forever.
             404 | 410 if op == Operation::Delete => Verdict::Accepted,
@@ -330,18 +466,32 @@ impl WebhookWriter {
 impl WebhookWriter {
     /// The common case, fast: one JSON array per batch of the mapped fields as they are,
     /// written straight from the batch (no JSON value per row).
-    fn fast_array_body(&self, op: Operation, batch: &Batch) -> Option<Result<Vec<u8>, PluginError>> {
+    fn fast_array_body(
+        &self,
+        op: Operation,
+        batch: &Batch,
+    ) -> Option<Result<Vec<u8>, PluginError>> {
         if self.cfg.batch_mode != BatchMode::Array || self.cfg.body_template.is_some() {
             return None;
         }
         // An operation field named like a column replaces that column's value: the general path.
-        let extra: Vec<(&str, &str)> = self.cfg.operation_field.as_deref().map(|f| (f, op.as_str())).into_iter().collect();
+        let extra: Vec<(&str, &str)> = self
+            .cfg
+            .operation_field
+            .as_deref()
+            .map(|f| (f, op.as_str()))
+            .into_iter()
+            .collect();
         if extra.iter().any(|(f, _)| batch.column_index(f).is_some()) {
             return None;
         }
         // Two columns of one name (a query without aliases) make one field, the last value.
         let names = &batch.columns;
-        if names.iter().enumerate().any(|(i, c)| names[..i].iter().any(|d| d.name == c.name)) {
+        if names
+            .iter()
+            .enumerate()
+            .any(|(i, c)| names[..i].iter().any(|d| d.name == c.name))
+        {
             return None;
         }
         let mut body = Vec::with_capacity(batch.payload.len() * 2 + 64);
@@ -369,7 +519,11 @@ impl DestinationWriter for WebhookWriter {
             // The body follows from the field names, the batch and the options: hashing
             // those (the payload is about half the body's size) gives a key as stable.
             let key = (!self.cfg.idempotency_header.is_empty()).then(|| {
-                let names: Vec<u8> = batch.columns.iter().flat_map(|c| c.name.bytes().chain([0])).collect();
+                let names: Vec<u8> = batch
+                    .columns
+                    .iter()
+                    .flat_map(|c| c.name.bytes().chain([0]))
+                    .collect();
                 let options = format!("{:?}|{:?}", self.cfg.wrapper, self.cfg.operation_field);
                 self.idempotency_key(op, &[&names, options.as_bytes(), &batch.payload])
             });
@@ -426,7 +580,9 @@ impl DestinationWriter for WebhookWriter {
                         Verdict::Accepted => RowOutcome::Accepted,
                         Verdict::Rejected(m) => RowOutcome::Rejected(m),
                         // Rows already sent stay accepted; the rest are retried by the engine.
-                        Verdict::Retry(PluginError::BadConfig(c)) if outcomes.is_empty() => return Err(PluginError::BadConfig(c)),
+                        Verdict::Retry(PluginError::BadConfig(c)) if outcomes.is_empty() => {
+                            return Err(PluginError::BadConfig(c))
+                        }
                         Verdict::Retry(e) => RowOutcome::Retryable(e.to_string()),
                     });
                 }

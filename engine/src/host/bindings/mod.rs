@@ -52,18 +52,36 @@ impl ContractVersion {
 
     /// Which hosted version a component implements, or why it implements none.
     pub fn of(engine: &Engine, component: &Component) -> Result<ContractVersion, String> {
-        let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
-        if let Some(v) = ContractVersion::ALL.into_iter().find(|v| exports.iter().any(|e| e == v.plugin_export())) {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if let Some(v) = ContractVersion::ALL
+            .into_iter()
+            .find(|v| exports.iter().any(|e| e == v.plugin_export()))
+        {
             return Ok(v);
         }
-        let hosted = ContractVersion::ALL.iter().map(|v| format!("backflow:plugin@{}", v.as_str())).collect::<Vec<_>>().join(", ");
-        if let Some(other) = exports.iter().find(|e| e.starts_with("backflow:plugin/plugin@")) {
+        let hosted = ContractVersion::ALL
+            .iter()
+            .map(|v| format!("backflow:plugin@{}", v.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some(other) = exports
+            .iter()
+            .find(|e| e.starts_with("backflow:plugin/plugin@"))
+        {
             return Err(format!("the plugin implements {other}, but this engine hosts {hosted}; rebuild it against a hosted version of the contract"));
         }
         Err(format!(
             "not a backflow plugin: it does not export {} (exports: {})",
             ContractVersion::ALL[0].plugin_export(),
-            if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+            if exports.is_empty() {
+                "none".to_string()
+            } else {
+                exports.join(", ")
+            }
         ))
     }
 }

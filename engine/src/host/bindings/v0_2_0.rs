@@ -59,7 +59,9 @@ use generated::base::backflow::plugin::types as wit;
 use generated::{approval_policy, destination, quality_check, source};
 
 /// Adds this version's `host` interface to the linker.
-pub fn add_to_linker(linker: &mut wasmtime::component::Linker<PluginState>) -> wasmtime::Result<()> {
+pub fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<PluginState>,
+) -> wasmtime::Result<()> {
     wit_host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)
 }
 
@@ -84,19 +86,36 @@ impl wit_host::Host for PluginState {
         super::v0_1_0::wit_host::Host::now_ms(self).await
     }
 
-    async fn http_send(&mut self, request: wit_host::HttpRequest) -> Result<wit_host::HttpResponse, wit_host::HttpError> {
+    async fn http_send(
+        &mut self,
+        request: wit_host::HttpRequest,
+    ) -> Result<wit_host::HttpResponse, wit_host::HttpError> {
         use super::v0_1_0::wit_host as old;
         let request = old::HttpRequest {
             method: request.method,
             url: request.url,
-            headers: request.headers.into_iter().map(|h| old::HttpHeader { name: h.name, value: h.value }).collect(),
+            headers: request
+                .headers
+                .into_iter()
+                .map(|h| old::HttpHeader {
+                    name: h.name,
+                    value: h.value,
+                })
+                .collect(),
             body: request.body,
             timeout_ms: request.timeout_ms,
         };
         match old::Host::http_send(self, request).await {
             Ok(r) => Ok(wit_host::HttpResponse {
                 status: r.status,
-                headers: r.headers.into_iter().map(|h| wit_host::HttpHeader { name: h.name, value: h.value }).collect(),
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|h| wit_host::HttpHeader {
+                        name: h.name,
+                        value: h.value,
+                    })
+                    .collect(),
                 body: r.body,
             }),
             Err(old::HttpError::Denied(m)) => Err(wit_host::HttpError::Denied(m)),
@@ -120,7 +139,8 @@ fn encode(batch: sdk::Batch, encoding: sdk::RowEncoding) -> Result<sdk::Batch, C
     match encoding {
         sdk::RowEncoding::Msgpack => Ok(batch),
         sdk::RowEncoding::Json => {
-            let payload = sdk::json_rows::to_json_rows(&batch).map_err(|e| CallError::Host(format!("encoding a batch as JSON rows: {e}")))?;
+            let payload = sdk::json_rows::to_json_rows(&batch)
+                .map_err(|e| CallError::Host(format!("encoding a batch as JSON rows: {e}")))?;
             Ok(sdk::Batch { payload, ..batch })
         }
     }
@@ -132,14 +152,26 @@ fn encode(batch: sdk::Batch, encoding: sdk::RowEncoding) -> Result<sdk::Batch, C
 pub struct Base(generated::base::PluginBase);
 
 impl Base {
-    pub async fn instantiate(store: &mut Store<PluginState>, pre: InstancePre<PluginState>) -> Result<Base, CallError> {
+    pub async fn instantiate(
+        store: &mut Store<PluginState>,
+        pre: InstancePre<PluginState>,
+    ) -> Result<Base, CallError> {
         let pre = generated::base::PluginBasePre::new(pre).map_err(host_err)?;
-        Ok(Base(guest_call!(store, pre.instantiate_async(&mut *store))?))
+        Ok(Base(guest_call!(
+            store,
+            pre.instantiate_async(&mut *store)
+        )?))
     }
 
     /// The plugin's spec and the row encoding it speaks.
-    pub async fn spec(&self, store: &mut Store<PluginState>) -> Result<(sdk::PluginSpec, sdk::RowEncoding), CallError> {
-        let spec = guest_call!(store, self.0.backflow_plugin_plugin().call_spec(&mut *store))?;
+    pub async fn spec(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> Result<(sdk::PluginSpec, sdk::RowEncoding), CallError> {
+        let spec = guest_call!(
+            store,
+            self.0.backflow_plugin_plugin().call_spec(&mut *store)
+        )?;
         let encoding = match spec.row_encoding {
             wit::RowEncoding::Msgpack => sdk::RowEncoding::Msgpack,
             wit::RowEncoding::Json => sdk::RowEncoding::Json,
@@ -147,39 +179,101 @@ impl Base {
         Ok((spec.into(), encoding))
     }
 
-    pub async fn check_config(&self, store: &mut Store<PluginState>, config_json: &str) -> Result<Vec<sdk::ConfigError>, CallError> {
-        let errors = guest_call!(store, self.0.backflow_plugin_plugin().call_check_config(&mut *store, config_json))?;
-        Ok(errors.into_iter().map(|e| sdk::ConfigError { field: e.field, message: e.message }).collect())
+    pub async fn check_config(
+        &self,
+        store: &mut Store<PluginState>,
+        config_json: &str,
+    ) -> Result<Vec<sdk::ConfigError>, CallError> {
+        let errors = guest_call!(
+            store,
+            self.0
+                .backflow_plugin_plugin()
+                .call_check_config(&mut *store, config_json)
+        )?;
+        Ok(errors
+            .into_iter()
+            .map(|e| sdk::ConfigError {
+                field: e.field,
+                message: e.message,
+            })
+            .collect())
     }
 }
 
 pub struct Source(source::SourcePlugin, sdk::RowEncoding);
 
 impl Source {
-    pub async fn instantiate(store: &mut Store<PluginState>, pre: InstancePre<PluginState>, encoding: sdk::RowEncoding) -> Result<Source, CallError> {
+    pub async fn instantiate(
+        store: &mut Store<PluginState>,
+        pre: InstancePre<PluginState>,
+        encoding: sdk::RowEncoding,
+    ) -> Result<Source, CallError> {
         let pre = source::SourcePluginPre::new(pre).map_err(host_err)?;
-        Ok(Source(guest_call!(store, pre.instantiate_async(&mut *store))?, encoding))
+        Ok(Source(
+            guest_call!(store, pre.instantiate_async(&mut *store))?,
+            encoding,
+        ))
     }
 
-    pub async fn open(&self, store: &mut Store<PluginState>, config_json: &str, query: &str) -> Result<ResourceAny, CallError> {
-        plugin_result(guest_call!(store, self.0.backflow_plugin_source().reader().call_open(&mut *store, config_json, query))?)
+    pub async fn open(
+        &self,
+        store: &mut Store<PluginState>,
+        config_json: &str,
+        query: &str,
+    ) -> Result<ResourceAny, CallError> {
+        plugin_result(guest_call!(
+            store,
+            self.0
+                .backflow_plugin_source()
+                .reader()
+                .call_open(&mut *store, config_json, query)
+        )?)
     }
 
-    pub async fn columns(&self, store: &mut Store<PluginState>, reader: ResourceAny) -> Result<Vec<sdk::Column>, CallError> {
-        let columns = guest_call!(store, self.0.backflow_plugin_source().reader().call_columns(&mut *store, reader))?;
+    pub async fn columns(
+        &self,
+        store: &mut Store<PluginState>,
+        reader: ResourceAny,
+    ) -> Result<Vec<sdk::Column>, CallError> {
+        let columns = guest_call!(
+            store,
+            self.0
+                .backflow_plugin_source()
+                .reader()
+                .call_columns(&mut *store, reader)
+        )?;
         Ok(columns.into_iter().map(Into::into).collect())
     }
 
-    pub async fn next_batch(&self, store: &mut Store<PluginState>, reader: ResourceAny, max_rows: u32) -> Result<Option<sdk::Batch>, CallError> {
-        let batch = guest_call!(store, self.0.backflow_plugin_source().reader().call_next_batch(&mut *store, reader, max_rows))?;
-        let Some(batch) = plugin_result(batch)? else { return Ok(None) };
+    pub async fn next_batch(
+        &self,
+        store: &mut Store<PluginState>,
+        reader: ResourceAny,
+        max_rows: u32,
+    ) -> Result<Option<sdk::Batch>, CallError> {
+        let batch = guest_call!(
+            store,
+            self.0
+                .backflow_plugin_source()
+                .reader()
+                .call_next_batch(&mut *store, reader, max_rows)
+        )?;
+        let Some(batch) = plugin_result(batch)? else {
+            return Ok(None);
+        };
         let batch = sdk::Batch::from(batch);
         match self.1 {
             sdk::RowEncoding::Msgpack => Ok(Some(batch)),
             // What the plugin sent is checked here, row by row, against its own columns.
-            sdk::RowEncoding::Json => sdk::json_rows::from_json_rows(batch.columns, batch.row_count, &batch.payload)
-                .map(Some)
-                .map_err(|e| CallError::Plugin(sdk::PluginError::fatal(format!("the source returned a batch that is not valid JSON rows: {e}")))),
+            sdk::RowEncoding::Json => {
+                sdk::json_rows::from_json_rows(batch.columns, batch.row_count, &batch.payload)
+                    .map(Some)
+                    .map_err(|e| {
+                        CallError::Plugin(sdk::PluginError::fatal(format!(
+                            "the source returned a batch that is not valid JSON rows: {e}"
+                        )))
+                    })
+            }
         }
     }
 }
@@ -187,25 +281,58 @@ impl Source {
 pub struct Destination(destination::DestinationPlugin, sdk::RowEncoding);
 
 impl Destination {
-    pub async fn instantiate(store: &mut Store<PluginState>, pre: InstancePre<PluginState>, encoding: sdk::RowEncoding) -> Result<Destination, CallError> {
+    pub async fn instantiate(
+        store: &mut Store<PluginState>,
+        pre: InstancePre<PluginState>,
+        encoding: sdk::RowEncoding,
+    ) -> Result<Destination, CallError> {
         let pre = destination::DestinationPluginPre::new(pre).map_err(host_err)?;
-        Ok(Destination(guest_call!(store, pre.instantiate_async(&mut *store))?, encoding))
+        Ok(Destination(
+            guest_call!(store, pre.instantiate_async(&mut *store))?,
+            encoding,
+        ))
     }
 
-    pub async fn open(&self, store: &mut Store<PluginState>, config_json: &str, context: &sdk::SyncContext) -> Result<ResourceAny, CallError> {
+    pub async fn open(
+        &self,
+        store: &mut Store<PluginState>,
+        config_json: &str,
+        context: &sdk::SyncContext,
+    ) -> Result<ResourceAny, CallError> {
         let context = destination::exports::backflow::plugin::destination::SyncContext {
             sync_name: context.sync_name.clone(),
             primary_key: context.primary_key.clone(),
             run_id: context.run_id.clone(),
         };
-        plugin_result(guest_call!(store, self.0.backflow_plugin_destination().writer().call_open(&mut *store, config_json, &context))?)
+        plugin_result(guest_call!(
+            store,
+            self.0.backflow_plugin_destination().writer().call_open(
+                &mut *store,
+                config_json,
+                &context
+            )
+        )?)
     }
 
-    pub async fn write(&self, store: &mut Store<PluginState>, writer: ResourceAny, op: sdk::Operation, batch: sdk::Batch) -> Result<Vec<sdk::RowOutcome>, CallError> {
+    pub async fn write(
+        &self,
+        store: &mut Store<PluginState>,
+        writer: ResourceAny,
+        op: sdk::Operation,
+        batch: sdk::Batch,
+    ) -> Result<Vec<sdk::RowOutcome>, CallError> {
         use destination::exports::backflow::plugin::destination::RowOutcome as W;
         let rows = batch.row_count as usize;
         let batch = wit::RowBatch::from(encode(batch, self.1)?);
-        let outcomes = guest_call!(store, self.0.backflow_plugin_destination().writer().call_write(&mut *store, writer, op.into(), &batch))?;
+        let outcomes = guest_call!(
+            store,
+            self.0.backflow_plugin_destination().writer().call_write(
+                &mut *store,
+                writer,
+                op.into(),
+                &batch
+            )
+        )?;
         let outcomes = plugin_result(outcomes)?;
         // 0.2.0: an empty list for a non-empty batch means every row was accepted.
         if outcomes.is_empty() {
@@ -221,20 +348,42 @@ impl Destination {
             .collect())
     }
 
-    pub async fn finish(&self, store: &mut Store<PluginState>, writer: ResourceAny) -> Result<(), CallError> {
-        plugin_result(guest_call!(store, self.0.backflow_plugin_destination().writer().call_finish(&mut *store, writer))?)
+    pub async fn finish(
+        &self,
+        store: &mut Store<PluginState>,
+        writer: ResourceAny,
+    ) -> Result<(), CallError> {
+        plugin_result(guest_call!(
+            store,
+            self.0
+                .backflow_plugin_destination()
+                .writer()
+                .call_finish(&mut *store, writer)
+        )?)
     }
 }
 
 pub struct QualityCheck(quality_check::QualityCheckPlugin, sdk::RowEncoding);
 
 impl QualityCheck {
-    pub async fn instantiate(store: &mut Store<PluginState>, pre: InstancePre<PluginState>, encoding: sdk::RowEncoding) -> Result<QualityCheck, CallError> {
+    pub async fn instantiate(
+        store: &mut Store<PluginState>,
+        pre: InstancePre<PluginState>,
+        encoding: sdk::RowEncoding,
+    ) -> Result<QualityCheck, CallError> {
         let pre = quality_check::QualityCheckPluginPre::new(pre).map_err(host_err)?;
-        Ok(QualityCheck(guest_call!(store, pre.instantiate_async(&mut *store))?, encoding))
+        Ok(QualityCheck(
+            guest_call!(store, pre.instantiate_async(&mut *store))?,
+            encoding,
+        ))
     }
 
-    pub async fn open(&self, store: &mut Store<PluginState>, config_json: &str, plan: &sdk::PlanSummary) -> Result<ResourceAny, CallError> {
+    pub async fn open(
+        &self,
+        store: &mut Store<PluginState>,
+        config_json: &str,
+        plan: &sdk::PlanSummary,
+    ) -> Result<ResourceAny, CallError> {
         use quality_check::exports::backflow::plugin::quality_check::PlanSummary;
         let plan = PlanSummary {
             sync_name: plan.sync_name.clone(),
@@ -245,10 +394,24 @@ impl QualityCheck {
             changed: plan.changed,
             removed: plan.removed,
         };
-        plugin_result(guest_call!(store, self.0.backflow_plugin_quality_check().checker().call_open(&mut *store, config_json, &plan))?)
+        plugin_result(guest_call!(
+            store,
+            self.0.backflow_plugin_quality_check().checker().call_open(
+                &mut *store,
+                config_json,
+                &plan
+            )
+        )?)
     }
 
-    pub async fn observe(&self, store: &mut Store<PluginState>, checker: ResourceAny, kind: sdk::ChangeKind, after: sdk::Batch, before: Option<sdk::Batch>) -> Result<(), CallError> {
+    pub async fn observe(
+        &self,
+        store: &mut Store<PluginState>,
+        checker: ResourceAny,
+        kind: sdk::ChangeKind,
+        after: sdk::Batch,
+        before: Option<sdk::Batch>,
+    ) -> Result<(), CallError> {
         use quality_check::exports::backflow::plugin::quality_check::ChangeKind as K;
         let kind = match kind {
             sdk::ChangeKind::Added => K::Added,
@@ -257,31 +420,64 @@ impl QualityCheck {
             sdk::ChangeKind::Unchanged => K::Unchanged,
         };
         let after = wit::RowBatch::from(encode(after, self.1)?);
-        let before = before.map(|b| encode(b, self.1).map(wit::RowBatch::from)).transpose()?;
-        plugin_result(guest_call!(store, self.0.backflow_plugin_quality_check().checker().call_observe(&mut *store, checker, kind, &after, before.as_ref()))?)
+        let before = before
+            .map(|b| encode(b, self.1).map(wit::RowBatch::from))
+            .transpose()?;
+        plugin_result(guest_call!(
+            store,
+            self.0
+                .backflow_plugin_quality_check()
+                .checker()
+                .call_observe(&mut *store, checker, kind, &after, before.as_ref())
+        )?)
     }
 
-    pub async fn finish(&self, store: &mut Store<PluginState>, checker: ResourceAny) -> Result<sdk::CheckResult, CallError> {
+    pub async fn finish(
+        &self,
+        store: &mut Store<PluginState>,
+        checker: ResourceAny,
+    ) -> Result<sdk::CheckResult, CallError> {
         use quality_check::exports::backflow::plugin::quality_check::Verdict as V;
-        let r = plugin_result(guest_call!(store, self.0.backflow_plugin_quality_check().checker().call_finish(&mut *store, checker))?)?;
+        let r = plugin_result(guest_call!(
+            store,
+            self.0
+                .backflow_plugin_quality_check()
+                .checker()
+                .call_finish(&mut *store, checker)
+        )?)?;
         let verdict = match r.verdict {
             V::Pass => sdk::Verdict::Pass,
             V::Warn => sdk::Verdict::Warn,
             V::Fail => sdk::Verdict::Fail,
         };
-        Ok(sdk::CheckResult { verdict, message: r.message, samples: r.samples })
+        Ok(sdk::CheckResult {
+            verdict,
+            message: r.message,
+            samples: r.samples,
+        })
     }
 }
 
 pub struct ApprovalPolicy(approval_policy::ApprovalPolicyPlugin);
 
 impl ApprovalPolicy {
-    pub async fn instantiate(store: &mut Store<PluginState>, pre: InstancePre<PluginState>) -> Result<ApprovalPolicy, CallError> {
+    pub async fn instantiate(
+        store: &mut Store<PluginState>,
+        pre: InstancePre<PluginState>,
+    ) -> Result<ApprovalPolicy, CallError> {
         let pre = approval_policy::ApprovalPolicyPluginPre::new(pre).map_err(host_err)?;
-        Ok(ApprovalPolicy(guest_call!(store, pre.instantiate_async(&mut *store))?))
+        Ok(ApprovalPolicy(guest_call!(
+            store,
+            pre.instantiate_async(&mut *store)
+        )?))
     }
 
-    pub async fn evaluate(&self, store: &mut Store<PluginState>, config_json: &str, request: &sdk::ApprovalRequest) -> Result<sdk::Decision, CallError> {
+    pub async fn evaluate(
+        &self,
+        store: &mut Store<PluginState>,
+        config_json: &str,
+        request: &sdk::ApprovalRequest,
+    ) -> Result<sdk::Decision, CallError> {
         use approval_policy::exports::backflow::plugin::approval_policy as w;
         let role_to_wit = |r: sdk::Role| match r {
             sdk::Role::Admin => w::Role::Admin,
@@ -317,7 +513,14 @@ impl ApprovalPolicy {
                 })
                 .collect(),
         };
-        let decision = guest_call!(store, self.0.backflow_plugin_approval_policy().call_evaluate(&mut *store, config_json, &request))?;
+        let decision = guest_call!(
+            store,
+            self.0.backflow_plugin_approval_policy().call_evaluate(
+                &mut *store,
+                config_json,
+                &request
+            )
+        )?;
         Ok(match plugin_result(decision)? {
             w::Decision::Approve(reason) => sdk::Decision::Approve(reason),
             w::Decision::Require(n) => sdk::Decision::Require {
@@ -369,25 +572,41 @@ impl From<sdk::ValueType> for wit::ValueType {
 
 impl From<wit::Column> for sdk::Column {
     fn from(c: wit::Column) -> Self {
-        sdk::Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable }
+        sdk::Column {
+            name: c.name,
+            value_type: c.value_type.into(),
+            nullable: c.nullable,
+        }
     }
 }
 
 impl From<sdk::Column> for wit::Column {
     fn from(c: sdk::Column) -> Self {
-        wit::Column { name: c.name, value_type: c.value_type.into(), nullable: c.nullable }
+        wit::Column {
+            name: c.name,
+            value_type: c.value_type.into(),
+            nullable: c.nullable,
+        }
     }
 }
 
 impl From<wit::RowBatch> for sdk::Batch {
     fn from(b: wit::RowBatch) -> Self {
-        sdk::Batch { columns: b.columns.into_iter().map(Into::into).collect(), row_count: b.row_count, payload: b.payload }
+        sdk::Batch {
+            columns: b.columns.into_iter().map(Into::into).collect(),
+            row_count: b.row_count,
+            payload: b.payload,
+        }
     }
 }
 
 impl From<sdk::Batch> for wit::RowBatch {
     fn from(b: sdk::Batch) -> Self {
-        wit::RowBatch { columns: b.columns.into_iter().map(Into::into).collect(), row_count: b.row_count, payload: b.payload }
+        wit::RowBatch {
+            columns: b.columns.into_iter().map(Into::into).collect(),
+            row_count: b.row_count,
+            payload: b.payload,
+        }
     }
 }
 
@@ -428,7 +647,10 @@ impl From<wit::PluginSpec> for sdk::PluginSpec {
             config_schema: s.config_schema,
             operations: s.operations.into_iter().map(Into::into).collect(),
             max_batch_size: s.max_batch_size,
-            default_rate_limit: s.default_rate_limit.map(|r| sdk::RateLimitSpec { requests_per_second: r.requests_per_second, rows_per_second: r.rows_per_second }),
+            default_rate_limit: s.default_rate_limit.map(|r| sdk::RateLimitSpec {
+                requests_per_second: r.requests_per_second,
+                rows_per_second: r.rows_per_second,
+            }),
         }
     }
 }
@@ -437,9 +659,19 @@ impl From<wit::PluginError> for sdk::PluginError {
     fn from(e: wit::PluginError) -> Self {
         match e {
             wit::PluginError::Retryable(message) => sdk::PluginError::Retryable { message },
-            wit::PluginError::RateLimited(r) => sdk::PluginError::RateLimited { message: r.message, retry_after_ms: r.retry_after_ms },
-            wit::PluginError::BadConfig(c) => sdk::PluginError::BadConfig(sdk::ConfigError { field: c.field, message: c.message }),
-            wit::PluginError::BadRow(r) => sdk::PluginError::BadRow(sdk::RowError { row_index: r.row_index, key: r.key, message: r.message }),
+            wit::PluginError::RateLimited(r) => sdk::PluginError::RateLimited {
+                message: r.message,
+                retry_after_ms: r.retry_after_ms,
+            },
+            wit::PluginError::BadConfig(c) => sdk::PluginError::BadConfig(sdk::ConfigError {
+                field: c.field,
+                message: c.message,
+            }),
+            wit::PluginError::BadRow(r) => sdk::PluginError::BadRow(sdk::RowError {
+                row_index: r.row_index,
+                key: r.key,
+                message: r.message,
+            }),
             wit::PluginError::Fatal(message) => sdk::PluginError::Fatal { message },
         }
     }

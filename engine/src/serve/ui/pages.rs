@@ -66,7 +66,15 @@ fn status(s: &str) -> Markup {
 
 /// A URL path segment for a name or id (names are plain words, but nothing is assumed).
 pub fn path_segment(text: &str) -> String {
-    text.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn csrf(v: &Viewer) -> Markup {
@@ -74,30 +82,56 @@ fn csrf(v: &Viewer) -> Markup {
 }
 
 pub fn error(code: StatusCode, message: &str) -> String {
-    layout(None, &format!("{} {}", code.as_u16(), code.canonical_reason().unwrap_or("")), html! {
-        p.error #error { (message) }
-        p { a href="/ui" { "Back to the syncs" } }
-    })
+    layout(
+        None,
+        &format!(
+            "{} {}",
+            code.as_u16(),
+            code.canonical_reason().unwrap_or("")
+        ),
+        html! {
+            p.error #error { (message) }
+            p { a href="/ui" { "Back to the syncs" } }
+        },
+    )
 }
 
 pub fn login(problem: Option<&str>) -> String {
-    layout(None, "Sign in", html! {
-        @if let Some(p) = problem { p.error #error { (p) } }
-        p.note { "Sign in with an API token (" code { "backflow token create" } "). The session lasts eight hours." }
-        form method="post" action="/ui/login" {
-            input #token type="password" name="token" size="80" placeholder="bft_…" autocomplete="off";
-            " "
-            button #signin type="submit" { "Sign in" }
-        }
-    })
+    layout(
+        None,
+        "Sign in",
+        html! {
+            @if let Some(p) = problem { p.error #error { (p) } }
+            p.note { "Sign in with an API token (" code { "backflow token create" } "). The session lasts eight hours." }
+            form method="post" action="/ui/login" {
+                input #token type="password" name="token" size="80" placeholder="bft_…" autocomplete="off";
+                " "
+                button #signin type="submit" { "Sign in" }
+            }
+        },
+    )
 }
 
 /// Rows delivered per run, oldest to newest, as a small inline SVG.
 fn sparkline(values: &[u64]) -> Markup {
     let (w, h) = (120.0, 24.0);
     let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let step = if values.len() > 1 { w / (values.len() - 1) as f64 } else { 0.0 };
-    let points: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, h - 2.0 - (*v as f64 / max) * (h - 4.0))).collect();
+    let step = if values.len() > 1 {
+        w / (values.len() - 1) as f64
+    } else {
+        0.0
+    };
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                h - 2.0 - (*v as f64 / max) * (h - 4.0)
+            )
+        })
+        .collect();
     html! {
         svg width="120" height="24" viewBox="0 0 120 24" role="img" aria-label=(format!("rows delivered in the last {} runs", values.len())) {
             @if values.len() > 1 { polyline fill="none" stroke="#2957c7" stroke-width="1.5" points=(points.join(" ")); }
@@ -108,57 +142,72 @@ fn sparkline(values: &[u64]) -> Markup {
 
 pub fn syncs(v: &Viewer, rows: &[(SyncSummary, Vec<u64>)]) -> String {
     let can_run = allowed(&v.actor, Action::RunSync);
-    layout(Some(v), "Syncs", html! {
-        table #syncs {
-            tr { th { "Sync" } th { "Model" } th { "Destination" } th { "Mode" } th { "Schedule" } th { "Last run" } th { "Next run" } th { "Rows delivered per run" } @if can_run { th { "" } } }
-            @for (s, delivered) in rows {
-                tr id=(format!("sync-{}", s.name)) {
-                    td { a href=(format!("/ui/syncs/{}", path_segment(&s.name))) { (s.name) } }
-                    td { (s.model) } td { (s.destination) } td { (s.mode.as_str()) }
-                    td { @if let Some(p) = &s.schedule { code { (p) } @if let Some(tz) = &s.timezone { " " span.note { (tz) } } } @else if !s.after.is_empty() { "after " (s.after.join(", ")) } @else { span.note { "manual" } } }
-                    td { @if let Some(r) = &s.last_run { (status(r.status.as_str())) " " a href=(format!("/ui/runs/{}", path_segment(&r.run_id))) { (r.started_at) } } @else { span.note { "never" } } }
-                    td { (s.next_run.as_deref().unwrap_or("–")) }
-                    td { (sparkline(delivered)) }
-                    @if can_run {
-                        td {
-                            a.button.run-now href=(format!("/ui/syncs/{}/confirm", path_segment(&s.name))) { "Run now" } " "
-                            a.button.secondary.full-resync href=(format!("/ui/syncs/{}/confirm?full_resync=true", path_segment(&s.name))) { "Full resync" }
+    layout(
+        Some(v),
+        "Syncs",
+        html! {
+            table #syncs {
+                tr { th { "Sync" } th { "Model" } th { "Destination" } th { "Mode" } th { "Schedule" } th { "Last run" } th { "Next run" } th { "Rows delivered per run" } @if can_run { th { "" } } }
+                @for (s, delivered) in rows {
+                    tr id=(format!("sync-{}", s.name)) {
+                        td { a href=(format!("/ui/syncs/{}", path_segment(&s.name))) { (s.name) } }
+                        td { (s.model) } td { (s.destination) } td { (s.mode.as_str()) }
+                        td { @if let Some(p) = &s.schedule { code { (p) } @if let Some(tz) = &s.timezone { " " span.note { (tz) } } } @else if !s.after.is_empty() { "after " (s.after.join(", ")) } @else { span.note { "manual" } } }
+                        td { @if let Some(r) = &s.last_run { (status(r.status.as_str())) " " a href=(format!("/ui/runs/{}", path_segment(&r.run_id))) { (r.started_at) } } @else { span.note { "never" } } }
+                        td { (s.next_run.as_deref().unwrap_or("–")) }
+                        td { (sparkline(delivered)) }
+                        @if can_run {
+                            td {
+                                a.button.run-now href=(format!("/ui/syncs/{}/confirm", path_segment(&s.name))) { "Run now" } " "
+                                a.button.secondary.full-resync href=(format!("/ui/syncs/{}/confirm?full_resync=true", path_segment(&s.name))) { "Full resync" }
+                            }
                         }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 fn counts_row(label: &str, c: &crate::domain::OpCounts) -> Markup {
     html! { tr { th { (label) } td { (c.added) } td { (c.changed) } td { (c.removed) } } }
 }
 
-pub fn sync_history(v: &Viewer, s: &SyncSummary, runs: &[RunRecord], next: Option<&str>, running: bool, queued: bool) -> String {
-    layout(Some(v), &format!("Sync {}", s.name), html! {
-        p { "Model " strong { (s.model) } " → destination " strong { (s.destination) } ", mode " (s.mode.as_str()) "."
-            @if running { " " (status("running")) } @if queued { " a follow-up run is queued." } }
-        @if allowed(&v.actor, Action::RunSync) {
-            p { a.button.run-now href=(format!("/ui/syncs/{}/confirm", path_segment(&s.name))) { "Run now" } " "
-                a.button.secondary.full-resync href=(format!("/ui/syncs/{}/confirm?full_resync=true", path_segment(&s.name))) { "Full resync" } }
-        }
-        form method="get" action=(format!("/ui/syncs/{}/rows", path_segment(&s.name))) {
-            "Row history: " input type="text" name="key" placeholder="primary key"; " " button.secondary type="submit" { "Look up" }
-        }
-        table #runs {
-            tr { th { "Run" } th { "Status" } th { "Trigger" } th { "By" } th { "Started" } th { "Duration" } th { "Delivered" } th { "Failed" } }
-            @for r in runs {
-                tr {
-                    td { a href=(format!("/ui/runs/{}", path_segment(&r.run_id))) { code { (r.run_id) } } }
-                    td { (status(r.status.as_str())) } td.trigger { (r.trigger) } td.user { (r.user) } td { (r.started_at) }
-                    td { (r.duration_ms) " ms" } td { (r.delivered.total()) } td { (r.failed.total()) }
+pub fn sync_history(
+    v: &Viewer,
+    s: &SyncSummary,
+    runs: &[RunRecord],
+    next: Option<&str>,
+    running: bool,
+    queued: bool,
+) -> String {
+    layout(
+        Some(v),
+        &format!("Sync {}", s.name),
+        html! {
+            p { "Model " strong { (s.model) } " → destination " strong { (s.destination) } ", mode " (s.mode.as_str()) "."
+                @if running { " " (status("running")) } @if queued { " a follow-up run is queued." } }
+            @if allowed(&v.actor, Action::RunSync) {
+                p { a.button.run-now href=(format!("/ui/syncs/{}/confirm", path_segment(&s.name))) { "Run now" } " "
+                    a.button.secondary.full-resync href=(format!("/ui/syncs/{}/confirm?full_resync=true", path_segment(&s.name))) { "Full resync" } }
+            }
+            form method="get" action=(format!("/ui/syncs/{}/rows", path_segment(&s.name))) {
+                "Row history: " input type="text" name="key" placeholder="primary key"; " " button.secondary type="submit" { "Look up" }
+            }
+            table #runs {
+                tr { th { "Run" } th { "Status" } th { "Trigger" } th { "By" } th { "Started" } th { "Duration" } th { "Delivered" } th { "Failed" } }
+                @for r in runs {
+                    tr {
+                        td { a href=(format!("/ui/runs/{}", path_segment(&r.run_id))) { code { (r.run_id) } } }
+                        td { (status(r.status.as_str())) } td.trigger { (r.trigger) } td.user { (r.user) } td { (r.started_at) }
+                        td { (r.duration_ms) " ms" } td { (r.delivered.total()) } td { (r.failed.total()) }
+                    }
                 }
             }
-        }
-        @if runs.is_empty() { p.note { "No runs yet." } }
-        @if let Some(n) = next { p { a href=(format!("/ui/syncs/{}?before={}", path_segment(&s.name), path_segment(n))) { "Older runs →" } } }
-    })
+            @if runs.is_empty() { p.note { "No runs yet." } }
+            @if let Some(n) = next { p { a href=(format!("/ui/syncs/{}?before={}", path_segment(&s.name), path_segment(n))) { "Older runs →" } } }
+        },
+    )
 }
 
 fn samples(value: &serde_json::Value) -> Markup {
@@ -183,91 +232,116 @@ fn samples(value: &serde_json::Value) -> Markup {
 }
 
 pub fn confirm_run(v: &Viewer, name: &str, full_resync: bool, plan: &PlanReport) -> String {
-    let what = if full_resync { "Full resync" } else { "Run now" };
-    layout(Some(v), &format!("{what}: {name}"), html! {
-        p { "A dry run now (nothing sent yet): " strong #dry-run { (plan.planned.added) " to add, " (plan.planned.changed) " to change, " (plan.planned.removed) " to remove" }
-            " of " (plan.model_rows) " model rows." }
-        @if plan.diff.cleared_deletes > 0 {
-            p #cleared-deletes { (plan.diff.cleared_deletes) " rows whose delete the destination refused will be dropped from the state, not sent again." }
-        }
-        @if plan.blocked { p.error { "A failing quality check would block this run." } }
-        form method="post" action=(format!("/ui/syncs/{}/runs", path_segment(name))) {
-            (csrf(v))
-            @if full_resync { input type="hidden" name="full_resync" value="true"; }
-            button #confirm type="submit" { "Confirm: " (what) }
-            " " a.button.secondary href="/ui" { "Cancel" }
-        }
-        (samples(&plan.samples))
-    })
+    let what = if full_resync {
+        "Full resync"
+    } else {
+        "Run now"
+    };
+    layout(
+        Some(v),
+        &format!("{what}: {name}"),
+        html! {
+            p { "A dry run now (nothing sent yet): " strong #dry-run { (plan.planned.added) " to add, " (plan.planned.changed) " to change, " (plan.planned.removed) " to remove" }
+                " of " (plan.model_rows) " model rows." }
+            @if plan.diff.cleared_deletes > 0 {
+                p #cleared-deletes { (plan.diff.cleared_deletes) " rows whose delete the destination refused will be dropped from the state, not sent again." }
+            }
+            @if plan.blocked { p.error { "A failing quality check would block this run." } }
+            form method="post" action=(format!("/ui/syncs/{}/runs", path_segment(name))) {
+                (csrf(v))
+                @if full_resync { input type="hidden" name="full_resync" value="true"; }
+                button #confirm type="submit" { "Confirm: " (what) }
+                " " a.button.secondary href="/ui" { "Cancel" }
+            }
+            (samples(&plan.samples))
+        },
+    )
 }
 
 pub fn run_detail(v: &Viewer, r: &RunRecord, gate: Option<&RunGate>) -> String {
-    layout(Some(v), &format!("Run {}", r.run_id), html! {
-        p { (status(r.status.as_str())) " sync " a href=(format!("/ui/syncs/{}", path_segment(&r.sync))) { (r.sync) }
-            ", triggered by " strong #run-user { (r.user) } " (" span #run-trigger { (r.trigger) } ")"
-            @if r.full_resync { ", full resync" } "." }
-        @if let Some(e) = &r.error { p.error { (e) } }
-        div.grid {
-            div.card { strong { "Timings" } br; "started " (r.started_at) br; "finished " (r.finished_at) br;
-                "prepare " (r.timings.prepare_ms) " ms · plan " (r.timings.plan_ms) " ms · checks " (r.timings.check_ms) " ms · deliver " (r.timings.deliver_ms) " ms" }
-            div.card { strong { "Rows" } br; "model " (r.model_rows) " · snapshot " (r.snapshot_rows) br;
-                "diff: +" (r.diff.added) " ~" (r.diff.changed) " −" (r.diff.removed) " =" (r.diff.unchanged) }
-            div.card { strong { "Plugins" } br; "source " code { (crate::governance::short(&r.plugins.source)) } br; "destination " code { (crate::governance::short(&r.plugins.destination)) }
-                @for (name, hash) in &r.plugins.checks { br; "check " (name) " " code { (crate::governance::short(hash)) } } }
-        }
-        table #counts { tr { th { "" } th { "added" } th { "changed" } th { "removed" } } (counts_row("planned", &r.planned)) (counts_row("delivered", &r.delivered)) (counts_row("failed", &r.failed)) }
-        @if !r.checks.is_empty() {
-            h2 { "Quality checks" }
-            table { tr { th { "Check" } th { "Severity" } th { "Verdict" } th { "Message" } th { "Sample rows" } }
-                @for c in &r.checks { tr { td { (c.name) } td { (format!("{:?}", c.severity).to_lowercase()) } td { (status(&c.verdict)) } td { (c.message) } td { @for s in &c.samples { pre { (s) } } } } } }
-        }
-        @if !r.rejected.is_empty() {
-            h2 { "Rejected rows" }
-            table #rejected { tr { th { "Key" } th { "Change" } th { "Destination's answer" } } @for x in &r.rejected { tr { td { code { (x.key) } } td { (x.change) } td { (x.error) } } } }
-        }
-        @if let Some(g) = gate { (gate_section(v, r, g)) }
-        @if allowed(&v.actor, Action::UndoRun) && !r.draft && r.delivered.total() > 0 {
-            p { a.button.secondary #undo-run href=(format!("/ui/runs/{}/undo", path_segment(&r.run_id))) { "Undo this run…" } }
-        }
-    })
+    layout(
+        Some(v),
+        &format!("Run {}", r.run_id),
+        html! {
+            p { (status(r.status.as_str())) " sync " a href=(format!("/ui/syncs/{}", path_segment(&r.sync))) { (r.sync) }
+                ", triggered by " strong #run-user { (r.user) } " (" span #run-trigger { (r.trigger) } ")"
+                @if r.full_resync { ", full resync" } "." }
+            @if let Some(e) = &r.error { p.error { (e) } }
+            div.grid {
+                div.card { strong { "Timings" } br; "started " (r.started_at) br; "finished " (r.finished_at) br;
+                    "prepare " (r.timings.prepare_ms) " ms · plan " (r.timings.plan_ms) " ms · checks " (r.timings.check_ms) " ms · deliver " (r.timings.deliver_ms) " ms" }
+                div.card { strong { "Rows" } br; "model " (r.model_rows) " · snapshot " (r.snapshot_rows) br;
+                    "diff: +" (r.diff.added) " ~" (r.diff.changed) " −" (r.diff.removed) " =" (r.diff.unchanged) }
+                div.card { strong { "Plugins" } br; "source " code { (crate::governance::short(&r.plugins.source)) } br; "destination " code { (crate::governance::short(&r.plugins.destination)) }
+                    @for (name, hash) in &r.plugins.checks { br; "check " (name) " " code { (crate::governance::short(hash)) } } }
+            }
+            table #counts { tr { th { "" } th { "added" } th { "changed" } th { "removed" } } (counts_row("planned", &r.planned)) (counts_row("delivered", &r.delivered)) (counts_row("failed", &r.failed)) }
+            @if !r.checks.is_empty() {
+                h2 { "Quality checks" }
+                table { tr { th { "Check" } th { "Severity" } th { "Verdict" } th { "Message" } th { "Sample rows" } }
+                    @for c in &r.checks { tr { td { (c.name) } td { (format!("{:?}", c.severity).to_lowercase()) } td { (status(&c.verdict)) } td { (c.message) } td { @for s in &c.samples { pre { (s) } } } } } }
+            }
+            @if !r.rejected.is_empty() {
+                h2 { "Rejected rows" }
+                table #rejected { tr { th { "Key" } th { "Change" } th { "Destination's answer" } } @for x in &r.rejected { tr { td { code { (x.key) } } td { (x.change) } td { (x.error) } } } }
+            }
+            @if let Some(g) = gate { (gate_section(v, r, g)) }
+            @if allowed(&v.actor, Action::UndoRun) && !r.draft && r.delivered.total() > 0 {
+                p { a.button.secondary #undo-run href=(format!("/ui/runs/{}/undo", path_segment(&r.run_id))) { "Undo this run…" } }
+            }
+        },
+    )
 }
 
 pub fn confirm_undo(v: &Viewer, u: &crate::sync::UndoReport) -> String {
-    layout(Some(v), &format!("Undo run {}", u.run_id), html! {
-        p { "The inverse of this run on sync " strong { (u.sync) } " (nothing sent yet): " strong #undo-plan { (u.planned.added) " to insert back, " (u.planned.changed) " to update back, " (u.planned.removed) " to delete" } "." }
-        @if u.conflicts > 0 {
-            p.error { (u.conflicts) " rows were changed by a later run and are left alone" @if u.forced { " — forced: they are undone too" } ": " (u.conflict_keys.join(", ")) }
-        }
-        form method="post" action=(format!("/ui/runs/{}/undo", path_segment(&u.run_id))) {
-            (csrf(v))
-            @if u.forced { input type="hidden" name="force" value="true"; }
-            button.danger #confirm-undo type="submit" { "Confirm: undo this run" }
-            " " a.button.secondary href=(format!("/ui/runs/{}", path_segment(&u.run_id))) { "Cancel" }
-        }
-        (samples(&u.samples))
-    })
+    layout(
+        Some(v),
+        &format!("Undo run {}", u.run_id),
+        html! {
+            p { "The inverse of this run on sync " strong { (u.sync) } " (nothing sent yet): " strong #undo-plan { (u.planned.added) " to insert back, " (u.planned.changed) " to update back, " (u.planned.removed) " to delete" } "." }
+            @if u.conflicts > 0 {
+                p.error { (u.conflicts) " rows were changed by a later run and are left alone" @if u.forced { " — forced: they are undone too" } ": " (u.conflict_keys.join(", ")) }
+            }
+            form method="post" action=(format!("/ui/runs/{}/undo", path_segment(&u.run_id))) {
+                (csrf(v))
+                @if u.forced { input type="hidden" name="force" value="true"; }
+                button.danger #confirm-undo type="submit" { "Confirm: undo this run" }
+                " " a.button.secondary href=(format!("/ui/runs/{}", path_segment(&u.run_id))) { "Cancel" }
+            }
+            (samples(&u.samples))
+        },
+    )
 }
 
-pub fn row_history(v: &Viewer, sync: &str, key: &str, h: Option<&crate::app::RowHistory>) -> String {
-    layout(Some(v), &format!("Row history · {sync}"), html! {
-        form method="get" action=(format!("/ui/syncs/{}/rows", path_segment(sync))) {
-            input #row-key type="text" name="key" value=(key) placeholder="primary key (42, or 42|eu)";
-            " " button.secondary type="submit" { "Look up" }
-        }
-        @if let Some(h) = h {
-            h2 { "Now" }
-            p { "In the destination from us: " @if let Some(c) = &h.current { code #row-current { (c.to_string()) } } @else { span.note { "nothing" } } }
-            @if let Some(p) = &h.pending { p.error { "Waiting to be retried: " (serde_json::to_string(p).unwrap_or_default()) } }
-            h2 { "Runs that touched it" }
-            table #row-events {
-                tr { th { "Run" } th { "At" } th { "By" } th { "Operation" } th { "Before" } th { "Sent" } th { "Answer" } }
-                @for e in &h.runs {
-                    tr { td { a href=(format!("/ui/runs/{}", path_segment(&e.run_id))) { code { (e.run_id) } } } td { (e.started_at) } td { (e.user) } td { (e.operation) }
-                        td { @if let Some(b) = &e.before { code { (b.to_string()) } } } td { @if let Some(x) = &e.sent { code { (x.to_string()) } } } td { (e.answer) } }
+pub fn row_history(
+    v: &Viewer,
+    sync: &str,
+    key: &str,
+    h: Option<&crate::app::RowHistory>,
+) -> String {
+    layout(
+        Some(v),
+        &format!("Row history · {sync}"),
+        html! {
+            form method="get" action=(format!("/ui/syncs/{}/rows", path_segment(sync))) {
+                input #row-key type="text" name="key" value=(key) placeholder="primary key (42, or 42|eu)";
+                " " button.secondary type="submit" { "Look up" }
+            }
+            @if let Some(h) = h {
+                h2 { "Now" }
+                p { "In the destination from us: " @if let Some(c) = &h.current { code #row-current { (c.to_string()) } } @else { span.note { "nothing" } } }
+                @if let Some(p) = &h.pending { p.error { "Waiting to be retried: " (serde_json::to_string(p).unwrap_or_default()) } }
+                h2 { "Runs that touched it" }
+                table #row-events {
+                    tr { th { "Run" } th { "At" } th { "By" } th { "Operation" } th { "Before" } th { "Sent" } th { "Answer" } }
+                    @for e in &h.runs {
+                        tr { td { a href=(format!("/ui/runs/{}", path_segment(&e.run_id))) { code { (e.run_id) } } } td { (e.started_at) } td { (e.user) } td { (e.operation) }
+                            td { @if let Some(b) = &e.before { code { (b.to_string()) } } } td { @if let Some(x) = &e.sent { code { (x.to_string()) } } } td { (e.answer) } }
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 fn gate_section(v: &Viewer, r: &RunRecord, g: &RunGate) -> Markup {
@@ -289,34 +363,44 @@ fn gate_section(v: &Viewer, r: &RunRecord, g: &RunGate) -> Markup {
 }
 
 pub fn approvals(v: &Viewer, waiting: &[(RunRecord, RunGate)]) -> String {
-    layout(Some(v), "Runs awaiting approval", html! {
-        @if waiting.is_empty() { p.note #none-waiting { "No run is waiting for approval." } }
-        @for (r, g) in waiting {
-            div.card.held id=(format!("held-{}", r.run_id)) {
-                h3 { a href=(format!("/ui/runs/{}", path_segment(&r.run_id))) { (r.sync) " · " (r.run_id) } }
-                (gate_section(v, r, g))
+    layout(
+        Some(v),
+        "Runs awaiting approval",
+        html! {
+            @if waiting.is_empty() { p.note #none-waiting { "No run is waiting for approval." } }
+            @for (r, g) in waiting {
+                div.card.held id=(format!("held-{}", r.run_id)) {
+                    h3 { a href=(format!("/ui/runs/{}", path_segment(&r.run_id))) { (r.sync) " · " (r.run_id) } }
+                    (gate_section(v, r, g))
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 pub fn changes(v: &Viewer, list: &[ChangeRequest]) -> String {
-    layout(Some(v), "Change requests", html! {
-        table #changes {
-            tr { th { "#" } th { "Author" } th { "Message" } th { "Status" } th { "Created" } }
-            @for c in list {
-                tr { td { a href=(format!("/ui/changes/{}", c.id)) { "#" (c.id) } } td { (c.author) } td { (c.message) } td { (status(c.status.as_str())) } td { (c.created_at) } }
+    layout(
+        Some(v),
+        "Change requests",
+        html! {
+            table #changes {
+                tr { th { "#" } th { "Author" } th { "Message" } th { "Status" } th { "Created" } }
+                @for c in list {
+                    tr { td { a href=(format!("/ui/changes/{}", c.id)) { "#" (c.id) } } td { (c.author) } td { (c.message) } td { (status(c.status.as_str())) } td { (c.created_at) } }
+                }
             }
-        }
-        @if list.is_empty() { p.note { "No change requests. Submit one with " code { "backflow change submit" } "." } }
-    })
+            @if list.is_empty() { p.note { "No change requests. Submit one with " code { "backflow change submit" } "." } }
+        },
+    )
 }
 
 /// A unified diff as two columns: removed lines left, added right, context on both.
 fn side_by_side(diff: &str) -> Markup {
     let mut rows: Vec<(Option<String>, Option<String>, &'static str)> = Vec::new();
     let (mut dels, mut adds): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-    let flush = |rows: &mut Vec<(Option<String>, Option<String>, &'static str)>, dels: &mut Vec<String>, adds: &mut Vec<String>| {
+    let flush = |rows: &mut Vec<(Option<String>, Option<String>, &'static str)>,
+                 dels: &mut Vec<String>,
+                 adds: &mut Vec<String>| {
         for i in 0..dels.len().max(adds.len()) {
             rows.push((dels.get(i).cloned(), adds.get(i).cloned(), "change"));
         }
@@ -351,55 +435,72 @@ fn side_by_side(diff: &str) -> Markup {
 }
 
 pub fn change_detail(v: &Viewer, c: &ChangeRequest) -> String {
-    let can_review = allowed(&v.actor, Action::ApproveChange) && c.author != v.actor.user && c.status == ChangeStatus::Pending;
-    let can_publish = allowed(&v.actor, Action::PublishChange) && c.status == ChangeStatus::Approved;
-    layout(Some(v), &format!("Change #{}", c.id), html! {
-        p { (status(c.status.as_str())) " by " strong { (c.author) } " (" (c.author_role.as_str()) ") at " (c.created_at) }
-        p { em { (c.message) } }
-        h2 { "Policy decisions" }
-        table #policies { tr { th { "Policy" } th { "Decision" } }
-            @for p in &c.policies { tr { td { (p.policy) } td { code { (serde_json::to_string(&p.decision).unwrap_or_default()) } } } } }
-        h2 { "Requirements" }
-        ul #requirements { @for r in &c.requirements { li { (crate::governance::describe_requirement(r)) } } }
-        h2 { "Reviews" }
-        table #reviews { tr { th { "Who" } th { "Role" } th { "Verdict" } th { "Comment" } th { "At" } }
-            @for r in &c.reviews { tr { td { (r.user) } td { (r.role.as_str()) } td { (status(&r.verdict)) } td { (r.comment.as_deref().unwrap_or("")) } td { (r.at) } } } }
-        @if can_review {
-            form #review method="post" action=(format!("/ui/changes/{}/review", c.id)) {
-                (csrf(v))
-                textarea name="comment" rows="2" cols="60" placeholder="comment (optional)" {}
-                br;
-                button #approve-change type="submit" name="verdict" value="approve" { "Approve" } " "
-                button.danger #reject-change type="submit" name="verdict" value="reject" { "Reject" }
+    let can_review = allowed(&v.actor, Action::ApproveChange)
+        && c.author != v.actor.user
+        && c.status == ChangeStatus::Pending;
+    let can_publish =
+        allowed(&v.actor, Action::PublishChange) && c.status == ChangeStatus::Approved;
+    layout(
+        Some(v),
+        &format!("Change #{}", c.id),
+        html! {
+            p { (status(c.status.as_str())) " by " strong { (c.author) } " (" (c.author_role.as_str()) ") at " (c.created_at) }
+            p { em { (c.message) } }
+            h2 { "Policy decisions" }
+            table #policies { tr { th { "Policy" } th { "Decision" } }
+                @for p in &c.policies { tr { td { (p.policy) } td { code { (serde_json::to_string(&p.decision).unwrap_or_default()) } } } } }
+            h2 { "Requirements" }
+            ul #requirements { @for r in &c.requirements { li { (crate::governance::describe_requirement(r)) } } }
+            h2 { "Reviews" }
+            table #reviews { tr { th { "Who" } th { "Role" } th { "Verdict" } th { "Comment" } th { "At" } }
+                @for r in &c.reviews { tr { td { (r.user) } td { (r.role.as_str()) } td { (status(&r.verdict)) } td { (r.comment.as_deref().unwrap_or("")) } td { (r.at) } } } }
+            @if can_review {
+                form #review method="post" action=(format!("/ui/changes/{}/review", c.id)) {
+                    (csrf(v))
+                    textarea name="comment" rows="2" cols="60" placeholder="comment (optional)" {}
+                    br;
+                    button #approve-change type="submit" name="verdict" value="approve" { "Approve" } " "
+                    button.danger #reject-change type="submit" name="verdict" value="reject" { "Reject" }
+                }
             }
-        }
-        @if can_publish {
-            form method="post" action=(format!("/ui/changes/{}/publish", c.id)) { (csrf(v)) button #publish type="submit" { "Publish" } }
-        }
-        h2 { "Dry-run counts per affected sync" }
-        table #impact { tr { th { "Sync" } th { "Destination" } th { "Add" } th { "Change" } th { "Remove" } th { "" } }
-            @for s in &c.diff.syncs { tr { td { (s.impact.sync_name) } td { (s.impact.destination) } td { (s.impact.added) } td { (s.impact.changed) } td { (s.impact.removed) } td { (s.error.as_deref().unwrap_or("")) } } } }
-        h2 { "Configuration" }
-        (side_by_side(&c.diff.text))
-    })
+            @if can_publish {
+                form method="post" action=(format!("/ui/changes/{}/publish", c.id)) { (csrf(v)) button #publish type="submit" { "Publish" } }
+            }
+            h2 { "Dry-run counts per affected sync" }
+            table #impact { tr { th { "Sync" } th { "Destination" } th { "Add" } th { "Change" } th { "Remove" } th { "" } }
+                @for s in &c.diff.syncs { tr { td { (s.impact.sync_name) } td { (s.impact.destination) } td { (s.impact.added) } td { (s.impact.changed) } td { (s.impact.removed) } td { (s.error.as_deref().unwrap_or("")) } } } }
+            h2 { "Configuration" }
+            (side_by_side(&c.diff.text))
+        },
+    )
 }
 
-pub fn audit(v: &Viewer, entries: &[AuditEntry], broken_at: Option<u64>, user: &str, action: &str) -> String {
-    layout(Some(v), "Audit log", html! {
-        @match broken_at {
-            None => { p #chain { (status("succeeded")) " hash chain verified: no entry was edited or removed." } }
-            Some(seq) => { p.error #chain { "The hash chain breaks at entry " (seq) ": the log was changed outside backflow." } }
-        }
-        form method="get" action="/ui/audit" {
-            input type="text" name="user" value=(user) placeholder="user";
-            " " input type="text" name="action" value=(action) placeholder="action (run., change.approve…)";
-            " " button.secondary type="submit" { "Filter" }
-        }
-        table #audit {
-            tr { th { "#" } th { "At" } th { "User" } th { "Action" } th { "Target" } th { "Detail" } }
-            @for e in entries {
-                tr { td { (e.seq) } td { (e.at) } td.user { (e.event.user) } td.action { (e.event.action) } td { (e.event.target) } td { code { (e.event.detail.to_string()) } } }
+pub fn audit(
+    v: &Viewer,
+    entries: &[AuditEntry],
+    broken_at: Option<u64>,
+    user: &str,
+    action: &str,
+) -> String {
+    layout(
+        Some(v),
+        "Audit log",
+        html! {
+            @match broken_at {
+                None => { p #chain { (status("succeeded")) " hash chain verified: no entry was edited or removed." } }
+                Some(seq) => { p.error #chain { "The hash chain breaks at entry " (seq) ": the log was changed outside backflow." } }
             }
-        }
-    })
+            form method="get" action="/ui/audit" {
+                input type="text" name="user" value=(user) placeholder="user";
+                " " input type="text" name="action" value=(action) placeholder="action (run., change.approve…)";
+                " " button.secondary type="submit" { "Filter" }
+            }
+            table #audit {
+                tr { th { "#" } th { "At" } th { "User" } th { "Action" } th { "Target" } th { "Detail" } }
+                @for e in entries {
+                    tr { td { (e.seq) } td { (e.at) } td.user { (e.event.user) } td.action { (e.event.action) } td { (e.event.target) } td { code { (e.event.detail.to_string()) } } }
+                }
+            }
+        },
+    )
 }

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 
 pub use crate::domain::JournalOp;
 
-
 pub struct Journal {
     file: File,
     path: PathBuf,
@@ -44,7 +43,16 @@ fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
 impl Journal {
     /// The journal file of a sync (names are made file-safe).
     pub fn path(dir: &Path, sync: &str) -> PathBuf {
-        let safe: String = sync.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let safe: String = sync
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let hash = xxhash_rust::xxh3::xxh3_64(sync.as_bytes());
         dir.join(format!("{safe}-{hash:016x}.journal"))
     }
@@ -93,7 +101,12 @@ impl Journal {
                     payload.push(2);
                     put(&mut payload, key);
                 }
-                JournalOp::Reject { key, change, error, run_id } => {
+                JournalOp::Reject {
+                    key,
+                    change,
+                    error,
+                    run_id,
+                } => {
                     payload.push(3);
                     put(&mut payload, key);
                     put(&mut payload, change.as_bytes());
@@ -103,7 +116,10 @@ impl Journal {
                 JournalOp::Begin(header) => {
                     payload.push(4);
                     // Serializing plain strings and columns cannot fail.
-                    put(&mut payload, &serde_json::to_vec(header).unwrap_or_default());
+                    put(
+                        &mut payload,
+                        &serde_json::to_vec(header).unwrap_or_default(),
+                    );
                 }
             }
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -144,19 +160,33 @@ impl Journal {
     /// files; [`replay_file`] of the sealed one, then of the journal, restores the order.
     pub fn seal(&mut self) -> std::io::Result<PathBuf> {
         if let Some(why) = &self.broken {
-            return Err(std::io::Error::other(format!("an earlier write failed and could not be undone ({why})")));
+            return Err(std::io::Error::other(format!(
+                "an earlier write failed and could not be undone ({why})"
+            )));
         }
         let sealed = self.sealed_file();
         if sealed.exists() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists: its frames are not committed yet", sealed.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists: its frames are not committed yet",
+                    sealed.display()
+                ),
+            ));
         }
         std::fs::rename(&self.path, &sealed)?;
-        match OpenOptions::new().create(true).append(true).open(&self.path) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             Ok(file) => self.file = file,
             Err(e) => {
                 // Keep appending where the frames are, in order: put the file back.
                 if let Err(back) = std::fs::rename(&sealed, &self.path) {
-                    self.broken = Some(format!("starting a new journal: {e}; putting the old one back: {back}"));
+                    self.broken = Some(format!(
+                        "starting a new journal: {e}; putting the old one back: {back}"
+                    ));
                 }
                 return Err(e);
             }
@@ -180,7 +210,11 @@ impl Journal {
 
     /// Reads the journal in chunks of at most `chunk` ops, calling `apply` for each.
     /// Stops silently at a torn or corrupt frame.
-    pub fn replay<E>(&self, chunk: usize, apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>) -> Result<u64, ReplayError<E>> {
+    pub fn replay<E>(
+        &self,
+        chunk: usize,
+        apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>,
+    ) -> Result<u64, ReplayError<E>> {
         replay_file(&self.path, chunk, apply)
     }
 
@@ -198,7 +232,9 @@ pub fn frame_count(path: &Path) -> std::io::Result<u64> {
     let mut head = [0u8; 12];
     let mut frames = 0;
     while read_full(&mut r, &mut head)? {
-        r.seek_relative(i64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]])))?;
+        r.seek_relative(i64::from(u32::from_le_bytes([
+            head[0], head[1], head[2], head[3],
+        ])))?;
         frames += 1;
     }
     Ok(frames)
@@ -208,7 +244,11 @@ pub fn frame_count(path: &Path) -> std::io::Result<u64> {
 /// silently at a torn or corrupt frame. A chunk after the first starts with the last
 /// changelog header (`Begin`) read before it, so its rows still belong to their run (each
 /// chunk is applied on its own; applying a header twice is harmless).
-pub fn replay_file<E>(path: &Path, chunk: usize, mut apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>) -> Result<u64, ReplayError<E>> {
+pub fn replay_file<E>(
+    path: &Path,
+    chunk: usize,
+    mut apply: impl FnMut(Vec<JournalOp>) -> Result<(), E>,
+) -> Result<u64, ReplayError<E>> {
     let file = File::open(path).map_err(ReplayError::Io)?;
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut ops = Vec::new();
@@ -323,9 +363,18 @@ impl Fields<'_> {
 fn parse(p: &[u8]) -> Option<JournalOp> {
     let mut f = Fields { p, pos: 1 };
     match p.first()? {
-        1 => Some(JournalOp::Upsert { key: f.bytes()?, fp: f.fixed()?, row: f.bytes()? }),
+        1 => Some(JournalOp::Upsert {
+            key: f.bytes()?,
+            fp: f.fixed()?,
+            row: f.bytes()?,
+        }),
         2 => Some(JournalOp::Delete { key: f.bytes()? }),
-        3 => Some(JournalOp::Reject { key: f.bytes()?, change: f.text()?, error: f.text()?, run_id: f.text()? }),
+        3 => Some(JournalOp::Reject {
+            key: f.bytes()?,
+            change: f.text()?,
+            error: f.text()?,
+            run_id: f.text()?,
+        }),
         4 => Some(JournalOp::Begin(serde_json::from_slice(&f.bytes()?).ok()?)),
         _ => None,
     }
@@ -339,12 +388,29 @@ mod tests {
     fn round_trips_and_ignores_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "my sync").unwrap();
-        let header = crate::domain::ChangelogHeader { run_id: "r".into(), mode: "mirror".into(), columns: vec![], key_columns: vec![], undo_of: Some("q".into()) };
+        let header = crate::domain::ChangelogHeader {
+            run_id: "r".into(),
+            mode: "mirror".into(),
+            columns: vec![],
+            key_columns: vec![],
+            undo_of: Some("q".into()),
+        };
         let ops = vec![
             JournalOp::Begin(header),
-            JournalOp::Upsert { key: b"k1".to_vec(), fp: [7; 16], row: b"row".to_vec() },
-            JournalOp::Delete { key: b"k2".to_vec() },
-            JournalOp::Reject { key: b"k3".to_vec(), change: "added".into(), error: "HTTP 422".into(), run_id: "r".into() },
+            JournalOp::Upsert {
+                key: b"k1".to_vec(),
+                fp: [7; 16],
+                row: b"row".to_vec(),
+            },
+            JournalOp::Delete {
+                key: b"k2".to_vec(),
+            },
+            JournalOp::Reject {
+                key: b"k3".to_vec(),
+                change: "added".into(),
+                error: "HTTP 422".into(),
+                run_id: "r".into(),
+            },
         ];
         j.append(&ops).unwrap();
         assert_eq!(frame_count(j.file()).unwrap(), 4);
@@ -352,7 +418,11 @@ mod tests {
         let path = Journal::path(dir.path(), "my sync");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[20, 0, 0, 0, 1, 2, 3]).unwrap();
-        assert_eq!(frame_count(j.file()).unwrap(), 4, "half a frame's header is no frame");
+        assert_eq!(
+            frame_count(j.file()).unwrap(),
+            4,
+            "half a frame's header is no frame"
+        );
         let mut seen = Vec::new();
         let n = j.replay(100, |chunk| -> Result<(), ()> {
             seen.extend(chunk);
@@ -368,23 +438,46 @@ mod tests {
     fn every_chunk_of_a_replay_starts_with_its_runs_header() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "s").unwrap();
-        let header = JournalOp::Begin(crate::domain::ChangelogHeader { run_id: "r".into(), mode: "mirror".into(), columns: vec![], key_columns: vec![], undo_of: None });
-        let op = |k: &str| JournalOp::Upsert { key: k.as_bytes().to_vec(), fp: [1; 16], row: vec![] };
-        j.append(&[header.clone(), op("a"), op("b"), op("c"), op("d")]).unwrap();
+        let header = JournalOp::Begin(crate::domain::ChangelogHeader {
+            run_id: "r".into(),
+            mode: "mirror".into(),
+            columns: vec![],
+            key_columns: vec![],
+            undo_of: None,
+        });
+        let op = |k: &str| JournalOp::Upsert {
+            key: k.as_bytes().to_vec(),
+            fp: [1; 16],
+            row: vec![],
+        };
+        j.append(&[header.clone(), op("a"), op("b"), op("c"), op("d")])
+            .unwrap();
         let mut chunks = Vec::new();
         let total = j.replay(2, |chunk| -> Result<(), ()> {
             chunks.push(chunk);
             Ok(())
         });
         assert_eq!(total.unwrap(), 5);
-        assert_eq!(chunks, vec![vec![header.clone(), op("a")], vec![header.clone(), op("b")], vec![header.clone(), op("c")], vec![header.clone(), op("d")]]);
+        assert_eq!(
+            chunks,
+            vec![
+                vec![header.clone(), op("a")],
+                vec![header.clone(), op("b")],
+                vec![header.clone(), op("c")],
+                vec![header.clone(), op("d")]
+            ]
+        );
     }
 
     #[test]
     fn a_write_cut_short_by_a_full_disk_does_not_hide_the_frames_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path(), "s").unwrap();
-        let op = |k: &str| JournalOp::Upsert { key: k.as_bytes().to_vec(), fp: [1; 16], row: b"row".to_vec() };
+        let op = |k: &str| JournalOp::Upsert {
+            key: k.as_bytes().to_vec(),
+            fp: [1; 16],
+            row: b"row".to_vec(),
+        };
         j.append(&[op("a")]).unwrap();
         // The disk fills up in the middle of the second batch's frames…
         j.disk_full_after = Some(30);
@@ -398,7 +491,11 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(seen, vec![op("a"), op("d")], "the failed batch is left out (it is sent again); the one after it is kept");
+        assert_eq!(
+            seen,
+            vec![op("a"), op("d")],
+            "the failed batch is left out (it is sent again); the one after it is kept"
+        );
     }
 }
 

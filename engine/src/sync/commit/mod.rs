@@ -14,7 +14,9 @@ use super::deliver::send::Sent;
 use super::prepare::PreparedSync;
 use super::{Abort, Tally};
 use crate::config::Workspace;
-use crate::domain::{bump, truncate_message, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT};
+use crate::domain::{
+    bump, truncate_message, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT,
+};
 use crate::state::{StateStore, SyncMeta};
 use journal::Journal;
 use std::time::{Duration, Instant};
@@ -43,22 +45,42 @@ const JOURNAL_APPLY_CHUNK: usize = 32_768;
 /// belongs to another key or destination, and what it is for is recorded before the first
 /// acknowledgement is journaled (so a journal left by a killed first run is never applied
 /// to another key or destination).
-pub(crate) fn open_journal(ws: &Workspace, state: &StateStore, p: &PreparedSync, meta: &SyncMeta) -> Result<Journal, Abort> {
-    let stored = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
-    let (journal, applied) = recover_journal(&ws.state_dir.join("journal"), state, &p.state_key, stored.as_ref().unwrap_or(meta))?;
+pub(crate) fn open_journal(
+    ws: &Workspace,
+    state: &StateStore,
+    p: &PreparedSync,
+    meta: &SyncMeta,
+) -> Result<Journal, Abort> {
+    let stored = state
+        .sync_meta(&p.state_key)
+        .map_err(|e| Abort(e.to_string()))?;
+    let (journal, applied) = recover_journal(
+        &ws.state_dir.join("journal"),
+        state,
+        &p.state_key,
+        stored.as_ref().unwrap_or(meta),
+    )?;
     if applied > 0 {
         tracing::info!(sync = %p.sync.name, rows = applied, "recorded deliveries of an interrupted run from its journal");
     }
     if stored.is_none() || !super::plan::snapshot_is_valid(state, p)? {
-        state.reset_snapshot(&p.state_key, meta).map_err(|e| Abort(e.to_string()))?;
+        state
+            .reset_snapshot(&p.state_key, meta)
+            .map_err(|e| Abort(e.to_string()))?;
     }
     Ok(journal)
 }
 
 /// Opens a sync's journal after committing what an interrupted run left: its sealed file
 /// first (older frames), then the journal. Returns the journal and the rows committed.
-fn recover_journal(dir: &std::path::Path, state: &StateStore, sync: &str, meta: &SyncMeta) -> Result<(Journal, u64), Abort> {
-    let mut journal = Journal::open(dir, sync).map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
+fn recover_journal(
+    dir: &std::path::Path,
+    state: &StateStore,
+    sync: &str,
+    meta: &SyncMeta,
+) -> Result<(Journal, u64), Abort> {
+    let mut journal = Journal::open(dir, sync)
+        .map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
     let sealed = Journal::sealed_path(dir, sync);
     let mut applied = 0;
     if sealed.exists() {
@@ -69,14 +91,27 @@ fn recover_journal(dir: &std::path::Path, state: &StateStore, sync: &str, meta: 
 }
 
 /// Commits a journal to the snapshot and empties it; returns the rows committed.
-fn commit_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: &SyncMeta, run_rows: Option<u64>) -> Result<u64, Abort> {
+fn commit_journal(
+    state: &StateStore,
+    journal: &mut Journal,
+    sync: &str,
+    meta: &SyncMeta,
+    run_rows: Option<u64>,
+) -> Result<u64, Abort> {
     if journal.is_empty() {
         return Ok(0);
     }
     let started = Instant::now();
     let applied = apply_file(state, journal.file(), sync, meta, run_rows).map_err(Abort)?;
-    journal.clear().map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
-    tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "journal committed to the snapshot");
+    journal
+        .clear()
+        .map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
+    tracing::debug!(
+        sync,
+        rows = applied,
+        ms = started.elapsed().as_millis() as u64,
+        "journal committed to the snapshot"
+    );
     Ok(applied)
 }
 
@@ -86,20 +121,42 @@ fn commit_journal(state: &StateStore, journal: &mut Journal, sync: &str, meta: &
 /// where it goes (its small delta or its base): during a run, the rows the run planned
 /// (`run_rows`: every commit of a large run goes to the base, however few rows it carries);
 /// for a journal left by an interrupted run, the file's own frames, counted first.
-fn apply_file(state: &StateStore, path: &std::path::Path, sync: &str, meta: &SyncMeta, run_rows: Option<u64>) -> Result<u64, String> {
+fn apply_file(
+    state: &StateStore,
+    path: &std::path::Path,
+    sync: &str,
+    meta: &SyncMeta,
+    run_rows: Option<u64>,
+) -> Result<u64, String> {
     let size = match run_rows {
         Some(rows) => rows,
-        None => journal::frame_count(path).map_err(|e| format!("reading the journal {}: {e}", path.display()))?,
+        None => journal::frame_count(path)
+            .map_err(|e| format!("reading the journal {}: {e}", path.display()))?,
     };
-    journal::replay_file(path, JOURNAL_APPLY_CHUNK, |ops| state.apply_part(sync, meta, &ops, size)).map_err(|e| e.to_string())
+    journal::replay_file(path, JOURNAL_APPLY_CHUNK, |ops| {
+        state.apply_part(sync, meta, &ops, size)
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Commits a sealed journal file to the snapshot, then removes it; returns the rows.
-fn commit_sealed(state: &StateStore, sealed: &std::path::Path, sync: &str, meta: &SyncMeta, run_rows: Option<u64>) -> Result<u64, String> {
+fn commit_sealed(
+    state: &StateStore,
+    sealed: &std::path::Path,
+    sync: &str,
+    meta: &SyncMeta,
+    run_rows: Option<u64>,
+) -> Result<u64, String> {
     let started = Instant::now();
     let applied = apply_file(state, sealed, sync, meta, run_rows)?;
-    std::fs::remove_file(sealed).map_err(|e| format!("removing the committed journal {}: {e}", sealed.display()))?;
-    tracing::debug!(sync, rows = applied, ms = started.elapsed().as_millis() as u64, "sealed journal committed to the snapshot");
+    std::fs::remove_file(sealed)
+        .map_err(|e| format!("removing the committed journal {}: {e}", sealed.display()))?;
+    tracing::debug!(
+        sync,
+        rows = applied,
+        ms = started.elapsed().as_millis() as u64,
+        "sealed journal committed to the snapshot"
+    );
     Ok(applied)
 }
 
@@ -141,17 +198,27 @@ const THREAD_PANICKED: &str = "the commit thread panicked; the next run applies 
 
 impl CommitThread {
     /// Starts the thread; it runs `commit` on each sealed journal it is given.
-    fn start(mut commit: impl FnMut(&std::path::Path) -> Result<u64, String> + Send + 'static) -> std::io::Result<CommitThread> {
+    fn start(
+        mut commit: impl FnMut(&std::path::Path) -> Result<u64, String> + Send + 'static,
+    ) -> std::io::Result<CommitThread> {
         let (sealed, to_commit) = std::sync::mpsc::channel::<std::path::PathBuf>();
         let (report, done) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new().name("backflow-commit".into()).spawn(move || {
-            for path in to_commit {
-                if report.send(commit(&path)).is_err() {
-                    return;
+        let thread = std::thread::Builder::new()
+            .name("backflow-commit".into())
+            .spawn(move || {
+                for path in to_commit {
+                    if report.send(commit(&path)).is_err() {
+                        return;
+                    }
                 }
-            }
-        })?;
-        Ok(CommitThread { sealed, done, thread, busy: false, finished: None })
+            })?;
+        Ok(CommitThread {
+            sealed,
+            done,
+            thread,
+            busy: false,
+            finished: None,
+        })
     }
 
     fn is_busy(&mut self) -> bool {
@@ -160,7 +227,9 @@ impl CommitThread {
                 Ok(result) => self.finished = Some(result),
                 // The thread is gone without a result: it panicked, and the next wait says so
                 // (the run stops, and the next run applies the sealed file).
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.finished = Some(Err(THREAD_PANICKED.into())),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.finished = Some(Err(THREAD_PANICKED.into()))
+                }
                 Err(std::sync::mpsc::TryRecvError::Empty) => return true,
             }
             self.busy = false;
@@ -173,36 +242,76 @@ impl CommitThread {
         if self.busy {
             self.busy = false;
             // A closed channel: the thread is gone with the sealed file (a panic).
-            return Some(self.done.recv().map_err(|_| THREAD_PANICKED.to_string()).and_then(|r| r));
+            return Some(
+                self.done
+                    .recv()
+                    .map_err(|_| THREAD_PANICKED.to_string())
+                    .and_then(|r| r),
+            );
         }
         self.finished.take()
     }
 
     fn commit(&mut self, sealed: std::path::PathBuf) -> Result<(), String> {
-        self.sealed.send(sealed).map_err(|_| THREAD_PANICKED.to_string())?;
+        self.sealed
+            .send(sealed)
+            .map_err(|_| THREAD_PANICKED.to_string())?;
         self.busy = true;
         Ok(())
     }
 }
 
 impl<'a> Committer<'a> {
-    pub fn new(journal: &'a mut Journal, state: &'a StateStore, meta: &'a SyncMeta, p: &'a PreparedSync, run_id: &'a str, planned_rows: u64, header: Option<ChangelogHeader>) -> Committer<'a> {
-        Committer { journal, state, meta, p, run_id, planned_rows, last_commit: Instant::now(), header, announced: false, committer: None }
+    pub fn new(
+        journal: &'a mut Journal,
+        state: &'a StateStore,
+        meta: &'a SyncMeta,
+        p: &'a PreparedSync,
+        run_id: &'a str,
+        planned_rows: u64,
+        header: Option<ChangelogHeader>,
+    ) -> Committer<'a> {
+        Committer {
+            journal,
+            state,
+            meta,
+            p,
+            run_id,
+            planned_rows,
+            last_commit: Instant::now(),
+            header,
+            announced: false,
+            committer: None,
+        }
     }
 
     /// Records a sent batch: acknowledged rows go to the journal in one write (durable
     /// against a crash of this process from then on), refused rows to the pending list.
     /// Returns the batch's own result (whether the run must stop).
     pub fn record(&mut self, sent: Sent, tally: &mut Tally) -> Result<(), Abort> {
-        let Sent { change, mut acked, rejected, result } = sent;
+        let Sent {
+            change,
+            mut acked,
+            rejected,
+            result,
+        } = sent;
         bump(&mut tally.delivered, change, acked.len() as u64);
         for (row, error) in rejected {
             let error = truncate_message(error, MAX_ERROR_CHARS);
             bump(&mut tally.failed, change, 1);
             if tally.rejected.len() < MAX_REJECTED_KEPT {
-                tally.rejected.push(RejectedRow { key: row.key_text(), change: change.as_str().into(), error: error.clone() });
+                tally.rejected.push(RejectedRow {
+                    key: row.key_text(),
+                    change: change.as_str().into(),
+                    error: error.clone(),
+                });
             }
-            acked.push(JournalOp::Reject { key: row.key, change: change.as_str().into(), error, run_id: self.run_id.to_string() });
+            acked.push(JournalOp::Reject {
+                key: row.key,
+                change: change.as_str().into(),
+                error,
+                run_id: self.run_id.to_string(),
+            });
         }
         let announcing = !self.announced && !acked.is_empty();
         if let Some(header) = self.header.as_ref().filter(|_| announcing) {
@@ -211,9 +320,13 @@ impl<'a> Committer<'a> {
         // One write: acknowledged rows are durable against a crash of this process from here.
         // A failed write leaves nothing of itself (see `Journal::append`), the header
         // included: only a written header counts as announced.
-        self.journal.append(&acked).map_err(|e| Abort(format!("writing the delivery journal: {e}")))?;
+        self.journal
+            .append(&acked)
+            .map_err(|e| Abort(format!("writing the delivery journal: {e}")))?;
         self.announced |= announcing && self.header.is_some();
-        if self.journal.len() > JOURNAL_APPLY_BYTES || self.last_commit.elapsed() > JOURNAL_APPLY_INTERVAL {
+        if self.journal.len() > JOURNAL_APPLY_BYTES
+            || self.last_commit.elapsed() > JOURNAL_APPLY_INTERVAL
+        {
             self.commit_in_background()?;
         }
         result
@@ -226,17 +339,30 @@ impl<'a> Committer<'a> {
             return Ok(());
         }
         self.wait_for_commit()?;
-        let sealed = self.journal.seal().map_err(|e| Abort(format!("sealing the delivery journal: {e}")))?;
+        let sealed = self
+            .journal
+            .seal()
+            .map_err(|e| Abort(format!("sealing the delivery journal: {e}")))?;
         // The fresh journal needs its own header before its first rows.
         self.announced = false;
         self.last_commit = Instant::now();
         if self.committer.is_none() {
-            let (state, sync, meta, rows) = (self.state.clone(), self.p.state_key.clone(), self.meta.clone(), self.planned_rows);
-            let thread = CommitThread::start(move |sealed| commit_sealed(&state, sealed, &sync, &meta, Some(rows)));
-            self.committer = Some(thread.map_err(|e| Abort(format!("starting the journal commit: {e}")))?);
+            let (state, sync, meta, rows) = (
+                self.state.clone(),
+                self.p.state_key.clone(),
+                self.meta.clone(),
+                self.planned_rows,
+            );
+            let thread = CommitThread::start(move |sealed| {
+                commit_sealed(&state, sealed, &sync, &meta, Some(rows))
+            });
+            self.committer =
+                Some(thread.map_err(|e| Abort(format!("starting the journal commit: {e}")))?);
         }
         if let Some(committer) = self.committer.as_mut() {
-            committer.commit(sealed).map_err(|e| Abort(format!("committing the delivery journal: {e}")))?;
+            committer
+                .commit(sealed)
+                .map_err(|e| Abort(format!("committing the delivery journal: {e}")))?;
         }
         Ok(())
     }
@@ -256,14 +382,27 @@ impl<'a> Committer<'a> {
         // journal waits for the next run, which applies them in order.
         let sealed = self.journal.sealed_file();
         if sealed.exists() {
-            commit_sealed(self.state, &sealed, &self.p.state_key, self.meta, Some(self.planned_rows)).map_err(|e| match &background {
+            commit_sealed(
+                self.state,
+                &sealed,
+                &self.p.state_key,
+                self.meta,
+                Some(self.planned_rows),
+            )
+            .map_err(|e| match &background {
                 Err(first) => Abort(format!("{first}; and again: {e}")),
                 Ok(()) => Abort(format!("committing the delivery journal: {e}")),
             })?;
         } else {
             background?;
         }
-        commit_journal(self.state, self.journal, &self.p.state_key, self.meta, Some(self.planned_rows))?;
+        commit_journal(
+            self.state,
+            self.journal,
+            &self.p.state_key,
+            self.meta,
+            Some(self.planned_rows),
+        )?;
         self.announced = false;
         self.last_commit = Instant::now();
         Ok(())
@@ -302,7 +441,14 @@ mod recovery_tests {
     /// stops at its next commit instead of waiting on it (and growing its journal) forever.
     #[test]
     fn a_panicked_commit_thread_is_reported() {
-        let mut thread = CommitThread::start(|sealed| if sealed.ends_with("bad") { panic!("injected") } else { Ok(7) }).unwrap();
+        let mut thread = CommitThread::start(|sealed| {
+            if sealed.ends_with("bad") {
+                panic!("injected")
+            } else {
+                Ok(7)
+            }
+        })
+        .unwrap();
         thread.commit("good".into()).unwrap();
         assert_eq!(thread.wait(), Some(Ok(7)));
         assert_eq!(thread.wait(), None, "reported once");
@@ -311,7 +457,10 @@ mod recovery_tests {
             std::thread::yield_now();
         }
         assert!(matches!(thread.wait(), Some(Err(e)) if e.contains("panicked")));
-        assert!(thread.commit("good".into()).is_err(), "no thread left to commit");
+        assert!(
+            thread.commit("good".into()).is_err(),
+            "no thread left to commit"
+        );
     }
 
     /// A crash while a sealed journal was being committed leaves it and the journal after
@@ -320,21 +469,41 @@ mod recovery_tests {
     fn a_sealed_journal_and_the_journal_after_it_are_applied_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(&dir.path().join("state")).unwrap();
-        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
+        let meta = SyncMeta {
+            primary_key: vec!["id".into()],
+            destination: "d".into(),
+            destination_plugin: "p".into(),
+            key_types: vec![],
+        };
         let journal_dir = dir.path().join("journal");
-        let upsert = |key: &str, n: u8| JournalOp::Upsert { key: key.as_bytes().to_vec(), fp: [n; 16], row: vec![n] };
+        let upsert = |key: &str, n: u8| JournalOp::Upsert {
+            key: key.as_bytes().to_vec(),
+            fp: [n; 16],
+            row: vec![n],
+        };
         let mut journal = Journal::open(&journal_dir, "s").unwrap();
         journal.append(&[upsert("a", 1), upsert("b", 1)]).unwrap();
         let sealed = journal.seal().unwrap();
         assert!(journal.seal().is_err(), "one sealed file at a time");
-        journal.append(&[upsert("a", 2), JournalOp::Delete { key: b"b".to_vec() }, upsert("c", 2)]).unwrap();
+        journal
+            .append(&[
+                upsert("a", 2),
+                JournalOp::Delete { key: b"b".to_vec() },
+                upsert("c", 2),
+            ])
+            .unwrap();
         drop(journal);
 
         let (journal, applied) = recover_journal(&journal_dir, &state, "s", &meta).unwrap();
         assert_eq!(applied, 5);
         assert!(journal.is_empty() && !sealed.exists());
         let rows = state.snapshot_entries("s", &[b"a", b"b", b"c"]).unwrap();
-        assert_eq!(rows.iter().map(|r| r.as_ref().map(|d| d.fp[0])).collect::<Vec<_>>(), vec![Some(2), None, Some(2)]);
+        assert_eq!(
+            rows.iter()
+                .map(|r| r.as_ref().map(|d| d.fp[0]))
+                .collect::<Vec<_>>(),
+            vec![Some(2), None, Some(2)]
+        );
     }
 
     /// A run's commits are judged by the run's size, not their own: a large run commits in
@@ -345,25 +514,61 @@ mod recovery_tests {
     fn a_small_commit_of_a_large_run_goes_to_the_base() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(&dir.path().join("state")).unwrap();
-        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
-        let upsert = |k: u32| JournalOp::Upsert { key: k.to_be_bytes().to_vec(), fp: [1; 16], row: vec![1] };
-        state.apply("s", &meta, &(0..40_000).map(upsert).collect::<Vec<_>>()).unwrap();
+        let meta = SyncMeta {
+            primary_key: vec!["id".into()],
+            destination: "d".into(),
+            destination_plugin: "p".into(),
+            key_types: vec![],
+        };
+        let upsert = |k: u32| JournalOp::Upsert {
+            key: k.to_be_bytes().to_vec(),
+            fp: [1; 16],
+            row: vec![1],
+        };
+        state
+            .apply("s", &meta, &(0..40_000).map(upsert).collect::<Vec<_>>())
+            .unwrap();
         assert_eq!(state.snapshot_delta_len("s"), 0);
         let mut journal = Journal::open(&dir.path().join("journal"), "s").unwrap();
 
-        journal.append(&(50_000..50_100).map(upsert).collect::<Vec<_>>()).unwrap();
-        assert_eq!(commit_journal(&state, &mut journal, "s", &meta, Some(1_000_000)).unwrap(), 100);
-        assert_eq!(state.snapshot_delta_len("s"), 0, "part of a run of a million rows: into the base");
+        journal
+            .append(&(50_000..50_100).map(upsert).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(
+            commit_journal(&state, &mut journal, "s", &meta, Some(1_000_000)).unwrap(),
+            100
+        );
+        assert_eq!(
+            state.snapshot_delta_len("s"),
+            0,
+            "part of a run of a million rows: into the base"
+        );
 
-        journal.append(&(60_000..60_100).map(upsert).collect::<Vec<_>>()).unwrap();
-        assert_eq!(commit_journal(&state, &mut journal, "s", &meta, Some(100)).unwrap(), 100);
-        assert_eq!(state.snapshot_delta_len("s"), 100, "a run of 100 rows: into the delta");
+        journal
+            .append(&(60_000..60_100).map(upsert).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(
+            commit_journal(&state, &mut journal, "s", &meta, Some(100)).unwrap(),
+            100
+        );
+        assert_eq!(
+            state.snapshot_delta_len("s"),
+            100,
+            "a run of 100 rows: into the delta"
+        );
 
-        journal.append(&(70_000..70_100).map(upsert).collect::<Vec<_>>()).unwrap();
+        journal
+            .append(&(70_000..70_100).map(upsert).collect::<Vec<_>>())
+            .unwrap();
         drop(journal);
-        let (_, applied) = recover_journal(&dir.path().join("journal"), &state, "s", &meta).unwrap();
+        let (_, applied) =
+            recover_journal(&dir.path().join("journal"), &state, "s", &meta).unwrap();
         assert_eq!(applied, 100);
-        assert_eq!(state.snapshot_delta_len("s"), 200, "left by a run: judged by its own 100 frames");
+        assert_eq!(
+            state.snapshot_delta_len("s"),
+            200,
+            "left by a run: judged by its own 100 frames"
+        );
         assert_eq!(state.snapshot_len("s").unwrap(), 40_300);
     }
 }

@@ -26,9 +26,21 @@ use writer::Writer;
 /// Sends the plan. Returns when every planned row was sent (or refused), or when a batch
 /// failed in a way that stops the run, the time budget ran out, or the plan could not be
 /// read; batches in flight then still finish and are recorded.
-pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, run_id: &str, committer: &mut Committer<'_>, tally: &mut Tally, stop_signal: Option<&crate::sync::StopSignal>) -> Result<(), Abort> {
+pub(crate) async fn deliver(
+    host: &PluginHost,
+    p: &PreparedSync,
+    plan: &Plan,
+    run_id: &str,
+    committer: &mut Committer<'_>,
+    tally: &mut Tally,
+    stop_signal: Option<&crate::sync::StopSignal>,
+) -> Result<(), Abort> {
     let started = Instant::now();
-    let context = SyncContext { sync_name: p.sync.name.clone(), primary_key: primary_key_fields(p), run_id: run_id.to_string() };
+    let context = SyncContext {
+        sync_name: p.sync.name.clone(),
+        primary_key: primary_key_fields(p),
+        run_id: run_id.to_string(),
+    };
     // One writer (one plugin instance, one store) per request in flight, and one more that
     // builds its batch meanwhile, when the writers' requests can take turns: at most
     // `max_in_flight` of them are out at once, and each writer's turn lasts until its batch
@@ -38,15 +50,25 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     let pacer = Pacer::new(effective_rate_limit(p).map_err(Abort)?);
     let paced = pacer.paces();
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
-    let one_ahead = !paced && p.destination_plugin.as_ref().is_some_and(|plugin| !plugin.uses_sockets);
+    let one_ahead = !paced
+        && p.destination_plugin
+            .as_ref()
+            .is_some_and(|plugin| !plugin.uses_sockets);
     let mut idle: Vec<Writer> = Vec::new();
     for _ in 0..p.sync.max_in_flight + u32::from(one_ahead) {
         idle.push(match &p.destination_plugin {
             None => Writer::Noop,
             Some(plugin) => {
-                let mut writer = DestinationInstance::open(host, plugin, &p.destination.grants, p.destination.limits, &p.destination.config_json, &context)
-                    .await
-                    .map_err(|e| Abort(open_error(p, &p.destination, &e)))?;
+                let mut writer = DestinationInstance::open(
+                    host,
+                    plugin,
+                    &p.destination.grants,
+                    p.destination.limits,
+                    &p.destination.config_json,
+                    &context,
+                )
+                .await
+                .map_err(|e| Abort(open_error(p, &p.destination, &e)))?;
                 if one_ahead {
                     writer.take_turns(turns.clone());
                 }
@@ -57,29 +79,39 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     let pacer = tokio::sync::Mutex::new(pacer);
     let health = send::Health::default();
     // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
-    let deadline = p.sync.time_budget_s.and_then(|s| started.checked_add(Duration::from_secs(s)));
+    let deadline = p
+        .sync
+        .time_budget_s
+        .and_then(|s| started.checked_add(Duration::from_secs(s)));
     let mut progress = Progress::new("delivered", tally.planned.total());
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut stop: Option<Abort> = None;
     // Takes a finished send: its rows are recorded, then its writer's turn to send ends and
     // the writer is free again.
-    let mut settle = |(mut writer, sent): (Writer, Sent), idle: &mut Vec<Writer>, tally: &mut Tally| {
-        let n = (sent.acked.len() + sent.rejected.len()) as u64;
-        let result = committer.record(sent, tally);
-        writer.end_turn();
-        idle.push(writer);
-        progress.advance(n);
-        result
-    };
+    let mut settle =
+        |(mut writer, sent): (Writer, Sent), idle: &mut Vec<Writer>, tally: &mut Tally| {
+            let n = (sent.acked.len() + sent.rejected.len()) as u64;
+            let result = committer.record(sent, tally);
+            writer.end_turn();
+            idle.push(writer);
+            progress.advance(n);
+            result
+        };
     // Deletes first, then updates, then inserts (each group finished before the next): a key
     // that moved between rows never exists twice in the destination.
     'changes: for change in [Change::Removed, Change::Changed, Change::Added] {
-        let Some(op) = operation_for(p.sync.mode, change) else { continue };
+        let Some(op) = operation_for(p.sync.mode, change) else {
+            continue;
+        };
         let (columns, event_ids) = match (change, op) {
             (Change::Removed, _) => (plan.key_columns.clone(), false),
             (_, Operation::Append) => {
                 let mut c = plan.columns.clone();
-                c.push(Column { name: p.sync.event_id_field.clone(), value_type: backflow_plugin_sdk::ValueType::Text, nullable: false });
+                c.push(Column {
+                    name: p.sync.event_id_field.clone(),
+                    value_type: backflow_plugin_sdk::ValueType::Text,
+                    nullable: false,
+                });
                 (c, true)
             }
             _ => (plan.columns.clone(), false),
@@ -131,7 +163,9 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             }
             if stop_signal.is_some_and(|s| s.is_stopped()) {
                 let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
-                stop = Some(Abort(format!("{SHUTDOWN_STOP}; {left} planned rows were not sent and go with the next run")));
+                stop = Some(Abort(format!(
+                    "{SHUTDOWN_STOP}; {left} planned rows were not sent and go with the next run"
+                )));
                 break 'changes;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -145,14 +179,18 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
             }
             // Wait for a free writer, recording what finished meanwhile.
             while idle.is_empty() {
-                let Some(done) = in_flight.next().await else { break };
+                let Some(done) = in_flight.next().await else {
+                    break;
+                };
                 if let Err(e) = settle(done, &mut idle, tally) {
                     stop = Some(e);
                     break 'changes;
                 }
             }
             let Some(mut writer) = idle.pop() else {
-                stop = Some(Abort("internal error: no destination writer is free".into()));
+                stop = Some(Abort(
+                    "internal error: no destination writer is free".into(),
+                ));
                 break 'changes;
             };
             let (pacer, health, columns) = (&pacer, &health, columns.clone());
@@ -194,7 +232,12 @@ pub(crate) async fn deliver(host: &PluginHost, p: &PreparedSync, plan: &Plan, ru
     if let Some(e) = stop {
         return Err(e);
     }
-    finish.map_err(|e| Abort(format!("destination {} failed to finish: {e}", p.destination.name)))
+    finish.map_err(|e| {
+        Abort(format!(
+            "destination {} failed to finish: {e}",
+            p.destination.name
+        ))
+    })
 }
 
 /// How a run stopped by a shutting-down service begins its error (and becomes `interrupted`).

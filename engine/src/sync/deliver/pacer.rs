@@ -15,9 +15,16 @@ pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::config::Ra
     if own.requests_per_second.is_some() || own.rows_per_second.is_some() {
         return Ok(own);
     }
-    match p.destination_plugin.as_ref().and_then(|d| d.spec.default_rate_limit.map(|r| (d, r))) {
+    match p
+        .destination_plugin
+        .as_ref()
+        .and_then(|d| d.spec.default_rate_limit.map(|r| (d, r)))
+    {
         Some((plugin, d)) => {
-            let limit = crate::config::RateLimit { requests_per_second: d.requests_per_second, rows_per_second: d.rows_per_second };
+            let limit = crate::config::RateLimit {
+                requests_per_second: d.requests_per_second,
+                rows_per_second: d.rows_per_second,
+            };
             validate_plugin_rate_limit(&plugin.spec.name, limit)
         }
         None => Ok(own),
@@ -25,8 +32,14 @@ pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::config::Ra
 }
 
 /// A plugin-declared rate limit, or why it is unusable.
-pub(crate) fn validate_plugin_rate_limit(plugin: &str, limit: crate::config::RateLimit) -> Result<crate::config::RateLimit, String> {
-    for (name, value) in [("requests-per-second", limit.requests_per_second), ("rows-per-second", limit.rows_per_second)] {
+pub(crate) fn validate_plugin_rate_limit(
+    plugin: &str,
+    limit: crate::config::RateLimit,
+) -> Result<crate::config::RateLimit, String> {
+    for (name, value) in [
+        ("requests-per-second", limit.requests_per_second),
+        ("rows-per-second", limit.rows_per_second),
+    ] {
         if let Some(v) = value {
             if !(v.is_finite() && v >= crate::config::MIN_RATE) {
                 return Err(format!(
@@ -45,7 +58,11 @@ fn interval(rate: f64) -> Option<Duration> {
     if !(rate > 0.0) {
         return None;
     }
-    Some(Duration::try_from_secs_f64(1.0 / rate).unwrap_or(SLOWEST).min(SLOWEST))
+    Some(
+        Duration::try_from_secs_f64(1.0 / rate)
+            .unwrap_or(SLOWEST)
+            .min(SLOWEST),
+    )
 }
 
 /// Spaces requests so a sync never exceeds its rate limit: each request may start only
@@ -88,9 +105,14 @@ impl Pacer {
         let start = self.next.max(now);
         let by_requests = self.per_request.unwrap_or_default();
         let rows = u32::try_from(rows).unwrap_or(u32::MAX);
-        let by_rows = self.per_row.map(|d| d.checked_mul(rows).unwrap_or(Duration::MAX)).unwrap_or_default();
+        let by_rows = self
+            .per_row
+            .map(|d| d.checked_mul(rows).unwrap_or(Duration::MAX))
+            .unwrap_or_default();
         // A pace too slow to add to the clock means "not in this process's lifetime".
-        self.next = start.checked_add(by_requests.max(by_rows)).unwrap_or(start + SLOWEST * 1_000_000);
+        self.next = start
+            .checked_add(by_requests.max(by_rows))
+            .unwrap_or(start + SLOWEST * 1_000_000);
         start
     }
 }
@@ -104,7 +126,10 @@ mod tests {
     fn requests_are_spaced_by_the_stricter_of_the_two_limits() {
         // 10 requests/s and 100 rows/s: 50-row requests are bound by rows (0.5 s each),
         // 1-row requests by requests (0.1 s each).
-        let mut pacer = Pacer::new(RateLimit { requests_per_second: Some(10.0), rows_per_second: Some(100.0) });
+        let mut pacer = Pacer::new(RateLimit {
+            requests_per_second: Some(10.0),
+            rows_per_second: Some(100.0),
+        });
         let t0 = Instant::now();
         let ms = |t: Instant| t.duration_since(t0).as_millis();
         let starts: Vec<u128> = (0..3).map(|_| ms(pacer.reserve(50, t0))).collect();
@@ -116,28 +141,67 @@ mod tests {
     #[test]
     fn hostile_numbers_never_panic() {
         // Zero, negative and NaN rates give no interval; tiny and huge rates are clamped.
-        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-20, f64::MIN_POSITIVE, 1e300] {
-            let mut pacer = Pacer::new(RateLimit { requests_per_second: Some(rate), rows_per_second: Some(rate) });
+        for rate in [
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e-20,
+            f64::MIN_POSITIVE,
+            1e300,
+        ] {
+            let mut pacer = Pacer::new(RateLimit {
+                requests_per_second: Some(rate),
+                rows_per_second: Some(rate),
+            });
             let t0 = Instant::now();
             pacer.reserve(usize::MAX, t0);
             pacer.reserve(4_000_000_000, t0);
         }
         assert_eq!(interval(1e-20), Some(SLOWEST));
         assert_eq!(interval(0.0), None);
-        assert!(validate_plugin_rate_limit("p", RateLimit { requests_per_second: Some(0.0), rows_per_second: None }).unwrap_err().contains("requests-per-second = 0"));
-        assert!(validate_plugin_rate_limit("p", RateLimit { requests_per_second: None, rows_per_second: Some(f64::NAN) }).is_err());
-        assert!(validate_plugin_rate_limit("p", RateLimit { requests_per_second: Some(5.0), rows_per_second: None }).is_ok());
+        assert!(validate_plugin_rate_limit(
+            "p",
+            RateLimit {
+                requests_per_second: Some(0.0),
+                rows_per_second: None
+            }
+        )
+        .unwrap_err()
+        .contains("requests-per-second = 0"));
+        assert!(validate_plugin_rate_limit(
+            "p",
+            RateLimit {
+                requests_per_second: None,
+                rows_per_second: Some(f64::NAN)
+            }
+        )
+        .is_err());
+        assert!(validate_plugin_rate_limit(
+            "p",
+            RateLimit {
+                requests_per_second: Some(5.0),
+                rows_per_second: None
+            }
+        )
+        .is_ok());
     }
 
     #[test]
     fn an_idle_pacer_does_not_bank_credit() {
-        let mut pacer = Pacer::new(RateLimit { requests_per_second: Some(2.0), rows_per_second: None });
+        let mut pacer = Pacer::new(RateLimit {
+            requests_per_second: Some(2.0),
+            rows_per_second: None,
+        });
         let t0 = Instant::now();
         pacer.reserve(1, t0);
         // Five seconds later the next request goes at once, and the one after 0.5 s later:
         // quiet time is not saved up for a burst.
         let later = t0 + Duration::from_secs(5);
         assert_eq!(pacer.reserve(1, later), later);
-        assert_eq!(pacer.reserve(1, later).duration_since(later).as_millis(), 500);
+        assert_eq!(
+            pacer.reserve(1, later).duration_since(later).as_millis(),
+            500
+        );
     }
 }

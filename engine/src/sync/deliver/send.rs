@@ -4,10 +4,10 @@
 use super::pacer::Pacer;
 use super::writer::Writer;
 use crate::domain::{Change, JournalOp};
+use crate::host::CallError;
 use crate::sync::plan::PlannedRow;
 use crate::sync::prepare::PreparedSync;
 use crate::sync::Abort;
-use crate::host::CallError;
 use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, RowOutcome};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,8 @@ pub(crate) struct Health {
 
 impl Health {
     pub(crate) fn stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn stopping(&self) -> bool {
@@ -52,15 +53,24 @@ impl Health {
 /// Whether a batch that failed `attempt` times since `started` may try again: always within
 /// [`MAX_ATTEMPTS`]; beyond, only while the destination accepted something in the last
 /// [`RECENT`] and the batch has retried for less than [`RETRY_WINDOW`].
-pub(crate) fn may_retry(attempt: u32, started: Instant, last_ack: Option<Instant>, now: Instant) -> bool {
-    attempt < MAX_ATTEMPTS || (now.duration_since(started) < RETRY_WINDOW && last_ack.is_some_and(|t| now.duration_since(t) < RECENT))
+pub(crate) fn may_retry(
+    attempt: u32,
+    started: Instant,
+    last_ack: Option<Instant>,
+    now: Instant,
+) -> bool {
+    attempt < MAX_ATTEMPTS
+        || (now.duration_since(started) < RETRY_WINDOW
+            && last_ack.is_some_and(|t| now.duration_since(t) < RECENT))
 }
 
 /// Whether a destination refused every row of a batch with the same message: a verdict on
 /// the batch, not on its rows.
 pub(crate) fn refused_as_a_whole(outcomes: &[RowOutcome]) -> bool {
     match outcomes.first() {
-        Some(RowOutcome::Rejected(first)) => outcomes.iter().all(|o| matches!(o, RowOutcome::Rejected(m) if m == first)),
+        Some(RowOutcome::Rejected(first)) => outcomes
+            .iter()
+            .all(|o| matches!(o, RowOutcome::Rejected(m) if m == first)),
         _ => false,
     }
 }
@@ -86,7 +96,16 @@ pub(crate) struct Sent {
 /// Sends one batch through `writer`, retrying retryable failures with exponential backoff,
 /// halving batches refused as a whole and isolating rows the destination names as bad.
 /// Touches no shared state but the pacer, so several run at once (`max_in_flight`).
-pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>, health: &Health, p: &PreparedSync, op: Operation, change: Change, columns: &[Column], rows: Vec<PlannedRow>) -> Sent {
+pub(crate) async fn send(
+    writer: &mut Writer,
+    pacer: &tokio::sync::Mutex<Pacer>,
+    health: &Health,
+    p: &PreparedSync,
+    op: Operation,
+    change: Change,
+    columns: &[Column],
+    rows: Vec<PlannedRow>,
+) -> Sent {
     // Groups of rows still to send; a batch refused as a whole is split into halves.
     let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
     let mut pending = Vec::new();
@@ -95,99 +114,142 @@ pub(crate) async fn send(writer: &mut Writer, pacer: &tokio::sync::Mutex<Pacer>,
     let mut last_error = String::new();
     let mut acked: Vec<JournalOp> = Vec::new();
     let mut rejected: Vec<(PlannedRow, String)> = Vec::new();
-        let result = loop {
-            if pending.is_empty() {
-                match groups.pop() {
-                    Some(group) => {
-                        pending = group;
-                        attempt = 0;
-                        started = Instant::now();
-                        continue;
-                    }
-                    None => break Ok(()),
+    let result = loop {
+        if pending.is_empty() {
+            match groups.pop() {
+                Some(group) => {
+                    pending = group;
+                    attempt = 0;
+                    started = Instant::now();
+                    continue;
                 }
+                None => break Ok(()),
             }
-            if health.stopping() {
-                // The delivery stopped: what is left of this batch was not acknowledged and
-                // goes with the next run.
-                break Ok(());
+        }
+        if health.stopping() {
+            // The delivery stopped: what is left of this batch was not acknowledged and
+            // goes with the next run.
+            break Ok(());
+        }
+        if attempt > 0 && !may_retry(attempt, started, health.last_ack(), Instant::now()) {
+            for row in pending.drain(..) {
+                rejected.push((
+                    row,
+                    format!("gave up after {attempt} attempts: {last_error}"),
+                ));
             }
-            if attempt > 0 && !may_retry(attempt, started, health.last_ack(), Instant::now()) {
-                for row in pending.drain(..) {
-                    rejected.push((row, format!("gave up after {attempt} attempts: {last_error}")));
+            break Ok(());
+        }
+        attempt += 1;
+        pacer.lock().await.wait(pending.len()).await;
+        let batch = build_batch(columns, &pending);
+        let call_started = Instant::now();
+        let written = writer.write(op, batch).await;
+        crate::metrics::record_delivery(
+            &p.sync.name,
+            call_started.elapsed().as_secs_f64(),
+            attempt > 1,
+        );
+        match written {
+            Ok(outcomes) if pending.len() > 1 && refused_as_a_whole(&outcomes) => {
+                // Every row refused for one reason: the destination could not say which
+                // rows are bad (a 4xx for a JSON array, say). Halve the batch until the
+                // bad rows stand alone, so the good ones still go through.
+                let right = pending.split_off(pending.len() / 2);
+                groups.push(right);
+                groups.push(std::mem::take(&mut pending));
+            }
+            Ok(outcomes) => {
+                if outcomes.iter().any(|o| matches!(o, RowOutcome::Accepted)) {
+                    health.acked();
                 }
-                break Ok(());
-            }
-            attempt += 1;
-            pacer.lock().await.wait(pending.len()).await;
-            let batch = build_batch(columns, &pending);
-            let call_started = Instant::now();
-            let written = writer.write(op, batch).await;
-            crate::metrics::record_delivery(&p.sync.name, call_started.elapsed().as_secs_f64(), attempt > 1);
-            match written {
-                Ok(outcomes) if pending.len() > 1 && refused_as_a_whole(&outcomes) => {
-                    // Every row refused for one reason: the destination could not say which
-                    // rows are bad (a 4xx for a JSON array, say). Halve the batch until the
-                    // bad rows stand alone, so the good ones still go through.
-                    let right = pending.split_off(pending.len() / 2);
-                    groups.push(right);
-                    groups.push(std::mem::take(&mut pending));
-                }
-                Ok(outcomes) => {
-                    if outcomes.iter().any(|o| matches!(o, RowOutcome::Accepted)) {
-                        health.acked();
-                    }
-                    let mut retry = Vec::new();
-                    for (row, outcome) in pending.into_iter().zip(outcomes) {
-                        match outcome {
-                            RowOutcome::Accepted => acked.push(match change {
-                                Change::Removed => JournalOp::Delete { key: row.key },
-                                _ => JournalOp::Upsert { key: row.key, fp: row.fp, row: row.row },
-                            }),
-                            RowOutcome::Rejected(m) => rejected.push((row, m)),
-                            RowOutcome::Retryable(m) => {
-                                last_error = m;
-                                retry.push(row);
-                            }
+                let mut retry = Vec::new();
+                for (row, outcome) in pending.into_iter().zip(outcomes) {
+                    match outcome {
+                        RowOutcome::Accepted => acked.push(match change {
+                            Change::Removed => JournalOp::Delete { key: row.key },
+                            _ => JournalOp::Upsert {
+                                key: row.key,
+                                fp: row.fp,
+                                row: row.row,
+                            },
+                        }),
+                        RowOutcome::Rejected(m) => rejected.push((row, m)),
+                        RowOutcome::Retryable(m) => {
+                            last_error = m;
+                            retry.push(row);
                         }
                     }
-                    pending = retry;
-                    if !pending.is_empty() && !health.stopping() && may_retry(attempt, started, health.last_ack(), Instant::now()) {
-                        backoff(attempt, None).await;
-                    }
                 }
-                Err(CallError::Plugin(PluginError::BadRow(bad))) if (bad.row_index as usize) < pending.len() => {
-                    let row = pending.remove(bad.row_index as usize);
-                    rejected.push((row, bad.message));
-                    attempt -= 1;
+                pending = retry;
+                if !pending.is_empty()
+                    && !health.stopping()
+                    && may_retry(attempt, started, health.last_ack(), Instant::now())
+                {
+                    backoff(attempt, None).await;
                 }
-                Err(CallError::Plugin(e @ (PluginError::Retryable { .. } | PluginError::RateLimited { .. }))) => {
-                    let retry_after = match &e {
-                        PluginError::RateLimited { retry_after_ms, .. } => retry_after_ms.map(Duration::from_millis),
-                        _ => None,
-                    };
-                    if !health.stopping() {
-                        tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
-                    }
-                    last_error = e.to_string();
-                    if !health.stopping() && may_retry(attempt, started, health.last_ack(), Instant::now()) {
-                        backoff(attempt, retry_after).await;
-                    }
-                }
-                Err(CallError::Plugin(PluginError::BadConfig(c))) => {
-                    let key = if c.field.is_empty() { p.destination.origin.key("config") } else { p.destination.origin.key(&format!("config.{}", c.field)) };
-                    break Err(Abort(format!("destination {}: {}: {key}: {}", p.destination.name, p.destination.origin.file.display(), c.message)));
-                }
-                Err(e) => break Err(Abort(format!("destination {} failed: {e}", p.destination.name))),
             }
-        };
-    Sent { change, acked, rejected, result }
+            Err(CallError::Plugin(PluginError::BadRow(bad)))
+                if (bad.row_index as usize) < pending.len() =>
+            {
+                let row = pending.remove(bad.row_index as usize);
+                rejected.push((row, bad.message));
+                attempt -= 1;
+            }
+            Err(CallError::Plugin(
+                e @ (PluginError::Retryable { .. } | PluginError::RateLimited { .. }),
+            )) => {
+                let retry_after = match &e {
+                    PluginError::RateLimited { retry_after_ms, .. } => {
+                        retry_after_ms.map(Duration::from_millis)
+                    }
+                    _ => None,
+                };
+                if !health.stopping() {
+                    tracing::warn!(destination = %p.destination.name, attempt, "retrying batch: {e}");
+                }
+                last_error = e.to_string();
+                if !health.stopping()
+                    && may_retry(attempt, started, health.last_ack(), Instant::now())
+                {
+                    backoff(attempt, retry_after).await;
+                }
+            }
+            Err(CallError::Plugin(PluginError::BadConfig(c))) => {
+                let key = if c.field.is_empty() {
+                    p.destination.origin.key("config")
+                } else {
+                    p.destination.origin.key(&format!("config.{}", c.field))
+                };
+                break Err(Abort(format!(
+                    "destination {}: {}: {key}: {}",
+                    p.destination.name,
+                    p.destination.origin.file.display(),
+                    c.message
+                )));
+            }
+            Err(e) => {
+                break Err(Abort(format!(
+                    "destination {} failed: {e}",
+                    p.destination.name
+                )))
+            }
+        }
+    };
+    Sent {
+        change,
+        acked,
+        rejected,
+        result,
+    }
 }
 
 pub(crate) async fn backoff(attempt: u32, retry_after: Option<Duration>) {
     let exp = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
     let jitter = Duration::from_millis(u64::from(ulid::Ulid::new().random() as u16 % 100));
-    let wait = retry_after.unwrap_or(exp + jitter).min(Duration::from_secs(60));
+    let wait = retry_after
+        .unwrap_or(exp + jitter)
+        .min(Duration::from_secs(60));
     tokio::time::sleep(wait).await;
 }
 
@@ -203,8 +265,19 @@ mod tests {
         assert!(may_retry(MAX_ATTEMPTS - 1, t0, None, later(1)));
         assert!(!may_retry(MAX_ATTEMPTS, t0, None, later(1)));
         // Other batches got through a moment ago: keep going, up to the window.
-        assert!(may_retry(MAX_ATTEMPTS + 10, t0, Some(later(100)), later(110)));
-        assert!(!may_retry(MAX_ATTEMPTS + 10, t0, Some(later(100)), later(140)), "the last success is stale");
-        assert!(!may_retry(MAX_ATTEMPTS + 10, t0, Some(later(299)), later(301)), "the window is over");
+        assert!(may_retry(
+            MAX_ATTEMPTS + 10,
+            t0,
+            Some(later(100)),
+            later(110)
+        ));
+        assert!(
+            !may_retry(MAX_ATTEMPTS + 10, t0, Some(later(100)), later(140)),
+            "the last success is stale"
+        );
+        assert!(
+            !may_retry(MAX_ATTEMPTS + 10, t0, Some(later(299)), later(301)),
+            "the window is over"
+        );
     }
 }

@@ -11,7 +11,11 @@ pub(crate) enum Writer {
 }
 
 impl Writer {
-    pub(crate) async fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, CallError> {
+    pub(crate) async fn write(
+        &mut self,
+        op: Operation,
+        batch: Batch,
+    ) -> Result<Vec<RowOutcome>, CallError> {
         match self {
             Writer::Wasm(d) => d.write(op, batch).await,
             Writer::Noop => Ok(vec![RowOutcome::Accepted; batch.row_count as usize]),

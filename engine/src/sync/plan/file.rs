@@ -4,7 +4,13 @@
 use backflow_plugin_sdk::codec::{read_array_len, read_value};
 use std::io::{BufReader, Read, Write};
 
-pub(crate) fn write_frame(out: &mut impl Write, key: &[u8], fp: &[u8; 16], row: &[u8], before: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_frame(
+    out: &mut impl Write,
+    key: &[u8],
+    fp: &[u8; 16],
+    row: &[u8],
+    before: &[u8],
+) -> std::io::Result<()> {
     out.write_all(&(key.len() as u32).to_le_bytes())?;
     out.write_all(key)?;
     out.write_all(fp)?;
@@ -40,7 +46,14 @@ pub fn key_text(key: &[u8]) -> String {
     let mut rest = key;
     let n = read_array_len(&mut rest).unwrap_or(0);
     // Each value takes at least a byte: a corrupt count must not size the result.
-    (0..n.min(rest.len())).map(|_| read_value(&mut rest).map(|v| v.to_string()).unwrap_or_else(|_| "?".into())).collect::<Vec<_>>().join("|")
+    (0..n.min(rest.len()))
+        .map(|_| {
+            read_value(&mut rest)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| "?".into())
+        })
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 impl PlannedRow {
@@ -68,14 +81,20 @@ pub(crate) fn read_exactly(r: &mut impl Read, len: u32) -> std::io::Result<Vec<u
         let mut buf = vec![0; len as usize];
         return match r.read_exact(&mut buf) {
             Ok(()) => Ok(buf),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated")),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "plan file truncated",
+            )),
             Err(e) => Err(e),
         };
     }
     let mut buf = Vec::with_capacity(1 << 16);
     r.take(u64::from(len)).read_to_end(&mut buf)?;
     if buf.len() != len as usize {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "plan file truncated",
+        ));
     }
     Ok(buf)
 }
@@ -86,7 +105,9 @@ pub(crate) struct PlanReader<'a> {
 
 impl<'a> PlanReader<'a> {
     pub(crate) fn new(file: &'a std::fs::File) -> PlanReader<'a> {
-        PlanReader { input: BufReader::with_capacity(1 << 20, file) }
+        PlanReader {
+            input: BufReader::with_capacity(1 << 20, file),
+        }
     }
 
     fn bytes(&mut self) -> std::io::Result<Option<Vec<u8>>> {
@@ -100,13 +121,22 @@ impl<'a> PlanReader<'a> {
     }
 
     pub(crate) fn next(&mut self) -> std::io::Result<Option<PlannedRow>> {
-        let Some(key) = self.bytes()? else { return Ok(None) };
-        let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated");
+        let Some(key) = self.bytes()? else {
+            return Ok(None);
+        };
+        let truncated =
+            || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "plan file truncated");
         let mut fp = [0u8; 16];
         self.input.read_exact(&mut fp)?;
         let row = self.bytes()?.ok_or_else(truncated)?;
         let before = self.bytes()?.ok_or_else(truncated)?;
-        Ok(Some(PlannedRow { key, fp, row, before, payload: Payload::Row }))
+        Ok(Some(PlannedRow {
+            key,
+            fp,
+            row,
+            before,
+            payload: Payload::Row,
+        }))
     }
 }
 

@@ -78,16 +78,42 @@ impl<'a> Intake<'a> {
             // Removals are looked up only once the merge is known to stand.
             writer.write_unchanged = keep_unchanged;
             if !keep_unchanged {
-                writer.unchanged_keys = Some(std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(tmp_dir)?));
+                writer.unchanged_keys = Some(std::io::BufWriter::with_capacity(
+                    1 << 16,
+                    tempfile::tempfile_in(tmp_dir)?,
+                ));
             }
-            writer.deferred_removals = Some(std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(tmp_dir)?));
-            Mode::Merging(Merge::new(SnapshotCursor::new(state, sync, use_snapshot), full_resync))
+            writer.deferred_removals = Some(std::io::BufWriter::with_capacity(
+                1 << 16,
+                tempfile::tempfile_in(tmp_dir)?,
+            ));
+            Mode::Merging(Merge::new(
+                SnapshotCursor::new(state, sync, use_snapshot),
+                full_resync,
+            ))
         };
-        Ok(Intake { writer, mode, state, sync, use_snapshot, full_resync, keep_unchanged, tmp_dir, rows: 0, last_key: Vec::new(), out_of_order: false })
+        Ok(Intake {
+            writer,
+            mode,
+            state,
+            sync,
+            use_snapshot,
+            full_resync,
+            keep_unchanged,
+            tmp_dir,
+            rows: 0,
+            last_key: Vec::new(),
+            out_of_order: false,
+        })
     }
 
     fn io(&self) -> impl Fn(std::io::Error) -> Abort + '_ {
-        move |e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display()))
+        move |e| {
+            Abort(format!(
+                "writing plan files in {}: {e}",
+                self.tmp_dir.display()
+            ))
+        }
     }
 
     /// Switches to sorting: the rows merged so far go back from the plan files into a
@@ -96,8 +122,15 @@ impl<'a> Intake<'a> {
         tracing::debug!(sync = %self.sync, after_rows = self.rows, "model rows are not in key order: sorting them before the diff");
         self.writer.flush()?;
         let mut spill = ModelSpill::new(self.tmp_dir, DEFAULT_MEMORY_BUDGET).map_err(self.io())?;
-        let unchanged = if self.writer.write_unchanged { Some(Change::Unchanged) } else { None };
-        for change in [Change::Added, Change::Changed].into_iter().chain(unchanged) {
+        let unchanged = if self.writer.write_unchanged {
+            Some(Change::Unchanged)
+        } else {
+            None
+        };
+        for change in [Change::Added, Change::Changed]
+            .into_iter()
+            .chain(unchanged)
+        {
             let file = self.writer.file(change);
             std::io::Seek::rewind(&mut &*file).map_err(self.io())?;
             let mut frames = PlanReader::new(file);
@@ -107,7 +140,10 @@ impl<'a> Intake<'a> {
         }
         if let Some(keys) = self.writer.unchanged_keys.take() {
             // Unchanged rows are what the snapshot holds for their keys: read back from there.
-            let mut file = keys.into_inner().map_err(|e| e.into_error()).map_err(self.io())?;
+            let mut file = keys
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .map_err(self.io())?;
             std::io::Seek::rewind(&mut file).map_err(self.io())?;
             let mut keys = std::io::BufReader::with_capacity(1 << 16, file);
             let mut group: Vec<(Vec<u8>, Fingerprint)> = Vec::new();
@@ -129,12 +165,19 @@ impl<'a> Intake<'a> {
 
     /// Puts unchanged rows (key, fingerprint when merged) back into the spill, from the
     /// snapshot, and empties `group`.
-    fn take_back_unchanged(&self, group: &mut Vec<(Vec<u8>, Fingerprint)>, spill: &mut ModelSpill) -> Result<(), Abort> {
+    fn take_back_unchanged(
+        &self,
+        group: &mut Vec<(Vec<u8>, Fingerprint)>,
+        spill: &mut ModelSpill,
+    ) -> Result<(), Abort> {
         if group.is_empty() {
             return Ok(());
         }
         let keys: Vec<&[u8]> = group.iter().map(|(k, _)| k.as_slice()).collect();
-        let rows = self.state.snapshot_entries(self.sync, &keys).map_err(|e| Abort(e.to_string()))?;
+        let rows = self
+            .state
+            .snapshot_entries(self.sync, &keys)
+            .map_err(|e| Abort(e.to_string()))?;
         for ((key, fp), row) in group.iter().zip(rows) {
             // Another process committed a run of this sync meanwhile (`sync plan` does not
             // hold the sync's lease): this plan no longer stands.
@@ -150,8 +193,19 @@ impl<'a> Intake<'a> {
     /// After the last row: finishes the merge (first sorting the spill, if it came to that)
     /// and returns the written plan.
     pub(crate) fn finish(self) -> Result<PlanWriter<'a>, Abort> {
-        let Intake { mut writer, mode, state, sync, use_snapshot, full_resync, rows, tmp_dir, .. } = self;
-        let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
+        let Intake {
+            mut writer,
+            mode,
+            state,
+            sync,
+            use_snapshot,
+            full_resync,
+            rows,
+            tmp_dir,
+            ..
+        } = self;
+        let io =
+            |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
         match mode {
             Mode::Merging(merge) => {
                 merge.finish(&mut |step| writer.step(step))?;
@@ -159,10 +213,18 @@ impl<'a> Intake<'a> {
             }
             Mode::Sorting(spill) => {
                 let mut sorted = spill.into_sorted().map_err(io)?;
-                let mut merge = Merge::new(SnapshotCursor::new(state, sync, use_snapshot), full_resync);
+                let mut merge =
+                    Merge::new(SnapshotCursor::new(state, sync, use_snapshot), full_resync);
                 let mut progress = Progress::new("planned", rows);
                 while let Some(entry) = sorted.next_entry().map_err(io)? {
-                    merge.entry(RowRef { key: &entry.key, fp: entry.fp, row: &entry.row }, &mut |step| writer.step(step))?;
+                    merge.entry(
+                        RowRef {
+                            key: &entry.key,
+                            fp: entry.fp,
+                            row: &entry.row,
+                        },
+                        &mut |step| writer.step(step),
+                    )?;
                     progress.advance(1);
                 }
                 merge.finish(&mut |step| writer.step(step))?;
@@ -191,7 +253,9 @@ impl ModelSink for Intake<'_> {
                 let writer = &mut self.writer;
                 merge.entry(RowRef { key, fp, row }, &mut |step| writer.step(step))
             }
-            Mode::Sorting(spill) => spill.push(key, fp, row).map_err(|e| Abort(format!("writing the plan: {e}"))),
+            Mode::Sorting(spill) => spill
+                .push(key, fp, row)
+                .map_err(|e| Abort(format!("writing the plan: {e}"))),
         }
     }
 }
@@ -218,23 +282,63 @@ mod tests {
     fn state_with(rows: &[(u16, u8)]) -> (tempfile::TempDir, StateStore) {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(dir.path()).unwrap();
-        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
-        let mut ops = vec![JournalOp::Begin(ChangelogHeader { run_id: "R1".into(), mode: "mirror".into(), columns: vec![], key_columns: vec![], undo_of: None })];
-        ops.extend(rows.iter().map(|&(k, v)| JournalOp::Upsert { key: key(k), fp: [v; 16], row: vec![v] }));
+        let meta = SyncMeta {
+            primary_key: vec!["id".into()],
+            destination: "d".into(),
+            destination_plugin: "p".into(),
+            key_types: vec![],
+        };
+        let mut ops = vec![JournalOp::Begin(ChangelogHeader {
+            run_id: "R1".into(),
+            mode: "mirror".into(),
+            columns: vec![],
+            key_columns: vec![],
+            undo_of: None,
+        })];
+        ops.extend(rows.iter().map(|&(k, v)| JournalOp::Upsert {
+            key: key(k),
+            fp: [v; 16],
+            row: vec![v],
+        }));
         state.apply("s", &meta, &ops).unwrap();
         (dir, state)
     }
 
     /// What a plan came to: counts, fingerprint, duplicates, every file's frames, whether
     /// the intake sorted, and the duplicated keys it gives as examples.
-    type Outcome = (DiffCounts, u128, u64, Vec<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>>, bool, Vec<Vec<u8>>);
+    type Outcome = (
+        DiffCounts,
+        u128,
+        u64,
+        Vec<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>>,
+        bool,
+        Vec<Vec<u8>>,
+    );
 
-    fn plan(state: &StateStore, model: &[(u16, u8)], keep_unchanged: bool, full_resync: bool, sort_first: bool) -> Outcome {
+    fn plan(
+        state: &StateStore,
+        model: &[(u16, u8)],
+        keep_unchanged: bool,
+        full_resync: bool,
+        sort_first: bool,
+    ) -> Outcome {
         let tmp = tempfile::tempdir().unwrap();
         let files = [(); 4].map(|_| tempfile::tempfile().unwrap());
         let writer = PlanWriter::new(state, "s", &files, Default::default(), tmp.path());
-        let options = PlanOptions { full_resync, sort_first };
-        let mut intake = Intake::new(writer, state, "s", true, options, keep_unchanged, tmp.path()).unwrap();
+        let options = PlanOptions {
+            full_resync,
+            sort_first,
+        };
+        let mut intake = Intake::new(
+            writer,
+            state,
+            "s",
+            true,
+            options,
+            keep_unchanged,
+            tmp.path(),
+        )
+        .unwrap();
         for &(k, v) in model {
             intake.push(&key(k), [v; 16], &[v]).unwrap();
         }
@@ -254,7 +358,14 @@ mod tests {
             })
             .collect();
         let samples = writer.duplicate_samples.iter().cloned().collect();
-        (writer.diff, writer.fingerprint.digest128(), writer.duplicates, frames, sorted, samples)
+        (
+            writer.diff,
+            writer.fingerprint.digest128(),
+            writer.duplicates,
+            frames,
+            sorted,
+            samples,
+        )
     }
 
     #[test]
@@ -262,17 +373,41 @@ mod tests {
         let (_dir, state) = state_with(&[(1, 1), (2, 1), (4, 1), (300, 1)]);
         let in_order: Vec<(u16, u8)> = vec![(1, 1), (2, 2), (3, 1), (300, 1), (1000, 1)];
         let merged = plan(&state, &in_order, false, false, false);
-        assert!(!merged.4, "in key order (1 < 2 < 3 < 300 < 1000 as encoded keys): no sort");
-        assert_eq!((merged.0.added, merged.0.changed, merged.0.removed, merged.0.unchanged), (2, 1, 1, 2));
-        assert!(merged.3[Change::Unchanged as usize].is_empty(), "unchanged rows are dropped when no check reads them");
-        assert_eq!(merged.3[Change::Changed as usize], vec![(key(2), vec![2], vec![1])], "a change carries the row before");
-        assert_eq!(merged.3[Change::Removed as usize], vec![(key(4), vec![], vec![1])]);
+        assert!(
+            !merged.4,
+            "in key order (1 < 2 < 3 < 300 < 1000 as encoded keys): no sort"
+        );
+        assert_eq!(
+            (
+                merged.0.added,
+                merged.0.changed,
+                merged.0.removed,
+                merged.0.unchanged
+            ),
+            (2, 1, 1, 2)
+        );
+        assert!(
+            merged.3[Change::Unchanged as usize].is_empty(),
+            "unchanged rows are dropped when no check reads them"
+        );
+        assert_eq!(
+            merged.3[Change::Changed as usize],
+            vec![(key(2), vec![2], vec![1])],
+            "a change carries the row before"
+        );
+        assert_eq!(
+            merged.3[Change::Removed as usize],
+            vec![(key(4), vec![], vec![1])]
+        );
 
         let mut late = in_order.clone();
         late.rotate_left(1); // key 1 comes last
         let sorted = plan(&state, &late, false, false, false);
         assert!(sorted.4, "key 1 after key 1000: sorted");
-        assert_eq!((sorted.0, sorted.1, sorted.2, sorted.3), (merged.0, merged.1, merged.2, merged.3));
+        assert_eq!(
+            (sorted.0, sorted.1, sorted.2, sorted.3),
+            (merged.0, merged.1, merged.2, merged.3)
+        );
     }
 
     /// A fall back takes unchanged rows back from the snapshot: if a run of the sync
@@ -284,21 +419,56 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let files = [(); 4].map(|_| tempfile::tempfile().unwrap());
         let writer = PlanWriter::new(&state, "s", &files, Default::default(), tmp.path());
-        let mut intake = Intake::new(writer, &state, "s", true, PlanOptions::default(), false, tmp.path()).unwrap();
+        let mut intake = Intake::new(
+            writer,
+            &state,
+            "s",
+            true,
+            PlanOptions::default(),
+            false,
+            tmp.path(),
+        )
+        .unwrap();
         intake.push(&key(1), [1; 16], &[1]).unwrap();
         intake.push(&key(2), [1; 16], &[1]).unwrap();
-        let meta = SyncMeta { primary_key: vec!["id".into()], destination: "d".into(), destination_plugin: "p".into(), key_types: vec![] };
-        state.apply("s", &meta, &[JournalOp::Upsert { key: key(2), fp: [7; 16], row: vec![7] }]).unwrap();
-        let Err(e) = intake.push(&key(0), [1; 16], &[1]) else { panic!("the fall back must notice") };
+        let meta = SyncMeta {
+            primary_key: vec!["id".into()],
+            destination: "d".into(),
+            destination_plugin: "p".into(),
+            key_types: vec![],
+        };
+        state
+            .apply(
+                "s",
+                &meta,
+                &[JournalOp::Upsert {
+                    key: key(2),
+                    fp: [7; 16],
+                    row: vec![7],
+                }],
+            )
+            .unwrap();
+        let Err(e) = intake.push(&key(0), [1; 16], &[1]) else {
+            panic!("the fall back must notice")
+        };
         assert!(e.0.contains("changed while the plan was made"), "{}", e.0);
     }
 
     #[test]
     fn a_repeated_key_is_a_duplicate_whether_merged_or_sorted() {
         let (_dir, state) = state_with(&[]);
-        assert_eq!(plan(&state, &[(1, 1), (1, 2), (2, 1)], false, false, false).2, 1);
-        assert_eq!(plan(&state, &[(2, 1), (1, 1), (2, 2)], false, false, false).2, 1);
-        assert_eq!(plan(&state, &[(2, 1), (2, 2), (1, 1)], false, false, false).2, 1);
+        assert_eq!(
+            plan(&state, &[(1, 1), (1, 2), (2, 1)], false, false, false).2,
+            1
+        );
+        assert_eq!(
+            plan(&state, &[(2, 1), (1, 1), (2, 2)], false, false, false).2,
+            1
+        );
+        assert_eq!(
+            plan(&state, &[(2, 1), (2, 2), (1, 1)], false, false, false).2,
+            1
+        );
     }
 
     proptest! {

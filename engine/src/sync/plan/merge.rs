@@ -50,11 +50,19 @@ pub(crate) struct Merge<S> {
 impl<S: SnapshotKeys> Merge<S> {
     /// `full_resync`: a row equal to its snapshot entry counts as changed (it is sent again).
     pub(crate) fn new(snapshot: S, full_resync: bool) -> Merge<S> {
-        Merge { snapshot, previous: None, full_resync }
+        Merge {
+            snapshot,
+            previous: None,
+            full_resync,
+        }
     }
 
     /// The steps for the next model entry: removals of the snapshot keys before it, then its own.
-    pub(crate) fn entry(&mut self, entry: RowRef<'_>, emit: &mut impl FnMut(Step<'_>) -> Result<(), Abort>) -> Result<(), Abort> {
+    pub(crate) fn entry(
+        &mut self,
+        entry: RowRef<'_>,
+        emit: &mut impl FnMut(Step<'_>) -> Result<(), Abort>,
+    ) -> Result<(), Abort> {
         if self.previous.as_deref() == Some(entry.key) {
             return emit(Step::Duplicate(entry.key));
         }
@@ -82,7 +90,10 @@ impl<S: SnapshotKeys> Merge<S> {
     }
 
     /// After the last model entry: every snapshot key left is removed.
-    pub(crate) fn finish(mut self, emit: &mut impl FnMut(Step<'_>) -> Result<(), Abort>) -> Result<(), Abort> {
+    pub(crate) fn finish(
+        mut self,
+        emit: &mut impl FnMut(Step<'_>) -> Result<(), Abort>,
+    ) -> Result<(), Abort> {
         while let Some((key, _)) = self.snapshot.peek()? {
             emit(Step::Removed(key))?;
             self.snapshot.advance();
@@ -111,10 +122,14 @@ mod tests {
         [n; 16]
     }
 
-
     /// Runs the merge and renders each step as `kind:key`.
     fn merge(model: &[(&str, u8)], snapshot: &[(&str, u8)], full_resync: bool) -> Vec<String> {
-        let snapshot = Snapshot(snapshot.iter().map(|(k, n)| (k.as_bytes().to_vec(), fp(*n))).collect());
+        let snapshot = Snapshot(
+            snapshot
+                .iter()
+                .map(|(k, n)| (k.as_bytes().to_vec(), fp(*n)))
+                .collect(),
+        );
         let mut merge = Merge::new(snapshot, full_resync);
         let mut steps = Vec::new();
         let mut emit = |s: Step| {
@@ -128,7 +143,16 @@ mod tests {
             Ok(())
         };
         for (k, n) in model {
-            merge.entry(RowRef { key: k.as_bytes(), fp: fp(*n), row: &[*n] }, &mut emit).unwrap();
+            merge
+                .entry(
+                    RowRef {
+                        key: k.as_bytes(),
+                        fp: fp(*n),
+                        row: &[*n],
+                    },
+                    &mut emit,
+                )
+                .unwrap();
         }
         merge.finish(&mut emit).unwrap();
         steps
@@ -136,25 +160,52 @@ mod tests {
 
     #[test]
     fn classifies_every_key_once_in_key_order() {
-        let steps = merge(&[("a", 1), ("b", 2), ("d", 4), ("f", 6)], &[("a", 1), ("c", 3), ("d", 9), ("e", 5), ("g", 7)], false);
-        assert_eq!(steps, ["unchanged:a", "added:b", "removed:c", "changed:d", "removed:e", "added:f", "removed:g"]);
+        let steps = merge(
+            &[("a", 1), ("b", 2), ("d", 4), ("f", 6)],
+            &[("a", 1), ("c", 3), ("d", 9), ("e", 5), ("g", 7)],
+            false,
+        );
+        assert_eq!(
+            steps,
+            [
+                "unchanged:a",
+                "added:b",
+                "removed:c",
+                "changed:d",
+                "removed:e",
+                "added:f",
+                "removed:g"
+            ]
+        );
     }
 
     #[test]
     fn an_empty_snapshot_adds_everything_and_an_empty_model_removes_everything() {
-        assert_eq!(merge(&[("a", 1), ("b", 2)], &[], false), ["added:a", "added:b"]);
-        assert_eq!(merge(&[], &[("a", 1), ("b", 2)], false), ["removed:a", "removed:b"]);
+        assert_eq!(
+            merge(&[("a", 1), ("b", 2)], &[], false),
+            ["added:a", "added:b"]
+        );
+        assert_eq!(
+            merge(&[], &[("a", 1), ("b", 2)], false),
+            ["removed:a", "removed:b"]
+        );
         assert!(merge(&[], &[], false).is_empty());
     }
 
     #[test]
     fn a_full_resync_sends_unchanged_rows_as_changed() {
-        assert_eq!(merge(&[("a", 1), ("b", 2)], &[("a", 1)], true), ["changed:a", "added:b"]);
+        assert_eq!(
+            merge(&[("a", 1), ("b", 2)], &[("a", 1)], true),
+            ["changed:a", "added:b"]
+        );
     }
 
     #[test]
     fn a_repeated_model_key_is_a_duplicate_and_not_planned_twice() {
-        assert_eq!(merge(&[("a", 1), ("a", 2), ("b", 2)], &[("a", 1)], false), ["unchanged:a", "duplicate:a", "added:b"]);
+        assert_eq!(
+            merge(&[("a", 1), ("a", 2), ("b", 2)], &[("a", 1)], false),
+            ["unchanged:a", "duplicate:a", "added:b"]
+        );
     }
 
     #[test]

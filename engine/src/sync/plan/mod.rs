@@ -78,7 +78,11 @@ impl Plan {
     /// What `mode` sends of this plan, per change.
     pub fn planned(&self, mode: SyncMode) -> OpCounts {
         let mut planned = OpCounts::default();
-        for (change, n) in [(Change::Added, self.diff.added), (Change::Changed, self.diff.changed), (Change::Removed, self.diff.removed)] {
+        for (change, n) in [
+            (Change::Added, self.diff.added),
+            (Change::Changed, self.diff.changed),
+            (Change::Removed, self.diff.removed),
+        ] {
             if operation_for(mode, change).is_some() {
                 bump(&mut planned, change, n);
             }
@@ -107,10 +111,20 @@ impl Plan {
 /// of another shape, such as one delivered under an older mapping, shows as an array).
 pub(crate) fn row_json(columns: &[Column], row: &[u8]) -> serde_json::Value {
     let mut rest = row;
-    let Ok(n) = read_array_len(&mut rest) else { return serde_json::Value::Null };
-    let values: Vec<_> = (0..n.min(rest.len())).map_while(|_| read_value(&mut rest).ok()).collect();
+    let Ok(n) = read_array_len(&mut rest) else {
+        return serde_json::Value::Null;
+    };
+    let values: Vec<_> = (0..n.min(rest.len()))
+        .map_while(|_| read_value(&mut rest).ok())
+        .collect();
     if values.len() == columns.len() {
-        serde_json::Value::Object(columns.iter().zip(values).map(|(c, v)| (c.name.clone(), v.to_json())).collect())
+        serde_json::Value::Object(
+            columns
+                .iter()
+                .zip(values)
+                .map(|(c, v)| (c.name.clone(), v.to_json()))
+                .collect(),
+        )
     } else {
         serde_json::Value::Array(values.iter().map(|v| v.to_json()).collect())
     }
@@ -121,14 +135,22 @@ pub(crate) fn sync_meta(p: &PreparedSync) -> SyncMeta {
     SyncMeta {
         primary_key: p.model.primary_key.clone(),
         destination: p.destination.name.clone(),
-        destination_plugin: p.destination_plugin.as_ref().map(|d| d.spec.name.clone()).unwrap_or_else(|| BUILTIN_NOOP.into()),
+        destination_plugin: p
+            .destination_plugin
+            .as_ref()
+            .map(|d| d.spec.name.clone())
+            .unwrap_or_else(|| BUILTIN_NOOP.into()),
         key_types: Vec::new(),
     }
 }
 
 /// Stops a run whose key values changed type since the last delivery: `1` and `"1"` are
 /// different keys, so the plan would remove every delivered row and add it again.
-pub(crate) fn check_key_types(p: &PreparedSync, stored: &[String], now: &[KeyType]) -> Result<(), Abort> {
+pub(crate) fn check_key_types(
+    p: &PreparedSync,
+    stored: &[String],
+    now: &[KeyType],
+) -> Result<(), Abort> {
     for ((column, before), now) in p.model.primary_key.iter().zip(stored).zip(now) {
         if let Some((now_type, row)) = now {
             if !before.is_empty() && before != now_type {
@@ -146,26 +168,53 @@ pub(crate) fn check_key_types(p: &PreparedSync, stored: &[String], now: &[KeyTyp
 
 /// Whether the stored snapshot belongs to this sync's current key and destination.
 pub(crate) fn snapshot_is_valid(state: &StateStore, p: &PreparedSync) -> Result<bool, Abort> {
-    let meta = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
+    let meta = state
+        .sync_meta(&p.state_key)
+        .map_err(|e| Abort(e.to_string()))?;
     Ok(match meta {
-        None => state.snapshot_len(&p.state_key).map_err(|e| Abort(e.to_string()))? == 0,
+        None => {
+            state
+                .snapshot_len(&p.state_key)
+                .map_err(|e| Abort(e.to_string()))?
+                == 0
+        }
         Some(m) => m.same_target(&sync_meta(p)),
     })
 }
 
 /// Reads the model and diffs it against the snapshot. Writes nothing to state.
-pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p: &PreparedSync, options: PlanOptions) -> Result<Plan, Abort> {
+pub async fn build_plan(
+    host: &PluginHost,
+    ws: &Workspace,
+    state: &StateStore,
+    p: &PreparedSync,
+    options: PlanOptions,
+) -> Result<Plan, Abort> {
     let tmp_dir = ws.state_dir.join("tmp");
-    std::fs::create_dir_all(&tmp_dir).map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
+    std::fs::create_dir_all(&tmp_dir)
+        .map_err(|e| Abort(format!("creating {}: {e}", tmp_dir.display())))?;
     let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
     let use_snapshot = snapshot_is_valid(state, p)?;
     if !use_snapshot {
         tracing::warn!(sync = %p.sync.name, "the primary key or destination changed since the last delivery: the old snapshot is ignored and every row is planned as added");
     }
-    let snapshot_rows = if use_snapshot { state.snapshot_len(&p.state_key).map_err(|e| Abort(e.to_string()))? } else { 0 };
-    let source = SourceInstance::open(host, &p.source_plugin, &p.source.grants, p.source.limits, &p.source.config_json, &p.model.query)
-        .await
-        .map_err(|e| Abort(open_error(p, &p.source, &e)))?;
+    let snapshot_rows = if use_snapshot {
+        state
+            .snapshot_len(&p.state_key)
+            .map_err(|e| Abort(e.to_string()))?
+    } else {
+        0
+    };
+    let source = SourceInstance::open(
+        host,
+        &p.source_plugin,
+        &p.source.grants,
+        p.source.limits,
+        &p.source.config_json,
+        &p.model.query,
+    )
+    .await
+    .map_err(|e| Abort(open_error(p, &p.source, &e)))?;
     let projection = match Projection::new(p, source.columns()) {
         Ok(pr) => pr,
         Err(e) => {
@@ -181,18 +230,37 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     ];
     // A full resync gives up on deletes the destination refused: otherwise a row it will
     // never delete (an object someone protected) is sent again by every run, forever.
-    let refused_deletes: std::collections::HashSet<Vec<u8>> = if options.full_resync && use_snapshot {
-        state.pending_keys(&p.state_key, Change::Removed.as_str()).map_err(|e| Abort(e.to_string()))?.into_iter().collect()
+    let refused_deletes: std::collections::HashSet<Vec<u8>> = if options.full_resync && use_snapshot
+    {
+        state
+            .pending_keys(&p.state_key, Change::Removed.as_str())
+            .map_err(|e| Abort(e.to_string()))?
+            .into_iter()
+            .collect()
     } else {
         Default::default()
     };
     let writer = PlanWriter::new(state, &p.state_key, &files, refused_deletes, &tmp_dir);
     // Whole-model checks (uniqueness, freshness) need the rows that did not change too.
     let keep_unchanged = !p.checks.is_empty();
-    let mut intake = Intake::new(writer, state, &p.state_key, use_snapshot, options, keep_unchanged, &tmp_dir).map_err(io)?;
+    let mut intake = Intake::new(
+        writer,
+        state,
+        &p.state_key,
+        use_snapshot,
+        options,
+        keep_unchanged,
+        &tmp_dir,
+    )
+    .map_err(io)?;
     let key_types = read_model(spawn_reader(source), p, &projection, &mut intake).await?;
-    let stored_meta = state.sync_meta(&p.state_key).map_err(|e| Abort(e.to_string()))?;
-    if let Some(stored) = stored_meta.as_ref().filter(|m| m.same_target(&sync_meta(p))) {
+    let stored_meta = state
+        .sync_meta(&p.state_key)
+        .map_err(|e| Abort(e.to_string()))?;
+    if let Some(stored) = stored_meta
+        .as_ref()
+        .filter(|m| m.same_target(&sync_meta(p)))
+    {
         check_key_types(p, &stored.key_types, &key_types)?;
     }
     let model_rows = intake.rows;
@@ -201,7 +269,13 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
     // The writer borrows the files: its results are taken out in a block of their own.
     let (diff, fingerprint, duplicates, duplicate_samples, cleared_deletes) = {
         let w = intake.finish()?;
-        (w.diff, w.fingerprint, w.duplicates, w.duplicate_samples, w.cleared_deletes)
+        (
+            w.diff,
+            w.fingerprint,
+            w.duplicates,
+            w.duplicate_samples,
+            w.cleared_deletes,
+        )
     };
     if duplicates > 0 {
         return Err(Abort(format!(
@@ -209,13 +283,32 @@ pub async fn build_plan(host: &PluginHost, ws: &Workspace, state: &StateStore, p
             p.model.name,
             if duplicates == 1 { "" } else { "s" },
             p.model.primary_key.join(", "),
-            duplicate_samples.iter().map(|key| key_text(key)).collect::<Vec<_>>().join(", ")
+            duplicate_samples
+                .iter()
+                .map(|key| key_text(key))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let fingerprint = format!("{:032x}", fingerprint.digest128());
     // Known only when every key column had a value (an empty model leaves the recorded ones).
-    let key_types = key_types.iter().map(|t| t.map(|(name, _)| name.to_string())).collect::<Option<Vec<_>>>().unwrap_or_default();
-    Ok(Plan { columns: projection.columns.clone(), key_columns: projection.key_columns.clone(), model_rows, snapshot_rows, diff, fingerprint, files, key_types, cleared_deletes, out_of_key_order })
+    let key_types = key_types
+        .iter()
+        .map(|t| t.map(|(name, _)| name.to_string()))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
+    Ok(Plan {
+        columns: projection.columns.clone(),
+        key_columns: projection.key_columns.clone(),
+        model_rows,
+        snapshot_rows,
+        diff,
+        fingerprint,
+        files,
+        key_types,
+        cleared_deletes,
+        out_of_key_order,
+    })
 }
 
 /// What the merge's steps become: one plan file per change, the diff's counts, and the
@@ -251,12 +344,21 @@ pub(crate) struct PlanWriter<'a> {
 }
 
 impl<'a> PlanWriter<'a> {
-    fn new(state: &'a StateStore, sync: &'a str, files: &'a [std::fs::File; 4], refused_deletes: std::collections::HashSet<Vec<u8>>, tmp_dir: &'a std::path::Path) -> PlanWriter<'a> {
+    fn new(
+        state: &'a StateStore,
+        sync: &'a str,
+        files: &'a [std::fs::File; 4],
+        refused_deletes: std::collections::HashSet<Vec<u8>>,
+        tmp_dir: &'a std::path::Path,
+    ) -> PlanWriter<'a> {
         PlanWriter {
             state,
             sync,
             files,
-            writers: files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect(),
+            writers: files
+                .iter()
+                .map(|f| BufWriter::with_capacity(1 << 20, f))
+                .collect(),
             tmp_dir,
             diff: DiffCounts::default(),
             fingerprint: xxhash_rust::xxh3::Xxh3::new(),
@@ -272,7 +374,12 @@ impl<'a> PlanWriter<'a> {
     }
 
     fn io(&self) -> impl Fn(std::io::Error) -> Abort + '_ {
-        move |e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display()))
+        move |e| {
+            Abort(format!(
+                "writing plan files in {}: {e}",
+                self.tmp_dir.display()
+            ))
+        }
     }
 
     pub(crate) fn file(&self, change: Change) -> &'a std::fs::File {
@@ -291,7 +398,12 @@ impl<'a> PlanWriter<'a> {
         match step {
             Step::Duplicate(key) => {
                 self.duplicates += 1;
-                if self.duplicate_samples.len() < 5 || self.duplicate_samples.last().is_some_and(|last| key < last.as_slice()) {
+                if self.duplicate_samples.len() < 5
+                    || self
+                        .duplicate_samples
+                        .last()
+                        .is_some_and(|last| key < last.as_slice())
+                {
                     self.duplicate_samples.insert(key.to_vec());
                     if self.duplicate_samples.len() > 5 {
                         self.duplicate_samples.pop_last();
@@ -309,41 +421,81 @@ impl<'a> PlanWriter<'a> {
                 self.diff.removed += 1;
                 self.mark(b'r', key, &[]);
                 match &mut self.deferred_removals {
-                    Some(out) => write_key(out, key).map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?,
-                    None => self.waiting.push((Change::Removed, ModelEntry::key_only(key.to_vec()))),
+                    Some(out) => write_key(out, key).map_err(|e| {
+                        Abort(format!(
+                            "writing plan files in {}: {e}",
+                            self.tmp_dir.display()
+                        ))
+                    })?,
+                    None => self
+                        .waiting
+                        .push((Change::Removed, ModelEntry::key_only(key.to_vec()))),
                 }
             }
             Step::Added(entry) => {
                 self.diff.added += 1;
                 self.mark(b'a', entry.key, &entry.fp);
-                write_frame(&mut self.writers[Change::Added as usize], entry.key, &entry.fp, entry.row, &[]).map_err(self.io())?;
+                write_frame(
+                    &mut self.writers[Change::Added as usize],
+                    entry.key,
+                    &entry.fp,
+                    entry.row,
+                    &[],
+                )
+                .map_err(self.io())?;
             }
             Step::Unchanged(entry) => {
                 self.diff.unchanged += 1;
                 if self.write_unchanged {
-                    write_frame(&mut self.writers[Change::Unchanged as usize], entry.key, &entry.fp, entry.row, &[]).map_err(self.io())?;
+                    write_frame(
+                        &mut self.writers[Change::Unchanged as usize],
+                        entry.key,
+                        &entry.fp,
+                        entry.row,
+                        &[],
+                    )
+                    .map_err(self.io())?;
                 } else if let Some(out) = &mut self.unchanged_keys {
                     let written = write_key(out, entry.key).and_then(|()| out.write_all(&entry.fp));
-                    written.map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
+                    written.map_err(|e| {
+                        Abort(format!(
+                            "writing plan files in {}: {e}",
+                            self.tmp_dir.display()
+                        ))
+                    })?;
                 }
             }
             Step::Changed(entry) => {
                 self.diff.changed += 1;
                 self.mark(b'c', entry.key, &entry.fp);
-                self.waiting.push((Change::Changed, ModelEntry { key: entry.key.to_vec(), fp: entry.fp, row: entry.row.to_vec() }));
+                self.waiting.push((
+                    Change::Changed,
+                    ModelEntry {
+                        key: entry.key.to_vec(),
+                        fp: entry.fp,
+                        row: entry.row.to_vec(),
+                    },
+                ));
             }
         }
         if self.waiting.len() >= 1024 {
-            flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers).map_err(Abort)?;
+            flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers)
+                .map_err(Abort)?;
         }
         Ok(())
     }
 
     /// Writes out everything planned so far.
     pub(crate) fn flush(&mut self) -> Result<(), Abort> {
-        flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers).map_err(Abort)?;
+        flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers)
+            .map_err(Abort)?;
         for w in &mut self.writers {
-            w.flush().map_err(|e| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display())))?;
+            w.flush().map_err(|e| {
+                Abort(format!(
+                    "writing plan files in {}: {e}",
+                    self.tmp_dir.display()
+                ))
+            })?;
         }
         Ok(())
     }
@@ -351,15 +503,24 @@ impl<'a> PlanWriter<'a> {
     /// Looks up the last delivered values of the deferred removals and writes their frames
     /// (in key order, as they were deferred); removals are looked up at once from then on.
     pub(crate) fn resolve_removed(&mut self) -> Result<(), Abort> {
-        let Some(deferred) = self.deferred_removals.take() else { return Ok(()) };
-        let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", self.tmp_dir.display()));
+        let Some(deferred) = self.deferred_removals.take() else {
+            return Ok(());
+        };
+        let io = |e: std::io::Error| {
+            Abort(format!(
+                "writing plan files in {}: {e}",
+                self.tmp_dir.display()
+            ))
+        };
         let mut file = deferred.into_inner().map_err(|e| io(e.into_error()))?;
         file.rewind().map_err(io)?;
         let mut keys = std::io::BufReader::with_capacity(1 << 20, file);
         while let Some(key) = read_key(&mut keys).map_err(io)? {
-            self.waiting.push((Change::Removed, ModelEntry::key_only(key)));
+            self.waiting
+                .push((Change::Removed, ModelEntry::key_only(key)));
             if self.waiting.len() >= 1024 {
-                flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers).map_err(Abort)?;
+                flush_waiting(self.state, self.sync, &mut self.waiting, &mut self.writers)
+                    .map_err(Abort)?;
             }
         }
         Ok(())
@@ -402,15 +563,29 @@ pub(crate) fn read_key(keys: &mut impl std::io::Read) -> std::io::Result<Option<
     }
 }
 
-pub(crate) fn flush_waiting(state: &StateStore, sync: &str, waiting: &mut Vec<(Change, ModelEntry)>, writers: &mut [BufWriter<&std::fs::File>]) -> Result<(), String> {
+pub(crate) fn flush_waiting(
+    state: &StateStore,
+    sync: &str,
+    waiting: &mut Vec<(Change, ModelEntry)>,
+    writers: &mut [BufWriter<&std::fs::File>],
+) -> Result<(), String> {
     if waiting.is_empty() {
         return Ok(());
     }
     let keys: Vec<&[u8]> = waiting.iter().map(|(_, e)| e.key.as_slice()).collect();
-    let befores = state.snapshot_rows(sync, &keys).map_err(|e| e.to_string())?;
+    let befores = state
+        .snapshot_rows(sync, &keys)
+        .map_err(|e| e.to_string())?;
     for ((change, entry), before) in waiting.drain(..).zip(befores) {
         let before = before.unwrap_or_default();
-        write_frame(&mut writers[change as usize], &entry.key, &entry.fp, &entry.row, &before).map_err(|e| format!("writing plan files: {e}"))?;
+        write_frame(
+            &mut writers[change as usize],
+            &entry.key,
+            &entry.fp,
+            &entry.row,
+            &before,
+        )
+        .map_err(|e| format!("writing plan files: {e}"))?;
     }
     Ok(())
 }
@@ -437,7 +612,15 @@ const SNAPSHOT_CHUNK: usize = 16_384;
 impl<'a> SnapshotCursor<'a> {
     /// `enabled: false` reads as an empty snapshot (one that no longer matches the sync).
     pub(crate) fn new(state: &'a StateStore, sync: &'a str, enabled: bool) -> SnapshotCursor<'a> {
-        SnapshotCursor { state, sync, keys: Vec::new(), entries: Vec::new(), at: 0, after: None, done: !enabled }
+        SnapshotCursor {
+            state,
+            sync,
+            keys: Vec::new(),
+            entries: Vec::new(),
+            at: 0,
+            after: None,
+            done: !enabled,
+        }
     }
 
     fn key(&self, i: usize) -> &[u8] {
@@ -452,7 +635,13 @@ impl<'a> SnapshotCursor<'a> {
             self.keys.clear();
             self.entries.clear();
             self.at = 0;
-            let read = self.state.snapshot_chunk_into(self.sync, self.after.as_deref(), SNAPSHOT_CHUNK, &mut self.keys, &mut self.entries);
+            let read = self.state.snapshot_chunk_into(
+                self.sync,
+                self.after.as_deref(),
+                SNAPSHOT_CHUNK,
+                &mut self.keys,
+                &mut self.entries,
+            );
             self.after = read.map_err(|e| Abort(e.to_string()))?;
             self.done = self.after.is_none();
         }

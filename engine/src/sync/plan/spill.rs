@@ -67,15 +67,29 @@ pub struct ModelSpill {
 
 impl ModelSpill {
     pub fn new(dir: &Path, budget: usize) -> std::io::Result<ModelSpill> {
-        Ok(ModelSpill { dir: dir.to_path_buf(), arena: Vec::new(), entries: Vec::new(), runs: Vec::new(), budget: budget.max(1024), count: 0 })
+        Ok(ModelSpill {
+            dir: dir.to_path_buf(),
+            arena: Vec::new(),
+            entries: Vec::new(),
+            runs: Vec::new(),
+            budget: budget.max(1024),
+            count: 0,
+        })
     }
 
     pub fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> std::io::Result<()> {
-        self.entries.push(Entry { off: self.arena.len() as u32, key_len: key.len() as u32, row_len: row.len() as u32, fp });
+        self.entries.push(Entry {
+            off: self.arena.len() as u32,
+            key_len: key.len() as u32,
+            row_len: row.len() as u32,
+            fp,
+        });
         self.arena.extend_from_slice(key);
         self.arena.extend_from_slice(row);
         self.count += 1;
-        if self.arena.len() + self.entries.len() * std::mem::size_of::<Entry>() >= self.budget || self.arena.len() > (u32::MAX / 2) as usize {
+        if self.arena.len() + self.entries.len() * std::mem::size_of::<Entry>() >= self.budget
+            || self.arena.len() > (u32::MAX / 2) as usize
+        {
             self.spill_run()?;
         }
         Ok(())
@@ -98,7 +112,10 @@ impl ModelSpill {
     pub fn into_sorted(mut self) -> std::io::Result<SortedModel> {
         let source = if self.runs.is_empty() {
             sort_entries(&self.arena, &mut self.entries);
-            Source::Memory { arena: std::mem::take(&mut self.arena), entries: std::mem::take(&mut self.entries).into_iter() }
+            Source::Memory {
+                arena: std::mem::take(&mut self.arena),
+                entries: std::mem::take(&mut self.entries).into_iter(),
+            }
         } else {
             if !self.entries.is_empty() {
                 self.spill_run()?;
@@ -123,7 +140,12 @@ fn sort_entries(arena: &[u8], entries: &mut [Entry]) {
     entries.sort_unstable_by(|a, b| a.key(arena).cmp(b.key(arena)));
 }
 
-fn write_entry(out: &mut impl Write, key: &[u8], fp: &Fingerprint, row: &[u8]) -> std::io::Result<()> {
+fn write_entry(
+    out: &mut impl Write,
+    key: &[u8],
+    fp: &Fingerprint,
+    row: &[u8],
+) -> std::io::Result<()> {
     out.write_all(&(key.len() as u32).to_le_bytes())?;
     out.write_all(key)?;
     out.write_all(fp)?;
@@ -142,7 +164,11 @@ pub struct ModelEntry {
 impl ModelEntry {
     /// An entry standing for a snapshot key that has no model row.
     pub fn key_only(key: Vec<u8>) -> ModelEntry {
-        ModelEntry { key, fp: [0; 16], row: Vec::new() }
+        ModelEntry {
+            key,
+            fp: [0; 16],
+            row: Vec::new(),
+        }
     }
 }
 
@@ -180,13 +206,23 @@ impl PartialOrd for HeapItem {
 impl Ord for HeapItem {
     /// Reversed: BinaryHeap is a max-heap and we want the smallest key first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.item.key.cmp(&self.item.key).then(other.run.cmp(&self.run))
+        other
+            .item
+            .key
+            .cmp(&self.item.key)
+            .then(other.run.cmp(&self.run))
     }
 }
 
 enum Source {
-    Memory { arena: Vec<u8>, entries: std::vec::IntoIter<Entry> },
-    Merge { heap: BinaryHeap<HeapItem>, readers: Vec<BufReader<File>> },
+    Memory {
+        arena: Vec<u8>,
+        entries: std::vec::IntoIter<Entry>,
+    },
+    Merge {
+        heap: BinaryHeap<HeapItem>,
+        readers: Vec<BufReader<File>>,
+    },
 }
 
 /// Model entries in key order.
@@ -197,11 +233,15 @@ pub struct SortedModel {
 impl SortedModel {
     pub fn next_entry(&mut self) -> std::io::Result<Option<ModelEntry>> {
         match &mut self.source {
-            Source::Memory { arena, entries } => {
-                Ok(entries.next().map(|e| ModelEntry { key: e.key(arena).to_vec(), fp: e.fp, row: e.row(arena).to_vec() }))
-            }
+            Source::Memory { arena, entries } => Ok(entries.next().map(|e| ModelEntry {
+                key: e.key(arena).to_vec(),
+                fp: e.fp,
+                row: e.row(arena).to_vec(),
+            })),
             Source::Merge { heap, readers } => {
-                let Some(HeapItem { item, run }) = heap.pop() else { return Ok(None) };
+                let Some(HeapItem { item, run }) = heap.pop() else {
+                    return Ok(None);
+                };
                 if let Some(next) = read_entry(&mut readers[run])? {
                     heap.push(HeapItem { item: next, run });
                 }
@@ -221,11 +261,17 @@ mod tests {
     /// blocks: lengths around all of those.
     #[test]
     fn the_one_shot_fingerprint_equals_the_streaming_one_at_every_length() {
-        let bytes: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let bytes: Vec<u8> = (0..2000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         for sig_len in [0, 1, 3, 15, 16, 17, 64, 130, 255, 256, 257, 700] {
             for row_len in (0..600).chain([1023, 1024, 1025, 1280]) {
                 let (sig, row) = (&bytes[..sig_len], &bytes[sig_len..sig_len + row_len]);
-                assert_eq!(fingerprint_of_signed(&bytes[..sig_len + row_len]), fingerprint(sig, row), "signature {sig_len} bytes, row {row_len}");
+                assert_eq!(
+                    fingerprint_of_signed(&bytes[..sig_len + row_len]),
+                    fingerprint(sig, row),
+                    "signature {sig_len} bytes, row {row_len}"
+                );
             }
         }
     }
@@ -235,7 +281,9 @@ mod tests {
         let mut spill = ModelSpill::new(dir.path(), budget).unwrap();
         for k in keys {
             let key = k.to_be_bytes();
-            spill.push(&key, fingerprint(b"", &key), format!("row{k}").as_bytes()).unwrap();
+            spill
+                .push(&key, fingerprint(b"", &key), format!("row{k}").as_bytes())
+                .unwrap();
         }
         let mut sorted = spill.into_sorted().unwrap();
         let mut out = Vec::new();
@@ -247,7 +295,9 @@ mod tests {
 
     #[test]
     fn sorts_in_memory_and_through_spilled_runs_alike() {
-        let keys: Vec<u32> = (0..5000u32).map(|i| i.wrapping_mul(2_654_435_761) % 100_000).collect();
+        let keys: Vec<u32> = (0..5000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 100_000)
+            .collect();
         let in_memory = collect(1 << 30, &keys);
         let spilled = collect(2048, &keys);
         assert_eq!(in_memory, spilled);

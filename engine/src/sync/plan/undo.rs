@@ -44,7 +44,13 @@ pub struct UndoPlan {
 }
 
 /// Plans the inverse of `target` for the sync whose state is kept under `state_key`.
-pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tmp_dir: &std::path::Path, target: &UndoTarget) -> Result<UndoPlan, Abort> {
+pub(crate) fn plan_undo(
+    state: &StateStore,
+    state_key: &str,
+    sync_name: &str,
+    tmp_dir: &std::path::Path,
+    target: &UndoTarget,
+) -> Result<UndoPlan, Abort> {
     let run = &target.run_id;
     let header = state.changelog_header(state_key, run).map_err(|e| Abort(e.to_string()))?.ok_or_else(|| {
         Abort(format!(
@@ -63,15 +69,23 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
         tempfile::tempfile_in(tmp_dir).map_err(io)?,
         tempfile::tempfile_in(tmp_dir).map_err(io)?,
     ];
-    let mut writers: Vec<BufWriter<&std::fs::File>> = files.iter().map(|f| BufWriter::with_capacity(1 << 20, f)).collect();
+    let mut writers: Vec<BufWriter<&std::fs::File>> = files
+        .iter()
+        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .collect();
     let mut diff = DiffCounts::default();
     let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
-    let (mut conflicts, mut conflict_keys, mut without_before, mut already_undone) = (0u64, Vec::new(), 0u64, 0u64);
+    let (mut conflicts, mut conflict_keys, mut without_before, mut already_undone) =
+        (0u64, Vec::new(), 0u64, 0u64);
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let (chunk, more) = state.changelog_chunk(state_key, run, after.as_deref(), CHUNK).map_err(|e| Abort(e.to_string()))?;
+        let (chunk, more) = state
+            .changelog_chunk(state_key, run, after.as_deref(), CHUNK)
+            .map_err(|e| Abort(e.to_string()))?;
         let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
-        let current = state.snapshot_entries(state_key, &keys).map_err(|e| Abort(e.to_string()))?;
+        let current = state
+            .snapshot_entries(state_key, &keys)
+            .map_err(|e| Abort(e.to_string()))?;
         for ((key, change), now) in chunk.iter().zip(current) {
             let now_fp = now.as_ref().map(|d| d.fp);
             // Already back to the values before (an earlier undo that was interrupted): done.
@@ -96,8 +110,12 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
                     continue;
                 }
                 RowChange::Inserted { .. } => (Change::Removed, ([0u8; 16], Vec::new(), now_row)),
-                RowChange::Updated { before, .. } => (Change::Changed, (before.fp, before.row.clone(), now_row)),
-                RowChange::Deleted { before } => (Change::Added, (before.fp, before.row.clone(), Vec::new())),
+                RowChange::Updated { before, .. } => {
+                    (Change::Changed, (before.fp, before.row.clone(), now_row))
+                }
+                RowChange::Deleted { before } => {
+                    (Change::Added, (before.fp, before.row.clone(), Vec::new()))
+                }
             };
             let (fp, row, before) = frame;
             fingerprint.update(&[inverse as u8]);
@@ -120,7 +138,9 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
         w.flush().map_err(io)?;
     }
     drop(writers);
-    let snapshot_rows = state.snapshot_len(state_key).map_err(|e| Abort(e.to_string()))?;
+    let snapshot_rows = state
+        .snapshot_len(state_key)
+        .map_err(|e| Abort(e.to_string()))?;
     let plan = Plan {
         columns: header.columns,
         key_columns: header.key_columns,
@@ -133,5 +153,11 @@ pub(crate) fn plan_undo(state: &StateStore, state_key: &str, sync_name: &str, tm
         cleared_deletes: Vec::new(),
         out_of_key_order: false,
     };
-    Ok(UndoPlan { plan, conflicts, conflict_keys, without_before, already_undone })
+    Ok(UndoPlan {
+        plan,
+        conflicts,
+        conflict_keys,
+        without_before,
+        already_undone,
+    })
 }
