@@ -24,7 +24,7 @@ fn main() {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let workspace = backflow::config::Workspace::load(Path::new(&ws)).unwrap();
+            let workspace = backflow::workspace::Workspace::load(Path::new(&ws)).unwrap();
             let host = backflow::host::PluginHost::new(Some(workspace.root.join("cache"))).unwrap();
             let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
             let run = backflow::app::run_sync(

@@ -145,7 +145,7 @@ fn run_once(ws: &Path, sync: &str) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let workspace = backflow::config::Workspace::load(ws).unwrap();
+        let workspace = backflow::workspace::Workspace::load(ws).unwrap();
         let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
         let run = backflow::app::run_sync(&host, &workspace, &state, sync, &backflow::sync::RunOptions::default()).await.unwrap();

@@ -104,7 +104,7 @@ fn one(ws: &Path, dest: &str, rows: u64) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let workspace = backflow::config::Workspace::load(ws).unwrap();
+        let workspace = backflow::workspace::Workspace::load(ws).unwrap();
         let host =
             backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();

@@ -4,7 +4,7 @@
 //! An alert never changes a run: a webhook that fails or hangs is logged (naming its host,
 //! never its URL, which is a credential) and the run's record stays as it is.
 
-use crate::config::{Alert, AlertOutcome, Workspace};
+use crate::workspace::{Alert, AlertOutcome, Workspace};
 use crate::domain::{RunRecord, RunStatus};
 use std::time::Duration;
 

@@ -15,7 +15,7 @@
 //! `changes` (submit, review, publish, diff) and `run_gate`.
 
 use crate::authz::{authorize, Action};
-use crate::config::{ConfigFiles, Governance, Workspace};
+use crate::workspace::{ConfigFiles, Governance, Workspace};
 pub use crate::domain::{Role, MAX_TTL_MINUTES};
 use crate::host::{evaluate_policy, PluginHost};
 use crate::state::{AuditEvent, GovernanceDoc, StateStore};
@@ -881,7 +881,7 @@ pub async fn submit(
 /// What a policy is told about a sync that would send `planned`.
 fn sync_impact(
     ws: &Workspace,
-    sync: &crate::config::Sync,
+    sync: &crate::workspace::SyncConfig,
     planned: crate::state::OpCounts,
 ) -> SyncImpact {
     SyncImpact {

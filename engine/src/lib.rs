@@ -4,7 +4,7 @@
 //! - [`app`] is the application layer: every user operation, taking an authenticated actor;
 //! - [`authz`] is the one authorization table;
 //! - [`domain`] holds the shared vocabulary (a leaf: it imports none of the others);
-//! - [`config`] loads and checks a workspace;
+//! - [`workspace`] loads and checks a workspace;
 //! - [`host`] runs plugins in wasmtime with explicit grants and limits;
 //! - [`plugins`] finds plugins by name;
 //! - [`sync`] runs a sync, one module per stage: prepare, read, plan, checks, gate, deliver, commit;
@@ -18,7 +18,7 @@
 pub mod alerts;
 pub mod app;
 pub mod authz;
-pub mod config;
+pub mod workspace;
 pub mod conformance;
 pub mod domain;
 pub mod governance;

@@ -959,7 +959,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Where `plugin inspect` caches compiled plugins: the workspace's, or
 /// `$XDG_CACHE_HOME/backflow` (`~/.cache/backflow`), or nowhere if neither can be found.
 fn compile_cache_dir(workspace: &Path) -> Option<PathBuf> {
-    if let Ok(ws) = backflow::config::Workspace::load(workspace) {
+    if let Ok(ws) = backflow::workspace::Workspace::load(workspace) {
         return Some(ws.state_dir.join("cache"));
     }
     let base = std::env::var_os("XDG_CACHE_HOME")

@@ -1,7 +1,7 @@
 //! Bad workspaces get errors naming the file and the key.
 
 use crate::support::*;
-use backflow::config::Workspace;
+use backflow::workspace::Workspace;
 
 fn load_error(ws: &TestWorkspace) -> String {
     Workspace::load(ws.path())

@@ -702,7 +702,7 @@ async fn the_server_stopping_mid_stream_loses_nothing() {
 
 /// Runs a sync of the workspace at `path` (a fresh load, as another process would).
 async fn run_in(path: &std::path::Path, sync: &str) -> backflow::state::RunRecord {
-    let ws = backflow::config::Workspace::load(path).unwrap();
+    let ws = backflow::workspace::Workspace::load(path).unwrap();
     let state = backflow::state::StateStore::open(&ws.state_dir).unwrap();
     backflow::app::run_sync(
         &host(),

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
-use backflow::config::Workspace;
+use backflow::workspace::Workspace;
 use backflow::host::PluginHost;
 use backflow::receiver::{Receiver, ReceiverOptions};
 use backflow::state::{RunRecord, StateStore};

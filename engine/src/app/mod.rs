@@ -15,7 +15,7 @@ pub use service::{RunFilter, MAX_RUNS_PAGE};
 pub use undo::{RowEvent, RowHistory};
 
 use crate::authz::{authorize, Action, Actor};
-use crate::config::{ConfigFiles, Workspace};
+use crate::workspace::{ConfigFiles, Workspace};
 use crate::domain::RunRecord;
 use crate::governance::{self, ChangeRequest, ConfigDiff, PolicyGate, RunGate};
 use crate::host::PluginHost;
@@ -60,7 +60,7 @@ pub struct SyncSummary {
     pub name: String,
     pub model: String,
     pub destination: String,
-    pub mode: crate::config::SyncMode,
+    pub mode: crate::workspace::SyncMode,
     pub last_run: Option<RunRecord>,
     /// The cron pattern `backflow serve` runs it on, and its time zone.
     pub schedule: Option<String>,

@@ -187,7 +187,7 @@ impl App {
     }
 
     /// The configuration runs use now (published, or the working copy without reviews).
-    pub fn runnable_workspace(&self) -> Result<crate::config::Workspace, AppError> {
+    pub fn runnable_workspace(&self) -> Result<crate::workspace::Workspace, AppError> {
         self.workspace_for(false, &[])
     }
 }

@@ -2,14 +2,14 @@
 //! [`ApprovalGate`] (approval-policy plugins, held runs, approvals); the sync path only asks
 //! it about a plan and obeys, so neither module imports the other's internals.
 
-use crate::config::Sync;
+use crate::workspace::SyncConfig;
 use crate::domain::OpCounts;
 use futures::future::BoxFuture;
 
 /// What the gate is asked about: a run's complete plan, before anything is sent.
 pub struct GateRequest<'a> {
     pub run_id: &'a str,
-    pub sync: &'a Sync,
+    pub sync: &'a SyncConfig,
     pub planned: OpCounts,
     /// xxh3-128 over every planned change: what an approval covers.
     pub plan_fingerprint: &'a str,

@@ -23,7 +23,7 @@ pub mod prepare;
 pub mod progress;
 pub mod read;
 
-use crate::config::Workspace;
+use crate::workspace::Workspace;
 use crate::domain::{
     CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings,
 };
@@ -123,7 +123,7 @@ pub async fn run_sync(
     }
     if options.undo.is_some() {
         // An undo sends each inverse change with its own operation: insert, update, delete.
-        prepared.sync.mode = crate::config::SyncMode::Mirror;
+        prepared.sync.mode = crate::workspace::SyncMode::Mirror;
     }
     let run_id = ulid::Ulid::new().to_string();
     // Two runs of one sync never overlap: the lease is held until this function returns.

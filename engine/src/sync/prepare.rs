@@ -1,7 +1,7 @@
 //! Stage 1: everything a run needs, resolved and checked before anything is read. Every
 //! problem names the file and key to fix.
 
-use crate::config::{Connector, Model, Sync, Workspace};
+use crate::workspace::{Connector, Model, SyncConfig, Workspace};
 use crate::domain::{operation_for, Change, PluginHashes, BUILTIN_NOOP};
 use crate::host::{expect_kind, CallError, Plugin, PluginHost};
 use backflow_plugin_sdk::{Operation, PluginError, PluginKind};
@@ -17,7 +17,7 @@ pub struct PrepareError(pub String);
 
 /// Everything a run needs, resolved and checked.
 pub struct PreparedSync {
-    pub sync: Sync,
+    pub sync: SyncConfig,
     pub model: Model,
     pub source: Connector,
     pub destination: Connector,
@@ -27,7 +27,7 @@ pub struct PreparedSync {
     pub batch_size: u32,
     pub config_hash: String,
     /// The sync's quality checks with their plugins.
-    pub checks: Vec<(crate::config::Check, Plugin)>,
+    pub checks: Vec<(crate::workspace::Check, Plugin)>,
     /// Under which key the state keeps this sync's snapshot, pending rows and journal: the
     /// sync's name, or `draft/NAME` for a draft run (see [`crate::state::draft_key`]).
     pub state_key: String,

@@ -13,7 +13,7 @@ pub mod journal;
 use super::deliver::send::Sent;
 use super::prepare::PreparedSync;
 use super::{Abort, Tally};
-use crate::config::Workspace;
+use crate::workspace::Workspace;
 use crate::domain::{
     bump, truncate_message, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT,
 };

@@ -10,7 +10,7 @@ pub(crate) const SLOWEST: Duration = Duration::from_secs(1000);
 /// The sync's own rate limit, or else the one its destination declares. A plugin's numbers
 /// are checked like a config's: zero, negative, NaN or infinite is the plugin's bug, and an
 /// error naming it (the sync can set its own `rate_limit` meanwhile).
-pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::config::RateLimit, String> {
+pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::workspace::RateLimit, String> {
     let own = p.sync.rate_limit;
     if own.requests_per_second.is_some() || own.rows_per_second.is_some() {
         return Ok(own);
@@ -21,7 +21,7 @@ pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::config::Ra
         .and_then(|d| d.spec.default_rate_limit.map(|r| (d, r)))
     {
         Some((plugin, d)) => {
-            let limit = crate::config::RateLimit {
+            let limit = crate::workspace::RateLimit {
                 requests_per_second: d.requests_per_second,
                 rows_per_second: d.rows_per_second,
             };
@@ -34,17 +34,17 @@ pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::config::Ra
 /// A plugin-declared rate limit, or why it is unusable.
 pub(crate) fn validate_plugin_rate_limit(
     plugin: &str,
-    limit: crate::config::RateLimit,
-) -> Result<crate::config::RateLimit, String> {
+    limit: crate::workspace::RateLimit,
+) -> Result<crate::workspace::RateLimit, String> {
     for (name, value) in [
         ("requests-per-second", limit.requests_per_second),
         ("rows-per-second", limit.rows_per_second),
     ] {
         if let Some(v) = value {
-            if !(v.is_finite() && v >= crate::config::MIN_RATE) {
+            if !(v.is_finite() && v >= crate::workspace::MIN_RATE) {
                 return Err(format!(
                     "destination plugin {plugin} declares default-rate-limit {name} = {v}, which is not a usable rate (at least {}); set rate_limit in the sync to override it",
-                    crate::config::MIN_RATE
+                    crate::workspace::MIN_RATE
                 ));
             }
         }
@@ -74,7 +74,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    pub fn new(limit: crate::config::RateLimit) -> Pacer {
+    pub fn new(limit: crate::workspace::RateLimit) -> Pacer {
         Pacer {
             per_request: limit.requests_per_second.and_then(interval),
             per_row: limit.rows_per_second.and_then(interval),
@@ -120,7 +120,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RateLimit;
+    use crate::workspace::RateLimit;
 
     #[test]
     fn requests_are_spaced_by_the_stricter_of_the_two_limits() {

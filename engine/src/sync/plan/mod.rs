@@ -12,7 +12,7 @@ pub mod undo;
 use super::prepare::{open_error, PreparedSync};
 use super::read::{read_model, spawn_reader, KeyType, Projection};
 use super::Abort;
-use crate::config::{SyncMode, Workspace};
+use crate::workspace::{SyncMode, Workspace};
 use crate::domain::{bump, operation_for, Change, DiffCounts, OpCounts, BUILTIN_NOOP};
 use crate::host::{PluginHost, SourceInstance};
 use crate::state::{StateStore, SyncMeta};

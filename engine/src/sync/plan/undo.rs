@@ -11,7 +11,7 @@
 
 use super::file::{key_text, write_frame};
 use super::Plan;
-use crate::config::SyncMode;
+use crate::workspace::SyncMode;
 use crate::domain::{Change, DiffCounts, RowChange};
 use crate::state::StateStore;
 use crate::sync::Abort;

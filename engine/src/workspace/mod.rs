@@ -400,7 +400,7 @@ pub struct Model {
 }
 
 #[derive(Debug, Clone)]
-pub struct Sync {
+pub struct SyncConfig {
     pub name: String,
     pub model: String,
     pub destination: String,
@@ -476,7 +476,7 @@ pub struct Workspace {
     pub sources: BTreeMap<String, Connector>,
     pub destinations: BTreeMap<String, Connector>,
     pub models: BTreeMap<String, Model>,
-    pub syncs: BTreeMap<String, Sync>,
+    pub syncs: BTreeMap<String, SyncConfig>,
     pub governance: Governance,
     /// Plugin reference → SHA-256 the published configuration was reviewed with. Empty for a
     /// working copy; a run refuses a plugin whose file no longer matches.
@@ -718,7 +718,7 @@ impl Workspace {
         let sync_files = definitions(parsed.syncs, "syncs", root, files, &mut errors);
         let mut syncs = BTreeMap::new();
         for (name, s, origin) in sync_files {
-            if let Some(prev) = syncs.get(&name).map(|s: &Sync| s.origin.clone()) {
+            if let Some(prev) = syncs.get(&name).map(|s: &SyncConfig| s.origin.clone()) {
                 errors.push(origin.error(
                     "",
                     format!("sync {name:?} is also defined in {}", prev.file.display()),
@@ -860,7 +860,7 @@ impl Workspace {
             };
             syncs.insert(
                 name.clone(),
-                Sync {
+                SyncConfig {
                     name,
                     model: s.model,
                     destination: s.destination,
@@ -917,7 +917,7 @@ impl Workspace {
         }
     }
 
-    pub fn sync(&self, name: &str) -> Result<&Sync, String> {
+    pub fn sync(&self, name: &str) -> Result<&SyncConfig, String> {
         self.syncs
             .get(name)
             .ok_or_else(|| unknown("sync", name, self.syncs.keys()))
@@ -926,7 +926,7 @@ impl Workspace {
 
 /// `after` names existing syncs, not the sync itself, and no chain comes back to where it
 /// started (a cycle would never run).
-fn check_sequences(syncs: &BTreeMap<String, Sync>, errors: &mut Vec<ConfigError>) {
+fn check_sequences(syncs: &BTreeMap<String, SyncConfig>, errors: &mut Vec<ConfigError>) {
     for sync in syncs.values() {
         for (i, upstream) in sync.after.iter().enumerate() {
             if upstream == &sync.name {
@@ -960,7 +960,7 @@ fn check_sequences(syncs: &BTreeMap<String, Sync>, errors: &mut Vec<ConfigError>
 /// Whether following `after` from the last sync of `path` comes back to `start` through at
 /// least one other sync; `path` then holds the cycle. (A sync after itself is reported on
 /// its own above.)
-fn cycle_back_to(syncs: &BTreeMap<String, Sync>, start: &str, path: &mut Vec<String>) -> bool {
+fn cycle_back_to(syncs: &BTreeMap<String, SyncConfig>, start: &str, path: &mut Vec<String>) -> bool {
     let Some(current) = path.last().and_then(|name| syncs.get(name)) else {
         return false;
     };
@@ -983,7 +983,7 @@ fn cycle_back_to(syncs: &BTreeMap<String, Sync>, start: &str, path: &mut Vec<Str
 fn alerts(
     main_file: &Path,
     files: Vec<AlertFile>,
-    syncs: &BTreeMap<String, Sync>,
+    syncs: &BTreeMap<String, SyncConfig>,
     destinations: &BTreeMap<String, Connector>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Alert> {
@@ -1151,7 +1151,7 @@ fn governance(
     if let Some(template) = &approvals.notify_url {
         // A Slack webhook URL is a secret: it may come from a granted variable
         // (`${env.SLACK_WEBHOOK_URL}`), and messages name the template, never the URL.
-        let names = crate::config::env_references(template);
+        let names = crate::workspace::env_references(template);
         let ungranted: Vec<&String> = names
             .iter()
             .filter(|n| !approvals.grants.env.contains(n))
