@@ -3,9 +3,10 @@
 //! its last key. Pure byte handling; `snapshot.rs` files the blocks in redb.
 //!
 //! Why blocks: one redb entry per row made every delivered row a B-tree insert, and that was
-//! the largest cost left in the initial sync (about a fifth of all CPU samples, BENCHMARKS.md,
-//! session 14). A block of about [`TARGET_BYTES`] holds some 30 rows of the issue-15 table, so
-//! a load of a million rows is some 30,000 inserts, and the diff's walk reads 30,000 values.
+//! the largest cost left in the initial sync (about a fifth of all CPU samples, session 14 in
+//! docs/benchmarks-history.md). A block of about [`TARGET_BYTES`] holds some 30 rows of the
+//! issue-15 table, so a load of a million rows is some 30,000 inserts, and the diff's walk
+//! reads 30,000 values.
 //!
 //! An entry is `len(key) key len(value) value`, lengths as LEB128 varints; entries are in
 //! ascending key order, and no key appears twice.

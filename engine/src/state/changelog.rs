@@ -207,7 +207,7 @@ pub(super) const BLOCK_ROWS: u32 = 4096;
 
 /// The rows a run inserted, kept as blocks of (key, fingerprint sent) instead of one entry
 /// each: an initial sync inserts every row, and a B-tree insert per row cost about as much
-/// as the snapshot's own (1.5 s per million rows, BENCHMARKS.md). Stored form: the row
+/// as the snapshot's own (1.5 s per million rows, docs/benchmarks-history.md). Stored form: the row
 /// count (u32 LE), then per row the key's length (u32 LE), the key and the 16-byte
 /// fingerprint. A run sends each key once (one journal holds one run's acknowledgements,
 /// each row once), so a key of a run is in one block or has one entry of its own, never

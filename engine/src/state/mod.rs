@@ -54,7 +54,7 @@ const MAX_CHECK_SAMPLE_BYTES: usize = 1024;
 /// million acknowledged rows: with 64 MiB the issue-15 initial sync peaked at 175-184 MB
 /// RSS, with 32 MiB at 130-131 MB, with 16 MiB at 97-98 MB; run times were the same within
 /// this machine's noise at 32 and 64 MiB, while 16 MiB made the no-change rerun about
-/// 0.1-0.4 s slower (BENCHMARKS.md, issue 15).
+/// 0.1-0.4 s slower (issue 15, session 8 in docs/benchmarks-history.md).
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

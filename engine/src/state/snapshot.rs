@@ -11,7 +11,7 @@
 //! Why a delta: redb copies a B-tree leaf on write, and a base block is rewritten whole, so a
 //! commit of rows scattered over a large snapshot (10,000 updates among a million rows) would
 //! rewrite nearly one block per row, about 40 MB written and synced for 10,000 rows, 230–420 ms
-//! of the change run (BENCHMARKS.md, issue 15). In the delta the same rows fill a few hundred
+//! of the change run (docs/benchmarks-history.md). In the delta the same rows fill a few hundred
 //! leaves. Only small commits go to the delta: at most a quarter of its bound ([`delta_bound`]:
 //! an eighth of the snapshot, at least 4,096 entries; so a 32nd of a snapshot of 32,768 rows or
 //! more, and up to 1,024 rows below that, an empty one included), and only while the delta
