@@ -19,6 +19,7 @@ pub(super) const SCHEDULE_MARKS: TableDefinition<&str, i64> =
 /// A stored API token (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiToken {
+    /// The id, as in `bft_ID_SECRET`.
     pub id: String,
     /// The user the token acts as.
     pub user: String,
@@ -26,10 +27,14 @@ pub struct ApiToken {
     pub name: String,
     /// SHA-256 of the secret, hex.
     pub secret_sha256: String,
+    /// When it was created (RFC 3339).
     pub created_at: String,
+    /// Who created it.
     pub created_by: String,
+    /// When it was revoked, if it was.
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// Who revoked it, if anyone did.
     #[serde(default)]
     pub revoked_by: Option<String>,
 }
@@ -37,19 +42,25 @@ pub struct ApiToken {
 /// Why a presented token does not authenticate (all answer 401; the reason goes to the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRejected {
+    /// Not `bft_ID_SECRET`.
     #[error("the token is not of the form bft_ID_SECRET")]
     Malformed,
+    /// No token has this id, or its secret does not match.
     #[error("no such token")]
     Unknown,
+    /// The token (by id) was revoked.
     #[error("token {0} was revoked")]
     Revoked(String),
+    /// The token could not be read from the state file.
     #[error("storage: {0}")]
     Storage(String),
 }
 
 /// A new token: its record and the text handed to the user once.
 pub struct NewToken {
+    /// What is stored.
     pub record: ApiToken,
+    /// `bft_ID_SECRET`, shown once.
     pub secret_text: String,
 }
 
