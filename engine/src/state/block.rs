@@ -1,6 +1,6 @@
 //! The blocks a snapshot's base is stored in: runs of consecutive entries (encoded key →
 //! fingerprint ‖ row), encoded one after another, each block a single redb value filed under
-//! its last key. Pure byte handling; `snapshot.rs` files the blocks in redb.
+//! its last key. Pure byte handling; `snapshot_write.rs` files the blocks in redb.
 //!
 //! Why blocks: one redb entry per row made every delivered row a B-tree insert, and that was
 //! the largest cost left in the initial sync (about a fifth of all CPU samples, session 14 in

@@ -14,23 +14,35 @@ use std::path::{Path, PathBuf};
 /// Who holds a lease, as written in its file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseHolder {
+    /// The run holding it.
     pub run_id: String,
+    /// When that run started (RFC 3339).
     pub started_at: String,
+    /// The process it runs in.
     pub pid: u32,
 }
 
+/// A lease could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
+    /// Another run of the sync holds it.
     #[error("sync {sync} is already running since {since}, run ID {run_id}: wait for it to finish (`backflow runs show {run_id}`)")]
     Busy {
+        /// The sync (its state key).
         sync: String,
+        /// The run holding the lease.
         run_id: String,
+        /// When that run started.
         since: String,
     },
+    /// The lease file could not be created, locked or written.
     #[error("sync {sync}: cannot use the lease file {path}: {message}")]
     Io {
+        /// The sync (its state key).
         sync: String,
+        /// The lease file.
         path: PathBuf,
+        /// What failed.
         message: String,
     },
 }

@@ -4,7 +4,7 @@
 //! `bft_<id>_<secret>`: the id finds the record without scanning, the secret is checked
 //! against the hash.
 
-use super::{StateError, StateStore};
+use super::{StateError, StateOp, StateStore};
 use crate::domain::now_rfc3339;
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ pub(super) const SCHEDULE_MARKS: TableDefinition<&str, i64> =
 /// A stored API token (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiToken {
+    /// The id, as in `bft_ID_SECRET`.
     pub id: String,
     /// The user the token acts as.
     pub user: String,
@@ -26,10 +27,14 @@ pub struct ApiToken {
     pub name: String,
     /// SHA-256 of the secret, hex.
     pub secret_sha256: String,
+    /// When it was created (RFC 3339).
     pub created_at: String,
+    /// Who created it.
     pub created_by: String,
+    /// When it was revoked, if it was.
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// Who revoked it, if anyone did.
     #[serde(default)]
     pub revoked_by: Option<String>,
 }
@@ -37,19 +42,25 @@ pub struct ApiToken {
 /// Why a presented token does not authenticate (all answer 401; the reason goes to the log).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRejected {
+    /// Not `bft_ID_SECRET`.
     #[error("the token is not of the form bft_ID_SECRET")]
     Malformed,
+    /// No token has this id, or its secret does not match.
     #[error("no such token")]
     Unknown,
+    /// The token (by id) was revoked.
     #[error("token {0} was revoked")]
     Revoked(String),
+    /// The token could not be read from the state file.
     #[error("storage: {0}")]
     Storage(String),
 }
 
 /// A new token: its record and the text handed to the user once.
 pub struct NewToken {
+    /// What is stored.
     pub record: ApiToken,
+    /// `bft_ID_SECRET`, shown once.
     pub secret_text: String,
 }
 
@@ -74,8 +85,10 @@ impl StateStore {
         created_by: &str,
     ) -> Result<NewToken, StateError> {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| self.err(format!("no randomness for a token: {e}")))?;
+        getrandom::fill(&mut secret).map_err(|e| {
+            self.doing(StateOp::WriteToken)
+                .other(format!("no randomness for a token: {e}"))
+        })?;
         let secret = hex::encode(secret);
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let record = ApiToken {
@@ -96,30 +109,28 @@ impl StateStore {
     }
 
     fn put_token(&self, record: &ApiToken) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let doing = self.doing(StateOp::WriteToken);
+        let txn = self.db.begin_write().map_err(|e| doing.err(e))?;
         {
-            let mut t = txn.open_table(TOKENS).map_err(|e| self.err(e))?;
-            t.insert(
-                record.id.as_str(),
-                serde_json::to_vec(record)
-                    .map_err(|e| self.err(e))?
-                    .as_slice(),
-            )
-            .map_err(|e| self.err(e))?;
+            let mut t = txn.open_table(TOKENS).map_err(|e| doing.err(e))?;
+            t.insert(record.id.as_str(), doing.encode(record)?.as_slice())
+                .map_err(|e| doing.err(e))?;
         }
-        txn.commit().map_err(|e| self.err(e))
+        txn.commit().map_err(|e| doing.err(e))
     }
 
+    /// One token's record, revoked or not.
     pub fn token(&self, id: &str) -> Result<Option<ApiToken>, StateError> {
         self.read_table(
+            StateOp::ReadTokens,
             TOKENS,
             || None,
-            |t| {
-                let value = t.get(id).map_err(|e| self.err(e))?;
+            |t, doing| {
+                let value = t.get(id).map_err(|e| doing.err(e))?;
                 value
                     .map(|v| {
                         serde_json::from_slice(v.value())
-                            .map_err(|e| self.err(format!("unreadable token {id}: {e}")))
+                            .map_err(|e| doing.corrupt(format!("unreadable token {id}: {e}")))
                     })
                     .transpose()
             },
@@ -128,13 +139,14 @@ impl StateStore {
 
     /// Every token, oldest first.
     pub fn tokens(&self) -> Result<Vec<ApiToken>, StateError> {
-        self.read_table(TOKENS, Vec::new, |t| {
+        self.read_table(StateOp::ReadTokens, TOKENS, Vec::new, |t, doing| {
             let mut out = Vec::new();
-            for entry in t.iter().map_err(|e| self.err(e))? {
-                let (k, v) = entry.map_err(|e| self.err(e))?;
+            for entry in t.iter().map_err(|e| doing.err(e))? {
+                let (k, v) = entry.map_err(|e| doing.err(e))?;
                 out.push(
-                    serde_json::from_slice(v.value())
-                        .map_err(|e| self.err(format!("unreadable token {}: {e}", k.value())))?,
+                    serde_json::from_slice(v.value()).map_err(|e| {
+                        doing.corrupt(format!("unreadable token {}: {e}", k.value()))
+                    })?,
                 );
             }
             Ok(out)
@@ -174,19 +186,22 @@ impl StateStore {
     /// The last schedule fire handled for `sync` (unix seconds).
     pub fn schedule_mark(&self, sync: &str) -> Result<Option<i64>, StateError> {
         self.read_table(
+            StateOp::ReadScheduleMark,
             SCHEDULE_MARKS,
             || None,
-            |t| Ok(t.get(sync).map_err(|e| self.err(e))?.map(|v| v.value())),
+            |t, doing| Ok(t.get(sync).map_err(|e| doing.err(e))?.map(|v| v.value())),
         )
     }
 
+    /// Records the last schedule fire handled for `sync` (unix seconds).
     pub fn set_schedule_mark(&self, sync: &str, unix_s: i64) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let doing = self.doing(StateOp::WriteScheduleMark);
+        let txn = self.db.begin_write().map_err(|e| doing.err(e))?;
         {
-            let mut t = txn.open_table(SCHEDULE_MARKS).map_err(|e| self.err(e))?;
-            t.insert(sync, unix_s).map_err(|e| self.err(e))?;
+            let mut t = txn.open_table(SCHEDULE_MARKS).map_err(|e| doing.err(e))?;
+            t.insert(sync, unix_s).map_err(|e| doing.err(e))?;
         }
-        txn.commit().map_err(|e| self.err(e))
+        txn.commit().map_err(|e| doing.err(e))
     }
 }
 

@@ -1,0 +1,192 @@
+//! Run history: the `runs` table (run id → JSON [`RunRecord`]) and its index by sync
+//! (`runs_by_sync`), their retention, and the history keys runs are filed under.
+
+use super::error::Doing;
+use super::{RunRecord, RunStatus, StateError, StateOp, StateStore};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+/// run id (a ULID, so keys sort by start time) → JSON-encoded [`RunRecord`].
+pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+/// (history key, run id) → nothing: each sync's runs in start order, so the last run of a
+/// sync or its retention never reads the whole history. The history key is the sync's name,
+/// or `draft/NAME` for draft runs.
+pub(super) const RUNS_BY_SYNC: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("runs_by_sync");
+
+/// Longest run error message kept in history, and longest check message and sample.
+const MAX_RUN_ERROR_BYTES: usize = 16 * 1024;
+const MAX_CHECK_MESSAGE_BYTES: usize = 4 * 1024;
+const MAX_CHECK_SAMPLE_BYTES: usize = 1024;
+
+/// Above every run id (ULIDs are upper-case Crockford base32), to bound index ranges.
+const HIGHEST_RUN_ID: &str = "~";
+
+/// Where a run is filed in the history index: its sync, or `draft/SYNC` for a draft run.
+pub fn history_key(run: &RunRecord) -> String {
+    if run.draft {
+        draft_key(&run.sync)
+    } else {
+        run.sync.clone()
+    }
+}
+
+/// The state key of a sync's draft runs: their snapshot, pending rows, journal, lease and
+/// history are kept apart from the published sync's under it.
+pub fn draft_key(sync: &str) -> String {
+    format!("draft/{sync}")
+}
+
+/// A run record with its messages cut to bounded sizes, as stored.
+fn bounded(run: &RunRecord) -> RunRecord {
+    use crate::domain::truncate_message;
+    let mut run = run.clone();
+    run.error = run.error.map(|e| truncate_message(e, MAX_RUN_ERROR_BYTES));
+    for check in &mut run.checks {
+        check.message =
+            truncate_message(std::mem::take(&mut check.message), MAX_CHECK_MESSAGE_BYTES);
+        for sample in &mut check.samples {
+            *sample = truncate_message(std::mem::take(sample), MAX_CHECK_SAMPLE_BYTES);
+        }
+    }
+    run
+}
+
+fn read_record(doing: &Doing, value: &[u8]) -> Result<RunRecord, StateError> {
+    serde_json::from_slice(value).map_err(|e| doing.corrupt(format!("unreadable run record: {e}")))
+}
+
+impl StateStore {
+    /// Stores a run record (new, or updated as the run goes). When a run has finished, the
+    /// oldest runs of its sync beyond `keep_runs` are pruned in the same transaction.
+    pub fn record_run(&self, run: &RunRecord, keep_runs: u64) -> Result<(), StateError> {
+        let doing = self.doing(StateOp::RecordRun);
+        let run = bounded(run);
+        let json = doing.encode(&run)?;
+        let key = history_key(&run);
+        let txn = self.db.begin_write().map_err(|e| doing.err(e))?;
+        {
+            let mut runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;
+            let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| doing.err(e))?;
+            runs.insert(run.run_id.as_str(), json.as_slice())
+                .map_err(|e| doing.err(e))?;
+            index
+                .insert((key.as_str(), run.run_id.as_str()), ())
+                .map_err(|e| doing.err(e))?;
+            if run.status != RunStatus::Running {
+                let ids: Vec<String> = index
+                    .range((key.as_str(), "")..=(key.as_str(), HIGHEST_RUN_ID))
+                    .map_err(|e| doing.err(e))?
+                    .map(|entry| entry.map(|(k, _)| k.value().1.to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| doing.err(e))?;
+                let excess = ids
+                    .len()
+                    .saturating_sub(usize::try_from(keep_runs.max(1)).unwrap_or(usize::MAX));
+                for id in &ids[..excess] {
+                    index
+                        .remove((key.as_str(), id.as_str()))
+                        .map_err(|e| doing.err(e))?;
+                    runs.remove(id.as_str()).map_err(|e| doing.err(e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| doing.err(e))
+    }
+
+    /// Runs, newest first: of one history key (a sync's name, or `draft/NAME` for its draft
+    /// runs), or of every sync.
+    pub fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.runs_page(sync, None, None, limit)
+    }
+
+    /// A page of history, newest first: optionally one history key and one status, and only
+    /// runs started before the run `before` (the previous page's last id).
+    pub fn runs_page(
+        &self,
+        sync: Option<&str>,
+        status: Option<RunStatus>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let doing = self.doing(StateOp::ReadRuns);
+        let txn = self.db.begin_read().map_err(|e| doing.err(e))?;
+        let runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;
+        let index = txn.open_table(RUNS_BY_SYNC).map_err(|e| doing.err(e))?;
+        let read = |value: &[u8]| read_record(&doing, value);
+        // Stored records, newest first: through the sync's index, or the whole history.
+        let records: Box<dyn Iterator<Item = Result<Option<RunRecord>, StateError>>> = match sync {
+            Some(sync) => {
+                let range = match before {
+                    Some(b) => index.range((sync, "")..(sync, b)),
+                    None => index.range((sync, "")..=(sync, HIGHEST_RUN_ID)),
+                }
+                .map_err(|e| doing.err(e))?;
+                Box::new(range.rev().map(|entry| {
+                    let (k, _) = entry.map_err(|e| doing.err(e))?;
+                    runs.get(k.value().1)
+                        .map_err(|e| doing.err(e))?
+                        .map(|v| read(v.value()))
+                        .transpose()
+                }))
+            }
+            None => {
+                let range = match before {
+                    Some(b) => runs.range(..b),
+                    None => runs.range::<&str>(..),
+                }
+                .map_err(|e| doing.err(e))?;
+                Box::new(range.rev().map(|entry| {
+                    entry
+                        .map_err(|e| doing.err(e))
+                        .and_then(|(_, v)| read(v.value()).map(Some))
+                }))
+            }
+        };
+        let mut out = Vec::new();
+        for record in records {
+            match record? {
+                Some(run) if status.is_none_or(|s| run.status == s) => out.push(run),
+                _ => continue,
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One run's record, if it is still in history.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        let doing = self.doing(StateOp::ReadRuns);
+        let txn = self.db.begin_read().map_err(|e| doing.err(e))?;
+        let runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;
+        let value = runs.get(run_id).map_err(|e| doing.err(e))?;
+        value.map(|v| read_record(&doing, v.value())).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::testing::run;
+
+    #[test]
+    fn finished_runs_prune_their_own_sync_only_and_messages_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.record_run(&run("01A", "other"), 1).unwrap();
+        for id in ["01B", "01C", "01D"] {
+            let mut r = run(id, "s");
+            r.error = Some("x".repeat(100_000));
+            store.record_run(&r, 2).unwrap();
+        }
+        let kept = store.runs(Some("s"), 10).unwrap();
+        assert_eq!(
+            kept.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["01D", "01C"]
+        );
+        assert!(kept[0].error.as_ref().unwrap().len() <= MAX_RUN_ERROR_BYTES + 3);
+        assert_eq!(store.runs(Some("other"), 10).unwrap().len(), 1);
+        assert!(store.run("01B").unwrap().is_none());
+    }
+}
