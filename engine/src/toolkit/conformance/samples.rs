@@ -55,7 +55,7 @@ pub fn sample_row(i: u32) -> Vec<Value> {
     ];
     vec![
         Value::Int(i64::from(i)),
-        Value::Bool(i % 2 == 0),
+        Value::Bool(i.is_multiple_of(2)),
         Value::Int([0, -1, i64::MAX, i64::MIN, 9_007_199_254_740_993][pick(5)]),
         Value::Float([1.5, -0.25, 1e300, 0.0][pick(4)]),
         Value::Decimal(["12345678901234567890.123456789", "-0.01", "0"][pick(3)].into()),
