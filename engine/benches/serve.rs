@@ -97,9 +97,9 @@ async fn main() {
     }
     std::fs::write(ws.join("data/people.csv"), csv).unwrap();
     std::fs::write(ws.join("data/one.csv"), "id,email\n1,a@example.com\n").unwrap();
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
-        backflow::receiver::ReceiverOptions {
+        backflow::toolkit::receiver::ReceiverOptions {
             latency_ms: 20,
             discard: true,
             ..Default::default()

@@ -11,25 +11,25 @@
 //! - [`state`] keeps run history, snapshots, leases, change requests and the audit log in redb;
 //! - [`governance`] owns change requests, approval policies and the run-time gate;
 //! - [`preview`] reads the first rows of a model;
-//! - [`receiver`] is a local webhook receiver for demos and tests;
 //! - [`schedule`] computes cron fire times; [`serve`] is the long-running service (scheduler,
-//!   HTTP API, plugin hot reload); [`alerts`] posts run outcomes; [`metrics`] counts for `/metrics`.
+//!   HTTP API, plugin hot reload); [`alerts`] posts run outcomes; [`metrics`] counts for `/metrics`;
+//! - [`toolkit`] holds what is not the engine but serves its users: the plugin scaffold and
+//!   conformance suite for plugin authors, a local webhook receiver for demos and tests. The
+//!   sync path never uses it.
 
 pub mod alerts;
 pub mod app;
 pub mod authz;
-pub mod conformance;
 pub mod domain;
 pub mod governance;
 pub mod host;
 pub mod metrics;
 pub mod plugins;
 pub mod preview;
-pub mod receiver;
 pub mod redact;
-pub mod scaffold;
 pub mod schedule;
 pub mod serve;
 pub mod state;
 pub mod sync;
+pub mod toolkit;
 pub mod workspace;

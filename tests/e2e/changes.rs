@@ -15,7 +15,7 @@ const V3: &str =
 const V4: &str = "id,email,age\n1,a@x.com,30\n2,b2@x.com,31\n3,c@x.com,32\n4,d@x.com,33\n5,e@x.com,34\n6,f@x.com,35\n";
 const V5: &str = "id,email,age\n1,a@x.com,30\n2,b2@x.com,31\n3,c@x.com,thirty\n4,d@x.com,33\n5,e@x.com,34\n6,f@x.com,35\n";
 
-fn workspace(receiver: &backflow::receiver::Receiver, mode: &str) -> TestWorkspace {
+fn workspace(receiver: &backflow::toolkit::receiver::Receiver, mode: &str) -> TestWorkspace {
     let ws = file_workspace(
         "people",
         "people.csv",
@@ -40,7 +40,10 @@ mode = "{mode}"
 }
 
 /// Rows received since `from` requests, as (op, id) pairs.
-fn received_since(receiver: &backflow::receiver::Receiver, from: usize) -> Vec<(String, i64)> {
+fn received_since(
+    receiver: &backflow::toolkit::receiver::Receiver,
+    from: usize,
+) -> Vec<(String, i64)> {
     receiver.received()[from..]
         .iter()
         .flat_map(|r| r.body.as_array().cloned().unwrap_or_default())

@@ -7,7 +7,7 @@ use backflow::state::{RunStatus, StateStore};
 const PEOPLE: &str = "id,email,plan,mrr,updated_at\n1,a@acme.com,pro,10.5,2026-01-01T00:00:00Z\n2,b@acme.com,free,0,2026-01-02T00:00:00Z\n3,c@acme.com,pro,99,2026-01-03T00:00:00Z\n";
 
 /// A mirror sync from data/people.csv to `receiver` with the given `[[syncs.s.checks]]` tables.
-fn with_checks(receiver: &backflow::receiver::Receiver, checks: &str) -> TestWorkspace {
+fn with_checks(receiver: &backflow::toolkit::receiver::Receiver, checks: &str) -> TestWorkspace {
     let ws = file_workspace(
         "people",
         "people.csv",

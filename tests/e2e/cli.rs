@@ -353,9 +353,9 @@ async fn destination_answers_cannot_drive_the_terminal() {
     // A row whose value carries escape sequences (clear screen, set the window title), echoed
     // back by the destination in its refusal.
     let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}bad@x.com";
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
-        backflow::receiver::ReceiverOptions {
+        backflow::toolkit::receiver::ReceiverOptions {
             reject: Some(("email".into(), evil.into())),
             ..Default::default()
         },

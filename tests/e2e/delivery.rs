@@ -2,12 +2,12 @@
 //! templates, 429 with Retry-After, server errors, refused rows.
 
 use crate::support::*;
-use backflow::receiver::{Receiver, ReceiverOptions};
 use backflow::state::RunStatus;
+use backflow::toolkit::receiver::{Receiver, ReceiverOptions};
 use std::collections::HashSet;
 
 async fn receiver_with(options: ReceiverOptions) -> Receiver {
-    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), options)
+    backflow::toolkit::receiver::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .unwrap()
 }
@@ -392,7 +392,7 @@ async fn row_values_in_url_templates_stay_inside_their_path_segment() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delete_answered_not_found_counts_as_done_and_is_not_retried_forever() {
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
         ReceiverOptions {
             status_for_method: Some(("DELETE".into(), 404)),
@@ -425,7 +425,7 @@ async fn a_delete_answered_not_found_counts_as_done_and_is_not_retried_forever()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_resync_drops_deletes_the_destination_keeps_refusing() {
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
         ReceiverOptions {
             status_for_method: Some(("DELETE".into(), 409)),
@@ -515,7 +515,7 @@ async fn a_full_resync_drops_deletes_the_destination_keeps_refusing() {
 async fn a_burst_of_errors_in_a_healthy_destination_does_not_fail_rows_by_bad_luck() {
     // Requests 3 to 8 fail: the third batch fails six times in a row. Other batches were
     // accepted moments before, so it is a storm, not an outage: it keeps retrying.
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
         ReceiverOptions {
             fail_requests: Some((3, 6)),

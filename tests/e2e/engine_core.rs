@@ -3,7 +3,7 @@
 //! production state, and bounded history. Driven through the `backflow` binary.
 
 use crate::support::*;
-use backflow::receiver::ReceiverOptions;
+use backflow::toolkit::receiver::ReceiverOptions;
 use std::process::{Command, Output};
 
 fn backflow(ws: &TestWorkspace, user: Option<&str>, args: &[&str]) -> Output {
@@ -138,7 +138,7 @@ async fn a_sync_named_twice_runs_once() {
 async fn while_a_run_delivers_a_second_run_is_refused_and_reads_answer_from_other_processes() {
     // A slow receiver: 100,000 rows in 200 batches of 500, one at a time, each answered
     // after 50 ms (about 10 s of delivery).
-    let slow = backflow::receiver::start(
+    let slow = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
         ReceiverOptions {
             latency_ms: 50,

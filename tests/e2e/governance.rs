@@ -2,7 +2,7 @@
 //! audit log, driven through the `backflow` binary as different users.
 
 use crate::support::*;
-use backflow::receiver::Receiver;
+use backflow::toolkit::receiver::Receiver;
 
 const TEAM: &str = r#"
 [users]

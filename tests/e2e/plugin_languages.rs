@@ -288,7 +288,7 @@ fn plugin_new_refuses_bad_names_and_existing_directories() {
 /// pointed at `receiver`, gated by the Python check template (no null e-mails); the
 /// temporary plugins directory is returned to keep it alive.
 async fn js_destination_python_check_workspace(
-    receiver: &backflow::receiver::Receiver,
+    receiver: &backflow::toolkit::receiver::Receiver,
 ) -> (TestWorkspace, tempfile::TempDir) {
     let plugins = tempfile::tempdir().unwrap();
     for (from, to) in [
@@ -341,11 +341,11 @@ config = {{ column = "email", max_null_percent = 0 }}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_javascript_destination_template_takes_401_for_bad_credentials_not_bad_rows() {
-    let options = backflow::receiver::ReceiverOptions {
+    let options = backflow::toolkit::receiver::ReceiverOptions {
         echo_headers_status: Some(401),
         ..Default::default()
     };
-    let receiver = backflow::receiver::start("127.0.0.1:0".parse().unwrap(), options)
+    let receiver = backflow::toolkit::receiver::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .unwrap();
     let (ws, _plugins) = js_destination_python_check_workspace(&receiver).await;

@@ -26,7 +26,7 @@ fn pg_workspace_as(
     ))
 }
 
-fn webhook_sync(receiver: &backflow::receiver::Receiver) -> String {
+fn webhook_sync(receiver: &backflow::toolkit::receiver::Receiver) -> String {
     format!(
         "[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"{}\"\nconfig.batch_mode = \"array\"\ngrants.network = [\"{}\"]\n[syncs.s]\nmodel = \"m\"\ndestination = \"hook\"\nbatch_size = 500\n",
         receiver.url("/rows"),

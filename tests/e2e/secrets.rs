@@ -3,7 +3,7 @@
 //! output, log line, run record or the state directory.
 
 use crate::support::*;
-use backflow::receiver::ReceiverOptions;
+use backflow::toolkit::receiver::ReceiverOptions;
 use std::process::Command;
 
 const SECRET: &str = "SECRET_VALUE_7f3a9c2e51";
@@ -32,7 +32,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_echoed_by_a_destination_appear_in_no_output_record_or_state_file() {
     for status in [401u16, 422] {
-        let receiver = backflow::receiver::start(
+        let receiver = backflow::toolkit::receiver::start(
             "127.0.0.1:0".parse().unwrap(),
             ReceiverOptions {
                 echo_headers_status: Some(status),

@@ -4,7 +4,7 @@
 
 use crate::serve_support::*;
 use crate::support::*;
-use backflow::receiver::ReceiverOptions;
+use backflow::toolkit::receiver::ReceiverOptions;
 use serde_json::{json, Value as J};
 use std::path::Path;
 use std::time::Duration;
@@ -205,7 +205,7 @@ const TEAM: &str = "[users]\nalice = { role = \"admin\" }\ncarol = { role = \"co
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_authenticates_authorizes_audits_coalesces_and_answers_bad_input_with_4xx() {
     // A slow destination: a run of 6 rows, one per request, takes a few seconds.
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
         ReceiverOptions {
             latency_ms: 400,
@@ -617,7 +617,7 @@ async fn serving_hash(api: &Api, svc: &Service, file: &str) -> (Option<String>, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_replaced_mid_run_serves_the_next_run_and_a_broken_one_is_refused() {
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
         ReceiverOptions {
             latency_ms: 25,

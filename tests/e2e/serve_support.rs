@@ -2,7 +2,7 @@
 //! with a token, waiting for runs.
 
 use crate::support::*;
-use backflow::receiver::Receiver;
+use backflow::toolkit::receiver::Receiver;
 use serde_json::Value as J;
 use std::io::BufRead;
 use std::path::PathBuf;

@@ -1,9 +1,9 @@
 //! Helpers shared by the end-to-end tests.
 
 use backflow::host::PluginHost;
-use backflow::receiver::{Receiver, ReceiverOptions};
 use backflow::state::{RunRecord, StateStore};
 use backflow::sync::RunOptions;
+use backflow::toolkit::receiver::{Receiver, ReceiverOptions};
 use backflow::workspace::Workspace;
 use std::path::{Path, PathBuf};
 
@@ -102,7 +102,7 @@ impl TestWorkspace {
 }
 
 pub async fn receiver() -> Receiver {
-    backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default())
+    backflow::toolkit::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default())
         .await
         .unwrap()
 }

@@ -2,7 +2,7 @@
 //! rebuilt from every request it accepted.
 
 use crate::support::*;
-use backflow::receiver::{Receiver, ReceiverOptions};
+use backflow::toolkit::receiver::{Receiver, ReceiverOptions};
 use serde_json::Value as J;
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -107,10 +107,12 @@ fn bad_data() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undone_run_leaves_the_destination_as_it_was_and_an_undo_can_be_undone() {
-    let receiver =
-        backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default())
-            .await
-            .unwrap();
+    let receiver = backflow::toolkit::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiverOptions::default(),
+    )
+    .await
+    .unwrap();
     let ws = workspace(&receiver, "");
     json(
         backflow(&ws, &["sync", "run", "to_crm", "--json"]),
@@ -241,10 +243,12 @@ async fn an_undone_run_leaves_the_destination_as_it_was_and_an_undo_can_be_undon
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_a_later_run_changed_are_conflicts_left_alone_unless_forced() {
-    let receiver =
-        backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default())
-            .await
-            .unwrap();
+    let receiver = backflow::toolkit::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiverOptions::default(),
+    )
+    .await
+    .unwrap();
     let ws = workspace(&receiver, "");
     json(
         backflow(&ws, &["sync", "run", "to_crm", "--json"]),
@@ -312,7 +316,7 @@ async fn rows_a_later_run_changed_are_conflicts_left_alone_unless_forced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undo_killed_midway_is_finished_by_running_it_again() {
-    let receiver = backflow::receiver::start(
+    let receiver = backflow::toolkit::receiver::start(
         "127.0.0.1:0".parse().unwrap(),
         ReceiverOptions {
             latency_ms: 30,
@@ -369,10 +373,12 @@ async fn an_undo_killed_midway_is_finished_by_running_it_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_append_run_or_an_unknown_run_cannot_be_undone() {
-    let receiver =
-        backflow::receiver::start("127.0.0.1:0".parse().unwrap(), ReceiverOptions::default())
-            .await
-            .unwrap();
+    let receiver = backflow::toolkit::receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiverOptions::default(),
+    )
+    .await
+    .unwrap();
     let ws = workspace(&receiver, "");
     edit(&ws, "mode = \"mirror\"", "mode = \"append\"");
     let run = json(

@@ -198,11 +198,12 @@ mod tests {
     /// system resolver would say 127.0.0.1 (another receiver on the same port).
     #[tokio::test]
     async fn host_http_connects_to_the_address_its_check_resolved() {
-        let checked = crate::receiver::start("127.0.0.2:0".parse().unwrap(), Default::default())
-            .await
-            .unwrap();
+        let checked =
+            crate::toolkit::receiver::start("127.0.0.2:0".parse().unwrap(), Default::default())
+                .await
+                .unwrap();
         let port = checked.addr.port();
-        let elsewhere = crate::receiver::start(
+        let elsewhere = crate::toolkit::receiver::start(
             format!("127.0.0.1:{port}").parse().unwrap(),
             Default::default(),
         )
@@ -230,9 +231,10 @@ mod tests {
     /// service's own API, a local database) is refused, and nothing is sent there.
     #[tokio::test]
     async fn a_granted_name_pointed_at_this_machine_is_refused() {
-        let local = crate::receiver::start("127.0.0.1:0".parse().unwrap(), Default::default())
-            .await
-            .unwrap();
+        let local =
+            crate::toolkit::receiver::start("127.0.0.1:0".parse().unwrap(), Default::default())
+                .await
+                .unwrap();
         let port = local.addr.port();
         let host = host_resolving(|_| Ok(vec!["127.0.0.1".parse().unwrap()]));
         let error = send(

@@ -1,12 +1,42 @@
-//! `backflow change …`, `backflow diff` and `backflow audit`: printing governance records.
+//! `backflow change …` (submit the working copy as a change request, review it, publish it)
+//! and `backflow diff` (what the working copy changes against the published configuration).
 
-use crate::ChangeCommand;
-use backflow::app::{App, AuditLog};
+use super::args::ChangeCommand;
+use super::session::open_app;
+use backflow::app::App;
 use backflow::authz::Actor;
 use backflow::governance::{self as gov, ChangeRequest, ConfigDiff};
+use std::path::Path;
 use std::process::ExitCode;
 
-pub async fn change(app: &App, who: &Actor, command: ChangeCommand) -> anyhow::Result<ExitCode> {
+/// Runs one `change` subcommand.
+pub(crate) async fn run(
+    workspace: &Path,
+    user: Option<&str>,
+    command: ChangeCommand,
+) -> anyhow::Result<ExitCode> {
+    let (app, actor) = open_app(workspace, user)?;
+    change(&app, &actor, command).await
+}
+
+/// `backflow diff`: the configuration diff, with dry-run counts for every affected sync.
+pub(crate) async fn diff(
+    workspace: &Path,
+    user: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (app, actor) = open_app(workspace, user)?;
+    let diff = app.diff(&actor).await?;
+    if json {
+        println!("{}", serde_json::to_string(&diff)?);
+    } else {
+        print_diff(&diff);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `change` subcommand, with the workspace open.
+async fn change(app: &App, who: &Actor, command: ChangeCommand) -> anyhow::Result<ExitCode> {
     match command {
         ChangeCommand::Submit { message, json } => {
             let change = app.submit_change(who, &message).await?;
@@ -77,12 +107,15 @@ pub async fn change(app: &App, who: &Actor, command: ChangeCommand) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// The approvals a change still needs, one line each.
 fn print_unmet(change: &ChangeRequest) {
     for r in change.unmet() {
         println!("  still needs {}", gov::describe_requirement(r));
     }
 }
 
+/// A change request: its status, policies, reviews and diff summary (`full`: the whole
+/// diff text too).
 fn print_change(c: &ChangeRequest, full: bool) {
     println!(
         "change #{} by {} ({}): {}",
@@ -129,6 +162,7 @@ fn print_change(c: &ChangeRequest, full: bool) {
     }
 }
 
+/// One line per changed entity and per affected sync (with its dry-run counts).
 fn print_diff_summary(diff: &ConfigDiff) {
     for e in &diff.entities {
         println!("  {:<9} {} {}", e.change, e.kind, e.name);
@@ -155,7 +189,8 @@ fn print_diff_summary(diff: &ConfigDiff) {
     }
 }
 
-pub fn print_diff(diff: &ConfigDiff) {
+/// `backflow diff` as text: the summary and the diff, or that nothing changed.
+fn print_diff(diff: &ConfigDiff) {
     if diff.entities.is_empty() {
         println!(
             "the working copy matches the published configuration ({})",
@@ -176,32 +211,4 @@ pub fn print_diff(diff: &ConfigDiff) {
     );
     print_diff_summary(diff);
     print!("{}", diff.text);
-}
-
-pub fn audit(log: &AuditLog, json: bool, verify: bool) -> anyhow::Result<ExitCode> {
-    let entries = &log.entries;
-    if verify {
-        if let Some(seq) = log.broken_at {
-            println!("audit log entry {seq} does not match its hash chain: the log was edited outside backflow");
-            return Ok(ExitCode::FAILURE);
-        }
-        println!("audit log verified: {} entries", entries.len());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if json {
-        println!("{}", serde_json::to_string(&entries)?);
-    } else {
-        for e in entries {
-            println!(
-                "{:>5} {} {:<14} {:<22} {:<28} {}",
-                e.seq,
-                e.at,
-                e.event.user,
-                e.event.action,
-                e.event.target,
-                e.event.config_hash.as_deref().map(gov::short).unwrap_or("")
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,9 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 }
 
+/// The language of a new plugin project: `rust`, `js` or `python`.
+// Variant doc comments would become `--lang`'s help text in the command line.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     Rust,
@@ -30,6 +33,10 @@ impl Lang {
     }
 }
 
+/// The kind of a new plugin: `source`, `destination`, `check` (a quality check) or `policy`
+/// (an approval policy).
+// Variant doc comments would become `--kind`'s help text in the command line.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     Source,

@@ -1,0 +1,437 @@
+//! The command line's arguments: the clap definitions of every command and flag, and what
+//! `main` needs to know about a command before running it (whether it only reads, whether
+//! it answers in JSON).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "backflow",
+    version,
+    about = "Reverse-ETL sync engine with sandboxed WebAssembly plugins"
+)]
+pub(crate) struct Cli {
+    /// The workspace directory (holding backflow.toml).
+    #[arg(long, global = true, env = "BACKFLOW_WORKSPACE", default_value = ".")]
+    pub(crate) workspace: PathBuf,
+    /// Act as this user (one of the workspace's `[users]`).
+    #[arg(long = "as", global = true, env = "BACKFLOW_USER")]
+    pub(crate) user: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Create a working example workspace in DIR.
+    Init {
+        dir: PathBuf,
+        /// Where to copy first-party plugins from (default: the `plugins` directory next to
+        /// the backflow binary's directory, e.g. target/plugins, or $BACKFLOW_PLUGINS).
+        #[arg(long, env = "BACKFLOW_PLUGINS")]
+        plugins: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Inspect plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// List and run syncs.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// What the working copy changes against the published configuration, with dry-run
+    /// counts for every affected sync.
+    Diff {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change requests: submit the working copy, review, publish.
+    Change {
+        #[command(subcommand)]
+        command: ChangeCommand,
+    },
+    /// The audit log: every submit, decision, publish, run start and run approval.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// Check the log's hash chain.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Look at models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Run history.
+    Runs {
+        /// Only runs of this sync.
+        #[arg(long)]
+        sync: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
+    },
+    /// Look at rows: what backflow delivered of one row, run by run.
+    Rows {
+        #[command(subcommand)]
+        command: RowsCommand,
+    },
+    /// A local webhook receiver that prints or stores what it receives.
+    Receiver(ReceiverArgs),
+    /// Run the workspace as a service: schedules, sequences, the HTTP API, plugin hot reload.
+    Serve {
+        /// Address for the HTTP API (port 0 picks a free port; the first stdout line says which).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for runs to finish their in-flight batches.
+        #[arg(long, default_value_t = 30)]
+        shutdown_grace_s: u64,
+    },
+    /// API tokens for `backflow serve` (each acts as one user).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+// No `///` on the struct: the `Receiver` variant's doc comment is the command's help text.
+#[derive(Args)]
+pub(crate) struct ReceiverArgs {
+    #[arg(long, default_value_t = 8085)]
+    pub(crate) port: u16,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) host: String,
+    /// Append every request as a JSON line to FILE.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Wait this many milliseconds before answering each request.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) latency_ms: u64,
+    /// Answer this fraction of requests (0..1) with 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) error_rate: f64,
+    /// Answer 429 with Retry-After above this many requests per second.
+    #[arg(long)]
+    pub(crate) rate_limit: Option<u32>,
+    /// Answer 422 to requests with a row whose FIELD equals VALUE (FIELD=VALUE).
+    #[arg(long)]
+    pub(crate) reject: Option<String>,
+    /// Verify X-Backflow-Signature with this HMAC-SHA256 secret; 401 when wrong.
+    #[arg(long, env = "BACKFLOW_RECEIVER_HMAC_SECRET")]
+    pub(crate) hmac_secret: Option<String>,
+    /// Answer 503 to everything for this many milliseconds after starting.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) down_for_ms: u64,
+    /// Parse every body but keep and print only counts (for benchmarks).
+    #[arg(long)]
+    pub(crate) discard: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token and print it (once: only its hash is kept).
+    Create {
+        /// Who the token acts as (default: you; someone else needs an admin).
+        #[arg(long = "for")]
+        for_user: Option<String>,
+        /// What the token is for.
+        #[arg(long, default_value = "api")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your tokens (an admin sees everyone's).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id: requests with it are refused from now on.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PluginCommand {
+    /// List the plugins in the workspace's plugins directory.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a plugin's kind, spec, config schema and contract version.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a plugin project from a template: buildable with one command, with a README
+    /// and a test that runs it through `backflow plugin conformance`.
+    New {
+        /// The plugin's name (lowercase letters, digits and '-'); also the directory created.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: backflow::toolkit::scaffold::Lang,
+        #[arg(long, value_enum)]
+        kind: backflow::toolkit::scaffold::Kind,
+        /// The directory to create the project in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust only: the backflow-plugin-sdk crate to depend on (default: this checkout's
+        /// plugin-sdk directory, when backflow was built from one).
+        #[arg(long, env = "BACKFLOW_SDK")]
+        sdk: Option<PathBuf>,
+    },
+    /// Check that a plugin file keeps the contract: spec, config errors naming fields,
+    /// errors as values rather than traps, batches of 0, 1 and many rows with every value
+    /// type, and (destinations) retryable failures. Exit code 0 when every check passes.
+    Conformance {
+        file: PathBuf,
+        /// A working config: JSON text, or @FILE to read it from a file.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Sources: the query to read.
+        #[arg(long, default_value = "")]
+        query: String,
+        /// Destinations: a config whose remote cannot be reached (JSON or @FILE); the write
+        /// must then fail as retryable.
+        #[arg(long)]
+        offline_config: Option<String>,
+        /// Grant host:port to the plugin (repeatable), as `grants.network` does.
+        #[arg(long = "grant-network")]
+        grant_network: Vec<String>,
+        /// Grant an environment variable (repeatable), as `grants.env` does.
+        #[arg(long = "grant-env")]
+        grant_env: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ChangeCommand {
+    /// Record the working copy as a change request; the approval policies decide what it needs.
+    Submit {
+        #[arg(long, short, default_value = "")]
+        message: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    Approve {
+        id: u64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    Reject {
+        id: u64,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Make an approved change the published configuration (the working copy must still be
+    /// exactly what was reviewed).
+    Publish { id: u64 },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModelCommand {
+    /// The schema and first rows of a model, read through its source (nothing is recorded).
+    Preview {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SyncCommand {
+    /// List the workspace's syncs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run syncs now: plan, then deliver what changed since the last run. Several names (or
+    /// --all) run in parallel, each on its own; one failing or slow destination does not
+    /// hold up the others.
+    Run {
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Run every sync of the workspace.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Print JSON: one object for one sync, an array of them for several.
+        #[arg(long)]
+        json: bool,
+        /// Re-send every model row, not only what changed.
+        #[arg(long)]
+        full_resync: bool,
+        /// Run the working copy instead of the published configuration (only towards
+        /// destinations marked `staging = true`).
+        #[arg(long)]
+        draft: bool,
+    },
+    /// Dry run: what a run would send now, with sample rows. Sends and records nothing.
+    Plan {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        /// Sample rows per change.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        #[arg(long)]
+        full_resync: bool,
+        /// Plan the working copy instead of the published configuration.
+        #[arg(long)]
+        draft: bool,
+    },
+    /// Send one model row (by primary key) to the destination as an added row and show its
+    /// answer. The snapshot and run history are left untouched.
+    Test {
+        name: String,
+        /// The primary key value (`a|b` for composite keys).
+        #[arg(long)]
+        row: String,
+        #[arg(long)]
+        json: bool,
+        /// Use the working copy instead of the published configuration.
+        #[arg(long)]
+        draft: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Approve a run held by an approval policy; once approved, exactly the reviewed plan is
+    /// delivered (if the data moved meanwhile, it plans again and asks again).
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run, with its rejected rows.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the destination back as it was before a run: plans the inverse of the run (its
+    /// inserts deleted, its updates set back, its deletes inserted again) and shows it; with
+    /// --yes, runs it like any run (checks, approvals, delivery, history).
+    Undo {
+        id: String,
+        /// Run the undo (without it, only show what it would send).
+        #[arg(long)]
+        yes: bool,
+        /// Also set back rows a later run changed (they are left alone by default).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RowsCommand {
+    /// Every retained run that touched one row: when, the operation, the values sent, the
+    /// values before and the destination's answer; and what the destination has now.
+    History {
+        sync: String,
+        /// The row's primary key as `sync plan` prints it (`42`, or `42|eu` for several columns).
+        key: String,
+        /// The history of the sync's draft runs.
+        #[arg(long)]
+        draft: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Command {
+    /// Whether the command changes nothing (no state, no files, nothing sent).
+    pub(crate) fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Command::Plugin {
+                command: PluginCommand::List { .. }
+                    | PluginCommand::Inspect { .. }
+                    | PluginCommand::Conformance { .. }
+            } | Command::Sync {
+                command: SyncCommand::List { .. } | SyncCommand::Plan { .. }
+            } | Command::Diff { .. }
+                | Command::Audit { .. }
+                | Command::Model { .. }
+                | Command::Rows { .. }
+        )
+    }
+
+    /// Whether the command was asked for JSON output.
+    pub(crate) fn wants_json(&self) -> bool {
+        match self {
+            Command::Init { .. } | Command::Receiver(_) | Command::Serve { .. } => false,
+            Command::Token {
+                command: TokenCommand::Create { json, .. } | TokenCommand::List { json },
+            } => *json,
+            Command::Token {
+                command: TokenCommand::Revoke { .. },
+            } => false,
+            Command::Plugin {
+                command:
+                    PluginCommand::List { json }
+                    | PluginCommand::Inspect { json, .. }
+                    | PluginCommand::Conformance { json, .. },
+            } => *json,
+            Command::Plugin {
+                command: PluginCommand::New { .. },
+            } => false,
+            Command::Sync { command } => match command {
+                SyncCommand::List { json }
+                | SyncCommand::Run { json, .. }
+                | SyncCommand::Plan { json, .. }
+                | SyncCommand::Test { json, .. } => *json,
+            },
+            Command::Diff { json } | Command::Audit { json, .. } => *json,
+            Command::Change { command } => match command {
+                ChangeCommand::Submit { json, .. }
+                | ChangeCommand::List { json }
+                | ChangeCommand::Show { json, .. } => *json,
+                ChangeCommand::Approve { .. }
+                | ChangeCommand::Reject { .. }
+                | ChangeCommand::Publish { .. } => false,
+            },
+            Command::Model {
+                command: ModelCommand::Preview { json, .. },
+            } => *json,
+            Command::Runs { json, command, .. } => match command {
+                Some(
+                    RunsCommand::Approve { json, .. }
+                    | RunsCommand::Show { json, .. }
+                    | RunsCommand::Undo { json, .. },
+                ) => *json,
+                None => *json,
+            },
+            Command::Rows {
+                command: RowsCommand::History { json, .. },
+            } => *json,
+        }
+    }
+}
