@@ -17,6 +17,7 @@ mod file_source;
 mod governance;
 mod plugin_languages;
 mod postgres;
+mod readme;
 mod sandbox;
 mod secrets;
 mod serve;
