@@ -7,12 +7,15 @@ use std::process::ExitCode;
 /// The quickstart's configuration and data, built into the binary.
 const EXAMPLE_WORKSPACE: &str = include_str!("../../../examples/quickstart/backflow.toml");
 const EXAMPLE_CUSTOMERS: &str = include_str!("../../../examples/quickstart/data/customers.csv");
-/// First-party plugins `init` copies into a new workspace.
+/// First-party plugins `init` copies into a new workspace: every one the README's examples
+/// name (sources, destinations, the checks and the policies), so each example works there.
 const FIRST_PARTY_PLUGINS: &[&str] = &[
     "file_source.wasm",
+    "postgres.wasm",
     "webhook.wasm",
     "noop_destination.wasm",
     "checks.wasm",
+    "policies.wasm",
 ];
 
 /// Creates the example workspace in `dir`, copying the first-party plugins from `plugins`
