@@ -61,7 +61,7 @@ async fn main() {
             run_id: "r".into(),
         };
         let grants = Grants {
-            network: vec!["127.0.0.1:9".into()],
+            network: vec!["127.0.0.1:9".parse().unwrap()],
             ..Default::default()
         };
         let config = json!({"url": "http://127.0.0.1:9/x"}).to_string();

@@ -286,7 +286,7 @@ pub fn workspace_for_run(
     }
     if draft {
         for name in syncs {
-            let sync = working.sync(name)?;
+            let sync = working.sync(name).map_err(|e| e.to_string())?;
             let destination = &working.destinations[&sync.destination];
             // Whether a destination is staging is itself reviewed: once something is
             // published, the published destination (same name, same plugin and config) must
@@ -312,7 +312,7 @@ pub fn workspace_for_run(
         // variables.
         if let Some((_, ws)) = &published {
             for name in syncs {
-                let sync = working.sync(name)?;
+                let sync = working.sync(name).map_err(|e| e.to_string())?;
                 let model = &working.models[&sync.model];
                 let source = &working.sources[&model.source];
                 let published_grants = ws.sources.get(&source.name).map(|s| &s.grants);
@@ -606,7 +606,13 @@ async fn ask_policies(
             )
             .await
             .map_err(|e| format!("{e:#}"))?;
-            Workspace::check_pin(&governance.plugin_pins, &policy.plugin, &plugin)?;
+            Workspace::check_pin(
+                &governance.plugin_pins,
+                &policy.plugin,
+                &plugin.path,
+                &plugin.hash,
+            )
+            .map_err(|e| e.to_string())?;
             crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)?;
             evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request)
                 .await

@@ -244,7 +244,8 @@ impl App {
         }
         let ws = self.workspace_for(request.draft, &unique)?;
         for name in &unique {
-            ws.sync(name).map_err(AppError::NotFound)?;
+            ws.sync(name)
+                .map_err(|e| AppError::NotFound(e.to_string()))?;
         }
         let options = RunOptions {
             user: actor.user.clone(),

@@ -171,7 +171,8 @@ impl App {
         user: &str,
     ) -> Result<RunRecord, AppError> {
         let ws = self.workspace_for(false, &[name.to_string()])?;
-        ws.sync(name).map_err(AppError::NotFound)?;
+        ws.sync(name)
+            .map_err(|e| AppError::NotFound(e.to_string()))?;
         let options = RunOptions {
             user: user.to_string(),
             trigger: request.trigger.clone(),

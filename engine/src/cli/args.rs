@@ -207,7 +207,7 @@ pub(crate) enum PluginCommand {
         offline_config: Option<String>,
         /// Grant host:port to the plugin (repeatable), as `grants.network` does.
         #[arg(long = "grant-network")]
-        grant_network: Vec<String>,
+        grant_network: Vec<backflow::domain::NetworkGrant>,
         /// Grant an environment variable (repeatable), as `grants.env` does.
         #[arg(long = "grant-env")]
         grant_env: Vec<String>,

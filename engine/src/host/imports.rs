@@ -179,7 +179,7 @@ mod tests {
 
     async fn send(host: &PluginHost, grant: &str, url: &str) -> Result<HttpResponse, HttpError> {
         let grants = Grants {
-            network: vec![grant.to_string()],
+            network: vec![grant.parse().unwrap()],
             ..Default::default()
         };
         let mut store = host.new_store("dns", &grants, Limits::default()).unwrap();

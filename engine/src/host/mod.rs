@@ -444,14 +444,7 @@ impl PluginHost {
         // so such a plugin could look up other names too (a DNS side channel); it still cannot
         // connect anywhere but the granted addresses. Plugins granted only IP addresses, or
         // nothing, get no DNS; host HTTP is checked by name and needs none.
-        let names_granted = grants.network.iter().any(|g| {
-            g.rsplit_once(':').is_some_and(|(h, _)| {
-                h.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_err()
-            })
-        });
+        let names_granted = grants.network.iter().any(|g| g.address().is_none());
         wasi.allow_ip_name_lookup(names_granted);
         wasi.allow_udp(false);
         // TCP is off in WASI by default; turn it on only for a plugin with network grants,
@@ -543,17 +536,13 @@ fn checked_addresses(name: &str, resolver: &Resolver) -> Result<Vec<std::net::Ip
 }
 
 fn resolve_network_grants(
-    grants: &[String],
+    grants: &[crate::domain::NetworkGrant],
     resolver: &Resolver,
 ) -> Vec<(std::net::IpAddr, Option<u16>)> {
     let mut out = Vec::new();
     for g in grants {
-        let Some((host, port)) = g.rsplit_once(':') else {
-            continue;
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = if port == "*" { None } else { port.parse().ok() };
-        if let Ok(ip) = host.parse() {
+        let (host, port) = (g.host(), g.port());
+        if let Some(ip) = g.address() {
             out.push((ip, port));
         } else {
             match checked_addresses(host, resolver) {

@@ -251,7 +251,7 @@ pub fn trigger_as(
     authorize(actor, Action::RunSync)?;
     let ws = s.app.runnable_workspace()?;
     ws.sync(name)
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
     let accepted = s.scheduler.trigger(
         name,
         Trigger {

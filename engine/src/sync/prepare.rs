@@ -72,7 +72,8 @@ pub async fn prepare(
     ws: &Workspace,
     sync_name: &str,
 ) -> Result<PreparedSync, PrepareError> {
-    let sync = ws.sync(sync_name).map_err(PrepareError)?.clone();
+    let sync = ws.sync(sync_name)
+        .map_err(|e| PrepareError(e.to_string()))?.clone();
     let model = ws.models[&sync.model].clone();
     let source = ws.sources[&model.source].clone();
     let destination = ws.destinations[&sync.destination].clone();
@@ -229,7 +230,7 @@ pub(crate) async fn load_plugin(
             c.origin.key("plugin")
         ))
     })?;
-    Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin).map_err(|e| {
+    Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin.path, &plugin.hash).map_err(|e| {
         PrepareError(format!(
             "{}: {}: {e}",
             c.origin.file.display(),
