@@ -582,3 +582,72 @@ pub async fn publish(
     )?;
     Ok(change)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_before() {
+        let base_moved = ChangeError::BaseMoved {
+            id: 3,
+            base: None,
+            current: Some("0123456789abcdef".into()),
+        };
+        assert_eq!(
+            base_moved.to_string(),
+            "something else was published after change #3 was submitted (it was made against nothing, published is now 0123456789ab): submit it again"
+        );
+        let plugin = ChangeError::PluginChanged {
+            id: 3,
+            reference: "webhook".into(),
+            reviewed: "aaaaaaaaaaaaaaaa".into(),
+            now: None,
+        };
+        assert_eq!(
+            plugin.to_string(),
+            "plugin webhook changed after change #3 was reviewed (reviewed sha256 aaaaaaaaaaaa, now missing): submit it again"
+        );
+        let not_pending = ChangeError::NotPending {
+            id: 4,
+            status: ChangeStatus::Rejected,
+        };
+        assert_eq!(
+            not_pending.to_string(),
+            "change #4 is rejected, not pending"
+        );
+        let unavailable = PluginUnavailable {
+            reference: "x.wasm".into(),
+            error: anyhow::anyhow!("inner").context("outer"),
+        };
+        assert_eq!(
+            ChangeError::SubmittedPluginUnavailable(unavailable).to_string(),
+            "the working copy names a plugin that cannot be loaded: plugin x.wasm: outer: inner"
+        );
+    }
+
+    #[test]
+    fn only_rebuilt_plugins_count_as_changed() {
+        let published = Published {
+            config_hash: "h".into(),
+            files: ConfigFiles::default(),
+            plugin_hashes: BTreeMap::from([
+                ("a".to_string(), "1111111111111111".to_string()),
+                ("b".to_string(), "2222222222222222".to_string()),
+            ]),
+            change_id: 1,
+            published_by: "ann".into(),
+            published_at: "t".into(),
+        };
+        let now = BTreeMap::from([
+            ("a".to_string(), "1111111111111111".to_string()),
+            ("b".to_string(), "3333333333333333".to_string()),
+            ("new".to_string(), "4444444444444444".to_string()),
+        ]);
+        assert_eq!(
+            plugins_changed(Some(&published), &now),
+            vec!["plugin b sha256 222222222222 → 333333333333"]
+        );
+        assert_eq!(plugins_changed(None, &now), Vec::<String>::new());
+    }
+}

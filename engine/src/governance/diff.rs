@@ -363,3 +363,147 @@ fn collect_grants(path: &str, value: &toml::Value, out: &mut BTreeMap<String, to
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(pairs: &[(&str, &str)]) -> ConfigFiles {
+        ConfigFiles(
+            pairs
+                .iter()
+                .map(|(p, t)| (p.to_string(), t.to_string()))
+                .collect(),
+        )
+    }
+
+    fn key(kind: &str, name: &str) -> (String, String) {
+        (kind.into(), name.into())
+    }
+
+    const MAIN: &str = r#"
+[workspace]
+plugins_dir = "p"
+[sources.files]
+plugin = "file-source"
+grants.files = ["data"]
+[destinations.hook]
+plugin = "webhook"
+config.url = "http://127.0.0.1:9/x"
+grants.network = ["127.0.0.1:9"]
+[users]
+ann = { role = "admin" }
+[[policies]]
+name = "size"
+plugin = "size-policy"
+[[policies]]
+plugin = "pii-policy"
+[[policies]]
+config.x = 1
+"#;
+
+    #[test]
+    fn entities_are_keyed_by_kind_and_name_from_every_file() {
+        let entities = entities(&files(&[
+            ("backflow.toml", MAIN),
+            ("models/m.toml", "source = \"files\"\nquery = \"x\"\n"),
+            ("syncs/s.toml", "model = \"m\"\ndestination = \"hook\"\n"),
+            ("syncs/broken.toml", "not toml ="),
+        ]));
+        let keys: Vec<_> = entities.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                key("destinations", "hook"),
+                key("models", "m"),
+                key("policies", "[2]"),
+                key("policies", "pii-policy[1]"),
+                key("policies", "size"),
+                key("settings", "workspace"),
+                key("sources", "files"),
+                key("syncs", "s"),
+                key("users", "ann"),
+            ]
+        );
+        assert_eq!(
+            entities[&key("models", "m")]["query"].as_str(),
+            Some("x"),
+            "a model file is the model"
+        );
+    }
+
+    #[test]
+    fn changes_are_added_removed_or_modified_and_the_rest_is_left_out() {
+        let old = entities(&files(&[("backflow.toml", MAIN)]));
+        let edited = MAIN
+            .replace("[users]\nann = { role = \"admin\" }\n", "")
+            .replace("127.0.0.1:9\"]", "127.0.0.1:10\"]")
+            + "[sources.more]\nplugin = \"file-source\"\n";
+        let new = entities(&files(&[("backflow.toml", &edited)]));
+        let changes: Vec<(String, String, EntityChangeKind)> = entity_changes(&old, &new)
+            .into_iter()
+            .map(|c| (c.kind, c.name, c.change))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                (
+                    "destinations".into(),
+                    "hook".into(),
+                    EntityChangeKind::Modified
+                ),
+                ("sources".into(), "more".into(), EntityChangeKind::Added),
+                ("users".into(), "ann".into(), EntityChangeKind::Removed),
+            ]
+        );
+        assert_eq!(changed_grants(&old, &new), vec!["destinations.hook.grants"]);
+        assert_eq!(entity_changes(&old, &old), vec![]);
+        assert_eq!(changed_grants(&old, &old), Vec::<String>::new());
+    }
+
+    #[test]
+    fn grants_are_found_wherever_they_are_nested() {
+        let mut out = BTreeMap::new();
+        let value: toml::Value = toml::from_str(
+            "grants = { files = [\"a\"] }\nchecks = [{ grants = { env = [\"X\"] } }, { plugin = \"c\" }]\n",
+        )
+        .unwrap();
+        collect_grants("syncs.s", &value, &mut out);
+        assert_eq!(
+            out.keys().collect::<Vec<_>>(),
+            vec!["syncs.s.checks[0].grants", "syncs.s.grants"]
+        );
+        let old = BTreeMap::from([(key("syncs", "s"), value)]);
+        assert_eq!(
+            changed_grants(&old, &BTreeMap::new()),
+            vec!["syncs.s.checks[0].grants", "syncs.s.grants"],
+            "removing an entity removes its grants"
+        );
+    }
+
+    #[test]
+    fn the_unified_diff_names_published_and_working_files() {
+        let old = files(&[("backflow.toml", "a = 1\n"), ("syncs/gone.toml", "x = 1\n")]);
+        let new = files(&[("backflow.toml", "a = 2\n"), ("models/new.toml", "y = 1\n")]);
+        let text = unified_diff(&old, &new);
+        assert!(text.contains("--- published/backflow.toml\n+++ working/backflow.toml\n"));
+        assert!(text.contains("-a = 1\n+a = 2\n"));
+        assert!(text.contains("--- /dev/null\n+++ working/models/new.toml\n"));
+        assert!(text.contains("--- published/syncs/gone.toml\n+++ /dev/null\n"));
+        assert_eq!(unified_diff(&old, &old), "");
+    }
+
+    #[test]
+    fn an_entity_change_is_stored_and_shown_as_before() {
+        let change = EntityChange {
+            kind: "syncs".into(),
+            name: "s".into(),
+            change: EntityChangeKind::Modified,
+        };
+        assert_eq!(
+            serde_json::to_value(&change).unwrap(),
+            serde_json::json!({"kind": "syncs", "name": "s", "change": "modified"})
+        );
+        assert_eq!(format!("{:<9}|", EntityChangeKind::Added), "added    |");
+    }
+}

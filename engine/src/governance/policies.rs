@@ -282,3 +282,242 @@ pub(crate) fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::diff::{EntityChange, SyncPlanCounts};
+    use super::*;
+    use backflow_plugin_sdk::SyncImpact;
+
+    fn verdict(policy: &str, decision: Decision) -> PolicyVerdict {
+        PolicyVerdict {
+            policy: policy.into(),
+            decision,
+        }
+    }
+
+    fn require(count: u32, roles: Vec<Role>, allow_self_approval: bool) -> Decision {
+        Decision::Require {
+            count,
+            roles,
+            allow_self_approval,
+            reason: "big".into(),
+        }
+    }
+
+    fn review(user: &str, role: Role, verdict: ReviewVerdict) -> Review {
+        Review {
+            user: user.into(),
+            role,
+            verdict,
+            comment: None,
+            at: "2024-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn impact(sync: &str) -> SyncImpact {
+        SyncImpact {
+            sync_name: sync.into(),
+            destination: "hook".into(),
+            mode: "upsert".into(),
+            added: 1,
+            changed: 0,
+            removed: 0,
+            column_labels: vec![],
+        }
+    }
+
+    fn empty_diff() -> ConfigDiff {
+        ConfigDiff {
+            published_hash: None,
+            working_hash: "w".into(),
+            entities: vec![],
+            syncs: vec![],
+            text: String::new(),
+            removed_labels: vec![],
+            changed_grants: vec![],
+        }
+    }
+
+    fn entity(kind: &str, name: &str, change: EntityChangeKind) -> EntityChange {
+        EntityChange {
+            kind: kind.into(),
+            name: name.into(),
+            change,
+        }
+    }
+
+    #[test]
+    fn any_rejection_rejects_and_names_each_policy() {
+        let verdicts = [
+            verdict("a", Decision::Reject("too many".into())),
+            verdict("b", Decision::Approve("fine".into())),
+            verdict("c", Decision::Reject("pii".into())),
+            verdict("d", require(1, vec![Role::Admin], false)),
+        ];
+        let (rejected, requirements) = combine(&verdicts, false);
+        assert_eq!(rejected.as_deref(), Some("a: too many; c: pii"));
+        assert_eq!(requirements.len(), 1);
+        assert_eq!(requirements[0].policy, "d");
+    }
+
+    #[test]
+    fn requirements_of_every_policy_are_kept() {
+        let verdicts = [
+            verdict("a", require(2, vec![Role::Approver], true)),
+            verdict("b", Decision::Approve("fine".into())),
+            verdict("c", require(1, vec![Role::Admin], false)),
+        ];
+        let (rejected, requirements) = combine(&verdicts, false);
+        assert_eq!(rejected, None);
+        assert_eq!(
+            requirements,
+            vec![
+                Requirement {
+                    policy: "a".into(),
+                    count: 2,
+                    roles: vec![Role::Approver],
+                    allow_self_approval: true,
+                    reason: "big".into(),
+                },
+                Requirement {
+                    policy: "c".into(),
+                    count: 1,
+                    roles: vec![Role::Admin],
+                    allow_self_approval: false,
+                    reason: "big".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn approvals_alone_require_nothing() {
+        let verdicts = [verdict("a", Decision::Approve("fine".into()))];
+        assert_eq!(combine(&verdicts, false), (None, vec![]));
+    }
+
+    #[test]
+    fn no_policies_means_the_default_requirement() {
+        let (rejected, requirements) = combine(&[], true);
+        assert_eq!(rejected, None);
+        assert_eq!(requirements, vec![default_requirement()]);
+        assert_eq!(requirements[0].policy, "default");
+        assert_eq!(requirements[0].roles, vec![Role::Approver, Role::Admin]);
+        assert!(!requirements[0].allow_self_approval);
+    }
+
+    #[test]
+    fn a_requirement_needs_enough_approvals_from_its_roles_by_others() {
+        let r = Requirement {
+            policy: "p".into(),
+            count: 2,
+            roles: vec![Role::Approver, Role::Admin],
+            allow_self_approval: false,
+            reason: "r".into(),
+        };
+        let one = [review("bob", Role::Approver, ReviewVerdict::Approve)];
+        assert!(!requirement_met(&r, "ann", &one));
+        let two = [
+            review("bob", Role::Approver, ReviewVerdict::Approve),
+            review("cat", Role::Admin, ReviewVerdict::Approve),
+        ];
+        assert!(requirement_met(&r, "ann", &two));
+        // The author's own approval, a contributor's and a rejection do not count.
+        let not_counted = [
+            review("bob", Role::Approver, ReviewVerdict::Approve),
+            review("ann", Role::Admin, ReviewVerdict::Approve),
+            review("dan", Role::Contributor, ReviewVerdict::Approve),
+            review("eve", Role::Admin, ReviewVerdict::Reject),
+        ];
+        assert!(!requirement_met(&r, "ann", &not_counted));
+        let self_ok = Requirement {
+            allow_self_approval: true,
+            ..r
+        };
+        assert!(requirement_met(&self_ok, "ann", &not_counted));
+    }
+
+    #[test]
+    fn a_change_with_nothing_sensitive_has_no_built_in_requirement() {
+        let mut diff = empty_diff();
+        diff.entities = vec![
+            entity("syncs", "s", EntityChangeKind::Modified),
+            entity("destinations", "old", EntityChangeKind::Removed),
+            entity("destinations", "hook", EntityChangeKind::Modified),
+        ];
+        assert_eq!(built_in_requirements(&diff), vec![]);
+    }
+
+    #[test]
+    fn governance_reach_labels_and_unplanned_syncs_need_an_admin() {
+        let mut diff = empty_diff();
+        diff.entities = vec![
+            entity("users", "bob", EntityChangeKind::Added),
+            entity("policies", "size", EntityChangeKind::Modified),
+            entity("settings", "approvals", EntityChangeKind::Removed),
+            entity("destinations", "crm", EntityChangeKind::Added),
+            entity("models", "m", EntityChangeKind::Modified),
+        ];
+        diff.changed_grants = vec!["sources.files.grants".into()];
+        diff.removed_labels = vec!["email:pii".into()];
+        diff.syncs = vec![
+            SyncPlanCounts {
+                impact: impact("planned"),
+                error: None,
+            },
+            SyncPlanCounts {
+                impact: impact("broken"),
+                error: Some("no such file".into()),
+            },
+        ];
+        let requirements = built_in_requirements(&diff);
+        let reasons: Vec<&str> = requirements.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "changes who may do what (added users bob, modified policies size, removed settings approvals)",
+                "changes what backflow may reach (adds destination crm, changes sources.files.grants)",
+                "removes column labels (email:pii)",
+                "sync(s) broken could not be dry-run, so their size is unknown",
+            ]
+        );
+        for r in &requirements {
+            assert_eq!(r.policy, "built-in");
+            assert_eq!((r.count, r.roles.as_slice()), (1, &[Role::Admin][..]));
+            assert!(!r.allow_self_approval);
+        }
+    }
+
+    #[test]
+    fn a_requirement_reads_as_a_sentence() {
+        let r = Requirement {
+            policy: "size".into(),
+            count: 2,
+            roles: vec![Role::Approver, Role::Admin],
+            allow_self_approval: false,
+            reason: "over 100 rows".into(),
+        };
+        assert_eq!(
+            describe_requirement(&r),
+            "2 approval(s) from approver or admin (size: over 100 rows)"
+        );
+        assert_eq!(
+            describe_requirements([&r, &r]),
+            format!("{0}; {0}", describe_requirement(&r))
+        );
+    }
+
+    #[test]
+    fn a_review_verdict_is_stored_and_shown_as_before() {
+        let json = serde_json::to_value(review("bob", Role::Admin, ReviewVerdict::Reject)).unwrap();
+        assert_eq!(json["verdict"], "reject");
+        let back: Review = serde_json::from_value(serde_json::json!({
+            "user": "bob", "role": "admin", "verdict": "approve", "comment": null, "at": "t"
+        }))
+        .unwrap();
+        assert_eq!(back.verdict, ReviewVerdict::Approve);
+        assert_eq!(format!("{:<9}|", ReviewVerdict::Approve), "approve  |");
+        assert_eq!(&*ReviewVerdict::Reject, "reject");
+    }
+}

@@ -218,3 +218,154 @@ fn check_draft_grants(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[workspace]
+plugins_dir = "p"
+[sources.files]
+plugin = "file-source"
+grants.files = ["data"]
+[destinations.hook]
+plugin = "webhook"
+staging = true
+config.url = "http://127.0.0.1:9/x"
+grants.network = ["127.0.0.1:9"]
+[destinations.prod]
+plugin = "webhook"
+config.url = "http://127.0.0.1:9/prod"
+grants.network = ["127.0.0.1:9"]
+[models.m]
+source = "files"
+query = "data/x.csv"
+primary_key = "id"
+[syncs.s]
+model = "m"
+destination = "hook"
+[syncs.p]
+model = "m"
+destination = "prod"
+"#;
+
+    const USERS: &str = "[users]\nann = { role = \"admin\" }\n";
+
+    /// A workspace directory (with its `data` directory, so file grants load): workspaces
+    /// compared with each other load from one root, as their grants resolve under it.
+    struct Root(tempfile::TempDir);
+
+    impl Root {
+        fn new() -> Root {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("data")).unwrap();
+            Root(dir)
+        }
+
+        /// The workspace whose `backflow.toml` is `text`.
+        fn load(&self, text: &str) -> Workspace {
+            let files = ConfigFiles(BTreeMap::from([(
+                "backflow.toml".to_string(),
+                text.to_string(),
+            )]));
+            Workspace::load_files(self.0.path(), &files).unwrap_or_else(|e| panic!("{e}"))
+        }
+    }
+
+    fn governed() -> String {
+        format!("{BASE}{USERS}")
+    }
+
+    fn names(syncs: &[&str]) -> Vec<String> {
+        syncs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn without_users_runs_use_the_working_copy() {
+        let root = Root::new();
+        let ws = choose_run_workspace(root.load(BASE), None, false, &names(&["p"])).unwrap();
+        assert!(!ws.governance.enabled());
+    }
+
+    #[test]
+    fn with_users_and_nothing_published_only_drafts_run() {
+        let root = Root::new();
+        let err =
+            choose_run_workspace(root.load(&governed()), None, false, &names(&["s"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this workspace requires approvals ([users] is set) and nothing is published yet: `backflow change submit`, have it approved, then `backflow change publish ID`"
+        );
+        // Nothing published: the working copy's own staging flag decides.
+        assert!(choose_run_workspace(root.load(&governed()), None, true, &names(&["s"])).is_ok());
+    }
+
+    #[test]
+    fn published_users_govern_even_when_the_working_copy_drops_them() {
+        let root = Root::new();
+        let published = root.load(&governed());
+        let ws = choose_run_workspace(root.load(BASE), Some(published), false, &[]).unwrap();
+        assert!(ws.governance.enabled(), "the published workspace is used");
+    }
+
+    #[test]
+    fn drafts_deliver_only_to_staging_destinations() {
+        let root = Root::new();
+        let err = check_draft(&root.load(&governed()), None, &names(&["s", "p"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sync p delivers to prod, which is not a (published) staging destination: drafts run only against destinations published with staging = true (try `sync plan --draft`)"
+        );
+        let err = check_draft(&root.load(&governed()), None, &names(&["nope"])).unwrap_err();
+        assert!(matches!(err, RunWorkspaceError::UnknownSync(_)), "{err}");
+    }
+
+    #[test]
+    fn staging_is_what_was_published_not_what_the_working_copy_says() {
+        let root = Root::new();
+        let published = root.load(&governed());
+        // The working copy marks prod as staging: the published prod is not.
+        let working = root.load(&governed().replace(
+            "[destinations.prod]\n",
+            "[destinations.prod]\nstaging = true\n",
+        ));
+        assert!(matches!(
+            check_draft(&working, Some(&published), &names(&["p"])),
+            Err(RunWorkspaceError::NotStaging { .. })
+        ));
+        // The working copy points the staging destination elsewhere: no longer reviewed.
+        let moved = root.load(&governed().replace("9/x", "9/elsewhere"));
+        assert!(matches!(
+            check_draft(&moved, Some(&published), &names(&["s"])),
+            Err(RunWorkspaceError::NotStaging { .. })
+        ));
+        assert!(check_draft(&root.load(&governed()), Some(&published), &names(&["s"])).is_ok());
+    }
+
+    #[test]
+    fn drafts_run_only_with_published_grants() {
+        let root = Root::new();
+        let published = root.load(&governed());
+        let working = root.load(&governed().replace(
+            "grants.files = [\"data\"]",
+            "grants.files = [\"data\"]\ngrants.env = [\"HOME\"]",
+        ));
+        let err = check_draft(&working, Some(&published), &names(&["s"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sync s reads source files with grants that are not published: a draft runs only with published grants (submit the change to have them reviewed)"
+        );
+    }
+
+    #[test]
+    fn a_draft_is_governed_by_the_published_users() {
+        let root = Root::new();
+        let published = root.load(&governed());
+        let working = root.load(&format!(
+            "{BASE}[users]\nann = {{ role = \"admin\" }}\nbob = {{ role = \"admin\" }}\n"
+        ));
+        let ws = choose_run_workspace(working, Some(published), true, &names(&["s"])).unwrap();
+        assert_eq!(ws.governance.users.keys().collect::<Vec<_>>(), vec!["ann"]);
+    }
+}
