@@ -126,14 +126,14 @@ impl App {
     /// of the published configuration, or of the working copy until something is published.
     pub fn actor(&self, user: Option<&str>) -> Result<Actor, AppError> {
         let authority = governance::authority(&self.root, &self.working, &self.state)
-            .map_err(AppError::Failed)?;
-        governance::identify(&authority, user).map_err(AppError::Unauthenticated)
+            .map_err(|e| AppError::Failed(e.to_string()))?;
+        governance::identify(&authority, user).map_err(|e| AppError::Unauthenticated(e.to_string()))
     }
 
     /// The workspace a run (or a plan of one) uses: published unless `draft`.
     fn workspace_for(&self, draft: bool, syncs: &[String]) -> Result<Workspace, AppError> {
         governance::workspace_for_run(&self.root, &self.state, self.working.clone(), draft, syncs)
-            .map_err(AppError::Invalid)
+            .map_err(|e| AppError::Invalid(e.to_string()))
     }
 
     pub fn list_syncs(&self, actor: &Actor) -> Result<Vec<SyncSummary>, AppError> {
@@ -285,7 +285,7 @@ impl App {
     ) -> Result<RunApproval, AppError> {
         authorize(actor, Action::ApproveRun)?;
         let gate = governance::approve_run(&self.state, actor, run_id, comment)
-            .map_err(AppError::Refused)?;
+            .map_err(|e| AppError::Refused(e.to_string()))?;
         if gate.status != governance::GateStatus::Approved {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
@@ -350,7 +350,7 @@ impl App {
         let files = ConfigFiles::read(&self.root).map_err(|e| AppError::Invalid(e.to_string()))?;
         governance::diff(&self.host, &self.state, &files, &self.working)
             .await
-            .map_err(AppError::Failed)
+            .map_err(|e| AppError::Failed(e.to_string()))
     }
 
     pub async fn submit_change(
@@ -361,7 +361,7 @@ impl App {
         authorize(actor, Action::SubmitChange)?;
         governance::submit(&self.host, &self.root, &self.state, actor, message)
             .await
-            .map_err(AppError::Refused)
+            .map_err(|e| AppError::Refused(e.to_string()))
     }
 
     pub fn list_changes(
@@ -370,12 +370,12 @@ impl App {
         limit: usize,
     ) -> Result<Vec<ChangeRequest>, AppError> {
         authorize(actor, Action::ReadChanges)?;
-        governance::list_changes(&self.state, limit).map_err(AppError::Failed)
+        governance::list_changes(&self.state, limit).map_err(|e| AppError::Failed(e.to_string()))
     }
 
     pub fn change(&self, actor: &Actor, id: u64) -> Result<ChangeRequest, AppError> {
         authorize(actor, Action::ReadChanges)?;
-        governance::show_change(&self.state, id).map_err(AppError::NotFound)
+        governance::show_change(&self.state, id).map_err(|e| AppError::NotFound(e.to_string()))
     }
 
     /// Approves (`approve = true`) or rejects a change request.
@@ -394,14 +394,15 @@ impl App {
                 Action::RejectChange
             },
         )?;
-        governance::review(&self.state, actor, id, approve, comment).map_err(AppError::Refused)
+        governance::review(&self.state, actor, id, approve, comment)
+            .map_err(|e| AppError::Refused(e.to_string()))
     }
 
     pub async fn publish_change(&self, actor: &Actor, id: u64) -> Result<ChangeRequest, AppError> {
         authorize(actor, Action::PublishChange)?;
         governance::publish(&self.host, &self.root, &self.state, actor, id)
             .await
-            .map_err(AppError::Refused)
+            .map_err(|e| AppError::Refused(e.to_string()))
     }
 
     /// The schema and first rows of a model, read through its source; nothing is recorded.

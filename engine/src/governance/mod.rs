@@ -1,0 +1,45 @@
+//! Governance: who may do what, how a working copy becomes the published configuration
+//! (change requests, approval policies, reviews), the run-time approval gate, and the audit
+//! log entries for each of those steps.
+//!
+//! The workspace files are the working copy. Once the workspace declares `[users]`, runs use
+//! the *published* configuration, kept in redb: a change request records the exact files
+//! (and their hash), the approval policies decide what it needs, reviewers approve, and
+//! publishing copies those files, only if the working copy still hashes the same.
+//!
+//! Users, roles and policies themselves come from the published configuration once there is
+//! one: a contributor cannot make themselves an admin by editing their working copy.
+//!
+//! Which role may perform which action is [`crate::authz`]'s table, checked by the
+//! application layer before it calls in here; this module applies governance's own rules
+//! (self-approval, stale reviews, draft limits).
+//!
+//! - [`published`]: the published configuration, and which workspace a run (or a draft) uses;
+//! - [`identity`]: where users come from, and resolving who is acting;
+//! - [`diff`]: the working copy against the published configuration;
+//! - [`policies`]: asking the approval policies, combining verdicts, built-in requirements;
+//! - [`change`]: change requests (submit, review, publish);
+//! - [`run_gate`]: runs held for approval, and approving them;
+//! - [`notify`]: approval notifications.
+
+pub mod change;
+pub mod diff;
+pub mod identity;
+pub mod notify;
+pub mod policies;
+pub mod published;
+pub mod run_gate;
+
+pub use crate::domain::{Role, MAX_TTL_MINUTES};
+pub use change::{
+    list_changes, publish, review, short, show_change, submit, ChangeError, ChangeRequest,
+    ChangeStatus, PluginUnavailable,
+};
+pub use diff::{diff, ConfigDiff, EntityChange, EntityChangeKind, SyncPlanCounts};
+pub use identity::{authority, identify, IdentifyError, Identity};
+pub use notify::notify;
+pub use policies::{describe_requirement, PolicyVerdict, Requirement, Review, ReviewVerdict};
+pub use published::{
+    published_workspace, workspace_for_run, Published, PublishedError, RunWorkspaceError,
+};
+pub use run_gate::{approve_run, ApproveRunError, GateStatus, PolicyGate, RunGate};
