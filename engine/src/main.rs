@@ -806,11 +806,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let (app, actor) = open_app(&cli.workspace, user)?;
-            let names: Vec<String> = if all {
-                app.working().syncs.keys().cloned().collect()
-            } else {
-                names
-            };
+            let names: Vec<String> = if all { app.working_sync_names() } else { names };
             let request = RunRequest {
                 full_resync,
                 draft,
