@@ -63,19 +63,30 @@ pub enum RunResult {
     /// The run happened (whatever its status).
     Ran(Box<RunRecord>),
     /// The run could not start: nothing was read or written.
-    NotStarted { sync: String, error: String },
+    NotStarted {
+        /// The sync asked for.
+        sync: String,
+        /// Why it could not start.
+        error: String,
+    },
 }
 
 /// A sync as listed: its definition and its last run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncSummary {
+    /// The sync's name.
     pub name: String,
+    /// The model it reads.
     pub model: String,
+    /// The destination it writes to.
     pub destination: String,
+    /// How it writes (`upsert`, `mirror`, …).
     pub mode: crate::workspace::SyncMode,
+    /// Its newest run, if any.
     pub last_run: Option<RunRecord>,
     /// The cron pattern `backflow serve` runs it on, and its time zone.
     pub schedule: Option<String>,
+    /// The time zone of `schedule`.
     pub timezone: Option<String>,
     /// Syncs it runs after.
     pub after: Vec<String>,
