@@ -7,11 +7,42 @@ use crate::workspace::Workspace;
 use backflow_plugin_sdk::{Column, PluginKind};
 use serde::Serialize;
 
+/// Why a model could not be previewed.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    /// The workspace has no such model.
+    #[error("no model named {name:?} (models: {models})")]
+    NoSuchModel {
+        /// The model asked for.
+        name: String,
+        /// The workspace's models, comma-separated.
+        models: String,
+    },
+    /// The source plugin did not load, or could not open the model's query.
+    #[error("{0}")]
+    Source(String),
+    /// The source failed while sending rows.
+    #[error("source {source_name} failed reading model {model}: {error}")]
+    Reading {
+        /// The model's source.
+        source_name: String,
+        /// The model read.
+        model: String,
+        /// What the plugin call answered.
+        error: crate::host::CallError,
+    },
+}
+
+/// The schema and first rows of a model.
 #[derive(Debug, Serialize)]
 pub struct ModelPreview {
+    /// The model's name.
     pub model: String,
+    /// The source it reads from.
     pub source: String,
+    /// Its primary key columns.
     pub primary_key: Vec<String>,
+    /// The columns the query returns.
     pub columns: Vec<PreviewColumn>,
     /// One JSON object per row, in the source's order.
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
@@ -19,9 +50,12 @@ pub struct ModelPreview {
     pub missing_key_columns: Vec<String>,
 }
 
+/// One column of a previewed model.
 #[derive(Debug, Serialize)]
 pub struct PreviewColumn {
+    /// The column's name.
     pub name: String,
+    /// Its type (`integer`, `text`, …).
     #[serde(rename = "type")]
     pub value_type: String,
 }
@@ -32,17 +66,18 @@ pub async fn preview_model(
     ws: &Workspace,
     name: &str,
     limit: u32,
-) -> Result<ModelPreview, String> {
-    let model = ws.models.get(name).ok_or_else(|| {
-        format!(
-            "no model named {name:?} (models: {})",
-            ws.models.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
+) -> Result<ModelPreview, PreviewError> {
+    let model = ws
+        .models
+        .get(name)
+        .ok_or_else(|| PreviewError::NoSuchModel {
+            name: name.to_string(),
+            models: ws.models.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
     let source = &ws.sources[&model.source];
     let plugin = load_checked(host, ws, source, PluginKind::Source)
         .await
-        .map_err(|e| e.0)?;
+        .map_err(|e| PreviewError::Source(e.to_string()))?;
     let mut reader = SourceInstance::open(
         host,
         &plugin,
@@ -52,7 +87,7 @@ pub async fn preview_model(
         &model.query,
     )
     .await
-    .map_err(|e| connector_error(model, source, true, &e))?;
+    .map_err(|e| PreviewError::Source(connector_error(model, source, true, &e).to_string()))?;
     let columns: Vec<Column> = reader.columns().to_vec();
     let mut rows = Vec::new();
     let result = async {
@@ -76,7 +111,11 @@ pub async fn preview_model(
     }
     .await;
     reader.close().await;
-    result.map_err(|e| format!("source {} failed reading model {name}: {e}", source.name))?;
+    result.map_err(|error| PreviewError::Reading {
+        source_name: source.name.clone(),
+        model: name.to_string(),
+        error,
+    })?;
     Ok(ModelPreview {
         model: name.to_string(),
         source: source.name.clone(),

@@ -38,7 +38,9 @@ async fn preview(
     ws: &TestWorkspace,
     limit: u32,
 ) -> Result<backflow::preview::ModelPreview, String> {
-    backflow::preview::preview_model(&host(), &ws.load(), "m", limit).await
+    backflow::preview::preview_model(&host(), &ws.load(), "m", limit)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 const TYPES_TABLE: &str = r#"

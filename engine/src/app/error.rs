@@ -4,6 +4,7 @@
 
 use crate::authz::Denied;
 
+/// Why an application operation failed, by kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppError {
     /// The user is not known (or not given where users are declared).

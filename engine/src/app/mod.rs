@@ -6,30 +6,42 @@
 //! An [`App`] is one workspace: its directory, the plugin host, and its state. It is `Sync`:
 //! many operations may run at once in one process.
 
+mod changes;
 mod error;
+mod plugins;
+mod published;
+mod queue;
 mod service;
 mod undo;
 
+pub use changes::{AuditFilter, AuditLog};
 pub use error::AppError;
-pub use service::{RunFilter, MAX_RUNS_PAGE};
+pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
+pub use queue::{Accepted, RunQueue, Trigger};
+pub use service::{RunFilter, SessionGrant, MAX_RUNS_PAGE};
 pub use undo::{RowEvent, RowHistory};
 
 use crate::authz::{authorize, Action, Actor};
 use crate::domain::RunRecord;
-use crate::governance::{self, ChangeRequest, ConfigDiff, PolicyGate, RunGate};
+use crate::governance::{self, PolicyGate, RunGate};
 use crate::host::PluginHost;
-use crate::state::{AuditEntry, StateStore};
+use crate::state::StateStore;
 use crate::sync::{self, PlanReport, RunEnv, RunOptions, TestReport};
-use crate::workspace::{ConfigFiles, Workspace};
+use crate::workspace::Workspace;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One workspace, ready to serve operations.
 pub struct App {
     root: PathBuf,
     /// The working copy, read once when the app opens.
-    working: Workspace,
+    working: Arc<Workspace>,
     host: PluginHost,
     state: StateStore,
+    /// The published configuration, parsed once per publication.
+    published: published::PublishedCache,
+    /// What the service did with each plugin file (empty outside `backflow serve`).
+    plugin_files: plugins::PluginTable,
 }
 
 /// How a run is asked for.
@@ -51,19 +63,30 @@ pub enum RunResult {
     /// The run happened (whatever its status).
     Ran(Box<RunRecord>),
     /// The run could not start: nothing was read or written.
-    NotStarted { sync: String, error: String },
+    NotStarted {
+        /// The sync asked for.
+        sync: String,
+        /// Why it could not start.
+        error: String,
+    },
 }
 
 /// A sync as listed: its definition and its last run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncSummary {
+    /// The sync's name.
     pub name: String,
+    /// The model it reads.
     pub model: String,
+    /// The destination it writes to.
     pub destination: String,
+    /// How it writes (`upsert`, `mirror`, …).
     pub mode: crate::workspace::SyncMode,
+    /// Its newest run, if any.
     pub last_run: Option<RunRecord>,
     /// The cron pattern `backflow serve` runs it on, and its time zone.
     pub schedule: Option<String>,
+    /// The time zone of `schedule`.
     pub timezone: Option<String>,
     /// Syncs it runs after.
     pub after: Vec<String>,
@@ -80,14 +103,6 @@ pub enum RunApproval {
     Released(Box<RunRecord>),
 }
 
-/// The audit log with the result of checking its hash chain.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditLog {
-    pub entries: Vec<AuditEntry>,
-    /// The sequence number of the first entry whose hash does not verify, if any.
-    pub broken_at: Option<u64>,
-}
-
 impl App {
     /// Opens the workspace at `root`: its state, and a plugin host caching compiled plugins
     /// under the state directory.
@@ -99,43 +114,32 @@ impl App {
             StateStore::open(&working.state_dir).map_err(|e| AppError::Failed(e.to_string()))?;
         Ok(App {
             root: root.to_path_buf(),
-            working,
+            working: Arc::new(working),
             host,
             state,
+            published: Default::default(),
+            plugin_files: Default::default(),
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The names of the working copy's syncs (what `sync run --all` runs).
+    pub fn working_sync_names(&self) -> Vec<String> {
+        self.working.syncs.keys().cloned().collect()
     }
 
-    pub fn host(&self) -> &PluginHost {
-        &self.host
-    }
-
-    pub fn state(&self) -> &StateStore {
-        &self.state
-    }
-
-    /// The working copy (the workspace files as they were when the app opened).
-    pub fn working(&self) -> &Workspace {
-        &self.working
+    /// The state directory (one service per state directory locks it).
+    pub fn state_dir(&self) -> &Path {
+        &self.working.state_dir
     }
 
     /// Resolves a user name (`--as`, `BACKFLOW_USER`, an API token's user) against the users
     /// of the published configuration, or of the working copy until something is published.
     pub fn actor(&self, user: Option<&str>) -> Result<Actor, AppError> {
-        let authority = governance::authority(&self.root, &self.working, &self.state)
-            .map_err(|e| AppError::Failed(e.to_string()))?;
+        let authority = self.authority()?;
         governance::identify(&authority, user).map_err(|e| AppError::Unauthenticated(e.to_string()))
     }
 
-    /// The workspace a run (or a plan of one) uses: published unless `draft`.
-    fn workspace_for(&self, draft: bool, syncs: &[String]) -> Result<Workspace, AppError> {
-        governance::workspace_for_run(&self.root, &self.state, self.working.clone(), draft, syncs)
-            .map_err(|e| AppError::Invalid(e.to_string()))
-    }
-
+    /// The syncs with their definitions and last runs.
     pub fn list_syncs(&self, actor: &Actor) -> Result<Vec<SyncSummary>, AppError> {
         authorize(actor, Action::ListSyncs)?;
         // Schedules are what the service runs: the published configuration's.
@@ -318,91 +322,13 @@ impl App {
             .map_err(|e| AppError::Failed(e.to_string()))
     }
 
+    /// One run by id.
     pub fn run_record(&self, actor: &Actor, run_id: &str) -> Result<RunRecord, AppError> {
         authorize(actor, Action::ReadRuns)?;
         self.state
             .run(run_id)
             .map_err(|e| AppError::Failed(e.to_string()))?
             .ok_or_else(|| AppError::NotFound(format!("no run with id {run_id}")))
-    }
-
-    pub fn audit(&self, actor: &Actor) -> Result<AuditLog, AppError> {
-        authorize(actor, Action::ReadAudit)?;
-        let entries = self
-            .state
-            .audit_log()
-            .map_err(|e| AppError::Failed(e.to_string()))?;
-        let mut prev = String::new();
-        let mut broken_at = None;
-        for e in &entries {
-            if !e.verifies(&prev) {
-                broken_at = Some(e.seq);
-                break;
-            }
-            prev = e.hash.clone();
-        }
-        Ok(AuditLog { entries, broken_at })
-    }
-
-    /// What the working copy changes against the published configuration.
-    pub async fn diff(&self, actor: &Actor) -> Result<ConfigDiff, AppError> {
-        authorize(actor, Action::Diff)?;
-        let files = ConfigFiles::read(&self.root).map_err(|e| AppError::Invalid(e.to_string()))?;
-        governance::diff(&self.host, &self.state, &files, &self.working)
-            .await
-            .map_err(|e| AppError::Failed(e.to_string()))
-    }
-
-    pub async fn submit_change(
-        &self,
-        actor: &Actor,
-        message: &str,
-    ) -> Result<ChangeRequest, AppError> {
-        authorize(actor, Action::SubmitChange)?;
-        governance::submit(&self.host, &self.root, &self.state, actor, message)
-            .await
-            .map_err(|e| AppError::Refused(e.to_string()))
-    }
-
-    pub fn list_changes(
-        &self,
-        actor: &Actor,
-        limit: usize,
-    ) -> Result<Vec<ChangeRequest>, AppError> {
-        authorize(actor, Action::ReadChanges)?;
-        governance::list_changes(&self.state, limit).map_err(|e| AppError::Failed(e.to_string()))
-    }
-
-    pub fn change(&self, actor: &Actor, id: u64) -> Result<ChangeRequest, AppError> {
-        authorize(actor, Action::ReadChanges)?;
-        governance::show_change(&self.state, id).map_err(|e| AppError::NotFound(e.to_string()))
-    }
-
-    /// Approves (`approve = true`) or rejects a change request.
-    pub fn review_change(
-        &self,
-        actor: &Actor,
-        id: u64,
-        approve: bool,
-        comment: Option<&str>,
-    ) -> Result<ChangeRequest, AppError> {
-        authorize(
-            actor,
-            if approve {
-                Action::ApproveChange
-            } else {
-                Action::RejectChange
-            },
-        )?;
-        governance::review(&self.state, actor, id, approve, comment)
-            .map_err(|e| AppError::Refused(e.to_string()))
-    }
-
-    pub async fn publish_change(&self, actor: &Actor, id: u64) -> Result<ChangeRequest, AppError> {
-        authorize(actor, Action::PublishChange)?;
-        governance::publish(&self.host, &self.root, &self.state, actor, id)
-            .await
-            .map_err(|e| AppError::Refused(e.to_string()))
     }
 
     /// The schema and first rows of a model, read through its source; nothing is recorded.
@@ -415,7 +341,7 @@ impl App {
         authorize(actor, Action::PreviewModel)?;
         crate::preview::preview_model(&self.host, &self.working, model, limit)
             .await
-            .map_err(AppError::Failed)
+            .map_err(|e| AppError::Failed(e.to_string()))
     }
 
     /// The plugins in the workspace's plugins directory, and the files that are not plugins.

@@ -1,21 +1,38 @@
-//! Operations the service adds: API tokens, pages of run history, and runs it starts on its
-//! own (schedules, sequences), which the published configuration authorizes.
+//! Operations the service adds: API tokens and web sessions, pages of run history, runs
+//! held for approval, confirmations before a run or an undo, and runs it starts on its own
+//! (schedules, sequences), which the published configuration authorizes.
 
 use super::{App, AppError, RunRequest};
 use crate::authz::{authorize, Action, Actor};
 use crate::domain::{RunRecord, RunStatus};
+use crate::governance::{GateStatus, RunGate};
 use crate::state::{ApiToken, AuditEvent, NewToken, TokenRejected};
-use crate::sync::RunOptions;
+use crate::sync::{PlanReport, RunOptions, UndoReport};
 
 /// Filters of `GET /api/v1/runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
+    /// Only runs of this sync.
     pub sync: Option<String>,
+    /// Only runs with this status.
     pub status: Option<RunStatus>,
     /// Only runs older than this run id (pagination).
     pub before: Option<String>,
+    /// The most runs returned (clamped to 1..=[`MAX_RUNS_PAGE`]).
     pub limit: usize,
 }
+
+/// A web session's sign-in: the token's user and the token it was made with.
+#[derive(Debug, Clone)]
+pub struct SessionGrant {
+    /// The user the session acts as.
+    pub user: String,
+    /// The API token signed in with: revoking it ends the session.
+    pub token_id: String,
+}
+
+/// Runs listed on the approvals page at most.
+const HELD_RUNS: usize = 200;
 
 /// The most runs one page returns.
 pub const MAX_RUNS_PAGE: usize = 1000;
@@ -73,6 +90,7 @@ impl App {
         })
     }
 
+    /// Revokes an API token (one's own, or anyone's for an admin).
     pub fn revoke_token(&self, actor: &Actor, id: &str) -> Result<ApiToken, AppError> {
         authorize(actor, Action::ManageOwnTokens)?;
         let token = self.state.token(id).map_err(failed)?.ok_or_else(|| {
@@ -187,8 +205,107 @@ impl App {
             .map_err(|e| AppError::Failed(e.to_string()))
     }
 
-    /// The configuration runs use now (published, or the working copy without reviews).
-    pub fn runnable_workspace(&self) -> Result<crate::workspace::Workspace, AppError> {
-        self.workspace_for(false, &[])
+    /// Signs a browser in with an API token: the token must be valid and its user one the
+    /// configuration in force knows. Every refusal reads as the token's or the user's problem.
+    pub fn authenticate_session(&self, token_text: &str) -> Result<SessionGrant, AppError> {
+        let record = self
+            .state
+            .authenticate_token(token_text)
+            .map_err(|e| AppError::Unauthenticated(e.to_string()))?;
+        self.actor(Some(&record.user))?;
+        Ok(SessionGrant {
+            user: record.user,
+            token_id: record.id,
+        })
+    }
+
+    /// The actor of a signed-in session, while its token is not revoked and its user is still
+    /// known to the configuration in force.
+    pub fn session_actor(&self, grant: &SessionGrant) -> Option<Actor> {
+        let token_ok = self
+            .state
+            .token(&grant.token_id)
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.revoked_at.is_none());
+        if !token_ok {
+            return None;
+        }
+        self.actor(Some(&grant.user)).ok()
+    }
+
+    /// One run and, if an approval policy held it, its approval gate.
+    pub fn run_detail(
+        &self,
+        actor: &Actor,
+        run_id: &str,
+    ) -> Result<(RunRecord, Option<RunGate>), AppError> {
+        let run = self.run_record(actor, run_id)?;
+        let gate = self.state.run_gate::<RunGate>(run_id).ok().flatten();
+        Ok((run, gate))
+    }
+
+    /// Runs waiting for approvals, newest first, with their gates.
+    pub fn held_runs(&self, actor: &Actor) -> Result<Vec<(RunRecord, RunGate)>, AppError> {
+        let held = self.runs_page(
+            actor,
+            &RunFilter {
+                sync: None,
+                status: Some(RunStatus::AwaitingApproval),
+                before: None,
+                limit: HELD_RUNS,
+            },
+        )?;
+        Ok(held
+            .into_iter()
+            .filter_map(|run| {
+                let gate = self.state.run_gate::<RunGate>(&run.run_id).ok().flatten()?;
+                (gate.status == GateStatus::Waiting).then_some((run, gate))
+            })
+            .collect())
+    }
+
+    /// The plan shown before a run is asked for: the actor must be allowed to run the sync,
+    /// not only to plan it.
+    pub async fn confirm_run(
+        &self,
+        actor: &Actor,
+        sync: &str,
+        full_resync: bool,
+        samples: usize,
+    ) -> Result<PlanReport, AppError> {
+        authorize(actor, Action::RunSync)?;
+        self.plan(actor, sync, full_resync, false, samples).await
+    }
+
+    /// The inverse plan shown before an undo: the actor must be allowed to undo the run.
+    pub async fn confirm_undo(
+        &self,
+        actor: &Actor,
+        run_id: &str,
+        force: bool,
+    ) -> Result<UndoReport, AppError> {
+        authorize(actor, Action::UndoRun)?;
+        self.plan_undo(actor, run_id, force).await
+    }
+
+    /// The id (ULIDs sort by start time) and status of the last run of `sync`.
+    pub fn last_run(&self, sync: &str) -> Option<(String, RunStatus)> {
+        self.state
+            .runs(Some(sync), 1)
+            .ok()?
+            .into_iter()
+            .next()
+            .map(|r| (r.run_id, r.status))
+    }
+
+    /// When the service last looked at `sync`'s schedule (Unix seconds), if ever.
+    pub fn schedule_mark(&self, sync: &str) -> Result<Option<i64>, AppError> {
+        self.state.schedule_mark(sync).map_err(failed)
+    }
+
+    /// Records when the service looked at `sync`'s schedule (Unix seconds).
+    pub fn set_schedule_mark(&self, sync: &str, at: i64) -> Result<(), AppError> {
+        self.state.set_schedule_mark(sync, at).map_err(failed)
     }
 }

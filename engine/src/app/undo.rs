@@ -17,7 +17,9 @@ const HISTORY_RUNS: usize = 1000;
 /// Everything backflow knows about one row of a sync.
 #[derive(Debug, Clone, Serialize)]
 pub struct RowHistory {
+    /// The sync asked about.
     pub sync: String,
+    /// The row's key, as given.
     pub key: String,
     /// What the destination has from us now (the snapshot entry), if anything.
     pub current: Option<serde_json::Value>,
@@ -30,9 +32,13 @@ pub struct RowHistory {
 /// What one run did with one row.
 #[derive(Debug, Clone, Serialize)]
 pub struct RowEvent {
+    /// The run's id.
     pub run_id: String,
+    /// When the run started (RFC 3339).
     pub started_at: String,
+    /// Why the run started.
     pub trigger: String,
+    /// Who the run was recorded under.
     pub user: String,
     /// `inserted`, `updated`, `deleted` (acknowledged) or `rejected`.
     pub operation: String,

@@ -51,7 +51,7 @@ pub(crate) async fn run(
             draft,
         } => {
             let names: Vec<String> = if all {
-                app.working().syncs.keys().cloned().collect()
+                app.working_sync_names()
             } else {
                 names
             };

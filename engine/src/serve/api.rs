@@ -6,14 +6,16 @@
 //! with a 4xx status for anything the caller can fix (unknown sync, malformed JSON, oversized
 //! body, bad parameter) and the parameter named.
 
-use super::reload::Statuses;
-use super::scheduler::{Accepted, Scheduler, Trigger};
-use crate::app::{App, AppError, RunApproval, RunFilter};
-use crate::authz::{authorize, Action, Actor};
+use super::http::{
+    bad_request, change_id, check_comment, detached, json_body, query, trigger_run as trigger,
+    ApiError, ApiState, UndoQuery,
+};
+use crate::app::{AppError, AuditFilter, RunApproval, RunFilter};
+use crate::authz::Actor;
 use crate::domain::RunStatus;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,72 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// The longest review or approval comment (API and UI).
-pub const MAX_COMMENT_BYTES: usize = 4096;
-
-/// The largest request body accepted (JSON bodies here are a comment or a flag).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub struct ApiState {
-    pub app: Arc<App>,
-    pub scheduler: Arc<Scheduler>,
-    pub plugins: Statuses,
-    /// Signed-in browser sessions of the web UI.
-    pub sessions: super::ui::Sessions,
-}
-
 type Shared = State<Arc<ApiState>>;
-
-/// An API error: a status and a message.
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<AppError> for ApiError {
-    fn from(e: AppError) -> Self {
-        let status = match &e {
-            AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            AppError::Denied(_) => StatusCode::FORBIDDEN,
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Invalid(_) => StatusCode::BAD_REQUEST,
-            AppError::Refused(_) => StatusCode::CONFLICT,
-            AppError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, e.to_string())
-    }
-}
-
-impl From<crate::authz::Denied> for ApiError {
-    fn from(e: crate::authz::Denied) -> Self {
-        ApiError(StatusCode::FORBIDDEN, e.to_string())
-    }
-}
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message.into())
-}
-
-/// A JSON body, or the default when the body is empty.
-fn json_body<T: serde::de::DeserializeOwned + Default>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes =
-        body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| bad_request(format!("request body: not the expected JSON: {e}")))
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| bad_request(format!("query string: {}", e.body_text())))
-}
 
 /// The user a request acts as, from its bearer token.
 pub struct User(pub Actor);
@@ -116,7 +53,8 @@ impl FromRequestParts<Arc<ApiState>> for User {
     }
 }
 
-pub fn router(state: Arc<ApiState>) -> Router {
+/// The API's routes, `/healthz` and `/metrics`.
+pub fn router() -> Router<Arc<ApiState>> {
     let api = Router::new()
         .route("/whoami", get(whoami))
         .route("/syncs", get(list_syncs))
@@ -142,22 +80,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         });
     Router::new()
         .nest("/api/v1", api)
-        .merge(super::ui::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 async fn healthz(State(s): Shared) -> Json<Value> {
-    let refused = s
-        .plugins
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .filter(|p| p.status == "refused")
-        .count();
+    let refused = s.app.plugins_refused();
     Json(
         json!({ "status": "ok", "runs_in_flight": s.scheduler.runs_in_flight(), "plugins_refused": refused }),
     )
@@ -220,59 +148,8 @@ async fn trigger_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: TriggerBody = json_body(body)?;
-    let accepted = trigger_as(&s, &actor, &name, body.full_resync, "api")?;
+    let accepted = trigger(&s, &actor, &name, body.full_resync, "api")?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": accepted, "full_resync": body.full_resync, "user": actor.user }))).into_response())
-}
-
-/// Runs `work` on its own task and waits for it. A run started by a request (an approved
-/// plan released, an undo) must not stop halfway because the client hung up: dropping the
-/// request's future would cancel the run mid-delivery.
-pub async fn detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::spawn(work).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(e) => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the run stopped unexpectedly: {e}"),
-        )),
-    }
-}
-
-/// Asks the scheduler for a run on behalf of `actor` (the API's and the web UI's one path):
-/// authorized by the one table, audited with the user.
-pub fn trigger_as(
-    s: &ApiState,
-    actor: &Actor,
-    name: &str,
-    full_resync: bool,
-    reason: &str,
-) -> Result<Accepted, ApiError> {
-    authorize(actor, Action::RunSync)?;
-    let ws = s.app.runnable_workspace()?;
-    ws.sync(name)
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
-    let accepted = s.scheduler.trigger(
-        name,
-        Trigger {
-            reason: reason.into(),
-            user: actor.user.clone(),
-            full_resync,
-        },
-    );
-    if accepted == Accepted::ShuttingDown {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the service is shutting down and starts no run".into(),
-        ));
-    }
-    s.app.audit_event(
-        actor,
-        "run.trigger",
-        name,
-        json!({ "full_resync": full_resync, "accepted": accepted, "via": reason }),
-    )?;
-    Ok(accepted)
 }
 
 #[derive(Deserialize)]
@@ -325,11 +202,10 @@ async fn show_run(
     User(actor): User,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let run = s.app.run_record(&actor, &id)?;
-    let gate = s.app.state().run_gate::<Value>(&id).ok().flatten();
+    let (run, gate) = s.app.run_detail(&actor, &id)?;
     let mut v = serde_json::to_value(&run).unwrap_or(Value::Null);
     if let Some(gate) = gate {
-        v["approval"] = gate;
+        v["approval"] = serde_json::to_value(gate).unwrap_or(Value::Null);
     }
     Ok(Json(v))
 }
@@ -343,14 +219,8 @@ struct CommentBody {
 
 fn comment(body: Result<Bytes, BytesRejection>) -> Result<Option<String>, ApiError> {
     let body: CommentBody = json_body(body)?;
-    if body
-        .comment
-        .as_ref()
-        .is_some_and(|c| c.len() > MAX_COMMENT_BYTES)
-    {
-        return Err(bad_request(format!(
-            "comment: at most {MAX_COMMENT_BYTES} bytes"
-        )));
+    if let Some(c) = &body.comment {
+        check_comment(c)?;
     }
     Ok(body.comment)
 }
@@ -379,14 +249,6 @@ struct UndoBody {
     /// Undo rows a later run changed too.
     #[serde(default)]
     force: bool,
-}
-
-/// `?force=true` on an undo's plan (the API's and the UI's).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UndoQuery {
-    #[serde(default)]
-    pub force: bool,
 }
 
 /// The inverse plan of a run (counts, samples, conflicts); sends nothing.
@@ -424,11 +286,6 @@ async fn row_history(
     Ok(Json(
         serde_json::to_value(s.app.row_history(&actor, &name, &key, false)?).unwrap_or(Value::Null),
     ))
-}
-
-fn change_id(text: &str) -> Result<u64, ApiError> {
-    text.parse()
-        .map_err(|_| bad_request(format!("change id: {text:?} is not a number")))
 }
 
 #[derive(Deserialize)]
@@ -525,47 +382,22 @@ async fn audit(
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let log = s.app.audit(&actor)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let entries: Vec<_> = log
-        .entries
-        .iter()
-        .filter(|e| q.after.is_none_or(|a| e.seq > a))
-        .filter(|e| q.user.as_ref().is_none_or(|u| &e.event.user == u))
-        .filter(|e| q.action.as_ref().is_none_or(|a| &e.event.action == a))
-        .rev()
-        .take(limit)
-        .collect();
+    let log = s.app.audit_filtered(
+        &actor,
+        &AuditFilter {
+            after: q.after,
+            user: q.user,
+            action: q.action,
+            action_prefix: false,
+            limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+        },
+    )?;
     Ok(Json(
-        json!({ "entries": entries, "chain_verified": log.broken_at.is_none(), "broken_at": log.broken_at }),
+        json!({ "entries": log.entries, "chain_verified": log.broken_at.is_none(), "broken_at": log.broken_at }),
     ))
 }
 
 async fn list_plugins(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {
-    authorize(&actor, Action::ListPlugins)?;
-    let statuses: Vec<_> = s
-        .plugins
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    let served = s
-        .app
-        .host()
-        .with_served(|x| x.current())
-        .unwrap_or_default();
-    let plugins: Vec<Value> = statuses
-        .iter()
-        .map(|st| {
-            let spec = served.iter().find(|p| p.path == st.file).map(|p| {
-                let schema: Value = serde_json::from_str(&p.spec.config_schema).unwrap_or(Value::String(p.spec.config_schema.clone()));
-                json!({ "description": p.spec.description, "operations": p.spec.operations, "max_batch_size": p.spec.max_batch_size, "contract": p.contract.to_string(), "config_schema": schema })
-            });
-            let mut v = serde_json::to_value(st).unwrap_or(Value::Null);
-            v["spec"] = spec.unwrap_or(Value::Null);
-            v
-        })
-        .collect();
-    Ok(Json(Value::Array(plugins)))
+    let plugins = s.app.plugin_statuses(&actor)?;
+    Ok(Json(serde_json::to_value(plugins).unwrap_or(Value::Null)))
 }

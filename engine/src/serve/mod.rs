@@ -5,6 +5,7 @@
 //! - [`lock`]: one service per state directory;
 //! - [`scheduler`]: schedules, `after` sequences, coalesced triggers, graceful stop;
 //! - [`reload`]: watching the plugins directory;
+//! - [`http`]: what the API and the UI share (state, errors, request parsing, limits);
 //! - [`api`]: the HTTP API, `/healthz` and `/metrics`;
 //! - [`ui`]: the web UI under `/ui`, on the same application layer as the API.
 //!
@@ -13,12 +14,16 @@
 //! run of the same sync never overlap: the second is refused by the lease.
 
 pub mod api;
+pub mod http;
 pub mod lock;
 pub mod reload;
 pub mod scheduler;
 pub mod ui;
 
 use crate::app::App;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use http::{ApiError, ApiState, MAX_BODY_BYTES};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use std::time::Duration;
 /// How `backflow serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// The address the HTTP API and the UI listen on.
     pub listen: SocketAddr,
     /// How long a shutdown waits for runs to finish their in-flight batches.
     pub shutdown_grace: Duration,
@@ -37,23 +43,22 @@ pub struct ServeOptions {
 /// Runs the service until SIGTERM or SIGINT.
 pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
     let app = Arc::new(App::open(root)?);
-    let _lock = lock::InstanceLock::acquire(&app.working().state_dir, &options.listen.to_string())?;
+    let _lock = lock::InstanceLock::acquire(app.state_dir(), &options.listen.to_string())?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", options.listen))?;
     let addr = listener.local_addr()?;
 
-    let plugins = reload::load_all(&app).await;
-    let _watcher = reload::watch(app.clone(), plugins.clone())
-        .map_err(|e| anyhow::anyhow!("watching {}: {e}", app.working().plugins_dir.display()))?;
+    reload::load_all(&app).await;
+    let _watcher = reload::watch(app.clone())
+        .map_err(|e| anyhow::anyhow!("watching {}: {e}", app.plugins_dir().display()))?;
     let scheduler = scheduler::Scheduler::new(app.clone());
     let schedules = tokio::spawn(scheduler.clone().run_schedules(options.tick));
 
-    let router = api::router(Arc::new(api::ApiState {
+    let router = router(Arc::new(ApiState {
         app: app.clone(),
         scheduler: scheduler.clone(),
-        plugins,
-        sessions: ui::Sessions::default(),
+        sessions: http::Sessions::default(),
     }));
     // The one line a supervisor (or a test) reads to find the service.
     println!("backflow serve: listening on http://{addr}");
@@ -90,6 +95,15 @@ pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     tracing::info!("service stopped");
     Ok(())
+}
+
+/// Every route the service answers: the API, the UI, `/healthz` and `/metrics`.
+fn router(state: Arc<ApiState>) -> axum::Router {
+    api::router()
+        .merge(ui::router())
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 async fn shutdown_signal() {

@@ -5,47 +5,21 @@
 //! the version before keeps serving. With reviews on, a new hash the published
 //! configuration does not pin is loaded but not used until a change publishes it.
 
-use crate::app::App;
+use crate::app::{App, PluginFileState, PluginStatus};
+use crate::domain::now_rfc3339 as now;
 use crate::host::Plugin;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a file must be quiet before it is loaded: a copy lands in several writes.
 const SETTLE: Duration = Duration::from_millis(250);
 
-/// What the service did with one plugin file, for `GET /api/v1/plugins` and the log.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginStatus {
-    pub file: PathBuf,
-    /// `serving`, `refused`, `removed`.
-    pub status: &'static str,
-    pub name: Option<String>,
-    pub kind: Option<String>,
-    pub version: Option<String>,
-    /// The hash runs starting now use (without a pin).
-    pub sha256: Option<String>,
-    /// Why the newest file was refused (the previous version, if any, keeps serving).
-    pub error: Option<String>,
-    /// The published configuration pins another hash: the new file is loaded but runs use
-    /// the pinned one until a change publishing the new hash is approved.
-    pub awaiting_publish: Option<String>,
-    pub loaded_at: String,
-    pub compile_ms: u64,
-}
-
-/// Every plugin file the service knows, by path.
-pub type Statuses = Arc<Mutex<BTreeMap<PathBuf, PluginStatus>>>;
-
-use crate::domain::now_rfc3339 as now;
-
-/// Loads every plugin file at start; returns the statuses.
-pub async fn load_all(app: &Arc<App>) -> Statuses {
-    let dir = app.working().plugins_dir.clone();
-    app.host().serve_plugins_from(&dir);
-    let statuses: Statuses = Arc::default();
+/// Loads every plugin file at start, recording each one's status in the app.
+pub async fn load_all(app: &Arc<App>) {
+    let dir = app.plugins_dir().to_path_buf();
+    app.serve_plugins();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -55,9 +29,8 @@ pub async fn load_all(app: &Arc<App>) -> Statuses {
         .collect();
     files.sort();
     for file in files {
-        load_one(app, &statuses, &file).await;
+        load_one(app, &file).await;
     }
-    statuses
 }
 
 fn is_plugin_file(path: &Path) -> bool {
@@ -68,15 +41,16 @@ fn is_plugin_file(path: &Path) -> bool {
 }
 
 /// Loads (or withdraws) one file and records what happened.
-pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
+pub async fn load_one(app: &Arc<App>, file: &Path) {
     if !file.exists() {
-        app.host().with_served(|s| s.withdraw(file));
-        let mut st = statuses.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(status) = st.get_mut(file) {
-            tracing::warn!(file = %file.display(), "plugin file removed: runs starting from now cannot use it");
-            status.status = "removed";
-            status.loaded_at = now();
-        }
+        app.withdraw_plugin(file);
+        app.with_plugin_statuses(|st| {
+            if let Some(status) = st.get_mut(file) {
+                tracing::warn!(file = %file.display(), "plugin file removed: runs starting from now cannot use it");
+                status.status = PluginFileState::Removed;
+                status.loaded_at = now();
+            }
+        });
         return;
     }
     let started = Instant::now();
@@ -86,15 +60,14 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
         let app = app.clone();
         let path = file.to_path_buf();
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || handle.block_on(app.host().load(&path))).await
+        tokio::task::spawn_blocking(move || handle.block_on(app.load_plugin(&path))).await
     };
     let compile_ms = started.elapsed().as_millis() as u64;
-    let previous = app
-        .host()
-        .with_served(|s| s.versions(file).last().cloned())
-        .flatten();
+    let previous = app.newest_served(file);
     let result = match loaded {
-        Ok(Ok(plugin)) => same_kind(previous.as_ref(), &plugin).map(|()| plugin),
+        Ok(Ok(plugin)) => same_kind(previous.as_ref(), &plugin)
+            .map(|()| plugin)
+            .map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(e) => Err(format!("loading stopped: {e}")),
     };
@@ -102,11 +75,17 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
     let awaiting = result
         .as_ref()
         .ok()
-        .and_then(|plugin| pinned_elsewhere(app, plugin));
-    let mut st = statuses.lock().unwrap_or_else(|e| e.into_inner());
+        .and_then(|plugin| app.published_pin(plugin));
     match result {
-        Ok(plugin) => {
-            app.host().with_served(|s| s.offer(plugin.clone()));
+        Ok(plugin) => serving(app, file, plugin, awaiting, compile_ms),
+        Err(error) => refused(app, file, previous.as_ref(), error, compile_ms),
+    }
+}
+
+/// Serves a file that loaded, and records it.
+fn serving(app: &App, file: &Path, plugin: Plugin, awaiting: Option<String>, compile_ms: u64) {
+    app.with_plugin_statuses(|st| {
+            app.offer_plugin(plugin.clone());
             crate::metrics::record_reload(&file.display().to_string(), true);
             match &awaiting {
                 Some(pin) => tracing::warn!(
@@ -121,7 +100,7 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
                 file.to_path_buf(),
                 PluginStatus {
                     file: file.to_path_buf(),
-                    status: "serving",
+                    status: PluginFileState::Serving,
                     name: Some(plugin.spec.name.clone()),
                     kind: Some(plugin.spec.kind.as_str().to_string()),
                     version: Some(plugin.spec.version.clone()),
@@ -132,71 +111,68 @@ pub async fn load_one(app: &Arc<App>, statuses: &Statuses, file: &Path) {
                     compile_ms,
                 },
             );
+    });
+}
+
+/// Records a file that did not load; the version before, if any, keeps serving.
+fn refused(app: &App, file: &Path, previous: Option<&Plugin>, error: String, compile_ms: u64) {
+    app.with_plugin_statuses(|st| {
+        crate::metrics::record_reload(&file.display().to_string(), false);
+        let keeps = previous
+            .map(|p| format!("sha256 {} keeps serving", crate::governance::short(&p.hash)))
+            .unwrap_or_else(|| "nothing was serving from this file".into());
+        tracing::error!(file = %file.display(), "plugin file refused ({keeps}): {error}");
+        let entry = st
+            .entry(file.to_path_buf())
+            .or_insert_with(|| PluginStatus {
+                file: file.to_path_buf(),
+                status: PluginFileState::Refused,
+                name: None,
+                kind: None,
+                version: None,
+                sha256: None,
+                error: None,
+                awaiting_publish: None,
+                loaded_at: now(),
+                compile_ms,
+            });
+        if previous.is_none() {
+            entry.status = PluginFileState::Refused;
         }
-        Err(error) => {
-            crate::metrics::record_reload(&file.display().to_string(), false);
-            let keeps = previous
-                .as_ref()
-                .map(|p| format!("sha256 {} keeps serving", crate::governance::short(&p.hash)))
-                .unwrap_or_else(|| "nothing was serving from this file".into());
-            tracing::error!(file = %file.display(), "plugin file refused ({keeps}): {error}");
-            let entry = st
-                .entry(file.to_path_buf())
-                .or_insert_with(|| PluginStatus {
-                    file: file.to_path_buf(),
-                    status: "refused",
-                    name: None,
-                    kind: None,
-                    version: None,
-                    sha256: None,
-                    error: None,
-                    awaiting_publish: None,
-                    loaded_at: now(),
-                    compile_ms,
-                });
-            if previous.is_none() {
-                entry.status = "refused";
-            }
-            entry.error = Some(error);
-            entry.loaded_at = now();
-        }
-    }
+        entry.error = Some(error);
+        entry.loaded_at = now();
+    });
 }
 
 /// A file keeps its role: a destination replaced by a source (or another plugin's name)
 /// would break every sync using it mid-flight.
-fn same_kind(previous: Option<&Plugin>, new: &Plugin) -> Result<(), String> {
+fn same_kind(previous: Option<&Plugin>, new: &Plugin) -> Result<(), NotTheSamePlugin> {
     let Some(prev) = previous else { return Ok(()) };
     if prev.spec.kind != new.spec.kind || prev.spec.name != new.spec.name {
-        return Err(format!(
-            "the file served {} plugin {:?} and now holds {} plugin {:?}; a replacement must be the same plugin (add a new file for another one)",
-            prev.spec.kind.as_str(),
-            prev.spec.name,
-            new.spec.kind.as_str(),
-            new.spec.name
-        ));
+        return Err(NotTheSamePlugin {
+            was_kind: prev.spec.kind.as_str(),
+            was_name: prev.spec.name.clone(),
+            now_kind: new.spec.kind.as_str(),
+            now_name: new.spec.name.clone(),
+        });
     }
     Ok(())
 }
 
-/// The published pin of a reference that resolves to this plugin, when it differs.
-fn pinned_elsewhere(app: &App, plugin: &Plugin) -> Option<String> {
-    let ws = app.runnable_workspace().ok()?;
-    let file_name = plugin.path.file_name()?.to_string_lossy().into_owned();
-    ws.plugin_pins
-        .iter()
-        .chain(ws.governance.plugin_pins.iter())
-        .find(|(reference, pin)| {
-            (**reference == plugin.spec.name || reference.ends_with(&file_name))
-                && **pin != plugin.hash
-        })
-        .map(|(_, pin)| pin.clone())
+/// A file replaced by another kind of plugin, or another plugin's name.
+#[derive(Debug, thiserror::Error)]
+#[error("the file served {was_kind} plugin {was_name:?} and now holds {now_kind} plugin {now_name:?}; a replacement must be the same plugin (add a new file for another one)")]
+struct NotTheSamePlugin {
+    was_kind: &'static str,
+    was_name: String,
+    now_kind: &'static str,
+    now_name: String,
 }
 
 /// Watches the plugins directory until the process ends, loading what changes.
-pub fn watch(app: Arc<App>, statuses: Statuses) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch(app: Arc<App>) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let dir = app.working().plugins_dir.clone();
+    let dir = app.plugins_dir().to_path_buf();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
@@ -230,15 +206,12 @@ pub fn watch(app: Arc<App>, statuses: Statuses) -> notify::Result<notify::Recomm
                 let on_disk = std::fs::read(&file)
                     .ok()
                     .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
-                let served = app
-                    .host()
-                    .with_served(|s| s.versions(&file).last().map(|p| p.hash.clone()))
-                    .flatten();
+                let served = app.newest_served(&file).map(|p| p.hash);
                 let unchanged = (on_disk.is_some() && served == on_disk)
                     || last_looked.get(&file) == Some(&on_disk);
                 last_looked.insert(file.clone(), on_disk);
                 if !unchanged {
-                    load_one(&app, &statuses, &file).await;
+                    load_one(&app, &file).await;
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! shutdown no new run starts, and running ones are asked to stop after their in-flight
 //! batches.
 
-use crate::app::{App, RunRequest};
+use crate::app::{App, RunQueue, RunRequest};
 use crate::domain::RunStatus;
 use crate::schedule::rfc3339;
 use crate::sync::StopSignal;
@@ -15,27 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Why a run is asked for, and by whom.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trigger {
-    /// `schedule`, `api`, `after SYNC`, … (recorded as the run's trigger).
-    pub reason: String,
-    /// Recorded as the run's user.
-    pub user: String,
-    pub full_resync: bool,
-}
-
-/// What became of a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Accepted {
-    /// A run starts now.
-    Started,
-    /// The sync is running: one follow-up run will start when it ends.
-    Coalesced,
-    /// The service is shutting down and starts nothing.
-    ShuttingDown,
-}
+pub use crate::app::{Accepted, Trigger};
 
 #[derive(Default)]
 struct Slot {
@@ -49,6 +29,7 @@ const LEASE_RETRY: Duration = Duration::from_secs(2);
 /// The user the service's own runs are recorded under.
 pub const SERVICE_USER: &str = "backflow-serve";
 
+/// The service's runs: one slot per sync, follow-ups folded, a stop signal for shutdown.
 pub struct Scheduler {
     app: Arc<App>,
     slots: Mutex<HashMap<String, Slot>>,
@@ -58,6 +39,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler running `app`'s syncs.
     pub fn new(app: Arc<App>) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             app,
@@ -108,6 +90,7 @@ impl Scheduler {
             .unwrap_or((false, false))
     }
 
+    /// How many syncs are running.
     pub fn runs_in_flight(&self) -> usize {
         self.slots().values().filter(|s| s.running).count()
     }
@@ -211,8 +194,8 @@ impl Scheduler {
             .values()
             .filter(|s| s.after.iter().any(|u| u == upstream))
         {
-            let last_own = self.last_run(&sync.name).map(|(id, _)| id);
-            let ready = sync.after.iter().all(|u| match self.last_run(u) {
+            let last_own = self.app.last_run(&sync.name).map(|(id, _)| id);
+            let ready = sync.after.iter().all(|u| match self.app.last_run(u) {
                 Some((id, status)) => {
                     status == RunStatus::Succeeded && last_own.as_ref().is_none_or(|own| id > *own)
                 }
@@ -235,17 +218,6 @@ impl Scheduler {
                 );
             }
         }
-    }
-
-    /// The id (ULIDs sort by start time) and status of the last run of `sync`.
-    fn last_run(&self, sync: &str) -> Option<(String, RunStatus)> {
-        self.app
-            .state()
-            .runs(Some(sync), 1)
-            .ok()?
-            .into_iter()
-            .next()
-            .map(|r| (r.run_id, r.status))
     }
 
     /// Fires cron schedules until shutdown. The last fire handled per sync is kept in the
@@ -276,7 +248,7 @@ impl Scheduler {
                 let fire = match seen.get(&sync.name) {
                     // First look at this sync since the service started: anything missed?
                     None => {
-                        let mark = match self.app.state().schedule_mark(&sync.name) {
+                        let mark = match self.app.schedule_mark(&sync.name) {
                             Ok(mark) => mark,
                             Err(e) => {
                                 // Try again next tick rather than overwrite a mark we could not read.
@@ -310,11 +282,7 @@ impl Scheduler {
                 // Stored only when something happened (a durable write per tick would be an
                 // fsync four times a second): fires after the stored mark are the ones missed.
                 if first_look || fire.is_some() {
-                    if let Err(e) = self
-                        .app
-                        .state()
-                        .set_schedule_mark(&sync.name, now.as_second())
-                    {
+                    if let Err(e) = self.app.set_schedule_mark(&sync.name, now.as_second()) {
                         tracing::warn!(sync = sync.name, "could not record the schedule mark: {e}");
                     }
                 }
@@ -352,6 +320,12 @@ impl Scheduler {
                 return self.runs_in_flight();
             }
         }
+    }
+}
+
+impl RunQueue for Arc<Scheduler> {
+    fn trigger(&self, sync: &str, trigger: Trigger) -> Accepted {
+        Scheduler::trigger(self, sync, trigger)
     }
 }
 
