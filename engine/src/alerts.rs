@@ -4,8 +4,8 @@
 //! An alert never changes a run: a webhook that fails or hangs is logged (naming its host,
 //! never its URL, which is a credential) and the run's record stays as it is.
 
-use crate::workspace::{Alert, AlertOutcome, Workspace};
 use crate::domain::{RunRecord, RunStatus};
+use crate::workspace::{Alert, AlertOutcome, Workspace};
 use std::time::Duration;
 
 /// How long one webhook may take.

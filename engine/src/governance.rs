@@ -15,11 +15,11 @@
 //! `changes` (submit, review, publish, diff) and `run_gate`.
 
 use crate::authz::{authorize, Action};
-use crate::workspace::{ConfigFiles, Governance, Workspace};
 pub use crate::domain::{Role, MAX_TTL_MINUTES};
 use crate::host::{evaluate_policy, PluginHost};
 use crate::state::{AuditEvent, GovernanceDoc, StateStore};
 use crate::sync::gate::{ApprovalGate, GateDecision, GateRequest};
+use crate::workspace::{ConfigFiles, Governance, Workspace};
 use backflow_plugin_sdk::{ApprovalRequest, Decision, RequestKind, SyncImpact};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};

@@ -18,7 +18,6 @@
 pub mod alerts;
 pub mod app;
 pub mod authz;
-pub mod workspace;
 pub mod conformance;
 pub mod domain;
 pub mod governance;
@@ -33,3 +32,4 @@ pub mod schedule;
 pub mod serve;
 pub mod state;
 pub mod sync;
+pub mod workspace;

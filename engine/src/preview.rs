@@ -1,9 +1,9 @@
 //! `backflow model preview`: the first rows and the schema of a model, read through its
 //! source plugin, so a user checks a query before any sync uses it. Nothing is recorded.
 
-use crate::workspace::Workspace;
 use crate::host::{PluginHost, SourceInstance};
 use crate::sync::prepare::{connector_error, load_checked};
+use crate::workspace::Workspace;
 use backflow_plugin_sdk::{Column, PluginKind};
 use serde::Serialize;
 

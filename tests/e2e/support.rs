@@ -1,10 +1,10 @@
 //! Helpers shared by the end-to-end tests.
 
-use backflow::workspace::Workspace;
 use backflow::host::PluginHost;
 use backflow::receiver::{Receiver, ReceiverOptions};
 use backflow::state::{RunRecord, StateStore};
 use backflow::sync::RunOptions;
+use backflow::workspace::Workspace;
 use std::path::{Path, PathBuf};
 
 /// Where `scripts/build-plugins` puts the compiled components.

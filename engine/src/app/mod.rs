@@ -15,12 +15,12 @@ pub use service::{RunFilter, MAX_RUNS_PAGE};
 pub use undo::{RowEvent, RowHistory};
 
 use crate::authz::{authorize, Action, Actor};
-use crate::workspace::{ConfigFiles, Workspace};
 use crate::domain::RunRecord;
 use crate::governance::{self, ChangeRequest, ConfigDiff, PolicyGate, RunGate};
 use crate::host::PluginHost;
 use crate::state::{AuditEntry, StateStore};
 use crate::sync::{self, PlanReport, RunEnv, RunOptions, TestReport};
+use crate::workspace::{ConfigFiles, Workspace};
 use std::path::{Path, PathBuf};
 
 /// One workspace, ready to serve operations.

@@ -14,6 +14,7 @@
 //! [`CallError::Trap`]; the engine process carries on.
 
 pub mod bindings;
+pub(crate) mod call;
 mod cpu_clock;
 mod imports;
 pub mod instance;
@@ -37,9 +38,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use crate::domain::{Grants, Limits};
 pub use bindings::ContractVersion;
-pub use instance::{
-    evaluate_policy, CallError, CheckInstance, DestinationInstance, SourceInstance,
-};
+pub use call::CallError;
+pub use instance::{evaluate_policy, CheckInstance, DestinationInstance, SourceInstance};
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -7,10 +7,10 @@ use super::deliver::writer::Writer;
 use super::plan::{build_plan, key_text, row_json, PlanOptions};
 use super::prepare::{open_error, prepare, primary_key_fields};
 use super::read::{read_model, spawn_reader, Projection};
-use crate::workspace::{SyncMode, Workspace};
 use crate::domain::{operation_for, Change, CheckReport, DiffCounts, OpCounts};
 use crate::host::{DestinationInstance, PluginHost, SourceInstance};
 use crate::state::StateStore;
+use crate::workspace::{SyncMode, Workspace};
 use backflow_plugin_sdk::{BatchBuilder, Column, Operation, RowOutcome, SyncContext};
 
 /// A dry run's result: what a run would do now.

@@ -2,8 +2,8 @@
 //! [`ApprovalGate`] (approval-policy plugins, held runs, approvals); the sync path only asks
 //! it about a plan and obeys, so neither module imports the other's internals.
 
-use crate::workspace::SyncConfig;
 use crate::domain::OpCounts;
+use crate::workspace::SyncConfig;
 use futures::future::BoxFuture;
 
 /// What the gate is asked about: a run's complete plan, before anything is sent.

@@ -23,12 +23,12 @@ pub mod prepare;
 pub mod progress;
 pub mod read;
 
-use crate::workspace::Workspace;
 use crate::domain::{
     CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings,
 };
 use crate::host::PluginHost;
 use crate::state::{LeaseHolder, StateStore, SyncLease};
+use crate::workspace::Workspace;
 use checks::run_checks;
 use commit::Committer;
 use gate::{ApprovalGate, GateDecision, GateRequest};

@@ -1,9 +1,9 @@
 //! Stage 1: everything a run needs, resolved and checked before anything is read. Every
 //! problem names the file and key to fix.
 
-use crate::workspace::{Connector, Model, SyncConfig, Workspace};
 use crate::domain::{operation_for, Change, PluginHashes, BUILTIN_NOOP};
 use crate::host::{expect_kind, CallError, Plugin, PluginHost};
+use crate::workspace::{Connector, Model, SyncConfig, Workspace};
 use backflow_plugin_sdk::{Operation, PluginError, PluginKind};
 use sha2::{Digest, Sha256};
 

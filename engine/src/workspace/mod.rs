@@ -960,7 +960,11 @@ fn check_sequences(syncs: &BTreeMap<String, SyncConfig>, errors: &mut Vec<Config
 /// Whether following `after` from the last sync of `path` comes back to `start` through at
 /// least one other sync; `path` then holds the cycle. (A sync after itself is reported on
 /// its own above.)
-fn cycle_back_to(syncs: &BTreeMap<String, SyncConfig>, start: &str, path: &mut Vec<String>) -> bool {
+fn cycle_back_to(
+    syncs: &BTreeMap<String, SyncConfig>,
+    start: &str,
+    path: &mut Vec<String>,
+) -> bool {
     let Some(current) = path.last().and_then(|name| syncs.get(name)) else {
         return false;
     };

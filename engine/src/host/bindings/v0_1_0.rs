@@ -6,7 +6,7 @@
 //! makes one call per method with the guest's CPU clock running; errors come back as
 //! [`CallError`] values. A new contract version is a sibling module with the same wrappers.
 
-use crate::host::instance::{guest_call, CallError};
+use crate::host::call::{guest_call, CallError};
 use crate::host::PluginState;
 use backflow_plugin_sdk as sdk;
 use wasmtime::component::{InstancePre, ResourceAny};

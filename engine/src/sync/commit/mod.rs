@@ -13,11 +13,11 @@ pub mod journal;
 use super::deliver::send::Sent;
 use super::prepare::PreparedSync;
 use super::{Abort, Tally};
-use crate::workspace::Workspace;
 use crate::domain::{
     bump, truncate_message, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT,
 };
 use crate::state::{StateStore, SyncMeta};
+use crate::workspace::Workspace;
 use journal::Journal;
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,9 @@ pub(crate) const SLOWEST: Duration = Duration::from_secs(1000);
 /// The sync's own rate limit, or else the one its destination declares. A plugin's numbers
 /// are checked like a config's: zero, negative, NaN or infinite is the plugin's bug, and an
 /// error naming it (the sync can set its own `rate_limit` meanwhile).
-pub(crate) fn effective_rate_limit(p: &PreparedSync) -> Result<crate::workspace::RateLimit, String> {
+pub(crate) fn effective_rate_limit(
+    p: &PreparedSync,
+) -> Result<crate::workspace::RateLimit, String> {
     let own = p.sync.rate_limit;
     if own.requests_per_second.is_some() || own.rows_per_second.is_some() {
         return Ok(own);

@@ -11,10 +11,10 @@
 
 use super::file::{key_text, write_frame};
 use super::Plan;
-use crate::workspace::SyncMode;
 use crate::domain::{Change, DiffCounts, RowChange};
 use crate::state::StateStore;
 use crate::sync::Abort;
+use crate::workspace::SyncMode;
 use std::io::{BufWriter, Write};
 
 /// Which run to undo, and whether to overwrite rows later runs changed.
