@@ -458,7 +458,7 @@ fn sync_labels(ws: &Workspace, sync: &str) -> Vec<String> {
 /// The working copy against the published configuration, with a dry run of every affected
 /// sync (counts against the current snapshot; nothing is sent or recorded).
 pub async fn diff(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     state: &StateStore,
     working_files: &ConfigFiles,
     working: &Workspace,
@@ -585,7 +585,7 @@ fn collect_grants(path: &str, value: &toml::Value, out: &mut BTreeMap<String, to
 
 /// Asks every policy; a policy that fails (trap, timeout, error) rejects: fail closed.
 async fn ask_policies(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     root: &Path,
     governance: &Governance,
     plugins_dir: &Path,
@@ -735,7 +735,7 @@ fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
 
 /// The SHA-256 of every plugin a workspace uses, by reference.
 async fn plugin_hashes(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
@@ -750,7 +750,7 @@ async fn plugin_hashes(
 
 /// `backflow change submit`.
 pub async fn submit(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     root: &Path,
     state: &StateStore,
     who: &Identity,
@@ -991,7 +991,7 @@ pub fn review(
 /// `backflow change publish`: only an approved change whose exact files are still the
 /// working copy's, made against what is published now.
 pub async fn publish(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     root: &Path,
     state: &StateStore,
     who: &Identity,
@@ -1178,7 +1178,7 @@ pub struct RunGate {
 
 /// The run-time gate of a workspace: its approval policies, the held runs in its state.
 pub struct PolicyGate<'a> {
-    pub host: &'a PluginHost,
+    pub host: &'a crate::plugins::Registry,
     pub ws: &'a Workspace,
     pub state: &'a StateStore,
 }
@@ -1199,7 +1199,7 @@ impl ApprovalGate for PolicyGate<'_> {
 /// Asks the policies about a run's plan, unless it is the run of a plan already approved
 /// with `runs approve`.
 async fn gate_run(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     state: &StateStore,
     request: GateRequest<'_>,

@@ -143,8 +143,6 @@ pub struct PluginHost {
     plugin_http: reqwest::Client,
     /// Resolves granted host names (the system resolver; tests replace it).
     resolver: Resolver,
-    /// In a service: the plugin versions it serves (see [`crate::plugins::Served`]).
-    pub(crate) served: std::sync::RwLock<Option<crate::plugins::Served>>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -220,7 +218,6 @@ impl PluginHost {
             http,
             plugin_http,
             resolver,
-            served: std::sync::RwLock::new(None),
             _ticker: Arc::new(EpochTicker { stop }),
         })
     }
