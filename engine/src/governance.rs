@@ -607,7 +607,8 @@ async fn ask_policies(
             .await
             .map_err(|e| format!("{e:#}"))?;
             Workspace::check_pin(&governance.plugin_pins, &policy.plugin, &plugin)?;
-            crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)?;
+            crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)
+                .map_err(|e| e.to_string())?;
             evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request)
                 .await
                 .map_err(|e| e.to_string())
