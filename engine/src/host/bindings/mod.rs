@@ -16,6 +16,7 @@
 //! 4. build: the compiler then lists every `match` in `host::instance` that must call the new
 //!    version's wrapper. Old plugins keep loading through their own module.
 
+mod common;
 pub mod v0_1_0;
 pub mod v0_2_0;
 
