@@ -454,6 +454,27 @@ macro_rules! contract_version {
                 }
             }
         }
+        impl From<sdk::ChangeKind> for quality_check::exports::backflow::plugin::quality_check::ChangeKind {
+            fn from(kind: sdk::ChangeKind) -> Self {
+                match kind {
+                    sdk::ChangeKind::Added => Self::Added,
+                    sdk::ChangeKind::Changed => Self::Changed,
+                    sdk::ChangeKind::Removed => Self::Removed,
+                    sdk::ChangeKind::Unchanged => Self::Unchanged,
+                }
+            }
+        }
+
+        impl From<destination::exports::backflow::plugin::destination::RowOutcome> for sdk::RowOutcome {
+            fn from(outcome: destination::exports::backflow::plugin::destination::RowOutcome) -> Self {
+                use destination::exports::backflow::plugin::destination::RowOutcome as W;
+                match outcome {
+                    W::Accepted => sdk::RowOutcome::Accepted,
+                    W::Rejected(m) => sdk::RowOutcome::Rejected(m),
+                    W::Retryable(m) => sdk::RowOutcome::Retryable(m),
+                }
+            }
+        }
     };
 }
 pub(super) use contract_version;

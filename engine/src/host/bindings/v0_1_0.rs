@@ -95,7 +95,6 @@ impl Destination {
         op: sdk::Operation,
         batch: sdk::Batch,
     ) -> Result<Vec<sdk::RowOutcome>, CallError> {
-        use destination::exports::backflow::plugin::destination::RowOutcome as W;
         let batch = wit::RowBatch::from(batch);
         let outcomes = guest_call!(
             store,
@@ -108,11 +107,7 @@ impl Destination {
         )?;
         Ok(plugin_result(outcomes)?
             .into_iter()
-            .map(|o| match o {
-                W::Accepted => sdk::RowOutcome::Accepted,
-                W::Rejected(m) => sdk::RowOutcome::Rejected(m),
-                W::Retryable(m) => sdk::RowOutcome::Retryable(m),
-            })
+            .map(Into::into)
             .collect())
     }
 }
@@ -139,13 +134,7 @@ impl QualityCheck {
         after: sdk::Batch,
         before: Option<sdk::Batch>,
     ) -> Result<(), CallError> {
-        use quality_check::exports::backflow::plugin::quality_check::ChangeKind as K;
-        let kind = match kind {
-            sdk::ChangeKind::Added => K::Added,
-            sdk::ChangeKind::Changed => K::Changed,
-            sdk::ChangeKind::Removed => K::Removed,
-            sdk::ChangeKind::Unchanged => K::Unchanged,
-        };
+        let kind = kind.into();
         let after = wit::RowBatch::from(after);
         let before = before.map(wit::RowBatch::from);
         plugin_result(guest_call!(

@@ -197,7 +197,6 @@ impl Destination {
         op: sdk::Operation,
         batch: sdk::Batch,
     ) -> Result<Vec<sdk::RowOutcome>, CallError> {
-        use destination::exports::backflow::plugin::destination::RowOutcome as W;
         let rows = batch.row_count as usize;
         let batch = wit::RowBatch::from(encode(batch, self.1)?);
         let outcomes = guest_call!(
@@ -214,14 +213,7 @@ impl Destination {
         if outcomes.is_empty() {
             return Ok(vec![sdk::RowOutcome::Accepted; rows]);
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| match o {
-                W::Accepted => sdk::RowOutcome::Accepted,
-                W::Rejected(m) => sdk::RowOutcome::Rejected(m),
-                W::Retryable(m) => sdk::RowOutcome::Retryable(m),
-            })
-            .collect())
+        Ok(outcomes.into_iter().map(Into::into).collect())
     }
 }
 
@@ -248,13 +240,7 @@ impl QualityCheck {
         after: sdk::Batch,
         before: Option<sdk::Batch>,
     ) -> Result<(), CallError> {
-        use quality_check::exports::backflow::plugin::quality_check::ChangeKind as K;
-        let kind = match kind {
-            sdk::ChangeKind::Added => K::Added,
-            sdk::ChangeKind::Changed => K::Changed,
-            sdk::ChangeKind::Removed => K::Removed,
-            sdk::ChangeKind::Unchanged => K::Unchanged,
-        };
+        let kind = kind.into();
         let after = wit::RowBatch::from(encode(after, self.1)?);
         let before = before
             .map(|b| encode(b, self.1).map(wit::RowBatch::from))
