@@ -25,7 +25,9 @@ fn main() {
             .unwrap();
         runtime.block_on(async {
             let workspace = backflow::workspace::Workspace::load(Path::new(&ws)).unwrap();
-            let host = backflow::host::PluginHost::new(Some(workspace.root.join("cache"))).unwrap();
+            let host = backflow::plugins::Registry::new(
+                backflow::host::PluginHost::new(Some(workspace.root.join("cache"))).unwrap(),
+            );
             let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
             let run = backflow::app::run_sync(
                 &host,

@@ -55,8 +55,9 @@ fn run(ws: &Path) -> backflow::state::RunRecord {
         .unwrap();
     runtime.block_on(async {
         let workspace = backflow::workspace::Workspace::load(ws).unwrap();
-        let host =
-            backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
+        let host = backflow::plugins::Registry::new(
+            backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap(),
+        );
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
         backflow::app::run_sync(
             &host,

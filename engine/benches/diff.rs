@@ -146,7 +146,7 @@ fn run_once(ws: &Path, sync: &str) {
         .unwrap();
     runtime.block_on(async {
         let workspace = backflow::workspace::Workspace::load(ws).unwrap();
-        let host = backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
+        let host = backflow::plugins::Registry::new(backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap());
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
         let run = backflow::app::run_sync(&host, &workspace, &state, sync, &backflow::sync::RunOptions::default()).await.unwrap();
         assert_eq!(run.status, backflow::state::RunStatus::Succeeded, "{run:?}");

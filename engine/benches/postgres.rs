@@ -81,7 +81,9 @@ fn main() {
     .unwrap();
     let (read_secs, sync_secs) = runtime.block_on(async {
         let ws = backflow::workspace::Workspace::load(&ws_dir).unwrap();
-        let host = backflow::host::PluginHost::new(Some(ws.state_dir.join("cache"))).unwrap();
+        let host = backflow::plugins::Registry::new(
+            backflow::host::PluginHost::new(Some(ws.state_dir.join("cache"))).unwrap(),
+        );
         let prepared = backflow::sync::prepare::prepare(&host, &ws, "bench")
             .await
             .unwrap();

@@ -105,8 +105,9 @@ fn one(ws: &Path, dest: &str, rows: u64) {
         .unwrap();
     runtime.block_on(async {
         let workspace = backflow::workspace::Workspace::load(ws).unwrap();
-        let host =
-            backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap();
+        let host = backflow::plugins::Registry::new(
+            backflow::host::PluginHost::new(Some(workspace.state_dir.join("cache"))).unwrap(),
+        );
         let state = backflow::state::StateStore::open(&workspace.state_dir).unwrap();
         // Warm the compiled-component cache so compilation is not timed.
         backflow::sync::prepare::prepare(&host, &workspace, dest)

@@ -9,6 +9,7 @@
 use crate::host::{Plugin, PluginHost};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 /// The result of scanning a plugins directory: usable plugins and the files that are not.
 pub struct Scan {
@@ -113,7 +114,32 @@ impl Served {
     }
 }
 
-impl PluginHost {
+/// The plugin registry: the host, and in a service the versions it serves. It sits above the
+/// host (which only loads, compiles and instantiates): whoever resolves a workspace's plugin
+/// references holds one. It dereferences to its [`PluginHost`], so code that only loads or
+/// instantiates takes `&PluginHost` and is handed a `&Registry` unchanged.
+pub struct Registry {
+    host: PluginHost,
+    /// In a service: the plugin versions it serves (see [`Served`]); `None` in a CLI run,
+    /// which reads the plugins directory.
+    served: RwLock<Option<Served>>,
+}
+
+impl Registry {
+    /// A registry over `host` that serves nothing yet: plugin references are resolved from
+    /// the plugins directory until [`Registry::serve_plugins_from`] is called.
+    pub fn new(host: PluginHost) -> Registry {
+        Registry {
+            host,
+            served: RwLock::new(None),
+        }
+    }
+
+    /// The host that loads and instantiates plugins.
+    pub fn host(&self) -> &PluginHost {
+        &self.host
+    }
+
     /// Turns on serving from the registry for plugins under `dir` (a service calls this once,
     /// then offers what it loads).
     pub fn serve_plugins_from(&self, dir: &Path) {
@@ -131,20 +157,34 @@ impl PluginHost {
     }
 }
 
+impl From<PluginHost> for Registry {
+    fn from(host: PluginHost) -> Registry {
+        Registry::new(host)
+    }
+}
+
+impl std::ops::Deref for Registry {
+    type Target = PluginHost;
+
+    fn deref(&self) -> &PluginHost {
+        &self.host
+    }
+}
+
 /// Resolves a workspace's `plugin = "..."` value (the newest version).
 pub async fn resolve(
-    host: &PluginHost,
+    plugins: &Registry,
     root: &Path,
     plugins_dir: &Path,
     reference: &str,
 ) -> anyhow::Result<Plugin> {
-    resolve_pinned(host, root, plugins_dir, reference, None).await
+    resolve_pinned(plugins, root, plugins_dir, reference, None).await
 }
 
 /// Resolves a workspace's `plugin = "..."` value. In a service, the version pinned by the
 /// published configuration is preferred while it is still served.
 pub async fn resolve_pinned(
-    host: &PluginHost,
+    plugins: &Registry,
     root: &Path,
     plugins_dir: &Path,
     reference: &str,
@@ -159,7 +199,7 @@ pub async fn resolve_pinned(
         }
     });
     {
-        let served = host.served.read().unwrap_or_else(|e| e.into_inner());
+        let served = plugins.served.read().unwrap_or_else(|e| e.into_inner());
         if let Some(served) = served.as_ref() {
             let in_dir = path
                 .as_ref()
@@ -176,6 +216,7 @@ pub async fn resolve_pinned(
             }
         }
     }
+    let host = plugins.host();
     if let Some(path) = path {
         return host.load(&path).await;
     }

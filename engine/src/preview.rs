@@ -1,7 +1,7 @@
 //! `backflow model preview`: the first rows and the schema of a model, read through its
 //! source plugin, so a user checks a query before any sync uses it. Nothing is recorded.
 
-use crate::host::{PluginHost, SourceInstance};
+use crate::host::SourceInstance;
 use crate::sync::prepare::{connector_error, load_checked};
 use crate::workspace::Workspace;
 use backflow_plugin_sdk::{Column, PluginKind};
@@ -62,7 +62,7 @@ pub struct PreviewColumn {
 
 /// Reads at most `limit` rows of model `name`.
 pub async fn preview_model(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     name: &str,
     limit: u32,

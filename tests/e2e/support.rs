@@ -29,9 +29,12 @@ pub fn plugin(name: &str) -> PathBuf {
     plugins_dir().join(name)
 }
 
-/// A host sharing one compiled-component cache across tests (writes are atomic renames).
-pub fn host() -> PluginHost {
-    PluginHost::new(Some(test_cache_home().join("backflow/compiled"))).expect("plugin host")
+/// A host sharing one compiled-component cache across tests (writes are atomic renames), in
+/// a plugin registry (which resolves plugin references; it dereferences to the host).
+pub fn host() -> backflow::plugins::Registry {
+    PluginHost::new(Some(test_cache_home().join("backflow/compiled")))
+        .expect("plugin host")
+        .into()
 }
 
 /// The `XDG_CACHE_HOME` of `backflow` commands run by tests: their compiled-code cache

@@ -36,7 +36,7 @@ pub struct App {
     root: PathBuf,
     /// The working copy, read once when the app opens.
     working: Arc<Workspace>,
-    host: PluginHost,
+    host: crate::plugins::Registry,
     state: StateStore,
     /// The published configuration, parsed once per publication.
     published: published::PublishedCache,
@@ -109,7 +109,8 @@ impl App {
     pub fn open(root: &Path) -> Result<App, AppError> {
         let working = load_working(root)?;
         let host = PluginHost::new(Some(working.state_dir.join("cache")))
-            .map_err(|e| AppError::Failed(format!("{e:#}")))?;
+            .map_err(|e| AppError::Failed(format!("{e:#}")))?
+            .into();
         let state =
             StateStore::open(&working.state_dir).map_err(|e| AppError::Failed(e.to_string()))?;
         Ok(App {
@@ -359,7 +360,7 @@ fn load_working(root: &Path) -> Result<Workspace, AppError> {
 /// that hold a workspace and have authorized the run themselves (the [`App`], tests,
 /// benchmarks). An `Err` means the run could not start.
 pub async fn run_sync(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     state: &StateStore,
     name: &str,

@@ -17,7 +17,6 @@ use super::policies::{
 use super::published::{published_workspace, Published, PublishedError};
 use crate::domain::now_rfc3339 as now;
 use crate::domain::Role;
-use crate::host::PluginHost;
 use crate::state::{AuditEvent, GovernanceDoc, StateError, StateStore};
 use crate::workspace::{ConfigErrors, ConfigFiles, Workspace};
 use backflow_plugin_sdk::{ApprovalRequest, RequestKind};
@@ -249,7 +248,7 @@ type PluginHashes = BTreeMap<String, String>;
 
 /// The SHA-256 of every plugin a workspace uses, by reference.
 async fn plugin_hashes(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
 ) -> Result<PluginHashes, PluginUnavailable> {
     let mut out = BTreeMap::new();
@@ -306,7 +305,7 @@ fn change_description(message: &str, diff: &ConfigDiff, plugins_changed: &[Strin
 
 /// `backflow change submit`. The caller has authorized `who` to submit.
 pub async fn submit(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     root: &Path,
     state: &StateStore,
     who: &Identity,
@@ -516,7 +515,7 @@ fn check_publishable(change: &ChangeRequest, who: &Identity) -> Result<(), Chang
 /// working copy's, made against what is published now. The caller has authorized `who` to
 /// publish changes.
 pub async fn publish(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     root: &Path,
     state: &StateStore,
     who: &Identity,

@@ -3,7 +3,6 @@
 //! affected sync (what a policy is told about it).
 
 use super::published::Published;
-use crate::host::PluginHost;
 use crate::state::{StateError, StateStore};
 use crate::workspace::{ConfigFiles, Workspace};
 use backflow_plugin_sdk::SyncImpact;
@@ -228,7 +227,7 @@ pub(crate) fn sync_impact(
 /// The working copy against the published configuration, with a dry run of every affected
 /// sync (counts against the current snapshot; nothing is sent or recorded).
 pub async fn diff(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     state: &StateStore,
     working_files: &ConfigFiles,
     working: &Workspace,
@@ -260,7 +259,7 @@ pub async fn diff(
 /// A dry run of every sync of `working` that `changes` touch (its sync, model, destination
 /// or source).
 async fn dry_run_affected(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     state: &StateStore,
     working: &Workspace,
     published_ws: Option<&Workspace>,

@@ -3,7 +3,7 @@
 
 use super::diff::{ConfigDiff, EntityChangeKind};
 use crate::domain::Role;
-use crate::host::{evaluate_policy, PluginHost};
+use crate::host::evaluate_policy;
 use crate::workspace::{Governance, Workspace};
 use backflow_plugin_sdk::{ApprovalRequest, Decision};
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,7 @@ pub(crate) fn describe_requirements<'r>(rs: impl IntoIterator<Item = &'r Require
 
 /// Asks every policy; a policy that fails (trap, timeout, error) rejects: fail closed.
 pub(crate) async fn ask_policies(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     root: &Path,
     governance: &Governance,
     plugins_dir: &Path,

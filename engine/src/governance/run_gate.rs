@@ -10,7 +10,6 @@ use super::policies::{
 };
 use crate::domain::now_rfc3339 as now;
 use crate::domain::{Role, MAX_TTL_MINUTES};
-use crate::host::PluginHost;
 use crate::state::{AuditEvent, GovernanceDoc, StateError, StateStore};
 use crate::sync::gate::{ApprovalGate, GateDecision, GateRequest};
 use crate::workspace::Workspace;
@@ -116,7 +115,7 @@ pub enum ApproveRunError {
 /// The run-time gate of a workspace: its approval policies, the held runs in its state.
 pub struct PolicyGate<'a> {
     /// Runs the policy plugins.
-    pub host: &'a PluginHost,
+    pub host: &'a crate::plugins::Registry,
     /// The workspace whose policies decide.
     pub ws: &'a Workspace,
     /// Where held runs and audit entries go.
@@ -143,7 +142,7 @@ impl ApprovalGate for PolicyGate<'_> {
 /// Asks the policies about a run's plan, unless it is the run of a plan already approved
 /// with `runs approve`.
 async fn gate_run(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     state: &StateStore,
     request: GateRequest<'_>,

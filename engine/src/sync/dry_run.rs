@@ -8,7 +8,7 @@ use super::plan::{build_plan, key_text, row_json, PlanOptions};
 use super::prepare::{open_error, prepare, primary_key_fields};
 use super::read::{read_model, spawn_reader, Projection};
 use crate::domain::{operation_for, Change, CheckReport, DiffCounts, OpCounts};
-use crate::host::{DestinationInstance, PluginHost, SourceInstance};
+use crate::host::{DestinationInstance, SourceInstance};
 use crate::state::StateStore;
 use crate::workspace::{SyncMode, Workspace};
 use backflow_plugin_sdk::{BatchBuilder, Column, Operation, RowOutcome, SyncContext};
@@ -36,7 +36,7 @@ pub struct PlanReport {
 
 /// Plans a sync without sending or recording anything.
 pub async fn plan_sync(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     state: &StateStore,
     sync_name: &str,
@@ -96,7 +96,7 @@ pub struct TestReport {
 /// Sends the model row with primary key `key` (as text, `1` or `1|eu`) to the destination as
 /// an added row, and reports the answer. Neither the snapshot nor run history change.
 pub async fn test_row(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     sync_name: &str,
     key: &str,
@@ -229,7 +229,7 @@ pub struct UndoReport {
 /// Plans the undo of a run without sending or recording anything. `state_key` is where the
 /// run's sync keeps its state (the sync's name, or `draft/NAME` for a draft run).
 pub async fn plan_undo(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     state: &StateStore,
     sync_name: &str,

@@ -26,7 +26,6 @@ pub mod read;
 use crate::domain::{
     CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings,
 };
-use crate::host::PluginHost;
 use crate::state::{LeaseHolder, StateStore, SyncLease};
 use crate::workspace::Workspace;
 use checks::run_checks;
@@ -46,7 +45,7 @@ pub use plan::undo::UndoTarget;
 /// approval gate that may hold its plan.
 #[derive(Clone, Copy)]
 pub struct RunEnv<'a> {
-    pub host: &'a PluginHost,
+    pub host: &'a crate::plugins::Registry,
     pub ws: &'a Workspace,
     pub state: &'a StateStore,
     pub gate: &'a dyn ApprovalGate,

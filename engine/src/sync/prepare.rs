@@ -68,7 +68,7 @@ impl PreparedSync {
 /// Resolves plugins, checks their kinds and configs and the sync's mode against the
 /// destination's operations. Every problem names the file and key to fix.
 pub async fn prepare(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     sync_name: &str,
 ) -> Result<PreparedSync, PrepareError> {
@@ -211,7 +211,7 @@ pub async fn prepare(
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.
 pub(crate) async fn load_plugin(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     c: &Connector,
 ) -> Result<Plugin, PrepareError> {
@@ -242,7 +242,7 @@ pub(crate) async fn load_plugin(
 
 /// Resolves a connector's plugin, checks it is of `kind` and that it accepts the config.
 pub(crate) async fn load_checked(
-    host: &PluginHost,
+    host: &crate::plugins::Registry,
     ws: &Workspace,
     c: &Connector,
     kind: PluginKind,

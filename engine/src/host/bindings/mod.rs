@@ -16,6 +16,7 @@
 //! 4. build: the compiler then lists every `match` in `host::instance` that must call the new
 //!    version's wrapper. Old plugins keep loading through their own module.
 
+mod common;
 pub mod v0_1_0;
 pub mod v0_2_0;
 
@@ -51,7 +52,7 @@ impl ContractVersion {
     }
 
     /// Which hosted version a component implements, or why it implements none.
-    pub fn of(engine: &Engine, component: &Component) -> Result<ContractVersion, String> {
+    pub fn of(engine: &Engine, component: &Component) -> Result<ContractVersion, NotHosted> {
         let exports: Vec<String> = component
             .component_type()
             .exports(engine)
@@ -72,18 +73,41 @@ impl ContractVersion {
             .iter()
             .find(|e| e.starts_with("backflow:plugin/plugin@"))
         {
-            return Err(format!("the plugin implements {other}, but this engine hosts {hosted}; rebuild it against a hosted version of the contract"));
+            return Err(NotHosted::OtherVersion {
+                implemented: other.clone(),
+                hosted,
+            });
         }
-        Err(format!(
-            "not a backflow plugin: it does not export {} (exports: {})",
-            ContractVersion::ALL[0].plugin_export(),
-            if exports.is_empty() {
+        Err(NotHosted::NotAPlugin {
+            expected: ContractVersion::ALL[0].plugin_export(),
+            exports: if exports.is_empty() {
                 "none".to_string()
             } else {
                 exports.join(", ")
-            }
-        ))
+            },
+        })
     }
+}
+
+/// Why a component implements no contract version this engine hosts.
+#[derive(Debug, thiserror::Error)]
+pub enum NotHosted {
+    /// It implements a version of the contract this engine does not host.
+    #[error("the plugin implements {implemented}, but this engine hosts {hosted}; rebuild it against a hosted version of the contract")]
+    OtherVersion {
+        /// The `plugin` interface it exports.
+        implemented: String,
+        /// The versions hosted, as `backflow:plugin@X` names.
+        hosted: String,
+    },
+    /// It exports no `plugin` interface at all.
+    #[error("not a backflow plugin: it does not export {expected} (exports: {exports})")]
+    NotAPlugin {
+        /// The newest version's `plugin` export.
+        expected: &'static str,
+        /// What it exports, or `none`.
+        exports: String,
+    },
 }
 
 impl std::fmt::Display for ContractVersion {
