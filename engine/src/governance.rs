@@ -19,7 +19,7 @@ use crate::workspace::{ConfigFiles, Governance, Workspace};
 pub use crate::domain::{Role, MAX_TTL_MINUTES};
 use crate::host::{evaluate_policy, PluginHost};
 use crate::state::{AuditEvent, GovernanceDoc, StateStore};
-use crate::sync::gate::{ApprovalGate, GateDecision, GateRequest};
+use crate::sync::gate::{ApprovalGate, GateDecision, GateError, GateRequest};
 use backflow_plugin_sdk::{ApprovalRequest, Decision, RequestKind, SyncImpact};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -517,7 +517,7 @@ pub async fn diff(
         }
         syncs.push(SyncPlanCounts {
             impact,
-            error: planned.err(),
+            error: planned.err().map(|e| e.to_string()),
         });
     }
     let text = unified_diff(old_files, working_files);
@@ -1191,8 +1191,9 @@ impl ApprovalGate for PolicyGate<'_> {
     fn decide<'a>(
         &'a self,
         request: GateRequest<'a>,
-    ) -> BoxFuture<'a, Result<GateDecision, String>> {
-        Box::pin(gate_run(self.host, self.ws, self.state, request))
+    ) -> BoxFuture<'a, Result<GateDecision, GateError>> {
+        let decided = gate_run(self.host, self.ws, self.state, request);
+        Box::pin(async move { decided.await.map_err(GateError) })
     }
 }
 

@@ -42,7 +42,7 @@ pub async fn preview_model(
     let source = &ws.sources[&model.source];
     let plugin = load_checked(host, ws, source, PluginKind::Source)
         .await
-        .map_err(|e| e.0)?;
+        .map_err(|e| e.to_string())?;
     let mut reader = SourceInstance::open(
         host,
         &plugin,

@@ -5,7 +5,7 @@ use super::{App, AppError, RunRequest};
 use crate::authz::{authorize, Action, Actor};
 use crate::domain::{RunRecord, RunStatus};
 use crate::state::{ApiToken, AuditEvent, NewToken, TokenRejected};
-use crate::sync::RunOptions;
+use crate::sync::{RunError, RunOptions};
 
 /// Filters of `GET /api/v1/runs`.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +15,18 @@ pub struct RunFilter {
     /// Only runs older than this run id (pagination).
     pub before: Option<String>,
     pub limit: usize,
+}
+
+/// Why a run the service starts did not happen: the configuration (`App`), or the run
+/// itself could not start (`Run`: the scheduler waits out a [`RunError::LeaseBusy`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceRunError {
+    /// The workspace or the sync could not be loaded.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The run could not start.
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 /// The most runs one page returns.
@@ -169,7 +181,7 @@ impl App {
         name: &str,
         request: &RunRequest,
         user: &str,
-    ) -> Result<RunRecord, AppError> {
+    ) -> Result<RunRecord, ServiceRunError> {
         let ws = self.workspace_for(false, &[name.to_string()])?;
         ws.sync(name).map_err(AppError::NotFound)?;
         let options = RunOptions {
@@ -181,9 +193,7 @@ impl App {
             undo: None,
             stop: request.stop.clone(),
         };
-        super::run_sync(&self.host, &ws, &self.state, name, &options)
-            .await
-            .map_err(|e| AppError::Failed(e.to_string()))
+        Ok(super::run_sync(&self.host, &ws, &self.state, name, &options).await?)
     }
 
     /// The configuration runs use now (published, or the working copy without reviews).
