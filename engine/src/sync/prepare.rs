@@ -231,52 +231,8 @@ pub async fn prepare(
         checks.push((check.clone(), plugin));
     }
 
-    let config_hash = {
-        let mut h = Sha256::new();
-        for part in [
-            format!(
-                "{:?}|{:?}|{:?}|{:?}",
-                sync.mode, sync.mapping, sync.batch_size, sync.destination
-            ),
-            format!(
-                "{:?}|{:?}|{:?}",
-                model.query, model.primary_key, model.source
-            ),
-            source.config_json.clone(),
-            destination.config_json.clone(),
-            sync.checks
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{}|{:?}|{}|{}",
-                        c.name, c.severity, c.connector.plugin, c.connector.config_json
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(";"),
-        ] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        hex::encode(h.finalize())
-    };
-    let mut policy_hashes = std::collections::BTreeMap::new();
-    for policy in &ws.governance.policies {
-        if let Ok(plugin) = crate::plugins::resolve_pinned(
-            host,
-            &ws.root,
-            &ws.plugins_dir,
-            &policy.plugin,
-            ws.governance
-                .plugin_pins
-                .get(&policy.plugin)
-                .map(String::as_str),
-        )
-        .await
-        {
-            policy_hashes.insert(policy.name.clone(), plugin.hash);
-        }
-    }
+    let config_hash = config_hash(&sync, &model, &source, &destination);
+    let policy_hashes = policy_hashes(host, ws).await;
     let state_key = sync.name.clone();
     // A destination's declared rate limit is checked before anything is read.
     let rate_limit = effective_rate_limit(&sync, destination_plugin.as_ref())?;
@@ -339,6 +295,68 @@ pub(crate) fn validate_plugin_rate_limit(
         }
     }
     Ok(limit)
+}
+
+/// SHA-256 over everything of the sync's configuration that shapes what a run sends.
+fn config_hash(
+    sync: &SyncConfig,
+    model: &Model,
+    source: &Connector,
+    destination: &Connector,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            sync.mode, sync.mapping, sync.batch_size, sync.destination
+        ),
+        format!(
+            "{:?}|{:?}|{:?}",
+            model.query, model.primary_key, model.source
+        ),
+        source.config_json.clone(),
+        destination.config_json.clone(),
+        sync.checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}|{:?}|{}|{}",
+                    c.name, c.severity, c.connector.plugin, c.connector.config_json
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(";"),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Approval policy name → hash of its plugin. A policy that cannot be loaded is left out;
+/// the gate rejects the run for it.
+async fn policy_hashes(
+    host: &PluginHost,
+    ws: &Workspace,
+) -> std::collections::BTreeMap<String, String> {
+    let mut policy_hashes = std::collections::BTreeMap::new();
+    for policy in &ws.governance.policies {
+        if let Ok(plugin) = crate::plugins::resolve_pinned(
+            host,
+            &ws.root,
+            &ws.plugins_dir,
+            &policy.plugin,
+            ws.governance
+                .plugin_pins
+                .get(&policy.plugin)
+                .map(String::as_str),
+        )
+        .await
+        {
+            policy_hashes.insert(policy.name.clone(), plugin.hash);
+        }
+    }
+    policy_hashes
 }
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.

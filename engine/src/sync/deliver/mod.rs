@@ -37,19 +37,9 @@ pub(crate) async fn deliver(
     stop_signal: Option<&StopSignal>,
 ) -> Result<(), Abort> {
     let started = Instant::now();
-    // One writer (one plugin instance, one store) per request in flight, and one more that
-    // builds its batch meanwhile, when the writers' requests can take turns: at most
-    // `max_in_flight` of them are out at once, and each writer's turn lasts until its batch
-    // is recorded (see `host::request_gate`).
-    // Not with a rate limit: the pacer books a batch's slot before the batch is built, so
-    // batches waiting for their turn would go out together when it came.
     let pacer = Pacer::new(p.rate_limit);
-    let paced = pacer.paces();
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
-    let one_ahead = !paced
-        && p.destination_plugin
-            .as_ref()
-            .is_some_and(|plugin| !plugin.uses_sockets);
+    let one_ahead = builds_one_ahead(p, &pacer);
     let mut idle = open_writers(host, p, run_id, one_ahead, &turns).await?;
     let pacer = tokio::sync::Mutex::new(pacer);
     let health = send::Health::default();
@@ -150,6 +140,20 @@ pub(crate) async fn deliver(
         Some(e) => Err(e),
         None => finished,
     }
+}
+
+/// Whether one more writer builds its batch while the others' requests are out, taking
+/// turns: one writer (one plugin instance, one store) per request in flight, and one more
+/// that builds its batch meanwhile, when the writers' requests can take turns: at most
+/// `max_in_flight` of them are out at once, and each writer's turn lasts until its batch is
+/// recorded (see `host::request_gate`).
+/// Not with a rate limit: the pacer books a batch's slot before the batch is built, so
+/// batches waiting for their turn would go out together when it came.
+fn builds_one_ahead(p: &PreparedSync, pacer: &Pacer) -> bool {
+    !pacer.paces()
+        && p.destination_plugin
+            .as_ref()
+            .is_some_and(|plugin| !plugin.uses_sockets)
 }
 
 /// Opens the destination's writers: `max_in_flight` of them, and one more when they take

@@ -72,6 +72,21 @@ pub(crate) fn snapshot_is_valid(state: &StateStore, p: &PreparedSync) -> Result<
     })
 }
 
+/// The keys whose delete the destination refused, for a full resync (`full_resync`) of a
+/// valid snapshot: it gives up on them, otherwise a row the destination will never delete
+/// (an object someone protected) is sent again by every run, forever.
+fn refused_deletes(
+    state: &StateStore,
+    p: &PreparedSync,
+    full_resync: bool,
+) -> Result<std::collections::HashSet<Vec<u8>>, Abort> {
+    if !full_resync {
+        return Ok(Default::default());
+    }
+    let keys = state.pending_keys(&p.state_key, Change::Removed.as_str())?;
+    Ok(keys.into_iter().collect())
+}
+
 /// Reads the model and diffs it against the snapshot. Writes nothing to state.
 pub async fn build_plan(
     host: &PluginHost,
@@ -116,17 +131,7 @@ pub async fn build_plan(
         tempfile::tempfile_in(&tmp_dir).map_err(&io)?,
         tempfile::tempfile_in(&tmp_dir).map_err(&io)?,
     ];
-    // A full resync gives up on deletes the destination refused: otherwise a row it will
-    // never delete (an object someone protected) is sent again by every run, forever.
-    let refused_deletes: std::collections::HashSet<Vec<u8>> = if options.full_resync && use_snapshot
-    {
-        state
-            .pending_keys(&p.state_key, Change::Removed.as_str())?
-            .into_iter()
-            .collect()
-    } else {
-        Default::default()
-    };
+    let refused_deletes = refused_deletes(state, p, options.full_resync && use_snapshot)?;
     let writer = PlanWriter::new(state, &p.state_key, &files, refused_deletes, &tmp_dir);
     // Whole-model checks (uniqueness, freshness) need the rows that did not change too.
     let keep_unchanged = !p.checks.is_empty();
