@@ -47,12 +47,10 @@ pub enum PrepareError {
         problems: Vec<String>,
     },
     /// The sync's mode needs operations the destination does not support.
-    #[error("{}: {key}: mode {mode} needs the destination to {}, which {destination} does not support (it supports: {})", file.display(), missing.join(" and "), supported.join(", "))]
+    #[error("{at}: mode {mode} needs the destination to {}, which {destination} does not support (it supports: {})", missing.join(" and "), supported.join(", "))]
     ModeUnsupported {
-        /// The file declaring the sync.
-        file: PathBuf,
-        /// The sync's `mode` key.
-        key: String,
+        /// `FILE: KEY` of the sync's `mode`.
+        at: String,
         /// The mode.
         mode: &'static str,
         /// The operations missing.
@@ -99,17 +97,24 @@ impl PrepareError {
 
 /// Everything a run needs, resolved and checked.
 pub struct PreparedSync {
+    /// The sync, as configured (an undo runs it in `mirror` mode).
     pub sync: SyncConfig,
+    /// The sync's model.
     pub model: Model,
+    /// The model's source.
     pub source: Connector,
+    /// The sync's destination.
     pub destination: Connector,
+    /// The source's plugin, resolved and checked.
     pub source_plugin: Plugin,
     /// `None` for the built-in native no-op destination.
     pub destination_plugin: Option<Plugin>,
+    /// Rows per destination call.
     pub batch_size: u32,
     /// The rate limit deliveries keep: the sync's own, or else the one its destination
     /// declares (checked once, here, before anything is read).
     pub rate_limit: crate::workspace::RateLimit,
+    /// SHA-256 of the configuration that shapes what a run sends.
     pub config_hash: String,
     /// The sync's quality checks with their plugins.
     pub checks: Vec<(crate::workspace::Check, Plugin)>,
@@ -201,8 +206,11 @@ pub async fn prepare(
         .collect();
     if !missing.is_empty() {
         return Err(PrepareError::ModeUnsupported {
-            file: sync.origin.file.clone(),
-            key: sync.origin.key("mode"),
+            at: format!(
+                "{}: {}",
+                sync.origin.file.display(),
+                sync.origin.key("mode")
+            ),
             mode: sync.mode.as_str(),
             missing,
             destination: destination.name.clone(),

@@ -10,7 +10,8 @@ pub(crate) const SLOWEST: Duration = Duration::from_secs(1000);
 /// One unit's share of a second at `rate` per second, clamped to [`SLOWEST`]; `None` for a
 /// rate that is not a positive number (no limit can be derived from it).
 fn interval(rate: f64) -> Option<Duration> {
-    if !(rate > 0.0) {
+    // NaN is no rate either.
+    if rate.is_nan() || rate <= 0.0 {
         return None;
     }
     Some(

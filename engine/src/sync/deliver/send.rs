@@ -76,6 +76,7 @@ pub(crate) fn refused_as_a_whole(outcomes: &[RowOutcome]) -> bool {
     }
 }
 
+/// The batch of `rows` (their payloads) with `columns`.
 pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
     let bytes: usize = rows.iter().map(|r| r.payload().len()).sum();
     let mut b = BatchBuilder::with_capacity(columns.to_vec(), bytes + 8);
