@@ -49,7 +49,7 @@ pub struct CheckReport {
     pub plugin: String,
     pub severity: Severity,
     /// `pass`, `warn`, `fail`, or `error` when the check itself failed (which counts as fail).
-    pub verdict: String,
+    pub verdict: CheckVerdict,
     pub message: String,
     /// Offending rows as JSON text.
     pub samples: Vec<String>,
@@ -58,7 +58,59 @@ pub struct CheckReport {
 impl CheckReport {
     /// Whether this result stops the run.
     pub fn blocks(&self) -> bool {
-        self.severity == Severity::Fail && (self.verdict == "fail" || self.verdict == "error")
+        self.severity == Severity::Fail
+            && matches!(self.verdict, CheckVerdict::Fail | CheckVerdict::Error)
+    }
+}
+
+/// What a quality check concluded about a plan; serialized as `pass`, `warn`, `fail` or
+/// `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckVerdict {
+    /// The plan passed the check.
+    Pass,
+    /// The check found something worth a warning; never blocks.
+    Warn,
+    /// The check failed the plan (blocks when the check's severity is `fail`).
+    Fail,
+    /// The check itself failed (crashed, timed out, ran out of memory): counts as a failure,
+    /// so checks fail closed.
+    Error,
+}
+
+impl CheckVerdict {
+    /// The verdict as stored and shown: `pass`, `warn`, `fail` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckVerdict::Pass => "pass",
+            CheckVerdict::Warn => "warn",
+            CheckVerdict::Fail => "fail",
+            CheckVerdict::Error => "error",
+        }
+    }
+}
+
+impl From<backflow_plugin_sdk::check::Verdict> for CheckVerdict {
+    fn from(v: backflow_plugin_sdk::check::Verdict) -> CheckVerdict {
+        match v {
+            backflow_plugin_sdk::check::Verdict::Pass => CheckVerdict::Pass,
+            backflow_plugin_sdk::check::Verdict::Warn => CheckVerdict::Warn,
+            backflow_plugin_sdk::check::Verdict::Fail => CheckVerdict::Fail,
+        }
+    }
+}
+
+impl std::fmt::Display for CheckVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that width and alignment apply (the CLI lines verdicts up).
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for CheckVerdict {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

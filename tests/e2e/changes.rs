@@ -402,7 +402,7 @@ async fn test_row_sends_one_row_and_leaves_state_untouched() {
     let e = sync::test_row(&host(), &loaded, "s", "99")
         .await
         .unwrap_err();
-    assert!(e.contains("no row with id = 99"), "{e}");
+    assert!(e.to_string().contains("no row with id = 99"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

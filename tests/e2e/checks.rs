@@ -47,7 +47,7 @@ async fn judge(config: &str, data: &str) -> (RunStatus, String, String) {
     }
     (
         run.status,
-        run.checks[0].verdict.clone(),
+        run.checks[0].verdict.to_string(),
         run.checks[0].message.clone(),
     )
 }

@@ -18,7 +18,7 @@ pub use changes::{AuditFilter, AuditLog};
 pub use error::AppError;
 pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
 pub use queue::{Accepted, RunQueue, Trigger};
-pub use service::{RunFilter, SessionGrant, MAX_RUNS_PAGE};
+pub use service::{RunFilter, ServiceRunError, SessionGrant, MAX_RUNS_PAGE};
 pub use undo::{RowEvent, RowHistory};
 
 use crate::authz::{authorize, Action, Actor};
@@ -213,7 +213,7 @@ impl App {
             samples,
         )
         .await
-        .map_err(AppError::Failed)
+        .map_err(|e| AppError::Failed(e.to_string()))
     }
 
     /// Sends one model row to the destination and reports its answer; records nothing.
@@ -229,7 +229,7 @@ impl App {
         let ws = self.workspace_for(draft, &[sync.to_string()])?;
         sync::test_row(&self.host, &ws, sync, key)
             .await
-            .map_err(AppError::Failed)
+            .map_err(|e| AppError::Failed(e.to_string()))
     }
 
     /// Runs syncs, each on its own task: one failing or slow destination does not hold up
@@ -365,7 +365,7 @@ pub async fn run_sync(
     state: &StateStore,
     name: &str,
     options: &RunOptions,
-) -> Result<RunRecord, sync::prepare::PrepareError> {
+) -> Result<RunRecord, sync::RunError> {
     let gate = PolicyGate { host, ws, state };
     let record = sync::run_sync(
         RunEnv {

@@ -7,7 +7,7 @@ use crate::authz::{authorize, Action, Actor};
 use crate::domain::{RunRecord, RunStatus};
 use crate::governance::{GateStatus, RunGate};
 use crate::state::{ApiToken, AuditEvent, NewToken, TokenRejected};
-use crate::sync::{PlanReport, RunOptions, UndoReport};
+use crate::sync::{PlanReport, RunError, RunOptions, UndoReport};
 
 /// Filters of `GET /api/v1/runs`.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,18 @@ pub struct SessionGrant {
 
 /// Runs listed on the approvals page at most.
 const HELD_RUNS: usize = 200;
+
+/// Why a run the service starts did not happen: the configuration (`App`), or the run
+/// itself could not start (`Run`: the scheduler waits out a [`RunError::LeaseBusy`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceRunError {
+    /// The workspace or the sync could not be loaded.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The run could not start.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
 
 /// The most runs one page returns.
 pub const MAX_RUNS_PAGE: usize = 1000;
@@ -187,7 +199,7 @@ impl App {
         name: &str,
         request: &RunRequest,
         user: &str,
-    ) -> Result<RunRecord, AppError> {
+    ) -> Result<RunRecord, ServiceRunError> {
         let ws = self.workspace_for(false, &[name.to_string()])?;
         ws.sync(name)
             .map_err(|e| AppError::NotFound(e.to_string()))?;
@@ -200,9 +212,7 @@ impl App {
             undo: None,
             stop: request.stop.clone(),
         };
-        super::run_sync(&self.host, &ws, &self.state, name, &options)
-            .await
-            .map_err(|e| AppError::Failed(e.to_string()))
+        Ok(super::run_sync(&self.host, &ws, &self.state, name, &options).await?)
     }
 
     /// Signs a browser in with an API token: the token must be valid and its user one the

@@ -75,7 +75,7 @@ impl App {
             UNDO_SAMPLES,
         )
         .await
-        .map_err(AppError::Refused)
+        .map_err(|e| AppError::Refused(e.to_string()))
     }
 
     /// Undoes a run: its inverse goes through checks, the approval gate, delivery and

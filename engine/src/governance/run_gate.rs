@@ -130,11 +130,11 @@ impl ApprovalGate for PolicyGate<'_> {
     fn decide<'a>(
         &'a self,
         request: GateRequest<'a>,
-    ) -> BoxFuture<'a, Result<GateDecision, String>> {
+    ) -> BoxFuture<'a, Result<GateDecision, crate::sync::gate::GateError>> {
         Box::pin(async move {
             gate_run(self.host, self.ws, self.state, request)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| crate::sync::gate::GateError(e.to_string()))
         })
     }
 }

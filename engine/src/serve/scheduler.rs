@@ -6,10 +6,10 @@
 //! shutdown no new run starts, and running ones are asked to stop after their in-flight
 //! batches.
 
-use crate::app::{App, RunQueue, RunRequest};
+use crate::app::{App, RunQueue, RunRequest, ServiceRunError};
 use crate::domain::RunStatus;
 use crate::schedule::rfc3339;
-use crate::sync::StopSignal;
+use crate::sync::{RunError, StopSignal};
 use jiff::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -127,9 +127,8 @@ impl Scheduler {
             {
                 // Another process (a CLI run, a released approval) holds the sync's lease: the
                 // trigger waits for it instead of being dropped.
-                Err(e)
-                    if e.to_string().contains(" is already running since ")
-                        && self.accepting.load(std::sync::atomic::Ordering::SeqCst) =>
+                Err(ServiceRunError::Run(RunError::LeaseBusy { .. }))
+                    if self.accepting.load(std::sync::atomic::Ordering::SeqCst) =>
                 {
                     tracing::info!(
                         sync,

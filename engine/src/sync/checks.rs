@@ -1,9 +1,10 @@
 //! Stage 4: quality checks. Every check of the sync sees the whole plan before the first
 //! write; a check that cannot run reports `error`, which blocks like a failure.
 
+use super::deliver::MAX_BATCH_BYTES;
 use super::plan::{Plan, PlannedRow};
 use super::prepare::PreparedSync;
-use crate::domain::{operation_for, Change, CheckReport, OpCounts};
+use crate::domain::{operation_for, Change, CheckReport, CheckVerdict, OpCounts};
 use crate::host::{CheckInstance, PluginHost};
 use backflow_plugin_sdk::codec::read_array_len;
 use backflow_plugin_sdk::{Batch, BatchBuilder, ChangeKind, Column, PlanSummary};
@@ -38,13 +39,51 @@ pub async fn run_checks(
             name: c.name.clone(),
             plugin: plugin.spec.name.clone(),
             severity: c.severity,
-            verdict: "error".into(),
+            verdict: CheckVerdict::Error,
             message: String::new(),
             samples: Vec::new(),
         })
         .collect();
-    // Each check runs on its own task, owning its store; batches fan out to all of them.
-    type Feed = tokio::sync::mpsc::Sender<(ChangeKind, Batch, Option<Batch>)>;
+    let (mut feeds, tasks) = start_checks(host, p, &summary, &mut reports).await;
+    let read_error = feed_plan(p, plan, &mut feeds).await;
+    drop(feeds);
+    for (i, task) in tasks {
+        match task.await {
+            Ok(Ok(outcome)) if read_error.is_none() => {
+                reports[i].verdict = outcome.verdict.into();
+                reports[i].message = outcome.message;
+                reports[i].samples = outcome.samples.into_iter().take(20).collect();
+            }
+            Ok(Ok(_)) => reports[i].message = read_error.clone().unwrap_or_default(),
+            Ok(Err(e)) => reports[i].message = e.to_string(),
+            Err(e) => reports[i].message = format!("the check task failed: {e}"),
+        }
+    }
+    reports
+}
+
+/// Where the plan's batches go: one channel per check (`None` once it stopped listening).
+type Feed = tokio::sync::mpsc::Sender<(ChangeKind, Batch, Option<Batch>)>;
+/// A check's task and the index of its report; it ends with the check's result or the
+/// message of its failure.
+type CheckTask = (
+    usize,
+    tokio::task::JoinHandle<Result<backflow_plugin_sdk::CheckResult, CheckFailed>>,
+);
+
+/// A check that started failed while looking at the plan or concluding.
+#[derive(Debug, thiserror::Error)]
+#[error("the check failed: {0}")]
+struct CheckFailed(String);
+
+/// Opens every check, each on its own task owning its store; a check that cannot start gets
+/// its message in its report and no feed.
+async fn start_checks(
+    host: &PluginHost,
+    p: &PreparedSync,
+    summary: &PlanSummary,
+    reports: &mut [CheckReport],
+) -> (Vec<Option<Feed>>, Vec<CheckTask>) {
     let mut feeds: Vec<Option<Feed>> = Vec::new();
     let mut tasks = Vec::new();
     for (i, (c, plugin)) in p.checks.iter().enumerate() {
@@ -55,7 +94,7 @@ pub async fn run_checks(
             &cfg.grants,
             cfg.limits,
             &cfg.config_json,
-            &summary,
+            summary,
         )
         .await
         {
@@ -69,11 +108,9 @@ pub async fn run_checks(
                         while let Some((kind, after, before)) = rx.recv().await {
                             inst.observe(kind, after, before)
                                 .await
-                                .map_err(|e| format!("the check failed: {e}"))?;
+                                .map_err(|e| CheckFailed(e.to_string()))?;
                         }
-                        inst.finish()
-                            .await
-                            .map_err(|e| format!("the check failed: {e}"))
+                        inst.finish().await.map_err(|e| CheckFailed(e.to_string()))
                     }),
                 ));
             }
@@ -83,14 +120,19 @@ pub async fn run_checks(
             }
         }
     }
-    let mut read_error = None;
+    (feeds, tasks)
+}
+
+/// Shows every planned row to every check, change by change; returns why the plan could not
+/// be read, if it could not.
+async fn feed_plan(p: &PreparedSync, plan: &Plan, feeds: &mut [Option<Feed>]) -> Option<String> {
     let streams = [
         (Change::Added, ChangeKind::Added),
         (Change::Changed, ChangeKind::Changed),
         (Change::Removed, ChangeKind::Removed),
         (Change::Unchanged, ChangeKind::Unchanged),
     ];
-    'streams: for (change, kind) in streams {
+    for (change, kind) in streams {
         // Changes the mode does not send are still model rows: whole-model checks see them
         // as unchanged. Removals the mode does not send are not shown at all.
         let kind = match (change, operation_for(p.sync.mode, change)) {
@@ -100,26 +142,20 @@ pub async fn run_checks(
         };
         let mut reader = match plan.rows(change) {
             Ok(r) => r,
-            Err(e) => {
-                read_error = Some(format!("reading the plan: {e}"));
-                break 'streams;
-            }
+            Err(e) => return Some(format!("reading the plan: {e}")),
         };
         loop {
             let mut rows = Vec::with_capacity(CHECK_BATCH_ROWS);
             let mut bytes = 0usize;
             // Bounded in bytes too: checks get every row, however large.
-            while rows.len() < CHECK_BATCH_ROWS && bytes < super::deliver::MAX_BATCH_BYTES {
+            while rows.len() < CHECK_BATCH_ROWS && bytes < MAX_BATCH_BYTES {
                 match reader.next() {
                     Ok(Some(row)) => {
                         bytes += row.row.len() + row.before.len();
                         rows.push(row)
                     }
                     Ok(None) => break,
-                    Err(e) => {
-                        read_error = Some(format!("reading the plan: {e}"));
-                        break 'streams;
-                    }
+                    Err(e) => return Some(format!("reading the plan: {e}")),
                 }
             }
             if rows.is_empty() {
@@ -140,20 +176,7 @@ pub async fn run_checks(
             }
         }
     }
-    drop(feeds);
-    for (i, task) in tasks {
-        match task.await {
-            Ok(Ok(outcome)) if read_error.is_none() => {
-                reports[i].verdict = outcome.verdict.as_str().into();
-                reports[i].message = outcome.message;
-                reports[i].samples = outcome.samples.into_iter().take(20).collect();
-            }
-            Ok(Ok(_)) => reports[i].message = read_error.clone().unwrap_or_default(),
-            Ok(Err(e)) => reports[i].message = e,
-            Err(e) => reports[i].message = format!("the check task failed: {e}"),
-        }
-    }
-    reports
+    None
 }
 
 /// The batches a check sees for planned rows: removals carry the key fields; changes carry

@@ -4,14 +4,63 @@
 use super::checks::run_checks;
 use super::deliver::with_event_id;
 use super::deliver::writer::Writer;
+use super::plan::undo::{check_undo_operations, UndoTarget};
 use super::plan::{build_plan, key_text, row_json, PlanOptions};
-use super::prepare::{open_error, prepare, primary_key_fields};
-use super::read::{read_model, spawn_reader, Projection};
+use super::prepare::{open_error, prepare, primary_key_fields, PrepareError};
+use super::read::{read_model, spawn_reader, MissingColumn, Projection};
+use super::run::Abort;
 use crate::domain::{operation_for, Change, CheckReport, DiffCounts, OpCounts};
 use crate::host::{DestinationInstance, SourceInstance};
 use crate::state::StateStore;
 use crate::workspace::{SyncMode, Workspace};
 use backflow_plugin_sdk::{BatchBuilder, Column, Operation, RowOutcome, SyncContext};
+
+/// Why a dry run (`sync plan`, `sync test`, an undo's preview) could not report.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    /// The sync's config or plugins are not usable.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// Planning stopped, as a run would have (source, model, state, undo problems).
+    #[error(transparent)]
+    Plan(#[from] Abort),
+    /// A plugin could not open; names the file and key to fix.
+    #[error("{0}")]
+    Open(String),
+    /// The model lacks a column the sync needs.
+    #[error(transparent)]
+    Projection(#[from] MissingColumn),
+    /// A temporary file could not be used; `what` says which and what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Spilling or sorting the model's rows failed.
+    #[error(transparent)]
+    Spill(std::io::Error),
+    /// `sync test`: the model has no row with that key.
+    #[error("model {model} has no row with {key_columns} = {key}")]
+    NoSuchRow {
+        /// The model's name.
+        model: String,
+        /// The primary key columns, joined with `|`.
+        key_columns: String,
+        /// The key asked for.
+        key: String,
+    },
+}
+
+impl DryRunError {
+    fn reading_plan(source: std::io::Error) -> DryRunError {
+        DryRunError::Io {
+            what: "reading the plan".into(),
+            source,
+        }
+    }
+}
 
 /// A dry run's result: what a run would do now.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,11 +91,9 @@ pub async fn plan_sync(
     sync_name: &str,
     options: PlanOptions,
     samples: usize,
-) -> Result<PlanReport, String> {
-    let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
-    let plan = build_plan(host, ws, state, &p, options)
-        .await
-        .map_err(|e| e.0)?;
+) -> Result<PlanReport, DryRunError> {
+    let p = prepare(host, ws, sync_name).await?;
+    let plan = build_plan(host, ws, state, &p, options).await?;
     let mut operations = serde_json::Map::new();
     let mut sample_map = serde_json::Map::new();
     let planned = plan.planned(p.sync.mode);
@@ -62,7 +109,7 @@ pub async fn plan_sync(
             change.as_str().into(),
             serde_json::Value::Array(
                 plan.samples(change, samples)
-                    .map_err(|e| format!("reading the plan: {e}"))?,
+                    .map_err(DryRunError::reading_plan)?,
             ),
         );
     }
@@ -100,11 +147,13 @@ pub async fn test_row(
     ws: &Workspace,
     sync_name: &str,
     key: &str,
-) -> Result<TestReport, String> {
-    let p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
+) -> Result<TestReport, DryRunError> {
+    let p = prepare(host, ws, sync_name).await?;
     let tmp_dir = ws.state_dir.join("tmp");
-    std::fs::create_dir_all(&tmp_dir)
-        .map_err(|e| format!("creating {}: {e}", tmp_dir.display()))?;
+    std::fs::create_dir_all(&tmp_dir).map_err(|source| DryRunError::Io {
+        what: format!("creating {}", tmp_dir.display()),
+        source,
+    })?;
     let source = SourceInstance::open(
         host,
         &p.source_plugin,
@@ -114,37 +163,33 @@ pub async fn test_row(
         &p.model.query,
     )
     .await
-    .map_err(|e| open_error(&p, &p.source, &e))?;
+    .map_err(|e| DryRunError::Open(open_error(&p, &p.source, &e)))?;
     let projection = Projection::new(&p, source.columns());
     let projection = match projection {
         Ok(pr) => pr,
         Err(e) => {
             source.close().await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     let mut spill = crate::sync::plan::spill::ModelSpill::new(
         &tmp_dir,
         crate::sync::plan::spill::DEFAULT_MEMORY_BUDGET,
     )
-    .map_err(|e| e.to_string())?;
-    read_model(spawn_reader(source), &p, &projection, &mut spill)
-        .await
-        .map_err(|e| e.0)?;
-    let mut sorted = spill.into_sorted().map_err(|e| e.to_string())?;
+    .map_err(DryRunError::Spill)?;
+    read_model(spawn_reader(source), &p, &projection, &mut spill).await?;
+    let mut sorted = spill.into_sorted().map_err(DryRunError::Spill)?;
     let mut found = None;
-    while let Some(entry) = sorted.next_entry().map_err(|e| e.to_string())? {
+    while let Some(entry) = sorted.next_entry().map_err(DryRunError::Spill)? {
         if key_text(&entry.key) == key {
             found = Some((entry.row, entry.key));
             break;
         }
     }
-    let (row, encoded_key) = found.ok_or_else(|| {
-        format!(
-            "model {} has no row with {} = {key}",
-            p.model.name,
-            p.model.primary_key.join("|")
-        )
+    let (row, encoded_key) = found.ok_or_else(|| DryRunError::NoSuchRow {
+        model: p.model.name.clone(),
+        key_columns: p.model.primary_key.join("|"),
+        key: key.to_string(),
     })?;
     let op = operation_for(p.sync.mode, Change::Added).unwrap_or(Operation::Insert);
     let mut columns = projection.columns.clone();
@@ -175,7 +220,7 @@ pub async fn test_row(
                 &context,
             )
             .await
-            .map_err(|e| open_error(&p, &p.destination, &e))?,
+            .map_err(|e| DryRunError::Open(open_error(&p, &p.destination, &e)))?,
         ),
     };
     let mut b = BatchBuilder::new(columns.clone());
@@ -234,10 +279,10 @@ pub async fn plan_undo(
     state: &StateStore,
     sync_name: &str,
     state_key: &str,
-    target: &super::UndoTarget,
+    target: &UndoTarget,
     samples: usize,
-) -> Result<UndoReport, String> {
-    let mut p = prepare(host, ws, sync_name).await.map_err(|e| e.0)?;
+) -> Result<UndoReport, DryRunError> {
+    let mut p = prepare(host, ws, sync_name).await?;
     p.state_key = state_key.to_string();
     p.sync.mode = SyncMode::Mirror;
     let undo = super::plan::undo::plan_undo(
@@ -246,9 +291,8 @@ pub async fn plan_undo(
         sync_name,
         &ws.state_dir.join("tmp"),
         target,
-    )
-    .map_err(|e| e.0)?;
-    super::check_undo_operations(&p, &undo.plan.diff).map_err(|e| e.0)?;
+    )?;
+    check_undo_operations(&p, &undo.plan.diff)?;
     let mut operations = serde_json::Map::new();
     let mut sample_map = serde_json::Map::new();
     for change in [Change::Added, Change::Changed, Change::Removed] {
@@ -263,7 +307,7 @@ pub async fn plan_undo(
             serde_json::Value::Array(
                 undo.plan
                     .samples(change, samples)
-                    .map_err(|e| format!("reading the plan: {e}"))?,
+                    .map_err(DryRunError::reading_plan)?,
             ),
         );
     }

@@ -3,6 +3,7 @@
 //! it about a plan and obeys, so neither module imports the other's internals.
 
 use crate::domain::OpCounts;
+use crate::sync::plan::undo::UndoTarget;
 use crate::workspace::SyncConfig;
 use futures::future::BoxFuture;
 
@@ -21,8 +22,14 @@ pub struct GateRequest<'a> {
     /// A run held before and since approved: if this plan is exactly that one, it may go.
     pub approved_run: Option<&'a str>,
     /// The run this one undoes, for an undo (`runs undo`).
-    pub undo: Option<&'a crate::sync::UndoTarget>,
+    pub undo: Option<&'a UndoTarget>,
 }
+
+/// The gate could not decide (a policy plugin or the state failed): the run fails with this
+/// message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GateError(pub String);
 
 /// What the gate lets a run do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,5 +50,5 @@ pub trait ApprovalGate: Send + std::marker::Sync {
     fn decide<'a>(
         &'a self,
         request: GateRequest<'a>,
-    ) -> BoxFuture<'a, Result<GateDecision, String>>;
+    ) -> BoxFuture<'a, Result<GateDecision, GateError>>;
 }

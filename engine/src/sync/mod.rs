@@ -16,16 +16,17 @@ pub mod checks;
 pub mod commit;
 pub mod deliver;
 pub mod dry_run;
+mod error;
 pub mod gate;
 pub mod outcome;
 pub mod plan;
 pub mod prepare;
 pub mod progress;
 pub mod read;
+pub mod run;
 
-use crate::domain::{
-    CheckReport, DiffCounts, OpCounts, RejectedRow, RunRecord, RunStatus, Timings,
-};
+use crate::domain::{CheckReport, DiffCounts, OpCounts, RunRecord, RunStatus, Timings};
+use crate::host::PluginHost;
 use crate::state::{LeaseHolder, StateStore, SyncLease};
 use crate::workspace::Workspace;
 use checks::run_checks;
@@ -33,28 +34,40 @@ use commit::Committer;
 use gate::{ApprovalGate, GateDecision, GateRequest};
 use outcome::RunOutcome;
 use plan::{build_plan, PlanOptions};
-use prepare::{prepare, PrepareError, PreparedSync};
+use prepare::{prepare, PreparedSync};
+use run::Tally;
 use std::time::Instant;
 
 pub use crate::domain::{operation_for, Change, BUILTIN_NOOP};
-pub use dry_run::{plan_sync, plan_undo, test_row, PlanReport, TestReport, UndoReport};
+pub use dry_run::{
+    plan_sync, plan_undo, test_row, DryRunError, PlanReport, TestReport, UndoReport,
+};
+pub use error::RunError;
 pub use plan::key_text;
 pub use plan::undo::UndoTarget;
+pub use prepare::PrepareError;
+pub use run::{Abort, StopSignal};
 
 /// What a run works with: the plugin host, the workspace it runs, the state, and the
 /// approval gate that may hold its plan.
 #[derive(Clone, Copy)]
 pub struct RunEnv<'a> {
+    /// Runs the plugins.
     pub host: &'a crate::plugins::Registry,
+    /// The workspace the sync is declared in.
     pub ws: &'a Workspace,
+    /// Snapshots, journals, leases and run history.
     pub state: &'a StateStore,
+    /// The approval gate that may hold the run's plan.
     pub gate: &'a dyn ApprovalGate,
 }
 
 /// Who started a run, why, and how it treats the snapshot.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Why the run started (`manual`, `schedule`, `approved run …`).
     pub trigger: String,
+    /// Who started it.
     pub user: String,
     /// A run held for approval and since approved (`runs approve`): if this run's plan is
     /// exactly that one, it goes ahead without asking the policies again.
@@ -68,21 +81,6 @@ pub struct RunOptions {
     pub undo: Option<UndoTarget>,
     /// Set by a service shutting down: start no new batch, let those in flight finish.
     pub stop: Option<StopSignal>,
-}
-
-/// Asks runs to stop starting batches (the service's graceful shutdown). Batches in flight
-/// finish and are recorded; what was not sent goes with the next run.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl StopSignal {
-    pub fn stop(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
 impl Default for RunOptions {
@@ -107,13 +105,15 @@ pub async fn run_sync(
     env: RunEnv<'_>,
     sync_name: &str,
     options: &RunOptions,
-) -> Result<RunRecord, PrepareError> {
+) -> Result<RunRecord, RunError> {
     let started_at = now_rfc3339();
     let clock = Instant::now();
     // Nothing reaches a destination before approvals: a workspace with approval policies is
     // run only through a gate that asks them.
     if !env.ws.governance.policies.is_empty() && !env.gate.is_active() {
-        return Err(PrepareError(format!("sync {sync_name}: this workspace has approval policies, and this run was started without its approval gate")));
+        return Err(RunError::NoApprovalGate {
+            sync: sync_name.to_string(),
+        });
     }
     let mut prepared = prepare(env.host, env.ws, sync_name).await?;
     let prepare_ms = clock.elapsed().as_millis() as u64;
@@ -131,10 +131,78 @@ pub async fn run_sync(
         started_at: started_at.clone(),
         pid: std::process::id(),
     };
-    let lease = SyncLease::acquire(&env.ws.state_dir, &prepared.state_key, &holder)
-        .map_err(|e| PrepareError(e.to_string()))?;
-    let mut record = RunRecord {
-        run_id: run_id.clone(),
+    let lease = SyncLease::acquire(&env.ws.state_dir, &prepared.state_key, &holder)?;
+    let mut record = new_record(&prepared, sync_name, &run_id, started_at, options);
+    let (state, keep_runs) = (env.state, env.ws.keep_runs);
+    // The previous holder of the lease died mid-run: its record still says running.
+    if let Some(old_id) = &lease.interrupted_run {
+        mark_interrupted(state, old_id, keep_runs)?;
+    }
+    state.record_run(&record, keep_runs)?;
+    tracing::info!(
+        sync = sync_name,
+        run_id,
+        draft = options.draft,
+        "run started"
+    );
+    let start = crate::state::AuditEvent {
+        user: options.user.clone(),
+        action: "run.start".into(),
+        target: format!("{sync_name} run {run_id}"),
+        config_hash: Some(prepared.config_hash.clone()),
+        detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run, "undo": options.undo}),
+    };
+    state.write_governance(vec![], vec![start])?;
+    let mut tally = Tally::default();
+    let outcome = guarded(execute(
+        env,
+        &prepared,
+        &run_id,
+        options,
+        &mut tally,
+        &mut record,
+    ))
+    .await;
+    record.status = outcome.status();
+    record.error = outcome.into_error();
+    record.finished_at = now_rfc3339();
+    record.duration_ms = clock.elapsed().as_millis() as u64;
+    record.timings = Timings {
+        prepare_ms,
+        compile_ms: prepared.compile_ms(),
+        ..tally.timings
+    };
+    record.planned = tally.planned;
+    record.delivered = tally.delivered;
+    record.failed = tally.failed;
+    record.rejected = tally.rejected;
+    redact_record(&mut record, &prepared);
+    state.record_run(&record, keep_runs)?;
+    if let Err(e) = state.prune_changelog(&prepared.state_key, env.ws.keep_changelog_runs) {
+        tracing::warn!(sync = sync_name, "pruning old changelogs: {e}");
+    }
+    drop(lease);
+    tracing::info!(
+        sync = sync_name,
+        run_id = record.run_id,
+        status = record.status.as_str(),
+        delivered = record.delivered.total(),
+        failed = record.failed.total(),
+        "run finished"
+    );
+    Ok(record)
+}
+
+/// The record of a run that starts now: running, nothing counted yet.
+fn new_record(
+    prepared: &PreparedSync,
+    sync_name: &str,
+    run_id: &str,
+    started_at: String,
+    options: &RunOptions,
+) -> RunRecord {
+    RunRecord {
+        run_id: run_id.to_string(),
         sync: sync_name.to_string(),
         trigger: options.trigger.clone(),
         user: options.user.clone(),
@@ -162,77 +230,25 @@ pub async fn run_sync(
             ..Default::default()
         }),
         out_of_key_order: false,
-    };
-    let state = env.state;
-    let keep_runs = env.ws.keep_runs;
-    let state_err = |e: crate::state::StateError| PrepareError(e.to_string());
-    // The previous holder of the lease died mid-run: its record still says running.
-    if let Some(old_id) = &lease.interrupted_run {
-        if let Some(mut old) = state
-            .run(old_id)
-            .map_err(state_err)?
-            .filter(|r| r.status == RunStatus::Running)
-        {
-            old.status = RunStatus::Interrupted;
-            old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
-            state.record_run(&old, keep_runs).map_err(state_err)?;
-        }
     }
-    state.record_run(&record, keep_runs).map_err(state_err)?;
-    tracing::info!(
-        sync = sync_name,
-        run_id,
-        draft = options.draft,
-        "run started"
-    );
-    let start = crate::state::AuditEvent {
-        user: options.user.clone(),
-        action: "run.start".into(),
-        target: format!("{sync_name} run {run_id}"),
-        config_hash: Some(prepared.config_hash.clone()),
-        detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run, "undo": options.undo}),
-    };
-    state
-        .write_governance(vec![], vec![start])
-        .map_err(state_err)?;
-    let mut tally = Tally::default();
-    let outcome = guarded(execute(
-        env,
-        &prepared,
-        &run_id,
-        options,
-        &mut tally,
-        &mut record,
-    ))
-    .await;
-    record.status = outcome.status();
-    record.error = outcome.into_error();
-    record.finished_at = now_rfc3339();
-    record.duration_ms = clock.elapsed().as_millis() as u64;
-    record.timings = Timings {
-        prepare_ms,
-        compile_ms: prepared.compile_ms(),
-        ..tally.timings
-    };
-    record.planned = tally.planned;
-    record.delivered = tally.delivered;
-    record.failed = tally.failed;
-    record.rejected = tally.rejected;
-    redact_record(&mut record, &prepared);
-    state.record_run(&record, keep_runs).map_err(state_err)?;
-    if let Err(e) = state.prune_changelog(&prepared.state_key, env.ws.keep_changelog_runs) {
-        tracing::warn!(sync = sync_name, "pruning old changelogs: {e}");
+}
+
+/// Marks the run of a process that died holding the lease as interrupted, if its record
+/// still says running.
+fn mark_interrupted(
+    state: &StateStore,
+    old_id: &str,
+    keep_runs: u64,
+) -> Result<(), crate::state::StateError> {
+    if let Some(mut old) = state
+        .run(old_id)?
+        .filter(|r| r.status == RunStatus::Running)
+    {
+        old.status = RunStatus::Interrupted;
+        old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
+        state.record_run(&old, keep_runs)?;
     }
-    drop(lease);
-    tracing::info!(
-        sync = sync_name,
-        run_id = record.run_id,
-        status = record.status.as_str(),
-        delivered = record.delivered.total(),
-        failed = record.failed.total(),
-        "run finished"
-    );
-    Ok(record)
+    Ok(())
 }
 
 pub(crate) use crate::domain::now_rfc3339;
@@ -255,42 +271,24 @@ async fn execute(
     let meta = plan::sync_meta(p);
     let mut journal = match commit::open_journal(ws, state, p, &meta) {
         Ok(j) => j,
-        Err(e) => return RunOutcome::Failed(e.0),
+        Err(e) => return RunOutcome::Failed(e.to_string()),
     };
 
     let plan_started = Instant::now();
     let planned = match &options.undo {
         None => {
-            // A model that came out of key order last time is sorted from the start: finding
-            // the disorder again midway would cost more than sorting (see plan/intake.rs).
-            // Only a hint: a history that cannot be read costs speed, never the run.
-            let sort_first = match state.runs(Some(&crate::state::history_key(record)), 2) {
-                Ok(runs) => runs
-                    .iter()
-                    .find(|r| r.run_id != run_id)
-                    .is_some_and(|r| r.out_of_key_order),
-                Err(e) => {
-                    tracing::warn!(sync = %p.sync.name, "cannot read the previous run to learn whether the model came in key order ({e}); merging while reading");
-                    false
-                }
+            let sort_first = sorts_first(state, p, run_id, record);
+            let options = PlanOptions {
+                full_resync: options.full_resync,
+                sort_first,
             };
-            build_plan(
-                host,
-                ws,
-                state,
-                p,
-                PlanOptions {
-                    full_resync: options.full_resync,
-                    sort_first,
-                },
-            )
-            .await
+            build_plan(host, ws, state, p, options).await
         }
         Some(target) => plan_undo_run(ws, state, p, target, record),
     };
     let plan = match planned {
         Ok(plan) => plan,
-        Err(e) => return RunOutcome::Failed(e.0),
+        Err(e) => return RunOutcome::Failed(e.to_string()),
     };
     tally.timings.plan_ms = plan_started.elapsed().as_millis() as u64;
     record.model_rows = plan.model_rows;
@@ -307,132 +305,212 @@ async fn execute(
         "plan complete"
     );
 
-    // Quality gates: every check runs, on the whole plan, before the first write.
+    if let Some(blocked) = judge_plan(host, p, &plan, tally, record).await {
+        return blocked;
+    }
+    if tally.planned.total() == 0 {
+        return match clear_refused_deletes(state, p, &meta, &plan) {
+            Ok(()) => RunOutcome::Succeeded,
+            Err(e) => RunOutcome::Failed(e.to_string()),
+        };
+    }
+    if gate.is_active() {
+        if let Some(held) = ask_gate(gate, p, &plan, run_id, options, tally).await {
+            return held;
+        }
+    }
+    if let Err(e) = clear_refused_deletes(state, p, &meta, &plan) {
+        return RunOutcome::Failed(e.to_string());
+    }
+    let delivery = Delivery {
+        host,
+        ws,
+        state,
+        p,
+        plan: &plan,
+        run_id,
+        options,
+    };
+    delivery.run(&mut journal, meta, tally).await
+}
+
+/// Whether to sort the model from the start: a model that came out of key order last time
+/// is sorted from the start, since finding the disorder again midway would cost more than
+/// sorting (see plan/intake.rs). Only a hint: a history that cannot be read costs speed,
+/// never the run.
+fn sorts_first(state: &StateStore, p: &PreparedSync, run_id: &str, record: &RunRecord) -> bool {
+    match state.runs(Some(&crate::state::history_key(record)), 2) {
+        Ok(runs) => runs
+            .iter()
+            .find(|r| r.run_id != run_id)
+            .is_some_and(|r| r.out_of_key_order),
+        Err(e) => {
+            tracing::warn!(sync = %p.sync.name, "cannot read the previous run to learn whether the model came in key order ({e}); merging while reading");
+            false
+        }
+    }
+}
+
+/// Quality gates: every check runs, on the whole plan, before the first write. Returns the
+/// outcome of a run a check blocks.
+async fn judge_plan(
+    host: &PluginHost,
+    p: &PreparedSync,
+    plan: &plan::Plan,
+    tally: &mut Tally,
+    record: &mut RunRecord,
+) -> Option<RunOutcome> {
     let checks_started = Instant::now();
-    record.checks = run_checks(host, p, &plan, tally.planned).await;
+    record.checks = run_checks(host, p, plan, tally.planned).await;
     tally.timings.check_ms = checks_started.elapsed().as_millis() as u64;
     let blocking: Vec<&CheckReport> = record.checks.iter().filter(|c| c.blocks()).collect();
     if !blocking.is_empty() {
         tally.planned = OpCounts::default();
-        return RunOutcome::Blocked(format!(
+        return Some(RunOutcome::Blocked(format!(
             "blocked by {}: nothing was sent",
             blocking
                 .iter()
                 .map(|c| format!("check {:?} ({}: {})", c.name, c.verdict, c.message))
                 .collect::<Vec<_>>()
                 .join("; ")
-        ));
+        )));
     }
-    for warning in record.checks.iter().filter(|c| c.verdict != "pass") {
+    for warning in record
+        .checks
+        .iter()
+        .filter(|c| c.verdict != crate::domain::CheckVerdict::Pass)
+    {
         tracing::warn!(sync = %p.sync.name, check = %warning.name, verdict = %warning.verdict, "{}", warning.message);
     }
-    if tally.planned.total() == 0 {
-        return match clear_refused_deletes(state, p, &meta, &plan) {
-            Ok(()) => RunOutcome::Succeeded,
-            Err(e) => RunOutcome::Failed(e.0),
-        };
-    }
+    None
+}
 
-    // The run-time gate: approval policies see the plan's size and may hold it for a person.
-    if gate.is_active() {
-        let mut samples = serde_json::Map::new();
-        for (name, change) in [
-            ("added", Change::Added),
-            ("changed", Change::Changed),
-            ("removed", Change::Removed),
-        ] {
-            samples.insert(
-                name.into(),
-                serde_json::Value::Array(plan.samples(change, 5).unwrap_or_default()),
-            );
-        }
-        let request = GateRequest {
-            run_id,
-            sync: &p.sync,
-            planned: tally.planned,
-            plan_fingerprint: &plan.fingerprint,
-            samples: serde_json::Value::Object(samples),
-            config_hash: &p.config_hash,
-            full_resync: options.full_resync,
-            user: &options.user,
-            approved_run: options.approved_run.as_deref(),
-            undo: options.undo.as_ref(),
-        };
-        let asked = Instant::now();
-        let decision = gate.decide(request).await;
-        tally.timings.approval_ms = asked.elapsed().as_millis() as u64;
-        match decision {
-            Err(e) => return RunOutcome::Failed(e),
-            Ok(GateDecision::Proceed) => {}
-            Ok(GateDecision::Await(message)) => {
-                return RunOutcome::AwaitingApproval(format!("{message}; nothing was sent"))
-            }
-            Ok(GateDecision::Reject(reason)) => {
-                tally.planned = OpCounts::default();
-                return RunOutcome::Rejected(format!(
-                    "rejected by approval policy: {reason}; nothing was sent"
-                ));
-            }
-        }
+/// The run-time gate: approval policies see the plan's size and may hold it for a person.
+/// Returns the outcome of a run the gate does not let through.
+async fn ask_gate(
+    gate: &dyn ApprovalGate,
+    p: &PreparedSync,
+    plan: &plan::Plan,
+    run_id: &str,
+    options: &RunOptions,
+    tally: &mut Tally,
+) -> Option<RunOutcome> {
+    let mut samples = serde_json::Map::new();
+    for (name, change) in [
+        ("added", Change::Added),
+        ("changed", Change::Changed),
+        ("removed", Change::Removed),
+    ] {
+        samples.insert(
+            name.into(),
+            serde_json::Value::Array(plan.samples(change, 5).unwrap_or_default()),
+        );
     }
-
-    if let Err(e) = clear_refused_deletes(state, p, &meta, &plan) {
-        return RunOutcome::Failed(e.0);
-    }
-    let deliver_started = Instant::now();
-    let header = (ws.keep_changelog_runs > 0).then(|| crate::domain::ChangelogHeader {
-        run_id: run_id.to_string(),
-        mode: p.sync.mode.as_str().to_string(),
-        columns: plan.columns.clone(),
-        key_columns: plan.key_columns.clone(),
-        undo_of: options.undo.as_ref().map(|u| u.run_id.clone()),
-    });
-    // What this run delivers is recorded with its key types (an undo's plan has none: the
-    // recorded ones stay).
-    let meta = crate::state::SyncMeta {
-        key_types: plan.key_types.clone(),
-        ..meta
+    let request = GateRequest {
+        run_id,
+        sync: &p.sync,
+        planned: tally.planned,
+        plan_fingerprint: &plan.fingerprint,
+        samples: serde_json::Value::Object(samples),
+        config_hash: &p.config_hash,
+        full_resync: options.full_resync,
+        user: &options.user,
+        approved_run: options.approved_run.as_deref(),
+        undo: options.undo.as_ref(),
     };
-    let mut committer = Committer::new(
-        &mut journal,
-        state,
-        &meta,
-        p,
-        run_id,
-        tally.planned.total(),
-        header,
-    );
-    let delivered = deliver::deliver(
-        host,
-        p,
-        &plan,
-        run_id,
-        &mut committer,
-        tally,
-        options.stop.as_ref(),
-    )
-    .await;
-    // Whatever was acknowledged is committed, even when the run stops early.
-    let committed = committer.commit_acknowledged();
-    let result = match (delivered, committed) {
-        (Err(run), Err(commit)) => Err(Abort(format!(
-            "{run}; and recording the acknowledged rows failed: {commit}"
+    let asked = Instant::now();
+    let decision = gate.decide(request).await;
+    tally.timings.approval_ms = asked.elapsed().as_millis() as u64;
+    match decision {
+        Err(e) => Some(RunOutcome::Failed(e.to_string())),
+        Ok(GateDecision::Proceed) => None,
+        Ok(GateDecision::Await(message)) => Some(RunOutcome::AwaitingApproval(format!(
+            "{message}; nothing was sent"
         ))),
-        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-        (Ok(()), Ok(())) => Ok(()),
-    };
-    tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
-    tracing::debug!(
-        rows = tally.delivered.total(),
-        ms = tally.timings.deliver_ms,
-        "delivery complete"
-    );
-    match result {
-        // Stopped by a shutdown: interrupted, not failed (nothing is wrong with the sync).
-        Err(Abort(message)) if message.starts_with(deliver::SHUTDOWN_STOP) => {
-            RunOutcome::Interrupted(message)
+        Ok(GateDecision::Reject(reason)) => {
+            tally.planned = OpCounts::default();
+            Some(RunOutcome::Rejected(format!(
+                "rejected by approval policy: {reason}; nothing was sent"
+            )))
         }
-        result => RunOutcome::after_delivery(result, tally.failed.total()),
+    }
+}
+
+/// Stages 6 and 7 of a run whose plan passed checks and the gate.
+struct Delivery<'a> {
+    host: &'a PluginHost,
+    ws: &'a Workspace,
+    state: &'a StateStore,
+    p: &'a PreparedSync,
+    plan: &'a plan::Plan,
+    run_id: &'a str,
+    options: &'a RunOptions,
+}
+
+impl Delivery<'_> {
+    /// Delivers the plan, then commits whatever was acknowledged, even when the run stops
+    /// early.
+    async fn run(
+        &self,
+        journal: &mut commit::journal::Journal,
+        meta: crate::state::SyncMeta,
+        tally: &mut Tally,
+    ) -> RunOutcome {
+        let (p, plan) = (self.p, self.plan);
+        let deliver_started = Instant::now();
+        let header = (self.ws.keep_changelog_runs > 0).then(|| crate::domain::ChangelogHeader {
+            run_id: self.run_id.to_string(),
+            mode: p.sync.mode.as_str().to_string(),
+            columns: plan.columns.clone(),
+            key_columns: plan.key_columns.clone(),
+            undo_of: self.options.undo.as_ref().map(|u| u.run_id.clone()),
+        });
+        // What this run delivers is recorded with its key types (an undo's plan has none: the
+        // recorded ones stay).
+        let meta = crate::state::SyncMeta {
+            key_types: plan.key_types.clone(),
+            ..meta
+        };
+        let mut committer = Committer::new(
+            journal,
+            self.state,
+            &meta,
+            p,
+            self.run_id,
+            tally.planned.total(),
+            header,
+        );
+        let delivered = deliver::deliver(
+            self.host,
+            p,
+            plan,
+            self.run_id,
+            &mut committer,
+            tally,
+            self.options.stop.as_ref(),
+        )
+        .await;
+        // Whatever was acknowledged is committed, even when the run stops early.
+        let committed = committer.commit_acknowledged();
+        let result = match (delivered, committed) {
+            (Err(run), Err(commit)) => Err(Abort::AlsoUnrecorded {
+                run: Box::new(run),
+                commit: Box::new(commit),
+            }),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        };
+        tally.timings.deliver_ms = deliver_started.elapsed().as_millis() as u64;
+        tracing::debug!(
+            rows = tally.delivered.total(),
+            ms = tally.timings.deliver_ms,
+            "delivery complete"
+        );
+        match result {
+            // Stopped by a shutdown: interrupted, not failed (nothing is wrong with the sync).
+            Err(stop) if stop.is_shutdown() => RunOutcome::Interrupted(stop.to_string()),
+            result => RunOutcome::after_delivery(result, tally.failed.total()),
+        }
     }
 }
 
@@ -456,7 +534,7 @@ fn clear_refused_deletes(
         .collect();
     state
         .apply(&p.state_key, meta, &ops)
-        .map_err(|e| Abort(format!("clearing refused deletes: {e}")))?;
+        .map_err(|e| Abort::Commit(format!("clearing refused deletes: {e}")))?;
     tracing::info!(sync = %p.sync.name, rows = ops.len(), "full resync: dropped rows whose delete the destination had refused; they are not sent again");
     Ok(())
 }
@@ -528,39 +606,8 @@ fn plan_undo_run(
         summary.conflict_keys = undo.conflict_keys.clone();
         summary.without_before = undo.without_before;
     }
-    check_undo_operations(p, &undo.plan.diff)?;
+    plan::undo::check_undo_operations(p, &undo.plan.diff)?;
     Ok(undo.plan)
-}
-
-/// An undo needs the destination to do each inverse operation it plans.
-pub(crate) fn check_undo_operations(p: &PreparedSync, diff: &DiffCounts) -> Result<(), Abort> {
-    use backflow_plugin_sdk::Operation;
-    let supports = |op: Operation| {
-        p.destination_plugin
-            .as_ref()
-            .is_none_or(|d| d.spec.operations.contains(&op))
-    };
-    for (n, op, what) in [
-        (
-            diff.removed,
-            Operation::Delete,
-            "delete the rows the run added",
-        ),
-        (diff.changed, Operation::Update, "update rows back"),
-        (
-            diff.added,
-            Operation::Insert,
-            "insert again the rows the run deleted",
-        ),
-    ] {
-        if n > 0 && !supports(op) {
-            return Err(Abort(format!(
-                "undoing this run needs destination {} to {what} ({n} rows), but its plugin does not support {op}; only a destination that supports insert, update and delete (what mode = \"mirror\" needs) can be undone",
-                p.destination.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -579,24 +626,4 @@ mod tests {
             RunOutcome::Succeeded
         ));
     }
-}
-
-/// Reasons a stage stops a run: the message says what went wrong, naming file, field or row.
-#[derive(Debug)]
-pub struct Abort(pub String);
-
-impl std::fmt::Display for Abort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Counters, timings and rejected rows gathered during a run.
-#[derive(Default)]
-pub(crate) struct Tally {
-    pub planned: OpCounts,
-    pub delivered: OpCounts,
-    pub failed: OpCounts,
-    pub rejected: Vec<RejectedRow>,
-    pub timings: Timings,
 }

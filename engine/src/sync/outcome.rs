@@ -1,6 +1,6 @@
 //! How a run ended: one enum, mapped to the status stored in run history.
 
-use super::Abort;
+use super::run::Abort;
 use crate::domain::RunStatus;
 
 /// The result of one run of a sync.
@@ -27,12 +27,13 @@ impl RunOutcome {
     /// it, partial if rows were refused, succeeded otherwise.
     pub fn after_delivery(result: Result<(), Abort>, rejected_rows: u64) -> RunOutcome {
         match result {
-            Err(e) => RunOutcome::Failed(e.0),
+            Err(e) => RunOutcome::Failed(e.to_string()),
             Ok(()) if rejected_rows > 0 => RunOutcome::Partial { rejected_rows },
             Ok(()) => RunOutcome::Succeeded,
         }
     }
 
+    /// The status stored in run history for this outcome.
     pub fn status(&self) -> RunStatus {
         match self {
             RunOutcome::Succeeded => RunStatus::Succeeded,
@@ -72,7 +73,7 @@ mod tests {
         );
         // A stop wins over refused rows: the run did not deliver everything it planned.
         assert_eq!(
-            RunOutcome::after_delivery(Err(Abort("boom".into())), 3),
+            RunOutcome::after_delivery(Err(Abort::Destination("boom".into())), 3),
             RunOutcome::Failed("boom".into())
         );
     }

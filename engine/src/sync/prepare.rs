@@ -6,25 +6,115 @@ use crate::host::{expect_kind, CallError, Plugin, PluginHost};
 use crate::workspace::{Connector, Model, SyncConfig, Workspace};
 use backflow_plugin_sdk::{Operation, PluginError, PluginKind};
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 
 /// Default rows per destination call when neither the sync nor the destination says.
 pub(crate) const DEFAULT_BATCH_SIZE: u32 = 500;
 
-/// A problem found before a run could start (bad config, missing or wrong plugin).
+/// A problem found before a run could start (bad config, missing or wrong plugin). Each
+/// names the file and key to fix.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PrepareError(pub String);
+pub enum PrepareError {
+    /// The sync is not declared (the workspace's message lists the declared ones).
+    #[error(transparent)]
+    UnknownSync(#[from] crate::workspace::UnknownSync),
+    /// A connector's plugin cannot be resolved, is not pinned as declared, or is of
+    /// another kind.
+    #[error("{}: {key}: {reason}", file.display())]
+    Plugin {
+        /// The file declaring the connector.
+        file: PathBuf,
+        /// The connector's `plugin` key.
+        key: String,
+        /// What is wrong with the plugin.
+        reason: String,
+    },
+    /// The plugin could not check a connector's config.
+    #[error("{}: {key}: checking the config failed: {reason}", file.display())]
+    ConfigCheckFailed {
+        /// The file declaring the connector.
+        file: PathBuf,
+        /// The connector's `config` key.
+        key: String,
+        /// Why the check failed.
+        reason: String,
+    },
+    /// The plugin refused a connector's config: one line per problem, each naming file
+    /// and key.
+    #[error("{}", problems.join("\n"))]
+    BadConfig {
+        /// `FILE: KEY: message`, one per problem.
+        problems: Vec<String>,
+    },
+    /// The sync's mode needs operations the destination does not support.
+    #[error("{at}: mode {mode} needs the destination to {}, which {destination} does not support (it supports: {})", missing.join(" and "), supported.join(", "))]
+    ModeUnsupported {
+        /// `FILE: KEY` of the sync's `mode`.
+        at: String,
+        /// The mode.
+        mode: &'static str,
+        /// The operations missing.
+        missing: Vec<&'static str>,
+        /// The destination's name.
+        destination: String,
+        /// The operations the destination supports.
+        supported: Vec<&'static str>,
+    },
+    /// The sync's `batch_size` is above what the destination takes.
+    #[error("{}: {key}: {batch_size} is above the destination's limit of {max} rows per batch", file.display())]
+    BatchTooLarge {
+        /// The file declaring the sync.
+        file: PathBuf,
+        /// The sync's `batch_size` key.
+        key: String,
+        /// The configured batch size.
+        batch_size: u32,
+        /// The destination's limit.
+        max: u32,
+    },
+    /// The destination plugin declares an unusable default rate limit.
+    #[error("destination plugin {plugin} declares default-rate-limit {name} = {value}, which is not a usable rate (at least {}); set rate_limit in the sync to override it", crate::workspace::MIN_RATE)]
+    PluginRateLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// Which rate: `requests-per-second` or `rows-per-second`.
+        name: &'static str,
+        /// The declared value.
+        value: f64,
+    },
+}
+
+impl PrepareError {
+    /// A problem with the plugin of `c`, at its `plugin` key.
+    fn plugin(c: &Connector, reason: String) -> PrepareError {
+        PrepareError::Plugin {
+            file: c.origin.file.clone(),
+            key: c.origin.key("plugin"),
+            reason,
+        }
+    }
+}
 
 /// Everything a run needs, resolved and checked.
 pub struct PreparedSync {
+    /// The sync, as configured (an undo runs it in `mirror` mode).
     pub sync: SyncConfig,
+    /// The sync's model.
     pub model: Model,
+    /// The model's source.
     pub source: Connector,
+    /// The sync's destination.
     pub destination: Connector,
+    /// The source's plugin, resolved and checked.
     pub source_plugin: Plugin,
     /// `None` for the built-in native no-op destination.
     pub destination_plugin: Option<Plugin>,
+    /// Rows per destination call.
     pub batch_size: u32,
+    /// The rate limit deliveries keep: the sync's own, or else the one its destination
+    /// declares (checked once, here, before anything is read).
+    pub rate_limit: crate::workspace::RateLimit,
+    /// SHA-256 of the configuration that shapes what a run sends.
     pub config_hash: String,
     /// The sync's quality checks with their plugins.
     pub checks: Vec<(crate::workspace::Check, Plugin)>,
@@ -72,8 +162,10 @@ pub async fn prepare(
     ws: &Workspace,
     sync_name: &str,
 ) -> Result<PreparedSync, PrepareError> {
-    let sync = ws.sync(sync_name)
-        .map_err(|e| PrepareError(e.to_string()))?.clone();
+    let sync = ws
+        .sync(sync_name)
+        .map_err(PrepareError::UnknownSync)?
+        .clone();
     let model = ws.models[&sync.model].clone();
     let source = ws.sources[&model.source].clone();
     let destination = ws.destinations[&sync.destination].clone();
@@ -107,21 +199,23 @@ pub async fn prepare(
             needed.push(op);
         }
     }
-    let missing: Vec<&str> = needed
+    let missing: Vec<&'static str> = needed
         .iter()
         .filter(|op| !operations.contains(op))
         .map(|op| op.as_str())
         .collect();
     if !missing.is_empty() {
-        return Err(PrepareError(format!(
-            "{}: {}: mode {} needs the destination to {}, which {} does not support (it supports: {})",
-            sync.origin.file.display(),
-            sync.origin.key("mode"),
-            sync.mode.as_str(),
-            missing.join(" and "),
-            destination.name,
-            operations.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
-        )));
+        return Err(PrepareError::ModeUnsupported {
+            at: format!(
+                "{}: {}",
+                sync.origin.file.display(),
+                sync.origin.key("mode")
+            ),
+            mode: sync.mode.as_str(),
+            missing,
+            destination: destination.name.clone(),
+            supported: operations.iter().map(|o| o.as_str()).collect(),
+        });
     }
     let mut batch_size = sync.batch_size.unwrap_or(if max_batch == 0 {
         DEFAULT_BATCH_SIZE
@@ -129,11 +223,12 @@ pub async fn prepare(
         max_batch.min(DEFAULT_BATCH_SIZE)
     });
     if max_batch > 0 && batch_size > max_batch {
-        return Err(PrepareError(format!(
-            "{}: {}: {batch_size} is above the destination's limit of {max_batch} rows per batch",
-            sync.origin.file.display(),
-            sync.origin.key("batch_size")
-        )));
+        return Err(PrepareError::BatchTooLarge {
+            file: sync.origin.file.clone(),
+            key: sync.origin.key("batch_size"),
+            batch_size,
+            max: max_batch,
+        });
     }
     batch_size = batch_size.max(1);
 
@@ -144,35 +239,114 @@ pub async fn prepare(
         checks.push((check.clone(), plugin));
     }
 
-    let config_hash = {
-        let mut h = Sha256::new();
-        for part in [
-            format!(
-                "{:?}|{:?}|{:?}|{:?}",
-                sync.mode, sync.mapping, sync.batch_size, sync.destination
-            ),
-            format!(
-                "{:?}|{:?}|{:?}",
-                model.query, model.primary_key, model.source
-            ),
-            source.config_json.clone(),
-            destination.config_json.clone(),
-            sync.checks
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{}|{:?}|{}|{}",
-                        c.name, c.severity, c.connector.plugin, c.connector.config_json
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(";"),
-        ] {
-            h.update(part.as_bytes());
-            h.update([0]);
+    let config_hash = config_hash(&sync, &model, &source, &destination);
+    let policy_hashes = policy_hashes(host, ws).await;
+    let state_key = sync.name.clone();
+    // A destination's declared rate limit is checked before anything is read.
+    let rate_limit = effective_rate_limit(&sync, destination_plugin.as_ref())?;
+    Ok(PreparedSync {
+        sync,
+        model,
+        source,
+        destination,
+        source_plugin,
+        destination_plugin,
+        batch_size,
+        rate_limit,
+        config_hash,
+        checks,
+        state_key,
+        policy_hashes,
+    })
+}
+
+/// The sync's own rate limit, or else the one its destination declares. A plugin's numbers
+/// are checked like a config's: zero, negative, NaN or infinite is the plugin's bug, and an
+/// error naming it (the sync can set its own `rate_limit` meanwhile).
+fn effective_rate_limit(
+    sync: &SyncConfig,
+    destination: Option<&Plugin>,
+) -> Result<crate::workspace::RateLimit, PrepareError> {
+    let own = sync.rate_limit;
+    if own.requests_per_second.is_some() || own.rows_per_second.is_some() {
+        return Ok(own);
+    }
+    match destination.and_then(|d| d.spec.default_rate_limit.map(|r| (d, r))) {
+        Some((plugin, d)) => {
+            let limit = crate::workspace::RateLimit {
+                requests_per_second: d.requests_per_second,
+                rows_per_second: d.rows_per_second,
+            };
+            validate_plugin_rate_limit(&plugin.spec.name, limit)
         }
-        hex::encode(h.finalize())
-    };
+        None => Ok(own),
+    }
+}
+
+/// A plugin-declared rate limit, or why it is unusable.
+pub(crate) fn validate_plugin_rate_limit(
+    plugin: &str,
+    limit: crate::workspace::RateLimit,
+) -> Result<crate::workspace::RateLimit, PrepareError> {
+    for (name, value) in [
+        ("requests-per-second", limit.requests_per_second),
+        ("rows-per-second", limit.rows_per_second),
+    ] {
+        if let Some(v) = value {
+            if !(v.is_finite() && v >= crate::workspace::MIN_RATE) {
+                return Err(PrepareError::PluginRateLimit {
+                    plugin: plugin.to_string(),
+                    name,
+                    value: v,
+                });
+            }
+        }
+    }
+    Ok(limit)
+}
+
+/// SHA-256 over everything of the sync's configuration that shapes what a run sends.
+fn config_hash(
+    sync: &SyncConfig,
+    model: &Model,
+    source: &Connector,
+    destination: &Connector,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            sync.mode, sync.mapping, sync.batch_size, sync.destination
+        ),
+        format!(
+            "{:?}|{:?}|{:?}",
+            model.query, model.primary_key, model.source
+        ),
+        source.config_json.clone(),
+        destination.config_json.clone(),
+        sync.checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}|{:?}|{}|{}",
+                    c.name, c.severity, c.connector.plugin, c.connector.config_json
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(";"),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Approval policy name → hash of its plugin. A policy that cannot be loaded is left out;
+/// the gate rejects the run for it.
+async fn policy_hashes(
+    host: &crate::plugins::Registry,
+    ws: &Workspace,
+) -> std::collections::BTreeMap<String, String> {
     let mut policy_hashes = std::collections::BTreeMap::new();
     for policy in &ws.governance.policies {
         if let Ok(plugin) = crate::plugins::resolve_pinned(
@@ -190,23 +364,7 @@ pub async fn prepare(
             policy_hashes.insert(policy.name.clone(), plugin.hash);
         }
     }
-    let state_key = sync.name.clone();
-    let prepared = PreparedSync {
-        sync,
-        model,
-        source,
-        destination,
-        source_plugin,
-        destination_plugin,
-        batch_size,
-        config_hash,
-        checks,
-        state_key,
-        policy_hashes,
-    };
-    // A destination's declared rate limit is checked before anything is read.
-    super::deliver::pacer::effective_rate_limit(&prepared).map_err(PrepareError)?;
-    Ok(prepared)
+    policy_hashes
 }
 
 /// Resolves a connector's plugin; errors name the file and its `plugin` key.
@@ -223,20 +381,9 @@ pub(crate) async fn load_plugin(
         ws.plugin_pins.get(&c.plugin).map(String::as_str),
     )
     .await
-    .map_err(|e| {
-        PrepareError(format!(
-            "{}: {}: {e:#}",
-            c.origin.file.display(),
-            c.origin.key("plugin")
-        ))
-    })?;
-    Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin.path, &plugin.hash).map_err(|e| {
-        PrepareError(format!(
-            "{}: {}: {e}",
-            c.origin.file.display(),
-            c.origin.key("plugin")
-        ))
-    })?;
+    .map_err(|e| PrepareError::plugin(c, format!("{e:#}")))?;
+    Workspace::check_pin(&ws.plugin_pins, &c.plugin, &plugin.path, &plugin.hash)
+        .map_err(|e| PrepareError::plugin(c, e.to_string()))?;
     Ok(plugin)
 }
 
@@ -248,17 +395,12 @@ pub(crate) async fn load_checked(
     kind: PluginKind,
 ) -> Result<Plugin, PrepareError> {
     let plugin = load_plugin(host, ws, c).await?;
-    expect_kind(&plugin, kind).map_err(|e| {
-        PrepareError(format!(
-            "{}: {}: {e}",
-            c.origin.file.display(),
-            c.origin.key("plugin")
-        ))
-    })?;
+    expect_kind(&plugin, kind).map_err(|e| PrepareError::plugin(c, e.to_string()))?;
     check_plugin_config(host, &plugin, c).await?;
     Ok(plugin)
 }
 
+/// Asks a connector's plugin whether it accepts the connector's config.
 pub(crate) async fn check_plugin_config(
     host: &PluginHost,
     plugin: &Plugin,
@@ -267,18 +409,16 @@ pub(crate) async fn check_plugin_config(
     let errors = host
         .check_config(plugin, &c.config_json, c.limits)
         .await
-        .map_err(|e| {
-            PrepareError(format!(
-                "{}: {}: checking the config failed: {e}",
-                c.origin.file.display(),
-                c.origin.key("config")
-            ))
+        .map_err(|e| PrepareError::ConfigCheckFailed {
+            file: c.origin.file.clone(),
+            key: c.origin.key("config"),
+            reason: e.to_string(),
         })?;
     if errors.is_empty() {
         return Ok(());
     }
-    Err(PrepareError(
-        errors
+    Err(PrepareError::BadConfig {
+        problems: errors
             .iter()
             .map(|e| {
                 let key = if e.field.is_empty() {
@@ -288,9 +428,8 @@ pub(crate) async fn check_plugin_config(
                 };
                 format!("{}: {key}: {}", c.origin.file.display(), e.message)
             })
-            .collect::<Vec<_>>()
-            .join("\n"),
-    ))
+            .collect(),
+    })
 }
 
 /// Why a plugin could not open, naming the file and key to fix for config errors: the
@@ -339,6 +478,7 @@ pub(crate) fn connector_error(
     }
 }
 
+/// The destination fields of the model's primary key (renamed by the sync's mapping).
 pub(crate) fn primary_key_fields(p: &PreparedSync) -> Vec<String> {
     p.model
         .primary_key
@@ -352,4 +492,24 @@ pub(crate) fn primary_key_fields(p: &PreparedSync) -> Vec<String> {
                 .unwrap_or_else(|| k.clone())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::RateLimit;
+
+    #[test]
+    fn a_plugin_rate_limit_must_be_a_usable_rate() {
+        let limit = |requests_per_second, rows_per_second| RateLimit {
+            requests_per_second,
+            rows_per_second,
+        };
+        assert!(validate_plugin_rate_limit("p", limit(Some(0.0), None))
+            .unwrap_err()
+            .to_string()
+            .contains("requests-per-second = 0"));
+        assert!(validate_plugin_rate_limit("p", limit(None, Some(f64::NAN))).is_err());
+        assert!(validate_plugin_rate_limit("p", limit(Some(5.0), None)).is_ok());
+    }
 }

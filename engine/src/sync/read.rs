@@ -3,10 +3,10 @@
 //! NULLs, and (key, fingerprint, row) goes to a [`ModelSink`]: the plan's intake, which diffs
 //! it at once, or a spill to be sorted.
 
-use super::plan::spill::{Fingerprint, ModelSpill};
 use super::prepare::PreparedSync;
 use super::progress::Progress;
-use super::Abort;
+use super::run::Abort;
+use crate::domain::Fingerprint;
 use crate::host::{CallError, SourceInstance};
 use backflow_plugin_sdk::codec::{read_array_len, value_len, write_row_header};
 use backflow_plugin_sdk::{Batch, Column};
@@ -32,6 +32,23 @@ pub(crate) fn next_request_rows(last_rows: u32, last_bytes: usize) -> u32 {
         .clamp(1, SOURCE_BATCH_ROWS)
 }
 
+/// Fingerprint of a mapped row: covers the destination field names too, so a changed mapping
+/// changes every fingerprint (every row must be re-sent with the new shape). Stored in every
+/// snapshot: it must never change for the same signature and row.
+pub fn fingerprint(mapping_signature: &[u8], row: &[u8]) -> Fingerprint {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(mapping_signature);
+    h.update(row);
+    h.digest128().to_le_bytes()
+}
+
+/// [`fingerprint`] of a row that follows its mapping signature in one buffer: the same value
+/// (XXH3's streaming digest equals the one-shot hash of the concatenation), without setting
+/// up a streaming state per row, which was most of the hashing's cost on a million short rows.
+pub fn fingerprint_of_signed(signature_then_row: &[u8]) -> Fingerprint {
+    xxhash_rust::xxh3::xxh3_128(signature_then_row).to_le_bytes()
+}
+
 /// How a sync's model columns become destination fields.
 pub(crate) struct Projection {
     /// For each destination column, the model column it comes from.
@@ -54,30 +71,46 @@ pub(crate) enum ProjectionError {
     NoMappedColumn(String),
 }
 
+/// A model lacks a column its sync needs (a primary key or mapped column); names the file
+/// and key to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {key}: model {model} has no column {column:?} (columns: {listing})", file.display())]
+pub struct MissingColumn {
+    file: std::path::PathBuf,
+    key: String,
+    model: String,
+    column: String,
+    listing: String,
+}
+
 impl Projection {
     /// The projection of a prepared sync; errors name the file and key to fix.
-    pub(crate) fn new(p: &PreparedSync, model_columns: &[Column]) -> Result<Projection, String> {
+    pub(crate) fn new(
+        p: &PreparedSync,
+        model_columns: &[Column],
+    ) -> Result<Projection, MissingColumn> {
         Projection::build(&p.model.primary_key, &p.sync.mapping, model_columns).map_err(|e| {
             let listing = model_columns
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            match e {
+            let (origin, key, column) = match e {
                 ProjectionError::NoKeyColumn(k) => {
-                    format!(
-                        "{}: {}: model {} has no column {k:?} (columns: {listing})",
-                        p.model.origin.file.display(),
-                        p.model.origin.key("primary_key"),
-                        p.model.name
-                    )
+                    (&p.model.origin, p.model.origin.key("primary_key"), k)
                 }
-                ProjectionError::NoMappedColumn(from) => format!(
-                    "{}: {}: model {} has no column {from:?} (columns: {listing})",
-                    p.sync.origin.file.display(),
+                ProjectionError::NoMappedColumn(from) => (
+                    &p.sync.origin,
                     p.sync.origin.key(&format!("mapping.{from}")),
-                    p.model.name
+                    from,
                 ),
+            };
+            MissingColumn {
+                file: origin.file.clone(),
+                key,
+                model: p.model.name.clone(),
+                column,
+                listing,
             }
         })
     }
@@ -186,12 +219,6 @@ pub(crate) trait ModelSink {
     fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> Result<(), Abort>;
 }
 
-impl ModelSink for ModelSpill {
-    fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> Result<(), Abort> {
-        ModelSpill::push(self, key, fp, row).map_err(|e| Abort(format!("writing the plan: {e}")))
-    }
-}
-
 /// The type of one key column's values in a model, and the row where it was first seen;
 /// `None` when the model has no rows.
 pub(crate) type KeyType = Option<(&'static str, u64)>;
@@ -206,144 +233,204 @@ pub(crate) async fn read_model(
     projection: &Projection,
     sink: &mut impl ModelSink,
 ) -> Result<Vec<KeyType>, Abort> {
-    let mut key_types: Vec<KeyType> = vec![None; projection.key_index.len()];
-    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(projection.source_width);
-    let mut row_buf = Vec::with_capacity(projection.signature.len() + 256);
-    row_buf.extend_from_slice(&projection.signature);
-    let mut key_buf = Vec::with_capacity(64);
-    let mut null_keys: Vec<u64> = Vec::new();
-    let mut null_count = 0u64;
-    let mut row_number: u64 = 0;
+    let mut rows = RowProjector::new(p, projection);
     let mut empty_batches = 0u32;
     let mut progress = Progress::new("read", 0);
     loop {
         let batch = match batches.recv().await {
             None => break,
             Some(batch) => batch.map_err(|e| {
-                Abort(format!(
-                    "source {} failed reading model {} after {row_number} rows: {e}",
-                    p.source.name, p.model.name
+                Abort::Source(format!(
+                    "source {} failed reading model {} after {} rows: {e}",
+                    p.source.name, p.model.name, rows.row_number
                 ))
             })?,
         };
         if batch.row_count == 0 {
             empty_batches += 1;
             if empty_batches > MAX_EMPTY_BATCHES {
-                return Err(Abort(format!("source {} returned {MAX_EMPTY_BATCHES} empty batches in a row; a source signals the end with none", p.source.name)));
+                return Err(Abort::Source(format!("source {} returned {MAX_EMPTY_BATCHES} empty batches in a row; a source signals the end with none", p.source.name)));
             }
             continue;
         }
         empty_batches = 0;
+        let count = rows.batch(&batch, sink)?;
+        progress.advance(count as u64);
+    }
+    progress.finish();
+    rows.finish()
+}
+
+/// Projects a model's rows one batch at a time, keeping what spans batches: the row count,
+/// each key column's type, the rows with a NULL key, and buffers reused from row to row.
+struct RowProjector<'a> {
+    p: &'a PreparedSync,
+    projection: &'a Projection,
+    key_types: Vec<KeyType>,
+    spans: Vec<(usize, usize)>,
+    row_buf: Vec<u8>,
+    key_buf: Vec<u8>,
+    null_keys: Vec<u64>,
+    null_count: u64,
+    row_number: u64,
+}
+
+impl<'a> RowProjector<'a> {
+    fn new(p: &'a PreparedSync, projection: &'a Projection) -> RowProjector<'a> {
+        let mut row_buf = Vec::with_capacity(projection.signature.len() + 256);
+        row_buf.extend_from_slice(&projection.signature);
+        RowProjector {
+            p,
+            projection,
+            key_types: vec![None; projection.key_index.len()],
+            spans: Vec::with_capacity(projection.source_width),
+            row_buf,
+            key_buf: Vec::with_capacity(64),
+            null_keys: Vec::new(),
+            null_count: 0,
+            row_number: 0,
+        }
+    }
+
+    /// Projects every row of a batch into `sink`; returns the batch's row count.
+    fn batch(&mut self, batch: &Batch, sink: &mut impl ModelSink) -> Result<usize, Abort> {
+        let (p, projection) = (self.p, self.projection);
         let payload = batch.payload.as_slice();
         let mut rest = payload;
         let count = read_array_len(&mut rest).map_err(|e| {
-            Abort(format!(
+            Abort::Source(format!(
                 "source {} sent a malformed batch: {e}",
                 p.source.name
             ))
         })?;
         if count != batch.row_count as usize || batch.columns.len() != projection.source_width {
-            return Err(Abort(format!(
+            return Err(Abort::Source(format!(
                 "source {} sent a batch whose shape does not match its declared columns",
                 p.source.name
             )));
         }
         let mut pos = payload.len() - rest.len();
         for _ in 0..count {
-            row_number += 1;
-            let mut r = &payload[pos..];
-            let width = read_array_len(&mut r)
-                .map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
-            if width != projection.source_width {
-                return Err(Abort(format!(
-                    "model {} row {row_number}: {width} values for {} columns",
-                    p.model.name, projection.source_width
-                )));
-            }
-            pos = payload.len() - r.len();
-            spans.clear();
-            for _ in 0..width {
-                let len = value_len(&payload[pos..])
-                    .map_err(|e| Abort(format!("model {} row {row_number}: {e}", p.model.name)))?;
-                spans.push((pos, pos + len));
-                pos += len;
-            }
-            key_buf.clear();
-            write_row_header(&mut key_buf, projection.key_index.len() as u32);
-            let mut null_key = false;
-            for (n, &k) in projection.key_index.iter().enumerate() {
-                let (a, b) = spans[k];
-                null_key |= payload[a] == 0xc0;
-                // Keys are compared as bytes: re-encode them canonically, so the same value
-                // is the same key whichever MessagePack width a plugin chose.
-                let mut cell = &payload[a..b];
-                match backflow_plugin_sdk::codec::read_value(&mut cell) {
-                    Ok(v) => {
-                        if !v.is_null() {
-                            match key_types[n] {
-                                None => key_types[n] = Some((v.type_name(), row_number)),
-                                Some((seen, first)) if seen != v.type_name() => {
-                                    return Err(Abort(format!(
-                                        "model {} primary key column {:?} holds {seen} values (first at row {first}) and {} values (row {row_number}): \
-                                         1 and \"1\" would be two different rows; declare the column's type in the source; nothing was sent",
-                                        p.model.name,
-                                        p.model.primary_key.get(n).map(String::as_str).unwrap_or("?"),
-                                        v.type_name()
-                                    )))
-                                }
-                                Some(_) => {}
-                            }
-                        }
-                        backflow_plugin_sdk::codec::write_value(&mut key_buf, &v)
-                    }
-                    Err(e) => {
-                        return Err(Abort(format!(
-                            "model {} row {row_number}: primary key: {e}",
-                            p.model.name
-                        )))
-                    }
-                }
-            }
-            if null_key {
-                null_count += 1;
-                if null_keys.len() < 5 {
-                    null_keys.push(row_number);
-                }
+            self.row_number += 1;
+            pos = self.split_row(payload, pos)?;
+            if !self.encode_key(payload)? {
                 continue;
             }
-            // The row follows the mapping signature in one buffer, so its fingerprint is one
-            // call over both (see `fingerprint_of_signed`).
-            row_buf.truncate(projection.signature.len());
-            write_row_header(&mut row_buf, projection.source_index.len() as u32);
-            for (field, &i) in projection.source_index.iter().enumerate() {
-                let (a, b) = spans[i];
-                let cell = &payload[a..b];
-                // Text must be UTF-8: caught here, naming row and column, not by a destination
-                // mid-delivery after other rows were sent.
-                if is_invalid_text(cell) {
-                    return Err(Abort(format!(
-                        "model {} row {row_number}, column {:?}: the text is not valid UTF-8; nothing was sent",
-                        p.model.name, projection.columns[field].name
-                    )));
-                }
-                row_buf.extend_from_slice(cell);
-            }
-            let fp = crate::sync::plan::spill::fingerprint_of_signed(&row_buf);
-            sink.push(&key_buf, fp, &row_buf[projection.signature.len()..])?;
+            self.encode_row(payload)?;
+            let fp = fingerprint_of_signed(&self.row_buf);
+            sink.push(
+                &self.key_buf,
+                fp,
+                &self.row_buf[projection.signature.len()..],
+            )?;
         }
-        progress.advance(count as u64);
+        Ok(count)
     }
-    progress.finish();
-    if null_count > 0 {
-        return Err(Abort(format!(
-            "model {} has {null_count} row{} with a NULL primary key ({}), e.g. rows {}; nothing was sent",
-            p.model.name,
-            if null_count == 1 { "" } else { "s" },
-            p.model.primary_key.join(", "),
-            null_keys.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
-        )));
+
+    /// Finds the cells of the row at `pos` (into `spans`); returns where the next row starts.
+    fn split_row(&mut self, payload: &[u8], mut pos: usize) -> Result<usize, Abort> {
+        let (model, row_number) = (&self.p.model.name, self.row_number);
+        let mut r = &payload[pos..];
+        let width = read_array_len(&mut r)
+            .map_err(|e| Abort::Model(format!("model {model} row {row_number}: {e}")))?;
+        if width != self.projection.source_width {
+            return Err(Abort::Model(format!(
+                "model {model} row {row_number}: {width} values for {} columns",
+                self.projection.source_width
+            )));
+        }
+        pos = payload.len() - r.len();
+        self.spans.clear();
+        for _ in 0..width {
+            let len = value_len(&payload[pos..])
+                .map_err(|e| Abort::Model(format!("model {model} row {row_number}: {e}")))?;
+            self.spans.push((pos, pos + len));
+            pos += len;
+        }
+        Ok(pos)
     }
-    Ok(key_types)
+
+    /// Encodes the row's key into `key_buf`; `false` for a key with a NULL (counted, and
+    /// reported once the model is read).
+    fn encode_key(&mut self, payload: &[u8]) -> Result<bool, Abort> {
+        let (p, row_number) = (self.p, self.row_number);
+        self.key_buf.clear();
+        write_row_header(&mut self.key_buf, self.projection.key_index.len() as u32);
+        let mut null_key = false;
+        for (n, &k) in self.projection.key_index.iter().enumerate() {
+            let (a, b) = self.spans[k];
+            null_key |= payload[a] == 0xc0;
+            // Keys are compared as bytes: re-encode them canonically, so the same value
+            // is the same key whichever MessagePack width a plugin chose.
+            let mut cell = &payload[a..b];
+            let v = backflow_plugin_sdk::codec::read_value(&mut cell).map_err(|e| {
+                Abort::Model(format!(
+                    "model {} row {row_number}: primary key: {e}",
+                    p.model.name
+                ))
+            })?;
+            if !v.is_null() {
+                match self.key_types[n] {
+                    None => self.key_types[n] = Some((v.type_name(), row_number)),
+                    Some((seen, first)) if seen != v.type_name() => {
+                        return Err(Abort::Model(format!(
+                            "model {} primary key column {:?} holds {seen} values (first at row {first}) and {} values (row {row_number}): \
+                             1 and \"1\" would be two different rows; declare the column's type in the source; nothing was sent",
+                            p.model.name,
+                            p.model.primary_key.get(n).map(String::as_str).unwrap_or("?"),
+                            v.type_name()
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            backflow_plugin_sdk::codec::write_value(&mut self.key_buf, &v)
+        }
+        if null_key {
+            self.null_count += 1;
+            if self.null_keys.len() < 5 {
+                self.null_keys.push(row_number);
+            }
+        }
+        Ok(!null_key)
+    }
+
+    /// Encodes the mapped row after the mapping signature in `row_buf`, so its fingerprint
+    /// is one call over both (see `fingerprint_of_signed`).
+    fn encode_row(&mut self, payload: &[u8]) -> Result<(), Abort> {
+        let projection = self.projection;
+        self.row_buf.truncate(projection.signature.len());
+        write_row_header(&mut self.row_buf, projection.source_index.len() as u32);
+        for (field, &i) in projection.source_index.iter().enumerate() {
+            let (a, b) = self.spans[i];
+            let cell = &payload[a..b];
+            // Text must be UTF-8: caught here, naming row and column, not by a destination
+            // mid-delivery after other rows were sent.
+            if is_invalid_text(cell) {
+                return Err(Abort::Model(format!(
+                    "model {} row {}, column {:?}: the text is not valid UTF-8; nothing was sent",
+                    self.p.model.name, self.row_number, projection.columns[field].name
+                )));
+            }
+            self.row_buf.extend_from_slice(cell);
+        }
+        Ok(())
+    }
+
+    /// The key columns' types, or the error for rows with a NULL key.
+    fn finish(self) -> Result<Vec<KeyType>, Abort> {
+        let (p, null_count) = (self.p, self.null_count);
+        if null_count > 0 {
+            return Err(Abort::Model(format!(
+                "model {} has {null_count} row{} with a NULL primary key ({}), e.g. rows {}; nothing was sent",
+                p.model.name,
+                if null_count == 1 { "" } else { "s" },
+                p.model.primary_key.join(", "),
+                self.null_keys.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(self.key_types)
+    }
 }
 
 #[cfg(test)]

@@ -279,7 +279,7 @@ pub fn run_detail(v: &Viewer, r: &RunRecord, gate: Option<&RunGate>) -> String {
             @if !r.checks.is_empty() {
                 h2 { "Quality checks" }
                 table { tr { th { "Check" } th { "Severity" } th { "Verdict" } th { "Message" } th { "Sample rows" } }
-                    @for c in &r.checks { tr { td { (c.name) } td { (format!("{:?}", c.severity).to_lowercase()) } td { (status(&c.verdict)) } td { (c.message) } td { @for s in &c.samples { pre { (s) } } } } } }
+                    @for c in &r.checks { tr { td { (c.name) } td { (format!("{:?}", c.severity).to_lowercase()) } td { (status(c.verdict.as_str())) } td { (c.message) } td { @for s in &c.samples { pre { (s) } } } } } }
             }
             @if !r.rejected.is_empty() {
                 h2 { "Rejected rows" }

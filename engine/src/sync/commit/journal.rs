@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::domain::JournalOp;
 
+/// One sync's delivery journal file, open for appending.
 pub struct Journal {
     file: File,
     path: PathBuf,
@@ -256,24 +257,19 @@ pub fn replay_file<E>(
     let mut header: Option<JournalOp> = None;
     // Whether `ops` holds nothing but the repeated header.
     let mut only_header = false;
-    loop {
-        match read_frame(&mut r).map_err(ReplayError::Io)? {
-            Some(op) => {
-                if matches!(op, JournalOp::Begin(_)) {
-                    header = Some(op.clone());
-                }
-                ops.push(op);
-                only_header = false;
-                total += 1;
-                if ops.len() >= chunk {
-                    apply(std::mem::take(&mut ops)).map_err(ReplayError::Apply)?;
-                    if let Some(h) = &header {
-                        ops.push(h.clone());
-                        only_header = true;
-                    }
-                }
+    while let Some(op) = read_frame(&mut r).map_err(ReplayError::Io)? {
+        if matches!(op, JournalOp::Begin(_)) {
+            header = Some(op.clone());
+        }
+        ops.push(op);
+        only_header = false;
+        total += 1;
+        if ops.len() >= chunk {
+            apply(std::mem::take(&mut ops)).map_err(ReplayError::Apply)?;
+            if let Some(h) = &header {
+                ops.push(h.clone());
+                only_header = true;
             }
-            None => break,
         }
     }
     if only_header {
@@ -286,6 +282,7 @@ pub fn replay_file<E>(
 }
 
 #[derive(Debug)]
+/// Why a journal could not be replayed: reading it, or applying its ops (`E`).
 pub enum ReplayError<E> {
     Io(std::io::Error),
     Apply(E),

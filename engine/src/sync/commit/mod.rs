@@ -10,16 +10,49 @@
 
 pub mod journal;
 
-use super::deliver::send::Sent;
+use super::plan::PlannedRow;
 use super::prepare::PreparedSync;
-use super::{Abort, Tally};
+use super::run::{Abort, Tally};
 use crate::domain::{
-    bump, truncate_message, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT,
+    bump, truncate_message, Change, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT,
 };
-use crate::state::{StateStore, SyncMeta};
+use crate::state::{StateError, StateStore, SyncMeta};
 use crate::workspace::Workspace;
-use journal::Journal;
+use journal::{Journal, ReplayError};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// What sending one batch came to, handed to the [`Committer`]: rows acknowledged (as
+/// journal ops), rows refused with the destination's reason, and whether the run must stop.
+pub(crate) struct Sent {
+    pub(crate) change: Change,
+    pub(crate) acked: Vec<JournalOp>,
+    pub(crate) rejected: Vec<(PlannedRow, String)>,
+    pub(crate) result: Result<(), Abort>,
+}
+
+/// Why a journal file could not be committed to the snapshot.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitError {
+    /// The journal's frames could not be counted.
+    #[error("reading the journal {}: {source}", path.display())]
+    Count {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Reading the journal or applying it to the snapshot failed.
+    #[error("{0}")]
+    Replay(ReplayError<StateError>),
+    /// The committed sealed file could not be removed.
+    #[error("removing the committed journal {}: {source}", path.display())]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The commit thread died (a bug); the sealed file stays for the next run.
+    #[error("{THREAD_PANICKED}")]
+    ThreadPanicked,
+}
 
 /// Longest destination message kept per rejected row.
 const MAX_ERROR_CHARS: usize = 2000;
@@ -51,9 +84,7 @@ pub(crate) fn open_journal(
     p: &PreparedSync,
     meta: &SyncMeta,
 ) -> Result<Journal, Abort> {
-    let stored = state
-        .sync_meta(&p.state_key)
-        .map_err(|e| Abort(e.to_string()))?;
+    let stored = state.sync_meta(&p.state_key)?;
     let (journal, applied) = recover_journal(
         &ws.state_dir.join("journal"),
         state,
@@ -64,9 +95,7 @@ pub(crate) fn open_journal(
         tracing::info!(sync = %p.sync.name, rows = applied, "recorded deliveries of an interrupted run from its journal");
     }
     if stored.is_none() || !super::plan::snapshot_is_valid(state, p)? {
-        state
-            .reset_snapshot(&p.state_key, meta)
-            .map_err(|e| Abort(e.to_string()))?;
+        state.reset_snapshot(&p.state_key, meta)?;
     }
     Ok(journal)
 }
@@ -74,17 +103,18 @@ pub(crate) fn open_journal(
 /// Opens a sync's journal after committing what an interrupted run left: its sealed file
 /// first (older frames), then the journal. Returns the journal and the rows committed.
 fn recover_journal(
-    dir: &std::path::Path,
+    dir: &Path,
     state: &StateStore,
     sync: &str,
     meta: &SyncMeta,
 ) -> Result<(Journal, u64), Abort> {
-    let mut journal = Journal::open(dir, sync)
-        .map_err(|e| Abort(format!("opening the delivery journal: {e}")))?;
+    let mut journal =
+        Journal::open(dir, sync).map_err(Abort::io("opening the delivery journal"))?;
     let sealed = Journal::sealed_path(dir, sync);
     let mut applied = 0;
     if sealed.exists() {
-        applied += commit_sealed(state, &sealed, sync, meta, None).map_err(Abort)?;
+        applied += commit_sealed(state, &sealed, sync, meta, None)
+            .map_err(|e| Abort::Commit(e.to_string()))?;
     }
     applied += commit_journal(state, &mut journal, sync, meta, None)?;
     Ok((journal, applied))
@@ -102,10 +132,11 @@ fn commit_journal(
         return Ok(0);
     }
     let started = Instant::now();
-    let applied = apply_file(state, journal.file(), sync, meta, run_rows).map_err(Abort)?;
+    let applied = apply_file(state, journal.file(), sync, meta, run_rows)
+        .map_err(|e| Abort::Commit(e.to_string()))?;
     journal
         .clear()
-        .map_err(|e| Abort(format!("clearing the delivery journal: {e}")))?;
+        .map_err(Abort::io("clearing the delivery journal"))?;
     tracing::debug!(
         sync,
         rows = applied,
@@ -123,34 +154,38 @@ fn commit_journal(
 /// for a journal left by an interrupted run, the file's own frames, counted first.
 fn apply_file(
     state: &StateStore,
-    path: &std::path::Path,
+    path: &Path,
     sync: &str,
     meta: &SyncMeta,
     run_rows: Option<u64>,
-) -> Result<u64, String> {
+) -> Result<u64, CommitError> {
     let size = match run_rows {
         Some(rows) => rows,
-        None => journal::frame_count(path)
-            .map_err(|e| format!("reading the journal {}: {e}", path.display()))?,
+        None => journal::frame_count(path).map_err(|source| CommitError::Count {
+            path: path.to_path_buf(),
+            source,
+        })?,
     };
     journal::replay_file(path, JOURNAL_APPLY_CHUNK, |ops| {
         state.apply_part(sync, meta, &ops, size)
     })
-    .map_err(|e| e.to_string())
+    .map_err(CommitError::Replay)
 }
 
 /// Commits a sealed journal file to the snapshot, then removes it; returns the rows.
 fn commit_sealed(
     state: &StateStore,
-    sealed: &std::path::Path,
+    sealed: &Path,
     sync: &str,
     meta: &SyncMeta,
     run_rows: Option<u64>,
-) -> Result<u64, String> {
+) -> Result<u64, CommitError> {
     let started = Instant::now();
     let applied = apply_file(state, sealed, sync, meta, run_rows)?;
-    std::fs::remove_file(sealed)
-        .map_err(|e| format!("removing the committed journal {}: {e}", sealed.display()))?;
+    std::fs::remove_file(sealed).map_err(|source| CommitError::Remove {
+        path: sealed.to_path_buf(),
+        source,
+    })?;
     tracing::debug!(
         sync,
         rows = applied,
@@ -185,13 +220,13 @@ pub(crate) struct Committer<'a> {
 /// pages the first one touched (a thread per commit faulted in and zeroed fresh pages each
 /// time, about 4% of an initial sync's CPU).
 struct CommitThread {
-    sealed: std::sync::mpsc::Sender<std::path::PathBuf>,
-    done: std::sync::mpsc::Receiver<Result<u64, String>>,
+    sealed: std::sync::mpsc::Sender<PathBuf>,
+    done: std::sync::mpsc::Receiver<Result<u64, CommitError>>,
     thread: std::thread::JoinHandle<()>,
     /// Whether a sealed journal was sent and its result not yet received.
     busy: bool,
     /// A result received by [`CommitThread::is_busy`], until it is reported.
-    finished: Option<Result<u64, String>>,
+    finished: Option<Result<u64, CommitError>>,
 }
 
 const THREAD_PANICKED: &str = "the commit thread panicked; the next run applies the journal again";
@@ -199,9 +234,9 @@ const THREAD_PANICKED: &str = "the commit thread panicked; the next run applies 
 impl CommitThread {
     /// Starts the thread; it runs `commit` on each sealed journal it is given.
     fn start(
-        mut commit: impl FnMut(&std::path::Path) -> Result<u64, String> + Send + 'static,
+        mut commit: impl FnMut(&Path) -> Result<u64, CommitError> + Send + 'static,
     ) -> std::io::Result<CommitThread> {
-        let (sealed, to_commit) = std::sync::mpsc::channel::<std::path::PathBuf>();
+        let (sealed, to_commit) = std::sync::mpsc::channel::<PathBuf>();
         let (report, done) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("backflow-commit".into())
@@ -228,7 +263,7 @@ impl CommitThread {
                 // The thread is gone without a result: it panicked, and the next wait says so
                 // (the run stops, and the next run applies the sealed file).
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    self.finished = Some(Err(THREAD_PANICKED.into()))
+                    self.finished = Some(Err(CommitError::ThreadPanicked))
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => return true,
             }
@@ -238,24 +273,24 @@ impl CommitThread {
     }
 
     /// Waits for the commit under way, if any; its result, or the previous unreported one.
-    fn wait(&mut self) -> Option<Result<u64, String>> {
+    fn wait(&mut self) -> Option<Result<u64, CommitError>> {
         if self.busy {
             self.busy = false;
             // A closed channel: the thread is gone with the sealed file (a panic).
             return Some(
                 self.done
                     .recv()
-                    .map_err(|_| THREAD_PANICKED.to_string())
+                    .map_err(|_| CommitError::ThreadPanicked)
                     .and_then(|r| r),
             );
         }
         self.finished.take()
     }
 
-    fn commit(&mut self, sealed: std::path::PathBuf) -> Result<(), String> {
+    fn commit(&mut self, sealed: PathBuf) -> Result<(), CommitError> {
         self.sealed
             .send(sealed)
-            .map_err(|_| THREAD_PANICKED.to_string())?;
+            .map_err(|_| CommitError::ThreadPanicked)?;
         self.busy = true;
         Ok(())
     }
@@ -322,7 +357,7 @@ impl<'a> Committer<'a> {
         // included: only a written header counts as announced.
         self.journal
             .append(&acked)
-            .map_err(|e| Abort(format!("writing the delivery journal: {e}")))?;
+            .map_err(Abort::io("writing the delivery journal"))?;
         self.announced |= announcing && self.header.is_some();
         if self.journal.len() > JOURNAL_APPLY_BYTES
             || self.last_commit.elapsed() > JOURNAL_APPLY_INTERVAL
@@ -342,7 +377,7 @@ impl<'a> Committer<'a> {
         let sealed = self
             .journal
             .seal()
-            .map_err(|e| Abort(format!("sealing the delivery journal: {e}")))?;
+            .map_err(Abort::io("sealing the delivery journal"))?;
         // The fresh journal needs its own header before its first rows.
         self.announced = false;
         self.last_commit = Instant::now();
@@ -356,13 +391,12 @@ impl<'a> Committer<'a> {
             let thread = CommitThread::start(move |sealed| {
                 commit_sealed(&state, sealed, &sync, &meta, Some(rows))
             });
-            self.committer =
-                Some(thread.map_err(|e| Abort(format!("starting the journal commit: {e}")))?);
+            self.committer = Some(thread.map_err(Abort::io("starting the journal commit"))?);
         }
         if let Some(committer) = self.committer.as_mut() {
             committer
                 .commit(sealed)
-                .map_err(|e| Abort(format!("committing the delivery journal: {e}")))?;
+                .map_err(|e| Abort::Commit(format!("committing the delivery journal: {e}")))?;
         }
         Ok(())
     }
@@ -371,7 +405,9 @@ impl<'a> Committer<'a> {
     fn wait_for_commit(&mut self) -> Result<(), Abort> {
         match self.committer.as_mut().and_then(CommitThread::wait) {
             None | Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(Abort(format!("committing the delivery journal: {e}"))),
+            Some(Err(e)) => Err(Abort::Commit(format!(
+                "committing the delivery journal: {e}"
+            ))),
         }
     }
 
@@ -390,8 +426,8 @@ impl<'a> Committer<'a> {
                 Some(self.planned_rows),
             )
             .map_err(|e| match &background {
-                Err(first) => Abort(format!("{first}; and again: {e}")),
-                Ok(()) => Abort(format!("committing the delivery journal: {e}")),
+                Err(first) => Abort::Commit(format!("{first}; and again: {e}")),
+                Ok(()) => Abort::Commit(format!("committing the delivery journal: {e}")),
             })?;
         } else {
             background?;
@@ -450,13 +486,13 @@ mod recovery_tests {
         })
         .unwrap();
         thread.commit("good".into()).unwrap();
-        assert_eq!(thread.wait(), Some(Ok(7)));
-        assert_eq!(thread.wait(), None, "reported once");
+        assert!(matches!(thread.wait(), Some(Ok(7))));
+        assert!(thread.wait().is_none(), "reported once");
         thread.commit("bad".into()).unwrap();
         while thread.is_busy() {
             std::thread::yield_now();
         }
-        assert!(matches!(thread.wait(), Some(Err(e)) if e.contains("panicked")));
+        assert!(matches!(thread.wait(), Some(Err(e)) if e.to_string().contains("panicked")));
         assert!(
             thread.commit("good".into()).is_err(),
             "no thread left to commit"

@@ -8,18 +8,19 @@ pub mod pacer;
 pub mod send;
 pub mod writer;
 
-use super::commit::Committer;
-use super::plan::{Payload, Plan};
+use super::commit::{Committer, Sent};
+use super::plan::file::PlanReader;
+use super::plan::{Payload, Plan, PlannedRow};
 use super::prepare::{open_error, primary_key_fields, PreparedSync};
 use super::progress::Progress;
-use super::{Abort, Tally};
+use super::run::{Abort, StopSignal, Tally};
 use crate::domain::{operation_for, Change};
 use crate::host::{DestinationInstance, PluginHost};
 use backflow_plugin_sdk::codec::{read_array_len, write_row_header};
 use backflow_plugin_sdk::{Column, Operation, SyncContext};
 use futures::StreamExt;
-use pacer::{effective_rate_limit, Pacer};
-use send::{send, Sent};
+use pacer::Pacer;
+use send::send;
 use std::time::{Duration, Instant};
 use writer::Writer;
 
@@ -33,49 +34,13 @@ pub(crate) async fn deliver(
     run_id: &str,
     committer: &mut Committer<'_>,
     tally: &mut Tally,
-    stop_signal: Option<&crate::sync::StopSignal>,
+    stop_signal: Option<&StopSignal>,
 ) -> Result<(), Abort> {
     let started = Instant::now();
-    let context = SyncContext {
-        sync_name: p.sync.name.clone(),
-        primary_key: primary_key_fields(p),
-        run_id: run_id.to_string(),
-    };
-    // One writer (one plugin instance, one store) per request in flight, and one more that
-    // builds its batch meanwhile, when the writers' requests can take turns: at most
-    // `max_in_flight` of them are out at once, and each writer's turn lasts until its batch
-    // is recorded (see `host::request_gate`).
-    // Not with a rate limit: the pacer books a batch's slot before the batch is built, so
-    // batches waiting for their turn would go out together when it came.
-    let pacer = Pacer::new(effective_rate_limit(p).map_err(Abort)?);
-    let paced = pacer.paces();
+    let pacer = Pacer::new(p.rate_limit);
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
-    let one_ahead = !paced
-        && p.destination_plugin
-            .as_ref()
-            .is_some_and(|plugin| !plugin.uses_sockets);
-    let mut idle: Vec<Writer> = Vec::new();
-    for _ in 0..p.sync.max_in_flight + u32::from(one_ahead) {
-        idle.push(match &p.destination_plugin {
-            None => Writer::Noop,
-            Some(plugin) => {
-                let mut writer = DestinationInstance::open(
-                    host,
-                    plugin,
-                    &p.destination.grants,
-                    p.destination.limits,
-                    &p.destination.config_json,
-                    &context,
-                )
-                .await
-                .map_err(|e| Abort(open_error(p, &p.destination, &e)))?;
-                if one_ahead {
-                    writer.take_turns(turns.clone());
-                }
-                Writer::Wasm(writer)
-            }
-        });
-    }
+    let one_ahead = builds_one_ahead(p, &pacer);
+    let mut idle = open_writers(host, p, run_id, one_ahead, &turns).await?;
     let pacer = tokio::sync::Mutex::new(pacer);
     let health = send::Health::default();
     // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
@@ -103,78 +68,27 @@ pub(crate) async fn deliver(
         let Some(op) = operation_for(p.sync.mode, change) else {
             continue;
         };
-        let (columns, event_ids) = match (change, op) {
-            (Change::Removed, _) => (plan.key_columns.clone(), false),
-            (_, Operation::Append) => {
-                let mut c = plan.columns.clone();
-                c.push(Column {
-                    name: p.sync.event_id_field.clone(),
-                    value_type: backflow_plugin_sdk::ValueType::Text,
-                    nullable: false,
-                });
-                (c, true)
-            }
-            _ => (plan.columns.clone(), false),
-        };
+        let (columns, event_ids) = columns_of(p, plan, change, op);
         let mut reader = match plan.rows(change) {
             Ok(r) => r,
             Err(e) => {
-                stop = Some(Abort(format!("reading the plan: {e}")));
+                stop = Some(Abort::io("reading the plan")(e));
                 break 'changes;
             }
         };
         loop {
-            // Grown as rows come: a large batch_size must not allocate up front. A batch also
-            // ends at MAX_BATCH_BYTES, so memory is bounded in bytes whatever the rows weigh.
-            let mut rows = Vec::with_capacity((p.batch_size as usize).min(4096));
-            let mut bytes = 0usize;
-            while rows.len() < p.batch_size as usize && bytes < MAX_BATCH_BYTES {
-                match reader.next() {
-                    Ok(Some(mut row)) => {
-                        row.payload = if change == Change::Removed {
-                            Payload::Key
-                        } else if event_ids {
-                            Payload::Built(with_event_id(&row.row, &p.sync.name, &row.key))
-                        } else {
-                            Payload::Row
-                        };
-                        let size = row.payload().len();
-                        if size > MAX_BATCH_BYTES {
-                            stop = Some(Abort(format!(
-                                "row {} is {} MiB, more than the {} MiB one batch may carry to the destination plugin; nothing more was sent",
-                                row.key_text(),
-                                size >> 20,
-                                MAX_BATCH_BYTES >> 20
-                            )));
-                            break 'changes;
-                        }
-                        bytes += size;
-                        rows.push(row);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        stop = Some(Abort(format!("reading the plan: {e}")));
-                        break 'changes;
-                    }
+            let rows = match next_batch(&mut reader, p, change, event_ids) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    stop = Some(e);
+                    break 'changes;
                 }
-            }
+            };
             if rows.is_empty() {
                 break;
             }
-            if stop_signal.is_some_and(|s| s.is_stopped()) {
-                let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
-                stop = Some(Abort(format!(
-                    "{SHUTDOWN_STOP}; {left} planned rows were not sent and go with the next run"
-                )));
-                break 'changes;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let left = tally.planned.total() - tally.delivered.total() - tally.failed.total();
-                stop = Some(Abort(format!(
-                    "stopped after the time budget of {} s ({}); {left} planned rows were not sent and go with the next run",
-                    p.sync.time_budget_s.unwrap_or(0),
-                    p.sync.origin.key("time_budget_s")
-                )));
+            if let Some(e) = must_stop(p, stop_signal, deadline, tally) {
+                stop = Some(e);
                 break 'changes;
             }
             // Wait for a free writer, recording what finished meanwhile.
@@ -188,9 +102,7 @@ pub(crate) async fn deliver(
                 }
             }
             let Some(mut writer) = idle.pop() else {
-                stop = Some(Abort(
-                    "internal error: no destination writer is free".into(),
-                ));
+                stop = Some(Abort::Internal("no destination writer is free".into()));
                 break 'changes;
             };
             let (pacer, health, columns) = (&pacer, &health, columns.clone());
@@ -223,25 +135,156 @@ pub(crate) async fn deliver(
     if stop.is_none() {
         progress.finish();
     }
+    let finished = finish_writers(p, idle).await;
+    match stop {
+        Some(e) => Err(e),
+        None => finished,
+    }
+}
+
+/// Whether one more writer builds its batch while the others' requests are out, taking
+/// turns: one writer (one plugin instance, one store) per request in flight, and one more
+/// that builds its batch meanwhile, when the writers' requests can take turns: at most
+/// `max_in_flight` of them are out at once, and each writer's turn lasts until its batch is
+/// recorded (see `host::request_gate`).
+/// Not with a rate limit: the pacer books a batch's slot before the batch is built, so
+/// batches waiting for their turn would go out together when it came.
+fn builds_one_ahead(p: &PreparedSync, pacer: &Pacer) -> bool {
+    !pacer.paces()
+        && p.destination_plugin
+            .as_ref()
+            .is_some_and(|plugin| !plugin.uses_sockets)
+}
+
+/// Opens the destination's writers: `max_in_flight` of them, and one more when they take
+/// turns (`one_ahead`).
+async fn open_writers(
+    host: &PluginHost,
+    p: &PreparedSync,
+    run_id: &str,
+    one_ahead: bool,
+    turns: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<Vec<Writer>, Abort> {
+    let context = SyncContext {
+        sync_name: p.sync.name.clone(),
+        primary_key: primary_key_fields(p),
+        run_id: run_id.to_string(),
+    };
+    let mut writers: Vec<Writer> = Vec::new();
+    for _ in 0..p.sync.max_in_flight + u32::from(one_ahead) {
+        writers.push(match &p.destination_plugin {
+            None => Writer::Noop,
+            Some(plugin) => {
+                let mut writer = DestinationInstance::open(
+                    host,
+                    plugin,
+                    &p.destination.grants,
+                    p.destination.limits,
+                    &p.destination.config_json,
+                    &context,
+                )
+                .await
+                .map_err(|e| Abort::Destination(open_error(p, &p.destination, &e)))?;
+                if one_ahead {
+                    writer.take_turns(turns.clone());
+                }
+                Writer::Wasm(writer)
+            }
+        });
+    }
+    Ok(writers)
+}
+
+/// Ends every writer; the last failure, if any.
+async fn finish_writers(p: &PreparedSync, writers: Vec<Writer>) -> Result<(), Abort> {
     let mut finish = Ok(());
-    for writer in idle {
+    for writer in writers {
         if let Err(e) = writer.finish().await {
             finish = Err(e);
         }
     }
-    if let Some(e) = stop {
-        return Err(e);
-    }
     finish.map_err(|e| {
-        Abort(format!(
+        Abort::Destination(format!(
             "destination {} failed to finish: {e}",
             p.destination.name
         ))
     })
 }
 
-/// How a run stopped by a shutting-down service begins its error (and becomes `interrupted`).
-pub(crate) const SHUTDOWN_STOP: &str = "stopped: the service is shutting down";
+/// The fields a change sends, and whether its rows carry an event id (`append` mode).
+fn columns_of(p: &PreparedSync, plan: &Plan, change: Change, op: Operation) -> (Vec<Column>, bool) {
+    match (change, op) {
+        (Change::Removed, _) => (plan.key_columns.clone(), false),
+        (_, Operation::Append) => {
+            let mut c = plan.columns.clone();
+            c.push(Column {
+                name: p.sync.event_id_field.clone(),
+                value_type: backflow_plugin_sdk::ValueType::Text,
+                nullable: false,
+            });
+            (c, true)
+        }
+        _ => (plan.columns.clone(), false),
+    }
+}
+
+/// The next batch of a change's rows, with their payloads: up to `batch_size` rows and
+/// [`MAX_BATCH_BYTES`]; empty at the end of the change.
+fn next_batch(
+    reader: &mut PlanReader<'_>,
+    p: &PreparedSync,
+    change: Change,
+    event_ids: bool,
+) -> Result<Vec<PlannedRow>, Abort> {
+    // Grown as rows come: a large batch_size must not allocate up front. A batch also
+    // ends at MAX_BATCH_BYTES, so memory is bounded in bytes whatever the rows weigh.
+    let mut rows = Vec::with_capacity((p.batch_size as usize).min(4096));
+    let mut bytes = 0usize;
+    while rows.len() < p.batch_size as usize && bytes < MAX_BATCH_BYTES {
+        let Some(mut row) = reader.next().map_err(Abort::io("reading the plan"))? else {
+            break;
+        };
+        row.payload = if change == Change::Removed {
+            Payload::Key
+        } else if event_ids {
+            Payload::Built(with_event_id(&row.row, &p.sync.name, &row.key))
+        } else {
+            Payload::Row
+        };
+        let size = row.payload().len();
+        if size > MAX_BATCH_BYTES {
+            return Err(Abort::Destination(format!(
+                "row {} is {} MiB, more than the {} MiB one batch may carry to the destination plugin; nothing more was sent",
+                row.key_text(),
+                size >> 20,
+                MAX_BATCH_BYTES >> 20
+            )));
+        }
+        bytes += size;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Why no further batch may start: the service is shutting down, or the time budget ran out.
+fn must_stop(
+    p: &PreparedSync,
+    stop_signal: Option<&StopSignal>,
+    deadline: Option<Instant>,
+    tally: &Tally,
+) -> Option<Abort> {
+    if stop_signal.is_some_and(|s| s.is_stopped()) {
+        return Some(Abort::Shutdown { left: tally.left() });
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Some(Abort::TimeBudget {
+            seconds: p.sync.time_budget_s.unwrap_or(0),
+            key: p.sync.origin.key("time_budget_s"),
+            left: tally.left(),
+        });
+    }
+    None
+}
 
 /// The most bytes of rows one batch carries to the destination plugin (a batch ends at
 /// `batch_size` rows or here, whichever comes first). A single larger row is an error.

@@ -1,63 +1,17 @@
-//! Rate limits: requests and rows per second, never exceeded.
+//! Rate limits: requests and rows per second, never exceeded. The limit itself is resolved
+//! once, when the run is prepared (`PreparedSync::rate_limit`).
 
-use crate::sync::prepare::PreparedSync;
 use std::time::{Duration, Instant};
 
 /// The slowest pace a limit may set: one request (or row) per this long. A config refuses
 /// slower rates; the pacer clamps to it whatever it is given.
 pub(crate) const SLOWEST: Duration = Duration::from_secs(1000);
 
-/// The sync's own rate limit, or else the one its destination declares. A plugin's numbers
-/// are checked like a config's: zero, negative, NaN or infinite is the plugin's bug, and an
-/// error naming it (the sync can set its own `rate_limit` meanwhile).
-pub(crate) fn effective_rate_limit(
-    p: &PreparedSync,
-) -> Result<crate::workspace::RateLimit, String> {
-    let own = p.sync.rate_limit;
-    if own.requests_per_second.is_some() || own.rows_per_second.is_some() {
-        return Ok(own);
-    }
-    match p
-        .destination_plugin
-        .as_ref()
-        .and_then(|d| d.spec.default_rate_limit.map(|r| (d, r)))
-    {
-        Some((plugin, d)) => {
-            let limit = crate::workspace::RateLimit {
-                requests_per_second: d.requests_per_second,
-                rows_per_second: d.rows_per_second,
-            };
-            validate_plugin_rate_limit(&plugin.spec.name, limit)
-        }
-        None => Ok(own),
-    }
-}
-
-/// A plugin-declared rate limit, or why it is unusable.
-pub(crate) fn validate_plugin_rate_limit(
-    plugin: &str,
-    limit: crate::workspace::RateLimit,
-) -> Result<crate::workspace::RateLimit, String> {
-    for (name, value) in [
-        ("requests-per-second", limit.requests_per_second),
-        ("rows-per-second", limit.rows_per_second),
-    ] {
-        if let Some(v) = value {
-            if !(v.is_finite() && v >= crate::workspace::MIN_RATE) {
-                return Err(format!(
-                    "destination plugin {plugin} declares default-rate-limit {name} = {v}, which is not a usable rate (at least {}); set rate_limit in the sync to override it",
-                    crate::workspace::MIN_RATE
-                ));
-            }
-        }
-    }
-    Ok(limit)
-}
-
 /// One unit's share of a second at `rate` per second, clamped to [`SLOWEST`]; `None` for a
 /// rate that is not a positive number (no limit can be derived from it).
 fn interval(rate: f64) -> Option<Duration> {
-    if !(rate > 0.0) {
+    // NaN is no rate either.
+    if rate.is_nan() || rate <= 0.0 {
         return None;
     }
     Some(
@@ -76,6 +30,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer keeping `limit`.
     pub fn new(limit: crate::workspace::RateLimit) -> Pacer {
         Pacer {
             per_request: limit.requests_per_second.and_then(interval),
@@ -162,31 +117,6 @@ mod tests {
         }
         assert_eq!(interval(1e-20), Some(SLOWEST));
         assert_eq!(interval(0.0), None);
-        assert!(validate_plugin_rate_limit(
-            "p",
-            RateLimit {
-                requests_per_second: Some(0.0),
-                rows_per_second: None
-            }
-        )
-        .unwrap_err()
-        .contains("requests-per-second = 0"));
-        assert!(validate_plugin_rate_limit(
-            "p",
-            RateLimit {
-                requests_per_second: None,
-                rows_per_second: Some(f64::NAN)
-            }
-        )
-        .is_err());
-        assert!(validate_plugin_rate_limit(
-            "p",
-            RateLimit {
-                requests_per_second: Some(5.0),
-                rows_per_second: None
-            }
-        )
-        .is_ok());
     }
 
     #[test]

@@ -5,9 +5,10 @@ use super::pacer::Pacer;
 use super::writer::Writer;
 use crate::domain::{Change, JournalOp};
 use crate::host::CallError;
+use crate::sync::commit::Sent;
 use crate::sync::plan::PlannedRow;
 use crate::sync::prepare::PreparedSync;
-use crate::sync::Abort;
+use crate::sync::run::Abort;
 use backflow_plugin_sdk::{Batch, BatchBuilder, Column, Operation, PluginError, RowOutcome};
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,7 @@ pub(crate) fn refused_as_a_whole(outcomes: &[RowOutcome]) -> bool {
     }
 }
 
+/// The batch of `rows` (their payloads) with `columns`.
 pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
     let bytes: usize = rows.iter().map(|r| r.payload().len()).sum();
     let mut b = BatchBuilder::with_capacity(columns.to_vec(), bytes + 8);
@@ -82,15 +84,6 @@ pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
         b.push_encoded_row(r.payload());
     }
     b.finish()
-}
-
-/// What sending one batch came to: rows acknowledged (as journal ops), rows refused with
-/// the destination's reason, and whether the run must stop.
-pub(crate) struct Sent {
-    pub(crate) change: Change,
-    pub(crate) acked: Vec<JournalOp>,
-    pub(crate) rejected: Vec<(PlannedRow, String)>,
-    pub(crate) result: Result<(), Abort>,
 }
 
 /// Sends one batch through `writer`, retrying retryable failures with exponential backoff,
@@ -163,25 +156,8 @@ pub(crate) async fn send(
                 if outcomes.iter().any(|o| matches!(o, RowOutcome::Accepted)) {
                     health.acked();
                 }
-                let mut retry = Vec::new();
-                for (row, outcome) in pending.into_iter().zip(outcomes) {
-                    match outcome {
-                        RowOutcome::Accepted => acked.push(match change {
-                            Change::Removed => JournalOp::Delete { key: row.key },
-                            _ => JournalOp::Upsert {
-                                key: row.key,
-                                fp: row.fp,
-                                row: row.row,
-                            },
-                        }),
-                        RowOutcome::Rejected(m) => rejected.push((row, m)),
-                        RowOutcome::Retryable(m) => {
-                            last_error = m;
-                            retry.push(row);
-                        }
-                    }
-                }
-                pending = retry;
+                let sorted = sort_outcomes(change, pending, outcomes, &mut acked, &mut rejected);
+                (pending, last_error) = (sorted.0, sorted.1.unwrap_or(last_error));
                 if !pending.is_empty()
                     && !health.stopping()
                     && may_retry(attempt, started, health.last_ack(), Instant::now())
@@ -215,21 +191,9 @@ pub(crate) async fn send(
                     backoff(attempt, retry_after).await;
                 }
             }
-            Err(CallError::Plugin(PluginError::BadConfig(c))) => {
-                let key = if c.field.is_empty() {
-                    p.destination.origin.key("config")
-                } else {
-                    p.destination.origin.key(&format!("config.{}", c.field))
-                };
-                break Err(Abort(format!(
-                    "destination {}: {}: {key}: {}",
-                    p.destination.name,
-                    p.destination.origin.file.display(),
-                    c.message
-                )));
-            }
+            Err(CallError::Plugin(PluginError::BadConfig(c))) => break Err(config_refused(p, &c)),
             Err(e) => {
-                break Err(Abort(format!(
+                break Err(Abort::Destination(format!(
                     "destination {} failed: {e}",
                     p.destination.name
                 )))
@@ -244,6 +208,54 @@ pub(crate) async fn send(
     }
 }
 
+/// Sorts a batch's row outcomes: accepted rows become journal ops in `acked`, refused ones
+/// go to `rejected`. Returns the rows to try again, and the last retryable message if any.
+fn sort_outcomes(
+    change: Change,
+    pending: Vec<PlannedRow>,
+    outcomes: Vec<RowOutcome>,
+    acked: &mut Vec<JournalOp>,
+    rejected: &mut Vec<(PlannedRow, String)>,
+) -> (Vec<PlannedRow>, Option<String>) {
+    let mut retry = Vec::new();
+    let mut last_error = None;
+    for (row, outcome) in pending.into_iter().zip(outcomes) {
+        match outcome {
+            RowOutcome::Accepted => acked.push(match change {
+                Change::Removed => JournalOp::Delete { key: row.key },
+                _ => JournalOp::Upsert {
+                    key: row.key,
+                    fp: row.fp,
+                    row: row.row,
+                },
+            }),
+            RowOutcome::Rejected(m) => rejected.push((row, m)),
+            RowOutcome::Retryable(m) => {
+                last_error = Some(m);
+                retry.push(row);
+            }
+        }
+    }
+    (retry, last_error)
+}
+
+/// The destination refused its config mid-delivery: the run stops, naming the key to fix.
+fn config_refused(p: &PreparedSync, c: &backflow_plugin_sdk::ConfigError) -> Abort {
+    let key = if c.field.is_empty() {
+        p.destination.origin.key("config")
+    } else {
+        p.destination.origin.key(&format!("config.{}", c.field))
+    };
+    Abort::Destination(format!(
+        "destination {}: {}: {key}: {}",
+        p.destination.name,
+        p.destination.origin.file.display(),
+        c.message
+    ))
+}
+
+/// Waits before a retry: exponential with jitter, or what the destination asked for, at
+/// most a minute.
 pub(crate) async fn backoff(attempt: u32, retry_after: Option<Duration>) {
     let exp = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)));
     let jitter = Duration::from_millis(u64::from(ulid::Ulid::new().random() as u16 % 100));

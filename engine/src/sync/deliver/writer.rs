@@ -4,6 +4,7 @@
 use crate::host::{CallError, DestinationInstance};
 use backflow_plugin_sdk::{Batch, Operation, RowOutcome};
 
+/// Where one batch is written: a destination plugin instance or the native no-op.
 pub(crate) enum Writer {
     Wasm(DestinationInstance),
     /// Native no-op, to measure what the Wasm boundary costs.

@@ -4,6 +4,7 @@
 use backflow_plugin_sdk::codec::{read_array_len, read_value};
 use std::io::{BufReader, Read, Write};
 
+/// Appends one planned row (key, fingerprint, row, its last delivered values) to a plan file.
 pub(crate) fn write_frame(
     out: &mut impl Write,
     key: &[u8],
@@ -99,6 +100,7 @@ pub(crate) fn read_exactly(r: &mut impl Read, len: u32) -> std::io::Result<Vec<u
     Ok(buf)
 }
 
+/// Reads the frames of one plan file back, in the order they were written.
 pub(crate) struct PlanReader<'a> {
     pub(crate) input: BufReader<&'a std::fs::File>,
 }

@@ -19,15 +19,17 @@
 //! first row has a high key "removes" every snapshot key below it until the next row shows
 //! the order is not kept.
 
-use super::file::PlanReader;
+use super::built::PlanOptions;
+use super::cursor::SnapshotCursor;
+use super::file::{key_text, PlanReader};
 use super::merge::{Merge, RowRef};
 use super::spill::{Fingerprint, ModelSpill, DEFAULT_MEMORY_BUDGET};
-use super::{read_key, PlanOptions, PlanWriter, SnapshotCursor};
+use super::writer::{read_key, PlanWriter};
 use crate::domain::Change;
 use crate::state::StateStore;
 use crate::sync::progress::Progress;
 use crate::sync::read::ModelSink;
-use crate::sync::Abort;
+use crate::sync::run::Abort;
 use std::path::Path;
 
 /// Where rows go now.
@@ -107,13 +109,8 @@ impl<'a> Intake<'a> {
         })
     }
 
-    fn io(&self) -> impl Fn(std::io::Error) -> Abort + '_ {
-        move |e| {
-            Abort(format!(
-                "writing plan files in {}: {e}",
-                self.tmp_dir.display()
-            ))
-        }
+    fn io(&self) -> impl Fn(std::io::Error) -> Abort {
+        Abort::io(format!("writing plan files in {}", self.tmp_dir.display()))
     }
 
     /// Switches to sorting: the rows merged so far go back from the plan files into a
@@ -174,16 +171,16 @@ impl<'a> Intake<'a> {
             return Ok(());
         }
         let keys: Vec<&[u8]> = group.iter().map(|(k, _)| k.as_slice()).collect();
-        let rows = self
-            .state
-            .snapshot_entries(self.sync, &keys)
-            .map_err(|e| Abort(e.to_string()))?;
+        let rows = self.state.snapshot_entries(self.sync, &keys)?;
         for ((key, fp), row) in group.iter().zip(rows) {
             // Another process committed a run of this sync meanwhile (`sync plan` does not
             // hold the sync's lease): this plan no longer stands.
-            let row = row.filter(|row| row.fp == *fp).ok_or_else(|| {
-                Abort(format!("the snapshot of sync {} changed while the plan was made (key {}): a run of the sync delivered meanwhile; plan again", self.sync, super::key_text(key)))
-            })?;
+            let row = row
+                .filter(|row| row.fp == *fp)
+                .ok_or_else(|| Abort::SnapshotMoved {
+                    sync: self.sync.to_string(),
+                    key: key_text(key),
+                })?;
             spill.push(key, row.fp, &row.row).map_err(self.io())?;
         }
         group.clear();
@@ -204,19 +201,18 @@ impl<'a> Intake<'a> {
             tmp_dir,
             ..
         } = self;
-        let io =
-            |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
+        let io = Abort::io(format!("writing plan files in {}", tmp_dir.display()));
         match mode {
             Mode::Merging(merge) => {
                 merge.finish(&mut |step| writer.step(step))?;
                 writer.resolve_removed()?;
             }
             Mode::Sorting(spill) => {
-                let mut sorted = spill.into_sorted().map_err(io)?;
+                let mut sorted = spill.into_sorted().map_err(&io)?;
                 let mut merge =
                     Merge::new(SnapshotCursor::new(state, sync, use_snapshot), full_resync);
                 let mut progress = Progress::new("planned", rows);
-                while let Some(entry) = sorted.next_entry().map_err(io)? {
+                while let Some(entry) = sorted.next_entry().map_err(&io)? {
                     merge.entry(
                         RowRef {
                             key: &entry.key,
@@ -255,7 +251,7 @@ impl ModelSink for Intake<'_> {
             }
             Mode::Sorting(spill) => spill
                 .push(key, fp, row)
-                .map_err(|e| Abort(format!("writing the plan: {e}"))),
+                .map_err(Abort::io("writing the plan")),
         }
     }
 }
@@ -451,7 +447,10 @@ mod tests {
         let Err(e) = intake.push(&key(0), [1; 16], &[1]) else {
             panic!("the fall back must notice")
         };
-        assert!(e.0.contains("changed while the plan was made"), "{}", e.0);
+        assert!(
+            e.to_string().contains("changed while the plan was made"),
+            "{e}"
+        );
     }
 
     #[test]

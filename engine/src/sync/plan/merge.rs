@@ -9,7 +9,7 @@
 //! (a changed row waiting for its values before) copies it.
 
 use super::spill::Fingerprint;
-use crate::sync::Abort;
+use crate::sync::run::Abort;
 
 /// One model row as the merge sees it: its encoded key, fingerprint and mapped row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

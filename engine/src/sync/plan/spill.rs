@@ -16,23 +16,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
 
 pub use crate::domain::Fingerprint;
+use crate::sync::run::Abort;
 
-/// Fingerprint of a mapped row: covers the destination field names too, so a changed mapping
-/// changes every fingerprint (every row must be re-sent with the new shape). Stored in every
-/// snapshot: it must never change for the same signature and row.
-pub fn fingerprint(mapping_signature: &[u8], row: &[u8]) -> Fingerprint {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(mapping_signature);
-    h.update(row);
-    h.digest128().to_le_bytes()
-}
-
-/// [`fingerprint`] of a row that follows its mapping signature in one buffer: the same value
-/// (XXH3's streaming digest equals the one-shot hash of the concatenation), without setting
-/// up a streaming state per row, which was most of the hashing's cost on a million short rows.
-pub fn fingerprint_of_signed(signature_then_row: &[u8]) -> Fingerprint {
-    xxhash_rust::xxh3::xxh3_128(signature_then_row).to_le_bytes()
-}
+pub use crate::sync::read::{fingerprint, fingerprint_of_signed};
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -248,6 +234,12 @@ impl SortedModel {
                 Ok(Some(item))
             }
         }
+    }
+}
+
+impl crate::sync::read::ModelSink for ModelSpill {
+    fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> Result<(), Abort> {
+        ModelSpill::push(self, key, fp, row).map_err(Abort::io("writing the plan"))
     }
 }
 

@@ -9,11 +9,12 @@
 //! delivery, the journal and history like any run. It is delivered with the operations of
 //! `mirror` mode (added → insert, changed → update, removed → delete).
 
+use super::built::Plan;
 use super::file::{key_text, write_frame};
-use super::Plan;
 use crate::domain::{Change, DiffCounts, RowChange};
 use crate::state::StateStore;
-use crate::sync::Abort;
+use crate::sync::prepare::PreparedSync;
+use crate::sync::run::Abort;
 use crate::workspace::SyncMode;
 use std::io::{BufWriter, Write};
 
@@ -52,22 +53,22 @@ pub(crate) fn plan_undo(
     target: &UndoTarget,
 ) -> Result<UndoPlan, Abort> {
     let run = &target.run_id;
-    let header = state.changelog_header(state_key, run).map_err(|e| Abort(e.to_string()))?.ok_or_else(|| {
-        Abort(format!(
+    let header = state.changelog_header(state_key, run)?.ok_or_else(|| {
+        Abort::Undo(format!(
             "run {run} of sync {sync_name} has no changelog: it delivered nothing, or it is older than the last [state] keep_changelog_runs runs of the sync"
         ))
     })?;
     let mode = SyncMode::parse(&header.mode).unwrap_or(SyncMode::Upsert);
     if mode == SyncMode::Append {
-        return Err(Abort(format!("run {run} of sync {sync_name} sent events (mode = \"append\"); an event cannot be taken back")));
+        return Err(Abort::Undo(format!("run {run} of sync {sync_name} sent events (mode = \"append\"); an event cannot be taken back")));
     }
-    let io = |e: std::io::Error| Abort(format!("writing plan files in {}: {e}", tmp_dir.display()));
-    std::fs::create_dir_all(tmp_dir).map_err(io)?;
+    let io = Abort::io(format!("writing plan files in {}", tmp_dir.display()));
+    std::fs::create_dir_all(tmp_dir).map_err(&io)?;
     let files = [
-        tempfile::tempfile_in(tmp_dir).map_err(io)?,
-        tempfile::tempfile_in(tmp_dir).map_err(io)?,
-        tempfile::tempfile_in(tmp_dir).map_err(io)?,
-        tempfile::tempfile_in(tmp_dir).map_err(io)?,
+        tempfile::tempfile_in(tmp_dir).map_err(&io)?,
+        tempfile::tempfile_in(tmp_dir).map_err(&io)?,
+        tempfile::tempfile_in(tmp_dir).map_err(&io)?,
+        tempfile::tempfile_in(tmp_dir).map_err(&io)?,
     ];
     let mut writers: Vec<BufWriter<&std::fs::File>> = files
         .iter()
@@ -79,13 +80,9 @@ pub(crate) fn plan_undo(
         (0u64, Vec::new(), 0u64, 0u64);
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let (chunk, more) = state
-            .changelog_chunk(state_key, run, after.as_deref(), CHUNK)
-            .map_err(|e| Abort(e.to_string()))?;
+        let (chunk, more) = state.changelog_chunk(state_key, run, after.as_deref(), CHUNK)?;
         let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
-        let current = state
-            .snapshot_entries(state_key, &keys)
-            .map_err(|e| Abort(e.to_string()))?;
+        let current = state.snapshot_entries(state_key, &keys)?;
         for ((key, change), now) in chunk.iter().zip(current) {
             let now_fp = now.as_ref().map(|d| d.fp);
             // Already back to the values before (an earlier undo that was interrupted): done.
@@ -127,7 +124,7 @@ pub(crate) fn plan_undo(
                 Change::Changed => diff.changed += 1,
                 _ => diff.removed += 1,
             }
-            write_frame(&mut writers[inverse as usize], key, &fp, &row, &before).map_err(io)?;
+            write_frame(&mut writers[inverse as usize], key, &fp, &row, &before).map_err(&io)?;
         }
         match more {
             Some(next) => after = Some(next),
@@ -135,12 +132,10 @@ pub(crate) fn plan_undo(
         }
     }
     for w in &mut writers {
-        w.flush().map_err(io)?;
+        w.flush().map_err(&io)?;
     }
     drop(writers);
-    let snapshot_rows = state
-        .snapshot_len(state_key)
-        .map_err(|e| Abort(e.to_string()))?;
+    let snapshot_rows = state.snapshot_len(state_key)?;
     let plan = Plan {
         columns: header.columns,
         key_columns: header.key_columns,
@@ -160,4 +155,34 @@ pub(crate) fn plan_undo(
         without_before,
         already_undone,
     })
+}
+/// An undo needs the destination to do each inverse operation it plans.
+pub(crate) fn check_undo_operations(p: &PreparedSync, diff: &DiffCounts) -> Result<(), Abort> {
+    use backflow_plugin_sdk::Operation;
+    let supports = |op: Operation| {
+        p.destination_plugin
+            .as_ref()
+            .is_none_or(|d| d.spec.operations.contains(&op))
+    };
+    for (n, op, what) in [
+        (
+            diff.removed,
+            Operation::Delete,
+            "delete the rows the run added",
+        ),
+        (diff.changed, Operation::Update, "update rows back"),
+        (
+            diff.added,
+            Operation::Insert,
+            "insert again the rows the run deleted",
+        ),
+    ] {
+        if n > 0 && !supports(op) {
+            return Err(Abort::Undo(format!(
+                "undoing this run needs destination {} to {what} ({n} rows), but its plugin does not support {op}; only a destination that supports insert, update and delete (what mode = \"mirror\" needs) can be undone",
+                p.destination.name
+            )));
+        }
+    }
+    Ok(())
 }
