@@ -140,7 +140,8 @@ impl App {
                 Action::RejectChange
             },
         )?;
-        governance::review(&self.state, actor, id, approve, comment).map_err(|e| AppError::Refused(e.to_string()))
+        governance::review(&self.state, actor, id, approve, comment)
+            .map_err(|e| AppError::Refused(e.to_string()))
     }
 
     /// Publishes an approved change; runs starting afterwards use it.

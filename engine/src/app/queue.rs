@@ -48,7 +48,8 @@ impl App {
     ) -> Result<Accepted, AppError> {
         authorize(actor, Action::RunSync)?;
         let ws = self.runnable_workspace()?;
-        ws.sync(sync).map_err(|e| AppError::NotFound(e.to_string()))?;
+        ws.sync(sync)
+            .map_err(|e| AppError::NotFound(e.to_string()))?;
         let accepted = queue.trigger(
             sync,
             Trigger {

@@ -50,11 +50,7 @@ pub(crate) async fn run(
             full_resync,
             draft,
         } => {
-            let names: Vec<String> = if all {
-                app.working_sync_names()
-            } else {
-                names
-            };
+            let names: Vec<String> = if all { app.working_sync_names() } else { names };
             let request = RunRequest {
                 full_resync,
                 draft,

@@ -160,7 +160,7 @@ pub(crate) async fn ask_policies(
                 &plugin.path,
                 &plugin.hash,
             )
-                .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?;
             crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)
                 .map_err(|e| e.to_string())?;
             evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request)
