@@ -15,6 +15,7 @@ mod delivery;
 mod engine_core;
 mod file_source;
 mod governance;
+mod help;
 mod plugin_languages;
 mod postgres;
 mod readme;

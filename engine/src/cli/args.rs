@@ -15,7 +15,7 @@ pub(crate) struct Cli {
     /// The workspace directory (holding backflow.toml).
     #[arg(long, global = true, env = "BACKFLOW_WORKSPACE", default_value = ".")]
     pub(crate) workspace: PathBuf,
-    /// Act as this user (one of the workspace's `[users]`).
+    /// Act as this user, one of the workspace's `[users]` (or set BACKFLOW_USER).
     #[arg(long = "as", global = true, env = "BACKFLOW_USER")]
     pub(crate) user: Option<String>,
     #[command(subcommand)]
@@ -26,6 +26,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Create a working example workspace in DIR.
     Init {
+        /// The directory to write the workspace into (created if missing).
         dir: PathBuf,
         /// Where to copy first-party plugins from (default: the `plugins` directory next to
         /// the backflow binary's directory, e.g. target/plugins, or $BACKFLOW_PLUGINS).
@@ -35,7 +36,8 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Inspect plugins.
+    /// Plugins: list and inspect them, create one from a template, check one against the
+    /// contract.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
@@ -48,6 +50,7 @@ pub(crate) enum Command {
     /// What the working copy changes against the published configuration, with dry-run
     /// counts for every affected sync.
     Diff {
+        /// Print the diff and the dry-run counts as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -58,6 +61,7 @@ pub(crate) enum Command {
     },
     /// The audit log: every submit, decision, publish, run start and run approval.
     Audit {
+        /// Print the log's records as JSON.
         #[arg(long)]
         json: bool,
         /// Check the log's hash chain.
@@ -69,13 +73,15 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
-    /// Run history.
+    /// Run history, newest first; its subcommands show, approve or undo one run.
     Runs {
         /// Only runs of this sync.
         #[arg(long)]
         sync: Option<String>,
+        /// Show at most this many runs.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print the runs as JSON.
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
@@ -107,6 +113,7 @@ pub(crate) enum Command {
 // No `///` on the struct: the `Receiver` variant's doc comment is the command's help text.
 #[derive(Args)]
 pub(crate) struct ReceiverArgs {
+    /// Port to listen on.
     #[arg(long, default_value_t = 8085)]
     pub(crate) port: u16,
     /// Address to listen on (loopback by default).
@@ -148,28 +155,36 @@ pub(crate) enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "api")]
         name: String,
+        /// Print the token with its id, user and name as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Your tokens (an admin sees everyone's).
     List {
+        /// Print the tokens as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a token by id: requests with it are refused from now on.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (as `token list` prints it).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub(crate) enum PluginCommand {
     /// List the plugins in the workspace's plugins directory.
     List {
+        /// Print the plugins (and the files that failed to load) as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show a plugin's kind, spec, config schema and contract version.
     Inspect {
+        /// The plugin file (.wasm).
         file: PathBuf,
+        /// Print the plugin's description as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -178,8 +193,10 @@ pub(crate) enum PluginCommand {
     New {
         /// The plugin's name (lowercase letters, digits and '-'); also the directory created.
         name: String,
+        /// The language of the project.
         #[arg(long, value_enum)]
         lang: backflow::toolkit::scaffold::Lang,
+        /// The kind of plugin: the contract world it implements.
         #[arg(long, value_enum)]
         kind: backflow::toolkit::scaffold::Kind,
         /// The directory to create the project in.
@@ -194,6 +211,7 @@ pub(crate) enum PluginCommand {
     /// errors as values rather than traps, batches of 0, 1 and many rows with every value
     /// type, and (destinations) retryable failures. Exit code 0 when every check passes.
     Conformance {
+        /// The plugin file (.wasm) to check.
         file: PathBuf,
         /// A working config: JSON text, or @FILE to read it from a file.
         #[arg(long, default_value = "{}")]
@@ -211,6 +229,7 @@ pub(crate) enum PluginCommand {
         /// Grant an environment variable (repeatable), as `grants.env` does.
         #[arg(long = "grant-env")]
         grant_env: Vec<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -220,42 +239,62 @@ pub(crate) enum PluginCommand {
 pub(crate) enum ChangeCommand {
     /// Record the working copy as a change request; the approval policies decide what it needs.
     Submit {
+        /// The change request's message: what it changes.
         #[arg(long, short, default_value = "")]
         message: String,
+        /// Print the recorded change request as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// List the change requests, newest first (the last 100): id, status, author, message.
     List {
+        /// Print the change requests as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Show a change request: policy answers, the approvals it still needs, reviews, and its
+    /// diff with dry-run counts per affected sync.
     Show {
+        /// The change request's number (as `change list` prints it).
         id: u64,
+        /// Print the change request as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Approve a change request (nobody approves their own change unless a policy allows it).
     Approve {
+        /// The change request's number (as `change list` prints it).
         id: u64,
+        /// A comment recorded with the approval.
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Reject a change request, saying why.
     Reject {
+        /// The change request's number (as `change list` prints it).
         id: u64,
+        /// Why it is rejected (required; recorded with the review).
         #[arg(long)]
         comment: String,
     },
     /// Make an approved change the published configuration (the working copy must still be
     /// exactly what was reviewed).
-    Publish { id: u64 },
+    Publish {
+        /// The change request's number (as `change list` prints it).
+        id: u64,
+    },
 }
 
 #[derive(Subcommand)]
 pub(crate) enum ModelCommand {
     /// The schema and first rows of a model, read through its source (nothing is recorded).
     Preview {
+        /// The model's name (as in backflow.toml).
         name: String,
+        /// How many rows to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Print the schema and rows as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -265,6 +304,7 @@ pub(crate) enum ModelCommand {
 pub(crate) enum SyncCommand {
     /// List the workspace's syncs.
     List {
+        /// Print the syncs as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -272,6 +312,7 @@ pub(crate) enum SyncCommand {
     /// --all) run in parallel, each on its own; one failing or slow destination does not
     /// hold up the others.
     Run {
+        /// The syncs to run (or --all).
         #[arg(required_unless_present = "all")]
         names: Vec<String>,
         /// Run every sync of the workspace.
@@ -290,12 +331,15 @@ pub(crate) enum SyncCommand {
     },
     /// Dry run: what a run would send now, with sample rows. Sends and records nothing.
     Plan {
+        /// The sync to plan.
         name: String,
+        /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
         /// Sample rows per change.
         #[arg(long, default_value_t = 5)]
         samples: usize,
+        /// Plan re-sending every model row, not only what changed.
         #[arg(long)]
         full_resync: bool,
         /// Plan the working copy instead of the published configuration.
@@ -305,10 +349,12 @@ pub(crate) enum SyncCommand {
     /// Send one model row (by primary key) to the destination as an added row and show its
     /// answer. The snapshot and run history are left untouched.
     Test {
+        /// The sync to test.
         name: String,
         /// The primary key value (`a|b` for composite keys).
         #[arg(long)]
         row: String,
+        /// Print the row sent and the destination's answer as JSON.
         #[arg(long)]
         json: bool,
         /// Use the working copy instead of the published configuration.
@@ -322,15 +368,20 @@ pub(crate) enum RunsCommand {
     /// Approve a run held by an approval policy; once approved, exactly the reviewed plan is
     /// delivered (if the data moved meanwhile, it plans again and asks again).
     Approve {
+        /// The held run's id (as `runs` prints it).
         id: String,
+        /// A comment recorded with the approval.
         #[arg(long)]
         comment: Option<String>,
+        /// Print the delivered run as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show one run, with its rejected rows.
     Show {
+        /// The run's id (as `runs` prints it).
         id: String,
+        /// Print the run as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -338,6 +389,7 @@ pub(crate) enum RunsCommand {
     /// inserts deleted, its updates set back, its deletes inserted again) and shows it; with
     /// --yes, runs it like any run (checks, approvals, delivery, history).
     Undo {
+        /// The id of the run to undo (as `runs` prints it).
         id: String,
         /// Run the undo (without it, only show what it would send).
         #[arg(long)]
@@ -345,6 +397,7 @@ pub(crate) enum RunsCommand {
         /// Also set back rows a later run changed (they are left alone by default).
         #[arg(long)]
         force: bool,
+        /// Print the inverse plan (with --yes, the undo's run) as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -355,12 +408,14 @@ pub(crate) enum RowsCommand {
     /// Every retained run that touched one row: when, the operation, the values sent, the
     /// values before and the destination's answer; and what the destination has now.
     History {
+        /// The sync that delivered the row.
         sync: String,
         /// The row's primary key as `sync plan` prints it (`42`, or `42|eu` for several columns).
         key: String,
         /// The history of the sync's draft runs.
         #[arg(long)]
         draft: bool,
+        /// Print the history as JSON.
         #[arg(long)]
         json: bool,
     },
