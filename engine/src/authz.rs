@@ -11,7 +11,11 @@ use serde::Serialize;
 /// Who is acting, resolved against the workspace's users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Actor {
+    /// The user's name as declared in the workspace's users (or the OS user, or `local`,
+    /// when the workspace declares none); recorded in audit entries and run history.
     pub user: String,
+    /// The user's role, which every [`Action`] is checked against (admin when the workspace
+    /// declares no users).
     pub role: Role,
 }
 
@@ -19,22 +23,39 @@ pub struct Actor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// List the syncs with their definitions and last runs.
     ListSyncs,
+    /// Dry-run a sync (what a run would send now), or show a run's undo plan; sends nothing.
     PlanSync,
+    /// Read a model's schema and first rows through its source.
     PreviewModel,
+    /// List the plugins in the workspace's plugins directory.
     ListPlugins,
+    /// Read run history: the list of runs and any one run record.
     ReadRuns,
+    /// Read the audit log and the result of checking its hash chain.
     ReadAudit,
+    /// Read change requests (proposed configuration changes) and their reviews.
     ReadChanges,
+    /// See what the working copy changes against the published configuration.
     Diff,
+    /// Run syncs, delivering their plans to the destinations.
     RunSync,
+    /// Send one model row to a sync's destination and see its answer; records nothing.
     TestRow,
+    /// Submit the working copy as a change request for review.
     SubmitChange,
+    /// Approve someone's change request (governance forbids approving one's own).
     ApproveChange,
+    /// Reject a change request.
     RejectChange,
+    /// Publish an approved change request; runs starting afterwards use it.
     PublishChange,
+    /// Approve a run held by an approval policy, releasing its reviewed plan for delivery.
     ApproveRun,
+    /// Undo a delivered run by delivering its inverse plan.
     UndoRun,
+    /// Read every retained run that touched one destination row of a sync.
     ReadRowHistory,
     /// Create, list and revoke one's own API tokens.
     ManageOwnTokens,
@@ -97,9 +118,13 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{user} is a {role} and may not {action} (needs {needs} or above)", role = .role.as_str(), needs = .needs.as_str())]
 pub struct Denied {
+    /// The refused user's name.
     pub user: String,
+    /// The role the user has.
     pub role: Role,
+    /// What they tried, as it reads in a sentence ("run syncs").
     pub action: &'static str,
+    /// The least role the action needs.
     pub needs: Role,
 }
 

@@ -13,12 +13,16 @@ use std::path::PathBuf;
 /// Rows per operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpCounts {
+    /// Rows new to the destination (sent as inserts, updates or appends, by mode).
     pub added: u64,
+    /// Rows whose values differ from what the snapshot says the destination has.
     pub changed: u64,
+    /// Rows gone from the model (sent as deletes in `mirror` mode).
     pub removed: u64,
 }
 
 impl OpCounts {
+    /// Rows of every change together.
     pub fn total(&self) -> u64 {
         self.added + self.changed + self.removed
     }
@@ -27,9 +31,13 @@ impl OpCounts {
 /// The diff of the model against the snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffCounts {
+    /// Model rows whose key is not in the snapshot.
     pub added: u64,
+    /// Model rows in the snapshot with a different fingerprint (or any row on a full resync).
     pub changed: u64,
+    /// Snapshot rows whose key is no longer in the model.
     pub removed: u64,
+    /// Model rows equal to their snapshot entry: nothing to send.
     pub unchanged: u64,
     /// A full resync's way out of a delete the destination keeps refusing: rows gone from
     /// the model whose last delete was refused, dropped from the state instead of being
@@ -45,11 +53,15 @@ fn is_zero(n: &u64) -> bool {
 /// One quality check's result for a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckReport {
+    /// The check's name in the sync's configuration.
     pub name: String,
+    /// The name of the check plugin that ran it (the built-in `checks` or one of your own).
     pub plugin: String,
+    /// Whether a failure blocks the run (`fail`) or is only recorded (`warn`).
     pub severity: Severity,
     /// `pass`, `warn`, `fail`, or `error` when the check itself failed (which counts as fail).
     pub verdict: CheckVerdict,
+    /// The check's explanation, or why it could not run (its error, a failed model read).
     pub message: String,
     /// Offending rows as JSON text.
     pub samples: Vec<String>,
@@ -119,10 +131,14 @@ impl PartialEq<&str> for CheckVerdict {
 pub struct RejectedRow {
     /// The primary key, rendered as text (`1` or `1|eu` for composite keys).
     pub key: String,
+    /// The row's change as [`Change::as_str`] writes it (`added`, `changed`, `removed`).
     pub change: String,
+    /// The destination's answer for the row (cut to a bounded size).
     pub error: String,
 }
 
+/// How a run ended (or that it is still going), as stored, shown and counted in metrics;
+/// serialized in snake case (`awaiting_approval`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -146,6 +162,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status as stored and shown (`succeeded`, `awaiting_approval`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Succeeded => "succeeded",
@@ -163,16 +180,25 @@ impl RunStatus {
 /// One run of a sync, as stored and as printed by `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The run's ID, as `runs show`, `runs undo` and `runs approve` take it.
     pub run_id: String,
+    /// The name of the sync that ran.
     pub sync: String,
+    /// Why the run started: `manual`, `schedule`, `schedule (missed at T)`, `after SYNC`,
+    /// `api`, `api (coalesced)`, `approved run ID`, `undo of run ID`.
     pub trigger: String,
+    /// Who asked for the run (the workspace user, or `BACKFLOW_USER` / `USER` on the CLI).
     pub user: String,
+    /// When the run started, RFC 3339 in UTC.
     pub started_at: String,
+    /// When the run ended, RFC 3339 in UTC (empty while it runs).
     pub finished_at: String,
+    /// Wall-clock time from start to finish.
     pub duration_ms: u64,
     /// Time spent reading the model and building the plan, and delivering it.
     #[serde(default)]
     pub timings: Timings,
+    /// How the run ended.
     pub status: RunStatus,
     /// Whether the snapshot was ignored and every model row re-sent.
     #[serde(default)]
@@ -180,6 +206,7 @@ pub struct RunRecord {
     /// Rows in the model and in the snapshot before the run.
     #[serde(default)]
     pub model_rows: u64,
+    /// Rows in the snapshot (what the destination had from backflow) before the run.
     #[serde(default)]
     pub snapshot_rows: u64,
     /// The diff, before the sync's mode picks what to send.
@@ -187,12 +214,17 @@ pub struct RunRecord {
     pub diff: DiffCounts,
     /// What the mode sends, per change.
     pub planned: OpCounts,
+    /// Rows the destination acknowledged, per change.
     pub delivered: OpCounts,
+    /// Rows the destination rejected, or given up on after retries, per change.
     pub failed: OpCounts,
     /// Content hashes (SHA-256) of the plugins used.
     pub plugins: PluginHashes,
     /// Hash of the sync's effective configuration.
     pub config_hash: String,
+    /// Why the run did not deliver everything it could (failed, interrupted, blocked,
+    /// awaiting approval, rejected); `None` for succeeded and partial runs, whose refused
+    /// rows are in `rejected`.
     pub error: Option<String>,
     /// Quality check results, in the order the sync lists its checks.
     #[serde(default)]
@@ -237,11 +269,13 @@ pub struct UndoSummary {
 /// How many rejected rows a run record keeps.
 pub const MAX_REJECTED_KEPT: usize = 1000;
 
+/// Where a run's time went, phase by phase (`timings` in `--json`), in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timings {
     /// Loading plugins (compiling a plugin seen for the first time) and checking configs.
     #[serde(default)]
     pub prepare_ms: u64,
+    /// Reading the model and diffing it against the snapshot into a plan.
     pub plan_ms: u64,
     /// Quality checks over the plan.
     #[serde(default)]
@@ -253,13 +287,17 @@ pub struct Timings {
     /// Asking the approval policies about the plan (0 without policies).
     #[serde(default)]
     pub approval_ms: u64,
+    /// Sending the plan to the destination, retries and pacing included.
     pub deliver_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 /// Content hashes (SHA-256) of every plugin a run used.
 pub struct PluginHashes {
+    /// Hash of the source plugin that reads the sync's model.
     pub source: String,
+    /// Hash of the destination plugin that received the rows ([`BUILTIN_NOOP`] for the
+    /// native no-op destination).
     pub destination: String,
     /// Quality check name → hash of its plugin.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -288,7 +326,9 @@ pub fn truncate_message(mut message: String, max: usize) -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    /// Most destination write calls (batches) per second; `None` for no cap.
     pub requests_per_second: Option<f64>,
+    /// Most rows sent per second, across batches; `None` for no cap.
     pub rows_per_second: Option<f64>,
 }
 
@@ -296,7 +336,9 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// A failing (or erroring) check blocks the run: nothing is sent. The default.
     Fail,
+    /// A failing check is recorded in the run's report and the run goes on.
     Warn,
 }
 
@@ -304,14 +346,20 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
+    /// Added rows are inserted, changed rows updated, removed rows left alone. The default.
     Upsert,
+    /// Added and changed rows are sent as updates: never creates records in the destination.
     Update,
+    /// Only added rows are sent, as inserts.
     Insert,
+    /// The destination follows the model: inserts, updates and deletes of removed rows.
     Mirror,
+    /// Added rows are appended as events, once each, with a stable `event_id`.
     Append,
 }
 
 impl SyncMode {
+    /// The mode a sync's `mode = "..."` names, or `None` for an unknown one.
     pub fn parse(s: &str) -> Option<SyncMode> {
         Some(match s {
             "upsert" => SyncMode::Upsert,
@@ -323,6 +371,7 @@ impl SyncMode {
         })
     }
 
+    /// The mode as configured and recorded (`upsert`, `mirror`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             SyncMode::Upsert => "upsert",
@@ -431,6 +480,7 @@ impl std::fmt::Display for NetworkGrant {
 /// Per-instance resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Memory the instance may grow to, in MiB (also bounds its host resources).
     pub memory_mb: u64,
     /// CPU time the guest may run in one call.
     pub call_timeout_ms: u64,
@@ -462,14 +512,18 @@ pub const MAX_TTL_MINUTES: u64 = 525_600;
 /// The change a planned row represents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
+    /// The row's key is not in the snapshot: new to the destination.
     Added,
+    /// The row differs from its snapshot entry (or a full resync re-sends it).
     Changed,
+    /// The row's key is in the snapshot but gone from the model.
     Removed,
     /// Rows equal to the snapshot; planned only for quality checks, never sent.
     Unchanged,
 }
 
 impl Change {
+    /// The change as counted, recorded and shown: `added`, `changed`, `removed`, `unchanged`.
     pub fn as_str(self) -> &'static str {
         match self {
             Change::Added => "added",
@@ -480,6 +534,7 @@ impl Change {
     }
 }
 
+/// Adds `n` rows of `change` to the counts (unchanged rows are not counted).
 pub fn bump(c: &mut OpCounts, change: Change, n: u64) {
     match change {
         Change::Added => c.added += n,
@@ -519,17 +574,27 @@ pub type Fingerprint = [u8; 16];
 pub enum JournalOp {
     /// The destination has this row with these values (added or changed, acknowledged).
     Upsert {
+        /// The row's encoded primary key, as the snapshot is keyed.
         key: Vec<u8>,
+        /// The fingerprint of the values delivered.
         fp: Fingerprint,
+        /// The encoded row delivered, the snapshot entry's new value.
         row: Vec<u8>,
     },
     /// The destination deleted this row.
-    Delete { key: Vec<u8> },
+    Delete {
+        /// The deleted row's encoded primary key.
+        key: Vec<u8>,
+    },
     /// The destination refused this row; it stays pending and is retried by later runs.
     Reject {
+        /// The refused row's encoded primary key.
         key: Vec<u8>,
+        /// The row's change (`added`, `changed`, `removed`).
         change: String,
+        /// The destination's answer.
         error: String,
+        /// The run it was refused in (kept with the pending row).
         run_id: String,
     },
     /// The ops after this one were delivered by this run: their changelog entries (values
@@ -541,10 +606,13 @@ pub enum JournalOp {
 /// destination fields of its rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangelogHeader {
+    /// The run whose changelog this is.
     pub run_id: String,
     /// The sync's mode for this run (`mirror` for an undo).
     pub mode: String,
+    /// The destination fields of the rows the run sent, in their encoded order.
     pub columns: Vec<backflow_plugin_sdk::Column>,
+    /// The primary key's fields, to read keys back (`runs undo` takes them as text).
     pub key_columns: Vec<backflow_plugin_sdk::Column>,
     /// The run this one undid, if it was an undo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -554,7 +622,9 @@ pub struct ChangelogHeader {
 /// A snapshot entry: the row's fingerprint and the encoded row the destination has from us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
+    /// The fingerprint of the row as delivered, compared with the model's to find changes.
     pub fp: Fingerprint,
+    /// The encoded row as delivered: the values an undo puts back, a history's `before`.
     pub row: Vec<u8>,
 }
 
@@ -575,17 +645,26 @@ impl Delivered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowChange {
     /// The row was new to the destination (no snapshot entry before).
-    Inserted { sent: Fingerprint },
+    Inserted {
+        /// The fingerprint of the values sent.
+        sent: Fingerprint,
+    },
     /// The row replaced what the destination had from us.
     Updated {
+        /// The snapshot entry the row replaced.
         before: Delivered,
+        /// The fingerprint of the values sent.
         sent: Fingerprint,
     },
     /// The row was deleted; `before` is what the destination had.
-    Deleted { before: Delivered },
+    Deleted {
+        /// The snapshot entry the delete removed.
+        before: Delivered,
+    },
 }
 
 impl RowChange {
+    /// The change as a run's changelog shows it: `inserted`, `updated` or `deleted`.
     pub fn as_str(&self) -> &'static str {
         match self {
             RowChange::Inserted { .. } => "inserted",
@@ -630,6 +709,7 @@ impl RowChange {
         out
     }
 
+    /// Reads back the stored form [`RowChange::encode`] writes; `None` if it is malformed.
     pub fn decode(v: &[u8]) -> Option<RowChange> {
         let (kind, rest) = v.split_first()?;
         let before = |rest: &[u8]| -> Option<(Delivered, usize)> {

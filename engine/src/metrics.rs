@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
+/// The process's one registry and its metric families (labelled by sync, plugin or file),
+/// created on first use; the `record_*` functions count into it and [`render`] exposes it.
 pub struct Metrics {
     registry: Registry,
     runs: Family<Labels, Counter>,
@@ -108,6 +110,8 @@ pub fn record_run(run: &crate::domain::RunRecord) {
     }
 }
 
+/// Times one destination write call of a sync's delivery (`seconds`), counting it as a
+/// retry when it is not the batch's first attempt.
 pub fn record_delivery(sync: &str, seconds: f64, retry: bool) {
     let m = metrics();
     m.delivery_seconds
@@ -120,6 +124,8 @@ pub fn record_delivery(sync: &str, seconds: f64, retry: bool) {
     }
 }
 
+/// Times one call into a plugin (`seconds`), counting it as a trap when it crashed or hit
+/// its CPU, memory or wall-clock limit.
 pub fn record_plugin_call(plugin: &str, seconds: f64, trapped: bool) {
     let m = metrics();
     m.plugin_call_seconds
@@ -132,6 +138,7 @@ pub fn record_plugin_call(plugin: &str, seconds: f64, trapped: bool) {
     }
 }
 
+/// Counts a plugin file the service's hot reload loaded (`accepted`) or refused.
 pub fn record_reload(plugin_file: &str, accepted: bool) {
     metrics()
         .plugin_reloads

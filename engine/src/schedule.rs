@@ -35,13 +35,22 @@ impl PartialEq for Schedule {
 /// What is wrong with a schedule, and in which field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
+    /// The sync's `schedule` is not a cron pattern croner accepts.
     #[error("{pattern:?} is not a cron pattern: {reason} (5 fields \"min hour day month weekday\", or 6 with seconds first)")]
-    Pattern { pattern: String, reason: String },
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What the cron parser objected to.
+        reason: String,
+    },
+    /// The sync's `timezone` is not a known IANA time zone name.
     #[error("unknown time zone {0:?} (use an IANA name such as \"Europe/Paris\" or \"UTC\")")]
     TimeZone(String),
 }
 
 impl Schedule {
+    /// Parses a sync's `schedule` pattern, read in `timezone` (an IANA name; UTC when
+    /// `None`). Surrounding whitespace is ignored.
     pub fn parse(pattern: &str, timezone: Option<&str>) -> Result<Schedule, ScheduleError> {
         let cron = croner::Cron::from_str(pattern.trim()).map_err(|e| ScheduleError::Pattern {
             pattern: pattern.to_string(),

@@ -5,18 +5,32 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// The held `serve.lock` of a state directory: while this value lives, no other
+/// `backflow serve` can serve the same state. Dropping it (or the process dying) releases it.
 pub struct InstanceLock {
     _file: File,
+    /// Where the lock file is: `serve.lock` in the state directory.
     pub path: PathBuf,
 }
 
+/// Why `backflow serve` could not take the state directory's service lock.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// Another service already holds the lock on this state directory.
     #[error("another `backflow serve` already serves the state in {dir} ({holder}); stop it first, or give this workspace its own [workspace] state_dir")]
-    Held { dir: PathBuf, holder: String },
+    Held {
+        /// The state directory that is already served.
+        dir: PathBuf,
+        /// Who holds it, as the holder wrote into the lock file ("pid 123, listening on
+        /// 127.0.0.1:8080"), or that a process is starting and has not written it yet.
+        holder: String,
+    },
+    /// The state directory or the lock file could not be created, opened, locked or written.
     #[error("cannot create the service lock {path}: {source}")]
     Io {
+        /// The lock file's path.
         path: PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
 }

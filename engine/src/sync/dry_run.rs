@@ -65,11 +65,18 @@ impl DryRunError {
 /// A dry run's result: what a run would do now.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PlanReport {
+    /// The planned sync's name.
     pub sync: String,
+    /// The sync's mode, which decides what each change is sent as (see `operations`).
     pub mode: SyncMode,
+    /// Whether this is the plan of a `--full-resync` run (every model row re-sent).
     pub full_resync: bool,
+    /// Rows the model returned through the source.
     pub model_rows: u64,
+    /// Rows in the sync's snapshot (what was last delivered), or 0 when the snapshot is
+    /// ignored because the primary key or destination changed since the last delivery.
     pub snapshot_rows: u64,
+    /// The diff of the model against the snapshot: rows added, changed, removed, unchanged.
     pub diff: DiffCounts,
     /// What the mode would send, per change.
     pub planned: OpCounts,
@@ -131,12 +138,20 @@ pub async fn plan_sync(
 /// The destination's answer to one test row.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TestReport {
+    /// The sync whose destination got the row.
     pub sync: String,
+    /// The primary key asked for, as text (`1`, or `1|eu` for a composite key).
     pub key: String,
+    /// The destination operation the row went as: what the sync's mode sends for an added
+    /// row (insert; update in `update` mode; append in `append` mode).
     pub operation: Operation,
+    /// The row as sent, as a JSON object of destination fields (with the event id field for
+    /// `append`).
     pub row: serde_json::Value,
     /// `accepted`, `rejected` or `retryable`, or `error` when the call itself failed.
     pub outcome: String,
+    /// The destination's reason for a rejected or retryable row, or the failure of the call;
+    /// `None` when the row was accepted.
     pub message: Option<String>,
 }
 
@@ -252,9 +267,12 @@ pub async fn test_row(
 /// What `runs undo` would send: the inverse plan of a run, and what it leaves alone.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UndoReport {
+    /// The sync whose run is undone.
     pub sync: String,
     /// The run to undo.
     pub run_id: String,
+    /// Whether the undo was forced (`--force`): rows a later run changed are overwritten
+    /// too instead of being left alone.
     pub forced: bool,
     /// What the undo would send: `added` rows are inserted back, `changed` rows updated back
     /// to their values before the run, `removed` rows (the run's inserts) deleted.
@@ -266,6 +284,7 @@ pub struct UndoReport {
     pub samples: serde_json::Value,
     /// Rows a later run changed: left alone unless forced.
     pub conflicts: u64,
+    /// The keys of the first conflicting rows (at most 20), as text, for the report.
     pub conflict_keys: Vec<String>,
     /// Rows the run sent as updates of records backflow had never delivered (`update` mode).
     pub without_before: u64,

@@ -9,15 +9,22 @@ use futures::future::BoxFuture;
 
 /// What the gate is asked about: a run's complete plan, before anything is sent.
 pub struct GateRequest<'a> {
+    /// The id of the run asking; a held run is stored (and later approved) under it.
     pub run_id: &'a str,
+    /// The sync being run, as configured.
     pub sync: &'a SyncConfig,
+    /// What the plan would send, per change, in the sync's mode.
     pub planned: OpCounts,
     /// xxh3-128 over every planned change: what an approval covers.
     pub plan_fingerprint: &'a str,
     /// A few rows per change, for the reviewer.
     pub samples: serde_json::Value,
+    /// SHA-256 of the sync's configuration the plan was made with; releasing an approved
+    /// run needs the same.
     pub config_hash: &'a str,
+    /// Whether the run is a full resync (an approved held run re-plans the same way).
     pub full_resync: bool,
+    /// Who started the run: the author the policies judge, and the user in the audit log.
     pub user: &'a str,
     /// A run held before and since approved: if this plan is exactly that one, it may go.
     pub approved_run: Option<&'a str>,
@@ -34,9 +41,11 @@ pub struct GateError(pub String);
 /// What the gate lets a run do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateDecision {
+    /// Deliver the plan now: no policy asks for anything, or this is the approved plan.
     Proceed,
     /// Held: the request was stored; the message says what is needed.
     Await(String),
+    /// A policy refused the run; nothing is sent. The message is the policy's reason.
     Reject(String),
 }
 

@@ -9,7 +9,10 @@ pub enum RunOutcome {
     /// Every planned row was delivered (or nothing needed sending).
     Succeeded,
     /// Delivery finished, but the destination refused some rows.
-    Partial { rejected_rows: u64 },
+    Partial {
+        /// How many rows the destination rejected (kept pending, planned again next run).
+        rejected_rows: u64,
+    },
     /// A quality check failed: nothing was written.
     Blocked(String),
     /// An approval policy holds the plan for a person: nothing was written.

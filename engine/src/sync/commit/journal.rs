@@ -58,6 +58,8 @@ impl Journal {
         dir.join(format!("{safe}-{hash:016x}.journal"))
     }
 
+    /// Opens (creating it and `dir` if needed) the journal of `sync` in `dir` for appending;
+    /// whatever an interrupted run left in it stays, to be replayed.
     pub fn open(dir: &Path, sync: &str) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = Journal::path(dir, sync);
@@ -78,6 +80,8 @@ impl Journal {
         self.written
     }
 
+    /// Whether nothing was written since the last [`Journal::clear`] (no acknowledged rows
+    /// wait to be committed to the snapshot).
     pub fn is_empty(&self) -> bool {
         self.written == 0
     }
@@ -284,7 +288,9 @@ pub fn replay_file<E>(
 #[derive(Debug)]
 /// Why a journal could not be replayed: reading it, or applying its ops (`E`).
 pub enum ReplayError<E> {
+    /// The journal file could not be opened or read.
     Io(std::io::Error),
+    /// Applying a chunk of ops (committing them to the state) failed.
     Apply(E),
 }
 

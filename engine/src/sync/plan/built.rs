@@ -24,8 +24,13 @@ pub struct Plan {
     pub columns: Vec<Column>,
     /// Destination fields of the primary key (what a delete carries).
     pub key_columns: Vec<Column>,
+    /// Rows the model returned (0 for an undo's plan, which reads no model).
     pub model_rows: u64,
+    /// Rows in the sync's snapshot when planning (0 when the snapshot was ignored because
+    /// the primary key or destination changed since the last delivery).
     pub snapshot_rows: u64,
+    /// How many rows each change holds: added, changed, removed, unchanged (and, for a full
+    /// resync, refused deletes cleared from the state).
     pub diff: DiffCounts,
     /// xxh3-128 over every planned change (kind, key, row fingerprint), in plan order (key
     /// order; an undo's, its changelog's order): two plans with the same fingerprint send

@@ -48,10 +48,13 @@ pub struct ModelSpill {
     entries: Vec<Entry>,
     runs: Vec<File>,
     budget: usize,
+    /// Model rows pushed so far, in memory and in spilled runs together.
     pub count: u64,
 }
 
 impl ModelSpill {
+    /// An empty spill whose sorted runs go to temporary files in `dir` (the state
+    /// directory's `tmp`) once the rows held exceed `budget` bytes (at least 1 KiB).
     pub fn new(dir: &Path, budget: usize) -> std::io::Result<ModelSpill> {
         Ok(ModelSpill {
             dir: dir.to_path_buf(),
@@ -63,6 +66,8 @@ impl ModelSpill {
         })
     }
 
+    /// Adds one model row: its encoded primary key, its fingerprint and the encoded mapped
+    /// row. Spills a sorted run to disk when the memory budget is reached.
     pub fn push(&mut self, key: &[u8], fp: Fingerprint, row: &[u8]) -> std::io::Result<()> {
         self.entries.push(Entry {
             off: self.arena.len() as u32,
@@ -142,8 +147,11 @@ fn write_entry(
 /// One model row as the merge yields it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelEntry {
+    /// The encoded primary key (the order the diff walks in, and the snapshot's key).
     pub key: Vec<u8>,
+    /// The row's fingerprint, compared with the snapshot's to tell changed from unchanged.
     pub fp: Fingerprint,
+    /// The encoded mapped row, as it would be sent (empty for a [`ModelEntry::key_only`]).
     pub row: Vec<u8>,
 }
 
@@ -217,6 +225,8 @@ pub struct SortedModel {
 }
 
 impl SortedModel {
+    /// The next model row in key order (duplicate keys come out next to each other), or
+    /// `None` once every row was read.
     pub fn next_entry(&mut self) -> std::io::Result<Option<ModelEntry>> {
         match &mut self.source {
             Source::Memory { arena, entries } => Ok(entries.next().map(|e| ModelEntry {

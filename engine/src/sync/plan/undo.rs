@@ -21,7 +21,9 @@ use std::io::{BufWriter, Write};
 /// Which run to undo, and whether to overwrite rows later runs changed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UndoTarget {
+    /// The id of the run to undo; its changelog must still be kept.
     pub run_id: String,
+    /// Overwrite rows a later run changed (conflicts) instead of leaving them alone.
     #[serde(default)]
     pub force: bool,
 }
@@ -33,9 +35,12 @@ const SAMPLES: usize = 20;
 
 /// An undo's plan and what it leaves out.
 pub struct UndoPlan {
+    /// The inverse plan, delivered with `mirror` mode's operations: `added` rows are the
+    /// run's deletes inserted back, `changed` its updates reverted, `removed` its inserts deleted.
     pub plan: Plan,
     /// Rows a later run changed: left alone (or, forced, overwritten anyway).
     pub conflicts: u64,
+    /// The keys of the first conflicting rows (at most 20), as text.
     pub conflict_keys: Vec<String>,
     /// Rows the run sent as updates of records backflow had never delivered (`update` mode):
     /// there is no "before" to go back to, so they are left as they are.
