@@ -17,6 +17,8 @@
 //!   conformance suite for plugin authors, a local webhook receiver for demos and tests. The
 //!   sync path never uses it.
 
+#![warn(missing_docs)]
+
 pub mod alerts;
 pub mod app;
 pub mod authz;
