@@ -124,7 +124,7 @@ async fn post(http: &reqwest::Client, alert: &Alert, body: &serde_json::Value) {
             alert = field,
             host,
             "alert failed: {}",
-            crate::redact::redact(&[url.clone()], &e.to_string())
+            crate::redact::redact(std::slice::from_ref(&url), &e.to_string())
         ),
     }
 }

@@ -337,7 +337,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         return None;
     }
     let days = parse_date(&text[..10])?;
-    let rest = text[10..].as_bytes();
+    let rest = &text.as_bytes()[10..];
     if rest[0] != b'T' && rest[0] != b't' && rest[0] != b' ' {
         return None;
     }

@@ -682,6 +682,7 @@ async fn the_server_stopping_mid_stream_loses_nothing() {
         "nothing is delivered from a model that was not read whole"
     );
     let _ = holder.kill();
+    let _ = holder.wait();
 
     pg.restart();
     let rerun = ws.run("s").await;

@@ -52,15 +52,19 @@ impl Service {
         });
         let line = rx.recv_timeout(Duration::from_secs(180));
         match line {
-            Ok(line) => {
-                let base = line
-                    .split("listening on ")
-                    .nth(1)
-                    .ok_or_else(|| format!("unexpected first line {line:?}"))?
-                    .trim()
-                    .to_string();
-                Ok(Service { child, base, log })
-            }
+            Ok(line) => match line.split("listening on ").nth(1) {
+                Some(base) => Ok(Service {
+                    child,
+                    base: base.trim().to_string(),
+                    log,
+                }),
+                // Not a service we can talk to: stop it rather than leave it running.
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(format!("unexpected first line {line:?}"))
+                }
+            },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -294,7 +294,7 @@ impl App {
         if gate.status != governance::GateStatus::Approved {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
-        let ws = self.workspace_for(false, &[gate.sync.clone()])?;
+        let ws = self.workspace_for(false, std::slice::from_ref(&gate.sync))?;
         let options = RunOptions {
             user: gate.requested_by.clone(),
             trigger: format!("approved run {run_id}"),

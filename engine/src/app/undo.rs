@@ -126,7 +126,7 @@ impl App {
             .state
             .runs(Some(&state_key), HISTORY_RUNS)
             .map_err(failed)?;
-        if runs.is_empty() && self.working.syncs.get(sync).is_none() {
+        if runs.is_empty() && !self.working.syncs.contains_key(sync) {
             return Err(AppError::NotFound(format!(
                 "no sync named {sync} and no runs of one"
             )));

@@ -20,7 +20,7 @@ use backflow_plugin_sdk::codec::{read_array_len, write_row_header};
 use backflow_plugin_sdk::{Column, Operation, SyncContext};
 use futures::StreamExt;
 use pacer::Pacer;
-use send::send;
+use send::{send, Outgoing};
 use std::time::{Duration, Instant};
 use writer::Writer;
 
@@ -107,7 +107,13 @@ pub(crate) async fn deliver(
             };
             let (pacer, health, columns) = (&pacer, &health, columns.clone());
             in_flight.push(async move {
-                let sent = send(&mut writer, pacer, health, p, op, change, &columns, rows).await;
+                let batch = Outgoing {
+                    op,
+                    change,
+                    columns: &columns,
+                    rows,
+                };
+                let sent = send(&mut writer, pacer, health, p, batch).await;
                 (writer, sent)
             });
         }

@@ -86,6 +86,18 @@ pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
     b.finish()
 }
 
+/// One batch to send: the rows of one change, with the operation the sync's mode makes of it.
+pub(crate) struct Outgoing<'a> {
+    /// What the destination is asked to do with the rows.
+    pub op: Operation,
+    /// The change the rows are (added, changed, removed), for the run's counts.
+    pub change: Change,
+    /// The destination fields the rows carry, in order.
+    pub columns: &'a [Column],
+    /// The planned rows to send.
+    pub rows: Vec<PlannedRow>,
+}
+
 /// Sends one batch through `writer`, retrying retryable failures with exponential backoff,
 /// halving batches refused as a whole and isolating rows the destination names as bad.
 /// Touches no shared state but the pacer, so several run at once (`max_in_flight`).
@@ -94,11 +106,14 @@ pub(crate) async fn send(
     pacer: &tokio::sync::Mutex<Pacer>,
     health: &Health,
     p: &PreparedSync,
-    op: Operation,
-    change: Change,
-    columns: &[Column],
-    rows: Vec<PlannedRow>,
+    batch: Outgoing<'_>,
 ) -> Sent {
+    let Outgoing {
+        op,
+        change,
+        columns,
+        rows,
+    } = batch;
     // Groups of rows still to send; a batch refused as a whole is split into halves.
     let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
     let mut pending = Vec::new();
