@@ -106,14 +106,13 @@ pub(crate) async fn send(
     pacer: &tokio::sync::Mutex<Pacer>,
     health: &Health,
     p: &PreparedSync,
-    batch: Outgoing<'_>,
-) -> Sent {
-    let Outgoing {
+    Outgoing {
         op,
         change,
         columns,
         rows,
-    } = batch;
+    }: Outgoing<'_>,
+) -> Sent {
     // Groups of rows still to send; a batch refused as a whole is split into halves.
     let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
     let mut pending = Vec::new();
