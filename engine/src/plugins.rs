@@ -13,7 +13,9 @@ use std::sync::RwLock;
 
 /// The result of scanning a plugins directory: usable plugins and the files that are not.
 pub struct Scan {
+    /// The files that loaded as plugins.
     pub plugins: Vec<Plugin>,
+    /// Every other file, with why it is not a usable plugin.
     pub problems: Vec<(PathBuf, String)>,
 }
 
@@ -80,6 +82,7 @@ impl Served {
             .collect()
     }
 
+    /// Every served version of the file at `path`, oldest first.
     pub fn versions(&self, path: &Path) -> &[Plugin] {
         self.files.get(path).map(Vec::as_slice).unwrap_or(&[])
     }

@@ -35,6 +35,7 @@ impl fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 impl CallError {
+    /// Whether the plugin said the call may succeed if made again (a `retryable` error).
     pub fn is_retryable(&self) -> bool {
         matches!(self, CallError::Plugin(e) if e.is_retryable())
     }

@@ -1,9 +1,7 @@
 //! The `host` interface plugins import: logging, the clock and HTTP through the host.
 //! Every HTTP request is checked against the plugin's `network` grant first.
 
-use super::bindings::v0_1_0::wit_host::{
-    self, HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel,
-};
+use super::bindings::newest_host::{HttpError, HttpHeader, HttpRequest, HttpResponse, LogLevel};
 use super::PluginState;
 use std::time::Duration;
 
@@ -34,8 +32,11 @@ impl PluginState {
     }
 }
 
-impl wit_host::Host for PluginState {
-    async fn log(&mut self, level: LogLevel, message: String) {
+/// The `host` interface, written once against the newest contract version's types; each
+/// version's bindings (`bindings::common`) convert their records to these and call here.
+impl PluginState {
+    /// `log`: the plugin's message, redacted, as a tracing event tagged with its name.
+    pub(super) fn host_log(&mut self, level: LogLevel, message: String) {
         let message = self.redact(&message);
         let plugin = self.plugin_name.as_str();
         match level {
@@ -47,16 +48,21 @@ impl wit_host::Host for PluginState {
         }
     }
 
-    async fn now_ms(&mut self) -> u64 {
+    /// `now-ms`: wall-clock milliseconds since the Unix epoch.
+    pub(super) fn host_now_ms(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
 
-    /// Waiting on the network is not charged to the guest: the call's future is pending
-    /// meanwhile, and only polls count (see `cpu_clock`).
-    async fn http_send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    /// `http-send`: the request, if the plugin's `network` grant allows its host. Waiting on
+    /// the network is not charged to the guest: the call's future is pending meanwhile, and
+    /// only polls count (see `cpu_clock`).
+    pub(super) async fn host_http_send(
+        &mut self,
+        request: HttpRequest,
+    ) -> Result<HttpResponse, HttpError> {
         let url = url::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
@@ -190,7 +196,7 @@ mod tests {
             body: b"[]".to_vec(),
             timeout_ms: Some(5000),
         };
-        wit_host::Host::http_send(store.data_mut(), request).await
+        store.data_mut().host_http_send(request).await
     }
 
     /// The connection goes to the address the host's resolver checked, not to one looked up

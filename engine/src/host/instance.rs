@@ -50,6 +50,7 @@ pub struct SourceInstance {
 }
 
 impl SourceInstance {
+    /// Instantiates the plugin in a fresh store and opens a reader over `query`.
     pub async fn open(
         host: &PluginHost,
         plugin: &Plugin,
@@ -62,7 +63,8 @@ impl SourceInstance {
         let opened = async {
             match plugin.contract {
                 ContractVersion::V0_1_0 => {
-                    let api = v0_1_0::Source::instantiate(&mut store, pre).await?;
+                    let api =
+                        v0_1_0::Source::instantiate(&mut store, pre, plugin.row_encoding).await?;
                     let reader = api.open(&mut store, config_json, query).await?;
                     let columns = api.columns(&mut store, reader).await?;
                     Ok((SourceApi::V0_1_0(api), reader, columns))
@@ -86,6 +88,7 @@ impl SourceInstance {
         })
     }
 
+    /// The reader's columns, as the plugin declared them when it opened.
     pub fn columns(&self) -> &[Column] {
         &self.columns
     }
@@ -129,6 +132,7 @@ pub struct DestinationInstance {
 }
 
 impl DestinationInstance {
+    /// Instantiates the plugin in a fresh store and opens a writer for one run of a sync.
     pub async fn open(
         host: &PluginHost,
         plugin: &Plugin,
@@ -141,7 +145,9 @@ impl DestinationInstance {
         let opened = async {
             match plugin.contract {
                 ContractVersion::V0_1_0 => {
-                    let api = v0_1_0::Destination::instantiate(&mut store, pre).await?;
+                    let api =
+                        v0_1_0::Destination::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
                     let writer = api.open(&mut store, config_json, context).await?;
                     Ok((DestinationApi::V0_1_0(api), writer))
                 }
@@ -238,6 +244,7 @@ pub struct CheckInstance {
 }
 
 impl CheckInstance {
+    /// Instantiates the plugin in a fresh store and opens a checker for a run's plan.
     pub async fn open(
         host: &PluginHost,
         plugin: &Plugin,
@@ -250,7 +257,9 @@ impl CheckInstance {
         let opened = async {
             match plugin.contract {
                 ContractVersion::V0_1_0 => {
-                    let api = v0_1_0::QualityCheck::instantiate(&mut store, pre).await?;
+                    let api =
+                        v0_1_0::QualityCheck::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
                     let checker = api.open(&mut store, config_json, plan).await?;
                     Ok((CheckApi::V0_1_0(api), checker))
                 }
@@ -295,6 +304,8 @@ impl CheckInstance {
         redact(&self.store, result)
     }
 
+    /// The checker's verdict (secrets cut from its message and samples); releases the
+    /// checker.
     pub async fn finish(mut self) -> Result<CheckResult, CallError> {
         let checker = self
             .checker

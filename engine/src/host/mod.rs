@@ -77,14 +77,18 @@ fn resource_entries_for(memory_mb: u64) -> usize {
 /// A compiled plugin: its component, content hash and spec.
 #[derive(Clone)]
 pub struct Plugin {
+    /// The `.wasm` file it was loaded from.
     pub path: PathBuf,
+    /// The SHA-256 of the file's bytes, hex: what a workspace pins.
     pub hash: String,
+    /// What the plugin says it is (its `spec()`).
     pub spec: PluginSpec,
     /// The contract version the component implements: which bindings every call goes through.
     pub contract: ContractVersion,
     /// How batches cross its boundary (JSON for 0.2.0 plugins that ask for it); the bindings
     /// convert, so the rest of the engine sees MessagePack batches whatever the plugin speaks.
     pub row_encoding: RowEncoding,
+    /// The compiled component.
     pub component: Component,
     /// The component with its imports resolved against the host's linker, once per load:
     /// each instance (one per run reader, per writer in flight) then only instantiates.
@@ -236,6 +240,7 @@ impl PluginHost {
         self.resolver = resolver;
     }
 
+    /// The wasmtime engine every plugin of this host is compiled for.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -355,13 +360,12 @@ impl PluginHost {
             .map_err(|e| CallError::Host(format!("{e:#}")))?;
         let pre = pre.clone();
         match contract {
-            ContractVersion::V0_1_0 => Ok((
+            ContractVersion::V0_1_0 => {
                 bindings::v0_1_0::Base::instantiate(&mut store, pre)
                     .await?
                     .spec(&mut store)
-                    .await?,
-                RowEncoding::Msgpack,
-            )),
+                    .await
+            }
             ContractVersion::V0_2_0 => {
                 bindings::v0_2_0::Base::instantiate(&mut store, pre)
                     .await?

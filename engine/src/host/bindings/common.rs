@@ -1,26 +1,83 @@
 //! What every contract version's bindings have in common, written once: the
-//! [`contract_version!`] macro, which each `vX_Y_Z` module invokes with its `wit/` directory.
+//! [`contract_version!`] macro, which each `vX_Y_Z` module invokes with its `wit/` directory,
+//! and the version-independent helpers it calls ([`encode`], [`decode`]).
 //!
 //! Within one WIT version the generated Rust types are distinct types, but a version changes
-//! few of them, so the code around them (the bindgen invocations, the calls whose types did
-//! not change, the conversions to the SDK's plain types) is the same text for every version.
-//! The macro holds that text; a version module holds only its delta: the structs of its
-//! world wrappers, their `instantiate`, and the methods whose types or meaning changed
-//! (0.2.0: the spec's `row-encoding`, JSON batches, an empty outcome list). A change to a
-//! shared method that a new version alters moves that method out of the macro into each
-//! version module, which then says how the versions differ.
+//! few of them, so the code around them (the bindgen invocations, the world wrappers, the
+//! conversions to the SDK's plain types, the `host` interface) is the same text for every
+//! version. The macro holds that text; a version module holds only its delta, as the items
+//! the macro's code calls:
+//!
+//! - `fn row_encoding(spec: &wit::PluginSpec) -> sdk::RowEncoding`: how the plugin's batches
+//!   are encoded (0.1.0: always MessagePack; 0.2.0: the spec's `row-encoding`);
+//! - `const EMPTY_OUTCOMES_ACCEPT_ALL: bool`: whether a `write` answering an empty list for a
+//!   non-empty batch means every row was accepted (0.2.0) or is a wrong count (0.1.0).
+//!
+//! A new version whose change the macro cannot express that way adds such an item (a flag, a
+//! conversion function) to every version module, or, for a method whose shape changed, moves
+//! that method out of the macro into each version module, which then says how they differ.
+//!
+//! The `host` interface plugins import is implemented once, in `host::imports`, against the
+//! newest version's types ([`super::newest_host`]); the macro's `impl wit_host::Host` converts
+//! each version's records to those (for the newest version, field by field to the same type).
 //!
 //! The macro's paths resolve at the invocation site (`macro_rules!` hygiene covers local
-//! variables only), so `wit`, `source`, `PluginState`, `guest_call!` … are the invoking
-//! version's; it expects the imports every version module has (`sdk`, `CallError`,
-//! `guest_call`, `PluginState`, `InstancePre`, `ResourceAny`, `Store`).
+//! variables only), so `wit`, `source`, `row_encoding` … are the invoking version's.
 
-/// Generates a version's bindings and its version-independent wrapper code: the bindgen
-/// modules (`wit_dir` is the version's `wit/vX.Y.Z` directory, relative to `engine/`), the
-/// `host` interface's linker registration, the calls shared by every version, the whole
-/// `ApprovalPolicy` wrapper, and the conversions between the version's types and the SDK's.
+use crate::host::call::CallError;
+use backflow_plugin_sdk as sdk;
+
+/// A batch of the engine's (MessagePack) in the plugin's encoding, for `write` and `observe`.
+pub(super) fn encode(
+    batch: sdk::Batch,
+    encoding: sdk::RowEncoding,
+) -> Result<sdk::Batch, CallError> {
+    match encoding {
+        sdk::RowEncoding::Msgpack => Ok(batch),
+        sdk::RowEncoding::Json => {
+            let payload = sdk::json_rows::to_json_rows(&batch)
+                .map_err(|e| CallError::Host(format!("encoding a batch as JSON rows: {e}")))?;
+            Ok(sdk::Batch { payload, ..batch })
+        }
+    }
+}
+
+/// A batch a source returned, in the plugin's encoding, as the engine's (MessagePack). What a
+/// JSON plugin sent is checked here, row by row, against its own columns.
+pub(super) fn decode(
+    batch: sdk::Batch,
+    encoding: sdk::RowEncoding,
+) -> Result<sdk::Batch, CallError> {
+    match encoding {
+        sdk::RowEncoding::Msgpack => Ok(batch),
+        sdk::RowEncoding::Json => {
+            sdk::json_rows::from_json_rows(batch.columns, batch.row_count, &batch.payload).map_err(
+                |e| {
+                    CallError::Plugin(sdk::PluginError::fatal(format!(
+                        "the source returned a batch that is not valid JSON rows: {e}"
+                    )))
+                },
+            )
+        }
+    }
+}
+
+/// Generates a version's bindings and every wrapper around them: the bindgen modules
+/// (`wit_dir` is the version's `wit/vX.Y.Z` directory, relative to `engine/`), the `host`
+/// interface and its linker registration, the world wrappers (`Base`, `Source`,
+/// `Destination`, `QualityCheck`, `ApprovalPolicy`) and the conversions between the version's
+/// types and the SDK's. The invoking module defines `row_encoding` and
+/// `EMPTY_OUTCOMES_ACCEPT_ALL` (see the module docs).
 macro_rules! contract_version {
     ($wit_dir:literal) => {
+        use crate::host::call::{guest_call, CallError};
+        use crate::host::PluginState;
+        use backflow_plugin_sdk as sdk;
+        use wasmtime::component::{InstancePre, ResourceAny};
+        use wasmtime::Store;
+
+        // Generated from the WIT file, which documents it.
+        #[allow(missing_docs)]
         mod generated {
             pub mod base {
                 wasmtime::component::bindgen!({
@@ -31,7 +88,8 @@ macro_rules! contract_version {
                 });
             }
 
-            // The kind worlds reuse `base`'s `types` and `host`, so one host implementation serves all.
+            // The kind worlds reuse `base`'s `types` and `host`, so one host implementation
+            // serves all.
             macro_rules! world {
                 ($module:ident, $world:literal) => {
                     pub mod $module {
@@ -58,15 +116,83 @@ macro_rules! contract_version {
         pub use generated::base::backflow::plugin::host as wit_host;
         use generated::base::backflow::plugin::types as wit;
         use generated::{approval_policy, destination, quality_check, source};
+        use destination::exports::backflow::plugin::destination as wit_destination;
+        use quality_check::exports::backflow::plugin::quality_check as wit_quality_check;
 
         /// Adds this version's `host` interface to the linker.
         pub fn add_to_linker(
             linker: &mut wasmtime::component::Linker<PluginState>,
         ) -> wasmtime::Result<()> {
-            wit_host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(linker, |s| s)
+            wit_host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
+                linker,
+                |s| s,
+            )
         }
 
         impl wit::Host for PluginState {}
+
+        /// This version's `host` interface: its records converted to the newest version's,
+        /// for the one implementation in `host::imports`.
+        impl wit_host::Host for PluginState {
+            async fn log(&mut self, level: wit_host::LogLevel, message: String) {
+                use super::newest_host as newest;
+                let level = match level {
+                    wit_host::LogLevel::Trace => newest::LogLevel::Trace,
+                    wit_host::LogLevel::Debug => newest::LogLevel::Debug,
+                    wit_host::LogLevel::Info => newest::LogLevel::Info,
+                    wit_host::LogLevel::Warn => newest::LogLevel::Warn,
+                    wit_host::LogLevel::Error => newest::LogLevel::Error,
+                };
+                self.host_log(level, message)
+            }
+
+            async fn now_ms(&mut self) -> u64 {
+                self.host_now_ms()
+            }
+
+            async fn http_send(
+                &mut self,
+                request: wit_host::HttpRequest,
+            ) -> Result<wit_host::HttpResponse, wit_host::HttpError> {
+                use super::newest_host as newest;
+                let request = newest::HttpRequest {
+                    method: request.method,
+                    url: request.url,
+                    headers: request
+                        .headers
+                        .into_iter()
+                        .map(|h| newest::HttpHeader {
+                            name: h.name,
+                            value: h.value,
+                        })
+                        .collect(),
+                    body: request.body,
+                    timeout_ms: request.timeout_ms,
+                };
+                match self.host_http_send(request).await {
+                    Ok(r) => Ok(wit_host::HttpResponse {
+                        status: r.status,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .map(|h| wit_host::HttpHeader {
+                                name: h.name,
+                                value: h.value,
+                            })
+                            .collect(),
+                        body: r.body,
+                    }),
+                    Err(newest::HttpError::Denied(m)) => Err(wit_host::HttpError::Denied(m)),
+                    Err(newest::HttpError::InvalidRequest(m)) => {
+                        Err(wit_host::HttpError::InvalidRequest(m))
+                    }
+                    Err(newest::HttpError::Connection(m)) => {
+                        Err(wit_host::HttpError::Connection(m))
+                    }
+                    Err(newest::HttpError::Timeout(m)) => Err(wit_host::HttpError::Timeout(m)),
+                }
+            }
+        }
 
         fn host_err(e: impl std::fmt::Display) -> CallError {
             CallError::Host(e.to_string())
@@ -76,7 +202,34 @@ macro_rules! contract_version {
             r.map_err(|e| CallError::Plugin(e.into()))
         }
 
+        // ---- Worlds ------------------------------------------------------------------------
+
+        /// Any plugin, seen through `plugin-base`: its spec and config check.
+        pub struct Base(generated::base::PluginBase);
+
         impl Base {
+            /// Instantiates the plugin.
+            pub async fn instantiate(
+                store: &mut Store<PluginState>,
+                pre: InstancePre<PluginState>,
+            ) -> Result<Base, CallError> {
+                let pre = generated::base::PluginBasePre::new(pre).map_err(host_err)?;
+                Ok(Base(guest_call!(store, pre.instantiate_async(&mut *store))?))
+            }
+
+            /// The plugin's spec and the row encoding it speaks.
+            pub async fn spec(
+                &self,
+                store: &mut Store<PluginState>,
+            ) -> Result<(sdk::PluginSpec, sdk::RowEncoding), CallError> {
+                let spec = guest_call!(
+                    store,
+                    self.0.backflow_plugin_plugin().call_spec(&mut *store)
+                )?;
+                let encoding = row_encoding(&spec);
+                Ok((spec.into(), encoding))
+            }
+
             /// The plugin's own check of a config: every problem it finds.
             pub async fn check_config(
                 &self,
@@ -99,7 +252,24 @@ macro_rules! contract_version {
             }
         }
 
+        /// A source plugin: readers over a model, in batches.
+        pub struct Source {
+            plugin: source::SourcePlugin,
+            encoding: sdk::RowEncoding,
+        }
+
         impl Source {
+            /// Instantiates the plugin, which speaks `encoding` (from its spec).
+            pub async fn instantiate(
+                store: &mut Store<PluginState>,
+                pre: InstancePre<PluginState>,
+                encoding: sdk::RowEncoding,
+            ) -> Result<Source, CallError> {
+                let pre = source::SourcePluginPre::new(pre).map_err(host_err)?;
+                let plugin = guest_call!(store, pre.instantiate_async(&mut *store))?;
+                Ok(Source { plugin, encoding })
+            }
+
             /// Opens a reader over `query`.
             pub async fn open(
                 &self,
@@ -109,15 +279,13 @@ macro_rules! contract_version {
             ) -> Result<ResourceAny, CallError> {
                 plugin_result(guest_call!(
                     store,
-                    self.0
+                    self.plugin
                         .backflow_plugin_source()
                         .reader()
                         .call_open(&mut *store, config_json, query)
                 )?)
             }
-        }
 
-        impl Source {
             /// The reader's columns.
             pub async fn columns(
                 &self,
@@ -126,16 +294,53 @@ macro_rules! contract_version {
             ) -> Result<Vec<sdk::Column>, CallError> {
                 let columns = guest_call!(
                     store,
-                    self.0
+                    self.plugin
                         .backflow_plugin_source()
                         .reader()
                         .call_columns(&mut *store, reader)
                 )?;
                 Ok(columns.into_iter().map(Into::into).collect())
             }
+
+            /// The reader's next batch (MessagePack, whatever the plugin speaks), or `None`
+            /// when the model is exhausted.
+            pub async fn next_batch(
+                &self,
+                store: &mut Store<PluginState>,
+                reader: ResourceAny,
+                max_rows: u32,
+            ) -> Result<Option<sdk::Batch>, CallError> {
+                let batch = guest_call!(
+                    store,
+                    self.plugin
+                        .backflow_plugin_source()
+                        .reader()
+                        .call_next_batch(&mut *store, reader, max_rows)
+                )?;
+                plugin_result(batch)?
+                    .map(|b| super::common::decode(b.into(), self.encoding))
+                    .transpose()
+            }
+        }
+
+        /// A destination plugin: writers that deliver batches.
+        pub struct Destination {
+            plugin: destination::DestinationPlugin,
+            encoding: sdk::RowEncoding,
         }
 
         impl Destination {
+            /// Instantiates the plugin, which speaks `encoding` (from its spec).
+            pub async fn instantiate(
+                store: &mut Store<PluginState>,
+                pre: InstancePre<PluginState>,
+                encoding: sdk::RowEncoding,
+            ) -> Result<Destination, CallError> {
+                let pre = destination::DestinationPluginPre::new(pre).map_err(host_err)?;
+                let plugin = guest_call!(store, pre.instantiate_async(&mut *store))?;
+                Ok(Destination { plugin, encoding })
+            }
+
             /// Opens a writer for one run of a sync.
             pub async fn open(
                 &self,
@@ -143,23 +348,48 @@ macro_rules! contract_version {
                 config_json: &str,
                 context: &sdk::SyncContext,
             ) -> Result<ResourceAny, CallError> {
-                let context = destination::exports::backflow::plugin::destination::SyncContext {
+                let context = wit_destination::SyncContext {
                     sync_name: context.sync_name.clone(),
                     primary_key: context.primary_key.clone(),
                     run_id: context.run_id.clone(),
                 };
                 plugin_result(guest_call!(
                     store,
-                    self.0.backflow_plugin_destination().writer().call_open(
+                    self.plugin.backflow_plugin_destination().writer().call_open(
                         &mut *store,
                         config_json,
                         &context
                     )
                 )?)
             }
-        }
 
-        impl Destination {
+            /// Writes a batch (MessagePack; encoded as the plugin speaks): the outcomes the
+            /// plugin gives, one per row unless it misbehaves (the caller checks the count).
+            pub async fn write(
+                &self,
+                store: &mut Store<PluginState>,
+                writer: ResourceAny,
+                op: sdk::Operation,
+                batch: sdk::Batch,
+            ) -> Result<Vec<sdk::RowOutcome>, CallError> {
+                let rows = batch.row_count as usize;
+                let batch = wit::RowBatch::from(super::common::encode(batch, self.encoding)?);
+                let outcomes = guest_call!(
+                    store,
+                    self.plugin.backflow_plugin_destination().writer().call_write(
+                        &mut *store,
+                        writer,
+                        op.into(),
+                        &batch
+                    )
+                )?;
+                let outcomes = plugin_result(outcomes)?;
+                if EMPTY_OUTCOMES_ACCEPT_ALL && outcomes.is_empty() {
+                    return Ok(vec![sdk::RowOutcome::Accepted; rows]);
+                }
+                Ok(outcomes.into_iter().map(Into::into).collect())
+            }
+
             /// Flushes the writer.
             pub async fn finish(
                 &self,
@@ -168,7 +398,7 @@ macro_rules! contract_version {
             ) -> Result<(), CallError> {
                 plugin_result(guest_call!(
                     store,
-                    self.0
+                    self.plugin
                         .backflow_plugin_destination()
                         .writer()
                         .call_finish(&mut *store, writer)
@@ -176,7 +406,24 @@ macro_rules! contract_version {
             }
         }
 
+        /// A quality-check plugin: checkers that judge a run's plan.
+        pub struct QualityCheck {
+            plugin: quality_check::QualityCheckPlugin,
+            encoding: sdk::RowEncoding,
+        }
+
         impl QualityCheck {
+            /// Instantiates the plugin, which speaks `encoding` (from its spec).
+            pub async fn instantiate(
+                store: &mut Store<PluginState>,
+                pre: InstancePre<PluginState>,
+                encoding: sdk::RowEncoding,
+            ) -> Result<QualityCheck, CallError> {
+                let pre = quality_check::QualityCheckPluginPre::new(pre).map_err(host_err)?;
+                let plugin = guest_call!(store, pre.instantiate_async(&mut *store))?;
+                Ok(QualityCheck { plugin, encoding })
+            }
+
             /// Opens a checker for a run's plan.
             pub async fn open(
                 &self,
@@ -184,8 +431,7 @@ macro_rules! contract_version {
                 config_json: &str,
                 plan: &sdk::PlanSummary,
             ) -> Result<ResourceAny, CallError> {
-                use quality_check::exports::backflow::plugin::quality_check::PlanSummary;
-                let plan = PlanSummary {
+                let plan = wit_quality_check::PlanSummary {
                     sync_name: plan.sync_name.clone(),
                     columns: plan.columns.iter().cloned().map(Into::into).collect(),
                     snapshot_rows: plan.snapshot_rows,
@@ -196,26 +442,47 @@ macro_rules! contract_version {
                 };
                 plugin_result(guest_call!(
                     store,
-                    self.0.backflow_plugin_quality_check().checker().call_open(
+                    self.plugin.backflow_plugin_quality_check().checker().call_open(
                         &mut *store,
                         config_json,
                         &plan
                     )
                 )?)
             }
-        }
 
-        impl QualityCheck {
+            /// Planned rows of one kind (MessagePack; encoded as the plugin speaks).
+            pub async fn observe(
+                &self,
+                store: &mut Store<PluginState>,
+                checker: ResourceAny,
+                kind: sdk::ChangeKind,
+                after: sdk::Batch,
+                before: Option<sdk::Batch>,
+            ) -> Result<(), CallError> {
+                let kind = kind.into();
+                let after = wit::RowBatch::from(super::common::encode(after, self.encoding)?);
+                let before = before
+                    .map(|b| super::common::encode(b, self.encoding).map(wit::RowBatch::from))
+                    .transpose()?;
+                plugin_result(guest_call!(
+                    store,
+                    self.plugin
+                        .backflow_plugin_quality_check()
+                        .checker()
+                        .call_observe(&mut *store, checker, kind, &after, before.as_ref())
+                )?)
+            }
+
             /// The checker's verdict.
             pub async fn finish(
                 &self,
                 store: &mut Store<PluginState>,
                 checker: ResourceAny,
             ) -> Result<sdk::CheckResult, CallError> {
-                use quality_check::exports::backflow::plugin::quality_check::Verdict as V;
+                use wit_quality_check::Verdict as V;
                 let r = plugin_result(guest_call!(
                     store,
-                    self.0
+                    self.plugin
                         .backflow_plugin_quality_check()
                         .checker()
                         .call_finish(&mut *store, checker)
@@ -238,7 +505,7 @@ macro_rules! contract_version {
 
         impl ApprovalPolicy {
             /// Instantiates the plugin.
-    pub async fn instantiate(
+            pub async fn instantiate(
                 store: &mut Store<PluginState>,
                 pre: InstancePre<PluginState>,
             ) -> Result<ApprovalPolicy, CallError> {
@@ -250,7 +517,7 @@ macro_rules! contract_version {
             }
 
             /// Asks the policy about a change or a run.
-    pub async fn evaluate(
+            pub async fn evaluate(
                 &self,
                 store: &mut Store<PluginState>,
                 config_json: &str,
@@ -312,169 +579,8 @@ macro_rules! contract_version {
             }
         }
 
-        // ---- Shared types ------------------------------------------------------------------------
-
-        impl From<wit::ValueType> for sdk::ValueType {
-            fn from(t: wit::ValueType) -> Self {
-                match t {
-                    wit::ValueType::Any => sdk::ValueType::Any,
-                    wit::ValueType::Boolean => sdk::ValueType::Boolean,
-                    wit::ValueType::Integer => sdk::ValueType::Integer,
-                    wit::ValueType::Float => sdk::ValueType::Float,
-                    wit::ValueType::Decimal => sdk::ValueType::Decimal,
-                    wit::ValueType::Text => sdk::ValueType::Text,
-                    wit::ValueType::Bytes => sdk::ValueType::Bytes,
-                    wit::ValueType::Timestamp => sdk::ValueType::Timestamp,
-                    wit::ValueType::Date => sdk::ValueType::Date,
-                    wit::ValueType::Json => sdk::ValueType::Json,
-                }
-            }
-        }
-
-        impl From<sdk::ValueType> for wit::ValueType {
-            fn from(t: sdk::ValueType) -> Self {
-                match t {
-                    sdk::ValueType::Any => wit::ValueType::Any,
-                    sdk::ValueType::Boolean => wit::ValueType::Boolean,
-                    sdk::ValueType::Integer => wit::ValueType::Integer,
-                    sdk::ValueType::Float => wit::ValueType::Float,
-                    sdk::ValueType::Decimal => wit::ValueType::Decimal,
-                    sdk::ValueType::Text => wit::ValueType::Text,
-                    sdk::ValueType::Bytes => wit::ValueType::Bytes,
-                    sdk::ValueType::Timestamp => wit::ValueType::Timestamp,
-                    sdk::ValueType::Date => wit::ValueType::Date,
-                    sdk::ValueType::Json => wit::ValueType::Json,
-                }
-            }
-        }
-
-        impl From<wit::Column> for sdk::Column {
-            fn from(c: wit::Column) -> Self {
-                sdk::Column {
-                    name: c.name,
-                    value_type: c.value_type.into(),
-                    nullable: c.nullable,
-                }
-            }
-        }
-
-        impl From<sdk::Column> for wit::Column {
-            fn from(c: sdk::Column) -> Self {
-                wit::Column {
-                    name: c.name,
-                    value_type: c.value_type.into(),
-                    nullable: c.nullable,
-                }
-            }
-        }
-
-        impl From<wit::RowBatch> for sdk::Batch {
-            fn from(b: wit::RowBatch) -> Self {
-                sdk::Batch {
-                    columns: b.columns.into_iter().map(Into::into).collect(),
-                    row_count: b.row_count,
-                    payload: b.payload,
-                }
-            }
-        }
-
-        impl From<sdk::Batch> for wit::RowBatch {
-            fn from(b: sdk::Batch) -> Self {
-                wit::RowBatch {
-                    columns: b.columns.into_iter().map(Into::into).collect(),
-                    row_count: b.row_count,
-                    payload: b.payload,
-                }
-            }
-        }
-
-        impl From<wit::Operation> for sdk::Operation {
-            fn from(op: wit::Operation) -> Self {
-                match op {
-                    wit::Operation::Insert => sdk::Operation::Insert,
-                    wit::Operation::Update => sdk::Operation::Update,
-                    wit::Operation::Delete => sdk::Operation::Delete,
-                    wit::Operation::Append => sdk::Operation::Append,
-                }
-            }
-        }
-
-        impl From<sdk::Operation> for wit::Operation {
-            fn from(op: sdk::Operation) -> Self {
-                match op {
-                    sdk::Operation::Insert => wit::Operation::Insert,
-                    sdk::Operation::Update => wit::Operation::Update,
-                    sdk::Operation::Delete => wit::Operation::Delete,
-                    sdk::Operation::Append => wit::Operation::Append,
-                }
-            }
-        }
-
-        impl From<wit::PluginSpec> for sdk::PluginSpec {
-            fn from(s: wit::PluginSpec) -> Self {
-                sdk::PluginSpec {
-                    name: s.name,
-                    version: s.version,
-                    kind: match s.kind {
-                        wit::PluginKind::Source => sdk::PluginKind::Source,
-                        wit::PluginKind::Destination => sdk::PluginKind::Destination,
-                        wit::PluginKind::QualityCheck => sdk::PluginKind::QualityCheck,
-                        wit::PluginKind::ApprovalPolicy => sdk::PluginKind::ApprovalPolicy,
-                    },
-                    description: s.description,
-                    config_schema: s.config_schema,
-                    operations: s.operations.into_iter().map(Into::into).collect(),
-                    max_batch_size: s.max_batch_size,
-                    default_rate_limit: s.default_rate_limit.map(|r| sdk::RateLimitSpec {
-                        requests_per_second: r.requests_per_second,
-                        rows_per_second: r.rows_per_second,
-                    }),
-                }
-            }
-        }
-
-        impl From<wit::PluginError> for sdk::PluginError {
-            fn from(e: wit::PluginError) -> Self {
-                match e {
-                    wit::PluginError::Retryable(message) => sdk::PluginError::Retryable { message },
-                    wit::PluginError::RateLimited(r) => sdk::PluginError::RateLimited {
-                        message: r.message,
-                        retry_after_ms: r.retry_after_ms,
-                    },
-                    wit::PluginError::BadConfig(c) => sdk::PluginError::BadConfig(sdk::ConfigError {
-                        field: c.field,
-                        message: c.message,
-                    }),
-                    wit::PluginError::BadRow(r) => sdk::PluginError::BadRow(sdk::RowError {
-                        row_index: r.row_index,
-                        key: r.key,
-                        message: r.message,
-                    }),
-                    wit::PluginError::Fatal(message) => sdk::PluginError::Fatal { message },
-                }
-            }
-        }
-        impl From<sdk::ChangeKind> for quality_check::exports::backflow::plugin::quality_check::ChangeKind {
-            fn from(kind: sdk::ChangeKind) -> Self {
-                match kind {
-                    sdk::ChangeKind::Added => Self::Added,
-                    sdk::ChangeKind::Changed => Self::Changed,
-                    sdk::ChangeKind::Removed => Self::Removed,
-                    sdk::ChangeKind::Unchanged => Self::Unchanged,
-                }
-            }
-        }
-
-        impl From<destination::exports::backflow::plugin::destination::RowOutcome> for sdk::RowOutcome {
-            fn from(outcome: destination::exports::backflow::plugin::destination::RowOutcome) -> Self {
-                use destination::exports::backflow::plugin::destination::RowOutcome as W;
-                match outcome {
-                    W::Accepted => sdk::RowOutcome::Accepted,
-                    W::Rejected(m) => sdk::RowOutcome::Rejected(m),
-                    W::Retryable(m) => sdk::RowOutcome::Retryable(m),
-                }
-            }
-        }
+        // The conversions between this version's types and the SDK's.
+        super::conversions::contract_conversions!();
     };
 }
 pub(super) use contract_version;

@@ -5,20 +5,35 @@
 //! the component exports, and every later call goes through the per-kind enums in
 //! `host::instance` (`SourceApi::V0_1_0(…)`), which match on the version.
 //!
-//! Adding a version (0.2.0 was added this way):
+//! Everything the versions share (bindgen invocations, world wrappers, conversions to the
+//! SDK's plain types, the `host` interface) is written once, in the `contract_version!` macro
+//! of `common.rs`; a version module invokes it and holds only its delta. The `host` interface
+//! is implemented once (`host::imports`) against the newest version's types, [`newest_host`];
+//! every version's bindings convert their records to those.
+//!
+//! Adding a version:
 //! 1. copy the newest `wit/vX.Y.Z` to a new directory, make the change there, never touch the
 //!    old directory;
-//! 2. add a module beside `v0_1_0.rs` with the same wrappers (`Base`, `Source`, …) converting
-//!    its generated types to the SDK's plain types (extend those types if the new version
-//!    carries more; the old module fills the new fields with defaults);
-//! 3. add a variant to [`ContractVersion`] and its export name to [`ContractVersion::of`], and
-//!    register its `host` interface in [`add_to_linker`];
-//! 4. build: the compiler then lists every `match` in `host::instance` that must call the new
-//!    version's wrapper. Old plugins keep loading through their own module.
+//! 2. add a module beside `v0_2_0.rs` that invokes `contract_version!` with that directory and
+//!    defines the delta items the macro expects (`row_encoding`, `EMPTY_OUTCOMES_ACCEPT_ALL`;
+//!    see `common.rs`). A change the macro cannot express that way becomes a new delta item in
+//!    every version module (older ones give the old behaviour), or, when a method's shape
+//!    changes, that method moves out of the macro into each version module. Extend the SDK's
+//!    plain types if the new version carries more; older versions fill in defaults;
+//! 3. add a variant to [`ContractVersion`] (and to [`ContractVersion::ALL`],
+//!    `as_str`, `plugin_export`), point [`newest_host`] at the new module, and register its
+//!    `host` interface in [`add_to_linker`];
+//! 4. build: the compiler then lists every `match` in `host::instance` and `host` that must
+//!    call the new version's wrapper. Old plugins keep loading through their own module.
 
 mod common;
+mod conversions;
 pub mod v0_1_0;
 pub mod v0_2_0;
+
+/// The newest version's `host` interface: the one `host::imports` implements; every version's
+/// bindings convert their `host` records to its types.
+pub use v0_2_0::wit_host as newest_host;
 
 use crate::host::PluginState;
 use wasmtime::component::{Component, Linker};
@@ -27,6 +42,7 @@ use wasmtime::Engine;
 /// A contract version this engine hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContractVersion {
+    /// The first released contract.
     V0_1_0,
     /// Adds the plugin's `row-encoding` (JSON rows for interpreted languages).
     V0_2_0,
@@ -36,6 +52,7 @@ impl ContractVersion {
     /// Every version hosted, newest first.
     pub const ALL: [ContractVersion; 2] = [ContractVersion::V0_2_0, ContractVersion::V0_1_0];
 
+    /// The version number, `0.1.0`.
     pub fn as_str(self) -> &'static str {
         match self {
             ContractVersion::V0_1_0 => "0.1.0",
