@@ -9,7 +9,9 @@
 //!   `token`, `password`, `secret`), whether written `key: value`, `key=value` or
 //!   `"key": "value"`, and the password in a URL's `user:password@`. Destinations echo
 //!   request headers back in error bodies; this catches a credential even when it came from
-//!   the config text rather than a granted variable.
+//!   the config text rather than a granted variable. A key that ends a dotted path label
+//!   (`destinations.crm.config.headers.Authorization: message`, `config.token: message`)
+//!   names a setting that a message is about, not a value: what follows it is kept.
 
 /// What a redacted value reads as.
 pub const REDACTED: &str = "[redacted]";
@@ -45,6 +47,18 @@ pub fn redact(secrets: &[String], text: &str) -> String {
 
 fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-._~+/=:@%".contains(c)
+}
+
+/// Whether the key at `start..end` is the last segment of a dotted path used as a label,
+/// `destinations.crm.config.headers.Authorization: message`: what follows is a message
+/// about that setting, not its value. Only `segment.Key:` with the colon right after the key
+/// counts; `"a.token": "abc"`, `a.token = "abc"` and `Authorization: Bearer …` are still cut.
+fn ends_dotted_label(bytes: &[u8], start: usize, end: usize) -> bool {
+    start >= 2
+        && bytes[start - 1] == b'.'
+        && (bytes[start - 2].is_ascii_alphanumeric() || matches!(bytes[start - 2], b'_' | b'-'))
+        && bytes.get(end) == Some(&b':')
+        && bytes.get(end + 1).is_none_or(|b| *b == b' ')
 }
 
 /// Cuts credential-shaped values (see the module docs).
@@ -106,6 +120,7 @@ pub fn redact_credentials(text: &str) -> String {
                 || bytes
                     .get(from)
                     .is_some_and(|b| (*b as char).is_ascii_alphanumeric() || *b == b'_')
+                || ends_dotted_label(bytes, pos, from)
             {
                 continue;
             }
@@ -209,6 +224,46 @@ mod tests {
             "HTTP 500: internal error",
         ] {
             assert_eq!(redact_credentials(text), text);
+        }
+    }
+
+    #[test]
+    fn a_dotted_config_label_is_not_a_credential() {
+        for text in [
+            // The plugin SDK's message for a missing secret, labelled by the engine (issue 37).
+            "destination crm: backflow.toml: destinations.crm.config.headers.Authorization: \
+             environment variable CRM_TOKEN is not set or not granted to this destination \
+             (add it to grants.env)",
+            // A plugin naming its own field (issue 41).
+            "destinations.crm.config.token: the API answered 401",
+            "config.token: the API answered 401",
+            "config.password: is empty",
+            "destinations.hook.config.headers.X-Api-Key: unterminated ${env.NAME} reference",
+        ] {
+            assert_eq!(redact_credentials(text), text);
+        }
+    }
+
+    #[test]
+    fn credentials_next_to_dotted_labels_are_still_cut() {
+        let cases = [
+            (
+                "config.headers.Authorization: HTTP 401: you sent Authorization: Bearer abcdefgh123",
+                "config.headers.Authorization: HTTP 401: you sent Authorization: Bearer [redacted]",
+            ),
+            (
+                "HTTP 401: you sent X-Api-Key: k-1234567890",
+                "HTTP 401: you sent X-Api-Key: [redacted]",
+            ),
+            (r#"{"token": "abc123"}"#, r#"{"token": "[redacted]"}"#),
+            (r#"{"auth.token": "abc123"}"#, r#"{"auth.token": "[redacted]"}"#),
+            ("token=abc123", "token=[redacted]"),
+            ("config.token = abc123", "config.token = [redacted]"),
+            ("auth.token=abc123", "auth.token=[redacted]"),
+            ("request.headers.authorization:Basic-abc123", "request.headers.authorization:[redacted]"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact_credentials(input), expected, "{input}");
         }
     }
 

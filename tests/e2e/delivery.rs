@@ -65,7 +65,7 @@ async fn requests_are_signed_and_a_wrong_secret_stops_the_run() {
     assert!(
         e.contains("HTTP 401")
             && e.contains("check the credentials")
-            && e.contains("config.headers"),
+            && e.contains("config.signing_secret"),
         "{e}"
     );
 }

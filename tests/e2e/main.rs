@@ -14,6 +14,7 @@ mod crash;
 mod delivery;
 mod engine_core;
 mod file_source;
+mod messages;
 mod governance;
 mod help;
 mod plugin_languages;

@@ -40,6 +40,7 @@ pub(crate) async fn run(args: ReceiverArgs) -> anyhow::Result<ExitCode> {
         error_rate,
         rate_limit,
         reject,
+        multi_status: None,
         hmac_secret,
         down_for_ms,
         echo_headers_status: None,

@@ -12,6 +12,11 @@
 //! HMAC-SHA256 signature: header `X-Backflow-Signature: t=UNIX_SECONDS,v1=HEX` where HEX is
 //! `HMAC_SHA256(secret, "UNIX_SECONDS." + body)`. A receiver recomputes it over the raw
 //! body, compares in constant time and rejects old timestamps to stop replays.
+//!
+//! Answers: 2xx accepts the rows; a `207 Multi-Status` rejects the rows its per-row errors
+//! name, read as `multi_status` says (without it, a 207 stops the run: its failures are
+//! never taken for success); 401/403 stop the run naming the credentials (or their absence);
+//! 429 and 5xx are retried; other 4xx reject the rows.
 
 use backflow_plugin_sdk::host::{self, HttpHeader, HttpRequest};
 use backflow_plugin_sdk::*;
@@ -38,7 +43,18 @@ const SCHEMA: &str = r#"{
     "wrapper": { "type": "string", "description": "Array mode: send {WRAPPER: [rows]} instead of a bare array." },
     "signing_secret": { "type": "string", "description": "HMAC-SHA256 key (use ${env.NAME}); adds X-Backflow-Signature." },
     "idempotency_header": { "type": "string", "default": "Idempotency-Key", "description": "Header carrying the idempotency key; empty to omit." },
-    "timeout_ms": { "type": "integer", "minimum": 1, "default": 30000 }
+    "timeout_ms": { "type": "integer", "minimum": 1, "default": 30000 },
+    "multi_status": {
+      "type": "object",
+      "additionalProperties": false,
+      "description": "How to read a 207 Multi-Status answer's per-row errors. Without it a 207 stops the run.",
+      "properties": {
+        "errors": { "type": "string", "default": "/errors", "description": "JSON pointer to the array of error objects in the 207 body." },
+        "index": { "type": "string", "description": "Field of an error object holding the row's position in the request (0-based)." },
+        "key": { "type": "string", "description": "Field of an error object holding the row's primary key value." },
+        "message": { "type": "string", "default": "message", "description": "Field of an error object holding its message." }
+      }
+    }
   }
 }"#;
 
@@ -68,7 +84,37 @@ struct Config {
     signing_secret: Option<String>,
     #[serde(default = "default_idempotency_header")]
     idempotency_header: String,
+    #[serde(default)]
+    multi_status: Option<MultiStatus>,
 }
+
+/// How to read the per-row results of a `207 Multi-Status` answer: `errors` points (JSON
+/// pointer) at an array of error objects; each names its row by `index` (its position in the
+/// request, from 0) or by `key` (the row's primary key value, compared as text), and
+/// carries its text in `message`. Those rows are rejected, the others accepted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MultiStatus {
+    #[serde(default = "default_errors_pointer")]
+    errors: String,
+    #[serde(default)]
+    index: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default = "default_message_field")]
+    message: String,
+}
+
+fn default_errors_pointer() -> String {
+    "/errors".into()
+}
+
+fn default_message_field() -> String {
+    "message".into()
+}
+
+/// Header names whose value is a credential (compared case-insensitively, as substrings).
+const CREDENTIAL_HEADERS: &[&str] = &["auth", "key", "token", "secret", "cookie", "session"];
 
 fn default_idempotency_header() -> String {
     "Idempotency-Key".into()
@@ -102,6 +148,23 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
             errors.push(ConfigError::new(
                 format!("headers.{name}"),
                 "unterminated ${env.NAME} reference",
+            ));
+        }
+    }
+    if let Some(m) = &cfg.multi_status {
+        if !m.errors.is_empty() && !m.errors.starts_with('/') {
+            errors.push(ConfigError::new(
+                "multi_status.errors",
+                format!(
+                    "{:?} is not a JSON pointer (\"/errors\", or \"\" for the whole body)",
+                    m.errors
+                ),
+            ));
+        }
+        if m.index.is_none() && m.key.is_none() {
+            errors.push(ConfigError::new(
+                "multi_status",
+                "name how an error object points at its row: index = \"FIELD\" (its position in the request, from 0) or key = \"FIELD\" (its primary key value)",
             ));
         }
     }
@@ -227,6 +290,7 @@ impl DestinationPlugin for Webhook {
             env,
             signing_key,
             sync: context.sync_name,
+            primary_key: context.primary_key,
         })
     }
 }
@@ -283,12 +347,22 @@ struct WebhookWriter {
     env: minijinja::Environment<'static>,
     signing_key: Option<Vec<u8>>,
     sync: String,
+    primary_key: Vec<String>,
+}
+
+/// One per-row error of a 207 answer: the row it names and its message.
+struct RowError {
+    index: Option<serde_json::Value>,
+    key: Option<serde_json::Value>,
+    message: String,
 }
 
 /// What one HTTP exchange meant for the rows it carried.
 enum Verdict {
     Accepted,
     Rejected(String),
+    /// A 207 read with `multi_status`: these rows were refused, the others accepted.
+    Partial(Vec<RowError>),
     Retry(PluginError),
 }
 
@@ -429,6 +503,9 @@ impl WebhookWriter {
                 body = body.replace(h.value.as_str(), "[redacted]");
             }
         }
+        if response.status == 207 {
+            return self.multi_status(&body);
+        }
         let body: String = body.chars().take(500).collect();
         match response.status {
             200..=299 => Verdict::Accepted,
@@ -448,13 +525,7 @@ impl WebhookWriter {
                 response.status
             ))),
             // Credentials are wrong for every row alike: stop the run instead of failing rows.
-            401 | 403 => Verdict::Retry(PluginError::bad_config(
-                "headers",
-                format!(
-                    "HTTP {} from {}: check the credentials: {body}",
-                    response.status, self.cfg.url
-                ),
-            )),
+            401 | 403 => Verdict::Retry(self.refused_credentials(response.status, &body)),
             // Deleting what the destination no longer has leaves it as wanted: done. Without
             // this rule such a row would be refused, stay pending and be retried forever.
             404 | 410 if op == Operation::Delete => Verdict::Accepted,
@@ -464,6 +535,193 @@ impl WebhookWriter {
 }
 
 impl WebhookWriter {
+    /// A 401 or 403, blaming what the destination sends as credentials: the headers, the
+    /// signing secret, or (when it sends none) nothing yet, with how to add some.
+    fn refused_credentials(&self, status: u16, body: &str) -> PluginError {
+        let url = &self.cfg.url;
+        let credential_header = self.cfg.headers.iter().any(|(name, value)| {
+            let name = name.to_ascii_lowercase();
+            value.contains("${env.") || CREDENTIAL_HEADERS.iter().any(|c| name.contains(c))
+        });
+        if credential_header {
+            return PluginError::bad_config(
+                "headers",
+                format!("HTTP {status} from {url}: check the credentials: {body}"),
+            );
+        }
+        if self.cfg.signing_secret.is_some() {
+            return PluginError::bad_config(
+                "signing_secret",
+                format!(
+                    "HTTP {status} from {url}: check the credentials: the signature made with \
+                     signing_secret is the only one this destination sends: {body}"
+                ),
+            );
+        }
+        let field = if self.cfg.headers.is_empty() {
+            ""
+        } else {
+            "headers"
+        };
+        PluginError::bad_config(
+            field,
+            format!(
+                "HTTP {status} from {url}: the destination refused the request and this sync \
+                 sends no credentials: add a header such as config.headers = {{ Authorization \
+                 = \"Bearer ${{env.NAME}}\" }}, with NAME granted in grants.env: {body}"
+            ),
+        )
+    }
+
+    /// A 207 Multi-Status: its per-row errors, read as `multi_status` says. Without that
+    /// setting, or when the body does not read that way, the run stops: a 207 means some
+    /// rows failed, and accepting them all would lose those failures.
+    fn multi_status(&self, body: &str) -> Verdict {
+        let url = &self.cfg.url;
+        let shown: String = body.chars().take(500).collect();
+        let Some(m) = &self.cfg.multi_status else {
+            return Verdict::Retry(PluginError::bad_config(
+                "multi_status",
+                format!(
+                    "HTTP 207 Multi-Status from {url}: the destination answered per-row results \
+                     and this destination does not know how to read them; set config.multi_status \
+                     (e.g. {{ errors = \"/errors\", index = \"index\", message = \"message\" }}) \
+                     so the rows it refused are rejected and the others delivered: {shown}"
+                ),
+            ));
+        };
+        let unreadable = |why: String| {
+            Verdict::Retry(PluginError::bad_config(
+                "multi_status",
+                format!("HTTP 207 Multi-Status from {url}: {why}: {shown}"),
+            ))
+        };
+        let value: serde_json::Value = match serde_json::from_str(body) {
+            Ok(v) => v,
+            Err(e) => return unreadable(format!("the body is not JSON ({e})")),
+        };
+        let Some(list) = value.pointer(&m.errors).and_then(|v| v.as_array()) else {
+            return unreadable(format!(
+                "the body has no array at {:?} (multi_status.errors)",
+                m.errors
+            ));
+        };
+        let mut errors = Vec::with_capacity(list.len());
+        for item in list {
+            let Some(object) = item.as_object() else {
+                return unreadable(format!("the error {item} is not an object"));
+            };
+            let field = |name: &Option<String>| {
+                name.as_ref()
+                    .and_then(|f| object.get(f))
+                    .filter(|v| !v.is_null())
+                    .cloned()
+            };
+            let message = match object.get(&m.message) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) if !v.is_null() => v.to_string(),
+                _ => item.to_string(),
+            };
+            errors.push(RowError {
+                index: field(&m.index),
+                key: field(&m.key),
+                message,
+            });
+        }
+        Verdict::Partial(errors)
+    }
+
+    /// The outcome of each of `n` rows of a 207 whose `errors` name rows by index or by
+    /// primary key (`keys`, decoded only when an error needs them). An error that names no
+    /// row of the request stops the run: the answer is not read the way it was written.
+    fn partial_outcomes(
+        &self,
+        n: usize,
+        errors: Vec<RowError>,
+        keys: impl FnOnce() -> Result<Vec<Vec<serde_json::Value>>, PluginError>,
+    ) -> Result<Vec<RowOutcome>, PluginError> {
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        let mut keys = Some(keys);
+        let mut decoded: Option<Vec<Vec<serde_json::Value>>> = None;
+        let mut messages: Vec<Vec<String>> = vec![Vec::new(); n];
+        for e in errors {
+            let row = if let Some(index) = &e.index {
+                let i = index
+                    .as_u64()
+                    .or_else(|| index.as_str().and_then(|s| s.trim().parse().ok()));
+                i.map(|i| i as usize).filter(|i| *i < n)
+            } else if let Some(key) = &e.key {
+                if decoded.is_none() {
+                    decoded = Some((keys.take().expect("decoded once"))()?);
+                }
+                let rows = decoded.as_ref().expect("decoded");
+                rows.iter().position(|k| match (k.as_slice(), key) {
+                    ([one], key) => text(one) == text(key),
+                    (many, serde_json::Value::Array(parts)) => {
+                        many.len() == parts.len()
+                            && many.iter().zip(parts).all(|(a, b)| text(a) == text(b))
+                    }
+                    _ => false,
+                })
+            } else {
+                None
+            };
+            let Some(row) = row else {
+                let named = e
+                    .index
+                    .map(|i| format!("index {i}"))
+                    .or(e.key.map(|k| format!("key {k}")))
+                    .unwrap_or_else(|| "no row".into());
+                return Err(PluginError::bad_config(
+                    "multi_status",
+                    format!(
+                        "HTTP 207 Multi-Status from {}: an error names {named}, which is not a \
+                         row of the request ({n} rows; index counts from 0, key is the primary \
+                         key): {}",
+                        self.cfg.url, e.message
+                    ),
+                ));
+            };
+            messages[row].push(e.message);
+        }
+        Ok(messages
+            .into_iter()
+            .map(|m| {
+                if m.is_empty() {
+                    RowOutcome::Accepted
+                } else {
+                    RowOutcome::Rejected(format!("HTTP 207: {}", m.join("; ")))
+                }
+            })
+            .collect())
+    }
+
+    /// The primary key values of each row of `batch`, as JSON.
+    fn batch_keys(&self, batch: &Batch) -> Result<Vec<Vec<serde_json::Value>>, PluginError> {
+        let columns: Vec<usize> = self
+            .primary_key
+            .iter()
+            .map(|k| {
+                batch.column_index(k).ok_or_else(|| {
+                    PluginError::bad_config(
+                        "multi_status.key",
+                        format!("the primary key column {k:?} is not among the fields sent"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        batch
+            .rows()
+            .map(|row| {
+                let row = row.map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))?;
+                Ok(columns.iter().map(|c| row[*c].to_json()).collect())
+            })
+            .collect()
+    }
+
     /// The common case, fast: one JSON array per batch of the mapped fields as they are,
     /// written straight from the batch (no JSON value per row).
     fn fast_array_body(
@@ -530,6 +788,9 @@ impl DestinationWriter for WebhookWriter {
             return match self.send_keyed(op, url, body, key) {
                 Verdict::Accepted => Ok(vec![RowOutcome::Accepted; n]),
                 Verdict::Rejected(m) => Ok(vec![RowOutcome::Rejected(m); n]),
+                Verdict::Partial(errors) => {
+                    self.partial_outcomes(n, errors, || self.batch_keys(&batch))
+                }
                 Verdict::Retry(e) => Err(e),
             };
         }
@@ -559,6 +820,9 @@ impl DestinationWriter for WebhookWriter {
                 match self.send(op, url, body) {
                     Verdict::Accepted => Ok(vec![RowOutcome::Accepted; objects.len()]),
                     Verdict::Rejected(m) => Ok(vec![RowOutcome::Rejected(m); objects.len()]),
+                    Verdict::Partial(errors) => {
+                        self.partial_outcomes(objects.len(), errors, || self.batch_keys(&batch))
+                    }
                     Verdict::Retry(e) => Err(e),
                 }
             }
@@ -579,6 +843,21 @@ impl DestinationWriter for WebhookWriter {
                     outcomes.push(match self.send(op, url, body) {
                         Verdict::Accepted => RowOutcome::Accepted,
                         Verdict::Rejected(m) => RowOutcome::Rejected(m),
+                        // A request of one row: its errors name it (index 0, or its key).
+                        Verdict::Partial(errors) => {
+                            let key = || {
+                                Ok(vec![self
+                                    .primary_key
+                                    .iter()
+                                    .map(|k| row.get(k).cloned().unwrap_or_default())
+                                    .collect()])
+                            };
+                            match self.partial_outcomes(1, errors, key) {
+                                Ok(mut one) => one.remove(0),
+                                Err(e) if outcomes.is_empty() => return Err(e),
+                                Err(e) => RowOutcome::Retryable(e.to_string()),
+                            }
+                        }
                         // Rows already sent stay accepted; the rest are retried by the engine.
                         Verdict::Retry(PluginError::BadConfig(c)) if outcomes.is_empty() => {
                             return Err(PluginError::BadConfig(c))

@@ -37,6 +37,8 @@ struct Verdict {
     answer: String,
     /// Whether to add `Retry-After: 1` (rate limited).
     retry_after: bool,
+    /// Rows refused one by one (207).
+    refused: usize,
 }
 
 impl Verdict {
@@ -49,6 +51,7 @@ impl Verdict {
             status,
             answer: answer.into(),
             retry_after: false,
+            refused: 0,
         }
     }
 
@@ -99,6 +102,7 @@ async fn answer(
         body: body_json,
         rows: rows.len(),
         status: verdict.status.as_u16(),
+        refused: verdict.refused,
     };
     keep(shared, received, body.len());
     verdict.into_response()
@@ -117,7 +121,12 @@ fn only_counts(shared: &Shared) -> bool {
         || o.hmac_secret.is_some()
         || o.rate_limit.is_some()
         || o.error_rate > 0.0;
-    o.discard && o.reject.is_none() && shared.out.is_none() && !o.print && !faults
+    o.discard
+        && o.reject.is_none()
+        && o.multi_status.is_none()
+        && shared.out.is_none()
+        && !o.print
+        && !faults
 }
 
 /// Counts the request and its rows, and accepts it.
@@ -159,7 +168,7 @@ fn rows_of(v: &serde_json::Value) -> Vec<serde_json::Value> {
 
 /// The answer the options make of a request, in this order: down, a scripted failure
 /// (numbered requests, a method, echoed headers), a bad signature, over the rate limit, an
-/// injected error, a refused row; else 200. A later fault is not even looked at once an
+/// injected error, a refused row, rows refused one by one (207); else 200. A later fault is not even looked at once an
 /// earlier one answered (the rate window and the error budget only count what reached them).
 fn judge(
     shared: &Shared,
@@ -178,6 +187,7 @@ fn judge(
         .or_else(|| over_rate_limit(shared))
         .or_else(|| injected_error(shared))
         .or_else(|| refused_row(o, rows))
+        .or_else(|| multi_status(o, rows))
         .unwrap_or_else(Verdict::ok)
 }
 
@@ -246,6 +256,7 @@ fn over_rate_limit(shared: &Shared) -> Option<Verdict> {
             status: StatusCode::TOO_MANY_REQUESTS,
             answer: format!("more than {limit} requests per second"),
             retry_after: true,
+            refused: 0,
         });
     }
     window.push_back(now);
@@ -288,6 +299,40 @@ fn refused_row(o: &ReceiverOptions, rows: &[serde_json::Value]) -> Option<Verdic
     })
 }
 
+/// `multi_status`: 207 naming each row whose field has one of the values, by its position
+/// and its `id`.
+fn multi_status(o: &ReceiverOptions, rows: &[serde_json::Value]) -> Option<Verdict> {
+    let (field, values) = o.multi_status.as_ref()?;
+    let text = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let errors: Vec<serde_json::Value> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(index, r)| {
+            let value = text(r.get(field)?);
+            values.contains(&value).then(|| {
+                serde_json::json!({
+                    "index": index,
+                    "id": r.get("id").cloned().unwrap_or_default(),
+                    "message": format!("rows with {field} = {value} are refused"),
+                })
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
+    let mut verdict = Verdict::new(
+        StatusCode::MULTI_STATUS,
+        serde_json::json!({ "errors": errors }).to_string(),
+    );
+    verdict.refused = errors.len();
+    Some(verdict)
+}
+
 /// Prints the request (`print`), appends it to the file (`out`), and records it, or with
 /// `discard` only counts its rows if it was accepted.
 fn keep(shared: &Shared, received: Received, body_len: usize) {
@@ -306,7 +351,7 @@ fn keep(shared: &Shared, received: Received, body_len: usize) {
     if o.discard {
         shared.discarded_rows.fetch_add(
             if (200..300).contains(&received.status) {
-                received.rows
+                received.rows - received.refused
             } else {
                 0
             },

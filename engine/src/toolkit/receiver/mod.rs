@@ -1,8 +1,8 @@
 //! `backflow receiver`: a local webhook endpoint that records what it receives, for demos
 //! and tests. Every request to any path is recorded and answered `200 {"ok":true}`, unless a
 //! flag makes it behave like a real API: added latency, an error rate, 429 with
-//! `Retry-After` above a request rate, refusing rows whose field has a value, verifying
-//! HMAC signatures. `GET /_receiver/requests` returns everything recorded so far as JSON.
+//! `Retry-After` above a request rate, refusing rows whose field has a value (the whole
+//! request with 422, or only those rows with a 207 Multi-Status), verifying HMAC signatures. `GET /_receiver/requests` returns everything recorded so far as JSON.
 //!
 //! The handler answers in named steps (`answer.rs`): the fast counting path of a benchmark's
 //! receiver, the verdict (faults injected in a fixed order), then keeping the request.
@@ -42,7 +42,7 @@ impl Receiver {
             .unwrap()
             .iter()
             .filter(|r| (200..300).contains(&r.status))
-            .map(|r| r.rows)
+            .map(|r| r.rows - r.refused)
             .sum::<usize>()
             + self
                 .shared

@@ -21,6 +21,9 @@ pub struct Received {
     pub rows: usize,
     /// The status the receiver answered with.
     pub status: u16,
+    /// Rows of the request its answer refused one by one (a 207 Multi-Status).
+    #[serde(default)]
+    pub refused: usize,
 }
 
 /// How a receiver behaves: by default it answers `200 {"ok":true}` to everything; each
@@ -39,6 +42,11 @@ pub struct ReceiverOptions {
     pub rate_limit: Option<u32>,
     /// Answer 422 to a request containing a row whose field (first) equals the value (second).
     pub reject: Option<(String, String)>,
+    /// Answer `207 Multi-Status` to a request containing rows whose field (first) equals one
+    /// of the values (second, compared as text), refusing only those rows: the body is
+    /// `{"errors": [{"index": I, "id": ID, "message": "..."}]}`, one error per such row, by
+    /// its position in the request (from 0) and its `id` field. The other rows are accepted.
+    pub multi_status: Option<(String, Vec<String>)>,
     /// Verify `X-Backflow-Signature` with this HMAC-SHA256 key; answer 401 when it is wrong.
     pub hmac_secret: Option<String>,
     /// Answer 503 to everything for this long after starting (a destination that is down).
