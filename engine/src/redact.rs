@@ -139,7 +139,7 @@ pub fn redact_credentials(text: &str) -> String {
     while let Some(pos) = text[from..].find("://").map(|p| p + from) {
         from = pos + 3;
         let authority_end = text[from..]
-            .find(|c: char| c == '/' || c == ' ' || c == '"' || c == '\'' || c == '?' || c == '#')
+            .find(['/', ' ', '"', '\'', '?', '#'])
             .map_or(text.len(), |e| e + from);
         let authority = &text[from..authority_end];
         if let Some(at) = authority.rfind('@') {
