@@ -83,12 +83,22 @@ syncs = ["ticking"]
         down[0]["run_id"].as_str() > up["run_id"].as_str(),
         "downstream started after upstream"
     );
+    let down_id = down[0]["run_id"].as_str().unwrap().to_string();
 
     // A failing upstream stops its chain; its destination's owner is told; the rest go on.
     api.post(svc.url("/api/v1/syncs/upstream_bad/runs"), Some(json!({})))
         .await;
     let bad = finished_runs(&api, &svc, "upstream_bad", 1).await;
     assert_eq!(bad[0]["status"], "failed", "{bad:?}");
+    // A finished run is logged once, with its trigger (the service used to log it again).
+    // Read once a later run has finished: both lines of the downstream run were long written.
+    let log = svc.log();
+    let finished: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("run finished") && l.contains(&down_id))
+        .collect();
+    assert_eq!(finished.len(), 1, "{log}");
+    assert!(finished[0].contains("after upstream_ok"), "{}", finished[0]);
     let alert = eventually("the alert for upstream_bad", async || {
         alerts
             .received()

@@ -138,16 +138,8 @@ impl Scheduler {
                     tokio::time::sleep(LEASE_RETRY).await;
                     continue;
                 }
-                Ok(record) => {
-                    tracing::info!(
-                        sync,
-                        run_id = record.run_id,
-                        status = record.status.as_str(),
-                        trigger = trigger.reason,
-                        "run finished"
-                    );
-                    record.status == RunStatus::Succeeded
-                }
+                // The run logged its own "run finished" line (with its trigger).
+                Ok(record) => record.status == RunStatus::Succeeded,
                 Err(e) => {
                     tracing::error!(sync, trigger = trigger.reason, "run could not start: {e}");
                     false

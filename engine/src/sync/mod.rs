@@ -186,6 +186,7 @@ pub async fn run_sync(
         sync = sync_name,
         run_id = record.run_id,
         status = record.status.as_str(),
+        trigger = record.trigger,
         delivered = record.delivered.total(),
         failed = record.failed.total(),
         "run finished"
