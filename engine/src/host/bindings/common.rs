@@ -135,7 +135,6 @@ macro_rules! contract_version {
         /// for the one implementation in `host::imports`.
         impl wit_host::Host for PluginState {
             async fn log(&mut self, level: wit_host::LogLevel, message: String) {
-                use super::newest_host as newest;
                 let level = match level {
                     wit_host::LogLevel::Trace => newest::LogLevel::Trace,
                     wit_host::LogLevel::Debug => newest::LogLevel::Debug,
@@ -154,7 +153,6 @@ macro_rules! contract_version {
                 &mut self,
                 request: wit_host::HttpRequest,
             ) -> Result<wit_host::HttpResponse, wit_host::HttpError> {
-                use super::newest_host as newest;
                 let request = newest::HttpRequest {
                     method: request.method,
                     url: request.url,

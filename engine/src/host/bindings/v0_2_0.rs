@@ -9,6 +9,9 @@
 /// The export every plugin of this version has.
 pub const PLUGIN_EXPORT: &str = "backflow:plugin/plugin@0.2.0";
 
+// The newest version's `host` records, which the macro's `host` impl converts to.
+use super::newest_host as newest;
+
 super::common::contract_version!("../wit/v0.2.0");
 
 /// The encoding the plugin's spec asks for.

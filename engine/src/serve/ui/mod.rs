@@ -17,8 +17,7 @@ mod changes;
 mod pages;
 mod runs;
 mod session;
-
-pub(crate) use session::Viewer;
+mod viewer;
 
 use super::http::{ApiError, ApiState};
 use crate::app::AppError;

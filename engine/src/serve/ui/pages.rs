@@ -1,7 +1,7 @@
 //! The UI's pages as maud templates: markup only (every value is escaped by maud), no
 //! decisions beyond showing what the viewer's role allows.
 
-use super::Viewer;
+use super::viewer::Viewer;
 use crate::app::SyncSummary;
 use crate::authz::{allowed, Action};
 use crate::domain::{RunRecord, RunStatus};

@@ -1,9 +1,9 @@
 //! Signing in and out of the web UI, the signed-in user of a request, and the CSRF check
 //! every state-changing form goes through.
 
+use super::viewer::Viewer;
 use super::{form, pages, Shared, UiError};
 use crate::app::SessionGrant;
-use crate::authz::Actor;
 use crate::serve::http::{ApiState, Session};
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
@@ -33,13 +33,6 @@ fn random_hex() -> String {
         return String::new();
     }
     hex::encode(bytes)
-}
-
-/// The signed-in user of a request, with the session's CSRF token.
-pub(crate) struct Viewer {
-    pub actor: Actor,
-    pub csrf: String,
-    session: String,
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
