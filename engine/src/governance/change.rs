@@ -304,7 +304,7 @@ fn change_description(message: &str, diff: &ConfigDiff, plugins_changed: &[Strin
 }
 
 /// `backflow change submit`. The caller has authorized `who` to submit.
-pub async fn submit(
+pub(crate) async fn submit(
     host: &crate::plugins::Registry,
     root: &Path,
     state: &StateStore,
@@ -420,7 +420,7 @@ pub fn show_change(state: &StateStore, id: u64) -> Result<ChangeRequest, ChangeE
 
 /// `backflow change approve` / `change reject`. The caller has authorized `who` to approve
 /// (or reject) changes.
-pub fn review(
+pub(crate) fn review(
     state: &StateStore,
     who: &Identity,
     id: u64,
@@ -514,7 +514,7 @@ fn check_publishable(change: &ChangeRequest, who: &Identity) -> Result<(), Chang
 /// `backflow change publish`: only an approved change whose exact files are still the
 /// working copy's, made against what is published now. The caller has authorized `who` to
 /// publish changes.
-pub async fn publish(
+pub(crate) async fn publish(
     host: &crate::plugins::Registry,
     root: &Path,
     state: &StateStore,

@@ -32,9 +32,10 @@ pub mod run_gate;
 
 pub use crate::domain::{Role, MAX_TTL_MINUTES};
 pub use change::{
-    list_changes, publish, review, short, show_change, submit, ChangeError, ChangeRequest,
-    ChangeStatus, PluginUnavailable,
+    list_changes, short, show_change, ChangeError, ChangeRequest, ChangeStatus, PluginUnavailable,
 };
+// What changes state is reached only through the application layer, which authorizes it.
+pub(crate) use change::{publish, review, submit};
 pub use diff::{diff, ConfigDiff, EntityChange, EntityChangeKind, SyncPlanCounts};
 pub use identity::{authority, identify, IdentifyError, Identity};
 pub use notify::notify;
@@ -42,4 +43,5 @@ pub use policies::{describe_requirement, PolicyVerdict, Requirement, Review, Rev
 pub use published::{
     published_workspace, workspace_for_run, Published, PublishedError, RunWorkspaceError,
 };
-pub use run_gate::{approve_run, ApproveRunError, GateStatus, PolicyGate, RunGate};
+pub(crate) use run_gate::approve_run;
+pub use run_gate::{ApproveRunError, GateStatus, PolicyGate, RunGate};

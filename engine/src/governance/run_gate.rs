@@ -310,7 +310,7 @@ fn hold_run(
 /// `backflow runs approve RUN`: records an approval of a held run's plan. Returns the gate;
 /// when it is approved the caller runs the sync again with this run as the approved plan.
 /// The caller has authorized `who` to approve runs.
-pub fn approve_run(
+pub(crate) fn approve_run(
     state: &StateStore,
     who: &Identity,
     run_id: &str,
