@@ -61,6 +61,8 @@ pub enum Action {
     ManageOwnTokens,
     /// Create, list and revoke anyone's API tokens.
     ManageTokens,
+    /// Copy the whole state (every delivered row, tokens, the audit log) to a backup file.
+    BackupState,
 }
 
 /// Action → the least role that may perform it, and how the action reads in a refusal.
@@ -92,6 +94,7 @@ pub const TABLE: &[(Action, Role, &str)] = &[
         Role::Admin,
         "manage other users' API tokens",
     ),
+    (Action::BackupState, Role::Admin, "back up the state"),
 ];
 
 impl Action {
@@ -152,7 +155,7 @@ pub fn allowed(actor: &Actor, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 19] = [
+    const ALL: [Action; 20] = [
         Action::ListSyncs,
         Action::PlanSync,
         Action::PreviewModel,
@@ -172,6 +175,7 @@ mod tests {
         Action::ReadRowHistory,
         Action::ManageOwnTokens,
         Action::ManageTokens,
+        Action::BackupState,
     ];
 
     fn actor(role: Role) -> Actor {

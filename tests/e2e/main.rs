@@ -23,6 +23,7 @@ mod readme;
 mod sandbox;
 mod secrets;
 mod serve;
+mod state_ops;
 mod sync;
 mod ui;
 mod undo;

@@ -283,6 +283,9 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
         "{}",
         browser.source().await
     );
+    browser
+        .go(&svc.url("/ui/audit?action=change.approve&verify=1"))
+        .await;
     assert!(browser.text("#chain").await.contains("verified"));
     browser.screenshot("audit").await;
 

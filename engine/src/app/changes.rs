@@ -13,8 +13,11 @@ pub struct AuditLog {
     /// The entries: oldest first from [`App::audit`], newest first from
     /// [`App::audit_filtered`].
     pub entries: Vec<AuditEntry>,
-    /// The sequence number of the first entry whose hash does not verify, if any.
+    /// The sequence number of the first entry whose hash does not verify, if any (only
+    /// [`App::audit`] checks; a page is not checked).
     pub broken_at: Option<u64>,
+    /// The last entry pruned (`[state] keep_audit_days`): the first kept entry chains to it.
+    pub anchor: Option<crate::state::AuditAnchor>,
 }
 
 /// Which audit entries to show (`GET /api/v1/audit`, the UI's audit page).
@@ -22,6 +25,8 @@ pub struct AuditLog {
 pub struct AuditFilter {
     /// Only entries after this sequence number.
     pub after: Option<u64>,
+    /// Only entries before this sequence number (the previous page's last entry).
+    pub before: Option<u64>,
     /// Only entries by this user.
     pub user: Option<String>,
     /// Only entries with this action (or, with `action_prefix`, actions starting with it).
@@ -47,14 +52,14 @@ impl AuditFilter {
 }
 
 impl App {
-    /// The whole audit log, oldest first, with the result of checking its hash chain.
+    /// The whole audit log, oldest first, with the result of checking its hash chain (from
+    /// the anchor the pruning left, if any).
     pub fn audit(&self, actor: &Actor) -> Result<AuditLog, AppError> {
         authorize(actor, Action::ReadAudit)?;
-        let entries = self
-            .state
-            .audit_log()
-            .map_err(|e| AppError::Failed(e.to_string()))?;
-        let mut prev = String::new();
+        let failed = |e: crate::state::StateError| AppError::Failed(e.to_string());
+        let anchor = self.state.audit_anchor().map_err(failed)?;
+        let entries = self.state.audit_log().map_err(failed)?;
+        let mut prev = anchor.as_ref().map(|a| a.hash.clone()).unwrap_or_default();
         let mut broken_at = None;
         for e in &entries {
             if !e.verifies(&prev) {
@@ -63,27 +68,31 @@ impl App {
             }
             prev = e.hash.clone();
         }
-        Ok(AuditLog { entries, broken_at })
+        Ok(AuditLog {
+            entries,
+            broken_at,
+            anchor,
+        })
     }
 
-    /// The audit entries `filter` selects, newest first; the chain is checked over the whole
-    /// log.
+    /// A page of the audit entries `filter` selects, newest first. Reads only as far as the
+    /// page needs and does not check the chain ([`App::audit`] does).
     pub fn audit_filtered(
         &self,
         actor: &Actor,
         filter: &AuditFilter,
     ) -> Result<AuditLog, AppError> {
-        let log = self.audit(actor)?;
-        let entries = log
-            .entries
-            .into_iter()
-            .rev()
-            .filter(|e| filter.matches(e))
-            .take(filter.limit)
-            .collect();
+        authorize(actor, Action::ReadAudit)?;
+        let entries = self
+            .state
+            .audit_page(filter.after, filter.before, filter.limit, |e| {
+                filter.matches(e)
+            })
+            .map_err(|e| AppError::Failed(e.to_string()))?;
         Ok(AuditLog {
             entries,
-            broken_at: log.broken_at,
+            broken_at: None,
+            anchor: None,
         })
     }
 

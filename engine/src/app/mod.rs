@@ -12,6 +12,7 @@ mod plugins;
 mod published;
 mod queue;
 mod service;
+mod state_ops;
 mod undo;
 
 pub use changes::{AuditFilter, AuditLog};
@@ -113,6 +114,11 @@ impl App {
             .into();
         let state =
             StateStore::open(&working.state_dir).map_err(|e| AppError::Failed(e.to_string()))?;
+        // Runs a killed process left `running` are marked now, not when their sync next runs.
+        if let Err(e) = sync::recover_dead_runs(&state, &working.state_dir, working.keep_runs) {
+            tracing::warn!("marking runs of dead processes as interrupted: {e}");
+        }
+        prune_audit(&state, working.keep_audit_days);
         Ok(App {
             root: root.to_path_buf(),
             working: Arc::new(working),
@@ -380,5 +386,26 @@ pub async fn run_sync(
     .await?;
     crate::metrics::record_run(&record);
     crate::alerts::dispatch(host.http(), ws, &record).await;
+    // A service runs for months: its audit log is pruned as it goes, not only at start.
+    prune_audit(state, ws.keep_audit_days);
     Ok(record)
+}
+
+/// Removes audit entries older than `keep_days` days (`[state] keep_audit_days`); a failure
+/// is logged and leaves them for the next time.
+fn prune_audit(state: &StateStore, keep_days: u64) {
+    let days = i64::try_from(keep_days).unwrap_or(i64::MAX).min(1_000_000);
+    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days);
+    let Ok(cutoff) = cutoff.format(&time::format_description::well_known::Rfc3339) else {
+        return;
+    };
+    match state.prune_audit(&cutoff) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(
+            removed,
+            cutoff,
+            "audit entries older than [state] keep_audit_days pruned"
+        ),
+        Err(e) => tracing::warn!("pruning the audit log: {e}"),
+    }
 }

@@ -108,6 +108,25 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The state as a whole: back it up while the service runs.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StateCommand {
+    /// Write a consistent copy of the state to FILE (a new file), even while `backflow
+    /// serve` or runs use it. To restore: stop the service, put the copy in place of
+    /// STATE_DIR/state.redb, start it.
+    Backup {
+        /// The file to write (must not exist).
+        file: PathBuf,
+        /// Print what was copied as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 // No `///` on the struct: the `Receiver` variant's doc comment is the command's help text.
@@ -443,6 +462,9 @@ impl Command {
     pub(crate) fn wants_json(&self) -> bool {
         match self {
             Command::Init { .. } | Command::Receiver(_) | Command::Serve { .. } => false,
+            Command::State {
+                command: StateCommand::Backup { json, .. },
+            } => *json,
             Command::Token {
                 command: TokenCommand::Create { json, .. } | TokenCommand::List { json },
             } => *json,

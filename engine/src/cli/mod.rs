@@ -19,6 +19,7 @@ mod rows;
 mod runs;
 mod serve;
 mod session;
+mod state;
 mod sync;
 mod token;
 
@@ -46,6 +47,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shutdown_grace_s,
         } => serve::run(&workspace, listen, shutdown_grace_s).await,
         Command::Token { command } => token::run(&workspace, user, command),
+        Command::State { command } => state::run(&workspace, user, command),
         Command::Plugin { command } => plugin::run(&workspace, user, command).await,
         Command::Sync { command } => sync::run(&workspace, user, command).await,
         Command::Model { command } => model::run(&workspace, user, command).await,

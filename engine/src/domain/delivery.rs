@@ -37,6 +37,21 @@ pub enum JournalOp {
     /// The ops after this one were delivered by this run: their changelog entries (values
     /// sent, values before) are kept under its ID.
     Begin(ChangelogHeader),
+    /// What the run had delivered and seen refused so far, counting the ops before this one:
+    /// committed with them, so a killed run's record gets its true counts back.
+    Progress(RunProgress),
+}
+
+/// A run's delivered and refused rows so far, as journaled after each acknowledged batch and
+/// kept in the state until the run's record is final.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProgress {
+    /// The run.
+    pub run_id: String,
+    /// Rows the destination acknowledged.
+    pub delivered: crate::domain::OpCounts,
+    /// Rows the destination refused.
+    pub failed: crate::domain::OpCounts,
 }
 
 /// What a run's changelog needs to be read back: the run, the mode it sent in and the

@@ -67,6 +67,9 @@ impl SyncMode {
     }
 }
 
+/// The user the service's own runs (schedules, `after`) are recorded under.
+pub const SERVICE_USER: &str = "backflow-serve";
+
 // ---- Roles ----
 
 /// A workspace role. The same type policies see: it is part of the plugin contract, so it is

@@ -71,6 +71,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .route("/changes/{id}/reject", post(reject_change))
         .route("/changes/{id}/publish", post(publish_change))
         .route("/audit", get(audit))
+        .route("/audit/verify", get(verify_audit))
         .route("/plugins", get(list_plugins))
         .fallback(|| async {
             ApiError(
@@ -371,30 +372,50 @@ async fn publish_change(
 struct AuditQuery {
     /// Only entries after this sequence number.
     after: Option<u64>,
+    /// Only entries before this sequence number: the previous page's `next_before`.
+    before: Option<u64>,
     limit: Option<usize>,
     user: Option<String>,
     action: Option<String>,
 }
 
+/// A page of the audit log, newest first; `next_before` continues it. The hash chain is
+/// checked by `GET /api/v1/audit/verify` (or `backflow audit --verify`), not per page.
 async fn audit(
     State(s): Shared,
     User(actor): User,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let log = s.app.audit_filtered(
         &actor,
         &AuditFilter {
             after: q.after,
+            before: q.before,
             user: q.user,
             action: q.action,
             action_prefix: false,
-            limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+            limit,
         },
     )?;
+    let next_before = (log.entries.len() >= limit)
+        .then(|| log.entries.last().map(|e| e.seq))
+        .flatten();
     Ok(Json(
-        json!({ "entries": log.entries, "chain_verified": log.broken_at.is_none(), "broken_at": log.broken_at }),
+        json!({ "entries": log.entries, "next_before": next_before }),
     ))
+}
+
+/// Checks the whole audit log's hash chain (from the anchor pruning left).
+async fn verify_audit(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {
+    let log = s.app.audit(&actor)?;
+    Ok(Json(json!({
+        "chain_verified": log.broken_at.is_none(),
+        "broken_at": log.broken_at,
+        "entries": log.entries.len(),
+        "anchor": log.anchor,
+    })))
 }
 
 async fn list_plugins(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {

@@ -26,8 +26,7 @@ struct Slot {
 /// How often a trigger waiting for a sync's lease (held by another process) tries again.
 const LEASE_RETRY: Duration = Duration::from_secs(2);
 
-/// The user the service's own runs are recorded under.
-pub const SERVICE_USER: &str = "backflow-serve";
+pub use crate::domain::SERVICE_USER;
 
 /// The service's runs: one slot per sync, follow-ups folded, a stop signal for shutdown.
 pub struct Scheduler {

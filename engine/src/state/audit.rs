@@ -1,14 +1,31 @@
 //! The audit log: the `audit` table (sequence number → JSON [`AuditEntry`]), append-only,
 //! each entry hash-chained to the one before it. Entries are appended with the governance
-//! records they are about (`governance_records.rs`); read here.
+//! records they are about (`governance_records.rs`); read, a page at a time, and pruned
+//! here. Pruning removes the oldest entries and keeps the last removed one's sequence number
+//! and hash as the chain's anchor (`audit_anchor`), so the kept log still verifies from its
+//! first entry; the newest entry is never pruned (the next one chains to it).
 
 use super::error::Doing;
 use super::{StateError, StateOp, StateStore};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-/// sequence number → JSON [`AuditEntry`]. Append-only: nothing updates or removes entries.
+/// sequence number → JSON [`AuditEntry`]. Append-only: nothing updates entries; only
+/// [`StateStore::prune_audit`] removes the oldest.
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// `anchor` → JSON [`AuditAnchor`]: the last entry pruned from the log.
+const AUDIT_ANCHOR: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_anchor");
+
+/// The last entry pruned from the audit log: the first kept entry chains to its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnchor {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+    /// When it was appended (RFC 3339).
+    pub at: String,
+}
 
 /// Something that happened, to be appended to the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +123,127 @@ pub(super) fn append(
 }
 
 impl StateStore {
+    /// The audit log's anchor: the last entry pruned, if any was (the first kept entry's
+    /// `prev_hash` must be its hash).
+    pub fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StateError> {
+        self.read_table(
+            StateOp::ReadAudit,
+            AUDIT_ANCHOR,
+            || None,
+            |table, doing| {
+                let value = table.get("anchor").map_err(|e| doing.err(e))?;
+                value
+                    .map(|v| {
+                        serde_json::from_slice(v.value())
+                            .map_err(|e| doing.corrupt(format!("unreadable audit anchor: {e}")))
+                    })
+                    .transpose()
+            },
+        )
+    }
+
+    /// Entries newest first, after sequence number `after` and before `before` (`None`: no
+    /// bound), that `keep` selects, at most `limit`; reads no more of the log than it needs.
+    pub fn audit_page(
+        &self,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+        keep: impl Fn(&AuditEntry) -> bool,
+    ) -> Result<Vec<AuditEntry>, StateError> {
+        let doing = self.doing(StateOp::ReadAudit);
+        let txn = self.db.begin_read().map_err(|e| doing.err(e))?;
+        let t = txn.open_table(AUDIT).map_err(|e| doing.err(e))?;
+        let mut out = Vec::new();
+        for entry in t
+            .range(after.map_or(0, |a| a.saturating_add(1))..before.unwrap_or(u64::MAX))
+            .map_err(|e| doing.err(e))?
+            .rev()
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = entry.map_err(|e| doing.err(e))?;
+            let entry: AuditEntry =
+                serde_json::from_slice(v.value()).map_err(|e| doing.corrupt(e))?;
+            if keep(&entry) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the entries appended before `cutoff` (RFC 3339, compared as text: every entry
+    /// is written in UTC), except the newest entry, and records the last removed one as the
+    /// anchor, in one transaction. Returns how many were removed.
+    pub fn prune_audit(&self, cutoff: &str) -> Result<u64, StateError> {
+        let doing = self.doing(StateOp::WriteGovernance);
+        // Most calls find nothing to do: look before taking a write transaction.
+        let oldest = self.audit_page_oldest()?;
+        if oldest.is_none_or(|at| at.as_str() >= cutoff) {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write().map_err(|e| doing.err(e))?;
+        let removed = {
+            let mut audit = txn.open_table(AUDIT).map_err(|e| doing.err(e))?;
+            let newest = audit
+                .last()
+                .map_err(|e| doing.err(e))?
+                .map(|(k, _)| k.value());
+            let mut last: Option<AuditEntry> = None;
+            let mut removed = 0;
+            loop {
+                let Some((seq, entry)) = audit
+                    .first()
+                    .map_err(|e| doing.err(e))?
+                    .map(|(k, v)| (k.value(), v.value().to_vec()))
+                else {
+                    break;
+                };
+                if Some(seq) == newest {
+                    break;
+                }
+                let entry: AuditEntry =
+                    serde_json::from_slice(&entry).map_err(|e| doing.corrupt(e))?;
+                if entry.at.as_str() >= cutoff {
+                    break;
+                }
+                audit.remove(seq).map_err(|e| doing.err(e))?;
+                removed += 1;
+                last = Some(entry);
+            }
+            if let Some(last) = last {
+                let anchor = AuditAnchor {
+                    seq: last.seq,
+                    hash: last.hash,
+                    at: last.at,
+                };
+                let mut table = txn.open_table(AUDIT_ANCHOR).map_err(|e| doing.err(e))?;
+                table
+                    .insert("anchor", doing.encode(&anchor)?.as_slice())
+                    .map_err(|e| doing.err(e))?;
+            }
+            removed
+        };
+        txn.commit().map_err(|e| doing.err(e))?;
+        Ok(removed)
+    }
+
+    /// When the oldest kept entry was appended.
+    fn audit_page_oldest(&self) -> Result<Option<String>, StateError> {
+        let doing = self.doing(StateOp::ReadAudit);
+        let txn = self.db.begin_read().map_err(|e| doing.err(e))?;
+        let t = txn.open_table(AUDIT).map_err(|e| doing.err(e))?;
+        let first = t.first().map_err(|e| doing.err(e))?;
+        first
+            .map(|(_, v)| {
+                serde_json::from_slice::<AuditEntry>(v.value())
+                    .map(|e| e.at)
+                    .map_err(|e| doing.corrupt(e))
+            })
+            .transpose()
+    }
+
     /// The audit log, oldest first.
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>, StateError> {
         let doing = self.doing(StateOp::ReadAudit);
@@ -117,5 +255,45 @@ impl StateStore {
             out.push(serde_json::from_slice(v.value()).map_err(|e| doing.corrupt(e))?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> AuditEvent {
+        AuditEvent {
+            user: "u".into(),
+            action: "change.submit".into(),
+            target: format!("change {n}"),
+            config_hash: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_chain_verifiable_from_the_first_kept_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        for n in 0..5 {
+            store.write_governance(vec![], vec![event(n)]).unwrap();
+        }
+        // Everything is older than a cutoff in the future, but the newest entry stays.
+        assert_eq!(store.prune_audit("9999-01-01T00:00:00Z").unwrap(), 4);
+        assert_eq!(store.prune_audit("9999-01-01T00:00:00Z").unwrap(), 0);
+        let anchor = store.audit_anchor().unwrap().unwrap();
+        assert_eq!(anchor.seq, 4);
+        store.write_governance(vec![], vec![event(5)]).unwrap();
+        let log = store.audit_log().unwrap();
+        assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+        let mut prev = anchor.hash;
+        for e in &log {
+            assert!(e.verifies(&prev), "entry {} verifies", e.seq);
+            prev = e.hash.clone();
+        }
+        let page = store.audit_page(None, Some(6), 10, |_| true).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+        assert_eq!(store.prune_audit("2000-01-01T00:00:00Z").unwrap(), 0);
     }
 }

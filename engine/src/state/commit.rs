@@ -44,6 +44,7 @@ impl StateStore {
             }
             commit.finish(&txn, sync, &doing)?;
             record_meta(&txn, sync, meta, &doing)?;
+            super::progress::record_progress(&txn, ops, &doing)?;
         }
         txn.commit().map_err(|e| doing.err(e))
     }
@@ -97,6 +98,8 @@ impl<'txn> Commit<'txn> {
     fn apply(&mut self, op: &JournalOp, doing: &Doing) -> Result<(), StateError> {
         match op {
             JournalOp::Begin(header) => self.begin(header, doing),
+            // Recorded once per commit, by `progress::record_progress`.
+            JournalOp::Progress(_) => Ok(()),
             JournalOp::Upsert { key, fp, row } => self.upsert(key, fp, row, doing),
             JournalOp::Delete { key } => self.delete(key, doing),
             JournalOp::Reject {

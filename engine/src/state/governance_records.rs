@@ -4,7 +4,7 @@
 
 use super::audit::{self, AuditEntry, AuditEvent};
 use super::{StateError, StateOp, StateStore};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 /// "current" → JSON [`crate::governance::Published`]: the configuration runs use.
 pub(super) const PUBLISHED: TableDefinition<&str, &[u8]> = TableDefinition::new("published");

@@ -18,20 +18,25 @@
 //! - per sync NAME: `snapshot-blocks/NAME` and `snapshot-delta/NAME`, the snapshot
 //!   (`snapshot.rs`, binary); `pending/NAME`, refused rows (`pending.rs`); `changelog/NAME`,
 //!   what each run did to each row (`changelog.rs`, binary);
-//! - `api_tokens`, `schedule_marks` (`tokens.rs`).
+//! - `api_tokens`, `schedule_marks` (`tokens.rs`);
+//! - `runs_running`, `run_progress`: runs in flight and their committed counts
+//!   (`progress.rs`).
 //!
 //! Commits of delivered rows are in `commit.rs`. Every failure is a [`StateError`] naming
 //! its operation ([`StateOp`], `error.rs`). Leases are files beside the state (`lease.rs`).
 
 mod audit;
+mod backup;
 mod block;
 mod changelog;
 mod commit;
+mod db;
 mod error;
 mod governance_records;
 mod lease;
 mod open;
 mod pending;
+mod progress;
 mod runs;
 mod snapshot;
 mod snapshot_read;
@@ -41,7 +46,8 @@ mod sync_state;
 mod testing;
 mod tokens;
 
-pub use audit::{AuditEntry, AuditEvent};
+pub use audit::{AuditAnchor, AuditEntry, AuditEvent};
+pub use backup::{BackupError, BackupReport};
 pub use changelog::ChangelogPage;
 pub use error::{StateError, StateErrorKind, StateOp};
 pub use governance_records::GovernanceDoc;
@@ -56,15 +62,17 @@ pub use crate::domain::{
     CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, Timings,
     MAX_REJECTED_KEPT,
 };
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 use std::path::PathBuf;
 
 /// The state file, open ([`StateStore::open`]). Cloning is cheap and shares the open
 /// database (a run commits its journal on a thread of its own with a clone).
 #[derive(Clone)]
 pub struct StateStore {
-    db: std::sync::Arc<Database>,
+    db: std::sync::Arc<db::Db>,
     path: PathBuf,
+    /// Final run records that a full disk kept from being written (see `runs.rs`).
+    deferred: std::sync::Arc<std::sync::Mutex<Vec<(RunRecord, u64)>>>,
 }
 
 impl StateStore {

@@ -70,31 +70,60 @@ impl StateStore {
             path: path.clone(),
             message,
         };
-        std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
-        // redb's page cache defaults to 1 GiB; the diff walks the whole snapshot once per run,
-        // so a large cache would only hold pages that are not read again. Keep memory bounded.
-        // Multi-writer: other backflow processes (the CLI beside a service, a second run) open
-        // the same file; reads never wait, write transactions take turns.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen
-                | redb::DatabaseError::LockProtocolMismatch => {
-                    OpenError::Locked { path: path.clone() }
-                }
-                other => storage(other.to_string()),
-            })?;
+        // Owner-only: the state holds delivered rows (personal data), tokens and the audit log.
+        create_private_dir(dir).map_err(|e| storage(e.to_string()))?;
+        let db = database(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen
+            | redb::DatabaseError::LockProtocolMismatch => OpenError::Locked { path: path.clone() },
+            other => storage(other.to_string()),
+        })?;
+        make_private_file(&path).map_err(|e| storage(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| storage(e.to_string()))?;
         migrate(&txn, &path)?;
         create_tables(&txn).map_err(|e| storage(e.to_string()))?;
         txn.commit().map_err(|e| storage(e.to_string()))?;
         Ok(StateStore {
-            db: std::sync::Arc::new(db),
+            db: std::sync::Arc::new(super::db::Db::new(db, &path)),
             path,
+            deferred: Default::default(),
         })
     }
+}
+
+/// Opens (creating if needed) the database file with backflow's settings.
+pub(super) fn database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    // redb's page cache defaults to 1 GiB; the diff walks the whole snapshot once per run,
+    // so a large cache would only hold pages that are not read again. Keep memory bounded.
+    // Multi-writer: other backflow processes (the CLI beside a service, a second run) open
+    // the same file; reads never wait, write transactions take turns.
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create(path)
+}
+
+/// Creates `dir` (and its parents) if needed; a directory this creates is owner-only (0700).
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes a file of the state owner-only (0600).
+pub(crate) fn make_private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Records the format version in a new file, migrates an older one to it, and refuses a
@@ -198,6 +227,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(AUDIT)?;
     txn.open_table(SYNC_META)?;
     txn.open_table(snapshot::SNAPSHOT_ROWS)?;
+    txn.open_table(super::progress::RUNS_RUNNING)?;
+    txn.open_table(super::progress::RUN_PROGRESS)?;
     Ok(())
 }
 
@@ -205,6 +236,18 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
 mod tests {
     use super::*;
     use crate::state::testing::run;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_directory_and_file_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/state");
+        drop(StateStore::open(&state).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("state.redb")), 0o600);
+    }
 
     #[test]
     fn refuses_unknown_format_versions() {

@@ -3,7 +3,7 @@
 
 use super::error::Doing;
 use super::{RunRecord, RunStatus, StateError, StateOp, StateStore};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 /// run id (a ULID, so keys sort by start time) → JSON-encoded [`RunRecord`].
 pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -51,46 +51,101 @@ fn bounded(run: &RunRecord) -> RunRecord {
     run
 }
 
-fn read_record(doing: &Doing, value: &[u8]) -> Result<RunRecord, StateError> {
+/// Writes a run record in `txn` (see [`StateStore::record_run`]).
+pub(super) fn write_run(
+    txn: &redb::WriteTransaction,
+    run: &RunRecord,
+    keep_runs: u64,
+    doing: &Doing,
+) -> Result<(), StateError> {
+    let run = bounded(run);
+    let json = doing.encode(&run)?;
+    let key = history_key(&run);
+    super::progress::track_running(txn, &run, &key, doing)?;
+    let mut runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;
+    let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| doing.err(e))?;
+    runs.insert(run.run_id.as_str(), json.as_slice())
+        .map_err(|e| doing.err(e))?;
+    index
+        .insert((key.as_str(), run.run_id.as_str()), ())
+        .map_err(|e| doing.err(e))?;
+    if run.status != RunStatus::Running {
+        let ids: Vec<String> = index
+            .range((key.as_str(), "")..=(key.as_str(), HIGHEST_RUN_ID))
+            .map_err(|e| doing.err(e))?
+            .map(|entry| entry.map(|(k, _)| k.value().1.to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| doing.err(e))?;
+        let excess = ids
+            .len()
+            .saturating_sub(usize::try_from(keep_runs.max(1)).unwrap_or(usize::MAX));
+        for id in &ids[..excess] {
+            index
+                .remove((key.as_str(), id.as_str()))
+                .map_err(|e| doing.err(e))?;
+            runs.remove(id.as_str()).map_err(|e| doing.err(e))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn read_record(doing: &Doing, value: &[u8]) -> Result<RunRecord, StateError> {
     serde_json::from_slice(value).map_err(|e| doing.corrupt(format!("unreadable run record: {e}")))
 }
 
 impl StateStore {
     /// Stores a run record (new, or updated as the run goes). When a run has finished, the
     /// oldest runs of its sync beyond `keep_runs` are pruned in the same transaction.
+    ///
+    /// On a full disk, a run's final record is kept in memory instead (and shown by every
+    /// read of this process), and written by the next write of a run record once there is
+    /// room: a run that failed for want of space says so, rather than `running` forever.
     pub fn record_run(&self, run: &RunRecord, keep_runs: u64) -> Result<(), StateError> {
+        self.write_deferred();
+        match self.write_run_now(run, keep_runs) {
+            Err(e) if e.is_no_space() && run.status != RunStatus::Running => {
+                tracing::error!(
+                    run_id = run.run_id,
+                    "recording the run's end: {e}; the record is kept in memory and written once there is room"
+                );
+                let mut deferred = self.deferred_runs();
+                deferred.retain(|(r, _)| r.run_id != run.run_id);
+                deferred.push((bounded(run), keep_runs));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn write_run_now(&self, run: &RunRecord, keep_runs: u64) -> Result<(), StateError> {
         let doing = self.doing(StateOp::RecordRun);
-        let run = bounded(run);
-        let json = doing.encode(&run)?;
-        let key = history_key(&run);
         let txn = self.db.begin_write().map_err(|e| doing.err(e))?;
-        {
-            let mut runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;
-            let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| doing.err(e))?;
-            runs.insert(run.run_id.as_str(), json.as_slice())
-                .map_err(|e| doing.err(e))?;
-            index
-                .insert((key.as_str(), run.run_id.as_str()), ())
-                .map_err(|e| doing.err(e))?;
-            if run.status != RunStatus::Running {
-                let ids: Vec<String> = index
-                    .range((key.as_str(), "")..=(key.as_str(), HIGHEST_RUN_ID))
-                    .map_err(|e| doing.err(e))?
-                    .map(|entry| entry.map(|(k, _)| k.value().1.to_string()))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| doing.err(e))?;
-                let excess = ids
-                    .len()
-                    .saturating_sub(usize::try_from(keep_runs.max(1)).unwrap_or(usize::MAX));
-                for id in &ids[..excess] {
-                    index
-                        .remove((key.as_str(), id.as_str()))
-                        .map_err(|e| doing.err(e))?;
-                    runs.remove(id.as_str()).map_err(|e| doing.err(e))?;
-                }
+        write_run(&txn, run, keep_runs, &doing)?;
+        txn.commit().map_err(|e| doing.err(e))
+    }
+
+    fn deferred_runs(&self) -> std::sync::MutexGuard<'_, Vec<(RunRecord, u64)>> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the final records kept in memory for want of space, as far as they fit now.
+    pub(super) fn write_deferred(&self) {
+        let waiting: Vec<(RunRecord, u64)> = self.deferred_runs().clone();
+        for (run, keep_runs) in waiting {
+            if self.write_run_now(&run, keep_runs).is_ok() {
+                self.deferred_runs().retain(|(r, _)| r.run_id != run.run_id);
             }
         }
-        txn.commit().map_err(|e| doing.err(e))
+    }
+
+    /// The record of `run` kept in memory for want of space, if any.
+    pub(super) fn deferred_run(&self, run_id: &str) -> Option<RunRecord> {
+        self.deferred_runs()
+            .iter()
+            .find(|(r, _)| r.run_id == run_id)
+            .map(|(r, _)| r.clone())
     }
 
     /// Runs, newest first: of one history key (a sync's name, or `draft/NAME` for its draft
@@ -144,7 +199,8 @@ impl StateStore {
         };
         let mut out = Vec::new();
         for record in records {
-            match record? {
+            let record = record?.map(|run| self.deferred_run(&run.run_id).unwrap_or(run));
+            match record {
                 Some(run) if status.is_none_or(|s| run.status == s) => out.push(run),
                 _ => continue,
             }
@@ -157,6 +213,9 @@ impl StateStore {
 
     /// One run's record, if it is still in history.
     pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        if let Some(run) = self.deferred_run(run_id) {
+            return Ok(Some(run));
+        }
         let doing = self.doing(StateOp::ReadRuns);
         let txn = self.db.begin_read().map_err(|e| doing.err(e))?;
         let runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;

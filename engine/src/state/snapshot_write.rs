@@ -314,7 +314,6 @@ mod tests {
     use crate::domain::JournalOp;
     use crate::state::testing::{delta_len, meta, walk};
     use crate::state::StateStore;
-    use redb::ReadableDatabase;
 
     /// Files of versions 3 and 4 (a snapshot's base one entry per row; version 3 with no
     /// recorded size and no delta) open as version 5: the base rewritten into blocks, the

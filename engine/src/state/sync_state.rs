@@ -7,7 +7,7 @@ use super::pending::{pending_def, pending_table};
 use super::snapshot::{self, SNAPSHOT_ROWS};
 use super::snapshot_read::SnapshotReader;
 use super::{StateError, StateOp, StateStore};
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 /// sync name → JSON-encoded [`SyncMeta`]: what the snapshot of that sync is valid for.

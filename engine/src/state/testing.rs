@@ -5,7 +5,7 @@ use super::snapshot::{def, delta_table};
 use super::snapshot_read::open_read;
 use super::{RunRecord, StateStore, SyncMeta};
 use crate::domain::{ChangelogHeader, Delivered, JournalOp};
-use redb::{ReadableDatabase, ReadableTableMetadata};
+use redb::ReadableTableMetadata;
 
 /// What the tests' sync `s` is valid for.
 pub(super) fn meta() -> SyncMeta {

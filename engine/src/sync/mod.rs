@@ -23,6 +23,7 @@ pub mod plan;
 pub mod prepare;
 pub mod progress;
 pub mod read;
+pub mod recover;
 pub mod run;
 
 use crate::domain::{CheckReport, DiffCounts, OpCounts, RunRecord, RunStatus, Timings};
@@ -46,6 +47,7 @@ pub use error::RunError;
 pub use plan::key_text;
 pub use plan::undo::UndoTarget;
 pub use prepare::PrepareError;
+pub use recover::recover_dead_runs;
 pub use run::{Abort, StopSignal};
 
 /// What a run works with: the plugin host, the workspace it runs, the state, and the
@@ -134,9 +136,11 @@ pub async fn run_sync(
     let lease = SyncLease::acquire(&env.ws.state_dir, &prepared.state_key, &holder)?;
     let mut record = new_record(&prepared, sync_name, &run_id, started_at, options);
     let (state, keep_runs) = (env.state, env.ws.keep_runs);
-    // The previous holder of the lease died mid-run: its record still says running.
-    if let Some(old_id) = &lease.interrupted_run {
-        mark_interrupted(state, old_id, keep_runs)?;
+    // Holding the lease, every other run of the sync still recorded as running is dead
+    // (the previous holder, or one before it whose successor died too): mark them. A failure
+    // here leaves them for later; the journal is tried again below and fails the run then.
+    if let Err(e) = recover::recover_key(state, &env.ws.state_dir, &prepared.state_key, keep_runs) {
+        tracing::warn!(sync = sync_name, "marking interrupted runs: {e}");
     }
     state.record_run(&record, keep_runs)?;
     tracing::info!(
@@ -145,6 +149,9 @@ pub async fn run_sync(
         draft = options.draft,
         "run started"
     );
+    // The audit log is for people's actions: the service's own starts (schedules, `after`)
+    // are in the run history only, or a schedule every few seconds would flood the log.
+    let by_a_person = options.user != crate::domain::SERVICE_USER;
     let start = crate::state::AuditEvent {
         user: options.user.clone(),
         action: "run.start".into(),
@@ -152,7 +159,9 @@ pub async fn run_sync(
         config_hash: Some(prepared.config_hash.clone()),
         detail: serde_json::json!({"trigger": options.trigger, "approved_run": options.approved_run, "undo": options.undo}),
     };
-    state.write_governance(vec![], vec![start])?;
+    if by_a_person {
+        state.write_governance(vec![], vec![start])?;
+    }
     let mut tally = Tally::default();
     let outcome = guarded(execute(
         env,
@@ -232,24 +241,6 @@ fn new_record(
         }),
         out_of_key_order: false,
     }
-}
-
-/// Marks the run of a process that died holding the lease as interrupted, if its record
-/// still says running.
-fn mark_interrupted(
-    state: &StateStore,
-    old_id: &str,
-    keep_runs: u64,
-) -> Result<(), crate::state::StateError> {
-    if let Some(mut old) = state
-        .run(old_id)?
-        .filter(|r| r.status == RunStatus::Running)
-    {
-        old.status = RunStatus::Interrupted;
-        old.error = Some("the process running this sync stopped before the run finished; rows it had delivered were kept".into());
-        state.record_run(&old, keep_runs)?;
-    }
-    Ok(())
 }
 
 pub(crate) use crate::domain::now_rfc3339;

@@ -9,7 +9,8 @@ use super::errors::{unknown, ConfigError, ConfigErrors};
 use super::files::{definitions, toml_error, ConfigFiles, WORKSPACE_FILE};
 use super::governance::governance;
 use super::schema::{
-    ConnectorFile, ModelFile, WorkspaceFile, DEFAULT_KEEP_CHANGELOG_RUNS, DEFAULT_KEEP_RUNS,
+    ConnectorFile, ModelFile, WorkspaceFile, DEFAULT_KEEP_AUDIT_DAYS, DEFAULT_KEEP_CHANGELOG_RUNS,
+    DEFAULT_KEEP_RUNS,
 };
 use super::sequences::check_sequences;
 use super::syncs::syncs;
@@ -46,6 +47,10 @@ impl Workspace {
             .state
             .keep_changelog_runs
             .unwrap_or(DEFAULT_KEEP_CHANGELOG_RUNS);
+        let keep_audit_days = parsed
+            .state
+            .keep_audit_days
+            .unwrap_or(DEFAULT_KEEP_AUDIT_DAYS);
         if keep_runs == 0 {
             errors.push(ConfigError {
                 file: main_file.clone(),
@@ -91,6 +96,7 @@ impl Workspace {
             state_dir,
             keep_runs,
             keep_changelog_runs,
+            keep_audit_days,
             sources,
             destinations,
             models,

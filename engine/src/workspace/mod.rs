@@ -51,6 +51,8 @@ pub struct Workspace {
     pub keep_runs: u64,
     /// Runs per sync whose changelog is kept (`[state] keep_changelog_runs`; 0 keeps none).
     pub keep_changelog_runs: u64,
+    /// Days of audit log kept (`[state] keep_audit_days`).
+    pub keep_audit_days: u64,
     /// Sources, by name.
     pub sources: BTreeMap<String, Connector>,
     /// Destinations, by name.

@@ -55,6 +55,9 @@ pub(super) struct StateFile {
     /// Runs per sync whose changelog (values sent and values before, for `runs undo` and
     /// `rows history`) is kept (default 50; 0 writes none, and no run can be undone).
     pub(super) keep_changelog_runs: Option<u64>,
+    /// Days of audit log kept (default 400); older entries are pruned, the hash chain stays
+    /// verifiable from the first kept entry.
+    pub(super) keep_audit_days: Option<u64>,
 }
 
 /// The names of the `${env.NAME}` references in a config value.
@@ -79,6 +82,8 @@ pub const MAX_TIME_BUDGET_S: u64 = 30 * 24 * 3600;
 
 /// Runs kept per sync when `[state] keep_runs` is not set.
 pub const DEFAULT_KEEP_RUNS: u64 = 1000;
+/// Days of audit log kept when `[state] keep_audit_days` is not set.
+pub const DEFAULT_KEEP_AUDIT_DAYS: u64 = 400;
 /// Changelogs kept per sync when `[state] keep_changelog_runs` is not set.
 pub const DEFAULT_KEEP_CHANGELOG_RUNS: u64 = 50;
 

@@ -86,6 +86,11 @@ struct AuditQuery {
     user: String,
     #[serde(default)]
     action: String,
+    /// Only entries before this sequence number (the page after the previous one).
+    before: Option<u64>,
+    /// Non-empty: check the whole log's hash chain (done only when asked).
+    #[serde(default)]
+    verify: String,
 }
 
 async fn audit(
@@ -99,17 +104,29 @@ async fn audit(
         &v.actor,
         &AuditFilter {
             after: None,
+            before: q.before,
             user: Some(q.user.clone()).filter(|u| !u.is_empty()),
             action: Some(q.action.clone()).filter(|a| !a.is_empty()),
             action_prefix: true,
             limit: AUDIT_PAGE,
         },
     )?;
+    let chain = if q.verify.is_empty() {
+        None
+    } else {
+        Some(s.app.audit(&v.actor)?.broken_at)
+    };
+    let next_before = (log.entries.len() >= AUDIT_PAGE)
+        .then(|| log.entries.last().map(|e| e.seq))
+        .flatten();
     Ok(Html(pages::audit(
         &v,
         &log.entries,
-        log.broken_at,
-        &q.user,
-        &q.action,
+        pages::AuditView {
+            chain,
+            next_before,
+            user: &q.user,
+            action: &q.action,
+        },
     )))
 }

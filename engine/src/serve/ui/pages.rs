@@ -475,20 +475,33 @@ pub fn change_detail(v: &Viewer, c: &ChangeRequest) -> String {
     )
 }
 
-pub fn audit(
-    v: &Viewer,
-    entries: &[AuditEntry],
-    broken_at: Option<u64>,
-    user: &str,
-    action: &str,
-) -> String {
+/// What the audit page shows besides its entries.
+pub struct AuditView<'a> {
+    /// The hash chain's check, if asked for: where it breaks (`None`: it verifies).
+    pub chain: Option<Option<u64>>,
+    /// The sequence number the next (older) page starts before, if there is one.
+    pub next_before: Option<u64>,
+    /// The user filter.
+    pub user: &'a str,
+    /// The action filter.
+    pub action: &'a str,
+}
+
+pub fn audit(v: &Viewer, entries: &[AuditEntry], view: AuditView<'_>) -> String {
+    let (user, action) = (view.user, view.action);
+    let query = |extra: &str| {
+        let mut url = url::form_urlencoded::Serializer::new(String::new());
+        url.append_pair("user", user).append_pair("action", action);
+        format!("/ui/audit?{}{extra}", url.finish())
+    };
     layout(
         Some(v),
         "Audit log",
         html! {
-            @match broken_at {
-                None => { p #chain { (status("succeeded")) " hash chain verified: no entry was edited or removed." } }
-                Some(seq) => { p.error #chain { "The hash chain breaks at entry " (seq) ": the log was changed outside backflow." } }
+            @match view.chain {
+                None => { p #chain { "The hash chain is checked on request: " a href=(query("&verify=1")) { "verify it" } "." } }
+                Some(None) => { p #chain { (status("succeeded")) " hash chain verified: no entry was edited or removed." } }
+                Some(Some(seq)) => { p.error #chain { "The hash chain breaks at entry " (seq) ": the log was changed outside backflow." } }
             }
             form method="get" action="/ui/audit" {
                 input type="text" name="user" value=(user) placeholder="user";
@@ -500,6 +513,9 @@ pub fn audit(
                 @for e in entries {
                     tr { td { (e.seq) } td { (e.at) } td.user { (e.event.user) } td.action { (e.event.action) } td { (e.event.target) } td { code { (e.event.detail.to_string()) } } }
                 }
+            }
+            @if let Some(before) = view.next_before {
+                p { a #older href=(query(&format!("&before={before}"))) { "Older entries" } }
             }
         },
     )

@@ -126,6 +126,14 @@ impl Journal {
                         &serde_json::to_vec(header).unwrap_or_default(),
                     );
                 }
+                JournalOp::Progress(progress) => {
+                    payload.push(5);
+                    // Serializing a string and counts cannot fail.
+                    put(
+                        &mut payload,
+                        &serde_json::to_vec(progress).unwrap_or_default(),
+                    );
+                }
             }
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             buf.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
@@ -379,6 +387,9 @@ fn parse(p: &[u8]) -> Option<JournalOp> {
             run_id: f.text()?,
         }),
         4 => Some(JournalOp::Begin(serde_json::from_slice(&f.bytes()?).ok()?)),
+        5 => Some(JournalOp::Progress(
+            serde_json::from_slice(&f.bytes()?).ok()?,
+        )),
         _ => None,
     }
 }

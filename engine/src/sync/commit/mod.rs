@@ -14,7 +14,8 @@ use super::plan::PlannedRow;
 use super::prepare::PreparedSync;
 use super::run::{Abort, Tally};
 use crate::domain::{
-    bump, truncate_message, Change, ChangelogHeader, JournalOp, RejectedRow, MAX_REJECTED_KEPT,
+    bump, truncate_message, Change, ChangelogHeader, JournalOp, RejectedRow, RunProgress,
+    MAX_REJECTED_KEPT,
 };
 use crate::state::{StateError, StateStore, SyncMeta};
 use crate::workspace::Workspace;
@@ -98,6 +99,25 @@ pub(crate) fn open_journal(
         state.reset_snapshot(&p.state_key, meta)?;
     }
     Ok(journal)
+}
+
+/// Commits to the snapshot what a run killed mid-delivery left in a sync's journal (with the
+/// snapshot's stored meta: what the journal was written for), so that its rows and its
+/// counts are in the state. The caller holds the sync's lease. Returns the ops committed.
+pub(crate) fn commit_left_journal(
+    state_dir: &Path,
+    state: &StateStore,
+    sync: &str,
+) -> Result<u64, Abort> {
+    let dir = state_dir.join("journal");
+    if !Journal::path(&dir, sync).exists() && !Journal::sealed_path(&dir, sync).exists() {
+        return Ok(0);
+    }
+    match state.sync_meta(sync)? {
+        // No meta: nothing was ever acknowledged for the sync, so no journal has rows.
+        None => Ok(0),
+        Some(meta) => recover_journal(&dir, state, sync, &meta).map(|(_, applied)| applied),
+    }
 }
 
 /// Opens a sync's journal after committing what an interrupted run left: its sealed file
@@ -348,6 +368,15 @@ impl<'a> Committer<'a> {
                 run_id: self.run_id.to_string(),
             });
         }
+        if !acked.is_empty() {
+            // The run's counts so far go with its rows: committed together, so that a killed
+            // run's record gets them back (`StateStore::interrupt_run`).
+            acked.push(JournalOp::Progress(RunProgress {
+                run_id: self.run_id.to_string(),
+                delivered: tally.delivered,
+                failed: tally.failed,
+            }));
+        }
         let announcing = !self.announced && !acked.is_empty();
         if let Some(header) = self.header.as_ref().filter(|_| announcing) {
             acked.insert(0, JournalOp::Begin(header.clone()));
@@ -355,9 +384,13 @@ impl<'a> Committer<'a> {
         // One write: acknowledged rows are durable against a crash of this process from here.
         // A failed write leaves nothing of itself (see `Journal::append`), the header
         // included: only a written header counts as announced.
-        self.journal
-            .append(&acked)
-            .map_err(Abort::io("writing the delivery journal"))?;
+        self.journal.append(&acked).map_err(|source| Abort::Io {
+            what: format!(
+                "writing the delivery journal {}",
+                self.journal.file().display()
+            ),
+            source,
+        })?;
         self.announced |= announcing && self.header.is_some();
         if self.journal.len() > JOURNAL_APPLY_BYTES
             || self.last_commit.elapsed() > JOURNAL_APPLY_INTERVAL
