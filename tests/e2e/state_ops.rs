@@ -173,7 +173,7 @@ async fn a_service_killed_mid_run_shows_the_run_interrupted_with_its_count_after
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_during_a_run_restores_to_a_state_that_resends_only_what_it_had_not_recorded() {
-    let receiver = slow_receiver(5).await;
+    let receiver = slow_receiver(20).await;
     let ws = service_workspace(
         100_000,
         &format!(
@@ -182,7 +182,15 @@ async fn a_backup_during_a_run_restores_to_a_state_that_resends_only_what_it_had
         ),
     );
     let mut run = spawn_run(&ws, "s");
-    while_running(&mut run, "a third delivered", || receiver.rows() >= 30_000).await;
+    // Once the run has committed part of its deliveries to the state (every few seconds).
+    let state_dir = ws.path().join(".backflow");
+    while_running(&mut run, "a part committed", || {
+        StateStore::open(&state_dir)
+            .ok()
+            .and_then(|s| s.snapshot_len("s").ok())
+            .is_some_and(|n| n > 0)
+    })
+    .await;
     let backup = ws.path().join("backup.redb");
     let out = ok(
         backflow_as(
