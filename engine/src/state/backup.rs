@@ -44,6 +44,30 @@ pub enum BackupError {
     },
 }
 
+/// Why copying failed (the message of [`BackupError::Copy`]).
+#[derive(Debug, thiserror::Error)]
+enum CopyError {
+    #[error("{0}")]
+    Redb(#[from] redb::Error),
+    #[error("table {table}: {source}")]
+    Table { table: String, source: redb::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("table {0} is of a type this backup does not know")]
+    UnknownType(String),
+    #[error("the state holds a multimap table, which backflow does not write")]
+    Multimap,
+}
+
+impl CopyError {
+    fn table(table: &str) -> impl Fn(redb::Error) -> CopyError + '_ {
+        move |source| CopyError::Table {
+            table: table.to_string(),
+            source,
+        }
+    }
+}
+
 impl StateStore {
     /// Writes a consistent copy of the state to `file` (which must not exist).
     pub fn backup(&self, file: &Path) -> Result<BackupReport, BackupError> {
@@ -62,17 +86,17 @@ impl StateStore {
         let partial = file.with_file_name(format!(".{name}.partial"));
         let _ = std::fs::remove_file(&partial);
         let copied = (|| {
-            let read = self.db.begin_read().map_err(|e| e.to_string())?;
+            let read = self.db.begin_read().map_err(redb::Error::from)?;
             let target = Database::builder()
                 .create(&partial)
-                .map_err(|e| e.to_string())?;
-            make_private_file(&partial).map_err(|e| e.to_string())?;
-            let write = target.begin_write().map_err(|e| e.to_string())?;
+                .map_err(redb::Error::from)?;
+            make_private_file(&partial)?;
+            let write = target.begin_write().map_err(redb::Error::from)?;
             let (tables, entries) = copy_all(&read, &write)?;
-            write.commit().map_err(|e| e.to_string())?;
+            write.commit().map_err(redb::Error::from)?;
             drop(target);
-            std::fs::rename(&partial, file).map_err(|e| e.to_string())?;
-            Ok::<_, String>((tables, entries))
+            std::fs::rename(&partial, file)?;
+            Ok::<_, CopyError>((tables, entries))
         })();
         match copied {
             Ok((tables, entries)) => Ok(BackupReport {
@@ -80,27 +104,27 @@ impl StateStore {
                 tables,
                 entries,
             }),
-            Err(message) => {
+            Err(e) => {
                 let _ = std::fs::remove_file(&partial);
-                Err(fail(message))
+                Err(fail(e.to_string()))
             }
         }
     }
 }
 
 /// Copies every table of `read` into `write`; returns (tables, entries).
-fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Result<(usize, u64), String> {
+fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Result<(usize, u64), CopyError> {
     let mut tables = 0;
     let mut entries = 0;
     if read
         .list_multimap_tables()
-        .map_err(|e| e.to_string())?
+        .map_err(redb::Error::from)?
         .next()
         .is_some()
     {
-        return Err("the state holds a multimap table, which backflow does not write".into());
+        return Err(CopyError::Multimap);
     }
-    for handle in read.list_tables().map_err(|e| e.to_string())? {
+    for handle in read.list_tables().map_err(redb::Error::from)? {
         entries += copy_table(read, write, handle.name())?;
         tables += 1;
     }
@@ -108,7 +132,11 @@ fn copy_all(read: &ReadTransaction, write: &WriteTransaction) -> Result<(usize, 
 }
 
 /// Copies table `name`, trying each key and value type backflow's tables use.
-fn copy_table(read: &ReadTransaction, write: &WriteTransaction, name: &str) -> Result<u64, String> {
+fn copy_table(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+    name: &str,
+) -> Result<u64, CopyError> {
     macro_rules! try_types {
         ($(($k:ty, $v:ty)),* $(,)?) => {
             $(
@@ -130,9 +158,7 @@ fn copy_table(read: &ReadTransaction, write: &WriteTransaction, name: &str) -> R
         (u64, u64),
         (&str, ()),
     );
-    Err(format!(
-        "table {name} is of a type this backup does not know"
-    ))
+    Err(CopyError::UnknownType(name.to_string()))
 }
 
 /// Copies table `name` as `K → V`; `None` when it is of other types.
@@ -140,22 +166,21 @@ fn copy_as<K: Key + 'static, V: Value + 'static>(
     read: &ReadTransaction,
     write: &WriteTransaction,
     name: &str,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, CopyError> {
+    let fail = CopyError::table(name);
     let definition = TableDefinition::<K, V>::new(name);
     let source: ReadOnlyTable<K, V> = match read.open_table(definition) {
         Ok(t) => t,
         Err(redb::TableError::TableTypeMismatch { .. }) => return Ok(None),
-        Err(e) => return Err(format!("table {name}: {e}")),
+        Err(e) => return Err(fail(e.into())),
     };
-    let mut target = write
-        .open_table(definition)
-        .map_err(|e| format!("table {name}: {e}"))?;
+    let mut target = write.open_table(definition).map_err(|e| fail(e.into()))?;
     let mut n = 0;
-    for entry in source.iter().map_err(|e| format!("table {name}: {e}"))? {
-        let (k, v) = entry.map_err(|e| format!("table {name}: {e}"))?;
+    for entry in source.iter().map_err(|e| fail(e.into()))? {
+        let (k, v) = entry.map_err(|e| fail(e.into()))?;
         target
             .insert(k.value(), v.value())
-            .map_err(|e| format!("table {name}: {e}"))?;
+            .map_err(|e| fail(e.into()))?;
         n += 1;
     }
     Ok(Some(n))

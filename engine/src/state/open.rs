@@ -6,9 +6,7 @@ use super::governance_records::{CHANGES, PUBLISHED, RUN_GATES};
 use super::runs::{history_key, RUNS, RUNS_BY_SYNC};
 use super::sync_state::SYNC_META;
 use super::{snapshot, snapshot_write, RunRecord, StateStore};
-use redb::{
-    ConcurrencyMode, Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction,
-};
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use std::path::{Path, PathBuf};
 
 /// Layout version of the state file. Bump on any incompatible change to tables or records,
@@ -24,13 +22,6 @@ use std::path::{Path, PathBuf};
 ///   see `block.rs`) instead of one entry per row (`snapshot/NAME`); the migration rewrites
 ///   every per-row base into blocks, recording the size of a version 3 snapshot as it goes.
 pub const FORMAT_VERSION: u64 = 5;
-
-/// redb page cache size. It bounds what the state holds in memory while a run commits a
-/// million acknowledged rows: with 64 MiB the issue-15 initial sync peaked at 175-184 MB
-/// RSS, with 32 MiB at 130-131 MB, with 16 MiB at 97-98 MB; run times were the same within
-/// this machine's noise at 32 and 64 MiB, while 16 MiB made the no-change rerun about
-/// 0.1-0.4 s slower (issue 15, session 8 in docs/benchmarks-history.md).
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// `format_version` → the layout version of the file.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -72,7 +63,7 @@ impl StateStore {
         };
         // Owner-only: the state holds delivered rows (personal data), tokens and the audit log.
         create_private_dir(dir).map_err(|e| storage(e.to_string()))?;
-        let db = database(&path).map_err(|e| match e {
+        let db = super::db::database(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen
             | redb::DatabaseError::LockProtocolMismatch => OpenError::Locked { path: path.clone() },
             other => storage(other.to_string()),
@@ -88,18 +79,6 @@ impl StateStore {
             deferred: Default::default(),
         })
     }
-}
-
-/// Opens (creating if needed) the database file with backflow's settings.
-pub(super) fn database(path: &Path) -> Result<Database, redb::DatabaseError> {
-    // redb's page cache defaults to 1 GiB; the diff walks the whole snapshot once per run,
-    // so a large cache would only hold pages that are not read again. Keep memory bounded.
-    // Multi-writer: other backflow processes (the CLI beside a service, a second run) open
-    // the same file; reads never wait, write transactions take turns.
-    Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-        .create(path)
 }
 
 /// Creates `dir` (and its parents) if needed; a directory this creates is owner-only (0700).
@@ -227,8 +206,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(AUDIT)?;
     txn.open_table(SYNC_META)?;
     txn.open_table(snapshot::SNAPSHOT_ROWS)?;
-    txn.open_table(super::progress::RUNS_RUNNING)?;
-    txn.open_table(super::progress::RUN_PROGRESS)?;
+    txn.open_table(super::runs::RUNS_RUNNING)?;
+    txn.open_table(super::runs::RUN_PROGRESS)?;
     Ok(())
 }
 
@@ -236,6 +215,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
 mod tests {
     use super::*;
     use crate::state::testing::run;
+    use redb::Database;
 
     #[cfg(unix)]
     #[test]

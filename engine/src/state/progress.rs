@@ -5,15 +5,10 @@
 //! journal carries it, see `JournalOp::Progress`), so that a killed run's record gets its
 //! true counts back ([`StateStore::interrupt_run`]). Both entries go when the record is final.
 
-use super::runs::write_run;
+use super::runs::{forget_running, write_run, RUNS_RUNNING, RUN_PROGRESS};
 use super::{RunRecord, RunStatus, StateError, StateOp, StateStore};
 use crate::domain::RunProgress;
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
-
-/// run id → history key, for every run whose record says `running`.
-pub(super) const RUNS_RUNNING: TableDefinition<&str, &str> = TableDefinition::new("runs_running");
-/// run id → JSON [`RunProgress`], the run's counts as of its last committed rows.
-pub(super) const RUN_PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("run_progress");
+use redb::{ReadableTable, WriteTransaction};
 
 /// Records, in a commit's transaction, the last progress of each run among `ops`.
 pub(super) fn record_progress(
@@ -133,37 +128,6 @@ impl StateStore {
         txn.commit().map_err(|e| doing.err(e))?;
         Ok(interrupted)
     }
-}
-
-/// Notes in `txn` whether `run` is in flight (its record says `running`) or final (then its
-/// progress entry goes too).
-pub(super) fn track_running(
-    txn: &WriteTransaction,
-    run: &RunRecord,
-    key: &str,
-    doing: &super::error::Doing,
-) -> Result<(), StateError> {
-    if run.status == RunStatus::Running {
-        let mut running = txn.open_table(RUNS_RUNNING).map_err(|e| doing.err(e))?;
-        running
-            .insert(run.run_id.as_str(), key)
-            .map_err(|e| doing.err(e))?;
-        Ok(())
-    } else {
-        forget_running(txn, &run.run_id, doing)
-    }
-}
-
-fn forget_running(
-    txn: &WriteTransaction,
-    run_id: &str,
-    doing: &super::error::Doing,
-) -> Result<(), StateError> {
-    let mut running = txn.open_table(RUNS_RUNNING).map_err(|e| doing.err(e))?;
-    running.remove(run_id).map_err(|e| doing.err(e))?;
-    let mut progress = txn.open_table(RUN_PROGRESS).map_err(|e| doing.err(e))?;
-    progress.remove(run_id).map_err(|e| doing.err(e))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::error::Doing;
 use super::{RunRecord, RunStatus, StateError, StateOp, StateStore};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// run id (a ULID, so keys sort by start time) → JSON-encoded [`RunRecord`].
 pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -12,6 +12,11 @@ pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs
 /// or `draft/NAME` for draft runs.
 pub(super) const RUNS_BY_SYNC: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("runs_by_sync");
+
+/// run id → history key, for every run whose record says `running`.
+pub(super) const RUNS_RUNNING: TableDefinition<&str, &str> = TableDefinition::new("runs_running");
+/// run id → JSON [`RunProgress`], the run's counts as of its last committed rows.
+pub(super) const RUN_PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("run_progress");
 
 /// Longest run error message kept in history, and longest check message and sample.
 const MAX_RUN_ERROR_BYTES: usize = 16 * 1024;
@@ -53,7 +58,7 @@ fn bounded(run: &RunRecord) -> RunRecord {
 
 /// Writes a run record in `txn` (see [`StateStore::record_run`]).
 pub(super) fn write_run(
-    txn: &redb::WriteTransaction,
+    txn: &WriteTransaction,
     run: &RunRecord,
     keep_runs: u64,
     doing: &Doing,
@@ -61,7 +66,7 @@ pub(super) fn write_run(
     let run = bounded(run);
     let json = doing.encode(&run)?;
     let key = history_key(&run);
-    super::progress::track_running(txn, &run, &key, doing)?;
+    track_running(txn, &run, &key, doing)?;
     let mut runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;
     let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| doing.err(e))?;
     runs.insert(run.run_id.as_str(), json.as_slice())
@@ -222,6 +227,37 @@ impl StateStore {
         let value = runs.get(run_id).map_err(|e| doing.err(e))?;
         value.map(|v| read_record(&doing, v.value())).transpose()
     }
+}
+
+/// Notes in `txn` whether `run` is in flight (its record says `running`) or final (then its
+/// progress entry goes too).
+pub(super) fn track_running(
+    txn: &WriteTransaction,
+    run: &RunRecord,
+    key: &str,
+    doing: &super::error::Doing,
+) -> Result<(), StateError> {
+    if run.status == RunStatus::Running {
+        let mut running = txn.open_table(RUNS_RUNNING).map_err(|e| doing.err(e))?;
+        running
+            .insert(run.run_id.as_str(), key)
+            .map_err(|e| doing.err(e))?;
+        Ok(())
+    } else {
+        forget_running(txn, &run.run_id, doing)
+    }
+}
+
+pub(super) fn forget_running(
+    txn: &WriteTransaction,
+    run_id: &str,
+    doing: &super::error::Doing,
+) -> Result<(), StateError> {
+    let mut running = txn.open_table(RUNS_RUNNING).map_err(|e| doing.err(e))?;
+    running.remove(run_id).map_err(|e| doing.err(e))?;
+    let mut progress = txn.open_table(RUN_PROGRESS).map_err(|e| doing.err(e))?;
+    progress.remove(run_id).map_err(|e| doing.err(e))?;
+    Ok(())
 }
 
 #[cfg(test)]
