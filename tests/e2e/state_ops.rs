@@ -366,3 +366,45 @@ async fn a_full_disk_fails_the_run_with_its_message_and_the_next_run_after_space
     assert_eq!(state.snapshot_len("s").unwrap(), 60_000);
     assert!(state.running_runs().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_runs_leave_the_audit_log_alone_and_the_audit_api_pages() {
+    let receiver = slow_receiver(0).await;
+    let ws = service_workspace(
+        3,
+        &format!(
+            "{}\n[syncs.s]\nmodel = \"people\"\ndestination = \"a\"\nschedule = \"* * * * * *\"\n",
+            hook("a", &receiver, "/a", "")
+        ),
+    );
+    let svc = Service::start(&ws);
+    let api = Api::new(Some(&token(&ws, "tester", "tester")));
+    finished_runs(&api, &svc, "s", 3).await;
+    let (_, starts) = api.get(svc.url("/api/v1/audit?action=run.start")).await;
+    assert_eq!(
+        starts["entries"].as_array().unwrap().len(),
+        0,
+        "scheduled starts are in the run history only: {starts}"
+    );
+
+    // People's actions are audited, a page at a time.
+    for _ in 0..2 {
+        ok(
+            backflow_as(&ws, "tester", &["token", "create", "--name", "x"]),
+            "token create",
+        );
+    }
+    let (_, page) = api.get(svc.url("/api/v1/audit?limit=1")).await;
+    let first = page["entries"][0]["seq"].as_u64().unwrap();
+    let before = page["next_before"].as_u64().expect("a next page");
+    assert_eq!(before, first);
+    let (_, next) = api
+        .get(svc.url(&format!("/api/v1/audit?limit=1&before={before}")))
+        .await;
+    assert!(
+        next["entries"][0]["seq"].as_u64().unwrap() < first,
+        "{next}"
+    );
+    let (_, verified) = api.get(svc.url("/api/v1/audit/verify")).await;
+    assert_eq!(verified["chain_verified"], true, "{verified}");
+}
