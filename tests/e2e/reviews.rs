@@ -31,7 +31,11 @@ fn workspace(receiver: &Receiver, policies: &str) -> TestWorkspace {
     let ws = csv_to_webhook(receiver, "", &format!("{CHECKS}\n{TEAM}\n{policies}"));
     std::fs::create_dir_all(ws.path().join("local")).unwrap();
     std::fs::copy(plugin("webhook.wasm"), ws.path().join("local/webhook.wasm")).unwrap();
-    edit(&ws, "plugin = \"webhook\"", "plugin = \"local/webhook.wasm\"");
+    edit(
+        &ws,
+        "plugin = \"webhook\"",
+        "plugin = \"local/webhook.wasm\"",
+    );
     ws
 }
 
@@ -104,7 +108,11 @@ async fn a_swapped_plugin_build_shows_in_diff_change_api_and_ui_and_needs_an_adm
         ws.path().join("local/webhook.wasm"),
     )
     .unwrap();
-    edit(&ws, "[syncs.to_hook]\n", "[syncs.to_hook]\nbatch_size = 2\n");
+    edit(
+        &ws,
+        "[syncs.to_hook]\n",
+        "[syncs.to_hook]\nbatch_size = 2\n",
+    );
 
     let diff = ok(backflow_as(&ws, "carol", &["diff"]), "diff");
     assert!(
@@ -122,15 +130,23 @@ async fn a_swapped_plugin_build_shows_in_diff_change_api_and_ui_and_needs_an_adm
     assert!(spec.contains("name webhook → "), "{spec}");
 
     let change = ok(
-        backflow_as(&ws, "carol", &["change", "submit", "-m", "bigger batches", "--json"]),
+        backflow_as(
+            &ws,
+            "carol",
+            &["change", "submit", "-m", "bigger batches", "--json"],
+        ),
         "submit",
     )
     .json();
     let id = change["id"].to_string();
-    assert!(rules(&change).contains(&"plugin-code".to_string()), "{change}");
+    assert!(
+        rules(&change).contains(&"plugin-code".to_string()),
+        "{change}"
+    );
     let show = ok(backflow_as(&ws, "victor", &["change", "show", &id]), "show");
     assert!(
-        show.stdout.contains("plugin build local/webhook.wasm sha256")
+        show.stdout
+            .contains("plugin build local/webhook.wasm sha256")
             && show.stdout.contains("name webhook → "),
         "{}",
         show.stdout
@@ -192,7 +208,11 @@ async fn a_freeze_only_workspace_still_needs_another_reviewer_for_removing_check
             .replace("[syncs.to_hook]\n", "[syncs.to_hook]\nmode = \"mirror\"\n"),
     );
     let change = ok(
-        backflow_as(&ws, "carol", &["change", "submit", "-m", "cleanup", "--json"]),
+        backflow_as(
+            &ws,
+            "carol",
+            &["change", "submit", "-m", "cleanup", "--json"],
+        ),
         "submit",
     )
     .json();
@@ -218,7 +238,10 @@ async fn a_freeze_only_workspace_still_needs_another_reviewer_for_removing_check
         publish.stderr
     );
     ok(backflow_as(&ws, "bob", &["change", "approve", &id]), "bob");
-    ok(backflow_as(&ws, "alice", &["change", "approve", &id]), "alice");
+    ok(
+        backflow_as(&ws, "alice", &["change", "approve", &id]),
+        "alice",
+    );
     ok(
         backflow_as(&ws, "carol", &["change", "publish", &id]),
         "publish once reviewed",
@@ -230,25 +253,37 @@ async fn the_markdown_report_holds_counts_samples_checks_and_open_requirements()
     let receiver = receiver().await;
     let ws = workspace(&receiver, "");
     publish_as_team(&ws);
-    ok(backflow_as(&ws, "alice", &["sync", "run", "to_hook"]), "run");
+    ok(
+        backflow_as(&ws, "alice", &["sync", "run", "to_hook"]),
+        "run",
+    );
     // Change Ada's plan and add a customer: one added and one changed row.
     let csv = CUSTOMERS_CSV
         .replace("Ada Lovelace,enterprise", "Ada Lovelace,pro")
         .to_string()
         + "9,new@example.com,New Person,free,0.00,2024-07-01\n";
     ws.write("data/customers.csv", &csv);
-    edit(&ws, "[syncs.to_hook]\n", "[syncs.to_hook]\nbatch_size = 3\n");
+    edit(
+        &ws,
+        "[syncs.to_hook]\n",
+        "[syncs.to_hook]\nbatch_size = 3\n",
+    );
     let diff = ok(
         backflow_as(&ws, "carol", &["diff", "--format", "markdown"]),
         "diff markdown",
     );
     assert!(
-        diff.stdout.contains("| to_hook | upsert | hook | 1 | 1 | 0 |"),
+        diff.stdout
+            .contains("| to_hook | upsert | hook | 1 | 1 | 0 |"),
         "{}",
         diff.stdout
     );
     let change = ok(
-        backflow_as(&ws, "carol", &["change", "submit", "-m", "batches", "--json"]),
+        backflow_as(
+            &ws,
+            "carol",
+            &["change", "submit", "-m", "batches", "--json"],
+        ),
         "submit",
     )
     .json();
@@ -256,7 +291,13 @@ async fn the_markdown_report_holds_counts_samples_checks_and_open_requirements()
         backflow_as(
             &ws,
             "victor",
-            &["change", "show", &change["id"].to_string(), "--format", "markdown"],
+            &[
+                "change",
+                "show",
+                &change["id"].to_string(),
+                "--format",
+                "markdown",
+            ],
         ),
         "show markdown",
     )
@@ -289,9 +330,17 @@ async fn change_verify_passes_only_on_the_approved_or_published_working_copy() {
         "verify published",
     );
 
-    edit(&ws, "[syncs.to_hook]\n", "[syncs.to_hook]\nbatch_size = 2\n");
+    edit(
+        &ws,
+        "[syncs.to_hook]\n",
+        "[syncs.to_hook]\nbatch_size = 2\n",
+    );
     let change = ok(
-        backflow_as(&ws, "carol", &["change", "submit", "-m", "batches", "--json"]),
+        backflow_as(
+            &ws,
+            "carol",
+            &["change", "submit", "-m", "batches", "--json"],
+        ),
         "submit",
     )
     .json();
@@ -303,10 +352,15 @@ async fn change_verify_passes_only_on_the_approved_or_published_working_copy() {
         "{}",
         pending.stderr
     );
-    ok(backflow_as(&ws, "bob", &["change", "approve", &id]), "approve");
+    ok(
+        backflow_as(&ws, "bob", &["change", "approve", &id]),
+        "approve",
+    );
     let verified = ok(backflow_as(&ws, "victor", &["change", "verify"]), "verify");
     assert!(
-        verified.stdout.contains(&format!("change #{id} (approved)")),
+        verified
+            .stdout
+            .contains(&format!("change #{id} (approved)")),
         "{}",
         verified.stdout
     );
@@ -319,7 +373,10 @@ async fn change_verify_passes_only_on_the_approved_or_published_working_copy() {
     assert_eq!(edited.code, 1);
     let json = edited.json();
     assert_eq!(json["verified"], false);
-    assert_eq!(json["differences"], serde_json::json!(["modified backflow.toml"]));
+    assert_eq!(
+        json["differences"],
+        serde_json::json!(["modified backflow.toml"])
+    );
     edit(&ws, "batch_size = 3", "batch_size = 2");
     std::fs::copy(
         plugin("noop_destination.wasm"),

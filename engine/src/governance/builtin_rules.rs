@@ -30,14 +30,54 @@ const APPROVER: &[Role] = &[Role::Approver, Role::Admin];
 /// Every built-in rule.
 pub const BUILT_IN_RULES: &[BuiltInRule] = &[
     rule("another-reviewer", "every change", APPROVER, true),
-    rule("governance", "users, policies or workspace/approval settings change", ADMIN, false),
-    rule("alerts", "an `[[alerts]]` entry is added, removed or changed", ADMIN, false),
-    rule("reach", "a destination is added or any `grants` table changes", ADMIN, false),
-    rule("labels", "a column label is removed anywhere (renames included)", ADMIN, false),
-    rule("checks", "a check is removed or weakened (fail → warn, looser threshold)", APPROVER, true),
-    rule("deletes", "a sync switches to (or is added in) `mirror` mode, enabling deletes", ADMIN, true),
-    rule("plugin-code", "a plugin's build differs from the published one", ADMIN, false),
-    rule("unplanned", "an affected sync cannot be dry-run", ADMIN, false),
+    rule(
+        "governance",
+        "users, policies or workspace/approval settings change",
+        ADMIN,
+        false,
+    ),
+    rule(
+        "alerts",
+        "an `[[alerts]]` entry is added, removed or changed",
+        ADMIN,
+        false,
+    ),
+    rule(
+        "reach",
+        "a destination is added or any `grants` table changes",
+        ADMIN,
+        false,
+    ),
+    rule(
+        "labels",
+        "a column label is removed anywhere (renames included)",
+        ADMIN,
+        false,
+    ),
+    rule(
+        "checks",
+        "a check is removed or weakened (fail → warn, looser threshold)",
+        APPROVER,
+        true,
+    ),
+    rule(
+        "deletes",
+        "a sync switches to (or is added in) `mirror` mode, enabling deletes",
+        ADMIN,
+        true,
+    ),
+    rule(
+        "plugin-code",
+        "a plugin's build differs from the published one",
+        ADMIN,
+        false,
+    ),
+    rule(
+        "unplanned",
+        "an affected sync cannot be dry-run",
+        ADMIN,
+        false,
+    ),
 ];
 
 const fn rule(
@@ -196,8 +236,8 @@ fn new_deletes(published: Option<&Workspace>, working: &Workspace) -> Vec<String
         .syncs
         .iter()
         .filter(|(_, s)| s.mode == SyncMode::Mirror)
-        .filter_map(|(name, _)| {
-            match published.map(|p| p.syncs.get(name).map(|s| s.mode)) {
+        .filter_map(
+            |(name, _)| match published.map(|p| p.syncs.get(name).map(|s| s.mode)) {
                 Some(Some(SyncMode::Mirror)) => None,
                 Some(Some(old)) => Some(format!(
                     "switches sync {name} from {} to mirror",
@@ -205,8 +245,8 @@ fn new_deletes(published: Option<&Workspace>, working: &Workspace) -> Vec<String
                 )),
                 Some(None) => Some(format!("adds sync {name} in mirror mode")),
                 None => None,
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -226,7 +266,11 @@ pub(crate) fn built_in_requirements(
     )];
     let mut push = |name: &str, why: &str, what: Vec<String>| {
         if !what.is_empty() {
-            out.push(requirement(name, format!("{why} ({})", what.join(", ")), waivers));
+            out.push(requirement(
+                name,
+                format!("{why} ({})", what.join(", ")),
+                waivers,
+            ));
         }
     };
     let entities = |pred: &dyn Fn(&str, &str) -> bool| -> Vec<String> {
@@ -415,14 +459,21 @@ config = { check = "not_null", columns = ["email"] }
         );
         let warn = load(
             dir.path(),
-            &BASE.replace("name = \"blast\"\n", "name = \"blast\"\nseverity = \"warn\"\n"),
+            &BASE.replace(
+                "name = \"blast\"\n",
+                "name = \"blast\"\nseverity = \"warn\"\n",
+            ),
         );
         assert_eq!(
             weakened_checks(&published, &warn),
             vec!["lowers check blast of sync s from fail to warn"]
         );
         // Tightening is not weakening.
-        assert!(looser_thresholds(r#"{"max_percent":10,"min_rows":5}"#, r#"{"max_percent":5,"min_rows":9}"#).is_empty());
+        assert!(looser_thresholds(
+            r#"{"max_percent":10,"min_rows":5}"#,
+            r#"{"max_percent":5,"min_rows":9}"#
+        )
+        .is_empty());
         assert_eq!(
             looser_thresholds(r#"{"min_rows":5}"#, r#"{}"#),
             vec!["min_rows 5 → removed"]
@@ -507,10 +558,18 @@ config = { check = "not_null", columns = ["email"] }
         }];
         let ws = dummy_working();
         let rs = built_in_requirements(&diff, None, &ws, &[waiver(false)]);
-        assert_eq!((rs[0].count, rs[1].count), (1, 1), "not published by an admin");
+        assert_eq!(
+            (rs[0].count, rs[1].count),
+            (1, 1),
+            "not published by an admin"
+        );
         let rs = built_in_requirements(&diff, None, &ws, &[waiver(true)]);
         assert_eq!(rs[0].count, 0);
-        assert!(rs[0].reason.starts_with("waived by policy trusted: "), "{}", rs[0].reason);
+        assert!(
+            rs[0].reason.starts_with("waived by policy trusted: "),
+            "{}",
+            rs[0].reason
+        );
         assert_eq!(rs[1].count, 1, "plugin code is not waivable");
     }
 

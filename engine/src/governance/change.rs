@@ -7,8 +7,8 @@
 //! unless a policy allows it, one approval per reviewer, only the author or an approver
 //! publishes.
 
-use super::diff::{diff, ConfigDiff};
 use super::builtin_rules::{built_in_requirements, policy_waivers};
+use super::diff::{diff, ConfigDiff};
 use super::identity::Identity;
 use super::notify::notify;
 pub use super::plugin_changes::PluginUnavailable;
@@ -251,7 +251,11 @@ fn change_description(message: &str, diff: &ConfigDiff) -> String {
             .entities
             .iter()
             .map(|e| format!("{} {} {}", e.change, e.kind, e.name))
-            .chain(diff.plugins.iter().map(|p| format!("plugin {}", p.describe())))
+            .chain(
+                diff.plugins
+                    .iter()
+                    .map(|p| format!("plugin {}", p.describe())),
+            )
             .collect::<Vec<_>>()
             .join(", "),
     );

@@ -43,17 +43,17 @@ pub use change::{
     list_changes, short, show_change, ChangeError, ChangeRequest, ChangeStatus, PluginUnavailable,
 };
 // What changes state is reached only through the application layer, which authorizes it.
-pub(crate) use change::{publish, review, submit};
 pub use builtin_rules::{BuiltInRule, PolicyWaiver, BUILT_IN_RULES};
-pub use plugin_changes::{PluginBuild, PluginBuildChange};
-pub use verify::{Verification, VerifyError};
-pub(crate) use verify::verify;
+pub(crate) use change::{publish, review, submit};
 pub use diff::{diff, ConfigDiff, EntityChange, EntityChangeKind, SyncPlanCounts};
 pub use identity::{authority, identify, IdentifyError, Identity};
 pub use notify::notify;
+pub use plugin_changes::{PluginBuild, PluginBuildChange};
 pub use policies::{describe_requirement, PolicyVerdict, Requirement, Review, ReviewVerdict};
 pub use published::{
     published_workspace, workspace_for_run, Published, PublishedError, RunWorkspaceError,
 };
 pub(crate) use run_gate::approve_run;
 pub use run_gate::{ApproveRunError, GateStatus, PolicyGate, RunGate};
+pub(crate) use verify::verify;
+pub use verify::{Verification, VerifyError};

@@ -169,7 +169,11 @@ fn spec_changes(old: &PluginBuild, new: &PluginBuild) -> Vec<String> {
     if !added.is_empty() {
         out.push(format!(
             "imports added: {}",
-            added.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            added
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if !dropped.is_empty() {

@@ -37,7 +37,10 @@ pub fn change_markdown(c: &ChangeRequest) -> String {
         c.author,
         c.author_role.as_str(),
         short(&c.config_hash),
-        c.base_hash.as_deref().map(short).unwrap_or("nothing published")
+        c.base_hash
+            .as_deref()
+            .map(short)
+            .unwrap_or("nothing published")
     );
     let unmet = c.unmet();
     out.push_str("### Requirements still open\n\n");
@@ -108,7 +111,9 @@ fn diff_sections(out: &mut String, d: &ConfigDiff) {
         out.push('\n');
     }
     if !d.plugins.is_empty() {
-        out.push_str("### Plugin builds\n\n| Plugin | Published | This change | Spec |\n|---|---|---|---|\n");
+        out.push_str(
+            "### Plugin builds\n\n| Plugin | Published | This change | Spec |\n|---|---|---|---|\n",
+        );
         for p in &d.plugins {
             let old = match (&p.old_hash, p.old_size) {
                 (Some(h), Some(size)) => format!("`{}` ({size} bytes)", short(h)),
@@ -135,7 +140,11 @@ fn diff_sections(out: &mut String, d: &ConfigDiff) {
     if !d.text.is_empty() {
         // A fence longer than any backtick run in the diff keeps it one code block.
         let fence = "`".repeat(longest_backtick_run(&d.text).max(2) + 1);
-        let _ = writeln!(out, "### Configuration diff\n\n{fence}diff\n{}{fence}", d.text);
+        let _ = writeln!(
+            out,
+            "### Configuration diff\n\n{fence}diff\n{}{fence}",
+            d.text
+        );
         if !d.text.ends_with('\n') {
             out.push('\n');
         }

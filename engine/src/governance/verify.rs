@@ -101,9 +101,15 @@ fn differences(
             _ => {}
         }
     }
-    let refs: BTreeSet<&String> = plugins.keys().chain(candidate.plugin_hashes.keys()).collect();
+    let refs: BTreeSet<&String> = plugins
+        .keys()
+        .chain(candidate.plugin_hashes.keys())
+        .collect();
     for reference in refs {
-        let (was, now) = (candidate.plugin_hashes.get(reference), plugins.get(reference));
+        let (was, now) = (
+            candidate.plugin_hashes.get(reference),
+            plugins.get(reference),
+        );
         if was != now {
             out.push(format!(
                 "plugin {reference} sha256 {} → {}",
