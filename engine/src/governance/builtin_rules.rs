@@ -264,13 +264,12 @@ pub(crate) fn built_in_requirements(
         "every change is reviewed by an approver or admin other than its author".into(),
         waivers,
     )];
+    // `why` is `WHAT IT DOES|WHY THAT NEEDS A REVIEW`: the items go in between.
     let mut push = |name: &str, why: &str, what: Vec<String>| {
         if !what.is_empty() {
-            out.push(requirement(
-                name,
-                format!("{why} ({})", what.join(", ")),
-                waivers,
-            ));
+            let (does, because) = why.split_once('|').unwrap_or((why, ""));
+            let reason = format!("{does} ({}), {because}", what.join(", "));
+            out.push(requirement(name, reason, waivers));
         }
     };
     let entities = |pred: &dyn Fn(&str, &str) -> bool| -> Vec<String> {
@@ -282,14 +281,14 @@ pub(crate) fn built_in_requirements(
     };
     push(
         "governance",
-        "changes who may do what, so an admin reviews it",
+        "changes who may do what|so an admin reviews it",
         entities(&|kind, name| {
             matches!(kind, "users" | "policies") || (kind == "settings" && name != "alerts")
         }),
     );
     push(
         "alerts",
-        "changes where run outcomes are sent (and which secrets alerts may read), so an admin reviews it",
+        "changes alerts|which decide where run outcomes go and which secrets they may read, so an admin reviews it",
         entities(&|kind, name| kind == "settings" && name == "alerts"),
     );
     // What backflow may touch and where it may send: adding a destination (staging or not)
@@ -303,27 +302,27 @@ pub(crate) fn built_in_requirements(
     reach.extend(diff.changed_grants.iter().map(|g| format!("changes {g}")));
     push(
         "reach",
-        "changes what backflow may reach, so an admin reviews it",
+        "changes what backflow may reach|so an admin reviews it",
         reach,
     );
     push(
         "labels",
-        "removes column labels that policies protect, so an admin reviews it",
+        "removes column labels|which policies protect, so an admin reviews it",
         diff.removed_labels.clone(),
     );
     push(
         "checks",
-        "removes or weakens a quality gate that stops bad data, so another approver reviews it",
+        "removes or weakens quality gates|which stop bad data, so another approver reviews it",
         published.map_or_else(Vec::new, |p| weakened_checks(p, working)),
     );
     push(
         "deletes",
-        "lets a sync delete records in its destination, so an admin reviews it",
+        "lets syncs delete records in their destination|so an admin reviews it",
         new_deletes(published, working),
     );
     push(
         "plugin-code",
-        "runs new plugin code with the workspace's grants, so an admin reviews it",
+        "runs new plugin code with the workspace's grants|so an admin reviews it",
         diff.plugins
             .iter()
             .filter(|p| p.is_rebuild())
@@ -332,7 +331,7 @@ pub(crate) fn built_in_requirements(
     );
     push(
         "unplanned",
-        "could not be dry-run, so its size is unknown and an admin reviews it",
+        "cannot dry-run|so its size is unknown and an admin reviews it",
         diff.syncs
             .iter()
             .filter(|s| s.error.is_some())
@@ -453,8 +452,8 @@ config = { check = "not_null", columns = ["email"] }
         assert_eq!(
             reasons(&rs)[1..],
             [
-                ("checks", "removes or weakens a quality gate that stops bad data, so another approver reviews it (loosens check blast of sync s: max_percent 10 → 50, removes check emails of sync s)"),
-                ("deletes", "lets a sync delete records in its destination, so an admin reviews it (switches sync s from upsert to mirror)"),
+                ("checks", "removes or weakens quality gates (loosens check blast of sync s: max_percent 10 → 50, removes check emails of sync s), which stop bad data, so another approver reviews it"),
+                ("deletes", "lets syncs delete records in their destination (switches sync s from upsert to mirror), so an admin reviews it"),
             ]
         );
         let warn = load(
@@ -519,12 +518,12 @@ config = { check = "not_null", columns = ["email"] }
         assert_eq!(
             got,
             vec![
-                "changes who may do what, so an admin reviews it (added users bob, modified policies size)",
-                "changes where run outcomes are sent (and which secrets alerts may read), so an admin reviews it (modified settings alerts)",
-                "changes what backflow may reach, so an admin reviews it (adds destination crm, changes sources.files.grants)",
-                "removes column labels that policies protect, so an admin reviews it (email:pii)",
-                "runs new plugin code with the workspace's grants, so an admin reviews it (webhook sha256 111111111111 (10 bytes) → 222222222222 (20 bytes): same spec)",
-                "could not be dry-run, so its size is unknown and an admin reviews it (sync broken)",
+                "changes who may do what (added users bob, modified policies size), so an admin reviews it",
+                "changes alerts (modified settings alerts), which decide where run outcomes go and which secrets they may read, so an admin reviews it",
+                "changes what backflow may reach (adds destination crm, changes sources.files.grants), so an admin reviews it",
+                "removes column labels (email:pii), which policies protect, so an admin reviews it",
+                "runs new plugin code with the workspace's grants (webhook sha256 111111111111 (10 bytes) → 222222222222 (20 bytes): same spec), so an admin reviews it",
+                "cannot dry-run (sync broken), so its size is unknown and an admin reviews it",
             ]
         );
         for r in &rs[1..] {
