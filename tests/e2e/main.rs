@@ -20,6 +20,7 @@ mod messages;
 mod plugin_languages;
 mod postgres;
 mod readme;
+mod reviews;
 mod sandbox;
 mod secrets;
 mod serve;

@@ -117,6 +117,19 @@ impl App {
             .map_err(|e| AppError::Refused(e.to_string()))
     }
 
+    /// Whether the working copy (files and plugin builds) is exactly an approved change
+    /// request, or with `published_only` the published configuration (`change verify`).
+    pub async fn verify_change(
+        &self,
+        actor: &Actor,
+        published_only: bool,
+    ) -> Result<governance::Verification, AppError> {
+        authorize(actor, Action::ReadChanges)?;
+        governance::verify(&self.host, &self.root, &self.state, published_only)
+            .await
+            .map_err(|e| AppError::Invalid(e.to_string()))
+    }
+
     /// Change requests, newest first.
     pub fn list_changes(
         &self,

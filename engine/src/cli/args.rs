@@ -53,6 +53,10 @@ pub(crate) enum Command {
         /// Print the diff and the dry-run counts as JSON.
         #[arg(long)]
         json: bool,
+        /// `markdown`: one Markdown comment for a pull request (plugin builds, dry-run counts
+        /// and samples, check verdicts, the diff).
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
     },
     /// Change requests: submit the working copy, review, publish.
     Change {
@@ -279,6 +283,22 @@ pub(crate) enum ChangeCommand {
         /// Print the change request as JSON.
         #[arg(long)]
         json: bool,
+        /// `markdown`: one Markdown comment for the pull request carrying the change (plugin
+        /// builds, dry-run counts and samples, check verdicts, policy decisions, the
+        /// requirements still open, the diff).
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
+    },
+    /// Exit 0 only if the working copy (files and plugin builds) is exactly an approved change
+    /// request (or with --published the published configuration); otherwise say which files
+    /// differ and exit 1. For CI: fail a pull request whose configuration was never approved.
+    Verify {
+        /// Compare with the published configuration only.
+        #[arg(long)]
+        published: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a change request (nobody approves their own change unless a policy allows it).
     Approve {
@@ -302,6 +322,17 @@ pub(crate) enum ChangeCommand {
         /// The change request's number (as `change list` prints it).
         id: u64,
     },
+}
+
+/// How a report is rendered (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// Text for a terminal (the default).
+    Text,
+    /// JSON (as `--json`).
+    Json,
+    /// One Markdown comment, for a pull request.
+    Markdown,
 }
 
 #[derive(Subcommand)]
@@ -486,11 +517,12 @@ impl Command {
                 | SyncCommand::Plan { json, .. }
                 | SyncCommand::Test { json, .. } => *json,
             },
-            Command::Diff { json } | Command::Audit { json, .. } => *json,
+            Command::Diff { json, .. } | Command::Audit { json, .. } => *json,
             Command::Change { command } => match command {
                 ChangeCommand::Submit { json, .. }
                 | ChangeCommand::List { json }
-                | ChangeCommand::Show { json, .. } => *json,
+                | ChangeCommand::Show { json, .. }
+                | ChangeCommand::Verify { json, .. } => *json,
                 ChangeCommand::Approve { .. }
                 | ChangeCommand::Reject { .. }
                 | ChangeCommand::Publish { .. } => false,

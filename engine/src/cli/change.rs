@@ -1,7 +1,7 @@
 //! `backflow change …` (submit the working copy as a change request, review it, publish it)
 //! and `backflow diff` (what the working copy changes against the published configuration).
 
-use super::args::ChangeCommand;
+use super::args::{ChangeCommand, ReportFormat};
 use super::session::open_app;
 use backflow::app::App;
 use backflow::authz::Actor;
@@ -24,15 +24,25 @@ pub(crate) async fn diff(
     workspace: &Path,
     user: Option<&str>,
     json: bool,
+    format: Option<ReportFormat>,
 ) -> anyhow::Result<ExitCode> {
     let (app, actor) = open_app(workspace, user)?;
     let diff = app.diff(&actor).await?;
-    if json {
-        println!("{}", serde_json::to_string(&diff)?);
-    } else {
-        print_diff(&diff);
+    match resolve_format(json, format) {
+        ReportFormat::Json => println!("{}", serde_json::to_string(&diff)?),
+        ReportFormat::Markdown => print!("{}", gov::report_markdown::diff_markdown(&diff)),
+        ReportFormat::Text => print_diff(&diff),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--json` is `--format json`.
+fn resolve_format(json: bool, format: Option<ReportFormat>) -> ReportFormat {
+    if json {
+        ReportFormat::Json
+    } else {
+        format.unwrap_or(ReportFormat::Text)
+    }
 }
 
 /// One `change` subcommand, with the workspace open.
@@ -71,12 +81,27 @@ async fn change(app: &App, who: &Actor, command: ChangeCommand) -> anyhow::Resul
                 }
             }
         }
-        ChangeCommand::Show { id, json } => {
+        ChangeCommand::Show { id, json, format } => {
             let change = app.change(who, id)?;
+            match resolve_format(json, format) {
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&change)?),
+                ReportFormat::Markdown => {
+                    print!("{}", gov::report_markdown::change_markdown(&change))
+                }
+                ReportFormat::Text => print_change(&change, true),
+            }
+        }
+        ChangeCommand::Verify { published, json } => {
+            let verification = app.verify_change(who, published).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&change)?);
+                println!("{}", serde_json::to_string(&verification)?);
+            } else if verification.verified {
+                println!("{}", verification.describe());
             } else {
-                print_change(&change, true);
+                eprintln!("{}", verification.describe());
+            }
+            if !verification.verified {
+                return Ok(ExitCode::FAILURE);
             }
         }
         ChangeCommand::Approve { id, comment } => {
@@ -162,10 +187,14 @@ fn print_change(c: &ChangeRequest, full: bool) {
     }
 }
 
-/// One line per changed entity and per affected sync (with its dry-run counts).
+/// One line per changed entity, per plugin build and per affected sync (with its dry-run
+/// counts).
 fn print_diff_summary(diff: &ConfigDiff) {
     for e in &diff.entities {
         println!("  {:<9} {} {}", e.change, e.kind, e.name);
+    }
+    for p in &diff.plugins {
+        println!("  plugin build {}", p.describe());
     }
     for s in &diff.syncs {
         let i = &s.impact;
@@ -191,7 +220,7 @@ fn print_diff_summary(diff: &ConfigDiff) {
 
 /// `backflow diff` as text: the summary and the diff, or that nothing changed.
 fn print_diff(diff: &ConfigDiff) {
-    if diff.entities.is_empty() {
+    if diff.is_empty() {
         println!(
             "the working copy matches the published configuration ({})",
             diff.published_hash

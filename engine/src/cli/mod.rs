@@ -51,7 +51,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin { command } => plugin::run(&workspace, user, command).await,
         Command::Sync { command } => sync::run(&workspace, user, command).await,
         Command::Model { command } => model::run(&workspace, user, command).await,
-        Command::Diff { json } => change::diff(&workspace, user, json).await,
+        Command::Diff { json, format } => change::diff(&workspace, user, json, format).await,
         Command::Change { command } => change::run(&workspace, user, command).await,
         Command::Audit { json, verify } => audit::run(&workspace, user, json, verify),
         Command::Rows { command } => rows::run(&workspace, user, command),

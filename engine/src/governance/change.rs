@@ -7,12 +7,15 @@
 //! unless a policy allows it, one approval per reviewer, only the author or an approver
 //! publishes.
 
+use super::builtin_rules::{built_in_requirements, policy_waivers};
 use super::diff::{diff, ConfigDiff};
 use super::identity::Identity;
 use super::notify::notify;
+pub use super::plugin_changes::PluginUnavailable;
+use super::plugin_changes::{build_changes, plugin_builds, PluginBuild};
 use super::policies::{
-    ask_policies, built_in_requirements, combine, describe_requirements, requirement_met,
-    Requirement, Review, ReviewVerdict,
+    ask_policies, combine, describe_requirements, requirement_met, Requirement, Review,
+    ReviewVerdict,
 };
 use super::published::{published_workspace, Published, PublishedError};
 use crate::domain::now_rfc3339 as now;
@@ -22,6 +25,9 @@ use crate::workspace::{ConfigErrors, ConfigFiles, Workspace};
 use backflow_plugin_sdk::{ApprovalRequest, RequestKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Plugin reference → SHA-256 of its files.
+type PluginHashes = BTreeMap<String, String>;
 use std::path::Path;
 
 use super::policies::PolicyVerdict;
@@ -93,6 +99,10 @@ pub struct ChangeRequest {
     /// runs with. Publishing refuses if any changed since.
     #[serde(default)]
     pub plugin_hashes: BTreeMap<String, String>,
+    /// What each of those plugin builds declares (spec, size, imports): recorded so that a
+    /// later build can be compared with it once this change is published.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_builds: BTreeMap<String, PluginBuild>,
     /// What it changes against the published configuration.
     pub diff: ConfigDiff,
     /// What each policy decided.
@@ -124,16 +134,6 @@ impl ChangeRequest {
             .filter(|r| !requirement_met(r, &self.author, &self.reviews))
             .collect()
     }
-}
-
-/// A plugin of the workspace that cannot be resolved.
-#[derive(Debug, thiserror::Error)]
-#[error("plugin {reference}: {error:#}")]
-pub struct PluginUnavailable {
-    /// The workspace's reference to it.
-    pub reference: String,
-    /// Why it cannot be resolved.
-    pub error: anyhow::Error,
 }
 
 /// Why a change request cannot be submitted, shown, reviewed or published.
@@ -243,58 +243,19 @@ pub enum ChangeError {
     },
 }
 
-/// Plugin reference → SHA-256 of its files.
-type PluginHashes = BTreeMap<String, String>;
-
-/// The SHA-256 of every plugin a workspace uses, by reference.
-async fn plugin_hashes(
-    host: &crate::plugins::Registry,
-    ws: &Workspace,
-) -> Result<PluginHashes, PluginUnavailable> {
-    let mut out = BTreeMap::new();
-    for reference in ws.plugin_refs() {
-        let plugin = crate::plugins::resolve(host, &ws.root, &ws.plugins_dir, &reference)
-            .await
-            .map_err(|error| PluginUnavailable {
-                reference: reference.clone(),
-                error,
-            })?;
-        out.insert(reference, plugin.hash);
-    }
-    Ok(out)
-}
-
-/// The plugins whose build differs from the published one (`plugin REF sha256 OLD → NEW`):
-/// a new build is a change to review even when no configuration file changed.
-fn plugins_changed(published: Option<&Published>, now: &PluginHashes) -> Vec<String> {
-    let Some(p) = published else {
-        return Vec::new();
-    };
-    now.iter()
-        .filter(|(reference, hash)| {
-            p.plugin_hashes
-                .get(*reference)
-                .is_some_and(|old| old != *hash)
-        })
-        .map(|(reference, hash)| {
-            format!(
-                "plugin {reference} sha256 {} → {}",
-                short(&p.plugin_hashes[reference]),
-                short(hash)
-            )
-        })
-        .collect()
-}
-
 /// What the policies are told a change does: its message, what changed, the unified diff.
-fn change_description(message: &str, diff: &ConfigDiff, plugins_changed: &[String]) -> String {
+fn change_description(message: &str, diff: &ConfigDiff) -> String {
     let mut d = format!("{message}\n\nchanged: ");
     d.push_str(
         &diff
             .entities
             .iter()
             .map(|e| format!("{} {} {}", e.change, e.kind, e.name))
-            .chain(plugins_changed.iter().cloned())
+            .chain(
+                diff.plugins
+                    .iter()
+                    .map(|p| format!("plugin {}", p.describe())),
+            )
             .collect::<Vec<_>>()
             .join(", "),
     );
@@ -316,15 +277,18 @@ pub(crate) async fn submit(
     // Read once: its hash, its users and policies (the authority) and its plugins directory.
     let published = published_workspace(root, state)?;
     let hash = files.hash();
-    let plugin_hashes = plugin_hashes(host, &working)
+    let plugin_builds = plugin_builds(host, &working)
         .await
         .map_err(ChangeError::SubmittedPluginUnavailable)?;
-    let plugins_changed = plugins_changed(published.as_ref().map(|(p, _)| p), &plugin_hashes);
-    if published
-        .as_ref()
-        .is_some_and(|(p, _)| p.config_hash == hash)
-        && plugins_changed.is_empty()
-    {
+    let plugin_hashes: PluginHashes = plugin_builds
+        .iter()
+        .map(|(reference, build)| (reference.clone(), build.hash.clone()))
+        .collect();
+    let unchanged = published.as_ref().is_some_and(|(p, _)| {
+        p.config_hash == hash
+            && build_changes(&p.plugin_hashes, &p.plugin_builds, &plugin_builds).is_empty()
+    });
+    if unchanged {
         return Err(ChangeError::NothingToSubmit);
     }
     let diff = diff(host, state, &files, &working).await?;
@@ -337,12 +301,19 @@ pub(crate) async fn submit(
         kind: RequestKind::ConfigChange,
         author: who.user.clone(),
         author_role: who.role,
-        description: change_description(message, &diff, &plugins_changed),
+        description: change_description(message, &diff),
         syncs: diff.syncs.iter().map(|s| s.impact.clone()).collect(),
     };
     let verdicts = ask_policies(host, root, &governance, &plugins_dir, &request).await;
-    let (rejected, mut requirements) = combine(&verdicts, governance.policies.is_empty());
-    requirements.extend(built_in_requirements(&diff));
+    let (rejected, mut requirements) = combine(&verdicts);
+    // What the policies waive explicitly (contract 0.3.0's `waive`; nothing before it).
+    let waivers = policy_waivers(&verdicts, published.as_ref().map(|(p, ws)| (p, ws)));
+    requirements.extend(built_in_requirements(
+        &diff,
+        published.as_ref().map(|(_, ws)| ws),
+        &working,
+        &waivers,
+    ));
     let mut change = ChangeRequest {
         id: state.next_change_id()?,
         author: who.user.clone(),
@@ -354,6 +325,7 @@ pub(crate) async fn submit(
         base_hash: published.map(|(p, _)| p.config_hash),
         files,
         plugin_hashes,
+        plugin_builds,
         diff,
         policies: verdicts,
         requirements,
@@ -541,9 +513,12 @@ pub(crate) async fn publish(
         });
     }
     let working = Workspace::load_files(root, &files).map_err(ChangeError::WorkingCopy)?;
-    let now_plugins = plugin_hashes(host, &working)
+    let now_plugins: PluginHashes = plugin_builds(host, &working)
         .await
-        .map_err(ChangeError::PluginUnavailable)?;
+        .map_err(ChangeError::PluginUnavailable)?
+        .into_iter()
+        .map(|(reference, build)| (reference, build.hash))
+        .collect();
     for (reference, hash) in &change.plugin_hashes {
         if now_plugins.get(reference) != Some(hash) {
             return Err(ChangeError::PluginChanged {
@@ -561,6 +536,7 @@ pub(crate) async fn publish(
         config_hash: change.config_hash.clone(),
         files,
         plugin_hashes: change.plugin_hashes.clone(),
+        plugin_builds: change.plugin_builds.clone(),
         change_id: id,
         published_by: who.user.clone(),
         published_at: at,
@@ -623,30 +599,5 @@ mod tests {
             ChangeError::SubmittedPluginUnavailable(unavailable).to_string(),
             "the working copy names a plugin that cannot be loaded: plugin x.wasm: outer: inner"
         );
-    }
-
-    #[test]
-    fn only_rebuilt_plugins_count_as_changed() {
-        let published = Published {
-            config_hash: "h".into(),
-            files: ConfigFiles::default(),
-            plugin_hashes: BTreeMap::from([
-                ("a".to_string(), "1111111111111111".to_string()),
-                ("b".to_string(), "2222222222222222".to_string()),
-            ]),
-            change_id: 1,
-            published_by: "ann".into(),
-            published_at: "t".into(),
-        };
-        let now = BTreeMap::from([
-            ("a".to_string(), "1111111111111111".to_string()),
-            ("b".to_string(), "3333333333333333".to_string()),
-            ("new".to_string(), "4444444444444444".to_string()),
-        ]);
-        assert_eq!(
-            plugins_changed(Some(&published), &now),
-            vec!["plugin b sha256 222222222222 → 333333333333"]
-        );
-        assert_eq!(plugins_changed(None, &now), Vec::<String>::new());
     }
 }

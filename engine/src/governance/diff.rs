@@ -2,6 +2,7 @@
 //! diff of the files, which `grants` tables and column labels changed, and a dry run of each
 //! affected sync (what a policy is told about it).
 
+use super::plugin_changes::{build_changes, plugin_builds, PluginBuildChange};
 use super::published::Published;
 use crate::state::{StateError, StateStore};
 use crate::workspace::{ConfigFiles, Workspace};
@@ -57,7 +58,17 @@ pub struct SyncPlanCounts {
     pub impact: SyncImpact,
     /// Why it could not be planned, if it could not.
     pub error: Option<String>,
+    /// A few sample rows per change (`added`: rows; `changed`: before/after; `removed`:
+    /// before), as `sync plan` shows them.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub samples: serde_json::Value,
+    /// The sync's quality checks on the planned rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::domain::CheckReport>,
 }
+
+/// Sample rows kept per change (added, changed, removed) of each affected sync.
+const SAMPLES_PER_CHANGE: usize = 3;
 
 /// The working copy against the published configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +90,16 @@ pub struct ConfigDiff {
     /// Every `grants` table added, removed or changed (`destinations.hook.grants`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_grants: Vec<String>,
+    /// Plugins whose build differs from the published one (new code runs with the change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginBuildChange>,
+}
+
+impl ConfigDiff {
+    /// Whether the working copy and its plugins are exactly what is published.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty() && self.plugins.is_empty()
+    }
 }
 
 /// Configuration entities by (kind, name), as TOML values.
@@ -242,6 +263,11 @@ pub async fn diff(
     let new = entities(working_files);
     let changes = entity_changes(&old, &new);
     let syncs = dry_run_affected(host, state, working, published_ws.as_ref(), &changes).await;
+    // A plugin that does not resolve is reported by whatever needs it (submit names it).
+    let plugins = match (&published, plugin_builds(host, working).await) {
+        (Some(p), Ok(now)) => build_changes(&p.plugin_hashes, &p.plugin_builds, &now),
+        _ => Vec::new(),
+    };
     Ok(ConfigDiff {
         published_hash: published.as_ref().map(|p| p.config_hash.clone()),
         working_hash: working_files.hash(),
@@ -253,6 +279,7 @@ pub async fn diff(
             None => Vec::new(),
         },
         changed_grants: changed_grants(&old, &new),
+        plugins,
     })
 }
 
@@ -282,7 +309,7 @@ async fn dry_run_affected(
             state,
             name,
             crate::sync::plan::PlanOptions::default(),
-            0,
+            SAMPLES_PER_CHANGE,
         )
         .await;
         let counts = planned.as_ref().map(|r| r.planned).unwrap_or_default();
@@ -294,9 +321,15 @@ async fn dry_run_affected(
             labels.extend(sync_labels(published_ws, name));
             impact.column_labels = labels.into_iter().collect();
         }
+        let (samples, checks) = match &planned {
+            Ok(report) => (report.samples.clone(), report.checks.clone()),
+            Err(_) => (serde_json::Value::Null, Vec::new()),
+        };
         syncs.push(SyncPlanCounts {
             impact,
             error: planned.err().map(|e| e.to_string()),
+            samples,
+            checks,
         });
     }
     syncs

@@ -17,31 +17,43 @@
 //! - [`published`]: the published configuration, and which workspace a run (or a draft) uses;
 //! - [`identity`]: where users come from, and resolving who is acting;
 //! - [`diff`]: the working copy against the published configuration;
-//! - [`policies`]: asking the approval policies, combining verdicts, built-in requirements;
+//! - [`policies`]: asking the approval policies, combining verdicts;
+//! - [`builtin_rules`]: the requirements that hold whatever the policies say;
+//! - [`plugin_changes`]: plugin builds as part of a change;
 //! - [`change`]: change requests (submit, review, publish);
+//! - [`report_markdown`]: a change (or the diff) as one Markdown comment for a pull request;
+//! - [`verify`]: whether the working copy is exactly an approved (or the published) change;
 //! - [`run_gate`]: runs held for approval, and approving them;
 //! - [`notify`]: approval notifications.
 
+pub mod builtin_rules;
 pub mod change;
 pub mod diff;
 pub mod identity;
 pub mod notify;
+pub mod plugin_changes;
 pub mod policies;
 pub mod published;
+pub mod report_markdown;
 pub mod run_gate;
+pub mod verify;
 
 pub use crate::domain::{Role, MAX_TTL_MINUTES};
 pub use change::{
     list_changes, short, show_change, ChangeError, ChangeRequest, ChangeStatus, PluginUnavailable,
 };
 // What changes state is reached only through the application layer, which authorizes it.
+pub use builtin_rules::{BuiltInRule, PolicyWaiver, BUILT_IN_RULES};
 pub(crate) use change::{publish, review, submit};
 pub use diff::{diff, ConfigDiff, EntityChange, EntityChangeKind, SyncPlanCounts};
 pub use identity::{authority, identify, IdentifyError, Identity};
 pub use notify::notify;
+pub use plugin_changes::{PluginBuild, PluginBuildChange};
 pub use policies::{describe_requirement, PolicyVerdict, Requirement, Review, ReviewVerdict};
 pub use published::{
     published_workspace, workspace_for_run, Published, PublishedError, RunWorkspaceError,
 };
 pub(crate) use run_gate::approve_run;
 pub use run_gate::{ApproveRunError, GateStatus, PolicyGate, RunGate};
+pub(crate) use verify::verify;
+pub use verify::{Verification, VerifyError};

@@ -1,7 +1,6 @@
 //! Approval policies: asking each policy plugin, combining their verdicts (strictest wins),
 //! the requirements no policy can relax, and whether reviews meet a requirement.
 
-use super::diff::{ConfigDiff, EntityChangeKind};
 use crate::domain::Role;
 use crate::host::evaluate_policy;
 use crate::workspace::{Governance, Workspace};
@@ -22,6 +21,10 @@ pub struct Requirement {
     pub allow_self_approval: bool,
     /// Why, in the policy's words.
     pub reason: String,
+    /// The built-in rule it comes from (`another-reviewer`, `plugin-code`, …; see
+    /// `builtin_rules`), which a policy may name to waive it; `None` for a policy's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// A reviewer's verdict on a change request or a held run (`approve` or `reject`).
@@ -95,18 +98,6 @@ pub(crate) fn requirement_met(r: &Requirement, author: &str, reviews: &[Review])
         })
         .count();
     n as u32 >= r.count
-}
-
-/// Requirements when no policy is configured: one approver or admin, not the author.
-fn default_requirement() -> Requirement {
-    Requirement {
-        policy: "default".into(),
-        count: 1,
-        roles: vec![Role::Approver, Role::Admin],
-        allow_self_approval: false,
-        reason: "no approval policy is configured: one approver or admin other than the author"
-            .into(),
-    }
 }
 
 /// A requirement as a sentence: `1 approval(s) from approver or admin (policy: reason)`.
@@ -183,11 +174,9 @@ pub(crate) async fn ask_policies(
 }
 
 /// Strictest wins: any rejection rejects; otherwise every requirement must be met. Returns
-/// the rejections (joined) and the requirements; with `no_policies`, the default requirement.
-pub(crate) fn combine(
-    verdicts: &[PolicyVerdict],
-    no_policies: bool,
-) -> (Option<String>, Vec<Requirement>) {
+/// the rejections (joined) and the requirements. The built-in rules (an approver other than
+/// the author, among others) are added by the caller: they hold whatever the policies say.
+pub(crate) fn combine(verdicts: &[PolicyVerdict]) -> (Option<String>, Vec<Requirement>) {
     let rejections: Vec<String> = verdicts
         .iter()
         .filter_map(|v| match &v.decision {
@@ -209,6 +198,7 @@ pub(crate) fn combine(
                 roles: roles.clone(),
                 allow_self_approval: *allow_self_approval,
                 reason: reason.clone(),
+                rule: None,
             }),
             _ => None,
         })
@@ -218,81 +208,12 @@ pub(crate) fn combine(
     } else {
         Some(rejections.join("; "))
     };
-    if no_policies {
-        return (rejected, vec![default_requirement()]);
-    }
     (rejected, requirements)
-}
-
-/// One admin other than the author, for `reason`.
-fn admin_requirement(reason: String) -> Requirement {
-    Requirement {
-        policy: "built-in".into(),
-        count: 1,
-        roles: vec![Role::Admin],
-        allow_self_approval: false,
-        reason,
-    }
-}
-
-/// Rules no policy can relax: a change to who may do what (users, policies, approval
-/// settings, workspace settings) needs an admin other than the author, and so does a change
-/// whose affected syncs could not be dry-run (their counts would understate it).
-pub(crate) fn built_in_requirements(diff: &ConfigDiff) -> Vec<Requirement> {
-    let mut out = Vec::new();
-    let governance: Vec<String> = diff
-        .entities
-        .iter()
-        .filter(|e| matches!(e.kind.as_str(), "users" | "policies" | "settings"))
-        .map(|e| format!("{} {} {}", e.change, e.kind, e.name))
-        .collect();
-    if !governance.is_empty() {
-        out.push(admin_requirement(format!(
-            "changes who may do what ({})",
-            governance.join(", ")
-        )));
-    }
-    // What backflow may touch and where it may send: adding a destination (staging or not)
-    // or changing any grants is reviewed by an admin, whatever the policies say.
-    let mut reach: Vec<String> = diff
-        .entities
-        .iter()
-        .filter(|e| e.kind == "destinations" && e.change == EntityChangeKind::Added)
-        .map(|e| format!("adds destination {}", e.name))
-        .collect();
-    reach.extend(diff.changed_grants.iter().map(|g| format!("changes {g}")));
-    if !reach.is_empty() {
-        out.push(admin_requirement(format!(
-            "changes what backflow may reach ({})",
-            reach.join(", ")
-        )));
-    }
-    if !diff.removed_labels.is_empty() {
-        out.push(admin_requirement(format!(
-            "removes column labels ({})",
-            diff.removed_labels.join(", ")
-        )));
-    }
-    let unplanned: Vec<&str> = diff
-        .syncs
-        .iter()
-        .filter(|s| s.error.is_some())
-        .map(|s| s.impact.sync_name.as_str())
-        .collect();
-    if !unplanned.is_empty() {
-        out.push(admin_requirement(format!(
-            "sync(s) {} could not be dry-run, so their size is unknown",
-            unplanned.join(", ")
-        )));
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::diff::{EntityChange, SyncPlanCounts};
     use super::*;
-    use backflow_plugin_sdk::SyncImpact;
 
     fn verdict(policy: &str, decision: Decision) -> PolicyVerdict {
         PolicyVerdict {
@@ -320,38 +241,6 @@ mod tests {
         }
     }
 
-    fn impact(sync: &str) -> SyncImpact {
-        SyncImpact {
-            sync_name: sync.into(),
-            destination: "hook".into(),
-            mode: "upsert".into(),
-            added: 1,
-            changed: 0,
-            removed: 0,
-            column_labels: vec![],
-        }
-    }
-
-    fn empty_diff() -> ConfigDiff {
-        ConfigDiff {
-            published_hash: None,
-            working_hash: "w".into(),
-            entities: vec![],
-            syncs: vec![],
-            text: String::new(),
-            removed_labels: vec![],
-            changed_grants: vec![],
-        }
-    }
-
-    fn entity(kind: &str, name: &str, change: EntityChangeKind) -> EntityChange {
-        EntityChange {
-            kind: kind.into(),
-            name: name.into(),
-            change,
-        }
-    }
-
     #[test]
     fn any_rejection_rejects_and_names_each_policy() {
         let verdicts = [
@@ -360,7 +249,7 @@ mod tests {
             verdict("c", Decision::Reject("pii".into())),
             verdict("d", require(1, vec![Role::Admin], false)),
         ];
-        let (rejected, requirements) = combine(&verdicts, false);
+        let (rejected, requirements) = combine(&verdicts);
         assert_eq!(rejected.as_deref(), Some("a: too many; c: pii"));
         assert_eq!(requirements.len(), 1);
         assert_eq!(requirements[0].policy, "d");
@@ -373,7 +262,7 @@ mod tests {
             verdict("b", Decision::Approve("fine".into())),
             verdict("c", require(1, vec![Role::Admin], false)),
         ];
-        let (rejected, requirements) = combine(&verdicts, false);
+        let (rejected, requirements) = combine(&verdicts);
         assert_eq!(rejected, None);
         assert_eq!(
             requirements,
@@ -384,6 +273,7 @@ mod tests {
                     roles: vec![Role::Approver],
                     allow_self_approval: true,
                     reason: "big".into(),
+                    rule: None,
                 },
                 Requirement {
                     policy: "c".into(),
@@ -391,6 +281,7 @@ mod tests {
                     roles: vec![Role::Admin],
                     allow_self_approval: false,
                     reason: "big".into(),
+                    rule: None,
                 },
             ]
         );
@@ -399,17 +290,7 @@ mod tests {
     #[test]
     fn approvals_alone_require_nothing() {
         let verdicts = [verdict("a", Decision::Approve("fine".into()))];
-        assert_eq!(combine(&verdicts, false), (None, vec![]));
-    }
-
-    #[test]
-    fn no_policies_means_the_default_requirement() {
-        let (rejected, requirements) = combine(&[], true);
-        assert_eq!(rejected, None);
-        assert_eq!(requirements, vec![default_requirement()]);
-        assert_eq!(requirements[0].policy, "default");
-        assert_eq!(requirements[0].roles, vec![Role::Approver, Role::Admin]);
-        assert!(!requirements[0].allow_self_approval);
+        assert_eq!(combine(&verdicts), (None, vec![]));
     }
 
     #[test]
@@ -420,6 +301,7 @@ mod tests {
             roles: vec![Role::Approver, Role::Admin],
             allow_self_approval: false,
             reason: "r".into(),
+            rule: None,
         };
         let one = [review("bob", Role::Approver, ReviewVerdict::Approve)];
         assert!(!requirement_met(&r, "ann", &one));
@@ -444,57 +326,6 @@ mod tests {
     }
 
     #[test]
-    fn a_change_with_nothing_sensitive_has_no_built_in_requirement() {
-        let mut diff = empty_diff();
-        diff.entities = vec![
-            entity("syncs", "s", EntityChangeKind::Modified),
-            entity("destinations", "old", EntityChangeKind::Removed),
-            entity("destinations", "hook", EntityChangeKind::Modified),
-        ];
-        assert_eq!(built_in_requirements(&diff), vec![]);
-    }
-
-    #[test]
-    fn governance_reach_labels_and_unplanned_syncs_need_an_admin() {
-        let mut diff = empty_diff();
-        diff.entities = vec![
-            entity("users", "bob", EntityChangeKind::Added),
-            entity("policies", "size", EntityChangeKind::Modified),
-            entity("settings", "approvals", EntityChangeKind::Removed),
-            entity("destinations", "crm", EntityChangeKind::Added),
-            entity("models", "m", EntityChangeKind::Modified),
-        ];
-        diff.changed_grants = vec!["sources.files.grants".into()];
-        diff.removed_labels = vec!["email:pii".into()];
-        diff.syncs = vec![
-            SyncPlanCounts {
-                impact: impact("planned"),
-                error: None,
-            },
-            SyncPlanCounts {
-                impact: impact("broken"),
-                error: Some("no such file".into()),
-            },
-        ];
-        let requirements = built_in_requirements(&diff);
-        let reasons: Vec<&str> = requirements.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(
-            reasons,
-            vec![
-                "changes who may do what (added users bob, modified policies size, removed settings approvals)",
-                "changes what backflow may reach (adds destination crm, changes sources.files.grants)",
-                "removes column labels (email:pii)",
-                "sync(s) broken could not be dry-run, so their size is unknown",
-            ]
-        );
-        for r in &requirements {
-            assert_eq!(r.policy, "built-in");
-            assert_eq!((r.count, r.roles.as_slice()), (1, &[Role::Admin][..]));
-            assert!(!r.allow_self_approval);
-        }
-    }
-
-    #[test]
     fn a_requirement_reads_as_a_sentence() {
         let r = Requirement {
             policy: "size".into(),
@@ -502,6 +333,7 @@ mod tests {
             roles: vec![Role::Approver, Role::Admin],
             allow_self_approval: false,
             reason: "over 100 rows".into(),
+            rule: None,
         };
         assert_eq!(
             describe_requirement(&r),

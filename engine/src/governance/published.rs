@@ -18,6 +18,10 @@ pub struct Published {
     /// Plugin reference → SHA-256 of the plugin reviewed with this configuration.
     #[serde(default)]
     pub plugin_hashes: BTreeMap<String, String>,
+    /// What those plugin builds declared (spec, size, imports), to show what a later build
+    /// changes. Empty for configurations published before builds were recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_builds: BTreeMap<String, super::plugin_changes::PluginBuild>,
     /// The change request that published it.
     pub change_id: u64,
     /// Who published it.

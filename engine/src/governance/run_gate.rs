@@ -161,7 +161,7 @@ async fn gate_run(
         &approval_request,
     )
     .await;
-    let (rejected, requirements) = combine(&verdicts, false);
+    let (rejected, requirements) = combine(&verdicts);
     if let Some(reason) = rejected {
         let event = AuditEvent {
             user: request.user.into(),

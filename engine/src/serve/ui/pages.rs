@@ -469,10 +469,28 @@ pub fn change_detail(v: &Viewer, c: &ChangeRequest) -> String {
             h2 { "Dry-run counts per affected sync" }
             table #impact { tr { th { "Sync" } th { "Destination" } th { "Add" } th { "Change" } th { "Remove" } th { "" } }
                 @for s in &c.diff.syncs { tr { td { (s.impact.sync_name) } td { (s.impact.destination) } td { (s.impact.added) } td { (s.impact.changed) } td { (s.impact.removed) } td { (s.error.as_deref().unwrap_or("")) } } } }
+            (plugin_builds(&c.diff.plugins))
             h2 { "Configuration" }
             (side_by_side(&c.diff.text))
         },
     )
+}
+
+/// The plugins whose build a change makes differ from the published one.
+fn plugin_builds(plugins: &[crate::governance::PluginBuildChange]) -> Markup {
+    let short = crate::governance::short;
+    html! {
+        @if !plugins.is_empty() {
+            h2 { "Plugin builds" }
+            table #plugin-builds { tr { th { "Plugin" } th { "Published" } th { "This change" } th { "Spec" } }
+                @for p in plugins { tr {
+                    td { (p.reference) }
+                    td { @match &p.old_hash { Some(h) => { code { (short(h)) } @if let Some(size) = p.old_size { " (" (size) " bytes)" } } None => { "not published" } } }
+                    td { code { (short(&p.new_hash)) } " (" (p.new_size) " bytes)" }
+                    td { @if p.spec_changes.is_empty() { "same spec" } @else { (p.spec_changes.join("; ")) } }
+                } } }
+        }
+    }
 }
 
 /// What the audit page shows besides its entries.
