@@ -97,9 +97,17 @@ pub async fn dispatch(http: &reqwest::Client, ws: &Workspace, run: &RunRecord) {
 
 async fn post(http: &reqwest::Client, alert: &Alert, body: &serde_json::Value) {
     let field = alert.origin.key("url");
-    let url = match backflow_plugin_sdk::expand_secrets(&alert.url, "alert") {
+    let url = match granted_url(alert) {
         Ok(url) => url,
         Err(e) => return tracing::warn!("alert not sent: {field}: {e}"),
+    };
+    let granted_http;
+    let http = match alert_client(alert) {
+        Some(client) => {
+            granted_http = client;
+            &granted_http
+        }
+        None => http,
     };
     let host = reqwest::Url::parse(&url)
         .ok()
@@ -126,5 +134,43 @@ async fn post(http: &reqwest::Client, alert: &Alert, body: &serde_json::Value) {
             "alert failed: {}",
             crate::redact::redact(std::slice::from_ref(&url), &e.to_string())
         ),
+    }
+}
+
+/// Why an alert's URL cannot be made.
+#[derive(Debug, thiserror::Error)]
+enum AlertUrlError {
+    /// The URL names a variable its `grants.env` does not (refused at load too).
+    #[error("uses ${{env.{0}}}, which is not in its grants.env")]
+    Ungranted(String),
+    /// A granted variable is not set, or the reference is malformed.
+    #[error("{0}")]
+    Expansion(String),
+}
+
+/// The alert's URL with its `${env.NAME}` expanded, reading only variables in its
+/// `grants.env` (checked at load; checked again here, where the values are read).
+fn granted_url(alert: &Alert) -> Result<String, AlertUrlError> {
+    if let Some(name) = crate::workspace::env_references(&alert.url)
+        .into_iter()
+        .find(|name| !alert.grants.env.contains(name))
+    {
+        return Err(AlertUrlError::Ungranted(name));
+    }
+    backflow_plugin_sdk::expand_secrets(&alert.url, "alert").map_err(AlertUrlError::Expansion)
+}
+
+/// The client for an alert whose `grants.network` names addresses or ranges its URL's host
+/// name may lead to; `None` for the host's client (no proxy, names checked like plugins').
+fn alert_client(alert: &Alert) -> Option<reqwest::Client> {
+    if alert.grants.network.iter().all(|g| g.is_name()) {
+        return None;
+    }
+    match crate::host::checked_client_granting(&alert.grants.network) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::warn!(alert = alert.origin.key("url"), "{e:#}");
+            None
+        }
     }
 }

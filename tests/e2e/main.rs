@@ -12,6 +12,7 @@ mod cli;
 mod config_errors;
 mod crash;
 mod delivery;
+mod edges;
 mod engine_core;
 mod file_source;
 mod governance;

@@ -162,6 +162,9 @@ impl App {
                 Action::RejectChange
             },
         )?;
+        if approve {
+            self.approvals_need_declared_users(&self.change(actor, id)?.unmet())?;
+        }
         governance::review(&self.state, actor, id, approve, comment)
             .map_err(|e| AppError::Refused(e.to_string()))
     }

@@ -8,6 +8,7 @@
 
 mod changes;
 mod error;
+mod identity;
 mod plugins;
 mod published;
 mod queue;
@@ -17,6 +18,7 @@ mod undo;
 
 pub use changes::{AuditFilter, AuditLog};
 pub use error::AppError;
+pub use identity::{parse_lifetime, InvalidLifetime};
 pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
 pub use queue::{Accepted, RunQueue, Trigger};
 pub use service::{RunFilter, ServiceRunError, SessionGrant, MAX_RUNS_PAGE};
@@ -143,7 +145,14 @@ impl App {
     /// of the published configuration, or of the working copy until something is published.
     pub fn actor(&self, user: Option<&str>) -> Result<Actor, AppError> {
         let authority = self.authority()?;
-        governance::identify(&authority, user).map_err(|e| AppError::Unauthenticated(e.to_string()))
+        let actor = governance::identify(&authority, user)
+            .map_err(|e| AppError::Unauthenticated(e.to_string()))?;
+        // Each identification notes who is declared now: a user removed and declared again
+        // gets a new id, whatever happened in between (see `identity`).
+        if let Err(e) = self.declared_user_ids(&authority) {
+            tracing::warn!("recording the declared users' ids: {e}");
+        }
+        Ok(actor)
     }
 
     /// The syncs with their definitions and last runs.
@@ -295,6 +304,9 @@ impl App {
         comment: Option<&str>,
     ) -> Result<RunApproval, AppError> {
         authorize(actor, Action::ApproveRun)?;
+        if let Ok(Some(gate)) = self.state.run_gate::<RunGate>(run_id) {
+            self.approvals_need_declared_users(&gate.requirements.iter().collect::<Vec<_>>())?;
+        }
         let gate = governance::approve_run(&self.state, actor, run_id, comment)
             .map_err(|e| AppError::Refused(e.to_string()))?;
         if gate.status != governance::GateStatus::Approved {

@@ -6,7 +6,7 @@ use super::{App, AppError, RunRequest};
 use crate::authz::{authorize, Action, Actor};
 use crate::domain::{RunRecord, RunStatus};
 use crate::governance::{GateStatus, RunGate};
-use crate::state::{ApiToken, AuditEvent, NewToken, TokenRejected};
+use crate::state::{ApiToken, AuditEvent, NewToken, TokenRejected, DEFAULT_TOKEN_LIFETIME};
 use crate::sync::{PlanReport, RunError, RunOptions, UndoReport};
 
 /// Filters of `GET /api/v1/runs`.
@@ -56,11 +56,14 @@ fn failed(e: impl std::fmt::Display) -> AppError {
 impl App {
     /// Creates an API token acting as `for_user` (default: the actor). Creating one for
     /// someone else needs an admin. The secret is in the result and nowhere else.
+    /// It lives `lifetime` (default [`DEFAULT_TOKEN_LIFETIME`]) and acts as the user who has
+    /// the name now: a user declared later under the same name is not its user.
     pub fn create_token(
         &self,
         actor: &Actor,
         for_user: Option<&str>,
         name: &str,
+        lifetime: Option<std::time::Duration>,
     ) -> Result<NewToken, AppError> {
         let user = for_user.unwrap_or(&actor.user);
         authorize(
@@ -78,15 +81,24 @@ impl App {
                 "--name: give the token a name of 1 to 100 characters (what it is for)".into(),
             ));
         }
+        let user_id = self
+            .user_id(&target.user)?
+            .ok_or_else(|| AppError::Invalid(format!("{} is not a declared user", target.user)))?;
         let new = self
             .state
-            .create_token(&target.user, name.trim(), &actor.user)
+            .create_token(
+                &target.user,
+                &user_id,
+                name.trim(),
+                &actor.user,
+                lifetime.unwrap_or(DEFAULT_TOKEN_LIFETIME),
+            )
             .map_err(failed)?;
         self.audit_event(
             actor,
             "token.create",
             &new.record.id,
-            serde_json::json!({"for": target.user, "name": new.record.name}),
+            serde_json::json!({"for": target.user, "name": new.record.name, "expires_at": new.record.expires_at}),
         )?;
         Ok(new)
     }
@@ -142,7 +154,7 @@ impl App {
                 TokenRejected::Storage(m) => AppError::Failed(m),
                 other => AppError::Unauthenticated(format!("invalid API token: {other}")),
             })?;
-        self.actor(Some(&token.user))
+        self.token_actor(&token)
     }
 
     /// Appends one event by `actor` to the audit log.
@@ -222,26 +234,18 @@ impl App {
             .state
             .authenticate_token(token_text)
             .map_err(|e| AppError::Unauthenticated(e.to_string()))?;
-        self.actor(Some(&record.user))?;
+        self.token_actor(&record)?;
         Ok(SessionGrant {
             user: record.user,
             token_id: record.id,
         })
     }
 
-    /// The actor of a signed-in session, while its token is not revoked and its user is still
-    /// known to the configuration in force.
+    /// The actor of a signed-in session, while its token is not revoked or expired and its
+    /// user (by id) is still known to the configuration in force.
     pub fn session_actor(&self, grant: &SessionGrant) -> Option<Actor> {
-        let token_ok = self
-            .state
-            .token(&grant.token_id)
-            .ok()
-            .flatten()
-            .is_some_and(|t| t.revoked_at.is_none());
-        if !token_ok {
-            return None;
-        }
-        self.actor(Some(&grant.user)).ok()
+        let token = self.state.token_in_force(&grant.token_id).ok().flatten()?;
+        self.token_actor(&token).ok()
     }
 
     /// One run and, if an approval policy held it, its approval gate.

@@ -178,6 +178,9 @@ pub(crate) enum TokenCommand {
         /// What the token is for.
         #[arg(long, default_value = "api")]
         name: String,
+        /// How long the token authenticates: a number and a unit, s, m, h, d or w.
+        #[arg(long, default_value = "90d")]
+        expires_in: String,
         /// Print the token with its id, user and name as JSON.
         #[arg(long)]
         json: bool,

@@ -257,6 +257,29 @@ mod tests {
         assert_eq!(local.received().len(), 0);
     }
 
+    /// Issue 35: a granted name whose DNS answers with an internal address is refused before
+    /// any connection, with the grant that would allow it. (A granted range is allowed by
+    /// the same check, tested in `network`; nothing here connects outside loopback.)
+    #[tokio::test]
+    async fn a_granted_name_pointed_at_a_private_network_is_refused() {
+        let host = host_resolving(|_| Ok(vec!["10.20.30.40".parse().unwrap()]));
+        let error = send(
+            &host,
+            "crm.example.test:443",
+            "https://crm.example.test/contacts",
+        )
+        .await
+        .unwrap_err();
+        let HttpError::Connection(message) = error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            message.contains(r#"crm.example.test resolves to 10.20.30.40 (a private network"#)
+                && message.contains(r#"add "10.20.30.40:*" (or "10.0.0.0/8:*") to grants.network"#),
+            "{message}"
+        );
+    }
+
     #[tokio::test]
     async fn a_granted_name_that_does_not_resolve_fails_with_a_clear_error() {
         let host = host_resolving(|_| Err(std::io::Error::other("no such host")));

@@ -15,6 +15,7 @@
 
 pub mod bindings;
 pub(crate) mod call;
+mod compiled_cache;
 mod cpu_clock;
 mod imports;
 pub mod instance;
@@ -26,7 +27,7 @@ use anyhow::{anyhow, bail, Context as _};
 use backflow_plugin_sdk::{PluginKind, PluginSpec, RowEncoding};
 use cpu_clock::CallClock;
 pub(crate) use network::Resolver;
-use network::{http_client_builder, plugin_http_client, resolve_network_grants, system_resolver};
+use network::{checked_http_client, resolve_network_grants, system_resolver, AddressGrants};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -43,6 +44,16 @@ pub use crate::domain::{Grants, Limits};
 pub use bindings::ContractVersion;
 pub use call::CallError;
 pub use instance::{evaluate_policy, CheckInstance, DestinationInstance, SourceInstance};
+
+/// An HTTP client like [`PluginHost::http`] (no proxy, no redirects, names checked as
+/// plugins' are) whose names may also lead to the addresses and ranges among `grants` (an
+/// alert's `grants.network`).
+pub fn checked_client_granting(
+    grants: &[crate::domain::NetworkGrant],
+) -> anyhow::Result<reqwest::Client> {
+    let resolver: Resolver = Arc::new(system_resolver);
+    checked_http_client(&resolver, AddressGrants::of(grants))
+}
 
 /// How often the epoch advances. Deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -142,12 +153,14 @@ impl WasiView for PluginState {
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<PluginState>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<compiled_cache::CompiledCache>,
     loaded: Mutex<HashMap<String, Plugin>>,
-    /// The engine's own HTTP client (notifications, alerts).
+    /// The engine's own HTTP client (notifications, alerts): names checked like plugins'.
     http: reqwest::Client,
     /// Plugins' host HTTP: resolves names only through `network::CheckedResolver`, never a proxy.
     plugin_http: reqwest::Client,
+    /// Host HTTP clients of plugins granted addresses or ranges their names may lead to.
+    granted_http: Mutex<HashMap<AddressGrants, reqwest::Client>>,
     /// Resolves granted host names (the system resolver; tests replace it).
     resolver: Resolver,
     _ticker: Arc<EpochTicker>,
@@ -207,36 +220,55 @@ impl PluginHost {
         // reqwest is built without a bundled crypto provider (aws-lc builds C, slowly); use
         // ring's. Installing twice is harmless: the first provider stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = http_client_builder()
-            .build()
-            .context("building the HTTP client")?;
         let resolver: Resolver = Arc::new(system_resolver);
-        let plugin_http = plugin_http_client(&resolver)?;
+        let http = checked_http_client(&resolver, AddressGrants::default())?;
+        let plugin_http = checked_http_client(&resolver, AddressGrants::default())?;
 
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating cache directory {}", dir.display()))?;
-        }
+        let cache = cache_dir
+            .as_deref()
+            .map(compiled_cache::CompiledCache::open)
+            .transpose()?;
         Ok(PluginHost {
             engine,
             linker,
-            cache_dir,
+            cache,
             loaded: Mutex::new(HashMap::new()),
             http,
             plugin_http,
+            granted_http: Mutex::default(),
             resolver,
             _ticker: Arc::new(EpochTicker { stop }),
         })
     }
 
-    /// The host's HTTP client (no redirects), for the engine's own requests (notifications).
+    /// The host's HTTP client (no redirects, no proxy, names checked as plugins' are), for
+    /// the engine's own requests (notifications, alerts).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
+    /// The host HTTP client of a plugin with `grants`: the shared one, or, when the grants
+    /// name addresses or ranges its names may lead to, one that allows them (kept for reuse).
+    fn plugin_http_for(&self, grants: &Grants) -> anyhow::Result<reqwest::Client> {
+        let granted = AddressGrants::of(&grants.network);
+        if granted.is_empty() {
+            return Ok(self.plugin_http.clone());
+        }
+        let mut clients = self.granted_http.lock().unwrap();
+        if let Some(client) = clients.get(&granted) {
+            return Ok(client.clone());
+        }
+        let client = checked_http_client(&self.resolver, granted.clone())?;
+        clients.insert(granted, client.clone());
+        Ok(client)
+    }
+
     #[cfg(test)]
     pub(crate) fn set_resolver(&mut self, resolver: Resolver) {
-        self.plugin_http = plugin_http_client(&resolver).expect("an HTTP client");
+        self.plugin_http =
+            checked_http_client(&resolver, AddressGrants::default()).expect("an HTTP client");
+        self.http = self.plugin_http.clone();
+        self.granted_http.lock().unwrap().clear();
         self.resolver = resolver;
     }
 
@@ -306,7 +338,7 @@ impl PluginHost {
         bytes: &[u8],
         hash: &str,
     ) -> anyhow::Result<(Component, bool)> {
-        let Some(dir) = &self.cache_dir else {
+        let Some(cache) = &self.cache else {
             return Ok((self.compile(path, bytes)?, true));
         };
         // The key covers the plugin's bytes and everything about this engine that affects
@@ -315,27 +347,28 @@ impl PluginHost {
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
-        let file = dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()));
-        if file.exists() {
-            // SAFETY: the file was written by `Component::serialize` of an engine with the same
-            // compatibility hash, into a cache directory only this tool writes. wasmtime still
-            // validates the header and refuses an incompatible artifact.
-            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+        let file = cache.entry(hash, hasher.finish());
+        match cache.read(&file) {
+            // SAFETY: these are the bytes this cache wrote (their keyed hash, under a secret
+            // only the cache's owner can read, matched just now), serialized by an engine
+            // with the same compatibility hash. wasmtime still validates the header.
+            Ok(compiled) => match unsafe { Component::deserialize(&self.engine, &compiled) } {
                 Ok(c) => return Ok((c, false)),
                 Err(e) => {
                     tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component")
                 }
+            },
+            Err(compiled_cache::EntryRefused::Unreadable(_)) => {}
+            Err(refused) => {
+                tracing::warn!(file = %file.display(), "not loading a cached component: {refused}; compiling the plugin again")
             }
         }
         let component = self.compile(path, bytes)?;
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
         if let Err(e) = component
             .serialize()
-            .and_then(|b| Ok(std::fs::write(&tmp, b)?))
-            .and_then(|_| Ok(std::fs::rename(&tmp, &file)?))
+            .and_then(|compiled| Ok(cache.write(&file, &compiled)?))
         {
             tracing::warn!(file = %file.display(), error = %e, "could not cache compiled component");
-            let _ = std::fs::remove_file(&tmp);
         }
         Ok((component, true))
     }
@@ -437,7 +470,7 @@ impl PluginHost {
                 SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
                 SocketAddrUse::TcpConnect => allowed
                     .iter()
-                    .any(|(ip, port)| *ip == addr.ip() && port.is_none_or(|p| p == addr.port())),
+                    .any(|g| g.covers(addr.ip()) && g.port().is_none_or(|p| p == addr.port())),
                 // No servers and no UDP inside the sandbox.
                 _ => false,
             };
@@ -448,7 +481,7 @@ impl PluginHost {
         // so such a plugin could look up other names too (a DNS side channel); it still cannot
         // connect anywhere but the granted addresses. Plugins granted only IP addresses, or
         // nothing, get no DNS; host HTTP is checked by name and needs none.
-        let names_granted = grants.network.iter().any(|g| g.address().is_none());
+        let names_granted = grants.network.iter().any(|g| g.is_name());
         wasi.allow_ip_name_lookup(names_granted);
         wasi.allow_udp(false);
         // TCP is off in WASI by default; turn it on only for a plugin with network grants,
@@ -472,7 +505,7 @@ impl PluginHost {
                 .build(),
             plugin_name: plugin_name.to_string(),
             grants: Arc::new(grants.clone()),
-            http: self.plugin_http.clone(),
+            http: self.plugin_http_for(grants)?,
             secrets,
             clock: CallClock::new(
                 Duration::from_millis(limits.call_timeout_ms),

@@ -40,6 +40,10 @@ pub enum StateOp {
     ReadScheduleMark,
     /// Recording a sync's schedule mark.
     WriteScheduleMark,
+    /// Reading the users' stable ids.
+    ReadUserIds,
+    /// Giving users ids, or retiring them.
+    WriteUserIds,
 }
 
 impl fmt::Display for StateOp {
@@ -61,6 +65,8 @@ impl fmt::Display for StateOp {
             StateOp::ReadTokens => "reading API tokens",
             StateOp::ReadScheduleMark => "reading a schedule mark",
             StateOp::WriteScheduleMark => "writing a schedule mark",
+            StateOp::ReadUserIds => "reading user ids",
+            StateOp::WriteUserIds => "writing user ids",
         })
     }
 }

@@ -45,6 +45,7 @@ mod sync_state;
 #[cfg(test)]
 mod testing;
 mod tokens;
+mod users;
 
 pub use audit::{AuditAnchor, AuditEntry, AuditEvent};
 pub use backup::{BackupError, BackupReport};
@@ -56,7 +57,8 @@ pub use open::{OpenError, FORMAT_VERSION};
 pub use pending::PendingRow;
 pub use runs::{draft_key, history_key};
 pub use sync_state::SyncMeta;
-pub use tokens::{parse_token, ApiToken, NewToken, TokenRejected};
+pub use tokens::{parse_token, ApiToken, NewToken, TokenRejected, DEFAULT_TOKEN_LIFETIME};
+pub use users::UserId;
 
 pub use crate::domain::{
     CheckReport, DiffCounts, OpCounts, PluginHashes, RejectedRow, RunRecord, RunStatus, Timings,

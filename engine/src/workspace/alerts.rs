@@ -3,7 +3,7 @@
 
 use super::definitions::{Alert, AlertOutcome, Connector, Origin, SyncConfig};
 use super::errors::{unknown, ConfigError};
-use super::schema::{env_references, AlertFile};
+use super::schema::{env_references, AlertFile, GrantsFile};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -21,6 +21,7 @@ pub(super) fn alerts(
             file: main_file.to_path_buf(),
             key: format!("alerts[{i}]"),
         };
+        let grants = alert_grants(&a.url, a.grants, &origin, errors);
         // Secrets are expanded when an alert is sent, not here (the CLI need not have them):
         // check the URL with each `${env.NAME}` standing for a plain word.
         let without_secrets = env_references(&a.url)
@@ -69,8 +70,46 @@ pub(super) fn alerts(
             partial_min_rejected: a.partial_min_rejected.unwrap_or(1),
             syncs: a.syncs,
             destinations: a.destinations,
+            grants,
             origin,
         });
     }
     out
+}
+
+/// An alert's grants: the `${env.NAME}` its URL names must be in `grants.env` (an alert URL
+/// must not carry a destination's secret to wherever it points), `grants.network` entries
+/// must be grants, and an alert reads no files. Errors name `alerts[i].url` and the key.
+fn alert_grants(
+    url: &str,
+    file: GrantsFile,
+    origin: &Origin,
+    errors: &mut Vec<ConfigError>,
+) -> crate::domain::Grants {
+    for name in env_references(url) {
+        if !file.env.contains(&name) {
+            errors.push(origin.error(
+                "url",
+                format!(
+                    "uses ${{env.{name}}}, which is not in {}.grants.env: add \"{name}\" there if this alert may read it",
+                    origin.key
+                ),
+            ));
+        }
+    }
+    if !file.files.is_empty() {
+        errors.push(origin.error("grants.files", "an alert reads no files"));
+    }
+    let mut network = Vec::new();
+    for (i, text) in file.network.iter().enumerate() {
+        match text.parse::<crate::domain::NetworkGrant>() {
+            Ok(grant) => network.push(grant),
+            Err(e) => errors.push(origin.error(&format!("grants.network[{i}]"), e.to_string())),
+        }
+    }
+    crate::domain::Grants {
+        files: Vec::new(),
+        network,
+        env: file.env,
+    }
 }

@@ -171,6 +171,9 @@ pub struct Alert {
     pub syncs: Vec<String>,
     /// Only runs delivering to these destinations (empty: every destination).
     pub destinations: Vec<String>,
+    /// The environment variables its URL may name, and the addresses or ranges its host
+    /// name may resolve to although private (`grants.env`, `grants.network`; no files).
+    pub grants: crate::domain::Grants,
     /// Where it is defined.
     pub origin: Origin,
 }

@@ -292,6 +292,10 @@ pub(super) struct AlertFile {
     /// Only runs delivering to these destinations (default: every destination).
     #[serde(default)]
     pub(super) destinations: Vec<String>,
+    /// What the alert may use: `env`, the variables its URL may name (`${env.NAME}`), and
+    /// `network`, addresses or ranges its URL's host name may resolve to although private.
+    #[serde(default)]
+    pub(super) grants: GrantsFile,
 }
 
 /// One quality check of a sync.
