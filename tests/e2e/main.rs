@@ -13,6 +13,7 @@ mod config_errors;
 mod crash;
 mod delivery;
 mod engine_core;
+mod failures;
 mod file_source;
 mod governance;
 mod help;

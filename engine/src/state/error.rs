@@ -40,6 +40,10 @@ pub enum StateOp {
     ReadScheduleMark,
     /// Recording a sync's schedule mark.
     WriteScheduleMark,
+    /// Reading an alert episode.
+    ReadAlertEpisodes,
+    /// Recording an alert episode.
+    WriteAlertEpisodes,
 }
 
 impl fmt::Display for StateOp {
@@ -61,6 +65,8 @@ impl fmt::Display for StateOp {
             StateOp::ReadTokens => "reading API tokens",
             StateOp::ReadScheduleMark => "reading a schedule mark",
             StateOp::WriteScheduleMark => "writing a schedule mark",
+            StateOp::ReadAlertEpisodes => "reading an alert episode",
+            StateOp::WriteAlertEpisodes => "recording an alert episode",
         })
     }
 }

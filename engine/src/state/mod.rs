@@ -18,11 +18,13 @@
 //! - per sync NAME: `snapshot-blocks/NAME` and `snapshot-delta/NAME`, the snapshot
 //!   (`snapshot.rs`, binary); `pending/NAME`, refused rows (`pending.rs`); `changelog/NAME`,
 //!   what each run did to each row (`changelog.rs`, binary);
-//! - `api_tokens`, `schedule_marks` (`tokens.rs`).
+//! - `api_tokens`, `schedule_marks` (`tokens.rs`);
+//! - `alert_episodes`: (route, sync, condition) → its latest [`AlertEpisode`] (`alert_episodes.rs`).
 //!
 //! Commits of delivered rows are in `commit.rs`. Every failure is a [`StateError`] naming
 //! its operation ([`StateOp`], `error.rs`). Leases are files beside the state (`lease.rs`).
 
+mod alert_episodes;
 mod audit;
 mod block;
 mod changelog;
@@ -41,6 +43,7 @@ mod sync_state;
 mod testing;
 mod tokens;
 
+pub use alert_episodes::AlertEpisode;
 pub use audit::{AuditEntry, AuditEvent};
 pub use changelog::ChangelogPage;
 pub use error::{StateError, StateErrorKind, StateOp};

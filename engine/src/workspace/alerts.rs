@@ -63,12 +63,14 @@ pub(super) fn alerts(
                 ));
             }
         }
+        let conditions = super::alert_conditions::alert_conditions(&a, &origin, errors);
         out.push(Alert {
             url: a.url,
             on,
             partial_min_rejected: a.partial_min_rejected.unwrap_or(1),
             syncs: a.syncs,
             destinations: a.destinations,
+            conditions,
             origin,
         });
     }

@@ -171,6 +171,8 @@ pub struct Alert {
     pub syncs: Vec<String>,
     /// Only runs delivering to these destinations (empty: every destination).
     pub destinations: Vec<String>,
+    /// Conditions beyond run outcomes, and how often a lasting one is repeated.
+    pub conditions: super::alert_conditions::AlertConditions,
     /// Where it is defined.
     pub origin: Origin,
 }

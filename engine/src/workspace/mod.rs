@@ -12,6 +12,7 @@
 //! holds what a loaded workspace is made of, and [`errors`] the errors. This module depends
 //! on the domain's vocabulary and on nothing that runs plugins or syncs.
 
+mod alert_conditions;
 mod alerts;
 mod connectors;
 mod definitions;
@@ -25,6 +26,10 @@ mod sequences;
 mod syncs;
 
 pub use crate::domain::{RateLimit, Severity, SyncMode};
+pub use alert_conditions::{
+    parse_duration, AlertConditions, RowCountDeviation, RowCountMeasure, DEFAULT_BASELINE_RUNS,
+    DEFAULT_REPEAT_AFTER_S,
+};
 pub use definitions::{
     Alert, AlertOutcome, Check, Connector, Governance, Model, Origin, SyncConfig,
 };
