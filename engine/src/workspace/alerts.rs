@@ -63,7 +63,7 @@ pub(super) fn alerts(
                 ));
             }
         }
-        let conditions = super::alert_conditions::alert_conditions(&a, &origin, errors);
+        let conditions = super::alert_keys::alert_conditions(&a, &origin, errors);
         out.push(Alert {
             url: a.url,
             on,
