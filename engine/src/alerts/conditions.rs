@@ -283,6 +283,29 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_fires_and_only_a_success_ends_staleness() {
+        let alert = route(AlertConditions {
+            run_longer_than_s: Some(60),
+            stale_after_s: Some(3600),
+            ..Default::default()
+        });
+        let mut slow = run(RunStatus::Failed, 0);
+        slow.duration_ms = 61_000;
+        let obs = observe(&alert, &slow, &[]);
+        assert!(matches!(
+            seen(&obs, Condition::LongRun),
+            Observation::Active(_)
+        ));
+        assert!(
+            obs.iter().all(|(c, _)| *c != Condition::Stale),
+            "a failure does not end staleness"
+        );
+        let ok = observe(&alert, &run(RunStatus::Succeeded, 1), &[]);
+        assert_eq!(seen(&ok, Condition::LongRun), Observation::Inactive);
+        assert_eq!(seen(&ok, Condition::Stale), Observation::Inactive);
+    }
+
+    #[test]
     fn rejected_rows_over_a_count_or_a_percentage() {
         let alert = route(AlertConditions {
             rejected_rows_over: Some(10),

@@ -8,8 +8,9 @@
 //!
 //! The files, by concern: [`files`] reads the configuration files, [`schema`] is the file
 //! format (one serde struct per table), [`load`] runs the loading steps (with [`connectors`],
-//! [`grants`], [`syncs`], [`sequences`], [`alerts`] with [`alert_keys`], and [`governance`]), [`definitions`]
-//! holds what a loaded workspace is made of ([`alert_conditions`]: an alert route's thresholds), and [`errors`] the errors. This module depends
+//! [`grants`], [`syncs`], [`sequences`], [`alerts`] with [`alert_keys`], and [`governance`]),
+//! [`definitions`] holds what a loaded workspace is made of ([`alert_conditions`]: an alert
+//! route's thresholds), and [`errors`] the errors. This module depends
 //! on the domain's vocabulary and on nothing that runs plugins or syncs.
 
 mod alert_conditions;
