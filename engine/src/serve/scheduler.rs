@@ -140,11 +140,12 @@ impl Scheduler {
                 }
                 // The run logged its own "run finished" line (with its trigger).
                 Ok(record) => record.status == RunStatus::Succeeded,
-                // Recorded as a failed run (and alerted), not only logged.
+                // The service is shutting down while the sync runs elsewhere: not a failure.
                 Err(ServiceRunError::Run(e @ RunError::LeaseBusy { .. })) => {
                     tracing::info!(sync, trigger = trigger.reason, "run not started: {e}");
                     false
                 }
+                // Recorded as a failed run (and alerted), not only logged.
                 Err(e) => {
                     let reason = &trigger.reason;
                     let (user, full) = (&trigger.user, trigger.full_resync);
