@@ -14,6 +14,7 @@ mod crash;
 mod delivery;
 mod edges;
 mod engine_core;
+mod failures;
 mod file_source;
 mod governance;
 mod help;

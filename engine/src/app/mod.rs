@@ -9,6 +9,8 @@
 mod changes;
 mod error;
 mod identity;
+mod failed_start;
+mod health;
 mod plugins;
 mod published;
 mod queue;
@@ -19,6 +21,8 @@ mod undo;
 pub use changes::{AuditFilter, AuditLog};
 pub use error::AppError;
 pub use identity::{parse_lifetime, InvalidLifetime};
+pub use failed_start::{failed_start_record, PREPARE_PHASE};
+pub use health::SyncHealth;
 pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
 pub use queue::{Accepted, RunQueue, Trigger};
 pub use service::{RunFilter, ServiceRunError, SessionGrant, MAX_RUNS_PAGE};
@@ -95,6 +99,10 @@ pub struct SyncSummary {
     pub after: Vec<String>,
     /// When its schedule fires next (RFC 3339, UTC), if it has one: the service runs it then.
     pub next_run: Option<String>,
+    /// `ok`, `failing`, `blocked`, `awaiting_approval` or `stale`, from its latest runs.
+    pub health: SyncHealth,
+    /// Since when it has been so (RFC 3339), if it ever ran.
+    pub health_since: Option<String>,
 }
 
 /// The result of approving a held run.
@@ -183,6 +191,7 @@ impl App {
                 .into_iter()
                 .next();
             let running = runnable.syncs.get(&sync.name).unwrap_or(sync);
+            let (health, health_since) = self.sync_health(&runnable, &sync.name);
             let schedule = running.schedule.as_ref();
             out.push(SyncSummary {
                 name: sync.name.clone(),
@@ -196,6 +205,8 @@ impl App {
                 next_run: schedule
                     .and_then(|s| s.next_after(now))
                     .map(crate::schedule::rfc3339),
+                health,
+                health_since,
             });
         }
         Ok(out)
@@ -285,6 +296,16 @@ impl App {
             async move {
                 match run_sync(&self.host, ws, &self.state, name, options).await {
                     Ok(record) => RunResult::Ran(Box::new(record)),
+                    Err(e) if !options.draft && failed_start::is_failed_start(&e) => {
+                        let error = e.to_string();
+                        let (trigger, user) = (&options.trigger, &options.user);
+                        self.record_failed_start(name, trigger, user, options.full_resync, &error)
+                            .await;
+                        RunResult::NotStarted {
+                            sync: name.clone(),
+                            error,
+                        }
+                    }
                     Err(e) => RunResult::NotStarted {
                         sync: name.clone(),
                         error: e.to_string(),
@@ -397,7 +418,7 @@ pub async fn run_sync(
     )
     .await?;
     crate::metrics::record_run(&record);
-    crate::alerts::dispatch(host.http(), ws, &record).await;
+    crate::alerts::dispatch(host.http(), ws, state, &record).await;
     // A service runs for months: its audit log is pruned as it goes, not only at start.
     prune_audit(state, ws.keep_audit_days);
     Ok(record)

@@ -218,6 +218,10 @@ pub struct RunRecord {
     /// awaiting approval, rejected); `None` for succeeded and partial runs, whose refused
     /// rows are in `rejected`.
     pub error: Option<String>,
+    /// Where a failed run stopped, when it is not the run's own stages: `prepare` for a run
+    /// that could not start (its plugins, its configuration or the state could not be used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
     /// Quality check results, in the order the sync lists its checks.
     #[serde(default)]
     pub checks: Vec<CheckReport>,

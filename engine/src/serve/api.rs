@@ -1,4 +1,4 @@
-//! The HTTP API, JSON under `/api/v1`, plus `/healthz` and `/metrics`.
+//! The HTTP API, JSON under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Every `/api/v1` request carries `Authorization: Bearer TOKEN` (`backflow token create`),
 //! acts as the token's user and goes through the application layer, hence the same
@@ -82,6 +82,7 @@ pub fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
@@ -90,6 +91,18 @@ async fn healthz(State(s): Shared) -> Json<Value> {
     Json(
         json!({ "status": "ok", "runs_in_flight": s.scheduler.runs_in_flight(), "plugins_refused": refused }),
     )
+}
+
+/// Readiness, without a token: 200 when the state reads, the configuration runs use loads,
+/// no plugin file is refused and every sync can start; else 503 with the reasons.
+async fn readyz(State(s): Shared) -> Response {
+    let reasons = s.app.readiness();
+    if reasons.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        let body = json!({ "status": "not_ready", "reasons": reasons });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
 
 async fn metrics() -> impl IntoResponse {

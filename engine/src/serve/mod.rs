@@ -54,6 +54,7 @@ pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("watching {}: {e}", app.plugins_dir().display()))?;
     let scheduler = scheduler::Scheduler::new(app.clone());
     let schedules = tokio::spawn(scheduler.clone().run_schedules(options.tick));
+    let stale_watch = tokio::spawn(app.clone().watch_stale());
 
     let router = router(Arc::new(ApiState {
         app: app.clone(),
@@ -79,6 +80,7 @@ pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
         "shutting down: no new runs; running ones stop after their in-flight batches"
     );
     schedules.abort();
+    stale_watch.abort();
     let left = scheduler.shut_down(options.shutdown_grace).await;
     if left > 0 {
         // Their acknowledged batches are journaled: the next run recovers them, as after a

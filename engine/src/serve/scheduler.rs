@@ -139,8 +139,19 @@ impl Scheduler {
                 }
                 // The run logged its own "run finished" line (with its trigger).
                 Ok(record) => record.status == RunStatus::Succeeded,
+                // The service is shutting down while the sync runs elsewhere: not a failure.
+                Err(ServiceRunError::Run(e @ RunError::LeaseBusy { .. })) => {
+                    tracing::info!(sync, trigger = trigger.reason, "run not started: {e}");
+                    false
+                }
+                // Recorded as a failed run (and alerted), not only logged.
                 Err(e) => {
-                    tracing::error!(sync, trigger = trigger.reason, "run could not start: {e}");
+                    let reason = &trigger.reason;
+                    let (user, full) = (&trigger.user, trigger.full_resync);
+                    let error = e.to_string();
+                    self.app
+                        .record_failed_start(&sync, reason, user, full, &error)
+                        .await;
                     false
                 }
             };

@@ -44,6 +44,10 @@ pub enum StateOp {
     ReadUserIds,
     /// Giving users ids, or retiring them.
     WriteUserIds,
+    /// Reading an alert episode.
+    ReadAlertEpisodes,
+    /// Recording an alert episode.
+    WriteAlertEpisodes,
 }
 
 impl fmt::Display for StateOp {
@@ -67,6 +71,8 @@ impl fmt::Display for StateOp {
             StateOp::WriteScheduleMark => "writing a schedule mark",
             StateOp::ReadUserIds => "reading user ids",
             StateOp::WriteUserIds => "writing user ids",
+            StateOp::ReadAlertEpisodes => "reading an alert episode",
+            StateOp::WriteAlertEpisodes => "recording an alert episode",
         })
     }
 }

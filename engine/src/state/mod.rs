@@ -21,10 +21,12 @@
 //! - `api_tokens`, `schedule_marks` (`tokens.rs`);
 //! - `runs_running`, `run_progress`: runs in flight and their committed counts
 //!   (`progress.rs`).
+//! - `alert_episodes`: (route, sync, condition) → its latest [`AlertEpisode`] (`alert_episodes.rs`).
 //!
 //! Commits of delivered rows are in `commit.rs`. Every failure is a [`StateError`] naming
 //! its operation ([`StateOp`], `error.rs`). Leases are files beside the state (`lease.rs`).
 
+mod alert_episodes;
 mod audit;
 mod backup;
 mod block;
@@ -47,6 +49,7 @@ mod testing;
 mod tokens;
 mod users;
 
+pub use alert_episodes::AlertEpisode;
 pub use audit::{AuditAnchor, AuditEntry, AuditEvent};
 pub use backup::{BackupError, BackupReport};
 pub use changelog::ChangelogPage;

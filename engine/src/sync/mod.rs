@@ -231,6 +231,7 @@ fn new_record(
         plugins: prepared.plugin_hashes(),
         config_hash: prepared.config_hash.clone(),
         error: None,
+        phase: None,
         checks: Vec::new(),
         rejected: Vec::new(),
         draft: options.draft,

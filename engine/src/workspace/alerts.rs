@@ -64,6 +64,7 @@ pub(super) fn alerts(
                 ));
             }
         }
+        let conditions = super::alert_keys::alert_conditions(&a, &origin, errors);
         out.push(Alert {
             url: a.url,
             on,
@@ -71,6 +72,7 @@ pub(super) fn alerts(
             syncs: a.syncs,
             destinations: a.destinations,
             grants,
+            conditions,
             origin,
         });
     }

@@ -174,6 +174,8 @@ pub struct Alert {
     /// The environment variables its URL may name, and the addresses or ranges its host
     /// name may resolve to although private (`grants.env`, `grants.network`; no files).
     pub grants: crate::domain::Grants,
+    /// Conditions beyond run outcomes, and how often a lasting one is repeated.
+    pub conditions: super::alert_conditions::AlertConditions,
     /// Where it is defined.
     pub origin: Origin,
 }

@@ -8,10 +8,13 @@
 //!
 //! The files, by concern: [`files`] reads the configuration files, [`schema`] is the file
 //! format (one serde struct per table), [`load`] runs the loading steps (with [`connectors`],
-//! [`grants`], [`syncs`], [`sequences`], [`alerts`] and [`governance`]), [`definitions`]
-//! holds what a loaded workspace is made of, and [`errors`] the errors. This module depends
+//! [`grants`], [`syncs`], [`sequences`], [`alerts`] with [`alert_keys`], and [`governance`]),
+//! [`definitions`] holds what a loaded workspace is made of ([`alert_conditions`]: an alert
+//! route's thresholds), and [`errors`] the errors. This module depends
 //! on the domain's vocabulary and on nothing that runs plugins or syncs.
 
+mod alert_conditions;
+mod alert_keys;
 mod alerts;
 mod connectors;
 mod definitions;
@@ -25,6 +28,10 @@ mod sequences;
 mod syncs;
 
 pub use crate::domain::{RateLimit, Severity, SyncMode};
+pub use alert_conditions::{
+    parse_duration, AlertConditions, RowCountDeviation, RowCountMeasure, DEFAULT_BASELINE_RUNS,
+    DEFAULT_REPEAT_AFTER_S,
+};
 pub use definitions::{
     Alert, AlertOutcome, Check, Connector, Governance, Model, Origin, SyncConfig,
 };

@@ -296,6 +296,30 @@ pub(super) struct AlertFile {
     /// `network`, addresses or ranges its URL's host name may resolve to although private.
     #[serde(default)]
     pub(super) grants: GrantsFile,
+    /// How long a condition stays firing before a reminder (default `"1h"`).
+    #[serde(default)]
+    pub(super) repeat_after: Option<String>,
+    /// Alerts when a run's destination rejected more rows than this.
+    #[serde(default)]
+    pub(super) rejected_rows_over: Option<u64>,
+    /// Alerts when a run's destination rejected more than this percentage of planned rows.
+    #[serde(default)]
+    pub(super) rejected_percent_over: Option<f64>,
+    /// Alerts when a row count deviates from its recent median by more than this percentage.
+    #[serde(default)]
+    pub(super) row_count_deviation_percent: Option<f64>,
+    /// Successful runs the row-count median is taken over (default 7).
+    #[serde(default)]
+    pub(super) row_count_baseline_runs: Option<u64>,
+    /// `model_rows` (default) or `rows_to_send`.
+    #[serde(default)]
+    pub(super) row_count_measure: Option<String>,
+    /// Alerts when a run takes longer than this (`"30m"`).
+    #[serde(default)]
+    pub(super) run_longer_than: Option<String>,
+    /// Alerts when a sync has had no successful run for this long (`"2h"`).
+    #[serde(default)]
+    pub(super) stale_after: Option<String>,
 }
 
 /// One quality check of a sync.

@@ -147,12 +147,13 @@ pub fn syncs(v: &Viewer, rows: &[(SyncSummary, Vec<u64>)]) -> String {
         "Syncs",
         html! {
             table #syncs {
-                tr { th { "Sync" } th { "Model" } th { "Destination" } th { "Mode" } th { "Schedule" } th { "Last run" } th { "Next run" } th { "Rows delivered per run" } @if can_run { th { "" } } }
+                tr { th { "Sync" } th { "Model" } th { "Destination" } th { "Mode" } th { "Schedule" } th { "Health" } th { "Last run" } th { "Next run" } th { "Rows delivered per run" } @if can_run { th { "" } } }
                 @for (s, delivered) in rows {
                     tr id=(format!("sync-{}", s.name)) {
                         td { a href=(format!("/ui/syncs/{}", path_segment(&s.name))) { (s.name) } }
                         td { (s.model) } td { (s.destination) } td { (s.mode.as_str()) }
                         td { @if let Some(p) = &s.schedule { code { (p) } @if let Some(tz) = &s.timezone { " " span.note { (tz) } } } @else if !s.after.is_empty() { "after " (s.after.join(", ")) } @else { span.note { "manual" } } }
+                        td.health { (status(s.health.as_str())) @if let Some(since) = &s.health_since { " " span.note { "since " (since) } } }
                         td { @if let Some(r) = &s.last_run { (status(r.status.as_str())) " " a href=(format!("/ui/runs/{}", path_segment(&r.run_id))) { (r.started_at) } } @else { span.note { "never" } } }
                         td { (s.next_run.as_deref().unwrap_or("–")) }
                         td { (sparkline(delivered)) }
