@@ -19,6 +19,7 @@ mod file_source;
 mod governance;
 mod help;
 mod messages;
+mod newcomer;
 mod plugin_languages;
 mod postgres;
 mod readme;

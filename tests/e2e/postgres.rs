@@ -386,9 +386,13 @@ async fn the_password_may_come_from_a_granted_environment_variable() {
         "SELECT 7 AS id",
         "",
     );
-    let e = preview(&ws, 1).await.unwrap_err();
+    // Not granted yet: the workspace does not load, naming the key.
+    let e = backflow::workspace::Workspace::load(ws.path())
+        .unwrap_err()
+        .to_string();
     assert!(
-        e.contains("BACKFLOW_TEST_PG_READER_PASSWORD") && e.contains("grants.env"),
+        e.contains("config.password: variable BACKFLOW_TEST_PG_READER_PASSWORD is not granted")
+            && e.contains("grants.env"),
         "not granted yet: {e}"
     );
     let toml = std::fs::read_to_string(ws.path().join("backflow.toml")).unwrap();

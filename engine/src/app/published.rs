@@ -83,6 +83,12 @@ impl App {
         }
     }
 
+    /// Whether reviews are on and nothing is published yet: nothing may run until a first
+    /// change is submitted, approved and published.
+    pub fn awaiting_first_publish(&self) -> bool {
+        self.working.governance.enabled() && matches!(self.published_workspace(), Ok(None))
+    }
+
     /// The workspace a run (or a plan of one) uses: published unless `draft`. A draft is the
     /// working copy, checked against what is published (staging destinations, grants).
     pub(super) fn workspace_for(

@@ -3,7 +3,7 @@
 
 use super::args::RunsCommand;
 use super::exit::exit_code;
-use super::output::{print_left_alone, print_run, shown};
+use super::output::{print_checks, print_left_alone, print_run, shown};
 use super::session::open_app;
 use backflow::app::{App, RunApproval};
 use backflow::authz::Actor;
@@ -175,6 +175,19 @@ fn print_undo_report(r: &backflow::sync::UndoReport, json: bool) -> anyhow::Resu
                 println!("      {row}");
             }
         }
+    }
+    print_checks(&r.checks);
+    if r.blocked {
+        for b in &r.blocking {
+            println!(
+                "the undo would be BLOCKED by check {} ({}): {}",
+                b.check,
+                b.configured_at,
+                shown(&b.message)
+            );
+            println!("  {}", b.remedy);
+        }
+        return Ok(());
     }
     println!(
         "run `backflow runs undo {} --yes{}` to send it",

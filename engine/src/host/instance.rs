@@ -22,6 +22,28 @@ fn redact<T>(store: &Store<PluginState>, result: Result<T, CallError>) -> Result
     result.map_err(|e| e.redacted(&store.data().secrets))
 }
 
+/// The config a plugin sees: every `${env.NAME}` in its strings expanded by the host from
+/// the plugin's granted variables, so a plugin in any language gets its secret without an
+/// environment accessor (and the value is redacted from what it says, like every granted
+/// variable's). A reference that cannot be expanded is a config error naming its field.
+fn expanded_config(
+    plugin: &Plugin,
+    grants: &Grants,
+    config_json: &str,
+) -> Result<String, CallError> {
+    crate::workspace::secrets::expand_config(
+        config_json,
+        &grants.env,
+        &format!("plugin {}", plugin.spec.name),
+        &|name| std::env::var(name).ok(),
+    )
+    .map_err(|e| {
+        CallError::Plugin(PluginError::BadConfig(
+            backflow_plugin_sdk::ConfigError::new(e.field, e.reason.to_string()),
+        ))
+    })
+}
+
 /// A fresh store with the plugin's grants, and the component (imports resolved at load).
 fn prepare(
     host: &PluginHost,
@@ -60,6 +82,8 @@ impl SourceInstance {
         query: &str,
     ) -> Result<SourceInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
+        let config_json = expanded_config(plugin, grants, config_json)?;
+        let config_json = config_json.as_str();
         let opened = async {
             match plugin.contract {
                 ContractVersion::V0_1_0 => {
@@ -142,6 +166,8 @@ impl DestinationInstance {
         context: &SyncContext,
     ) -> Result<DestinationInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
+        let config_json = expanded_config(plugin, grants, config_json)?;
+        let config_json = config_json.as_str();
         let opened = async {
             match plugin.contract {
                 ContractVersion::V0_1_0 => {
@@ -254,6 +280,8 @@ impl CheckInstance {
         plan: &PlanSummary,
     ) -> Result<CheckInstance, CallError> {
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
+        let config_json = expanded_config(plugin, grants, config_json)?;
+        let config_json = config_json.as_str();
         let opened = async {
             match plugin.contract {
                 ContractVersion::V0_1_0 => {

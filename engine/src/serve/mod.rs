@@ -17,6 +17,7 @@ pub mod api;
 pub mod http;
 pub mod lock;
 pub mod reload;
+mod repeated;
 pub mod scheduler;
 pub mod ui;
 

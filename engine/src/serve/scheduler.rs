@@ -6,6 +6,7 @@
 //! shutdown no new run starts, and running ones are asked to stop after their in-flight
 //! batches.
 
+use super::repeated::{RepeatedMessage, REPEAT_EVERY};
 use crate::app::{App, RunQueue, RunRequest, ServiceRunError};
 use crate::domain::RunStatus;
 use crate::schedule::rfc3339;
@@ -227,13 +228,18 @@ impl Scheduler {
         let mut seen: BTreeMap<String, i64> = BTreeMap::new();
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A configuration that cannot run is said at start, then every few minutes.
+        let mut unusable = RepeatedMessage::new(REPEAT_EVERY);
         while self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
             interval.tick().await;
             // Read each tick: a publish changes schedules without a restart.
             let ws = match self.app.runnable_workspace() {
-                Ok(ws) => ws,
+                Ok(ws) => {
+                    unusable.clear();
+                    ws
+                }
                 Err(e) => {
-                    tracing::error!("schedules: {e}");
+                    self.say_unusable(&mut unusable, &e);
                     continue;
                 }
             };
@@ -297,6 +303,24 @@ impl Scheduler {
                         },
                     );
                 }
+            }
+        }
+    }
+
+    /// Logs why the configuration cannot run, unless it was just said: a governed workspace
+    /// with nothing published gets the commands that publish its first change.
+    fn say_unusable(&self, unusable: &mut RepeatedMessage, e: &crate::app::AppError) {
+        let every = REPEAT_EVERY.as_secs() / 60;
+        if self.app.awaiting_first_publish() {
+            let message = format!("nothing is published yet: this workspace requires approvals ([users] is set), so the service runs nothing until a change is published. Run `backflow change submit -m MESSAGE`, have an admin other than its author approve it (`backflow --as ADMIN change approve ID`), then `backflow change publish ID`; the service picks it up without a restart (said again every {every} minutes until then)");
+            if unusable.due(&message, std::time::Instant::now()) {
+                tracing::warn!("{message}");
+            }
+        } else {
+            let message =
+                format!("schedules: {e} (said again every {every} minutes while it lasts)");
+            if unusable.due(&message, std::time::Instant::now()) {
+                tracing::error!("{message}");
             }
         }
     }

@@ -6,7 +6,7 @@ use super::deliver::with_event_id;
 use super::deliver::writer::Writer;
 use super::plan::undo::{check_undo_operations, UndoTarget};
 use super::plan::{build_plan, key_text, row_json, PlanOptions};
-use super::prepare::{open_error, prepare, primary_key_fields, PrepareError};
+use super::prepare::{open_error, prepare, primary_key_fields, PrepareError, PreparedSync};
 use super::read::{read_model, spawn_reader, MissingColumn, Projection};
 use super::run::Abort;
 use crate::domain::{operation_for, Change, CheckReport, DiffCounts, OpCounts};
@@ -288,6 +288,55 @@ pub struct UndoReport {
     pub conflict_keys: Vec<String>,
     /// Rows the run sent as updates of records backflow had never delivered (`update` mode).
     pub without_before: u64,
+    /// The sync's quality checks on the inverse plan: an undo goes through them like any run.
+    pub checks: Vec<CheckReport>,
+    /// Whether a check would block the undo (`runs undo --yes` would end `blocked`).
+    pub blocked: bool,
+    /// For each check that would block: which, where it is configured, and what to do.
+    pub blocking: Vec<BlockingCheck>,
+}
+
+/// A check that would block an undo, and how to get past it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlockingCheck {
+    /// The check's name in the sync's configuration.
+    pub check: String,
+    /// Its verdict's explanation, with its numbers.
+    pub message: String,
+    /// Where it is configured: `FILE: syncs.NAME.checks[i]`.
+    pub configured_at: String,
+    /// What to do to undo the run anyway.
+    pub remedy: String,
+}
+
+/// What each blocking check of an undo's plan says, with where it is and what to do.
+fn blocking_checks(p: &PreparedSync, reports: &[CheckReport], run_id: &str) -> Vec<BlockingCheck> {
+    reports
+        .iter()
+        .filter(|r| r.blocks())
+        .map(|r| {
+            let configured_at = p
+                .checks
+                .iter()
+                .find(|(c, _)| c.name == r.name)
+                .map(|(c, _)| {
+                    let origin = &c.connector.origin;
+                    format!("{}: {}", origin.file.display(), origin.key(""))
+                })
+                .unwrap_or_else(|| format!("check {}", r.name));
+            let remedy = if r.verdict == crate::domain::CheckVerdict::Error {
+                format!("the check could not run: fix what its message says, then run `backflow runs undo {run_id}` again to see its verdict")
+            } else {
+                format!("an undo goes through the sync's checks like any run: to undo this run anyway, raise the limit of that check or set its severity = \"warn\" (with [users], through a change request), then `backflow runs undo {run_id} --yes`")
+            };
+            BlockingCheck {
+                check: r.name.clone(),
+                message: r.message.clone(),
+                configured_at,
+                remedy,
+            }
+        })
+        .collect()
 }
 
 /// Plans the undo of a run without sending or recording anything. `state_key` is where the
@@ -330,15 +379,21 @@ pub async fn plan_undo(
             ),
         );
     }
+    let planned = undo.plan.planned(SyncMode::Mirror);
+    let checks = run_checks(host, &p, &undo.plan, planned).await;
+    let blocking = blocking_checks(&p, &checks, &target.run_id);
     Ok(UndoReport {
         sync: sync_name.into(),
         run_id: target.run_id.clone(),
         forced: target.force,
-        planned: undo.plan.planned(SyncMode::Mirror),
+        planned,
         operations: serde_json::Value::Object(operations),
         samples: serde_json::Value::Object(sample_map),
         conflicts: undo.conflicts,
         conflict_keys: undo.conflict_keys,
         without_before: undo.without_before,
+        blocked: !blocking.is_empty(),
+        checks,
+        blocking,
     })
 }

@@ -41,7 +41,7 @@ use std::time::Instant;
 
 pub use crate::domain::{operation_for, Change, BUILTIN_NOOP};
 pub use dry_run::{
-    plan_sync, plan_undo, test_row, DryRunError, PlanReport, TestReport, UndoReport,
+    plan_sync, plan_undo, test_row, BlockingCheck, DryRunError, PlanReport, TestReport, UndoReport,
 };
 pub use error::RunError;
 pub use plan::key_text;

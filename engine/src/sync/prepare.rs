@@ -3,7 +3,7 @@
 
 use crate::domain::{operation_for, Change, PluginHashes, BUILTIN_NOOP};
 use crate::host::{expect_kind, CallError, Plugin, PluginHost};
-use crate::workspace::{Connector, Model, SyncConfig, Workspace};
+use crate::workspace::{secrets, Connector, Model, SyncConfig, Workspace};
 use backflow_plugin_sdk::{Operation, PluginError, PluginKind};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -406,13 +406,20 @@ pub(crate) async fn check_plugin_config(
     plugin: &Plugin,
     c: &Connector,
 ) -> Result<(), PrepareError> {
+    // The plugin checks the config it will be opened with: `${env.NAME}` expanded by the host.
+    // A granted variable not set here is left as written: opening the plugin names it.
+    let lookup = |name: &str| std::env::var(name).ok();
+    let owner = format!("plugin {}", plugin.spec.name);
+    let config = secrets::expand_config(&c.config_json, &c.grants.env, &owner, &lookup)
+        .unwrap_or_else(|_| c.config_json.clone());
+    let secret_values = secrets::referenced_values(&c.config_json, &c.grants.env, &lookup);
     let errors = host
-        .check_config(plugin, &c.config_json, c.limits)
+        .check_config(plugin, &config, c.limits)
         .await
         .map_err(|e| PrepareError::ConfigCheckFailed {
             file: c.origin.file.clone(),
             key: c.origin.key("config"),
-            reason: e.to_string(),
+            reason: crate::redact::redact(&secret_values, &e.to_string()),
         })?;
     if errors.is_empty() {
         return Ok(());
@@ -426,7 +433,8 @@ pub(crate) async fn check_plugin_config(
                 } else {
                     c.origin.key(&format!("config.{}", e.field))
                 };
-                format!("{}: {key}: {}", c.origin.file.display(), e.message)
+                let message = crate::redact::redact(&secret_values, &e.message);
+                format!("{}: {key}: {message}", c.origin.file.display())
             })
             .collect(),
     })

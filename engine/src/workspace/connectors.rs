@@ -5,6 +5,7 @@ use super::definitions::{Connector, Origin};
 use super::errors::ConfigError;
 use super::grants::grants;
 use super::schema::ConnectorFile;
+use super::secrets;
 use crate::domain::Limits;
 use std::path::Path;
 
@@ -22,6 +23,19 @@ pub(super) fn connector(
     }
     let config_json = serde_json::to_string(&c.config.unwrap_or_default())
         .expect("TOML tables serialize to JSON");
+    // The host expands `${env.NAME}` from the plugin's granted variables only: a reference
+    // to any other variable is an error now, naming its key, rather than a literal sent later.
+    if config_json.contains("${env.") {
+        let config: serde_json::Value =
+            serde_json::from_str(&config_json).expect("serialized JSON parses");
+        let owner = format!("plugin {}", c.plugin);
+        for problem in secrets::ungranted(&config, &grants.env, &owner) {
+            errors.push(origin.error(
+                &format!("config.{}", problem.field),
+                problem.reason.to_string(),
+            ));
+        }
+    }
     let defaults = Limits::default();
     let limits = Limits {
         memory_mb: c.limits.memory_mb.unwrap_or(defaults.memory_mb),

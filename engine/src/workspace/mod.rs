@@ -24,6 +24,7 @@ mod governance;
 mod grants;
 mod load;
 mod schema;
+pub mod secrets;
 mod sequences;
 mod syncs;
 
