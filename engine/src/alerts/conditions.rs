@@ -205,6 +205,7 @@ mod tests {
             partial_min_rejected: 1,
             syncs: vec![],
             destinations: vec![],
+            grants: Default::default(),
             conditions,
             origin: Origin {
                 file: "backflow.toml".into(),

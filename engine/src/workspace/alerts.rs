@@ -21,6 +21,7 @@ pub(super) fn alerts(
             file: main_file.to_path_buf(),
             key: format!("alerts[{i}]"),
         };
+        let conditions = super::alert_keys::alert_conditions(&a, &origin, errors);
         let grants = alert_grants(&a.url, a.grants, &origin, errors);
         // Secrets are expanded when an alert is sent, not here (the CLI need not have them):
         // check the URL with each `${env.NAME}` standing for a plain word.
@@ -64,7 +65,6 @@ pub(super) fn alerts(
                 ));
             }
         }
-        let conditions = super::alert_keys::alert_conditions(&a, &origin, errors);
         out.push(Alert {
             url: a.url,
             on,
