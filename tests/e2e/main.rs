@@ -15,6 +15,7 @@ mod delivery;
 mod engine_core;
 mod file_source;
 mod governance;
+mod held;
 mod help;
 mod messages;
 mod plugin_languages;

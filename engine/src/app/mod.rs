@@ -8,6 +8,8 @@
 
 mod changes;
 mod error;
+mod held;
+mod live;
 mod plugins;
 mod published;
 mod queue;
@@ -17,7 +19,7 @@ mod undo;
 pub use changes::{AuditFilter, AuditLog};
 pub use error::AppError;
 pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
-pub use queue::{Accepted, RunQueue, Trigger};
+pub use queue::{Accepted, Queued, RunQueue, Trigger};
 pub use service::{RunFilter, ServiceRunError, SessionGrant, MAX_RUNS_PAGE};
 pub use undo::{RowEvent, RowHistory};
 
@@ -42,6 +44,8 @@ pub struct App {
     published: published::PublishedCache,
     /// What the service did with each plugin file (empty outside `backflow serve`).
     plugin_files: plugins::PluginTable,
+    /// The service's runs queued or going on, with their live progress.
+    live: live::LiveRuns,
 }
 
 /// How a run is asked for.
@@ -55,6 +59,12 @@ pub struct RunRequest {
     pub trigger: String,
     /// A service's shutdown signal (see [`sync::StopSignal`]).
     pub stop: Option<sync::StopSignal>,
+    /// The service's runs: the id the trigger was answered with.
+    pub run_id: Option<String>,
+    /// The service's runs: release this approved held run (its plan, if unchanged).
+    pub approved_run: Option<String>,
+    /// The service's runs: undo this run.
+    pub undo: Option<sync::UndoTarget>,
 }
 
 /// What became of one sync asked to run.
@@ -101,6 +111,8 @@ pub enum RunApproval {
     NeedsMore(Box<RunGate>),
     /// Every requirement is met and the approved plan was run again.
     Released(Box<RunRecord>),
+    /// Every requirement is met and the approved plan's run is queued under this id.
+    Queued(String),
 }
 
 impl App {
@@ -120,6 +132,7 @@ impl App {
             state,
             published: Default::default(),
             plugin_files: Default::default(),
+            live: Default::default(),
         })
     }
 
@@ -264,6 +277,7 @@ impl App {
             draft: request.draft,
             undo: None,
             stop: request.stop.clone(),
+            run_id: None,
         };
         let runs = unique.iter().map(|name| {
             let (options, ws) = (&options, &ws);
@@ -288,13 +302,13 @@ impl App {
         run_id: &str,
         comment: Option<&str>,
     ) -> Result<RunApproval, AppError> {
-        authorize(actor, Action::ApproveRun)?;
-        let gate = governance::approve_run(&self.state, actor, run_id, comment)
-            .map_err(|e| AppError::Refused(e.to_string()))?;
+        let gate = self.record_approval(actor, run_id, comment)?;
         if gate.status != governance::GateStatus::Approved {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
         let ws = self.workspace_for(false, std::slice::from_ref(&gate.sync))?;
+        let release_id = ulid::Ulid::new().to_string();
+        self.mark_approved(&gate, &release_id)?;
         let options = RunOptions {
             user: gate.requested_by.clone(),
             trigger: format!("approved run {run_id}"),
@@ -303,6 +317,7 @@ impl App {
             draft: false,
             undo: gate.undo.clone(),
             stop: None,
+            run_id: Some(release_id),
         };
         let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options)
             .await
@@ -367,6 +382,14 @@ pub async fn run_sync(
     options: &RunOptions,
 ) -> Result<RunRecord, sync::RunError> {
     let gate = PolicyGate { host, ws, state };
+    // The id is chosen here so that a run folded into a held one (another id) is told apart.
+    let mut options = options.clone();
+    let run_id = options
+        .run_id
+        .get_or_insert_with(|| ulid::Ulid::new().to_string())
+        .clone();
+    let options = &options;
+    let _in_flight = crate::metrics::run_in_flight();
     let record = sync::run_sync(
         RunEnv {
             host,
@@ -378,7 +401,10 @@ pub async fn run_sync(
         options,
     )
     .await?;
-    crate::metrics::record_run(&record);
-    crate::alerts::dispatch(host.http(), ws, &record).await;
+    // A run folded into a held one was not a run: the held one was counted and alerted.
+    if record.run_id == run_id {
+        crate::metrics::record_run(&record);
+        crate::alerts::dispatch(host.http(), ws, &record).await;
+    }
     Ok(record)
 }

@@ -24,6 +24,7 @@
 
 pub mod change;
 pub mod diff;
+pub mod held_runs;
 pub mod identity;
 pub mod notify;
 pub mod policies;
@@ -37,6 +38,8 @@ pub use change::{
 // What changes state is reached only through the application layer, which authorizes it.
 pub(crate) use change::{publish, review, submit};
 pub use diff::{diff, ConfigDiff, EntityChange, EntityChangeKind, SyncPlanCounts};
+pub(crate) use held_runs::close_held_run;
+pub use held_runs::{CloseRunError, Closing};
 pub use identity::{authority, identify, IdentifyError, Identity};
 pub use notify::notify;
 pub use policies::{describe_requirement, PolicyVerdict, Requirement, Review, ReviewVerdict};

@@ -27,6 +27,26 @@ pub enum GateStatus {
     Approved,
     /// The approved plan ran.
     Used,
+    /// An approver rejected it (`backflow runs reject`).
+    Rejected,
+    /// Whoever started it, or an admin, withdrew it (`backflow runs cancel`).
+    Cancelled,
+    /// A newer plan of the same sync was held: this approval no longer applies.
+    Superseded,
+}
+
+impl GateStatus {
+    /// The status as stored and shown (`waiting`, `approved`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateStatus::Waiting => "waiting",
+            GateStatus::Approved => "approved",
+            GateStatus::Used => "used",
+            GateStatus::Rejected => "rejected",
+            GateStatus::Cancelled => "cancelled",
+            GateStatus::Superseded => "superseded",
+        }
+    }
 }
 
 /// A run held for approval: exactly which plan was reviewed.
@@ -148,7 +168,17 @@ async fn gate_run(
     request: GateRequest<'_>,
 ) -> Result<GateDecision, StateError> {
     if let Some(approved) = request.approved_run {
-        if release_approved(state, &request, approved)? {
+        if release_approved(ws, state, &request, approved)? {
+            return Ok(GateDecision::Proceed);
+        }
+    }
+    // The plan of a run already held: a waiting one takes this trigger in (a schedule never
+    // piles up held runs), an approved one is released by it.
+    if let Some(held) = super::held_runs::same_plan(state, &request)? {
+        if held.status == GateStatus::Waiting {
+            return Ok(GateDecision::Folded(held.run_id));
+        }
+        if release_approved(ws, state, &request, &held.run_id)? {
             return Ok(GateDecision::Proceed);
         }
     }
@@ -184,6 +214,7 @@ async fn gate_run(
 /// Marks the approved run `approved` used if `request` is exactly its plan; `false` (and the
 /// policies are asked again) if the data changed since.
 fn release_approved(
+    ws: &Workspace,
     state: &StateStore,
     request: &GateRequest<'_>,
     approved: &str,
@@ -212,6 +243,16 @@ fn release_approved(
                 serde_json::to_value(&gate).expect("serializes"),
             )],
             vec![event],
+        )?;
+        super::held_runs::set_record_status(
+            state,
+            approved,
+            crate::domain::RunStatus::Approved,
+            format!(
+                "approved; run {} delivers its plan (nothing was sent by this run)",
+                request.run_id
+            ),
+            ws.keep_runs,
         )?;
         return Ok(true);
     }
@@ -254,6 +295,7 @@ fn hold_run(
     request: GateRequest<'_>,
     requirements: Vec<Requirement>,
 ) -> Result<String, StateError> {
+    super::held_runs::supersede_older(state, ws.keep_runs, &request)?;
     let GateRequest {
         run_id,
         sync,

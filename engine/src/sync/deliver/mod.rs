@@ -56,10 +56,14 @@ pub(crate) async fn deliver(
     let mut settle =
         |(mut writer, sent): (Writer, Sent), idle: &mut Vec<Writer>, tally: &mut Tally| {
             let n = (sent.acked.len() + sent.rejected.len()) as u64;
+            let before = (tally.delivered, tally.failed);
             let result = committer.record(sent, tally);
+            // Counted as they are recorded, so `/metrics` moves while a long run goes on.
+            crate::metrics::record_rows(&p.sync.name, before, (tally.delivered, tally.failed));
             writer.end_turn();
             idle.push(writer);
             progress.advance(n);
+            progress.outcomes(tally.delivered.total(), tally.failed.total());
             result
         };
     // Deletes first, then updates, then inserts (each group finished before the next): a key
