@@ -128,7 +128,7 @@ async fn a_scheduled_run_approval_holds_one_run_that_is_superseded_rejected_and_
             .contains("not before Monday"),
         "{rejected}"
     );
-    let (status, body) = bob
+    let (status, body) = alice
         .post(svc.url(&format!("/api/v1/runs/{second}/cancel")), None)
         .await;
     assert_eq!(status, 409, "decided already: {body}");
