@@ -3,8 +3,8 @@
 //! approval no longer applies), and a held run can be rejected (an approver) or cancelled
 //! (whoever started it, or an admin). The run record follows its gate's status.
 
+use super::gate_record::{GateStatus, RunGate};
 use super::identity::Identity;
-use super::run_gate::{GateStatus, RunGate};
 use crate::domain::{now_rfc3339 as now, RunStatus};
 use crate::state::{AuditEvent, GovernanceDoc, StateError, StateStore};
 use crate::sync::gate::GateRequest;

@@ -24,6 +24,7 @@
 
 pub mod change;
 pub mod diff;
+pub mod gate_record;
 pub mod held_runs;
 pub mod identity;
 pub mod notify;
@@ -38,6 +39,7 @@ pub use change::{
 // What changes state is reached only through the application layer, which authorizes it.
 pub(crate) use change::{publish, review, submit};
 pub use diff::{diff, ConfigDiff, EntityChange, EntityChangeKind, SyncPlanCounts};
+pub use gate_record::{GateStatus, RunGate};
 pub(crate) use held_runs::close_held_run;
 pub use held_runs::{CloseRunError, Closing};
 pub use identity::{authority, identify, IdentifyError, Identity};
@@ -47,4 +49,4 @@ pub use published::{
     published_workspace, workspace_for_run, Published, PublishedError, RunWorkspaceError,
 };
 pub(crate) use run_gate::approve_run;
-pub use run_gate::{ApproveRunError, GateStatus, PolicyGate, RunGate};
+pub use run_gate::{ApproveRunError, PolicyGate};
