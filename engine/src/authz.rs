@@ -53,6 +53,11 @@ pub enum Action {
     PublishChange,
     /// Approve a run held by an approval policy, releasing its reviewed plan for delivery.
     ApproveRun,
+    /// Reject a run held for approval (`backflow runs reject`).
+    RejectRun,
+    /// Cancel a held run someone else started (`backflow runs cancel`); one's own needs only
+    /// [`Action::RunSync`].
+    CancelRun,
     /// Undo a delivered run by delivering its inverse plan.
     UndoRun,
     /// Read every retained run that touched one destination row of a sync.
@@ -82,6 +87,12 @@ pub const TABLE: &[(Action, Role, &str)] = &[
     (Action::RejectChange, Role::Approver, "reject changes"),
     (Action::PublishChange, Role::Contributor, "publish changes"),
     (Action::ApproveRun, Role::Approver, "approve runs"),
+    (Action::RejectRun, Role::Approver, "reject held runs"),
+    (
+        Action::CancelRun,
+        Role::Admin,
+        "cancel held runs someone else started",
+    ),
     (Action::UndoRun, Role::Approver, "undo runs"),
     (Action::ReadRowHistory, Role::Viewer, "read row history"),
     (
@@ -155,7 +166,7 @@ pub fn allowed(actor: &Actor, action: Action) -> bool {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 20] = [
+    const ALL: [Action; 22] = [
         Action::ListSyncs,
         Action::PlanSync,
         Action::PreviewModel,
@@ -171,6 +182,8 @@ mod tests {
         Action::RejectChange,
         Action::PublishChange,
         Action::ApproveRun,
+        Action::RejectRun,
+        Action::CancelRun,
         Action::UndoRun,
         Action::ReadRowHistory,
         Action::ManageOwnTokens,

@@ -1,6 +1,7 @@
 //! Process-wide counters for `GET /metrics` (Prometheus text format): runs by status, rows by
 //! operation and outcome, delivery request latency, retries, plugin call durations and
-//! traps, plugin reloads.
+//! traps, plugin reloads; runs in flight and each sync's last success. Rows are counted as
+//! each batch is recorded, so they move while a long run goes on.
 //!
 //! Counting is cheap (atomics) and always on, so a CLI run counts too; only the service
 //! exposes them. Labels are sync and plugin names: bounded by the configuration.
@@ -8,6 +9,7 @@
 use prometheus_client::encoding::prometheus_text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
@@ -26,6 +28,8 @@ pub struct Metrics {
     plugin_call_seconds: Histograms,
     plugin_traps: Family<Labels, Counter>,
     plugin_reloads: Family<Labels, Counter>,
+    runs_in_flight: Gauge,
+    last_success: Family<Labels, Gauge>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -45,6 +49,8 @@ fn metrics() -> &'static Metrics {
             plugin_call_seconds: Family::new_with_constructor(seconds_histogram),
             plugin_traps: Family::default(),
             plugin_reloads: Family::default(),
+            runs_in_flight: Gauge::default(),
+            last_success: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Finished runs by sync and status", m.runs.clone());
@@ -78,11 +84,21 @@ fn metrics() -> &'static Metrics {
             "Plugin files the service loaded (accepted) or refused",
             m.plugin_reloads.clone(),
         );
+        registry.register(
+            "runs_in_flight",
+            "Runs going on in this process",
+            m.runs_in_flight.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When each sync's last succeeded run finished (Unix seconds)",
+            m.last_success.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
 
-/// Counts a finished run.
+/// Counts a finished run (its rows were counted as they were recorded, by [`record_rows`]).
 pub fn record_run(run: &crate::domain::RunRecord) {
     let m = metrics();
     m.runs
@@ -91,22 +107,54 @@ pub fn record_run(run: &crate::domain::RunRecord) {
             ("status", run.status.as_str().to_string()),
         ])
         .inc();
-    for (outcome, counts) in [("delivered", &run.delivered), ("failed", &run.failed)] {
+    if run.status == crate::domain::RunStatus::Succeeded && !run.draft {
+        m.last_success
+            .get_or_create(&vec![("sync", run.sync.clone())])
+            .set(jiff::Timestamp::now().as_second());
+    }
+}
+
+/// Counts the rows a batch added to a run's delivered and failed counts (`before` → `after`).
+pub fn record_rows(
+    sync: &str,
+    before: (crate::domain::OpCounts, crate::domain::OpCounts),
+    after: (crate::domain::OpCounts, crate::domain::OpCounts),
+) {
+    let m = metrics();
+    for (outcome, was, now) in [
+        ("delivered", before.0, after.0),
+        ("failed", before.1, after.1),
+    ] {
         for (op, n) in [
-            ("added", counts.added),
-            ("changed", counts.changed),
-            ("removed", counts.removed),
+            ("added", now.added.saturating_sub(was.added)),
+            ("changed", now.changed.saturating_sub(was.changed)),
+            ("removed", now.removed.saturating_sub(was.removed)),
         ] {
             if n > 0 {
                 m.rows
                     .get_or_create(&vec![
-                        ("sync", run.sync.clone()),
+                        ("sync", sync.to_string()),
                         ("operation", op.to_string()),
                         ("outcome", outcome.to_string()),
                     ])
                     .inc_by(n);
             }
         }
+    }
+}
+
+/// A run started in this process: counted in flight until the guard is dropped.
+pub fn run_in_flight() -> InFlight {
+    metrics().runs_in_flight.inc();
+    InFlight(())
+}
+
+/// Counts one run in flight while it lives (see [`run_in_flight`]).
+pub struct InFlight(());
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().runs_in_flight.dec();
     }
 }
 
@@ -152,17 +200,87 @@ pub fn record_reload(plugin_file: &str, accepted: bool) {
         .inc();
 }
 
+/// Every family, as exposed, and its type: a labelled family nothing counted into yet is
+/// still announced (the encoder leaves empty families out, so a scrape would not see it).
+const FAMILIES: &[(&str, &str)] = &[
+    ("backflow_runs_total", "counter"),
+    ("backflow_rows_total", "counter"),
+    ("backflow_delivery_request_seconds", "histogram"),
+    ("backflow_delivery_retries_total", "counter"),
+    ("backflow_plugin_call_seconds", "histogram"),
+    ("backflow_plugin_traps_total", "counter"),
+    ("backflow_plugin_reloads_total", "counter"),
+    ("backflow_runs_in_flight", "gauge"),
+    ("backflow_last_success_timestamp_seconds", "gauge"),
+];
+
 /// Everything, in the Prometheus text exposition format.
 pub fn render() -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &metrics().registry);
+    let mut empty = String::new();
+    for (name, kind) in FAMILIES {
+        if !out.contains(&format!("# TYPE {name} ")) {
+            empty.push_str(&format!("# TYPE {name} {kind}\n"));
+        }
+    }
+    match out.rfind("# EOF") {
+        Some(at) => out.insert_str(at, &empty),
+        None => out.push_str(&empty),
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_the_readme_lists_is_exposed() {
+        let readme = include_str!("../../README.md");
+        let line = readme
+            .lines()
+            .find(|l| l.contains("`GET /metrics`") && l.contains("backflow_runs_total"))
+            .expect("the README's API table lists the metrics");
+        let text = render();
+        let listed: Vec<&str> = line
+            .split('`')
+            .filter(|w| w.starts_with("backflow_"))
+            .map(|w| w.split('{').next().unwrap_or(w))
+            .collect();
+        assert!(listed.len() >= 9, "{listed:?}");
+        for name in listed {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is listed in the README but not exposed:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_count_as_batches_are_recorded_and_runs_in_flight_go_back_down() {
+        use crate::domain::OpCounts;
+        let none = OpCounts::default();
+        let two = OpCounts { added: 2, ..none };
+        record_rows("unit_live_sync", (none, none), (two, none));
+        record_rows("unit_live_sync", (two, none), (two, two));
+        let text = render();
+        assert!(
+            text.contains("backflow_rows_total{sync=\"unit_live_sync\",operation=\"added\",outcome=\"delivered\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backflow_rows_total{sync=\"unit_live_sync\",operation=\"added\",outcome=\"failed\"} 2"),
+            "{text}"
+        );
+        drop(run_in_flight());
+        assert!(
+            render().contains("backflow_runs_in_flight "),
+            "{}",
+            render()
+        );
+    }
 
     #[test]
     fn counts_show_up_with_their_labels() {

@@ -486,7 +486,8 @@ async fn a_run_gate_holds_a_large_plan_then_delivers_exactly_the_reviewed_plan()
             "run.awaiting_approval", // carol's run: held
             "run.approve",
             "run.start",
-            "run.awaiting_approval", // bob approves; the data moved: held again
+            "run.superseded", // bob approves; the data moved: the new plan supersedes it
+            "run.awaiting_approval", // and is held again
             "run.approve",
             "run.start",
             "run.release", // bob approves the new plan: delivered

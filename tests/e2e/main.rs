@@ -17,6 +17,7 @@ mod engine_core;
 mod failures;
 mod file_source;
 mod governance;
+mod held;
 mod help;
 mod messages;
 mod newcomer;

@@ -724,6 +724,7 @@ async fn run_in(path: &std::path::Path, sync: &str) -> backflow::state::RunRecor
             draft: false,
             undo: None,
             stop: None,
+            run_id: None,
         },
     )
     .await

@@ -203,6 +203,15 @@ pub async fn runs_of(api: &Api, svc: &Service, sync: &str) -> Vec<J> {
     body["runs"].as_array().cloned().unwrap_or_default()
 }
 
+/// Run `id` (as a trigger answered it) once it has finished.
+pub async fn finished_run(api: &Api, svc: &Service, id: &str) -> J {
+    eventually(&format!("run {id} finished"), async || {
+        let (status, run) = api.get(svc.url(&format!("/api/v1/runs/{id}"))).await;
+        (status == 200 && run["status"] != "running" && run["status"] != "queued").then_some(run)
+    })
+    .await
+}
+
 /// The finished runs of `sync` once there are at least `n`.
 pub async fn finished_runs(api: &Api, svc: &Service, sync: &str, n: usize) -> Vec<J> {
     eventually(&format!("{n} finished runs of {sync}"), async || {

@@ -97,6 +97,7 @@ impl TestWorkspace {
                 draft: false,
                 undo: None,
                 stop: None,
+                run_id: None,
             },
         )
         .await

@@ -336,6 +336,7 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
                 r["trigger"]
                     .as_str()
                     .is_some_and(|t| t.starts_with("undo of run"))
+                    && r["status"] != "running"
             })
     })
     .await;

@@ -48,7 +48,13 @@ fn health_class(status: RunStatus) -> Option<SyncHealth> {
         RunStatus::Failed => Some(SyncHealth::Failing),
         RunStatus::Blocked | RunStatus::Rejected => Some(SyncHealth::Blocked),
         RunStatus::AwaitingApproval => Some(SyncHealth::AwaitingApproval),
-        RunStatus::Running | RunStatus::Interrupted => None,
+        // A held run that was superseded, cancelled or approved says nothing of its own: the
+        // run that replaced or delivered it does.
+        RunStatus::Running
+        | RunStatus::Interrupted
+        | RunStatus::Superseded
+        | RunStatus::Cancelled
+        | RunStatus::Approved => None,
     }
 }
 

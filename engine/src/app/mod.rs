@@ -11,6 +11,8 @@ mod error;
 mod identity;
 mod failed_start;
 mod health;
+mod held;
+mod live;
 mod plugins;
 mod published;
 mod queue;
@@ -24,7 +26,7 @@ pub use identity::{parse_lifetime, InvalidLifetime};
 pub use failed_start::{failed_start_record, PREPARE_PHASE};
 pub use health::SyncHealth;
 pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
-pub use queue::{Accepted, RunQueue, Trigger};
+pub use queue::{Accepted, Queued, RunQueue, Trigger};
 pub use service::{RunFilter, ServiceRunError, SessionGrant, MAX_RUNS_PAGE};
 pub use undo::{RowEvent, RowHistory};
 
@@ -49,6 +51,8 @@ pub struct App {
     published: published::PublishedCache,
     /// What the service did with each plugin file (empty outside `backflow serve`).
     plugin_files: plugins::PluginTable,
+    /// The service's runs queued or going on, with their live progress.
+    live: live::LiveRuns,
 }
 
 /// How a run is asked for.
@@ -62,6 +66,12 @@ pub struct RunRequest {
     pub trigger: String,
     /// A service's shutdown signal (see [`sync::StopSignal`]).
     pub stop: Option<sync::StopSignal>,
+    /// The service's runs: the id the trigger was answered with.
+    pub run_id: Option<String>,
+    /// The service's runs: release this approved held run (its plan, if unchanged).
+    pub approved_run: Option<String>,
+    /// The service's runs: undo this run.
+    pub undo: Option<sync::UndoTarget>,
 }
 
 /// What became of one sync asked to run.
@@ -112,6 +122,8 @@ pub enum RunApproval {
     NeedsMore(Box<RunGate>),
     /// Every requirement is met and the approved plan was run again.
     Released(Box<RunRecord>),
+    /// Every requirement is met and the approved plan's run is queued under this id.
+    Queued(String),
 }
 
 impl App {
@@ -136,6 +148,7 @@ impl App {
             state,
             published: Default::default(),
             plugin_files: Default::default(),
+            live: Default::default(),
         })
     }
 
@@ -290,6 +303,7 @@ impl App {
             draft: request.draft,
             undo: None,
             stop: request.stop.clone(),
+            run_id: None,
         };
         let runs = unique.iter().map(|name| {
             let (options, ws) = (&options, &ws);
@@ -328,12 +342,13 @@ impl App {
         if let Ok(Some(gate)) = self.state.run_gate::<RunGate>(run_id) {
             self.approvals_need_declared_users(&gate.requirements.iter().collect::<Vec<_>>())?;
         }
-        let gate = governance::approve_run(&self.state, actor, run_id, comment)
-            .map_err(|e| AppError::Refused(e.to_string()))?;
+        let gate = self.record_approval(actor, run_id, comment)?;
         if gate.status != governance::GateStatus::Approved {
             return Ok(RunApproval::NeedsMore(Box::new(gate)));
         }
         let ws = self.workspace_for(false, std::slice::from_ref(&gate.sync))?;
+        let release_id = ulid::Ulid::new().to_string();
+        self.mark_approved(&gate, &release_id)?;
         let options = RunOptions {
             user: gate.requested_by.clone(),
             trigger: format!("approved run {run_id}"),
@@ -342,6 +357,7 @@ impl App {
             draft: false,
             undo: gate.undo.clone(),
             stop: None,
+            run_id: Some(release_id),
         };
         let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options)
             .await
@@ -406,6 +422,14 @@ pub async fn run_sync(
     options: &RunOptions,
 ) -> Result<RunRecord, sync::RunError> {
     let gate = PolicyGate { host, ws, state };
+    // The id is chosen here so that a run folded into a held one (another id) is told apart.
+    let mut options = options.clone();
+    let run_id = options
+        .run_id
+        .get_or_insert_with(|| ulid::Ulid::new().to_string())
+        .clone();
+    let options = &options;
+    let _in_flight = crate::metrics::run_in_flight();
     let record = sync::run_sync(
         RunEnv {
             host,
@@ -417,8 +441,11 @@ pub async fn run_sync(
         options,
     )
     .await?;
-    crate::metrics::record_run(&record);
-    crate::alerts::dispatch(host.http(), ws, state, &record).await;
+    // A run folded into a held one was not a run: the held one was counted and alerted.
+    if record.run_id == run_id {
+        crate::metrics::record_run(&record);
+        crate::alerts::dispatch(host.http(), ws, state, &record).await;
+    }
     // A service runs for months: its audit log is pruned as it goes, not only at start.
     prune_audit(state, ws.keep_audit_days);
     Ok(record)

@@ -203,28 +203,73 @@ impl App {
             .map_err(failed)
     }
 
-    /// A run the service starts on its own (a schedule fired, upstream syncs succeeded): the
-    /// published configuration that declares the schedule is its authorization. `user` is
-    /// who asked, for a coalesced API trigger; the service's name otherwise.
+    /// A run the service starts on its own (a schedule fired, upstream syncs succeeded), or
+    /// one it queued for a user (a trigger, a released approval, an undo): the published
+    /// configuration that declares the schedule, or the user's authorization checked when it
+    /// was queued, is its authorization. `user` is who asked; the service's name otherwise.
+    /// The run reports its progress under `request.run_id` while it goes on.
     pub async fn run_for_service(
         &self,
         name: &str,
         request: &RunRequest,
         user: &str,
     ) -> Result<RunRecord, ServiceRunError> {
-        let ws = self.workspace_for(false, &[name.to_string()])?;
+        let run_id = request
+            .run_id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let live = self.expect_run(&run_id);
+        let result = self.run_queued(name, request, user, &run_id, live).await;
+        self.forget_run(
+            &run_id,
+            result.as_ref().ok().map(|record| record.run_id.as_str()),
+        );
+        result
+    }
+
+    async fn run_queued(
+        &self,
+        name: &str,
+        request: &RunRequest,
+        user: &str,
+        run_id: &str,
+        live: std::sync::Arc<crate::sync::progress::LiveRun>,
+    ) -> Result<RunRecord, ServiceRunError> {
+        // An undo goes to the workspace its run was made with (a draft's, or the published).
+        let draft = match &request.undo {
+            Some(u) => self
+                .state
+                .run(&u.run_id)
+                .map_err(failed)?
+                .is_some_and(|r| r.draft),
+            None => false,
+        };
+        let ws = self.workspace_for(draft, &[name.to_string()])?;
         ws.sync(name)
             .map_err(|e| AppError::NotFound(e.to_string()))?;
+        if let Some(approved) = &request.approved_run {
+            // Decided again since it was queued (rejected, cancelled, superseded, or already
+            // released by a run of the same plan): nothing to release.
+            let gate = self.state.run_gate::<RunGate>(approved).map_err(failed)?;
+            if gate.is_none_or(|g| g.status != GateStatus::Approved) {
+                return Err(AppError::Refused(format!(
+                    "run {approved} is no longer approved and waiting for release: nothing to run"
+                ))
+                .into());
+            }
+        }
         let options = RunOptions {
             user: user.to_string(),
             trigger: request.trigger.clone(),
-            approved_run: None,
+            approved_run: request.approved_run.clone(),
             full_resync: request.full_resync,
-            draft: false,
-            undo: None,
+            draft,
+            undo: request.undo.clone(),
             stop: request.stop.clone(),
+            run_id: Some(run_id.to_string()),
         };
-        Ok(super::run_sync(&self.host, &ws, &self.state, name, &options).await?)
+        let run = super::run_sync(&self.host, &ws, &self.state, name, &options);
+        Ok(crate::sync::progress::reporting_to(Some(live), run).await?)
     }
 
     /// Signs a browser in with an API token: the token must be valid and its user one the
@@ -254,8 +299,15 @@ impl App {
         actor: &Actor,
         run_id: &str,
     ) -> Result<(RunRecord, Option<RunGate>), AppError> {
-        let run = self.run_record(actor, run_id)?;
-        let gate = self.state.run_gate::<RunGate>(run_id).ok().flatten();
+        // A trigger folded into a held run shows the held run.
+        let run = match self.run_record(actor, run_id) {
+            Err(AppError::NotFound(m)) => match self.folded_into(run_id) {
+                Some(held) => self.run_record(actor, &held)?,
+                None => return Err(AppError::NotFound(m)),
+            },
+            other => other?,
+        };
+        let gate = self.state.run_gate::<RunGate>(&run.run_id).ok().flatten();
         Ok((run, gate))
     }
 

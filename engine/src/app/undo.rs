@@ -100,6 +100,7 @@ impl App {
                 force,
             }),
             stop: None,
+            run_id: None,
         };
         run_sync(&self.host, &ws, &self.state, &run.sync, &options)
             .await

@@ -430,6 +430,27 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Reject a run held for approval (approvers): nothing is sent, and it is recorded as
+    /// `rejected`, with the comment, in its history and the audit log.
+    Reject {
+        /// The held run's id (as `runs` prints it).
+        id: String,
+        /// Why, recorded with the rejection.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Print the rejected run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run held for approval (whoever started it, or an admin): nothing is sent, and
+    /// it is recorded as `cancelled`.
+    Cancel {
+        /// The held run's id (as `runs` prints it).
+        id: String,
+        /// Print the cancelled run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one run, with its rejected rows.
     Show {
         /// The run's id (as `runs` prints it).
@@ -536,6 +557,8 @@ impl Command {
             Command::Runs { json, command, .. } => match command {
                 Some(
                     RunsCommand::Approve { json, .. }
+                    | RunsCommand::Reject { json, .. }
+                    | RunsCommand::Cancel { json, .. }
                     | RunsCommand::Show { json, .. }
                     | RunsCommand::Undo { json, .. },
                 ) => *json,

@@ -1,5 +1,5 @@
-//! `backflow runs …`: run history, one run with its rejected rows, approving a held run and
-//! undoing a run.
+//! `backflow runs …`: run history, one run with its rejected rows, approving, rejecting or
+//! cancelling a held run, and undoing a run.
 
 use super::args::RunsCommand;
 use super::exit::exit_code;
@@ -39,6 +39,14 @@ pub(crate) async fn run(
             force,
             json,
         }) => undo(&app, &actor, &id, yes, force, json).await,
+        Some(RunsCommand::Reject { id, comment, json }) => {
+            let run = app.reject_run(&actor, &id, comment.as_deref())?;
+            print_closed(&run, json)
+        }
+        Some(RunsCommand::Cancel { id, json }) => {
+            let run = app.cancel_run(&actor, &id)?;
+            print_closed(&run, json)
+        }
         Some(RunsCommand::Show { id, json }) => {
             show(&app, &actor, &id, json)?;
             Ok(ExitCode::SUCCESS)
@@ -63,6 +71,10 @@ async fn approve(
     match app.approve_run(actor, id, comment).await? {
         RunApproval::NeedsMore(_) => {
             println!("approval of run {id} recorded; it still needs more approvals");
+            Ok(ExitCode::SUCCESS)
+        }
+        RunApproval::Queued(run_id) => {
+            println!("run {id} approved; run {run_id} delivers its plan");
             Ok(ExitCode::SUCCESS)
         }
         RunApproval::Released(record) => {
@@ -97,6 +109,22 @@ async fn undo(
         print_run(&record);
     }
     Ok(exit_code(&[record.status], false))
+}
+
+/// A held run just rejected or cancelled.
+fn print_closed(run: &RunRecord, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(run)?);
+    } else {
+        println!(
+            "run {} of {} is {}: {}",
+            run.run_id,
+            run.sync,
+            run.status.as_str(),
+            run.error.as_deref().unwrap_or("nothing was sent")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `runs show`: one run, with a line per rejected row.

@@ -55,7 +55,7 @@ pub(crate) async fn run(
                 full_resync,
                 draft,
                 trigger: String::new(),
-                stop: None,
+                ..RunRequest::default()
             };
             run_syncs(&app, &actor, &names, &request, json).await
         }

@@ -149,8 +149,17 @@ pub enum RunStatus {
     /// An approval policy wants a person to approve this plan first (`backflow runs
     /// approve RUN`); nothing was written.
     AwaitingApproval,
-    /// An approval policy rejected the run; nothing was written.
+    /// An approval policy, or an approver (`backflow runs reject RUN`), rejected the run;
+    /// nothing was written.
     Rejected,
+    /// A held run replaced by a newer plan of its sync (held in turn): its approval no longer
+    /// applies; nothing was written.
+    Superseded,
+    /// A held run withdrawn by whoever started it or an admin (`backflow runs cancel RUN`);
+    /// nothing was written.
+    Cancelled,
+    /// A held run whose approvals are complete: the run named in `error` delivers its plan.
+    Approved,
 }
 
 impl RunStatus {
@@ -165,6 +174,9 @@ impl RunStatus {
             RunStatus::Blocked => "blocked",
             RunStatus::AwaitingApproval => "awaiting_approval",
             RunStatus::Rejected => "rejected",
+            RunStatus::Superseded => "superseded",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Approved => "approved",
         }
     }
 }

@@ -29,6 +29,8 @@
 pub mod builtin_rules;
 pub mod change;
 pub mod diff;
+pub mod gate_record;
+pub mod held_runs;
 pub mod identity;
 pub mod notify;
 pub mod plugin_changes;
@@ -46,6 +48,9 @@ pub use change::{
 pub use builtin_rules::{BuiltInRule, PolicyWaiver, BUILT_IN_RULES};
 pub(crate) use change::{publish, review, submit};
 pub use diff::{diff, ConfigDiff, EntityChange, EntityChangeKind, SyncPlanCounts};
+pub use gate_record::{GateStatus, RunGate};
+pub(crate) use held_runs::close_held_run;
+pub use held_runs::{CloseRunError, Closing};
 pub use identity::{authority, identify, IdentifyError, Identity};
 pub use notify::notify;
 pub use plugin_changes::{PluginBuild, PluginBuildChange};
@@ -54,6 +59,6 @@ pub use published::{
     published_workspace, workspace_for_run, Published, PublishedError, RunWorkspaceError,
 };
 pub(crate) use run_gate::approve_run;
-pub use run_gate::{ApproveRunError, GateStatus, PolicyGate, RunGate};
+pub use run_gate::{ApproveRunError, PolicyGate};
 pub(crate) use verify::verify;
 pub use verify::{Verification, VerifyError};

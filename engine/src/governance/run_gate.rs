@@ -2,6 +2,7 @@
 //! runs held for approval (exactly the reviewed plan), and approving them.
 
 use super::diff::sync_impact;
+use super::gate_record::{GateStatus, RunGate};
 use super::identity::Identity;
 use super::notify::notify;
 use super::policies::{
@@ -15,54 +16,6 @@ use crate::sync::gate::{ApprovalGate, GateDecision, GateRequest};
 use crate::workspace::Workspace;
 use backflow_plugin_sdk::{ApprovalRequest, RequestKind};
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
-
-/// Where a held run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GateStatus {
-    /// Waiting for approvals.
-    Waiting,
-    /// Every requirement is met; the plan may run.
-    Approved,
-    /// The approved plan ran.
-    Used,
-}
-
-/// A run held for approval: exactly which plan was reviewed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunGate {
-    /// The held run.
-    pub run_id: String,
-    /// Its sync.
-    pub sync: String,
-    /// Who started it.
-    pub requested_by: String,
-    /// When it was held (RFC 3339).
-    pub requested_at: String,
-    /// When the request expires (RFC 3339).
-    pub expires_at: String,
-    /// Fingerprint of every planned change (key, operation, row): what approval covers.
-    pub plan_fingerprint: String,
-    /// The sync's configuration the plan was made with; a release needs the same.
-    pub config_hash: String,
-    /// Whether the held run was a full resync (its approval re-plans the same way).
-    #[serde(default)]
-    pub full_resync: bool,
-    /// The held run is an undo of this run (its approval undoes it the same way).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub undo: Option<crate::sync::UndoTarget>,
-    /// What the plan would send.
-    pub planned: crate::state::OpCounts,
-    /// A few rows per change, for the reviewer.
-    pub samples: serde_json::Value,
-    /// The approvals it needs.
-    pub requirements: Vec<Requirement>,
-    /// The approvals so far.
-    pub approvals: Vec<Review>,
-    /// Where it stands.
-    pub status: GateStatus,
-}
 
 /// Why a held run cannot be approved.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +101,17 @@ async fn gate_run(
     request: GateRequest<'_>,
 ) -> Result<GateDecision, StateError> {
     if let Some(approved) = request.approved_run {
-        if release_approved(state, &request, approved)? {
+        if release_approved(ws, state, &request, approved)? {
+            return Ok(GateDecision::Proceed);
+        }
+    }
+    // The plan of a run already held: a waiting one takes this trigger in (a schedule never
+    // piles up held runs), an approved one is released by it.
+    if let Some(held) = super::held_runs::same_plan(state, &request)? {
+        if held.status == GateStatus::Waiting {
+            return Ok(GateDecision::Folded(held.run_id));
+        }
+        if release_approved(ws, state, &request, &held.run_id)? {
             return Ok(GateDecision::Proceed);
         }
     }
@@ -184,6 +147,7 @@ async fn gate_run(
 /// Marks the approved run `approved` used if `request` is exactly its plan; `false` (and the
 /// policies are asked again) if the data changed since.
 fn release_approved(
+    ws: &Workspace,
     state: &StateStore,
     request: &GateRequest<'_>,
     approved: &str,
@@ -212,6 +176,16 @@ fn release_approved(
                 serde_json::to_value(&gate).expect("serializes"),
             )],
             vec![event],
+        )?;
+        super::held_runs::set_record_status(
+            state,
+            approved,
+            crate::domain::RunStatus::Approved,
+            format!(
+                "approved; run {} delivers its plan (nothing was sent by this run)",
+                request.run_id
+            ),
+            ws.keep_runs,
         )?;
         return Ok(true);
     }
@@ -254,6 +228,7 @@ fn hold_run(
     request: GateRequest<'_>,
     requirements: Vec<Requirement>,
 ) -> Result<String, StateError> {
+    super::held_runs::supersede_older(state, ws.keep_runs, &request)?;
     let GateRequest {
         run_id,
         sync,

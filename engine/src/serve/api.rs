@@ -7,8 +7,8 @@
 //! body, bad parameter) and the parameter named.
 
 use super::http::{
-    bad_request, change_id, check_comment, detached, json_body, query, trigger_run as trigger,
-    ApiError, ApiState, UndoQuery,
+    bad_request, change_id, check_comment, json_body, query, trigger_run as trigger, ApiError,
+    ApiState, UndoQuery,
 };
 use crate::app::{AppError, AuditFilter, RunApproval, RunFilter};
 use crate::authz::Actor;
@@ -63,6 +63,8 @@ pub fn router() -> Router<Arc<ApiState>> {
         .route("/runs", get(list_runs))
         .route("/runs/{id}", get(show_run))
         .route("/runs/{id}/approve", post(approve_run))
+        .route("/runs/{id}/reject", post(reject_run))
+        .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/undo", get(plan_undo).post(undo_run))
         .route("/syncs/{name}/rows/{key}", get(row_history))
         .route("/changes", get(list_changes))
@@ -162,8 +164,8 @@ async fn trigger_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: TriggerBody = json_body(body)?;
-    let accepted = trigger(&s, &actor, &name, body.full_resync, "api")?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": accepted, "full_resync": body.full_resync, "user": actor.user }))).into_response())
+    let queued = trigger(&s, &actor, &name, body.full_resync, "api")?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "sync": name, "accepted": queued.accepted, "run_id": queued.run_id, "full_resync": body.full_resync, "user": actor.user }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -184,7 +186,7 @@ async fn list_runs(
     let status = match &q.status {
         None => None,
         Some(text) => Some(serde_json::from_value::<RunStatus>(Value::String(text.clone())).map_err(|_| {
-            bad_request(format!("status: unknown run status {text:?} (succeeded, partial, failed, running, interrupted, blocked, awaiting_approval, rejected)"))
+            bad_request(format!("status: unknown run status {text:?} (succeeded, partial, failed, running, interrupted, blocked, awaiting_approval, approved, rejected, superseded, cancelled)"))
         })?),
     };
     let limit = q.limit.unwrap_or(50);
@@ -216,10 +218,26 @@ async fn show_run(
     User(actor): User,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (run, gate) = s.app.run_detail(&actor, &id)?;
+    let progress = s.app.run_progress(&actor, &id)?;
+    let (run, gate) = match (s.app.run_detail(&actor, &id), progress.as_ref()) {
+        // Queued (or preparing): no record yet, only its live progress.
+        (Err(AppError::NotFound(_)), Some(p)) => {
+            return Ok(Json(
+                json!({ "run_id": id, "status": "queued", "phase": p.phase, "progress": p }),
+            ))
+        }
+        (detail, _) => detail?,
+    };
     let mut v = serde_json::to_value(&run).unwrap_or(Value::Null);
+    if run.run_id != id {
+        v["folded_from"] = json!(id);
+    }
     if let Some(gate) = gate {
         v["approval"] = serde_json::to_value(gate).unwrap_or(Value::Null);
+    }
+    if let Some(p) = progress.filter(|_| run.status == RunStatus::Running) {
+        v["phase"] = json!(p.phase);
+        v["progress"] = serde_json::to_value(p).unwrap_or(Value::Null);
     }
     Ok(Json(v))
 }
@@ -246,15 +264,40 @@ async fn approve_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let comment = comment(body)?;
-    let app = s.app.clone();
-    let approval =
-        detached(async move { app.approve_run(&actor, &id, comment.as_deref()).await }).await?;
+    let approval = s
+        .app
+        .approve_run_queued(&actor, &id, comment.as_deref(), &s.scheduler)?;
     Ok(Json(match approval {
         RunApproval::NeedsMore(gate) => {
             json!({ "status": "needs_more_approvals", "approval": gate })
         }
-        RunApproval::Released(run) => json!({ "status": "released", "run": run }),
+        RunApproval::Queued(run_id) => json!({ "status": "released", "run_id": run_id }),
+        RunApproval::Released(run) => {
+            json!({ "status": "released", "run_id": run.run_id, "run": run })
+        }
     }))
+}
+
+/// An approver refuses a held run (`{"comment": …}` optional); nothing is sent.
+async fn reject_run(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let comment = comment(body)?;
+    let run = s.app.reject_run(&actor, &id, comment.as_deref())?;
+    Ok(Json(serde_json::to_value(run).unwrap_or(Value::Null)))
+}
+
+/// Whoever started a held run, or an admin, withdraws it; nothing is sent.
+async fn cancel_run(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = s.app.cancel_run(&actor, &id)?;
+    Ok(Json(serde_json::to_value(run).unwrap_or(Value::Null)))
 }
 
 #[derive(Deserialize, Default)]
@@ -286,9 +329,18 @@ async fn undo_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body: UndoBody = json_body(body)?;
-    let app = s.app.clone();
-    let run = detached(async move { app.undo_run(&actor, &id, body.force).await }).await?;
-    Ok(Json(serde_json::to_value(run).unwrap_or(Value::Null)))
+    let queued = s
+        .app
+        .undo_run_queued(&actor, &id, body.force, "api", &s.scheduler)?;
+    if queued.accepted == crate::app::Accepted::ShuttingDown {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is shutting down and starts no run".into(),
+        ));
+    }
+    Ok(Json(
+        json!({ "accepted": queued.accepted, "run_id": queued.run_id, "undo_of": id }),
+    ))
 }
 
 /// Every retained run that touched one row (`key` as `sync plan` prints it: `42`, `42|eu`).

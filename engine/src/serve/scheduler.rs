@@ -1,18 +1,20 @@
 //! Who runs what, when: cron schedules, `after` sequences and API triggers all come here.
 //!
 //! A sync runs at most once at a time: a trigger that arrives while it runs is folded into
-//! one follow-up run (a full resync if any of the folded triggers asked for one). Each sync
+//! one follow-up run (a full resync if any of the folded triggers asked for one); a released
+//! approval or an undo waits its turn as a run of its own. Every trigger is answered with
+//! the id of the run it started or was folded into, chosen before that run starts. Each sync
 //! runs on its own task, so one slow or failing destination holds up nobody else. On
 //! shutdown no new run starts, and running ones are asked to stop after their in-flight
 //! batches.
 
 use super::repeated::{RepeatedMessage, REPEAT_EVERY};
-use crate::app::{App, RunQueue, RunRequest, ServiceRunError};
+use crate::app::{App, Queued, RunQueue, RunRequest, ServiceRunError};
 use crate::domain::RunStatus;
 use crate::schedule::rfc3339;
 use crate::sync::{RunError, StopSignal};
 use jiff::Timestamp;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +23,8 @@ pub use crate::app::{Accepted, Trigger};
 #[derive(Default)]
 struct Slot {
     running: bool,
-    follow_up: Option<Trigger>,
+    /// Runs waiting for the one going on, in order, each with its id.
+    follow_ups: VecDeque<(Trigger, String)>,
 }
 
 /// How often a trigger waiting for a sync's lease (held by another process) tries again.
@@ -54,39 +57,65 @@ impl Scheduler {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks for a run of `sync`: starts it, or folds it into the follow-up of the run going on.
-    pub fn trigger(self: &Arc<Self>, sync: &str, trigger: Trigger) -> Accepted {
+    /// Asks for a run of `sync`: starts it, or folds it into the follow-up of the run going on
+    /// (a release or an undo is queued as a run of its own). Answers with the run's id.
+    pub fn trigger(self: &Arc<Self>, sync: &str, trigger: Trigger) -> Queued {
         // Checked under the slots lock, which `shut_down` also takes to stop accepting: a run
         // is either counted by the shutdown or never started.
         let mut slots = self.slots();
         if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
-            return Accepted::ShuttingDown;
+            return Queued {
+                accepted: Accepted::ShuttingDown,
+                run_id: None,
+            };
         }
         let slot = slots.entry(sync.to_string()).or_default();
         if slot.running {
-            slot.follow_up = Some(match slot.follow_up.take() {
-                None => trigger,
-                Some(earlier) => merge(earlier, trigger),
-            });
+            let folded = if trigger.is_plain() {
+                slot.follow_ups.iter_mut().find(|(t, _)| t.is_plain())
+            } else {
+                None
+            };
+            let run_id = match folded {
+                Some((earlier, id)) => {
+                    *earlier = merge(earlier.clone(), trigger);
+                    id.clone()
+                }
+                None => {
+                    let id = ulid::Ulid::new().to_string();
+                    self.app.expect_run(&id);
+                    slot.follow_ups.push_back((trigger, id.clone()));
+                    id
+                }
+            };
             tracing::info!(
                 sync,
-                "run requested while one is going on: one follow-up run is queued"
+                run_id,
+                "run requested while one is going on: it starts when that one ends"
             );
-            return Accepted::Coalesced;
+            return Queued {
+                accepted: Accepted::Coalesced,
+                run_id: Some(run_id),
+            };
         }
         slot.running = true;
         drop(slots);
+        let run_id = ulid::Ulid::new().to_string();
+        self.app.expect_run(&run_id);
         let this = self.clone();
-        let sync = sync.to_string();
-        tokio::spawn(async move { this.run_until_caught_up(sync, trigger).await });
-        Accepted::Started
+        let (sync, id) = (sync.to_string(), run_id.clone());
+        tokio::spawn(async move { this.run_until_caught_up(sync, trigger, id).await });
+        Queued {
+            accepted: Accepted::Started,
+            run_id: Some(run_id),
+        }
     }
 
     /// Whether a run of `sync` is going on, and whether one is queued after it.
     pub fn status(&self, sync: &str) -> (bool, bool) {
         self.slots()
             .get(sync)
-            .map(|s| (s.running, s.follow_up.is_some()))
+            .map(|s| (s.running, !s.follow_ups.is_empty()))
             .unwrap_or((false, false))
     }
 
@@ -95,7 +124,7 @@ impl Scheduler {
         self.slots().values().filter(|s| s.running).count()
     }
 
-    async fn run_until_caught_up(self: Arc<Self>, sync: String, first: Trigger) {
+    async fn run_until_caught_up(self: Arc<Self>, sync: String, first: Trigger, first_id: String) {
         // Frees the slot if this panics: a sync left "running" for ever would fold every later
         // trigger into a follow-up that never starts. (On a normal end the loop frees it under
         // the lock; freeing it again here could clear a run started since.)
@@ -105,20 +134,23 @@ impl Scheduler {
                 if std::thread::panicking() {
                     if let Some(slot) = self.0.slots().get_mut(self.1) {
                         slot.running = false;
-                        slot.follow_up = None;
+                        slot.follow_ups.clear();
                     }
                 }
                 self.0.idle.notify_waiters();
             }
         }
         let _guard = SlotGuard(&self, &sync);
-        let mut trigger = first;
+        let (mut trigger, mut run_id) = (first, first_id);
         loop {
             let request = RunRequest {
                 full_resync: trigger.full_resync,
                 draft: false,
                 trigger: trigger.reason.clone(),
                 stop: Some(self.stop.clone()),
+                run_id: Some(run_id.clone()),
+                approved_run: trigger.approved_run.clone(),
+                undo: trigger.undo.clone(),
             };
             let succeeded = match self
                 .app
@@ -163,7 +195,7 @@ impl Scheduler {
                 let mut slots = self.slots();
                 let slot = slots.entry(sync.clone()).or_default();
                 let next = if self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
-                    slot.follow_up.take()
+                    slot.follow_ups.pop_front()
                 } else {
                     None
                 };
@@ -173,11 +205,16 @@ impl Scheduler {
                 next
             };
             match next {
-                Some(t) => {
-                    trigger = Trigger {
-                        reason: format!("{} (coalesced)", t.reason),
-                        ..t
-                    }
+                Some((t, id)) => {
+                    run_id = id;
+                    trigger = if t.is_plain() {
+                        Trigger {
+                            reason: format!("{} (coalesced)", t.reason),
+                            ..t
+                        }
+                    } else {
+                        t
+                    };
                 }
                 None => break,
             }
@@ -206,11 +243,7 @@ impl Scheduler {
             if ready {
                 self.trigger(
                     &sync.name,
-                    Trigger {
-                        reason: format!("after {upstream}"),
-                        user: SERVICE_USER.into(),
-                        full_resync: false,
-                    },
+                    Trigger::run(format!("after {upstream}"), SERVICE_USER, false),
                 );
             } else {
                 tracing::info!(
@@ -294,14 +327,7 @@ impl Scheduler {
                     }
                 }
                 if let Some(reason) = fire {
-                    self.trigger(
-                        &sync.name,
-                        Trigger {
-                            reason,
-                            user: SERVICE_USER.into(),
-                            full_resync: false,
-                        },
-                    );
+                    self.trigger(&sync.name, Trigger::run(reason, SERVICE_USER, false));
                 }
             }
         }
@@ -349,7 +375,7 @@ impl Scheduler {
 }
 
 impl RunQueue for Arc<Scheduler> {
-    fn trigger(&self, sync: &str, trigger: Trigger) -> Accepted {
+    fn trigger(&self, sync: &str, trigger: Trigger) -> Queued {
         Scheduler::trigger(self, sync, trigger)
     }
 }
@@ -371,9 +397,8 @@ fn merge(earlier: Trigger, later: Trigger) -> Trigger {
         later.user
     };
     Trigger {
-        reason,
-        user,
         full_resync: earlier.full_resync || later.full_resync,
+        ..Trigger::run(reason, user, false)
     }
 }
 
@@ -382,11 +407,7 @@ mod tests {
     use super::*;
 
     fn t(reason: &str, user: &str, full: bool) -> Trigger {
-        Trigger {
-            reason: reason.into(),
-            user: user.into(),
-            full_resync: full,
-        }
+        Trigger::run(reason, user, full)
     }
 
     #[test]

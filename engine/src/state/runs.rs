@@ -216,6 +216,27 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Removes a run's record (a run folded into a held run of the same plan: it sent
+    /// nothing and is not history). `false` if there was none.
+    pub fn delete_run(&self, run_id: &str) -> Result<bool, StateError> {
+        let doing = self.doing(StateOp::RecordRun);
+        let Some(run) = self.run(run_id)? else {
+            return Ok(false);
+        };
+        let key = history_key(&run);
+        let txn = self.db.begin_write().map_err(|e| doing.err(e))?;
+        {
+            let mut runs = txn.open_table(RUNS).map_err(|e| doing.err(e))?;
+            let mut index = txn.open_table(RUNS_BY_SYNC).map_err(|e| doing.err(e))?;
+            runs.remove(run_id).map_err(|e| doing.err(e))?;
+            index
+                .remove((key.as_str(), run_id))
+                .map_err(|e| doing.err(e))?;
+        }
+        txn.commit().map_err(|e| doing.err(e))?;
+        Ok(true)
+    }
+
     /// One run's record, if it is still in history.
     pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
         if let Some(run) = self.deferred_run(run_id) {

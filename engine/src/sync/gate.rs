@@ -47,6 +47,9 @@ pub enum GateDecision {
     Await(String),
     /// A policy refused the run; nothing is sent. The message is the policy's reason.
     Reject(String),
+    /// The plan is exactly that of this run, already held for approval: the run is folded
+    /// into it (not kept) and nothing is sent.
+    Folded(String),
 }
 
 /// Decides whether a planned run may deliver.

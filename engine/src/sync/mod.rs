@@ -83,6 +83,9 @@ pub struct RunOptions {
     pub undo: Option<UndoTarget>,
     /// Set by a service shutting down: start no new batch, let those in flight finish.
     pub stop: Option<StopSignal>,
+    /// The run's id, when the caller chose it before the run started (the service answers a
+    /// trigger with it at once); a new one otherwise.
+    pub run_id: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -97,12 +100,15 @@ impl Default for RunOptions {
             draft: false,
             undo: None,
             stop: None,
+            run_id: None,
         }
     }
 }
 
 /// Runs a sync end to end and records it. Returns the record even when the run failed; an
 /// `Err` means the run could not start (nothing was read or written, nothing recorded).
+/// A run whose plan is exactly that of a run of the sync already held for approval is not
+/// kept: it returns the held run's record (another id than its own).
 pub async fn run_sync(
     env: RunEnv<'_>,
     sync_name: &str,
@@ -110,6 +116,7 @@ pub async fn run_sync(
 ) -> Result<RunRecord, RunError> {
     let started_at = now_rfc3339();
     let clock = Instant::now();
+    progress::enter_phase("prepare");
     // Nothing reaches a destination before approvals: a workspace with approval policies is
     // run only through a gate that asks them.
     if !env.ws.governance.policies.is_empty() && !env.gate.is_active() {
@@ -126,7 +133,10 @@ pub async fn run_sync(
         // An undo sends each inverse change with its own operation: insert, update, delete.
         prepared.sync.mode = crate::workspace::SyncMode::Mirror;
     }
-    let run_id = ulid::Ulid::new().to_string();
+    let run_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
     // Two runs of one sync never overlap: the lease is held until this function returns.
     let holder = LeaseHolder {
         run_id: run_id.clone(),
@@ -172,6 +182,11 @@ pub async fn run_sync(
         &mut record,
     ))
     .await;
+    if let RunOutcome::FoldedInto(held) = &outcome {
+        if let Some(held) = fold_into_held(state, &run_id, held)? {
+            return Ok(held);
+        }
+    }
     record.status = outcome.status();
     record.error = outcome.into_error();
     record.finished_at = now_rfc3339();
@@ -201,6 +216,26 @@ pub async fn run_sync(
         "run finished"
     );
     Ok(record)
+}
+
+/// Drops the record of a run whose plan is the one `held` waits with (nothing was sent) and
+/// returns the held run's record; `None` (and the run is recorded as held) if it is gone.
+fn fold_into_held(
+    state: &StateStore,
+    run_id: &str,
+    held: &str,
+) -> Result<Option<RunRecord>, crate::state::StateError> {
+    let Some(held_record) = state.run(held)? else {
+        return Ok(None);
+    };
+    state.delete_run(run_id)?;
+    tracing::info!(
+        sync = held_record.sync,
+        run_id,
+        held,
+        "the plan is the one already waiting for approval: folded into the held run"
+    );
+    Ok(Some(held_record))
 }
 
 /// The record of a run that starts now: running, nothing counted yet.
@@ -289,6 +324,9 @@ async fn execute(
     record.diff = plan.diff;
     record.out_of_key_order = plan.out_of_key_order;
     tally.planned = plan.planned(p.sync.mode);
+    if let Some(live) = progress::live() {
+        live.set_planned(tally.planned.total());
+    }
     tracing::debug!(
         model_rows = plan.model_rows,
         added = plan.diff.added,
@@ -353,6 +391,7 @@ async fn judge_plan(
     tally: &mut Tally,
     record: &mut RunRecord,
 ) -> Option<RunOutcome> {
+    progress::enter_phase("check");
     let checks_started = Instant::now();
     record.checks = run_checks(host, p, plan, tally.planned).await;
     tally.timings.check_ms = checks_started.elapsed().as_millis() as u64;
@@ -411,6 +450,7 @@ async fn ask_gate(
         approved_run: options.approved_run.as_deref(),
         undo: options.undo.as_ref(),
     };
+    progress::enter_phase("approval");
     let asked = Instant::now();
     let decision = gate.decide(request).await;
     tally.timings.approval_ms = asked.elapsed().as_millis() as u64;
@@ -420,6 +460,7 @@ async fn ask_gate(
         Ok(GateDecision::Await(message)) => Some(RunOutcome::AwaitingApproval(format!(
             "{message}; nothing was sent"
         ))),
+        Ok(GateDecision::Folded(held)) => Some(RunOutcome::FoldedInto(held)),
         Ok(GateDecision::Reject(reason)) => {
             tally.planned = OpCounts::default();
             Some(RunOutcome::Rejected(format!(

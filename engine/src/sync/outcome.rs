@@ -23,6 +23,8 @@ pub enum RunOutcome {
     Failed(String),
     /// The process running it stopped before it finished; what was acknowledged is kept.
     Interrupted(String),
+    /// The plan is the one this run (held for approval) waits with: the run is not kept.
+    FoldedInto(String),
 }
 
 impl RunOutcome {
@@ -46,6 +48,7 @@ impl RunOutcome {
             RunOutcome::Rejected(_) => RunStatus::Rejected,
             RunOutcome::Failed(_) => RunStatus::Failed,
             RunOutcome::Interrupted(_) => RunStatus::Interrupted,
+            RunOutcome::FoldedInto(_) => RunStatus::AwaitingApproval,
         }
     }
 
@@ -59,6 +62,9 @@ impl RunOutcome {
             | RunOutcome::Rejected(m)
             | RunOutcome::Failed(m)
             | RunOutcome::Interrupted(m) => Some(m),
+            RunOutcome::FoldedInto(held) => Some(format!(
+                "the plan is the one run {held} waits with for approval; nothing was sent"
+            )),
         }
     }
 }

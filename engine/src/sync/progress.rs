@@ -2,6 +2,9 @@
 //! [`enable_bars`]) each phase that lasts longer than a moment gets a bar with its count,
 //! rate and, when the total is known, ETA; log lines are printed above the bars. Anywhere
 //! else (a pipe, a log file, the service) a phase logs one line at most every two seconds.
+//!
+//! A run the service starts also reports to a [`LiveRun`] (set for the run's task with
+//! [`reporting_to`]): its phase and counts, as `GET /api/v1/runs/ID` shows them while it goes on.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -48,8 +51,113 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
+/// A run's progress while it goes on: its phase and counts, shared with whoever shows it.
+#[derive(Debug, Default)]
+pub struct LiveRun {
+    inner: std::sync::Mutex<LiveCounts>,
+}
+
+#[derive(Debug, Default)]
+struct LiveCounts {
+    phase: &'static str,
+    phase_started: Option<Instant>,
+    phase_rows: u64,
+    read: u64,
+    planned: u64,
+    delivered: u64,
+    failed: u64,
+}
+
+/// What [`LiveRun::snapshot`] shows: the phase and counts of a run going on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LiveProgress {
+    /// `queued`, `prepare`, `read`, `plan`, `check`, `approval`, `deliver` or `commit`.
+    pub phase: &'static str,
+    /// Model rows read so far.
+    pub read: u64,
+    /// Rows the plan sends (known once the plan is made).
+    pub planned: u64,
+    /// Rows the destination acknowledged so far.
+    pub delivered: u64,
+    /// Rows the destination refused (or given up on) so far.
+    pub failed: u64,
+    /// Rows per second of the current phase since it began.
+    pub rate: f64,
+}
+
+impl LiveRun {
+    fn counts(&self) -> std::sync::MutexGuard<'_, LiveCounts> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Enters `phase` (its rate counts from now).
+    pub fn set_phase(&self, phase: &'static str) {
+        let mut c = self.counts();
+        if c.phase != phase {
+            c.phase = phase;
+            c.phase_started = Some(Instant::now());
+            c.phase_rows = 0;
+        }
+    }
+
+    /// The run's plan sends `rows`.
+    pub fn set_planned(&self, rows: u64) {
+        self.counts().planned = rows;
+    }
+
+    /// The phase and counts now.
+    pub fn snapshot(&self) -> LiveProgress {
+        let c = self.counts();
+        let seconds = c.phase_started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        LiveProgress {
+            phase: if c.phase.is_empty() {
+                "queued"
+            } else {
+                c.phase
+            },
+            read: c.read,
+            planned: c.planned,
+            delivered: c.delivered,
+            failed: c.failed,
+            rate: if seconds > 0.0 {
+                (c.phase_rows as f64 / seconds * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+tokio::task_local! {
+    static LIVE: std::sync::Arc<LiveRun>;
+}
+
+/// Runs `work` reporting its progress to `live` (when given).
+pub async fn reporting_to<F: std::future::Future>(
+    live: Option<std::sync::Arc<LiveRun>>,
+    work: F,
+) -> F::Output {
+    match live {
+        Some(live) => LIVE.scope(live, work).await,
+        None => work.await,
+    }
+}
+
+/// The run's live progress on this task, if it reports to one.
+pub(crate) fn live() -> Option<std::sync::Arc<LiveRun>> {
+    LIVE.try_with(std::sync::Arc::clone).ok()
+}
+
+/// Enters `phase` in the run's live progress (if it reports to one).
+pub(crate) fn enter_phase(phase: &'static str) {
+    if let Some(live) = live() {
+        live.set_phase(phase);
+    }
+}
+
 /// One phase's progress.
 pub(crate) struct Progress {
+    live: Option<std::sync::Arc<LiveRun>>,
     what: &'static str,
     /// Rows the phase will handle, or 0 when unknown (reading a model).
     total: u64,
@@ -61,7 +169,16 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new(what: &'static str, total: u64) -> Progress {
+        let live = live();
+        if let Some(live) = &live {
+            live.set_phase(match what {
+                "read" => "read",
+                "planned" => "plan",
+                _ => "deliver",
+            });
+        }
         Progress {
+            live,
             what,
             total,
             done: 0,
@@ -73,6 +190,13 @@ impl Progress {
 
     pub(crate) fn advance(&mut self, n: u64) {
         self.done += n;
+        if let Some(live) = &self.live {
+            let mut c = live.counts();
+            c.phase_rows += n;
+            if self.what == "read" {
+                c.read += n;
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(self.done);
             return;
@@ -96,6 +220,15 @@ impl Progress {
             } else {
                 tracing::info!("{} {} rows ({rate:.0} rows/s)", self.what, self.done);
             }
+        }
+    }
+
+    /// Rows delivered and refused so far (the delivery phase's live counts).
+    pub(crate) fn outcomes(&self, delivered: u64, failed: u64) {
+        if let Some(live) = &self.live {
+            let mut c = live.counts();
+            c.delivered = delivered;
+            c.failed = failed;
         }
     }
 

@@ -8,7 +8,7 @@ mod sessions;
 pub use sessions::{Session, Sessions};
 
 use super::scheduler::Scheduler;
-use crate::app::{Accepted, App, AppError};
+use crate::app::{Accepted, App, AppError, Queued};
 use crate::authz::Actor;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -131,15 +131,15 @@ pub fn trigger_run(
     sync: &str,
     full_resync: bool,
     via: &str,
-) -> Result<Accepted, ApiError> {
-    let accepted = s
+) -> Result<Queued, ApiError> {
+    let queued = s
         .app
         .trigger_run(actor, sync, full_resync, via, &s.scheduler)?;
-    if accepted == Accepted::ShuttingDown {
+    if queued.accepted == Accepted::ShuttingDown {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "the service is shutting down and starts no run".into(),
         ));
     }
-    Ok(accepted)
+    Ok(queued)
 }

@@ -347,7 +347,7 @@ pub fn row_history(
 
 fn gate_section(v: &Viewer, r: &RunRecord, g: &RunGate) -> Markup {
     html! {
-        h2 { "Approval " (status(match g.status { crate::governance::GateStatus::Waiting => "waiting", crate::governance::GateStatus::Approved => "approved", crate::governance::GateStatus::Used => "used" })) }
+        h2 { "Approval " (status(g.status.as_str())) }
         p { "Requested by " (g.requested_by) " at " (g.requested_at) "; expires " (g.expires_at) ". Plan: "
             (g.planned.added) " to add, " (g.planned.changed) " to change, " (g.planned.removed) " to remove." }
         ul { @for req in &g.requirements { li { (crate::governance::describe_requirement(req)) } } }
@@ -358,6 +358,34 @@ fn gate_section(v: &Viewer, r: &RunRecord, g: &RunGate) -> Markup {
                 (csrf(v))
                 input type="text" name="comment" placeholder="comment (optional)" size="50";
                 " " button #approve-run type="submit" { "Approve" }
+            }
+        }
+        (close_held_forms(v, r, g))
+    }
+}
+
+/// Reject (an approver) and cancel (whoever started the run, or an admin) a held run.
+fn close_held_forms(v: &Viewer, r: &RunRecord, g: &RunGate) -> Markup {
+    use crate::governance::GateStatus;
+    let open = matches!(g.status, GateStatus::Waiting | GateStatus::Approved)
+        && matches!(r.status, RunStatus::AwaitingApproval | RunStatus::Approved);
+    let may_cancel = if g.requested_by == v.actor.user {
+        allowed(&v.actor, Action::RunSync)
+    } else {
+        allowed(&v.actor, Action::CancelRun)
+    };
+    html! {
+        @if open && allowed(&v.actor, Action::RejectRun) {
+            form method="post" action=(format!("/ui/runs/{}/reject", path_segment(&r.run_id))) {
+                (csrf(v))
+                input type="text" name="comment" placeholder="why (optional)" size="50";
+                " " button #reject-run type="submit" { "Reject" }
+            }
+        }
+        @if open && may_cancel {
+            form method="post" action=(format!("/ui/runs/{}/cancel", path_segment(&r.run_id))) {
+                (csrf(v))
+                button #cancel-run type="submit" { "Cancel this run" }
             }
         }
     }

@@ -1,11 +1,12 @@
 //! The UI's syncs and runs: the sync list, a sync's history, running one, a run's detail,
-//! approving and undoing runs, a row's history and the approvals page.
+//! approving, rejecting, cancelling and undoing runs (approvals and undos go on the sync's
+//! queue), a row's history and the approvals page.
 
 use super::session::{posted, viewer, Csrf};
 use super::{pages, query, Shared, UiError};
-use crate::app::{RunApproval, RunFilter};
+use crate::app::RunFilter;
 use crate::serve::http::ApiState;
-use crate::serve::http::{check_comment, detached, trigger_run, UndoQuery};
+use crate::serve::http::{check_comment, trigger_run, UndoQuery};
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -28,6 +29,8 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/ui/syncs/{name}/runs", post(run_sync))
         .route("/ui/runs/{id}", get(run_detail))
         .route("/ui/runs/{id}/approve", post(approve_run))
+        .route("/ui/runs/{id}/reject", post(reject_run))
+        .route("/ui/runs/{id}/cancel", post(cancel_run))
         .route("/ui/runs/{id}/undo", get(confirm_undo).post(undo_run))
         .route("/ui/syncs/{name}/rows", get(row_history))
         .route("/ui/approvals", get(approvals))
@@ -188,14 +191,33 @@ async fn approve_run(
 ) -> Result<Response, UiError> {
     let (v, f) = posted(&s, &headers, f)?;
     let comment = comment_of(&f)?.map(str::to_string);
-    let (app, actor, run_id) = (s.app.clone(), v.actor.clone(), id.clone());
-    let approval =
-        detached(async move { app.approve_run(&actor, &run_id, comment.as_deref()).await }).await?;
-    let target = match approval {
-        RunApproval::NeedsMore(_) => format!("/ui/runs/{}", pages::path_segment(&id)),
-        RunApproval::Released(run) => format!("/ui/runs/{}", pages::path_segment(&run.run_id)),
-    };
-    Ok(Redirect::to(&target).into_response())
+    // The release goes on the sync's queue; the held run's page names the run delivering it.
+    s.app
+        .approve_run_queued(&v.actor, &id, comment.as_deref(), &s.scheduler)?;
+    Ok(Redirect::to(&format!("/ui/runs/{}", pages::path_segment(&id))).into_response())
+}
+
+async fn reject_run(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    f: Result<Form<CommentForm>, FormRejection>,
+) -> Result<Response, UiError> {
+    let (v, f) = posted(&s, &headers, f)?;
+    let comment = comment_of(&f)?;
+    s.app.reject_run(&v.actor, &id, comment)?;
+    Ok(Redirect::to(&format!("/ui/runs/{}", pages::path_segment(&id))).into_response())
+}
+
+async fn cancel_run(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    f: Result<Form<CommentForm>, FormRejection>,
+) -> Result<Response, UiError> {
+    let (v, _) = posted(&s, &headers, f)?;
+    s.app.cancel_run(&v.actor, &id)?;
+    Ok(Redirect::to(&format!("/ui/runs/{}", pages::path_segment(&id))).into_response())
 }
 
 /// The confirmation of an undo: the inverse plan's counts, samples and conflicts.
@@ -232,13 +254,19 @@ async fn undo_run(
     f: Result<Form<UndoForm>, FormRejection>,
 ) -> Result<Response, UiError> {
     let (v, f) = posted(&s, &headers, f)?;
-    let (app, actor, force) = (
-        s.app.clone(),
-        v.actor.clone(),
-        f.force.as_deref() == Some("true"),
-    );
-    let run = detached(async move { app.undo_run(&actor, &id, force).await }).await?;
-    Ok(Redirect::to(&format!("/ui/runs/{}", pages::path_segment(&run.run_id))).into_response())
+    let force = f.force.as_deref() == Some("true");
+    let run = s.app.run_record(&v.actor, &id)?;
+    let queued = s
+        .app
+        .undo_run_queued(&v.actor, &id, force, "ui", &s.scheduler)?;
+    if queued.accepted == crate::app::Accepted::ShuttingDown {
+        return Err(UiError::Page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is shutting down and starts no run".into(),
+        ));
+    }
+    // The undo is queued: the sync's history shows it running, then its result.
+    Ok(Redirect::to(&format!("/ui/syncs/{}", pages::path_segment(&run.sync))).into_response())
 }
 
 #[derive(Deserialize)]

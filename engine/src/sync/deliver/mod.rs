@@ -56,7 +56,7 @@ pub(crate) async fn deliver(
     let mut settle =
         |(mut writer, sent): (Writer, Sent), idle: &mut Vec<Writer>, tally: &mut Tally| {
             let n = (sent.acked.len() + sent.rejected.len()) as u64;
-            let result = committer.record(sent, tally);
+            let result = record_counted(committer, sent, tally, p, &progress);
             writer.end_turn();
             idle.push(writer);
             progress.advance(n);
@@ -146,6 +146,22 @@ pub(crate) async fn deliver(
         Some(e) => Err(e),
         None => finished,
     }
+}
+
+/// Records a finished send and counts its rows as they are recorded (in the metrics and the
+/// run's live progress), so both move while a long run goes on, not only at its end.
+fn record_counted(
+    committer: &mut Committer<'_>,
+    sent: Sent,
+    tally: &mut Tally,
+    p: &PreparedSync,
+    progress: &Progress,
+) -> Result<(), Abort> {
+    let before = (tally.delivered, tally.failed);
+    let result = committer.record(sent, tally);
+    crate::metrics::record_rows(&p.sync.name, before, (tally.delivered, tally.failed));
+    progress.outcomes(tally.delivered.total(), tally.failed.total());
+    result
 }
 
 /// Whether one more writer builds its batch while the others' requests are out, taking
