@@ -7,23 +7,28 @@
 //! version its plugin implements (`…Api::V0_1_0`) and every call matches on it. Callers see
 //! only the SDK's plain types.
 
-use super::bindings::{v0_1_0, v0_2_0, ContractVersion};
+use super::bindings::{v0_1_0, v0_2_0, v0_3_0, ContractVersion};
 use super::call::{guest_call, CallError};
 use super::{Grants, Limits, Plugin, PluginHost, PluginState};
+use backflow_plugin_sdk::warehouse::ReadResult;
 use backflow_plugin_sdk::{
-    ApprovalRequest, Batch, ChangeKind, CheckResult, Column, Decision, Operation, PlanSummary,
-    PluginError, RowOutcome, SyncContext,
+    ApprovalRequest, Batch, Capability, ChangeKind, CheckResult, Column, Decision, Operation,
+    OperationSupport, PlanSummary, PluginError, PolicyDecision, ReviewContext, RowOutcome,
+    SyncContext,
 };
 use wasmtime::component::{InstancePre, ResourceAny};
 use wasmtime::Store;
 
 /// Cuts secrets from a call's error: every error leaving an instance goes through this.
-fn redact<T>(store: &Store<PluginState>, result: Result<T, CallError>) -> Result<T, CallError> {
+pub(super) fn redact<T>(
+    store: &Store<PluginState>,
+    result: Result<T, CallError>,
+) -> Result<T, CallError> {
     result.map_err(|e| e.redacted(&store.data().secrets))
 }
 
 /// A fresh store with the plugin's grants, and the component (imports resolved at load).
-fn prepare(
+pub(super) fn prepare(
     host: &PluginHost,
     plugin: &Plugin,
     grants: &Grants,
@@ -39,6 +44,7 @@ fn prepare(
 enum SourceApi {
     V0_1_0(v0_1_0::Source),
     V0_2_0(v0_2_0::Source),
+    V0_3_0(v0_3_0::Source),
 }
 
 /// A source plugin with an open reader.
@@ -76,6 +82,13 @@ impl SourceInstance {
                     let columns = api.columns(&mut store, reader).await?;
                     Ok((SourceApi::V0_2_0(api), reader, columns))
                 }
+                ContractVersion::V0_3_0 => {
+                    let api =
+                        v0_3_0::Source::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let reader = api.open(&mut store, config_json, query).await?;
+                    let columns = api.columns(&mut store, reader).await?;
+                    Ok((SourceApi::V0_3_0(api), reader, columns))
+                }
             }
         }
         .await;
@@ -101,6 +114,7 @@ impl SourceInstance {
         let result = match &self.api {
             SourceApi::V0_1_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
             SourceApi::V0_2_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
+            SourceApi::V0_3_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
         };
         redact(&self.store, result)
     }
@@ -115,13 +129,14 @@ impl SourceInstance {
 
 /// Drops a guest resource (its destructor runs in the guest, so the clock runs too). A
 /// failure leaves nothing to clean up: the store goes away with the instance.
-async fn drop_resource(store: &mut Store<PluginState>, resource: ResourceAny) {
+pub(super) async fn drop_resource(store: &mut Store<PluginState>, resource: ResourceAny) {
     let _ = guest_call!(store, resource.resource_drop_async(&mut *store));
 }
 
 enum DestinationApi {
     V0_1_0(v0_1_0::Destination),
     V0_2_0(v0_2_0::Destination),
+    V0_3_0(v0_3_0::Destination),
 }
 
 /// A destination plugin with an open writer.
@@ -129,6 +144,10 @@ pub struct DestinationInstance {
     store: Store<PluginState>,
     api: DestinationApi,
     writer: Option<ResourceAny>,
+    /// The plugin's name, for errors.
+    name: String,
+    /// Whether its spec declares `read-back`.
+    can_read: bool,
 }
 
 impl DestinationInstance {
@@ -158,6 +177,13 @@ impl DestinationInstance {
                     let writer = api.open(&mut store, config_json, context).await?;
                     Ok((DestinationApi::V0_2_0(api), writer))
                 }
+                ContractVersion::V0_3_0 => {
+                    let api =
+                        v0_3_0::Destination::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
+                    let writer = api.open(&mut store, config_json, context).await?;
+                    Ok((DestinationApi::V0_3_0(api), writer))
+                }
             }
         }
         .await;
@@ -166,6 +192,8 @@ impl DestinationInstance {
             store,
             api,
             writer: Some(writer),
+            name: plugin.spec.name.clone(),
+            can_read: plugin.capabilities.contains(&Capability::ReadBack),
         })
     }
 
@@ -182,6 +210,7 @@ impl DestinationInstance {
         let outcomes = match &self.api {
             DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
             DestinationApi::V0_2_0(api) => api.write(&mut self.store, writer, op, batch).await,
+            DestinationApi::V0_3_0(api) => api.write(&mut self.store, writer, op, batch).await,
         };
         let secrets = &self.store.data().secrets;
         // A refusal's text is the destination's answer, which may echo the request's headers.
@@ -202,6 +231,25 @@ impl DestinationInstance {
             ))));
         }
         Ok(outcomes)
+    }
+
+    /// What the destination holds for `keys` (rows of the primary-key fields). Only a 0.3.0
+    /// plugin declaring `read-back` can answer; any other gets an error saying so, and is
+    /// never called.
+    pub async fn read(&mut self, keys: Batch) -> Result<ReadResult, CallError> {
+        let writer = self
+            .writer
+            .ok_or_else(|| CallError::Host("writer already closed".into()))?;
+        let result = match &self.api {
+            DestinationApi::V0_3_0(api) if self.can_read => {
+                api.read(&mut self.store, writer, keys).await
+            }
+            _ => Err(CallError::Plugin(PluginError::fatal(format!(
+                "destination plugin {} cannot read back what it holds: its spec does not declare the read-back capability (contract 0.3.0)",
+                self.name
+            )))),
+        };
+        redact(&self.store, result)
     }
 
     /// From now on, this writer's HTTP requests take turns with those of the other writers
@@ -225,6 +273,7 @@ impl DestinationInstance {
         let result = match &self.api {
             DestinationApi::V0_1_0(api) => api.finish(&mut self.store, writer).await,
             DestinationApi::V0_2_0(api) => api.finish(&mut self.store, writer).await,
+            DestinationApi::V0_3_0(api) => api.finish(&mut self.store, writer).await,
         };
         drop_resource(&mut self.store, writer).await;
         redact(&self.store, result)
@@ -234,6 +283,7 @@ impl DestinationInstance {
 enum CheckApi {
     V0_1_0(v0_1_0::QualityCheck),
     V0_2_0(v0_2_0::QualityCheck),
+    V0_3_0(v0_3_0::QualityCheck),
 }
 
 /// A quality-check plugin with an open checker.
@@ -270,6 +320,13 @@ impl CheckInstance {
                     let checker = api.open(&mut store, config_json, plan).await?;
                     Ok((CheckApi::V0_2_0(api), checker))
                 }
+                ContractVersion::V0_3_0 => {
+                    let api =
+                        v0_3_0::QualityCheck::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
+                    let checker = api.open(&mut store, config_json, plan).await?;
+                    Ok((CheckApi::V0_3_0(api), checker))
+                }
             }
         }
         .await;
@@ -300,6 +357,10 @@ impl CheckInstance {
                 api.observe(&mut self.store, checker, kind, after, before)
                     .await
             }
+            CheckApi::V0_3_0(api) => {
+                api.observe(&mut self.store, checker, kind, after, before)
+                    .await
+            }
         };
         redact(&self.store, result)
     }
@@ -314,6 +375,7 @@ impl CheckInstance {
         let result = match &self.api {
             CheckApi::V0_1_0(api) => api.finish(&mut self.store, checker).await,
             CheckApi::V0_2_0(api) => api.finish(&mut self.store, checker).await,
+            CheckApi::V0_3_0(api) => api.finish(&mut self.store, checker).await,
         };
         drop_resource(&mut self.store, checker).await;
         let secrets = &self.store.data().secrets;
@@ -329,7 +391,8 @@ impl CheckInstance {
     }
 }
 
-/// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants.
+/// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants:
+/// its decision only (see [`evaluate_policy_decision`] for the waivers).
 pub async fn evaluate_policy(
     host: &PluginHost,
     plugin: &Plugin,
@@ -337,23 +400,73 @@ pub async fn evaluate_policy(
     config_json: &str,
     request: &ApprovalRequest,
 ) -> Result<Decision, CallError> {
+    let review = ReviewContext::default();
+    evaluate_policy_decision(host, plugin, limits, config_json, request, &review)
+        .await
+        .map(|d| d.decision)
+}
+
+/// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants,
+/// showing a 0.3.0 policy `review` (plugin changes, built-in requirements): its decision and
+/// the built-in rules it explicitly waives (none from a 0.1.0 or 0.2.0 policy).
+pub async fn evaluate_policy_decision(
+    host: &PluginHost,
+    plugin: &Plugin,
+    limits: Limits,
+    config_json: &str,
+    request: &ApprovalRequest,
+    review: &ReviewContext,
+) -> Result<PolicyDecision, CallError> {
     let (mut store, pre) = prepare(host, plugin, &Grants::default(), limits)?;
     let decision = async {
         match plugin.contract {
             ContractVersion::V0_1_0 => {
                 v0_1_0::ApprovalPolicy::instantiate(&mut store, pre)
                     .await?
-                    .evaluate(&mut store, config_json, request)
+                    .evaluate(&mut store, config_json, request, review)
                     .await
             }
             ContractVersion::V0_2_0 => {
                 v0_2_0::ApprovalPolicy::instantiate(&mut store, pre)
                     .await?
-                    .evaluate(&mut store, config_json, request)
+                    .evaluate(&mut store, config_json, request, review)
+                    .await
+            }
+            ContractVersion::V0_3_0 => {
+                v0_3_0::ApprovalPolicy::instantiate(&mut store, pre)
+                    .await?
+                    .evaluate(&mut store, config_json, request, review)
                     .await
             }
         }
     }
     .await;
     redact(&store, decision)
+}
+
+/// The operations a destination's config can express, with a hint for each operation of
+/// its spec it cannot (0.3.0 `operations-for`). A 0.1.0 or 0.2.0 plugin, or a 0.3.0 one
+/// that answers operations outside its spec, is taken at its spec's word, restricted to it.
+pub async fn destination_operations(
+    host: &PluginHost,
+    plugin: &Plugin,
+    limits: Limits,
+    config_json: &str,
+) -> Result<OperationSupport, CallError> {
+    if plugin.contract != ContractVersion::V0_3_0 {
+        return Ok(OperationSupport::all_of(&plugin.spec));
+    }
+    let (mut store, pre) = prepare(host, plugin, &Grants::default(), limits)?;
+    let support = async {
+        v0_3_0::Destination::instantiate(&mut store, pre, plugin.row_encoding)
+            .await?
+            .operations_for(&mut store, config_json)
+            .await
+    }
+    .await;
+    let mut support = redact(&store, support)?;
+    support
+        .operations
+        .retain(|op| plugin.spec.operations.contains(op));
+    Ok(support)
 }
