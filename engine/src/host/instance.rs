@@ -142,10 +142,9 @@ enum DestinationApi {
 /// A destination plugin with an open writer.
 pub struct DestinationInstance {
     store: Store<PluginState>,
-    api: DestinationApi,
+    /// Boxed: the bindings of a 0.3.0 destination are large, and writers are moved around.
+    api: Box<DestinationApi>,
     writer: Option<ResourceAny>,
-    /// The plugin's name, for errors.
-    name: String,
     /// Whether its spec declares `read-back`.
     can_read: bool,
 }
@@ -190,9 +189,8 @@ impl DestinationInstance {
         let (api, writer) = redact(&store, opened)?;
         Ok(DestinationInstance {
             store,
-            api,
+            api: Box::new(api),
             writer: Some(writer),
-            name: plugin.spec.name.clone(),
             can_read: plugin.capabilities.contains(&Capability::ReadBack),
         })
     }
@@ -207,7 +205,7 @@ impl DestinationInstance {
             .writer
             .ok_or_else(|| CallError::Host("writer already closed".into()))?;
         let rows = batch.row_count as usize;
-        let outcomes = match &self.api {
+        let outcomes = match &*self.api {
             DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
             DestinationApi::V0_2_0(api) => api.write(&mut self.store, writer, op, batch).await,
             DestinationApi::V0_3_0(api) => api.write(&mut self.store, writer, op, batch).await,
@@ -240,13 +238,13 @@ impl DestinationInstance {
         let writer = self
             .writer
             .ok_or_else(|| CallError::Host("writer already closed".into()))?;
-        let result = match &self.api {
+        let result = match &*self.api {
             DestinationApi::V0_3_0(api) if self.can_read => {
                 api.read(&mut self.store, writer, keys).await
             }
             _ => Err(CallError::Plugin(PluginError::fatal(format!(
                 "destination plugin {} cannot read back what it holds: its spec does not declare the read-back capability (contract 0.3.0)",
-                self.name
+                self.store.data().plugin_name
             )))),
         };
         redact(&self.store, result)
@@ -270,7 +268,7 @@ impl DestinationInstance {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        let result = match &self.api {
+        let result = match &*self.api {
             DestinationApi::V0_1_0(api) => api.finish(&mut self.store, writer).await,
             DestinationApi::V0_2_0(api) => api.finish(&mut self.store, writer).await,
             DestinationApi::V0_3_0(api) => api.finish(&mut self.store, writer).await,

@@ -47,7 +47,7 @@ pub enum PrepareError {
         problems: Vec<String>,
     },
     /// The sync's mode needs operations the destination (or its config) does not support.
-    #[error("{at}: mode {mode} needs the destination to {}, which {destination} does not support{} (it supports: {}){}", missing.join(" and "), if hints.is_empty() { "" } else { " with its config" }, supported.join(", "), hints.iter().map(|h| format!("; {h}")).collect::<String>())]
+    #[error("{at}: mode {mode} needs the destination to {}, which {destination} does not support{} (it supports: {}){}", missing.join(" and "), if supported.1.is_empty() { "" } else { " with its config" }, supported.0.join(", "), supported.1.iter().map(|h| format!("; {h}")).collect::<String>())]
     ModeUnsupported {
         /// `FILE: KEY` of the sync's `mode`.
         at: String,
@@ -57,11 +57,9 @@ pub enum PrepareError {
         missing: Vec<&'static str>,
         /// The destination's name.
         destination: String,
-        /// The operations the destination supports (with its config).
-        supported: Vec<&'static str>,
-        /// How to enable the missing operations, `OPERATION: hint`, from the plugin's
-        /// `operations-for` (contract 0.3.0).
-        hints: Vec<String>,
+        /// The operations the destination supports (with its config), and how to enable
+        /// the missing ones, from the plugin's `operations-for` (contract 0.3.0).
+        supported: Box<(Vec<&'static str>, Vec<String>)>,
     },
     /// The destination's config cannot express an operation `operations-for` lacks: found
     /// while validating it.
@@ -292,13 +290,15 @@ fn mode_unsupported(
             sync.origin.key("mode")
         ),
         mode: sync.mode.as_str(),
-        hints: missing
-            .iter()
-            .filter_map(|op| support.hint(*op).map(|h| format!("to {op}: {h}")))
-            .collect(),
+        supported: Box::new((
+            support.operations.iter().map(|o| o.as_str()).collect(),
+            missing
+                .iter()
+                .filter_map(|op| support.hint(*op).map(|h| format!("to {op}: {h}")))
+                .collect(),
+        )),
         missing: missing.iter().map(|o| o.as_str()).collect(),
         destination: destination.name.clone(),
-        supported: support.operations.iter().map(|o| o.as_str()).collect(),
     }
 }
 
@@ -329,7 +329,7 @@ pub(crate) fn check_plan_operations(
     p: &PreparedSync,
     planned: OpCounts,
     what: &'static str,
-) -> Result<(), PlanUnsupported> {
+) -> Result<(), Box<PlanUnsupported>> {
     for (change, count) in [
         (Change::Added, planned.added),
         (Change::Changed, planned.changed),
@@ -339,7 +339,7 @@ pub(crate) fn check_plan_operations(
             continue;
         };
         if !p.destination_operations.supports(op) {
-            return Err(PlanUnsupported {
+            return Err(Box::new(PlanUnsupported {
                 file: p.sync.origin.file.clone(),
                 sync: p.sync.name.clone(),
                 what,
@@ -347,7 +347,7 @@ pub(crate) fn check_plan_operations(
                 op,
                 destination: p.destination.name.clone(),
                 hint: p.destination_operations.hint(op).map(str::to_string),
-            });
+            }));
         }
     }
     Ok(())
