@@ -191,9 +191,10 @@ async fn measure(subject: &Subject, input: &[Batch], batches: u32, repeat: usize
     };
     let plan = PlanSummary {
         sync_name: "bench".into(),
+        purpose: backflow_plugin_sdk::PlanPurpose::Run,
         columns: columns(),
         snapshot_rows: 0,
-        model_rows: 0,
+        model_rows: Some(0),
         added: 0,
         changed: 0,
         removed: 0,

@@ -4,13 +4,42 @@
 
 use crate::value::Column;
 
+/// Why a plan exists (contract 0.3.0). Checks that judge the model as a whole let an undo
+/// pass: an undo reads no model.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanPurpose {
+    /// A run of the sync: the model diffed against what was delivered.
+    #[default]
+    Run,
+    /// The inverse of an earlier run, read from its changelog.
+    Undo,
+    /// Re-sending what a drift report found missing or changed.
+    Reconcile,
+}
+
+impl PlanPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanPurpose::Run => "run",
+            PlanPurpose::Undo => "undo",
+            PlanPurpose::Reconcile => "reconcile",
+        }
+    }
+}
+
 /// What a check is told about the run before it sees rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanSummary {
     pub sync_name: String,
+    /// Why the plan exists (0.1.0 and 0.2.0 checks are not told).
+    pub purpose: PlanPurpose,
     pub columns: Vec<Column>,
     pub snapshot_rows: u64,
-    pub model_rows: u64,
+    /// Rows in the model now; `None` when the plan did not read the whole model (an undo).
+    pub model_rows: Option<u64>,
     pub added: u64,
     pub changed: u64,
     pub removed: u64,

@@ -1,22 +1,33 @@
-//! The plugin side: bindings to the WIT contract, the traits a plugin implements, and the
-//! adapters that connect the two. Compiled only with one of the world features.
+//! The plugin side: bindings to the WIT contract (0.3.0), the traits a plugin implements,
+//! and the adapters that connect the two. Compiled only with one of the world features.
+//!
+//! What 0.3.0 added is optional for a plugin: every new trait function has a default
+//! (`capabilities` none, `operations_for` the spec's operations, `read` and the warehouse
+//! functions a fatal "not supported" error, a policy waives nothing), so a plugin written
+//! for an earlier SDK rebuilds unchanged.
 
 use crate::check::{ChangeKind, CheckResult, PlanSummary};
 use crate::codec::Batch;
-use crate::policy::{ApprovalRequest, Decision};
-use crate::spec::{ConfigError, Operation, PluginError, PluginKind, PluginSpec, RowOutcome};
+use crate::policy::{ApprovalRequest, Decision, PolicyDecision, ReviewContext};
+use crate::spec::{
+    Capability, ConfigError, Operation, OperationSupport, PluginError, PluginKind, PluginSpec,
+    RowOutcome,
+};
 use crate::value::{Column, ValueType};
+use crate::warehouse::{
+    ChangeBatch, ChangeLog, DiffCounts, DiffRequest, ReadResult, RunLog, SnapshotTable, WriteBack,
+};
 
 /// Bindings for what every world shares: the `types` and `host` interfaces.
 #[doc(hidden)]
 pub mod host_bindings {
     wit_bindgen::generate!({
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.3.0",
         inline: "
             package backflow:sdk;
             world host-only {
-                import backflow:plugin/types@0.1.0;
-                import backflow:plugin/host@0.1.0;
+                import backflow:plugin/types@0.3.0;
+                import backflow:plugin/host@0.3.0;
             }
         ",
         world: "backflow:sdk/host-only",
@@ -32,11 +43,11 @@ macro_rules! world_bindings {
         #[doc(hidden)]
         pub mod $module {
             wit_bindgen::generate!({
-                path: "../wit/v0.1.0",
+                path: "../wit/v0.3.0",
                 world: $world,
                 with: {
-                    "backflow:plugin/types@0.1.0": crate::guest::host_bindings::backflow::plugin::types,
-                    "backflow:plugin/host@0.1.0": crate::guest::host_bindings::backflow::plugin::host,
+                    "backflow:plugin/types@0.3.0": crate::guest::host_bindings::backflow::plugin::types,
+                    "backflow:plugin/host@0.3.0": crate::guest::host_bindings::backflow::plugin::host,
                 },
                 pub_export_macro: true,
                 export_macro_name: $macro_name,
@@ -101,13 +112,63 @@ pub mod host {
 
 // ---- The traits plugin authors implement -------------------------------------------------
 
-/// A source plugin: opens a reader for a query.
+/// The error of a 0.3.0 function a plugin does not implement.
+pub fn not_supported(what: &str) -> PluginError {
+    PluginError::fatal(format!("{what} is not supported by this plugin"))
+}
+
+/// A source plugin: opens a reader for a query. The `warehouse_*` functions (contract
+/// 0.3.0, capabilities `warehouse-diff`, `cursor-read`, `warehouse-logs`) are optional: the
+/// engine calls them only when `capabilities()` declares them.
 pub trait SourcePlugin: 'static {
     type Reader: SourceReader;
     fn spec() -> PluginSpec;
     /// Every problem with `config` (JSON text), without side effects.
     fn check_config(config: &str) -> Vec<ConfigError>;
     fn open(config: &str, query: &str) -> Result<Self::Reader, PluginError>;
+    /// What the plugin implements beyond reading (none by default).
+    fn capabilities() -> Vec<Capability> {
+        Vec::new()
+    }
+    /// Creates the snapshot table if missing; the key columns it holds.
+    fn warehouse_prepare(
+        _config: &str,
+        _snapshot: SnapshotTable,
+        _key_columns: Vec<Column>,
+    ) -> Result<Vec<Column>, PluginError> {
+        Err(not_supported("warehouse diff"))
+    }
+    /// Opens a diff of the model against the snapshot table.
+    fn warehouse_diff(
+        _config: &str,
+        _request: DiffRequest,
+        _include_unchanged: bool,
+    ) -> Result<Box<dyn WarehouseDiffer>, PluginError> {
+        Err(not_supported("warehouse diff"))
+    }
+    /// Records what the destination acknowledged, idempotently.
+    fn warehouse_write_back(_config: &str, _write_back: WriteBack) -> Result<(), PluginError> {
+        Err(not_supported("warehouse write-back"))
+    }
+    /// Writes sync logs into `schema`, idempotently.
+    fn warehouse_write_logs(
+        _config: &str,
+        _schema: &str,
+        _runs: Vec<RunLog>,
+        _changes: Vec<ChangeLog>,
+    ) -> Result<(), PluginError> {
+        Err(not_supported("warehouse logs"))
+    }
+}
+
+/// A diff computed in the source database (contract 0.3.0).
+pub trait WarehouseDiffer: 'static {
+    fn columns(&self) -> Vec<Column>;
+    fn counts(&mut self) -> Result<DiffCounts, PluginError>;
+    fn next_batch(&mut self, max_rows: u32) -> Result<Option<ChangeBatch>, PluginError>;
+    fn max_cursor(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Reads one model in batches.
@@ -123,13 +184,40 @@ pub trait DestinationPlugin: 'static {
     fn spec() -> PluginSpec;
     fn check_config(config: &str) -> Vec<ConfigError>;
     fn open(config: &str, context: crate::spec::SyncContext) -> Result<Self::Writer, PluginError>;
+    /// What the plugin implements beyond writing (none by default).
+    fn capabilities() -> Vec<Capability> {
+        Vec::new()
+    }
+    /// The operations `config` can express, with a hint for each of the spec's it cannot
+    /// (contract 0.3.0). By default every operation of the spec.
+    fn operations_for(_config: &str) -> Result<OperationSupport, PluginError> {
+        Ok(OperationSupport::all_of(&Self::spec()))
+    }
 }
 
 /// Writes batches. `write` returns one outcome per row, or an error when nothing was written.
 pub trait DestinationWriter: 'static {
     fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, PluginError>;
+    /// A batch with absent cells (`present`, contract 0.3.0): only sent to plugins declaring
+    /// `field-presence`, which override this. By default a batch with every cell present is
+    /// written, and one with absent cells refused.
+    fn write_present(
+        &mut self,
+        op: Operation,
+        batch: Batch,
+        present: Option<Vec<u8>>,
+    ) -> Result<Vec<RowOutcome>, PluginError> {
+        match present {
+            None => self.write(op, batch),
+            Some(_) => Err(not_supported("writing batches with absent fields")),
+        }
+    }
     fn finish(&mut self) -> Result<(), PluginError> {
         Ok(())
+    }
+    /// What the destination holds for these keys (capability `read-back`, contract 0.3.0).
+    fn read(&mut self, _keys: Batch) -> Result<ReadResult, PluginError> {
+        Err(not_supported("reading back"))
     }
 }
 
@@ -158,6 +246,16 @@ pub trait ApprovalPolicyPlugin: 'static {
     fn spec() -> PluginSpec;
     fn check_config(config: &str) -> Vec<ConfigError>;
     fn evaluate(config: &str, request: ApprovalRequest) -> Result<Decision, PluginError>;
+    /// The whole 0.3.0 evaluation: `review` holds plugin build changes and the built-in
+    /// requirements, and the answer may waive a built-in rule. By default `evaluate`'s
+    /// decision, waiving nothing.
+    fn evaluate_with_review(
+        config: &str,
+        request: ApprovalRequest,
+        _review: ReviewContext,
+    ) -> Result<PolicyDecision, PluginError> {
+        Self::evaluate(config, request).map(PolicyDecision::from)
+    }
 }
 
 // ---- Conversions between the SDK's types and the generated ones -------------------------
@@ -211,6 +309,16 @@ pub fn batch_to_wit(b: Batch) -> wit::RowBatch {
         columns: b.columns.into_iter().map(column_to_wit).collect(),
         row_count: b.row_count,
         payload: b.payload,
+        present: None,
+    }
+}
+
+#[doc(hidden)]
+pub fn column_from_wit(c: wit::Column) -> Column {
+    Column {
+        name: c.name,
+        value_type: c.value_type.into(),
+        nullable: c.nullable,
     }
 }
 
@@ -252,7 +360,18 @@ pub fn operation_from_wit(op: wit::Operation) -> Operation {
 }
 
 #[doc(hidden)]
-pub fn spec_to_wit(s: PluginSpec) -> wit::PluginSpec {
+pub fn capability_to_wit(c: Capability) -> wit::Capability {
+    match c {
+        Capability::WarehouseDiff => wit::Capability::WarehouseDiff,
+        Capability::CursorRead => wit::Capability::CursorRead,
+        Capability::WarehouseLogs => wit::Capability::WarehouseLogs,
+        Capability::ReadBack => wit::Capability::ReadBack,
+        Capability::FieldPresence => wit::Capability::FieldPresence,
+    }
+}
+
+#[doc(hidden)]
+pub fn spec_to_wit(s: PluginSpec, capabilities: Vec<Capability>) -> wit::PluginSpec {
     wit::PluginSpec {
         name: s.name,
         version: s.version,
@@ -270,6 +389,8 @@ pub fn spec_to_wit(s: PluginSpec) -> wit::PluginSpec {
             requests_per_second: r.requests_per_second,
             rows_per_second: r.rows_per_second,
         }),
+        row_encoding: wit::RowEncoding::Msgpack,
+        capabilities: capabilities.into_iter().map(capability_to_wit).collect(),
     }
 }
 
@@ -339,6 +460,147 @@ pub mod source_adapter {
     }
 }
 
+#[cfg(feature = "source")]
+#[doc(hidden)]
+pub mod warehouse_adapter {
+    use super::source_bindings::exports::backflow::plugin::warehouse as gen;
+    use super::*;
+    use std::cell::RefCell;
+    use std::marker::PhantomData;
+
+    fn snapshot_from(t: gen::SnapshotTable) -> SnapshotTable {
+        SnapshotTable {
+            schema: t.schema,
+            table: t.table,
+        }
+    }
+
+    pub struct DifferAdapter<P: SourcePlugin>(RefCell<Box<dyn WarehouseDiffer>>, PhantomData<P>);
+
+    impl<P: SourcePlugin> gen::GuestDiffer for DifferAdapter<P> {
+        fn open(
+            config: String,
+            request: gen::DiffRequest,
+            include_unchanged: bool,
+        ) -> Result<gen::Differ, wit::PluginError> {
+            let request = DiffRequest {
+                query: request.query,
+                key_columns: request.key_columns,
+                snapshot: snapshot_from(request.snapshot),
+                cursor: request.cursor.map(|c| crate::warehouse::CursorWindow {
+                    column: c.column,
+                    since: c.since,
+                }),
+                full_resync: request.full_resync,
+            };
+            let differ = P::warehouse_diff(&config, request, include_unchanged)?;
+            Ok(gen::Differ::new(DifferAdapter::<P>(
+                RefCell::new(differ),
+                PhantomData,
+            )))
+        }
+        fn columns(&self) -> Vec<wit::Column> {
+            self.0
+                .borrow()
+                .columns()
+                .into_iter()
+                .map(column_to_wit)
+                .collect()
+        }
+        fn counts(&self) -> Result<gen::DiffCounts, wit::PluginError> {
+            let c = self.0.borrow_mut().counts()?;
+            Ok(gen::DiffCounts {
+                model_rows: c.model_rows,
+                snapshot_rows: c.snapshot_rows,
+                added: c.added,
+                changed: c.changed,
+                removed: c.removed,
+            })
+        }
+        fn next_batch(&self, max_rows: u32) -> Result<Option<gen::ChangeBatch>, wit::PluginError> {
+            let Some(b) = self.0.borrow_mut().next_batch(max_rows)? else {
+                return Ok(None);
+            };
+            Ok(Some(gen::ChangeBatch {
+                kind: match b.kind {
+                    ChangeKind::Added => gen::ChangeKind::Added,
+                    ChangeKind::Changed => gen::ChangeKind::Changed,
+                    ChangeKind::Removed => gen::ChangeKind::Removed,
+                    ChangeKind::Unchanged => gen::ChangeKind::Unchanged,
+                },
+                rows: batch_to_wit(b.rows),
+                before: b.before.map(batch_to_wit),
+                fingerprints: b.fingerprints,
+            }))
+        }
+        fn max_cursor(&self) -> Option<String> {
+            self.0.borrow().max_cursor()
+        }
+    }
+
+    pub fn prepare<P: SourcePlugin>(
+        config: String,
+        snapshot: gen::SnapshotTable,
+        key_columns: Vec<wit::Column>,
+    ) -> Result<Vec<wit::Column>, wit::PluginError> {
+        let keys = key_columns.into_iter().map(column_from_wit).collect();
+        let held = P::warehouse_prepare(&config, snapshot_from(snapshot), keys)?;
+        Ok(held.into_iter().map(column_to_wit).collect())
+    }
+
+    pub fn write_back<P: SourcePlugin>(
+        config: String,
+        snapshot: gen::SnapshotTable,
+        delivered: wit::RowBatch,
+        fingerprints: Vec<Option<String>>,
+        removed: wit::RowBatch,
+    ) -> Result<(), wit::PluginError> {
+        let write_back = WriteBack {
+            snapshot: snapshot_from(snapshot),
+            delivered: batch_from_wit(delivered),
+            fingerprints,
+            removed: batch_from_wit(removed),
+        };
+        Ok(P::warehouse_write_back(&config, write_back)?)
+    }
+
+    pub fn write_logs<P: SourcePlugin>(
+        config: String,
+        schema: String,
+        runs: Vec<gen::RunLog>,
+        changes: Vec<gen::ChangeLog>,
+    ) -> Result<(), wit::PluginError> {
+        let runs = runs
+            .into_iter()
+            .map(|r| RunLog {
+                run_id: r.run_id,
+                sync_name: r.sync_name,
+                status: r.status,
+                trigger: r.trigger,
+                user: r.user,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                planned: r.planned,
+                delivered: r.delivered,
+                failed: r.failed,
+                error: r.error,
+            })
+            .collect();
+        let changes = changes
+            .into_iter()
+            .map(|c| ChangeLog {
+                run_id: c.run_id,
+                key: c.key,
+                operation: operation_from_wit(c.operation),
+                status: c.status,
+                error: c.error,
+                at: c.at,
+            })
+            .collect();
+        Ok(P::warehouse_write_logs(&config, &schema, runs, changes)?)
+    }
+}
+
 #[cfg(feature = "destination")]
 #[doc(hidden)]
 pub mod destination_adapter {
@@ -366,10 +628,12 @@ pub mod destination_adapter {
             op: wit::Operation,
             batch: wit::RowBatch,
         ) -> Result<Vec<gen::RowOutcome>, wit::PluginError> {
-            let outcomes = self
-                .0
-                .borrow_mut()
-                .write(operation_from_wit(op), batch_from_wit(batch))?;
+            let present = batch.present.clone();
+            let outcomes = self.0.borrow_mut().write_present(
+                operation_from_wit(op),
+                batch_from_wit(batch),
+                present,
+            )?;
             Ok(outcomes
                 .into_iter()
                 .map(|o| match o {
@@ -382,6 +646,40 @@ pub mod destination_adapter {
         fn finish(&self) -> Result<(), wit::PluginError> {
             Ok(self.0.borrow_mut().finish()?)
         }
+        fn read(&self, keys: wit::RowBatch) -> Result<gen::ReadResult, wit::PluginError> {
+            let r = self.0.borrow_mut().read(batch_from_wit(keys))?;
+            let mut rows = batch_to_wit(r.rows);
+            rows.present = r.present;
+            Ok(gen::ReadResult {
+                rows,
+                held: r
+                    .held
+                    .into_iter()
+                    .map(|h| match h {
+                        crate::warehouse::Held::Absent => gen::Held::Absent,
+                        crate::warehouse::Held::Present(row) => gen::Held::Present(row),
+                    })
+                    .collect(),
+            })
+        }
+    }
+
+    pub fn operations_for<P: DestinationPlugin>(
+        config: String,
+    ) -> Result<gen::OperationSupport, wit::PluginError> {
+        let support = P::operations_for(&config)?;
+        Ok(gen::OperationSupport {
+            operations: support
+                .operations
+                .into_iter()
+                .map(operation_to_wit)
+                .collect(),
+            hints: support
+                .hints
+                .into_iter()
+                .map(|(op, hint)| (operation_to_wit(op), hint))
+                .collect(),
+        })
     }
 }
 
@@ -399,6 +697,11 @@ pub mod check_adapter {
         fn open(config: String, plan: gen::PlanSummary) -> Result<gen::Checker, wit::PluginError> {
             let summary = PlanSummary {
                 sync_name: plan.sync_name,
+                purpose: match plan.purpose {
+                    gen::PlanPurpose::Run => crate::check::PlanPurpose::Run,
+                    gen::PlanPurpose::Undo => crate::check::PlanPurpose::Undo,
+                    gen::PlanPurpose::Reconcile => crate::check::PlanPurpose::Reconcile,
+                },
                 columns: plan
                     .columns
                     .into_iter()
@@ -479,7 +782,29 @@ pub mod policy_adapter {
     pub fn evaluate<P: ApprovalPolicyPlugin>(
         config: String,
         request: gen::ApprovalRequest,
-    ) -> Result<gen::Decision, wit::PluginError> {
+    ) -> Result<gen::PolicyDecision, wit::PluginError> {
+        let review = ReviewContext {
+            plugin_changes: request
+                .plugin_changes
+                .iter()
+                .map(|c| crate::policy::PluginChange {
+                    name: c.name.clone(),
+                    old_hash: c.old_hash.clone(),
+                    new_hash: c.new_hash.clone(),
+                    spec_changes: c.spec_changes.clone(),
+                })
+                .collect(),
+            built_in: request
+                .built_in
+                .iter()
+                .map(|r| crate::policy::BuiltInRequirement {
+                    rule: r.rule.clone(),
+                    reason: r.reason.clone(),
+                    roles: r.roles.iter().copied().map(role_from).collect(),
+                    count: r.count,
+                })
+                .collect(),
+        };
         let request = ApprovalRequest {
             kind: match request.kind {
                 gen::RequestKind::ConfigChange => RequestKind::ConfigChange,
@@ -502,7 +827,8 @@ pub mod policy_adapter {
                 })
                 .collect(),
         };
-        Ok(match P::evaluate(&config, request)? {
+        let answer = P::evaluate_with_review(&config, request, review)?;
+        let decision = match answer.decision {
             Decision::Approve(m) => gen::Decision::Approve(m),
             Decision::Reject(m) => gen::Decision::Reject(m),
             Decision::Require {
@@ -516,6 +842,18 @@ pub mod policy_adapter {
                 allow_self_approval,
                 reason,
             }),
+        };
+        Ok(gen::PolicyDecision {
+            decision,
+            waive: answer
+                .waive
+                .into_iter()
+                .map(|w| match w {
+                    crate::policy::WaivableRule::ApproverOtherThanAuthor => {
+                        gen::WaivableRule::ApproverOtherThanAuthor
+                    }
+                })
+                .collect(),
         })
     }
 }
@@ -529,7 +867,7 @@ macro_rules! export_source {
         struct __BackflowSourceExport;
         impl $crate::guest::source_bindings::exports::backflow::plugin::plugin::Guest for __BackflowSourceExport {
             fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
-                $crate::guest::spec_to_wit(<$plugin as $crate::SourcePlugin>::spec())
+                $crate::guest::spec_to_wit(<$plugin as $crate::SourcePlugin>::spec(), <$plugin as $crate::SourcePlugin>::capabilities())
             }
             fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
                 $crate::guest::config_errors_to_wit(<$plugin as $crate::SourcePlugin>::check_config(&config))
@@ -537,6 +875,33 @@ macro_rules! export_source {
         }
         impl $crate::guest::source_bindings::exports::backflow::plugin::source::Guest for __BackflowSourceExport {
             type Reader = $crate::guest::source_adapter::ReaderAdapter<$plugin>;
+        }
+        impl $crate::guest::source_bindings::exports::backflow::plugin::warehouse::Guest for __BackflowSourceExport {
+            type Differ = $crate::guest::warehouse_adapter::DifferAdapter<$plugin>;
+            fn prepare(
+                config: String,
+                snapshot: $crate::guest::source_bindings::exports::backflow::plugin::warehouse::SnapshotTable,
+                key_columns: Vec<$crate::guest::host_bindings::backflow::plugin::types::Column>,
+            ) -> Result<Vec<$crate::guest::host_bindings::backflow::plugin::types::Column>, $crate::guest::host_bindings::backflow::plugin::types::PluginError> {
+                $crate::guest::warehouse_adapter::prepare::<$plugin>(config, snapshot, key_columns)
+            }
+            fn write_back(
+                config: String,
+                snapshot: $crate::guest::source_bindings::exports::backflow::plugin::warehouse::SnapshotTable,
+                delivered: $crate::guest::host_bindings::backflow::plugin::types::RowBatch,
+                fingerprints: Vec<Option<String>>,
+                removed: $crate::guest::host_bindings::backflow::plugin::types::RowBatch,
+            ) -> Result<(), $crate::guest::host_bindings::backflow::plugin::types::PluginError> {
+                $crate::guest::warehouse_adapter::write_back::<$plugin>(config, snapshot, delivered, fingerprints, removed)
+            }
+            fn write_logs(
+                config: String,
+                schema: String,
+                runs: Vec<$crate::guest::source_bindings::exports::backflow::plugin::warehouse::RunLog>,
+                changes: Vec<$crate::guest::source_bindings::exports::backflow::plugin::warehouse::ChangeLog>,
+            ) -> Result<(), $crate::guest::host_bindings::backflow::plugin::types::PluginError> {
+                $crate::guest::warehouse_adapter::write_logs::<$plugin>(config, schema, runs, changes)
+            }
         }
         $crate::guest::source_bindings::__backflow_export_source_world!(__BackflowSourceExport with_types_in $crate::guest::source_bindings);
     };
@@ -551,7 +916,7 @@ macro_rules! export_destination {
         struct __BackflowDestinationExport;
         impl $crate::guest::destination_bindings::exports::backflow::plugin::plugin::Guest for __BackflowDestinationExport {
             fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
-                $crate::guest::spec_to_wit(<$plugin as $crate::DestinationPlugin>::spec())
+                $crate::guest::spec_to_wit(<$plugin as $crate::DestinationPlugin>::spec(), <$plugin as $crate::DestinationPlugin>::capabilities())
             }
             fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
                 $crate::guest::config_errors_to_wit(<$plugin as $crate::DestinationPlugin>::check_config(&config))
@@ -559,6 +924,14 @@ macro_rules! export_destination {
         }
         impl $crate::guest::destination_bindings::exports::backflow::plugin::destination::Guest for __BackflowDestinationExport {
             type Writer = $crate::guest::destination_adapter::WriterAdapter<$plugin>;
+            fn operations_for(
+                config: String,
+            ) -> Result<
+                $crate::guest::destination_bindings::exports::backflow::plugin::destination::OperationSupport,
+                $crate::guest::host_bindings::backflow::plugin::types::PluginError,
+            > {
+                $crate::guest::destination_adapter::operations_for::<$plugin>(config)
+            }
         }
         $crate::guest::destination_bindings::__backflow_export_destination_world!(__BackflowDestinationExport with_types_in $crate::guest::destination_bindings);
     };
@@ -572,7 +945,7 @@ macro_rules! export_quality_check {
         struct __BackflowCheckExport;
         impl $crate::guest::check_bindings::exports::backflow::plugin::plugin::Guest for __BackflowCheckExport {
             fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
-                $crate::guest::spec_to_wit(<$plugin as $crate::QualityCheckPlugin>::spec())
+                $crate::guest::spec_to_wit(<$plugin as $crate::QualityCheckPlugin>::spec(), ::std::vec::Vec::new())
             }
             fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
                 $crate::guest::config_errors_to_wit(<$plugin as $crate::QualityCheckPlugin>::check_config(&config))
@@ -593,7 +966,7 @@ macro_rules! export_approval_policy {
         struct __BackflowPolicyExport;
         impl $crate::guest::policy_bindings::exports::backflow::plugin::plugin::Guest for __BackflowPolicyExport {
             fn spec() -> $crate::guest::host_bindings::backflow::plugin::types::PluginSpec {
-                $crate::guest::spec_to_wit(<$plugin as $crate::ApprovalPolicyPlugin>::spec())
+                $crate::guest::spec_to_wit(<$plugin as $crate::ApprovalPolicyPlugin>::spec(), ::std::vec::Vec::new())
             }
             fn check_config(config: String) -> Vec<$crate::guest::host_bindings::backflow::plugin::types::ConfigError> {
                 $crate::guest::config_errors_to_wit(<$plugin as $crate::ApprovalPolicyPlugin>::check_config(&config))
@@ -604,7 +977,7 @@ macro_rules! export_approval_policy {
                 config: String,
                 request: $crate::guest::policy_bindings::exports::backflow::plugin::approval_policy::ApprovalRequest,
             ) -> Result<
-                $crate::guest::policy_bindings::exports::backflow::plugin::approval_policy::Decision,
+                $crate::guest::policy_bindings::exports::backflow::plugin::approval_policy::PolicyDecision,
                 $crate::guest::host_bindings::backflow::plugin::types::PluginError,
             > {
                 $crate::guest::policy_adapter::evaluate::<$plugin>(config, request)

@@ -25,18 +25,23 @@ pub mod json_rows;
 pub mod policy;
 pub mod spec;
 pub mod value;
+pub mod warehouse;
 
-pub use check::{ChangeKind, CheckResult, PlanSummary, Verdict};
+pub use check::{ChangeKind, CheckResult, PlanPurpose, PlanSummary, Verdict};
 pub use codec::{Batch, BatchBuilder, CodecError};
-pub use policy::{ApprovalRequest, Decision, RequestKind, Role, SyncImpact};
+pub use policy::{
+    ApprovalRequest, BuiltInRequirement, Decision, PluginChange, PolicyDecision, RequestKind,
+    ReviewContext, Role, SyncImpact, WaivableRule,
+};
 pub use spec::{
-    expand_secrets, parse_config, ConfigError, Operation, PluginError, PluginKind, PluginSpec,
-    RateLimitSpec, RowEncoding, RowError, RowOutcome, SyncContext,
+    expand_secrets, parse_config, Capability, ConfigError, Operation, OperationSupport,
+    PluginError, PluginKind, PluginSpec, RateLimitSpec, RowEncoding, RowError, RowOutcome,
+    SyncContext,
 };
 pub use value::{Column, Value, ValueType};
 
 /// The WIT package version this SDK implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 #[cfg(any(
     feature = "source",
@@ -53,6 +58,6 @@ pub mod guest;
     feature = "approval-policy"
 ))]
 pub use guest::{
-    host, ApprovalPolicyPlugin, Checker, DestinationPlugin, DestinationWriter, QualityCheckPlugin,
-    SourcePlugin, SourceReader,
+    host, not_supported, ApprovalPolicyPlugin, Checker, DestinationPlugin, DestinationWriter,
+    QualityCheckPlugin, SourcePlugin, SourceReader, WarehouseDiffer,
 };

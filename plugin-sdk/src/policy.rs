@@ -161,6 +161,68 @@ impl From<Decision> for DecisionRecord {
     }
 }
 
+/// A built-in review rule a policy may explicitly waive (contract 0.3.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaivableRule {
+    /// A change or run needs an approver other than its author.
+    ApproverOtherThanAuthor,
+}
+
+impl WaivableRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaivableRule::ApproverOtherThanAuthor => "approver-other-than-author",
+        }
+    }
+}
+
+/// A plugin build that differs from the published one (contract 0.3.0).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PluginChange {
+    pub name: String,
+    /// The published build's hash; `None` for a plugin new to the workspace.
+    pub old_hash: Option<String>,
+    pub new_hash: String,
+    /// What its spec declares differently, one line each.
+    pub spec_changes: Vec<String>,
+}
+
+/// A requirement the engine adds on its own, with why (contract 0.3.0).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuiltInRequirement {
+    pub rule: String,
+    pub reason: String,
+    pub roles: Vec<Role>,
+    pub count: u32,
+}
+
+/// What 0.3.0 policies see beside the [`ApprovalRequest`]: plugin build changes and the
+/// built-in requirements. Older policies are not shown it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReviewContext {
+    pub plugin_changes: Vec<PluginChange>,
+    pub built_in: Vec<BuiltInRequirement>,
+}
+
+/// A policy's whole answer (contract 0.3.0): its decision and the built-in rules it
+/// explicitly waives (always none for 0.1.0 and 0.2.0 policies).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyDecision {
+    pub decision: Decision,
+    pub waive: Vec<WaivableRule>,
+}
+
+impl From<Decision> for PolicyDecision {
+    /// A decision that waives nothing.
+    fn from(decision: Decision) -> PolicyDecision {
+        PolicyDecision {
+            decision,
+            waive: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,3 +274,75 @@ impl RowEncoding {
         }
     }
 }
+
+/// What a plugin implements beyond its kind's basics (contract 0.3.0). Older plugins declare
+/// none. A plugin declares its capabilities by overriding its trait's `capabilities()`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// Sources: the `warehouse` interface (the snapshot lives in the source database).
+    WarehouseDiff,
+    /// Sources: cursor reads (only rows whose cursor moved).
+    CursorRead,
+    /// Sources: sync logs written to the source database (`write-logs`).
+    WarehouseLogs,
+    /// Destinations: `writer.read` (what the destination holds for given keys).
+    ReadBack,
+    /// Destinations: honour absent cells (`row-batch.present`).
+    FieldPresence,
+}
+
+impl Capability {
+    /// The capability's WIT name, `read-back`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::WarehouseDiff => "warehouse-diff",
+            Capability::CursorRead => "cursor-read",
+            Capability::WarehouseLogs => "warehouse-logs",
+            Capability::ReadBack => "read-back",
+            Capability::FieldPresence => "field-presence",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operations one destination config can express (contract 0.3.0 `operations-for`),
+/// with a sentence per missing operation saying how to enable it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct OperationSupport {
+    /// A subset of the spec's operations.
+    pub operations: Vec<Operation>,
+    /// For operations of the spec this config cannot express: how to enable each, naming
+    /// the config options.
+    pub hints: Vec<(Operation, String)>,
+}
+
+impl OperationSupport {
+    /// Every operation of `spec`, no hints: what a plugin that says nothing more can do.
+    pub fn all_of(spec: &PluginSpec) -> OperationSupport {
+        OperationSupport {
+            operations: spec.operations.clone(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// Whether this config can express `op`.
+    pub fn supports(&self, op: Operation) -> bool {
+        self.operations.contains(&op)
+    }
+
+    /// The plugin's hint for enabling `op`, if it gave one.
+    pub fn hint(&self, op: Operation) -> Option<&str> {
+        self.hints
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map(|(_, h)| h.as_str())
+    }
+}

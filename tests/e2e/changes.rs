@@ -548,7 +548,11 @@ async fn a_key_whose_values_change_type_stops_the_run_instead_of_replacing_every
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_out_of_key_order_plan_the_same_changes_and_the_next_run_sorts_first() {
     let receiver = receiver().await;
-    let ws = csv_to_webhook(&receiver, "", "mode = \"mirror\"");
+    let ws = csv_to_webhook(
+        &receiver,
+        "config.methods = { delete = \"DELETE\" }",
+        "mode = \"mirror\"",
+    );
     let first = ws.run("to_hook").await;
     assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
     assert!(!first.out_of_key_order, "the CSV is in id order");

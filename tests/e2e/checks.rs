@@ -16,6 +16,7 @@ fn with_checks(receiver: &backflow::toolkit::receiver::Receiver, checks: &str) -
 [destinations.hook]
 plugin = "webhook"
 config.url = "{url}"
+config.methods = {{ delete = "DELETE" }}
 grants.network = ["{addr}"]
 [syncs.s]
 model = "people"

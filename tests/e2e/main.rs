@@ -10,6 +10,7 @@ mod changes;
 mod checks;
 mod cli;
 mod config_errors;
+mod contract_v0_3_0;
 mod crash;
 mod delivery;
 mod edges;

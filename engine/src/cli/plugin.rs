@@ -133,6 +133,7 @@ fn print_plugin(plugin: &Plugin, json: bool) -> anyhow::Result<()> {
         "description": plugin.spec.description,
         "wit": format!("backflow:plugin@{}", plugin.contract),
         "row_encoding": plugin.row_encoding.as_str(),
+        "capabilities": plugin.capabilities,
         "sha256": plugin.hash,
         "operations": plugin.spec.operations,
         "max_batch_size": plugin.spec.max_batch_size,
@@ -153,6 +154,10 @@ fn print_plugin(plugin: &Plugin, json: bool) -> anyhow::Result<()> {
             plugin.contract,
             plugin.row_encoding.as_str()
         );
+        if !plugin.capabilities.is_empty() {
+            let capabilities: Vec<&str> = plugin.capabilities.iter().map(|c| c.as_str()).collect();
+            println!("  capabilities: {}", capabilities.join(", "));
+        }
         println!("  sha256:    {}", plugin.hash);
         if plugin.spec.kind == backflow_plugin_sdk::PluginKind::Destination {
             println!(

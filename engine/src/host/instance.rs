@@ -7,18 +7,23 @@
 //! version its plugin implements (`…Api::V0_1_0`) and every call matches on it. Callers see
 //! only the SDK's plain types.
 
-use super::bindings::{v0_1_0, v0_2_0, ContractVersion};
+use super::bindings::{v0_1_0, v0_2_0, v0_3_0, ContractVersion};
 use super::call::{guest_call, CallError};
 use super::{Grants, Limits, Plugin, PluginHost, PluginState};
+use backflow_plugin_sdk::warehouse::ReadResult;
 use backflow_plugin_sdk::{
-    ApprovalRequest, Batch, ChangeKind, CheckResult, Column, Decision, Operation, PlanSummary,
-    PluginError, RowOutcome, SyncContext,
+    ApprovalRequest, Batch, Capability, ChangeKind, CheckResult, Column, Decision, Operation,
+    OperationSupport, PlanSummary, PluginError, PolicyDecision, ReviewContext, RowOutcome,
+    SyncContext,
 };
 use wasmtime::component::{InstancePre, ResourceAny};
 use wasmtime::Store;
 
 /// Cuts secrets from a call's error: every error leaving an instance goes through this.
-fn redact<T>(store: &Store<PluginState>, result: Result<T, CallError>) -> Result<T, CallError> {
+pub(super) fn redact<T>(
+    store: &Store<PluginState>,
+    result: Result<T, CallError>,
+) -> Result<T, CallError> {
     result.map_err(|e| e.redacted(&store.data().secrets))
 }
 
@@ -45,7 +50,7 @@ fn expanded_config(
 }
 
 /// A fresh store with the plugin's grants, and the component (imports resolved at load).
-fn prepare(
+pub(super) fn prepare(
     host: &PluginHost,
     plugin: &Plugin,
     grants: &Grants,
@@ -61,6 +66,7 @@ fn prepare(
 enum SourceApi {
     V0_1_0(v0_1_0::Source),
     V0_2_0(v0_2_0::Source),
+    V0_3_0(v0_3_0::Source),
 }
 
 /// A source plugin with an open reader.
@@ -100,6 +106,13 @@ impl SourceInstance {
                     let columns = api.columns(&mut store, reader).await?;
                     Ok((SourceApi::V0_2_0(api), reader, columns))
                 }
+                ContractVersion::V0_3_0 => {
+                    let api =
+                        v0_3_0::Source::instantiate(&mut store, pre, plugin.row_encoding).await?;
+                    let reader = api.open(&mut store, config_json, query).await?;
+                    let columns = api.columns(&mut store, reader).await?;
+                    Ok((SourceApi::V0_3_0(api), reader, columns))
+                }
             }
         }
         .await;
@@ -125,6 +138,7 @@ impl SourceInstance {
         let result = match &self.api {
             SourceApi::V0_1_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
             SourceApi::V0_2_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
+            SourceApi::V0_3_0(api) => api.next_batch(&mut self.store, reader, max_rows).await,
         };
         redact(&self.store, result)
     }
@@ -139,20 +153,24 @@ impl SourceInstance {
 
 /// Drops a guest resource (its destructor runs in the guest, so the clock runs too). A
 /// failure leaves nothing to clean up: the store goes away with the instance.
-async fn drop_resource(store: &mut Store<PluginState>, resource: ResourceAny) {
+pub(super) async fn drop_resource(store: &mut Store<PluginState>, resource: ResourceAny) {
     let _ = guest_call!(store, resource.resource_drop_async(&mut *store));
 }
 
 enum DestinationApi {
     V0_1_0(v0_1_0::Destination),
     V0_2_0(v0_2_0::Destination),
+    V0_3_0(v0_3_0::Destination),
 }
 
 /// A destination plugin with an open writer.
 pub struct DestinationInstance {
     store: Store<PluginState>,
-    api: DestinationApi,
+    /// Boxed: the bindings of a 0.3.0 destination are large, and writers are moved around.
+    api: Box<DestinationApi>,
     writer: Option<ResourceAny>,
+    /// Whether its spec declares `read-back`.
+    can_read: bool,
 }
 
 impl DestinationInstance {
@@ -184,14 +202,22 @@ impl DestinationInstance {
                     let writer = api.open(&mut store, config_json, context).await?;
                     Ok((DestinationApi::V0_2_0(api), writer))
                 }
+                ContractVersion::V0_3_0 => {
+                    let api =
+                        v0_3_0::Destination::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
+                    let writer = api.open(&mut store, config_json, context).await?;
+                    Ok((DestinationApi::V0_3_0(api), writer))
+                }
             }
         }
         .await;
         let (api, writer) = redact(&store, opened)?;
         Ok(DestinationInstance {
             store,
-            api,
+            api: Box::new(api),
             writer: Some(writer),
+            can_read: plugin.capabilities.contains(&Capability::ReadBack),
         })
     }
 
@@ -205,9 +231,10 @@ impl DestinationInstance {
             .writer
             .ok_or_else(|| CallError::Host("writer already closed".into()))?;
         let rows = batch.row_count as usize;
-        let outcomes = match &self.api {
+        let outcomes = match &*self.api {
             DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
             DestinationApi::V0_2_0(api) => api.write(&mut self.store, writer, op, batch).await,
+            DestinationApi::V0_3_0(api) => api.write(&mut self.store, writer, op, batch).await,
         };
         let secrets = &self.store.data().secrets;
         // A refusal's text is the destination's answer, which may echo the request's headers.
@@ -230,6 +257,25 @@ impl DestinationInstance {
         Ok(outcomes)
     }
 
+    /// What the destination holds for `keys` (rows of the primary-key fields). Only a 0.3.0
+    /// plugin declaring `read-back` can answer; any other gets an error saying so, and is
+    /// never called.
+    pub async fn read(&mut self, keys: Batch) -> Result<ReadResult, CallError> {
+        let writer = self
+            .writer
+            .ok_or_else(|| CallError::Host("writer already closed".into()))?;
+        let result = match &*self.api {
+            DestinationApi::V0_3_0(api) if self.can_read => {
+                api.read(&mut self.store, writer, keys).await
+            }
+            _ => Err(CallError::Plugin(PluginError::fatal(format!(
+                "destination plugin {} cannot read back what it holds: its spec does not declare the read-back capability (contract 0.3.0)",
+                self.store.data().plugin_name
+            )))),
+        };
+        redact(&self.store, result)
+    }
+
     /// From now on, this writer's HTTP requests take turns with those of the other writers
     /// given the same `turns` (a semaphore of `max_in_flight` permits; see `request_gate`).
     pub fn take_turns(&mut self, turns: std::sync::Arc<tokio::sync::Semaphore>) {
@@ -248,9 +294,10 @@ impl DestinationInstance {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        let result = match &self.api {
+        let result = match &*self.api {
             DestinationApi::V0_1_0(api) => api.finish(&mut self.store, writer).await,
             DestinationApi::V0_2_0(api) => api.finish(&mut self.store, writer).await,
+            DestinationApi::V0_3_0(api) => api.finish(&mut self.store, writer).await,
         };
         drop_resource(&mut self.store, writer).await;
         redact(&self.store, result)
@@ -260,6 +307,7 @@ impl DestinationInstance {
 enum CheckApi {
     V0_1_0(v0_1_0::QualityCheck),
     V0_2_0(v0_2_0::QualityCheck),
+    V0_3_0(v0_3_0::QualityCheck),
 }
 
 /// A quality-check plugin with an open checker.
@@ -298,6 +346,13 @@ impl CheckInstance {
                     let checker = api.open(&mut store, config_json, plan).await?;
                     Ok((CheckApi::V0_2_0(api), checker))
                 }
+                ContractVersion::V0_3_0 => {
+                    let api =
+                        v0_3_0::QualityCheck::instantiate(&mut store, pre, plugin.row_encoding)
+                            .await?;
+                    let checker = api.open(&mut store, config_json, plan).await?;
+                    Ok((CheckApi::V0_3_0(api), checker))
+                }
             }
         }
         .await;
@@ -328,6 +383,10 @@ impl CheckInstance {
                 api.observe(&mut self.store, checker, kind, after, before)
                     .await
             }
+            CheckApi::V0_3_0(api) => {
+                api.observe(&mut self.store, checker, kind, after, before)
+                    .await
+            }
         };
         redact(&self.store, result)
     }
@@ -342,6 +401,7 @@ impl CheckInstance {
         let result = match &self.api {
             CheckApi::V0_1_0(api) => api.finish(&mut self.store, checker).await,
             CheckApi::V0_2_0(api) => api.finish(&mut self.store, checker).await,
+            CheckApi::V0_3_0(api) => api.finish(&mut self.store, checker).await,
         };
         drop_resource(&mut self.store, checker).await;
         let secrets = &self.store.data().secrets;
@@ -357,7 +417,8 @@ impl CheckInstance {
     }
 }
 
-/// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants.
+/// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants:
+/// its decision only (see [`evaluate_policy_decision`] for the waivers).
 pub async fn evaluate_policy(
     host: &PluginHost,
     plugin: &Plugin,
@@ -365,23 +426,73 @@ pub async fn evaluate_policy(
     config_json: &str,
     request: &ApprovalRequest,
 ) -> Result<Decision, CallError> {
+    let review = ReviewContext::default();
+    evaluate_policy_decision(host, plugin, limits, config_json, request, &review)
+        .await
+        .map(|d| d.decision)
+}
+
+/// Calls an approval-policy plugin's `evaluate` once, in a fresh instance with no grants,
+/// showing a 0.3.0 policy `review` (plugin changes, built-in requirements): its decision and
+/// the built-in rules it explicitly waives (none from a 0.1.0 or 0.2.0 policy).
+pub async fn evaluate_policy_decision(
+    host: &PluginHost,
+    plugin: &Plugin,
+    limits: Limits,
+    config_json: &str,
+    request: &ApprovalRequest,
+    review: &ReviewContext,
+) -> Result<PolicyDecision, CallError> {
     let (mut store, pre) = prepare(host, plugin, &Grants::default(), limits)?;
     let decision = async {
         match plugin.contract {
             ContractVersion::V0_1_0 => {
                 v0_1_0::ApprovalPolicy::instantiate(&mut store, pre)
                     .await?
-                    .evaluate(&mut store, config_json, request)
+                    .evaluate(&mut store, config_json, request, review)
                     .await
             }
             ContractVersion::V0_2_0 => {
                 v0_2_0::ApprovalPolicy::instantiate(&mut store, pre)
                     .await?
-                    .evaluate(&mut store, config_json, request)
+                    .evaluate(&mut store, config_json, request, review)
+                    .await
+            }
+            ContractVersion::V0_3_0 => {
+                v0_3_0::ApprovalPolicy::instantiate(&mut store, pre)
+                    .await?
+                    .evaluate(&mut store, config_json, request, review)
                     .await
             }
         }
     }
     .await;
     redact(&store, decision)
+}
+
+/// The operations a destination's config can express, with a hint for each operation of
+/// its spec it cannot (0.3.0 `operations-for`). A 0.1.0 or 0.2.0 plugin, or a 0.3.0 one
+/// that answers operations outside its spec, is taken at its spec's word, restricted to it.
+pub async fn destination_operations(
+    host: &PluginHost,
+    plugin: &Plugin,
+    limits: Limits,
+    config_json: &str,
+) -> Result<OperationSupport, CallError> {
+    if plugin.contract != ContractVersion::V0_3_0 {
+        return Ok(OperationSupport::all_of(&plugin.spec));
+    }
+    let (mut store, pre) = prepare(host, plugin, &Grants::default(), limits)?;
+    let support = async {
+        v0_3_0::Destination::instantiate(&mut store, pre, plugin.row_encoding)
+            .await?
+            .operations_for(&mut store, config_json)
+            .await
+    }
+    .await;
+    let mut support = redact(&store, support)?;
+    support
+        .operations
+        .retain(|op| plugin.spec.operations.contains(op));
+    Ok(support)
 }

@@ -22,9 +22,10 @@ pub mod instance;
 mod network;
 mod request_gate;
 mod stderr;
+mod warehouse;
 
 use anyhow::{anyhow, bail, Context as _};
-use backflow_plugin_sdk::{PluginKind, PluginSpec, RowEncoding};
+use backflow_plugin_sdk::{Capability, PluginKind, PluginSpec, RowEncoding};
 use cpu_clock::CallClock;
 pub(crate) use network::Resolver;
 use network::{checked_http_client, resolve_network_grants, system_resolver, AddressGrants};
@@ -43,7 +44,11 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 pub use crate::domain::{Grants, Limits};
 pub use bindings::ContractVersion;
 pub use call::CallError;
-pub use instance::{evaluate_policy, CheckInstance, DestinationInstance, SourceInstance};
+pub use instance::{
+    destination_operations, evaluate_policy, evaluate_policy_decision, CheckInstance,
+    DestinationInstance, SourceInstance,
+};
+pub use warehouse::WarehouseInstance;
 
 /// An HTTP client like [`PluginHost::http`] (no proxy, no redirects, names checked as
 /// plugins' are) whose names may also lead to the addresses and ranges among `grants` (an
@@ -99,6 +104,9 @@ pub struct Plugin {
     /// How batches cross its boundary (JSON for 0.2.0 plugins that ask for it); the bindings
     /// convert, so the rest of the engine sees MessagePack batches whatever the plugin speaks.
     pub row_encoding: RowEncoding,
+    /// What it implements beyond its kind's basics (its spec's `capabilities`, 0.3.0; none
+    /// for older plugins), checked against its kind and exports at load.
+    pub capabilities: Vec<Capability>,
     /// The compiled component.
     pub component: Component,
     /// The component with its imports resolved against the host's linker, once per load:
@@ -305,10 +313,17 @@ impl PluginHost {
                 ),
             }
         })?;
-        let (spec, row_encoding) = self
+        let (spec, row_encoding, capabilities) = self
             .read_spec(contract, &pre)
             .await
             .with_context(|| format!("reading the spec of plugin {}", path.display()))?;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        bindings::check_capabilities(spec.kind, &capabilities, &exports)
+            .map_err(|e| anyhow!("plugin {}: {e}", path.display()))?;
         let uses_sockets = component
             .component_type()
             .imports(&self.engine)
@@ -319,6 +334,7 @@ impl PluginHost {
             spec,
             contract,
             row_encoding,
+            capabilities,
             component,
             pre,
             compiled_ms: None,
@@ -387,7 +403,7 @@ impl PluginHost {
         &self,
         contract: ContractVersion,
         pre: &wasmtime::component::InstancePre<PluginState>,
-    ) -> Result<(PluginSpec, RowEncoding), CallError> {
+    ) -> Result<(PluginSpec, RowEncoding, Vec<Capability>), CallError> {
         let mut store = self
             .new_store("(spec)", &Grants::default(), Limits::default())
             .map_err(|e| CallError::Host(format!("{e:#}")))?;
@@ -401,6 +417,12 @@ impl PluginHost {
             }
             ContractVersion::V0_2_0 => {
                 bindings::v0_2_0::Base::instantiate(&mut store, pre)
+                    .await?
+                    .spec(&mut store)
+                    .await
+            }
+            ContractVersion::V0_3_0 => {
+                bindings::v0_3_0::Base::instantiate(&mut store, pre)
                     .await?
                     .spec(&mut store)
                     .await
@@ -428,6 +450,12 @@ impl PluginHost {
             }
             ContractVersion::V0_2_0 => {
                 bindings::v0_2_0::Base::instantiate(&mut store, pre)
+                    .await?
+                    .check_config(&mut store, config_json)
+                    .await
+            }
+            ContractVersion::V0_3_0 => {
+                bindings::v0_3_0::Base::instantiate(&mut store, pre)
                     .await?
                     .check_config(&mut store, config_json)
                     .await

@@ -7,27 +7,43 @@ use super::prepare::PreparedSync;
 use crate::domain::{operation_for, Change, CheckReport, CheckVerdict, OpCounts};
 use crate::host::{CheckInstance, PluginHost};
 use backflow_plugin_sdk::codec::read_array_len;
-use backflow_plugin_sdk::{Batch, BatchBuilder, ChangeKind, Column, PlanSummary};
+use backflow_plugin_sdk::{Batch, BatchBuilder, ChangeKind, Column, PlanPurpose, PlanSummary};
 
 /// Rows per batch shown to quality checks.
 pub(crate) const CHECK_BATCH_ROWS: usize = 4096;
 
-/// Runs every check of the sync over the plan. A check that cannot run (trap, timeout, out
-/// of memory, error) reports verdict `error`, which blocks like a failure: checks fail closed.
+/// Runs every check of the sync over the plan of a run. A check that cannot run (trap,
+/// timeout, out of memory, error) reports verdict `error`, which blocks like a failure:
+/// checks fail closed.
 pub async fn run_checks(
     host: &PluginHost,
     p: &PreparedSync,
     plan: &Plan,
     planned: OpCounts,
 ) -> Vec<CheckReport> {
+    run_checks_for(host, p, plan, planned, PlanPurpose::Run).await
+}
+
+/// [`run_checks`] for a plan that exists for `purpose`: checks are told it (contract 0.3.0),
+/// so those that judge the model as a whole let an undo pass; an undo's model row count is
+/// unknown (`None`), not zero.
+pub async fn run_checks_for(
+    host: &PluginHost,
+    p: &PreparedSync,
+    plan: &Plan,
+    planned: OpCounts,
+    purpose: PlanPurpose,
+) -> Vec<CheckReport> {
     if p.checks.is_empty() {
         return Vec::new();
     }
     let summary = PlanSummary {
         sync_name: p.sync.name.clone(),
+        purpose,
         columns: plan.columns.clone(),
         snapshot_rows: plan.snapshot_rows,
-        model_rows: plan.model_rows,
+        // An undo reads no model: its count is unknown, not zero.
+        model_rows: (purpose == PlanPurpose::Run).then_some(plan.model_rows),
         added: planned.added,
         changed: planned.changed,
         removed: planned.removed,

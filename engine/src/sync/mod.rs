@@ -30,7 +30,8 @@ use crate::domain::{CheckReport, DiffCounts, OpCounts, RunRecord, RunStatus, Tim
 use crate::host::PluginHost;
 use crate::state::{LeaseHolder, StateStore, SyncLease};
 use crate::workspace::Workspace;
-use checks::run_checks;
+use backflow_plugin_sdk::PlanPurpose;
+use checks::run_checks_for;
 use commit::Committer;
 use gate::{ApprovalGate, GateDecision, GateRequest};
 use outcome::RunOutcome;
@@ -336,8 +337,25 @@ async fn execute(
         "plan complete"
     );
 
-    if let Some(blocked) = judge_plan(host, p, &plan, tally, record).await {
+    let purpose = if options.undo.is_some() {
+        PlanPurpose::Undo
+    } else {
+        PlanPurpose::Run
+    };
+    if let Some(blocked) = judge_plan(host, p, &plan, purpose, tally, record).await {
         return blocked;
+    }
+    // Nothing is sent that the destination's config cannot express (an undo of inserts
+    // deletes, whatever the sync's mode). After the checks, so their verdicts are recorded
+    // too; before the gate, so nobody is asked to approve what cannot be delivered.
+    let what = if options.undo.is_some() {
+        "undo"
+    } else {
+        "run"
+    };
+    if let Err(e) = prepare::check_plan_operations(p, tally.planned, what) {
+        tally.planned = OpCounts::default();
+        return RunOutcome::Failed(e.to_string());
     }
     if tally.planned.total() == 0 {
         return match clear_refused_deletes(state, p, &meta, &plan) {
@@ -388,12 +406,13 @@ async fn judge_plan(
     host: &PluginHost,
     p: &PreparedSync,
     plan: &plan::Plan,
+    purpose: PlanPurpose,
     tally: &mut Tally,
     record: &mut RunRecord,
 ) -> Option<RunOutcome> {
     progress::enter_phase("check");
     let checks_started = Instant::now();
-    record.checks = run_checks(host, p, plan, tally.planned).await;
+    record.checks = run_checks_for(host, p, plan, tally.planned, purpose).await;
     tally.timings.check_ms = checks_started.elapsed().as_millis() as u64;
     let blocking: Vec<&CheckReport> = record.checks.iter().filter(|c| c.blocks()).collect();
     if !blocking.is_empty() {

@@ -1,10 +1,10 @@
 //! Stage 1: everything a run needs, resolved and checked before anything is read. Every
 //! problem names the file and key to fix.
 
-use crate::domain::{operation_for, Change, PluginHashes, BUILTIN_NOOP};
-use crate::host::{expect_kind, CallError, Plugin, PluginHost};
+use crate::domain::{operation_for, Change, OpCounts, PluginHashes, BUILTIN_NOOP};
+use crate::host::{destination_operations, expect_kind, CallError, Plugin, PluginHost};
 use crate::workspace::{secrets, Connector, Model, SyncConfig, Workspace};
-use backflow_plugin_sdk::{Operation, PluginError, PluginKind};
+use backflow_plugin_sdk::{Operation, OperationSupport, PluginError, PluginKind};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
@@ -46,8 +46,8 @@ pub enum PrepareError {
         /// `FILE: KEY: message`, one per problem.
         problems: Vec<String>,
     },
-    /// The sync's mode needs operations the destination does not support.
-    #[error("{at}: mode {mode} needs the destination to {}, which {destination} does not support (it supports: {})", missing.join(" and "), supported.join(", "))]
+    /// The sync's mode needs operations the destination (or its config) does not support.
+    #[error("{at}: mode {mode} needs the destination to {}, which {destination} does not support{} (it supports: {}){}", missing.join(" and "), if supported.1.is_empty() { "" } else { " with its config" }, supported.0.join(", "), supported.1.iter().map(|h| format!("; {h}")).collect::<String>())]
     ModeUnsupported {
         /// `FILE: KEY` of the sync's `mode`.
         at: String,
@@ -57,8 +57,20 @@ pub enum PrepareError {
         missing: Vec<&'static str>,
         /// The destination's name.
         destination: String,
-        /// The operations the destination supports.
-        supported: Vec<&'static str>,
+        /// The operations the destination supports (with its config), and how to enable
+        /// the missing ones, from the plugin's `operations-for` (contract 0.3.0).
+        supported: Box<(Vec<&'static str>, Vec<String>)>,
+    },
+    /// The destination's config cannot express an operation `operations-for` lacks: found
+    /// while validating it.
+    #[error("{}: {key}: asking the plugin which operations this config can express failed: {reason}", file.display())]
+    OperationsUnknown {
+        /// The file declaring the destination.
+        file: PathBuf,
+        /// The destination's `config` key.
+        key: String,
+        /// Why the call failed.
+        reason: String,
     },
     /// The sync's `batch_size` is above what the destination takes.
     #[error("{}: {key}: {batch_size} is above the destination's limit of {max} rows per batch", file.display())]
@@ -124,6 +136,9 @@ pub struct PreparedSync {
     /// Approval policy name → hash of its plugin: the policies the gate asks about this run.
     /// A policy that cannot be loaded is left out here; the gate rejects the run for it.
     pub policy_hashes: std::collections::BTreeMap<String, String>,
+    /// What the destination can do with its config (`operations-for`, contract 0.3.0; the
+    /// spec's operations for older plugins), with hints for what it cannot.
+    pub destination_operations: OperationSupport,
 }
 
 impl PreparedSync {
@@ -172,23 +187,33 @@ pub async fn prepare(
 
     let source_plugin = load_checked(host, ws, &source, PluginKind::Source).await?;
 
-    let (destination_plugin, operations, max_batch) = if destination.plugin == BUILTIN_NOOP {
-        (
-            None,
-            vec![
-                Operation::Insert,
-                Operation::Update,
-                Operation::Delete,
-                Operation::Append,
-            ],
-            0,
-        )
+    let (destination_plugin, support, max_batch) = if destination.plugin == BUILTIN_NOOP {
+        let all = vec![
+            Operation::Insert,
+            Operation::Update,
+            Operation::Delete,
+            Operation::Append,
+        ];
+        let support = OperationSupport {
+            operations: all,
+            hints: Vec::new(),
+        };
+        (None, support, 0)
     } else {
         let p = load_checked(host, ws, &destination, PluginKind::Destination).await?;
-        let ops = p.spec.operations.clone();
+        // What this config can express, not only what the plugin can (contract 0.3.0).
+        let support =
+            destination_operations(host, &p, destination.limits, &destination.config_json)
+                .await
+                .map_err(|e| PrepareError::OperationsUnknown {
+                    file: destination.origin.file.clone(),
+                    key: destination.origin.key("config"),
+                    reason: e.to_string(),
+                })?;
         let max = p.spec.max_batch_size;
-        (Some(p), ops, max)
+        (Some(p), support, max)
     };
+    let operations = &support.operations;
     // What the mode sends is defined once, by `operation_for`; the destination must do all of it.
     let mut needed: Vec<Operation> = Vec::new();
     for op in [Change::Added, Change::Changed, Change::Removed]
@@ -199,23 +224,12 @@ pub async fn prepare(
             needed.push(op);
         }
     }
-    let missing: Vec<&'static str> = needed
-        .iter()
+    let missing: Vec<Operation> = needed
+        .into_iter()
         .filter(|op| !operations.contains(op))
-        .map(|op| op.as_str())
         .collect();
     if !missing.is_empty() {
-        return Err(PrepareError::ModeUnsupported {
-            at: format!(
-                "{}: {}",
-                sync.origin.file.display(),
-                sync.origin.key("mode")
-            ),
-            mode: sync.mode.as_str(),
-            missing,
-            destination: destination.name.clone(),
-            supported: operations.iter().map(|o| o.as_str()).collect(),
-        });
+        return Err(mode_unsupported(&sync, &destination, &support, missing));
     }
     let mut batch_size = sync.batch_size.unwrap_or(if max_batch == 0 {
         DEFAULT_BATCH_SIZE
@@ -257,7 +271,86 @@ pub async fn prepare(
         checks,
         state_key,
         policy_hashes,
+        destination_operations: support,
     })
+}
+
+/// The error for a sync whose mode needs operations its destination's config cannot
+/// express, with the plugin's hints on how to enable them.
+fn mode_unsupported(
+    sync: &SyncConfig,
+    destination: &Connector,
+    support: &OperationSupport,
+    missing: Vec<Operation>,
+) -> PrepareError {
+    PrepareError::ModeUnsupported {
+        at: format!(
+            "{}: {}",
+            sync.origin.file.display(),
+            sync.origin.key("mode")
+        ),
+        mode: sync.mode.as_str(),
+        supported: Box::new((
+            support.operations.iter().map(|o| o.as_str()).collect(),
+            missing
+                .iter()
+                .filter_map(|op| support.hint(*op).map(|h| format!("to {op}: {h}")))
+                .collect(),
+        )),
+        missing: missing.iter().map(|o| o.as_str()).collect(),
+        destination: destination.name.clone(),
+    }
+}
+
+/// A plan would send an operation the destination's config cannot express (an undo of
+/// inserts sends deletes whatever the sync's mode): refused before anything is sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: syncs.{sync}: this {what} would send {count} {op}s to destination {destination}, whose config cannot express {op}s; nothing was sent{}", file.display(), hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default())]
+pub struct PlanUnsupported {
+    /// The file declaring the sync.
+    pub file: PathBuf,
+    /// The sync's name.
+    pub sync: String,
+    /// `run` or `undo`.
+    pub what: &'static str,
+    /// Rows of that operation the plan holds.
+    pub count: u64,
+    /// The operation.
+    pub op: Operation,
+    /// The destination's name.
+    pub destination: String,
+    /// The plugin's hint on how to enable it.
+    pub hint: Option<String>,
+}
+
+/// Checks that every operation a plan sends (`planned`, delivered with the sync's mode)
+/// is one the destination's config can express.
+pub(crate) fn check_plan_operations(
+    p: &PreparedSync,
+    planned: OpCounts,
+    what: &'static str,
+) -> Result<(), Box<PlanUnsupported>> {
+    for (change, count) in [
+        (Change::Added, planned.added),
+        (Change::Changed, planned.changed),
+        (Change::Removed, planned.removed),
+    ] {
+        let Some(op) = operation_for(p.sync.mode, change).filter(|_| count > 0) else {
+            continue;
+        };
+        if !p.destination_operations.supports(op) {
+            return Err(Box::new(PlanUnsupported {
+                file: p.sync.origin.file.clone(),
+                sync: p.sync.name.clone(),
+                what,
+                count,
+                op,
+                destination: p.destination.name.clone(),
+                hint: p.destination_operations.hint(op).map(str::to_string),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// The sync's own rate limit, or else the one its destination declares. A plugin's numbers

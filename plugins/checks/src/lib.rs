@@ -86,6 +86,28 @@ enum Config {
     },
 }
 
+impl Config {
+    /// The rule's name, as written in `check = "…"`.
+    fn name(&self) -> &'static str {
+        match self {
+            Config::NotNull { .. } => "not_null",
+            Config::Unique { .. } => "unique",
+            Config::AcceptedValues { .. } => "accepted_values",
+            Config::Regex { .. } => "regex",
+            Config::Range { .. } => "range",
+            Config::MaxChanges { .. } => "max_changes",
+            Config::MinModelRows { .. } => "min_model_rows",
+            Config::Freshness { .. } => "freshness",
+        }
+    }
+
+    /// Whether the rule judges the model as a whole (its size, its newest row) rather than
+    /// the rows a plan sends: such a rule does not apply to an undo, which reads no model.
+    fn judges_the_whole_model(&self) -> bool {
+        matches!(self, Config::MinModelRows { .. } | Config::Freshness { .. })
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -451,6 +473,16 @@ impl Checker for Judge {
 
     fn finish(&mut self) -> Result<CheckResult, PluginError> {
         let p = &self.plan;
+        if p.purpose == PlanPurpose::Undo && self.cfg.judges_the_whole_model() {
+            return Ok(CheckResult {
+                verdict: Verdict::Pass,
+                message: format!(
+                    "does not apply to an undo: {} judges the model as a whole, and an undo reads no model (the rows it sends are checked by the row rules)",
+                    self.cfg.name()
+                ),
+                samples: Vec::new(),
+            });
+        }
         let (verdict, message) = match &self.cfg {
             Config::NotNull { columns } => verdict_rows(
                 self.offending,
@@ -532,22 +564,17 @@ impl Checker for Judge {
                     (Verdict::Pass, message)
                 }
             }
-            Config::MinModelRows { min } => {
-                if p.model_rows < *min {
-                    (
-                        Verdict::Fail,
-                        format!(
-                            "the model has {} rows; at least {min} expected",
-                            p.model_rows
-                        ),
-                    )
-                } else {
-                    (
-                        Verdict::Pass,
-                        format!("the model has {} rows", p.model_rows),
-                    )
-                }
-            }
+            Config::MinModelRows { min } => match p.model_rows {
+                None => (
+                    Verdict::Warn,
+                    format!("the model's row count is unknown for this plan (it did not read the whole model); at least {min} expected"),
+                ),
+                Some(rows) if rows < *min => (
+                    Verdict::Fail,
+                    format!("the model has {rows} rows; at least {min} expected"),
+                ),
+                Some(rows) => (Verdict::Pass, format!("the model has {rows} rows")),
+            },
             Config::Freshness { column, max_age } => {
                 let limit_ms = parse_duration(max_age).unwrap_or(0);
                 let now_us = host::now_ms() as i64 * 1000;

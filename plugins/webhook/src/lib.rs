@@ -222,6 +222,16 @@ fn retry_after_ms(value: &str) -> Option<u64> {
     Some(at_ms.saturating_sub(host::now_ms()))
 }
 
+/// How to make the webhook send deletes, for the engine's error when a sync needs them.
+const DELETE_HINT: &str = "without a delete route the webhook would POST key-only rows to the same URL, which a receiver takes as an upsert; set operation_field (each object then says \"delete\"), methods.delete (e.g. \"DELETE\") or endpoints.delete (a URL for deletes) in the destination's config";
+
+/// Whether this config tells a receiver a delete apart from an insert or update.
+fn can_delete(cfg: &Config) -> bool {
+    cfg.operation_field.is_some()
+        || cfg.methods.contains_key("delete")
+        || cfg.endpoints.contains_key("delete")
+}
+
 struct Webhook;
 
 impl DestinationPlugin for Webhook {
@@ -247,6 +257,21 @@ impl DestinationPlugin for Webhook {
 
     fn check_config(config: &str) -> Vec<ConfigError> {
         check(config).err().unwrap_or_default()
+    }
+
+    /// A delete can be told apart from an upsert only with a delete route (`methods.delete`,
+    /// `endpoints.delete`) or an operation field in each object: without one, a key-only
+    /// POST to the same URL would read as an upsert at most receivers.
+    fn operations_for(config: &str) -> Result<OperationSupport, PluginError> {
+        let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
+        let mut support = OperationSupport::all_of(&Self::spec());
+        if !can_delete(&cfg) {
+            support.operations.retain(|op| *op != Operation::Delete);
+            support
+                .hints
+                .push((Operation::Delete, DELETE_HINT.to_string()));
+        }
+        Ok(support)
     }
 
     fn open(config: &str, context: SyncContext) -> Result<WebhookWriter, PluginError> {

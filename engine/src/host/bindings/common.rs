@@ -11,7 +11,20 @@
 //! - `fn row_encoding(spec: &wit::PluginSpec) -> sdk::RowEncoding`: how the plugin's batches
 //!   are encoded (0.1.0: always MessagePack; 0.2.0: the spec's `row-encoding`);
 //! - `const EMPTY_OUTCOMES_ACCEPT_ALL: bool`: whether a `write` answering an empty list for a
-//!   non-empty batch means every row was accepted (0.2.0) or is a wrong count (0.1.0).
+//!   non-empty batch means every row was accepted (0.2.0) or is a wrong count (0.1.0);
+//! - `fn capabilities(spec: &wit::PluginSpec) -> Vec<sdk::Capability>`: what the plugin
+//!   declares beyond the basics (none before 0.3.0);
+//! - `fn wit_batch(columns, row_count, payload) -> wit::RowBatch`: a batch the engine sends
+//!   (0.3.0 adds `present`, which the engine leaves out for now);
+//! - `fn plan_summary(&sdk::PlanSummary) -> wit_quality_check::PlanSummary`: what a check is
+//!   told (0.3.0 adds `purpose`; `model-rows` became optional);
+//! - `fn approval_request(&sdk::ApprovalRequest, &sdk::ReviewContext) -> wit_policy::ApprovalRequest`
+//!   and `fn policy_decision(answer) -> sdk::PolicyDecision`: what a policy is asked and
+//!   how its answer reads (0.3.0 adds plugin changes and built-in requirements, and answers
+//!   a record that may waive a built-in rule).
+//!
+//! What only 0.3.0 has (`operations-for`, `writer.read`, the `warehouse` interface) is
+//! written in `v0_3_0.rs` as more methods on the same wrappers.
 //!
 //! A new version whose change the macro cannot express that way adds such an item (a flag, a
 //! conversion function) to every version module, or, for a method whose shape changed, moves
@@ -61,6 +74,70 @@ pub(super) fn decode(
         }
     }
 }
+
+/// What a plugin of a version before 0.3.0 is told as the model's row count: the count when
+/// known, or else the best estimate from the plan (the snapshot plus what is added, minus
+/// what is removed), since those versions have no way to say "unknown".
+pub(super) fn model_rows_before_0_3_0(plan: &sdk::PlanSummary) -> u64 {
+    plan.model_rows
+        .unwrap_or_else(|| (plan.snapshot_rows + plan.added).saturating_sub(plan.removed))
+}
+
+/// The conversion layer for versions before 0.3.0: the delta items of
+/// [`contract_version!`] that make such a plugin a 0.3.0 plugin that declares no
+/// capability, is not told a plan's purpose, is not shown plugin changes or built-in
+/// requirements, and never waives. (It answers `operations-for` with its spec's operations
+/// and cannot read: see `host::instance`.)
+macro_rules! before_0_3_0 {
+    () => {
+        /// No capabilities before 0.3.0.
+        fn capabilities(_spec: &wit::PluginSpec) -> Vec<sdk::Capability> {
+            Vec::new()
+        }
+
+        /// A batch as the engine sends it (no `present` before 0.3.0).
+        fn wit_batch(columns: Vec<wit::Column>, row_count: u32, payload: Vec<u8>) -> wit::RowBatch {
+            wit::RowBatch {
+                columns,
+                row_count,
+                payload,
+            }
+        }
+
+        /// What a check is told: no purpose, the model's row count estimated when unknown.
+        fn plan_summary(plan: &sdk::PlanSummary) -> wit_quality_check::PlanSummary {
+            wit_quality_check::PlanSummary {
+                sync_name: plan.sync_name.clone(),
+                columns: plan.columns.iter().cloned().map(Into::into).collect(),
+                snapshot_rows: plan.snapshot_rows,
+                model_rows: super::common::model_rows_before_0_3_0(plan),
+                added: plan.added,
+                changed: plan.changed,
+                removed: plan.removed,
+            }
+        }
+
+        /// What a policy is asked: no plugin changes, no built-in requirements.
+        fn approval_request(
+            request: &sdk::ApprovalRequest,
+            _review: &sdk::ReviewContext,
+        ) -> wit_policy::ApprovalRequest {
+            wit_policy::ApprovalRequest {
+                kind: policy_request_kind(request.kind),
+                author: request.author.clone(),
+                author_role: policy_role_to_wit(request.author_role),
+                description: request.description.clone(),
+                syncs: policy_syncs(request),
+            }
+        }
+
+        /// A bare decision, which waives nothing.
+        fn policy_decision(answer: wit_policy::Decision) -> sdk::PolicyDecision {
+            decision_from_wit(answer).into()
+        }
+    };
+}
+pub(super) use before_0_3_0;
 
 /// Generates a version's bindings and every wrapper around them: the bindgen modules
 /// (`wit_dir` is the version's `wit/vX.Y.Z` directory, relative to `engine/`), the `host`
@@ -116,6 +193,7 @@ macro_rules! contract_version {
         pub use generated::base::backflow::plugin::host as wit_host;
         use generated::base::backflow::plugin::types as wit;
         use generated::{approval_policy, destination, quality_check, source};
+        use approval_policy::exports::backflow::plugin::approval_policy as wit_policy;
         use destination::exports::backflow::plugin::destination as wit_destination;
         use quality_check::exports::backflow::plugin::quality_check as wit_quality_check;
 
@@ -215,17 +293,19 @@ macro_rules! contract_version {
                 Ok(Base(guest_call!(store, pre.instantiate_async(&mut *store))?))
             }
 
-            /// The plugin's spec and the row encoding it speaks.
+            /// The plugin's spec, the row encoding it speaks and the capabilities it declares.
             pub async fn spec(
                 &self,
                 store: &mut Store<PluginState>,
-            ) -> Result<(sdk::PluginSpec, sdk::RowEncoding), CallError> {
+            ) -> Result<(sdk::PluginSpec, sdk::RowEncoding, Vec<sdk::Capability>), CallError>
+            {
                 let spec = guest_call!(
                     store,
                     self.0.backflow_plugin_plugin().call_spec(&mut *store)
                 )?;
                 let encoding = row_encoding(&spec);
-                Ok((spec.into(), encoding))
+                let capabilities = capabilities(&spec);
+                Ok((spec.into(), encoding, capabilities))
             }
 
             /// The plugin's own check of a config: every problem it finds.
@@ -429,15 +509,7 @@ macro_rules! contract_version {
                 config_json: &str,
                 plan: &sdk::PlanSummary,
             ) -> Result<ResourceAny, CallError> {
-                let plan = wit_quality_check::PlanSummary {
-                    sync_name: plan.sync_name.clone(),
-                    columns: plan.columns.iter().cloned().map(Into::into).collect(),
-                    snapshot_rows: plan.snapshot_rows,
-                    model_rows: plan.model_rows,
-                    added: plan.added,
-                    changed: plan.changed,
-                    removed: plan.removed,
-                };
+                let plan = plan_summary(plan);
                 plugin_result(guest_call!(
                     store,
                     self.plugin.backflow_plugin_quality_check().checker().call_open(
@@ -514,49 +586,17 @@ macro_rules! contract_version {
                 )?))
             }
 
-            /// Asks the policy about a change or a run.
+            /// Asks the policy about a change or a run. `review` is shown to 0.3.0 policies
+            /// only; older ones never waive.
             pub async fn evaluate(
                 &self,
                 store: &mut Store<PluginState>,
                 config_json: &str,
                 request: &sdk::ApprovalRequest,
-            ) -> Result<sdk::Decision, CallError> {
-                use approval_policy::exports::backflow::plugin::approval_policy as w;
-                let role_to_wit = |r: sdk::Role| match r {
-                    sdk::Role::Admin => w::Role::Admin,
-                    sdk::Role::Approver => w::Role::Approver,
-                    sdk::Role::Contributor => w::Role::Contributor,
-                    sdk::Role::Viewer => w::Role::Viewer,
-                };
-                let role_from_wit = |r: w::Role| match r {
-                    w::Role::Admin => sdk::Role::Admin,
-                    w::Role::Approver => sdk::Role::Approver,
-                    w::Role::Contributor => sdk::Role::Contributor,
-                    w::Role::Viewer => sdk::Role::Viewer,
-                };
-                let request = w::ApprovalRequest {
-                    kind: match request.kind {
-                        sdk::RequestKind::ConfigChange => w::RequestKind::ConfigChange,
-                        sdk::RequestKind::Run => w::RequestKind::Run,
-                    },
-                    author: request.author.clone(),
-                    author_role: role_to_wit(request.author_role),
-                    description: request.description.clone(),
-                    syncs: request
-                        .syncs
-                        .iter()
-                        .map(|s| w::SyncImpact {
-                            sync_name: s.sync_name.clone(),
-                            destination: s.destination.clone(),
-                            mode: s.mode.clone(),
-                            added: s.added,
-                            changed: s.changed,
-                            removed: s.removed,
-                            column_labels: s.column_labels.clone(),
-                        })
-                        .collect(),
-                };
-                let decision = guest_call!(
+                review: &sdk::ReviewContext,
+            ) -> Result<sdk::PolicyDecision, CallError> {
+                let request = approval_request(request, review);
+                let answer = guest_call!(
                     store,
                     self.0.backflow_plugin_approval_policy().call_evaluate(
                         &mut *store,
@@ -564,16 +604,61 @@ macro_rules! contract_version {
                         &request
                     )
                 )?;
-                Ok(match plugin_result(decision)? {
-                    w::Decision::Approve(reason) => sdk::Decision::Approve(reason),
-                    w::Decision::Require(n) => sdk::Decision::Require {
-                        count: n.count,
-                        roles: n.roles.into_iter().map(role_from_wit).collect(),
-                        allow_self_approval: n.allow_self_approval,
-                        reason: n.reason,
-                    },
-                    w::Decision::Reject(reason) => sdk::Decision::Reject(reason),
+                Ok(policy_decision(plugin_result(answer)?))
+            }
+        }
+
+        fn policy_role_to_wit(r: sdk::Role) -> wit_policy::Role {
+            match r {
+                sdk::Role::Admin => wit_policy::Role::Admin,
+                sdk::Role::Approver => wit_policy::Role::Approver,
+                sdk::Role::Contributor => wit_policy::Role::Contributor,
+                sdk::Role::Viewer => wit_policy::Role::Viewer,
+            }
+        }
+
+        fn policy_role_from_wit(r: wit_policy::Role) -> sdk::Role {
+            match r {
+                wit_policy::Role::Admin => sdk::Role::Admin,
+                wit_policy::Role::Approver => sdk::Role::Approver,
+                wit_policy::Role::Contributor => sdk::Role::Contributor,
+                wit_policy::Role::Viewer => sdk::Role::Viewer,
+            }
+        }
+
+        fn policy_request_kind(kind: sdk::RequestKind) -> wit_policy::RequestKind {
+            match kind {
+                sdk::RequestKind::ConfigChange => wit_policy::RequestKind::ConfigChange,
+                sdk::RequestKind::Run => wit_policy::RequestKind::Run,
+            }
+        }
+
+        fn policy_syncs(request: &sdk::ApprovalRequest) -> Vec<wit_policy::SyncImpact> {
+            request
+                .syncs
+                .iter()
+                .map(|s| wit_policy::SyncImpact {
+                    sync_name: s.sync_name.clone(),
+                    destination: s.destination.clone(),
+                    mode: s.mode.clone(),
+                    added: s.added,
+                    changed: s.changed,
+                    removed: s.removed,
+                    column_labels: s.column_labels.clone(),
                 })
+                .collect()
+        }
+
+        fn decision_from_wit(decision: wit_policy::Decision) -> sdk::Decision {
+            match decision {
+                wit_policy::Decision::Approve(reason) => sdk::Decision::Approve(reason),
+                wit_policy::Decision::Require(n) => sdk::Decision::Require {
+                    count: n.count,
+                    roles: n.roles.into_iter().map(policy_role_from_wit).collect(),
+                    allow_self_approval: n.allow_self_approval,
+                    reason: n.reason,
+                },
+                wit_policy::Decision::Reject(reason) => sdk::Decision::Reject(reason),
             }
         }
 
@@ -582,3 +667,30 @@ macro_rules! contract_version {
     };
 }
 pub(super) use contract_version;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(model_rows: Option<u64>) -> sdk::PlanSummary {
+        sdk::PlanSummary {
+            sync_name: "s".into(),
+            purpose: sdk::PlanPurpose::Undo,
+            columns: Vec::new(),
+            snapshot_rows: 10,
+            model_rows,
+            added: 3,
+            changed: 2,
+            removed: 5,
+        }
+    }
+
+    #[test]
+    fn old_checks_are_told_the_model_rows_or_an_estimate() {
+        assert_eq!(model_rows_before_0_3_0(&plan(Some(42))), 42);
+        assert_eq!(model_rows_before_0_3_0(&plan(None)), 8, "10 + 3 - 5");
+        let mut emptied = plan(None);
+        emptied.snapshot_rows = 1;
+        assert_eq!(model_rows_before_0_3_0(&emptied), 0, "never below zero");
+    }
+}

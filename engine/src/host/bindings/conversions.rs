@@ -75,11 +75,11 @@ macro_rules! contract_conversions {
 
         impl From<sdk::Batch> for wit::RowBatch {
             fn from(b: sdk::Batch) -> Self {
-                wit::RowBatch {
-                    columns: b.columns.into_iter().map(Into::into).collect(),
-                    row_count: b.row_count,
-                    payload: b.payload,
-                }
+                wit_batch(
+                    b.columns.into_iter().map(Into::into).collect(),
+                    b.row_count,
+                    b.payload,
+                )
             }
         }
 

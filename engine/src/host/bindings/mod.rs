@@ -30,10 +30,11 @@ mod common;
 mod conversions;
 pub mod v0_1_0;
 pub mod v0_2_0;
+pub mod v0_3_0;
 
 /// The newest version's `host` interface: the one `host::imports` implements; every version's
 /// bindings convert their `host` records to its types.
-pub use v0_2_0::wit_host as newest_host;
+pub use v0_3_0::wit_host as newest_host;
 
 use crate::host::PluginState;
 use wasmtime::component::{Component, Linker};
@@ -46,17 +47,25 @@ pub enum ContractVersion {
     V0_1_0,
     /// Adds the plugin's `row-encoding` (JSON rows for interpreted languages).
     V0_2_0,
+    /// One minor version for round 3: capabilities, absent cells, `operations-for`,
+    /// read-back, plan purpose, explicit waivers and the source's `warehouse` interface.
+    V0_3_0,
 }
 
 impl ContractVersion {
     /// Every version hosted, newest first.
-    pub const ALL: [ContractVersion; 2] = [ContractVersion::V0_2_0, ContractVersion::V0_1_0];
+    pub const ALL: [ContractVersion; 3] = [
+        ContractVersion::V0_3_0,
+        ContractVersion::V0_2_0,
+        ContractVersion::V0_1_0,
+    ];
 
     /// The version number, `0.1.0`.
     pub fn as_str(self) -> &'static str {
         match self {
             ContractVersion::V0_1_0 => "0.1.0",
             ContractVersion::V0_2_0 => "0.2.0",
+            ContractVersion::V0_3_0 => "0.3.0",
         }
     }
 
@@ -65,6 +74,7 @@ impl ContractVersion {
         match self {
             ContractVersion::V0_1_0 => v0_1_0::PLUGIN_EXPORT,
             ContractVersion::V0_2_0 => v0_2_0::PLUGIN_EXPORT,
+            ContractVersion::V0_3_0 => v0_3_0::PLUGIN_EXPORT,
         }
     }
 
@@ -137,5 +147,98 @@ impl std::fmt::Display for ContractVersion {
 /// `backflow:plugin/host@X`, so they coexist in one linker).
 pub fn add_to_linker(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     v0_1_0::add_to_linker(linker)?;
-    v0_2_0::add_to_linker(linker)
+    v0_2_0::add_to_linker(linker)?;
+    v0_3_0::add_to_linker(linker)
+}
+
+/// Checks the capabilities a plugin declares against its kind and its exports: a capability
+/// of another kind, or one whose interface the component does not export, is refused at
+/// load. `exports` are the component's export names (`backflow:plugin/warehouse@0.3.0`).
+pub fn check_capabilities(
+    kind: backflow_plugin_sdk::PluginKind,
+    capabilities: &[backflow_plugin_sdk::Capability],
+    exports: &[String],
+) -> Result<(), CapabilityError> {
+    use backflow_plugin_sdk::{Capability as C, PluginKind as K};
+    for &capability in capabilities {
+        let (of_kind, export) = match capability {
+            C::WarehouseDiff | C::CursorRead | C::WarehouseLogs => {
+                (K::Source, v0_3_0::WAREHOUSE_EXPORT)
+            }
+            C::ReadBack | C::FieldPresence => (K::Destination, v0_3_0::DESTINATION_EXPORT),
+        };
+        if kind != of_kind {
+            return Err(CapabilityError::OtherKind {
+                capability,
+                of_kind,
+                kind,
+            });
+        }
+        if !exports.iter().any(|e| e == export) {
+            return Err(CapabilityError::NotExported { capability, export });
+        }
+    }
+    Ok(())
+}
+
+/// A declared capability the plugin cannot have.
+#[derive(Debug, thiserror::Error)]
+pub enum CapabilityError {
+    /// The capability belongs to another kind of plugin.
+    #[error("its spec declares capability {capability}, which only a {} plugin can have, but it is a {} plugin", of_kind.as_str(), kind.as_str())]
+    OtherKind {
+        /// The capability declared.
+        capability: backflow_plugin_sdk::Capability,
+        /// The kind the capability belongs to.
+        of_kind: backflow_plugin_sdk::PluginKind,
+        /// The plugin's kind.
+        kind: backflow_plugin_sdk::PluginKind,
+    },
+    /// The component does not export the interface the capability is called through.
+    #[error(
+        "its spec declares capability {capability}, but the component does not export {export}"
+    )]
+    NotExported {
+        /// The capability declared.
+        capability: backflow_plugin_sdk::Capability,
+        /// The interface it needs.
+        export: &'static str,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backflow_plugin_sdk::{Capability, PluginKind};
+
+    #[test]
+    fn declared_capabilities_must_fit_the_kind_and_the_exports() {
+        let source_exports = vec![
+            "backflow:plugin/plugin@0.3.0".to_string(),
+            "backflow:plugin/source@0.3.0".to_string(),
+            v0_3_0::WAREHOUSE_EXPORT.to_string(),
+        ];
+        assert!(check_capabilities(
+            PluginKind::Source,
+            &[Capability::WarehouseDiff, Capability::CursorRead],
+            &source_exports
+        )
+        .is_ok());
+        let e = check_capabilities(PluginKind::Destination, &[Capability::CursorRead], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only a source plugin"), "{e}");
+        let e = check_capabilities(
+            PluginKind::Source,
+            &[Capability::WarehouseDiff],
+            &source_exports[..2],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("does not export backflow:plugin/warehouse@0.3.0"),
+            "{e}"
+        );
+        assert!(check_capabilities(PluginKind::Destination, &[], &[]).is_ok());
+    }
 }

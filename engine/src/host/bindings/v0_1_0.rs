@@ -18,3 +18,7 @@ fn row_encoding(_spec: &wit::PluginSpec) -> sdk::RowEncoding {
 
 /// An empty outcome list for a non-empty batch is a wrong count, like any other.
 const EMPTY_OUTCOMES_ACCEPT_ALL: bool = false;
+
+// Seen from the engine, a plugin of this version is a 0.3.0 plugin that uses none of 0.3.0's
+// additions: the one conversion layer for versions before 0.3.0.
+super::common::before_0_3_0!();

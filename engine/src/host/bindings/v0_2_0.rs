@@ -24,3 +24,7 @@ fn row_encoding(spec: &wit::PluginSpec) -> sdk::RowEncoding {
 
 /// An empty outcome list for a non-empty batch means every row was accepted.
 const EMPTY_OUTCOMES_ACCEPT_ALL: bool = true;
+
+// Seen from the engine, a plugin of this version is a 0.3.0 plugin that uses none of 0.3.0's
+// additions: the one conversion layer for versions before 0.3.0.
+super::common::before_0_3_0!();

@@ -17,9 +17,10 @@ pub(super) async fn check_quality_check(
     let columns = sample_columns();
     let plan = PlanSummary {
         sync_name: "conformance".into(),
+        purpose: backflow_plugin_sdk::PlanPurpose::Run,
         columns: columns.clone(),
         snapshot_rows: u64::from(MANY_ROWS) * 2,
-        model_rows: u64::from(MANY_ROWS) * 3,
+        model_rows: Some(u64::from(MANY_ROWS) * 3),
         added: u64::from(MANY_ROWS) + 1,
         changed: u64::from(MANY_ROWS) + 1,
         removed: u64::from(MANY_ROWS) + 1,
