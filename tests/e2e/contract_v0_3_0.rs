@@ -34,6 +34,7 @@ async fn run(ws: &TestWorkspace, sync: &str, undo: Option<&str>) -> Result<RunRe
             trigger: "test".into(),
             user: "tester".into(),
             approved_run: None,
+            run_id: None,
             full_resync: false,
             draft: false,
             undo: undo.map(|run_id| UndoTarget {
