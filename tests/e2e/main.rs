@@ -16,6 +16,7 @@ mod engine_core;
 mod file_source;
 mod governance;
 mod help;
+mod listener;
 mod messages;
 mod plugin_languages;
 mod postgres;
