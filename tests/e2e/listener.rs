@@ -24,10 +24,22 @@ struct Served {
 impl Served {
     /// Starts `serve` on a free port with `extra` flags, from `cwd`, with `workspace` as given,
     /// and reads its first `lines` stdout lines.
-    fn start(ws: &TestWorkspace, cwd: &Path, workspace: &str, extra: &[&str], lines: usize) -> Served {
+    fn start(
+        ws: &TestWorkspace,
+        cwd: &Path,
+        workspace: &str,
+        extra: &[&str],
+        lines: usize,
+    ) -> Served {
         let log = ws.path().join(format!("serve-{}.log", ulid::Ulid::new()));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace-s", "20"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shutdown-grace-s",
+                "20",
+            ])
             .args(extra)
             .args(["--workspace", workspace])
             .current_dir(cwd)
@@ -41,7 +53,10 @@ impl Served {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let _ = tx.send(line);
             }
         });
@@ -183,7 +198,8 @@ async fn idle_connections_and_slow_headers_do_not_keep_runs_from_starting() {
                 String::from_utf8_lossy(&buf[..n])
             ),
             Err(e) => assert!(
-                e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut,
                 "an idle connection was still open after two minutes: {e}"
             ),
         }
@@ -201,7 +217,10 @@ async fn sighup_json_logs_metrics_address_redirect_and_html_404() {
         &["--log-format", "json", "--metrics-listen", "127.0.0.1:0"],
         3,
     );
-    assert_eq!(svc.lines[1], format!("backflow serve: web UI at {}/ui", svc.base));
+    assert_eq!(
+        svc.lines[1],
+        format!("backflow serve: web UI at {}/ui", svc.base)
+    );
     let probes = svc.lines[2]
         .split(" on ")
         .nth(1)
@@ -225,7 +244,10 @@ async fn sighup_json_logs_metrics_address_redirect_and_html_404() {
     assert_eq!(status, 200);
     let (status, metrics) = api.get(format!("{probes}/metrics")).await;
     assert_eq!(status, 200);
-    assert!(metrics.as_str().unwrap().contains("backflow_runs_total"), "{metrics}");
+    assert!(
+        metrics.as_str().unwrap().contains("backflow_runs_total"),
+        "{metrics}"
+    );
     let (status, _) = api.get(svc.url("/metrics")).await;
     assert_eq!(status, 404, "/metrics left the main address");
 
@@ -237,9 +259,16 @@ async fn sighup_json_logs_metrics_address_redirect_and_html_404() {
     let root = no_redirects.get(svc.url("/")).send().await.unwrap();
     assert!(root.status().is_redirection(), "{}", root.status());
     assert_eq!(root.headers()["location"], "/ui");
-    let page = no_redirects.get(svc.url("/ui/no-such-page")).send().await.unwrap();
+    let page = no_redirects
+        .get(svc.url("/ui/no-such-page"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 404);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     assert!(page.text().await.unwrap().contains("/ui/no-such-page"));
     let (status, body) = api.get(svc.url("/nothing-here")).await;
     assert_eq!(status, 404);
@@ -253,15 +282,21 @@ async fn sighup_json_logs_metrics_address_redirect_and_html_404() {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
         .collect();
-    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"].is_object()));
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["fields"].is_object()));
     assert!(
-        lines.iter().any(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("SIGHUP"))),
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SIGHUP"))),
         "{log}"
     );
-    assert!(
-        lines.iter().any(|l| l["spans"].as_array().is_some_and(|s| !s.is_empty())),
-        "no line carries its spans: {log}"
-    );
+    let finished = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "run finished")
+        .unwrap_or_else(|| panic!("no run line: {log}"));
+    assert_eq!(finished["fields"]["sync"], "crm", "{finished}");
+    assert!(finished["fields"]["run_id"].is_string(), "{finished}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -286,10 +321,17 @@ async fn state_changing_requests_past_the_per_token_limit_get_429_with_retry_aft
     assert_eq!(trigger().await.unwrap().status(), 202);
     let refused = trigger().await.unwrap();
     assert_eq!(refused.status(), 429);
-    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "Retry-After: {retry}");
     let body: J = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
-    assert!(body["error"].as_str().unwrap().contains("try again"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("try again"),
+        "{body}"
+    );
     // Reads are not limited; the accepted triggers ran.
     let api = Api::new(Some(&token));
     for _ in 0..5 {
@@ -315,17 +357,41 @@ async fn finished_runs_at(api: &Api, base: &str, n: usize) -> Vec<J> {
     .await
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1, made with `openssl`.
+/// A self-signed certificate for localhost and 127.0.0.1, made with `openssl` (an end-entity
+/// certificate: rustls refuses a CA certificate as a server's).
 fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert, key)
 }
 
@@ -338,19 +404,30 @@ async fn tls_serves_https_to_a_client_trusting_the_certificate() {
         &ws,
         ws.path(),
         ws.path().to_str().unwrap(),
-        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
         1,
     );
     assert!(svc.base.starts_with("https://127.0.0.1:"), "{}", svc.base);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let trusting = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
         .build()
         .unwrap();
     let health = trusting.get(svc.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     // A client that does not trust it, or speaks clear text, gets nothing.
-    assert!(reqwest::Client::new().get(svc.url("/healthz")).send().await.is_err());
+    assert!(reqwest::Client::new()
+        .get(svc.url("/healthz"))
+        .send()
+        .await
+        .is_err());
     let plain = format!("http://{}/healthz", svc.addr());
     assert!(reqwest::Client::new().get(plain).send().await.is_err());
     // SIGHUP re-reads the certificate; the service keeps serving HTTPS.
@@ -400,7 +477,10 @@ async fn a_relative_workspace_lists_each_plugin_once_and_a_refused_build_says_so
     assert_eq!(refused.len(), 2, "one entry per file: {refused:?}");
     let entry = &webhook(&refused)[0];
     assert!(entry["error"].is_string(), "{entry}");
-    assert_eq!(entry["sha256"], serving_hash, "the previous build keeps serving: {entry}");
+    assert_eq!(
+        entry["sha256"], serving_hash,
+        "the previous build keeps serving: {entry}"
+    );
     let (_, health) = api.get(svc.url("/healthz")).await;
     assert_eq!(health["plugins_refused"], 1, "{health}");
     // The previous build still runs the sync.

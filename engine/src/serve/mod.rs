@@ -77,8 +77,8 @@ impl Default for Exposure {
 pub async fn serve(root: &Path, options: ServeOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // First: SIGHUP's default action ends the process.
-    let hangups = signal(SignalKind::hangup())
-        .map_err(|e| anyhow::anyhow!("listening for SIGHUP: {e}"))?;
+    let hangups =
+        signal(SignalKind::hangup()).map_err(|e| anyhow::anyhow!("listening for SIGHUP: {e}"))?;
     // One path per file whether the workspace was given as `.` or in full: the plugin table,
     // the watcher's events and the runs' references all agree.
     let root = root

@@ -102,7 +102,11 @@ mod tests {
         assert_eq!(limiter.check("a"), Ok(()));
         let refused = limiter.check("a").unwrap_err();
         assert!(refused.retry_after_s() >= 1 && refused.retry_after_s() <= 30);
-        assert_eq!(limiter.check("b"), Ok(()), "another token has its own quota");
+        assert_eq!(
+            limiter.check("b"),
+            Ok(()),
+            "another token has its own quota"
+        );
         let response = refused.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(response.headers().contains_key(header::RETRY_AFTER));

@@ -78,9 +78,5 @@ pub fn router() -> Router<Arc<ApiState>> {
 
 /// The HTML page for a path under `/ui` that does not exist.
 pub fn not_found(path: &str) -> Response {
-    UiError::Page(
-        StatusCode::NOT_FOUND,
-        format!("there is no page at {path}"),
-    )
-    .into_response()
+    UiError::Page(StatusCode::NOT_FOUND, format!("there is no page at {path}")).into_response()
 }
