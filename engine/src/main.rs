@@ -16,15 +16,7 @@ fn main() -> ExitCode {
     if terminal {
         backflow::sync::progress::enable_bars();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "backflow=info,warn".into()),
-        )
-        .with_writer(backflow::sync::progress::LogWriter)
-        .with_target(false)
-        .with_ansi(terminal)
-        .init();
+    init_logging(cli.log_format, terminal);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,5 +45,26 @@ fn main() -> ExitCode {
             cli::report_failure(&e, json);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr (above the progress bars), as text or as one JSON object per line.
+fn init_logging(format: cli::args::LogFormat, terminal: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "backflow=info,warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(backflow::sync::progress::LogWriter)
+        .with_target(false);
+    match format {
+        cli::args::LogFormat::Text => logs.with_ansi(terminal).init(),
+        // `span` is the innermost span and `spans` every span around the event, each with
+        // its fields: a log collector can group a run's lines by its sync and run id.
+        cli::args::LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_ansi(false)
+            .init(),
     }
 }

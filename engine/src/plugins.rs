@@ -45,6 +45,26 @@ pub async fn scan(host: &PluginHost, dir: &Path) -> Scan {
     Scan { plugins, problems }
 }
 
+/// The one path a service knows a plugin file by: its directory resolved (symbolic links,
+/// `.`, relative paths) and its own name, so the file need not exist any more (a removal is
+/// recorded under the same path as the load before it). The path as given when the
+/// directory cannot be resolved.
+pub fn canonical_file(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.canonicalize()
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Versions of a plugin file a service keeps, newest last: the newest serves unpinned
 /// references, an older one serves a published configuration pinned to it until a change
 /// publishes the new hash.
@@ -148,7 +168,7 @@ impl Registry {
     pub fn serve_plugins_from(&self, dir: &Path) {
         let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
         *served = Some(Served {
-            dir: dir.to_path_buf(),
+            dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
             files: BTreeMap::new(),
         });
     }
@@ -204,6 +224,7 @@ pub async fn resolve_pinned(
     {
         let served = plugins.served.read().unwrap_or_else(|e| e.into_inner());
         if let Some(served) = served.as_ref() {
+            let path = path.as_deref().map(canonical_file);
             let in_dir = path
                 .as_ref()
                 .is_none_or(|p| p.parent() == Some(served.dir.as_path()));

@@ -20,6 +20,7 @@ mod file_source;
 mod governance;
 mod held;
 mod help;
+mod listener;
 mod messages;
 mod newcomer;
 mod plugin_languages;

@@ -756,12 +756,17 @@ async fn with_reviews_a_new_plugin_build_serves_only_once_a_change_publishes_its
             .cloned()
     })
     .await;
+    let new_hash = status["sha256"].as_str().unwrap().to_string();
     assert_eq!(
         status["awaiting_publish"],
-        old_hash.as_str(),
-        "the reload reports the published pin: {status}"
+        new_hash.as_str(),
+        "the reload reports the new hash awaiting a publish: {status}"
     );
-    let new_hash = status["sha256"].as_str().unwrap().to_string();
+    assert_eq!(
+        status["published_pin"],
+        old_hash.as_str(),
+        "and the published pin runs keep: {status}"
+    );
 
     // Runs keep the reviewed build.
     api.post(svc.url("/api/v1/syncs/crm/runs"), None).await;

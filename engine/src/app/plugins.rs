@@ -17,7 +17,8 @@ use std::sync::Mutex;
 pub enum PluginFileState {
     /// Loaded and checked: runs starting from now use it.
     Serving,
-    /// The newest file did not load (the previous version, if any, keeps serving).
+    /// The newest file did not load (the previous version, if any, keeps serving: its hash
+    /// stays in `sha256`).
     Refused,
     /// The file was deleted: runs starting from now cannot use it.
     Removed,
@@ -40,9 +41,12 @@ pub struct PluginStatus {
     pub sha256: Option<String>,
     /// Why the newest file was refused (the previous version, if any, keeps serving).
     pub error: Option<String>,
-    /// The published configuration pins another hash: the new file is loaded but runs use
-    /// the pinned one until a change publishing the new hash is approved.
+    /// The hash of the new file when the published configuration pins another: it is loaded
+    /// but runs use the pinned one ([`PluginStatus::published_pin`]) until a change
+    /// publishing the new hash is approved.
     pub awaiting_publish: Option<String>,
+    /// The hash the published configuration pins, while [`PluginStatus::awaiting_publish`].
+    pub published_pin: Option<String>,
     /// When the file was last looked at (RFC 3339).
     pub loaded_at: String,
     /// How long compiling it took.

@@ -18,8 +18,49 @@ pub(crate) struct Cli {
     /// Act as this user, one of the workspace's `[users]` (or set BACKFLOW_USER).
     #[arg(long = "as", global = true, env = "BACKFLOW_USER")]
     pub(crate) user: Option<String>,
+    /// Log lines as `text` or `json` (one JSON object per line, with the span fields).
+    #[arg(long, global = true, env = "BACKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How log lines are written (stderr).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: time, level, message, fields, and the spans.
+    Json,
+}
+
+/// How `backflow serve` is exposed: TLS, a separate metrics address, and the limits that keep
+/// one client from holding the service.
+#[derive(Args)]
+pub(crate) struct ServeExposureArgs {
+    /// Serve HTTPS with this PEM certificate (chain); needs --tls-key. SIGHUP re-reads both.
+    #[arg(long, requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Serve /metrics and /healthz on this address (plain HTTP) instead of --listen.
+    #[arg(long)]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// Connections open at once per address; past it, new ones wait to be accepted.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) max_connections: usize,
+    /// Seconds a client has to send a request's headers (and finish a TLS handshake); also
+    /// how long a keep-alive connection may stay idle.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) header_read_timeout_s: u64,
+    /// Seconds reading a request's body may take.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) body_timeout_s: u64,
+    /// State-changing API requests (triggers, approvals, reviews, undo) per minute and token;
+    /// past it, 429 with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) write_requests_per_minute: u32,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +147,8 @@ pub(crate) enum Command {
         /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for runs to finish their in-flight batches.
         #[arg(long, default_value_t = 30)]
         shutdown_grace_s: u64,
+        #[command(flatten)]
+        exposure: ServeExposureArgs,
     },
     /// API tokens for `backflow serve` (each acts as one user).
     Token {

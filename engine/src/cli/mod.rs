@@ -33,6 +33,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         workspace,
         user,
         command,
+        ..
     } = cli;
     let user = user.as_deref();
     match command {
@@ -45,7 +46,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             shutdown_grace_s,
-        } => serve::run(&workspace, listen, shutdown_grace_s).await,
+            exposure,
+        } => serve::run(&workspace, listen, shutdown_grace_s, exposure).await,
         Command::Token { command } => token::run(&workspace, user, command),
         Command::State { command } => state::run(&workspace, user, command),
         Command::Plugin { command } => plugin::run(&workspace, user, command).await,

@@ -7,8 +7,8 @@
 //! body, bad parameter) and the parameter named.
 
 use super::http::{
-    bad_request, change_id, check_comment, json_body, query, trigger_run as trigger, ApiError,
-    ApiState, UndoQuery,
+    bad_request, change_id, check_comment, detached, json_body, query, trigger_run as trigger,
+    ApiError, ApiState, UndoQuery, WriteLimiter,
 };
 use crate::app::{AppError, AuditFilter, RunApproval, RunFilter};
 use crate::authz::Actor;
@@ -31,13 +31,14 @@ type Shared = State<Arc<ApiState>>;
 pub struct User(pub Actor);
 
 impl FromRequestParts<Arc<ApiState>> for User {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        let unauthenticated = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+        let unauthenticated =
+            |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string()).into_response();
         let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| unauthenticated("no API token: send `Authorization: Bearer TOKEN` (create one with `backflow token create`)"))?;
         let value = value
             .to_str()
@@ -46,15 +47,28 @@ impl FromRequestParts<Arc<ApiState>> for User {
             .strip_prefix("Bearer ")
             .ok_or_else(|| unauthenticated("the Authorization header must read `Bearer TOKEN`"))?;
         let actor = state.app.authenticate(token).map_err(|e| match e {
-            AppError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+            AppError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m).into_response(),
             other => unauthenticated(&other.to_string()),
         })?;
+        // Counted once the token is known valid: the limiter's table holds valid tokens only.
+        if WriteLimiter::counts(&parts.method) {
+            let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+            state
+                .write_limiter
+                .check(&key)
+                .map_err(IntoResponse::into_response)?;
+        }
         Ok(User(actor))
     }
 }
 
 /// The API's routes, `/healthz` and `/metrics`.
 pub fn router() -> Router<Arc<ApiState>> {
+    api_routes().merge(probes_router())
+}
+
+/// The API's routes under `/api/v1`.
+pub fn api_routes() -> Router<Arc<ApiState>> {
     let api = Router::new()
         .route("/whoami", get(whoami))
         .route("/syncs", get(list_syncs))
@@ -81,8 +95,13 @@ pub fn router() -> Router<Arc<ApiState>> {
                 "no such API endpoint (see the README's API section)".into(),
             )
         });
+    Router::new().nest("/api/v1", api)
+}
+
+/// `/healthz` and `/metrics`, which need no token: on the service's address, or on their own
+/// with `--metrics-listen`.
+pub fn probes_router() -> Router<Arc<ApiState>> {
     Router::new()
-        .nest("/api/v1", api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -8,6 +8,7 @@
 use crate::app::{App, PluginFileState, PluginStatus};
 use crate::domain::now_rfc3339 as now;
 use crate::host::Plugin;
+use crate::plugins::canonical_file;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,8 +41,44 @@ fn is_plugin_file(path: &Path) -> bool {
             .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
+/// Looks at every plugin file again (SIGHUP; a watcher can miss events, on network file
+/// systems for one): loads what differs from what serves, retries refused files, withdraws
+/// what is gone.
+pub async fn rescan(app: &Arc<App>) {
+    let mut files: BTreeSet<PathBuf> = std::fs::read_dir(app.plugins_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_plugin_file(p))
+        .map(|p| canonical_file(&p))
+        .collect();
+    files.extend(app.with_plugin_statuses(|st| {
+        st.iter()
+            .filter(|(_, status)| status.status != PluginFileState::Removed)
+            .map(|(file, _)| file.clone())
+            .collect::<Vec<_>>()
+    }));
+    for file in files {
+        let on_disk = std::fs::read(&file)
+            .ok()
+            .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
+        let refused = app.with_plugin_statuses(|st| {
+            st.get(&file)
+                .is_some_and(|s| s.status == PluginFileState::Refused)
+        });
+        let served = app.newest_served(&file).map(|p| p.hash);
+        if on_disk.is_some() && on_disk == served && !refused {
+            continue;
+        }
+        load_one(app, &file).await;
+    }
+}
+
 /// Loads (or withdraws) one file and records what happened.
 pub async fn load_one(app: &Arc<App>, file: &Path) {
+    // The table, the served versions and the watcher's events know a file by one path.
+    let file = &canonical_file(file);
     if !file.exists() {
         app.withdraw_plugin(file);
         app.with_plugin_statuses(|st| {
@@ -106,7 +143,8 @@ fn serving(app: &App, file: &Path, plugin: Plugin, awaiting: Option<String>, com
                     version: Some(plugin.spec.version.clone()),
                     sha256: Some(plugin.hash.clone()),
                     error: None,
-                    awaiting_publish: awaiting,
+                    awaiting_publish: awaiting.is_some().then(|| plugin.hash.clone()),
+                    published_pin: awaiting,
                     loaded_at: now(),
                     compile_ms,
                 },
@@ -133,14 +171,16 @@ fn refused(app: &App, file: &Path, previous: Option<&Plugin>, error: String, com
                 sha256: None,
                 error: None,
                 awaiting_publish: None,
+                published_pin: None,
                 loaded_at: now(),
                 compile_ms,
             });
-        if previous.is_none() {
-            entry.status = PluginFileState::Refused;
-        }
+        // Refused even while an older build serves: the status is about the newest file
+        // (`sha256` still names the build that serves, `/healthz` counts it).
+        entry.status = PluginFileState::Refused;
         entry.error = Some(error);
         entry.loaded_at = now();
+        entry.compile_ms = compile_ms;
     });
 }
 
@@ -203,11 +243,17 @@ pub fn watch(app: Arc<App>) -> notify::Result<notify::RecommendedWatcher> {
                 }
             }
             for file in touched {
+                let file = canonical_file(&file);
                 let on_disk = std::fs::read(&file)
                     .ok()
                     .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
                 let served = app.newest_served(&file).map(|p| p.hash);
-                let unchanged = (on_disk.is_some() && served == on_disk)
+                // The build that serves, back in place of a refused one, clears the refusal.
+                let refused = app.with_plugin_statuses(|st| {
+                    st.get(&file)
+                        .is_some_and(|s| s.status == PluginFileState::Refused)
+                });
+                let unchanged = (on_disk.is_some() && served == on_disk && !refused)
                     || last_looked.get(&file) == Some(&on_disk);
                 last_looked.insert(file.clone(), on_disk);
                 if !unchanged {

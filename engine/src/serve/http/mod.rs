@@ -3,8 +3,10 @@
 //! them. [`api`](super::api) and [`ui`](super::ui) both build on this module and never on
 //! each other.
 
+mod limits;
 mod sessions;
 
+pub use limits::{TooManyRequests, WriteLimiter};
 pub use sessions::{Session, Sessions};
 
 use super::scheduler::Scheduler;
@@ -34,6 +36,8 @@ pub struct ApiState {
     pub scheduler: Arc<Scheduler>,
     /// Signed-in browser sessions of the web UI.
     pub sessions: Sessions,
+    /// The per-token limit on state-changing requests.
+    pub write_limiter: WriteLimiter,
 }
 
 /// An API error: a status and a message.

@@ -75,3 +75,8 @@ pub fn router() -> Router<Arc<ApiState>> {
         .merge(runs::routes())
         .merge(changes::routes())
 }
+
+/// The HTML page for a path under `/ui` that does not exist.
+pub fn not_found(path: &str) -> Response {
+    UiError::Page(StatusCode::NOT_FOUND, format!("there is no page at {path}")).into_response()
+}

@@ -89,6 +89,19 @@ pub(super) fn posted<T: Csrf>(
     let v = viewer(s, headers)?;
     let f = form(f)?;
     check_csrf(&v, f.csrf())?;
+    // The API's per-token limit on state-changing requests, for the token signed in with.
+    if let Some((grant, _)) = s.sessions.get(&v.session) {
+        let key = format!("ui-session-of-token:{}", grant.token_id);
+        s.write_limiter.check(&key).map_err(|e| {
+            UiError::Page(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many changes in a short time with this sign-in: try again in {} s",
+                    e.retry_after_s()
+                ),
+            )
+        })?;
+    }
     Ok((v, f))
 }
 
