@@ -8,10 +8,10 @@
 
 mod changes;
 mod error;
-mod identity;
 mod failed_start;
 mod health;
 mod held;
+mod identity;
 mod live;
 mod plugins;
 mod published;
@@ -22,9 +22,9 @@ mod undo;
 
 pub use changes::{AuditFilter, AuditLog};
 pub use error::AppError;
-pub use identity::{parse_lifetime, InvalidLifetime};
 pub use failed_start::{failed_start_record, PREPARE_PHASE};
 pub use health::SyncHealth;
+pub use identity::{parse_lifetime, InvalidLifetime};
 pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
 pub use queue::{Accepted, Queued, RunQueue, Trigger};
 pub use service::{RunFilter, ServiceRunError, SessionGrant, MAX_RUNS_PAGE};

@@ -7,8 +7,8 @@
 //! body, bad parameter) and the parameter named.
 
 use super::http::{
-    bad_request, change_id, check_comment, detached, json_body, query, trigger_run as trigger,
-    ApiError, ApiState, UndoQuery, WriteLimiter,
+    bad_request, change_id, check_comment, json_body, query, trigger_run as trigger, ApiError,
+    ApiState, UndoQuery, WriteLimiter,
 };
 use crate::app::{AppError, AuditFilter, RunApproval, RunFilter};
 use crate::authz::Actor;
