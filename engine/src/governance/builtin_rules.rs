@@ -58,13 +58,13 @@ pub const BUILT_IN_RULES: &[BuiltInRule] = &[
         "checks",
         "a check is removed or weakened (fail → warn, looser threshold)",
         APPROVER,
-        true,
+        false,
     ),
     rule(
         "deletes",
         "a sync switches to (or is added in) `mirror` mode, enabling deletes",
         ADMIN,
-        true,
+        false,
     ),
     rule(
         "plugin-code",
@@ -114,11 +114,11 @@ pub(crate) fn published_by_admin(published: &super::published::Published, ws: &W
     ws.governance.users.get(&published.published_by) == Some(&Role::Admin)
 }
 
-/// The built-in rules a policy's decision waives. Decisions of contracts 0.1.0 and 0.2.0
-/// cannot waive anything; contract 0.3.0's typed `waive` field is read here once the host
-/// speaks it (the one place to connect it).
-pub(crate) fn waived_rules(_decision: &backflow_plugin_sdk::Decision) -> Vec<String> {
-    Vec::new()
+/// The built-in rules a policy's decision waives: contract 0.3.0's typed `waive` field, in
+/// the names of [`BUILT_IN_RULES`] (the contract's `approver-other-than-author` is
+/// `another-reviewer`, the only waivable rule). Policies of 0.1.0 and 0.2.0 waive nothing.
+pub(crate) fn waived_rules(verdict: &super::policies::PolicyVerdict) -> Vec<String> {
+    verdict.waive.clone()
 }
 
 /// What each policy's decision waives, for [`built_in_requirements`]. `published`: the
@@ -132,7 +132,7 @@ pub(crate) fn policy_waivers(
         .iter()
         .map(|v| PolicyWaiver {
             policy: v.policy.clone(),
-            rules: waived_rules(&v.decision),
+            rules: waived_rules(v),
             published_by_admin: vouched,
         })
         .filter(|w| !w.rules.is_empty())

@@ -2,7 +2,7 @@
 //! the requirements no policy can relax, and whether reviews meet a requirement.
 
 use crate::domain::Role;
-use crate::host::evaluate_policy;
+use crate::host::evaluate_policy_decision;
 use crate::workspace::{Governance, Workspace};
 use backflow_plugin_sdk::{ApprovalRequest, Decision};
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,9 @@ pub struct PolicyVerdict {
     /// Its decision (approve, require approvals, reject).
     #[serde(flatten)]
     pub decision: Decision,
+    /// The built-in rules it explicitly waives (contract 0.3.0's `waive`), by rule name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waive: Vec<String>,
 }
 
 /// Whether `reviews` meet `r` for a request by `author`.
@@ -154,9 +157,17 @@ pub(crate) async fn ask_policies(
             .map_err(|e| e.to_string())?;
             crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)
                 .map_err(|e| e.to_string())?;
-            evaluate_policy(host, &plugin, policy.limits, &policy.config_json, request)
-                .await
-                .map_err(|e| e.to_string())
+            let review = backflow_plugin_sdk::ReviewContext::default();
+            evaluate_policy_decision(
+                host,
+                &plugin,
+                policy.limits,
+                &policy.config_json,
+                request,
+                &review,
+            )
+            .await
+            .map_err(|e| e.to_string())
         }
         .await
         .unwrap_or_else(|e| {
@@ -164,10 +175,20 @@ pub(crate) async fn ask_policies(
                 "policy {} failed, so the request is rejected (fail closed): {e}",
                 policy.name
             ))
+            .into()
         });
         out.push(PolicyVerdict {
             policy: policy.name.clone(),
-            decision,
+            decision: decision.decision,
+            waive: decision
+                .waive
+                .iter()
+                .map(|rule| match rule {
+                    backflow_plugin_sdk::WaivableRule::ApproverOtherThanAuthor => {
+                        "another-reviewer".to_string()
+                    }
+                })
+                .collect(),
         });
     }
     out
@@ -217,6 +238,7 @@ mod tests {
 
     fn verdict(policy: &str, decision: Decision) -> PolicyVerdict {
         PolicyVerdict {
+            waive: Vec::new(),
             policy: policy.into(),
             decision,
         }
