@@ -133,7 +133,7 @@ fn plugin_list_skips_files_that_are_not_plugins_and_says_why() {
     let out = backflow(&["plugin", "list", "--json"], ws.path());
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["plugins"].as_array().unwrap().len(), 1);
-    assert_eq!(v["plugins"][0]["contract"], "0.1.0", "{v}");
+    assert_eq!(v["plugins"][0]["contract"], "0.3.0", "{v}");
     assert_eq!(v["plugins"][0]["row_encoding"], "msgpack", "{v}");
     assert_eq!(v["problems"].as_array().unwrap().len(), 2);
 }
@@ -150,7 +150,7 @@ fn plugin_inspect_shows_kind_spec_schema_and_contract() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["name"], "webhook");
     assert_eq!(v["kind"], "destination");
-    assert_eq!(v["wit"], "backflow:plugin@0.1.0");
+    assert_eq!(v["wit"], "backflow:plugin@0.3.0");
     assert_eq!(v["config_schema"]["required"][0], "url");
 
     let text = dir.path().join("x.wasm");

@@ -27,9 +27,10 @@ fn governed_workspace(
             )
         })
         .unwrap_or_default();
+    // Undos delete what a run inserted: the webhook needs a route for deletes.
     let ws = csv_to_webhook(
         receiver,
-        "config.batch_mode = \"array\"",
+        "config.batch_mode = \"array\"\nconfig.methods = { delete = \"DELETE\" }",
         &format!("{TEAM}\n{notify}\n{policies}"),
     );
     // csv_to_webhook appends the team and policies after the sync table; the model gets labels.

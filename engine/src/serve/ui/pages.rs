@@ -277,11 +277,7 @@ pub fn run_detail(v: &Viewer, r: &RunRecord, gate: Option<&RunGate>) -> String {
                     @for (name, hash) in &r.plugins.checks { br; "check " (name) " " code { (crate::governance::short(hash)) } } }
             }
             table #counts { tr { th { "" } th { "added" } th { "changed" } th { "removed" } } (counts_row("planned", &r.planned)) (counts_row("delivered", &r.delivered)) (counts_row("failed", &r.failed)) }
-            @if !r.checks.is_empty() {
-                h2 { "Quality checks" }
-                table { tr { th { "Check" } th { "Severity" } th { "Verdict" } th { "Message" } th { "Sample rows" } }
-                    @for c in &r.checks { tr { td { (c.name) } td { (format!("{:?}", c.severity).to_lowercase()) } td { (status(c.verdict.as_str())) } td { (c.message) } td { @for s in &c.samples { pre { (s) } } } } } }
-            }
+            (check_table(&r.checks))
             @if !r.rejected.is_empty() {
                 h2 { "Rejected rows" }
                 table #rejected { tr { th { "Key" } th { "Change" } th { "Destination's answer" } } @for x in &r.rejected { tr { td { code { (x.key) } } td { (x.change) } td { (x.error) } } } }
@@ -294,6 +290,17 @@ pub fn run_detail(v: &Viewer, r: &RunRecord, gate: Option<&RunGate>) -> String {
     )
 }
 
+/// The checks' verdicts on a run or on an undo's plan.
+fn check_table(checks: &[crate::domain::CheckReport]) -> Markup {
+    html! {
+        @if !checks.is_empty() {
+            h2 { "Quality checks" }
+            table #checks { tr { th { "Check" } th { "Severity" } th { "Verdict" } th { "Message" } th { "Sample rows" } }
+                @for c in checks { tr { td { (c.name) } td { (format!("{:?}", c.severity).to_lowercase()) } td { (status(c.verdict.as_str())) } td { (c.message) } td { @for s in &c.samples { pre { (s) } } } } } }
+        }
+    }
+}
+
 pub fn confirm_undo(v: &Viewer, u: &crate::sync::UndoReport) -> String {
     layout(
         Some(v),
@@ -303,12 +310,18 @@ pub fn confirm_undo(v: &Viewer, u: &crate::sync::UndoReport) -> String {
             @if u.conflicts > 0 {
                 p.error { (u.conflicts) " rows were changed by a later run and are left alone" @if u.forced { " — forced: they are undone too" } ": " (u.conflict_keys.join(", ")) }
             }
-            form method="post" action=(format!("/ui/runs/{}/undo", path_segment(&u.run_id))) {
-                (csrf(v))
-                @if u.forced { input type="hidden" name="force" value="true"; }
-                button.danger #confirm-undo type="submit" { "Confirm: undo this run" }
-                " " a.button.secondary href=(format!("/ui/runs/{}", path_segment(&u.run_id))) { "Cancel" }
+            @for b in &u.blocking {
+                p.error.blocking { "Blocked by check " strong { (b.check) } " (" (b.configured_at) "): " (b.message) ". " (b.remedy) }
             }
+            @if !u.blocked {
+                form method="post" action=(format!("/ui/runs/{}/undo", path_segment(&u.run_id))) {
+                    (csrf(v))
+                    @if u.forced { input type="hidden" name="force" value="true"; }
+                    button.danger #confirm-undo type="submit" { "Confirm: undo this run" }
+                    " " a.button.secondary href=(format!("/ui/runs/{}", path_segment(&u.run_id))) { "Cancel" }
+                }
+            }
+            (check_table(&u.checks))
             (samples(&u.samples))
         },
     )
