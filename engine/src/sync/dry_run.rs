@@ -1,7 +1,7 @@
 //! Runs that deliver nothing to state: `sync plan` (what a run would send now) and
 //! `sync test` (one row sent, nothing recorded).
 
-use super::checks::run_checks;
+use super::checks::{run_checks, run_checks_for};
 use super::deliver::with_event_id;
 use super::deliver::writer::Writer;
 use super::plan::undo::{check_undo_operations, UndoTarget};
@@ -380,7 +380,16 @@ pub async fn plan_undo(
         );
     }
     let planned = undo.plan.planned(SyncMode::Mirror);
-    let checks = run_checks(host, &p, &undo.plan, planned).await;
+    // The preview judges the undo as the undo itself will be judged: as an undo (checks of
+    // the model as a whole do not apply to it).
+    let checks = run_checks_for(
+        host,
+        &p,
+        &undo.plan,
+        planned,
+        backflow_plugin_sdk::PlanPurpose::Undo,
+    )
+    .await;
     let blocking = blocking_checks(&p, &checks, &target.run_id);
     Ok(UndoReport {
         sync: sync_name.into(),
