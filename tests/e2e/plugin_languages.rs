@@ -1,5 +1,5 @@
 //! Plugins in any language (issue 14): the templates `backflow plugin new` writes build and
-//! pass the conformance suite, in Rust (contract 0.1.0, MessagePack rows) and in JavaScript
+//! pass the conformance suite, in Rust (contract 0.3.0, MessagePack rows) and in JavaScript
 //! and Python (contract 0.2.0, JSON rows); a JavaScript destination and a Python check work
 //! in a sync beside plugins built against the old contract.
 //!
@@ -234,7 +234,7 @@ fn rust_templates_build_and_pass_the_conformance_suite() {
             .env("CARGO_TARGET_DIR", &target)
             .env("RUST_LOG", "warn"));
         assert!(
-            ok && out.contains("contract 0.1.0, msgpack rows") && out.contains("conforms"),
+            ok && out.contains("contract 0.3.0, msgpack rows") && out.contains("conforms"),
             "Rust {kind}:\n{out}"
         );
     }
@@ -365,7 +365,7 @@ async fn the_javascript_destination_template_takes_401_for_bad_credentials_not_b
 }
 
 /// The acceptance of issue 14: a JavaScript destination and a Python quality check, built
-/// from the templates, in one sync with the Rust file source (contract 0.1.0).
+/// from the templates, in one sync with the Rust file source (contract 0.3.0).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_javascript_destination_and_a_python_check_work_in_a_sync() {
     let receiver = receiver().await;

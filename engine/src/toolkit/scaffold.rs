@@ -1,7 +1,7 @@
 //! `backflow plugin new`: writes a buildable plugin project from the templates embedded in
 //! the binary (`templates/<lang>/<kind>/` laid over `templates/<lang>/common/`, see `build.rs`).
 //!
-//! Rust projects depend on this repository's SDK crate (contract 0.1.0, MessagePack rows).
+//! Rust projects depend on this repository's SDK crate (contract 0.3.0, MessagePack rows).
 //! JavaScript and Python projects get their own copy of the thin SDK (`lib/backflow.js`,
 //! `backflow_sdk/`) and of the contract they build against (`wit/plugin.wit`, 0.2.0, JSON
 //! rows), so they build offline and never change under the author's feet.
