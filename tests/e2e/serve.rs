@@ -879,7 +879,13 @@ async fn a_run_is_undone_and_a_row_traced_through_the_api() {
         3,
         &format!(
             "{}\n[syncs.crm]\nmodel = \"people\"\ndestination = \"a\"\n",
-            hook("a", &receiver, "/a", "")
+            // An undo deletes what the run inserted: the webhook needs a route for deletes.
+            hook(
+                "a",
+                &receiver,
+                "/a",
+                "config.methods = { delete = \"DELETE\" }"
+            )
         ),
     );
     let svc = Service::start(&ws);
