@@ -173,7 +173,7 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
     let ws = service_workspace(
         10,
         &format!(
-            "[destinations.crm]\nplugin = \"webhook\"\nconfig.url = \"{url}\"\ngrants.network = [\"{addr}\"]\n\
+            "[destinations.crm]\nplugin = \"webhook\"\nconfig.url = \"{url}\"\nconfig.methods = {{ delete = \"DELETE\" }}\ngrants.network = [\"{addr}\"]\n\
              [models.few]\nsource = \"files\"\nquery = \"data/few.csv\"\nprimary_key = \"id\"\n\
              [syncs.crm_contacts]\nmodel = \"people\"\ndestination = \"crm\"\n\
              [syncs.few_contacts]\nmodel = \"few\"\ndestination = \"crm\"\nmapping = {{ id = \"id\", email = \"mail\" }}\n\

@@ -116,7 +116,10 @@ fn read_or_make_key(path: &Path) -> anyhow::Result<[u8; KEY_LEN]> {
     let mut key = [0u8; KEY_LEN];
     getrandom::fill(&mut key)
         .map_err(|e| anyhow::anyhow!("no randomness for the cache secret: {e}"))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A name of this call's own: threads of one process (tests, a service) may race here too.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{call}", std::process::id()));
     let made = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
