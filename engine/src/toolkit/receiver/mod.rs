@@ -90,6 +90,11 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
     let app = axum::Router::new()
         .route("/_receiver/requests", axum::routing::get(list))
         .fallback(answer::record)
+        // Accept what the engine may send in one request (batches are cut at 16 MiB). With
+        // axum's 2 MB default, a larger batch got a 413 before its body was read; under load
+        // the client saw the closed connection ("broken pipe") instead of the 413 and retried
+        // the same batch until it gave up.
+        .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
