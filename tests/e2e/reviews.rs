@@ -391,3 +391,68 @@ async fn change_verify_passes_only_on_the_approved_or_published_working_copy() {
         swapped.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_waives_another_reviewer_explicitly_only_once_an_admin_published_it() {
+    let receiver = receiver().await;
+    let ws = workspace(
+        &receiver,
+        "[[policies]]\nplugin = \"policies\"\nconfig = { waive_another_reviewer_up_to_rows = 100 }\n",
+    );
+    // Nothing is published: nobody vouched for the policy, so its waiver does not count.
+    let setup = ok(
+        backflow_as(&ws, "carol", &["change", "submit", "-m", "setup", "--json"]),
+        "submit",
+    )
+    .json();
+    assert_eq!(
+        setup["policies"][0]["waive"][0], "another-reviewer",
+        "{setup}"
+    );
+    assert_eq!(setup["status"], "pending", "{setup}");
+    let id = setup["id"].to_string();
+    ok(
+        backflow_as(&ws, "alice", &["change", "approve", &id]),
+        "approve",
+    );
+    ok(
+        backflow_as(&ws, "alice", &["change", "publish", &id]),
+        "alice publishes",
+    );
+
+    // Published by an admin: a small change by carol needs nobody else.
+    edit(
+        &ws,
+        "[syncs.to_hook]\n",
+        "[syncs.to_hook]\nbatch_size = 3\n",
+    );
+    let change = ok(
+        backflow_as(
+            &ws,
+            "carol",
+            &["change", "submit", "-m", "smaller batches", "--json"],
+        ),
+        "submit",
+    )
+    .json();
+    assert_eq!(change["status"], "approved", "{change}");
+    let waived = change["requirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "another-reviewer")
+        .unwrap_or_else(|| panic!("the rule stays listed: {change}"));
+    assert_eq!(waived["count"], 0, "{waived}");
+    assert!(
+        waived["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("waived by policy"),
+        "{waived}"
+    );
+    let id = change["id"].to_string();
+    ok(
+        backflow_as(&ws, "carol", &["change", "publish", &id]),
+        "carol publishes alone",
+    );
+}

@@ -10,6 +10,11 @@
 //!
 //! The rules combine into one requirement: the roles of the strictest rule, the largest count.
 //!
+//! With `waive_another_reviewer_up_to_rows = N` (contract 0.3.0), a change affecting at most N
+//! rows, sending no sensitive column and mirroring nothing, is approved and the built-in
+//! "an approver other than the author" rule is explicitly waived: the author may publish it
+//! alone. The engine honours the waiver only when an admin published this policy.
+//!
 //! For a run: a plan sending more than `run_approval_above_rows` rows waits for one approver.
 
 use backflow_plugin_sdk::*;
@@ -27,7 +32,8 @@ const SCHEMA: &str = r#"{
     "two_approvers_above_rows": { "type": "integer", "minimum": 0, "description": "More affected rows than this need two approvals." },
     "default_approvals": { "type": "integer", "minimum": 0, "description": "Approvals any other change needs (default 1; 0 approves automatically)." },
     "allow_self_approval": { "type": "boolean", "description": "Whether an author's own approval counts (default false)." },
-    "run_approval_above_rows": { "type": "integer", "minimum": 0, "description": "Runs sending more rows than this wait for an approver." }
+    "run_approval_above_rows": { "type": "integer", "minimum": 0, "description": "Runs sending more rows than this wait for an approver." },
+    "waive_another_reviewer_up_to_rows": { "type": "integer", "minimum": 0, "description": "Changes affecting at most this many rows, with no sensitive column and no mirror sync, are approved and waive the built-in 'approver other than the author' rule (honoured only when an admin published this policy)." }
   }
 }"#;
 
@@ -46,6 +52,7 @@ struct Config {
     #[serde(default)]
     allow_self_approval: bool,
     run_approval_above_rows: Option<u64>,
+    waive_another_reviewer_up_to_rows: Option<u64>,
 }
 
 fn default_labels() -> Vec<String> {
@@ -79,6 +86,25 @@ impl ApprovalPolicyPlugin for Policies {
             Ok(_) => vec![],
             Err(e) => vec![e],
         }
+    }
+
+    fn evaluate_with_review(
+        config: &str,
+        request: ApprovalRequest,
+        _review: ReviewContext,
+    ) -> Result<PolicyDecision, PluginError> {
+        let cfg: Config = parse_config(config).map_err(PluginError::BadConfig)?;
+        if let Some(limit) = cfg.waive_another_reviewer_up_to_rows {
+            if Self::small_and_harmless(&cfg, &request, limit) {
+                return Ok(PolicyDecision {
+                    decision: Decision::Approve(format!(
+                        "at most {limit} affected rows, no sensitive column, no mirror: the author may publish alone"
+                    )),
+                    waive: vec![WaivableRule::ApproverOtherThanAuthor],
+                });
+            }
+        }
+        Self::evaluate(config, request).map(PolicyDecision::from)
     }
 
     fn evaluate(config: &str, request: ApprovalRequest) -> Result<Decision, PluginError> {
@@ -155,6 +181,27 @@ impl ApprovalPolicyPlugin for Policies {
                 })
             }
         }
+    }
+}
+
+impl Policies {
+    /// Whether `request` is a change small and harmless enough for the author alone: at most
+    /// `limit` affected rows, no sensitive column sent, no mirror sync.
+    fn small_and_harmless(cfg: &Config, request: &ApprovalRequest, limit: u64) -> bool {
+        let rows: u64 = request
+            .syncs
+            .iter()
+            .map(|s| s.added + s.changed + s.removed)
+            .sum();
+        request.kind == RequestKind::ConfigChange
+            && rows <= limit
+            && request.syncs.iter().all(|s| {
+                s.mode != "mirror"
+                    && !s
+                        .column_labels
+                        .iter()
+                        .any(|l| cfg.sensitive_needs_admin && cfg.sensitive_labels.contains(l))
+            })
     }
 }
 
