@@ -455,4 +455,24 @@ async fn a_policy_waives_another_reviewer_explicitly_only_once_an_admin_publishe
         backflow_as(&ws, "carol", &["change", "publish", &id]),
         "carol publishes alone",
     );
+
+    // The policy sees the plugin builds a change brings (contract 0.3.0): with a swapped
+    // webhook build it waives nothing, whatever the size.
+    std::fs::copy(
+        plugin("noop_destination.wasm"),
+        ws.path().join("local/webhook.wasm"),
+    )
+    .unwrap();
+    edit(&ws, "batch_size = 3\n", "batch_size = 4\n");
+    let change = ok(
+        backflow_as(
+            &ws,
+            "carol",
+            &["change", "submit", "-m", "new build", "--json"],
+        ),
+        "submit",
+    )
+    .json();
+    assert_eq!(change["status"], "pending", "{change}");
+    assert!(change["policies"][0].get("waive").is_none(), "{change}");
 }

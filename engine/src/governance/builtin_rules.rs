@@ -121,6 +121,36 @@ pub(crate) fn waived_rules(verdict: &super::policies::PolicyVerdict) -> Vec<Stri
     verdict.waive.clone()
 }
 
+/// What a 0.3.0 policy is shown beside its request: each plugin build the change makes
+/// differ from the published one, and the built-in requirements (`built_in`, computed
+/// without waivers).
+pub(crate) fn review_context(
+    diff: &super::diff::ConfigDiff,
+    built_in: &[super::policies::Requirement],
+) -> backflow_plugin_sdk::ReviewContext {
+    backflow_plugin_sdk::ReviewContext {
+        plugin_changes: diff
+            .plugins
+            .iter()
+            .map(|p| backflow_plugin_sdk::PluginChange {
+                name: p.reference.clone(),
+                old_hash: p.old_hash.clone(),
+                new_hash: p.new_hash.clone(),
+                spec_changes: p.spec_changes.clone(),
+            })
+            .collect(),
+        built_in: built_in
+            .iter()
+            .map(|r| backflow_plugin_sdk::BuiltInRequirement {
+                rule: r.rule.clone().unwrap_or_default(),
+                reason: r.reason.clone(),
+                roles: r.roles.clone(),
+                count: r.count,
+            })
+            .collect(),
+    }
+}
+
 /// What each policy's decision waives, for [`built_in_requirements`]. `published`: the
 /// published configuration the policies come from (none: nobody vouched for them yet).
 pub(crate) fn policy_waivers(

@@ -304,7 +304,13 @@ pub(crate) async fn submit(
         description: change_description(message, &diff),
         syncs: diff.syncs.iter().map(|s| s.impact.clone()).collect(),
     };
-    let verdicts = ask_policies(host, root, &governance, &plugins_dir, &request).await;
+    // 0.3.0 policies see the plugin builds that change and the built-in requirements (before
+    // any waiver), so a policy can react to them and waive knowingly.
+    let review = super::builtin_rules::review_context(
+        &diff,
+        &built_in_requirements(&diff, published.as_ref().map(|(_, ws)| ws), &working, &[]),
+    );
+    let verdicts = ask_policies(host, root, &governance, &plugins_dir, &request, &review).await;
     let (rejected, mut requirements) = combine(&verdicts);
     // What the policies waive explicitly (contract 0.3.0's `waive`; nothing before it).
     let waivers = policy_waivers(&verdicts, published.as_ref().map(|(p, ws)| (p, ws)));

@@ -126,12 +126,15 @@ pub(crate) fn describe_requirements<'r>(rs: impl IntoIterator<Item = &'r Require
 }
 
 /// Asks every policy; a policy that fails (trap, timeout, error) rejects: fail closed.
+/// `review`: what 0.3.0 policies see beside the request (plugin build changes, the built-in
+/// requirements before any waiver).
 pub(crate) async fn ask_policies(
     host: &crate::plugins::Registry,
     root: &Path,
     governance: &Governance,
     plugins_dir: &Path,
     request: &ApprovalRequest,
+    review: &backflow_plugin_sdk::ReviewContext,
 ) -> Vec<PolicyVerdict> {
     let mut out = Vec::new();
     for policy in &governance.policies {
@@ -157,14 +160,13 @@ pub(crate) async fn ask_policies(
             .map_err(|e| e.to_string())?;
             crate::host::expect_kind(&plugin, backflow_plugin_sdk::PluginKind::ApprovalPolicy)
                 .map_err(|e| e.to_string())?;
-            let review = backflow_plugin_sdk::ReviewContext::default();
             evaluate_policy_decision(
                 host,
                 &plugin,
                 policy.limits,
                 &policy.config_json,
                 request,
-                &review,
+                review,
             )
             .await
             .map_err(|e| e.to_string())

@@ -122,6 +122,8 @@ async fn gate_run(
         &ws.governance,
         &ws.plugins_dir,
         &approval_request,
+        // A run changes no plugin build and adds no built-in requirement.
+        &backflow_plugin_sdk::ReviewContext::default(),
     )
     .await;
     let (rejected, requirements) = combine(&verdicts);

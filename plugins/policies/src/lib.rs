@@ -11,7 +11,8 @@
 //! The rules combine into one requirement: the roles of the strictest rule, the largest count.
 //!
 //! With `waive_another_reviewer_up_to_rows = N` (contract 0.3.0), a change affecting at most N
-//! rows, sending no sensitive column and mirroring nothing, is approved and the built-in
+//! rows, sending no sensitive column, mirroring nothing and changing no plugin build, is
+//! approved and the built-in
 //! "an approver other than the author" rule is explicitly waived: the author may publish it
 //! alone. The engine honours the waiver only when an admin published this policy.
 //!
@@ -91,11 +92,12 @@ impl ApprovalPolicyPlugin for Policies {
     fn evaluate_with_review(
         config: &str,
         request: ApprovalRequest,
-        _review: ReviewContext,
+        review: ReviewContext,
     ) -> Result<PolicyDecision, PluginError> {
         let cfg: Config = parse_config(config).map_err(PluginError::BadConfig)?;
         if let Some(limit) = cfg.waive_another_reviewer_up_to_rows {
-            if Self::small_and_harmless(&cfg, &request, limit) {
+            // A change that brings new plugin code is never the author's alone.
+            if review.plugin_changes.is_empty() && Self::small_and_harmless(&cfg, &request, limit) {
                 return Ok(PolicyDecision {
                     decision: Decision::Approve(format!(
                         "at most {limit} affected rows, no sensitive column, no mirror: the author may publish alone"
