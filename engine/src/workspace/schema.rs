@@ -62,15 +62,10 @@ pub(super) struct StateFile {
 
 /// The names of the `${env.NAME}` references in a config value.
 pub fn env_references(value: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("${env.") {
-        let after = &rest[start + 6..];
-        let Some(end) = after.find('}') else { break };
-        names.push(after[..end].to_string());
-        rest = &after[end + 1..];
-    }
-    names
+    super::secrets::reference_names(value)
+        .map_while(Result::ok)
+        .map(str::to_string)
+        .collect()
 }
 
 /// The slowest rate a `rate_limit` may set: one request or row per 1,000 seconds.

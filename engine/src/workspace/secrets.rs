@@ -41,18 +41,30 @@ pub struct SecretError {
 
 const OPEN: &str = "${env.";
 
+/// Each `${env.NAME}` reference in `text`, in order; one that is not closed ends the list
+/// as an `Err`. The one parser of references: load checks, expansion and redaction.
+pub(crate) fn reference_names(text: &str) -> impl Iterator<Item = Result<&str, SecretReason>> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let after = &text[text.find(OPEN)? + OPEN.len()..];
+        Some(match after.find('}') {
+            Some(end) => {
+                rest = Some(&after[end + 1..]);
+                Ok(&after[..end])
+            }
+            None => {
+                rest = None;
+                Err(SecretReason::Unterminated)
+            }
+        })
+    })
+}
+
 /// The names of the `${env.NAME}` references in `text`, in order; `Err` when one is not
 /// closed.
 fn references(text: &str) -> Result<Vec<&str>, SecretReason> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(OPEN) {
-        let after = &rest[start + OPEN.len()..];
-        let end = after.find('}').ok_or(SecretReason::Unterminated)?;
-        names.push(&after[..end]);
-        rest = &after[end + 1..];
-    }
-    Ok(names)
+    reference_names(text).collect()
 }
 
 /// `text` with every `${env.NAME}` replaced by the variable's value from `lookup`; each name
@@ -278,6 +290,13 @@ mod tests {
         );
         let e = expand_config(r#"{"a":"${env.OPEN"}"#, &[], "plugin p", &env).unwrap_err();
         assert_eq!(e.reason, SecretReason::Unterminated);
+    }
+
+    #[test]
+    fn the_lenient_list_stops_at_an_unclosed_reference() {
+        let text = "a ${env.A} b ${env.B}${env.C";
+        assert_eq!(super::super::env_references(text), ["A", "B"]);
+        assert_eq!(references(text), Err(SecretReason::Unterminated));
     }
 
     #[test]
