@@ -13,6 +13,7 @@
 
 pub mod conditions;
 pub mod episode;
+pub mod watch;
 
 use crate::domain::{RunRecord, RunStatus};
 use crate::state::{AlertEpisode, StateStore};
@@ -203,6 +204,14 @@ pub async fn dispatch(http: &reqwest::Client, ws: &Workspace, state: &StateStore
         let baseline = baseline(state, alert, run);
         for (condition, seen) in conditions::observe(alert, run, &baseline) {
             let key = format!("{route} {} {}", run.sync, condition.as_str());
+            let seen = match condition {
+                // A long run the watch alerted while it went on ends its episode by ending.
+                Condition::LongRun => {
+                    let stored = state.alert_episode(&key).ok().flatten();
+                    watch::long_run_at_end(stored.as_ref(), run, seen)
+                }
+                _ => seen,
+            };
             let repeat = alert.conditions.repeat_after_s;
             let Some((st, episode)) = advance(state, &key, &seen, now, repeat) else {
                 continue;
@@ -226,8 +235,9 @@ pub async fn dispatch(http: &reqwest::Client, ws: &Workspace, state: &StateStore
 }
 
 /// Fires `stale` for every sync whose last successful run ended more than a route's
-/// `stale_after` ago (a sync that never succeeded is left to its `failed` alerts); a success
-/// ends the episode (see [`dispatch`]). The service calls this now and then.
+/// `stale_after` ago, or that never succeeded and was first seen by this watch (or first
+/// ran) longer ago than that; a success ends the episode (see [`dispatch`]). The service
+/// calls this now and then.
 pub async fn check_stale(http: &reqwest::Client, ws: &Workspace, state: &StateStore) {
     let now = jiff::Timestamp::now();
     let mut sends = Vec::new();
@@ -239,7 +249,7 @@ pub async fn check_stale(http: &reqwest::Client, ws: &Workspace, state: &StateSt
         if routes.is_empty() {
             continue;
         }
-        let Some(last_success) = last_success(state, sync) else {
+        let Some((last_success, what)) = watch::stale_since(state, sync, now.as_second()) else {
             continue;
         };
         let age = now.as_second() - last_success.as_second();
@@ -248,7 +258,7 @@ pub async fn check_stale(http: &reqwest::Client, ws: &Workspace, state: &StateSt
                 continue;
             }
             let detail = format!(
-                "no successful run since {} (more than {stale_after} s)",
+                "{what} {} (more than {stale_after} s)",
                 crate::schedule::rfc3339(last_success)
             );
             let seen = Observation::Active(detail.clone());

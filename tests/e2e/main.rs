@@ -33,4 +33,5 @@ mod serve;
 mod state_ops;
 mod sync;
 mod ui;
+mod unattended;
 mod undo;

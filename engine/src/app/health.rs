@@ -105,23 +105,31 @@ impl App {
         health_of(&runs, stale_after, jiff::Timestamp::now())
     }
 
-    /// Fires `stale` alerts for syncs without a recent success, every [`STALE_CHECK`],
-    /// until the task is dropped (`backflow serve` runs this).
+    /// Fires `stale` alerts for syncs without a recent success and `long_run` alerts for
+    /// runs going on for too long, as often as the shortest `stale_after` or
+    /// `run_longer_than` needs (at most every [`STALE_CHECK`]), until the task is dropped
+    /// (`backflow serve` runs this).
     pub async fn watch_stale(self: std::sync::Arc<Self>) {
-        let mut interval = tokio::time::interval(STALE_CHECK);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
-            match self.runnable_workspace() {
-                Ok(ws) => crate::alerts::check_stale(self.host.http(), &ws, &self.state).await,
-                Err(e) => tracing::warn!("stale-sync alerts: {e}"),
-            }
+            let every = match self.runnable_workspace() {
+                Ok(ws) => {
+                    let http = self.host.http();
+                    crate::alerts::check_stale(http, &ws, &self.state).await;
+                    crate::alerts::watch::check_long_runs(http, &ws, &self.state).await;
+                    crate::alerts::watch::check_every(&ws)
+                }
+                Err(e) => {
+                    tracing::warn!("stale-sync and long-run alerts: {e}");
+                    STALE_CHECK
+                }
+            };
+            tokio::time::sleep(every).await;
         }
     }
 
     /// Why the service is not ready (empty when it is): the state does not read, the
-    /// configuration runs use does not load, a plugin file is refused, or a sync cannot
-    /// start. `/readyz` answers 503 with these.
+    /// configuration runs use does not load, a plugin file a sync uses is refused, or a sync
+    /// cannot start. `/readyz` answers 503 with these.
     pub fn readiness(&self) -> Vec<String> {
         let mut reasons = Vec::new();
         if let Err(e) = self.state.runs(None, 1) {
@@ -145,9 +153,15 @@ impl App {
                 }
             }
         }
+        // Only a refused file that a sync of what runs uses keeps the service from being
+        // ready; without a loadable configuration, every refused file counts.
+        let runnable = self.runnable_workspace().ok();
         self.with_plugin_statuses(|t| {
             for p in t.values() {
-                if p.status == super::PluginFileState::Refused {
+                let used = runnable
+                    .as_ref()
+                    .is_none_or(|ws| super::readiness::in_use(ws, p));
+                if p.status == super::PluginFileState::Refused && used {
                     reasons.push(format!(
                         "plugin {} refused: {}",
                         p.file.display(),

@@ -83,6 +83,11 @@ impl App {
             )));
         };
         self.mark_approved(&gate, &release_id)?;
+        // A release that failed before the held run was marked approved: its failure is
+        // recorded before the held run is looked at, so the held run says so here.
+        if let Ok(Some(release)) = self.state.run(&release_id) {
+            self.release_failed(run_id, &release);
+        }
         Ok(RunApproval::Queued(release_id))
     }
 

@@ -16,13 +16,15 @@ mod live;
 mod plugins;
 mod published;
 mod queue;
+mod readiness;
 mod service;
 mod state_ops;
 mod undo;
+mod unwritten;
 
 pub use changes::{AuditFilter, AuditLog};
 pub use error::AppError;
-pub use failed_start::{failed_start_record, PREPARE_PHASE};
+pub use failed_start::{failed_start_record, record_runs_of_unloadable_workspace, PREPARE_PHASE};
 pub use health::SyncHealth;
 pub use identity::{parse_lifetime, InvalidLifetime};
 pub use plugins::{PluginFileState, PluginListing, PluginStatus, ServedSpec};
@@ -359,9 +361,26 @@ impl App {
             stop: None,
             run_id: Some(release_id),
         };
-        let record = run_sync(&self.host, &ws, &self.state, &gate.sync, &options)
-            .await
-            .map_err(|e| AppError::Failed(e.to_string()))?;
+        let record = match run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await {
+            Ok(record) => record,
+            // The release could not start: a failed run (alerted), and the held run says so.
+            Err(e) if failed_start::is_failed_start(&e) => {
+                let request = RunRequest {
+                    full_resync: options.full_resync,
+                    trigger: options.trigger.clone(),
+                    run_id: options.run_id.clone(),
+                    approved_run: options.approved_run.clone(),
+                    ..RunRequest::default()
+                };
+                let error = e.to_string();
+                let user = &options.user;
+                self.record_failed_queued_start(&gate.sync, &request, user, &error)
+                    .await;
+                return Err(AppError::Failed(error));
+            }
+            Err(e) => return Err(AppError::Failed(e.to_string())),
+        };
+        self.release_failed(run_id, &record);
         Ok(RunApproval::Released(Box::new(record)))
     }
 
@@ -429,26 +448,38 @@ pub async fn run_sync(
         .get_or_insert_with(|| ulid::Ulid::new().to_string())
         .clone();
     let options = &options;
-    let _in_flight = crate::metrics::run_in_flight();
-    let record = sync::run_sync(
-        RunEnv {
-            host,
-            ws,
-            state,
-            gate: &gate,
-        },
-        name,
-        options,
-    )
-    .await?;
-    // A run folded into a held one was not a run: the held one was counted and alerted.
-    if record.run_id == run_id {
-        crate::metrics::record_run(&record);
-        crate::alerts::dispatch(host.http(), ws, state, &record).await;
-    }
-    // A service runs for months: its audit log is pruned as it goes, not only at start.
-    prune_audit(state, ws.keep_audit_days);
-    Ok(record)
+    // Every line logged while the run goes on (its stages, its plugins' host calls, its
+    // alerts) carries its id, sync and phase (`--log-format json`: `span` and `spans`).
+    let span = tracing::info_span!(
+        "run",
+        run_id = %run_id,
+        sync = %name,
+        trigger = %options.trigger,
+        phase = tracing::field::Empty
+    );
+    let run = async {
+        let _in_flight = crate::metrics::run_in_flight();
+        let record = sync::run_sync(
+            RunEnv {
+                host,
+                ws,
+                state,
+                gate: &gate,
+            },
+            name,
+            options,
+        )
+        .await?;
+        // A run folded into a held one was not a run: the held one was counted and alerted.
+        if record.run_id == run_id {
+            crate::metrics::record_run(&record);
+            crate::alerts::dispatch(host.http(), ws, state, &record).await;
+        }
+        // A service runs for months: its audit log is pruned as it goes, not only at start.
+        prune_audit(state, ws.keep_audit_days);
+        Ok::<RunRecord, sync::RunError>(record)
+    };
+    tracing::Instrument::instrument(run, span).await
 }
 
 /// Removes audit entries older than `keep_days` days (`[state] keep_audit_days`); a failure

@@ -220,6 +220,10 @@ impl App {
             .unwrap_or_else(|| ulid::Ulid::new().to_string());
         let live = self.expect_run(&run_id);
         let result = self.run_queued(name, request, user, &run_id, live).await;
+        // A released approval whose run failed: the held run says so, not `approved`.
+        if let (Ok(record), Some(held)) = (&result, &request.approved_run) {
+            self.release_failed(held, record);
+        }
         self.forget_run(
             &run_id,
             result.as_ref().ok().map(|record| record.run_id.as_str()),

@@ -19,7 +19,13 @@ pub(crate) async fn run(
     user: Option<&str>,
     command: SyncCommand,
 ) -> anyhow::Result<ExitCode> {
-    let (app, actor) = open_app(workspace, user)?;
+    let (app, actor) = match open_app(workspace, user) {
+        Ok(opened) => opened,
+        Err(e) => {
+            record_unloadable(workspace, user, &command, &e);
+            return Err(e);
+        }
+    };
     match command {
         SyncCommand::List { json } => {
             let syncs = app.list_syncs(&actor)?;
@@ -62,6 +68,38 @@ pub(crate) async fn run(
     }
 }
 
+/// `sync run NAME…` of a workspace that does not load: a failed run of each named sync is
+/// recorded (phase `prepare`, with the reason), as the service records one, and said.
+fn record_unloadable(
+    workspace: &Path,
+    user: Option<&str>,
+    command: &SyncCommand,
+    e: &anyhow::Error,
+) {
+    let SyncCommand::Run {
+        names,
+        full_resync,
+        draft: false,
+        ..
+    } = command
+    else {
+        return;
+    };
+    let error = format!("{e:#}");
+    for record in backflow::app::record_runs_of_unloadable_workspace(
+        workspace,
+        names,
+        user,
+        *full_resync,
+        &error,
+    ) {
+        eprintln!(
+            "sync {}: recorded as failed run {} (phase prepare)",
+            record.sync, record.run_id
+        );
+    }
+}
+
 /// `sync test`: sends one row and shows the destination's answer; fails unless accepted.
 async fn test_row(
     app: &App,
@@ -100,6 +138,7 @@ async fn run_syncs(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut results = app.run(actor, names, request).await?;
+    report_unwritten(app);
     if results.len() == 1 {
         let record = match results.pop() {
             Some(RunResult::Ran(record)) => record,
@@ -130,6 +169,29 @@ async fn run_syncs(
             .iter()
             .any(|r| matches!(r, RunResult::NotStarted { .. })),
     ))
+}
+
+/// Says what became of final run records the state had no room for (a full disk): this
+/// process exits, so they are saved for the next start to write, or lost.
+fn report_unwritten(app: &App) {
+    for (run, saved) in app.save_unwritten_runs() {
+        let what = format!(
+            "run {} of sync {} ended {}, but the state had no room for its final record (no space left on device in {})",
+            run.run_id,
+            run.sync,
+            run.status.as_str(),
+            app.state_dir().display()
+        );
+        match saved {
+            Ok(file) => eprintln!(
+                "{what}: it is saved in {} and the next backflow command or service start on this workspace writes it (free some space first); until then the history shows the run as running",
+                file.display()
+            ),
+            Err(e) => eprintln!(
+                "{what}, and saving it beside the state failed too ({e}): the record is lost. The next backflow command or service start marks the run interrupted, with the rows its journal recorded as delivered"
+            ),
+        }
+    }
 }
 
 /// `sync list`: each sync with its schedule, next run and last run.

@@ -177,13 +177,12 @@ impl Scheduler {
                     tracing::info!(sync, trigger = trigger.reason, "run not started: {e}");
                     false
                 }
-                // Recorded as a failed run (and alerted), not only logged.
+                // Recorded as a failed run (and alerted) under the id the trigger was answered
+                // with, not only logged; a released approval's held run says so too.
                 Err(e) => {
-                    let reason = &trigger.reason;
-                    let (user, full) = (&trigger.user, trigger.full_resync);
                     let error = e.to_string();
                     self.app
-                        .record_failed_start(&sync, reason, user, full, &error)
+                        .record_failed_queued_start(&sync, &request, &trigger.user, &error)
                         .await;
                     false
                 }

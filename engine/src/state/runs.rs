@@ -145,6 +145,16 @@ impl StateStore {
         }
     }
 
+    /// The final run records still kept in memory for want of space after one more try to
+    /// write them (a process about to exit saves or reports them: they would be lost).
+    pub fn unwritten_runs(&self) -> Vec<RunRecord> {
+        self.write_deferred();
+        self.deferred_runs()
+            .iter()
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
     /// The record of `run` kept in memory for want of space, if any.
     pub(super) fn deferred_run(&self, run_id: &str) -> Option<RunRecord> {
         self.deferred_runs()

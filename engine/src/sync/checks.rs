@@ -120,14 +120,14 @@ async fn start_checks(
                 feeds.push(Some(tx));
                 tasks.push((
                     i,
-                    tokio::spawn(async move {
+                    tokio::spawn(tracing::Instrument::in_current_span(async move {
                         while let Some((kind, after, before)) = rx.recv().await {
                             inst.observe(kind, after, before)
                                 .await
                                 .map_err(|e| CheckFailed(e.to_string()))?;
                         }
                         inst.finish().await.map_err(|e| CheckFailed(e.to_string()))
-                    }),
+                    })),
                 ));
             }
             Err(e) => {

@@ -25,6 +25,7 @@ pub mod progress;
 pub mod read;
 pub mod recover;
 pub mod run;
+mod unrecorded;
 
 use crate::domain::{CheckReport, DiffCounts, OpCounts, RunRecord, RunStatus, Timings};
 use crate::host::PluginHost;
@@ -50,6 +51,7 @@ pub use plan::undo::UndoTarget;
 pub use prepare::PrepareError;
 pub use recover::recover_dead_runs;
 pub use run::{Abort, StopSignal};
+pub use unrecorded::save_unrecorded;
 
 /// What a run works with: the plugin host, the workspace it runs, the state, and the
 /// approval gate that may hold its plan.
@@ -544,6 +546,7 @@ impl Delivery<'_> {
         )
         .await;
         // Whatever was acknowledged is committed, even when the run stops early.
+        progress::enter_phase("commit");
         let committed = committer.commit_acknowledged();
         let result = match (delivered, committed) {
             (Err(run), Err(commit)) => Err(Abort::AlsoUnrecorded {

@@ -148,8 +148,10 @@ pub(crate) fn live() -> Option<std::sync::Arc<LiveRun>> {
     LIVE.try_with(std::sync::Arc::clone).ok()
 }
 
-/// Enters `phase` in the run's live progress (if it reports to one).
+/// Enters `phase` in the run's live progress (if it reports to one) and in the `phase`
+/// field of the run's log span (if it is in one).
 pub(crate) fn enter_phase(phase: &'static str) {
+    tracing::Span::current().record("phase", phase);
     if let Some(live) = live() {
         live.set_phase(phase);
     }
@@ -169,14 +171,12 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new(what: &'static str, total: u64) -> Progress {
+        enter_phase(match what {
+            "read" => "read",
+            "planned" => "plan",
+            _ => "deliver",
+        });
         let live = live();
-        if let Some(live) = &live {
-            live.set_phase(match what {
-                "read" => "read",
-                "planned" => "plan",
-                _ => "deliver",
-            });
-        }
         Progress {
             live,
             what,

@@ -191,25 +191,30 @@ pub(crate) type SourceBatches = tokio::sync::mpsc::Receiver<Result<Batch, CallEr
 /// the receiver is dropped, then closes the source.
 pub(crate) fn spawn_reader(mut source: SourceInstance) -> SourceBatches {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut ask = SOURCE_BATCH_ROWS;
-        loop {
-            match source.next_batch(ask).await {
-                Ok(Some(batch)) => {
-                    ask = next_request_rows(batch.row_count, batch.payload.len());
-                    if tx.send(Ok(batch)).await.is_err() {
+    // In the run's log span: the source's lines carry the run id too.
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let mut ask = SOURCE_BATCH_ROWS;
+            loop {
+                match source.next_batch(ask).await {
+                    Ok(Some(batch)) => {
+                        ask = next_request_rows(batch.row_count, batch.payload.len());
+                        if tx.send(Ok(batch)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    break;
-                }
             }
-        }
-        source.close().await;
-    });
+            source.close().await;
+        },
+        span,
+    ));
     rx
 }
 

@@ -1,6 +1,8 @@
 //! Runs a dead process left `running`: found at the start of every process (service or CLI)
 //! and by every run that takes a sync's lease, and marked `interrupted` with the counts of
-//! what they had delivered (committed from their journal first).
+//! what they had delivered (committed from their journal first) — or, when the process saved
+//! the final record the state had no room for ([`unrecorded`](super::unrecorded)), given
+//! that record.
 //!
 //! A run's record says `running` only while its process holds the sync's lease (it takes
 //! the lease first and writes its final record before it lets go). So whoever holds the
@@ -71,6 +73,20 @@ pub(crate) fn recover_key(
     }
     let mut marked = Vec::new();
     for (_, run_id) in state.running_runs()?.into_iter().filter(|(k, _)| k == key) {
+        // A run whose process saved its final record (the state had no room for it) ended
+        // as that record says.
+        if let Some(saved) = super::unrecorded::saved_record(state_dir, &run_id) {
+            state.record_run(&saved, keep_runs)?;
+            super::unrecorded::forget_saved(state_dir, &run_id);
+            tracing::warn!(
+                sync = key,
+                run_id,
+                status = saved.status.as_str(),
+                "the final record of a run that could not be written for want of space is written now"
+            );
+            marked.push(saved);
+            continue;
+        }
         if let Some(run) = state.interrupt_run(&run_id, DEAD_RUN, keep_runs)? {
             tracing::warn!(
                 sync = key,
@@ -82,4 +98,56 @@ pub(crate) fn recover_key(
         }
     }
     Ok(marked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RunStatus;
+
+    fn running(state: &StateStore, id: &str) -> RunRecord {
+        let r: RunRecord = serde_json::from_value(serde_json::json!({
+            "run_id": id, "sync": "s", "trigger": "manual", "user": "u", "started_at": "", "finished_at": "", "duration_ms": 0,
+            "status": "running", "planned": {"added": 0, "changed": 0, "removed": 0}, "delivered": {"added": 0, "changed": 0, "removed": 0},
+            "failed": {"added": 0, "changed": 0, "removed": 0}, "plugins": {"source": "", "destination": ""}, "config_hash": "", "error": null, "rejected": []
+        }))
+        .unwrap();
+        state.record_run(&r, 10).unwrap();
+        r
+    }
+
+    #[test]
+    fn the_next_start_writes_a_final_record_the_disk_had_no_room_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = {
+            let state = StateStore::open(dir.path()).unwrap();
+            let mut end = running(&state, "01A");
+            running(&state, "01B");
+            // The run ended on a full disk: its final record stayed in memory, and the
+            // exiting process saved it beside the state.
+            end.status = RunStatus::Failed;
+            end.delivered.added = 58;
+            end.error = Some("writing the journal: No space left on device (os error 28)".into());
+            super::super::unrecorded::save_unrecorded(dir.path(), &end).unwrap();
+            end
+        };
+        let state = StateStore::open(dir.path()).unwrap();
+        let mut marked = recover_dead_runs(&state, dir.path(), 10).unwrap();
+        marked.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        assert_eq!(marked.len(), 2);
+        let a = state.run("01A").unwrap().unwrap();
+        assert_eq!(a.status, RunStatus::Failed);
+        assert_eq!(a.delivered.added, 58);
+        assert_eq!(a.error, saved.error);
+        // Without a saved record: interrupted, as any run of a dead process.
+        let b = state.run("01B").unwrap().unwrap();
+        assert_eq!(b.status, RunStatus::Interrupted);
+        assert_eq!(b.error.as_deref(), Some(DEAD_RUN));
+        assert!(state.running_runs().unwrap().is_empty());
+        assert!(super::super::unrecorded::saved_record(dir.path(), "01A").is_none());
+        // Nothing left to repair at the next start.
+        assert!(recover_dead_runs(&state, dir.path(), 10)
+            .unwrap()
+            .is_empty());
+    }
 }

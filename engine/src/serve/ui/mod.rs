@@ -11,10 +11,12 @@
 //! - [`session`]: sign-in, sign-out, the signed-in user and the CSRF check;
 //! - [`runs`]: syncs, runs, approvals, undo and row history;
 //! - [`changes`]: change requests and the audit log;
+//! - [`plugins`]: the plugin files and their status;
 //! - [`pages`]: the HTML.
 
 mod changes;
 mod pages;
+mod plugins;
 mod runs;
 mod session;
 mod viewer;
@@ -34,6 +36,8 @@ type Shared = State<Arc<ApiState>>;
 enum UiError {
     SignIn,
     Page(StatusCode, String),
+    /// The per-token write limit: `429` with `Retry-After` (seconds), as the API answers.
+    TooManyRequests(u64, String),
 }
 
 impl IntoResponse for UiError {
@@ -42,6 +46,15 @@ impl IntoResponse for UiError {
             UiError::SignIn => Redirect::to("/ui/login").into_response(),
             UiError::Page(status, message) => {
                 (status, Html(pages::error(status, &message))).into_response()
+            }
+            UiError::TooManyRequests(retry_after_s, message) => {
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                let mut response = (status, Html(pages::error(status, &message))).into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(retry_after_s),
+                );
+                response
             }
         }
     }
@@ -74,6 +87,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .merge(session::routes())
         .merge(runs::routes())
         .merge(changes::routes())
+        .merge(plugins::routes())
 }
 
 /// The HTML page for a path under `/ui` that does not exist.

@@ -19,7 +19,7 @@ header form{display:inline}main{padding:16px 24px;max-width:1280px}
 table{border-collapse:collapse;width:100%;background:#fff;margin:8px 0 18px}th,td{border-bottom:1px solid #e3e6ec;padding:6px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f6;font-weight:600}code,pre{font:12px ui-monospace,Menlo,monospace}pre{white-space:pre-wrap;margin:0}
 .status{padding:1px 7px;border-radius:9px;font-size:12px;background:#e3e6ec}.succeeded,.published,.approved{background:#d4f2dc}.failed,.rejected,.blocked{background:#fbd9d9}
-.partial,.awaiting_approval,.pending,.waiting,.interrupted{background:#fbefc9}.running{background:#d9e7fb}
+.partial,.awaiting_approval,.pending,.waiting,.interrupted,.awaiting_publish{background:#fbefc9}.refused,.removed{background:#fbd9d9}.serving{background:#d4f2dc}.running{background:#d9e7fb}
 button,.button{background:#2957c7;color:#fff;border:0;border-radius:4px;padding:5px 12px;font-size:13px;cursor:pointer;text-decoration:none;display:inline-block}
 button.secondary,.button.secondary{background:#5b6478}button.danger{background:#b3261e}
 .error{background:#fbd9d9;padding:8px 12px;border-radius:4px}.note{color:#5b6478}
@@ -46,6 +46,7 @@ fn layout(v: Option<&Viewer>, title: &str, body: Markup) -> String {
                         a href="/ui/approvals" { "Awaiting approval" }
                         a href="/ui/changes" { "Changes" }
                         a href="/ui/audit" { "Audit log" }
+                        a href="/ui/plugins" { "Plugins" }
                         span.who { "signed in as " strong #whoami { (v.actor.user) } " (" (v.actor.role.as_str()) ")" }
                         form method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(v.csrf);
@@ -58,6 +59,16 @@ fn layout(v: Option<&Viewer>, title: &str, body: Markup) -> String {
         }
     }
     .into_string()
+}
+
+/// A page of the signed-in UI (for pages defined in their own files).
+pub(super) fn page(v: &Viewer, title: &str, body: Markup) -> String {
+    layout(Some(v), title, body)
+}
+
+/// A status badge (for pages defined in their own files).
+pub(super) fn status_badge(s: &str) -> Markup {
+    status(s)
 }
 
 fn status(s: &str) -> Markup {

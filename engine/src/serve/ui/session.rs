@@ -93,8 +93,8 @@ pub(super) fn posted<T: Csrf>(
     if let Some((grant, _)) = s.sessions.get(&v.session) {
         let key = format!("ui-session-of-token:{}", grant.token_id);
         s.write_limiter.check(&key).map_err(|e| {
-            UiError::Page(
-                StatusCode::TOO_MANY_REQUESTS,
+            UiError::TooManyRequests(
+                e.retry_after_s(),
                 format!(
                     "too many changes in a short time with this sign-in: try again in {} s",
                     e.retry_after_s()
