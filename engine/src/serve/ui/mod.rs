@@ -11,9 +11,11 @@
 //! - [`session`]: sign-in, sign-out, the signed-in user and the CSRF check;
 //! - [`runs`]: syncs, runs, approvals, undo and row history;
 //! - [`changes`]: change requests and the audit log;
+//! - [`debugger`]: a run's requests (the delivery debugger) and "Test one row";
 //! - [`pages`]: the HTML.
 
 mod changes;
+mod debugger;
 mod pages;
 mod runs;
 mod session;
@@ -74,6 +76,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .merge(session::routes())
         .merge(runs::routes())
         .merge(changes::routes())
+        .merge(debugger::routes())
 }
 
 /// The HTML page for a path under `/ui` that does not exist.
