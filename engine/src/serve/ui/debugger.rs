@@ -1,8 +1,8 @@
 //! The delivery debugger in the UI: a run's kept requests, one request in full (with the
-//! rows of its batch), and "Test one row" from a sync's page (contributors), which shows
-//! the destination's answer and the requests it took.
+//! rows of its batch), and "Test one row" from a sync's page (contributors; its form is
+//! `pages::test_row_form`), which shows the destination's answer and the requests it took.
 
-use super::pages::{csrf, layout, path_segment, status};
+use super::pages::{layout, path_segment, status};
 use super::session::{posted, viewer, Csrf};
 use super::viewer::Viewer;
 use super::{Shared, UiError};
@@ -162,17 +162,6 @@ fn request_detail(r: &CapturedRequest) -> Markup {
                 h3 { "Batch " (b.index) ": " (b.operation) " of " (b.rows) " row(s)" }
                 p.keys { @for k in &b.keys { code { (k) } " " } }
             }
-        }
-    }
-}
-
-/// The "Test one row" form of a sync's page.
-pub(super) fn test_form(v: &Viewer, sync: &str) -> Markup {
-    html! {
-        form #test-row method="post" action=(format!("/ui/syncs/{}/test", path_segment(sync))) {
-            (csrf(v))
-            "Test one row: " input type="text" name="key" placeholder="primary key (empty: the first row)";
-            " " button.secondary type="submit" { "Send one row" }
         }
     }
 }

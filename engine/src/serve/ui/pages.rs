@@ -77,7 +77,7 @@ pub fn path_segment(text: &str) -> String {
         .collect()
 }
 
-pub(super) fn csrf(v: &Viewer) -> Markup {
+fn csrf(v: &Viewer) -> Markup {
     html! { input type="hidden" name="csrf" value=(v.csrf); }
 }
 
@@ -192,7 +192,7 @@ pub fn sync_history(
                 p { a.button.run-now href=(format!("/ui/syncs/{}/confirm", path_segment(&s.name))) { "Run now" } " "
                     a.button.secondary.full-resync href=(format!("/ui/syncs/{}/confirm?full_resync=true", path_segment(&s.name))) { "Full resync" } }
             }
-            @if allowed(&v.actor, Action::TestRow) { (super::debugger::test_form(v, &s.name)) }
+            @if allowed(&v.actor, Action::TestRow) { (test_row_form(v, &s.name)) }
             form method="get" action=(format!("/ui/syncs/{}/rows", path_segment(&s.name))) {
                 "Row history: " input type="text" name="key" placeholder="primary key"; " " button.secondary type="submit" { "Look up" }
             }
@@ -210,6 +210,17 @@ pub fn sync_history(
             @if let Some(n) = next { p { a href=(format!("/ui/syncs/{}?before={}", path_segment(&s.name), path_segment(n))) { "Older runs →" } } }
         },
     )
+}
+
+/// The "Test one row" form of a sync's page.
+fn test_row_form(v: &Viewer, sync: &str) -> Markup {
+    html! {
+        form #test-row method="post" action=(format!("/ui/syncs/{}/test", path_segment(sync))) {
+            (csrf(v))
+            "Test one row: " input type="text" name="key" placeholder="primary key (empty: the first row)";
+            " " button.secondary type="submit" { "Send one row" }
+        }
+    }
 }
 
 fn samples(value: &serde_json::Value) -> Markup {

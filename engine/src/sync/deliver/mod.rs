@@ -46,15 +46,11 @@ pub(crate) async fn deliver(
     tally: &mut Tally,
     watch: Watch<'_>,
 ) -> Result<(), Abort> {
-    let Watch {
-        stop: stop_signal,
-        capture,
-    } = watch;
     let started = Instant::now();
     let pacer = Pacer::new(p.rate_limit);
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
     let one_ahead = builds_one_ahead(p, &pacer);
-    let mut idle = open_writers(host, p, run_id, one_ahead, &turns, capture).await?;
+    let mut idle = open_writers(host, p, run_id, one_ahead, &turns, watch.capture).await?;
     let pacer = tokio::sync::Mutex::new(pacer);
     let health = send::Health::default();
     // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
@@ -101,7 +97,7 @@ pub(crate) async fn deliver(
             if rows.is_empty() {
                 break;
             }
-            if let Some(e) = must_stop(p, stop_signal, deadline, tally) {
+            if let Some(e) = must_stop(p, watch.stop, deadline, tally) {
                 stop = Some(e);
                 break 'changes;
             }
