@@ -17,6 +17,9 @@
 //! (set everything up, print the workspace, and wait to be killed: for profiling runs by
 //! hand, e.g. `perf record -g backflow sync run s --workspace DIR` after `rm -rf DIR/.backflow`).
 //!
+//! `-- --capture off|failed|sample|all` sets the delivery debugger's `[debug] capture`
+//! (default: the engine's default, `sample`; issue 36 compares `sample` and `all` with `off`).
+//!
 //! The model is `SELECT … FROM customers ORDER BY id`: rows in key order are diffed while
 //! they are read. `-- --unordered` leaves out the `ORDER BY` (the plan then sorts the rows,
 //! spilling past 64 MB, before the diff): the model of the figures recorded before it existed.
@@ -44,6 +47,9 @@ fn main() {
         .map(|r| r.parse().unwrap())
         .unwrap_or(50);
     let csv = arg("--source").is_some_and(|s| s == "csv");
+    let debug = arg("--capture")
+        .map(|c| format!("[debug]\ncapture = \"{c}\"\n"))
+        .unwrap_or_default();
     let unordered = args.iter().any(|a| a == "--unordered");
     let text_results = args.iter().any(|a| a == "--text-results");
     let latency_ms: u64 = arg("--latency-ms").map(|r| r.parse().unwrap()).unwrap_or(0);
@@ -141,7 +147,7 @@ fn main() {
         std::fs::write(
             ws.join("backflow.toml"),
             format!(
-                "[workspace]\nplugins_dir = \"{plugins}\"\n[state]\nkeep_changelog_runs = {keep_changelog}\n{source}\n[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://127.0.0.1:{port}/contacts\"\ngrants.network = [\"127.0.0.1:{port}\"]\n[models.customers]\n{model}\nprimary_key = \"id\"\n[syncs.s]\nmodel = \"customers\"\ndestination = \"hook\"\nmode = \"mirror\"\nbatch_size = 500\nmax_in_flight = {max_in_flight}\n",
+                "[workspace]\nplugins_dir = \"{plugins}\"\n[state]\nkeep_changelog_runs = {keep_changelog}\n{source}\n[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://127.0.0.1:{port}/contacts\"\ngrants.network = [\"127.0.0.1:{port}\"]\n[models.customers]\n{model}\nprimary_key = \"id\"\n[syncs.s]\nmodel = \"customers\"\ndestination = \"hook\"\nmode = \"mirror\"\nbatch_size = 500\nmax_in_flight = {max_in_flight}\n{debug}",
                 plugins = plugins.display(),
             ),
         )

@@ -390,7 +390,9 @@ async fn test_row_sends_one_row_and_leaves_state_untouched() {
     let receiver = receiver().await;
     let ws = workspace(&receiver, "upsert");
     let loaded = ws.load();
-    let report = sync::test_row(&host(), &loaded, "s", "4").await.unwrap();
+    let report = sync::test_row(&host(), &loaded, "s", Some("4"))
+        .await
+        .unwrap();
     assert_eq!(report.outcome, "accepted");
     assert_eq!(report.row["email"], "d@x.com");
     let received = receiver.received();
@@ -399,7 +401,7 @@ async fn test_row_sends_one_row_and_leaves_state_untouched() {
     let state = StateStore::open(&loaded.state_dir).unwrap();
     assert_eq!(state.snapshot_len("s").unwrap(), 0);
     assert!(state.runs(None, 10).unwrap().is_empty());
-    let e = sync::test_row(&host(), &loaded, "s", "99")
+    let e = sync::test_row(&host(), &loaded, "s", Some("99"))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no row with id = 99"), "{e}");

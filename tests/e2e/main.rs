@@ -12,6 +12,7 @@ mod cli;
 mod config_errors;
 mod contract_v0_3_0;
 mod crash;
+mod debugger;
 mod delivery;
 mod edges;
 mod engine_core;

@@ -7,6 +7,7 @@
 //! many operations may run at once in one process.
 
 mod changes;
+mod debugger;
 mod error;
 mod failed_start;
 mod health;
@@ -23,6 +24,7 @@ mod undo;
 mod unwritten;
 
 pub use changes::{AuditFilter, AuditLog};
+pub use debugger::RunRequests;
 pub use error::AppError;
 pub use failed_start::{failed_start_record, record_runs_of_unloadable_workspace, PREPARE_PHASE};
 pub use health::SyncHealth;
@@ -257,20 +259,30 @@ impl App {
         .map_err(|e| AppError::Failed(e.to_string()))
     }
 
-    /// Sends one model row to the destination and reports its answer; records nothing.
+    /// Sends one model row (the one with primary key `key`, or the first in key order) to
+    /// the destination and reports its answer with the HTTP requests it took; records
+    /// nothing in the sync's state or history, and audits the test (`sync.test`).
     pub async fn test_row(
         &self,
         actor: &Actor,
         sync: &str,
-        key: &str,
+        key: Option<&str>,
         draft: bool,
     ) -> Result<TestReport, AppError> {
         authorize(actor, Action::TestRow)?;
         // A test row is a real delivery: a draft may only go to a staging destination.
         let ws = self.workspace_for(draft, &[sync.to_string()])?;
-        sync::test_row(&self.host, &ws, sync, key)
+        let report = sync::test_row(&self.host, &ws, sync, key)
             .await
-            .map_err(|e| AppError::Failed(e.to_string()))
+            .map_err(|e| AppError::Failed(e.to_string()))?;
+        let detail = serde_json::json!({
+            "key": report.key,
+            "operation": report.operation,
+            "outcome": report.outcome,
+            "draft": draft,
+        });
+        self.audit_event(actor, "sync.test", sync, detail)?;
+        Ok(report)
     }
 
     /// Runs syncs, each on its own task: one failing or slow destination does not hold up

@@ -447,9 +447,10 @@ pub(crate) enum SyncCommand {
     Test {
         /// The sync to test.
         name: String,
-        /// The primary key value (`a|b` for composite keys).
+        /// The primary key value (`a|b` for composite keys); the model's first row in key
+        /// order without it.
         #[arg(long)]
-        row: String,
+        row: Option<String>,
         /// Print the row sent and the destination's answer as JSON.
         #[arg(long)]
         json: bool,
@@ -499,6 +500,29 @@ pub(crate) enum RunsCommand {
         /// The run's id (as `runs` prints it).
         id: String,
         /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The delivery debugger: the HTTP requests a run's destination made that the run kept
+    /// (`[debug] capture`), with status and timing; `runs request RUN N` shows one in full.
+    Requests {
+        /// The run's id (as `runs` prints it).
+        id: String,
+        /// Only requests that failed (no answer, or a status of 400 or above).
+        #[arg(long)]
+        failed: bool,
+        /// Print the requests as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One kept request of a run in full: headers (secrets redacted), bodies (cut at
+    /// `[debug] max_body_bytes`), the answer and the rows of its batch.
+    Request {
+        /// The run's id (as `runs` prints it).
+        id: String,
+        /// The request's number (as `runs requests` prints it).
+        number: u64,
+        /// Print the request as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -603,6 +627,8 @@ impl Command {
                     | RunsCommand::Reject { json, .. }
                     | RunsCommand::Cancel { json, .. }
                     | RunsCommand::Show { json, .. }
+                    | RunsCommand::Requests { json, .. }
+                    | RunsCommand::Request { json, .. }
                     | RunsCommand::Undo { json, .. },
                 ) => *json,
                 None => *json,

@@ -47,6 +47,16 @@ pub(crate) async fn run(
             let run = app.cancel_run(&actor, &id)?;
             print_closed(&run, json)
         }
+        Some(RunsCommand::Requests { id, failed, json }) => {
+            let listed = app.run_requests(&actor, &id, failed)?;
+            super::debugger::print_requests(&listed, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(RunsCommand::Request { id, number, json }) => {
+            let request = app.run_request(&actor, &id, number)?;
+            super::debugger::print_request(&request, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(RunsCommand::Show { id, json }) => {
             show(&app, &actor, &id, json)?;
             Ok(ExitCode::SUCCESS)

@@ -48,7 +48,7 @@ pub(crate) async fn run(
             row,
             json,
             draft,
-        } => test_row(&app, &actor, &name, &row, json, draft).await,
+        } => test_row(&app, &actor, &name, row.as_deref(), json, draft).await,
         SyncCommand::Run {
             names,
             all,
@@ -105,7 +105,7 @@ async fn test_row(
     app: &App,
     actor: &Actor,
     name: &str,
-    row: &str,
+    row: Option<&str>,
     json: bool,
     draft: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -119,6 +119,10 @@ async fn test_row(
         );
         if let Some(m) = &report.message {
             println!("  {m}");
+        }
+        for request in &report.requests {
+            println!();
+            super::debugger::print_full(request);
         }
     }
     Ok(if report.outcome == "accepted" {

@@ -6,10 +6,12 @@
 use backflow_plugin_sdk::Operation;
 use serde::{Deserialize, Serialize};
 
+mod debug;
 mod delivery;
 mod grants;
 mod run;
 
+pub use debug::*;
 pub use delivery::*;
 pub use grants::*;
 pub use run::*;

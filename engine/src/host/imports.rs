@@ -58,11 +58,25 @@ impl PluginState {
 
     /// `http-send`: the request, if the plugin's `network` grant allows its host. Waiting on
     /// the network is not charged to the guest: the call's future is pending meanwhile, and
-    /// only polls count (see `cpu_clock`).
+    /// only polls count (see `cpu_clock`). A run that keeps requests (the delivery debugger,
+    /// see `capture`) gets it and its answer, redacted.
     pub(super) async fn host_http_send(
         &mut self,
         request: HttpRequest,
     ) -> Result<HttpResponse, HttpError> {
+        let now_ms = self.host_now_ms();
+        let Some(started) = self.capture.as_mut().map(|c| c.start(&request, now_ms)) else {
+            return self.send_checked(request).await;
+        };
+        let result = self.send_checked(request).await;
+        if let Some(capture) = self.capture.as_mut() {
+            capture.finish(started, &result, &self.plugin_name, &self.secrets);
+        }
+        result
+    }
+
+    /// `http-send` itself: checked against the grants, sent in the writer's turn.
+    async fn send_checked(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let url = url::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
         if url.scheme() != "http" && url.scheme() != "https" {
@@ -108,6 +122,9 @@ impl PluginState {
                     "not sent: the delivery stopped before this writer's turn to send".into(),
                 ));
             }
+        }
+        if let Some(capture) = self.capture.as_mut() {
+            capture.sending();
         }
         let response = builder
             .timeout(timeout)

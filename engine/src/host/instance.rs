@@ -231,11 +231,17 @@ impl DestinationInstance {
             .writer
             .ok_or_else(|| CallError::Host("writer already closed".into()))?;
         let rows = batch.row_count as usize;
+        if let Some(capture) = self.store.data_mut().capture.as_mut() {
+            capture.begin_call(op, &batch);
+        }
         let outcomes = match &*self.api {
             DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
             DestinationApi::V0_2_0(api) => api.write(&mut self.store, writer, op, batch).await,
             DestinationApi::V0_3_0(api) => api.write(&mut self.store, writer, op, batch).await,
         };
+        if let Some(capture) = self.store.data_mut().capture.as_mut() {
+            capture.end_call();
+        }
         let secrets = &self.store.data().secrets;
         // A refusal's text is the destination's answer, which may echo the request's headers.
         let outcomes: Vec<RowOutcome> = redact(&self.store, outcomes)?
@@ -280,6 +286,17 @@ impl DestinationInstance {
     /// given the same `turns` (a semaphore of `max_in_flight` permits; see `request_gate`).
     pub fn take_turns(&mut self, turns: std::sync::Arc<tokio::sync::Semaphore>) {
         self.store.data_mut().request_gate = Some(super::request_gate::RequestGate::new(turns));
+    }
+
+    /// From now on, this writer's HTTP requests are shown to `recorder` (the delivery
+    /// debugger), with the rows of each batch named by their `primary_key` fields.
+    pub fn capture_requests(
+        &mut self,
+        recorder: std::sync::Arc<super::RequestCapture>,
+        primary_key: Vec<String>,
+    ) {
+        self.store.data_mut().capture =
+            Some(super::capture::WriterCapture::new(recorder, primary_key));
     }
 
     /// Gives this writer's turn back, if it holds one: its batch is recorded.

@@ -15,6 +15,7 @@
 
 pub mod bindings;
 pub(crate) mod call;
+pub mod capture;
 mod compiled_cache;
 mod cpu_clock;
 mod imports;
@@ -44,6 +45,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 pub use crate::domain::{Grants, Limits};
 pub use bindings::ContractVersion;
 pub use call::CallError;
+pub use capture::RequestCapture;
 pub use instance::{
     destination_operations, evaluate_policy, evaluate_policy_decision, CheckInstance,
     DestinationInstance, SourceInstance,
@@ -146,6 +148,9 @@ pub struct PluginState {
     pub(crate) stderr: stderr::StderrTail,
     /// For a delivery's writers: the turn its HTTP requests wait for (see `request_gate`).
     pub(crate) request_gate: Option<request_gate::RequestGate>,
+    /// For a delivery's writers, when the run keeps requests: the delivery debugger's
+    /// recorder (see `capture`).
+    pub(crate) capture: Option<capture::WriterCapture>,
 }
 
 impl WasiView for PluginState {
@@ -541,6 +546,7 @@ impl PluginHost {
             ),
             stderr,
             request_gate: None,
+            capture: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

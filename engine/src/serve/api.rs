@@ -80,6 +80,8 @@ pub fn api_routes() -> Router<Arc<ApiState>> {
         .route("/runs/{id}/reject", post(reject_run))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/undo", get(plan_undo).post(undo_run))
+        .route("/runs/{id}/requests", get(run_requests))
+        .route("/runs/{id}/requests/{number}", get(run_request))
         .route("/syncs/{name}/rows/{key}", get(row_history))
         .route("/changes", get(list_changes))
         .route("/changes/{id}", get(show_change))
@@ -505,4 +507,36 @@ async fn verify_audit(State(s): Shared, User(actor): User) -> Result<Json<Value>
 async fn list_plugins(State(s): Shared, User(actor): User) -> Result<Json<Value>, ApiError> {
     let plugins = s.app.plugin_statuses(&actor)?;
     Ok(Json(serde_json::to_value(plugins).unwrap_or(Value::Null)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RequestsQuery {
+    #[serde(default)]
+    failed: bool,
+}
+
+/// The delivery debugger: the requests a run kept (summaries; `?failed=true` for the failed).
+async fn run_requests(
+    State(s): Shared,
+    User(actor): User,
+    Path(id): Path<String>,
+    params: Result<Query<RequestsQuery>, QueryRejection>,
+) -> Result<Json<crate::app::RunRequests>, ApiError> {
+    let params = query(params)?;
+    Ok(Json(s.app.run_requests(&actor, &id, params.failed)?))
+}
+
+/// One kept request in full.
+async fn run_request(
+    State(s): Shared,
+    User(actor): User,
+    Path((id, number)): Path<(String, String)>,
+) -> Result<Json<crate::domain::CapturedRequest>, ApiError> {
+    let number: u64 = number.parse().map_err(|_| {
+        bad_request(format!(
+            "request number {number:?} is not a number (see GET /api/v1/runs/{id}/requests)"
+        ))
+    })?;
+    Ok(Json(s.app.run_request(&actor, &id, number)?))
 }

@@ -48,6 +48,10 @@ pub enum StateOp {
     ReadAlertEpisodes,
     /// Recording an alert episode.
     WriteAlertEpisodes,
+    /// Reading the delivery debugger's requests.
+    ReadDebugRequests,
+    /// Storing or pruning the delivery debugger's requests.
+    WriteDebugRequests,
 }
 
 impl fmt::Display for StateOp {
@@ -73,6 +77,8 @@ impl fmt::Display for StateOp {
             StateOp::WriteUserIds => "writing user ids",
             StateOp::ReadAlertEpisodes => "reading an alert episode",
             StateOp::WriteAlertEpisodes => "recording an alert episode",
+            StateOp::ReadDebugRequests => "reading a run's captured requests",
+            StateOp::WriteDebugRequests => "storing captured requests",
         })
     }
 }

@@ -22,6 +22,8 @@
 //! - `runs_running`, `run_progress`: runs in flight and their committed counts
 //!   (`progress.rs`).
 //! - `alert_episodes`: (route, sync, condition) → its latest [`AlertEpisode`] (`alert_episodes.rs`).
+//! - `debug_requests`: (run id, request number) → a captured request; `debug_runs`: run id →
+//!   [`DebugRun`], what the delivery debugger kept of it (`debug_requests.rs`).
 //!
 //! Commits of delivered rows are in `commit.rs`. Every failure is a [`StateError`] naming
 //! its operation ([`StateOp`], `error.rs`). Leases are files beside the state (`lease.rs`).
@@ -33,6 +35,7 @@ mod block;
 mod changelog;
 mod commit;
 mod db;
+mod debug_requests;
 mod error;
 mod governance_records;
 mod lease;
@@ -53,6 +56,7 @@ pub use alert_episodes::AlertEpisode;
 pub use audit::{AuditAnchor, AuditEntry, AuditEvent};
 pub use backup::{BackupError, BackupReport};
 pub use changelog::ChangelogPage;
+pub use debug_requests::DebugRun;
 pub use error::{StateError, StateErrorKind, StateOp};
 pub use governance_records::GovernanceDoc;
 pub use lease::{LeaseError, LeaseHolder, SyncLease};

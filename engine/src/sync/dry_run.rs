@@ -153,15 +153,21 @@ pub struct TestReport {
     /// The destination's reason for a rejected or retryable row, or the failure of the call;
     /// `None` when the row was accepted.
     pub message: Option<String>,
+    /// Every HTTP request the destination made for the row, and its answer, in full
+    /// (headers redacted, bodies cut at `[debug] max_body_bytes`): the delivery debugger's
+    /// capture, `all` for a test row whatever `[debug] capture` says.
+    pub requests: Vec<crate::domain::CapturedRequest>,
 }
 
-/// Sends the model row with primary key `key` (as text, `1` or `1|eu`) to the destination as
-/// an added row, and reports the answer. Neither the snapshot nor run history change.
+/// Sends the model row with primary key `key` (as text, `1` or `1|eu`; without one, the
+/// model's first row in key order) to the destination as an added row, and reports the
+/// answer with every HTTP request the destination made for it. Neither the snapshot nor run
+/// history change: a test row is not a delivery the next run builds on.
 pub async fn test_row(
     host: &crate::plugins::Registry,
     ws: &Workspace,
     sync_name: &str,
-    key: &str,
+    key: Option<&str>,
 ) -> Result<TestReport, DryRunError> {
     let p = prepare(host, ws, sync_name).await?;
     let tmp_dir = ws.state_dir.join("tmp");
@@ -196,7 +202,7 @@ pub async fn test_row(
     let mut sorted = spill.into_sorted().map_err(DryRunError::Spill)?;
     let mut found = None;
     while let Some(entry) = sorted.next_entry().map_err(DryRunError::Spill)? {
-        if key_text(&entry.key) == key {
+        if key.is_none_or(|k| key_text(&entry.key) == k) {
             found = Some((entry.row, entry.key));
             break;
         }
@@ -204,8 +210,9 @@ pub async fn test_row(
     let (row, encoded_key) = found.ok_or_else(|| DryRunError::NoSuchRow {
         model: p.model.name.clone(),
         key_columns: p.model.primary_key.join("|"),
-        key: key.to_string(),
+        key: key.unwrap_or("(any: the model is empty)").to_string(),
     })?;
+    let key = key_text(&encoded_key);
     let op = operation_for(p.sync.mode, Change::Added).unwrap_or(Operation::Insert);
     let mut columns = projection.columns.clone();
     let payload = if op == Operation::Append {
@@ -223,25 +230,21 @@ pub async fn test_row(
         primary_key: primary_key_fields(&p),
         run_id: "test".into(),
     };
-    let mut writer = match &p.destination_plugin {
-        None => Writer::Noop,
-        Some(plugin) => Writer::Wasm(
-            DestinationInstance::open(
-                host,
-                plugin,
-                &p.destination.grants,
-                p.destination.limits,
-                &p.destination.config_json,
-                &context,
-            )
-            .await
-            .map_err(|e| DryRunError::Open(open_error(&p, &p.destination, &e)))?,
-        ),
-    };
+    let (recorder, mut captured) = crate::host::RequestCapture::new(
+        crate::domain::CaptureMode::All,
+        ws.debug.max_body_bytes,
+        "test",
+        crate::host::capture::CAPTURE_QUEUE,
+    );
+    let mut writer = open_test_writer(host, &p, &context, recorder).await?;
     let mut b = BatchBuilder::new(columns.clone());
     b.push_encoded_row(&payload);
     let answer = writer.write(op, b.finish()).await;
     let _ = writer.finish().await;
+    let mut requests = Vec::new();
+    while let Ok(request) = captured.try_recv() {
+        requests.push(request);
+    }
     let (outcome, message) = match answer {
         Ok(mut outcomes) => match outcomes.pop() {
             Some(RowOutcome::Accepted) => ("accepted", None),
@@ -256,11 +259,38 @@ pub async fn test_row(
     };
     Ok(TestReport {
         sync: sync_name.into(),
-        key: key.into(),
+        key,
         operation: op,
         row: row_json(&columns, &payload),
         outcome: outcome.into(),
         message,
+        requests,
+    })
+}
+
+/// The destination's writer for a test row, its requests all shown to `recorder`.
+async fn open_test_writer(
+    host: &crate::host::PluginHost,
+    p: &PreparedSync,
+    context: &SyncContext,
+    recorder: std::sync::Arc<crate::host::RequestCapture>,
+) -> Result<Writer, DryRunError> {
+    Ok(match &p.destination_plugin {
+        None => Writer::Noop,
+        Some(plugin) => {
+            let mut writer = DestinationInstance::open(
+                host,
+                plugin,
+                &p.destination.grants,
+                p.destination.limits,
+                &p.destination.config_json,
+                context,
+            )
+            .await
+            .map_err(|e| DryRunError::Open(open_error(p, &p.destination, &e)))?;
+            writer.capture_requests(recorder, context.primary_key.clone());
+            Writer::Wasm(writer)
+        }
     })
 }
 

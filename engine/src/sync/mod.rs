@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod commit;
+mod debug_capture;
 pub mod deliver;
 pub mod dry_run;
 mod error;
@@ -535,6 +536,12 @@ impl Delivery<'_> {
             tally.planned.total(),
             header,
         );
+        let capture = debug_capture::CaptureSession::start(
+            self.state,
+            &self.ws.debug,
+            self.run_id,
+            &p.state_key,
+        );
         let delivered = deliver::deliver(
             self.host,
             p,
@@ -542,9 +549,13 @@ impl Delivery<'_> {
             self.run_id,
             &mut committer,
             tally,
-            self.options.stop.as_ref(),
+            deliver::Watch {
+                stop: self.options.stop.as_ref(),
+                capture: capture.recorder(),
+            },
         )
         .await;
+        capture.finish().await;
         // Whatever was acknowledged is committed, even when the run stops early.
         progress::enter_phase("commit");
         let committed = committer.commit_acknowledged();

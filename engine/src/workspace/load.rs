@@ -59,6 +59,7 @@ impl Workspace {
             });
         }
 
+        let debug = super::debug::debug_settings(&main_file, parsed.debug, &mut errors);
         let sources = connectors(root, &main_file, "sources", parsed.sources, &mut errors);
         let destinations = connectors(
             root,
@@ -104,6 +105,7 @@ impl Workspace {
             governance,
             plugin_pins: BTreeMap::new(),
             alerts,
+            debug,
         })
     }
 }

@@ -17,6 +17,7 @@ mod alert_conditions;
 mod alert_keys;
 mod alerts;
 mod connectors;
+mod debug;
 mod definitions;
 mod errors;
 mod files;
@@ -76,6 +77,8 @@ pub struct Workspace {
     pub plugin_pins: BTreeMap<String, String>,
     /// Where run outcomes are reported (`[[alerts]]`).
     pub alerts: Vec<Alert>,
+    /// The delivery debugger's settings (`[debug]`).
+    pub debug: crate::domain::DebugSettings,
 }
 
 impl Workspace {

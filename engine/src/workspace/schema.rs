@@ -44,7 +44,31 @@ pub(super) struct WorkspaceFile {
     /// Where run outcomes are reported.
     #[serde(default)]
     pub(super) alerts: Vec<AlertFile>,
+    /// The delivery debugger: which destination requests runs keep, and for how long.
+    #[serde(default)]
+    pub(super) debug: DebugFile,
 }
+
+/// `[debug]`: the delivery debugger (see the README's "Delivery debugger").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DebugFile {
+    /// `off`, `failed`, `sample` (failed requests and the first 5 of each run; the default)
+    /// or `all`.
+    pub(super) capture: Option<String>,
+    /// Bytes of each request and response body kept (default 16384, at most 1 MiB).
+    pub(super) max_body_bytes: Option<u64>,
+    /// Runs per sync whose requests are kept (default 20).
+    pub(super) keep_debug_runs: Option<u64>,
+    /// Days requests are kept (default 7).
+    pub(super) keep_debug_days: Option<u64>,
+    /// Bytes all kept requests may take in the state (default 64 MiB); the oldest runs'
+    /// requests are pruned first.
+    pub(super) max_bytes: Option<u64>,
+}
+
+/// The largest `[debug] max_body_bytes`.
+pub const MAX_DEBUG_BODY_BYTES: u64 = 1024 * 1024;
 
 /// `[state]`: retention of run history.
 #[derive(Debug, Default, Deserialize)]

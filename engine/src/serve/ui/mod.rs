@@ -12,9 +12,11 @@
 //! - [`runs`]: syncs, runs, approvals, undo and row history;
 //! - [`changes`]: change requests and the audit log;
 //! - [`plugins`]: the plugin files and their status;
+//! - [`debugger`]: a run's requests (the delivery debugger) and "Test one row";
 //! - [`pages`]: the HTML.
 
 mod changes;
+mod debugger;
 mod pages;
 mod plugins;
 mod runs;
@@ -88,6 +90,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .merge(runs::routes())
         .merge(changes::routes())
         .merge(plugins::routes())
+        .merge(debugger::routes())
 }
 
 /// The HTML page for a path under `/ui` that does not exist.

@@ -28,7 +28,7 @@ button.secondary,.button.secondary{background:#5b6478}button.danger{background:#
 input[type=text],input[type=password],textarea{padding:5px;border:1px solid #b9c0cc;border-radius:4px;font:inherit}
 ";
 
-fn layout(v: Option<&Viewer>, title: &str, body: Markup) -> String {
+pub(super) fn layout(v: Option<&Viewer>, title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -71,7 +71,7 @@ pub(super) fn status_badge(s: &str) -> Markup {
     status(s)
 }
 
-fn status(s: &str) -> Markup {
+pub(super) fn status(s: &str) -> Markup {
     html! { span class=(format!("status {s}")) { (s.replace('_', " ")) } }
 }
 
@@ -203,6 +203,7 @@ pub fn sync_history(
                 p { a.button.run-now href=(format!("/ui/syncs/{}/confirm", path_segment(&s.name))) { "Run now" } " "
                     a.button.secondary.full-resync href=(format!("/ui/syncs/{}/confirm?full_resync=true", path_segment(&s.name))) { "Full resync" } }
             }
+            @if allowed(&v.actor, Action::TestRow) { (test_row_form(v, &s.name)) }
             form method="get" action=(format!("/ui/syncs/{}/rows", path_segment(&s.name))) {
                 "Row history: " input type="text" name="key" placeholder="primary key"; " " button.secondary type="submit" { "Look up" }
             }
@@ -220,6 +221,17 @@ pub fn sync_history(
             @if let Some(n) = next { p { a href=(format!("/ui/syncs/{}?before={}", path_segment(&s.name), path_segment(n))) { "Older runs →" } } }
         },
     )
+}
+
+/// The "Test one row" form of a sync's page.
+fn test_row_form(v: &Viewer, sync: &str) -> Markup {
+    html! {
+        form #test-row method="post" action=(format!("/ui/syncs/{}/test", path_segment(sync))) {
+            (csrf(v))
+            "Test one row: " input type="text" name="key" placeholder="primary key (empty: the first row)";
+            " " button.secondary type="submit" { "Send one row" }
+        }
+    }
 }
 
 fn samples(value: &serde_json::Value) -> Markup {
@@ -293,6 +305,7 @@ pub fn run_detail(v: &Viewer, r: &RunRecord, gate: Option<&RunGate>) -> String {
                 h2 { "Rejected rows" }
                 table #rejected { tr { th { "Key" } th { "Change" } th { "Destination's answer" } } @for x in &r.rejected { tr { td { code { (x.key) } } td { (x.change) } td { (x.error) } } } }
             }
+            p { a #run-requests href=(format!("/ui/runs/{}/requests", path_segment(&r.run_id))) { "Requests sent to the destination (delivery debugger)" } }
             @if let Some(g) = gate { (gate_section(v, r, g)) }
             @if allowed(&v.actor, Action::UndoRun) && !r.draft && r.delivered.total() > 0 {
                 p { a.button.secondary #undo-run href=(format!("/ui/runs/{}/undo", path_segment(&r.run_id))) { "Undo this run…" } }

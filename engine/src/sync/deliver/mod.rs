@@ -24,6 +24,16 @@ use send::{send, Outgoing};
 use std::time::{Duration, Instant};
 use writer::Writer;
 
+/// What looks on while a delivery goes on: the service's stop signal, and the delivery
+/// debugger's recorder given to every writer.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Watch<'a> {
+    /// Set by a service shutting down: no new batch starts.
+    pub stop: Option<&'a StopSignal>,
+    /// Sees the writers' HTTP requests (see `host::capture`).
+    pub capture: Option<&'a std::sync::Arc<crate::host::RequestCapture>>,
+}
+
 /// Sends the plan. Returns when every planned row was sent (or refused), or when a batch
 /// failed in a way that stops the run, the time budget ran out, or the plan could not be
 /// read; batches in flight then still finish and are recorded.
@@ -34,13 +44,13 @@ pub(crate) async fn deliver(
     run_id: &str,
     committer: &mut Committer<'_>,
     tally: &mut Tally,
-    stop_signal: Option<&StopSignal>,
+    watch: Watch<'_>,
 ) -> Result<(), Abort> {
     let started = Instant::now();
     let pacer = Pacer::new(p.rate_limit);
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(p.sync.max_in_flight as usize));
     let one_ahead = builds_one_ahead(p, &pacer);
-    let mut idle = open_writers(host, p, run_id, one_ahead, &turns).await?;
+    let mut idle = open_writers(host, p, run_id, one_ahead, &turns, watch.capture).await?;
     let pacer = tokio::sync::Mutex::new(pacer);
     let health = send::Health::default();
     // A budget too far away to add to the clock is no deadline (the config bounds it anyway).
@@ -87,7 +97,7 @@ pub(crate) async fn deliver(
             if rows.is_empty() {
                 break;
             }
-            if let Some(e) = must_stop(p, stop_signal, deadline, tally) {
+            if let Some(e) = must_stop(p, watch.stop, deadline, tally) {
                 stop = Some(e);
                 break 'changes;
             }
@@ -179,13 +189,14 @@ fn builds_one_ahead(p: &PreparedSync, pacer: &Pacer) -> bool {
 }
 
 /// Opens the destination's writers: `max_in_flight` of them, and one more when they take
-/// turns (`one_ahead`).
+/// turns (`one_ahead`); their requests are shown to `capture` (the delivery debugger).
 async fn open_writers(
     host: &PluginHost,
     p: &PreparedSync,
     run_id: &str,
     one_ahead: bool,
     turns: &std::sync::Arc<tokio::sync::Semaphore>,
+    capture: Option<&std::sync::Arc<crate::host::RequestCapture>>,
 ) -> Result<Vec<Writer>, Abort> {
     let context = SyncContext {
         sync_name: p.sync.name.clone(),
@@ -209,6 +220,9 @@ async fn open_writers(
                 .map_err(|e| Abort::Destination(open_error(p, &p.destination, &e)))?;
                 if one_ahead {
                     writer.take_turns(turns.clone());
+                }
+                if let Some(capture) = capture {
+                    writer.capture_requests(capture.clone(), context.primary_key.clone());
                 }
                 Writer::Wasm(writer)
             }
