@@ -16,6 +16,7 @@ mod delivery;
 mod edges;
 mod engine_core;
 mod failures;
+mod field_rules;
 mod file_source;
 mod governance;
 mod held;

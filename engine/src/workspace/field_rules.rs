@@ -4,9 +4,10 @@
 //! against the sync's mode and primary key here, at load; what they mean for a payload is
 //! `sync::field_rules`'s. A mapping entry written as a plain string keeps every default:
 //! the field is sent on every insert and update, a null as null.
+//!
+//! Problems are returned as (key inside the sync, message) pairs; the sync's loader turns
+//! them into errors naming the file and the whole key.
 
-use super::definitions::Origin;
-use super::errors::ConfigError;
 use crate::domain::SyncMode;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -111,14 +112,16 @@ impl FieldRules {
     }
 }
 
+/// A problem with a rule: the key inside the sync (`mapping.COL.write`), and the message.
+pub(super) type Problem = (String, String);
+
 /// One mapping entry as written: `COL = "field"` or `COL = { to = "field", null = …,
 /// write = … }`. Returns the destination field and, for a table, its rule; errors name
 /// `mapping.COL` (or `mapping.COL.KEY`).
 pub(super) fn mapping_entry(
     column: &str,
     value: &toml::Value,
-    origin: &Origin,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Vec<Problem>,
 ) -> (String, Option<FieldRule>) {
     let key = |k: &str| {
         if k.is_empty() {
@@ -131,7 +134,7 @@ pub(super) fn mapping_entry(
         toml::Value::String(s) => return (s.clone(), None),
         toml::Value::Table(t) => t,
         other => {
-            errors.push(origin.error(
+            errors.push(problem(
                 &key(""),
                 format!(
                     "expected a destination field name or a table {{ to = \"field\", null = \"skip\", write = \"on_insert\" }}, found {}",
@@ -152,7 +155,7 @@ pub(super) fn mapping_entry(
         let text = match v.as_str() {
             Some(t) => t,
             None if ["to", "null", "write"].contains(&k.as_str()) => {
-                errors.push(origin.error(
+                errors.push(problem(
                     &key(k),
                     format!("expected a string, found {}", v.type_str()),
                 ));
@@ -168,7 +171,7 @@ pub(super) fn mapping_entry(
             "null" => match text {
                 "send" => rule.null = NullRule::Send,
                 "skip" => rule.null = NullRule::Skip,
-                other => errors.push(origin.error(
+                other => errors.push(problem(
                     &key(k),
                     format!("unknown null rule {other:?}; use send (the default) or skip"),
                 )),
@@ -177,36 +180,37 @@ pub(super) fn mapping_entry(
                 "always" => rule.write = WriteRule::Always,
                 "on_insert" => rule.write = WriteRule::OnInsert,
                 "if_empty" => rule.write = WriteRule::IfEmpty,
-                other => errors.push(origin.error(
+                other => errors.push(problem(
                     &key(k),
                     format!(
                         "unknown write rule {other:?}; use always (the default), on_insert or if_empty"
                     ),
                 )),
             },
-            other => errors.push(origin.error(
+            other => errors.push(problem(
                 &key(other),
                 "unknown key; a mapping entry may have to, null and write",
             )),
         }
     }
     if !has_to {
-        errors.push(origin.error(&key("to"), "missing: the destination field name"));
+        errors.push(problem(&key("to"), "missing: the destination field name"));
     }
     (rule.to.clone(), Some(rule))
 }
 
+/// A problem at `key` (inside the sync).
+fn problem(key: &str, message: impl Into<String>) -> Problem {
+    (key.to_string(), message.into())
+}
+
 /// The sync's `update` value (default `all_fields`).
-pub(super) fn update_rule(
-    value: Option<&str>,
-    origin: &Origin,
-    errors: &mut Vec<ConfigError>,
-) -> UpdateRule {
+pub(super) fn update_rule(value: Option<&str>, errors: &mut Vec<Problem>) -> UpdateRule {
     match value {
         None | Some("all_fields") => UpdateRule::AllFields,
         Some("changed_fields") => UpdateRule::ChangedFields,
         Some(other) => {
-            errors.push(origin.error(
+            errors.push(problem(
                 "update",
                 format!(
                     "unknown update rule {other:?}; use all_fields (the default) or changed_fields"
@@ -225,27 +229,26 @@ pub(super) fn check_rules(
     rules: &FieldRules,
     mode: SyncMode,
     primary_key: &[String],
-    origin: &Origin,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Vec<Problem>,
 ) {
     for rule in rules.fields.values() {
         let key = |k: &str| format!("mapping.{}.{k}", rule.column);
         let is_key = primary_key.contains(&rule.column);
         if is_key && rule.write != WriteRule::Always {
-            errors.push(origin.error(
+            errors.push(problem(
                 &key("write"),
                 "a primary key field is sent with every row; it takes no write rule",
             ));
         }
         if is_key && rule.null == NullRule::Skip {
-            errors.push(origin.error(
+            errors.push(problem(
                 &key("null"),
                 "a primary key field is never null (rows with a null key are refused)",
             ));
         }
         match (rule.write, mode) {
             (WriteRule::OnInsert | WriteRule::IfEmpty, SyncMode::Insert | SyncMode::Append) => {
-                errors.push(origin.error(
+                errors.push(problem(
                     &key("write"),
                     format!(
                         "mode {} only creates records, so every field is written once; remove the write rule",
@@ -253,7 +256,7 @@ pub(super) fn check_rules(
                     ),
                 ))
             }
-            (WriteRule::OnInsert, SyncMode::Update) => errors.push(origin.error(
+            (WriteRule::OnInsert, SyncMode::Update) => errors.push(problem(
                 &key("write"),
                 "mode update never creates a record, so an on_insert field would never be sent",
             )),
@@ -263,7 +266,7 @@ pub(super) fn check_rules(
     if rules.update == UpdateRule::ChangedFields
         && matches!(mode, SyncMode::Insert | SyncMode::Append)
     {
-        errors.push(origin.error(
+        errors.push(problem(
             "update",
             format!(
                 "mode {} sends no updates; changed_fields applies to upsert, update and mirror",
@@ -277,18 +280,12 @@ pub(super) fn check_rules(
 mod tests {
     use super::*;
 
-    fn origin() -> Origin {
-        Origin {
-            file: "backflow.toml".into(),
-            key: "syncs.crm".into(),
-        }
-    }
-
     fn entry(text: &str) -> (String, Option<FieldRule>, Vec<String>) {
         let value: toml::Table = toml::from_str(&format!("v = {text}")).unwrap();
         let mut errors = Vec::new();
-        let (to, rule) = mapping_entry("email", &value["v"], &origin(), &mut errors);
-        (to, rule, errors.iter().map(|e| e.to_string()).collect())
+        let (to, rule) = mapping_entry("email", &value["v"], &mut errors);
+        let errors = errors.iter().map(|(k, m)| format!("syncs.crm.{k}: {m}"));
+        (to, rule, errors.collect())
     }
 
     #[test]
@@ -354,8 +351,11 @@ mod tests {
 
     fn check(rules: &FieldRules, mode: SyncMode) -> Vec<String> {
         let mut errors = Vec::new();
-        check_rules(rules, mode, &["id".to_string()], &origin(), &mut errors);
-        errors.iter().map(|e| e.key.clone()).collect()
+        check_rules(rules, mode, &["id".to_string()], &mut errors);
+        errors
+            .iter()
+            .map(|(k, _)| format!("syncs.crm.{k}"))
+            .collect()
     }
 
     #[test]

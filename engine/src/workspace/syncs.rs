@@ -109,12 +109,13 @@ fn mapping(
 ) -> (Vec<(String, String)>, FieldRules) {
     let mut seen_fields = std::collections::HashSet::new();
     let mut mapping = Vec::new();
+    let mut problems = Vec::new();
     let mut rules = FieldRules {
-        update: field_rules::update_rule(s.update.as_deref(), origin, errors),
+        update: field_rules::update_rule(s.update.as_deref(), &mut problems),
         ..Default::default()
     };
     for (column, value) in &s.mapping {
-        let (field, rule) = field_rules::mapping_entry(column, value, origin, errors);
+        let (field, rule) = field_rules::mapping_entry(column, value, &mut problems);
         if field.trim().is_empty() {
             if matches!(value, toml::Value::String(_)) {
                 errors.push(origin.error(
@@ -139,7 +140,12 @@ fn mapping(
         mapping.push((column.clone(), field));
     }
     let primary_key = model.map(|m| m.primary_key.as_slice()).unwrap_or_default();
-    field_rules::check_rules(&rules, mode, primary_key, origin, errors);
+    field_rules::check_rules(&rules, mode, primary_key, &mut problems);
+    errors.extend(
+        problems
+            .iter()
+            .map(|(key, message)| origin.error(key, message.clone())),
+    );
     (mapping, rules)
 }
 
