@@ -26,6 +26,12 @@
 //! Absent cells carry null in the payload (the contract's rule), and each batch says which
 //! cells are present (`row-batch.present`); a destination gets absent cells only if it
 //! declares `field-presence` ([`check_destination`]).
+//!
+//! Where the payload shows: plan samples (`sync plan`, dry runs, approval samples, the undo
+//! preview) and `rows history` leave the absent fields out (`plan::sent_json`). Quality
+//! checks still observe whole rows (the model's values, `before` the snapshot's): a checker
+//! of the SDK does not see `present`, so absent cells would reach it as nulls and a
+//! not-null rule would fail every `changed_fields` update.
 
 use crate::domain::Change;
 use crate::host::Plugin;
