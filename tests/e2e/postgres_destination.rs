@@ -43,7 +43,7 @@ INSERT INTO src VALUES
  (2, false, 9223372036854775807, -0.25, '-0.01', '', '\x', '2024-05-01 12:00:00.5+00',
   '1970-01-01', '[]'),
  (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
-CREATE TABLE d_app (LIKE src);
+CREATE TABLE d_app (LIKE src, event_id text UNIQUE);
 CREATE TABLE d_upd (LIKE src INCLUDING ALL);
 INSERT INTO d_upd (id) VALUES (1), (2);
 "#;
@@ -93,9 +93,15 @@ async fn every_mode_and_value_type_round_trips() {
         assert_eq!(run.delivered.added, 3, "{mode}: {run:?}");
     }
     let src = rows(&pg, "src");
-    for table in ["d_up", "d_mir", "d_ins", "d_app"] {
+    for table in ["d_up", "d_mir", "d_ins"] {
         assert_eq!(rows(&pg, table), src, "{table} holds what the model holds");
     }
+    // An append carries each event's stable event_id besides the model's columns.
+    assert_eq!(
+        pg.sql("SELECT id, flag, n, f, d, t, b, ts, dt, j FROM d_app ORDER BY id"),
+        src
+    );
+    assert_eq!(pg.sql("SELECT count(DISTINCT event_id) FROM d_app"), "3");
     // update never creates: the row the table lacks is rejected, naming its key.
     let run = ws.run("update").await;
     assert_eq!(run.status, RunStatus::Partial, "{run:?}");
