@@ -11,11 +11,8 @@ use pg_protocol::types;
 impl Writer {
     pub fn read_keys(&mut self, keys: Batch) -> Result<ReadResult, PluginError> {
         let columns: Vec<String> = keys.columns.iter().map(|c| c.name.clone()).collect();
-        let rows = keys
-            .decode()
-            .map_err(|e| PluginError::fatal(format!("cannot decode the keys: {e}")))?;
-        let mut held = vec![Held::Absent; rows.len()];
-        if rows.is_empty() {
+        let mut held = vec![Held::Absent; keys.row_count as usize];
+        if held.is_empty() {
             return Ok(empty(held));
         }
         let stage = match self.stage_for(&columns) {
@@ -27,7 +24,7 @@ impl Writer {
             Err(e) => return Err(e),
         };
         self.session.query("BEGIN")?;
-        self.queue_copy(&stage, &columns, &rows)?;
+        self.queue_copy(Some(&stage), &columns, &keys)?;
         let select = self.target(&columns).read_back(&stage);
         self.session.query(&select)?;
         self.session.query("COMMIT")?;

@@ -70,6 +70,15 @@ impl Target<'_> {
         )
     }
 
+    /// COPY straight into the table: the fast path of an insert (rows new to backflow).
+    pub fn copy_into_table(&self) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN",
+            self.table(),
+            Self::list(self.columns, "")
+        )
+    }
+
     pub fn copy_into(&self, stage: &str) -> String {
         format!(
             "COPY pg_temp.{stage} ({}, {ROW_COLUMN}) FROM STDIN",

@@ -42,9 +42,18 @@ fn float_text(f: f64) -> String {
 /// Appends one COPY text-format field: `\N` for NULL, otherwise the text with backslash,
 /// tab, newline and carriage return escaped.
 pub fn push_copy_field(out: &mut Vec<u8>, value: &Value) {
-    match value_text(value) {
-        None => out.extend_from_slice(b"\\N"),
-        Some(text) => push_copy_escaped(out, &text),
+    use std::io::Write as _;
+    match value {
+        // Nothing to escape in these; written without a String in between.
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+        Value::Text(t) | Value::Decimal(t) | Value::Json(t) => push_copy_escaped(out, t),
+        _ => match value_text(value) {
+            None => out.extend_from_slice(b"\\N"),
+            Some(text) => push_copy_escaped(out, &text),
+        },
     }
 }
 

@@ -7,8 +7,8 @@
 use crate::config::Config;
 use crate::session::{tag_rows, Session};
 use crate::sql::{Op, Target};
-use crate::text::{column_type, push_copy_field, value_text};
-use backflow_plugin_sdk::{Batch, Operation, PluginError, RowOutcome, Value};
+use crate::text::{column_type, push_copy_escaped, push_copy_field, value_text};
+use backflow_plugin_sdk::{codec, Batch, CodecError, Operation, PluginError, RowOutcome, Value};
 use pg_protocol::wire::ServerError;
 
 pub struct Writer {
@@ -20,6 +20,10 @@ pub struct Writer {
     pub(crate) deletes: bool,
     /// Stage tables made in this session, by their columns.
     stages: Vec<Vec<String>>,
+    /// Inserts are copied straight into the table (as fast as `COPY` itself) until one
+    /// meets a row the table already holds (a replay, or a table filled by others); from
+    /// then on they go through the stage and `ON CONFLICT`.
+    copy_inserts: bool,
     table_ready: bool,
 }
 
@@ -36,6 +40,7 @@ impl Writer {
             create_table: cfg.create_table.unwrap_or(false),
             deletes: cfg.deletes.unwrap_or(true),
             stages: Vec::new(),
+            copy_inserts: true,
             table_ready: false,
         }
     }
@@ -113,23 +118,59 @@ impl Writer {
         Ok(name)
     }
 
-    /// Queues COPY of `rows` into `stage`, each with its index.
+    /// Queues COPY of the batch's rows into `stage`, each with its index (or, without a
+    /// stage, straight into the table). Reads the encoded
+    /// payload in place: text is escaped straight from it, no row is decoded into values.
     pub(crate) fn queue_copy(
         &mut self,
-        stage: &str,
+        stage: Option<&str>,
         columns: &[String],
-        rows: &[Vec<Value>],
+        batch: &Batch,
     ) -> Result<(), PluginError> {
-        let copy = self.target(columns).copy_into(stage);
+        let target = self.target(columns);
+        let copy = match stage {
+            Some(stage) => target.copy_into(stage),
+            None => target.copy_into_table(),
+        };
         self.session.query(&copy)?;
+        let malformed = |e: CodecError| PluginError::fatal(format!("cannot decode the batch: {e}"));
+        let mut rest: &[u8] = &batch.payload;
+        let rows = codec::read_array_len(&mut rest).map_err(malformed)?;
         let mut line = Vec::with_capacity(256);
-        for (index, row) in rows.iter().enumerate() {
+        for index in 0..rows {
             line.clear();
-            for value in row {
-                push_copy_field(&mut line, value);
+            let width = codec::read_array_len(&mut rest).map_err(malformed)?;
+            if width != columns.len() {
+                return Err(PluginError::fatal(format!(
+                    "cannot decode the batch: row {index} has {width} values for {} columns",
+                    columns.len()
+                )));
+            }
+            for _ in 0..width {
+                let len = codec::value_len(rest).map_err(malformed)?;
+                if len > rest.len() {
+                    return Err(PluginError::fatal(format!(
+                        "cannot decode the batch: row {index} is cut short"
+                    )));
+                }
+                let (raw, after) = rest.split_at(len);
+                rest = after;
+                if codec::raw_is_null(raw) {
+                    line.extend_from_slice(b"\\N");
+                } else if let Some(text) = codec::raw_str(raw) {
+                    push_copy_escaped(&mut line, text);
+                } else {
+                    let mut raw = raw;
+                    let value = codec::read_value(&mut raw).map_err(malformed)?;
+                    push_copy_field(&mut line, &value);
+                }
                 line.push(b'\t');
             }
-            line.extend_from_slice(index.to_string().as_bytes());
+            if stage.is_some() {
+                line.extend_from_slice(index.to_string().as_bytes());
+            } else {
+                line.pop();
+            }
             self.session.copy_row(&line)?;
         }
         self.session.copy_done()
@@ -188,13 +229,24 @@ impl Writer {
                 )));
             }
         }
-        let rows = batch
-            .decode()
-            .map_err(|e| PluginError::fatal(format!("cannot decode the batch: {e}")))?;
         self.ensure_table(&batch)?;
+        if op == Op::Upsert && self.copy_inserts {
+            self.session.query("BEGIN")?;
+            self.queue_copy(None, &columns, &batch)?;
+            self.session.query("COMMIT")?;
+            match self.session.run()?.error {
+                None => return Ok(Vec::new()),
+                Some(e) if refuses_rows(&e) => {
+                    if e.code == "23505" {
+                        self.copy_inserts = false;
+                    }
+                }
+                Some(e) => return Err(self.statement_error(&e)),
+            }
+        }
         let stage = self.stage_for(&columns)?;
         self.session.query("BEGIN")?;
-        self.queue_copy(&stage, &columns, &rows)?;
+        self.queue_copy(Some(&stage), &columns, &batch)?;
         let target = self.target(&columns);
         let apply = target.apply_stage(op, &stage);
         let missing = target.missing_rows(&stage);
@@ -204,11 +256,15 @@ impl Writer {
         }
         self.session.query("COMMIT")?;
         let outcome = self.session.run()?;
+        if outcome.error.is_none() && (op != Op::Update || outcome.rows.is_empty()) {
+            return Ok(Vec::new());
+        }
+        // Rows to name (an update's missing ones) or to write one by one: decode them now.
+        let rows = batch
+            .decode()
+            .map_err(|e| PluginError::fatal(format!("cannot decode the batch: {e}")))?;
         match outcome.error {
             None => {
-                if op != Op::Update || outcome.rows.is_empty() {
-                    return Ok(Vec::new());
-                }
                 let mut outcomes = vec![RowOutcome::Accepted; rows.len()];
                 for r in &outcome.rows {
                     let index = r
