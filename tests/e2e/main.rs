@@ -27,6 +27,7 @@ mod messages;
 mod newcomer;
 mod plugin_languages;
 mod postgres;
+mod postgres_destination;
 mod readme;
 mod reviews;
 mod sandbox;

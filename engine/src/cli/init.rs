@@ -12,6 +12,7 @@ const EXAMPLE_CUSTOMERS: &str = include_str!("../../../examples/quickstart/data/
 const FIRST_PARTY_PLUGINS: &[&str] = &[
     "file_source.wasm",
     "postgres.wasm",
+    "postgres_destination.wasm",
     "webhook.wasm",
     "noop_destination.wasm",
     "checks.wasm",

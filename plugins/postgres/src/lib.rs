@@ -8,11 +8,8 @@
 //! in the binary format, everything else as text. TLS (`sslmode`) runs inside the plugin
 //! too (see `tls`).
 
-mod tls;
-mod types;
-mod wire;
-
 use backflow_plugin_sdk::*;
+use pg_protocol::{tls, types, wire};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use serde::Deserialize;
@@ -192,6 +189,9 @@ impl SourcePlugin for Postgres {
             root_cert: root_cert.as_deref(),
             chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
             password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
+            read_only: true,
+            role: "source",
+            notice: |m| host::info(m),
         };
         let conn = Connection::connect(&params)?;
         QueryReader::start(
