@@ -10,6 +10,7 @@
 
 mod tls;
 mod types;
+mod warehouse;
 mod wire;
 
 use backflow_plugin_sdk::*;
@@ -164,6 +165,50 @@ impl SourcePlugin for Postgres {
 
     fn open(config: &str, query: &str) -> Result<QueryReader, PluginError> {
         let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
+        let conn = connect(&cfg)?;
+        QueryReader::start(
+            conn,
+            query,
+            cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS),
+            cfg.binary_results.unwrap_or(true),
+        )
+    }
+
+    fn capabilities() -> Vec<Capability> {
+        vec![Capability::WarehouseDiff]
+    }
+
+    fn warehouse_prepare(
+        config: &str,
+        snapshot: backflow_plugin_sdk::warehouse::SnapshotTable,
+        key_columns: Vec<Column>,
+    ) -> Result<Vec<Column>, PluginError> {
+        warehouse::prepare(config, &snapshot, &key_columns)
+    }
+
+    fn warehouse_diff(
+        config: &str,
+        request: backflow_plugin_sdk::warehouse::DiffRequest,
+        include_unchanged: bool,
+    ) -> Result<Box<dyn WarehouseDiffer>, PluginError> {
+        Ok(Box::new(warehouse::Differ::open(
+            config,
+            request,
+            include_unchanged,
+        )?))
+    }
+
+    fn warehouse_write_back(
+        config: &str,
+        write_back: backflow_plugin_sdk::warehouse::WriteBack,
+    ) -> Result<(), PluginError> {
+        warehouse::write_back(config, write_back)
+    }
+}
+
+/// Connects with a checked config: the password's secrets expanded, the root certificate
+/// read.
+fn connect(cfg: &Config) -> Result<Connection, PluginError> {
         let password = match &cfg.password {
             Some(p) => Some(
                 expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?,
@@ -193,14 +238,7 @@ impl SourcePlugin for Postgres {
             chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
             password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
         };
-        let conn = Connection::connect(&params)?;
-        QueryReader::start(
-            conn,
-            query,
-            cfg.fetch_rows.unwrap_or(DEFAULT_FETCH_ROWS),
-            cfg.binary_results.unwrap_or(true),
-        )
-    }
+        Connection::connect(&params)
 }
 
 pub struct QueryReader {
