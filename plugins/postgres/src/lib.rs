@@ -8,12 +8,10 @@
 //! in the binary format, everything else as text. TLS (`sslmode`) runs inside the plugin
 //! too (see `tls`).
 
-mod tls;
-mod types;
 mod warehouse;
-mod wire;
 
 use backflow_plugin_sdk::*;
+use pg_protocol::{tls, types, wire};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use serde::Deserialize;
@@ -209,36 +207,39 @@ impl SourcePlugin for Postgres {
 /// Connects with a checked config: the password's secrets expanded, the root certificate
 /// read.
 fn connect(cfg: &Config) -> Result<Connection, PluginError> {
-        let password = match &cfg.password {
-            Some(p) => Some(
-                expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?,
-            ),
-            None => None,
-        };
-        let root_cert = match &cfg.sslrootcert {
+    let password = match &cfg.password {
+        Some(p) => {
+            Some(expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?)
+        }
+        None => None,
+    };
+    let root_cert = match &cfg.sslrootcert {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
                 PluginError::bad_config("sslrootcert", format!("cannot read {path}: {e} (is its directory granted to this source with grants.files?)"))
             })?),
             None => None,
         };
-        let params = ConnectParams {
-            host: &cfg.host,
-            hostaddr: cfg.hostaddr.as_deref(),
-            port: cfg.port.unwrap_or(5432),
-            user: &cfg.user,
-            password: password.as_deref(),
-            database: cfg.database.as_deref().unwrap_or(&cfg.user),
-            application_name: cfg.application_name.as_deref().unwrap_or("backflow"),
-            sslmode: cfg
-                .sslmode
-                .as_deref()
-                .and_then(SslMode::parse)
-                .unwrap_or(SslMode::Disable),
-            root_cert: root_cert.as_deref(),
-            chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
-            password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
-        };
-        Connection::connect(&params)
+    let params = ConnectParams {
+        host: &cfg.host,
+        hostaddr: cfg.hostaddr.as_deref(),
+        port: cfg.port.unwrap_or(5432),
+        user: &cfg.user,
+        password: password.as_deref(),
+        database: cfg.database.as_deref().unwrap_or(&cfg.user),
+        application_name: cfg.application_name.as_deref().unwrap_or("backflow"),
+        sslmode: cfg
+            .sslmode
+            .as_deref()
+            .and_then(SslMode::parse)
+            .unwrap_or(SslMode::Disable),
+        root_cert: root_cert.as_deref(),
+        chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
+        password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
+        read_only: true,
+        role: "source",
+        notice: |m| host::info(m),
+    };
+    Connection::connect(&params)
 }
 
 pub struct QueryReader {

@@ -15,13 +15,15 @@
 //! database the first time, when the schema does not exist yet) for `prepare` and the
 //! write-back. A dry run (the differ alone) writes nothing lasting.
 
-use crate::types::{self, Kind};
-use crate::wire::{Connection, ServerError};
 use backflow_plugin_sdk::codec::{self, read_array_len, read_value, value_len};
-use backflow_plugin_sdk::warehouse::{ChangeBatch, DiffCounts, DiffRequest, SnapshotTable, WriteBack};
+use backflow_plugin_sdk::warehouse::{
+    ChangeBatch, DiffCounts, DiffRequest, SnapshotTable, WriteBack,
+};
 use backflow_plugin_sdk::{
     Batch, BatchBuilder, ChangeKind, Column, PluginError, Value, ValueType, WarehouseDiffer,
 };
+use pg_protocol::types::{self, Kind};
+use pg_protocol::wire::{Connection, ServerError};
 use postgres_protocol::message::backend::{DataRowBody, Message};
 use postgres_protocol::message::frontend;
 
@@ -144,7 +146,11 @@ fn split_cells(body: &DataRowBody) -> Result<Vec<Option<&[u8]>>, PluginError> {
     body.ranges()
         .map(|r| Ok(r.and_then(|r| buf.get(r))))
         .collect()
-        .map_err(|e| PluginError::fatal(format!("PostgreSQL protocol error: malformed data row: {e}")))
+        .map_err(|e| {
+            PluginError::fatal(format!(
+                "PostgreSQL protocol error: malformed data row: {e}"
+            ))
+        })
 }
 
 /// The key columns a snapshot table holds (name and value type), or `None` when it does
@@ -341,7 +347,10 @@ impl Differ {
         let mut key_types = Vec::new();
         for k in &request.key_columns {
             let i = columns.iter().position(|c| &c.name == k).ok_or_else(|| {
-                PluginError::bad_config("query", format!("the model has no column {k:?} (its primary key)"))
+                PluginError::bad_config(
+                    "query",
+                    format!("the model has no column {k:?} (its primary key)"),
+                )
             })?;
             key_types.push(columns[i].value_type);
         }
@@ -681,7 +690,12 @@ fn key_literals(batch: &Batch, keys: &[String]) -> Result<Vec<Vec<String>>, Plug
         out.push(
             index
                 .iter()
-                .map(|&i| values.get(i).map(value_literal).unwrap_or_else(|| "NULL".into()))
+                .map(|&i| {
+                    values
+                        .get(i)
+                        .map(value_literal)
+                        .unwrap_or_else(|| "NULL".into())
+                })
                 .collect(),
         );
     }
@@ -712,7 +726,11 @@ pub(crate) fn write_back(config: &str, w: WriteBack) -> Result<(), PluginError> 
             // sees it as changed (and sends it once more).
             None => "NULL".into(),
         };
-        values.push(format!("({}, {fp}, {})", key.join(", "), bytea_literal(row)));
+        values.push(format!(
+            "({}, {fp}, {})",
+            key.join(", "),
+            bytea_literal(row)
+        ));
     }
     for chunk in values.chunks(WRITE_BACK_ROWS) {
         sql.push_str(&format!(
@@ -724,7 +742,10 @@ pub(crate) fn write_back(config: &str, w: WriteBack) -> Result<(), PluginError> 
     }
     let removed = key_literals(&w.removed, &keys)?;
     for chunk in removed.chunks(WRITE_BACK_ROWS) {
-        let tuples: Vec<String> = chunk.iter().map(|k| format!("({})", k.join(", "))).collect();
+        let tuples: Vec<String> = chunk
+            .iter()
+            .map(|k| format!("({})", k.join(", ")))
+            .collect();
         sql.push_str(&format!(
             "DELETE FROM {table} WHERE ({key_list}) IN ({});",
             tuples.join(", ")

@@ -3,7 +3,6 @@
 //! addresses the socket may reach; a refused connect comes back as an error naming the grant.
 
 use crate::tls::{SslMode, Stream};
-use backflow_plugin_sdk::host;
 use backflow_plugin_sdk::PluginError;
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -29,10 +28,17 @@ pub struct ConnectParams<'a> {
     pub root_cert: Option<&'a [u8]>,
     /// Answer cleartext/MD5 password requests over `require` (an unauthenticated server).
     pub password_over_unverified_tls: bool,
+    /// Every transaction read-only (`default_transaction_read_only`): a source only reads.
+    pub read_only: bool,
+    /// What the plugin is, for messages naming the grant (`source`, `destination`).
+    pub role: &'a str,
+    /// Where server notices go (the plugin's log: `host::info`).
+    pub notice: fn(&str),
 }
 
 pub struct Connection {
     stream: Stream,
+    notice: fn(&str),
     read_buf: BytesMut,
     chunk: Box<[u8]>,
     pub write_buf: BytesMut,
@@ -48,6 +54,10 @@ pub struct ServerError {
     pub hint: Option<String>,
     /// 1-based character offset into the query.
     pub position: Option<usize>,
+    /// The constraint a violation names (`n`), e.g. `contacts_email_key`.
+    pub constraint: Option<String>,
+    /// The column a not-null or data error names (`c`).
+    pub column: Option<String>,
 }
 
 impl ServerError {
@@ -58,6 +68,8 @@ impl ServerError {
             detail: None,
             hint: None,
             position: None,
+            constraint: None,
+            column: None,
         };
         let mut fields = body.fields();
         while let Ok(Some(f)) = fields.next() {
@@ -68,6 +80,8 @@ impl ServerError {
                 b'D' => e.detail = Some(value),
                 b'H' => e.hint = Some(value),
                 b'P' => e.position = value.parse().ok(),
+                b'n' => e.constraint = Some(value),
+                b'c' => e.column = Some(value),
                 _ => {}
             }
         }
@@ -102,8 +116,8 @@ impl Connection {
                 PluginError::bad_config(
                     "host",
                     format!(
-                        "cannot resolve {}: {e}. The sandbox resolves names only for a source granted a host name (grants.network = [\"{}:{}\"]); or set hostaddr to the server's IP address and grant that",
-                        params.host, params.host, params.port
+                        "cannot resolve {}: {e}. The sandbox resolves names only for a {} granted a host name (grants.network = [\"{}:{}\"]); or set hostaddr to the server's IP address and grant that",
+                        params.host, params.role, params.host, params.port
                     ),
                 )
             })?,
@@ -126,7 +140,7 @@ impl Connection {
                 return Err(if e.kind() == ErrorKind::PermissionDenied {
                     PluginError::bad_config(
                         "host",
-                        format!("the sandbox refused a connection to {addr}: grant it to this source with grants.network = [\"{addr}\"]"),
+                        format!("the sandbox refused a connection to {addr}: grant it to this {} with grants.network = [\"{addr}\"]", params.role),
                     )
                 } else {
                     PluginError::retryable(format!(
@@ -149,6 +163,7 @@ impl Connection {
         };
         let mut conn = Connection {
             stream,
+            notice: params.notice,
             read_buf: BytesMut::with_capacity(256 * 1024),
             chunk: vec![0u8; 256 * 1024].into_boxed_slice(),
             write_buf: BytesMut::with_capacity(8 * 1024),
@@ -160,8 +175,9 @@ impl Connection {
 
     fn startup(&mut self, p: &ConnectParams) -> Result<(), PluginError> {
         // Session settings that make the text format unambiguous: UTF-8, ISO dates, UTC
-        // timestamps, hex bytea, shortest exact floats. Every transaction is read-only: a
-        // model only reads.
+        // timestamps, hex bytea, shortest exact floats. A source's transactions are all
+        // read-only: a model only reads.
+        let read_only = if p.read_only { "on" } else { "off" };
         let params = [
             ("user", p.user),
             ("database", p.database),
@@ -172,7 +188,7 @@ impl Connection {
             ("IntervalStyle", "iso_8601"),
             ("bytea_output", "hex"),
             ("extra_float_digits", "3"),
-            ("default_transaction_read_only", "on"),
+            ("default_transaction_read_only", read_only),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.write_buf).map_err(io_fatal)?;
         self.flush()?;
@@ -294,7 +310,7 @@ impl Connection {
                     let mut fields = body.fields();
                     while let Ok(Some(f)) = fields.next() {
                         if f.type_() == b'M' {
-                            host::info(&format!(
+                            (self.notice)(&format!(
                                 "server notice: {}",
                                 String::from_utf8_lossy(f.value_bytes())
                             ));
