@@ -34,3 +34,4 @@ mod state_ops;
 mod sync;
 mod ui;
 mod undo;
+mod warehouse_diff;
