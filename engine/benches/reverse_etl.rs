@@ -70,7 +70,10 @@ fn main() {
     pg.sql("VACUUM ANALYZE customers");
     if warehouse_diff {
         // The snapshot schema is created on first use.
-        pg.sql(&format!("GRANT CREATE ON DATABASE \"{}\" TO reader", pg.database));
+        pg.sql(&format!(
+            "GRANT CREATE ON DATABASE \"{}\" TO reader",
+            pg.database
+        ));
     }
 
     let port = {
