@@ -25,6 +25,8 @@
 //! spilling past 64 MB, before the diff): the model of the figures recorded before it existed.
 //! `-- --text-results` reads every column in PostgreSQL's text format (the `postgres`
 //! plugin's `binary_results = false`), as the plugin did before binary results.
+//! `-- --diff warehouse` makes the model `diff = "warehouse"` (issue 39): PostgreSQL diffs it
+//! against a snapshot table in schema `backflow` and only changed rows are read.
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/pg.rs"]
@@ -52,6 +54,7 @@ fn main() {
         .unwrap_or_default();
     let unordered = args.iter().any(|a| a == "--unordered");
     let text_results = args.iter().any(|a| a == "--text-results");
+    let warehouse_diff = arg("--diff").is_some_and(|d| d == "warehouse");
     let latency_ms: u64 = arg("--latency-ms").map(|r| r.parse().unwrap()).unwrap_or(0);
     let in_flight: Vec<u32> = arg("--max-in-flight")
         .map(|r| r.split(',').map(|n| n.parse().unwrap()).collect())
@@ -71,6 +74,13 @@ fn main() {
          ALTER TABLE customers ADD PRIMARY KEY (id);"
     ));
     pg.sql("VACUUM ANALYZE customers");
+    if warehouse_diff {
+        // The snapshot schema is created on first use.
+        pg.sql(&format!(
+            "GRANT CREATE ON DATABASE \"{}\" TO reader",
+            pg.database
+        ));
+    }
 
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -142,6 +152,11 @@ fn main() {
             );
         }
         (source, format!("source = \"pg\"\nquery = \"SELECT id, email, name, plan, mrr, country, updated_at FROM customers{}\"", if unordered { "" } else { " ORDER BY id" }))
+    };
+    let model = if warehouse_diff {
+        format!("{model}\ndiff = \"warehouse\"")
+    } else {
+        model
     };
     let write_toml = |max_in_flight: u32| {
         std::fs::write(

@@ -38,3 +38,4 @@ mod sync;
 mod ui;
 mod unattended;
 mod undo;
+mod warehouse_diff;

@@ -31,7 +31,7 @@ pub(super) fn redact<T>(
 /// the plugin's granted variables, so a plugin in any language gets its secret without an
 /// environment accessor (and the value is redacted from what it says, like every granted
 /// variable's). A reference that cannot be expanded is a config error naming its field.
-fn expanded_config(
+pub(crate) fn expanded_config(
     plugin: &Plugin,
     grants: &Grants,
     config_json: &str,

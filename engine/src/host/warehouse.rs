@@ -6,7 +6,7 @@
 
 use super::bindings::{v0_3_0, ContractVersion};
 use super::call::CallError;
-use super::instance::{drop_resource, prepare, redact};
+use super::instance::{drop_resource, expanded_config, prepare, redact};
 use super::{Grants, Limits, Plugin, PluginHost, PluginState};
 use backflow_plugin_sdk::warehouse::{
     ChangeBatch, ChangeLog, DiffCounts, DiffRequest, RunLog, SnapshotTable, WriteBack,
@@ -42,12 +42,14 @@ impl WarehouseInstance {
             return Err(lacks(&plugin.spec.name, Capability::WarehouseDiff));
         }
         let (mut store, pre) = prepare(host, plugin, grants, limits)?;
+        // The same config a reader sees: `${env.NAME}` expanded from the granted variables.
+        let config_json = expanded_config(plugin, grants, config_json)?;
         let api = v0_3_0::Source::instantiate(&mut store, pre, plugin.row_encoding).await;
         let api = redact(&store, api)?;
         Ok(WarehouseInstance {
             store,
             api,
-            config_json: config_json.to_string(),
+            config_json,
             capabilities: plugin.capabilities.clone(),
             name: plugin.spec.name.clone(),
             differ: None,

@@ -100,7 +100,16 @@ pub async fn plan_sync(
     samples: usize,
 ) -> Result<PlanReport, DryRunError> {
     let p = prepare(host, ws, sync_name).await?;
-    let plan = build_plan(host, ws, state, &p, options).await?;
+    // A warehouse diff: the differ only reads (no snapshot table is created, nothing is
+    // written back).
+    let plan = if super::warehouse::in_warehouse(&p) {
+        let mut wh = super::warehouse::open_instance(host, &p).await?;
+        let plan = super::warehouse::plan::build_plan(&mut wh, ws, &p, options).await;
+        wh.close().await;
+        plan?
+    } else {
+        build_plan(host, ws, state, &p, options).await?
+    };
     let mut operations = serde_json::Map::new();
     let mut sample_map = serde_json::Map::new();
     let planned = plan.planned(p.sync.mode);

@@ -28,6 +28,7 @@ pub mod read;
 pub mod recover;
 pub mod run;
 mod unrecorded;
+pub(crate) mod warehouse;
 
 use crate::domain::{CheckReport, DiffCounts, OpCounts, RunRecord, RunStatus, Timings};
 use crate::host::PluginHost;
@@ -302,14 +303,16 @@ async fn execute(
         gate,
     } = env;
     let meta = plan::sync_meta(p);
-    let mut journal = match commit::open_journal(ws, state, p, &meta) {
-        Ok(j) => j,
+    // A warehouse-diff sync has a journal of its own, written back to the source database.
+    let (mut wh, mut journal) = match warehouse::open_journal(host, ws, state, p, &meta).await {
+        Ok(opened) => opened,
         Err(e) => return RunOutcome::Failed(e.to_string()),
     };
 
     let plan_started = Instant::now();
-    let planned = match &options.undo {
-        None => {
+    let planned = match (&options.undo, wh.as_mut()) {
+        (None, Some(wh)) => wh.plan(ws, p, options.full_resync).await,
+        (None, None) => {
             let sort_first = sorts_first(state, p, run_id, record);
             let options = PlanOptions {
                 full_resync: options.full_resync,
@@ -317,7 +320,8 @@ async fn execute(
             };
             build_plan(host, ws, state, p, options).await
         }
-        Some(target) => plan_undo_run(ws, state, p, target, record),
+        (Some(_), Some(_)) => Err(warehouse::no_undo(p)),
+        (Some(target), None) => plan_undo_run(ws, state, p, target, record),
     };
     let plan = match planned {
         Ok(plan) => plan,
@@ -375,6 +379,10 @@ async fn execute(
     if let Err(e) = clear_refused_deletes(state, p, &meta, &plan) {
         return RunOutcome::Failed(e.to_string());
     }
+    if let Err(e) = warehouse::before_delivery(wh.as_mut(), ws, p, &plan).await {
+        tally.planned = OpCounts::default();
+        return RunOutcome::Failed(e.to_string());
+    }
     let delivery = Delivery {
         host,
         ws,
@@ -383,8 +391,10 @@ async fn execute(
         plan: &plan,
         run_id,
         options,
+        write_back: wh.is_some(),
     };
-    delivery.run(&mut journal, meta, tally).await
+    let outcome = delivery.run(&mut journal, meta.clone(), tally).await;
+    warehouse::after_delivery(wh, ws, state, p, &meta, &mut journal, outcome).await
 }
 
 /// Whether to sort the model from the start: a model that came out of key order last time
@@ -505,6 +515,8 @@ struct Delivery<'a> {
     plan: &'a plan::Plan,
     run_id: &'a str,
     options: &'a RunOptions,
+    /// A warehouse-diff run: acknowledged rows are written back after delivery.
+    write_back: bool,
 }
 
 impl Delivery<'_> {
@@ -540,6 +552,9 @@ impl Delivery<'_> {
             tally.planned.total(),
             header,
         );
+        if self.write_back {
+            committer = committer.for_write_back();
+        }
         let capture = debug_capture::CaptureSession::start(
             self.state,
             &self.ws.debug,

@@ -275,7 +275,7 @@ pub async fn prepare(
     let state_key = sync.name.clone();
     // A destination's declared rate limit is checked before anything is read.
     let rate_limit = effective_rate_limit(&sync, destination_plugin.as_ref())?;
-    Ok(PreparedSync {
+    let prepared = PreparedSync {
         sync,
         model,
         source,
@@ -289,7 +289,45 @@ pub async fn prepare(
         state_key,
         policy_hashes,
         destination_operations: support,
-    })
+    };
+    check_warehouse_diff(&prepared)?;
+    Ok(prepared)
+}
+
+/// Refuses a warehouse-diff model whose source plugin does not declare `warehouse-diff`,
+/// or whose sync's mapping leaves out a primary key column (the snapshot table is keyed by
+/// what was delivered).
+fn check_warehouse_diff(p: &PreparedSync) -> Result<(), PrepareError> {
+    if p.model.diff != crate::workspace::DiffLocation::Warehouse {
+        return Ok(());
+    }
+    let origin = &p.model.origin;
+    if !p
+        .source_plugin
+        .capabilities
+        .contains(&backflow_plugin_sdk::Capability::WarehouseDiff)
+    {
+        return Err(PrepareError::Plugin {
+            file: origin.file.clone(),
+            key: origin.key("diff"),
+            reason: format!(
+                "diff = \"warehouse\" needs a source plugin with the warehouse-diff capability (contract 0.3.0); source {} uses plugin {}, which does not declare it; use diff = \"local\"",
+                p.source.name, p.source_plugin.spec.name
+            ),
+        });
+    }
+    if !p.sync.mapping.is_empty() {
+        for k in &p.model.primary_key {
+            if !p.sync.mapping.iter().any(|(from, _)| from == k) {
+                return Err(PrepareError::Plugin {
+                    file: p.sync.origin.file.clone(),
+                    key: p.sync.origin.key("mapping"),
+                    reason: format!("model {} diffs in the warehouse (diff = \"warehouse\"), whose snapshot is keyed by the delivered rows: map its primary key column {k:?} too", p.model.name),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The error for a sync whose mode needs operations its destination's config cannot

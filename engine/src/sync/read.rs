@@ -268,7 +268,7 @@ pub(crate) async fn read_model(
 
 /// Projects a model's rows one batch at a time, keeping what spans batches: the row count,
 /// each key column's type, the rows with a NULL key, and buffers reused from row to row.
-struct RowProjector<'a> {
+pub(crate) struct RowProjector<'a> {
     p: &'a PreparedSync,
     projection: &'a Projection,
     key_types: Vec<KeyType>,
@@ -281,7 +281,7 @@ struct RowProjector<'a> {
 }
 
 impl<'a> RowProjector<'a> {
-    fn new(p: &'a PreparedSync, projection: &'a Projection) -> RowProjector<'a> {
+    pub(crate) fn new(p: &'a PreparedSync, projection: &'a Projection) -> RowProjector<'a> {
         let mut row_buf = Vec::with_capacity(projection.signature.len() + 256);
         row_buf.extend_from_slice(&projection.signature);
         RowProjector {
@@ -298,7 +298,11 @@ impl<'a> RowProjector<'a> {
     }
 
     /// Projects every row of a batch into `sink`; returns the batch's row count.
-    fn batch(&mut self, batch: &Batch, sink: &mut impl ModelSink) -> Result<usize, Abort> {
+    pub(crate) fn batch(
+        &mut self,
+        batch: &Batch,
+        sink: &mut impl ModelSink,
+    ) -> Result<usize, Abort> {
         let (p, projection) = (self.p, self.projection);
         let payload = batch.payload.as_slice();
         let mut rest = payload;
@@ -423,7 +427,7 @@ impl<'a> RowProjector<'a> {
     }
 
     /// The key columns' types, or the error for rows with a NULL key.
-    fn finish(self) -> Result<Vec<KeyType>, Abort> {
+    pub(crate) fn finish(self) -> Result<Vec<KeyType>, Abort> {
         let (p, null_count) = (self.p, self.null_count);
         if null_count > 0 {
             return Err(Abort::Model(format!(

@@ -83,8 +83,23 @@ pub struct Model {
     pub description: Option<String>,
     /// Column → labels (`pii`, ...).
     pub labels: BTreeMap<String, Vec<String>>,
+    /// Where its syncs' diff is computed (`diff`, default local).
+    pub diff: DiffLocation,
+    /// The schema of the source database holding warehouse snapshots (`diff_schema`).
+    pub diff_schema: String,
     /// Where it is defined.
     pub origin: Origin,
+}
+
+/// Where a model's syncs compute their diff (`[models.NAME] diff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiffLocation {
+    /// In the engine, against the snapshot in its state (the default).
+    #[default]
+    Local,
+    /// In the source database, against a snapshot table there (capability
+    /// `warehouse-diff`); only changed rows are read.
+    Warehouse,
 }
 
 /// A sync as configured: a model delivered to a destination, and how.

@@ -160,6 +160,21 @@ fn models(
         if m.query.trim().is_empty() {
             errors.push(origin.error("query", "is empty"));
         }
+        let diff = match m.diff.as_deref() {
+            None | Some("local") => super::DiffLocation::Local,
+            Some("warehouse") => super::DiffLocation::Warehouse,
+            Some(other) => {
+                errors.push(origin.error(
+                    "diff",
+                    format!("unknown value {other:?}; use \"local\" or \"warehouse\""),
+                ));
+                super::DiffLocation::Local
+            }
+        };
+        let diff_schema = m.diff_schema.unwrap_or_else(|| "backflow".into());
+        if diff_schema.is_empty() || diff_schema.len() > 63 || diff_schema.contains('\0') {
+            errors.push(origin.error("diff_schema", "must be a schema name of 1 to 63 bytes"));
+        }
         models.insert(
             name.clone(),
             Model {
@@ -169,6 +184,8 @@ fn models(
                 primary_key,
                 description: m.description,
                 labels: m.labels,
+                diff,
+                diff_schema,
                 origin,
             },
         );

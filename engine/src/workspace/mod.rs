@@ -36,7 +36,7 @@ pub use alert_conditions::{
     DEFAULT_REPEAT_AFTER_S,
 };
 pub use definitions::{
-    Alert, AlertOutcome, Check, Connector, Governance, Model, Origin, SyncConfig,
+    Alert, AlertOutcome, Check, Connector, DiffLocation, Governance, Model, Origin, SyncConfig,
 };
 pub use errors::{ConfigError, ConfigErrors, PluginChanged, UnknownSync};
 pub use field_rules::{FieldRule, FieldRules, NullRule, UpdateRule, WriteRule};

@@ -221,6 +221,12 @@ pub(super) struct ModelFile {
     /// columns a sync sends.
     #[serde(default)]
     pub(super) labels: BTreeMap<String, Vec<String>>,
+    /// `local` (default) or `warehouse`: where the diff is computed.
+    #[serde(default)]
+    pub(super) diff: Option<String>,
+    /// The schema holding warehouse snapshots (default `backflow`).
+    #[serde(default)]
+    pub(super) diff_schema: Option<String>,
 }
 
 /// A value written as one string or a list of them (`primary_key = "id"` or `["id", "eu"]`).

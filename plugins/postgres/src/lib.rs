@@ -8,6 +8,8 @@
 //! in the binary format, everything else as text. TLS (`sslmode`) runs inside the plugin
 //! too (see `tls`).
 
+mod warehouse;
+
 use backflow_plugin_sdk::*;
 use pg_protocol::{tls, types, wire};
 use postgres_protocol::message::backend::Message;
@@ -161,39 +163,7 @@ impl SourcePlugin for Postgres {
 
     fn open(config: &str, query: &str) -> Result<QueryReader, PluginError> {
         let cfg = check(config).map_err(|mut e| PluginError::BadConfig(e.remove(0)))?;
-        let password = match &cfg.password {
-            Some(p) => Some(
-                expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?,
-            ),
-            None => None,
-        };
-        let root_cert = match &cfg.sslrootcert {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                PluginError::bad_config("sslrootcert", format!("cannot read {path}: {e} (is its directory granted to this source with grants.files?)"))
-            })?),
-            None => None,
-        };
-        let params = ConnectParams {
-            host: &cfg.host,
-            hostaddr: cfg.hostaddr.as_deref(),
-            port: cfg.port.unwrap_or(5432),
-            user: &cfg.user,
-            password: password.as_deref(),
-            database: cfg.database.as_deref().unwrap_or(&cfg.user),
-            application_name: cfg.application_name.as_deref().unwrap_or("backflow"),
-            sslmode: cfg
-                .sslmode
-                .as_deref()
-                .and_then(SslMode::parse)
-                .unwrap_or(SslMode::Disable),
-            root_cert: root_cert.as_deref(),
-            chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
-            password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
-            read_only: true,
-            role: "source",
-            notice: |m| host::info(m),
-        };
-        let conn = Connection::connect(&params)?;
+        let conn = connect(&cfg)?;
         QueryReader::start(
             conn,
             query,
@@ -201,6 +171,75 @@ impl SourcePlugin for Postgres {
             cfg.binary_results.unwrap_or(true),
         )
     }
+
+    fn capabilities() -> Vec<Capability> {
+        vec![Capability::WarehouseDiff]
+    }
+
+    fn warehouse_prepare(
+        config: &str,
+        snapshot: backflow_plugin_sdk::warehouse::SnapshotTable,
+        key_columns: Vec<Column>,
+    ) -> Result<Vec<Column>, PluginError> {
+        warehouse::prepare(config, &snapshot, &key_columns)
+    }
+
+    fn warehouse_diff(
+        config: &str,
+        request: backflow_plugin_sdk::warehouse::DiffRequest,
+        include_unchanged: bool,
+    ) -> Result<Box<dyn WarehouseDiffer>, PluginError> {
+        Ok(Box::new(warehouse::Differ::open(
+            config,
+            request,
+            include_unchanged,
+        )?))
+    }
+
+    fn warehouse_write_back(
+        config: &str,
+        write_back: backflow_plugin_sdk::warehouse::WriteBack,
+    ) -> Result<(), PluginError> {
+        warehouse::write_back(config, write_back)
+    }
+}
+
+/// Connects with a checked config: the password's secrets expanded, the root certificate
+/// read.
+fn connect(cfg: &Config) -> Result<Connection, PluginError> {
+    let password = match &cfg.password {
+        Some(p) => {
+            Some(expand_secrets(p, "source").map_err(|m| PluginError::bad_config("password", m))?)
+        }
+        None => None,
+    };
+    let root_cert = match &cfg.sslrootcert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                PluginError::bad_config("sslrootcert", format!("cannot read {path}: {e} (is its directory granted to this source with grants.files?)"))
+            })?),
+            None => None,
+        };
+    let params = ConnectParams {
+        host: &cfg.host,
+        hostaddr: cfg.hostaddr.as_deref(),
+        port: cfg.port.unwrap_or(5432),
+        user: &cfg.user,
+        password: password.as_deref(),
+        database: cfg.database.as_deref().unwrap_or(&cfg.user),
+        application_name: cfg.application_name.as_deref().unwrap_or("backflow"),
+        sslmode: cfg
+            .sslmode
+            .as_deref()
+            .and_then(SslMode::parse)
+            .unwrap_or(SslMode::Disable),
+        root_cert: root_cert.as_deref(),
+        chacha_only: cfg.ssl_ciphers.as_deref() != Some("any"),
+        password_over_unverified_tls: cfg.password_over_unverified_tls.unwrap_or(false),
+        read_only: true,
+        role: "source",
+        notice: |m| host::info(m),
+    };
+    Connection::connect(&params)
 }
 
 pub struct QueryReader {

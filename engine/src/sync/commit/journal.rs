@@ -311,7 +311,7 @@ impl<E: std::fmt::Display> std::fmt::Display for ReplayError<E> {
     }
 }
 
-fn read_frame(r: &mut impl Read) -> std::io::Result<Option<JournalOp>> {
+pub(crate) fn read_frame(r: &mut impl Read) -> std::io::Result<Option<JournalOp>> {
     let mut head = [0u8; 12];
     if !read_full(r, &mut head)? {
         return Ok(None);

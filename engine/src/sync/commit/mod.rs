@@ -233,6 +233,9 @@ pub(crate) struct Committer<'a> {
     announced: bool,
     /// The thread that commits sealed journals, started by the first.
     committer: Option<CommitThread>,
+    /// A warehouse-diff run: the journal is written back to the source database after
+    /// delivery (`sync::warehouse::write_back`), never committed to the local snapshot.
+    write_back: bool,
 }
 
 /// One thread per run commits the sealed journals, one at a time. It lives as long as the
@@ -337,7 +340,15 @@ impl<'a> Committer<'a> {
             header,
             announced: false,
             committer: None,
+            write_back: false,
         }
+    }
+
+    /// Leaves the journal to the warehouse write-back: nothing is committed to the local
+    /// snapshot.
+    pub(crate) fn for_write_back(mut self) -> Self {
+        self.write_back = true;
+        self
     }
 
     /// Records a sent batch: acknowledged rows go to the journal in one write (durable
@@ -403,6 +414,9 @@ impl<'a> Committer<'a> {
     /// Seals the journal and commits it on a thread of its own, unless the previous commit
     /// is still going (then the journal keeps growing until it is done).
     fn commit_in_background(&mut self) -> Result<(), Abort> {
+        if self.write_back {
+            return Ok(());
+        }
         if self.committer.as_mut().is_some_and(CommitThread::is_busy) || self.journal.is_empty() {
             return Ok(());
         }
@@ -446,6 +460,9 @@ impl<'a> Committer<'a> {
 
     /// Commits every acknowledged row journaled so far to the snapshot, durably.
     pub fn commit_acknowledged(&mut self) -> Result<(), Abort> {
+        if self.write_back {
+            return Ok(());
+        }
         let background = self.wait_for_commit();
         // Older frames first: a sealed file whose commit failed is committed here, or the
         // journal waits for the next run, which applies them in order.
