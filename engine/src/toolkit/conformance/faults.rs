@@ -395,3 +395,44 @@ fn judge(seen: &[Seen], most_applied: usize) -> (Outcome, String) {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(key: Option<&str>, body: &str) -> Seen {
+        Seen {
+            key: key.map(str::to_string),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn retries_must_keep_their_key_and_nothing_is_applied_twice() {
+        let same = [
+            seen(Some("k1"), "a"),
+            seen(Some("k1"), "a"),
+            seen(Some("k2"), "b"),
+        ];
+        assert_eq!(judge(&same, 1).0, Outcome::Pass);
+        let (outcome, why) = judge(&[seen(Some("k1"), "a"), seen(Some("k9"), "a")], 1);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(why.contains("new idempotency key (k1 then k9)"), "{why}");
+        let (outcome, why) = judge(&[seen(None, "a"), seen(None, "a")], 1);
+        assert_eq!(outcome, Outcome::Fail);
+        assert!(why.contains("no idempotency key"), "{why}");
+        assert_eq!(judge(&[seen(Some("k1"), "a")], 2).0, Outcome::Fail);
+        assert_eq!(judge(&[], 0).0, Outcome::Fail);
+    }
+
+    #[test]
+    fn a_key_is_applied_once() {
+        let mut state = EndpointState::default();
+        let key = Some("k".to_string());
+        apply(&mut state, &key, b"rows");
+        apply(&mut state, &key, b"rows");
+        assert_eq!(state.applied_bodies[&b"rows".to_vec()], 1);
+        apply(&mut state, &Some("other".into()), b"rows");
+        assert_eq!(state.applied_bodies[&b"rows".to_vec()], 2);
+    }
+}
