@@ -256,9 +256,116 @@ function asThrowable(e) {
     e.payload = p;
     return e;
   }
-  if (e instanceof Error && !(e instanceof PluginError) && e.stack) log.debug(`${errorText(e)}\n${e.stack}`);
+  if (e instanceof Error && !(e instanceof PluginError) && e.stack) {
+    // A bug in the plugin: its stack, in the author's sources, at the error level; the
+    // error's message names the first frame of the author's code.
+    const stack = mapStack(e.stack);
+    log.error(`${errorText(e)}\n${stack}`);
+    const p = toPluginError(e);
+    // Natively (Node) the message stays as thrown: the stack already names the sources.
+    const at = stack !== e.stack ? authorFrame(stack) : null;
+    return new PluginError(p.tag, p.tag === 'fatal' && at ? `${p.val} (at ${at})` : p.val);
+  }
   const p = toPluginError(e);
   return new PluginError(p.tag, p.val);
+}
+
+// ---------------------------------------------------------------------------------------
+// Stack traces in the author's sources (issue 41)
+//
+// The component runs one bundle (dist/bundle.js, esbuild's): its stack frames name bundle
+// lines. The templates' build (build.mjs) appends the bundle's source map as
+// `globalThis.__backflowSourceMap = { file, sources, mappings }`; frames are mapped back
+// through it when an error is reported (never before: decoding costs nothing until then).
+
+let DECODED_MAP = null;
+
+
+/**
+ * A source map's `mappings` decoded: for each generated line (0-based), its segments
+ * `[generatedColumn, sourceIndex, sourceLine, sourceColumn]` (0-based), in column order.
+ */
+export function decodeMappings(mappings) {
+  const VLQ_INDEX = {};
+  for (let i = 0; i < B64.length; i++) VLQ_INDEX[B64[i]] = i;
+  const lines = [];
+  let source = 0;
+  let sourceLine = 0;
+  let sourceColumn = 0;
+  for (const lineText of String(mappings).split(';')) {
+    const segments = [];
+    let column = 0;
+    for (const segment of lineText.split(',')) {
+      if (!segment) continue;
+      const fields = [];
+      let value = 0;
+      let shift = 0;
+      for (const ch of segment) {
+        const digit = VLQ_INDEX[ch];
+        if (digit === undefined) return lines;
+        value += (digit & 31) << shift;
+        if (digit & 32) {
+          shift += 5;
+        } else {
+          fields.push(value & 1 ? -(value >>> 1) : value >>> 1);
+          value = 0;
+          shift = 0;
+        }
+      }
+      column += fields[0] || 0;
+      if (fields.length >= 4) {
+        source += fields[1];
+        sourceLine += fields[2];
+        sourceColumn += fields[3];
+        segments.push([column, source, sourceLine, sourceColumn]);
+      }
+    }
+    lines.push(segments);
+  }
+  return lines;
+}
+
+/**
+ * `stack` with every frame `...@FILE:LINE:COLUMN` (or `at ... (FILE:LINE:COLUMN)`) of the
+ * bundle rewritten to the author's source file, line and column (1-based), through `map`
+ * (default: the one the build embedded). Frames it cannot map stay as they are.
+ */
+export function mapStack(stack, map) {
+  const m = map || (typeof globalThis !== 'undefined' ? globalThis.__backflowSourceMap : null);
+  if (!m || typeof m.mappings !== 'string' || !Array.isArray(m.sources)) return String(stack);
+  let lines;
+  if (!map && DECODED_MAP) lines = DECODED_MAP;
+  else {
+    lines = decodeMappings(m.mappings);
+    if (!map) DECODED_MAP = lines;
+  }
+  const bundle = typeof m.file === 'string' ? m.file : '';
+  return String(stack).replace(/([^\s@()]+):(\d+):(\d+)/g, (whole, file, line, column) => {
+    if (bundle && file !== bundle && !file.endsWith('/' + bundle)) return whole;
+    const segments = lines[Number(line) - 1];
+    if (!segments || !segments.length) return whole;
+    const col = Number(column) - 1;
+    let best = segments[0];
+    for (const seg of segments) {
+      if (seg[0] <= col) best = seg;
+      else break;
+    }
+    const source = String(m.sources[best[1]] || '').replace(/^(\.\.\/)+/, '').replace(/^\.\//, '');
+    if (!source) return whole;
+    return `${source}:${best[2] + 1}:${best[3] + 1}`;
+  });
+}
+
+/** The first `FILE:LINE:COLUMN` of a (mapped) stack that is the author's, not the SDK's. */
+function authorFrame(stack) {
+  const re = /([^\s@()]+\.(?:m?js|ts)):(\d+):(\d+)/g;
+  let found;
+  while ((found = re.exec(String(stack))) !== null) {
+    if (!/(^|\/)(lib\/backflow\.js|bundle\.js)$/.test(found[1]) && found[1].indexOf('node_modules/') < 0) {
+      return `${found[1]}:${found[2]}:${found[3]}`;
+    }
+  }
+  return null;
 }
 
 /** Runs `fn`; any exception (or rejected promise) becomes a thrown PluginError. */

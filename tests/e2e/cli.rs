@@ -404,6 +404,7 @@ fn plugin_inspect_compiles_a_plugin_once() {
             .arg("--workspace")
             .arg(nowhere.path())
             .env("XDG_CACHE_HOME", cache.path())
+            .env_remove("BACKFLOW_CACHE_DIR")
             .env("RUST_LOG", "info")
             .output()
             .unwrap()

@@ -6,6 +6,7 @@ mod pg;
 mod serve_support;
 mod support;
 
+mod authors;
 mod changes;
 mod checks;
 mod cli;

@@ -132,10 +132,13 @@ pub enum RunApproval {
 
 impl App {
     /// Opens the workspace at `root`: its state, and a plugin host caching compiled plugins
-    /// under the state directory.
+    /// in the per-user cache every workspace shares (`host::user_cache_dir`; without one,
+    /// under the state directory).
     pub fn open(root: &Path) -> Result<App, AppError> {
         let working = load_working(root)?;
-        let host = PluginHost::new(Some(working.state_dir.join("cache")))
+        let cache =
+            crate::host::user_cache_dir().unwrap_or_else(|| working.state_dir.join("cache"));
+        let host = PluginHost::new(Some(cache))
             .map_err(|e| AppError::Failed(format!("{e:#}")))?
             .into();
         let state =

@@ -298,6 +298,15 @@ pub(crate) enum PluginCommand {
         /// Grant an environment variable (repeatable), as `grants.env` does.
         #[arg(long = "grant-env")]
         grant_env: Vec<String>,
+        /// Destinations and checks: your own sample rows (FILE.csv with a header, or
+        /// FILE.jsonl), the first column the primary key, instead of the built-in sample.
+        #[arg(long)]
+        rows: Option<PathBuf>,
+        /// Destinations: a config (JSON or @FILE) pointing at the suite's fault-injecting
+        /// endpoint, written `${faults.url}` (429, 5xx storms, slow answers, a lost
+        /// acknowledgement; retries must keep the idempotency key).
+        #[arg(long)]
+        fault_config: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

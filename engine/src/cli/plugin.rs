@@ -38,6 +38,8 @@ pub(crate) async fn run(
             offline_config,
             grant_network,
             grant_env,
+            rows,
+            fault_config,
             json,
         } => {
             let options = conformance::Options {
@@ -53,6 +55,11 @@ pub(crate) async fn run(
                     env: grant_env,
                 },
                 limits: backflow::domain::Limits::default(),
+                rows: rows.as_deref().map(conformance::read_rows).transpose()?,
+                fault_config: fault_config
+                    .as_deref()
+                    .map(|c| read_config(c, "fault-config"))
+                    .transpose()?,
             };
             let host = PluginHost::new(compile_cache_dir(workspace))?;
             let report = conformance::run(&host, &file, &options).await;
@@ -109,16 +116,15 @@ fn read_config(text: &str, what: &str) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Where `plugin inspect` caches compiled plugins: the workspace's, or
-/// `$XDG_CACHE_HOME/backflow` (`~/.cache/backflow`), or nowhere if neither can be found.
+/// Where `plugin inspect` and `plugin conformance` cache compiled plugins: the per-user
+/// cache every workspace shares (`host::user_cache_dir`), else the workspace's state
+/// directory, else nowhere.
 fn compile_cache_dir(workspace: &Path) -> Option<PathBuf> {
-    if let Ok(ws) = backflow::workspace::Workspace::load(workspace) {
-        return Some(ws.state_dir.join("cache"));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("backflow").join("compiled"))
+    backflow::host::user_cache_dir().or_else(|| {
+        backflow::workspace::Workspace::load(workspace)
+            .ok()
+            .map(|ws| ws.state_dir.join("cache"))
+    })
 }
 
 /// `plugin inspect`: a plugin's spec, contract, hash and config schema.

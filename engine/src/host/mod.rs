@@ -14,6 +14,7 @@
 //! [`CallError::Trap`]; the engine process carries on.
 
 pub mod bindings;
+mod cache_dir;
 pub(crate) mod call;
 pub mod capture;
 mod compiled_cache;
@@ -44,6 +45,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use crate::domain::{Grants, Limits};
 pub use bindings::ContractVersion;
+pub use cache_dir::{user_cache_dir, CACHE_DIR_ENV, CACHE_MAX_MB_ENV};
 pub use call::CallError;
 pub use capture::RequestCapture;
 pub use instance::{
@@ -374,7 +376,10 @@ impl PluginHost {
             // only the cache's owner can read, matched just now), serialized by an engine
             // with the same compatibility hash. wasmtime still validates the header.
             Ok(compiled) => match unsafe { Component::deserialize(&self.engine, &compiled) } {
-                Ok(c) => return Ok((c, false)),
+                Ok(c) => {
+                    cache_dir::touch(&file);
+                    return Ok((c, false));
+                }
                 Err(e) => {
                     tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component")
                 }
@@ -390,6 +395,10 @@ impl PluginHost {
             .and_then(|compiled| Ok(cache.write(&file, &compiled)?))
         {
             tracing::warn!(file = %file.display(), error = %e, "could not cache compiled component");
+        } else if let Some(dir) = file.parent() {
+            for removed in cache_dir::evict(dir, cache_dir::max_bytes(), &file) {
+                tracing::info!(file = %removed.display(), "removed a compiled plugin used least recently (the cache is over BACKFLOW_CACHE_MAX_MB)");
+            }
         }
         Ok((component, true))
     }

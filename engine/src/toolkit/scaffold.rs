@@ -160,6 +160,7 @@ pub fn render(
         Lang::Rust => {}
         Lang::Js => {
             copy("plugin-sdk/js/backflow.js", "lib/backflow.js", &mut files);
+            copy("plugin-sdk/js/testing.js", "lib/testing.js", &mut files);
             copy(
                 "plugin-sdk/js/backflow.d.ts",
                 "lib/backflow.d.ts",

@@ -7,6 +7,8 @@ What needs no bindings (importable anywhere, unit-testable natively):
 
     backflow_sdk.rows     Batch, Row, Column, BatchBuilder, encode/decode of row batches
     backflow_sdk.config   Config, Field, Problem, ConfigInvalid, Spec, expand_secrets
+    backflow_sdk.stdlib   preloads the standard-library modules imported lazily (heapq...)
+    backflow_sdk.build_check  `python3 -m backflow_sdk.build_check`: imports inside functions
 
 What needs the bindings componentize-py generates (import these at the top of your modules):
 
@@ -18,6 +20,8 @@ What needs the bindings componentize-py generates (import these at the top of yo
     backflow_sdk.approval_policy  ApprovalPolicyBase, approve, require, reject
 """
 
+# First: the standard-library modules the component would otherwise lack (see stdlib.py).
+from . import stdlib as _stdlib  # noqa: F401
 from .config import MISSING, Config, ConfigInvalid, Field, Problem, Spec, expand_secrets
 from .rows import (
     MAX_SAFE_INTEGER,

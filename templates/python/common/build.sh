@@ -20,6 +20,9 @@ fi
 # Bindings for editors and type checkers (point them at .bindings); the build makes its own.
 rm -rf .bindings
 "$cpy" --quiet -d wit -w "$WORLD" bindings .bindings
+# An import inside a function would be missing from the component (componentize-py keeps only
+# the modules imported while it builds): fail now, naming it, rather than in the middle of a run.
+"${PYTHON:-python3}" -m backflow_sdk.build_check .
 mkdir -p dist
 "$cpy" --quiet -d wit -w "$WORLD" componentize app -o dist/plugin.wasm
 echo "built dist/plugin.wasm ($(( $(wc -c < dist/plugin.wasm) / 1024 )) KiB)"

@@ -3,9 +3,9 @@
 
 use super::options::Options;
 use super::report::{describe_error, Outcome, Report};
-use super::samples::{sample_batch, sample_columns, MANY_ROWS};
+use super::samples::SampleRows;
 use crate::host::{CallError, DestinationInstance, Plugin, PluginHost};
-use backflow_plugin_sdk::{Column, Operation, RowOutcome, SyncContext};
+use backflow_plugin_sdk::{Operation, RowOutcome, SyncContext};
 
 /// The check of an unreachable remote (`--offline-config`).
 const OFFLINE: &str = "an unreachable remote is retryable";
@@ -18,9 +18,10 @@ pub(super) async fn check_destination(
     plugin: &Plugin,
     options: &Options,
 ) {
+    let samples = options.rows.clone().unwrap_or_else(SampleRows::builtin);
     let context = SyncContext {
         sync_name: "conformance".into(),
-        primary_key: vec!["id".into()],
+        primary_key: vec![samples.key()],
         run_id: "conformance-run".into(),
     };
     let malformed = open(host, plugin, options, "{not json", &context).await;
@@ -41,7 +42,7 @@ pub(super) async fn check_destination(
             return;
         }
     };
-    if write_every_operation(report, &mut writer, plugin)
+    if write_every_operation(report, &mut writer, plugin, &samples)
         .await
         .is_err()
     {
@@ -49,7 +50,8 @@ pub(super) async fn check_destination(
     }
     let finished = writer.finish().await;
     report.record_call("finish", &finished, |_| String::new());
-    check_offline(report, host, plugin, options, &context).await;
+    check_offline(report, host, plugin, options, &context, &samples).await;
+    super::faults::check_faults(report, host, plugin, options, &context, &samples).await;
 }
 
 /// Opens a writer with `config`, with the options' grants and limits.
@@ -74,12 +76,12 @@ async fn open(
 /// The plugin trapped: its instance cannot be used any more.
 struct Trapped;
 
-/// The columns a write of `op` sends: deletes carry only the primary key, as in a run.
-fn columns_for(op: Operation, all: &[Column]) -> &[Column] {
+/// How many columns a write of `op` sends: deletes carry only the primary key, as in a run.
+fn width_for(op: Operation, samples: &SampleRows) -> usize {
     if op == Operation::Delete {
-        &all[..1]
+        1
     } else {
-        all
+        samples.columns.len()
     }
 }
 
@@ -89,17 +91,17 @@ async fn write_every_operation(
     report: &mut Report,
     writer: &mut DestinationInstance,
     plugin: &Plugin,
+    samples: &SampleRows,
 ) -> Result<(), Trapped> {
-    let all = sample_columns();
     let many = match plugin.spec.max_batch_size {
-        0 => MANY_ROWS,
-        max => max.min(MANY_ROWS),
+        0 => samples.many(),
+        max => max.min(samples.many()),
     };
     for &op in &plugin.spec.operations {
-        // Updates and deletes name the rows the inserts wrote (ids 0 to `many`).
-        let columns = columns_for(op, &all);
+        // Updates and deletes name the rows the inserts wrote (the first `many` rows).
+        let width = width_for(op, samples);
         for rows in [0, 1, many] {
-            let batch = sample_batch(columns, rows, 0);
+            let batch = samples.batch(width, rows, 0);
             let name = format!("write {} × {rows} rows", op.as_str());
             let result = writer.write(op, batch).await;
             match &result {
@@ -144,6 +146,7 @@ async fn check_offline(
     plugin: &Plugin,
     options: &Options,
     context: &SyncContext,
+    samples: &SampleRows,
 ) {
     let Some(offline) = &options.offline_config else {
         report.record(OFFLINE, Outcome::Skip, "no --offline-config given");
@@ -172,9 +175,8 @@ async fn check_offline(
         );
         return;
     };
-    let all = sample_columns();
     match writer
-        .write(op, sample_batch(columns_for(op, &all), 3, 0))
+        .write(op, samples.batch(width_for(op, samples), 3, 0))
         .await
     {
         Err(e) if e.is_retryable() => report.record(OFFLINE, Outcome::Pass, e.to_string()),

@@ -11,9 +11,12 @@
 //!   an error naming that field; opening with a malformed config is an error value, not a
 //!   trap;
 //! - destinations: batches of 0, 1 and many rows with a column of every value type (edge
-//!   values included) for every operation it declares, one outcome per row; `finish`; with
+//!   values included; or the author's own rows, `--rows FILE.csv|jsonl`, `rows_file.rs`)
+//!   for every operation it declares, one outcome per row; `finish`; with
 //!   `--offline-config` (a config whose remote cannot be reached), a retryable error rather
 //!   than a fatal one or a trap;
+//!   with `--fault-config`, a fault-injecting endpoint (429, 5xx storms, slow answers, a
+//!   lost acknowledgement) and retries that must keep the idempotency key (`faults.rs`);
 //! - quality checks: every change kind with 0, 1 and many rows (and `before` rows for
 //!   changes), then `finish` with a verdict;
 //! - sources: reading the query to the end with small and large `max-rows`, every batch
@@ -25,17 +28,20 @@
 //! send (`samples.rs`) and the report they fill (`report.rs`) are beside them.
 
 mod destination;
+mod faults;
 mod options;
 mod policy;
 mod quality_check;
 mod report;
+mod rows_file;
 mod samples;
 mod source;
 mod spec;
 
 pub use options::Options;
 pub use report::{Check, Outcome, Report};
-pub use samples::{sample_columns, sample_row};
+pub use rows_file::{read_rows, RowsFileError};
+pub use samples::{sample_columns, sample_row, SampleRows};
 
 use crate::host::PluginHost;
 use backflow_plugin_sdk::PluginKind;

@@ -1,5 +1,6 @@
 //! What the conformance suite needs besides the plugin file.
 
+use super::samples::SampleRows;
 use crate::domain::{Grants, Limits};
 
 /// What the suite needs besides the plugin file.
@@ -17,4 +18,10 @@ pub struct Options {
     pub grants: Grants,
     /// Memory, time and fuel limits for every call.
     pub limits: Limits,
+    /// The author's sample rows (`--rows`, read by [`super::read_rows`]); none: the
+    /// built-in sample ([`SampleRows::builtin`]).
+    pub rows: Option<SampleRows>,
+    /// Destinations: a config pointing at the suite's fault-injecting endpoint, whose URL
+    /// replaces `${faults.url}` (see `faults.rs`); none: those checks are skipped.
+    pub fault_config: Option<String>,
 }

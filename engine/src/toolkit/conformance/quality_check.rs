@@ -2,7 +2,7 @@
 
 use super::options::Options;
 use super::report::{describe_error, Outcome, Report};
-use super::samples::{sample_batch, sample_columns, MANY_ROWS};
+use super::samples::{SampleRows, MANY_ROWS};
 use crate::host::{CallError, CheckInstance, Plugin, PluginHost};
 use backflow_plugin_sdk::{ChangeKind, PlanSummary};
 
@@ -14,7 +14,8 @@ pub(super) async fn check_quality_check(
     plugin: &Plugin,
     options: &Options,
 ) {
-    let columns = sample_columns();
+    let samples = options.rows.clone().unwrap_or_else(SampleRows::builtin);
+    let columns = samples.columns.clone();
     let plan = PlanSummary {
         sync_name: "conformance".into(),
         purpose: backflow_plugin_sdk::PlanPurpose::Run,
@@ -67,14 +68,14 @@ pub(super) async fn check_quality_check(
         ChangeKind::Unchanged,
     ] {
         // Removed rows carry only the primary key.
-        let cols = if kind == ChangeKind::Removed {
-            &columns[..1]
+        let width = if kind == ChangeKind::Removed {
+            1
         } else {
-            &columns[..]
+            columns.len()
         };
-        for rows in [0, 1, MANY_ROWS] {
-            let after = sample_batch(cols, rows, 0);
-            let before = (kind == ChangeKind::Changed).then(|| sample_batch(cols, rows, 1));
+        for rows in [0, 1, samples.many()] {
+            let after = samples.batch(width, rows, 0);
+            let before = (kind == ChangeKind::Changed).then(|| samples.batch(width, rows, 1));
             let result = checker.observe(kind, after, before).await;
             let trapped = matches!(result, Err(CallError::Trap(_)));
             report.record_call(

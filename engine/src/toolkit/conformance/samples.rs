@@ -68,12 +68,56 @@ pub fn sample_row(i: u32) -> Vec<Value> {
     ]
 }
 
-pub(super) fn sample_batch(columns: &[Column], rows: u32, first: u32) -> Batch {
-    let width = columns.len();
-    let mut builder = BatchBuilder::new(columns.to_vec());
-    for i in first..first + rows {
-        let row = sample_row(i);
-        builder.push_row(&row[..width]);
+/// The rows the suite sends: the built-in sample ([`SampleRows::builtin`]) or the author's
+/// (`--rows`, see `rows_file.rs`). The first column is the primary key.
+#[derive(Debug, Clone, Default)]
+pub struct SampleRows {
+    /// The columns, the primary key first.
+    pub columns: Vec<Column>,
+    /// The rows, one value per column.
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl SampleRows {
+    /// The built-in sample: [`sample_columns`] and rows `0..=MANY_ROWS` of [`sample_row`].
+    pub fn builtin() -> SampleRows {
+        SampleRows {
+            columns: sample_columns(),
+            rows: (0..=MANY_ROWS).map(sample_row).collect(),
+        }
     }
-    builder.finish()
+
+    /// The primary key's column name.
+    pub(super) fn key(&self) -> String {
+        self.columns
+            .first()
+            .map_or_else(|| "id".into(), |c| c.name.clone())
+    }
+
+    /// The row count of the "many rows" batches: all the rows, at most [`MANY_ROWS`].
+    pub(super) fn many(&self) -> u32 {
+        u32::try_from(self.rows.len())
+            .unwrap_or(u32::MAX)
+            .min(MANY_ROWS)
+    }
+
+    /// `count` rows from row `first` on (wrapping around), in the first `width` columns.
+    pub(super) fn batch(&self, width: usize, count: u32, first: u32) -> Batch {
+        let rows: Vec<u32> = (first..first + count).collect();
+        self.batch_of(width, &rows)
+    }
+
+    /// Rows `rows` (wrapping around), in the first `width` columns.
+    pub(super) fn batch_of(&self, width: usize, rows: &[u32]) -> Batch {
+        let columns = &self.columns[..width.min(self.columns.len())];
+        let mut builder = BatchBuilder::new(columns.to_vec());
+        if self.rows.is_empty() {
+            return builder.finish();
+        }
+        for &i in rows {
+            let row = &self.rows[i as usize % self.rows.len()];
+            builder.push_row(&row[..columns.len()]);
+        }
+        builder.finish()
+    }
 }

@@ -1,5 +1,6 @@
-// npm test: runs dist/plugin.wasm through `backflow plugin conformance` (every operation with
-// batches of 0, 1 and 300 rows of every value type, config errors, an unreachable remote),
+// npm test, after the unit tests (test/plugin.test.mjs): runs dist/plugin.wasm through
+// `backflow plugin conformance` (every operation with batches of your rows, test/rows.jsonl;
+// config errors, an unreachable remote),
 // against a local `backflow receiver`, then checks what the receiver got.
 // BACKFLOW names the backflow binary (default: `backflow` on PATH).
 import { spawn, spawnSync } from 'node:child_process';
@@ -64,7 +65,9 @@ try {
     backflow,
     ['plugin', 'conformance', wasm, '--config', `@${configFile}`, '--grant-network', `127.0.0.1:${port}`,
       // Nothing listens on port 9 (discard): the write must fail as retryable.
-      '--offline-config', '{"url": "http://127.0.0.1:9/rows"}', '--grant-network', '127.0.0.1:9'],
+      '--offline-config', '{"url": "http://127.0.0.1:9/rows"}', '--grant-network', '127.0.0.1:9',
+      // Your rows (the first field is the key), not the built-in sample.
+      '--rows', 'test/rows.jsonl'],
     { stdio: 'inherit' },
   );
   status = run.status ?? 1;
@@ -74,7 +77,8 @@ try {
   const operations = [...new Set(requests.map((r) => r.body && r.body.operation))].sort();
   const problems = [];
   if (requests.length === 0) problems.push('the receiver got no request');
-  if (!rows.every((r) => r && typeof r === 'object' && 'id' in r)) problems.push('a row without its id');
+  const key = Object.keys(JSON.parse(readFileSync('test/rows.jsonl', 'utf8').split('\n')[0]))[0];
+  if (!rows.every((r) => r && typeof r === 'object' && key in r)) problems.push(`a row without its ${key}`);
   if (operations.join(',') !== 'delete,insert,update') problems.push(`operations received: ${operations.join(', ')}`);
   if (!requests.every((r) => r.headers && r.headers['x-source'] === config.headers['X-Source'])) problems.push('a request without the configured header');
   if (problems.length) {
