@@ -25,6 +25,7 @@ mod messages;
 mod newcomer;
 mod plugin_languages;
 mod postgres;
+mod promises;
 mod readme;
 mod reviews;
 mod sandbox;
