@@ -35,3 +35,6 @@ pub mod state;
 pub mod sync;
 pub mod toolkit;
 pub mod workspace;
+
+#[cfg(test)]
+mod proptest_cases;

@@ -192,6 +192,16 @@ mod tests {
         assert!(Schedule::parse("61 * * * *", None).is_err());
         let e = Schedule::parse("* * * * *", Some("Mars/Olympus")).unwrap_err();
         assert_eq!(e, ScheduleError::TimeZone("Mars/Olympus".into()));
-        assert!(Schedule::parse("@hourly", None).is_ok());
+        // `@hourly` is the top of every hour, not merely accepted.
+        let hourly = Schedule::parse("@hourly", None).unwrap();
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        assert_eq!(
+            hourly.next_after(at("2026-03-01T10:15:00Z")),
+            Some(at("2026-03-01T11:00:00Z"))
+        );
+        assert_eq!(
+            hourly.next_after(at("2026-03-01T11:00:00Z")),
+            Some(at("2026-03-01T12:00:00Z"))
+        );
     }
 }

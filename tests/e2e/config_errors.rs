@@ -216,19 +216,21 @@ fn numbers_that_would_overflow_or_exhaust_memory_are_refused_by_name() {
 
 #[test]
 fn a_notify_url_may_come_from_a_granted_variable_and_errors_never_show_it() {
-    std::env::set_var(
+    // The variable is set for the `backflow` process only (never in this test process).
+    const SLACK: (&str, &str) = (
         "BACKFLOW_TEST_SLACK_URL",
         "http://127.0.0.1:9/services/T000/B000/SLACKSECRET99",
     );
+    let list = |ws: &TestWorkspace| backflow_with_env(ws, None, &["sync", "list"], &[SLACK]);
     let approvals = "\n[approvals]\nnotify_url = \"${env.BACKFLOW_TEST_SLACK_URL}\"\ngrants.network = [\"127.0.0.1:9\"]\n";
     let ws = TestWorkspace::new(&format!(
         "{VALID}{approvals}grants.env = [\"BACKFLOW_TEST_SLACK_URL\"]\n"
     ));
-    let loaded = ws.load();
-    assert_eq!(
-        loaded.governance.notify_url.as_deref(),
-        Some("${env.BACKFLOW_TEST_SLACK_URL}"),
-        "the template is kept, not the secret"
+    let loaded = ok(list(&ws), "a granted notify_url loads");
+    assert!(
+        !loaded.stdout.contains("SLACKSECRET99"),
+        "{}",
+        loaded.stdout
     );
     let e = load_error(&TestWorkspace::new(&format!("{VALID}{approvals}")));
     assert!(
@@ -239,9 +241,11 @@ fn a_notify_url_may_come_from_a_granted_variable_and_errors_never_show_it() {
         "grants.network = [\"127.0.0.1:9\"]",
         "grants.network = [\"127.0.0.1:10\"]",
     );
-    let e = load_error(&TestWorkspace::new(&format!(
+    let refused = list(&TestWorkspace::new(&format!(
         "{VALID}{ungranted_host}grants.env = [\"BACKFLOW_TEST_SLACK_URL\"]\n"
     )));
+    let e = format!("{}{}", refused.stdout, refused.stderr);
+    assert_ne!(refused.code, 0, "{e}");
     assert!(
         e.contains("127.0.0.1:9 is not granted") && !e.contains("SLACKSECRET99"),
         "{e}"

@@ -182,18 +182,35 @@ async fn while_a_run_delivers_a_second_run_is_refused_and_reads_answer_from_othe
     );
     assert_eq!(runs[0]["status"], "running", "{runs}");
     let run_id = runs[0]["run_id"].as_str().unwrap().to_string();
-    ok(
+    // Each answer is what the state holds right now, not merely an exit code 0.
+    let audit = ok(
         backflow(&ws, None, &["audit", "--json"]),
         "audit during a run",
     );
-    ok(
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "run.start" && e["target"].as_str().unwrap().contains(&run_id)),
+        "the run's start is in the audit log: {audit}"
+    );
+    let changes = ok(
         backflow(&ws, None, &["change", "list", "--json"]),
         "change list during a run",
     );
-    ok(
+    assert_eq!(changes, serde_json::json!([]), "no change requests here");
+    let syncs = ok(
         backflow(&ws, None, &["sync", "list", "--json"]),
         "sync list during a run",
     );
+    let names: Vec<&str> = syncs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["to_hook"], "{syncs}");
 
     // A second run of the same sync is refused, naming the run in progress.
     let second = backflow(&ws, None, &["sync", "run", "to_hook"]);

@@ -783,9 +783,31 @@ async fn an_undo_is_a_run_like_any_other_held_by_a_policy_until_approved() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["delivered"]["removed"], 8);
     assert_eq!(done["undo"]["run_id"], first.as_str());
-    assert!(receiver.received()[requests..]
+    // The receiver saw the 8 deletes: DELETE requests carrying exactly the keys of the rows
+    // the first run inserted, and nothing else.
+    let sent = &receiver.received()[requests..];
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter().all(|r| r.method == "DELETE" && r.status == 200),
+        "{sent:?}"
+    );
+    let mut deleted: Vec<i64> = sent
         .iter()
-        .all(|r| r.method == "POST" || r.method == "DELETE"));
+        .flat_map(|r| {
+            r.body
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| vec![r.body.clone()])
+        })
+        .map(|row| {
+            row["id"]
+                .as_i64()
+                .or_else(|| row["id"].as_str().and_then(|s| s.parse().ok()))
+                .unwrap_or_else(|| panic!("a delete without its key: {row}"))
+        })
+        .collect();
+    deleted.sort();
+    assert_eq!(deleted, (1..=8).collect::<Vec<_>>(), "{sent:?}");
 }
 
 /// Submits the working copy as carol; returns the built-in requirement reasons.

@@ -29,6 +29,7 @@ mod newcomer;
 mod plugin_languages;
 mod postgres;
 mod postgres_destination;
+mod promises;
 mod readme;
 mod reviews;
 mod sandbox;

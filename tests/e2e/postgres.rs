@@ -378,7 +378,6 @@ async fn every_authentication_method() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_password_may_come_from_a_granted_environment_variable() {
     let pg = Pg::any();
-    std::env::set_var("BACKFLOW_TEST_PG_READER_PASSWORD", "reader-secret");
     let ws = pg_workspace_as(
         &pg,
         "reader",
@@ -403,7 +402,16 @@ async fn the_password_may_come_from_a_granted_environment_variable() {
             "grants.env = [\"BACKFLOW_TEST_PG_READER_PASSWORD\"]\ngrants.network",
         ),
     );
-    assert_eq!(preview(&ws, 1).await.unwrap().rows[0]["id"], 7);
+    // The password reaches the source through the environment of the process reading it.
+    let out = tokio::task::block_in_place(|| {
+        backflow_with_env(
+            &ws,
+            None,
+            &["model", "preview", "m", "--limit", "1", "--json"],
+            &[("BACKFLOW_TEST_PG_READER_PASSWORD", "reader-secret")],
+        )
+    });
+    assert_eq!(ok(out, "model preview").json()["rows"][0]["id"], 7);
 }
 
 #[tokio::test(flavor = "multi_thread")]

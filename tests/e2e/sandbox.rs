@@ -119,7 +119,6 @@ async fn a_plugin_that_leaks_host_resources_is_stopped_at_a_limit_set_by_its_mem
 
 #[tokio::test(flavor = "multi_thread")]
 async fn what_a_plugin_prints_reaches_the_debug_log_with_its_name_and_without_secrets() {
-    std::env::set_var("BACKFLOW_E2E_PRINTED_SECRET", "tok-printed-9931");
     let ws = misbehaving(
         r#"{ on_write = "print", name = "BACKFLOW_E2E_PRINTED_SECRET" }"#,
         r#"grants.env = ["BACKFLOW_E2E_PRINTED_SECRET"]"#,
@@ -129,6 +128,7 @@ async fn what_a_plugin_prints_reaches_the_debug_log_with_its_name_and_without_se
         .arg(ws.path())
         .env("RUST_LOG", "backflow=debug")
         .env("NO_COLOR", "1")
+        .env("BACKFLOW_E2E_PRINTED_SECRET", "tok-printed-9931")
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -203,10 +203,22 @@ async fn files_and_environment_are_invisible_unless_granted() {
     let error = run.error.unwrap();
     assert!(error.contains("read_file denied"), "{error}");
 
-    std::env::set_var("BACKFLOW_E2E_HIDDEN", "visible?");
+    // Set in the environment of the process running the sync, but not granted.
     let ws = misbehaving(r#"{ on_write = "env", name = "BACKFLOW_E2E_HIDDEN" }"#, "");
-    let error = ws.run("bad").await.error.unwrap();
-    assert!(error.contains("env: not visible"), "{error}");
+    let out = tokio::task::block_in_place(|| {
+        backflow_with_env(
+            &ws,
+            None,
+            &["sync", "run", "bad", "--json"],
+            &[("BACKFLOW_E2E_HIDDEN", "visible?")],
+        )
+    });
+    let error = out.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("env: not visible"),
+        "{error}\n{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

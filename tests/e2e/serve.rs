@@ -319,13 +319,24 @@ async fn the_api_authenticates_authorizes_audits_coalesces_and_answers_bad_input
         (Some("started"), Some("coalesced"), Some("coalesced"))
     );
     let runs = finished_runs(&contributor, &svc, "crm", 2).await;
-    // Let a (wrong) third run show itself if it were going to.
-    eventually("the service to be idle", async || {
-        (Api::new(None).get(svc.url("/healthz")).await.1["runs_in_flight"] == 0).then_some(())
-    })
-    .await;
+    // A fourth trigger, once both runs are over, is a marker: runs of a sync go in order, so
+    // a (wrong) third run of the three triggers would have started before it or taken it in
+    // (answered `coalesced`). Its run is then the third, not the fourth, and was started.
+    let (s4, b4) = contributor.post(trigger.clone(), None).await;
+    assert_eq!(
+        (s4, b4["accepted"].as_str()),
+        (202, Some("started")),
+        "{b4}"
+    );
+    let marker = finished_run(&contributor, &svc, b4["run_id"].as_str().unwrap()).await;
     let runs_now = runs_of(&contributor, &svc, "crm").await;
-    assert_eq!(runs_now.len(), 2, "three triggers, two runs: {runs_now:?}");
+    assert_eq!(
+        runs_now.len(),
+        3,
+        "three triggers made two runs, then the marker's: {runs_now:?}"
+    );
+    assert_eq!(runs_now[0]["run_id"], marker["run_id"]);
+    assert_eq!(marker["trigger"], "api");
     let (follow_up, first) = (&runs[0], &runs[1]);
     assert_eq!(first["user"], "carol");
     assert_eq!(first["trigger"], "api");
@@ -342,7 +353,7 @@ async fn the_api_authenticates_authorizes_audits_coalesces_and_answers_bad_input
         .get(svc.url("/api/v1/audit?action=run.trigger"))
         .await;
     let triggers = audit["entries"].as_array().unwrap();
-    assert_eq!(triggers.len(), 3, "{audit}");
+    assert_eq!(triggers.len(), 4, "three triggers and the marker: {audit}");
     assert!(triggers.iter().all(|e| e["user"] == "carol"));
     let (_, verified) = viewer.get(svc.url("/api/v1/audit/verify")).await;
     assert_eq!(verified["chain_verified"], true, "{verified}");
@@ -360,7 +371,7 @@ async fn the_api_authenticates_authorizes_audits_coalesces_and_answers_bad_input
         .await;
     assert_eq!(status, 200);
     assert_eq!(detail["delivered"]["added"], 6);
-    let (_, page) = viewer.get(svc.url("/api/v1/runs?sync=crm&limit=1")).await;
+    let (_, page) = viewer.get(svc.url("/api/v1/runs?sync=crm&limit=2")).await;
     let next = page["next_before"].as_str().unwrap().to_string();
     let (_, page2) = viewer
         .get(svc.url(&format!("/api/v1/runs?sync=crm&limit=1&before={next}")))
@@ -486,7 +497,7 @@ async fn the_api_authenticates_authorizes_audits_coalesces_and_answers_bad_input
         .await
         .unwrap();
     assert!(
-        metrics.contains("backflow_runs_total{sync=\"crm\",status=\"succeeded\"} 2"),
+        metrics.contains("backflow_runs_total{sync=\"crm\",status=\"succeeded\"} 3"),
         "{metrics}"
     );
     assert!(
@@ -628,21 +639,26 @@ async fn serving_hash(api: &Api, svc: &Service, file: &str) -> (Option<String>, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_replaced_mid_run_serves_the_next_run_and_a_broken_one_is_refused() {
-    let receiver = backflow::toolkit::receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ReceiverOptions {
-            latency_ms: 25,
-            discard: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    // A destination that holds every request until the test opens the gate: the first run is
+    // provably still in flight when the new build takes over.
+    let (gate, gate_open) = tokio::sync::watch::channel(false);
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = {
+        let arrived = arrived.clone();
+        raw_http_server(move || {
+            let (mut gate_open, arrived) = (gate_open.clone(), arrived.clone());
+            async move {
+                arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = gate_open.wait_for(|open| *open).await;
+                (200, b"{\"ok\":true}".to_vec())
+            }
+        })
+        .await
+    };
     let ws = service_workspace(
-        100_000,
+        2_000,
         &format!(
-            "{}\n[syncs.big]\nmodel = \"people\"\ndestination = \"a\"\nbatch_size = 500\n",
-            hook("a", &receiver, "/a", "")
+            "[destinations.a]\nplugin = \"webhook\"\nconfig.url = \"http://{addr}/a\"\ngrants.network = [\"{addr}\"]\n\n[syncs.big]\nmodel = \"people\"\ndestination = \"a\"\nbatch_size = 500\n"
         ),
     );
     let svc = Service::start(&ws);
@@ -651,9 +667,10 @@ async fn a_plugin_replaced_mid_run_serves_the_next_run_and_a_broken_one_is_refus
     let (old_hash, _) = serving_hash(&api, &svc, "webhook.wasm").await;
     let old_hash = old_hash.expect("webhook served at start");
 
-    api.post(svc.url("/api/v1/syncs/big/runs"), None).await;
-    eventually("the run to be delivering", async || {
-        (receiver.rows() > 0).then_some(())
+    let (_, started) = api.post(svc.url("/api/v1/syncs/big/runs"), None).await;
+    let first_id = started["run_id"].as_str().unwrap().to_string();
+    eventually("the run's first request to be held", async || {
+        (arrived.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
     })
     .await;
     let new_bytes = rebuilt(&plugin("webhook.wasm"), "v2");
@@ -663,15 +680,21 @@ async fn a_plugin_replaced_mid_run_serves_the_next_run_and_a_broken_one_is_refus
         hash.filter(|h| *h != old_hash)
     })
     .await;
-    let first = finished_runs(&api, &svc, "big", 1).await.remove(0);
+    // The new build serves while the first run is still going (its request is held).
+    let (_, in_flight) = api.get(svc.url(&format!("/api/v1/runs/{first_id}"))).await;
+    assert_eq!(
+        in_flight["status"], "running",
+        "the new build took over mid-run: {in_flight}"
+    );
+    gate.send(true).unwrap();
+    let first = finished_run(&api, &svc, &first_id).await;
     assert_eq!(first["status"], "succeeded", "{first}");
-    assert_eq!(first["delivered"]["added"], 100_000);
+    assert_eq!(first["delivered"]["added"], 2_000);
     assert_eq!(
         first["plugins"]["destination"],
         old_hash.as_str(),
         "the run in flight finished on the version it started with"
     );
-    assert!(receiver.rows() >= 100_000);
 
     api.post(
         svc.url("/api/v1/syncs/big/runs"),

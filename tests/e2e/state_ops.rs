@@ -308,7 +308,7 @@ async fn a_full_disk_fails_the_run_with_its_message_and_the_next_run_after_space
     );
     let disk = ws.path().join("disk");
     let Some(_mounted) = Tmpfs::mount(&disk, "256m") else {
-        eprintln!("skipped: mounting a tmpfs needs root");
+        missing_prerequisite("mounting a tmpfs needs root");
         return;
     };
     // The state on the small disk.

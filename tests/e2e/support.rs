@@ -173,13 +173,27 @@ impl Out {
 
 /// Runs the `backflow` binary on the workspace as `user`.
 pub fn backflow_as(ws: &TestWorkspace, user: &str, args: &[&str]) -> Out {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"))
-        .args(args)
-        .arg("--workspace")
-        .arg(ws.path())
-        .args(["--as", user])
+    backflow_with_env(ws, Some(user), args, &[])
+}
+
+/// Runs the `backflow` binary on the workspace (as `user`, if given) with extra environment
+/// variables. Tests never change their own environment (`std::env::set_var`): other tests of
+/// this binary spawn processes at the same time, and would inherit (or race) the change.
+pub fn backflow_with_env(
+    ws: &TestWorkspace,
+    user: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Out {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backflow"));
+    cmd.args(args).arg("--workspace").arg(ws.path());
+    if let Some(user) = user {
+        cmd.args(["--as", user]);
+    }
+    let out = cmd
         .env("RUST_LOG", "warn")
         .env_remove("BACKFLOW_USER")
+        .envs(env.iter().copied())
         .output()
         .expect("running backflow");
     Out {
@@ -197,4 +211,63 @@ pub fn ok(out: Out, what: &str) -> Out {
         out.stdout, out.stderr
     );
     out
+}
+
+/// A prerequisite of a test (root for a tmpfs, a program, a built component) is missing.
+/// Under CI (`CI=true`) that fails the test: a runner that lacks it must be fixed, not
+/// silently pass. Elsewhere the test is skipped with a note, and the caller returns.
+pub fn missing_prerequisite(what: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "CI=true and a test prerequisite is missing: {what}");
+    eprintln!("skipped (not under CI=true): {what}");
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 for what the receiver cannot do (hold a request until a
+/// test says so, answer with a huge body): each request is read whole, then answered with
+/// what `respond` gives (status, body), one request per connection.
+pub async fn raw_http_server<F, Fut>(respond: F) -> std::net::SocketAddr
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (u16, Vec<u8>)> + Send,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let respond = respond.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    request.extend_from_slice(&buf[..n]);
+                    let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+                let (status, body) = respond().await;
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    addr
 }

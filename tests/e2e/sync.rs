@@ -7,7 +7,6 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn csv_rows_arrive_with_mapped_fields_and_secret_headers() {
     let receiver = receiver().await;
-    std::env::set_var("BACKFLOW_E2E_TOKEN", "s3cr3t-token");
     let ws = csv_to_webhook(
         &receiver,
         r#"config.headers = { Authorization = "Bearer ${env.BACKFLOW_E2E_TOKEN}", X-Source = "backflow" }
@@ -20,11 +19,26 @@ name = "full_name"
 mrr = "monthly_revenue"
 signed_up = "signup_date""#,
     );
-    let run = ws.run("to_hook").await;
-    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+    // The secret reaches the run through the environment of the process running it.
+    let run = tokio::task::spawn_blocking(move || {
+        let out = backflow_with_env(
+            &ws,
+            None,
+            &["sync", "run", "to_hook", "--json"],
+            &[("BACKFLOW_E2E_TOKEN", "s3cr3t-token")],
+        );
+        ok(out, "sync run").json()
+    })
+    .await
+    .unwrap();
+    assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
-        (run.planned.added, run.delivered.added, run.failed.added),
-        (8, 8, 0)
+        (
+            &run["planned"]["added"],
+            &run["delivered"]["added"],
+            &run["failed"]["added"]
+        ),
+        (&json!(8), &json!(8), &json!(0))
     );
 
     let received = receiver.received();

@@ -141,15 +141,19 @@ impl Browser {
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
-    /// POSTs a form from inside the page (as a forged request would), returning the status.
-    async fn forge_post(&self, path: &str, fields: J) -> u64 {
-        let script = "const [path, fields, done] = arguments; fetch(path, {method: 'POST', body: new URLSearchParams(fields)}).then(r => done(r.status), e => done(String(e)));";
-        self.client
+    /// POSTs a form from inside the page (as a forged request would), returning the status
+    /// and the answer's text.
+    async fn forge_post(&self, path: &str, fields: J) -> (u64, String) {
+        let script = "const [path, fields, done] = arguments; fetch(path, {method: 'POST', body: new URLSearchParams(fields)}).then(r => r.text().then(t => done([r.status, t])), e => done([0, String(e)]));";
+        let answer = self
+            .client
             .execute_async(script, vec![json!(path), fields])
             .await
-            .unwrap()
-            .as_u64()
-            .unwrap_or(0)
+            .unwrap();
+        (
+            answer[0].as_u64().unwrap_or(0),
+            answer[1].as_str().unwrap_or_default().to_string(),
+        )
     }
 }
 
@@ -370,25 +374,33 @@ async fn reviews_approvals_and_self_service_runs_in_a_real_browser() {
         .unwrap()
         .unwrap();
     let before = runs_of(&api, &svc, "few_contacts").await.len();
-    assert_eq!(
-        browser
-            .forge_post(
-                "/ui/syncs/few_contacts/runs",
-                json!({"csrf": csrf, "full_resync": "true"})
-            )
-            .await,
-        403
-    );
-    assert_eq!(
-        browser
-            .forge_post(
-                "/ui/syncs/few_contacts/runs",
-                json!({"full_resync": "true"})
-            )
-            .await,
-        403,
-        "no CSRF token"
-    );
+    // With the session's CSRF token the form passes that check; the viewer's role refuses it.
+    let (status, body) = browser
+        .forge_post(
+            "/ui/syncs/few_contacts/runs",
+            json!({"csrf": csrf, "full_resync": "true"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains("CSRF"), "refused for the role: {body}");
+    browser.sign_out().await;
+
+    // Someone whose role may run the sync: a form without the session's CSRF token (a forged
+    // cross-site request rides on their cookie) is refused for that reason alone.
+    browser.sign_in(&svc, &bob).await;
+    for fields in [
+        json!({"full_resync": "true"}),
+        json!({"csrf": "not-the-session-token", "full_resync": "true"}),
+    ] {
+        let (status, body) = browser
+            .forge_post("/ui/syncs/few_contacts/runs", fields.clone())
+            .await;
+        assert_eq!(status, 403, "{fields}: {body}");
+        assert!(
+            body.contains("missing or wrong CSRF token"),
+            "{fields}: {body}"
+        );
+    }
     assert_eq!(
         runs_of(&api, &svc, "few_contacts").await.len(),
         before,

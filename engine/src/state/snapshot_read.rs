@@ -257,7 +257,10 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+            cases: crate::proptest_cases::cases_or(256),
+            ..ProptestConfig::default()
+        })]
 
         /// Whatever the commits, and whether they went to the base, to the delta or folded it,
         /// the snapshot reads as a map given the same changes: by key, by chunks of any size,

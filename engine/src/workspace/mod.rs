@@ -148,7 +148,10 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+            cases: crate::proptest_cases::cases_or(128),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn any_text(text in "\\PC{0,200}") {
             load(&text);

@@ -42,3 +42,40 @@ impl Sessions {
         self.map().remove(id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn session(expires: Instant) -> Session {
+        Session {
+            grant: SessionGrant {
+                user: "ada".into(),
+                token_id: "t1".into(),
+            },
+            csrf: "c".into(),
+            expires,
+        }
+    }
+
+    /// A session ends at its expiry (the sign-in's eight hours): after it, its cookie signs
+    /// nobody in, and it is dropped from memory.
+    #[test]
+    fn an_expired_session_is_gone() {
+        let sessions = Sessions::default();
+        let now = Instant::now();
+        sessions.insert("live".into(), session(now + Duration::from_secs(3600)));
+        // Expired a moment ago (an `Instant` in the past, not a wait).
+        let past = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        sessions.insert("expired".into(), session(past));
+        assert_eq!(
+            sessions.get("live").map(|(g, _)| g.user),
+            Some("ada".into())
+        );
+        assert!(sessions.get("expired").is_none());
+        assert!(!sessions.map().contains_key("expired"), "dropped, not kept");
+        sessions.remove("live");
+        assert!(sessions.get("live").is_none());
+    }
+}

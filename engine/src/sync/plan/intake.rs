@@ -472,9 +472,9 @@ mod tests {
 
     proptest! {
         // Each case writes a state file (redb, synced to disk) and three plans, so these run
-        // 256 cases whatever PROPTEST_CASES says: at 1024 they took 7 s on an idle machine
-        // and 50 s each right after a build, when every sync waits for the disk.
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        // 256 cases unless PROPTEST_CASES says otherwise: at 1024 they took 7 s on an idle
+        // machine and 50 s each right after a build, when every sync waits for the disk.
+        #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases::cases_or(256)))]
 
         /// Repeated keys are counted, and given as examples, the same way whatever the order
         /// (merged until the first row out of order, or sorted from the start).
