@@ -13,6 +13,7 @@ mod config_errors;
 mod contract_v0_3_0;
 mod crash;
 mod delivery;
+mod drift;
 mod edges;
 mod engine_core;
 mod failures;

@@ -209,6 +209,10 @@ pub(crate) struct ReceiverArgs {
     /// Parse every body but keep and print only counts (for benchmarks).
     #[arg(long)]
     pub(crate) discard: bool,
+    /// Keep records keyed by this field: accepted rows merge into them field by field,
+    /// deletes remove them; read and edit them under /_records.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) records: Option<String>,
 }
 
 #[derive(Subcommand)]
