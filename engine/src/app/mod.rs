@@ -7,6 +7,7 @@
 //! many operations may run at once in one process.
 
 mod changes;
+mod drift;
 mod error;
 mod failed_start;
 mod health;
@@ -21,6 +22,7 @@ mod state_ops;
 mod undo;
 
 pub use changes::{AuditFilter, AuditLog};
+pub use drift::run_reconcile;
 pub use error::AppError;
 pub use failed_start::{failed_start_record, PREPARE_PHASE};
 pub use health::SyncHealth;

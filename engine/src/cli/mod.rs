@@ -9,6 +9,7 @@
 pub(crate) mod args;
 mod audit;
 mod change;
+mod drift;
 mod exit;
 mod init;
 mod model;

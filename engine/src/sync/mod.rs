@@ -15,6 +15,7 @@
 pub mod checks;
 pub mod commit;
 pub mod deliver;
+pub mod drift;
 pub mod dry_run;
 mod error;
 pub mod gate;
@@ -41,6 +42,8 @@ use run::Tally;
 use std::time::Instant;
 
 pub use crate::domain::{operation_for, Change, BUILTIN_NOOP};
+pub use drift::reconcile::run_reconcile;
+pub use drift::{drift_report, DriftError, DriftOptions, DriftReport};
 pub use dry_run::{
     plan_sync, plan_undo, test_row, BlockingCheck, DryRunError, PlanReport, TestReport, UndoReport,
 };
@@ -115,6 +118,16 @@ pub async fn run_sync(
     sync_name: &str,
     options: &RunOptions,
 ) -> Result<RunRecord, RunError> {
+    run_sync_planned(env, sync_name, options, false).await
+}
+
+/// [`run_sync`], or with `reconcile` [`run_reconcile`].
+pub(crate) async fn run_sync_planned(
+    env: RunEnv<'_>,
+    sync_name: &str,
+    options: &RunOptions,
+    reconcile: bool,
+) -> Result<RunRecord, RunError> {
     let started_at = now_rfc3339();
     let clock = Instant::now();
     progress::enter_phase("prepare");
@@ -178,7 +191,7 @@ pub async fn run_sync(
         env,
         &prepared,
         &run_id,
-        options,
+        (options, reconcile),
         &mut tally,
         &mut record,
     ))
@@ -287,7 +300,7 @@ async fn execute(
     env: RunEnv<'_>,
     p: &PreparedSync,
     run_id: &str,
-    options: &RunOptions,
+    (options, reconcile): (&RunOptions, bool),
     tally: &mut Tally,
     record: &mut RunRecord,
 ) -> RunOutcome {
@@ -305,6 +318,7 @@ async fn execute(
 
     let plan_started = Instant::now();
     let planned = match &options.undo {
+        None if reconcile => drift::reconcile::plan_reconcile_run(host, ws, state, p).await,
         None => {
             let sort_first = sorts_first(state, p, run_id, record);
             let options = PlanOptions {
@@ -339,6 +353,8 @@ async fn execute(
 
     let purpose = if options.undo.is_some() {
         PlanPurpose::Undo
+    } else if reconcile {
+        PlanPurpose::Reconcile
     } else {
         PlanPurpose::Run
     };
@@ -350,6 +366,8 @@ async fn execute(
     // too; before the gate, so nobody is asked to approve what cannot be delivered.
     let what = if options.undo.is_some() {
         "undo"
+    } else if reconcile {
+        "reconcile"
     } else {
         "run"
     };

@@ -14,6 +14,7 @@
 //! - [`pages`]: the HTML.
 
 mod changes;
+mod drift;
 mod pages;
 mod runs;
 mod session;
@@ -74,6 +75,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .merge(session::routes())
         .merge(runs::routes())
         .merge(changes::routes())
+        .merge(drift::routes())
 }
 
 /// The HTML page for a path under `/ui` that does not exist.
