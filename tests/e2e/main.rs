@@ -17,6 +17,7 @@ mod drift;
 mod edges;
 mod engine_core;
 mod failures;
+mod field_rules;
 mod file_source;
 mod governance;
 mod held;

@@ -172,6 +172,8 @@ impl App {
         }
         let (current, pending, changes) = chosen.unwrap_or((None, None, vec![None; ids.len()]));
         let json = |d: &Delivered| sync::plan::row_json(&columns, &d.row);
+        let rules = self.working.syncs.get(sync).map(|s| &s.field_rules);
+        let rules = rules.cloned().unwrap_or_default();
         // Runs newest first. The values a run sent are what the snapshot held after it: the
         // `before` of the next (newer) run that changed the row, or the snapshot entry now.
         let mut after_this: Option<Delivered> = current.clone();
@@ -194,7 +196,7 @@ impl App {
                 let sent = change
                     .sent()
                     .and_then(|fp| after_this.as_ref().filter(|d| d.fp == fp))
-                    .map(json);
+                    .map(|after| sent_values(&rules, (&columns, &key_columns), &change, after));
                 events.push(base(
                     change.as_str(),
                     sent,
@@ -214,6 +216,21 @@ impl App {
             runs: events,
         })
     }
+}
+
+/// What a run sent of a row it left as `after`: the row less the fields the sync's field
+/// rules left out (issue 36).
+fn sent_values(
+    rules: &crate::workspace::FieldRules,
+    (columns, key_columns): (&[Column], &[Column]),
+    change: &crate::domain::RowChange,
+    after: &Delivered,
+) -> serde_json::Value {
+    let (kind, before) = match change.before() {
+        Some(b) => (sync::Change::Changed, b.row.as_slice()),
+        None => (sync::Change::Added, &[][..]),
+    };
+    sync::plan::sent_json(rules, columns, key_columns, kind, &after.row, before)
 }
 
 /// Where a run's sync keeps its state: the sync's name, or `draft/NAME` for a draft run.

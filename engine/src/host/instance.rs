@@ -171,6 +171,8 @@ pub struct DestinationInstance {
     writer: Option<ResourceAny>,
     /// Whether its spec declares `read-back`.
     can_read: bool,
+    /// Whether its spec declares `field-presence` (it takes absent cells).
+    field_presence: bool,
 }
 
 impl DestinationInstance {
@@ -218,6 +220,7 @@ impl DestinationInstance {
             api: Box::new(api),
             writer: Some(writer),
             can_read: plugin.capabilities.contains(&Capability::ReadBack),
+            field_presence: plugin.capabilities.contains(&Capability::FieldPresence),
         })
     }
 
@@ -227,6 +230,24 @@ impl DestinationInstance {
         op: Operation,
         batch: Batch,
     ) -> Result<Vec<RowOutcome>, CallError> {
+        self.write_present(op, batch, None).await
+    }
+
+    /// Writes a batch some of whose cells may be absent (`present`, contract 0.3.0: a bitmap,
+    /// see `row-batch.present`; `None`: every cell present). Only a plugin declaring
+    /// `field-presence` takes absent cells; any other gets an error, and is never called.
+    pub async fn write_present(
+        &mut self,
+        op: Operation,
+        batch: Batch,
+        present: Option<Vec<u8>>,
+    ) -> Result<Vec<RowOutcome>, CallError> {
+        if present.is_some() && !self.field_presence {
+            return Err(CallError::Host(
+                "the batch leaves fields out, and the destination does not declare field-presence"
+                    .into(),
+            ));
+        }
         let writer = self
             .writer
             .ok_or_else(|| CallError::Host("writer already closed".into()))?;
@@ -234,7 +255,10 @@ impl DestinationInstance {
         let outcomes = match &*self.api {
             DestinationApi::V0_1_0(api) => api.write(&mut self.store, writer, op, batch).await,
             DestinationApi::V0_2_0(api) => api.write(&mut self.store, writer, op, batch).await,
-            DestinationApi::V0_3_0(api) => api.write(&mut self.store, writer, op, batch).await,
+            DestinationApi::V0_3_0(api) => {
+                api.write_present(&mut self.store, writer, op, batch, present)
+                    .await
+            }
         };
         let secrets = &self.store.data().secrets;
         // A refusal's text is the destination's answer, which may echo the request's headers.

@@ -115,7 +115,7 @@ pub async fn plan_sync(
         sample_map.insert(
             change.as_str().into(),
             serde_json::Value::Array(
-                plan.samples(change, samples)
+                plan.samples(change, samples, &p.sync.field_rules)
                     .map_err(DryRunError::reading_plan)?,
             ),
         );
@@ -240,7 +240,7 @@ pub async fn test_row(
     };
     let mut b = BatchBuilder::new(columns.clone());
     b.push_encoded_row(&payload);
-    let answer = writer.write(op, b.finish()).await;
+    let answer = writer.write(op, b.finish(), None).await;
     let _ = writer.finish().await;
     let (outcome, message) = match answer {
         Ok(mut outcomes) => match outcomes.pop() {
@@ -374,7 +374,7 @@ pub async fn plan_undo(
             change.as_str().into(),
             serde_json::Value::Array(
                 undo.plan
-                    .samples(change, samples)
+                    .samples(change, samples, &p.sync.field_rules)
                     .map_err(DryRunError::reading_plan)?,
             ),
         );

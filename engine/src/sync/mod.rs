@@ -18,6 +18,7 @@ pub mod deliver;
 pub mod drift;
 pub mod dry_run;
 mod error;
+pub mod field_rules;
 pub mod gate;
 pub mod outcome;
 pub mod plan;
@@ -472,7 +473,10 @@ async fn ask_gate(
     ] {
         samples.insert(
             name.into(),
-            serde_json::Value::Array(plan.samples(change, 5).unwrap_or_default()),
+            serde_json::Value::Array(
+                plan.samples(change, 5, &p.sync.field_rules)
+                    .unwrap_or_default(),
+            ),
         );
     }
     let request = GateRequest {

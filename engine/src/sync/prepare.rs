@@ -84,6 +84,17 @@ pub enum PrepareError {
         /// The destination's limit.
         max: u32,
     },
+    /// A field rule the destination cannot honour: absent fields need `field-presence`,
+    /// `write = "if_empty"` needs `read-back` (contract 0.3.0).
+    #[error("{}: {key}: {reason}", file.display())]
+    FieldRule {
+        /// The file declaring the sync.
+        file: PathBuf,
+        /// The rule's key (`syncs.NAME.mapping.COL.write`, `syncs.NAME.update`, ...).
+        key: String,
+        /// Why the destination cannot honour it.
+        reason: String,
+    },
     /// The destination plugin declares an unusable default rate limit.
     #[error("destination plugin {plugin} declares default-rate-limit {name} = {value}, which is not a usable rate (at least {}); set rate_limit in the sync to override it", crate::workspace::MIN_RATE)]
     PluginRateLimit {
@@ -245,6 +256,12 @@ pub async fn prepare(
         });
     }
     batch_size = batch_size.max(1);
+    super::field_rules::check_destination(&sync, &destination, destination_plugin.as_ref())
+        .map_err(|r| PrepareError::FieldRule {
+            file: sync.origin.file.clone(),
+            key: r.key,
+            reason: r.reason,
+        })?;
 
     let mut checks = Vec::new();
     for check in &sync.checks {
@@ -417,6 +434,12 @@ fn config_hash(
         ),
         source.config_json.clone(),
         destination.config_json.clone(),
+        // Only when set, so the hash of a sync without rules is what it was before them.
+        if sync.field_rules.is_default() {
+            String::new()
+        } else {
+            format!("{:?}", sync.field_rules)
+        },
         sync.checks
             .iter()
             .map(|c| {

@@ -100,6 +100,8 @@ pub struct SyncConfig {
     pub mode: SyncMode,
     /// Model column → destination field, in order.
     pub mapping: Vec<(String, String)>,
+    /// Field-level write rules: of the mapping entries written as tables, and `update`.
+    pub field_rules: super::field_rules::FieldRules,
     /// Rows per destination call (`None`: the destination's limit, at most 500).
     pub batch_size: Option<u32>,
     /// `append` mode: the field carrying each event's stable id.

@@ -19,6 +19,7 @@ mod alerts;
 mod connectors;
 mod definitions;
 mod errors;
+mod field_rules;
 mod files;
 mod governance;
 mod grants;
@@ -37,6 +38,7 @@ pub use definitions::{
     Alert, AlertOutcome, Check, Connector, Governance, Model, Origin, SyncConfig,
 };
 pub use errors::{ConfigError, ConfigErrors, PluginChanged, UnknownSync};
+pub use field_rules::{FieldRule, FieldRules, NullRule, UpdateRule, WriteRule};
 pub use files::{ConfigFiles, WORKSPACE_FILE};
 pub use schema::{
     env_references, DEFAULT_KEEP_CHANGELOG_RUNS, DEFAULT_KEEP_RUNS, MAX_BATCH_SIZE,

@@ -228,9 +228,15 @@ pub(super) struct SyncFile {
     /// upsert (default), update, insert, mirror or append.
     #[serde(default)]
     pub(super) mode: Option<String>,
-    /// Model column → destination field. Empty: every column under its own name.
+    /// Model column → destination field. Empty: every column under its own name. An entry
+    /// is a field name or a table with field rules (`{ to = "field", null = "skip", write =
+    /// "on_insert" }`, see [`field_rules`](super::field_rules)).
     #[serde(default)]
-    pub(super) mapping: IndexMap<String, String>,
+    pub(super) mapping: IndexMap<String, toml::Value>,
+    /// What an update carries: `all_fields` (default) or `changed_fields` (the key and the
+    /// fields whose value changed since the last delivery).
+    #[serde(default)]
+    pub(super) update: Option<String>,
     /// Rows per destination call (default: the destination's limit, at most 500).
     #[serde(default)]
     pub(super) batch_size: Option<u32>,

@@ -82,6 +82,7 @@ mod tests {
                     destination: "d".into(),
                     mode: crate::domain::SyncMode::Upsert,
                     mapping: vec![],
+                    field_rules: Default::default(),
                     batch_size: None,
                     event_id_field: "event_id".into(),
                     checks: vec![],

@@ -5,6 +5,7 @@
 use super::connectors::connector;
 use super::definitions::{Check, Connector, Model, Origin, SyncConfig};
 use super::errors::{unknown, ConfigError};
+use super::field_rules::{self, FieldRules};
 use super::schema::{
     CheckFile, ConnectorFile, SyncFile, MAX_BATCH_SIZE, MAX_TIME_BUDGET_S, MIN_RATE,
 };
@@ -66,7 +67,7 @@ fn sync(
             SyncMode::Upsert
         }),
     };
-    check_mapping(&s, &origin, errors);
+    let (mapping, field_rules) = mapping(&s, mode, models.get(&s.model), &origin, errors);
     let rate_limit = check_delivery_bounds(&s, &origin, errors);
     let checks = checks(root, s.checks, &origin, errors);
     let schedule = schedule(
@@ -80,7 +81,8 @@ fn sync(
         model: s.model,
         destination: s.destination,
         mode,
-        mapping: s.mapping.into_iter().collect(),
+        mapping,
+        field_rules,
         batch_size: s.batch_size,
         event_id_field: s.event_id_field.unwrap_or_else(|| "event_id".into()),
         checks,
@@ -95,22 +97,56 @@ fn sync(
     }
 }
 
-/// Every mapped destination field is named, and named once.
-fn check_mapping(s: &SyncFile, origin: &Origin, errors: &mut Vec<ConfigError>) {
+/// The mapping (model column → destination field) and its field rules. Every mapped
+/// destination field is named, and named once; rules that cannot apply to the mode or the
+/// primary key are errors naming the key.
+fn mapping(
+    s: &SyncFile,
+    mode: SyncMode,
+    model: Option<&Model>,
+    origin: &Origin,
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<(String, String)>, FieldRules) {
     let mut seen_fields = std::collections::HashSet::new();
-    for (column, field) in &s.mapping {
+    let mut mapping = Vec::new();
+    let mut problems = Vec::new();
+    let mut rules = FieldRules {
+        update: field_rules::update_rule(s.update.as_deref(), &mut problems),
+        ..Default::default()
+    };
+    for (column, value) in &s.mapping {
+        let (field, rule) = field_rules::mapping_entry(column, value, &mut problems);
         if field.trim().is_empty() {
-            errors.push(origin.error(
-                &format!("mapping.{column}"),
-                "destination field name is empty",
-            ));
+            if matches!(value, toml::Value::String(_)) {
+                errors.push(origin.error(
+                    &format!("mapping.{column}"),
+                    "destination field name is empty",
+                ));
+            } else if value.get("to").is_some() {
+                errors.push(origin.error(
+                    &format!("mapping.{column}.to"),
+                    "destination field name is empty",
+                ));
+            }
         } else if !seen_fields.insert(field.clone()) {
             errors.push(origin.error(
                 &format!("mapping.{column}"),
                 format!("destination field {field:?} is mapped twice"),
             ));
         }
+        if let Some(rule) = rule {
+            rules.fields.insert(field.clone(), rule);
+        }
+        mapping.push((column.clone(), field));
     }
+    let primary_key = model.map(|m| m.primary_key.as_slice()).unwrap_or_default();
+    field_rules::check_rules(&rules, mode, primary_key, &mut problems);
+    errors.extend(
+        problems
+            .iter()
+            .map(|(key, message)| origin.error(key, message.clone())),
+    );
+    (mapping, rules)
 }
 
 /// `batch_size`, `rate_limit`, `max_in_flight` and `time_budget_s` within their bounds;

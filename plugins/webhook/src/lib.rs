@@ -26,6 +26,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use std::collections::BTreeMap;
+mod present;
 
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -274,13 +275,16 @@ impl DestinationPlugin for Webhook {
         }
     }
 
-    fn check_config(config: &str) -> Vec<ConfigError> {
-        check(config).err().unwrap_or_default()
+    /// Field presence, and reading back (`read` needs `config.lookup`; without it `read`
+    /// says so).
+    fn capabilities() -> Vec<Capability> {
+        let mut capabilities = present::CAPABILITIES.to_vec();
+        capabilities.push(Capability::ReadBack);
+        capabilities
     }
 
-    /// Reading back (`read`) needs `config.lookup`; without it `read` says so.
-    fn capabilities() -> Vec<Capability> {
-        vec![Capability::ReadBack]
+    fn check_config(config: &str) -> Vec<ConfigError> {
+        check(config).err().unwrap_or_default()
     }
 
     /// A delete can be told apart from an upsert only with a delete route (`methods.delete`,
@@ -340,6 +344,7 @@ impl DestinationPlugin for Webhook {
             signing_key,
             sync: context.sync_name,
             primary_key: context.primary_key,
+            present: None,
         })
     }
 }
@@ -397,6 +402,8 @@ struct WebhookWriter {
     signing_key: Option<Vec<u8>>,
     sync: String,
     primary_key: Vec<String>,
+    /// The `row-batch.present` bitmap of the batch being written (see `present.rs`).
+    present: Option<Vec<u8>>,
 }
 
 /// One per-row error of a 207 answer: the row it names and its message.
@@ -778,7 +785,10 @@ impl WebhookWriter {
         op: Operation,
         batch: &Batch,
     ) -> Option<Result<Vec<u8>, PluginError>> {
-        if self.cfg.batch_mode != BatchMode::Array || self.cfg.body_template.is_some() {
+        if self.cfg.batch_mode != BatchMode::Array
+            || self.cfg.body_template.is_some()
+            || self.present.is_some()
+        {
             return None;
         }
         // An operation field named like a column replaces that column's value: the general path.
@@ -832,6 +842,15 @@ impl DestinationWriter for WebhookWriter {
         lookup::read(lookup, &self.headers, self.cfg.timeout_ms, &keys)
     }
 
+    fn write_present(
+        &mut self,
+        op: Operation,
+        batch: Batch,
+        present: Option<Vec<u8>>,
+    ) -> Result<Vec<RowOutcome>, PluginError> {
+        present::write_present(self, op, batch, present)
+    }
+
     fn write(&mut self, op: Operation, batch: Batch) -> Result<Vec<RowOutcome>, PluginError> {
         if let Some(body) = self.fast_array_body(op, &batch) {
             let body = body?;
@@ -859,10 +878,13 @@ impl DestinationWriter for WebhookWriter {
         }
         let mut objects = Vec::with_capacity(batch.row_count as usize);
         let mut raw = Vec::with_capacity(batch.row_count as usize);
-        for row in batch.rows() {
+        for (r, row) in batch.rows().enumerate() {
             let row = row.map_err(|e| PluginError::fatal(format!("undecodable batch: {e}")))?;
             let mut object = serde_json::Map::with_capacity(row.len() + 1);
-            for (col, value) in batch.columns.iter().zip(&row) {
+            for (c, (col, value)) in batch.columns.iter().zip(&row).enumerate() {
+                if !present::is_present(&self.present, batch.columns.len(), r, c) {
+                    continue;
+                }
                 object.insert(col.name.clone(), value.to_json());
             }
             if let Some(field) = &self.cfg.operation_field {

@@ -15,7 +15,8 @@
 //! - `fn capabilities(spec: &wit::PluginSpec) -> Vec<sdk::Capability>`: what the plugin
 //!   declares beyond the basics (none before 0.3.0);
 //! - `fn wit_batch(columns, row_count, payload) -> wit::RowBatch`: a batch the engine sends
-//!   (0.3.0 adds `present`, which the engine leaves out for now);
+//!   (0.3.0 adds `present`, left out here: a batch with absent cells goes through the
+//!   0.3.0 destination's `write_present`);
 //! - `fn plan_summary(&sdk::PlanSummary) -> wit_quality_check::PlanSummary`: what a check is
 //!   told (0.3.0 adds `purpose`; `model-rows` became optional);
 //! - `fn approval_request(&sdk::ApprovalRequest, &sdk::ReviewContext) -> wit_policy::ApprovalRequest`

@@ -51,8 +51,8 @@ fn capabilities(spec: &wit::PluginSpec) -> Vec<sdk::Capability> {
         .collect()
 }
 
-/// A batch as the engine sends it: every cell present (field rules that leave cells out
-/// come with issue 36).
+/// A batch as the engine sends it: every cell present (a batch with absent cells, from
+/// field rules, goes through `Destination::write_present`).
 fn wit_batch(columns: Vec<wit::Column>, row_count: u32, payload: Vec<u8>) -> wit::RowBatch {
     wit::RowBatch {
         columns,
@@ -153,6 +153,33 @@ impl Destination {
                 .map(|(op, hint)| (op.into(), hint))
                 .collect(),
         })
+    }
+
+    /// Writes a batch some of whose cells may be absent (`present`, the `row-batch.present`
+    /// bitmap; `None`: all present). Issue 36's field rules send absent cells only to a
+    /// plugin declaring `field-presence` (checked by the caller).
+    pub async fn write_present(
+        &self,
+        store: &mut Store<PluginState>,
+        writer: ResourceAny,
+        op: sdk::Operation,
+        batch: sdk::Batch,
+        present: Option<Vec<u8>>,
+    ) -> Result<Vec<sdk::RowOutcome>, CallError> {
+        let rows = batch.row_count as usize;
+        let mut batch = wit::RowBatch::from(super::common::encode(batch, self.encoding)?);
+        batch.present = present;
+        let outcomes = plugin_result(guest_call!(
+            store,
+            self.plugin
+                .backflow_plugin_destination()
+                .writer()
+                .call_write(&mut *store, writer, op.into(), &batch)
+        )?)?;
+        if EMPTY_OUTCOMES_ACCEPT_ALL && outcomes.is_empty() {
+            return Ok(vec![sdk::RowOutcome::Accepted; rows]);
+        }
+        Ok(outcomes.into_iter().map(Into::into).collect())
     }
 
     /// What the destination holds for `keys` (MessagePack; encoded as the plugin speaks).

@@ -9,6 +9,7 @@ pub mod send;
 pub mod writer;
 
 use super::commit::{Committer, Sent};
+use super::field_rules::PayloadRules;
 use super::plan::file::PlanReader;
 use super::plan::{Payload, Plan, PlannedRow};
 use super::prepare::{open_error, primary_key_fields, PreparedSync};
@@ -77,7 +78,7 @@ pub(crate) async fn deliver(
             }
         };
         loop {
-            let rows = match next_batch(&mut reader, p, change, event_ids) {
+            let rows = match next_batch(&mut reader, (p, plan), change, event_ids) {
                 Ok(rows) => rows,
                 Err(e) => {
                     stop = Some(e);
@@ -254,10 +255,11 @@ fn columns_of(p: &PreparedSync, plan: &Plan, change: Change, op: Operation) -> (
 /// [`MAX_BATCH_BYTES`]; empty at the end of the change.
 fn next_batch(
     reader: &mut PlanReader<'_>,
-    p: &PreparedSync,
+    (p, plan): (&PreparedSync, &Plan),
     change: Change,
     event_ids: bool,
 ) -> Result<Vec<PlannedRow>, Abort> {
+    let rules = PayloadRules::new(&p.sync.field_rules, &plan.columns, &plan.key_columns);
     // Grown as rows come: a large batch_size must not allocate up front. A batch also
     // ends at MAX_BATCH_BYTES, so memory is bounded in bytes whatever the rows weigh.
     let mut rows = Vec::with_capacity((p.batch_size as usize).min(4096));
@@ -273,6 +275,7 @@ fn next_batch(
         } else {
             Payload::Row
         };
+        with_field_rules(&mut row, p, change, event_ids, &rules);
         let size = row.payload().len();
         if size > MAX_BATCH_BYTES {
             return Err(Abort::Destination(format!(
@@ -286,6 +289,28 @@ fn next_batch(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Leaves out of a row's payload the fields its sync's field rules leave out (absent cells
+/// hold null; the row says which are present).
+fn with_field_rules(
+    row: &mut PlannedRow,
+    p: &PreparedSync,
+    change: Change,
+    event_ids: bool,
+    rules: &PayloadRules,
+) {
+    let Some(mut present) = rules.present(change, &row.row, &row.before) else {
+        return;
+    };
+    let sent = PayloadRules::payload(&row.row, &present);
+    row.payload = Payload::Built(if event_ids {
+        present.push(true);
+        with_event_id(&sent, &p.sync.name, &row.key)
+    } else {
+        sent
+    });
+    row.present = Some(present);
 }
 
 /// Why no further batch may start: the service is shutting down, or the time budget ran out.

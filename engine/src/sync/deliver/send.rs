@@ -76,14 +76,17 @@ pub(crate) fn refused_as_a_whole(outcomes: &[RowOutcome]) -> bool {
     }
 }
 
-/// The batch of `rows` (their payloads) with `columns`.
-pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> Batch {
+/// The batch of `rows` (their payloads) with `columns`, and which of its cells are present
+/// (`None`: all of them).
+pub(crate) fn build_batch(columns: &[Column], rows: &[PlannedRow]) -> (Batch, Option<Vec<u8>>) {
     let bytes: usize = rows.iter().map(|r| r.payload().len()).sum();
     let mut b = BatchBuilder::with_capacity(columns.to_vec(), bytes + 8);
     for r in rows {
         b.push_encoded_row(r.payload());
     }
-    b.finish()
+    let present: Vec<Option<&[bool]>> = rows.iter().map(|r| r.present.as_deref()).collect();
+    let present = crate::sync::field_rules::present_bitmap(&present, columns.len());
+    (b.finish(), present)
 }
 
 /// One batch to send: the rows of one change, with the operation the sync's mode makes of it.
@@ -149,9 +152,9 @@ pub(crate) async fn send(
         }
         attempt += 1;
         pacer.lock().await.wait(pending.len()).await;
-        let batch = build_batch(columns, &pending);
+        let (batch, present) = build_batch(columns, &pending);
         let call_started = Instant::now();
-        let written = writer.write(op, batch).await;
+        let written = writer.write(op, batch, present).await;
         crate::metrics::record_delivery(
             &p.sync.name,
             call_started.elapsed().as_secs_f64(),

@@ -16,9 +16,10 @@ impl Writer {
         &mut self,
         op: Operation,
         batch: Batch,
+        present: Option<Vec<u8>>,
     ) -> Result<Vec<RowOutcome>, CallError> {
         match self {
-            Writer::Wasm(d) => d.write(op, batch).await,
+            Writer::Wasm(d) => d.write_present(op, batch, present).await,
             Writer::Noop => Ok(vec![RowOutcome::Accepted; batch.row_count as usize]),
         }
     }

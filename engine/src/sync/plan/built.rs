@@ -3,6 +3,8 @@
 
 use super::file::PlanReader;
 use crate::domain::{bump, operation_for, Change, DiffCounts, OpCounts};
+use crate::sync::field_rules::PayloadRules;
+use crate::workspace::FieldRules;
 use crate::workspace::SyncMode;
 use backflow_plugin_sdk::codec::{read_array_len, read_value};
 use backflow_plugin_sdk::Column;
@@ -76,15 +78,25 @@ impl Plan {
         planned
     }
 
-    /// Up to `n` planned rows of a change, as JSON objects (before/after for changes).
-    pub fn samples(&self, change: Change, n: usize) -> std::io::Result<Vec<serde_json::Value>> {
+    /// Up to `n` planned rows of a change, as JSON objects (before/after for changes), as
+    /// they will be sent: the fields the sync's field rules leave out are not in them.
+    pub fn samples(
+        &self,
+        change: Change,
+        n: usize,
+        rules: &FieldRules,
+    ) -> std::io::Result<Vec<serde_json::Value>> {
         let mut reader = self.rows(change)?;
         let mut out = Vec::new();
         while out.len() < n {
             let Some(row) = reader.next()? else { break };
+            let sent = || {
+                let (columns, keys) = (&self.columns, &self.key_columns);
+                sent_json(rules, columns, keys, change, &row.row, &row.before)
+            };
             out.push(match change {
-                Change::Added => row_json(&self.columns, &row.row),
-                Change::Changed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before), "after": row_json(&self.columns, &row.row)}),
+                Change::Added => sent(),
+                Change::Changed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before), "after": sent()}),
                 Change::Removed => serde_json::json!({"key": row.key_text(), "before": row_json(&self.columns, &row.before)}),
                 Change::Unchanged => row_json(&self.columns, &row.row),
             });
@@ -114,4 +126,27 @@ pub(crate) fn row_json(columns: &[Column], row: &[u8]) -> serde_json::Value {
     } else {
         serde_json::Value::Array(values.iter().map(|v| v.to_json()).collect())
     }
+}
+
+/// A planned (or delivered) row as the JSON object its payload was: the fields `rules` leave
+/// out of a row of `change` (with `before`, the snapshot's row, for a change) are not in it.
+/// What plans, dry runs, approval samples and `rows history` show.
+pub(crate) fn sent_json(
+    rules: &FieldRules,
+    columns: &[Column],
+    key_columns: &[Column],
+    change: Change,
+    row: &[u8],
+    before: &[u8],
+) -> serde_json::Value {
+    let mut sent = row_json(columns, row);
+    let present = PayloadRules::new(rules, columns, key_columns).present(change, row, before);
+    if let (Some(present), serde_json::Value::Object(fields)) = (present, &mut sent) {
+        for (c, present) in columns.iter().zip(present) {
+            if !present {
+                fields.remove(&c.name);
+            }
+        }
+    }
+    sent
 }

@@ -29,6 +29,9 @@ pub(crate) struct PlannedRow {
     pub(crate) row: Vec<u8>,
     pub(crate) before: Vec<u8>,
     pub(crate) payload: Payload,
+    /// Which cells of the payload are present, when field rules leave some out (absent
+    /// cells hold null; see `sync::field_rules`); `None`: every cell.
+    pub(crate) present: Option<Vec<bool>>,
 }
 
 /// What a planned row sends to the destination. Most rows send themselves: no copy of a
@@ -138,6 +141,7 @@ impl<'a> PlanReader<'a> {
             row,
             before,
             payload: Payload::Row,
+            present: None,
         }))
     }
 }

@@ -22,7 +22,7 @@ use crate::workspace::Workspace;
 use intake::Intake;
 use writer::PlanWriter;
 
-pub(crate) use built::row_json;
+pub(crate) use built::{row_json, sent_json};
 pub use built::{Plan, PlanOptions};
 pub use file::key_text;
 pub(crate) use file::{Payload, PlannedRow};
