@@ -276,3 +276,60 @@ async fn drift_needs_a_destination_that_can_read_back() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("config.lookup"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_empty_never_overwrites_a_value_edited_at_the_destination() {
+    let receiver = record_receiver().await;
+    let lookup = GET_LOOKUP.replace("{base}", &receiver.url(""));
+    let ws = csv_to_webhook(
+        &receiver,
+        &lookup,
+        "[syncs.to_hook.mapping]\nid = \"id\"\nemail = \"email\"\nplan = { to = \"plan\", write = \"if_empty\" }",
+    );
+    let record = ws.run("to_hook").await;
+    assert_eq!(record.status.as_str(), "succeeded", "{record:?}");
+    assert_eq!(receiver.record("2").unwrap()["plan"], "pro");
+    // A rep sets row 2's plan by hand; row 3's is cleared.
+    let mut two = receiver.record("2").unwrap();
+    two["plan"] = json!("custom");
+    receiver.put_record("2", two);
+    let mut three = receiver.record("3").unwrap();
+    three["plan"] = J::Null;
+    receiver.put_record("3", three);
+    // The model moves rows 2 and 3 to another plan (and row 2's email).
+    let csv = CUSTOMERS_CSV
+        .replace(
+            "2,grace@example.com,Grace Hopper,pro",
+            "2,grace@new.example.com,Grace Hopper,enterprise",
+        )
+        .replace(
+            "3,alan@example.com,Alan Turing,pro",
+            "3,alan@example.com,Alan Turing,enterprise",
+        );
+    ws.write("data/customers.csv", &csv);
+    let record = ws.run("to_hook").await;
+    assert_eq!(record.status.as_str(), "succeeded", "{record:?}");
+    assert_eq!(record.delivered.changed, 2, "{record:?}");
+    let two = receiver.record("2").unwrap();
+    assert_eq!(
+        two["plan"], "custom",
+        "if_empty kept the rep's value: {two}"
+    );
+    assert_eq!(two["email"], "grace@new.example.com", "{two}");
+    assert_eq!(
+        receiver.record("3").unwrap()["plan"],
+        "enterprise",
+        "an empty field is written"
+    );
+    // The destination's value wins: not drift.
+    let report = ok(
+        backflow_as(&ws, "ann", &["sync", "drift", "to_hook", "--json"]),
+        "drift",
+    )
+    .json();
+    assert_eq!(
+        (&report["differing"], &report["in_sync"]),
+        (&json!(0), &json!(8)),
+        "{report}"
+    );
+}

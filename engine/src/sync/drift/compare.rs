@@ -40,6 +40,15 @@ pub(crate) fn records_of(rows: &Batch, present: Option<&[u8]>) -> Result<Vec<Rec
         .collect())
 }
 
+/// Whether a destination value counts as no value (`write = "if_empty"`): null or "".
+pub(crate) fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Text(t) => t.is_empty(),
+        _ => false,
+    }
+}
+
 /// Whether two values are the same for drift: equal as JSON, as text (`"99.00"` sent as a
 /// decimal reads back as text; an id `1` as `"1"`), or as numbers (`99` and `99.0`).
 pub(crate) fn same(sent: &Value, found: &Value) -> bool {

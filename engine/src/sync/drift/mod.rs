@@ -12,7 +12,7 @@
 //! Read-only: nothing is written to the destination or the state. A reconcile
 //! ([`reconcile`]) walks the same way and turns each finding into a planned row.
 
-mod compare;
+pub(crate) mod compare;
 mod read_back;
 pub mod reconcile;
 
@@ -225,6 +225,18 @@ async fn walk_with(
     on: &mut OnFinding<'_>,
 ) -> Result<DriftReport, DriftError> {
     let (columns, key_columns) = columns(host, p).await?;
+    // `write = "if_empty"` fields: where the destination holds a value, its value wins.
+    let if_empty: Vec<String> = p
+        .sync
+        .field_rules
+        .if_empty_fields()
+        .map(|r| r.to.clone())
+        .collect();
+    let compared = Compared {
+        columns: &columns,
+        key_columns: &key_columns,
+        if_empty: &if_empty,
+    };
     let snapshot_rows = state.snapshot_len(&p.state_key)?;
     let mut report = DriftReport {
         sync: p.sync.name.clone(),
@@ -263,16 +275,7 @@ async fn walk_with(
         }
         if !keys.is_empty() {
             let sent = state.snapshot_entries(&p.state_key, &keys)?;
-            compare_batch(
-                reader,
-                &columns,
-                &key_columns,
-                &keys,
-                &sent,
-                &mut report,
-                on,
-            )
-            .await?;
+            compare_batch(reader, &compared, &keys, &sent, &mut report, on).await?;
         }
         match next {
             Some(n) if report.checked < limit => after = Some(n),
@@ -294,11 +297,22 @@ async fn walk_with(
     Ok(report)
 }
 
+/// What a batch is compared on: the sync's destination fields, its key's, and its
+/// `if_empty` fields (not compared where the destination holds a value).
+struct Compared<'a> {
+    columns: &'a [Column],
+    key_columns: &'a [Column],
+    if_empty: &'a [String],
+}
+
 /// Reads one batch of delivered keys back and compares each with what was sent.
 async fn compare_batch(
     reader: &mut ReadBack,
-    columns: &[Column],
-    key_columns: &[Column],
+    Compared {
+        columns,
+        key_columns,
+        if_empty,
+    }: &Compared<'_>,
     keys: &[&[u8]],
     sent: &[Option<Delivered>],
     report: &mut DriftReport,
@@ -339,7 +353,12 @@ async fn compare_batch(
                 key_text(key)
             )));
         };
-        let fields = compare::differing_fields(columns, &values, record, &[]);
+        let destination_wins: Vec<String> = if_empty
+            .iter()
+            .filter(|f| record.get(*f).is_some_and(|v| !compare::is_empty(v)))
+            .cloned()
+            .collect();
+        let fields = compare::differing_fields(columns, &values, record, &destination_wins);
         if fields.is_empty() {
             report.in_sync += 1;
             continue;
