@@ -121,17 +121,18 @@ pub fn record_run(run: &crate::domain::RunRecord) {
     }
 }
 
-/// Sets a sync's drift gauges from a drift report (a sample's counts are the sample's).
-pub fn record_drift(report: &crate::sync::DriftReport) {
+/// Sets a sync's drift gauges as last measured: rows `missing`, `differing` and
+/// `deleted_present` (a sample's counts are the sample's).
+pub fn record_drift(sync: &str, missing: u64, differing: u64, deleted_present: u64) {
     let m = metrics();
     for (kind, rows) in [
-        ("missing", report.missing),
-        ("differing", report.differing),
-        ("deleted_present", report.deleted_present),
+        ("missing", missing),
+        ("differing", differing),
+        ("deleted_present", deleted_present),
     ] {
         m.drift_rows
             .get_or_create(&vec![
-                ("sync", report.sync.clone()),
+                ("sync", sync.to_string()),
                 ("kind", kind.to_string()),
             ])
             .set(i64::try_from(rows).unwrap_or(i64::MAX));

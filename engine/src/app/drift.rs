@@ -71,7 +71,7 @@ pub async fn run_reconcile(
         state,
         gate: &gate,
     };
-    let record = sync::run_reconcile(env, name, options).await?;
+    let record = sync::run_sync_planned(env, name, options, true).await?;
     crate::metrics::record_run(&record);
     crate::alerts::dispatch(host.http(), ws, state, &record).await;
     Ok(record)

@@ -43,7 +43,6 @@ use run::Tally;
 use std::time::Instant;
 
 pub use crate::domain::{operation_for, Change, BUILTIN_NOOP};
-pub use drift::reconcile::run_reconcile;
 pub use drift::{drift_report, DriftError, DriftOptions, DriftReport};
 pub use dry_run::{
     plan_sync, plan_undo, test_row, BlockingCheck, DryRunError, PlanReport, TestReport, UndoReport,
@@ -122,8 +121,10 @@ pub async fn run_sync(
     run_sync_planned(env, sync_name, options, false).await
 }
 
-/// [`run_sync`], or with `reconcile` [`run_reconcile`].
-pub(crate) async fn run_sync_planned(
+/// [`run_sync`], or with `reconcile` a reconcile (`sync reconcile`): its plan is then the
+/// drift between the destination and the snapshot ([`drift::reconcile`]), delivered like
+/// any run's: checks (purpose `reconcile`), the approval gate, the journal and history.
+pub async fn run_sync_planned(
     env: RunEnv<'_>,
     sync_name: &str,
     options: &RunOptions,
@@ -352,12 +353,10 @@ async fn execute(
         "plan complete"
     );
 
-    let purpose = if options.undo.is_some() {
-        PlanPurpose::Undo
-    } else if reconcile {
-        PlanPurpose::Reconcile
-    } else {
-        PlanPurpose::Run
+    let purpose = match (options.undo.is_some(), reconcile) {
+        (true, _) => PlanPurpose::Undo,
+        (false, true) => PlanPurpose::Reconcile,
+        (false, false) => PlanPurpose::Run,
     };
     if let Some(blocked) = judge_plan(host, p, &plan, purpose, tally, record).await {
         return blocked;
@@ -365,14 +364,7 @@ async fn execute(
     // Nothing is sent that the destination's config cannot express (an undo of inserts
     // deletes, whatever the sync's mode). After the checks, so their verdicts are recorded
     // too; before the gate, so nobody is asked to approve what cannot be delivered.
-    let what = if options.undo.is_some() {
-        "undo"
-    } else if reconcile {
-        "reconcile"
-    } else {
-        "run"
-    };
-    if let Err(e) = prepare::check_plan_operations(p, tally.planned, what) {
+    if let Err(e) = prepare::check_plan_operations(p, tally.planned, purpose.as_str()) {
         tally.planned = OpCounts::default();
         return RunOutcome::Failed(e.to_string());
     }

@@ -5,13 +5,23 @@
 //! field. Inserts are not read: a row new to backflow is sent whole.
 
 use super::writer::Writer;
-use crate::sync::drift::compare::{is_empty, records_of};
 use crate::sync::field_rules::PayloadRules;
 use crate::sync::plan::{Payload, PlannedRow};
 use crate::sync::prepare::{primary_key_fields, PreparedSync};
 use crate::workspace::WriteRule;
-use backflow_plugin_sdk::warehouse::Held;
-use backflow_plugin_sdk::{BatchBuilder, Column, PluginError, ValueType};
+use backflow_plugin_sdk::warehouse::{present_bit, Held};
+use backflow_plugin_sdk::{Batch, BatchBuilder, Column, PluginError, Value, ValueType};
+use std::collections::HashMap;
+
+/// Reading the destination back for `if_empty` failed: the batch's rows are not sent.
+#[derive(Debug, thiserror::Error)]
+#[error("write = \"if_empty\" needs what destination {destination} holds for these rows, and reading it back failed: {reason}; the rows were not sent")]
+pub(crate) struct Unread {
+    /// The destination's name.
+    pub(crate) destination: String,
+    /// Why the read failed.
+    pub(crate) reason: String,
+}
 
 /// Tries of the read before the batch's rows are refused for this run.
 const TRIES: u32 = 4;
@@ -24,7 +34,7 @@ pub(crate) async fn leave_out_filled(
     p: &PreparedSync,
     columns: &[Column],
     rows: &mut [PlannedRow],
-) -> Result<(), String> {
+) -> Result<(), Unread> {
     let fields: Vec<usize> = columns
         .iter()
         .enumerate()
@@ -49,11 +59,9 @@ pub(crate) async fn leave_out_filled(
         keys.push_encoded_row(&row.key);
     }
     let keys = keys.finish();
-    let why = |e: String| {
-        format!(
-            "write = \"if_empty\" needs what destination {} holds for these rows, and reading it back failed: {e}; the rows were not sent",
-            p.destination.name
-        )
+    let why = |reason: String| Unread {
+        destination: p.destination.name.clone(),
+        reason,
     };
     let mut attempt = 0;
     let answer = loop {
@@ -65,7 +73,7 @@ pub(crate) async fn leave_out_filled(
                 e @ (PluginError::Retryable { .. } | PluginError::RateLimited { .. }),
             )) if attempt < TRIES => {
                 tracing::warn!(destination = %p.destination.name, attempt, "reading back for if_empty: {e}");
-                super::send::backoff(attempt, None).await;
+                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
             }
             Err(e) => return Err(why(e.to_string())),
         }
@@ -77,7 +85,8 @@ pub(crate) async fn leave_out_filled(
             rows.len()
         )));
     }
-    let records = records_of(&answer.rows, answer.present.as_deref()).map_err(why)?;
+    let records = records_of(&answer.rows, answer.present.as_deref())
+        .map_err(|e| why(format!("its answer is undecodable: {e}")))?;
     for (row, held) in rows.iter_mut().zip(&answer.held) {
         let Held::Present(i) = held else { continue };
         let Some(record) = records.get(*i as usize) else {
@@ -104,4 +113,38 @@ pub(crate) async fn leave_out_filled(
         row.present = Some(present);
     }
     Ok(())
+}
+
+/// The fields of one read-back record: name → value, absent fields left out.
+pub(crate) type Record = HashMap<String, Value>;
+
+/// The records of a read-back batch, by row, absent cells left out.
+pub(crate) fn records_of(
+    rows: &Batch,
+    present: Option<&[u8]>,
+) -> Result<Vec<Record>, backflow_plugin_sdk::CodecError> {
+    let width = rows.columns.len();
+    let decoded = rows.decode()?;
+    Ok(decoded
+        .into_iter()
+        .enumerate()
+        .map(|(r, values)| {
+            rows.columns
+                .iter()
+                .zip(values)
+                .enumerate()
+                .filter(|(c, _)| present.is_none_or(|bits| present_bit(bits, width, r, *c)))
+                .map(|(_, (col, v))| (col.name.clone(), v))
+                .collect()
+        })
+        .collect())
+}
+
+/// Whether a destination value counts as no value (`write = "if_empty"`): null or "".
+pub(crate) fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Text(t) => t.is_empty(),
+        _ => false,
+    }
 }

@@ -4,7 +4,7 @@
 //! paced by the sync's rate limit; every finished batch is handed to the
 //! [`Committer`](super::commit::Committer).
 
-mod if_empty;
+pub(crate) mod if_empty;
 pub mod pacer;
 pub mod send;
 pub mod writer;

@@ -118,6 +118,7 @@ pub(crate) async fn send(
 ) -> Sent {
     if change == Change::Changed {
         if let Err(e) = super::if_empty::leave_out_filled(writer, p, columns, &mut rows).await {
+            let e = e.to_string();
             let rejected = rows.into_iter().map(|r| (r, e.clone())).collect();
             return Sent {
                 change,

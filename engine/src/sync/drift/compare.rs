@@ -1,9 +1,8 @@
 //! Comparing what backflow sent (a snapshot row) with what the destination holds (a row of a
 //! read-back), field by field, under the destination's field names. Pure logic, no Wasm.
 
-use backflow_plugin_sdk::warehouse::present_bit;
-use backflow_plugin_sdk::{Batch, Column, Value};
-use std::collections::HashMap;
+pub(crate) use crate::sync::deliver::if_empty::{is_empty, records_of, Record};
+use backflow_plugin_sdk::{Column, Value};
 
 /// One field whose value at the destination is not what was sent.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -14,39 +13,6 @@ pub struct FieldDrift {
     pub sent: serde_json::Value,
     /// What the destination holds; `None` when the record lacks the field.
     pub found: Option<serde_json::Value>,
-}
-
-/// The fields of one read-back record: name → value, absent fields left out.
-pub(crate) type Record = HashMap<String, Value>;
-
-/// The records of a read-back batch, by row, absent cells left out.
-pub(crate) fn records_of(rows: &Batch, present: Option<&[u8]>) -> Result<Vec<Record>, String> {
-    let width = rows.columns.len();
-    let decoded = rows
-        .decode()
-        .map_err(|e| format!("the destination's answer is undecodable: {e}"))?;
-    Ok(decoded
-        .into_iter()
-        .enumerate()
-        .map(|(r, values)| {
-            rows.columns
-                .iter()
-                .zip(values)
-                .enumerate()
-                .filter(|(c, _)| present.is_none_or(|bits| present_bit(bits, width, r, *c)))
-                .map(|(_, (col, v))| (col.name.clone(), v))
-                .collect()
-        })
-        .collect())
-}
-
-/// Whether a destination value counts as no value (`write = "if_empty"`): null or "".
-pub(crate) fn is_empty(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Text(t) => t.is_empty(),
-        _ => false,
-    }
 }
 
 /// Whether two values are the same for drift: equal as JSON, as text (`"99.00"` sent as a

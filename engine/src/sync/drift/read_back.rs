@@ -2,7 +2,7 @@
 //! keys (`writer.read`, contract 0.3.0), paced by the sync's rate limit like a delivery, with
 //! rate-limited and retryable answers tried again a few times.
 
-use super::DriftError;
+use super::report::DriftError;
 use crate::host::{CallError, DestinationInstance, PluginHost};
 use crate::sync::deliver::pacer::Pacer;
 use crate::sync::prepare::{open_error, primary_key_fields, PreparedSync};

@@ -8,7 +8,8 @@
 //! `reconcile`), the approval gate, delivery, the journal and history like any run. What it
 //! commits is what the snapshot already says, so the snapshot does not move.
 
-use super::{walk, DriftError, DriftOptions, DriftReport, Finding};
+use super::report::{DriftError, DriftOptions, DriftReport};
+use super::walk::{columns, walk, Finding};
 use crate::domain::{Change, DiffCounts};
 use crate::host::PluginHost;
 use crate::state::StateStore;
@@ -79,7 +80,7 @@ pub(crate) async fn plan_reconcile(
         }
         report
     };
-    let (columns, key_columns) = super::columns(host, p).await?;
+    let (columns, key_columns) = columns(host, p).await?;
     let plan = Plan {
         columns,
         key_columns,
@@ -105,21 +106,10 @@ pub(crate) async fn plan_reconcile_run(
 ) -> Result<Plan, Abort> {
     match plan_reconcile(host, ws, state, p).await {
         Ok(r) => {
-            crate::metrics::record_drift(&r.report);
+            r.report.record_metrics();
             Ok(r.plan)
         }
         Err(DriftError::Run(abort)) => Err(abort),
         Err(e) => Err(Abort::Destination(format!("measuring drift: {e}"))),
     }
-}
-
-/// Runs a reconcile of a sync (`sync reconcile`): its plan is the drift between the
-/// destination and the snapshot (see this module), delivered like any run's:
-/// checks (purpose `reconcile`), the approval gate, the journal and history.
-pub async fn run_reconcile(
-    env: crate::sync::RunEnv<'_>,
-    sync_name: &str,
-    options: &crate::sync::RunOptions,
-) -> Result<crate::domain::RunRecord, crate::sync::RunError> {
-    crate::sync::run_sync_planned(env, sync_name, options, true).await
 }

@@ -10,6 +10,7 @@
 //! receiver, the verdict (faults injected in a fixed order), then keeping the request.
 
 mod answer;
+mod record_store;
 mod records;
 mod row_count;
 mod signature;
@@ -108,7 +109,7 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
     let shared = Arc::new(Shared {
         received: Mutex::new(Vec::new()),
         out,
-        records: options.records.clone().map(records::RecordStore::new),
+        records: options.records.clone().map(record_store::RecordStore::new),
         options,
         errors_due: Mutex::new(0.0),
         window: Mutex::new(Default::default()),

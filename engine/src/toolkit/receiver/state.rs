@@ -84,5 +84,5 @@ pub(super) struct Shared {
     pub(super) active: std::sync::atomic::AtomicUsize,
     pub(super) max_active: std::sync::atomic::AtomicUsize,
     /// The record store (`records`).
-    pub(super) records: Option<super::records::RecordStore>,
+    pub(super) records: Option<super::record_store::RecordStore>,
 }
