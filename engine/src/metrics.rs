@@ -30,6 +30,7 @@ pub struct Metrics {
     plugin_reloads: Family<Labels, Counter>,
     runs_in_flight: Gauge,
     last_success: Family<Labels, Gauge>,
+    drift_rows: Family<Labels, Gauge>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -51,6 +52,7 @@ fn metrics() -> &'static Metrics {
             plugin_reloads: Family::default(),
             runs_in_flight: Gauge::default(),
             last_success: Family::default(),
+            drift_rows: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Finished runs by sync and status", m.runs.clone());
@@ -94,6 +96,11 @@ fn metrics() -> &'static Metrics {
             "When each sync's last succeeded run finished (Unix seconds)",
             m.last_success.clone(),
         );
+        registry.register(
+            "drift_rows",
+            "Rows drifted at each sync's destination by kind (missing, differing, deleted_present), as last measured (drift report or reconcile)",
+            m.drift_rows.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -111,6 +118,24 @@ pub fn record_run(run: &crate::domain::RunRecord) {
         m.last_success
             .get_or_create(&vec![("sync", run.sync.clone())])
             .set(jiff::Timestamp::now().as_second());
+    }
+}
+
+/// Sets a sync's drift gauges as last measured: rows `missing`, `differing` and
+/// `deleted_present` (a sample's counts are the sample's).
+pub fn record_drift(sync: &str, missing: u64, differing: u64, deleted_present: u64) {
+    let m = metrics();
+    for (kind, rows) in [
+        ("missing", missing),
+        ("differing", differing),
+        ("deleted_present", deleted_present),
+    ] {
+        m.drift_rows
+            .get_or_create(&vec![
+                ("sync", sync.to_string()),
+                ("kind", kind.to_string()),
+            ])
+            .set(i64::try_from(rows).unwrap_or(i64::MAX));
     }
 }
 
@@ -212,6 +237,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("backflow_plugin_reloads_total", "counter"),
     ("backflow_runs_in_flight", "gauge"),
     ("backflow_last_success_timestamp_seconds", "gauge"),
+    ("backflow_drift_rows", "gauge"),
 ];
 
 /// Everything, in the Prometheus text exposition format.

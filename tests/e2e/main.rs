@@ -15,6 +15,7 @@ mod contract_v0_3_0;
 mod crash;
 mod debugger;
 mod delivery;
+mod drift;
 mod edges;
 mod engine_core;
 mod failures;

@@ -8,6 +8,7 @@
 
 mod changes;
 mod debugger;
+mod drift;
 mod error;
 mod failed_start;
 mod health;
@@ -25,6 +26,7 @@ mod unwritten;
 
 pub use changes::{AuditFilter, AuditLog};
 pub use debugger::RunRequests;
+pub use drift::run_reconcile;
 pub use error::AppError;
 pub use failed_start::{failed_start_record, record_runs_of_unloadable_workspace, PREPARE_PHASE};
 pub use health::SyncHealth;

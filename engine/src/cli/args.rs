@@ -209,6 +209,10 @@ pub(crate) struct ReceiverArgs {
     /// Parse every body but keep and print only counts (for benchmarks).
     #[arg(long)]
     pub(crate) discard: bool,
+    /// Keep records keyed by this field: accepted rows merge into them field by field,
+    /// deletes remove them; read and edit them under /_records.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) records: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -467,6 +471,28 @@ pub(crate) enum SyncCommand {
         #[arg(long)]
         draft: bool,
     },
+    /// Compare what the destination holds with what backflow sent: rows missing, fields that
+    /// differ, deleted rows still there. Reads the destination (its plugin must be able to
+    /// read back); changes nothing.
+    Drift {
+        /// The sync to check.
+        name: String,
+        /// Check about N delivered rows spread over all keys instead of all of them.
+        #[arg(long, value_name = "N")]
+        sample: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore what drifted: re-send missing rows, re-apply differing fields, delete again
+    /// what the destination still holds; a run through checks, approvals and the audit.
+    Reconcile {
+        /// The sync to reconcile.
+        name: String,
+        /// Print the run record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -581,7 +607,9 @@ impl Command {
                     | PluginCommand::Inspect { .. }
                     | PluginCommand::Conformance { .. }
             } | Command::Sync {
-                command: SyncCommand::List { .. } | SyncCommand::Plan { .. }
+                command: SyncCommand::List { .. }
+                    | SyncCommand::Plan { .. }
+                    | SyncCommand::Drift { .. }
             } | Command::Diff { .. }
                 | Command::Audit { .. }
                 | Command::Model { .. }
@@ -615,7 +643,9 @@ impl Command {
                 SyncCommand::List { json }
                 | SyncCommand::Run { json, .. }
                 | SyncCommand::Plan { json, .. }
-                | SyncCommand::Test { json, .. } => *json,
+                | SyncCommand::Test { json, .. }
+                | SyncCommand::Drift { json, .. }
+                | SyncCommand::Reconcile { json, .. } => *json,
             },
             Command::Diff { json, .. } | Command::Audit { json, .. } => *json,
             Command::Change { command } => match command {

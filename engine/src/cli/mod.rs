@@ -10,6 +10,7 @@ pub(crate) mod args;
 mod audit;
 mod change;
 mod debugger;
+mod drift;
 mod exit;
 mod init;
 mod model;

@@ -18,6 +18,7 @@ pub(crate) async fn run(args: ReceiverArgs) -> anyhow::Result<ExitCode> {
         hmac_secret,
         down_for_ms,
         discard,
+        records,
     } = args;
     let addr: std::net::SocketAddr = format!("{host}:{port}")
         .parse()
@@ -47,6 +48,7 @@ pub(crate) async fn run(args: ReceiverArgs) -> anyhow::Result<ExitCode> {
         status_for_method: None,
         fail_requests: None,
         discard,
+        records,
     };
     let receiver = receiver::start(addr, options).await?;
     eprintln!("receiving on http://{} (Ctrl-C to stop)", receiver.addr);

@@ -65,6 +65,12 @@ pub(crate) async fn run(
             };
             run_syncs(&app, &actor, &names, &request, json).await
         }
+        SyncCommand::Drift { name, sample, json } => {
+            super::drift::drift(&app, &actor, &name, sample, json).await
+        }
+        SyncCommand::Reconcile { name, json } => {
+            super::drift::reconcile(&app, &actor, &name, json).await
+        }
     }
 }
 

@@ -25,6 +25,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod drift;
+
 type Shared = State<Arc<ApiState>>;
 
 /// The user a request acts as, from its bearer token.
@@ -83,6 +85,7 @@ pub fn api_routes() -> Router<Arc<ApiState>> {
         .route("/runs/{id}/requests", get(run_requests))
         .route("/runs/{id}/requests/{number}", get(run_request))
         .route("/syncs/{name}/rows/{key}", get(row_history))
+        .route("/syncs/{name}/drift", get(drift::drift))
         .route("/changes", get(list_changes))
         .route("/changes/{id}", get(show_change))
         .route("/changes/{id}/approve", post(approve_change))

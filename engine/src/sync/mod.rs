@@ -16,6 +16,7 @@ pub mod checks;
 pub mod commit;
 mod debug_capture;
 pub mod deliver;
+pub mod drift;
 pub mod dry_run;
 mod error;
 pub mod field_rules;
@@ -45,6 +46,7 @@ use run::Tally;
 use std::time::Instant;
 
 pub use crate::domain::{operation_for, Change, BUILTIN_NOOP};
+pub use drift::{drift_report, DriftError, DriftOptions, DriftReport};
 pub use dry_run::{
     plan_sync, plan_undo, test_row, BlockingCheck, DryRunError, PlanReport, TestReport, UndoReport,
 };
@@ -120,6 +122,18 @@ pub async fn run_sync(
     sync_name: &str,
     options: &RunOptions,
 ) -> Result<RunRecord, RunError> {
+    run_sync_planned(env, sync_name, options, false).await
+}
+
+/// [`run_sync`], or with `reconcile` a reconcile (`sync reconcile`): its plan is then the
+/// drift between the destination and the snapshot ([`drift::reconcile`]), delivered like
+/// any run's: checks (purpose `reconcile`), the approval gate, the journal and history.
+pub async fn run_sync_planned(
+    env: RunEnv<'_>,
+    sync_name: &str,
+    options: &RunOptions,
+    reconcile: bool,
+) -> Result<RunRecord, RunError> {
     let started_at = now_rfc3339();
     let clock = Instant::now();
     progress::enter_phase("prepare");
@@ -183,7 +197,7 @@ pub async fn run_sync(
         env,
         &prepared,
         &run_id,
-        options,
+        (options, reconcile),
         &mut tally,
         &mut record,
     ))
@@ -292,7 +306,7 @@ async fn execute(
     env: RunEnv<'_>,
     p: &PreparedSync,
     run_id: &str,
-    options: &RunOptions,
+    (options, reconcile): (&RunOptions, bool),
     tally: &mut Tally,
     record: &mut RunRecord,
 ) -> RunOutcome {
@@ -311,6 +325,10 @@ async fn execute(
 
     let plan_started = Instant::now();
     let planned = match (&options.undo, wh.as_mut()) {
+        (None, Some(_)) if reconcile => Err(warehouse::no_reconcile(p)),
+        (None, None) if reconcile => {
+            drift::reconcile::plan_reconcile_run(host, ws, state, p).await
+        }
         (None, Some(wh)) => wh.plan(ws, p, options.full_resync).await,
         (None, None) => {
             let sort_first = sorts_first(state, p, run_id, record);
@@ -345,10 +363,10 @@ async fn execute(
         "plan complete"
     );
 
-    let purpose = if options.undo.is_some() {
-        PlanPurpose::Undo
-    } else {
-        PlanPurpose::Run
+    let purpose = match (options.undo.is_some(), reconcile) {
+        (true, _) => PlanPurpose::Undo,
+        (false, true) => PlanPurpose::Reconcile,
+        (false, false) => PlanPurpose::Run,
     };
     if let Some(blocked) = judge_plan(host, p, &plan, purpose, tally, record).await {
         return blocked;
@@ -356,12 +374,7 @@ async fn execute(
     // Nothing is sent that the destination's config cannot express (an undo of inserts
     // deletes, whatever the sync's mode). After the checks, so their verdicts are recorded
     // too; before the gate, so nobody is asked to approve what cannot be delivered.
-    let what = if options.undo.is_some() {
-        "undo"
-    } else {
-        "run"
-    };
-    if let Err(e) = prepare::check_plan_operations(p, tally.planned, what) {
+    if let Err(e) = prepare::check_plan_operations(p, tally.planned, purpose.as_str()) {
         tally.planned = OpCounts::default();
         return RunOutcome::Failed(e.to_string());
     }

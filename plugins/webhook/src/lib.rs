@@ -18,6 +18,8 @@
 //! never taken for success); 401/403 stop the run naming the credentials (or their absence);
 //! 429 and 5xx are retried; other 4xx reject the rows.
 
+mod lookup;
+
 use backflow_plugin_sdk::host::{self, HttpHeader, HttpRequest};
 use backflow_plugin_sdk::*;
 use hmac::{Hmac, Mac};
@@ -45,6 +47,18 @@ const SCHEMA: &str = r#"{
     "signing_secret": { "type": "string", "description": "HMAC-SHA256 key (use ${env.NAME}); adds X-Backflow-Signature." },
     "idempotency_header": { "type": "string", "default": "Idempotency-Key", "description": "Header carrying the idempotency key; empty to omit." },
     "timeout_ms": { "type": "integer", "minimum": 1, "default": 30000 },
+    "lookup": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["url"],
+      "description": "Read back what the destination holds (drift, reconcile, write = \"if_empty\"): a GET URL with {key}, or a POST of keys answered with the records.",
+      "properties": {
+        "url": { "type": "string", "description": "GET: a URL with {key} (or {FIELD} per key field); POST: the lookup endpoint." },
+        "method": { "enum": ["GET", "POST", "get", "post"], "default": "GET" },
+        "keys_field": { "type": "string", "default": "keys", "description": "POST: the body field carrying the keys." },
+        "response_path": { "type": "string", "description": "Where the record (GET) or the array of records (POST) is in the answer: a JSON pointer or a dotted path." }
+      }
+    },
     "multi_status": {
       "type": "object",
       "additionalProperties": false,
@@ -87,6 +101,8 @@ struct Config {
     idempotency_header: String,
     #[serde(default)]
     multi_status: Option<MultiStatus>,
+    #[serde(default)]
+    lookup: Option<lookup::Lookup>,
 }
 
 /// How to read the per-row results of a `207 Multi-Status` answer: `errors` points (JSON
@@ -168,6 +184,9 @@ fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
                 "name how an error object points at its row: index = \"FIELD\" (its position in the request, from 0) or key = \"FIELD\" (its primary key value)",
             ));
         }
+    }
+    for (field, message) in cfg.lookup.iter().flat_map(lookup::check_lookup) {
+        errors.push(ConfigError::new(field, message));
     }
     if cfg.method.trim().is_empty() {
         errors.push(ConfigError::new("method", "is empty"));
@@ -256,8 +275,12 @@ impl DestinationPlugin for Webhook {
         }
     }
 
+    /// Field presence, and reading back (`read` needs `config.lookup`; without it `read`
+    /// says so).
     fn capabilities() -> Vec<Capability> {
-        present::CAPABILITIES.to_vec()
+        let mut capabilities = present::CAPABILITIES.to_vec();
+        capabilities.push(Capability::ReadBack);
+        capabilities
     }
 
     fn check_config(config: &str) -> Vec<ConfigError> {
@@ -805,6 +828,20 @@ impl WebhookWriter {
 }
 
 impl DestinationWriter for WebhookWriter {
+    /// What the destination holds for `keys`, through `config.lookup` (see `lookup.rs`).
+    fn read(
+        &mut self,
+        keys: Batch,
+    ) -> Result<backflow_plugin_sdk::warehouse::ReadResult, PluginError> {
+        let Some(lookup) = &self.cfg.lookup else {
+            return Err(PluginError::bad_config(
+                "lookup",
+                "the webhook reads back what the destination holds only through a lookup endpoint: set config.lookup = { url = \"https://…/records/{key}\" } (a GET per key, 404 = absent) or { url = \"…\", method = \"POST\", keys_field = \"keys\", response_path = \"records\" }",
+            ));
+        };
+        lookup::read(lookup, &self.headers, self.cfg.timeout_ms, &keys)
+    }
+
     fn write_present(
         &mut self,
         op: Operation,

@@ -17,6 +17,7 @@
 
 mod changes;
 mod debugger;
+mod drift;
 mod pages;
 mod plugins;
 mod runs;
@@ -91,6 +92,7 @@ pub fn router() -> Router<Arc<ApiState>> {
         .merge(changes::routes())
         .merge(plugins::routes())
         .merge(debugger::routes())
+        .merge(drift::routes())
 }
 
 /// The HTML page for a path under `/ui` that does not exist.

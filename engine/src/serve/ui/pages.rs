@@ -11,6 +11,8 @@ use crate::sync::PlanReport;
 use axum::http::StatusCode;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+pub(super) mod drift;
+
 const STYLE: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:10px 24px;display:flex;gap:20px;align-items:center}
@@ -207,6 +209,8 @@ pub fn sync_history(
             form method="get" action=(format!("/ui/syncs/{}/rows", path_segment(&s.name))) {
                 "Row history: " input type="text" name="key" placeholder="primary key"; " " button.secondary type="submit" { "Look up" }
             }
+            p { a.button.secondary.drift href=(format!("/ui/syncs/{}/drift", path_segment(&s.name))) { "Check drift" }
+                " " span.note { "compares what the destination holds with what backflow sent" } }
             table #runs {
                 tr { th { "Run" } th { "Status" } th { "Trigger" } th { "By" } th { "Started" } th { "Duration" } th { "Delivered" } th { "Failed" } }
                 @for r in runs {

@@ -4,6 +4,7 @@
 //! paced by the sync's rate limit; every finished batch is handed to the
 //! [`Committer`](super::commit::Committer).
 
+pub(crate) mod if_empty;
 pub mod pacer;
 pub mod send;
 pub mod writer;

@@ -113,9 +113,21 @@ pub(crate) async fn send(
         op,
         change,
         columns,
-        rows,
+        mut rows,
     }: Outgoing<'_>,
 ) -> Sent {
+    if change == Change::Changed {
+        if let Err(e) = super::if_empty::leave_out_filled(writer, p, columns, &mut rows).await {
+            let e = e.to_string();
+            let rejected = rows.into_iter().map(|r| (r, e.clone())).collect();
+            return Sent {
+                change,
+                acked: Vec::new(),
+                rejected,
+                result: Ok(()),
+            };
+        }
+    }
     // Groups of rows still to send; a batch refused as a whole is split into halves.
     let mut groups: Vec<Vec<PlannedRow>> = vec![rows];
     let mut pending = Vec::new();

@@ -24,6 +24,18 @@ impl Writer {
         }
     }
 
+    /// What the destination holds for `keys` (`None` for the native no-op, which holds
+    /// nothing to protect).
+    pub(crate) async fn read(
+        &mut self,
+        keys: backflow_plugin_sdk::Batch,
+    ) -> Result<Option<backflow_plugin_sdk::warehouse::ReadResult>, CallError> {
+        match self {
+            Writer::Wasm(d) => d.read(keys).await.map(Some),
+            Writer::Noop => Ok(None),
+        }
+    }
+
     /// Gives the writer's turn to send back (see `host::request_gate`): its batch is recorded.
     pub(crate) fn end_turn(&mut self) {
         if let Writer::Wasm(d) = self {

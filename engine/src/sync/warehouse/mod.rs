@@ -175,6 +175,15 @@ pub(crate) fn no_undo(p: &PreparedSync) -> Abort {
     ))
 }
 
+/// A reconcile of a warehouse-diff sync: refused, the drift report compares the destination
+/// with the engine's snapshot, which this mode does not keep.
+pub(crate) fn no_reconcile(p: &PreparedSync) -> Abort {
+    Abort::Model(format!(
+        "model {} diffs in the warehouse (diff = \"warehouse\"): drift and reconcile compare the destination with the engine's own snapshot, which this mode does not keep; nothing was sent",
+        p.model.name
+    ))
+}
+
 /// [`WarehouseRun::before_delivery`] for a warehouse-diff run; nothing otherwise.
 pub(crate) async fn before_delivery(
     wh: Option<&mut WarehouseRun>,

@@ -84,6 +84,12 @@ async fn answer(
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     let rows = rows_of(&body_json);
     let verdict = judge(shared, &method, &headers, &body, &rows);
+    if let (Some(store), true) = (&shared.records, verdict.status.is_success()) {
+        let path = uri.path();
+        store.apply(method.as_str(), path, &body_json, &rows, |row| {
+            refused_one_by_one(o, row)
+        });
+    }
     let received = Received {
         method: method.to_string(),
         path: uri
@@ -126,6 +132,7 @@ fn only_counts(shared: &Shared) -> bool {
         && o.multi_status.is_none()
         && shared.out.is_none()
         && !o.print
+        && o.records.is_none()
         && !faults
 }
 
@@ -331,6 +338,20 @@ fn multi_status(o: &ReceiverOptions, rows: &[serde_json::Value]) -> Option<Verdi
     );
     verdict.refused = errors.len();
     Some(verdict)
+}
+
+/// Whether `multi_status` refuses this row (a 207 refuses such rows, accepting the others).
+fn refused_one_by_one(o: &ReceiverOptions, row: &serde_json::Value) -> bool {
+    let Some((field, values)) = &o.multi_status else {
+        return false;
+    };
+    row.get(field).is_some_and(|v| {
+        let text = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        values.contains(&text)
+    })
 }
 
 /// Prints the request (`print`), appends it to the file (`out`), and records it, or with

@@ -3,11 +3,15 @@
 //! flag makes it behave like a real API: added latency, an error rate, 429 with
 //! `Retry-After` above a request rate, refusing rows whose field has a value (the whole
 //! request with 422, or only those rows with a 207 Multi-Status), verifying HMAC signatures. `GET /_receiver/requests` returns everything recorded so far as JSON.
+//! With `records`, it also keeps what a record-keeping API would hold (`records.rs`):
+//! rows merged into records by key, readable and editable under `/_records`.
 //!
 //! The handler answers in named steps (`answer.rs`): the fast counting path of a benchmark's
 //! receiver, the verdict (faults injected in a fixed order), then keeping the request.
 
 mod answer;
+mod record_store;
+mod records;
 mod row_count;
 mod signature;
 mod state;
@@ -57,6 +61,33 @@ impl Receiver {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// The record store's records by key (empty without `records`).
+    pub fn records(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.shared
+            .records
+            .as_ref()
+            .map(|r| r.all())
+            .unwrap_or_default()
+    }
+
+    /// The stored record of `key` (compared as text), if any.
+    pub fn record(&self, key: &str) -> Option<serde_json::Value> {
+        self.shared.records.as_ref().and_then(|r| r.get(key))
+    }
+
+    /// Replaces the record of `key` behind backflow's back (as `PUT /_records/{key}`);
+    /// `record` must be a JSON object, anything else is ignored.
+    pub fn put_record(&self, key: &str, record: serde_json::Value) {
+        if let (Some(store), serde_json::Value::Object(record)) = (&self.shared.records, record) {
+            store.put(key, record);
+        }
+    }
+
+    /// Removes the record of `key` behind backflow's back; whether there was one.
+    pub fn remove_record(&self, key: &str) -> bool {
+        self.shared.records.as_ref().is_some_and(|r| r.remove(key))
+    }
+
     /// The URL of `path` on this receiver (`path` starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
@@ -78,6 +109,7 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
     let shared = Arc::new(Shared {
         received: Mutex::new(Vec::new()),
         out,
+        records: options.records.clone().map(record_store::RecordStore::new),
         options,
         errors_due: Mutex::new(0.0),
         window: Mutex::new(Default::default()),
@@ -87,8 +119,11 @@ pub async fn start(addr: SocketAddr, options: ReceiverOptions) -> anyhow::Result
         max_active: Default::default(),
         started: std::time::Instant::now(),
     });
-    let app = axum::Router::new()
-        .route("/_receiver/requests", axum::routing::get(list))
+    let mut app = axum::Router::new().route("/_receiver/requests", axum::routing::get(list));
+    if shared.records.is_some() {
+        app = app.merge(records::routes());
+    }
+    let app = app
         .fallback(answer::record)
         // Accept what the engine may send in one request (batches are cut at 16 MiB). With
         // axum's 2 MB default, a larger batch got a 413 before its body was read; under load

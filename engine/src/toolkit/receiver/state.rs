@@ -62,6 +62,9 @@ pub struct ReceiverOptions {
     /// Parse every body but keep only counts, not the requests (for benchmarks: a million
     /// rows would otherwise stay in memory).
     pub discard: bool,
+    /// Keep a record store keyed by this field: accepted rows merge into records by key,
+    /// deletes remove them, and `/_records` reads and edits them (see `records.rs`).
+    pub records: Option<String>,
 }
 
 /// The state every request handler of one receiver shares.
@@ -80,4 +83,6 @@ pub(super) struct Shared {
     /// Requests being handled now, and the most ever at once.
     pub(super) active: std::sync::atomic::AtomicUsize,
     pub(super) max_active: std::sync::atomic::AtomicUsize,
+    /// The record store (`records`).
+    pub(super) records: Option<super::record_store::RecordStore>,
 }
