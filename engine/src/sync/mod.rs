@@ -27,6 +27,7 @@ pub mod prepare;
 pub mod progress;
 pub mod read;
 pub mod recover;
+mod redaction;
 pub mod run;
 mod unrecorded;
 pub(crate) mod warehouse;
@@ -220,7 +221,7 @@ pub async fn run_sync_planned(
     record.delivered = tally.delivered;
     record.failed = tally.failed;
     record.rejected = tally.rejected;
-    redact_record(&mut record, &prepared);
+    redaction::redact_record(&mut record, &prepared);
     state.record_run(&record, keep_runs)?;
     if let Err(e) = state.prune_changelog(&prepared.state_key, env.ws.keep_changelog_runs) {
         tracing::warn!(sync = sync_name, "pruning old changelogs: {e}");
@@ -326,9 +327,7 @@ async fn execute(
     let plan_started = Instant::now();
     let planned = match (&options.undo, wh.as_mut()) {
         (None, Some(_)) if reconcile => Err(warehouse::no_reconcile(p)),
-        (None, None) if reconcile => {
-            drift::reconcile::plan_reconcile_run(host, ws, state, p).await
-        }
+        (None, None) if reconcile => drift::reconcile::plan_reconcile_run(host, ws, state, p).await,
         (None, Some(wh)) => wh.plan(ws, p, options.full_resync).await,
         (None, None) => {
             let sort_first = sorts_first(state, p, run_id, record);
@@ -339,7 +338,7 @@ async fn execute(
             build_plan(host, ws, state, p, options).await
         }
         (Some(_), Some(_)) => Err(warehouse::no_undo(p)),
-        (Some(target), None) => plan_undo_run(ws, state, p, target, record),
+        (Some(target), None) => plan::undo::plan_undo_run(ws, state, p, target, record),
     };
     let plan = match planned {
         Ok(plan) => plan,
@@ -638,34 +637,6 @@ fn clear_refused_deletes(
     Ok(())
 }
 
-/// Cuts secrets from everything a run record shows (errors, refusals, check messages), as a
-/// last line behind the host's redaction of plugin errors: engine messages can quote URLs
-/// and answers too. The secrets are the values of every variable granted to the sync's
-/// plugins.
-fn redact_record(record: &mut RunRecord, p: &PreparedSync) {
-    let mut secrets: Vec<String> = Vec::new();
-    let connectors = [&p.source, &p.destination]
-        .into_iter()
-        .chain(p.checks.iter().map(|(c, _)| &c.connector));
-    for c in connectors {
-        secrets.extend(
-            c.grants
-                .env
-                .iter()
-                .filter_map(|name| std::env::var(name).ok()),
-        );
-    }
-    let r = |m: &mut String| *m = crate::redact::redact(&secrets, m);
-    if let Some(e) = &mut record.error {
-        r(e);
-    }
-    record.rejected.iter_mut().for_each(|row| r(&mut row.error));
-    for check in &mut record.checks {
-        r(&mut check.message);
-        check.samples.iter_mut().for_each(r);
-    }
-}
-
 /// Runs a run's stages so that a panic anywhere in them (a bug) becomes a failed run with
 /// the panic's message, never a dead process leaving the run recorded as running. What was
 /// acknowledged before stays in the journal and is committed by the next run.
@@ -682,31 +653,6 @@ async fn guarded(stages: impl std::future::Future<Output = RunOutcome>) -> RunOu
             RunOutcome::Failed(format!("internal error (a bug in backflow, please report it): the run stopped on a panic: {message}; rows acknowledged before it were kept"))
         }
     }
-}
-
-/// The plan of an undo, checked against what the destination can do; what it leaves alone
-/// goes into the run record.
-fn plan_undo_run(
-    ws: &Workspace,
-    state: &StateStore,
-    p: &PreparedSync,
-    target: &UndoTarget,
-    record: &mut RunRecord,
-) -> Result<plan::Plan, Abort> {
-    let undo = plan::undo::plan_undo(
-        state,
-        &p.state_key,
-        &p.sync.name,
-        &ws.state_dir.join("tmp"),
-        target,
-    )?;
-    if let Some(summary) = &mut record.undo {
-        summary.conflicts = undo.conflicts;
-        summary.conflict_keys = undo.conflict_keys.clone();
-        summary.without_before = undo.without_before;
-    }
-    plan::undo::check_undo_operations(p, &undo.plan.diff)?;
-    Ok(undo.plan)
 }
 
 #[cfg(test)]

@@ -191,3 +191,28 @@ pub(crate) fn check_undo_operations(p: &PreparedSync, diff: &DiffCounts) -> Resu
     }
     Ok(())
 }
+
+/// The plan of an undo, checked against what the destination can do; what it leaves alone
+/// goes into the run record.
+pub(crate) fn plan_undo_run(
+    ws: &crate::workspace::Workspace,
+    state: &crate::state::StateStore,
+    p: &crate::sync::prepare::PreparedSync,
+    target: &UndoTarget,
+    record: &mut crate::domain::RunRecord,
+) -> Result<crate::sync::plan::Plan, crate::sync::run::Abort> {
+    let undo = plan_undo(
+        state,
+        &p.state_key,
+        &p.sync.name,
+        &ws.state_dir.join("tmp"),
+        target,
+    )?;
+    if let Some(summary) = &mut record.undo {
+        summary.conflicts = undo.conflicts;
+        summary.conflict_keys = undo.conflict_keys.clone();
+        summary.without_before = undo.without_before;
+    }
+    check_undo_operations(p, &undo.plan.diff)?;
+    Ok(undo.plan)
+}
