@@ -333,3 +333,63 @@ async fn if_empty_never_overwrites_a_value_edited_at_the_destination() {
         "{report}"
     );
 }
+
+/// In `mode = "update"` every row is an update of a record the destination already holds,
+/// the first run's included: `if_empty` reads those back too, so a value set at the
+/// destination before backflow ever ran is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn if_empty_keeps_values_the_destination_held_before_the_first_update() {
+    let receiver = record_receiver().await;
+    receiver.put_record(
+        "2",
+        json!({"id": 2, "email": "old@example.com", "plan": "custom"}),
+    );
+    receiver.put_record(
+        "3",
+        json!({"id": 3, "email": "old3@example.com", "plan": null}),
+    );
+    let lookup = GET_LOOKUP.replace("{base}", &receiver.url(""));
+    let ws = csv_to_webhook(
+        &receiver,
+        &lookup,
+        "mode = \"update\"\n[syncs.to_hook.mapping]\nid = \"id\"\nemail = \"email\"\nplan = { to = \"plan\", write = \"if_empty\" }",
+    );
+    let record = ws.run("to_hook").await;
+    assert_eq!(record.status.as_str(), "succeeded", "{record:?}");
+    let two = receiver.record("2").unwrap();
+    assert_eq!(two["plan"], "custom", "the destination's value kept: {two}");
+    assert_eq!(
+        two["email"], "grace@example.com",
+        "other fields updated: {two}"
+    );
+    assert_eq!(
+        receiver.record("3").unwrap()["plan"],
+        "pro",
+        "an empty field is written"
+    );
+}
+
+/// `write = "on_insert"` fields are set once: a value edited at the destination afterwards is
+/// what the rule means to keep, so drift does not report it (and reconcile leaves it).
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_does_not_report_on_insert_fields_the_destination_changed() {
+    let receiver = record_receiver().await;
+    let lookup = GET_LOOKUP.replace("{base}", &receiver.url(""));
+    let ws = csv_to_webhook(
+        &receiver,
+        &lookup,
+        "[syncs.to_hook.mapping]\nid = \"id\"\nemail = \"email\"\nplan = { to = \"plan\", write = \"on_insert\" }",
+    );
+    let record = ws.run("to_hook").await;
+    assert_eq!(record.status.as_str(), "succeeded", "{record:?}");
+    let mut two = receiver.record("2").unwrap();
+    two["plan"] = json!("custom");
+    receiver.put_record("2", two);
+    let report = ok(
+        backflow_as(&ws, "ann", &["sync", "drift", "to_hook", "--json"]),
+        "drift",
+    )
+    .json();
+    assert_eq!(report["differing"], 0, "{report}");
+    assert_eq!(report["in_sync"], 8, "{report}");
+}

@@ -221,6 +221,19 @@ async fn sync_plan_and_a_draft_run_leave_the_published_snapshot_table_untouched(
         (1, 1),
         "the published sync still sees its own changes: {again:?}"
     );
+    // Drift and reconcile compare the destination with the engine's snapshot, which this
+    // mode does not keep: refused, not an empty "no drift" report.
+    for what in ["drift", "reconcile"] {
+        let out = backflow_as(&ws, "tester", &["sync", what, "s"]);
+        assert_ne!(out.code, 0, "{what}: {} {}", out.stdout, out.stderr);
+        // (a reconcile is a run: its failure is a run record, on stdout)
+        assert!(
+            format!("{}{}", out.stdout, out.stderr).contains("diff = \"warehouse\""),
+            "{what}: {} {}",
+            out.stdout,
+            out.stderr
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -378,7 +378,12 @@ impl App {
             stop: None,
             run_id: Some(release_id),
         };
-        let record = match run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await {
+        let started = if gate.reconcile {
+            run_reconcile(&self.host, &ws, &self.state, &gate.sync, &options).await
+        } else {
+            run_sync(&self.host, &ws, &self.state, &gate.sync, &options).await
+        };
+        let record = match started {
             Ok(record) => record,
             // The release could not start: a failed run (alerted), and the held run says so.
             Err(e) if failed_start::is_failed_start(&e) => {

@@ -251,15 +251,19 @@ impl App {
         let ws = self.workspace_for(draft, &[name.to_string()])?;
         ws.sync(name)
             .map_err(|e| AppError::NotFound(e.to_string()))?;
+        let mut reconcile = false;
         if let Some(approved) = &request.approved_run {
             // Decided again since it was queued (rejected, cancelled, superseded, or already
             // released by a run of the same plan): nothing to release.
             let gate = self.state.run_gate::<RunGate>(approved).map_err(failed)?;
-            if gate.is_none_or(|g| g.status != GateStatus::Approved) {
-                return Err(AppError::Refused(format!(
+            match gate {
+                Some(g) if g.status == GateStatus::Approved => reconcile = g.reconcile,
+                _ => {
+                    return Err(AppError::Refused(format!(
                     "run {approved} is no longer approved and waiting for release: nothing to run"
                 ))
-                .into());
+                    .into())
+                }
             }
         }
         let options = RunOptions {
@@ -272,7 +276,14 @@ impl App {
             stop: request.stop.clone(),
             run_id: Some(run_id.to_string()),
         };
-        let run = super::run_sync(&self.host, &ws, &self.state, name, &options);
+        // A held reconcile's approval releases a reconcile (its plan is the drift's).
+        let run = async {
+            if reconcile {
+                super::run_reconcile(&self.host, &ws, &self.state, name, &options).await
+            } else {
+                super::run_sync(&self.host, &ws, &self.state, name, &options).await
+            }
+        };
         Ok(crate::sync::progress::reporting_to(Some(live), run).await?)
     }
 

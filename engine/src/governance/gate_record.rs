@@ -57,6 +57,9 @@ pub struct RunGate {
     /// Whether the held run was a full resync (its approval re-plans the same way).
     #[serde(default)]
     pub full_resync: bool,
+    /// The held run is a reconcile (its approval reconciles again, not an ordinary run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconcile: bool,
     /// The held run is an undo of this run (its approval undoes it the same way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<crate::sync::UndoTarget>,

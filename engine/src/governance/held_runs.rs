@@ -75,6 +75,7 @@ pub(crate) fn same_plan(
                 && g.plan_fingerprint == request.plan_fingerprint
                 && g.config_hash == request.config_hash
                 && g.full_resync == request.full_resync
+                && g.reconcile == request.reconcile
                 && g.undo.as_ref() == request.undo
                 && !expired(g)
         }))

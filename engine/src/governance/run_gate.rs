@@ -241,6 +241,7 @@ fn hold_run(
         full_resync,
         user,
         undo,
+        reconcile,
         ..
     } = request;
     let requested = time::OffsetDateTime::now_utc();
@@ -267,6 +268,7 @@ fn hold_run(
         plan_fingerprint: plan_fingerprint.into(),
         config_hash: config_hash.into(),
         full_resync,
+        reconcile,
         undo: undo.cloned(),
         planned,
         samples,

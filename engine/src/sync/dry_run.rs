@@ -246,9 +246,23 @@ pub async fn test_row(
         crate::host::capture::CAPTURE_QUEUE,
     );
     let mut writer = open_test_writer(host, &p, &context, recorder).await?;
+    // The row as a run would send it new: the field rules leave out what they would.
+    let present = crate::sync::field_rules::PayloadRules::new(
+        &p.sync.field_rules,
+        &projection.columns,
+        &projection.key_columns,
+    )
+    .present(Change::Added, &row, &[]);
+    let (payload, present) = match present {
+        Some(present) if op != Operation::Append => (
+            crate::sync::field_rules::PayloadRules::payload(&payload, &present),
+            crate::sync::field_rules::present_bitmap(&[Some(&present)], columns.len()),
+        ),
+        _ => (payload, None),
+    };
     let mut b = BatchBuilder::new(columns.clone());
     b.push_encoded_row(&payload);
-    let answer = writer.write(op, b.finish(), None).await;
+    let answer = writer.write(op, b.finish(), present).await;
     let _ = writer.finish().await;
     let mut requests = Vec::new();
     while let Ok(request) = captured.try_recv() {

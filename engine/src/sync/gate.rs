@@ -30,6 +30,8 @@ pub struct GateRequest<'a> {
     pub approved_run: Option<&'a str>,
     /// The run this one undoes, for an undo (`runs undo`).
     pub undo: Option<&'a UndoTarget>,
+    /// A reconcile (`sync reconcile`): its approval releases a reconcile again.
+    pub reconcile: bool,
 }
 
 /// The gate could not decide (a policy plugin or the state failed): the run fails with this

@@ -384,7 +384,7 @@ async fn execute(
         };
     }
     if gate.is_active() {
-        if let Some(held) = ask_gate(gate, p, &plan, run_id, options, tally).await {
+        if let Some(held) = ask_gate(gate, p, &plan, run_id, (options, reconcile), tally).await {
             return held;
         }
     }
@@ -469,7 +469,7 @@ async fn ask_gate(
     p: &PreparedSync,
     plan: &plan::Plan,
     run_id: &str,
-    options: &RunOptions,
+    (options, reconcile): (&RunOptions, bool),
     tally: &mut Tally,
 ) -> Option<RunOutcome> {
     let mut samples = serde_json::Map::new();
@@ -497,6 +497,7 @@ async fn ask_gate(
         user: &options.user,
         approved_run: options.approved_run.as_deref(),
         undo: options.undo.as_ref(),
+        reconcile,
     };
     progress::enter_phase("approval");
     let asked = Instant::now();

@@ -461,7 +461,7 @@ fn config_hash(
     destination: &Connector,
 ) -> String {
     let mut h = Sha256::new();
-    for part in [
+    let mut parts = vec![
         format!(
             "{:?}|{:?}|{:?}|{:?}",
             sync.mode, sync.mapping, sync.batch_size, sync.destination
@@ -472,12 +472,13 @@ fn config_hash(
         ),
         source.config_json.clone(),
         destination.config_json.clone(),
-        // Only when set, so the hash of a sync without rules is what it was before them.
-        if sync.field_rules.is_default() {
-            String::new()
-        } else {
-            format!("{:?}", sync.field_rules)
-        },
+    ];
+    // Only when set (part and separator), so the hash of a sync without rules is what it was
+    // before them: runs approved before an upgrade stay approved.
+    if !sync.field_rules.is_default() {
+        parts.push(format!("{:?}", sync.field_rules));
+    }
+    parts.push(
         sync.checks
             .iter()
             .map(|c| {
@@ -488,7 +489,8 @@ fn config_hash(
             })
             .collect::<Vec<_>>()
             .join(";"),
-    ] {
+    );
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0]);
     }

@@ -2,7 +2,8 @@
 //! read back for its keys (`writer.read`, contract 0.3.0), and each `if_empty` field is left
 //! out of a row (an absent cell) where the destination already holds a value for it (not
 //! absent, not null, not an empty string). A row the destination does not hold sends every
-//! field. Inserts are not read: a row new to backflow is sent whole.
+//! field. Inserts are not read: a row new to backflow is sent whole (but an update-mode
+//! sync's new rows are updates of records the destination holds, so they are read).
 
 use super::writer::Writer;
 use crate::sync::field_rules::PayloadRules;
@@ -25,6 +26,13 @@ pub(crate) struct Unread {
 
 /// Tries of the read before the batch's rows are refused for this run.
 const TRIES: u32 = 4;
+
+/// Whether a batch with `columns` has `if_empty` fields, so its rows are read back first.
+pub(crate) fn reads_back(p: &PreparedSync, columns: &[Column]) -> bool {
+    columns
+        .iter()
+        .any(|c| p.sync.field_rules.rule(&c.name).1 == WriteRule::IfEmpty)
+}
 
 /// Leaves out of `rows` (updates, with `columns`) the `if_empty` fields the destination
 /// already holds a value for. An error (the read failed) says why the rows cannot be sent

@@ -116,7 +116,12 @@ pub(crate) async fn send(
         mut rows,
     }: Outgoing<'_>,
 ) -> Sent {
-    if change == Change::Changed {
+    // Every update is read back first, including a row new to backflow that an update-mode
+    // sync sends to a record the destination already holds; the read is paced like a write.
+    if change == Change::Changed || op == Operation::Update {
+        if super::if_empty::reads_back(p, columns) {
+            pacer.lock().await.wait(rows.len()).await;
+        }
         if let Err(e) = super::if_empty::leave_out_filled(writer, p, columns, &mut rows).await {
             let e = e.to_string();
             let rejected = rows.into_iter().map(|r| (r, e.clone())).collect();

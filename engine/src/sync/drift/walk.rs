@@ -11,7 +11,7 @@ use crate::state::StateStore;
 use crate::sync::plan::{key_text, snapshot_is_valid};
 use crate::sync::prepare::{open_error, PreparedSync};
 use crate::sync::read::Projection;
-use crate::workspace::Workspace;
+use crate::workspace::{NullRule, Workspace, WriteRule};
 use backflow_plugin_sdk::codec::{read_array_len, read_value};
 use backflow_plugin_sdk::warehouse::Held;
 use backflow_plugin_sdk::{BatchBuilder, Column, Value};
@@ -89,6 +89,10 @@ pub(crate) async fn walk(
     options: DriftOptions,
     on: &mut OnFinding<'_>,
 ) -> Result<DriftReport, DriftError> {
+    if crate::sync::warehouse::in_warehouse(p) {
+        // The engine keeps no snapshot of this sync: an empty one would read as "no drift".
+        return Err(DriftError::Run(crate::sync::warehouse::no_reconcile(p)));
+    }
     if !snapshot_is_valid(state, p)? {
         return Err(DriftError::StaleSnapshot(p.sync.name.clone()));
     }
@@ -108,17 +112,25 @@ async fn walk_with(
     on: &mut OnFinding<'_>,
 ) -> Result<DriftReport, DriftError> {
     let (columns, key_columns) = columns(host, p).await?;
-    // `write = "if_empty"` fields: where the destination holds a value, its value wins.
-    let if_empty: Vec<String> = p
-        .sync
-        .field_rules
-        .if_empty_fields()
+    // `write = "if_empty"` and `"on_insert"` fields: where the destination holds a value,
+    // its value wins (it was never meant to be overwritten). `null = "skip"` fields: a null
+    // in the model was never sent, so whatever the destination holds is not drift.
+    let rules = &p.sync.field_rules.fields;
+    let if_empty: Vec<String> = rules
+        .values()
+        .filter(|r| matches!(r.write, WriteRule::IfEmpty | WriteRule::OnInsert))
+        .map(|r| r.to.clone())
+        .collect();
+    let skip_null: Vec<String> = rules
+        .values()
+        .filter(|r| r.null == NullRule::Skip)
         .map(|r| r.to.clone())
         .collect();
     let compared = Compared {
         columns: &columns,
         key_columns: &key_columns,
         if_empty: &if_empty,
+        skip_null: &skip_null,
     };
     let snapshot_rows = state.snapshot_len(&p.state_key)?;
     let mut report = DriftReport {
@@ -186,6 +198,8 @@ struct Compared<'a> {
     columns: &'a [Column],
     key_columns: &'a [Column],
     if_empty: &'a [String],
+    /// `null = "skip"` fields (not compared where the model's value is null).
+    skip_null: &'a [String],
 }
 
 /// Reads one batch of delivered keys back and compares each with what was sent.
@@ -195,6 +209,7 @@ async fn compare_batch(
         columns,
         key_columns,
         if_empty,
+        skip_null,
     }: &Compared<'_>,
     keys: &[&[u8]],
     sent: &[Option<Delivered>],
@@ -237,11 +252,18 @@ async fn compare_batch(
                 key_text(key)
             )));
         };
-        let destination_wins: Vec<String> = if_empty
+        let mut destination_wins: Vec<String> = if_empty
             .iter()
             .filter(|f| record.get(*f).is_some_and(|v| !compare::is_empty(v)))
             .cloned()
             .collect();
+        destination_wins.extend(
+            columns
+                .iter()
+                .zip(&values)
+                .filter(|(c, v)| matches!(v, Value::Null) && skip_null.contains(&c.name))
+                .map(|(c, _)| c.name.clone()),
+        );
         let fields = compare::differing_fields(columns, &values, record, &destination_wins);
         if fields.is_empty() {
             report.in_sync += 1;
