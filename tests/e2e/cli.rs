@@ -10,6 +10,8 @@ fn backflow(args: &[&str], workspace: &std::path::Path) -> std::process::Output 
         .arg(workspace)
         .env("RUST_LOG", "warn")
         .env_remove("BACKFLOW_WORKSPACE")
+        // The workspace's own compile cache, so a test can see what a run compiled.
+        .env("BACKFLOW_CACHE_DIR", workspace.join(".backflow/cache"))
         .output()
         .expect("running backflow")
 }
