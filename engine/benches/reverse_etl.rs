@@ -162,7 +162,7 @@ fn main() {
         std::fs::write(
             ws.join("backflow.toml"),
             format!(
-                "[workspace]\nplugins_dir = \"{plugins}\"\n[state]\nkeep_changelog_runs = {keep_changelog}\n{source}\n[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://127.0.0.1:{port}/contacts\"\ngrants.network = [\"127.0.0.1:{port}\"]\n[models.customers]\n{model}\nprimary_key = \"id\"\n[syncs.s]\nmodel = \"customers\"\ndestination = \"hook\"\nmode = \"mirror\"\nbatch_size = 500\nmax_in_flight = {max_in_flight}\n{debug}",
+                "[workspace]\nplugins_dir = \"{plugins}\"\n[state]\nkeep_changelog_runs = {keep_changelog}\n{source}\n[destinations.hook]\nplugin = \"webhook\"\nconfig.url = \"http://127.0.0.1:{port}/contacts\"\nconfig.endpoints.delete = \"http://127.0.0.1:{port}/contacts/delete\"\ngrants.network = [\"127.0.0.1:{port}\"]\n[models.customers]\n{model}\nprimary_key = \"id\"\n[syncs.s]\nmodel = \"customers\"\ndestination = \"hook\"\nmode = \"mirror\"\nbatch_size = 500\nmax_in_flight = {max_in_flight}\n{debug}",
                 plugins = plugins.display(),
             ),
         )
