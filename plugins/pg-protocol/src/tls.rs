@@ -295,3 +295,85 @@ impl ServerCertVerifier for ChainOnly {
         self.0.supported_verify_schemes()
     }
 }
+
+/// The connection settings both PostgreSQL plugins take, as their configs spell them.
+pub struct ConnectionSettings<'a> {
+    /// `sslmode`.
+    pub sslmode: Option<&'a str>,
+    /// `ssl_ciphers`.
+    pub ssl_ciphers: Option<&'a str>,
+    /// Whether `sslrootcert` is set.
+    pub sslrootcert: bool,
+    /// Whether `password_over_unverified_tls` is set.
+    pub password_over_unverified_tls: bool,
+    /// `hostaddr`.
+    pub hostaddr: Option<&'a str>,
+    /// `port`.
+    pub port: Option<u16>,
+}
+
+/// Checks the connection settings (the same rules for the source and the destination),
+/// pushing each problem, named by its field, into `errors`.
+pub fn check_connection(
+    s: &ConnectionSettings<'_>,
+    errors: &mut Vec<backflow_plugin_sdk::ConfigError>,
+) {
+    use backflow_plugin_sdk::ConfigError;
+    let mode = match s.sslmode {
+        None => Some(SslMode::Disable),
+        Some(m) => {
+            let mode = SslMode::parse(m);
+            if mode.is_none() {
+                let hint = if m == "prefer" || m == "allow" {
+                    " (prefer/allow may fall back to plain text; choose disable or require)"
+                } else {
+                    ""
+                };
+                errors.push(ConfigError::new(
+                    "sslmode",
+                    format!(
+                        "unknown mode {m:?}; use disable, require, verify-ca or verify-full{hint}"
+                    ),
+                ));
+            }
+            mode
+        }
+    };
+    if let Some(c) = s.ssl_ciphers.filter(|c| !matches!(*c, "chacha20" | "any")) {
+        errors.push(ConfigError::new(
+            "ssl_ciphers",
+            format!("unknown value {c:?}; use chacha20 or any"),
+        ));
+    }
+    if s.sslrootcert && !matches!(mode, Some(SslMode::VerifyCa | SslMode::VerifyFull)) {
+        errors.push(ConfigError::new(
+            "sslrootcert",
+            "is only used with sslmode = \"verify-ca\" or \"verify-full\"",
+        ));
+    }
+    // verify-ca checks the chain but not the name: against the public web roots, anyone holding
+    // a certificate for any name would pass. libpq refuses this combination too.
+    if mode == Some(SslMode::VerifyCa) && !s.sslrootcert {
+        errors.push(ConfigError::new(
+            "sslrootcert",
+            "sslmode = \"verify-ca\" needs sslrootcert (the CA that signs your server's certificate): it does not check the host name, so with the public roots any certificate for any name would pass; or use verify-full",
+        ));
+    }
+    if s.password_over_unverified_tls && mode != Some(SslMode::Require) {
+        errors.push(ConfigError::new(
+            "password_over_unverified_tls",
+            "only applies to sslmode = \"require\"",
+        ));
+    }
+    if let Some(addr) = s.hostaddr {
+        if addr.parse::<std::net::IpAddr>().is_err() {
+            errors.push(ConfigError::new(
+                "hostaddr",
+                format!("{addr:?} is not an IP address"),
+            ));
+        }
+    }
+    if s.port == Some(0) {
+        errors.push(ConfigError::new("port", "must be between 1 and 65535"));
+    }
+}

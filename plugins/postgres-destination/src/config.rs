@@ -55,65 +55,17 @@ pub struct Config {
 pub fn check(config: &str) -> Result<Config, Vec<ConfigError>> {
     let cfg: Config = parse_config(config).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    let mode = match cfg.sslmode.as_deref() {
-        None => Some(SslMode::Disable),
-        Some(m) => {
-            let mode = SslMode::parse(m);
-            if mode.is_none() {
-                let hint = if m == "prefer" || m == "allow" {
-                    " (prefer/allow may fall back to plain text; choose disable or require)"
-                } else {
-                    ""
-                };
-                errors.push(ConfigError::new(
-                    "sslmode",
-                    format!(
-                        "unknown mode {m:?}; use disable, require, verify-ca or verify-full{hint}"
-                    ),
-                ));
-            }
-            mode
-        }
-    };
-    if let Some(c) = cfg
-        .ssl_ciphers
-        .as_deref()
-        .filter(|c| !matches!(*c, "chacha20" | "any"))
-    {
-        errors.push(ConfigError::new(
-            "ssl_ciphers",
-            format!("unknown value {c:?}; use chacha20 or any"),
-        ));
-    }
-    if cfg.sslrootcert.is_some() && !matches!(mode, Some(SslMode::VerifyCa | SslMode::VerifyFull)) {
-        errors.push(ConfigError::new(
-            "sslrootcert",
-            "is only used with sslmode = \"verify-ca\" or \"verify-full\"",
-        ));
-    }
-    if mode == Some(SslMode::VerifyCa) && cfg.sslrootcert.is_none() {
-        errors.push(ConfigError::new(
-            "sslrootcert",
-            "sslmode = \"verify-ca\" needs sslrootcert (the CA that signs your server's certificate): it does not check the host name, so with the public roots any certificate for any name would pass; or use verify-full",
-        ));
-    }
-    if cfg.password_over_unverified_tls.is_some() && mode != Some(SslMode::Require) {
-        errors.push(ConfigError::new(
-            "password_over_unverified_tls",
-            "only applies to sslmode = \"require\"",
-        ));
-    }
-    if let Some(addr) = &cfg.hostaddr {
-        if addr.parse::<std::net::IpAddr>().is_err() {
-            errors.push(ConfigError::new(
-                "hostaddr",
-                format!("{addr:?} is not an IP address"),
-            ));
-        }
-    }
-    if cfg.port == Some(0) {
-        errors.push(ConfigError::new("port", "must be between 1 and 65535"));
-    }
+    pg_protocol::tls::check_connection(
+        &pg_protocol::tls::ConnectionSettings {
+            sslmode: cfg.sslmode.as_deref(),
+            ssl_ciphers: cfg.ssl_ciphers.as_deref(),
+            sslrootcert: cfg.sslrootcert.is_some(),
+            password_over_unverified_tls: cfg.password_over_unverified_tls.is_some(),
+            hostaddr: cfg.hostaddr.as_deref(),
+            port: cfg.port,
+        },
+        &mut errors,
+    );
     if cfg.user.is_empty() {
         errors.push(ConfigError::new("user", "is empty"));
     }
